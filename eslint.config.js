@@ -1,0 +1,83 @@
+// ESLint flat config: type-aware typescript-eslint rules plus the import graph of ARCHITECTURE.md.
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+import { importX } from "eslint-plugin-import-x";
+import { createTypeScriptImportResolver } from "eslint-import-resolver-typescript";
+
+/** Which internal packages each workspace folder may import (ARCHITECTURE.md, "who may import whom"). */
+const allowed = {
+  proto: [],
+  "packages/overseer": [],
+  "packages/controlplane": ["proto", "overseer"],
+  "packages/authserver": [],
+  "packages/adminclient": ["proto"],
+  "packages/cli": ["adminclient", "proto"],
+  "packages/clawkerd": ["proto"],
+};
+const internal = ["proto", "overseer", "controlplane", "authserver", "adminclient", "cli", "clawkerd"];
+
+const importGraph = Object.entries(allowed).map(([folder, ok]) => ({
+  files: [`${folder}/**/*.ts`],
+  rules: {
+    "no-restricted-imports": [
+      "error",
+      {
+        patterns: [
+          {
+            group: ["@clawker/*/*"],
+            message: "Import a package through its entry point, never a deep path.",
+          },
+          ...internal
+            .filter((name) => !ok.includes(name) && !folder.endsWith(name))
+            .map((name) => ({
+              group: [`@clawker/${name}`],
+              message: `ARCHITECTURE.md: ${folder} may not import @clawker/${name}.`,
+            })),
+        ],
+      },
+    ],
+  },
+}));
+
+export default tseslint.config(
+  {
+    ignores: [
+      "**/node_modules/**",
+      "**/dist/**",
+      "**/.output/**",
+      "proto/src/gen/**",
+      "bench/results/**",
+      ".tmp/**",
+      "packages/ebpf-manager/**",
+    ],
+  },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { "import-x": importX },
+    settings: {
+      "import-x/resolver-next": [createTypeScriptImportResolver({ alwaysTryTypes: true })],
+    },
+    rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/no-misused-promises": "error",
+      "@typescript-eslint/consistent-type-imports": "error",
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "import-x/no-cycle": "error",
+      "no-console": "error",
+    },
+  },
+  {
+    // Binaries, scripts, tests and benchmarks may print.
+    files: ["**/main.ts", "**/cli/src/**", "scripts/**", "proto/scripts/**", "test/**", "bench/**", "**/*.test.ts"],
+    rules: { "no-console": "off" },
+  },
+  {
+    files: ["**/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+  },
+  ...importGraph,
+);
