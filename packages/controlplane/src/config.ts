@@ -1,0 +1,157 @@
+// The daemon's configuration: one zod schema, read from a file plus environment overrides, parsed
+// once and frozen. Every problem is listed in one error before anything binds.
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { extname, join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+
+/** A listener address. Port 0 picks a free port (tests). */
+const endpoint = (defaultPort: number) =>
+  z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
+
+const oryBinaries = z.strictObject({
+  hydra: z.string().min(1).default("hydra"),
+  kratos: z.string().min(1).default("kratos"),
+  oathkeeper: z.string().min(1).default("oathkeeper"),
+  /** `memory` or a `postgres://` DSN for Hydra and Kratos. */
+  dsn: z
+    .string()
+    .refine((s) => s === "memory" || /^postgres(ql)?:\/\//.test(s), "must be 'memory' or a postgres:// DSN")
+    .default("memory"),
+  /** Folder with the upstream JSON Schemas used to validate generated configs. */
+  schemaDir: z.string().min(1).optional(),
+});
+
+/** The schema of the control plane's configuration file (JSON or YAML). */
+export const ConfigSchema = z.strictObject({
+  /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
+  dataDir: z.string().min(1).default(defaultDir("XDG_STATE_HOME", ".local/state", "controlplane")),
+  /** The trust material minted by `clawker auth init` (CA, server leaf, CLI public JWK). */
+  trustDir: z.string().min(1).default(defaultDir("XDG_CONFIG_HOME", ".config", "trust")),
+  listen: z
+    .strictObject({ admin: endpoint(7443), agent: endpoint(7444), health: endpoint(7080) })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      /** `embedded` runs our authserver; `ory` runs Hydra, Kratos and Oathkeeper. */
+      mode: z.enum(["embedded", "ory"]).default("embedded"),
+      host: host.default("127.0.0.1"),
+      publicPort: port.default(4444),
+      adminPort: port.default(4445),
+      /** Budget for each auth helper to become healthy. */
+      healthTimeoutMs: z.number().int().positive().default(30_000),
+      introspectionTimeoutMs: z.number().int().positive().default(2_000),
+      /** Upper bound of a positive introspection cache entry; never past the token's `exp`. */
+      cacheTtlMs: z.number().int().min(0).max(60_000).default(5_000),
+      cacheSize: z.number().int().positive().default(10_000),
+      ory: oryBinaries.prefault({}),
+    })
+    .prefault({}),
+  /** Grace given to helpers between SIGTERM and SIGKILL on shutdown. */
+  shutdownGraceMs: z.number().int().positive().default(10_000),
+  log: z
+    .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
+    .prefault({}),
+});
+
+/** The parsed, frozen configuration. */
+export type Config = Readonly<z.infer<typeof ConfigSchema>>;
+
+/** The configuration could not be read or is invalid; `problems` lists every issue found. */
+export class ConfigError extends Error {
+  readonly reason = "invalid_config";
+  constructor(
+    readonly problems: readonly string[],
+    options?: ErrorOptions,
+  ) {
+    super(`invalid configuration:\n  - ${problems.join("\n  - ")}`, options);
+    this.name = "ConfigError";
+  }
+}
+
+/** Environment variables that override single settings, and where they go. */
+const ENV_OVERRIDES = {
+  CLAWKER_CP_DATA_DIR: ["dataDir"],
+  CLAWKER_CP_TRUST_DIR: ["trustDir"],
+  CLAWKER_CP_ADMIN_ADDR: ["listen", "admin"],
+  CLAWKER_CP_AGENT_ADDR: ["listen", "agent"],
+  CLAWKER_CP_HEALTH_ADDR: ["listen", "health"],
+  CLAWKER_CP_AUTH_MODE: ["auth", "mode"],
+  CLAWKER_CP_LOG_LEVEL: ["log", "level"],
+} as const;
+
+/**
+ * Loads the configuration: the file named by `path` (or `CLAWKER_CP_CONFIG`), if any, then the
+ * `CLAWKER_CP_*` overrides. Throws ConfigError listing every problem.
+ */
+export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const file = path ?? env["CLAWKER_CP_CONFIG"];
+  let raw: Record<string, unknown> = {};
+  if (file !== undefined && file !== "") {
+    try {
+      const text = readFileSync(file, "utf8");
+      const parsed: unknown = extname(file) === ".json" ? JSON.parse(text) : parseYaml(text);
+      if (parsed === null || parsed === undefined) raw = {};
+      else if (typeof parsed === "object" && !Array.isArray(parsed)) raw = parsed as Record<string, unknown>;
+      else problems.push(`${file}: the top level must be a mapping`);
+    } catch (err) {
+      problems.push(`${file}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  for (const [name, target] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value === undefined || value === "") continue;
+    const isAddress = target[0] === "listen";
+    const parsedValue = isAddress ? parseAddress(value) : value;
+    if (parsedValue === undefined) {
+      problems.push(`${name}: expected host:port, got ${JSON.stringify(value)}`);
+      continue;
+    }
+    setPath(raw, target, parsedValue);
+  }
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const where = issue.path.length > 0 ? issue.path.join(".") : "(root)";
+      problems.push(`${where}: ${issue.message}`);
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  return deepFreeze(result.data);
+}
+
+function parseAddress(value: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  if (m === null) return undefined;
+  const portNumber = Number(m[3]);
+  if (portNumber > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port: portNumber };
+}
+
+function setPath(obj: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = obj;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== "object" || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function defaultDir(xdgVar: string, fallback: string, leaf: string): string {
+  const base = process.env[xdgVar];
+  return join(base !== undefined && base !== "" ? base : join(homedir(), fallback), "clawker", leaf);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
