@@ -1,0 +1,105 @@
+// The OAuth2 scope each RPC requires (API.md §4), keyed by full method path.
+//
+// The per-service maps are checked against the generated service definitions with `satisfies`, so
+// adding an RPC to admin.proto or agent.proto without giving it a scope fails to compile.
+// ClawkerdService is deliberately absent: the control plane calls clawkerd over mTLS only, with no
+// bearer token, so none of its methods has (or may be given) a scope.
+import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
+import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
+
+/** Marks a method callable without a bearer token (mTLS still applies). Not an OAuth2 scope. */
+export const PUBLIC_SCOPE = "public";
+/** The scope of every AdminService method except GetSystemTime. */
+export const ADMIN_SCOPE = "admin";
+/** The scope an agent needs to call AgentService.Register. */
+export const AGENT_REGISTER_SCOPE = "agent:self:register";
+
+/** What a method requires: no token (PUBLIC_SCOPE) or a token carrying that OAuth2 scope. */
+export type Scope = typeof PUBLIC_SCOPE | typeof ADMIN_SCOPE | typeof AGENT_REGISTER_SCOPE;
+
+/** A complete scope map for one generated service definition: one entry per RPC, no more. */
+export type ServiceScopes<Service> = Record<keyof Service, Scope>;
+
+/** AdminService: `admin` everywhere (WatchSOS included) except the public GetSystemTime. */
+export const ADMIN_SERVICE_SCOPES = {
+  firewallInit: ADMIN_SCOPE,
+  firewallRemove: ADMIN_SCOPE,
+  firewallEnable: ADMIN_SCOPE,
+  firewallDisable: ADMIN_SCOPE,
+  firewallBypass: ADMIN_SCOPE,
+  firewallAddRules: ADMIN_SCOPE,
+  firewallRemoveRule: ADMIN_SCOPE,
+  firewallListRules: ADMIN_SCOPE,
+  firewallReload: ADMIN_SCOPE,
+  firewallStatus: ADMIN_SCOPE,
+  firewallRotateCa: ADMIN_SCOPE,
+  firewallSyncRoutes: ADMIN_SCOPE,
+  firewallResolveHostname: ADMIN_SCOPE,
+  listAgents: ADMIN_SCOPE,
+  // The CLI reads the control plane's clock before it can mint a token, so this one is open.
+  getSystemTime: PUBLIC_SCOPE,
+  watchSos: ADMIN_SCOPE,
+} as const satisfies ServiceScopes<typeof AdminServiceService>;
+
+/** AgentService: Register needs `agent:self:register`. */
+export const AGENT_SERVICE_SCOPES = {
+  register: AGENT_REGISTER_SCOPE,
+} as const satisfies ServiceScopes<typeof AgentServiceService>;
+
+/** Pairs every method of a service definition with its scope, keyed by the method's full path. */
+function byPath<Method extends string>(
+  service: Record<Method, { readonly path: string }>,
+  scopes: Record<Method, Scope>,
+): Array<[string, Scope]> {
+  return (Object.keys(service) as Method[]).map((method) => [service[method].path, scopes[method]]);
+}
+
+/**
+ * Every token-checked method's full path (`/clawker.admin.v1.AdminService/ListAgents`) mapped to
+ * its scope. A Map, not an object, so paths such as `constructor` cannot hit prototype keys.
+ */
+export const METHOD_SCOPES: ReadonlyMap<string, Scope> = new Map([
+  ...byPath(AdminServiceService, ADMIN_SERVICE_SCOPES),
+  ...byPath(AgentServiceService, AGENT_SERVICE_SCOPES),
+]);
+
+/**
+ * The scope a call to `path` (a full gRPC method path) requires. `undefined` means the method is
+ * not in the map: the caller MUST deny the call (UNAUTHENTICATED, API.md §5), never let it pass.
+ */
+export function requiredScope(path: string): Scope | undefined {
+  return METHOD_SCOPES.get(path);
+}
+
+/** An OAuth2 client the control plane registers: grant, client authentication and its one scope. */
+export interface OAuth2Client {
+  readonly clientId: string;
+  readonly scope: Exclude<Scope, typeof PUBLIC_SCOPE>;
+  readonly grantType: "client_credentials";
+  readonly tokenEndpointAuthMethod: "private_key_jwt";
+  readonly assertionAlg: "ES256";
+}
+
+/** The clawker CLI's client: calls AdminService with the `admin` scope. */
+export const CLI_CLIENT = {
+  clientId: "clawker-cli",
+  scope: ADMIN_SCOPE,
+  grantType: "client_credentials",
+  tokenEndpointAuthMethod: "private_key_jwt",
+  assertionAlg: "ES256",
+} as const satisfies OAuth2Client;
+
+/** The agents' client: calls AgentService.Register with `agent:self:register`. */
+export const AGENT_CLIENT = {
+  clientId: "clawker-agent",
+  scope: AGENT_REGISTER_SCOPE,
+  grantType: "client_credentials",
+  tokenEndpointAuthMethod: "private_key_jwt",
+  assertionAlg: "ES256",
+} as const satisfies OAuth2Client;
+
+/** Both OAuth2 clients, keyed by client id. */
+export const OAUTH2_CLIENTS = {
+  [CLI_CLIENT.clientId]: CLI_CLIENT,
+  [AGENT_CLIENT.clientId]: AGENT_CLIENT,
+} as const satisfies Record<string, OAuth2Client>;
