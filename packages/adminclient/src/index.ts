@@ -1,0 +1,43 @@
+export { TrustError, type TrustErrorReason } from "./trust/errors.js";
+export {
+  createCa,
+  issueLeaf,
+  parseCertificate,
+  curveOfKey,
+  DEFAULT_CA_VALIDITY_MS,
+  DEFAULT_LEAF_VALIDITY_MS,
+  EKU_CLIENT_AUTH,
+  EKU_SERVER_AUTH,
+  type CaOptions,
+  type CertifiedKey,
+  type Curve,
+  type LeafOptions,
+  type LeafUsage,
+  type ValidityOptions,
+} from "./trust/certificates.js";
+export { createSigningKey, checkSigningKey, type SigningKey } from "./trust/signing-key.js";
+export {
+  mintTrustSet,
+  issueAgentLeaf,
+  agentUri,
+  containerUri,
+  AGENT_LEAF_VALIDITY_MS,
+  CLAWKERD_CN,
+  CLI_CN,
+  CONTROLPLANE_CN,
+  CONTROLPLANE_DEFAULT_NAMES,
+  type AgentLeafOptions,
+  type TrustSet,
+  type TrustSetOptions,
+} from "./trust/bootstrap.js";
+export { verifyCa, verifyLeaf, commonNameOf, type LeafRole, type PairFiles } from "./trust/verify.js";
+export {
+  writeTrustSet,
+  loadTrustSet,
+  trustPaths,
+  TRUST_FILES,
+  type LoadOptions,
+  type TrustFile,
+  type TrustPaths,
+  type WriteOptions,
+} from "./trust/store.js";
