@@ -1,0 +1,138 @@
+// Health probes: an HTTP GET that must answer 200 and a TLS 1.3 handshake (optionally proving an
+// HTTP/2 server such as grpc-js answers behind it). Used by waitHealthy and by /healthz.
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { Agent, request } from "undici";
+
+/** A named health check: resolves when healthy, rejects (ideally with a ProbeError) otherwise. */
+export type Probe = (signal: AbortSignal) => Promise<void>;
+
+/** Client TLS material for probes: the CA to trust and, for mTLS listeners, a client leaf. */
+export interface TlsClientOptions {
+  readonly ca: string | Buffer;
+  readonly cert?: string | Buffer;
+  readonly key?: string | Buffer;
+  /** Name the server certificate must carry (and SNI); defaults to the host probed. */
+  readonly servername?: string;
+}
+
+/** Why a probe failed. */
+export type ProbeReason = "unexpected_status" | "handshake_failed" | "not_http2" | "aborted";
+
+/** A probe failure with a stable `reason`; `cause` holds the underlying network error, if any. */
+export class ProbeError extends Error {
+  override readonly name = "ProbeError";
+  /** The stable machine-readable cause. */
+  readonly reason: ProbeReason;
+
+  constructor(reason: ProbeReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** The TLS options every probe uses: TLS 1.3 only, certificate verification on. */
+function tlsConnectOptions(tls: TlsClientOptions | undefined): Record<string, unknown> {
+  if (tls === undefined) return {};
+  return {
+    ca: tls.ca,
+    ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+    ...(tls.key === undefined ? {} : { key: tls.key }),
+    ...(tls.servername === undefined ? {} : { servername: tls.servername }),
+    minVersion: "TLSv1.3",
+    rejectUnauthorized: true,
+  };
+}
+
+/**
+ * One GET on a fresh connection (no pooled socket outlives the call); resolves with the status.
+ * Network errors reject as they come from undici; an abort rejects with the signal's reason.
+ */
+export async function httpGetStatus(
+  url: string,
+  options: { readonly tls?: TlsClientOptions | undefined; readonly signal: AbortSignal },
+): Promise<number> {
+  const dispatcher = new Agent({ connect: tlsConnectOptions(options.tls), pipelining: 0 });
+  try {
+    const res = await request(url, { method: "GET", dispatcher, signal: options.signal });
+    await res.body.dump();
+    return res.statusCode;
+  } finally {
+    await dispatcher.destroy().catch(() => undefined);
+  }
+}
+
+/** A probe that GETs `url` (https when `tls` is given) and expects 200. */
+export function httpProbe(url: string, tls?: TlsClientOptions): Probe {
+  return async (signal) => {
+    const status = await httpGetStatus(url, { tls, signal });
+    if (status !== 200) throw new ProbeError("unexpected_status", `GET ${url} answered ${status}`);
+  };
+}
+
+/** Options of tlsHandshakeProbe: TLS material plus whether an HTTP/2 server must answer. */
+export interface TlsHandshakeProbeOptions extends TlsClientOptions {
+  /**
+   * Also require ALPN `h2` and the server's HTTP/2 SETTINGS frame. With TLS 1.3 the server checks
+   * the client certificate only after the client's handshake completes, so this is what proves an
+   * mTLS gRPC listener actually accepted us and is serving.
+   */
+  readonly expectHttp2?: boolean;
+}
+
+/** The HTTP/2 client connection preface followed by an empty SETTINGS frame (RFC 9113 §3.4). */
+const H2_CLIENT_PREFACE = Buffer.concat([
+  Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"),
+  Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 0]),
+]);
+
+/** A probe that completes a verified TLS 1.3 handshake with host:port (and, optionally, HTTP/2). */
+export function tlsHandshakeProbe(host: string, port: number, tls: TlsHandshakeProbeOptions): Probe {
+  const where = `${host}:${port}`;
+  return (signal) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal.aborted) {
+        reject(new ProbeError("aborted", `probe of ${where} aborted`, { cause: signal.reason }));
+        return;
+      }
+      // eslint-disable-next-line prefer-const -- assigned after `finish`, which closes over it
+      let socket: TLSSocket | undefined;
+      const finish = (err?: Error): void => {
+        signal.removeEventListener("abort", onAbort);
+        socket?.destroy();
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onAbort = (): void =>
+        finish(new ProbeError("aborted", `probe of ${where} aborted`, { cause: signal.reason }));
+      signal.addEventListener("abort", onAbort, { once: true });
+      socket = tlsConnect({
+        host,
+        port,
+        ...tlsConnectOptions(tls),
+        ...(tls.expectHttp2 === true ? { ALPNProtocols: ["h2"] } : {}),
+      });
+      socket.once("error", (err: Error) =>
+        finish(
+          new ProbeError("handshake_failed", `TLS with ${where} failed: ${err.message}`, { cause: err }),
+        ),
+      );
+      socket.once("close", () =>
+        finish(new ProbeError("handshake_failed", `${where} closed the connection during the probe`)),
+      );
+      socket.once("secureConnect", () => {
+        if (tls.expectHttp2 !== true) return finish();
+        if (socket?.alpnProtocol !== "h2") {
+          return finish(new ProbeError("not_http2", `${where} did not negotiate h2`));
+        }
+        let seen = Buffer.alloc(0);
+        socket.on("data", (chunk: Buffer) => {
+          seen = Buffer.concat([seen, chunk]);
+          // A frame header is 9 bytes; the server's first frame must be SETTINGS (type 0x4).
+          if (seen.length < 9) return;
+          if (seen[3] === 0x4) finish();
+          else finish(new ProbeError("not_http2", `${where} did not send HTTP/2 SETTINGS first`));
+        });
+        socket.write(H2_CLIENT_PREFACE);
+      });
+    });
+}

@@ -1,0 +1,345 @@
+// SubprocessManager against real child processes (test/fixtures/helper.js run by our own node).
+import assert from "node:assert/strict";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { join } from "node:path";
+import { test, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
+import { pino, type Logger } from "pino";
+import {
+  HealthAbortedError,
+  HealthTimeoutError,
+  HelperExitedError,
+  SpawnError,
+  type SupervisorError,
+} from "./errors.js";
+import { ProbeError } from "./probes.js";
+import { SubprocessManager, type HelperCommand, type HelperCrash } from "./subprocess-manager.js";
+
+const FIXTURE = fileURLToPath(new URL("../../test/fixtures/helper.js", import.meta.url));
+
+type LogLine = Record<string, unknown>;
+
+/**
+ * Polls until `condition` holds (the shape of test/harness/wait-for.ts, which a test under src/
+ * cannot import: it lies outside this package's rootDir).
+ */
+async function waitFor(
+  condition: () => boolean,
+  { timeoutMs = 10_000, what = "condition" } = {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+function capture(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino(
+    { level: "trace" },
+    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
+  );
+  return { logger, lines };
+}
+
+function helper(env: Record<string, string>): HelperCommand {
+  return { file: process.execPath, args: [FIXTURE], env };
+}
+
+/** A manager whose children are stopped (and temp dir removed) when the test ends, even on failure. */
+function setup(t: TestContext): { m: SubprocessManager; lines: LogLine[]; dir: string } {
+  const { logger, lines } = capture();
+  const m = new SubprocessManager({ logger, graceMs: 2_000 });
+  const dir = mkdtempSync(join(tmpdir(), "supervisor-test-"));
+  t.after(async () => {
+    await m.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { m, lines, dir };
+}
+
+async function ready(lines: LogLine[], name: string): Promise<void> {
+  await waitFor(() => lines.some((l) => l["helper"] === name && l["msg"] === "ready"), {
+    what: `${name} ready`,
+  });
+}
+
+/** Alive means signalable and not a zombie waiting for someone else's wait(). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const { port } = srv.address() as { port: number };
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+function recorded(file: string): string[][] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => l.split(" "));
+}
+
+function crashState(m: SubprocessManager): { crash: HelperCrash | undefined } {
+  const state: { crash: HelperCrash | undefined } = { crash: undefined };
+  void m.crashed.then((c) => (state.crash = c));
+  return state;
+}
+
+void test("the first unexpected exit is reported exactly once, also when two helpers die together", async (t) => {
+  const { m, lines } = setup(t);
+  const a = await m.start("a", helper({}));
+  const b = await m.start("b", helper({}));
+  const c = await m.start("c", helper({}));
+  await Promise.all(["a", "b", "c"].map((n) => ready(lines, n)));
+
+  process.kill(b, "SIGKILL");
+  const crash = await m.crashed;
+  assert.deepEqual(crash, { name: "b", pid: b, code: null, signal: "SIGKILL" });
+
+  // Two more die in the same tick: still only the one report.
+  process.kill(a, "SIGKILL");
+  process.kill(c, "SIGKILL");
+  await waitFor(() => m.running().size === 0, { what: "all helpers gone" });
+  assert.equal(lines.filter((l) => l["event"] === "helper_crash").length, 1);
+  assert.equal(lines.filter((l) => l["msg"] === "helper exited unexpectedly (not the first)").length, 2);
+  assert.deepEqual(await m.crashed, crash);
+});
+
+void test("a helper exiting with code 0 before shutdown is a crash too", async (t) => {
+  const { m } = setup(t);
+  await m.start("quitter", helper({ HELPER_EXIT_AFTER_MS: "10", HELPER_EXIT_CODE: "0" }));
+  const crash = await m.crashed;
+  assert.equal(crash.name, "quitter");
+  assert.equal(crash.code, 0);
+});
+
+void test("after beginShutdown an exit is not a crash", async (t) => {
+  const { m, lines } = setup(t);
+  const state = crashState(m);
+  const pid = await m.start("a", helper({}));
+  await ready(lines, "a");
+  m.beginShutdown();
+  process.kill(pid, "SIGKILL");
+  await waitFor(() => !m.running().has("a"), { what: "a gone" });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(state.crash, undefined);
+  assert.ok(
+    lines.some((l) => l["helper"] === "a" && l["msg"] === "helper stopped" && l["signal"] === "SIGKILL"),
+  );
+  await assert.rejects(m.start("late", helper({})), (e: SupervisorError) => e.reason === "shutting_down");
+});
+
+void test("shutdown stops helpers in reverse start order with SIGTERM and leaves no process", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const record = join(dir, "record");
+  const state = crashState(m);
+  const pids: number[] = [];
+  for (const name of ["first", "second", "third"]) {
+    pids.push(await m.start(name, helper({ HELPER_NAME: name, HELPER_RECORD: record })));
+    await ready(lines, name);
+  }
+  const closing = m.shutdown(5_000);
+  assert.equal(m.close(), closing, "close() shares the running shutdown");
+  await closing;
+  const rows = recorded(record);
+  assert.deepEqual(
+    rows.map(([name, signal]) => `${name}:${signal}`),
+    ["third:SIGTERM", "second:SIGTERM", "first:SIGTERM"],
+  );
+  for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} still alive`);
+  assert.equal(m.running().size, 0);
+  assert.equal(state.crash, undefined);
+});
+
+void test("a helper that ignores SIGTERM is killed after the timeout", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const record = join(dir, "record");
+  const pid = await m.start("stubborn", helper({ HELPER_RECORD: record, HELPER_IGNORE_TERM: "1" }));
+  await ready(lines, "stubborn");
+  await m.shutdown(300);
+  assert.equal(isAlive(pid), false);
+  assert.deepEqual(
+    recorded(record).map((r) => r[1]),
+    ["SIGTERM"],
+  );
+  assert.ok(lines.some((l) => l["msg"] === "helper ignored SIGTERM; sending SIGKILL"));
+  assert.ok(lines.some((l) => l["msg"] === "helper stopped" && l["signal"] === "SIGKILL"));
+});
+
+void test("whatever a crashed helper spawned dies with it (process group sweep)", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const pidfile = join(dir, "grandchild");
+  const pid = await m.start("parent", helper({ HELPER_GRANDCHILD_PIDFILE: pidfile }));
+  await ready(lines, "parent");
+  const grandchild = Number(readFileSync(pidfile, "utf8"));
+  assert.ok(isAlive(grandchild));
+  process.kill(pid, "SIGKILL"); // the helper alone, not its group
+  await m.crashed;
+  await waitFor(() => !isAlive(grandchild), { what: "grandchild gone" });
+});
+
+void test("forwardSignal reaches every running helper", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const record = join(dir, "record");
+  for (const name of ["x", "y"]) await m.start(name, helper({ HELPER_NAME: name, HELPER_RECORD: record }));
+  await Promise.all(["x", "y"].map((n) => ready(lines, n)));
+  m.forwardSignal("SIGHUP");
+  await waitFor(() => recorded(record).length === 2, { what: "two SIGHUP records" });
+  assert.deepEqual(
+    recorded(record)
+      .map((r) => `${r[0]}:${r[1]}`)
+      .sort(),
+    ["x:SIGHUP", "y:SIGHUP"],
+  );
+  assert.equal(m.running().size, 2);
+});
+
+void test("a missing executable is a SpawnError, not a crash", async (t) => {
+  const { m } = setup(t);
+  const state = crashState(m);
+  await assert.rejects(m.start("ghost", { file: "/nonexistent/clawker-helper" }), (e: unknown) => {
+    assert.ok(e instanceof SpawnError);
+    assert.equal(e.reason, "executable_not_found");
+    assert.equal(e.code, "ENOENT");
+    assert.equal(e.helper, "ghost");
+    return true;
+  });
+  assert.equal(m.running().size, 0);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(state.crash, undefined);
+  await assert.rejects(m.start("ghost", helper({})), (e: SupervisorError) => e.reason === "duplicate_helper");
+});
+
+void test("a file that is not executable is spawn_failed (EACCES)", async (t) => {
+  const { m, dir } = setup(t);
+  const file = join(dir, "not-executable");
+  writeFileSync(file, "#!/bin/sh\n");
+  chmodSync(file, 0o644);
+  await assert.rejects(
+    m.start("noexec", { file }),
+    (e: SpawnError) => e.reason === "spawn_failed" && e.code === "EACCES",
+  );
+});
+
+void test("helper output is forwarded line by line; JSON lines keep their level and fields", async (t) => {
+  const { m, lines } = setup(t);
+  const print = JSON.stringify([
+    ["stdout", "plain one\nplain "],
+    ["stdout", "two\r\n"],
+    ["stderr", JSON.stringify({ level: 50, msg: "boom", token: "x", detail: 7 }) + "\n"],
+    ["stderr", JSON.stringify({ level: "warning", message: "careful" }) + "\n"],
+    ["stderr", "{not json\n"],
+  ]);
+  await m.start("talker", helper({ HELPER_PRINT: print }));
+  await ready(lines, "talker");
+  const from = (stream: string): LogLine[] =>
+    lines.filter((l) => l["helper"] === "talker" && l["stream"] === stream);
+  await waitFor(() => from("stderr").length === 3, { what: "stderr lines" });
+  assert.deepEqual(
+    from("stdout").map((l) => l["msg"]),
+    ["plain one", "plain two", "ready"],
+  );
+  const [boom, careful, notJson] = from("stderr");
+  assert.equal(boom?.["msg"], "boom");
+  assert.equal(boom?.["level"], 50);
+  assert.deepEqual(boom?.["line"], { level: 50, msg: "boom", token: "x", detail: 7 });
+  assert.equal(careful?.["msg"], "careful");
+  assert.equal(careful?.["level"], 40);
+  assert.equal(notJson?.["msg"], "{not json");
+  assert.equal(notJson?.["level"], 30);
+});
+
+void test("waitHealthy resolves once the helper answers 200", async (t) => {
+  const { m, lines } = setup(t);
+  const port = await freePort();
+  await m.start("web", helper({ HELPER_HTTP_PORT: String(port), HELPER_HEALTHY_AFTER_MS: "300" }));
+  await m.waitHealthy("web", { url: `http://127.0.0.1:${port}/health`, intervalMs: 50, timeoutMs: 10_000 });
+  const done = lines.find((l) => l["msg"] === "helper healthy");
+  assert.ok(typeof done?.["attempts"] === "number" && done["attempts"] > 1, "it polled through 503s first");
+});
+
+void test("waitHealthy fails fast when the helper exits before becoming healthy", async (t) => {
+  const { m } = setup(t);
+  const port = await freePort();
+  await m.start(
+    "doomed",
+    helper({
+      HELPER_HTTP_PORT: String(port),
+      HELPER_HEALTHY_AFTER_MS: "600000",
+      HELPER_EXIT_AFTER_MS: "200",
+    }),
+  );
+  await assert.rejects(
+    m.waitHealthy("doomed", { url: `http://127.0.0.1:${port}/health`, intervalMs: 20, timeoutMs: 60_000 }),
+    (e: unknown) => e instanceof HelperExitedError && e.reason === "exited_before_healthy" && e.code === 3,
+  );
+  // Asking again after the exit fails at once the same way.
+  await assert.rejects(
+    m.waitHealthy("doomed", { url: `http://127.0.0.1:${port}/health` }),
+    (e: unknown) => e instanceof HelperExitedError,
+  );
+});
+
+void test("waitHealthy gives up when the budget runs out, with the last failure as cause", async (t) => {
+  const { m, lines } = setup(t);
+  const port = await freePort();
+  await m.start("sick", helper({ HELPER_HTTP_PORT: String(port), HELPER_HEALTH_STATUS: "500" }));
+  await ready(lines, "sick");
+  await assert.rejects(
+    m.waitHealthy("sick", { url: `http://127.0.0.1:${port}/health`, intervalMs: 20, timeoutMs: 400 }),
+    (e: unknown) => {
+      assert.ok(e instanceof HealthTimeoutError);
+      assert.equal(e.reason, "health_timeout");
+      assert.ok(e.attempts > 1);
+      assert.ok(e.cause instanceof ProbeError && e.cause.reason === "unexpected_status");
+      return true;
+    },
+  );
+  assert.equal(m.running().has("sick"), true, "a failed wait does not stop the helper");
+});
+
+void test("waitHealthy stops when its signal aborts", async (t) => {
+  const { m } = setup(t);
+  const port = await freePort();
+  await m.start("slow", helper({ HELPER_HTTP_PORT: String(port), HELPER_HEALTHY_AFTER_MS: "600000" }));
+  const ac = new AbortController();
+  const waiting = m.waitHealthy("slow", {
+    url: `http://127.0.0.1:${port}/health`,
+    intervalMs: 20,
+    signal: ac.signal,
+  });
+  setTimeout(() => ac.abort(new Error("operator gave up")), 150);
+  await assert.rejects(
+    waiting,
+    (e: unknown) => e instanceof HealthAbortedError && e.reason === "health_aborted",
+  );
+  await assert.rejects(
+    m.waitHealthy("slow", { url: `http://127.0.0.1:${port}/health`, signal: AbortSignal.abort() }),
+    (e: unknown) => e instanceof HealthAbortedError,
+  );
+  await assert.rejects(
+    m.waitHealthy("nobody", { url: `http://127.0.0.1:${port}/health` }),
+    (e: SupervisorError) => e.reason === "unknown_helper",
+  );
+});

@@ -1,0 +1,434 @@
+// Starts, watches and stops the helper processes (OAuth2 server, Ory, proxy, DNS gate, eBPF manager).
+// Fail-fast: the first unexpected exit is reported once through `crashed`; after beginShutdown()
+// exits are expected and never reported. Shutdown is in reverse start order. See README.md.
+import { spawn, type ChildProcess } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import {
+  HealthAbortedError,
+  HealthTimeoutError,
+  HelperExitedError,
+  SpawnError,
+  SupervisorError,
+} from "./errors.js";
+import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
+import { httpGetStatus, ProbeError, type TlsClientOptions } from "./probes.js";
+
+/** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
+export interface HelperCommand {
+  readonly file: string;
+  readonly args?: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+  /** Start from our environment (default true); false passes only `env` (plus nothing else). */
+  readonly inheritEnv?: boolean;
+  readonly cwd?: string;
+}
+
+/** The first unexpected exit of a helper, as the daemon receives it. */
+export interface HelperCrash {
+  readonly name: string;
+  readonly pid: number;
+  /** Exit code, or null when a signal ended it. */
+  readonly code: number | null;
+  /** The terminating signal, or null. */
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** How to poll a helper's health endpoint (ARCHITECTURE.md: 200 ms poll, 30 s budget). */
+export interface WaitHealthyOptions {
+  readonly url: string;
+  readonly intervalMs?: number;
+  readonly timeoutMs?: number;
+  /** Bound on one probe request, so a helper that accepts but never answers cannot stall a poll. */
+  readonly attemptTimeoutMs?: number;
+  readonly tls?: TlsClientOptions;
+  readonly signal?: AbortSignal;
+}
+
+/** Construction options of SubprocessManager. */
+export interface SubprocessManagerOptions {
+  readonly logger: Logger;
+  /** Grace used by close(): SIGTERM, then SIGKILL after this many ms. */
+  readonly graceMs?: number;
+  /** Longest forwarded log line before it is cut into pieces. */
+  readonly maxLineChars?: number;
+}
+
+/** Default SIGTERM grace for close(). */
+export const DEFAULT_GRACE_MS = 10_000;
+/** How long to wait for the kernel after SIGKILL before giving up on a process (D state). */
+const KILL_WAIT_MS = 5_000;
+
+interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+interface Child {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  /** Undefined when spawn(2) failed. */
+  readonly pid: number | undefined;
+  /** Set once the process exited (or failed to spawn). */
+  exit: Exit | undefined;
+  /** Resolves when the process is gone (reaped) or never started. */
+  readonly exited: Promise<Exit>;
+  /** Resolves once spawn(2) succeeded or failed. */
+  readonly spawned: Promise<void>;
+}
+
+type Level = "trace" | "debug" | "info" | "warn" | "error";
+
+const PINO_LEVELS: readonly [number, Level][] = [
+  [50, "error"],
+  [40, "warn"],
+  [30, "info"],
+  [20, "debug"],
+  [0, "trace"],
+];
+
+const NAMED_LEVELS: Readonly<Record<string, Level>> = {
+  trace: "trace",
+  debug: "debug",
+  info: "info",
+  notice: "info",
+  warn: "warn",
+  warning: "warn",
+  error: "error",
+  err: "error",
+  fatal: "error",
+  panic: "error",
+  critical: "error",
+  crit: "error",
+};
+
+/** Supervises helper processes: spawn, log forwarding, crash reporting, health waits, ordered stop. */
+export class SubprocessManager {
+  /** Resolves with the first unexpected exit of any helper; never rejects; resolves at most once. */
+  readonly crashed: Promise<HelperCrash>;
+
+  readonly #log: Logger;
+  readonly #graceMs: number;
+  readonly #maxLineChars: number;
+  readonly #children = new Map<string, Child>();
+  /** Start order; shutdown walks it backwards. */
+  readonly #order: Child[] = [];
+  #reportCrash: (crash: HelperCrash) => void;
+  #crashReported = false;
+  #shuttingDown = false;
+  #shutdown: Promise<void> | undefined;
+  readonly #onProcessExit = (): void => this.#killAllNow();
+  #exitHookInstalled = false;
+
+  constructor(options: SubprocessManagerOptions) {
+    this.#log = options.logger.child({ component: "supervisor" });
+    this.#graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
+    this.#maxLineChars = options.maxLineChars ?? DEFAULT_MAX_LINE_CHARS;
+    let report!: (crash: HelperCrash) => void;
+    this.crashed = new Promise<HelperCrash>((resolve) => (report = resolve));
+    this.#reportCrash = report;
+    if (process.pid === 1) {
+      // Node reaps only the children it spawned (libuv waits per pid); see README.md, "PID 1".
+      this.#log.warn(
+        { event: "pid1_without_init" },
+        "running as PID 1: orphaned grandchildren are not reaped; run the container with --init",
+      );
+    }
+  }
+
+  /** True once beginShutdown() (or shutdown/close) was called. */
+  get isShuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** Pids of the helpers still running, by name. */
+  running(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const c of this.#order) if (c.exit === undefined && c.pid !== undefined) out.set(c.name, c.pid);
+    return out;
+  }
+
+  /**
+   * Spawns a helper in its own process group and resolves with its pid once it runs. Rejects with
+   * SpawnError (reason executable_not_found / spawn_failed) when it cannot be spawned.
+   */
+  async start(name: string, command: HelperCommand): Promise<number> {
+    if (this.#shuttingDown) {
+      throw new SupervisorError("shutting_down", name, `cannot start helper ${name}: shutting down`);
+    }
+    if (this.#children.has(name)) {
+      throw new SupervisorError("duplicate_helper", name, `helper ${name} was already started`);
+    }
+    const env =
+      command.inheritEnv === false ? { ...command.env } : { ...process.env, ...(command.env ?? {}) };
+    // detached: its own process group, so a terminal's Ctrl-C reaches only us and we stop helpers
+    // in order; it also lets us signal the helper together with whatever it spawned.
+    let proc: ChildProcess;
+    try {
+      proc = spawn(command.file, command.args ?? [], {
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+        env,
+        ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
+      });
+    } catch (err) {
+      throw new SpawnError(name, command.file, err as NodeJS.ErrnoException);
+    }
+    let markExited!: (exit: Exit) => void;
+    let markSpawned!: () => void;
+    const child: Child = {
+      name,
+      proc,
+      pid: proc.pid,
+      exit: undefined,
+      exited: new Promise<Exit>((resolve) => (markExited = resolve)),
+      spawned: new Promise<void>((resolve) => (markSpawned = resolve)),
+    };
+    // Registered before 'spawn' so a shutdown that starts meanwhile still stops it.
+    this.#children.set(name, child);
+    this.#order.push(child);
+    this.#installExitHook();
+    this.#forward(child, "stdout");
+    this.#forward(child, "stderr");
+    proc.once("exit", (code, signal) => {
+      if (child.exit !== undefined) return; // spawn failed: already settled, not a crash
+      child.exit = { code, signal };
+      // Whatever the helper left in its group dies with it (the leader was reaped just now).
+      this.#signalGroup(child, "SIGKILL");
+      this.#onExit(child, code, signal);
+      markExited(child.exit);
+    });
+
+    try {
+      await new Promise<void>((resolve, reject) => {
+        proc.once("spawn", resolve);
+        proc.once("error", reject);
+      });
+    } catch (err) {
+      child.exit = { code: null, signal: null };
+      markExited(child.exit);
+      markSpawned();
+      const spawnError = new SpawnError(name, command.file, err as NodeJS.ErrnoException);
+      this.#log.error({ helper: name, file: command.file, err: spawnError }, "helper spawn failed");
+      throw spawnError;
+    }
+    markSpawned();
+    const pid = proc.pid!;
+    proc.on("error", (err) => this.#log.warn({ helper: name, pid, err }, "helper process error"));
+    this.#log.info({ helper: name, pid, file: command.file, args: command.args ?? [] }, "helper started");
+    return pid;
+  }
+
+  /** From now on helper exits are expected: nothing more is reported through `crashed`. Idempotent. */
+  beginShutdown(): void {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    this.#log.info({ event: "supervisor_shutdown" }, "helper exits are expected from now on");
+  }
+
+  /**
+   * Stops every helper in reverse start order: SIGTERM to its process group, SIGKILL when it has not
+   * exited after `timeoutMs` (per helper). Resolves when all are gone. Later calls share the first.
+   */
+  shutdown(timeoutMs: number = this.#graceMs): Promise<void> {
+    this.beginShutdown();
+    this.#shutdown ??= this.#stopAll(timeoutMs);
+    return this.#shutdown;
+  }
+
+  /** Idempotent close: shutdown with the configured grace. */
+  close(): Promise<void> {
+    return this.shutdown(this.#graceMs);
+  }
+
+  /** Sends `signal` to every running helper's process group (e.g. SIGHUP to reload). */
+  forwardSignal(signal: NodeJS.Signals): void {
+    for (const child of this.#order) {
+      if (child.exit === undefined && child.pid !== undefined) {
+        this.#log.info({ helper: child.name, pid: child.pid, signal }, "forwarding signal");
+        this.#signalGroup(child, signal);
+      }
+    }
+  }
+
+  /**
+   * Polls `url` until it answers 200. Rejects with HelperExitedError when the helper exits first,
+   * HealthTimeoutError when the budget runs out, HealthAbortedError when `signal` aborts.
+   */
+  async waitHealthy(name: string, options: WaitHealthyOptions): Promise<void> {
+    const child = this.#children.get(name);
+    if (child === undefined) throw new SupervisorError("unknown_helper", name, `no helper named ${name}`);
+    const { url, intervalMs = 200, timeoutMs = 30_000, tls, signal } = options;
+    const attemptTimeoutMs = options.attemptTimeoutMs ?? Math.min(timeoutMs, 2_000);
+    if (signal?.aborted === true) throw new HealthAbortedError(name, signal.reason);
+    if (child.exit !== undefined) throw new HelperExitedError(name, child.exit.code, child.exit.signal);
+
+    const stop = new AbortController();
+    let attempts = 0;
+    let lastError: unknown;
+    let budget: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const failure = new Promise<never>((_, reject) => {
+      void child.exited.then((e) => reject(new HelperExitedError(name, e.code, e.signal)));
+      budget = setTimeout(
+        () => reject(new HealthTimeoutError(name, timeoutMs, attempts, lastError)),
+        timeoutMs,
+      );
+      onAbort = () => reject(new HealthAbortedError(name, signal?.reason));
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    const poll = async (): Promise<void> => {
+      for (;;) {
+        attempts++;
+        try {
+          const attemptSignal = AbortSignal.any([stop.signal, AbortSignal.timeout(attemptTimeoutMs)]);
+          const status = await httpGetStatus(url, { tls, signal: attemptSignal });
+          if (status === 200) return;
+          lastError = new ProbeError("unexpected_status", `GET ${url} answered ${status}`);
+        } catch (err) {
+          if (stop.signal.aborted) return;
+          lastError = err;
+        }
+        try {
+          await sleep(intervalMs, undefined, { signal: stop.signal });
+        } catch {
+          return;
+        }
+      }
+    };
+    try {
+      await Promise.race([failure, poll()]);
+      this.#log.info({ helper: name, attempts }, "helper healthy");
+    } finally {
+      stop.abort();
+      clearTimeout(budget);
+      if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #onExit(child: Child, code: number | null, signal: NodeJS.Signals | null): void {
+    const pid = child.pid;
+    if (this.#shuttingDown) {
+      this.#log.info({ helper: child.name, pid, code, signal }, "helper stopped");
+      return;
+    }
+    if (this.#crashReported) {
+      this.#log.error(
+        { helper: child.name, pid, code, signal },
+        "helper exited unexpectedly (not the first)",
+      );
+      return;
+    }
+    this.#crashReported = true;
+    this.#log.error(
+      { helper: child.name, pid, code, signal, event: "helper_crash" },
+      "helper exited unexpectedly",
+    );
+    this.#reportCrash({ name: child.name, pid: pid ?? -1, code, signal });
+  }
+
+  async #stopAll(timeoutMs: number): Promise<void> {
+    for (const child of [...this.#order].reverse()) await this.#stop(child, timeoutMs);
+    this.#removeExitHook();
+  }
+
+  async #stop(child: Child, timeoutMs: number): Promise<void> {
+    await child.spawned; // a start() still in flight
+    if (child.exit !== undefined || child.pid === undefined) return;
+    this.#signalGroup(child, "SIGTERM");
+    if (await settlesWithin(child.exited, timeoutMs)) return;
+    this.#log.warn(
+      { helper: child.name, pid: child.pid, timeoutMs },
+      "helper ignored SIGTERM; sending SIGKILL",
+    );
+    this.#signalGroup(child, "SIGKILL");
+    if (!(await settlesWithin(child.exited, KILL_WAIT_MS))) {
+      this.#log.error({ helper: child.name, pid: child.pid }, "helper survived SIGKILL (uninterruptible?)");
+    }
+  }
+
+  /** Signals the helper's process group (it leads one: detached), falling back to the pid alone. */
+  #signalGroup(child: Child, signal: NodeJS.Signals): void {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      try {
+        if (child.exit === undefined) process.kill(child.pid, signal);
+      } catch {
+        // Already gone: nothing to signal.
+      }
+    }
+  }
+
+  #forward(child: Child, stream: "stdout" | "stderr"): void {
+    const source = child.proc[stream];
+    if (source === null) return;
+    const log = this.#log.child({ helper: child.name, stream });
+    const splitter = new LineSplitter((line, truncated) => logLine(log, line, truncated), this.#maxLineChars);
+    source.on("data", (chunk: Buffer) => splitter.push(chunk));
+    source.once("end", () => splitter.end());
+    source.on("error", () => undefined);
+  }
+
+  /** Last resort when our process exits without a drain: no helper may outlive us unsupervised. */
+  #killAllNow(): void {
+    for (const child of this.#order) if (child.exit === undefined) this.#signalGroup(child, "SIGKILL");
+  }
+
+  #installExitHook(): void {
+    if (this.#exitHookInstalled) return;
+    this.#exitHookInstalled = true;
+    process.on("exit", this.#onProcessExit);
+  }
+
+  #removeExitHook(): void {
+    if (!this.#exitHookInstalled) return;
+    this.#exitHookInstalled = false;
+    process.off("exit", this.#onProcessExit);
+  }
+}
+
+/** True if `p` settles within `ms` (the timer never keeps the loop alive past the settle). */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Forwards one line of helper output. A line holding a JSON object (Hydra, Kratos, pino helpers)
+ * is nested under `line` with its own message and level; anything else becomes the message.
+ */
+function logLine(log: Logger, line: string, truncated: boolean): void {
+  const extra = truncated ? { truncated: true } : {};
+  if (line.startsWith("{")) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      parsed = undefined;
+    }
+    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+      const record = parsed as Record<string, unknown>;
+      const msg = record["msg"] ?? record["message"];
+      log[levelOf(record["level"])](
+        { line: record, ...extra },
+        typeof msg === "string" ? msg : "helper output",
+      );
+      return;
+    }
+  }
+  log.info(extra, line);
+}
+
+/** Maps a child's level (pino number or logrus/zap name) to ours; unknown means info. */
+function levelOf(level: unknown): Level {
+  if (typeof level === "number") return PINO_LEVELS.find(([min]) => level >= min)?.[1] ?? "info";
+  if (typeof level === "string") return NAMED_LEVELS[level.toLowerCase()] ?? "info";
+  return "info";
+}
