@@ -1,0 +1,148 @@
+// The AuthInterceptor (API.md §4-5): method -> scope, bearer token from the first `authorization`
+// value, RFC 7662 introspection, `active`, exact scope, optional client-id pin. Fails closed: any
+// doubt is a refusal with a fixed text from errors.ts. Works for unary and streaming calls alike,
+// because it gates the call's metadata, which every call kind receives before anything else.
+import {
+  ServerInterceptingCall,
+  type Metadata,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from "@grpc/grpc-js";
+import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
+import type { Logger } from "pino";
+import { AuthError, statusFor, type AuthReason } from "./errors.js";
+import type { Introspector } from "./introspector.js";
+
+/** What the interceptor learned about an authorized caller; handlers read it with `authContextOf`. */
+export interface AuthContext {
+  /** True for a `public` method: no token was looked at. */
+  readonly isPublic: boolean;
+  readonly clientId: string;
+  readonly sub: string;
+  readonly scopes: readonly string[];
+}
+
+/** Settings of an AuthInterceptor. */
+export interface AuthInterceptorOptions {
+  readonly introspector: Introspector;
+  /** Method full name -> required scope; undefined or "" denies. Default: @clawker/proto's `requiredScope`. */
+  readonly scopeOf?: (path: string) => string | undefined;
+  /** When set, tokens of any other client id are refused (the agent listener pins `clawker-agent`). */
+  readonly requiredClientId?: string;
+  readonly log: Logger;
+  /** Clock in milliseconds, for the `exp` check. */
+  readonly now?: () => number;
+}
+
+// RFC 6750 §2.1 b64token, bounded so junk never reaches the introspection endpoint.
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+const MAX_TOKEN_LENGTH = 4096;
+const BEARER = "Bearer ";
+
+const contexts = new WeakMap<Metadata, AuthContext>();
+
+/** The AuthContext of a call that passed the interceptor, by the call's metadata object. */
+export function authContextOf(metadata: Metadata): AuthContext | undefined {
+  return contexts.get(metadata);
+}
+
+/** Authorizes gRPC calls against an Introspector and a scope map. */
+export class AuthInterceptor {
+  readonly #introspector: Introspector;
+  readonly #scopeOf: (path: string) => string | undefined;
+  readonly #clientId: string | undefined;
+  readonly #log: Logger;
+  readonly #now: () => number;
+
+  constructor(options: AuthInterceptorOptions) {
+    this.#introspector = options.introspector;
+    this.#scopeOf = options.scopeOf ?? requiredScope;
+    this.#clientId = options.requiredClientId;
+    this.#log = options.log;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * Decides one call: resolves with the caller's AuthContext or rejects with an AuthError whose
+   * reason maps to the wire status. Never rejects with anything else.
+   */
+  async authorize(path: string, metadata: Metadata): Promise<AuthContext> {
+    const scope = this.#scopeOf(path);
+    if (scope === undefined || scope === "") throw new AuthError("unmapped_method");
+    if (scope === PUBLIC_SCOPE) return { isPublic: true, clientId: "", sub: "", scopes: [] };
+    const token = bearerToken(metadata);
+    let result;
+    try {
+      result = await this.#introspector.introspect(token);
+    } catch (err) {
+      throw new AuthError("introspection_failed", { cause: err });
+    }
+    if (!result.active) throw new AuthError("token_inactive");
+    // Fail closed on a token without expiry, an expired one, or anything but an access token.
+    if (result.exp === undefined || result.exp * 1000 <= this.#now()) throw new AuthError("token_inactive");
+    if (result.tokenUse !== undefined && result.tokenUse !== "access_token")
+      throw new AuthError("token_inactive");
+    const scopes = result.scope.split(" ").filter((s) => s !== "");
+    if (!scopes.includes(scope)) throw new AuthError("insufficient_scope");
+    if (this.#clientId !== undefined && result.clientId !== this.#clientId)
+      throw new AuthError("client_mismatch");
+    return { isPublic: false, clientId: result.clientId, sub: result.sub, scopes };
+  }
+
+  /** The grpc-js server interceptor; list it after recovery and the ready gate. */
+  readonly interceptor: ServerInterceptor = (method, next) => this.#intercept(method.path, next);
+
+  #intercept(path: string, next: ServerInterceptingCallInterface): ServerInterceptingCall {
+    const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+      start: (startNext) => {
+        startNext({
+          onReceiveMetadata: (metadata, metadataNext) => {
+            this.authorize(path, metadata).then(
+              (ctx) => {
+                contexts.set(metadata, ctx);
+                // Handlers never see the token, so they cannot log it.
+                metadata.remove("authorization");
+                try {
+                  metadataNext(metadata);
+                } catch (err) {
+                  this.#log.error(
+                    { err, method: path, event: "auth_next_failed" },
+                    "handler failed after auth",
+                  );
+                  call.sendStatus(statusFor("internal"));
+                }
+              },
+              (err: unknown) => {
+                const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
+                this.#logRefusal(reason, path, next, err);
+                call.sendStatus(statusFor(reason));
+              },
+            );
+          },
+        });
+      },
+    });
+    return call;
+  }
+
+  #logRefusal(reason: AuthReason, method: string, call: ServerInterceptingCallInterface, err: unknown): void {
+    const fields = { reason, method, peer: call.getPeer(), event: "auth_refused" };
+    if (reason === "introspection_failed" || reason === "internal") {
+      const cause = err instanceof Error ? err.cause : undefined;
+      this.#log.warn({ ...fields, err: cause ?? err }, "authorization failed");
+    } else {
+      this.#log.info(fields, "call refused");
+    }
+  }
+}
+
+/** The token of the FIRST `authorization` value, which must start with exactly `Bearer `. */
+export function bearerToken(metadata: Metadata): string {
+  const values = metadata.get("authorization");
+  if (values.length === 0) throw new AuthError("missing_token");
+  const first = values[0];
+  if (typeof first !== "string" || !first.startsWith(BEARER)) throw new AuthError("malformed_token");
+  const token = first.slice(BEARER.length);
+  if (token.length > MAX_TOKEN_LENGTH || !B64TOKEN.test(token)) throw new AuthError("malformed_token");
+  return token;
+}

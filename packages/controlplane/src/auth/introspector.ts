@@ -1,0 +1,152 @@
+// RFC 7662 token introspection against a Hydra-shaped admin endpoint
+// (`POST <adminUrl>/admin/oauth2/introspect`, form `token` [+ `scope`]), over TLS to the CP's CA
+// with a hard per-request timeout. Transport and protocol failures are IntrospectionErrors.
+import { Agent, request } from "undici";
+import { IntrospectionError } from "./errors.js";
+
+/** The fields of an RFC 7662 response that authorization uses. */
+export interface IntrospectionResult {
+  readonly active: boolean;
+  /** Space-separated granted scopes (RFC 7662 §2.2). */
+  readonly scope: string;
+  readonly clientId: string;
+  readonly sub: string;
+  /** Expiry, seconds since the epoch; undefined when the server did not say. */
+  readonly exp: number | undefined;
+  /** Hydra's `token_use` (`access_token`, `refresh_token`), when present. */
+  readonly tokenUse: string | undefined;
+}
+
+/** Per-call options: the scope to send along (the server answers inactive without it) and a cancel signal. */
+export interface IntrospectOptions {
+  readonly scope?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** Validates a bearer token; implementations are safe for concurrent use. */
+export interface Introspector {
+  introspect(token: string, options?: IntrospectOptions): Promise<IntrospectionResult>;
+}
+
+/** Settings of the HTTP introspector. */
+export interface HttpIntrospectorOptions {
+  /** Base URL of the admin API, e.g. `https://127.0.0.1:4445`. */
+  readonly adminUrl: string;
+  /** PEM CA bundle that signed the auth server's certificate (the CP's CA). */
+  readonly ca?: string | Buffer;
+  /** Optional client certificate + key, for an admin endpoint that wants mTLS. */
+  readonly cert?: string | Buffer;
+  readonly key?: string | Buffer;
+  /** Hard timeout per request, milliseconds (default 2000). */
+  readonly timeoutMs?: number;
+}
+
+/** Default hard timeout for one introspection request. */
+export const DEFAULT_INTROSPECTION_TIMEOUT_MS = 2000;
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/** Introspects over HTTPS with undici; keeps one keep-alive pool to the admin endpoint. */
+export class HttpIntrospector implements Introspector {
+  readonly #url: URL;
+  readonly #timeoutMs: number;
+  readonly #agent: Agent;
+
+  constructor(options: HttpIntrospectorOptions) {
+    this.#url = new URL("/admin/oauth2/introspect", options.adminUrl);
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_INTROSPECTION_TIMEOUT_MS;
+    this.#agent = new Agent({
+      connect: {
+        minVersion: "TLSv1.3",
+        ...(options.ca === undefined ? {} : { ca: options.ca }),
+        ...(options.cert === undefined ? {} : { cert: options.cert }),
+        ...(options.key === undefined ? {} : { key: options.key }),
+        timeout: this.#timeoutMs,
+      },
+      headersTimeout: this.#timeoutMs,
+      bodyTimeout: this.#timeoutMs,
+    });
+  }
+
+  /** Asks the server about `token`; resolves with its answer or rejects with an IntrospectionError. */
+  async introspect(token: string, options: IntrospectOptions = {}): Promise<IntrospectionResult> {
+    const form = new URLSearchParams({ token });
+    if (options.scope !== undefined) form.set("scope", options.scope);
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal]);
+    let body: unknown;
+    try {
+      const res = await request(this.#url, {
+        dispatcher: this.#agent,
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+        body: form.toString(),
+        signal,
+      });
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new IntrospectionError("http_status", `introspection answered HTTP ${res.statusCode}`, {
+          httpStatus: res.statusCode,
+        });
+      }
+      const text = await readLimited(res.body, MAX_RESPONSE_BYTES);
+      body = JSON.parse(text);
+    } catch (err) {
+      if (err instanceof IntrospectionError) throw err;
+      if (timeout.aborted) throw new IntrospectionError("timeout", "introspection timed out", { cause: err });
+      if (err instanceof SyntaxError) {
+        throw new IntrospectionError("malformed_response", "introspection answered invalid JSON", {
+          cause: err,
+        });
+      }
+      throw new IntrospectionError("unavailable", "introspection endpoint unavailable", { cause: err });
+    }
+    return parseIntrospection(body);
+  }
+
+  /** Closes the connection pool; idempotent. */
+  async close(): Promise<void> {
+    if (this.#agent.closed || this.#agent.destroyed) return;
+    await this.#agent.close();
+  }
+}
+
+/** Validates an RFC 7662 JSON body into an IntrospectionResult (throws `malformed_response`). */
+export function parseIntrospection(body: unknown): IntrospectionResult {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new IntrospectionError("malformed_response", "introspection answer is not an object");
+  }
+  const o = body as Record<string, unknown>;
+  if (typeof o["active"] !== "boolean") {
+    throw new IntrospectionError("malformed_response", "introspection answer lacks a boolean active");
+  }
+  const str = (k: string): string | undefined => {
+    const v = o[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "string")
+      throw new IntrospectionError("malformed_response", `introspection ${k} is not a string`);
+    return v;
+  };
+  const exp = o["exp"];
+  if (exp !== undefined && exp !== null && (typeof exp !== "number" || !Number.isFinite(exp))) {
+    throw new IntrospectionError("malformed_response", "introspection exp is not a number");
+  }
+  return {
+    active: o["active"],
+    scope: str("scope") ?? "",
+    clientId: str("client_id") ?? "",
+    sub: str("sub") ?? "",
+    exp: typeof exp === "number" ? exp : undefined,
+    tokenUse: str("token_use"),
+  };
+}
+
+async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new IntrospectionError("malformed_response", "introspection answer too large");
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}

@@ -1,0 +1,112 @@
+// Checks generated Ory configs against the upstream JSON Schemas in ../shared/ory-schemas, the way
+// that folder's README describes: ajv's default (draft-07) class with ajv-formats, `strict: false`,
+// and the ory/x schemas registered under their `ory://` keys before the top-level ones compile.
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import addFormatsModule from "ajv-formats";
+
+// ajv-formats is CommonJS with `exports.default`; under NodeNext the default import is the module.
+const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
+  addFormatsModule) as unknown as (ajv: Ajv) => Ajv;
+
+/** The three services whose config files we generate. */
+export type OryService = "hydra" | "kratos" | "oathkeeper";
+
+/** The ory/x schemas and the `ory://` keys the servers register them under. */
+const X_SCHEMAS: readonly (readonly [file: string, key: string])[] = [
+  ["x/otelx/config.schema.json", "ory://tracing-config"],
+  ["x/logrusx/config.schema.json", "ory://logging-config"],
+  ["x/configx/serve.schema.json", "ory://serve-config"],
+  ["x/configx/tls.schema.json", "ory://tls-config"],
+  ["x/configx/cors.schema.json", "ory://cors-config"],
+];
+
+const TOP_LEVEL: Record<OryService, string> = {
+  hydra: "hydra/config.json",
+  kratos: "kratos/config.schema.json",
+  oathkeeper: "oathkeeper/config.schema.json",
+};
+
+/** A schema folder that is missing or incomplete. */
+export class OrySchemasMissingError extends Error {
+  override readonly name = "OrySchemasMissingError";
+  readonly reason = "ory_schemas_missing";
+}
+
+/** A config that the upstream schema rejects; `problems` are `<json pointer> <message>` lines. */
+export class OryConfigInvalidError extends Error {
+  override readonly name = "OryConfigInvalidError";
+  readonly reason = "ory_config_invalid";
+  constructor(
+    readonly service: OryService,
+    readonly problems: readonly string[],
+  ) {
+    super(`${service} config is invalid: ${problems.join("; ")}`);
+  }
+}
+
+/**
+ * The default schema folder: `$CLAWKER_ORY_SCHEMAS`, else `../shared/ory-schemas` relative to
+ * the repo root (this file sits four levels below it).
+ */
+export function defaultOrySchemaDir(): string {
+  const fromEnv = process.env["CLAWKER_ORY_SCHEMAS"];
+  if (fromEnv !== undefined && fromEnv !== "") return resolve(fromEnv);
+  return resolve(import.meta.dirname, "../../../../../shared/ory-schemas");
+}
+
+/** Compiled validators for the Hydra, Kratos and Oathkeeper config schemas. */
+export class OrySchemaValidator {
+  readonly #validators: Record<OryService, ValidateFunction>;
+
+  private constructor(validators: Record<OryService, ValidateFunction>) {
+    this.#validators = validators;
+  }
+
+  /** Loads and compiles the schemas from `dir`; throws OrySchemasMissingError naming what is absent. */
+  static load(dir: string = defaultOrySchemaDir()): OrySchemaValidator {
+    const read = (rel: string): Record<string, unknown> => {
+      const file = join(dir, rel);
+      if (!existsSync(file)) {
+        throw new OrySchemasMissingError(
+          `Ory config schema ${file} not found; set CLAWKER_ORY_SCHEMAS or place the schemas at ${dir}`,
+        );
+      }
+      return JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    };
+    const xSchemas = X_SCHEMAS.map(([file, key]) => [read(file), key] as const);
+    const compile = (service: OryService): ValidateFunction => {
+      // One Ajv per service: each top-level schema registers its own ids (Oathkeeper's is relative).
+      const ajv = new Ajv({ strict: false, allErrors: true });
+      addFormats(ajv);
+      for (const [schema, key] of xSchemas) ajv.addSchema(schema, key);
+      return ajv.compile(read(TOP_LEVEL[service]));
+    };
+    return new OrySchemaValidator({
+      hydra: compile("hydra"),
+      kratos: compile("kratos"),
+      oathkeeper: compile("oathkeeper"),
+    });
+  }
+
+  /** The problems the upstream schema finds in `config` (empty when valid). */
+  check(service: OryService, config: unknown): string[] {
+    const validate = this.#validators[service];
+    if (validate(config)) return [];
+    return (validate.errors ?? []).map(describe);
+  }
+
+  /** Throws OryConfigInvalidError listing every problem when `config` is invalid. */
+  validate(service: OryService, config: unknown): void {
+    const problems = this.check(service, config);
+    if (problems.length > 0) throw new OryConfigInvalidError(service, problems);
+  }
+}
+
+function describe(e: ErrorObject): string {
+  const path = e.instancePath === "" ? "/" : e.instancePath;
+  const params = e.params as Record<string, unknown>;
+  const extra = typeof params["additionalProperty"] === "string" ? ` (${params["additionalProperty"]})` : "";
+  return `${path} ${e.message ?? "is invalid"}${extra}`;
+}

@@ -1,0 +1,48 @@
+// The ready gate: until the control plane is ready, non-exempt calls on the admin listener get
+// FAILED_PRECONDITION `control plane is starting up` (API.md §5). Readiness is terminal.
+import { admin } from "@clawker/proto";
+import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import { statusFor } from "./errors.js";
+
+/** Methods answered before ready: the clock check and the start-up failure stream. */
+export const READY_GATE_EXEMPT: readonly string[] = [
+  admin.AdminServiceService.getSystemTime.path,
+  admin.AdminServiceService.watchSos.path,
+];
+
+/** Holds the ready flag and refuses calls while it is down. */
+export class ReadyGate {
+  #ready = false;
+  readonly #exempt: ReadonlySet<string>;
+
+  constructor(exempt: readonly string[] = READY_GATE_EXEMPT) {
+    this.#exempt = new Set(exempt);
+  }
+
+  /** True once `setReady` was called. */
+  get isReady(): boolean {
+    return this.#ready;
+  }
+
+  /** Opens the gate for good. */
+  setReady(): void {
+    this.#ready = true;
+  }
+
+  /** The grpc-js server interceptor; list it after recovery and before auth. */
+  readonly interceptor: ServerInterceptor = (method, next) => {
+    if (this.#ready || this.#exempt.has(method.path)) return new ServerInterceptingCall(next);
+    const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+      start: (startNext) => {
+        startNext({
+          onReceiveMetadata: (metadata, metadataNext) => {
+            // Re-check at metadata time: the gate may have opened since the call began.
+            if (this.#ready) metadataNext(metadata);
+            else call.sendStatus(statusFor("not_ready"));
+          },
+        });
+      },
+    });
+    return call;
+  };
+}

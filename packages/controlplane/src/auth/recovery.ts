@@ -1,0 +1,139 @@
+// Recovery: a failing handler never takes the daemon down and never leaks its error text. Two
+// parts, because grpc-js server interceptors cannot see a handler's exception: grpc-js itself
+// catches a synchronous throw and sends UNKNOWN "Unknown error" (the error is gone by then), an
+// error without a numeric `code` passed to the callback becomes UNKNOWN with its message, and a
+// rejected promise from an async handler escapes grpc-js entirely (an unhandled rejection).
+// So: `withRecovery` wraps the handlers (catches throws, rejections and code-less errors, logs
+// them with the error, answers INTERNAL); `recoveryInterceptor`, first in the chain, rewrites
+// any UNKNOWN status to INTERNAL with the fixed text and guards the inbound listener chain.
+import {
+  Metadata,
+  ServerInterceptingCall,
+  status,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { reasonMessage, statusFor } from "./errors.js";
+
+/** The first interceptor of every listener: UNKNOWN becomes INTERNAL, listener throws become INTERNAL. */
+export function recoveryInterceptor(log: Logger): ServerInterceptor {
+  return (method, next) => {
+    const guard = (step: () => void): void => {
+      try {
+        step();
+      } catch (err) {
+        log.error({ err, method: method.path, event: "call_failed" }, "call failed");
+        call.sendStatus(statusFor("internal"));
+      }
+    };
+    const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+      start: (startNext) => {
+        startNext({
+          onReceiveMetadata: (metadata, metadataNext) => guard(() => metadataNext(metadata)),
+          onReceiveMessage: (message, messageNext) => guard(() => messageNext(message)),
+          onReceiveHalfClose: (halfCloseNext) => guard(() => halfCloseNext()),
+        });
+      },
+      sendStatus: (st, statusNext) => {
+        if (st.code !== status.UNKNOWN) {
+          statusNext(st);
+          return;
+        }
+        // grpc-js's own text for a caught throw, or a code-less error's message: log, never send.
+        log.error({ method: method.path, details: st.details, event: "handler_failed" }, "handler failed");
+        statusNext(statusFor("internal"));
+      },
+    });
+    return call;
+  };
+}
+
+/** An error fit for the wire: INTERNAL with the fixed text. */
+function internalError(): { code: status; details: string; metadata: Metadata } {
+  return { code: status.INTERNAL, details: reasonMessage.internal, metadata: new Metadata() };
+}
+
+function hasStatusCode(err: unknown): boolean {
+  return typeof err === "object" && err !== null && Number.isInteger((err as { code?: unknown }).code);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function"
+  );
+}
+
+type AnyHandler = (call: unknown, callback?: (...args: unknown[]) => void) => unknown;
+
+/**
+ * Wraps every handler of a service implementation: a throw, a rejected promise or an error
+ * without a gRPC code becomes INTERNAL with the fixed text, logged with the error. Errors that
+ * carry a numeric gRPC `code` are intentional and pass through unchanged.
+ */
+export function withRecovery<T extends UntypedServiceImplementation>(
+  definition: ServiceDefinition,
+  implementation: T,
+  log: Logger,
+): T {
+  const wrapped: Record<string, AnyHandler> = {};
+  for (const [name, handler] of Object.entries(implementation)) {
+    const def = definition[name];
+    const fn = handler as AnyHandler;
+    if (def === undefined) {
+      wrapped[name] = fn;
+      continue;
+    }
+    const method = def.path;
+    const fail = (err: unknown): void => {
+      log.error({ err, method, event: "handler_failed" }, "handler failed");
+    };
+    if (!def.responseStream) {
+      wrapped[name] = (call, callback) => {
+        let answered = false;
+        const respond = (...args: unknown[]): void => {
+          if (answered) return;
+          answered = true;
+          const err = args[0];
+          if (err !== null && err !== undefined && !hasStatusCode(err)) {
+            fail(err);
+            callback?.(internalError());
+            return;
+          }
+          callback?.(...args);
+        };
+        const onError = (err: unknown): void => {
+          fail(err);
+          if (!answered) {
+            answered = true;
+            callback?.(internalError());
+          }
+        };
+        try {
+          const out = fn(call, respond);
+          if (isThenable(out)) out.then(undefined, onError);
+        } catch (err) {
+          onError(err);
+        }
+      };
+    } else {
+      wrapped[name] = (call) => {
+        const stream = call as NodeJS.EventEmitter & { writableEnded?: boolean; destroyed?: boolean };
+        const onError = (err: unknown): void => {
+          fail(err);
+          // grpc-js turns an 'error' event on a server stream into the call's status.
+          if (stream.writableEnded !== true && stream.destroyed !== true)
+            stream.emit("error", internalError());
+        };
+        try {
+          const out = fn(call);
+          if (isThenable(out)) out.then(undefined, onError);
+        } catch (err) {
+          onError(err);
+        }
+      };
+    }
+  }
+  return wrapped as T;
+}

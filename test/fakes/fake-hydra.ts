@@ -1,0 +1,214 @@
+// FAKE Hydra, for tests only (the real binary cannot be installed here). Run as
+// `tsx test/fakes/fake-hydra.ts serve all --config hydra.yaml`. Follows Hydra's HTTP API for the
+// parts clawker uses: `/health/alive|ready`; admin `POST /admin/clients` (201, 409, 400),
+// `GET|DELETE /admin/clients/{id}` (200/204, 404), `POST /admin/oauth2/introspect` (RFC 7662,
+// `active:false` when a requested scope is missing); public `POST /oauth2/token`
+// (client_credentials with an ES256 private_key_jwt assertion, audience = the token URL, jti
+// replay refused, scope limited to the client's) and discovery. State lives in memory.
+import { randomBytes } from "node:crypto";
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
+import { at, readConfigFromArgv, sendJson, serveFake, tlsOf, type FakeHandler } from "./fake-ory-server.js";
+
+interface Client {
+  readonly body: Record<string, unknown>;
+  readonly scope: string[];
+  readonly jwks: JSONWebKeySet;
+}
+interface Token {
+  readonly clientId: string;
+  readonly scope: string[];
+  readonly iat: number;
+  readonly exp: number;
+}
+
+const config = readConfigFromArgv("hydra", ["serve", "all"]);
+const host = (at(config, "serve.public.host") as string | undefined) ?? "127.0.0.1";
+const publicPort = (at(config, "serve.public.port") as number | undefined) ?? 4444;
+const adminPort = (at(config, "serve.admin.port") as number | undefined) ?? 4445;
+const adminHost = (at(config, "serve.admin.host") as string | undefined) ?? host;
+const issuer = (at(config, "urls.self.issuer") as string | undefined) ?? `https://${host}:${publicPort}/`;
+const publicBase = issuer.replace(/\/$/, "");
+const tokenUrl = `${publicBase}/oauth2/token`;
+const ttlSeconds = parseTtl((at(config, "ttl.access_token") as string | undefined) ?? "1h");
+const tls = tlsOf(config, "serve.tls");
+
+const clients = new Map<string, Client>();
+const tokens = new Map<string, Token>();
+const seenJti = new Map<string, number>();
+
+const admin: FakeHandler = (req, res, body) => {
+  const path = new URL(req.url ?? "/", "https://fake").pathname;
+  if (req.method === "POST" && path === "/admin/clients") {
+    let c: Record<string, unknown>;
+    try {
+      c = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+    } catch {
+      sendJson(res, 400, {
+        error: "invalid_request",
+        error_description: "The request body is not valid JSON",
+      });
+      return true;
+    }
+    const id =
+      typeof c["client_id"] === "string" && c["client_id"] !== ""
+        ? c["client_id"]
+        : randomBytes(16).toString("hex");
+    const jwks = c["jwks"] as JSONWebKeySet | undefined;
+    if (
+      c["token_endpoint_auth_method"] === "private_key_jwt" &&
+      (jwks === undefined || !Array.isArray(jwks.keys))
+    ) {
+      sendJson(res, 400, {
+        error: "invalid_client_metadata",
+        error_description: "private_key_jwt requires jwks or jwks_uri",
+      });
+      return true;
+    }
+    if (clients.has(id)) {
+      sendJson(res, 409, {
+        error: "Unable to insert or update resource because a resource with that value exists already",
+      });
+      return true;
+    }
+    const stored = { ...c, client_id: id, created_at: new Date().toISOString() };
+    clients.set(id, {
+      body: stored,
+      scope: (typeof c["scope"] === "string" ? c["scope"] : "").split(" ").filter(Boolean),
+      jwks: jwks ?? { keys: [] },
+    });
+    sendJson(res, 201, stored);
+    return true;
+  }
+  const m = /^\/admin\/clients\/([^/]+)$/.exec(path);
+  if (m !== null) {
+    const id = decodeURIComponent(m[1]!);
+    const client = clients.get(id);
+    if (req.method === "GET") {
+      if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
+      else sendJson(res, 200, client.body);
+      return true;
+    }
+    if (req.method === "DELETE") {
+      if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
+      else {
+        clients.delete(id);
+        res.writeHead(204).end();
+      }
+      return true;
+    }
+  }
+  if (req.method === "POST" && path === "/admin/oauth2/introspect") {
+    const form = new URLSearchParams(body.toString("utf8"));
+    const raw = form.get("token");
+    if (raw === null || raw === "") {
+      sendJson(res, 400, { error: "invalid_request", error_description: "token is required" });
+      return true;
+    }
+    const t = tokens.get(raw);
+    const now = Math.floor(Date.now() / 1000);
+    const wanted = (form.get("scope") ?? "").split(" ").filter(Boolean);
+    if (t === undefined || t.exp <= now || !wanted.every((s) => t.scope.includes(s))) {
+      sendJson(res, 200, { active: false });
+      return true;
+    }
+    sendJson(res, 200, {
+      active: true,
+      scope: t.scope.join(" "),
+      client_id: t.clientId,
+      sub: t.clientId,
+      exp: t.exp,
+      iat: t.iat,
+      nbf: t.iat,
+      aud: [],
+      iss: issuer,
+      token_type: "Bearer",
+      token_use: "access_token",
+    });
+    return true;
+  }
+  return false;
+};
+
+const publicApi: FakeHandler = async (req, res, body) => {
+  const path = new URL(req.url ?? "/", "https://fake").pathname;
+  if (req.method === "GET" && path === "/.well-known/openid-configuration") {
+    sendJson(res, 200, {
+      issuer,
+      token_endpoint: tokenUrl,
+      jwks_uri: `${publicBase}/.well-known/jwks.json`,
+      grant_types_supported: ["client_credentials"],
+      token_endpoint_auth_methods_supported: ["private_key_jwt"],
+    });
+    return true;
+  }
+  if (req.method !== "POST" || path !== "/oauth2/token") return false;
+  const form = new URLSearchParams(body.toString("utf8"));
+  const deny = (status: number, error: string, description: string): true => {
+    sendJson(res, status, { error, error_description: description });
+    return true;
+  };
+  if (form.get("grant_type") !== "client_credentials")
+    return deny(400, "unsupported_grant_type", "only client_credentials");
+  if (form.get("client_assertion_type") !== "urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
+    return deny(401, "invalid_client", "client assertion required");
+  }
+  const assertion = form.get("client_assertion") ?? "";
+  const iss = decodeIss(assertion);
+  const client = iss === undefined ? undefined : clients.get(iss);
+  if (client === undefined || iss === undefined) return deny(401, "invalid_client", "unknown client");
+  let payload;
+  try {
+    ({ payload } = await jwtVerify(assertion, createLocalJWKSet(client.jwks), {
+      algorithms: ["ES256"],
+      issuer: iss,
+      subject: iss,
+      audience: tokenUrl,
+    }));
+  } catch {
+    return deny(401, "invalid_client", "client assertion rejected");
+  }
+  const now = Math.floor(Date.now() / 1000);
+  for (const [j, exp] of seenJti) if (exp < now) seenJti.delete(j);
+  if (typeof payload.jti !== "string" || seenJti.has(payload.jti)) {
+    return deny(401, "invalid_client", "client assertion jti missing or replayed");
+  }
+  seenJti.set(payload.jti, payload.exp ?? now + 3600);
+  const requested = (form.get("scope") ?? "").split(" ").filter(Boolean);
+  if (!requested.every((s) => client.scope.includes(s)))
+    return deny(400, "invalid_scope", "scope not allowed");
+  const token = `ory_at_${randomBytes(32).toString("base64url")}`;
+  tokens.set(token, { clientId: iss, scope: requested, iat: now, exp: now + ttlSeconds });
+  sendJson(res, 200, {
+    access_token: token,
+    token_type: "bearer",
+    expires_in: ttlSeconds,
+    scope: requested.join(" "),
+  });
+  return true;
+};
+
+function decodeIss(jwt: string): string | undefined {
+  try {
+    const payload = JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+      iss?: unknown;
+    };
+    return typeof payload.iss === "string" ? payload.iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseTtl(v: string): number {
+  const m = /^([0-9]+)(ms|s|m|h)$/.exec(v);
+  if (m === null) return 3600;
+  const n = Number(m[1]);
+  return Math.max(
+    1,
+    Math.floor({ ms: n / 1000, s: n, m: n * 60, h: n * 3600 }[m[2] as "ms" | "s" | "m" | "h"]),
+  );
+}
+
+await serveFake("hydra", [
+  { host, port: publicPort, ...tls, handler: publicApi },
+  { host: adminHost, port: adminPort, ...tls, handler: admin },
+]);
