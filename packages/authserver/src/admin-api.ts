@@ -1,0 +1,153 @@
+// The admin listener's routes, with Hydra's paths and shapes: client registration, lookup and
+// deletion, RFC 7662 introspection and health. No authentication: like Hydra's admin port it must
+// only be reachable from the host (the config refuses a non-loopback bind).
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type Provider from "oidc-provider";
+import type { ClientMetadata } from "oidc-provider";
+import type { Logger } from "pino";
+import { validateClient } from "./clients.js";
+import { BodyError, mediaType, pathOf, readBody, sendError, sendJson } from "./http-io.js";
+import { introspect } from "./introspection.js";
+import type { AuthStore } from "./store.js";
+
+/** What the admin routes need; `provider()` is undefined until the server is ready. */
+export interface AdminApiOptions {
+  readonly store: AuthStore;
+  readonly issuer: () => string | undefined;
+  readonly provider: () => Provider | undefined;
+  readonly log: Logger;
+}
+
+const CLIENT_PATH = /^\/admin\/clients\/([^/]+)$/;
+
+/** Builds the admin request handler. */
+export function adminHandler(o: AdminApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    route(o, req, res).catch((err: unknown) => {
+      if (err instanceof BodyError) {
+        if (!res.headersSent) sendError(res, err.status, "invalid_request", err.message);
+        return;
+      }
+      o.log.error({ err, event: "admin_request_failed", path: pathOf(req) }, "admin request failed");
+      if (!res.headersSent) sendError(res, 500, "server_error", "the server hit an unexpected error");
+      else res.destroy();
+    });
+  };
+}
+
+async function route(o: AdminApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = pathOf(req);
+  const method = req.method ?? "GET";
+  if (path === "/health/alive") {
+    if (only(method, ["GET"], res)) sendJson(res, 200, { status: "ok" });
+    return;
+  }
+  if (path === "/health/ready") {
+    if (!only(method, ["GET"], res)) return;
+    if (o.provider() === undefined) return sendJson(res, 503, { errors: { provider: "not ready" } });
+    return sendJson(res, 200, { status: "ok" });
+  }
+  const provider = o.provider();
+  const issuer = o.issuer();
+  if (provider === undefined || issuer === undefined) {
+    return sendError(res, 503, "temporarily_unavailable", "the server is starting up");
+  }
+  if (path === "/admin/clients") {
+    if (!only(method, ["POST"], res)) return;
+    return await createClient(o, provider, req, res);
+  }
+  const m = CLIENT_PATH.exec(path);
+  if (m !== null) {
+    if (!only(method, ["GET", "DELETE"], res)) return;
+    let id: string;
+    try {
+      id = decodeURIComponent(m[1]!);
+    } catch {
+      return sendError(
+        res,
+        400,
+        "invalid_request",
+        "the client id in the path is not valid percent-encoding",
+      );
+    }
+    if (method === "GET") {
+      const client = o.store.getClient(id);
+      if (client === undefined)
+        return sendError(res, 404, "not_found", "the requested OAuth 2.0 client does not exist");
+      return sendJson(res, 200, client.hydra);
+    }
+    if (!o.store.deleteClient(id)) {
+      return sendError(res, 404, "not_found", "the requested OAuth 2.0 client does not exist");
+    }
+    o.log.info({ event: "client_deleted", clientId: id }, "client deleted");
+    res.writeHead(204).end();
+    return;
+  }
+  if (path === "/admin/oauth2/introspect") {
+    if (!only(method, ["POST"], res)) return;
+    const type = mediaType(req);
+    if (type !== "application/x-www-form-urlencoded") {
+      await readBody(req);
+      return sendError(res, 400, "invalid_request", "the body must be application/x-www-form-urlencoded");
+    }
+    const form = new URLSearchParams(await readBody(req));
+    if (form.size === 0) return sendError(res, 400, "invalid_request", "the POST body can not be empty");
+    const answer = await introspect(
+      provider,
+      o.store,
+      issuer,
+      form.get("token") ?? "",
+      form.get("scope") ?? "",
+    );
+    return sendJson(res, 200, answer);
+  }
+  return sendError(res, 404, "not_found", "no such admin endpoint");
+}
+
+async function createClient(
+  o: AdminApiOptions,
+  provider: Provider,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
+  if (mediaType(req) !== "application/json") {
+    await readBody(req);
+    return sendError(res, 400, "invalid_request", "the body must be application/json");
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(await readBody(req));
+  } catch (err) {
+    if (err instanceof BodyError) throw err;
+    return sendError(res, 400, "invalid_request", `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  const v = validateClient(body);
+  if (!v.ok) return sendError(res, 400, "invalid_client_metadata", v.problems.join("; "));
+  try {
+    // oidc-provider's own metadata validation (key usability and the like) must agree.
+    await provider.Client.validate(v.client.oidc as unknown as ClientMetadata);
+  } catch (err) {
+    const e = err as { error_description?: string; message?: string };
+    return sendError(
+      res,
+      400,
+      "invalid_client_metadata",
+      e.error_description ?? e.message ?? "invalid client metadata",
+    );
+  }
+  if (!o.store.insertClient(v.client)) {
+    return sendError(res, 409, "conflict", `an OAuth 2.0 client with id '${v.client.id}' already exists`);
+  }
+  o.log.info(
+    { event: "client_created", clientId: v.client.id, scope: v.client.hydra["scope"] },
+    "client created",
+  );
+  sendJson(res, 201, v.client.hydra);
+}
+
+/** True when `method` is allowed; otherwise answers 405 with Allow and returns false. */
+function only(method: string, allowed: readonly string[], res: ServerResponse): boolean {
+  if (allowed.includes(method)) return true;
+  sendError(res, 405, "method_not_allowed", `use ${allowed.join(" or ")}`, { allow: allowed.join(", ") });
+  return false;
+}

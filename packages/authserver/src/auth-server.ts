@@ -1,0 +1,192 @@
+// The auth server: two HTTPS listeners (public and admin, TLS 1.3 only) in front of oidc-provider
+// and the sqlite store. Construction has no side effects; start() reads the TLS material, opens the
+// store, binds, then builds the provider; close() undoes it all and is idempotent.
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import type Provider from "oidc-provider";
+import type { Logger } from "pino";
+import { adminHandler } from "./admin-api.js";
+import type { AuthServerConfig } from "./config.js";
+import { AuthServerError } from "./errors.js";
+import { createProvider } from "./provider.js";
+import { providerEntry, publicHandler } from "./public-api.js";
+import { loadOrCreateSigningKey } from "./signing-key.js";
+import { AuthStore } from "./store.js";
+
+/** Where a started server listens and what it calls itself. */
+export interface AuthServerAddresses {
+  readonly issuer: string;
+  readonly tokenEndpoint: string;
+  /** https://host:port of the public listener. */
+  readonly publicUrl: string;
+  /** https://host:port of the admin listener. */
+  readonly adminUrl: string;
+}
+
+/** How long close() lets in-flight requests finish before cutting connections. */
+const CLOSE_GRACE_MS = 3000;
+
+/** The embedded Hydra-compatible OAuth2 server. */
+export class AuthServer {
+  readonly #config: AuthServerConfig;
+  readonly #log: Logger;
+  #store: AuthStore | undefined;
+  #servers: Server[] = [];
+  #provider: Provider | undefined;
+  #entry: ReturnType<typeof providerEntry> | undefined;
+  #addresses: AuthServerAddresses | undefined;
+  #gcTimer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(config: AuthServerConfig, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+  }
+
+  /** Addresses once started, else undefined. */
+  get addresses(): AuthServerAddresses | undefined {
+    return this.#addresses;
+  }
+
+  /** Starts everything; rejects (after cleaning up) with an AuthServerError. Aborting `signal` closes. */
+  async start(signal?: AbortSignal): Promise<AuthServerAddresses> {
+    if (this.#closing !== undefined) throw new Error("AuthServer was closed");
+    signal?.throwIfAborted();
+    signal?.addEventListener("abort", () => void this.close(), { once: true });
+    try {
+      return await this.#start();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  async #start(): Promise<AuthServerAddresses> {
+    const c = this.#config;
+    let tls: { cert: Buffer; key: Buffer; ca?: Buffer };
+    try {
+      tls = {
+        cert: readFileSync(c.tls.certFile),
+        key: readFileSync(c.tls.keyFile),
+        ...(c.tls.caFile === undefined ? {} : { ca: readFileSync(c.tls.caFile) }),
+      };
+    } catch (err) {
+      throw new AuthServerError("tls_material_unreadable", "cannot read the TLS certificate, key or CA", {
+        cause: err,
+      });
+    }
+    const key = await loadOrCreateSigningKey(c.signingKeyFile);
+    const store = new AuthStore(c.databaseFile);
+    this.#store = store;
+    this.#log.info({ event: "gc", deleted: store.gc() }, "expired rows deleted");
+
+    const tlsOptions = {
+      ...tls,
+      minVersion: "TLSv1.3" as const,
+      maxVersion: "TLSv1.3" as const,
+      requestTimeout: 30_000,
+      headersTimeout: 10_000,
+    };
+    const pub = createServer(tlsOptions, publicHandler({ provider: () => this.#entry }));
+    const admin = createServer(
+      tlsOptions,
+      adminHandler({
+        store,
+        provider: () => this.#provider,
+        issuer: () => this.#addresses?.issuer,
+        log: this.#log.child({ component: "admin-api" }),
+      }),
+    );
+    for (const s of [pub, admin]) {
+      s.on("tlsClientError", (err) =>
+        this.#log.debug({ err, event: "tls_client_error" }, "TLS handshake failed"),
+      );
+    }
+    this.#servers = [pub, admin];
+    const pubAddr = await listen(pub, c.public.host, c.public.port, "public");
+    const adminAddr = await listen(admin, c.admin.host, c.admin.port, "admin");
+
+    const issuer = c.issuer ?? origin(pubAddr);
+    const tokenEndpoint = new URL("/oauth2/token", issuer).href;
+    const provider = createProvider({
+      issuer,
+      tokenEndpoint,
+      audience: c.audience,
+      accessTokenTtlSeconds: c.accessTokenTtlSeconds,
+      key,
+      store,
+      log: this.#log.child({ component: "provider" }),
+    });
+    this.#addresses = { issuer, tokenEndpoint, publicUrl: origin(pubAddr), adminUrl: origin(adminAddr) };
+    this.#provider = provider;
+    this.#entry = providerEntry(provider, issuer);
+    this.#gcTimer = setInterval(() => {
+      try {
+        const deleted = store.gc();
+        if (deleted > 0) this.#log.debug({ event: "gc", deleted }, "expired rows deleted");
+      } catch (err) {
+        this.#log.error({ err, event: "gc_failed" }, "garbage collection failed");
+      }
+    }, c.gcIntervalSeconds * 1000);
+    this.#gcTimer.unref();
+    this.#log.info(
+      {
+        event: "listening",
+        issuer,
+        public: { host: pubAddr.address, port: pubAddr.port },
+        admin: { host: adminAddr.address, port: adminAddr.port },
+      },
+      "auth server ready",
+    );
+    return this.#addresses;
+  }
+
+  /** Stops accepting, lets in-flight requests finish (briefly), closes the store. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#entry = undefined;
+    this.#provider = undefined;
+    if (this.#gcTimer !== undefined) clearInterval(this.#gcTimer);
+    await Promise.all(this.#servers.map((s) => closeServer(s)));
+    this.#servers = [];
+    this.#store?.close();
+    this.#store = undefined;
+  }
+}
+
+function listen(server: Server, host: string, port: number, name: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      reject(
+        new AuthServerError("listen_failed", `cannot listen on ${host}:${port} (${name})`, { cause: err }),
+      );
+    };
+    server.once("error", onError);
+    server.listen({ host, port, exclusive: true }, () => {
+      server.off("error", onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  if (!server.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+function origin(a: AddressInfo): string {
+  const host = a.family === "IPv6" ? `[${a.address}]` : a.address;
+  return `https://${host}:${a.port}`;
+}

@@ -1,0 +1,156 @@
+// The auth server's configuration: one zod schema, parsed once, frozen. Every problem is listed in
+// one ConfigError before anything binds.
+import { readFileSync } from "node:fs";
+import { BlockList, isIP } from "node:net";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { z } from "zod";
+import { AuthServerError, ConfigError } from "./errors.js";
+
+/** Default public (token, discovery, JWKS) listener, as Hydra's public port. */
+export const DEFAULT_PUBLIC_PORT = 4444;
+/** Default admin (clients, introspection) listener, as Hydra's admin port. */
+export const DEFAULT_ADMIN_PORT = 4445;
+/** Default access token lifetime in seconds (1 h, as Hydra's default). */
+export const DEFAULT_ACCESS_TOKEN_TTL_SECONDS = 3600;
+/** Default audience (RFC 8707 resource) stamped on every access token. */
+export const DEFAULT_AUDIENCE = "urn:clawker:controlplane";
+
+const loopback = new BlockList();
+loopback.addSubnet("127.0.0.0", 8, "ipv4");
+loopback.addAddress("::1", "ipv6");
+
+/** True when `host` is an IP literal in 127.0.0.0/8 or ::1. Names (even "localhost") are not. */
+export function isLoopbackAddress(host: string): boolean {
+  const family = isIP(host);
+  if (family === 0) return false;
+  return loopback.check(host, family === 4 ? "ipv4" : "ipv6");
+}
+
+const ipLiteral = z.string().refine((h) => isIP(h) !== 0, { message: "must be an IP address literal" });
+const port = z.int().min(0).max(65535);
+const path = z.string().min(1, { message: "must be a non-empty file path" });
+
+const schema = z
+  .strictObject({
+    /** Issuer identifier (https origin). Defaults to https://<public host>:<bound public port>. */
+    issuer: z
+      .url({ protocol: /^https$/, message: "must be an https URL" })
+      .refine(
+        (u) => {
+          const url = new URL(u);
+          return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
+        },
+        { message: "must be an https origin without path, query or fragment" },
+      )
+      .optional(),
+    public: z
+      .strictObject({ host: ipLiteral.default("127.0.0.1"), port: port.default(DEFAULT_PUBLIC_PORT) })
+      .prefault({}),
+    admin: z
+      .strictObject({
+        host: ipLiteral.default("127.0.0.1").refine(isLoopbackAddress, {
+          message:
+            "the admin API has no authentication: it must bind a loopback address (127.0.0.0/8 or ::1)",
+        }),
+        port: port.default(DEFAULT_ADMIN_PORT),
+      })
+      .prefault({}),
+    tls: z.strictObject({
+      /** PEM certificate (chain) served on both listeners: the CP's server leaf. */
+      certFile: path,
+      /** PEM private key of certFile. */
+      keyFile: path,
+      /** Optional PEM CA bundle appended to the served chain. */
+      caFile: path.optional(),
+    }),
+    /** sqlite database (created, WAL). */
+    databaseFile: path,
+    /** EC P-256 private JWK; generated with mode 0600 when absent. */
+    signingKeyFile: path,
+    accessTokenTtlSeconds: z.int().min(1).max(86_400).default(DEFAULT_ACCESS_TOKEN_TTL_SECONDS),
+    /** Audience of every access token (an absolute URI, as RFC 8707 resource indicators). */
+    audience: z
+      .string()
+      .refine((a) => URL.canParse(a) && !a.includes("#"), {
+        message: "must be an absolute URI without fragment",
+      })
+      .default(DEFAULT_AUDIENCE),
+    /** How often expired tokens and replay records are deleted. */
+    gcIntervalSeconds: z.int().min(1).max(86_400).default(60),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .superRefine((c, ctx) => {
+    if (c.issuer === undefined && (c.public.host === "0.0.0.0" || c.public.host === "::")) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["issuer"],
+        message: "is required when the public listener binds a wildcard address",
+      });
+    }
+  });
+
+/** What a config file may contain (defaults not yet applied): what a supervisor writes. */
+export type AuthServerConfigInput = z.input<typeof schema>;
+/** The parsed, defaulted, frozen configuration. */
+export type AuthServerConfig = Readonly<z.output<typeof schema>>;
+
+/** Environment variables that override the file. */
+export const ENV_LOG_LEVEL = "CLAWKER_AUTHSERVER_LOG_LEVEL";
+
+/**
+ * Validates `raw` (a parsed JSON value) plus env overrides into a frozen config. Relative file paths
+ * resolve against `baseDir`. Throws ConfigError listing every problem.
+ */
+export function parseConfig(
+  raw: unknown,
+  { env = process.env, baseDir = process.cwd() }: { env?: NodeJS.ProcessEnv; baseDir?: string } = {},
+): AuthServerConfig {
+  let input = raw;
+  const level = env[ENV_LOG_LEVEL];
+  if (level !== undefined && level !== "" && typeof raw === "object" && raw !== null && !Array.isArray(raw)) {
+    input = { ...(raw as Record<string, unknown>), logLevel: level };
+  }
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => `${i.path.length === 0 ? "(root)" : i.path.join(".")}: ${i.message}`),
+    );
+  }
+  const c = result.data;
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  return deepFreeze({
+    ...c,
+    tls: {
+      certFile: abs(c.tls.certFile),
+      keyFile: abs(c.tls.keyFile),
+      ...(c.tls.caFile === undefined ? {} : { caFile: abs(c.tls.caFile) }),
+    },
+    databaseFile: abs(c.databaseFile),
+    signingKeyFile: abs(c.signingKeyFile),
+  });
+}
+
+/** Reads and validates a JSON config file; relative paths in it resolve against its directory. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): AuthServerConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new AuthServerError("config_unreadable", `cannot read config file ${file}`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError([`(file): not valid JSON: ${(err as Error).message}`], { cause: err });
+  }
+  return parseConfig(raw, { env, baseDir: dirname(resolve(file)) });
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === "object" && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
