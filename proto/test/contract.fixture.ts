@@ -1,0 +1,344 @@
+// The wire contract of ../shared/API.md, transcribed by hand (not derived from the .proto files or
+// the generated code), so contract.test.ts can catch a .proto or a generation that drifts from it.
+
+/** A field type as API.md writes it: a scalar, a message or enum of the same package, or a map. */
+export type FieldType = string;
+
+/** One field: number, proto name, type; `repeated`, or the oneof it belongs to. */
+export interface FieldSpec {
+  readonly number: number;
+  readonly name: string;
+  readonly type: FieldType;
+  readonly repeated: boolean;
+  readonly oneof: string | undefined;
+}
+
+/** One message: its fields and the field numbers it reserves. */
+export interface MessageSpec {
+  readonly fields: readonly FieldSpec[];
+  readonly reserved: readonly number[];
+}
+
+/** One RPC: full path, request/response message names (same package) and streaming flags. */
+export interface MethodSpec {
+  readonly path: string;
+  readonly request: string;
+  readonly response: string;
+  readonly clientStreaming: boolean;
+  readonly serverStreaming: boolean;
+}
+
+/** One .proto file of the contract. */
+export interface FileSpec {
+  readonly file: string;
+  readonly package: string;
+  /** service name -> RPC name -> method. */
+  readonly services: Readonly<Record<string, Readonly<Record<string, MethodSpec>>>>;
+  readonly messages: Readonly<Record<string, MessageSpec>>;
+  /** enum name -> value name -> number. */
+  readonly enums: Readonly<Record<string, Readonly<Record<string, number>>>>;
+}
+
+/** A singular field. */
+function f(number: number, name: string, type: FieldType): FieldSpec {
+  return { number, name, type, repeated: false, oneof: undefined };
+}
+
+/** A repeated field. */
+function r(number: number, name: string, type: FieldType): FieldSpec {
+  return { number, name, type, repeated: true, oneof: undefined };
+}
+
+/** A member of the oneof `payload`. */
+function o(number: number, name: string, type: FieldType): FieldSpec {
+  return { number, name, type, repeated: false, oneof: "payload" };
+}
+
+/** A message with these fields and nothing reserved. */
+function m(...fields: FieldSpec[]): MessageSpec {
+  return { fields, reserved: [] };
+}
+
+/** A unary RPC. */
+function unary(path: string, request: string, response: string): MethodSpec {
+  return { path, request, response, clientStreaming: false, serverStreaming: false };
+}
+
+/** API.md §1: clawker.admin.v1. */
+export const ADMIN: FileSpec = {
+  file: "clawker/admin/v1/admin.proto",
+  package: "clawker.admin.v1",
+  services: {
+    AdminService: {
+      FirewallInit: unary(
+        "/clawker.admin.v1.AdminService/FirewallInit",
+        "FirewallInitRequest",
+        "FirewallInitResult",
+      ),
+      FirewallRemove: unary(
+        "/clawker.admin.v1.AdminService/FirewallRemove",
+        "FirewallRemoveRequest",
+        "FirewallRemoveResult",
+      ),
+      FirewallEnable: unary(
+        "/clawker.admin.v1.AdminService/FirewallEnable",
+        "FirewallEnableRequest",
+        "FirewallEnableResult",
+      ),
+      FirewallDisable: unary(
+        "/clawker.admin.v1.AdminService/FirewallDisable",
+        "FirewallDisableRequest",
+        "FirewallDisableResult",
+      ),
+      FirewallBypass: unary(
+        "/clawker.admin.v1.AdminService/FirewallBypass",
+        "FirewallBypassRequest",
+        "FirewallBypassResult",
+      ),
+      FirewallAddRules: unary(
+        "/clawker.admin.v1.AdminService/FirewallAddRules",
+        "FirewallAddRulesRequest",
+        "FirewallAddRulesResult",
+      ),
+      FirewallRemoveRule: unary(
+        "/clawker.admin.v1.AdminService/FirewallRemoveRule",
+        "FirewallRemoveRuleRequest",
+        "FirewallRemoveRuleResult",
+      ),
+      FirewallListRules: unary(
+        "/clawker.admin.v1.AdminService/FirewallListRules",
+        "FirewallListRulesRequest",
+        "FirewallListRulesResult",
+      ),
+      FirewallReload: unary(
+        "/clawker.admin.v1.AdminService/FirewallReload",
+        "FirewallReloadRequest",
+        "FirewallReloadResult",
+      ),
+      FirewallStatus: unary(
+        "/clawker.admin.v1.AdminService/FirewallStatus",
+        "FirewallStatusRequest",
+        "FirewallStatusResult",
+      ),
+      FirewallRotateCA: unary(
+        "/clawker.admin.v1.AdminService/FirewallRotateCA",
+        "FirewallRotateCARequest",
+        "FirewallRotateCAResult",
+      ),
+      FirewallSyncRoutes: unary(
+        "/clawker.admin.v1.AdminService/FirewallSyncRoutes",
+        "FirewallSyncRoutesRequest",
+        "FirewallSyncRoutesResult",
+      ),
+      FirewallResolveHostname: unary(
+        "/clawker.admin.v1.AdminService/FirewallResolveHostname",
+        "FirewallResolveHostnameRequest",
+        "FirewallResolveHostnameResult",
+      ),
+      ListAgents: unary("/clawker.admin.v1.AdminService/ListAgents", "ListAgentsRequest", "ListAgentsResult"),
+      GetSystemTime: unary(
+        "/clawker.admin.v1.AdminService/GetSystemTime",
+        "GetSystemTimeRequest",
+        "GetSystemTimeResult",
+      ),
+      WatchSOS: {
+        path: "/clawker.admin.v1.AdminService/WatchSOS",
+        request: "WatchSOSRequest",
+        response: "SOS",
+        clientStreaming: false,
+        serverStreaming: true,
+      },
+    },
+  },
+  messages: {
+    FirewallInitRequest: m(),
+    FirewallInitResult: m(
+      f(1, "envoy_ip", "string"),
+      f(2, "coredns_ip", "string"),
+      f(3, "network_id", "string"),
+    ),
+    FirewallRemoveRequest: m(),
+    FirewallRemoveResult: m(),
+    FirewallEnableRequest: m(f(1, "container_id", "string")),
+    FirewallEnableResult: m(),
+    FirewallDisableRequest: m(f(1, "container_id", "string")),
+    FirewallDisableResult: m(),
+    FirewallBypassRequest: m(f(1, "container_id", "string"), f(2, "timeout_seconds", "uint32")),
+    FirewallBypassResult: m(),
+    FirewallAddRulesRequest: m(r(1, "rules", "EgressRule")),
+    FirewallAddRulesResult: m(r(1, "statuses", "AddRuleStatus"), f(2, "stack_restarted", "bool")),
+    FirewallRemoveRuleRequest: m(
+      f(1, "dst", "string"),
+      f(2, "proto", "string"),
+      f(3, "port", "string"),
+      f(4, "path", "string"),
+      f(5, "all", "bool"),
+    ),
+    FirewallRemoveRuleResult: m(f(1, "stack_restarted", "bool"), f(2, "status", "RemoveRuleStatus")),
+    FirewallListRulesRequest: m(),
+    FirewallListRulesResult: m(r(1, "rules", "EgressRule")),
+    FirewallReloadRequest: m(),
+    FirewallReloadResult: m(f(1, "stack_restarted", "bool")),
+    FirewallStatusRequest: m(),
+    FirewallStatusResult: m(
+      f(1, "running", "bool"),
+      f(2, "envoy_health", "bool"),
+      f(3, "coredns_health", "bool"),
+      f(4, "rule_count", "int32"),
+      f(5, "envoy_ip", "string"),
+      f(6, "coredns_ip", "string"),
+      f(7, "network_id", "string"),
+      f(8, "cidr", "string"),
+    ),
+    FirewallRotateCARequest: m(),
+    FirewallRotateCAResult: m(f(1, "stack_restarted", "bool")),
+    FirewallSyncRoutesRequest: m(r(1, "routes", "Route")),
+    FirewallSyncRoutesResult: m(f(1, "applied", "uint32")),
+    FirewallResolveHostnameRequest: m(f(1, "hostname", "string")),
+    FirewallResolveHostnameResult: m(r(1, "addresses", "string")),
+    ListAgentsRequest: m(),
+    ListAgentsResult: m(r(1, "agents", "Agent")),
+    GetSystemTimeRequest: m(),
+    GetSystemTimeResult: m(f(1, "unix_nanos", "int64")),
+    WatchSOSRequest: m(),
+    Route: m(f(1, "identity", "uint32"), f(2, "dst_port", "uint32"), f(3, "envoy_port", "uint32")),
+    EgressRule: m(
+      f(1, "dst", "string"),
+      f(2, "proto", "string"),
+      f(3, "port", "string"),
+      f(4, "action", "string"),
+      r(5, "path_rules", "PathRule"),
+      f(6, "path_default", "string"),
+      f(7, "insecure_skip_tls_verify", "bool"),
+    ),
+    PathRule: m(f(1, "path", "string"), f(2, "action", "string"), r(3, "methods", "string")),
+    Agent: m(
+      f(1, "agent_name", "string"),
+      f(2, "container_id", "string"),
+      f(3, "cert_thumbprint", "string"),
+      f(4, "registered_at_unix", "int64"),
+      f(5, "last_seen_unix", "int64"),
+      f(6, "project", "string"),
+    ),
+    SOS: m(f(1, "message", "string"), f(2, "kind", "SOSKind")),
+  },
+  enums: {
+    AddRuleStatus: {
+      ADD_RULE_STATUS_UNSPECIFIED: 0,
+      ADD_RULE_STATUS_ADDED: 1,
+      ADD_RULE_STATUS_MODIFIED: 2,
+      ADD_RULE_STATUS_UNCHANGED: 3,
+    },
+    RemoveRuleStatus: {
+      REMOVE_RULE_STATUS_UNSPECIFIED: 0,
+      REMOVE_RULE_STATUS_REMOVED: 1,
+      REMOVE_RULE_STATUS_PATH_REMOVED: 2,
+      REMOVE_RULE_STATUS_NOT_FOUND: 3,
+    },
+    SOSKind: {
+      SOS_KIND_UNSPECIFIED: 0,
+      SOS_KIND_BPFFS_DELEGATION: 1,
+    },
+  },
+};
+
+/** API.md §2: clawker.agent.v1. */
+export const AGENT: FileSpec = {
+  file: "clawker/agent/v1/agent.proto",
+  package: "clawker.agent.v1",
+  services: {
+    AgentService: {
+      Register: unary("/clawker.agent.v1.AgentService/Register", "RegisterRequest", "Welcome"),
+    },
+  },
+  messages: {
+    RegisterRequest: m(f(1, "agent_name", "string"), f(2, "project", "string")),
+    Welcome: m(),
+  },
+  enums: {},
+};
+
+/** API.md §3: clawker.clawkerd.v1. */
+export const CLAWKERD: FileSpec = {
+  file: "clawker/clawkerd/v1/clawkerd.proto",
+  package: "clawker.clawkerd.v1",
+  services: {
+    ClawkerdService: {
+      Session: {
+        path: "/clawker.clawkerd.v1.ClawkerdService/Session",
+        request: "Command",
+        response: "Response",
+        clientStreaming: true,
+        serverStreaming: true,
+      },
+    },
+  },
+  messages: {
+    Command: m(
+      f(1, "command_id", "string"),
+      o(2, "hello", "Hello"),
+      o(3, "shell", "ShellCommand"),
+      o(4, "stdin", "Stdin"),
+      o(5, "close_stdin", "CloseStdin"),
+      o(6, "signal", "Signal"),
+      o(7, "register_required", "RegisterRequired"),
+      o(8, "agent_ready", "AgentReady"),
+      o(9, "agent_initialized", "AgentInitialized"),
+    ),
+    Hello: m(),
+    ShellCommand: m(
+      r(1, "stages", "PipeStage"),
+      f(2, "timeout_seconds", "uint32"),
+      f(3, "initial_stdin", "bytes"),
+      f(4, "print_output", "bool"),
+      f(5, "exit_on_non_zero", "bool"),
+    ),
+    PipeStage: m(
+      r(1, "argv", "string"),
+      f(2, "uid", "uint32"),
+      f(3, "gid", "uint32"),
+      f(4, "cwd", "string"),
+      f(5, "env", "map<string,string>"),
+    ),
+    Stdin: m(f(1, "data", "bytes")),
+    CloseStdin: m(),
+    Signal: m(f(1, "signo", "int32")),
+    RegisterRequired: m(),
+    AgentReady: m(f(1, "default_cmd", "string")),
+    AgentInitialized: m(),
+    Response: {
+      fields: [
+        f(1, "command_id", "string"),
+        o(2, "hello_ack", "HelloAck"),
+        o(3, "started", "Started"),
+        o(4, "output", "OutputChunk"),
+        o(6, "stage_exit", "StageExit"),
+        o(7, "done", "Done"),
+        o(8, "error", "Error"),
+        o(9, "register_done", "RegisterDone"),
+      ],
+      reserved: [5],
+    },
+    HelloAck: m(f(1, "initialized", "bool"), f(2, "cmd_running", "bool")),
+    Started: m(),
+    OutputChunk: m(f(1, "data", "bytes")),
+    StageExit: m(f(1, "stage_index", "uint32"), f(2, "exit_code", "int32"), f(3, "signo", "int32")),
+    Done: m(f(1, "final_exit_code", "int32")),
+    Error: m(f(1, "code", "ErrorCode"), f(2, "message", "string")),
+    RegisterDone: m(f(1, "ok", "bool"), f(2, "error", "string")),
+  },
+  enums: {
+    ErrorCode: {
+      ERROR_CODE_UNSPECIFIED: 0,
+      ERROR_CODE_UNKNOWN_COMMAND_ID: 1,
+      ERROR_CODE_INVALID_REQUEST: 2,
+      ERROR_CODE_SPAWN_FAILED: 3,
+      ERROR_CODE_TIMEOUT: 4,
+      ERROR_CODE_IO_ERROR: 5,
+      ERROR_CODE_NOT_FOUND: 6,
+    },
+  },
+};
+
+/** The whole contract. */
+export const CONTRACT: readonly FileSpec[] = [ADMIN, AGENT, CLAWKERD];
