@@ -17,7 +17,7 @@ const allowed = {
 const internal = ["proto", "overseer", "controlplane", "authserver", "adminclient", "cli", "clawkerd"];
 
 const importGraph = Object.entries(allowed).map(([folder, ok]) => ({
-  files: [`${folder}/**/*.ts`],
+  files: [`${folder}/src/**/*.ts`],
   rules: {
     "no-restricted-imports": [
       "error",

@@ -1,0 +1,116 @@
+// Which auth processes the daemon supervises and how: the embedded authserver by default, or Ory
+// Hydra + Kratos + Oathkeeper when configured. Preparing writes their config files (0600).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  OrySchemaValidator,
+  buildOryConfigs,
+  loadOrCreateSystemSecret,
+  oryCommands,
+  parseOrySettings,
+  writeOryConfigs,
+} from "./auth/index.js";
+import type { Config } from "./config.js";
+import type { HelperCommand } from "./supervisor/subprocess-manager.js";
+import type { TrustMaterial } from "./trust-dir.js";
+
+/** One auth helper: how to run it and the URL that answers 200 once it is healthy. */
+export interface AuthHelper {
+  readonly name: string;
+  readonly command: HelperCommand;
+  readonly healthUrl: string;
+}
+
+/** The auth processes to start, in order, and where their APIs are. */
+export interface AuthPlan {
+  readonly helpers: readonly AuthHelper[];
+  /** Admin API base URL: client registration and token introspection. */
+  readonly adminUrl: string;
+  /** Public API base URL: the token endpoint lives at `/oauth2/token`. */
+  readonly publicUrl: string;
+}
+
+/** Where the auth APIs listen; the same for both modes, so it is known before anything starts. */
+export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl"> {
+  const { host, publicPort, adminPort } = config.auth;
+  return { adminUrl: url(host, adminPort), publicUrl: url(host, publicPort) };
+}
+
+/** Writes the helpers' configs under the data dir and returns the plan to start them. */
+export function prepareAuthProcesses(config: Config, trust: TrustMaterial): AuthPlan {
+  return config.auth.mode === "ory" ? prepareOry(config, trust) : prepareEmbedded(config, trust);
+}
+
+function url(host: string, port: number): string {
+  return `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
+  const dir = join(config.dataDir, "authserver");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { host, publicPort, adminPort } = config.auth;
+  const file = join(dir, "authserver.json");
+  const authConfig = {
+    issuer: url(host, publicPort),
+    public: { host, port: publicPort },
+    admin: { host, port: adminPort },
+    tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
+    databaseFile: join(dir, "authserver.db"),
+    signingKeyFile: join(dir, "signing-key.jwk"),
+    logLevel: config.log.level,
+  };
+  writeFileSync(file, JSON.stringify(authConfig, null, 2) + "\n", { mode: 0o600 });
+  return {
+    helpers: [
+      {
+        name: "authserver",
+        command: { ...authserverEntry(), args: [...authserverEntry().args, "--config", file] },
+        healthUrl: `${url(host, adminPort)}/health/ready`,
+      },
+    ],
+    ...authUrls(config),
+  };
+}
+
+function prepareOry(config: Config, trust: TrustMaterial): AuthPlan {
+  const dir = join(config.dataDir, "ory");
+  const { host, publicPort, adminPort, ory } = config.auth;
+  const settings = parseOrySettings({
+    configDir: dir,
+    secretFile: join(dir, "system.secret"),
+    host,
+    tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
+    logLevel: config.log.level === "debug" || config.log.level === "trace" ? "debug" : "info",
+    hydra: { publicPort, adminPort, dsn: ory.dsn },
+    kratos: { dsn: ory.dsn },
+  });
+  const configs = buildOryConfigs(settings, loadOrCreateSystemSecret(settings.secretFile));
+  const validator = OrySchemaValidator.load(...(ory.schemaDir === undefined ? [] : [ory.schemaDir]));
+  validator.validate("hydra", configs.hydra);
+  validator.validate("kratos", configs.kratos);
+  validator.validate("oathkeeper", configs.oathkeeper);
+  const files = writeOryConfigs(settings, configs);
+  return {
+    helpers: oryCommands(settings, files, ory).map((c) => ({
+      name: c.name,
+      command: { file: c.file, args: c.args },
+      healthUrl: c.healthUrl,
+    })),
+    ...authUrls(config),
+  };
+}
+
+/**
+ * How to run the embedded authserver: the built `dist/main.js` beside this package, or, when the
+ * daemon itself runs from TypeScript sources (tests, development), the sources through tsx.
+ */
+export function authserverEntry(): { file: string; args: string[] } {
+  const fromSource = import.meta.url.endsWith(".ts");
+  const packageDir = fileURLToPath(new URL("../../authserver/", import.meta.url));
+  if (!fromSource) return { file: process.execPath, args: [join(packageDir, "dist", "main.js")] };
+  return {
+    file: process.execPath,
+    args: ["--import", import.meta.resolve("tsx"), "--conditions=source", join(packageDir, "src", "main.ts")],
+  };
+}

@@ -1,0 +1,262 @@
+// The daemon: everything is constructed first (no side effects), then started in the order of
+// ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
+import { join } from "node:path";
+import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
+import {
+  AuthInterceptor,
+  CachingIntrospector,
+  HttpIntrospector,
+  ReadyGate,
+  clawkerClients,
+  recoveryInterceptor,
+  registerClients,
+  withRecovery,
+} from "./auth/index.js";
+import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
+import { Registry } from "./agents/registry.js";
+import type { Config } from "./config.js";
+import type { Logger } from "./logging.js";
+import { adminService } from "./server/admin-service.js";
+import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
+import { HealthServer } from "./server/healthz.js";
+import { SosBoard } from "./server/sos-board.js";
+import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
+import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
+import { loadTrustDir, type TrustMaterial } from "./trust-dir.js";
+
+/** Why the daemon stopped; decides the exit code (0 only for a requested stop or a drain to zero). */
+export type StopCause =
+  | { readonly kind: "signal"; readonly signal: NodeJS.Signals }
+  | { readonly kind: "drained_to_zero" }
+  | { readonly kind: "helper_crash"; readonly crash: HelperCrash }
+  | { readonly kind: "serve_failure"; readonly error: unknown }
+  | { readonly kind: "startup_failed"; readonly error: unknown }
+  | { readonly kind: "fatal"; readonly error: unknown };
+
+/** The exit code for a stop cause. */
+export function exitCodeFor(cause: StopCause): 0 | 1 {
+  return cause.kind === "signal" || cause.kind === "drained_to_zero" ? 0 : 1;
+}
+
+/** Bound addresses, once started (tests and the ready log line read them). */
+export interface DaemonAddresses {
+  readonly admin: { host: string; port: number };
+  readonly agent: { host: string; port: number };
+  readonly health: { host: string; port: number };
+}
+
+/** The control plane daemon. `run()` starts it and resolves with the exit code when it has drained. */
+export class Daemon {
+  readonly #config: Config;
+  readonly #log: Logger;
+  readonly #supervisor: SubprocessManager;
+  readonly #sos = new SosBoard();
+  readonly #readyGate = new ReadyGate();
+  readonly #health: HealthServer;
+  readonly #startAbort = new AbortController();
+  #stopCause: StopCause | undefined;
+  #onStop: ((cause: StopCause) => void) | undefined;
+  readonly #stopped: Promise<StopCause>;
+
+  #trust: TrustMaterial | undefined;
+  #registry: Registry | undefined;
+  #introspector: HttpIntrospector | undefined;
+  #admin: GrpcListener | undefined;
+  #agent: GrpcListener | undefined;
+  #addresses: DaemonAddresses | undefined;
+
+  constructor(config: Config, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+    this.#supervisor = new SubprocessManager({ logger: log, graceMs: config.shutdownGraceMs });
+    this.#health = new HealthServer({
+      logger: log,
+      host: config.listen.health.host,
+      port: config.listen.health.port,
+    });
+    this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** Bound addresses (after the listeners are up). */
+  get addresses(): DaemonAddresses | undefined {
+    return this.#addresses;
+  }
+
+  /** Asks the daemon to stop; the first cause wins and decides the exit code. */
+  stop(cause: StopCause): void {
+    if (this.#stopCause !== undefined) return;
+    this.#stopCause = cause;
+    this.#startAbort.abort(cause);
+    this.#onStop?.(cause);
+  }
+
+  /** Starts in order, serves until a stop cause arrives, drains, and resolves with the exit code. */
+  async run(): Promise<0 | 1> {
+    const began = performance.now();
+    void this.#supervisor.crashed.then((crash) => this.stop({ kind: "helper_crash", crash }));
+    try {
+      await this.#start();
+      if (this.#stopCause === undefined) {
+        this.#log.info(
+          { event: "ready", ms: Math.round(performance.now() - began), addresses: this.#addresses },
+          "control plane ready",
+        );
+      }
+    } catch (error) {
+      this.stop({ kind: "startup_failed", error });
+    }
+    const cause = await this.#stopped;
+    this.#logCause(cause);
+    await this.#drain();
+    const code = exitCodeFor(cause);
+    this.#log.info({ event: "stopped", code, cause: cause.kind }, "control plane stopped");
+    return code;
+  }
+
+  async #start(): Promise<void> {
+    const signal = this.#startAbort.signal;
+    const cfg = this.#config;
+
+    // 2. Trust material, registry.
+    const trust = loadTrustDir(cfg.trustDir);
+    this.#trust = trust;
+    this.#registry = new Registry(join(cfg.dataDir, "registry.db"));
+
+    // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
+    const urls = authUrls(cfg);
+    this.#introspector = new HttpIntrospector({
+      adminUrl: urls.adminUrl,
+      ca: trust.ca,
+      timeoutMs: cfg.auth.introspectionTimeoutMs,
+    });
+    const cached = new CachingIntrospector(this.#introspector, {
+      maxTtlMs: cfg.auth.cacheTtlMs,
+      maxEntries: cfg.auth.cacheSize,
+    });
+    const tls = { ca: trust.ca, cert: trust.serverCert, key: trust.serverKey };
+    const adminLog = this.#log.child({ component: "admin" });
+    const agentLog = this.#log.child({ component: "agent-listener" });
+    const admin = adminService({ agents: this.#registry, sos: this.#sos });
+    this.#agent = new GrpcListener({
+      name: "agent",
+      ...cfg.listen.agent,
+      tls,
+      services: [],
+      interceptors: [
+        recoveryInterceptor(agentLog),
+        new AuthInterceptor({ introspector: cached, requiredClientId: AGENT_CLIENT.clientId, log: agentLog })
+          .interceptor,
+      ],
+      log: agentLog,
+    });
+    this.#admin = new GrpcListener({
+      name: "admin",
+      ...cfg.listen.admin,
+      tls,
+      services: [recovered(admin, adminLog)],
+      interceptors: [
+        recoveryInterceptor(adminLog),
+        this.#readyGate.interceptor,
+        new AuthInterceptor({ introspector: cached, log: adminLog }).interceptor,
+      ],
+      log: adminLog,
+    });
+    const agentPort = await this.#agent.start();
+    const adminPort = await this.#admin.start();
+    await this.#health.start(signal);
+    this.#addresses = {
+      admin: { host: cfg.listen.admin.host, port: adminPort },
+      agent: { host: cfg.listen.agent.host, port: agentPort },
+      health: this.#health.address,
+    };
+    this.#health.addProbe(
+      "admin-listener",
+      tlsHandshakeProbe(cfg.listen.admin.host, adminPort, {
+        ca: trust.ca,
+        cert: trust.clientCert,
+        key: trust.clientKey,
+        servername: "localhost",
+        expectHttp2: true,
+      }),
+    );
+
+    // 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients.
+    const plan = prepareAuthProcesses(cfg, trust);
+    for (const helper of plan.helpers) {
+      signal.throwIfAborted();
+      await this.#supervisor.start(helper.name, helper.command);
+      await this.#supervisor.waitHealthy(helper.name, {
+        url: helper.healthUrl,
+        tls: { ca: trust.ca },
+        timeoutMs: cfg.auth.healthTimeoutMs,
+        signal,
+      });
+      this.#health.addProbe(helper.name, httpProbe(helper.healthUrl, { ca: trust.ca }));
+    }
+    const registered = await registerClients(clawkerClients({ keys: [trust.cliPublicJwk] }), {
+      adminUrl: plan.adminUrl,
+      ca: trust.ca,
+      signal,
+    });
+    this.#log.info(
+      { event: "clients_registered", clients: Object.fromEntries(registered) },
+      `OAuth2 clients ${CLI_CLIENT.clientId} and ${AGENT_CLIENT.clientId} registered`,
+    );
+
+    // 5-6. The eBPF manager and the firewall join here when they land (issue 6 and the firewall issue).
+
+    // 7. Ready.
+    signal.throwIfAborted();
+    this.#readyGate.setReady();
+    this.#health.setReady();
+    this.#sos.finish();
+  }
+
+  /** The fixed drain order of ARCHITECTURE.md; each step runs even if an earlier one failed. */
+  async #drain(): Promise<void> {
+    this.#supervisor.beginShutdown();
+    const grace = this.#config.shutdownGraceMs;
+    const step = async (name: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        this.#log.error({ err, event: "drain_step_failed", step: name }, "drain step failed");
+      }
+    };
+    // firewall queue, bypass timers, proxy/DNS gate and eBPF state come with the firewall.
+    await step("grpc", () => Promise.all([this.#admin?.close(grace), this.#agent?.close(grace)]));
+    await step("healthz", () => this.#health.close());
+    this.#sos.finish();
+    await step("introspector", () => this.#introspector?.close());
+    await step("registry", () => this.#registry?.close());
+    await step("auth processes", () => this.#supervisor.shutdown(grace));
+  }
+
+  #logCause(cause: StopCause): void {
+    switch (cause.kind) {
+      case "signal":
+        this.#log.info({ event: "drain", cause: cause.kind, signal: cause.signal }, "signal received, draining");
+        break;
+      case "drained_to_zero":
+        this.#log.info({ event: "drain", cause: cause.kind }, "no agents left, draining");
+        break;
+      case "helper_crash":
+        this.#log.error({ event: "drain", cause: cause.kind, ...cause.crash }, "helper crashed, draining");
+        break;
+      case "serve_failure":
+      case "startup_failed":
+      case "fatal":
+        this.#log.error({ event: "drain", cause: cause.kind, err: cause.error }, "failure, draining");
+        break;
+    }
+  }
+
+  /** The trust material in use (after start). */
+  get trust(): TrustMaterial | undefined {
+    return this.#trust;
+  }
+}
+
+function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
+  return { definition: binding.definition, implementation: withRecovery(binding.definition, binding.implementation, log) };
+}

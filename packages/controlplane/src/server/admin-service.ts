@@ -1,0 +1,87 @@
+// AdminService handlers (CLI -> control plane). Authorization, the ready gate and recovery are
+// interceptors in front of these; handlers only do the work. Firewall RPCs answer UNIMPLEMENTED
+// until the firewall lands.
+import * as grpc from "@grpc/grpc-js";
+import { admin } from "@clawker/proto";
+import type { AgentRecord } from "../agents/registry.js";
+import type { ServiceBinding } from "./grpc-listener.js";
+import type { SosBoard, SosKind } from "./sos-board.js";
+
+/** What the handlers read. */
+export interface AdminServiceDeps {
+  readonly agents: { list(): readonly AgentRecord[] };
+  readonly sos: SosBoard;
+  /** Wall-clock now in unix nanoseconds (injectable for tests). */
+  readonly nowUnixNanos?: () => bigint;
+}
+
+const SOS_KINDS = { bpffs_delegation: admin.SOSKind.SOS_KIND_BPFFS_DELEGATION } as const satisfies Record<
+  SosKind,
+  admin.SOSKind
+>;
+
+/** The wall clock in unix nanoseconds, from the high-resolution time origin. */
+export function unixNanosNow(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1_000)) * 1_000n;
+}
+
+/** A handler for an RPC this control plane does not serve yet. */
+function unimplemented<Req, Res>(): grpc.handleUnaryCall<Req, Res> {
+  return (_call, callback) => {
+    callback({ code: grpc.status.UNIMPLEMENTED, details: "the firewall is not available in this control plane" });
+  };
+}
+
+/** Builds the AdminService binding for a listener. */
+export function adminService(deps: AdminServiceDeps): ServiceBinding {
+  const now = deps.nowUnixNanos ?? unixNanosNow;
+  const implementation: admin.AdminServiceServer = {
+    firewallInit: unimplemented(),
+    firewallRemove: unimplemented(),
+    firewallEnable: unimplemented(),
+    firewallDisable: unimplemented(),
+    firewallBypass: unimplemented(),
+    firewallAddRules: unimplemented(),
+    firewallRemoveRule: unimplemented(),
+    firewallListRules: unimplemented(),
+    firewallReload: unimplemented(),
+    firewallStatus: unimplemented(),
+    firewallRotateCa: unimplemented(),
+    firewallSyncRoutes: unimplemented(),
+    firewallResolveHostname: unimplemented(),
+
+    getSystemTime: (_call, callback) => {
+      callback(null, { unixNanos: now() });
+    },
+
+    listAgents: (_call, callback) => {
+      const agents = deps.agents.list().map(
+        (r): admin.Agent => ({
+          agentName: r.agentName,
+          containerId: r.containerId,
+          certThumbprint: r.certThumbprint,
+          registeredAtUnix: BigInt(r.registeredAtUnix),
+          lastSeenUnix: BigInt(r.lastSeenUnix),
+          project: r.project,
+        }),
+      );
+      callback(null, { agents });
+    },
+
+    watchSos: (call) => {
+      const ac = new AbortController();
+      call.on("cancelled", () => ac.abort());
+      void (async () => {
+        try {
+          for await (const sos of deps.sos.watch(ac.signal)) {
+            call.write({ message: sos.message, kind: SOS_KINDS[sos.kind] });
+          }
+          if (!ac.signal.aborted) call.end();
+        } catch (err) {
+          call.destroy(err instanceof Error ? err : new Error(String(err)));
+        }
+      })();
+    },
+  };
+  return { definition: admin.AdminServiceService, implementation };
+}
