@@ -41,3 +41,48 @@ export {
   type TrustPaths,
   type WriteOptions,
 } from "./trust/store.js";
+export {
+  AdminError,
+  TokenError,
+  toAdminError,
+  STATUS_REASONS,
+  type AdminErrorReason,
+  type TokenErrorReason,
+} from "./errors.js";
+export {
+  CLIENT_ASSERTION_TYPE,
+  ASSERTION_LIFETIME_S,
+  importSigningKey,
+  signClientAssertion,
+  type AssertionClaims,
+} from "./client-assertion.js";
+export {
+  TokenSource,
+  DEFAULT_TOKEN_ENDPOINT,
+  DEFAULT_REFRESH_WINDOW_MS,
+  DEFAULT_TOKEN_TIMEOUT_MS,
+  type AccessToken,
+  type TokenSourceOptions,
+} from "./token-source.js";
+export {
+  dial,
+  adminChannelCredentials,
+  bearerCallCredentials,
+  checkControlPlaneIdentity,
+  DEFAULT_ADMIN_TARGET,
+  type ClientTls,
+  type DialOptions,
+} from "./dial.js";
+export {
+  AdminClient,
+  openAdminClient,
+  cliTls,
+  DEFAULT_DEADLINE_MS,
+  type AdminCallOptions,
+  type AdminClientOptions,
+  type ClockSkew,
+  type OpenAdminClientOptions,
+  type RequestOf,
+  type ResponseOf,
+  type UnaryMethod,
+} from "./admin-client.js";

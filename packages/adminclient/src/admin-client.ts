@@ -1,0 +1,279 @@
+// The typed AdminService client: promise methods with a default deadline, an async iterator for
+// WatchSOS, typed errors (AdminError, TokenError) instead of raw grpc-js status objects.
+import { Metadata, type CallOptions, type ClientReadableStream } from "@grpc/grpc-js";
+import { admin, PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
+import { dial, type ClientTls } from "./dial.js";
+import { AdminError, toAdminError } from "./errors.js";
+import { TokenSource } from "./token-source.js";
+import type { TrustSet } from "./trust/bootstrap.js";
+
+/** Default deadline of a unary call, token fetch excluded. */
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+type Service = typeof admin.AdminServiceService;
+/** The names of AdminService's unary methods (`listAgents`, `getSystemTime`, ...). */
+export type UnaryMethod = {
+  [K in keyof Service]: Service[K]["responseStream"] extends false ? K : never;
+}[keyof Service];
+/** The request message type of a method. */
+export type RequestOf<K extends keyof Service> = Parameters<Service[K]["requestSerialize"]>[0];
+/** The response message type of a method. */
+export type ResponseOf<K extends keyof Service> = ReturnType<Service[K]["responseDeserialize"]>;
+
+/** Per-call options. */
+export interface AdminCallOptions {
+  /** Deadline of this call in ms (default: the client's, 10 s for unary calls, none for streams). */
+  readonly deadlineMs?: number;
+  /** Aborting cancels the call; it then fails with reason `cancelled`. */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of AdminClient. */
+export interface AdminClientOptions {
+  /** A generated client from dial(), with or without call credentials. */
+  readonly client: admin.AdminServiceClient;
+  /** Where tokens come from; fetched before each token-checked call so failures surface typed. */
+  readonly tokens?: TokenSource;
+  readonly deadlineMs?: number;
+}
+
+/** The result of a clock comparison through GetSystemTime. */
+export interface ClockSkew {
+  /** Server clock minus local clock at the call's midpoint, in ms (positive: server ahead). */
+  readonly skewMs: number;
+  /** Round trip of the call in ms; the skew is only known to within half of it. */
+  readonly rttMs: number;
+  /** The server's clock in ms since the epoch. */
+  readonly serverTimeMs: number;
+}
+
+/**
+ * AdminService as promises. Each method throws AdminError (mapped from the gRPC status) or
+ * TokenError (no token could be had). `close()` closes the channel and the token source.
+ */
+export class AdminClient {
+  readonly #client: admin.AdminServiceClient;
+  readonly #tokens: TokenSource | undefined;
+  readonly #deadlineMs: number;
+  #closed = false;
+
+  constructor(options: AdminClientOptions) {
+    this.#client = options.client;
+    this.#tokens = options.tokens;
+    this.#deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  }
+
+  /** Calls any unary method by name. */
+  async call<K extends UnaryMethod>(
+    method: K,
+    request: RequestOf<K>,
+    options: AdminCallOptions = {},
+  ): Promise<ResponseOf<K>> {
+    const def = admin.AdminServiceService[method];
+    const path = def.path;
+    await this.#ensureToken(path, options.signal);
+    options.signal?.throwIfAborted();
+    const callOptions: CallOptions = { deadline: Date.now() + (options.deadlineMs ?? this.#deadlineMs) };
+    return new Promise<ResponseOf<K>>((resolve, reject) => {
+      const call = this.#client.makeUnaryRequest(
+        path,
+        def.requestSerialize as (value: RequestOf<K>) => Buffer,
+        def.responseDeserialize as (value: Buffer) => ResponseOf<K>,
+        request,
+        new Metadata(),
+        callOptions,
+        (err, response) => {
+          options.signal?.removeEventListener("abort", onAbort);
+          if (err !== null || response === undefined) {
+            const mapped = toAdminError(err ?? new Error("empty response"), path);
+            if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+            reject(mapped);
+          } else {
+            resolve(response);
+          }
+        },
+      );
+      const onAbort = (): void => call.cancel();
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Streams pending start-up failures; ends cleanly when there is nothing (more) to report. */
+  async *watchSos(options: AdminCallOptions = {}): AsyncGenerator<admin.SOS, void, undefined> {
+    const def = admin.AdminServiceService.watchSos;
+    await this.#ensureToken(def.path, options.signal);
+    options.signal?.throwIfAborted();
+    const callOptions: CallOptions =
+      options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
+    const stream: ClientReadableStream<admin.SOS> = this.#client.makeServerStreamRequest(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      {},
+      new Metadata(),
+      callOptions,
+    );
+    const onAbort = (): void => stream.cancel();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const sos of stream as AsyncIterable<admin.SOS>) yield sos;
+    } catch (err) {
+      throw toAdminError(err, def.path);
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      stream.cancel();
+    }
+  }
+
+  /** The control plane's clock (public: no token is fetched). */
+  getSystemTime(options?: AdminCallOptions): Promise<admin.GetSystemTimeResult> {
+    return this.call("getSystemTime", {}, options);
+  }
+
+  /** Compares the local clock with the control plane's. */
+  async clockSkew(options?: AdminCallOptions): Promise<ClockSkew> {
+    const t0 = Date.now();
+    const { unixNanos } = await this.getSystemTime(options);
+    const t1 = Date.now();
+    const serverTimeMs = Number(unixNanos / 1_000_000n) + Number(unixNanos % 1_000_000n) / 1e6;
+    return { skewMs: serverTimeMs - (t0 + t1) / 2, rttMs: t1 - t0, serverTimeMs };
+  }
+
+  /** Every registered agent. */
+  async listAgents(options?: AdminCallOptions): Promise<admin.Agent[]> {
+    return (await this.call("listAgents", {}, options)).agents;
+  }
+
+  /** Brings the firewall stack up. */
+  firewallInit(options?: AdminCallOptions): Promise<admin.FirewallInitResult> {
+    return this.call("firewallInit", {}, options);
+  }
+
+  /** Tears the firewall stack down. */
+  firewallRemove(options?: AdminCallOptions): Promise<admin.FirewallRemoveResult> {
+    return this.call("firewallRemove", {}, options);
+  }
+
+  /** Puts one container under egress enforcement. */
+  firewallEnable(containerId: string, options?: AdminCallOptions): Promise<admin.FirewallEnableResult> {
+    return this.call("firewallEnable", { containerId }, options);
+  }
+
+  /** Takes one container out of egress enforcement. */
+  firewallDisable(containerId: string, options?: AdminCallOptions): Promise<admin.FirewallDisableResult> {
+    return this.call("firewallDisable", { containerId }, options);
+  }
+
+  /** Unrestricted egress for one container for `timeoutSeconds` (at most 3600). */
+  firewallBypass(
+    containerId: string,
+    timeoutSeconds: number,
+    options?: AdminCallOptions,
+  ): Promise<admin.FirewallBypassResult> {
+    return this.call("firewallBypass", { containerId, timeoutSeconds }, options);
+  }
+
+  /** Adds or merges rules, all or nothing; statuses are index-aligned with `rules`. */
+  firewallAddRules(
+    rules: admin.EgressRule[],
+    options?: AdminCallOptions,
+  ): Promise<admin.FirewallAddRulesResult> {
+    return this.call("firewallAddRules", { rules }, options);
+  }
+
+  /** Removes one rule, one path of a rule, or (`all`) every rule. */
+  firewallRemoveRule(
+    request: admin.FirewallRemoveRuleRequest,
+    options?: AdminCallOptions,
+  ): Promise<admin.FirewallRemoveRuleResult> {
+    return this.call("firewallRemoveRule", request, options);
+  }
+
+  /** The stored rules. */
+  async firewallListRules(options?: AdminCallOptions): Promise<admin.EgressRule[]> {
+    return (await this.call("firewallListRules", {}, options)).rules;
+  }
+
+  /** Re-applies the stored rules. */
+  firewallReload(options?: AdminCallOptions): Promise<admin.FirewallReloadResult> {
+    return this.call("firewallReload", {}, options);
+  }
+
+  /** Whether the firewall stack is up and healthy. */
+  firewallStatus(options?: AdminCallOptions): Promise<admin.FirewallStatusResult> {
+    return this.call("firewallStatus", {}, options);
+  }
+
+  /** Replaces the interception CA. */
+  firewallRotateCa(options?: AdminCallOptions): Promise<admin.FirewallRotateCAResult> {
+    return this.call("firewallRotateCa", {}, options);
+  }
+
+  /** Asks the server to rebuild its routes from its own rule store. */
+  firewallSyncRoutes(
+    routes: admin.Route[] = [],
+    options?: AdminCallOptions,
+  ): Promise<admin.FirewallSyncRoutesResult> {
+    return this.call("firewallSyncRoutes", { routes }, options);
+  }
+
+  /** Resolves a name from the control plane's network view. */
+  async firewallResolveHostname(hostname: string, options?: AdminCallOptions): Promise<string[]> {
+    return (await this.call("firewallResolveHostname", { hostname }, options)).addresses;
+  }
+
+  /** Closes the channel and the token source; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#client.close();
+    await this.#tokens?.close();
+  }
+
+  async #ensureToken(path: string, signal: AbortSignal | undefined): Promise<void> {
+    if (this.#closed) throw new AdminError("cancelled", 1, path, "the admin client is closed");
+    const scope = requiredScope(path);
+    if (scope === PUBLIC_SCOPE || this.#tokens === undefined) return;
+    await this.#tokens.token(signal === undefined ? {} : { signal });
+  }
+}
+
+/** Options of openAdminClient. */
+export interface OpenAdminClientOptions {
+  /** The stored trust set (loadTrustSet): CA, CLI leaf, CLI signing key. */
+  readonly trust: TrustSet;
+  /** Admin listener `host:port`; default 127.0.0.1:7443. */
+  readonly target?: string;
+  readonly serverName?: string;
+  /** Default https://127.0.0.1:4444/oauth2/token. */
+  readonly tokenEndpoint?: string;
+  readonly deadlineMs?: number;
+  /** Clock for client assertions (ms since the epoch); default Date.now. */
+  readonly now?: () => number;
+}
+
+/** The mTLS material of the CLI from a trust set. */
+export function cliTls(trust: TrustSet): ClientTls {
+  return { ca: trust.ca.certPem, cert: trust.cli.certPem, key: trust.cli.keyPem };
+}
+
+/** Dials the admin listener as the CLI (`clawker-cli`, scope `admin`) and wraps it. */
+export function openAdminClient(options: OpenAdminClientOptions): AdminClient {
+  const tokens = new TokenSource({
+    ca: options.trust.ca.certPem,
+    signingKey: options.trust.signingKey.privateJwk,
+    ...(options.tokenEndpoint === undefined ? {} : { tokenEndpoint: options.tokenEndpoint }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const client = dial({
+    tls: cliTls(options.trust),
+    tokens,
+    ...(options.target === undefined ? {} : { target: options.target }),
+    ...(options.serverName === undefined ? {} : { serverName: options.serverName }),
+  });
+  return new AdminClient({
+    client,
+    tokens,
+    ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+  });
+}

@@ -1,0 +1,107 @@
+// Dialing the control plane's admin listener: mutual TLS 1.3 against the trust CA with the CLI's
+// client leaf, the server's certificate pinned to CN clawker-controlplane, and a bearer token per
+// call for every method that needs one.
+import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { credentials, Metadata, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import { admin, PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
+import { CONTROLPLANE_CN } from "./trust/bootstrap.js";
+import type { TokenSource } from "./token-source.js";
+
+/** The control plane's default admin listener. */
+export const DEFAULT_ADMIN_TARGET = "127.0.0.1:7443";
+
+/** The PEM material of an mTLS client: the CA to trust and the client's leaf. */
+export interface ClientTls {
+  /** PEM CA certificate(s) the server must chain to. */
+  readonly ca: string;
+  /** PEM client certificate (the CLI's leaf). */
+  readonly cert: string;
+  /** PEM private key of `cert`. */
+  readonly key: string;
+}
+
+/** Where and how to dial. */
+export interface DialOptions {
+  /** `host:port`; default 127.0.0.1:7443. */
+  readonly target?: string;
+  readonly tls: ClientTls;
+  /**
+   * The name the server's certificate is checked against (and sent as SNI/authority) when the
+   * target's host is not among its SANs, e.g. `localhost` for a CP reached by a container IP.
+   */
+  readonly serverName?: string;
+  /** Attaches `authorization: Bearer <token>` to every call except public ones. */
+  readonly tokens?: TokenSource;
+  readonly channelOptions?: ChannelOptions;
+}
+
+/** Channel credentials: mTLS, TLS 1.3 only, server leaf must be the control plane's. */
+export function adminChannelCredentials(clientTls: ClientTls): ChannelCredentials {
+  // grpc-js has no minimum-version option; it reads the process-wide default (HOST-NOTES).
+  tls.DEFAULT_MIN_VERSION = "TLSv1.3";
+  return credentials.createSsl(
+    Buffer.from(clientTls.ca),
+    Buffer.from(clientTls.key),
+    Buffer.from(clientTls.cert),
+    { checkServerIdentity: checkControlPlaneIdentity },
+  );
+}
+
+/**
+ * Hostname check plus identity pin: a leaf from the same CA issued to someone else (an agent's
+ * clawkerd, the CLI) must not pass for the control plane.
+ */
+export function checkControlPlaneIdentity(hostname: string, cert: PeerCertificate): Error | undefined {
+  const hostError = checkServerIdentity(hostname, cert);
+  if (hostError !== undefined) return hostError;
+  const cn = cert.subject?.CN;
+  if (cn !== CONTROLPLANE_CN) {
+    return new Error(`server certificate CN is ${JSON.stringify(cn)}, expected ${CONTROLPLANE_CN}`);
+  }
+  return undefined;
+}
+
+/**
+ * Call credentials that ask `tokens` for a token on every call and attach it as a bearer token;
+ * methods whose scope is `public` (GetSystemTime) go without.
+ */
+export function bearerCallCredentials(tokens: TokenSource) {
+  return credentials.createFromMetadataGenerator((options, callback) => {
+    if (requiredScope(methodPath(options.service_url, options.method_name)) === PUBLIC_SCOPE) {
+      callback(null, new Metadata());
+      return;
+    }
+    tokens.token().then(
+      (token) => {
+        const md = new Metadata();
+        md.set("authorization", `Bearer ${token}`);
+        callback(null, md);
+      },
+      (err: unknown) => callback(err instanceof Error ? err : new Error(String(err))),
+    );
+  });
+}
+
+/** Opens a generated AdminService client on a new channel (lazy: connects on the first call). */
+export function dial(options: DialOptions): admin.AdminServiceClient {
+  let creds = adminChannelCredentials(options.tls);
+  if (options.tokens !== undefined) {
+    creds = credentials.combineChannelCredentials(creds, bearerCallCredentials(options.tokens));
+  }
+  const channelOptions: ChannelOptions = { ...options.channelOptions };
+  if (options.serverName !== undefined) {
+    channelOptions["grpc.ssl_target_name_override"] = options.serverName;
+    channelOptions["grpc.default_authority"] = options.serverName;
+  }
+  return new admin.AdminServiceClient(options.target ?? DEFAULT_ADMIN_TARGET, creds, channelOptions);
+}
+
+/**
+ * The full method path. grpc-js passes the full path as `method_name`; a bare method name is
+ * joined with the service from `service_url` (`https://host/package.Service`).
+ */
+function methodPath(serviceUrl: string, methodName: string): string {
+  if (methodName.startsWith("/")) return methodName;
+  const slash = serviceUrl.lastIndexOf("/");
+  return `/${serviceUrl.slice(slash + 1)}/${methodName}`;
+}
