@@ -28,7 +28,10 @@ export interface FakeIntrospectionServer {
 }
 
 /** Starts the fake on 127.0.0.1:0 with the given server certificate. */
-export async function startFakeIntrospectionServer(tls: { cert: string; key: string }): Promise<FakeIntrospectionServer> {
+export async function startFakeIntrospectionServer(tls: {
+  cert: string;
+  key: string;
+}): Promise<FakeIntrospectionServer> {
   let count = 0;
   const tokens = new Map<string, FakeTokenInfo>();
   const timers = new Set<NodeJS.Timeout>();
@@ -44,14 +47,17 @@ export async function startFakeIntrospectionServer(tls: { cert: string; key: str
       count++;
       const answer = (): void => {
         if (state.failWith !== undefined) {
-          res.writeHead(state.failWith, { "content-type": "application/json" }).end('{"error":"server_error"}');
+          res
+            .writeHead(state.failWith, { "content-type": "application/json" })
+            .end('{"error":"server_error"}');
           return;
         }
         const form = new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
         const info = tokens.get(form.get("token") ?? "");
         const wanted = (form.get("scope") ?? "").split(" ").filter(Boolean);
         const granted = (info?.scope ?? "").split(" ");
-        const body = info === undefined || !wanted.every((s) => granted.includes(s)) ? { active: false } : info;
+        const body =
+          info === undefined || !wanted.every((s) => granted.includes(s)) ? { active: false } : info;
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body));
       };
       if (state.delayMs > 0) {

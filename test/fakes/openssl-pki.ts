@@ -24,19 +24,53 @@ export function mintTestPki(): TestPki {
   const ssl = (...args: string[]): void => {
     execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
   };
-  const ecKey = (out: string): void => ssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out);
+  const ecKey = (out: string): void =>
+    ssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out);
   ecKey(f("ca.key"));
-  ssl("req", "-x509", "-new", "-key", f("ca.key"), "-subj", "/CN=clawker-test-ca", "-days", "2", "-out", f("ca.pem"),
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  ssl(
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    f("ca.key"),
+    "-subj",
+    "/CN=clawker-test-ca",
+    "-days",
+    "2",
+    "-out",
+    f("ca.pem"),
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  );
   const leaf = (name: string, cn: string, ext: string): void => {
     ecKey(f(`${name}.key`));
     ssl("req", "-new", "-key", f(`${name}.key`), "-subj", `/CN=${cn}`, "-out", f(`${name}.csr`));
     writeFileSync(f(`${name}.ext`), ext);
-    ssl("x509", "-req", "-in", f(`${name}.csr`), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial",
-      "-days", "2", "-extfile", f(`${name}.ext`), "-out", f(`${name}.pem`));
+    ssl(
+      "x509",
+      "-req",
+      "-in",
+      f(`${name}.csr`),
+      "-CA",
+      f("ca.pem"),
+      "-CAkey",
+      f("ca.key"),
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      f(`${name}.ext`),
+      "-out",
+      f(`${name}.pem`),
+    );
   };
-  leaf("server", "clawker-controlplane",
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n");
+  leaf(
+    "server",
+    "clawker-controlplane",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+  );
   leaf("client", "clawker-cli", "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n");
   const read = (n: string): string => readFileSync(f(n), "utf8");
   return {

@@ -15,7 +15,10 @@ import {
   IntrospectionError,
   tokenKey,
 } from "../src/auth/index.js";
-import { startFakeIntrospectionServer, type FakeIntrospectionServer } from "../../../test/fakes/fake-introspection-server.js";
+import {
+  startFakeIntrospectionServer,
+  type FakeIntrospectionServer,
+} from "../../../test/fakes/fake-introspection-server.js";
 import { mintTestPki, type TestPki } from "../../../test/fakes/openssl-pki.js";
 
 const nowS = (): number => Math.floor(Date.now() / 1000);
@@ -29,7 +32,14 @@ const closers: (() => Promise<void>)[] = [];
 before(async () => {
   pki = mintTestPki();
   fake = await startFakeIntrospectionServer({ cert: pki.serverCertPem, key: pki.serverKeyPem });
-  fake.tokens.set("good", { active: true, scope: "admin", client_id: "clawker-cli", sub: "clawker-cli", exp: nowS() + 3600, token_use: "access_token" });
+  fake.tokens.set("good", {
+    active: true,
+    scope: "admin",
+    client_id: "clawker-cli",
+    sub: "clawker-cli",
+    exp: nowS() + 3600,
+    token_use: "access_token",
+  });
 });
 after(async () => {
   for (const c of closers) await c();
@@ -37,7 +47,9 @@ after(async () => {
   pki.cleanup();
 });
 
-function introspector(overrides: { adminUrl?: string; timeoutMs?: number; ca?: string } = {}): HttpIntrospector {
+function introspector(
+  overrides: { adminUrl?: string; timeoutMs?: number; ca?: string } = {},
+): HttpIntrospector {
   const i = new HttpIntrospector({ adminUrl: fake.url, ca: pki.caPem, timeoutMs: 1000, ...overrides });
   closers.push(() => i.close());
   return i;
@@ -51,8 +63,8 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe("HttpIntrospector", () => {
-  test("parses an active RFC 7662 answer", async () => {
+void describe("HttpIntrospector", () => {
+  void test("parses an active RFC 7662 answer", async () => {
     const r = await introspector().introspect("good");
     assert.equal(r.active, true);
     assert.equal(r.scope, "admin");
@@ -61,26 +73,32 @@ describe("HttpIntrospector", () => {
     assert.ok(r.exp !== undefined && r.exp > nowS());
   });
 
-  test("an unknown token is inactive, and a forwarded scope the token lacks makes it inactive", async () => {
+  void test("an unknown token is inactive, and a forwarded scope the token lacks makes it inactive", async () => {
     const i = introspector();
     assert.equal((await i.introspect("nope")).active, false);
     assert.equal((await i.introspect("good", { scope: "agent:self:register" })).active, false);
     assert.equal((await i.introspect("good", { scope: "admin" })).active, true);
   });
 
-  test("connection refused is `unavailable`", async () => {
+  void test("connection refused is `unavailable`", async () => {
     const i = introspector({ adminUrl: `https://127.0.0.1:${await closedPort()}` });
-    await assert.rejects(i.introspect("good"), (e: unknown) => e instanceof IntrospectionError && e.reason === "unavailable");
+    await assert.rejects(
+      i.introspect("good"),
+      (e: unknown) => e instanceof IntrospectionError && e.reason === "unavailable",
+    );
   });
 
-  test("a slow endpoint is `timeout` within the hard timeout", async (t) => {
+  void test("a slow endpoint is `timeout` within the hard timeout", async (t) => {
     fake.delayMs = 2000;
     t.after(() => (fake.delayMs = 0));
     const i = introspector({ timeoutMs: 200 });
-    await assert.rejects(i.introspect("good"), (e: unknown) => e instanceof IntrospectionError && e.reason === "timeout");
+    await assert.rejects(
+      i.introspect("good"),
+      (e: unknown) => e instanceof IntrospectionError && e.reason === "timeout",
+    );
   });
 
-  test("a non-200 answer is `http_status` with the status", async (t) => {
+  void test("a non-200 answer is `http_status` with the status", async (t) => {
     fake.failWith = 503;
     t.after(() => (fake.failWith = undefined));
     await assert.rejects(
@@ -89,25 +107,28 @@ describe("HttpIntrospector", () => {
     );
   });
 
-  test("a server certificate from another CA is refused (`unavailable`)", async () => {
+  void test("a server certificate from another CA is refused (`unavailable`)", async () => {
     const other = mintTestPki();
     try {
       const i = introspector({ ca: other.caPem });
-      await assert.rejects(i.introspect("good"), (e: unknown) => e instanceof IntrospectionError && e.reason === "unavailable");
+      await assert.rejects(
+        i.introspect("good"),
+        (e: unknown) => e instanceof IntrospectionError && e.reason === "unavailable",
+      );
     } finally {
       other.cleanup();
     }
   });
 });
 
-describe("CachingIntrospector", () => {
-  test("the key is the token's SHA-256, not the token", () => {
+void describe("CachingIntrospector", () => {
+  void test("the key is the token's SHA-256, not the token", () => {
     const k = tokenKey("good");
     assert.notEqual(k, "good");
     assert.equal(k, createHash("sha256").update("good").digest("base64url"));
   });
 
-  test("miss then hit: one request for two lookups", async () => {
+  void test("miss then hit: one request for two lookups", async () => {
     const c = new CachingIntrospector(introspector());
     const before = fake.requests();
     assert.equal((await c.introspect("good")).active, true);
@@ -116,7 +137,7 @@ describe("CachingIntrospector", () => {
     assert.deepEqual({ hits: c.stats.hits, misses: c.stats.misses }, { hits: 1, misses: 1 });
   });
 
-  test("singleflight: 25 concurrent lookups of one token send one request", async (t) => {
+  void test("singleflight: 25 concurrent lookups of one token send one request", async (t) => {
     fake.delayMs = 100;
     t.after(() => (fake.delayMs = 0));
     const c = new CachingIntrospector(introspector());
@@ -126,7 +147,7 @@ describe("CachingIntrospector", () => {
     assert.equal(fake.requests() - before, 1);
   });
 
-  test("TTL is capped by the token's exp, and by maxTtlMs", async () => {
+  void test("TTL is capped by the token's exp, and by maxTtlMs", async () => {
     const exp = nowS() + 3600;
     fake.tokens.set("short", { active: true, scope: "admin", client_id: "clawker-cli", exp });
     let clock = (exp - 2) * 1000;
@@ -152,7 +173,7 @@ describe("CachingIntrospector", () => {
     assert.equal(fake.requests() - before2, 2);
   });
 
-  test("failures and inactive answers are never cached", async (t) => {
+  void test("failures and inactive answers are never cached", async (t) => {
     const c = new CachingIntrospector(introspector());
     const before = fake.requests();
     fake.failWith = 500;
@@ -166,8 +187,9 @@ describe("CachingIntrospector", () => {
     assert.equal(c.size, 1);
   });
 
-  test("bounded: the least recently used entry is evicted", async () => {
-    for (const n of ["a", "b", "c"]) fake.tokens.set(`lru-${n}`, { active: true, scope: "admin", exp: nowS() + 3600 });
+  void test("bounded: the least recently used entry is evicted", async () => {
+    for (const n of ["a", "b", "c"])
+      fake.tokens.set(`lru-${n}`, { active: true, scope: "admin", exp: nowS() + 3600 });
     const c = new CachingIntrospector(introspector(), { maxEntries: 2 });
     await c.introspect("lru-a");
     await c.introspect("lru-b");
@@ -182,7 +204,7 @@ describe("CachingIntrospector", () => {
     assert.equal(fake.requests() - before, 1);
   });
 
-  test("scope is re-checked on a hit: a cached admin token is still refused for Register", async () => {
+  void test("scope is re-checked on a hit: a cached admin token is still refused for Register", async () => {
     const c = new CachingIntrospector(introspector());
     const auth = new AuthInterceptor({ introspector: c, log: pino({ level: "silent" }) });
     const md = (): Metadata => {
@@ -192,14 +214,23 @@ describe("CachingIntrospector", () => {
     };
     const before = fake.requests();
     assert.equal((await auth.authorize(ADMIN_PATH, md())).clientId, "clawker-cli");
-    await assert.rejects(auth.authorize(REGISTER_PATH, md()), (e: unknown) => e instanceof AuthError && e.reason === "insufficient_scope");
+    await assert.rejects(
+      auth.authorize(REGISTER_PATH, md()),
+      (e: unknown) => e instanceof AuthError && e.reason === "insufficient_scope",
+    );
     assert.equal(fake.requests() - before, 1);
     assert.equal(c.stats.hits, 1);
   });
 
-  test("exp is re-checked on a hit", async () => {
+  void test("exp is re-checked on a hit", async () => {
     const exp = nowS() + 3600;
-    fake.tokens.set("exp-hit", { active: true, scope: "admin", client_id: "clawker-cli", exp, token_use: "access_token" });
+    fake.tokens.set("exp-hit", {
+      active: true,
+      scope: "admin",
+      client_id: "clawker-cli",
+      exp,
+      token_use: "access_token",
+    });
     let clock = (exp - 1) * 1000;
     const c = new CachingIntrospector(introspector(), { maxTtlMs: 60_000, now: () => clock });
     const auth = new AuthInterceptor({ introspector: c, log: pino({ level: "silent" }), now: () => clock });
@@ -208,6 +239,9 @@ describe("CachingIntrospector", () => {
     await auth.authorize(ADMIN_PATH, md);
     clock = exp * 1000 + 1;
     // The cache drops the entry (exp passed) and asks again; the interceptor sees exp in the past.
-    await assert.rejects(auth.authorize(ADMIN_PATH, md), (e: unknown) => e instanceof AuthError && e.reason === "token_inactive");
+    await assert.rejects(
+      auth.authorize(ADMIN_PATH, md),
+      (e: unknown) => e instanceof AuthError && e.reason === "token_inactive",
+    );
   });
 });
