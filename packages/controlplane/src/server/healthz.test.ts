@@ -224,4 +224,5 @@ void test("a taken port is a bind_failed error; aborting start's signal closes",
   ac.abort();
   await third.close();
   await assert.rejects(get(thirdPort), (e: NodeJS.ErrnoException) => e.code === "ECONNREFUSED");
+  await assert.rejects(third.start(new AbortController().signal), (e: HealthzError) => e.reason === "closed");
 });

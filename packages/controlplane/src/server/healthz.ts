@@ -25,7 +25,7 @@ export type HealthStatus =
   | { readonly status: "healthy" };
 
 /** Why the health server failed. */
-export type HealthzReason = "bind_failed" | "duplicate_probe";
+export type HealthzReason = "bind_failed" | "duplicate_probe" | "closed";
 
 /** A health-server failure with a stable `reason`. */
 export class HealthzError extends Error {
@@ -107,8 +107,8 @@ export class HealthServer {
 
   /** Binds and serves; rejects with HealthzError(bind_failed) when the address is taken. Abort closes. */
   async start(signal: AbortSignal): Promise<void> {
+    if (this.#closed !== undefined) throw new HealthzError("closed", "healthz server was closed");
     if (this.#server !== undefined) return;
-    if (this.#closed !== undefined) throw new Error("healthz server was closed");
     const server = createServer((req, res) => void this.#handle(req, res));
     server.requestTimeout = 5_000;
     server.headersTimeout = 5_000;

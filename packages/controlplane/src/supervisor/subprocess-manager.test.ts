@@ -228,6 +228,8 @@ void test("a missing executable is a SpawnError, not a crash", async (t) => {
   assert.equal(m.running().size, 0);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(state.crash, undefined);
+  // A failed start leaves no trace; a name that did start cannot be reused.
+  await m.start("ghost", helper({}));
   await assert.rejects(m.start("ghost", helper({})), (e: SupervisorError) => e.reason === "duplicate_helper");
 });
 

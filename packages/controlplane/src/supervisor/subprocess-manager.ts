@@ -208,6 +208,9 @@ export class SubprocessManager {
       child.exit = { code: null, signal: null };
       markExited(child.exit);
       markSpawned();
+      // A failed start leaves no trace: the name may be used again.
+      this.#children.delete(name);
+      this.#order.splice(this.#order.indexOf(child), 1);
       const spawnError = new SpawnError(name, command.file, err as NodeJS.ErrnoException);
       this.#log.error({ helper: name, file: command.file, err: spawnError }, "helper spawn failed");
       throw spawnError;
@@ -241,7 +244,10 @@ export class SubprocessManager {
     return this.shutdown(this.#graceMs);
   }
 
-  /** Sends `signal` to every running helper's process group (e.g. SIGHUP to reload). */
+  /**
+   * Sends `signal` to every running helper's process group (e.g. SIGHUP to reload). A helper that
+   * dies of it before beginShutdown() is a crash like any other exit.
+   */
   forwardSignal(signal: NodeJS.Signals): void {
     for (const child of this.#order) {
       if (child.exit === undefined && child.pid !== undefined) {
