@@ -754,7 +754,8 @@ int server_run(struct store *s, const struct server_cfg *cfg)
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
 	epoll_ctl(l.ep, EPOLL_CTL_ADD, sfd, &ev);
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_RING };
-	epoll_ctl(l.ep, EPOLL_CTL_ADD, ring_buffer__epoll_fd(rb), &ev);
+	/* the map fd itself polls readable when records are pending; no nested epoll */
+	epoll_ctl(l.ep, EPOLL_CTL_ADD, s->fd[M_EVENTS], &ev);
 
 	{
 		struct sbuf b = {};
