@@ -1,0 +1,348 @@
+// Ory mode: generated configs checked against the upstream schemas (../shared/ory-schemas), the
+// system secret's life cycle, and the Ory process path (spawn, health, client registration,
+// token + introspection) against the FAKE Hydra/Kratos/Oathkeeper executables in test/fakes,
+// because the real Ory binaries cannot be installed here.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Ajv } from "ajv";
+import { SignJWT, exportJWK, generateKeyPair } from "jose";
+import { Agent, request } from "undici";
+import { parse } from "yaml";
+import {
+  ClientRegistrationError,
+  HttpIntrospector,
+  OryConfigInvalidError,
+  OrySchemaValidator,
+  OrySchemasMissingError,
+  OrySecretError,
+  accessRules,
+  buildOryConfigs,
+  clawkerClients,
+  loadOrCreateSystemSecret,
+  oryAssetsDir,
+  oryCommands,
+  oryUrls,
+  parseOrySettings,
+  registerClient,
+  registerClients,
+  writeOryConfigs,
+  type OryConfigFiles,
+  type OrySettings,
+} from "../src/auth/index.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
+import { mintTestPki, type TestPki } from "../../../test/fakes/openssl-pki.js";
+
+const repoRoot = resolve(import.meta.dirname, "../../..");
+let dir: string;
+let pki: TestPki;
+let validator: OrySchemaValidator;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "clawker-ory-"));
+  pki = mintTestPki();
+  validator = OrySchemaValidator.load();
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+  pki.cleanup();
+});
+
+function settings(extra: Partial<Parameters<typeof parseOrySettings>[0]> = {}): OrySettings {
+  return parseOrySettings({
+    configDir: join(dir, "ory"),
+    secretFile: join(dir, "secret"),
+    tls: { certFile: pki.files.serverCert, keyFile: pki.files.serverKey },
+    ...extra,
+  });
+}
+
+void describe("Ory configs against the upstream schemas", () => {
+  void test("every generated config validates: defaults, and postgres DSNs with other ports and levels", () => {
+    const variants = [
+      settings(),
+      settings({
+        logLevel: "warn",
+        hydra: {
+          dsn: "postgres://hydra:pw@127.0.0.1:5432/hydra?sslmode=disable",
+          publicPort: 14444,
+          adminPort: 14445,
+        },
+        kratos: { dsn: "postgresql://kratos@db/kratos", publicPort: 14433 },
+        oathkeeper: { apiPort: 14456, proxyPort: 14457 },
+      }),
+      settings({ logLevel: "debug", hydra: { issuer: "https://auth.example.test/" } }),
+    ];
+    for (const s of variants) {
+      const c = buildOryConfigs(s, "s".repeat(43));
+      assert.deepEqual(validator.check("hydra", c.hydra), []);
+      assert.deepEqual(validator.check("kratos", c.kratos), []);
+      assert.deepEqual(validator.check("oathkeeper", c.oathkeeper), []);
+    }
+  });
+
+  void test("a broken config is rejected with the path in the message", () => {
+    const c = buildOryConfigs(settings(), "s".repeat(43));
+    const hydra = structuredClone(c.hydra) as { serve: { public: { port: unknown } } };
+    hydra.serve.public.port = "4444";
+    assert.throws(
+      () => validator.validate("hydra", hydra),
+      (e: unknown) =>
+        e instanceof OryConfigInvalidError && /\/serve\/public\/port must be integer/.test(e.message),
+    );
+    const kratos = { ...c.kratos, bogus_key: true };
+    assert.throws(
+      () => validator.validate("kratos", kratos),
+      (e: unknown) =>
+        e instanceof OryConfigInvalidError &&
+        e.message.includes("must NOT have additional properties (bogus_key)"),
+    );
+    const oathkeeper = structuredClone(c.oathkeeper) as { log: { level: string } };
+    oathkeeper.log.level = "loud";
+    assert.ok(validator.check("oathkeeper", oathkeeper).some((p) => p.startsWith("/log/level")));
+  });
+
+  void test("an absent schema folder fails clearly, naming the path", () => {
+    const missing = join(dir, "no-schemas-here");
+    assert.throws(
+      () => OrySchemaValidator.load(missing),
+      (e: unknown) => e instanceof OrySchemasMissingError && e.message.includes(missing),
+    );
+  });
+
+  void test("settings: a non-postgres DSN and a string port are listed together", () => {
+    assert.throws(
+      () =>
+        parseOrySettings({
+          configDir: dir,
+          secretFile: join(dir, "s"),
+          tls: { certFile: "c", keyFile: "k" },
+          hydra: { dsn: "mysql://x", publicPort: "4444" as unknown as number },
+        }),
+      (e: unknown) => e instanceof Error && /memory/.test(e.message) && /publicPort/.test(e.message),
+    );
+  });
+
+  void test("the written files are 0600 YAML equal to the validated objects", () => {
+    const s = settings();
+    const c = buildOryConfigs(s, "s".repeat(43));
+    const files = writeOryConfigs(s, c);
+    for (const f of [files.hydra, files.kratos, files.oathkeeper, files.accessRules]) {
+      assert.equal(statSync(f).mode & 0o777, 0o600, f);
+    }
+    assert.deepEqual(parse(readFileSync(files.hydra, "utf8")), c.hydra);
+    assert.deepEqual(parse(readFileSync(files.oathkeeper, "utf8")), c.oathkeeper);
+    assert.deepEqual(JSON.parse(readFileSync(files.accessRules, "utf8")), c.accessRules);
+  });
+
+  void test("ory/access-rules.json is the generated rule set for the default ports", () => {
+    const committed: unknown = JSON.parse(readFileSync(join(repoRoot, "ory/access-rules.json"), "utf8"));
+    assert.deepEqual(committed, accessRules(settings()));
+  });
+
+  void test("ory/identity.schema.json is a draft-07 schema that accepts an operator and refuses junk", () => {
+    const schema = JSON.parse(readFileSync(join(oryAssetsDir(), "identity.schema.json"), "utf8")) as object;
+    const validate = new Ajv({ strict: false }).compile(schema);
+    assert.equal(validate({ traits: { email: "op@example.test" } }), true);
+    assert.equal(validate({ traits: { email: 5 } }), false);
+    assert.equal(validate({ traits: {} }), false);
+  });
+});
+
+void describe("system secret", () => {
+  void test("generated once with mode 0600 and at least 32 random bytes, then reused", () => {
+    const file = join(dir, "secret-a");
+    const first = loadOrCreateSystemSecret(file);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.ok(Buffer.from(first, "base64url").length >= 32);
+    assert.equal(loadOrCreateSystemSecret(file), first);
+    assert.notEqual(loadOrCreateSystemSecret(join(dir, "secret-b")), first);
+  });
+
+  void test("a secret readable by others is refused, not used", () => {
+    const file = join(dir, "secret-c");
+    writeFileSync(file, "x".repeat(64), { mode: 0o644 });
+    chmodSync(file, 0o644);
+    assert.throws(
+      () => loadOrCreateSystemSecret(file),
+      (e: unknown) => e instanceof OrySecretError && e.reason === "insecure_permissions",
+    );
+  });
+
+  void test("the secret reaches the configs only in derived form", () => {
+    const secret = loadOrCreateSystemSecret(join(dir, "secret-d"));
+    const c = buildOryConfigs(settings(), secret);
+    const text = JSON.stringify(c);
+    assert.ok(!text.includes(secret));
+    const hydraSecrets = (c.hydra["secrets"] as { system: string[] }).system;
+    assert.ok(hydraSecrets[0] !== undefined && hydraSecrets[0].length >= 32);
+  });
+});
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, async () => {
+      const s = createServer();
+      await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+      return s;
+    }),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
+}
+
+void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper executables", () => {
+  const children: ChildProcess[] = [];
+  let s: OrySettings;
+  let files: OryConfigFiles;
+  let http: Agent;
+
+  before(async () => {
+    const [hp, ha, kp, ka, oa, op] = await freePorts(6);
+    s = settings({
+      configDir: join(dir, "ory-run"),
+      hydra: { publicPort: hp!, adminPort: ha! },
+      kratos: { publicPort: kp!, adminPort: ka! },
+      oathkeeper: { apiPort: oa!, proxyPort: op! },
+    });
+    const configs = buildOryConfigs(s, loadOrCreateSystemSecret(join(dir, "secret-run")));
+    for (const svc of ["hydra", "kratos", "oathkeeper"] as const) validator.validate(svc, configs[svc]);
+    files = writeOryConfigs(s, configs);
+    http = new Agent({ connect: { ca: pki.caPem } });
+    const fakes = { hydra: "fake-hydra.ts", kratos: "fake-kratos.ts", oathkeeper: "fake-oathkeeper.ts" };
+    for (const cmd of oryCommands(s, files)) {
+      // The real binaries' argv, handed to the fake of the same name.
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", join(repoRoot, "test/fakes", fakes[cmd.name]), ...cmd.args],
+        {
+          cwd: repoRoot,
+          stdio: ["ignore", "inherit", "pipe"],
+        },
+      );
+      let stderr = "";
+      child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+      children.push(child);
+      await waitFor(
+        async () => {
+          if (child.exitCode !== null) throw new Error(`${cmd.name} exited: ${stderr}`);
+          const res = await request(cmd.healthUrl, { dispatcher: http });
+          await res.body.dump();
+          return res.statusCode === 200;
+        },
+        { timeoutMs: 20_000, intervalMs: 100, what: `${cmd.name} healthy` },
+      );
+      assert.match(stderr, /FAKE/);
+    }
+  });
+
+  after(async () => {
+    for (const c of children.reverse()) {
+      if (c.exitCode === null) {
+        const exited = new Promise((r) => c.once("exit", r));
+        c.kill("SIGTERM");
+        await exited;
+      }
+    }
+    await http.close();
+  });
+
+  void test("clients are created (201), then found existing (409): both succeed", async () => {
+    const { publicKey } = await generateKeyPair("ES256");
+    const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k1" };
+    const opts = { adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem };
+    const first = await registerClients(clawkerClients({ keys: [jwk] }), opts);
+    assert.deepEqual(
+      [...first.entries()],
+      [
+        ["clawker-cli", "created"],
+        ["clawker-agent", "created"],
+      ],
+    );
+    const second = await registerClients(clawkerClients({ keys: [jwk] }), opts);
+    assert.deepEqual([...second.values()], ["exists", "exists"]);
+    const res = await request(`${oryUrls(s).hydraAdmin}/admin/clients/clawker-agent`, { dispatcher: http });
+    const body = (await res.body.json()) as Record<string, unknown>;
+    assert.equal(res.statusCode, 200);
+    assert.equal(body["scope"], "agent:self:register");
+    assert.equal(body["token_endpoint_auth_method"], "private_key_jwt");
+    assert.equal(body["token_endpoint_auth_signing_alg"], "ES256");
+    assert.deepEqual(body["grant_types"], ["client_credentials"]);
+  });
+
+  void test("a rejected client (400) is a typed error with the status, not retried", async () => {
+    const started = Date.now();
+    await assert.rejects(
+      registerClient(
+        { clientId: "broken", scope: "admin", jwks: { keys: "not-a-key-list" } as unknown as { keys: [] } },
+        {
+          adminUrl: oryUrls(s).hydraAdmin,
+          ca: pki.caPem,
+          budgetMs: 5000,
+        },
+      ),
+      (e: unknown) =>
+        e instanceof ClientRegistrationError && e.reason === "http_status" && e.httpStatus === 400,
+    );
+    assert.ok(Date.now() - started < 4000, "gave up at once instead of spending the budget");
+  });
+
+  void test("an unreachable admin API exhausts the budget with a typed error", async () => {
+    const [dead] = await freePorts(1);
+    await assert.rejects(
+      registerClient(clawkerClients({ keys: [] })[0]!, {
+        adminUrl: `https://127.0.0.1:${dead}`,
+        ca: pki.caPem,
+        budgetMs: 400,
+        initialBackoffMs: 50,
+      }),
+      (e: unknown) => e instanceof ClientRegistrationError && e.reason === "budget_exhausted",
+    );
+  });
+
+  void test("a registered client gets a token whose introspection the Introspector reads", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("ES256");
+    const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k2" };
+    const spec = { clientId: "clawker-test-client", scope: "admin", jwks: { keys: [jwk] } };
+    assert.equal(await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem }), "created");
+    const tokenUrl = `${oryUrls(s).hydraPublic}/oauth2/token`;
+    const assertion = await new SignJWT({})
+      .setProtectedHeader({ alg: "ES256", kid: "k2" })
+      .setIssuer(spec.clientId)
+      .setSubject(spec.clientId)
+      .setAudience(tokenUrl)
+      .setJti(crypto.randomUUID())
+      .setIssuedAt()
+      .setExpirationTime("30s")
+      .sign(privateKey);
+    const res = await request(tokenUrl, {
+      dispatcher: http,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "client_credentials",
+        scope: "admin",
+        client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion: assertion,
+      }).toString(),
+    });
+    const token = (await res.body.json()) as { access_token: string };
+    assert.equal(res.statusCode, 200);
+    const introspector = new HttpIntrospector({ adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem });
+    try {
+      const r = await introspector.introspect(token.access_token);
+      assert.deepEqual(
+        [r.active, r.scope, r.clientId, r.tokenUse],
+        [true, "admin", spec.clientId, "access_token"],
+      );
+      assert.equal((await introspector.introspect(token.access_token + "x")).active, false);
+    } finally {
+      await introspector.close();
+    }
+  });
+});
