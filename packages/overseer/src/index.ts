@@ -43,7 +43,6 @@ export {
   type SessionView,
   type StageExitView,
   type Worldview,
-  commandKey,
   countRunningAgents,
   emptyWorldview,
   reduce,

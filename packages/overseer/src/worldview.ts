@@ -179,8 +179,8 @@ export interface Worldview {
   readonly agents: Readonly<Record<string, AgentView>>;
   /** Keyed by container id. */
   readonly sessions: Readonly<Record<string, SessionView>>;
-  /** Keyed by `<containerId>/<commandId>`. */
-  readonly commands: Readonly<Record<string, CommandView>>;
+  /** Keyed by container id, then command id (nested so an update copies only small tables). */
+  readonly commands: Readonly<Record<string, Readonly<Record<string, CommandView>>>>;
   readonly drain: DrainView;
   readonly firewall: FirewallView;
   /** Recently destroyed container ids, oldest first; events about them are ignored. */
@@ -189,6 +189,8 @@ export interface Worldview {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 type Table<V> = Readonly<Record<string, V>>;
+
+const EMPTY_TABLE: Table<never> = Object.freeze({});
 
 const EMPTY: Worldview = deepFreeze({
   applied: 0,
@@ -255,11 +257,6 @@ export function countRunningAgents(view: Worldview): number | null {
   return n;
 }
 
-/** The key of a command in `Worldview.commands`. */
-export function commandKey(containerId: string, commandId: string): string {
-  return `${containerId}/${commandId}`;
-}
-
 function route(s: Worldview, e: OverseerEvent, o: ReducerOptions): Worldview {
   const t = e.type;
   if (t.startsWith("container.") || t.startsWith("docker.")) return onContainer(s, e as ContainerEvent, o);
@@ -285,10 +282,9 @@ function onContainer(s: Worldview, e: ContainerEvent, o: ReducerOptions): Worldv
       const gone = new Set<string>();
       for (const id of Object.keys(s.containers)) if (!alive.has(id)) gone.add(id);
       // Agents, sessions, commands or enrolments whose container was never seen go too.
-      for (const table of [s.agents, s.sessions, s.firewall.enrolled, s.firewall.bypass]) {
+      for (const table of [s.agents, s.sessions, s.commands, s.firewall.enrolled, s.firewall.bypass]) {
         for (const id of Object.keys(table)) if (!alive.has(id)) gone.add(id);
       }
-      for (const c of Object.values(s.commands)) if (!alive.has(c.containerId)) gone.add(c.containerId);
       const docker = freeze({
         status: "connected" as const,
         since: s.docker.status === "connected" ? s.docker.since : e.time,
@@ -443,8 +439,8 @@ function onAgent(s: Worldview, e: AgentEvent, _o: ReducerOptions): Worldview {
 
 function onCommand(s: Worldview, e: CommandEvent, o: ReducerOptions): Worldview {
   if (isTombstoned(s, e.containerId)) return s;
-  const key = commandKey(e.containerId, e.commandId);
-  const prev: CommandView = s.commands[key] ?? {
+  const byContainer = s.commands[e.containerId] ?? EMPTY_TABLE;
+  const prev: CommandView = byContainer[e.commandId] ?? {
     containerId: e.containerId,
     commandId: e.commandId,
     plan: null,
@@ -459,7 +455,8 @@ function onCommand(s: Worldview, e: CommandEvent, o: ReducerOptions): Worldview 
     startedAt: null,
     endedAt: null,
   };
-  const commands = (c: CommandView): Worldview => with_(s, { commands: put(s.commands, key, c) });
+  const commands = (c: CommandView): Worldview =>
+    with_(s, { commands: put(s.commands, e.containerId, put(byContainer, e.commandId, c)) });
   switch (e.type) {
     case "command.started":
       // A start under a known key is a new command (a later Session reused the id).
@@ -591,7 +588,7 @@ function forget(
     containers: keep(s.containers, byKey),
     agents: keep(s.agents, byKey),
     sessions: keep(s.sessions, byKey),
-    commands: keep(s.commands, (_k, c) => c.containerId),
+    commands: keep(s.commands, byKey),
     firewall:
       enrolled === firewall.enrolled && bypass === firewall.bypass
         ? firewall
@@ -600,22 +597,36 @@ function forget(
   });
 }
 
-/** Drops the oldest finished commands (by end time, then key) beyond the retention bound. */
+/** Drops the oldest finished commands (by end time, then ids) beyond the retention bound. */
 function evictFinished(s: Worldview, o: ReducerOptions): Worldview {
-  const finished = Object.values(s.commands).filter((c) => c.state !== "running");
+  const finished: CommandView[] = [];
+  for (const table of Object.values(s.commands)) {
+    for (const c of Object.values(table)) if (c.state !== "running") finished.push(c);
+  }
   if (finished.length <= o.maxFinishedCommands) return s;
   finished.sort(
     (a, b) =>
       (a.endedAt ?? 0) - (b.endedAt ?? 0) ||
-      commandKey(a.containerId, a.commandId).localeCompare(commandKey(b.containerId, b.commandId)),
+      a.containerId.localeCompare(b.containerId) ||
+      a.commandId.localeCompare(b.commandId),
   );
-  const evict = new Set(
-    finished
-      .slice(0, finished.length - o.maxFinishedCommands)
-      .map((c) => commandKey(c.containerId, c.commandId)),
-  );
-  const out: Record<string, CommandView> = {};
-  for (const [k, v] of Object.entries(s.commands)) if (!evict.has(k)) out[k] = v;
+  const evict = new Map<string, Set<string>>();
+  for (const c of finished.slice(0, finished.length - o.maxFinishedCommands)) {
+    const ids = evict.get(c.containerId) ?? new Set<string>();
+    ids.add(c.commandId);
+    evict.set(c.containerId, ids);
+  }
+  const out: Record<string, Table<CommandView>> = {};
+  for (const [containerId, table] of Object.entries(s.commands)) {
+    const ids = evict.get(containerId);
+    if (ids === undefined) {
+      out[containerId] = table;
+      continue;
+    }
+    const kept: Record<string, CommandView> = {};
+    for (const [commandId, c] of Object.entries(table)) if (!ids.has(commandId)) kept[commandId] = c;
+    if (Object.keys(kept).length > 0) out[containerId] = freeze(kept);
+  }
   return with_(s, { commands: freeze(out) });
 }
 
