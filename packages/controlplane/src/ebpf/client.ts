@@ -219,7 +219,11 @@ export class EbpfClient {
       });
       sock.once("error", (err) => {
         clearTimeout(timer);
-        reject(new EbpfError("unavailable", `connect ${this.socketPath}: ${err.message}`, undefined, { cause: err }));
+        reject(
+          new EbpfError("unavailable", `connect ${this.socketPath}: ${err.message}`, undefined, {
+            cause: err,
+          }),
+        );
       });
     });
   }

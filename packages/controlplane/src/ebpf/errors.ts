@@ -17,7 +17,13 @@ export type EbpfReason =
   | "protocol"
   | "closed";
 
-const managerReasons: ReadonlySet<string> = new Set(["bad_request", "not_found", "too_large", "unknown_op", "internal"]);
+const managerReasons: ReadonlySet<string> = new Set([
+  "bad_request",
+  "not_found",
+  "too_large",
+  "unknown_op",
+  "internal",
+]);
 
 /** Maps a reason string from the manager to an EbpfReason (unknown ones become `internal`). */
 export function managerReason(reason: unknown): EbpfReason {

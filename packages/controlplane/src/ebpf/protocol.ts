@@ -20,17 +20,15 @@ function ipToInt(ip: string): number {
 }
 
 /** An IPv4 CIDR with a prefix of 1 to 32 and no host bits set. */
-export const cidr4 = z
-  .string()
-  .refine((s) => {
-    const [addr, bits, ...rest] = s.split("/");
-    if (rest.length > 0 || addr === undefined || bits === undefined || !ipv4Pattern.test(addr)) return false;
-    if (!/^\d{1,2}$/.test(bits)) return false;
-    const n = Number(bits);
-    if (n < 1 || n > 32) return false;
-    const hostBits = 32 - n;
-    return ipToInt(addr) % 2 ** hostBits === 0;
-  }, "must be an IPv4 CIDR with a prefix of 1 to 32 and no host bits");
+export const cidr4 = z.string().refine((s) => {
+  const [addr, bits, ...rest] = s.split("/");
+  if (rest.length > 0 || addr === undefined || bits === undefined || !ipv4Pattern.test(addr)) return false;
+  if (!/^\d{1,2}$/.test(bits)) return false;
+  const n = Number(bits);
+  if (n < 1 || n > 32) return false;
+  const hostBits = 32 - n;
+  return ipToInt(addr) % 2 ** hostBits === 0;
+}, "must be an IPv4 CIDR with a prefix of 1 to 32 and no host bits");
 
 /** Per-container (or per-parent) enforcement config. */
 export const containerConfigSchema = z.strictObject({
@@ -57,11 +55,19 @@ export type ContainerConfig = z.infer<typeof containerConfigSchema>;
 export type CgroupTarget = { readonly cgroup: string } | { readonly cgroupId: string | number };
 
 export const cgroupTargetSchema = z.union([
-  z.strictObject({ cgroup: z.string().min(1).refine((p) => !p.includes("..") && !p.includes("\n"), "bad path") }),
+  z.strictObject({
+    cgroup: z
+      .string()
+      .min(1)
+      .refine((p) => !p.includes("..") && !p.includes("\n"), "bad path"),
+  }),
   z.strictObject({
     cgroupId: z.union([
       z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
-      z.string().regex(/^\d{1,20}$/).refine((s) => BigInt(s) > 0n && BigInt(s) < 2n ** 64n, "out of range"),
+      z
+        .string()
+        .regex(/^\d{1,20}$/)
+        .refine((s) => BigInt(s) > 0n && BigInt(s) < 2n ** 64n, "out of range"),
     ]),
   }),
 ]);
@@ -91,7 +97,10 @@ export const routesSchema = z
 
 /** One DNS answer address for a route identity; ttl 0 removes it. */
 export const dnsEntrySchema = z.strictObject({
-  address: ipv4.refine((a) => a !== "0.0.0.0" && !a.startsWith("127."), "must not be unspecified or loopback"),
+  address: ipv4.refine(
+    (a) => a !== "0.0.0.0" && !a.startsWith("127."),
+    "must not be unspecified or loopback",
+  ),
   identity: z.number().int().min(1).max(0xffff_ffff),
   ttl: z.number().int().min(0).max(LIMITS.maxTtlSeconds),
 });
@@ -129,7 +138,10 @@ export interface GcResult {
 export interface Dump {
   readonly containers: readonly { cgroupId: string; path: string | null; config: ContainerConfig }[];
   readonly routes: readonly Route[];
-  readonly dns: readonly { address: string; identities: readonly { identity: number; expiresInMs: number }[] }[];
+  readonly dns: readonly {
+    address: string;
+    identities: readonly { identity: number; expiresInMs: number }[];
+  }[];
   readonly bypass: readonly { cgroupId: string; path: string | null }[];
   readonly counters: readonly {
     cgroupId: string;
