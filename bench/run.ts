@@ -75,7 +75,9 @@ function markdown(r: typeof report): string {
   ];
   for (const res of r.results) {
     if (res.skipped !== undefined || res.error !== undefined) {
-      lines.push(`| ${res.benchmark} | ${res.skipped ? `skipped: ${res.skipped}` : `error: ${res.error}`} | | | | | | | |`);
+      lines.push(
+        `| ${res.benchmark} | ${res.skipped ? `skipped: ${res.skipped}` : `error: ${res.error}`} | | | | | | | |`,
+      );
     }
     for (const f of res.figures) {
       lines.push(

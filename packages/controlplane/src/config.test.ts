@@ -27,7 +27,11 @@ test("defaults bind every listener to loopback on the documented ports", () => {
 });
 
 test("a YAML file and env overrides combine, env winning", (t) => {
-  const file = tempFile(t, "cp.yaml", "dataDir: /tmp/x\nlisten:\n  admin: { port: 9000 }\nlog: { level: debug }\n");
+  const file = tempFile(
+    t,
+    "cp.yaml",
+    "dataDir: /tmp/x\nlisten:\n  admin: { port: 9000 }\nlog: { level: debug }\n",
+  );
   const cfg = loadConfig(file, { CLAWKER_CP_ADMIN_ADDR: "127.0.0.2:9100", CLAWKER_CP_LOG_LEVEL: "warn" });
   assert.equal(cfg.dataDir, "/tmp/x");
   assert.deepEqual(cfg.listen.admin, { host: "127.0.0.2", port: 9100 });
@@ -38,7 +42,11 @@ test("every problem is listed in one error", (t) => {
   const file = tempFile(
     t,
     "cp.json",
-    JSON.stringify({ listen: { admin: { port: "7443" }, agent: { port: 70000 } }, auth: { mode: "hydra" }, bogus: 1 }),
+    JSON.stringify({
+      listen: { admin: { port: "7443" }, agent: { port: 70000 } },
+      auth: { mode: "hydra" },
+      bogus: 1,
+    }),
   );
   let problems = "";
   assert.throws(
@@ -48,14 +56,23 @@ test("every problem is listed in one error", (t) => {
       return e instanceof ConfigError;
     },
   );
-  for (const expected of ["CLAWKER_CP_HEALTH_ADDR", "listen.admin.port", "listen.agent.port", "auth.mode", "bogus"]) {
+  for (const expected of [
+    "CLAWKER_CP_HEALTH_ADDR",
+    "listen.admin.port",
+    "listen.agent.port",
+    "auth.mode",
+    "bogus",
+  ]) {
     assert.match(problems, new RegExp(expected.replace(".", "\\.")), `missing ${expected} in:\n${problems}`);
   }
 });
 
 test("an unreadable or malformed file is a ConfigError naming the file", (t) => {
   const bad = tempFile(t, "cp.json", "{ not json");
-  assert.throws(() => loadConfig(bad, {}), (e: unknown) => e instanceof ConfigError && e.message.includes(bad));
+  assert.throws(
+    () => loadConfig(bad, {}),
+    (e: unknown) => e instanceof ConfigError && e.message.includes(bad),
+  );
   assert.throws(() => loadConfig("/nonexistent/cp.yaml", {}), /nonexistent\/cp\.yaml/);
   const list = tempFile(t, "cp.yaml", "- a\n- b\n");
   assert.throws(() => loadConfig(list, {}), /top level must be a mapping/);

@@ -29,9 +29,15 @@ const oryBinaries = z.strictObject({
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
-  dataDir: z.string().min(1).default(defaultDir("XDG_STATE_HOME", ".local/state", "controlplane")),
+  dataDir: z
+    .string()
+    .min(1)
+    .default(defaultDir("XDG_STATE_HOME", ".local/state", "controlplane")),
   /** The trust material minted by `clawker auth init` (CA, server leaf, CLI public JWK). */
-  trustDir: z.string().min(1).default(defaultDir("XDG_CONFIG_HOME", ".config", "trust")),
+  trustDir: z
+    .string()
+    .min(1)
+    .default(defaultDir("XDG_CONFIG_HOME", ".config", "trust")),
   listen: z
     .strictObject({ admin: endpoint(7443), agent: endpoint(7444), health: endpoint(7080) })
     .prefault({}),

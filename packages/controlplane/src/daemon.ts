@@ -235,7 +235,10 @@ export class Daemon {
   #logCause(cause: StopCause): void {
     switch (cause.kind) {
       case "signal":
-        this.#log.info({ event: "drain", cause: cause.kind, signal: cause.signal }, "signal received, draining");
+        this.#log.info(
+          { event: "drain", cause: cause.kind, signal: cause.signal },
+          "signal received, draining",
+        );
         break;
       case "drained_to_zero":
         this.#log.info({ event: "drain", cause: cause.kind }, "no agents left, draining");
@@ -258,5 +261,8 @@ export class Daemon {
 }
 
 function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
-  return { definition: binding.definition, implementation: withRecovery(binding.definition, binding.implementation, log) };
+  return {
+    definition: binding.definition,
+    implementation: withRecovery(binding.definition, binding.implementation, log),
+  };
 }

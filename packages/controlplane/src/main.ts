@@ -33,7 +33,9 @@ helper crash, serve failure); 2 bad command line.
 `;
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -49,7 +51,9 @@ try {
     allowPositionals: false,
   });
 } catch (err) {
-  process.stderr.write(`clawker-cp: ${err instanceof Error ? err.message : String(err)}\n(see clawker-cp --help)\n`);
+  process.stderr.write(
+    `clawker-cp: ${err instanceof Error ? err.message : String(err)}\n(see clawker-cp --help)\n`,
+  );
   process.exit(2);
 }
 if (args.values.help === true) {

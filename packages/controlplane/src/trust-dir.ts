@@ -59,7 +59,9 @@ export function loadTrustDir(dir: string): TrustMaterial {
       files[role] = readFileSync(path);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      problems.push(code === "ENOENT" ? `${path}: missing (run \`clawker auth init\`)` : `${path}: ${String(err)}`);
+      problems.push(
+        code === "ENOENT" ? `${path}: missing (run \`clawker auth init\`)` : `${path}: ${String(err)}`,
+      );
     }
   }
   for (const role of ["ca", "serverCert", "clientCert"] as const) {

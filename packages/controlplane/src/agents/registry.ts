@@ -120,7 +120,9 @@ export class Registry {
 function migrate(db: Database.Database): void {
   const version = db.pragma("user_version", { simple: true }) as number;
   if (version > MIGRATIONS.length) {
-    throw new Error(`registry schema version ${version} is newer than this control plane knows (${MIGRATIONS.length})`);
+    throw new Error(
+      `registry schema version ${version} is newer than this control plane knows (${MIGRATIONS.length})`,
+    );
   }
   db.transaction(() => {
     for (let i = version; i < MIGRATIONS.length; i++) db.exec(MIGRATIONS[i]!);

@@ -28,7 +28,10 @@ export function unixNanosNow(): bigint {
 /** A handler for an RPC this control plane does not serve yet. */
 function unimplemented<Req, Res>(): grpc.handleUnaryCall<Req, Res> {
   return (_call, callback) => {
-    callback({ code: grpc.status.UNIMPLEMENTED, details: "the firewall is not available in this control plane" });
+    callback({
+      code: grpc.status.UNIMPLEMENTED,
+      details: "the firewall is not available in this control plane",
+    });
   };
 }
 
@@ -55,16 +58,14 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
     },
 
     listAgents: (_call, callback) => {
-      const agents = deps.agents.list().map(
-        (r): admin.Agent => ({
-          agentName: r.agentName,
-          containerId: r.containerId,
-          certThumbprint: r.certThumbprint,
-          registeredAtUnix: BigInt(r.registeredAtUnix),
-          lastSeenUnix: BigInt(r.lastSeenUnix),
-          project: r.project,
-        }),
-      );
+      const agents = deps.agents.list().map((r): admin.Agent => ({
+        agentName: r.agentName,
+        containerId: r.containerId,
+        certThumbprint: r.certThumbprint,
+        registeredAtUnix: BigInt(r.registeredAtUnix),
+        lastSeenUnix: BigInt(r.lastSeenUnix),
+        project: r.project,
+      }));
       callback(null, { agents });
     },
 

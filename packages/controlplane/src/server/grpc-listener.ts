@@ -49,7 +49,11 @@ export function enforceTls13(): void {
 /** Server credentials requiring and verifying a client certificate, TLS 1.3 only. */
 export function mutualTlsCredentials(material: ServerTlsMaterial): grpc.ServerCredentials {
   enforceTls13();
-  return grpc.ServerCredentials.createSsl(material.ca, [{ private_key: material.key, cert_chain: material.cert }], true);
+  return grpc.ServerCredentials.createSsl(
+    material.ca,
+    [{ private_key: material.key, cert_chain: material.cert }],
+    true,
+  );
 }
 
 /** A gRPC server on one address. `start` binds and serves; `close` drains gracefully. */
@@ -90,12 +94,18 @@ export class GrpcListener {
     }
     this.#port = await new Promise<number>((resolve, reject) => {
       this.#server.bindAsync(address, creds, (err, bound) => {
-        if (err !== null) reject(new ListenerError(`${name} listener: cannot bind ${address}: ${err.message}`, { cause: err }));
+        if (err !== null)
+          reject(
+            new ListenerError(`${name} listener: cannot bind ${address}: ${err.message}`, { cause: err }),
+          );
         else resolve(bound);
       });
     });
     signal?.addEventListener("abort", () => void this.close(0), { once: true });
-    this.#opts.log.info({ event: "listener_serving", listener: name, address: `${host}:${this.#port}` }, "serving");
+    this.#opts.log.info(
+      { event: "listener_serving", listener: name, address: `${host}:${this.#port}` },
+      "serving",
+    );
     return this.#port;
   }
 

@@ -1,0 +1,170 @@
+// The daemon as a real process: start-up on embedded defaults, authorization over real mTLS with
+// real tokens from the embedded auth server, and every way it stops.
+import assert from "node:assert/strict";
+import { createServer, type AddressInfo } from "node:net";
+import { describe, test } from "node:test";
+import { openAdminClient, TokenSource } from "@clawker/adminclient";
+import { AGENT_CLIENT } from "@clawker/proto";
+import { isAlive, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
+
+function adminClientFor(cp: ControlPlane) {
+  return openAdminClient({
+    trust: cp.trust!,
+    target: `127.0.0.1:${cp.ports.admin}`,
+    tokenEndpoint: cp.tokenEndpoint,
+  });
+}
+
+function helperPid(cp: ControlPlane, name: string): number {
+  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
+  assert.ok(line, `no "helper started" line for ${name}`);
+  return line["pid"] as number;
+}
+
+describe("clawker-cp on embedded defaults", () => {
+  test("serves authorized calls, refuses bad ones, and stops cleanly on SIGTERM", async (t) => {
+    const cp = await startControlPlane();
+    t.after(() => cp.close());
+    const health: unknown = await (await fetch(cp.healthUrl)).json();
+    assert.deepEqual(health, { status: "healthy" });
+
+    const client = adminClientFor(cp);
+    t.after(() => client.close());
+    const skew = await client.clockSkew();
+    assert.ok(Math.abs(skew.skewMs) < 1000, `clock skew ${skew.skewMs} ms on one machine`);
+    assert.deepEqual(await client.listAgents(), []);
+
+    // An agent-scope token is refused on the admin listener.
+    const agentTokens = new TokenSource({
+      ca: cp.trust!.ca.certPem,
+      signingKey: cp.trust!.signingKey.privateJwk,
+      tokenEndpoint: cp.tokenEndpoint,
+      clientId: AGENT_CLIENT.clientId,
+      scope: AGENT_CLIENT.scope,
+    });
+    t.after(() => agentTokens.close());
+    const agentToken = await agentTokens.token();
+    const { dial } = await import("@clawker/adminclient");
+    const raw = dial({
+      target: `127.0.0.1:${cp.ports.admin}`,
+      tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
+    });
+    t.after(() => raw.close());
+    const { Metadata, status } = await import("@grpc/grpc-js");
+    const callWith = (authorization: string | undefined) =>
+      new Promise<number>((resolve) => {
+        const md = new Metadata();
+        if (authorization !== undefined) md.set("authorization", authorization);
+        raw.listAgents({}, md, (err) => resolve(err === null ? status.OK : err.code));
+      });
+    assert.equal(await callWith(`Bearer ${agentToken}`), status.PERMISSION_DENIED);
+    assert.equal(await callWith(undefined), status.UNAUTHENTICATED);
+    assert.equal(await callWith("Bearer not-a-real-token"), status.UNAUTHENTICATED);
+
+    const authserver = helperPid(cp, "authserver");
+    assert.equal(await cp.close(), 0, "SIGTERM exits 0");
+    assert.equal(isAlive(authserver), false, "the auth server is stopped with the daemon");
+    const order = cp.logs
+      .filter((l) => l["event"] === "drain" || l["event"] === "stopped")
+      .map((l) => l["event"]);
+    assert.deepEqual(order, ["drain", "stopped"]);
+  });
+
+  test("a helper killed after ready drains the daemon with exit 1", async (t) => {
+    const cp = await startControlPlane();
+    t.after(() => cp.close());
+    process.kill(helperPid(cp, "authserver"), "SIGKILL");
+    assert.equal(await cp.exited, 1);
+    const drain = cp.logs.find((l) => l["event"] === "drain");
+    assert.equal(drain?.["cause"], "helper_crash");
+    assert.equal(drain?.["name"], "authserver");
+  });
+
+  test("introspection down fails closed while the daemon keeps serving", async (t) => {
+    const cp = await startControlPlane();
+    t.after(() => cp.close());
+    const tokens = new TokenSource({
+      ca: cp.trust!.ca.certPem,
+      signingKey: cp.trust!.signingKey.privateJwk,
+      tokenEndpoint: cp.tokenEndpoint,
+    });
+    t.after(() => tokens.close());
+    // A valid admin token the daemon has never seen, so its introspection cache cannot answer.
+    const token = await tokens.token();
+    const { dial } = await import("@clawker/adminclient");
+    const { Metadata, status } = await import("@grpc/grpc-js");
+    const raw = dial({
+      target: `127.0.0.1:${cp.ports.admin}`,
+      tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
+    });
+    t.after(() => raw.close());
+    const listAgents = () =>
+      new Promise<number>((resolve) => {
+        const md = new Metadata();
+        md.set("authorization", `Bearer ${token}`);
+        raw.listAgents({}, md, (err) => resolve(err === null ? status.OK : err.code));
+      });
+    const systemTime = () =>
+      new Promise<number>((resolve) =>
+        raw.getSystemTime({}, (err) => resolve(err === null ? status.OK : err.code)),
+      );
+
+    // SIGSTOP freezes the auth server: introspection times out, the supervisor sees no exit.
+    const pid = helperPid(cp, "authserver");
+    process.kill(pid, "SIGSTOP");
+    t.after(() => {
+      if (isAlive(pid)) process.kill(pid, "SIGCONT");
+    });
+    assert.equal(await listAgents(), status.UNAUTHENTICATED, "fails closed");
+    assert.equal(await systemTime(), status.OK, "the daemon keeps serving");
+    const health = await waitFor(
+      async () => {
+        const body = (await (await fetch(cp.healthUrl)).json()) as { status: string; failed_probe?: string };
+        return body.status === "unhealthy" ? body : undefined;
+      },
+      { timeoutMs: 10_000, what: "/healthz to report the frozen auth server" },
+    );
+    assert.equal(health.failed_probe, "authserver");
+
+    process.kill(pid, "SIGCONT");
+    assert.equal(await listAgents(), status.OK, "a failed introspection was not cached");
+    assert.equal(cp.proc.exitCode, null);
+  });
+});
+
+describe("clawker-cp refuses to start on bad input, binding nothing", () => {
+  test("a malformed config lists every problem and exits 1", async (t) => {
+    const cp = await startControlPlane({
+      rawConfig: JSON.stringify({ listen: { admin: { port: "x" } }, auth: { mode: "hydra" }, nope: true }),
+      noWait: true,
+    });
+    t.after(() => cp.close());
+    assert.equal(await cp.exited, 1);
+    for (const needle of ["listen.admin.port", "auth.mode", "nope"])
+      assert.match(cp.stderr(), new RegExp(needle));
+    assert.equal(cp.logs.filter((l) => l["event"] === "listener_serving").length, 0);
+  });
+
+  test("missing trust material names each missing file and exits 1", async (t) => {
+    const cp = await startControlPlane({ trustDir: "/nonexistent/clawker-trust", noWait: true });
+    t.after(() => cp.close());
+    assert.equal(await cp.exited, 1);
+    const failure = cp.logs.find((l) => l["event"] === "drain");
+    assert.equal(failure?.["cause"], "startup_failed");
+    assert.match(JSON.stringify(failure), /ca\.crt: missing/);
+    assert.equal(cp.logs.filter((l) => l["event"] === "listener_serving").length, 0);
+  });
+
+  test("a port already taken is a clear start-up failure with no helper left behind", async (t) => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    t.after(() => blocker.close());
+    const port = (blocker.address() as AddressInfo).port;
+    const cp = await startControlPlane({ config: { listen: { health: { port } } }, noWait: true });
+    t.after(() => cp.close());
+    assert.equal(await cp.exited, 1);
+    assert.match(JSON.stringify(cp.logs), /EADDRINUSE|address already in use|in use/i);
+    assert.equal(cp.logs.filter((l) => l["msg"] === "helper started").length, 0);
+  });
+});

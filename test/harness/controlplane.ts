@@ -1,0 +1,193 @@
+// Runs the real control plane daemon (clawker-cp) as a child process for tests and benchmarks:
+// fresh trust material, a temp data dir, free loopback ports, and a teardown that leaves nothing.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
+import { waitFor } from "./wait-for.js";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The ports one daemon uses. */
+export interface ControlPlanePorts {
+  readonly admin: number;
+  readonly agent: number;
+  readonly health: number;
+  readonly authPublic: number;
+  readonly authAdmin: number;
+}
+
+/** Options for startControlPlane. */
+export interface ControlPlaneOptions {
+  /** Run `packages/controlplane/dist/main.js` (built) instead of the sources through tsx. */
+  readonly built?: boolean;
+  /** Extra config merged into the generated config file (YAML/JSON object). */
+  readonly config?: Record<string, unknown>;
+  /** Raw config file content instead of the generated one (for bad-config tests). */
+  readonly rawConfig?: string;
+  /** Use this trust dir instead of minting one. */
+  readonly trustDir?: string;
+  /** Do not wait for /healthz 200 (tests of start-up failures). */
+  readonly noWait?: boolean;
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** A running daemon. */
+export interface ControlPlane {
+  readonly proc: ChildProcess;
+  readonly dir: string;
+  readonly dataDir: string;
+  readonly trustDir: string;
+  readonly trust: TrustSet | undefined;
+  readonly ports: ControlPlanePorts;
+  readonly healthUrl: string;
+  readonly tokenEndpoint: string;
+  /** Every stdout line, parsed as JSON where it is JSON. */
+  readonly logs: Array<Record<string, unknown>>;
+  readonly stderr: () => string;
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  readonly exited: Promise<number | string>;
+  /** SIGTERM, wait for exit (SIGKILL after 15 s), remove the temp dir. Idempotent. */
+  close(): Promise<number | string>;
+}
+
+/** Returns `count` distinct free loopback ports (bound to :0 and released). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const s = createServer();
+          s.once("error", reject);
+          s.listen(0, "127.0.0.1", () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
+export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  const dir = mkdtempSync(join(tmpdir(), "clawker-cp-"));
+  const dataDir = join(dir, "data");
+  let trustDir = options.trustDir;
+  let trust: TrustSet | undefined;
+  if (trustDir === undefined) {
+    trustDir = join(dir, "trust");
+    trust = await mintTrustSet();
+    await writeTrustSet(trustDir, trust);
+  }
+  const [admin, agent, health, authPublic, authAdmin] = (await freePorts(5)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const ports = { admin, agent, health, authPublic, authAdmin };
+  const configFile = join(dir, "cp.json");
+  writeFileSync(
+    configFile,
+    options.rawConfig ??
+      JSON.stringify({
+        listen: { admin: { port: admin }, agent: { port: agent }, health: { port: health } },
+        auth: { publicPort: authPublic, adminPort: authAdmin },
+        shutdownGraceMs: 5000,
+        ...options.config,
+      }),
+  );
+  const entry = options.built
+    ? [join(repoRoot, "packages/controlplane/dist/main.js")]
+    : [
+        "--import",
+        import.meta.resolve("tsx"),
+        "--conditions=source",
+        join(repoRoot, "packages/controlplane/src/main.ts"),
+      ];
+  const proc = spawn(process.execPath, [...entry, "--config", configFile], {
+    env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = "";
+  let partial = "";
+  proc.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    const lines = (partial + chunk).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) {
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ raw: line });
+      }
+    }
+  });
+  proc.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | string>((resolve) =>
+    proc.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
+  );
+  let closing: Promise<number | string> | undefined;
+  const cp: ControlPlane = {
+    proc,
+    dir,
+    dataDir,
+    trustDir,
+    trust,
+    ports,
+    healthUrl: `http://127.0.0.1:${health}/healthz`,
+    tokenEndpoint: `https://127.0.0.1:${authPublic}/oauth2/token`,
+    logs,
+    stderr: () => stderr,
+    exited,
+    close: () =>
+      (closing ??= (async () => {
+        if (proc.exitCode === null && proc.signalCode === null) {
+          proc.kill("SIGTERM");
+          const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+          const code = await exited;
+          clearTimeout(timer);
+          rmSync(dir, { recursive: true, force: true });
+          return code;
+        }
+        rmSync(dir, { recursive: true, force: true });
+        return exited;
+      })()),
+  };
+  if (options.noWait !== true) {
+    try {
+      await waitFor(
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`clawker-cp exited ${proc.exitCode}: ${stderr}`);
+          const res = await fetch(cp.healthUrl).catch(() => undefined);
+          return res?.status === 200;
+        },
+        { timeoutMs: 30_000, intervalMs: 50, what: "clawker-cp /healthz 200" },
+      );
+    } catch (err) {
+      await cp.close();
+      throw new Error(
+        `control plane did not become healthy; logs:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+  return cp;
+}
+
+/** True when a process with this pid exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
