@@ -1,6 +1,7 @@
 // Dialing the control plane's admin listener: mutual TLS 1.3 against the trust CA with the CLI's
 // client leaf, the server's certificate pinned to CN clawker-controlplane, and a bearer token per
 // call for every method that needs one.
+import { isIP } from "node:net";
 import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { credentials, Metadata, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { admin, PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
@@ -35,15 +36,18 @@ export interface DialOptions {
   readonly channelOptions?: ChannelOptions;
 }
 
-/** Channel credentials: mTLS, TLS 1.3 only, server leaf must be the control plane's. */
-export function adminChannelCredentials(clientTls: ClientTls): ChannelCredentials {
+/**
+ * Channel credentials: mTLS, TLS 1.3 only, and the server's leaf must be the control plane's and
+ * valid for `expectedHost` (a DNS name or an IP literal among its SANs).
+ */
+export function adminChannelCredentials(clientTls: ClientTls, expectedHost: string): ChannelCredentials {
   // grpc-js has no minimum-version option; it reads the process-wide default (HOST-NOTES).
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
   return credentials.createSsl(
     Buffer.from(clientTls.ca),
     Buffer.from(clientTls.key),
     Buffer.from(clientTls.cert),
-    { checkServerIdentity: checkControlPlaneIdentity },
+    { checkServerIdentity: (_host, cert) => checkControlPlaneIdentity(expectedHost, cert) },
   );
 }
 
@@ -84,16 +88,30 @@ export function bearerCallCredentials(tokens: TokenSource) {
 
 /** Opens a generated AdminService client on a new channel (lazy: connects on the first call). */
 export function dial(options: DialOptions): admin.AdminServiceClient {
-  let creds = adminChannelCredentials(options.tls);
+  const target = options.target ?? DEFAULT_ADMIN_TARGET;
+  const expectedHost = options.serverName ?? hostOf(target);
+  let creds = adminChannelCredentials(options.tls, expectedHost);
   if (options.tokens !== undefined) {
     creds = credentials.combineChannelCredentials(creds, bearerCallCredentials(options.tokens));
   }
-  const channelOptions: ChannelOptions = { ...options.channelOptions };
-  if (options.serverName !== undefined) {
-    channelOptions["grpc.ssl_target_name_override"] = options.serverName;
-    channelOptions["grpc.default_authority"] = options.serverName;
-  }
-  return new admin.AdminServiceClient(options.target ?? DEFAULT_ADMIN_TARGET, creds, channelOptions);
+  // SNI must be a DNS name (RFC 6066 §3): an IP target would make grpc-js send the IP, which Node
+  // deprecates. The certificate is still checked against `expectedHost` above.
+  const sni = isIP(expectedHost) === 0 ? expectedHost : CONTROLPLANE_CN;
+  const channelOptions: ChannelOptions = {
+    ...options.channelOptions,
+    "grpc.ssl_target_name_override": sni,
+    ...(options.serverName === undefined ? {} : { "grpc.default_authority": options.serverName }),
+  };
+  return new admin.AdminServiceClient(target, creds, channelOptions);
+}
+
+/** The host part of `host:port`, `[v6]:port` or a bare host. */
+function hostOf(target: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(target);
+  if (bracketed !== null) return bracketed[1]!;
+  const colons = target.split(":").length - 1;
+  if (colons === 1) return target.slice(0, target.lastIndexOf(":"));
+  return target;
 }
 
 /**

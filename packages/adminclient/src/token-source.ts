@@ -198,7 +198,7 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
         signal.removeEventListener("abort", onAbort);
         resolve(v);
       },
-      (err: unknown) => {
+      (err: Error) => {
         signal.removeEventListener("abort", onAbort);
         reject(err);
       },
