@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Prints the size and field offsets of every struct shared with user space, as JSON, so that
  * test/layout.test.ts can check its decoders against what the compiler laid out. */
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include "clawker.h"
 
 #define F(s, f) printf("%s\"%s\":[%zu,%zu]", first ? "" : ",", #f, offsetof(struct s, f), \
@@ -15,9 +17,65 @@
 		printf("}}");                                                 \
 	} while (0)
 
-int main(void)
+static void hex(const char *name, const void *p, size_t len, int comma)
+{
+	printf("%s\"%s\":\"", comma ? "," : "", name);
+	for (size_t i = 0; i < len; i++)
+		printf("%02x", ((const unsigned char *)p)[i]);
+	printf("\"");
+}
+
+/* --sample: known values laid out by the compiler, as hex, for the decoders to read back. */
+static int sample(void)
+{
+	struct clawker_event e;
+	struct cg_config c;
+	struct cg_counters k;
+
+	memset(&e, 0xee, sizeof(e)); /* padding must not matter */
+	e.ts_ns = 0x0102030405060708ULL;
+	e.cgroup_id = 4242;
+	e.orig_addr[0] = inet_addr("10.250.0.1");
+	e.orig_addr[1] = e.orig_addr[2] = e.orig_addr[3] = 0;
+	e.new_addr = inet_addr("127.0.0.1");
+	e.identity = 77;
+	e.orig_port = 443;
+	e.new_port = 15001;
+	e.hook = HOOK_CONNECT4;
+	e.verdict = VERDICT_CATCHALL;
+	e.proto = 6;
+	e.family = 4;
+	memset(&c, 0, sizeof(c));
+	c.proxy_addr = inet_addr("127.0.0.1");
+	c.dns_addr = inet_addr("127.0.0.2");
+	c.gateway_addr = inet_addr("172.20.0.1");
+	c.subnet_addr = inet_addr("172.20.0.0");
+	c.subnet_mask = inet_addr("255.255.0.0");
+	c.mark = 0x77;
+	c.dns_port = 53;
+	c.catchall_port = 15001;
+	c.udp_port = 15003;
+	memset(&k, 0, sizeof(k));
+	k.allowed = 1;
+	k.redirected = 2;
+	k.denied = 3;
+	k.dns = 4;
+	k.events = 5;
+	k.events_dropped = 6;
+	printf("{");
+	hex("clawker_event", &e, sizeof(e), 0);
+	hex("cg_config", &c, sizeof(c), 1);
+	hex("cg_counters", &k, sizeof(k), 1);
+	printf("}\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
 {
 	int n = 0;
+
+	if (argc > 1 && !strcmp(argv[1], "--sample"))
+		return sample();
 
 	printf("{");
 	S(cg_config, F(cg_config, proxy_addr); F(cg_config, dns_addr); F(cg_config, gateway_addr);
