@@ -7,3 +7,4 @@ export * as agent from "./gen/clawker/agent/v1/agent.js";
 /** clawker.clawkerd.v1: ClawkerdService (control plane -> clawkerd), mTLS only. */
 export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 export * from "./scopes.js";
+export * from "./agent-bootstrap.js";
