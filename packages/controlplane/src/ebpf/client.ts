@@ -89,44 +89,44 @@ export class EbpfClient {
   }
 
   /** Version, pin directory and the parent cgroup the manager serves. */
-  status(): Promise<Status> {
+  async status(): Promise<Status> {
     return this.call<Status>("status", {});
   }
 
   /** Puts a cgroup under enforcement with `config` (cgroups outside the parent get their own links). */
-  enroll(target: CgroupTarget, config: ContainerConfig): Promise<EnrollResult> {
+  async enroll(target: CgroupTarget, config: ContainerConfig): Promise<EnrollResult> {
     const t = parse(cgroupTargetSchema, target, "enroll");
     const c = parse(containerConfigSchema, config, "enroll");
     return this.call<EnrollResult>("enroll", { ...t, config: c });
   }
 
   /** Removes a cgroup's config, bypass flag and own links. */
-  unenroll(target: CgroupTarget): Promise<{ cgroupId: string }> {
+  async unenroll(target: CgroupTarget): Promise<{ cgroupId: string }> {
     return this.call("unenroll", parse(cgroupTargetSchema, target, "unenroll"));
   }
 
   /** Lets a cgroup's sockets through untouched until `unbypass`. */
-  bypass(target: CgroupTarget): Promise<{ cgroupId: string; bypass: boolean }> {
+  async bypass(target: CgroupTarget): Promise<{ cgroupId: string; bypass: boolean }> {
     return this.call("bypass", parse(cgroupTargetSchema, target, "bypass"));
   }
 
   /** Ends a bypass. */
-  unbypass(target: CgroupTarget): Promise<{ cgroupId: string; bypass: boolean }> {
+  async unbypass(target: CgroupTarget): Promise<{ cgroupId: string; bypass: boolean }> {
     return this.call("unbypass", parse(cgroupTargetSchema, target, "unbypass"));
   }
 
   /** Replaces the whole route table atomically. */
-  syncRoutes(routes: readonly Route[]): Promise<{ routes: number }> {
+  async syncRoutes(routes: readonly Route[]): Promise<{ routes: number }> {
     return this.call("sync-routes", { routes: parse(routesSchema, routes, "sync-routes") });
   }
 
   /** Adds (or with ttl 0 removes) DNS answer addresses of route identities, as one batch. */
-  dnsUpdate(entries: readonly DnsEntry[]): Promise<{ entries: number }> {
+  async dnsUpdate(entries: readonly DnsEntry[]): Promise<{ entries: number }> {
     return this.call("dns-update", { entries: parse(dnsEntriesSchema, entries, "dns-update") });
   }
 
   /** Collects expired DNS entries, defunct links and state of vanished cgroups. */
-  gc(): Promise<GcResult> {
+  async gc(): Promise<GcResult> {
     return this.call<GcResult>("gc", {});
   }
 
@@ -136,7 +136,7 @@ export class EbpfClient {
   }
 
   /** Everything the manager holds. */
-  dump(): Promise<Dump> {
+  async dump(): Promise<Dump> {
     return this.call<Dump>("dump", {});
   }
 

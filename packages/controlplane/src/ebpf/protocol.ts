@@ -67,7 +67,7 @@ export const cgroupTargetSchema = z.union([
       z
         .string()
         .regex(/^\d{1,20}$/)
-        .refine((s) => BigInt(s) > 0n && BigInt(s) < 2n ** 64n, "out of range"),
+        .refine((s) => /^\d{1,20}$/.test(s) && BigInt(s) > 0n && BigInt(s) < 2n ** 64n, "out of range"),
     ]),
   }),
 ]);
