@@ -28,7 +28,7 @@ async function handshake(
   const seen = new Promise<string>((resolve, reject) => {
     srv.once("secureConnection", (s) => {
       s.on("error", () => undefined); // the client may reset first; the outcome is decided below
-      resolve(s.getPeerCertificate().subject.CN ?? "");
+      resolve(String(s.getPeerCertificate().subject.CN));
       s.end();
     });
     srv.on("tlsClientError", reject);
@@ -52,7 +52,7 @@ async function handshake(
       sock.once("secureConnect", resolve);
       sock.on("error", reject); // stays attached: a late reset must not become an uncaught error
     });
-    const serverSubject = sock.getPeerCertificate().subject.CN ?? "";
+    const serverSubject = String(sock.getPeerCertificate().subject.CN);
     return { clientSubject: await seen, serverSubject, protocol: sock.getProtocol() };
   } finally {
     sock.destroy();
