@@ -1,0 +1,102 @@
+// The `clawker` command line: finds the command from the leading words, parses its flags, runs
+// it, and turns every failure into one stderr line and a documented exit code.
+import { EXIT_CODES_HELP, helpText, parseFlags, type CommandSpec, type FlagValues } from "./command-spec.js";
+import { AUTH_INIT, authInit } from "./commands/auth-init.js";
+import { CONTROLPLANE_AGENTS, controlplaneAgents } from "./commands/controlplane-agents.js";
+import { CONTROLPLANE_DOWN, controlplaneDown } from "./commands/controlplane-down.js";
+import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane-status.js";
+import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
+import { reportError } from "./error-report.js";
+import { CliError, ExitCode } from "./exit-codes.js";
+import type { Io } from "./io.js";
+
+/** A command and what runs it. */
+export interface Command {
+  readonly spec: CommandSpec;
+  run(values: FlagValues, io: Io): Promise<number>;
+}
+
+/** Every command, in help order. */
+export const COMMANDS: readonly Command[] = [
+  { spec: AUTH_INIT, run: authInit },
+  { spec: CONTROLPLANE_UP, run: controlplaneUp },
+  { spec: CONTROLPLANE_DOWN, run: controlplaneDown },
+  { spec: CONTROLPLANE_STATUS, run: controlplaneStatus },
+  { spec: CONTROLPLANE_AGENTS, run: controlplaneAgents },
+];
+
+/** The top-level help, or a group's (`clawker controlplane --help`). */
+export function overviewHelp(group?: string): string {
+  const cmds = COMMANDS.filter((c) => group === undefined || c.spec.words[0] === group);
+  const width = Math.max(...cmds.map((c) => c.spec.words.join(" ").length)) + 2;
+  return [
+    `usage: clawker ${group ?? "<command>"} ${group === undefined ? "" : "<command> "}[flags]`,
+    "",
+    "The clawker control plane CLI: mints the trust material and runs and queries the daemon.",
+    "",
+    "commands:",
+    ...cmds.map((c) => `  ${c.spec.words.join(" ").padEnd(width)}${c.spec.summary}`),
+    "",
+    "Run `clawker <command> --help` for a command's flags and examples.",
+    "",
+    "examples:",
+    "  clawker auth init",
+    "  clawker controlplane up",
+    "  clawker controlplane status --format json",
+    "  clawker controlplane agents",
+    "  clawker controlplane down",
+    "",
+    EXIT_CODES_HELP,
+    "",
+  ].join("\n");
+}
+
+/** What the argument vector asks for: a command with its remaining args, help, or a usage error. */
+export type Resolution =
+  { kind: "command"; command: Command; args: string[] } | { kind: "help"; text: string; exitCode: number };
+
+/** Finds the command named by the leading words of `argv` (pure; no I/O). */
+export function resolveCommand(argv: readonly string[]): Resolution {
+  const wantsHelp = argv.includes("--help") || argv.includes("-h");
+  const words = argv.filter((a) => !a.startsWith("-"));
+  for (const command of COMMANDS) {
+    const n = command.spec.words.length;
+    const firstWords = argv.slice(0, n);
+    if (firstWords.length === n && firstWords.every((w, i) => w === command.spec.words[i])) {
+      return { kind: "command", command, args: argv.slice(n) };
+    }
+  }
+  const group =
+    argv[0] !== undefined && COMMANDS.some((c) => c.spec.words[0] === argv[0]) ? argv[0] : undefined;
+  if (argv.length === 0 || (argv.length === 1 && wantsHelp)) {
+    return { kind: "help", text: overviewHelp(), exitCode: wantsHelp ? ExitCode.ok : ExitCode.usage };
+  }
+  if (group !== undefined && (argv.length === 1 || (wantsHelp && words.length === 1))) {
+    return { kind: "help", text: overviewHelp(group), exitCode: wantsHelp ? ExitCode.ok : ExitCode.usage };
+  }
+  const unknown = group === undefined ? argv[0]! : `${group} ${argv[1] ?? ""}`.trim();
+  throw new CliError(ExitCode.usage, `unknown command ${JSON.stringify(unknown)} (see clawker --help)`);
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+export async function run(argv: readonly string[], io: Io): Promise<number> {
+  const debug = argv.includes("--debug");
+  try {
+    const resolved = resolveCommand(argv);
+    if (resolved.kind === "help") {
+      (resolved.exitCode === ExitCode.ok ? io.stdout : io.stderr).write(resolved.text);
+      return resolved.exitCode;
+    }
+    const { command, args } = resolved;
+    const values = parseFlags(command.spec, args);
+    if (values["help"] === true) {
+      io.stdout.write(helpText(command.spec));
+      return ExitCode.ok;
+    }
+    return await command.run(values, io);
+  } catch (err) {
+    const code = reportError(err, io.stderr, debug);
+    if (code === ExitCode.usage && !debug) io.stderr.write("run with --help for usage\n");
+    return code;
+  }
+}

@@ -1,0 +1,55 @@
+// `clawker controlplane down`: stop the daemon by its pid file; idempotent.
+import { FORMAT_FLAG, parseDuration, str, type CommandSpec, type FlagValues } from "../command-spec.js";
+import { stopProcess } from "../daemon-process.js";
+import { defaultDataDir, runtimeFiles } from "../defaults.js";
+import { ExitCode } from "../exit-codes.js";
+import type { Io } from "../io.js";
+import { isAlive, readPidFile, removePidFile } from "../pid-file.js";
+import { LOCATE_FLAGS } from "./controlplane-up.js";
+
+/** The spec of `clawker controlplane down`. */
+export const CONTROLPLANE_DOWN: CommandSpec = {
+  words: ["controlplane", "down"],
+  summary: "Stop the control plane started by `clawker controlplane up`.",
+  description:
+    "Sends SIGTERM to the pid in <data-dir>/controlplane.pid and waits for the daemon to drain and exit;\n" +
+    "after --timeout it sends SIGKILL (with a warning). Not running is not an error (exit 0).",
+  flags: {
+    "data-dir": LOCATE_FLAGS["data-dir"],
+    timeout: { type: "string", value: "DURATION", description: "grace before SIGKILL (default 30s)" },
+    format: FORMAT_FLAG,
+  },
+  examples: ["clawker controlplane down", "clawker controlplane down --timeout 5s"],
+};
+
+/** Runs `controlplane down`. */
+export async function controlplaneDown(values: FlagValues, io: Io): Promise<number> {
+  const dataDir = str(values, "data-dir", defaultDataDir(io.env));
+  const timeoutMs = parseDuration("timeout", str(values, "timeout", "30s"));
+  const { pidFile } = runtimeFiles(dataDir);
+  const json = values["format"] === "json";
+  const pid = await readPidFile(pidFile);
+  const report = (result: Record<string, unknown>, text: string): number => {
+    io.stdout.write(json ? JSON.stringify({ pidFile, ...result }, null, 2) + "\n" : `${text}\n`);
+    return ExitCode.ok;
+  };
+  if (pid === undefined)
+    return report({ wasRunning: false }, `the control plane is not running (no ${pidFile})`);
+  if (!isAlive(pid)) {
+    await removePidFile(pidFile);
+    return report(
+      { wasRunning: false, stalePid: pid },
+      `the control plane is not running (removed stale pid file for ${pid})`,
+    );
+  }
+  const result = await stopProcess(pid, timeoutMs, () =>
+    io.stderr.write(
+      `clawker: warning: pid ${pid} did not exit within ${timeoutMs / 1000}s of SIGTERM; sending SIGKILL\n`,
+    ),
+  );
+  await removePidFile(pidFile);
+  return report(
+    { wasRunning: true, pid, killed: result.killed, elapsedMs: result.elapsedMs },
+    `stopped the control plane (pid ${pid}) in ${(result.elapsedMs / 1000).toFixed(1)}s${result.killed ? " with SIGKILL" : ""}`,
+  );
+}

@@ -1,0 +1,84 @@
+// `clawker controlplane status`: process, /healthz and clock, as text or JSON.
+import { connectAdmin, formatSkew } from "../admin-connection.js";
+import { FORMAT_FLAG, parseAddress, str, type CommandSpec, type FlagValues } from "../command-spec.js";
+import {
+  defaultAdminAddr,
+  defaultDataDir,
+  defaultHealthAddr,
+  defaultTokenEndpoint,
+  defaultTrustDir,
+  runtimeFiles,
+} from "../defaults.js";
+import { messageOf } from "../error-report.js";
+import { ExitCode } from "../exit-codes.js";
+import { describeProbe, healthUrl, probeHealth } from "../health-probe.js";
+import type { Io } from "../io.js";
+import { isAlive, readPidFile } from "../pid-file.js";
+import { LOCATE_FLAGS } from "./controlplane-up.js";
+
+/** The spec of `clawker controlplane status`. */
+export const CONTROLPLANE_STATUS: CommandSpec = {
+  words: ["controlplane", "status"],
+  summary: "Show whether the control plane runs, its /healthz answer and its clock skew.",
+  description:
+    "Exit 0 when /healthz answers 200; 3 when nothing runs or answers; 1 when it answers but is\n" +
+    "not ready or unhealthy. The clock is read through GetSystemTime (mTLS, no token).",
+  flags: { ...LOCATE_FLAGS, format: FORMAT_FLAG },
+  examples: [
+    "clawker controlplane status",
+    "clawker controlplane status --format json | jq .health.body.status",
+  ],
+};
+
+/** Runs `controlplane status`. */
+export async function controlplaneStatus(values: FlagValues, io: Io): Promise<number> {
+  const dataDir = str(values, "data-dir", defaultDataDir(io.env));
+  const trustDir = str(values, "trust-dir", defaultTrustDir(io.env));
+  const admin = parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text;
+  const url = healthUrl(parseAddress("health", str(values, "health", defaultHealthAddr(io.env))));
+  const { pidFile } = runtimeFiles(dataDir);
+
+  const pid = await readPidFile(pidFile);
+  const alive = pid !== undefined && isAlive(pid);
+  const health = await probeHealth(url, 2000);
+  let clock: { skewMs: number; rttMs: number } | { error: string } | undefined;
+  if (health.reachable) {
+    try {
+      const { client, skew } = await connectAdmin({
+        trustDir,
+        admin,
+        tokenEndpoint: defaultTokenEndpoint(io.env),
+        deadlineMs: 3000,
+      });
+      await client.close();
+      clock = { skewMs: Math.round(skew.skewMs), rttMs: skew.rttMs };
+    } catch (err) {
+      clock = { error: messageOf(err) };
+    }
+  }
+  const code =
+    health.httpStatus === 200 ? ExitCode.ok : health.reachable ? ExitCode.error : ExitCode.notRunning;
+  const state = code === ExitCode.ok ? "healthy" : health.reachable ? "unhealthy" : "not running";
+  if (values["format"] === "json") {
+    io.stdout.write(
+      JSON.stringify(
+        { state, process: { pidFile, pid: pid ?? null, alive }, health, admin, clock: clock ?? null },
+        null,
+        2,
+      ) + "\n",
+    );
+    return code;
+  }
+  const lines = [
+    `control plane: ${state}`,
+    `  process  ${pid === undefined ? `no pid file (${pidFile})` : `pid ${pid} ${alive ? "alive" : "not alive (stale pid file)"}`}`,
+    `  health   ${url}: ${describeProbe(health)}`,
+  ];
+  if (clock !== undefined) {
+    lines.push(
+      `  clock    ${"error" in clock ? `unknown: ${clock.error}` : `${formatSkew(clock.skewMs)} skew (rtt ${clock.rttMs} ms) via ${admin}`}`,
+    );
+  }
+  io.stdout.write(lines.join("\n") + "\n");
+  return code;
+}

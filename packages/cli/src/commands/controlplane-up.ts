@@ -1,0 +1,217 @@
+// `clawker controlplane up`: start the daemon in the background, wait for /healthz, check clocks.
+import { mkdir } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { loadTrustSet } from "@clawker/adminclient";
+import { connectAdmin, formatSkew, SKEW_FAIL_MS, SKEW_WARN_MS } from "../admin-connection.js";
+import {
+  FORMAT_FLAG,
+  optStr,
+  parseAddress,
+  parseDuration,
+  str,
+  type CommandSpec,
+  type FlagValues,
+} from "../command-spec.js";
+import { resolveDaemon, spawnDaemon, stopProcess, tailOf } from "../daemon-process.js";
+import {
+  defaultAdminAddr,
+  defaultDataDir,
+  defaultHealthAddr,
+  defaultTokenEndpoint,
+  defaultTrustDir,
+  runtimeFiles,
+} from "../defaults.js";
+import { CliError, ExitCode } from "../exit-codes.js";
+import { describeProbe, healthUrl, probeHealth, type HealthProbe } from "../health-probe.js";
+import type { Io } from "../io.js";
+import { isAlive, readPidFile, removePidFile, writePidFile } from "../pid-file.js";
+import { startProgress } from "../progress.js";
+
+/** Flags shared by the controlplane commands that locate a running daemon. */
+export const LOCATE_FLAGS = {
+  "data-dir": {
+    type: "string",
+    value: "DIR",
+    description:
+      "state dir with controlplane.pid and controlplane.log (default $CLAWKER_CP_DATA_DIR or ${XDG_STATE_HOME:-~/.local/state}/clawker/controlplane)",
+  },
+  "trust-dir": {
+    type: "string",
+    value: "DIR",
+    description:
+      "trust dir from `clawker auth init` (default $CLAWKER_CP_TRUST_DIR or ${XDG_CONFIG_HOME:-~/.config}/clawker/trust)",
+  },
+  admin: {
+    type: "string",
+    value: "HOST:PORT",
+    description: "admin gRPC address (default $CLAWKER_CP_ADMIN_ADDR or 127.0.0.1:7443)",
+  },
+  health: {
+    type: "string",
+    value: "HOST:PORT",
+    description: "/healthz address (default $CLAWKER_CP_HEALTH_ADDR or 127.0.0.1:7080)",
+  },
+} as const;
+
+/** The spec of `clawker controlplane up`. */
+export const CONTROLPLANE_UP: CommandSpec = {
+  words: ["controlplane", "up"],
+  summary: "Start the control plane daemon in the background and wait until it is healthy.",
+  description:
+    "Runs clawker-cp detached on embedded defaults (the embedded OAuth2 server, no Ory binaries),\n" +
+    "appends its output to <data-dir>/controlplane.log and records its pid in <data-dir>/controlplane.pid.\n" +
+    "Waits for /healthz to answer 200, then compares clocks through GetSystemTime (warns above 1 s of\n" +
+    "skew, fails above 30 s). --admin/--health are passed to the daemon as CLAWKER_CP_ADMIN_ADDR and\n" +
+    "CLAWKER_CP_HEALTH_ADDR; with --config, give them too if the file moves the listeners.",
+  flags: {
+    config: {
+      type: "string",
+      value: "FILE",
+      description: "daemon config file (YAML or JSON), passed as CLAWKER_CP_CONFIG",
+    },
+    ...LOCATE_FLAGS,
+    "token-endpoint": {
+      type: "string",
+      value: "URL",
+      description: "token endpoint (default https://127.0.0.1:4444/oauth2/token)",
+    },
+    daemon: {
+      type: "string",
+      value: "PATH",
+      description: "daemon executable or script (default $CLAWKER_CP_BIN or clawker-cp on PATH)",
+    },
+    timeout: { type: "string", value: "DURATION", description: "budget to become healthy (default 30s)" },
+    format: FORMAT_FLAG,
+  },
+  examples: [
+    "clawker auth init && clawker controlplane up",
+    "clawker controlplane up --timeout 60s --data-dir /tmp/cp",
+    "clawker controlplane up --config ./cp.yaml --format json",
+  ],
+};
+
+/** Runs `controlplane up`. */
+export async function controlplaneUp(values: FlagValues, io: Io): Promise<number> {
+  const dataDir = str(values, "data-dir", defaultDataDir(io.env));
+  const trustDir = str(values, "trust-dir", defaultTrustDir(io.env));
+  const admin = parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env)));
+  const health = parseAddress("health", str(values, "health", defaultHealthAddr(io.env)));
+  const tokenEndpoint = str(values, "token-endpoint", defaultTokenEndpoint(io.env));
+  const timeoutMs = parseDuration("timeout", str(values, "timeout", "30s"));
+  const config = optStr(values, "config");
+  const { pidFile, logFile } = runtimeFiles(dataDir);
+  const url = healthUrl(health);
+  const json = values["format"] === "json";
+
+  // Fail before spawning anything when the daemon could not possibly start.
+  await loadTrustSet(trustDir);
+  const daemon = resolveDaemon(optStr(values, "daemon"), io.env);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const existing = await readPidFile(pidFile);
+  if (existing !== undefined && isAlive(existing)) {
+    throw new CliError(ExitCode.exists, `the control plane is already running (pid ${existing}, ${pidFile})`);
+  }
+  if (existing !== undefined) await removePidFile(pidFile);
+  const before = await probeHealth(url, 500);
+  if (before.reachable) {
+    throw new CliError(
+      ExitCode.exists,
+      `something already answers ${url} (${describeProbe(before)}); is another control plane running?`,
+    );
+  }
+
+  const env: NodeJS.ProcessEnv = {
+    ...io.env,
+    CLAWKER_CP_DATA_DIR: dataDir,
+    CLAWKER_CP_TRUST_DIR: trustDir,
+    ...(config === undefined ? {} : { CLAWKER_CP_CONFIG: config }),
+    ...(values["admin"] === undefined ? {} : { CLAWKER_CP_ADMIN_ADDR: admin.text }),
+    ...(values["health"] === undefined ? {} : { CLAWKER_CP_HEALTH_ADDR: health.text }),
+  };
+  const started = Date.now();
+  const child = await spawnDaemon(daemon, env, logFile);
+  const pid = child.pid!;
+  await writePidFile(pidFile, pid);
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  child.once("exit", (code, signal) => (exit = { code, signal }));
+
+  const progress = startProgress(io.stderr, `waiting for ${url}`);
+  let last: HealthProbe | undefined;
+  try {
+    for (;;) {
+      last = await probeHealth(url, 1000);
+      if (last.httpStatus === 200) break;
+      if (exit !== undefined) {
+        await removePidFile(pidFile);
+        const how = exit.signal === null ? `exit code ${exit.code}` : `signal ${exit.signal}`;
+        throw new CliError(
+          ExitCode.error,
+          `the control plane exited before becoming healthy (${how}); last lines of ${logFile}:`,
+          {
+            details: (await tailOf(logFile)).map((l) => `  ${l}`),
+          },
+        );
+      }
+      if (Date.now() - started > timeoutMs) {
+        progress.update("not healthy in time: stopping it");
+        await stopProcess(pid, 5_000);
+        await removePidFile(pidFile);
+        throw new CliError(
+          ExitCode.notRunning,
+          `the control plane was not healthy within ${timeoutMs / 1000}s (last: ${describeProbe(last)}); stopped it. Last lines of ${logFile}:`,
+          { details: (await tailOf(logFile)).map((l) => `  ${l}`) },
+        );
+      }
+      progress.update(`waiting for ${url}: ${describeProbe(last)}`);
+      await sleep(200);
+    }
+  } finally {
+    progress.stop();
+  }
+  const healthyMs = Date.now() - started;
+  child.unref();
+
+  const { client, skew } = await connectAdmin({ trustDir, admin: admin.text, tokenEndpoint });
+  await client.close();
+  const absSkew = Math.abs(skew.skewMs);
+  if (absSkew > SKEW_FAIL_MS) {
+    throw new CliError(
+      ExitCode.error,
+      `clock skew with the control plane is ${formatSkew(skew.skewMs)} (limit ±${SKEW_FAIL_MS / 1000}s): fix the clock; the daemon is still running (clawker controlplane down)`,
+    );
+  }
+  if (absSkew > SKEW_WARN_MS)
+    io.stderr.write(`clawker: warning: clock skew with the control plane is ${formatSkew(skew.skewMs)}\n`);
+
+  const summary = {
+    pid,
+    admin: admin.text,
+    health: url,
+    healthStatus: last.body,
+    tokenEndpoint,
+    dataDir,
+    trustDir,
+    logFile,
+    pidFile,
+    daemon: daemon.entry,
+    healthyAfterMs: healthyMs,
+    clockSkewMs: Math.round(skew.skewMs),
+  };
+  if (json) {
+    io.stdout.write(JSON.stringify(summary, null, 2) + "\n");
+  } else {
+    io.stdout.write(
+      [
+        `control plane is up (pid ${pid}, healthy after ${(healthyMs / 1000).toFixed(1)}s)`,
+        `  admin     ${admin.text}`,
+        `  health    ${url}: ${describeProbe(last)}`,
+        `  clock     ${formatSkew(skew.skewMs)} skew`,
+        `  log       ${logFile}`,
+        `  data dir  ${dataDir}`,
+        `  trust dir ${trustDir}`,
+        "next: clawker controlplane agents",
+      ].join("\n") + "\n",
+    );
+  }
+  return ExitCode.ok;
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// clawker: the control plane CLI. All logic is in cli.ts; this only binds it to the process.
+import { run } from "./cli.js";
+
+const code = await run(process.argv.slice(2), {
+  stdout: { write: (s) => void process.stdout.write(s), isTTY: process.stdout.isTTY },
+  stderr: { write: (s) => void process.stderr.write(s), isTTY: process.stderr.isTTY },
+  env: process.env,
+});
+// Exit explicitly: a detached daemon or a lingering socket must not keep the CLI alive.
+process.exit(code);
