@@ -11,7 +11,7 @@ import {
 import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
 import type { Logger } from "pino";
 import { AuthError, statusFor, type AuthReason } from "./errors.js";
-import type { Introspector } from "./introspector.js";
+import type { IntrospectionResult, Introspector } from "./introspector.js";
 
 /** What the interceptor learned about an authorized caller; handlers read it with `authContextOf`. */
 export interface AuthContext {
@@ -40,6 +40,7 @@ const MAX_TOKEN_LENGTH = 4096;
 const BEARER = "Bearer ";
 
 const contexts = new WeakMap<Metadata, AuthContext>();
+const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
 
 /** The AuthContext of a call that passed the interceptor, by the call's metadata object. */
 export function authContextOf(metadata: Metadata): AuthContext | undefined {
@@ -67,16 +68,29 @@ export class AuthInterceptor {
    * reason maps to the wire status. Never rejects with anything else.
    */
   async authorize(path: string, metadata: Metadata): Promise<AuthContext> {
+    return this.#decide(path, metadata);
+  }
+
+  /**
+   * The decision, synchronous when no I/O is needed (public method, refusal before introspection,
+   * or a cache hit via `peek`), a promise otherwise. Throws or rejects only with AuthError.
+   */
+  #decide(path: string, metadata: Metadata): AuthContext | Promise<AuthContext> {
     const scope = this.#scopeOf(path);
     if (scope === undefined || scope === "") throw new AuthError("unmapped_method");
-    if (scope === PUBLIC_SCOPE) return { isPublic: true, clientId: "", sub: "", scopes: [] };
+    if (scope === PUBLIC_SCOPE) return PUBLIC_CONTEXT;
     const token = bearerToken(metadata);
-    let result;
-    try {
-      result = await this.#introspector.introspect(token);
-    } catch (err) {
-      throw new AuthError("introspection_failed", { cause: err });
-    }
+    const cached = this.#introspector.peek?.(token);
+    if (cached !== undefined) return this.#judge(cached, scope);
+    return this.#introspector.introspect(token).then(
+      (result) => this.#judge(result, scope),
+      (err: unknown) => {
+        throw new AuthError("introspection_failed", { cause: err });
+      },
+    );
+  }
+
+  #judge(result: IntrospectionResult, scope: string): AuthContext {
     if (!result.active) throw new AuthError("token_inactive");
     // Fail closed on a token without expiry, an expired one, or anything but an access token.
     if (result.exp === undefined || result.exp * 1000 <= this.#now()) throw new AuthError("token_inactive");
@@ -97,27 +111,35 @@ export class AuthInterceptor {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            this.authorize(path, metadata).then(
-              (ctx) => {
-                contexts.set(metadata, ctx);
-                // Handlers never see the token, so they cannot log it.
-                metadata.remove("authorization");
-                try {
-                  metadataNext(metadata);
-                } catch (err) {
-                  this.#log.error(
-                    { err, method: path, event: "auth_next_failed" },
-                    "handler failed after auth",
-                  );
-                  call.sendStatus(statusFor("internal"));
-                }
-              },
-              (err: unknown) => {
-                const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
-                this.#logRefusal(reason, path, next, err);
-                call.sendStatus(statusFor(reason));
-              },
-            );
+            const pass = (ctx: AuthContext): void => {
+              contexts.set(metadata, ctx);
+              // Handlers never see the token, so they cannot log it.
+              metadata.remove("authorization");
+              try {
+                metadataNext(metadata);
+              } catch (err) {
+                this.#log.error(
+                  { err, method: path, event: "auth_next_failed" },
+                  "handler failed after auth",
+                );
+                call.sendStatus(statusFor("internal"));
+              }
+            };
+            const refuse = (err: unknown): void => {
+              const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
+              this.#logRefusal(reason, path, next, err);
+              call.sendStatus(statusFor(reason));
+            };
+            let decision: AuthContext | Promise<AuthContext>;
+            try {
+              decision = this.#decide(path, metadata);
+            } catch (err) {
+              refuse(err);
+              return;
+            }
+            // A cache hit stays on this tick: no promise hop between metadata and handler.
+            if (decision instanceof Promise) decision.then(pass, refuse);
+            else pass(decision);
           },
         });
       },

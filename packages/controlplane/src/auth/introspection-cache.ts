@@ -65,18 +65,8 @@ export class CachingIntrospector implements Introspector {
    */
   async introspect(token: string, options: IntrospectOptions = {}): Promise<IntrospectionResult> {
     const key = tokenKey(token);
-    const now = this.#now();
-    const hit = this.#entries.get(key);
-    if (hit !== undefined) {
-      if (hit.expiresAt > now && (hit.result.exp === undefined || hit.result.exp * 1000 > now)) {
-        // Refresh recency: Map iteration order is insertion order, so re-insert at the end.
-        this.#entries.delete(key);
-        this.#entries.set(key, hit);
-        this.stats.hits++;
-        return hit.result;
-      }
-      this.#entries.delete(key);
-    }
+    const hit = this.#fresh(key);
+    if (hit !== undefined) return hit;
     this.stats.misses++;
     // The scope is part of the flight key: a server that checks scope answers differently per scope.
     const flightKey = `${key}\n${options.scope ?? ""}`;
@@ -90,6 +80,26 @@ export class CachingIntrospector implements Introspector {
       flight.then(clear, clear);
     }
     return options.signal === undefined ? flight : raceAbort(flight, options.signal);
+  }
+
+  /** The cached answer for `token` when fresh (counted as a hit), else undefined; never does I/O. */
+  peek(token: string): IntrospectionResult | undefined {
+    return this.#fresh(tokenKey(token));
+  }
+
+  #fresh(key: string): IntrospectionResult | undefined {
+    const hit = this.#entries.get(key);
+    if (hit === undefined) return undefined;
+    const now = this.#now();
+    if (hit.expiresAt > now && (hit.result.exp === undefined || hit.result.exp * 1000 > now)) {
+      // Refresh recency: Map iteration order is insertion order, so re-insert at the end.
+      this.#entries.delete(key);
+      this.#entries.set(key, hit);
+      this.stats.hits++;
+      return hit.result;
+    }
+    this.#entries.delete(key);
+    return undefined;
   }
 
   /** Drops every entry (e.g. after the auth server restarted). */

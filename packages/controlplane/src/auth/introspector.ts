@@ -26,6 +26,8 @@ export interface IntrospectOptions {
 /** Validates a bearer token; implementations are safe for concurrent use. */
 export interface Introspector {
   introspect(token: string, options?: IntrospectOptions): Promise<IntrospectionResult>;
+  /** A fresh answer available without I/O (a cache hit), else undefined; lets callers stay synchronous. */
+  peek?(token: string): IntrospectionResult | undefined;
 }
 
 /** Settings of the HTTP introspector. */
