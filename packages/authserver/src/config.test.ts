@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { isLoopbackAddress, loadConfigFile, parseConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
+
+const minimal = {
+  tls: { certFile: "/etc/cp/server.pem", keyFile: "/etc/cp/server.key" },
+  databaseFile: "/var/lib/auth/auth.db",
+  signingKeyFile: "/var/lib/auth/key.jwk",
+};
+
+function problemsOf(raw: unknown, env: NodeJS.ProcessEnv = {}): readonly string[] {
+  try {
+    parseConfig(raw, { env });
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.reason, "invalid_config");
+    return err.problems;
+  }
+  assert.fail("config was accepted");
+}
+
+test("defaults: Hydra's ports on loopback, 1 h tokens, info logs", () => {
+  const c = parseConfig(minimal, { env: {} });
+  assert.deepEqual(c.public, { host: "127.0.0.1", port: 4444 });
+  assert.deepEqual(c.admin, { host: "127.0.0.1", port: 4445 });
+  assert.equal(c.accessTokenTtlSeconds, 3600);
+  assert.equal(c.audience, "urn:clawker:controlplane");
+  assert.equal(c.logLevel, "info");
+  assert.equal(c.issuer, undefined);
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tls));
+});
+
+test("every problem is listed in one error", () => {
+  const problems = problemsOf({
+    issuer: "http://127.0.0.1:4444",
+    admin: { host: "192.0.2.10", port: 70000 },
+    tls: { certFile: "" },
+    accessTokenTtlSeconds: 0,
+    surprise: true,
+  });
+  const text = problems.join("\n");
+  for (const needle of [
+    "issuer",
+    "admin.host",
+    "admin.port",
+    "tls.certFile",
+    "tls.keyFile",
+    "databaseFile",
+    "signingKeyFile",
+    "accessTokenTtlSeconds",
+    "surprise",
+  ]) {
+    assert.match(text, new RegExp(needle.replace(".", "\\.")), `missing ${needle} in:\n${text}`);
+  }
+});
+
+test("the admin listener refuses non-loopback hosts, names included", () => {
+  for (const host of ["0.0.0.0", "::", "10.0.0.1", "192.0.2.10", "localhost", "fe80::1"]) {
+    const problems = problemsOf({ ...minimal, admin: { host } });
+    assert.ok(
+      problems.some((p) => p.startsWith("admin.host:")),
+      `${host}: ${problems.join("; ")}`,
+    );
+  }
+  for (const host of ["127.0.0.1", "127.8.9.10", "::1"]) {
+    assert.equal(parseConfig({ ...minimal, admin: { host } }, { env: {} }).admin.host, host);
+  }
+});
+
+test("issuer must be an https origin; required with a wildcard public bind", () => {
+  assert.ok(
+    problemsOf({ ...minimal, issuer: "https://a.example/hydra" }).some((p) => p.startsWith("issuer:")),
+  );
+  assert.ok(
+    problemsOf({ ...minimal, issuer: "https://a.example/?x=1" }).some((p) => p.startsWith("issuer:")),
+  );
+  assert.ok(problemsOf({ ...minimal, public: { host: "0.0.0.0" } }).some((p) => p.startsWith("issuer:")));
+  const c = parseConfig(
+    { ...minimal, issuer: "https://cp.example:4444/", public: { host: "0.0.0.0" } },
+    { env: {} },
+  );
+  assert.equal(c.issuer, "https://cp.example:4444/");
+});
+
+test("env overrides the log level, and is validated like the file", () => {
+  assert.equal(parseConfig(minimal, { env: { CLAWKER_AUTHSERVER_LOG_LEVEL: "debug" } }).logLevel, "debug");
+  assert.ok(
+    problemsOf(minimal, { CLAWKER_AUTHSERVER_LOG_LEVEL: "loud" }).some((p) => p.startsWith("logLevel:")),
+  );
+});
+
+test("loadConfigFile resolves relative paths against the file's directory and reports bad JSON", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "authserver-config-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "auth.json");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      ...minimal,
+      tls: { certFile: "tls/cert.pem", keyFile: "tls/key.pem" },
+      databaseFile: "db",
+    }),
+  );
+  const c = loadConfigFile(file, {});
+  assert.equal(c.tls.certFile, join(dir, "tls/cert.pem"));
+  assert.equal(c.databaseFile, join(dir, "db"));
+  assert.equal(c.signingKeyFile, "/var/lib/auth/key.jwk");
+
+  writeFileSync(file, "{ not json");
+  assert.throws(
+    () => loadConfigFile(file, {}),
+    (err: unknown) => err instanceof ConfigError && /JSON/.test(err.message),
+  );
+  assert.throws(() => loadConfigFile(join(dir, "missing.json"), {}), { reason: "config_unreadable" });
+});
+
+test("isLoopbackAddress", () => {
+  const cases: [string, boolean][] = [
+    ["127.0.0.1", true],
+    ["127.255.255.254", true],
+    ["::1", true],
+    ["128.0.0.1", false],
+    ["::ffff:10.0.0.1", false],
+    ["localhost", false],
+    ["", false],
+  ];
+  for (const [host, want] of cases) assert.equal(isLoopbackAddress(host), want, host);
+});

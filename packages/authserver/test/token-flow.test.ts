@@ -1,0 +1,335 @@
+// The Hydra-shaped API end to end against a real in-process server: real TLS 1.3 on 127.0.0.1:0,
+// real sqlite in a temp dir, real ES256 client assertions.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect } from "node:tls";
+import { after, before, describe, test } from "node:test";
+import { waitFor } from "../../../test/harness/wait-for.js";
+import { clientBody, makeAssertion, makeClientKey, type ClientKey } from "./fixtures/oauth.js";
+import { startServer, type RunningServer } from "./fixtures/server.js";
+
+describe("auth server (in-process)", () => {
+  let s: RunningServer;
+  let key: ClientKey;
+  const cli = "clawker-cli";
+  const agent = "clawker-agent";
+
+  before(async () => {
+    s = await startServer();
+    key = await makeClientKey();
+  });
+  after(async () => {
+    await s?.stop();
+  });
+
+  const clientsUrl = (): string => `${s.addr.adminUrl}/admin/clients`;
+  const assertion = (
+    clientId: string,
+    k: ClientKey = key,
+    extra: Partial<Parameters<typeof makeAssertion>[0]> = {},
+  ) => makeAssertion({ clientId, key: k, aud: s.addr.tokenEndpoint, ...extra });
+
+  test("register: 201 with Hydra's client JSON, then 409 for the same id; GET 200, unknown 404", async () => {
+    const created = await s.http.call(clientsUrl(), "POST", { json: clientBody(cli, "admin", key) });
+    assert.equal(created.status, 201);
+    assert.equal(created.body?.["client_id"], cli);
+    assert.equal(created.body?.["scope"], "admin");
+    assert.deepEqual(created.body?.["grant_types"], ["client_credentials"]);
+    assert.equal(created.body?.["token_endpoint_auth_method"], "private_key_jwt");
+
+    const again = await s.http.call(clientsUrl(), "POST", { json: clientBody(cli, "admin", key) });
+    assert.equal(again.status, 409);
+    assert.equal(typeof again.body?.["error"], "string");
+
+    const agentCreated = await s.http.call(clientsUrl(), "POST", {
+      json: clientBody(agent, "agent:self:register", key),
+    });
+    assert.equal(agentCreated.status, 201);
+
+    const got = await s.http.call(`${clientsUrl()}/${cli}`, "GET");
+    assert.equal(got.status, 200);
+    assert.deepEqual(got.body, created.body);
+    const missing = await s.http.call(`${clientsUrl()}/nobody`, "GET");
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body?.["error"], "not_found");
+  });
+
+  test("malformed client JSON: 400 with a precise message, nothing stored", async () => {
+    const bad = await s.http.call(clientsUrl(), "POST", {
+      json: { ...clientBody("bad-client", "admin", key), token_endpoint_auth_method: "client_secret_basic" },
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body?.["error"], "invalid_client_metadata");
+    assert.match(
+      String(bad.body?.["error_description"]),
+      /token_endpoint_auth_method: must be "private_key_jwt"/,
+    );
+    const notJson = await s.http.call(clientsUrl(), "POST", { raw: "{client_id:", type: "application/json" });
+    assert.equal(notJson.status, 400);
+    assert.match(String(notJson.body?.["error_description"]), /not valid JSON/);
+    const wrongType = await s.http.call(clientsUrl(), "POST", { raw: "client_id=x", type: "text/plain" });
+    assert.equal(wrongType.status, 400);
+    assert.equal((await s.http.call(`${clientsUrl()}/bad-client`, "GET")).status, 404);
+  });
+
+  test("token: a valid assertion gets an opaque Bearer token with the requested scope", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin");
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body?.["token_type"], "Bearer");
+    assert.equal(res.body?.["scope"], "admin");
+    assert.equal(res.body?.["expires_in"], 3600);
+    const token = String(res.body?.["access_token"]);
+    assert.equal(token.split(".").length, 1, "opaque, not a JWT");
+
+    const info = await s.http.introspect(s.addr.adminUrl, token, "admin");
+    assert.equal(info.status, 200);
+    const now = Math.floor(Date.now() / 1000);
+    assert.equal(info.body?.["active"], true);
+    assert.equal(info.body?.["scope"], "admin");
+    assert.equal(info.body?.["client_id"], cli);
+    assert.equal(info.body?.["sub"], cli);
+    assert.equal(info.body?.["token_type"], "Bearer");
+    assert.equal(info.body?.["token_use"], "access_token");
+    assert.equal(info.body?.["iss"], s.addr.issuer);
+    assert.deepEqual(info.body?.["aud"], ["urn:clawker:controlplane"]);
+    const exp = Number(info.body?.["exp"]);
+    const iat = Number(info.body?.["iat"]);
+    assert.ok(
+      Math.abs(exp - (now + 3600)) <= 5 && Math.abs(iat - now) <= 5,
+      `iat ${iat} exp ${exp} now ${now}`,
+    );
+  });
+
+  test("introspect: inactive for a scope not granted, an unknown token, an empty token; 400 for an empty body", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin");
+    const token = String(res.body?.["access_token"]);
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "agent:self:register")).body, {
+      active: false,
+    });
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "admin agent:self:register")).body, {
+      active: false,
+    });
+    assert.equal((await s.http.introspect(s.addr.adminUrl, token)).body?.["active"], true, "no scope asked");
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, "x".repeat(43), "admin")).body, {
+      active: false,
+    });
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, "")).body, { active: false });
+    const empty = await s.http.call(`${s.addr.adminUrl}/admin/oauth2/introspect`, "POST", {
+      raw: "",
+      type: "application/x-www-form-urlencoded",
+    });
+    assert.equal(empty.status, 400);
+    assert.equal(empty.body?.["error"], "invalid_request");
+  });
+
+  test("a token requested without scope carries none and fails any scope check", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli));
+    assert.equal(res.status, 200);
+    assert.equal(res.body?.["scope"], undefined);
+    const token = String(res.body?.["access_token"]);
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "admin")).body, { active: false });
+  });
+
+  test("replay: the same assertion is refused the second time", async () => {
+    const a = await assertion(cli);
+    assert.equal((await s.http.token(s.addr.tokenEndpoint, a, "admin")).status, 200);
+    const replay = await s.http.token(s.addr.tokenEndpoint, a, "admin");
+    assert.equal(replay.status, 401);
+    assert.equal(replay.body?.["error"], "invalid_client");
+  });
+
+  test("replay: two concurrent uses of one assertion, exactly one wins", async () => {
+    const a = await assertion(cli);
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () => s.http.token(s.addr.tokenEndpoint, a, "admin")),
+    );
+    assert.deepEqual(results.map((r) => r.status).sort(), [200, 401, 401, 401, 401, 401]);
+  });
+
+  test("wrong audience is refused: the issuer, another URL, the admin URL", async () => {
+    for (const aud of [
+      s.addr.issuer,
+      "https://elsewhere.example/oauth2/token",
+      `${s.addr.adminUrl}/oauth2/token`,
+    ]) {
+      const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli, key, { aud }), "admin");
+      assert.equal(res.status, 401, aud);
+      assert.equal(res.body?.["error"], "invalid_client", aud);
+    }
+  });
+
+  test("wrong key is refused", async () => {
+    const other = await makeClientKey();
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli, other), "admin");
+    assert.equal(res.status, 401);
+    assert.equal(res.body?.["error"], "invalid_client");
+  });
+
+  test("expired assertion is refused", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const res = await s.http.token(
+      s.addr.tokenEndpoint,
+      await assertion(cli, key, { iat: now - 600, exp: now - 60 }),
+      "admin",
+    );
+    assert.equal(res.status, 401);
+    assert.equal(res.body?.["error"], "invalid_client");
+  });
+
+  test("assertion for an unknown client, or iss != client, is refused", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion("nobody"), "admin");
+    assert.equal(res.status, 401);
+    assert.equal(res.body?.["error"], "invalid_client");
+  });
+
+  test("scope beyond the client's registration is refused with invalid_scope", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(agent), "admin");
+    assert.equal(res.status, 400);
+    assert.equal(res.body?.["error"], "invalid_scope");
+    assert.match(String(res.body?.["error_description"]), /'admin'/);
+    const mixed = await s.http.token(
+      s.addr.tokenEndpoint,
+      await assertion(agent),
+      "agent:self:register admin",
+    );
+    assert.equal(mixed.status, 400);
+    const ok = await s.http.token(s.addr.tokenEndpoint, await assertion(agent), "agent:self:register");
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body?.["scope"], "agent:self:register");
+  });
+
+  test("another resource indicator is refused with invalid_target", async () => {
+    const res = await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin", {
+      resource: "https://other.example/",
+    });
+    assert.equal(res.status, 400);
+    assert.equal(res.body?.["error"], "invalid_target");
+  });
+
+  test("no eviction: after more than 1000 tokens (and as many replay records) the first is still active", async () => {
+    const first = await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin");
+    const firstToken = String(first.body?.["access_token"]);
+    const total = 1050;
+    const workers = 8;
+    let issued = 0;
+    await Promise.all(
+      Array.from({ length: workers }, async () => {
+        while (issued < total) {
+          issued++;
+          const r = await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin");
+          assert.equal(r.status, 200);
+        }
+      }),
+    );
+    const info = await s.http.introspect(s.addr.adminUrl, firstToken, "admin");
+    assert.equal(info.body?.["active"], true);
+  });
+
+  test("discovery and JWKS at Hydra's paths; other paths 404", async () => {
+    const d = await s.http.call(`${s.addr.publicUrl}/.well-known/openid-configuration`, "GET");
+    assert.equal(d.status, 200);
+    assert.equal(d.body?.["issuer"], s.addr.issuer);
+    assert.equal(d.body?.["token_endpoint"], s.addr.tokenEndpoint);
+    assert.equal(d.body?.["jwks_uri"], `${s.addr.publicUrl}/.well-known/jwks.json`);
+    const jwks = await s.http.call(`${s.addr.publicUrl}/.well-known/jwks.json`, "GET");
+    assert.equal(jwks.status, 200);
+    const keys = jwks.body?.["keys"] as Record<string, unknown>[];
+    assert.equal(keys.length, 1);
+    assert.equal(keys[0]?.["crv"], "P-256");
+    assert.equal(keys[0]?.["d"], undefined, "no private part published");
+    for (const path of ["/auth", "/me", "/token/introspection", "/admin/clients"]) {
+      assert.equal((await s.http.call(`${s.addr.publicUrl}${path}`, "GET")).status, 404, path);
+    }
+  });
+
+  test("health on both listeners", async () => {
+    for (const base of [s.addr.publicUrl, s.addr.adminUrl]) {
+      for (const path of ["/health/alive", "/health/ready"]) {
+        const r = await s.http.call(`${base}${path}`, "GET");
+        assert.equal(r.status, 200, `${base}${path}`);
+        assert.deepEqual(r.body, { status: "ok" });
+      }
+    }
+  });
+
+  test("a TLS 1.2 client is refused on both listeners", async () => {
+    for (const base of [s.addr.publicUrl, s.addr.adminUrl]) {
+      const url = new URL(base);
+      const outcome = await new Promise<string>((resolve) => {
+        const sock = connect({
+          host: url.hostname,
+          port: Number(url.port),
+          ca: s.tls.caPem,
+          minVersion: "TLSv1.2",
+          maxVersion: "TLSv1.2",
+          servername: "localhost",
+        });
+        sock.once("secureConnect", () => {
+          sock.destroy();
+          resolve("connected");
+        });
+        sock.once("error", (err: Error) => resolve(`error: ${err.message}`));
+      });
+      assert.match(outcome, /^error: .*(version|protocol)/i, base);
+    }
+    // And TLS 1.3 with the same CA works (the refusal is about the version, not trust).
+    const ok = await s.http.call(`${s.addr.publicUrl}/health/alive`, "GET");
+    assert.equal(ok.status, 200);
+  });
+
+  test("DELETE a client: 204, then 404; its tokens go inactive and new token requests fail", async () => {
+    const id = `doomed-${randomUUID().slice(0, 8)}`;
+    assert.equal(
+      (await s.http.call(clientsUrl(), "POST", { json: clientBody(id, "admin", key) })).status,
+      201,
+    );
+    const t = await s.http.token(s.addr.tokenEndpoint, await assertion(id), "admin");
+    assert.equal(t.status, 200);
+    const token = String(t.body?.["access_token"]);
+    assert.equal((await s.http.introspect(s.addr.adminUrl, token, "admin")).body?.["active"], true);
+
+    const del = await s.http.call(`${clientsUrl()}/${id}`, "DELETE");
+    assert.equal(del.status, 204);
+    assert.equal(del.body, undefined);
+    assert.equal((await s.http.call(`${clientsUrl()}/${id}`, "DELETE")).status, 404);
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "admin")).body, { active: false });
+    const after = await s.http.token(s.addr.tokenEndpoint, await assertion(id), "admin");
+    assert.equal(after.status, 401);
+    assert.equal(after.body?.["error"], "invalid_client");
+  });
+});
+
+describe("auth server with a 2 s token lifetime", () => {
+  let s: RunningServer;
+  before(async () => {
+    s = await startServer({ accessTokenTtlSeconds: 2 });
+  });
+  after(async () => {
+    await s?.stop();
+  });
+
+  test("an expired token introspects inactive", async () => {
+    const key = await makeClientKey();
+    assert.equal(
+      (
+        await s.http.call(`${s.addr.adminUrl}/admin/clients`, "POST", {
+          json: clientBody("short", "admin", key),
+        })
+      ).status,
+      201,
+    );
+    const res = await s.http.token(
+      s.addr.tokenEndpoint,
+      await makeAssertion({ clientId: "short", key, aud: s.addr.tokenEndpoint }),
+      "admin",
+    );
+    assert.equal(res.body?.["expires_in"], 2);
+    const token = String(res.body?.["access_token"]);
+    assert.equal((await s.http.introspect(s.addr.adminUrl, token, "admin")).body?.["active"], true);
+    await waitFor(
+      async () => (await s.http.introspect(s.addr.adminUrl, token, "admin")).body?.["active"] === false,
+      { timeoutMs: 6000, intervalMs: 50, what: "the 2 s token to turn inactive" },
+    );
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "admin")).body, { active: false });
+  });
+});
