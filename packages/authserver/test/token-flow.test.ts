@@ -17,6 +17,15 @@ describe("auth server (in-process)", () => {
   before(async () => {
     s = await startServer();
     key = await makeClientKey();
+    for (const [id, scope] of [
+      [cli, "admin"],
+      [agent, "agent:self:register"],
+    ] as const) {
+      const r = await s.http.call(`${s.addr.adminUrl}/admin/clients`, "POST", {
+        json: clientBody(id, scope, key),
+      });
+      assert.equal(r.status, 201, `register ${id}`);
+    }
   });
   after(async () => {
     await s?.stop();
@@ -30,25 +39,23 @@ describe("auth server (in-process)", () => {
   ) => makeAssertion({ clientId, key: k, aud: s.addr.tokenEndpoint, ...extra });
 
   test("register: 201 with Hydra's client JSON, then 409 for the same id; GET 200, unknown 404", async () => {
-    const created = await s.http.call(clientsUrl(), "POST", { json: clientBody(cli, "admin", key) });
+    const id = "registration-test";
+    const created = await s.http.call(clientsUrl(), "POST", { json: clientBody(id, "admin other", key) });
     assert.equal(created.status, 201);
-    assert.equal(created.body?.["client_id"], cli);
-    assert.equal(created.body?.["scope"], "admin");
+    assert.equal(created.body?.["client_id"], id);
+    assert.equal(created.body?.["scope"], "admin other");
     assert.deepEqual(created.body?.["grant_types"], ["client_credentials"]);
     assert.equal(created.body?.["token_endpoint_auth_method"], "private_key_jwt");
+    assert.equal(created.body?.["token_endpoint_auth_signing_alg"], "ES256");
+    assert.deepEqual(created.body?.["jwks"], { keys: [key.publicJwk] });
 
-    const again = await s.http.call(clientsUrl(), "POST", { json: clientBody(cli, "admin", key) });
+    const again = await s.http.call(clientsUrl(), "POST", { json: clientBody(id, "admin", key) });
     assert.equal(again.status, 409);
     assert.equal(typeof again.body?.["error"], "string");
 
-    const agentCreated = await s.http.call(clientsUrl(), "POST", {
-      json: clientBody(agent, "agent:self:register", key),
-    });
-    assert.equal(agentCreated.status, 201);
-
-    const got = await s.http.call(`${clientsUrl()}/${cli}`, "GET");
+    const got = await s.http.call(`${clientsUrl()}/${id}`, "GET");
     assert.equal(got.status, 200);
-    assert.deepEqual(got.body, created.body);
+    assert.deepEqual(got.body, created.body, "the 409 changed nothing");
     const missing = await s.http.call(`${clientsUrl()}/nobody`, "GET");
     assert.equal(missing.status, 404);
     assert.equal(missing.body?.["error"], "not_found");
