@@ -17,7 +17,7 @@ export {
   REPO_ROOT,
 } from "./images.js";
 export type { ImportResult, NodeImageOptions } from "./images.js";
-export { treeEntries, type RootfsEntry } from "./rootfs-tar.js";
+export { treeEntries, type RootfsEntry, type TreeOptions } from "./rootfs-tar.js";
 export { runContainer, demux } from "./containers.js";
 export type { RunContainerOptions, RunContainerResult } from "./containers.js";
 export { mintTestTrust, useTestTrust, type TestTrust } from "./trust.js";

@@ -72,4 +72,9 @@ void test("treeEntries copies a directory tree with its symlinks", async (t) => 
       ["symlink", "/app/main.js", "lib/a.js"],
     ],
   );
+  const filtered = await treeEntries(join(dir, "pkg"), "/app", { filter: (rel) => rel !== "lib" });
+  assert.deepEqual(
+    filtered.map((e) => e.path),
+    ["/app", "/app/main.js"],
+  );
 });

@@ -109,21 +109,45 @@ export async function* tarStream(resolved: readonly Resolved[]): AsyncGenerator<
   yield Buffer.alloc(1024);
 }
 
+/** Options for treeEntries. */
+export interface TreeOptions {
+  /** Keep a path (relative to the tree's root, `/`-separated) or drop it, with its subtree. */
+  readonly filter?: (relativePath: string) => boolean;
+}
+
 /**
  * Entries for a host directory tree copied to `imageDir`: files (mode kept), directories and
  * symlinks (kept as symlinks, so relative links inside the tree stay valid).
  */
-export async function treeEntries(hostDir: string, imageDir: string): Promise<RootfsEntry[]> {
+export async function treeEntries(
+  hostDir: string,
+  imageDir: string,
+  options: TreeOptions = {},
+): Promise<RootfsEntry[]> {
   const out: RootfsEntry[] = [{ kind: "dir", path: imageDir, mode: (await stat(hostDir)).mode & 0o7777 }];
+  await walk(hostDir, imageDir, "", options.filter, out);
+  return out;
+}
+
+async function walk(
+  hostDir: string,
+  imageDir: string,
+  relative: string,
+  filter: TreeOptions["filter"],
+  out: RootfsEntry[],
+): Promise<void> {
   for (const name of (await readdir(hostDir)).sort()) {
+    const rel = relative === "" ? name : `${relative}/${name}`;
+    if (filter !== undefined && !filter(rel)) continue;
     const host = join(hostDir, name);
     const inImage = posix.join(imageDir, name);
     const st = await lstat(host);
     if (st.isSymbolicLink()) out.push({ kind: "symlink", path: inImage, target: await readlink(host) });
-    else if (st.isDirectory()) out.push(...(await treeEntries(host, inImage)));
-    else if (st.isFile()) out.push({ kind: "file", path: inImage, source: host, mode: st.mode & 0o7777 });
+    else if (st.isDirectory()) {
+      out.push({ kind: "dir", path: inImage, mode: st.mode & 0o7777 });
+      await walk(host, inImage, rel, filter, out);
+    } else if (st.isFile()) out.push({ kind: "file", path: inImage, source: host, mode: st.mode & 0o7777 });
   }
-  return out;
 }
 
 function* header(
