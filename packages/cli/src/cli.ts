@@ -25,6 +25,14 @@ export const COMMANDS: readonly Command[] = [
   { spec: CONTROLPLANE_AGENTS, run: controlplaneAgents },
 ];
 
+const OVERVIEW_EXAMPLES = [
+  "clawker auth init",
+  "clawker controlplane up",
+  "clawker controlplane status --format json",
+  "clawker controlplane agents",
+  "clawker controlplane down",
+];
+
 /** The top-level help, or a group's (`clawker controlplane --help`). */
 export function overviewHelp(group?: string): string {
   const cmds = COMMANDS.filter((c) => group === undefined || c.spec.words[0] === group);
@@ -40,11 +48,7 @@ export function overviewHelp(group?: string): string {
     "Run `clawker <command> --help` for a command's flags and examples.",
     "",
     "examples:",
-    "  clawker auth init",
-    "  clawker controlplane up",
-    "  clawker controlplane status --format json",
-    "  clawker controlplane agents",
-    "  clawker controlplane down",
+    ...(group === undefined ? OVERVIEW_EXAMPLES : cmds.map((c) => c.spec.examples[0]!)).map((e) => `  ${e}`),
     "",
     EXIT_CODES_HELP,
     "",

@@ -61,7 +61,8 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): FlagValu
   if (parsed.positionals.length > 0 && parsed.values["help"] !== true) {
     throw new CliError(ExitCode.usage, `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
   }
-  const values = parsed.values as FlagValues;
+  // parseArgs returns a null-prototype object; copy it into a plain one.
+  const values: FlagValues = { ...(parsed.values as FlagValues) };
   const format = values["format"];
   if (format !== undefined && format !== "text" && format !== "json") {
     throw new CliError(ExitCode.usage, `--format must be text or json, got ${JSON.stringify(format)}`);

@@ -84,8 +84,8 @@ export const CONTROLPLANE_UP: CommandSpec = {
     format: FORMAT_FLAG,
   },
   examples: [
-    "clawker auth init && clawker controlplane up",
-    "clawker controlplane up --timeout 60s --data-dir /tmp/cp",
+    "clawker controlplane up",
+    "clawker auth init && clawker controlplane up --timeout 60s --data-dir /tmp/cp",
     "clawker controlplane up --config ./cp.yaml --format json",
   ],
 };
