@@ -49,7 +49,8 @@ export async function findLeftovers(ref: RunRef): Promise<Leftovers> {
       // Zombies have an empty cmdline and no ns links: they hold no resources, so they do not count.
       const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0").join(" ").trim();
       if (cmdline === "") continue;
-      const inDir = ref.dir !== undefined && cmdline.includes(ref.dir);
+      // dockerd, containerd and shims all name paths inside the dir (--data-root, -address ...).
+      const inDir = ref.dir !== undefined && cmdline.includes(ref.dir + "/");
       const inNetns = netnsLink !== undefined && (await readlink(`/proc/${pid}/ns/net`)) === netnsLink;
       if (inDir || inNetns) processes.push({ pid, command: cmdline.slice(0, 300) });
     } catch {
