@@ -23,7 +23,7 @@ import {
   withRecovery,
 } from "../packages/controlplane/src/auth/index.js";
 import { startFakeIntrospectionServer } from "../test/fakes/fake-introspection-server.js";
-import { mintTestPki, type TestPki } from "../test/fakes/openssl-pki.js";
+import { mintTestTrust, type TestTrust } from "../test/harness/trust.js";
 import { summarise, type Benchmark, type BenchContext, type Figure } from "./lib.js";
 
 tls.DEFAULT_MIN_VERSION = "TLSv1.3";
@@ -82,7 +82,7 @@ async function throughput(n: number, concurrency: number, fn: () => Promise<unkn
 }
 
 async function startGrpc(
-  pki: TestPki,
+  pki: TestTrust,
   interceptors: ServerInterceptor[],
 ): Promise<{ port: number; server: Server }> {
   const impl = {
@@ -92,8 +92,13 @@ async function startGrpc(
   const full = Object.fromEntries(Object.keys(admin.AdminServiceService).map((k) => [k, impl.listAgents]));
   server.addService(admin.AdminServiceService, withRecovery(admin.AdminServiceService, full, log));
   const creds = ServerCredentials.createSsl(
-    Buffer.from(pki.caPem),
-    [{ cert_chain: Buffer.from(pki.serverCertPem), private_key: Buffer.from(pki.serverKeyPem) }],
+    Buffer.from(pki.set.ca.certPem),
+    [
+      {
+        cert_chain: Buffer.from(pki.set.controlPlaneServer.certPem),
+        private_key: Buffer.from(pki.set.controlPlaneServer.keyPem),
+      },
+    ],
     true,
   );
   const port = await new Promise<number>((resolve, reject) =>
@@ -103,16 +108,16 @@ async function startGrpc(
 }
 
 function listAgentsCaller(
-  pki: TestPki,
+  pki: TestTrust,
   port: number,
   metadata: Metadata,
 ): { call: () => Promise<void>; close: () => void } {
   const client = new admin.AdminServiceClient(
     `127.0.0.1:${port}`,
     credentials.createSsl(
-      Buffer.from(pki.caPem),
-      Buffer.from(pki.clientKeyPem),
-      Buffer.from(pki.clientCertPem),
+      Buffer.from(pki.set.ca.certPem),
+      Buffer.from(pki.set.cli.keyPem),
+      Buffer.from(pki.set.cli.certPem),
     ),
   );
   return {
@@ -127,8 +132,11 @@ function listAgentsCaller(
 const bench: Benchmark = {
   name: "auth",
   async run(ctx: BenchContext): Promise<Figure[]> {
-    const pki = mintTestPki();
-    const fake = await startFakeIntrospectionServer({ cert: pki.serverCertPem, key: pki.serverKeyPem });
+    const pki = await mintTestTrust();
+    const fake = await startFakeIntrospectionServer({
+      cert: pki.set.controlPlaneServer.certPem,
+      key: pki.set.controlPlaneServer.keyPem,
+    });
     fake.tokens.set("bench-token", {
       active: true,
       scope: "admin",
@@ -137,7 +145,7 @@ const bench: Benchmark = {
       exp: Math.floor(Date.now() / 1000) + 3600,
       token_use: "access_token",
     });
-    const http = new HttpIntrospector({ adminUrl: fake.url, ca: pki.caPem });
+    const http = new HttpIntrospector({ adminUrl: fake.url, ca: pki.set.ca.certPem });
     const cache = new CachingIntrospector(http, { maxTtlMs: 60_000 });
     const gate = new ReadyGate();
     gate.setReady();
@@ -200,7 +208,7 @@ const bench: Benchmark = {
       authed.server.forceShutdown();
       await http.close();
       await fake.close();
-      pki.cleanup();
+      await pki.close();
     }
     const overhead = samples.authed.map((a, i) => a - samples.bare[i]!);
     return [

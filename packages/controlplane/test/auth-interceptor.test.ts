@@ -31,7 +31,7 @@ import {
   startFakeIntrospectionServer,
   type FakeIntrospectionServer,
 } from "../../../test/fakes/fake-introspection-server.js";
-import { mintTestPki, type TestPki } from "../../../test/fakes/openssl-pki.js";
+import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
 tls.DEFAULT_MIN_VERSION = "TLSv1.3";
 
@@ -41,7 +41,7 @@ const unmappedService = {
   notInTheScopeMap: { ...admin.AdminServiceService.listAgents, path: UNMAPPED_PATH },
 };
 
-let pki: TestPki;
+let pki: TestTrust;
 let fake: FakeIntrospectionServer;
 const logLines: string[] = [];
 const log = pino(
@@ -95,7 +95,7 @@ async function startListener(options: {
 }): Promise<Listener> {
   const http = new HttpIntrospector({
     adminUrl: options.introspectUrl,
-    ca: pki.caPem,
+    ca: pki.set.ca.certPem,
     timeoutMs: options.timeoutMs ?? 1000,
   });
   const introspector = new CachingIntrospector(http);
@@ -125,8 +125,13 @@ async function startListener(options: {
     });
   }
   const creds = ServerCredentials.createSsl(
-    Buffer.from(pki.caPem),
-    [{ cert_chain: Buffer.from(pki.serverCertPem), private_key: Buffer.from(pki.serverKeyPem) }],
+    Buffer.from(pki.set.ca.certPem),
+    [
+      {
+        cert_chain: Buffer.from(pki.set.controlPlaneServer.certPem),
+        private_key: Buffer.from(pki.set.controlPlaneServer.keyPem),
+      },
+    ],
     true,
   );
   const port = await new Promise<number>((resolve, reject) =>
@@ -153,9 +158,9 @@ function clientFor(port: number, kind: "admin" | "agent" | "unmapped" = "admin")
         ? agent.AgentServiceClient
         : makeGenericClientConstructor(unmappedService, "Unmapped");
   const creds = credentials.createSsl(
-    Buffer.from(pki.caPem),
-    Buffer.from(pki.clientKeyPem),
-    Buffer.from(pki.clientCertPem),
+    Buffer.from(pki.set.ca.certPem),
+    Buffer.from(pki.set.cli.keyPem),
+    Buffer.from(pki.set.cli.certPem),
   );
   return new ctor(`127.0.0.1:${port}`, creds) as unknown as AnyClient;
 }
@@ -199,8 +204,11 @@ function stream(
 }
 
 before(async () => {
-  pki = mintTestPki();
-  fake = await startFakeIntrospectionServer({ cert: pki.serverCertPem, key: pki.serverKeyPem });
+  pki = await mintTestTrust();
+  fake = await startFakeIntrospectionServer({
+    cert: pki.set.controlPlaneServer.certPem,
+    key: pki.set.controlPlaneServer.keyPem,
+  });
   const exp = nowS() + 3600;
   fake.tokens.set("admin-token", {
     active: true,
@@ -258,10 +266,10 @@ before(async () => {
 
 after(async () => {
   await fake.close();
-  pki.cleanup();
+  await pki.close();
 });
 
-const UNAUTH_TEXTS = new Set([
+const UNAUTH_TEXTS = new Set<string>([
   reasonMessage.missing_token,
   reasonMessage.token_inactive,
   reasonMessage.introspection_failed,
@@ -334,7 +342,7 @@ void describe("AuthInterceptor on the admin listener", () => {
   });
 
   void test("two authorization values: only the first counts (checked on the Metadata itself)", async (t) => {
-    const http = new HttpIntrospector({ adminUrl: fake.url, ca: pki.caPem });
+    const http = new HttpIntrospector({ adminUrl: fake.url, ca: pki.set.ca.certPem });
     t.after(() => http.close());
     const auth = new AuthInterceptor({ introspector: new CachingIntrospector(http), log });
     const path = admin.AdminServiceService.listAgents.path;
@@ -441,7 +449,10 @@ void describe("introspection endpoint down or slow", () => {
   });
 
   void test("slow endpoint: UNAUTHENTICATED at the introspection timeout, server keeps serving", async (t) => {
-    const slow = await startFakeIntrospectionServer({ cert: pki.serverCertPem, key: pki.serverKeyPem });
+    const slow = await startFakeIntrospectionServer({
+      cert: pki.set.controlPlaneServer.certPem,
+      key: pki.set.controlPlaneServer.keyPem,
+    });
     slow.delayMs = 5000;
     slow.tokens.set("admin-token", fake.tokens.get("admin-token")!);
     const l = await startListener({ introspectUrl: slow.url, timeoutMs: 300 });

@@ -19,19 +19,22 @@ import {
   startFakeIntrospectionServer,
   type FakeIntrospectionServer,
 } from "../../../test/fakes/fake-introspection-server.js";
-import { mintTestPki, type TestPki } from "../../../test/fakes/openssl-pki.js";
+import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
 const nowS = (): number => Math.floor(Date.now() / 1000);
 const ADMIN_PATH = admin.AdminServiceService.listAgents.path;
 const REGISTER_PATH = agent.AgentServiceService.register.path;
 
-let pki: TestPki;
+let pki: TestTrust;
 let fake: FakeIntrospectionServer;
 const closers: (() => Promise<void>)[] = [];
 
 before(async () => {
-  pki = mintTestPki();
-  fake = await startFakeIntrospectionServer({ cert: pki.serverCertPem, key: pki.serverKeyPem });
+  pki = await mintTestTrust();
+  fake = await startFakeIntrospectionServer({
+    cert: pki.set.controlPlaneServer.certPem,
+    key: pki.set.controlPlaneServer.keyPem,
+  });
   fake.tokens.set("good", {
     active: true,
     scope: "admin",
@@ -44,13 +47,18 @@ before(async () => {
 after(async () => {
   for (const c of closers) await c();
   await fake.close();
-  pki.cleanup();
+  await pki.close();
 });
 
 function introspector(
   overrides: { adminUrl?: string; timeoutMs?: number; ca?: string } = {},
 ): HttpIntrospector {
-  const i = new HttpIntrospector({ adminUrl: fake.url, ca: pki.caPem, timeoutMs: 1000, ...overrides });
+  const i = new HttpIntrospector({
+    adminUrl: fake.url,
+    ca: pki.set.ca.certPem,
+    timeoutMs: 1000,
+    ...overrides,
+  });
   closers.push(() => i.close());
   return i;
 }
@@ -108,15 +116,15 @@ void describe("HttpIntrospector", () => {
   });
 
   void test("a server certificate from another CA is refused (`unavailable`)", async () => {
-    const other = mintTestPki();
+    const other = await mintTestTrust();
     try {
-      const i = introspector({ ca: other.caPem });
+      const i = introspector({ ca: other.set.ca.certPem });
       await assert.rejects(
         i.introspect("good"),
         (e: unknown) => e instanceof IntrospectionError && e.reason === "unavailable",
       );
     } finally {
-      other.cleanup();
+      await other.close();
     }
   });
 });

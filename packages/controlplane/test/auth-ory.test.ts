@@ -35,28 +35,28 @@ import {
   type OrySettings,
 } from "../src/auth/index.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import { mintTestPki, type TestPki } from "../../../test/fakes/openssl-pki.js";
+import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
 const repoRoot = resolve(import.meta.dirname, "../../..");
 let dir: string;
-let pki: TestPki;
+let pki: TestTrust;
 let validator: OrySchemaValidator;
 
-before(() => {
+before(async () => {
   dir = mkdtempSync(join(tmpdir(), "clawker-ory-"));
-  pki = mintTestPki();
+  pki = await mintTestTrust();
   validator = OrySchemaValidator.load();
 });
-after(() => {
+after(async () => {
   rmSync(dir, { recursive: true, force: true });
-  pki.cleanup();
+  await pki.close();
 });
 
 function settings(extra: Partial<Parameters<typeof parseOrySettings>[0]> = {}): OrySettings {
   return parseOrySettings({
     configDir: join(dir, "ory"),
     secretFile: join(dir, "secret"),
-    tls: { certFile: pki.files.serverCert, keyFile: pki.files.serverKey },
+    tls: { certFile: pki.paths.controlPlaneServerCert, keyFile: pki.paths.controlPlaneServerKey },
     ...extra,
   });
 }
@@ -213,7 +213,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     const configs = buildOryConfigs(s, loadOrCreateSystemSecret(join(dir, "secret-run")));
     for (const svc of ["hydra", "kratos", "oathkeeper"] as const) validator.validate(svc, configs[svc]);
     files = writeOryConfigs(s, configs);
-    http = new Agent({ connect: { ca: pki.caPem } });
+    http = new Agent({ connect: { ca: pki.set.ca.certPem } });
     const fakes = { hydra: "fake-hydra.ts", kratos: "fake-kratos.ts", oathkeeper: "fake-oathkeeper.ts" };
     for (const cmd of oryCommands(s, files)) {
       // The real binaries' argv, handed to the fake of the same name.
@@ -255,7 +255,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
   void test("clients are created (201), then found existing (409): both succeed", async () => {
     const { publicKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k1" };
-    const opts = { adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem };
+    const opts = { adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem };
     const first = await registerClients(clawkerClients({ keys: [jwk] }), opts);
     assert.deepEqual(
       [...first.entries()],
@@ -282,7 +282,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
         { clientId: "broken", scope: "admin", jwks: { keys: "not-a-key-list" } as unknown as { keys: [] } },
         {
           adminUrl: oryUrls(s).hydraAdmin,
-          ca: pki.caPem,
+          ca: pki.set.ca.certPem,
           budgetMs: 5000,
         },
       ),
@@ -297,7 +297,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     await assert.rejects(
       registerClient(clawkerClients({ keys: [] })[0]!, {
         adminUrl: `https://127.0.0.1:${dead}`,
-        ca: pki.caPem,
+        ca: pki.set.ca.certPem,
         budgetMs: 400,
         initialBackoffMs: 50,
       }),
@@ -309,7 +309,10 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k2" };
     const spec = { clientId: "clawker-test-client", scope: "admin", jwks: { keys: [jwk] } };
-    assert.equal(await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem }), "created");
+    assert.equal(
+      await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem }),
+      "created",
+    );
     const tokenUrl = `${oryUrls(s).hydraPublic}/oauth2/token`;
     const assertion = await new SignJWT({})
       .setProtectedHeader({ alg: "ES256", kid: "k2" })
@@ -333,7 +336,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     });
     const token = (await res.body.json()) as { access_token: string };
     assert.equal(res.statusCode, 200);
-    const introspector = new HttpIntrospector({ adminUrl: oryUrls(s).hydraAdmin, ca: pki.caPem });
+    const introspector = new HttpIntrospector({ adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem });
     try {
       const r = await introspector.introspect(token.access_token);
       assert.deepEqual(
