@@ -134,7 +134,11 @@ export class PrivateDocker {
       closeSync(logFd);
     }
     const child = this.#child;
-    this.#exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    this.#exited = new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      // spawn failures (nsenter missing) arrive as "error" without "exit".
+      child.once("error", () => resolve());
+    });
     // Last resort if the test process dies without close(): dockerd must not outlive it.
     process.once("exit", this.#killOnExit);
 
