@@ -163,23 +163,30 @@ fallback:
 }
 
 /* Finds the enrolled config for the calling task: bypass on any ancestor wins; otherwise the
- * deepest cgroup with a config. Returns NULL when not enrolled. */
+ * deepest cgroup with a config. Returns NULL when not enrolled. Walks from level 1 (the root is
+ * never enrolled) down to the task's own cgroup, where the next level reads as 0. */
 static __always_inline struct cg_config *find_config(int *bypassed)
 {
 	struct cg_config *found = NULL;
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
+	/* The manager raises bypass_count after adding an entry and lowers it after removing one,
+	 * so a stale zero can only mean "not bypassed yet": fail closed. */
+	int any_bypass = !s || s->bypass_count;
 
 	*bypassed = 0;
-	for (int lvl = CLAWKER_MAX_ANCESTORS - 1; lvl >= 0; lvl--) {
+	for (int lvl = 1; lvl < CLAWKER_MAX_ANCESTORS; lvl++) {
 		__u64 id = bpf_get_current_ancestor_cgroup_id(lvl);
 
 		if (!id)
-			continue;
-		if (bpf_map_lookup_elem(&bypass, &id)) {
+			break;
+		if (any_bypass && bpf_map_lookup_elem(&bypass, &id)) {
 			*bypassed = 1;
 			return NULL;
 		}
-		if (!found)
-			found = bpf_map_lookup_elem(&containers, &id);
+		struct cg_config *c = bpf_map_lookup_elem(&containers, &id);
+		if (c)
+			found = c;
 	}
 	return found;
 }

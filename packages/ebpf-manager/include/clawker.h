@@ -49,6 +49,8 @@ struct route_val {
 struct settings {
 	__u32 route_gen;      /* active route generation (0 or 1) */
 	__u32 events_per_sec; /* per-cgroup event rate limit (0 = no events) */
+	__u32 bypass_count;   /* entries in the bypass map; 0 lets programs skip its lookups */
+	__u32 pad;
 };
 
 /* Per-socket original destination (socket storage). */
@@ -134,7 +136,7 @@ _Static_assert(sizeof(struct cg_config) == 32, "cg_config size");
 _Static_assert(sizeof(struct dns_entry) == 48, "dns_entry size");
 _Static_assert(sizeof(struct route_key) == 8, "route_key size");
 _Static_assert(sizeof(struct route_val) == 4, "route_val size");
-_Static_assert(sizeof(struct settings) == 8, "settings size");
+_Static_assert(sizeof(struct settings) == 16, "settings size");
 _Static_assert(sizeof(struct orig_dst) == 16, "orig_dst size");
 _Static_assert(sizeof(struct tuple_key) == 12, "tuple_key size");
 _Static_assert(sizeof(struct cg_counters) == 64, "cg_counters size");

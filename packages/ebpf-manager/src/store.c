@@ -332,52 +332,123 @@ int store_del_config(struct store *s, uint64_t cgid)
 	return 0;
 }
 
+/* Recounts the bypass map into settings.bypass_count (the programs skip the map at zero). */
+static int sync_bypass_count(struct store *s)
+{
+	__u64 k, next, *prev = NULL;
+	struct settings st = {};
+	__u32 zero = 0, n = 0;
+
+	while (bpf_map_get_next_key(s->fd[M_BYPASS], prev, &next) == 0) {
+		n++;
+		k = next;
+		prev = &k;
+	}
+	if (bpf_map_lookup_elem(s->fd[M_SETTINGS], &zero, &st))
+		return -errno;
+	st.bypass_count = n;
+	return bpf_map_update_elem(s->fd[M_SETTINGS], &zero, &st, BPF_ANY) ? -errno : 0;
+}
+
 int store_set_bypass(struct store *s, uint64_t cgid, bool on)
 {
 	__u64 key = cgid;
 	__u32 one = 1;
 
-	if (on)
-		return bpf_map_update_elem(s->fd[M_BYPASS], &key, &one, BPF_ANY) ? -errno : 0;
-	if (bpf_map_delete_elem(s->fd[M_BYPASS], &key) && errno != ENOENT)
+	if (on) {
+		if (bpf_map_update_elem(s->fd[M_BYPASS], &key, &one, BPF_ANY))
+			return -errno;
+	} else if (bpf_map_delete_elem(s->fd[M_BYPASS], &key) && errno != ENOENT) {
 		return -errno;
+	}
+	return sync_bypass_count(s);
+}
+
+/* Route keys of each generation, read with batched lookups (one syscall per chunk). */
+struct gen_keys {
+	struct route_key *k[2];
+	size_t n[2];
+	size_t cap[2];
+};
+
+static int push_key(struct gen_keys *g, const struct route_key *k)
+{
+	int gen = k->gen & 1;
+
+	if (g->n[gen] == g->cap[gen]) {
+		size_t nc = g->cap[gen] ? g->cap[gen] * 2 : 4096;
+		struct route_key *nk = realloc(g->k[gen], nc * sizeof(*nk));
+		if (!nk)
+			return -ENOMEM;
+		g->k[gen] = nk;
+		g->cap[gen] = nc;
+	}
+	g->k[gen][g->n[gen]++] = *k;
 	return 0;
 }
 
-/* Deletes every route of generation gen. */
-static int delete_gen(int fd, __u8 gen)
+static int collect_gens(int fd, struct gen_keys *g)
 {
-	struct route_key k, next, *prev = NULL;
-	struct route_key *del = NULL;
-	size_t n = 0, cap = 0;
+	enum { CHUNK = 8192 };
+	struct route_key *keys = calloc(CHUNK, sizeof(*keys));
+	struct route_val *vals = calloc(CHUNK, sizeof(*vals));
+	struct route_key batch;
+	bool first = true;
 	int err = 0;
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		if (next.gen == gen) {
-			if (n == cap) {
-				cap = cap ? cap * 2 : 1024;
-				struct route_key *nd = realloc(del, cap * sizeof(*del));
-				if (!nd) {
-					free(del);
-					return -ENOMEM;
-				}
-				del = nd;
-			}
-			del[n++] = next;
-		}
-		k = next;
-		prev = &k;
+	memset(g, 0, sizeof(*g));
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto cleanup;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (bpf_map_delete_elem(fd, &del[i]) && errno != ENOENT)
-			err = -errno;
-	free(del);
+	for (;;) {
+		__u32 count = CHUNK;
+		int rc = bpf_map_lookup_batch(fd, first ? NULL : &batch, &batch, keys, vals, &count,
+					      NULL);
+		int saved = errno;
+
+		first = false;
+		for (__u32 i = 0; i < count && !err; i++)
+			err = push_key(g, &keys[i]);
+		if (err)
+			break;
+		if (rc) {
+			if (saved != ENOENT)
+				err = -saved;
+			break;
+		}
+	}
+cleanup:
+	free(keys);
+	free(vals);
 	return err;
+}
+
+static void free_gens(struct gen_keys *g)
+{
+	free(g->k[0]);
+	free(g->k[1]);
+}
+
+static int delete_keys(int fd, struct route_key *keys, size_t n)
+{
+	__u32 count = (__u32)n;
+
+	if (!n)
+		return 0;
+	if (bpf_map_delete_batch(fd, keys, &count, NULL) == 0)
+		return 0;
+	/* a key already gone fails the batch: fall back to one at a time */
+	for (size_t i = 0; i < n; i++)
+		if (bpf_map_delete_elem(fd, &keys[i]) && errno != ENOENT)
+			return -errno;
+	return 0;
 }
 
 int store_sync_routes(struct store *s, const struct route *r, size_t n)
 {
 	struct settings st = {};
+	struct gen_keys g;
 	__u32 zero = 0;
 	int fd = s->fd[M_ROUTES], err;
 	__u8 gen, ng;
@@ -386,42 +457,40 @@ int store_sync_routes(struct store *s, const struct route *r, size_t n)
 		return -errno;
 	gen = st.route_gen & 1;
 	ng = gen ^ 1;
-	err = delete_gen(fd, ng); /* leftovers of an interrupted sync */
-	if (err)
-		return err;
-	if (n) {
+	err = collect_gens(fd, &g);
+	if (!err)
+		err = delete_keys(fd, g.k[ng], g.n[ng]); /* leftovers of an interrupted sync */
+	if (!err && n) {
 		struct route_key *keys = calloc(n, sizeof(*keys));
 		struct route_val *vals = calloc(n, sizeof(*vals));
 		__u32 count = (__u32)n;
 
-		if (!keys || !vals) {
-			free(keys);
-			free(vals);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < n; i++) {
+		if (!keys || !vals)
+			err = -ENOMEM;
+		for (size_t i = 0; !err && i < n; i++) {
 			keys[i] = (struct route_key){ .identity = r[i].identity,
 						      .port = r[i].port,
 						      .proto = r[i].proto,
 						      .gen = ng };
 			vals[i].listener_port = r[i].listener;
 		}
-		err = bpf_map_update_batch(fd, keys, vals, &count, NULL) ? -errno : 0;
+		if (!err && bpf_map_update_batch(fd, keys, vals, &count, NULL)) {
+			err = -errno;
+			delete_keys(fd, keys, count);
+		}
 		free(keys);
 		free(vals);
-		if (err) {
-			delete_gen(fd, ng);
-			return err;
-		}
 	}
 	/* the flip: programs read route_gen once per decision */
-	st.route_gen = ng;
-	if (bpf_map_update_elem(s->fd[M_SETTINGS], &zero, &st, BPF_ANY)) {
-		err = -errno;
-		delete_gen(fd, ng);
-		return err;
+	if (!err) {
+		st.route_gen = ng;
+		if (bpf_map_update_elem(s->fd[M_SETTINGS], &zero, &st, BPF_ANY))
+			err = -errno;
 	}
-	return delete_gen(fd, gen);
+	if (!err)
+		err = delete_keys(fd, g.k[gen], g.n[gen]);
+	free_gens(&g);
+	return err;
 }
 
 int store_dns_update(struct store *s, const struct dns_update *u, size_t n)
@@ -579,6 +648,8 @@ int store_gc(struct store *s, struct gc_result *res)
 	}
 	res->containers = gc_cgroup_keys(s, s->fd[M_CONTAINERS]);
 	res->bypass = gc_cgroup_keys(s, s->fd[M_BYPASS]);
+	if (res->bypass)
+		sync_bypass_count(s);
 	res->counters = gc_cgroup_keys(s, s->fd[M_COUNTERS]);
 	return 0;
 }

@@ -75,10 +75,12 @@ export const layouts = {
     ],
   },
   settings: {
-    size: 8,
+    size: 16,
     fields: [
       { name: "route_gen", offset: 0, kind: "u32" },
       { name: "events_per_sec", offset: 4, kind: "u32" },
+      { name: "bypass_count", offset: 8, kind: "u32" },
+      { name: "pad", offset: 12, kind: "u32" },
     ],
   },
   orig_dst: {
