@@ -95,12 +95,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   writeFileSync(
     configFile,
     options.rawConfig ??
-      JSON.stringify({
-        listen: { admin: { port: admin }, agent: { port: agent }, health: { port: health } },
-        auth: { publicPort: authPublic, adminPort: authAdmin },
-        shutdownGraceMs: 5000,
-        ...options.config,
-      }),
+      JSON.stringify(
+        deepMerge(
+          {
+            listen: { admin: { port: admin }, agent: { port: agent }, health: { port: health } },
+            auth: { publicPort: authPublic, adminPort: authAdmin },
+            shutdownGraceMs: 5000,
+          },
+          options.config ?? {},
+        ),
+      ),
   );
   const entry = options.built
     ? [join(repoRoot, "packages/controlplane/dist/main.js")]
@@ -161,14 +165,18 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   };
   if (options.noWait !== true) {
     try {
-      await waitFor(
+      const healthy = waitFor(
         async () => {
-          if (proc.exitCode !== null) throw new Error(`clawker-cp exited ${proc.exitCode}: ${stderr}`);
           const res = await fetch(cp.healthUrl).catch(() => undefined);
           return res?.status === 200;
         },
         { timeoutMs: 30_000, intervalMs: 50, what: "clawker-cp /healthz 200" },
       );
+      const died = exited.then((code) => {
+        throw new Error(`clawker-cp exited ${code} before it was healthy: ${stderr}`);
+      });
+      died.catch(() => undefined); // once healthy, a later exit is the test's business
+      await Promise.race([healthy, died]);
     } catch (err) {
       await cp.close();
       throw new Error(
@@ -180,6 +188,23 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     }
   }
   return cp;
+}
+
+/** Merges plain objects recursively; `over` wins on every other value. */
+export function deepMerge(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** True when a process with this pid exists. */

@@ -1,16 +1,9 @@
 // Which auth processes the daemon supervises and how: the embedded authserver by default, or Ory
 // Hydra + Kratos + Oathkeeper when configured. Preparing writes their config files (0600).
 import { mkdirSync, writeFileSync } from "node:fs";
+import { getCompileCacheDir } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  OrySchemaValidator,
-  buildOryConfigs,
-  loadOrCreateSystemSecret,
-  oryCommands,
-  parseOrySettings,
-  writeOryConfigs,
-} from "./auth/index.js";
 import type { Config } from "./config.js";
 import type { HelperCommand } from "./supervisor/subprocess-manager.js";
 import type { TrustMaterial } from "./trust-dir.js";
@@ -38,8 +31,8 @@ export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl
 }
 
 /** Writes the helpers' configs under the data dir and returns the plan to start them. */
-export function prepareAuthProcesses(config: Config, trust: TrustMaterial): AuthPlan {
-  return config.auth.mode === "ory" ? prepareOry(config, trust) : prepareEmbedded(config, trust);
+export async function prepareAuthProcesses(config: Config, trust: TrustMaterial): Promise<AuthPlan> {
+  return config.auth.mode === "ory" ? await prepareOry(config, trust) : prepareEmbedded(config, trust);
 }
 
 function url(host: string, port: number): string {
@@ -65,7 +58,11 @@ function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
     helpers: [
       {
         name: "authserver",
-        command: { ...authserverEntry(), args: [...authserverEntry().args, "--config", file] },
+        command: {
+          ...authserverEntry(),
+          args: [...authserverEntry().args, "--config", file],
+          env: compileCacheEnv(),
+        },
         healthUrl: `${url(host, adminPort)}/health/ready`,
       },
     ],
@@ -73,8 +70,13 @@ function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
   };
 }
 
-function prepareOry(config: Config, trust: TrustMaterial): AuthPlan {
+async function prepareOry(config: Config, trust: TrustMaterial): Promise<AuthPlan> {
+  // Loaded on demand: only Ory mode needs yaml, ajv and the upstream schemas.
+  const { buildOryConfigs, loadOrCreateSystemSecret, oryCommands, parseOrySettings, writeOryConfigs } =
+    await import("./auth/ory-config.js");
+  const { OrySchemaValidator } = await import("./auth/ory-schema-validator.js");
   const dir = join(config.dataDir, "ory");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const { host, publicPort, adminPort, ory } = config.auth;
   const settings = parseOrySettings({
     configDir: dir,
@@ -83,7 +85,8 @@ function prepareOry(config: Config, trust: TrustMaterial): AuthPlan {
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
     logLevel: config.log.level === "debug" || config.log.level === "trace" ? "debug" : "info",
     hydra: { publicPort, adminPort, dsn: ory.dsn },
-    kratos: { dsn: ory.dsn },
+    kratos: { dsn: ory.dsn, publicPort: ory.kratosPublicPort, adminPort: ory.kratosAdminPort },
+    oathkeeper: { apiPort: ory.oathkeeperApiPort, proxyPort: ory.oathkeeperProxyPort },
   });
   const configs = buildOryConfigs(settings, loadOrCreateSystemSecret(settings.secretFile));
   const validator = OrySchemaValidator.load(...(ory.schemaDir === undefined ? [] : [ory.schemaDir]));
@@ -99,6 +102,12 @@ function prepareOry(config: Config, trust: TrustMaterial): AuthPlan {
     })),
     ...authUrls(config),
   };
+}
+
+/** Shares the daemon's compile cache (see main.ts) with the auth server, when it has one. */
+function compileCacheEnv(): Record<string, string> {
+  const dir = getCompileCacheDir();
+  return dir === undefined ? {} : { NODE_COMPILE_CACHE: dir };
 }
 
 /**

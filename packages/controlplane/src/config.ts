@@ -24,6 +24,10 @@ const oryBinaries = z.strictObject({
     .default("memory"),
   /** Folder with the upstream JSON Schemas used to validate generated configs. */
   schemaDir: z.string().min(1).optional(),
+  kratosPublicPort: port.default(4433),
+  kratosAdminPort: port.default(4434),
+  oathkeeperApiPort: port.default(4456),
+  oathkeeperProxyPort: port.default(4457),
 });
 
 /** The schema of the control plane's configuration file (JSON or YAML). */

@@ -2,16 +2,14 @@
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
-import {
-  AuthInterceptor,
-  CachingIntrospector,
-  HttpIntrospector,
-  ReadyGate,
-  clawkerClients,
-  recoveryInterceptor,
-  registerClients,
-  withRecovery,
-} from "./auth/index.js";
+// Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
+// loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
+import { AuthInterceptor } from "./auth/auth-interceptor.js";
+import { clawkerClients, registerClients } from "./auth/client-registration.js";
+import { CachingIntrospector } from "./auth/introspection-cache.js";
+import { HttpIntrospector } from "./auth/introspector.js";
+import { ReadyGate } from "./auth/ready-gate.js";
+import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
 import { Registry } from "./agents/registry.js";
 import type { Config } from "./config.js";
@@ -181,7 +179,7 @@ export class Daemon {
     );
 
     // 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients.
-    const plan = prepareAuthProcesses(cfg, trust);
+    const plan = await prepareAuthProcesses(cfg, trust);
     for (const helper of plan.helpers) {
       signal.throwIfAborted();
       await this.#supervisor.start(helper.name, helper.command);

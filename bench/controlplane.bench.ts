@@ -1,0 +1,106 @@
+// The daemon on embedded defaults, run from the build: cold start to /healthz 200, an authorized
+// unary call against the bare grpc-js baseline measured in the same run, helper SIGKILL to exit,
+// and idle resident memory of the daemon's own process.
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { openAdminClient } from "@clawker/adminclient";
+import { startControlPlane, type ControlPlane } from "../test/harness/controlplane.js";
+import { startEcho } from "./grpc-baseline.js";
+import { summarise, type Benchmark, type Figure } from "./lib.js";
+import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
+
+const SEQUENTIAL_CALLS = 1000;
+const CONCURRENT_CALLS = 5000;
+
+function helperPid(cp: ControlPlane, name: string): number {
+  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
+  if (line === undefined) throw new Error(`no helper ${name}`);
+  return line["pid"] as number;
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
+  return Number(kb) / 1024;
+}
+
+const bench: Benchmark = {
+  name: "controlplane",
+  async run(ctx) {
+    const figures: Figure[] = [];
+
+    // Cold start: exec to /healthz 200 (startControlPlane polls every 50 ms from spawn).
+    const coldStarts: number[] = [];
+    const crashToExit: number[] = [];
+    for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+      const start = performance.now();
+      const cp = await startControlPlane({ built: true });
+      const ms = performance.now() - start;
+      try {
+        if (i >= ctx.warmup) coldStarts.push(ms);
+        // Crash: SIGKILL the auth server; the daemon must drain and exit 1.
+        const pid = helperPid(cp, "authserver");
+        const killedAt = performance.now();
+        process.kill(pid, "SIGKILL");
+        const code = await cp.exited;
+        if (code !== 1) throw new Error(`daemon exited ${code} after a helper crash, expected 1`);
+        if (i >= ctx.warmup) crashToExit.push(performance.now() - killedAt);
+      } finally {
+        await cp.close();
+      }
+    }
+    figures.push(summarise("cold start, exec to /healthz 200", "ms", coldStarts, "lower", "median <= 1500"));
+    figures.push(summarise("helper SIGKILL to daemon exit 1 (whole drain)", "ms", crashToExit, "lower"));
+
+    // Authorized ListAgents vs the bare echo baseline, interleaved in the same run.
+    const cp = await startControlPlane({ built: true });
+    const echo = await startEcho();
+    const client = openAdminClient({
+      trust: cp.trust!,
+      target: `127.0.0.1:${cp.ports.admin}`,
+      tokenEndpoint: cp.tokenEndpoint,
+    });
+    try {
+      const listAgents = () => client.listAgents();
+      await sequentialLatencies(200, listAgents);
+      await sequentialLatencies(200, echo.call);
+      const rss: number[] = [];
+      const base = { lat: [] as number[], tput: [] as number[] };
+      const auth = { lat: [] as number[], tput: [] as number[] };
+      const ratio: number[] = [];
+      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+        const bl = await sequentialLatencies(SEQUENTIAL_CALLS, echo.call);
+        const al = await sequentialLatencies(SEQUENTIAL_CALLS, listAgents);
+        const bt = await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
+        const at = await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
+        if (i < ctx.warmup) continue;
+        base.lat.push(...bl);
+        auth.lat.push(...al);
+        base.tput.push(bt);
+        auth.tput.push(at);
+        ratio.push(at / bt);
+      }
+      figures.push(summarise("baseline echo sequential latency", "ms", base.lat, "lower"));
+      figures.push(
+        summarise("authorized ListAgents sequential latency", "ms", auth.lat, "lower", "p99 <= 3"),
+      );
+      figures.push(summarise("baseline echo 64-concurrent throughput", "calls/s", base.tput, "higher"));
+      figures.push(
+        summarise("authorized ListAgents 64-concurrent throughput", "calls/s", auth.tput, "higher"),
+      );
+      figures.push(summarise("authorized / baseline throughput", "ratio", ratio, "higher", ">= 0.80"));
+      for (let i = 0; i < ctx.runs; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        rss.push(rssMiB(cp.proc.pid!));
+      }
+      figures.push(summarise("daemon idle RSS (own process)", "MiB", rss, "lower", "<= 120"));
+    } finally {
+      client.close();
+      await echo.close();
+      await cp.close();
+    }
+    return figures;
+  },
+};
+export default bench;

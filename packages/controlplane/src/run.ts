@@ -1,0 +1,86 @@
+// clawker-cp proper: parses flags and config (nothing binds if
+// either is wrong), then runs the Daemon and exits with its code. The only place that exits.
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "./config.js";
+import { Daemon } from "./daemon.js";
+import { createLogger } from "./logging.js";
+
+const HELP = `clawker-cp: the clawker control plane daemon
+
+Usage: clawker-cp [--config FILE]
+
+Starts the control plane on its embedded defaults (the embedded OAuth2 server instead of Ory
+Hydra) unless the config says otherwise. Logs are JSON lines on stdout.
+
+Options:
+  -c, --config FILE   configuration file (JSON or YAML); also CLAWKER_CP_CONFIG
+  -h, --help          show this help
+  -v, --version       print the version
+
+Environment overrides:
+  CLAWKER_CP_DATA_DIR      state directory (registry, auth server store, generated configs)
+  CLAWKER_CP_TRUST_DIR     trust material from \`clawker auth init\`
+  CLAWKER_CP_ADMIN_ADDR    admin gRPC listener host:port (default 127.0.0.1:7443)
+  CLAWKER_CP_AGENT_ADDR    agent gRPC listener host:port (default 127.0.0.1:7444)
+  CLAWKER_CP_HEALTH_ADDR   /healthz listener host:port (default 127.0.0.1:7080)
+  CLAWKER_CP_AUTH_MODE     embedded | ory
+  CLAWKER_CP_LOG_LEVEL     trace | debug | info | warn | error | fatal
+
+Exit codes: 0 stopped by SIGTERM/SIGINT or drained to zero; 1 failure (config, start-up,
+helper crash, serve failure); 2 bad command line.
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+let args;
+try {
+  args = parseArgs({
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "v" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+} catch (err) {
+  process.stderr.write(
+    `clawker-cp: ${err instanceof Error ? err.message : String(err)}\n(see clawker-cp --help)\n`,
+  );
+  process.exit(2);
+}
+if (args.values.help === true) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+if (args.values.version === true) {
+  process.stdout.write(`clawker-cp ${version()}\n`);
+  process.exit(0);
+}
+
+let config;
+try {
+  config = loadConfig(args.values.config);
+} catch (err) {
+  process.stderr.write(`clawker-cp: ${err instanceof ConfigError ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+const log = createLogger(config.log.level);
+const daemon = new Daemon(config, log);
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => daemon.stop({ kind: "signal", signal }));
+}
+// After start-up nothing may crash the process: route everything into the drain.
+process.on("uncaughtException", (error) => daemon.stop({ kind: "fatal", error }));
+process.on("unhandledRejection", (error) => daemon.stop({ kind: "fatal", error }));
+
+const code = await daemon.run();
+log.flush();
+process.exit(code);
