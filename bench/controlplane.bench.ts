@@ -62,6 +62,13 @@ const bench: Benchmark = {
       tokenEndpoint: cp.tokenEndpoint,
     });
     try {
+      // Idle: after start-up, before any traffic.
+      const idle: number[] = [];
+      for (let i = 0; i < ctx.runs; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        idle.push(rssMiB(cp.proc.pid!));
+      }
+      figures.push(summarise("daemon idle RSS after start (own process)", "MiB", idle, "lower", "<= 120"));
       const listAgents = () => client.listAgents();
       await sequentialLatencies(200, listAgents);
       await sequentialLatencies(200, echo.call);
@@ -94,9 +101,9 @@ const bench: Benchmark = {
         await new Promise((r) => setTimeout(r, 200));
         rss.push(rssMiB(cp.proc.pid!));
       }
-      figures.push(summarise("daemon idle RSS (own process)", "MiB", rss, "lower", "<= 120"));
+      figures.push(summarise("daemon RSS after the load above (own process)", "MiB", rss, "lower"));
     } finally {
-      client.close();
+      await client.close();
       await echo.close();
       await cp.close();
     }
