@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { runContainer } from "./containers.js";
-import { startPrivateDocker } from "./docker.js";
+import { PrivateDocker, startPrivateDocker } from "./docker.js";
 import { busyboxImage, importRootfs, nodeEntries, nodeImage, NODE_BINARY } from "./images.js";
 import { isClean } from "./leftovers.js";
 import { NetnsProcess, runInNetns } from "./netns.js";
@@ -121,4 +121,15 @@ void test("PrivateDocker: a private dockerd in its own netns, images, and a clea
     assert.notEqual((await lingering.exited).signal ?? (await lingering.exited).code, null);
     await daemon.close(); // idempotent
   });
+});
+
+void test("PrivateDocker: a dockerd that dies during start fails fast with its log, and close() still cleans up", async (t) => {
+  if (!requires(t, ...needs)) return;
+  const daemon = new PrivateDocker({ extraArgs: ["--no-such-flag"] });
+  t.after(() => daemon.close());
+  const started = Date.now();
+  await assert.rejects(daemon.start(), /dockerd exited before it became ready[\s\S]*no-such-flag/);
+  t.diagnostic(`failed start detected after ${Date.now() - started} ms`);
+  await daemon.close();
+  assert.ok(isClean(await daemon.leftovers()));
 });

@@ -197,7 +197,7 @@ export class PrivateDocker {
       }
     };
     const child = this.#child;
-    const running = child !== undefined && child.exitCode === null && child.signalCode === null;
+    const running = child?.pid !== undefined && child.exitCode === null && child.signalCode === null;
     if (running && this.#docker !== undefined) {
       await step("remove containers and networks", () => withTimeout(this.#removeAll(), 20_000));
     }
