@@ -92,6 +92,9 @@ async function startListener(options: {
   timeoutMs?: number;
   ready?: boolean;
   kind?: "admin" | "agent";
+  overrides?: Record<string, unknown>;
+  /** false: register the handlers without withRecovery, leaving only the interceptor. */
+  wrap?: boolean;
 }): Promise<Listener> {
   const http = new HttpIntrospector({
     adminUrl: options.introspectUrl,
@@ -114,7 +117,11 @@ async function startListener(options: {
         : [recoveryInterceptor(log), auth.interceptor],
   });
   if (kind === "admin") {
-    server.addService(admin.AdminServiceService, withRecovery(admin.AdminServiceService, adminImpl(), log));
+    const impl = { ...adminImpl(), ...options.overrides } as UntypedServiceImplementation;
+    server.addService(
+      admin.AdminServiceService,
+      options.wrap === false ? impl : withRecovery(admin.AdminServiceService, impl, log),
+    );
     server.addService(unmappedService, {
       notInTheScopeMap: (_c: unknown, cb: (e: null, r: admin.ListAgentsResult) => void) =>
         cb(null, { agents: [] }),
@@ -471,6 +478,54 @@ void describe("introspection endpoint down or slow", () => {
     // Once the endpoint answers again, the same token works: the failure was not cached.
     slow.delayMs = 0;
     assert.equal((await unary(c, "listAgents", md("Bearer admin-token"))).code, status.OK);
+  });
+});
+
+void describe("recovery on a streaming handler", () => {
+  void test("a throwing or rejecting WatchSOS ends INTERNAL with the fixed text; messages sent before stay", async (t) => {
+    for (const [name, watchSos] of [
+      [
+        "sync throw",
+        () => {
+          throw new Error("stream sync secret");
+        },
+      ],
+      [
+        "async rejection after one message",
+        async (call: { write(m: admin.SOS): void }) => {
+          call.write({ message: "first", kind: admin.SOSKind.SOS_KIND_UNSPECIFIED });
+          await Promise.resolve();
+          throw new Error("stream async secret");
+        },
+      ],
+    ] as const) {
+      const l = await startListener({ introspectUrl: fake.url, overrides: { watchSos } });
+      const c = clientFor(l.port);
+      t.after(async () => {
+        c.close();
+        await l.close();
+      });
+      const r = await stream(c, "watchSos", md("Bearer admin-token"));
+      assert.deepEqual([name, status[r.code], r.details], [name, "INTERNAL", reasonMessage.internal]);
+      if (name !== "sync throw") assert.equal(r.messages.length, 1);
+    }
+    const logs = logLines.join("");
+    assert.ok(logs.includes("stream sync secret") && logs.includes("stream async secret"));
+  });
+});
+
+void describe("recovery interceptor without the handler wrapper", () => {
+  void test("grpc-js's UNKNOWN for a thrown or code-less error becomes INTERNAL with the fixed text", async (t) => {
+    const l = await startListener({ introspectUrl: fake.url, wrap: false });
+    const c = clientFor(l.port);
+    t.after(async () => {
+      c.close();
+      await l.close();
+    });
+    for (const method of ["firewallStatus", "firewallReload"]) {
+      const r = await unary(c, method, md("Bearer admin-token"));
+      assert.deepEqual([method, status[r.code], r.details], [method, "INTERNAL", reasonMessage.internal]);
+    }
   });
 });
 
