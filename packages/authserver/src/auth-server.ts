@@ -136,6 +136,7 @@ export class AuthServer {
         issuer,
         public: { host: pubAddr.address, port: pubAddr.port },
         admin: { host: adminAddr.address, port: adminAddr.port },
+        processUptimeMs: Math.round(process.uptime() * 1000),
       },
       "auth server ready",
     );

@@ -1,0 +1,169 @@
+// The embedded auth server (packages/authserver) as the CP runs it: the built process
+// (node dist/main.js) with real TLS 1.3 and a sqlite file. Figures: token issue latency
+// (client_credentials + ES256 assertion, HTTP round trip, sequential), HTTP introspection latency
+// (sequential), and cold start from exec to /health/ready answering 200.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  clientBody,
+  makeAssertion,
+  makeClientKey,
+  TestHttp,
+} from "../packages/authserver/test/fixtures/oauth.js";
+import { repoRoot } from "../packages/authserver/test/fixtures/process.js";
+import { makeTls, type TlsFiles } from "../packages/authserver/test/fixtures/tls.js";
+import { summarise, type Benchmark, type BenchContext, type Figure } from "./lib.js";
+
+const TOKENS = 300;
+const INTROSPECTIONS = 1000;
+const mainJs = join(repoRoot, "packages/authserver/dist/main.js");
+
+interface Proc {
+  readonly publicUrl: string;
+  readonly adminUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Spawns the built process on fixed free ports; resolves once /health/ready is 200, with the time it took. */
+async function startProcess(
+  dir: string,
+  tls: TlsFiles,
+  http: TestHttp,
+): Promise<{ proc: Proc; readyMs: number; cpuMs: number }> {
+  const [pub, adm] = [await freePort(), await freePort()];
+  const file = join(dir, `auth-${pub}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      public: { host: "127.0.0.1", port: pub },
+      admin: { host: "127.0.0.1", port: adm },
+      tls: { certFile: tls.certFile, keyFile: tls.keyFile },
+      databaseFile: join(dir, `auth-${pub}.db`),
+      signingKeyFile: join(dir, `key-${pub}.jwk`),
+      logLevel: "warn",
+    }),
+  );
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [mainJs, "--config", file], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const adminUrl = `https://127.0.0.1:${adm}`;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`auth server exited ${child.exitCode}`);
+    try {
+      if ((await http.call(`${adminUrl}/health/ready`, "GET")).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (performance.now() - t0 > 30_000) throw new Error("auth server not ready within 30 s");
+    await sleep(5);
+  }
+  const readyMs = performance.now() - t0;
+  return {
+    readyMs,
+    cpuMs: cpuMsOf(child.pid!),
+    proc: {
+      publicUrl: `https://127.0.0.1:${pub}`,
+      adminUrl,
+      async stop() {
+        child.kill("SIGTERM");
+        await exited;
+      },
+    },
+  };
+}
+
+/** user + system CPU time of a live process, from /proc (clock ticks of 10 ms). */
+function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const bench: Benchmark = {
+  name: "authserver",
+  async run(ctx: BenchContext): Promise<Figure[]> {
+    ctx.log("building packages/authserver (tsc -b)");
+    execFileSync(join(repoRoot, "node_modules/.bin/tsc"), ["-b", "packages/authserver"], { cwd: repoRoot });
+    const dir = mkdtempSync(join(tmpdir(), "authserver-bench-"));
+    const tls = await makeTls(dir);
+    const http = new TestHttp(tls.caPem);
+    try {
+      const coldStarts: number[] = [];
+      const coldCpu: number[] = [];
+      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+        const { proc, readyMs, cpuMs } = await startProcess(dir, tls, http);
+        await proc.stop();
+        if (i >= ctx.warmup) {
+          coldStarts.push(readyMs);
+          coldCpu.push(cpuMs);
+        }
+      }
+      ctx.log(`cold starts: ${coldStarts.map((x) => x.toFixed(0)).join(", ")} ms`);
+
+      const { proc } = await startProcess(dir, tls, http);
+      try {
+        const key = await makeClientKey();
+        const reg = await http.call(`${proc.adminUrl}/admin/clients`, "POST", {
+          json: clientBody("clawker-cli", "admin", key),
+        });
+        if (reg.status !== 201) throw new Error(`register: HTTP ${reg.status}`);
+        const tokenUrl = `${proc.publicUrl}/oauth2/token`;
+        // Assertions are signed up front so the figure is the server's work plus the round trip.
+        const assertions = await Promise.all(
+          Array.from({ length: TOKENS + 20 }, () =>
+            makeAssertion({ clientId: "clawker-cli", key, aud: tokenUrl }),
+          ),
+        );
+        const tokenMs: number[] = [];
+        let token = "";
+        for (let i = 0; i < assertions.length; i++) {
+          const t0 = performance.now();
+          const r = await http.token(tokenUrl, assertions[i]!, "admin");
+          const dt = performance.now() - t0;
+          if (r.status !== 200) throw new Error(`token: HTTP ${r.status}`);
+          token = String(r.body?.["access_token"]);
+          if (i >= 20) tokenMs.push(dt);
+        }
+        const introspectMs: number[] = [];
+        for (let i = 0; i < INTROSPECTIONS + 50; i++) {
+          const t0 = performance.now();
+          const r = await http.introspect(proc.adminUrl, token, "admin");
+          const dt = performance.now() - t0;
+          if (r.body?.["active"] !== true) throw new Error("introspection: token inactive");
+          if (i >= 50) introspectMs.push(dt);
+        }
+        return [
+          summarise("token issue (HTTP, sequential)", "ms", tokenMs, "lower"),
+          summarise("introspection (HTTP, sequential)", "ms", introspectMs, "lower"),
+          summarise("cold start: exec to /health/ready 200", "ms", coldStarts, "lower"),
+          summarise("cold start: process CPU (user+sys) until ready", "ms", coldCpu, "lower"),
+        ];
+      } finally {
+        await proc.stop();
+      }
+    } finally {
+      await http.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
+
+export default bench;
