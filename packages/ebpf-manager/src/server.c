@@ -241,8 +241,8 @@ static int op_enroll(struct store *s, const struct server_cfg *cfg, const struct
 	return 0;
 }
 
-static int op_unenroll(struct store *s, const struct jval *req, struct sbuf *res,
-		       struct reqerr *e)
+static int op_unenroll(struct store *s, const struct server_cfg *cfg, const struct jval *req,
+		       struct sbuf *res, struct reqerr *e)
 {
 	static const char *const keys[] = { "id", "op", "cgroup", "cgroupId", NULL };
 	char path[PATH_MAX];
@@ -252,7 +252,11 @@ static int op_unenroll(struct store *s, const struct jval *req, struct sbuf *res
 	if (check_keys(req, keys, "request", e) ||
 	    get_target(s, req, false, &id, path, sizeof(path), e))
 		return -1;
-	err = store_detach(s, id);
+	/* the parent's and the proxy's links belong to serve, not to an enrolment */
+	if (!cfg || (id != cfg->parent_id && id != cfg->proxy_id))
+		err = store_detach(s, id);
+	else
+		err = 0;
 	if (!err)
 		err = store_del_config(s, id);
 	if (!err)
@@ -484,7 +488,7 @@ void handle_request(struct store *s, const struct server_cfg *cfg, const char *l
 	if (!strcmp(op->str, "enroll")) {
 		rc = op_enroll(s, cfg, &req, &res, &e);
 	} else if (!strcmp(op->str, "unenroll")) {
-		rc = op_unenroll(s, &req, &res, &e);
+		rc = op_unenroll(s, cfg, &req, &res, &e);
 	} else if (!strcmp(op->str, "bypass") || !strcmp(op->str, "unbypass")) {
 		rc = op_bypass(s, &req, op->str[0] == 'b', &res, &e);
 	} else if (!strcmp(op->str, "sync-routes")) {

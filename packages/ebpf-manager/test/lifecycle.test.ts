@@ -102,6 +102,16 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
     assert.equal((await lab.client.dump()).links.length, 11);
   });
 
+  test("unenrolling the parent keeps its programs attached, so enrolling it again enforces at once", async (t) => {
+    const lab = await newLab(t);
+    const agent = lab.cgroup("agent");
+    await lab.client.unenroll({ cgroup: lab.parent });
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.web, "443")), "direct");
+    assert.equal((await lab.client.dump()).links.length, 11);
+    await lab.client.enroll({ cgroup: lab.parent }, lab.defaultConfig());
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.web, "443")), "catchall");
+  });
+
   test("flush-all detaches everything and leaves nothing pinned", async (t) => {
     const lab = await newLab(t);
     const agent = lab.cgroup("agent");

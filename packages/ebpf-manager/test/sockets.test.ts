@@ -167,6 +167,20 @@ describe("ebpf programs on real sockets", { skip: skipReason(root, cgroup2, bpff
     assert.equal((o["reply"] as { listener: string }).listener, "route");
   });
 
+  test("events are rate-limited per cgroup and every decision is counted", async () => {
+    const cg = lab.cgroup("flood");
+    const id = Lab.cgroupId(cg);
+    const r = await lab.probe(cg, "tcp-loop", remote.web, "443", "400");
+    const total = r["total"] as number;
+    const c = (await lab.client.dump()).counters.find((x) => x.cgroupId === id);
+    assert.ok(c);
+    assert.equal(c.redirected, total);
+    assert.equal(c.events + c.eventsDropped, total);
+    // 100 per second per cgroup: a 400 ms run spans at most two windows
+    assert.ok(c.events <= 200, `events ${c.events}`);
+    if (total > 200) assert.ok(c.eventsDropped > 0);
+  });
+
   test("decisions stream as events and are counted per cgroup", async () => {
     const cg = lab.cgroup("events");
     const id = Lab.cgroupId(cg);
