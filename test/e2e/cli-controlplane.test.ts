@@ -1,0 +1,182 @@
+// End to end: the real `clawker` CLI (its bin, as a process) drives the real daemon (clawker-cp
+// from source, with the embedded auth server): auth init, up, status, an authorized ListAgents,
+// a refused token, a second up, down, and status once it is gone.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { mintTrustSet } from "@clawker/adminclient";
+import { freePorts } from "../harness/controlplane.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const cliMain = join(repoRoot, "packages/cli/src/main.ts");
+const daemonMain = join(repoRoot, "packages/controlplane/src/main.ts");
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function clawker(args: string[], env: NodeJS.ProcessEnv): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", import.meta.resolve("tsx"), "--conditions=source", cliMain, ...args],
+      {
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** True while `pid` runs; a zombie (exited, not yet reaped by its new parent) counts as gone. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+test("clawker drives the real control plane: init, up, status, agents, down", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "clawker-e2e-"));
+  const trustDir = join(dir, "trust");
+  const dataDir = join(dir, "data");
+  const [admin, agent, health, authPublic, authAdmin] = (await freePorts(5)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const config = join(dir, "cp.json");
+  writeFileSync(
+    config,
+    JSON.stringify({
+      listen: { agent: { port: agent } },
+      auth: { publicPort: authPublic, adminPort: authAdmin },
+      shutdownGraceMs: 5000,
+    }),
+  );
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    CLAWKER_CP_DATA_DIR: dataDir,
+    CLAWKER_CP_TRUST_DIR: trustDir,
+    CLAWKER_CP_ADMIN_ADDR: `127.0.0.1:${admin}`,
+    CLAWKER_CP_HEALTH_ADDR: `127.0.0.1:${health}`,
+    CLAWKER_TOKEN_ENDPOINT: `https://127.0.0.1:${authPublic}/oauth2/token`,
+    CLAWKER_CP_BIN: daemonMain,
+  };
+  const pidFile = join(dataDir, "controlplane.pid");
+  t.after(async () => {
+    // Whatever happened, leave no daemon (nor its auth server: same process group) behind.
+    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : undefined;
+    if (pid !== undefined && alive(pid)) {
+      try {
+        process.kill(-pid, "SIGTERM");
+        await waitFor(() => !alive(pid), { timeoutMs: 15_000, what: "daemon exit" });
+      } catch {
+        process.kill(-pid, "SIGKILL");
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const init = await clawker(["auth", "init"], env);
+  assert.equal(init.code, 0, init.stderr);
+
+  const up = await clawker(
+    ["controlplane", "up", "--config", config, "--timeout", "90s", "--format", "json"],
+    env,
+  );
+  assert.equal(up.code, 0, `up failed:\n${up.stderr}`);
+  const summary = JSON.parse(up.stdout) as {
+    pid: number;
+    healthStatus: { status: string };
+    clockSkewMs: number;
+    logFile: string;
+  };
+  assert.equal(summary.healthStatus.status, "healthy");
+  assert.ok(alive(summary.pid));
+  assert.equal(Number(readFileSync(pidFile, "utf8")), summary.pid);
+  assert.match(
+    readFileSync(summary.logFile, "utf8"),
+    /"service":"clawker-cp"/,
+    "daemon output goes to the log file",
+  );
+  // Progress went to stderr (plain lines: not a TTY), never to stdout.
+  assert.match(up.stderr, /waiting for http:\/\/127\.0\.0\.1:\d+\/healthz/);
+
+  const status = await clawker(["controlplane", "status", "--format", "json"], env);
+  assert.equal(status.code, 0, status.stderr);
+  const st = JSON.parse(status.stdout) as {
+    state: string;
+    process: { pid: number; alive: boolean };
+    clock: { skewMs: number; rttMs: number };
+  };
+  assert.equal(st.state, "healthy");
+  assert.deepEqual(st.process, { pidFile, pid: summary.pid, alive: true });
+  // Same machine, same clock: the skew is within the call's round trip.
+  assert.ok(
+    Math.abs(st.clock.skewMs) <= st.clock.rttMs + 50,
+    `skew ${st.clock.skewMs} rtt ${st.clock.rttMs}`,
+  );
+
+  // An authorized call: token from the embedded auth server (private_key_jwt), then ListAgents.
+  const agents = await clawker(["controlplane", "agents", "--format", "json"], env);
+  assert.equal(agents.code, 0, agents.stderr);
+  assert.deepEqual(JSON.parse(agents.stdout), { agents: [] });
+  const table = await clawker(["controlplane", "agents"], env);
+  assert.equal(table.code, 0, table.stderr);
+  assert.equal(table.stdout, "no agents registered\n");
+
+  // A signing key the control plane never registered: the token request is refused, exit 4.
+  const otherTrust = join(dir, "other-trust");
+  cpSync(trustDir, otherTrust, { recursive: true });
+  chmodSync(otherTrust, 0o700);
+  const stranger = (await mintTrustSet()).signingKey;
+  writeFileSync(join(otherTrust, "cli-signing.jwk"), JSON.stringify(stranger.privateJwk), { mode: 0o600 });
+  writeFileSync(join(otherTrust, "cli-signing.pub.jwk"), JSON.stringify(stranger.publicJwk));
+  const refused = await clawker(["controlplane", "agents", "--trust-dir", otherTrust], env);
+  assert.equal(refused.code, 4, refused.stderr);
+  assert.match(refused.stderr, /^clawker: error: token: token_request_failed: .*HTTP 401/);
+  assert.equal(refused.stderr.trimEnd().split("\n").length, 1, "one line, no stack");
+
+  const again = await clawker(["controlplane", "up", "--config", config], env);
+  assert.equal(again.code, 5, again.stderr);
+  assert.match(again.stderr, /already running/);
+
+  const down = await clawker(["controlplane", "down", "--format", "json"], env);
+  assert.equal(down.code, 0, down.stderr);
+  const d = JSON.parse(down.stdout) as { wasRunning: boolean; pid: number; killed: boolean };
+  assert.deepEqual([d.wasRunning, d.pid, d.killed], [true, summary.pid, false]);
+  assert.equal(alive(summary.pid), false);
+  assert.equal(existsSync(pidFile), false);
+  assert.match(readFileSync(summary.logFile, "utf8"), /control plane stopped/);
+
+  const downAgain = await clawker(["controlplane", "down"], env);
+  assert.equal(downAgain.code, 0);
+  assert.match(downAgain.stdout, /not running/);
+
+  const gone = await clawker(["controlplane", "status"], env);
+  assert.equal(gone.code, 3, gone.stdout + gone.stderr);
+  assert.match(gone.stdout, /control plane: not running/);
+});
