@@ -47,7 +47,8 @@ export const cgroup2: Requirement = {
 /** A mounted bpffs. */
 export const bpffs: Requirement = {
   name: "bpffs",
-  check: () => (bpffsMount() === undefined ? "needs bpffs mounted (mount -t bpf bpf /sys/fs/bpf)" : undefined),
+  check: () =>
+    bpffsMount() === undefined ? "needs bpffs mounted (mount -t bpf bpf /sys/fs/bpf)" : undefined,
 };
 
 /**
