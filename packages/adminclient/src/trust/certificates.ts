@@ -4,7 +4,6 @@
 import { createPrivateKey, randomBytes, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 // Must precede @peculiar/x509: its dependency tsyringe checks for the Reflect metadata API on load.
-// @peculiar/x509 resolves its ASN.1 classes through tsyringe, which needs the Reflect metadata API.
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { TrustError } from "./errors.js";
