@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// clawkerd: the agent daemon inside every agent container (README.md). Reads the bootstrap
+// files, serves the Session channel over mutual TLS and, on AgentReady, runs the container's
+// main command and exits with its code. Exit 2: bootstrap or environment unusable (nothing bound).
+import { BOOTSTRAP_DIR, CLAWKERD_PORT } from "@clawker/proto";
+import { loadBootstrap } from "./bootstrap.js";
+import { ClawkerdError } from "./errors.js";
+import { defaultBaseEnv, Executor } from "./executor.js";
+import { createLogger, type LogLevel } from "./log.js";
+import { MainCommand, parseRunAs } from "./main-command.js";
+import { Registrar } from "./registrar.js";
+import { ClawkerdServer } from "./server.js";
+import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
+
+const env = process.env;
+const LEVELS = new Set(["debug", "info", "warn", "error", "fatal", "silent"]);
+const level = env["CLAWKERD_LOG_LEVEL"] ?? "info";
+const log = createLogger(LEVELS.has(level) ? (level as LogLevel) : "info", undefined, {
+  component: "clawkerd",
+});
+
+function die(message: string): never {
+  process.stderr.write(`clawkerd: ${message}\n`);
+  process.exit(2);
+}
+
+const argv = process.argv.slice(2);
+if (argv[0] === "--") argv.shift();
+const bootstrapDir = env["CLAWKERD_BOOTSTRAP_DIR"] || BOOTSTRAP_DIR;
+const listen = env["CLAWKERD_LISTEN"] || `0.0.0.0:${CLAWKERD_PORT}`;
+const stateDir = env["CLAWKERD_STATE_DIR"] || DEFAULT_STATE_DIR;
+
+let bootstrap;
+let runAs;
+const state = new StateStore(stateDir);
+try {
+  bootstrap = await loadBootstrap(bootstrapDir);
+  runAs = parseRunAs(env["CLAWKERD_RUN_AS"], process.getuid?.() === 0);
+  await state.load();
+} catch (err) {
+  die(err instanceof ClawkerdError ? err.message : `start-up failed: ${String(err)}`);
+}
+
+if (process.pid === 1) {
+  log.warn(
+    { event: "pid1_without_init" },
+    "running as PID 1: orphans will not be reaped; run the container with --init",
+  );
+}
+
+const baseEnv = defaultBaseEnv();
+const executor = new Executor({ log: log.child({ component: "executor" }), baseEnv });
+const registrar = new Registrar({ bootstrap, state, log: log.child({ component: "registrar" }) });
+const main = new MainCommand({ log: log.child({ component: "main-command" }), argv, runAs, env: baseEnv });
+let stopping: Promise<never> | undefined;
+const server = new ClawkerdServer({
+  bootstrap,
+  listen,
+  executor,
+  registrar,
+  state,
+  main,
+  log,
+  requestExit: (code) => void stop(code, "exit_on_non_zero"),
+});
+
+function stop(code: number, why: string): Promise<never> {
+  stopping ??= (async () => {
+    log.info({ event: "stopping", why, exitCode: code }, "clawkerd stopping");
+    try {
+      await server.close();
+      await executor.close();
+    } catch (err) {
+      log.error({ err, event: "close_failed" }, "close failed");
+    }
+    log.info({ event: "stopped", exitCode: code }, "clawkerd stopped");
+    process.exit(code);
+  })();
+  return stopping;
+}
+
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  process.on(sig, () => {
+    // With a main command the container's life is its life: forward and wait for its exit.
+    if (main.forward(sig))
+      log.info({ signal: sig, event: "signal_forwarded" }, "signal forwarded to the main command");
+    else void stop(0, sig);
+  });
+}
+main.on("exit", (code) => void stop(code, "main_exited"));
+process.on("uncaughtException", (err) => {
+  log.fatal({ err, event: "uncaught_exception" }, "uncaught exception");
+  void stop(1, "uncaught_exception");
+});
+process.on("unhandledRejection", (err) => {
+  log.fatal({ err, event: "unhandled_rejection" }, "unhandled rejection");
+  void stop(1, "unhandled_rejection");
+});
+
+try {
+  const address = await server.start();
+  log.info(
+    {
+      event: "listening",
+      address,
+      agent: bootstrap.config.agentName,
+      project: bootstrap.config.project,
+      initialized: state.initialized,
+      registration: state.registration?.phase ?? "none",
+    },
+    "clawkerd serving Session",
+  );
+} catch (err) {
+  log.fatal({ err, listen, event: "listen_failed" }, "cannot serve");
+  await stop(1, "listen_failed");
+}

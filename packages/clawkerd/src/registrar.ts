@@ -1,0 +1,193 @@
+// RegisterRequired: exchange the single-use client assertion for a token (RFC 7523
+// private_key_jwt, client_credentials, scope agent:self:register) at the token endpoint, then
+// call AgentService.Register over mTLS with the agent leaf and the bearer token. The assertion
+// is sent at most once in the container's life: the attempt is recorded in the state file
+// before it leaves, and every later RegisterRequired replays the remembered outcome.
+import { isIP } from "node:net";
+import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { agent, CONTROLPLANE_CN } from "@clawker/proto";
+import { Agent, request } from "undici";
+import type { Bootstrap } from "./bootstrap.js";
+import type { Logger } from "./log.js";
+import type { StateStore } from "./state-store.js";
+
+/** The scope the registration token is requested with. */
+export const REGISTER_SCOPE = "agent:self:register";
+/** RFC 7523 §2.2 client assertion type. */
+export const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/** What RegisterDone carries. */
+export interface RegisterOutcome {
+  readonly ok: boolean;
+  readonly error: string;
+}
+
+/** Registrar construction options. */
+export interface RegistrarOptions {
+  readonly bootstrap: Bootstrap;
+  readonly state: StateStore;
+  readonly log: Logger;
+  /** Budget for each of the two network steps; default 15 s. */
+  readonly timeoutMs?: number;
+}
+
+/** Runs the registration at most once and remembers its outcome. */
+export class Registrar {
+  readonly #o: RegistrarOptions;
+  readonly #timeoutMs: number;
+  #inflight: Promise<RegisterOutcome> | undefined;
+
+  constructor(options: RegistrarOptions) {
+    this.#o = options;
+    this.#timeoutMs = options.timeoutMs ?? 15_000;
+  }
+
+  /** Registers (first call) or replays the outcome (every later call). Never rejects. */
+  register(): Promise<RegisterOutcome> {
+    const rec = this.#o.state.registration;
+    if (rec?.phase === "done") {
+      this.#o.log.info({ ok: rec.ok, event: "register_replayed" }, "registration outcome replayed");
+      return Promise.resolve({ ok: rec.ok, error: rec.error });
+    }
+    if (this.#inflight !== undefined) return this.#inflight;
+    if (rec?.phase === "started") {
+      // An earlier clawkerd sent (or was about to send) the assertion and died before the
+      // outcome was written: it must not be sent again.
+      const outcome = {
+        ok: false,
+        error: "the single-use assertion was already used by an earlier run whose outcome is unknown",
+      };
+      this.#inflight = this.#remember(outcome);
+      return this.#inflight;
+    }
+    this.#inflight = this.#run();
+    return this.#inflight;
+  }
+
+  async #run(): Promise<RegisterOutcome> {
+    const log = this.#o.log;
+    try {
+      await this.#o.state.setRegistration({ phase: "started", at: new Date().toISOString() });
+    } catch (err) {
+      log.error(
+        { err, event: "register_state_failed" },
+        "cannot record the registration; assertion not sent",
+      );
+      // Nothing was sent: a later RegisterRequired may try again.
+      this.#inflight = undefined;
+      return { ok: false, error: "cannot record the registration attempt in the state dir" };
+    }
+    let outcome: RegisterOutcome;
+    try {
+      const token = await this.#exchange();
+      await this.#callRegister(token);
+      outcome = { ok: true, error: "" };
+      log.info({ event: "registered" }, "registered with the control plane");
+    } catch (err) {
+      outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
+      log.warn({ err, event: "register_failed" }, "registration failed");
+    }
+    return this.#remember(outcome);
+  }
+
+  async #remember(outcome: RegisterOutcome): Promise<RegisterOutcome> {
+    try {
+      await this.#o.state.setRegistration({ phase: "done", ...outcome, at: new Date().toISOString() });
+    } catch (err) {
+      this.#o.log.error({ err, event: "register_state_failed" }, "cannot record the registration outcome");
+    }
+    return outcome;
+  }
+
+  // POST the assertion; answers the access token. Error messages carry the OAuth error code
+  // only, never the assertion or a token.
+  async #exchange(): Promise<string> {
+    const { bootstrap } = this.#o;
+    const { serverName, tokenEndpoint } = bootstrap.config;
+    const dispatcher = new Agent({
+      connect: {
+        ca: bootstrap.caPem,
+        minVersion: "TLSv1.3",
+        ...(isIP(serverName) === 0 ? { servername: serverName } : {}),
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => checkControlPlane(serverName, cert),
+      },
+    });
+    try {
+      const body = new URLSearchParams({
+        grant_type: "client_credentials",
+        scope: REGISTER_SCOPE,
+        client_assertion_type: CLIENT_ASSERTION_TYPE,
+        client_assertion: bootstrap.assertion,
+      }).toString();
+      this.#o.log.info({ tokenEndpoint, event: "token_request" }, "exchanging the assertion for a token");
+      const res = await request(tokenEndpoint, {
+        method: "POST",
+        dispatcher,
+        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+        body,
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+      const text = await res.body.text();
+      let json: Record<string, unknown> = {};
+      try {
+        json = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        // not JSON: reported by status below
+      }
+      if (res.statusCode !== 200) {
+        const code = typeof json["error"] === "string" ? json["error"] : "no error code";
+        throw new Error(`token endpoint refused the assertion: HTTP ${res.statusCode} (${code})`);
+      }
+      const token = json["access_token"];
+      if (typeof token !== "string" || token === "")
+        throw new Error("token endpoint answered without an access_token");
+      return token;
+    } finally {
+      await dispatcher.close().catch(() => undefined);
+    }
+  }
+
+  async #callRegister(token: string): Promise<void> {
+    const { bootstrap } = this.#o;
+    const { serverName, controlPlaneAddr, agentName, project } = bootstrap.config;
+    tls.DEFAULT_MIN_VERSION = "TLSv1.3";
+    const creds = credentials.createSsl(
+      Buffer.from(bootstrap.caPem),
+      Buffer.from(bootstrap.keyPem),
+      Buffer.from(bootstrap.certPem),
+      { checkServerIdentity: (_host, cert) => checkControlPlane(serverName, cert) },
+    );
+    const client = new agent.AgentServiceClient(controlPlaneAddr, creds, {
+      "grpc.ssl_target_name_override": isIP(serverName) === 0 ? serverName : CONTROLPLANE_CN,
+      "grpc.default_authority": serverName,
+    });
+    try {
+      const md = new Metadata();
+      md.set("authorization", `Bearer ${token}`);
+      await new Promise<void>((resolve, reject) => {
+        client.register(
+          { agentName, project },
+          md,
+          { deadline: Date.now() + this.#timeoutMs },
+          (err: ServiceError | null) => {
+            if (err === null) resolve();
+            else reject(new Error(`Register refused: ${err.code} ${err.details}`));
+          },
+        );
+      });
+    } finally {
+      client.close();
+    }
+  }
+}
+
+/** The control plane's leaf must be valid for `serverName` and carry CN clawker-controlplane. */
+export function checkControlPlane(serverName: string, cert: PeerCertificate): Error | undefined {
+  const hostError = checkServerIdentity(serverName, cert);
+  if (hostError !== undefined) return hostError;
+  if (cert.subject?.CN !== CONTROLPLANE_CN) {
+    return new Error(`server certificate CN is not ${CONTROLPLANE_CN}`);
+  }
+  return undefined;
+}
