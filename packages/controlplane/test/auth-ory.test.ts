@@ -82,6 +82,7 @@ void describe("Ory configs against the upstream schemas", () => {
       assert.deepEqual(validator.check("hydra", c.hydra), []);
       assert.deepEqual(validator.check("kratos", c.kratos), []);
       assert.deepEqual(validator.check("oathkeeper", c.oathkeeper), []);
+      assert.deepEqual(validator.checkAccessRules(c.accessRules, c.oathkeeper), []);
     }
   });
 
@@ -104,6 +105,33 @@ void describe("Ory configs against the upstream schemas", () => {
     const oathkeeper = structuredClone(c.oathkeeper) as { log: { level: string } };
     oathkeeper.log.level = "loud";
     assert.ok(validator.check("oathkeeper", oathkeeper).some((p) => p.startsWith("/log/level")));
+  });
+
+  void test("access rules are checked against Oathkeeper's pipeline schemas and enabled handlers", () => {
+    const c = buildOryConfigs(settings(), "s".repeat(43));
+    const rules = structuredClone(c.accessRules) as {
+      authenticators: { config: Record<string, unknown> }[];
+      mutators: unknown[];
+    }[];
+    rules[0]!.authenticators[0]!.config["required_scope"] = "admin";
+    rules[0]!.mutators = [{ handler: "header" }];
+    const problems = validator.checkAccessRules(rules, c.oathkeeper);
+    assert.ok(
+      problems.includes("/0/authenticators/0/config/required_scope must be array"),
+      problems.join("\n"),
+    );
+    assert.ok(
+      problems.includes("/0/mutators/0/handler header is not enabled in the config"),
+      problems.join("\n"),
+    );
+    const withoutUrl = structuredClone(c.oathkeeper) as {
+      authenticators: { oauth2_introspection: { config?: unknown } };
+    };
+    delete withoutUrl.authenticators.oauth2_introspection.config;
+    assert.throws(
+      () => validator.validateAccessRules(c.accessRules, withoutUrl),
+      (e: unknown) => e instanceof OryConfigInvalidError && e.message.includes("introspection_url"),
+    );
   });
 
   void test("an absent schema folder fails clearly, naming the path", () => {
