@@ -27,9 +27,14 @@ export const bin = {
 
 let built: Promise<void> | undefined;
 
-/** Runs `make` once per process (a no-op when up to date). */
+/**
+ * Runs `make` once per process (a no-op when up to date). Test files run in parallel processes,
+ * so builds are serialised with flock(1) on a lock file outside the tree.
+ */
 export function buildOnce(): Promise<void> {
-  built ??= run("make", ["-s", "-C", pkgDir], { timeout: 120_000 }).then(() => undefined);
+  built ??= run("flock", [join(tmpdir(), "clawker-ebpf-build.lock"), "make", "-s", "-C", pkgDir], {
+    timeout: 120_000,
+  }).then(() => undefined);
   return built;
 }
 
