@@ -2,11 +2,25 @@
 // real sqlite in a temp dir, real ES256 client assertions.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { request as httpsRequest } from "node:https";
 import { connect } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { clientBody, makeAssertion, makeClientKey, type ClientKey } from "./fixtures/oauth.js";
+import { join } from "node:path";
+import { pino } from "pino";
+import { AuthServer, parseConfig, type AuthServerConfigInput } from "../src/index.js";
 import { startServer, type RunningServer } from "./fixtures/server.js";
+
+/** A config for a second server in `s`'s temp dir (own database and key). */
+function makeWorkspaceConfig(s: RunningServer): Promise<AuthServerConfigInput> {
+  return Promise.resolve({
+    tls: { certFile: s.tls.certFile, keyFile: s.tls.keyFile },
+    databaseFile: join(s.dir, "second.db"),
+    signingKeyFile: join(s.dir, "second.jwk"),
+    logLevel: "silent",
+  });
+}
 
 describe("auth server (in-process)", () => {
   let s: RunningServer;
@@ -247,6 +261,48 @@ describe("auth server (in-process)", () => {
     for (const path of ["/auth", "/me", "/token/introspection", "/admin/clients"]) {
       assert.equal((await s.http.call(`${s.addr.publicUrl}${path}`, "GET")).status, 404, path);
     }
+  });
+
+  test("discovery ignores the Host header a client sends", async () => {
+    const url = new URL(`${s.addr.publicUrl}/.well-known/openid-configuration`);
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          ca: s.tls.caPem,
+          servername: "localhost",
+          minVersion: "TLSv1.3",
+          headers: { host: "evil.example:443", accept: "application/json" },
+        },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8").on("data", (c: string) => (text += c));
+          res.on("end", () => resolve(text));
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    const d = JSON.parse(body) as Record<string, unknown>;
+    assert.equal(d["token_endpoint"], s.addr.tokenEndpoint);
+    assert.equal(d["issuer"], s.addr.issuer);
+  });
+
+  test("a taken port fails start with listen_failed and leaves nothing listening", async () => {
+    const port = Number(new URL(s.addr.publicUrl).port);
+    const other = new AuthServer(
+      parseConfig({
+        ...(await makeWorkspaceConfig(s)),
+        admin: { host: "127.0.0.1", port: 0 },
+        public: { host: "127.0.0.1", port },
+      }),
+      pino({ level: "silent" }),
+    );
+    await assert.rejects(other.start(), { reason: "listen_failed" });
+    assert.equal(other.addresses, undefined);
+    await other.close();
   });
 
   test("health on both listeners", async () => {
