@@ -359,6 +359,18 @@ void describe("AuthInterceptor on the admin listener", () => {
     assert.equal((await auth.authorize(path, md("Bearer admin-token", "Basic abc"))).clientId, "clawker-cli");
   });
 
+  void test("a method mapped to an empty scope is refused like an unmapped one", async (t) => {
+    const http = new HttpIntrospector({ adminUrl: fake.url, ca: pki.set.ca.certPem });
+    t.after(() => http.close());
+    const auth = new AuthInterceptor({ introspector: http, log, scopeOf: () => "" });
+    await assert.rejects(
+      auth.authorize(admin.AdminServiceService.listAgents.path, md("Bearer admin-token")),
+      {
+        reason: "unmapped_method",
+      },
+    );
+  });
+
   void test("a method missing from the scope map is refused even with a valid token", async () => {
     const u = clientFor(l.port, "unmapped");
     try {
