@@ -85,6 +85,7 @@ export class EventsFeeder {
   readonly #managedNetworks = new Map<string, string>();
   #status: "unknown" | "connected" | "disconnected" = "unknown";
   #reconciles = 0;
+  #attempts = 0;
   #loop: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
@@ -115,6 +116,11 @@ export class EventsFeeder {
   /** How many reconciles have completed (one per successful (re)connect). */
   get reconciles(): number {
     return this.#reconciles;
+  }
+
+  /** How many connections have been attempted (successful or not). */
+  get attempts(): number {
+    return this.#attempts;
   }
 
   /** Starts following Docker in the background until `signal` aborts or close(). Call once. */
@@ -182,6 +188,7 @@ export class EventsFeeder {
     stop.addEventListener("abort", onStop, { once: true });
     let stream: NodeJS.ReadableStream | undefined;
     let reconciledAt: number | undefined;
+    this.#attempts++;
     try {
       // 1. `since` on the daemon's clock, before the listing: every event after it is replayed.
       const since = await this.#since(conn.signal);

@@ -1,0 +1,355 @@
+// EventsFeeder against the real Docker engine from the harness: reconcile of what exists (stopped
+// containers included), live events, reconnects through a real Unix-socket relay that the test
+// cuts and pauses, and an unreachable daemon reported as unknown.
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, connect, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test, type TestContext } from "node:test";
+import Docker from "dockerode";
+import { pino } from "pino";
+import {
+  type ContainerEvent,
+  LABELS,
+  Topic,
+  WorldviewProjection,
+  countRunningAgents,
+} from "@clawker/overseer";
+import { PrivateDocker } from "../../../test/harness/docker.js";
+import { busyboxImage } from "../../../test/harness/images.js";
+import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
+import { createDockerClient } from "../src/docker/client.js";
+import type { NetworkEvent } from "../src/docker/event-parse.js";
+import { EventsFeeder } from "../src/docker/events-feeder.js";
+
+const log = pino({ level: "silent" });
+const AGENT = { [LABELS.managed]: "true", [LABELS.purpose]: "agent" };
+
+/** A real Unix-socket relay in front of dockerd that the test can cut or pause. */
+class SocketRelay {
+  readonly path: string;
+  readonly #target: string;
+  readonly #sockets = new Set<Socket>();
+  #server: Server | undefined;
+
+  constructor(path: string, target: string) {
+    this.path = path;
+    this.#target = target;
+  }
+
+  /** Accepts connections again and forwards them to dockerd. */
+  async listen(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(this.#target);
+      for (const s of [client, upstream]) {
+        this.#sockets.add(s);
+        s.on("close", () => this.#sockets.delete(s));
+        s.on("error", () => undefined);
+      }
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.path, () => resolve());
+    });
+    this.#server = server;
+  }
+
+  /** Destroys every open connection (the events stream among them); new ones still work. */
+  cut(): void {
+    for (const s of this.#sockets) s.destroy();
+  }
+
+  /** Stops accepting (the socket file goes away) and cuts what is open: the daemon is unreachable. */
+  async pause(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    this.cut();
+    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+interface Rig {
+  readonly daemon: PrivateDocker;
+  readonly image: string;
+}
+
+function record<T>(topic: Topic<T>): T[] {
+  const seen: T[] = [];
+  topic.subscribe((e) => void seen.push(e), { capacity: 65_536 });
+  return seen;
+}
+
+async function agent(
+  docker: Docker,
+  image: string,
+  name: string,
+  cmd = ["sleep", "600"],
+): Promise<Docker.Container> {
+  return docker.createContainer({
+    name,
+    Image: image,
+    Cmd: cmd,
+    Labels: { ...AGENT, [LABELS.agent]: name },
+    HostConfig: { Init: true, NetworkMode: "none" },
+  });
+}
+
+function startFeeder(
+  t: TestContext,
+  docker: Docker,
+  backoff = { initialMs: 20, maxMs: 200, healthyAfterMs: 100 },
+): {
+  feeder: EventsFeeder;
+  containers: Topic<ContainerEvent>;
+  events: ContainerEvent[];
+  networkEvents: NetworkEvent[];
+  projection: WorldviewProjection;
+} {
+  const containers = new Topic<ContainerEvent>({ name: "containers", capacity: 65_536 });
+  const events = record(containers);
+  const projection = new WorldviewProjection({ sources: [containers] });
+  const stop = new AbortController();
+  projection.start(stop.signal);
+  const feeder = new EventsFeeder({ docker, containers, log, backoff });
+  const networkEvents = record(feeder.networks);
+  feeder.start(stop.signal);
+  t.after(async () => {
+    stop.abort();
+    await feeder.close();
+    await projection.close();
+    await containers.close();
+  });
+  return { feeder, containers, events, networkEvents, projection };
+}
+
+const ofId = (events: ContainerEvent[], id: string): string[] =>
+  events.flatMap((e) => ("id" in e && e.id === id ? [`${e.type}/${e.source}`] : []));
+
+test("an unreachable daemon is docker.disconnected and the agent count unknown, never zero", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "cpf-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const docker = createDockerClient({ host: `unix://${join(dir, "no-docker.sock")}` });
+  const { feeder, events, projection } = startFeeder(t, docker);
+  await waitFor(() => events.some((e) => e.type === "docker.disconnected"), { what: "docker.disconnected" });
+  assert.equal(feeder.isConnected, false);
+  assert.equal(events.filter((e) => e.type === "docker.connected").length, 0);
+  const disconnected = events.find((e) => e.type === "docker.disconnected");
+  assert.match(disconnected?.type === "docker.disconnected" ? disconnected.error : "", /unreachable|ENOENT/);
+  await waitFor(() => projection.snapshot().docker.status === "disconnected", {
+    what: "worldview disconnected",
+  });
+  assert.equal(countRunningAgents(projection.snapshot()), null);
+  // Retries do not repeat the event: one transition, one event.
+  await waitFor(() => feeder.attempts >= 3, { what: "three attempts" });
+  assert.equal(feeder.reconciles, 0);
+  assert.equal(events.filter((e) => e.type === "docker.disconnected").length, 1);
+  await feeder.close();
+  await feeder.close();
+});
+
+describe(
+  "EventsFeeder on a real dockerd",
+  { skip: skipReason(root, command("dockerd")), timeout: 180_000 },
+  () => {
+    const rig: { current?: Rig } = {};
+    const daemon = new PrivateDocker();
+
+    async function setup(t: TestContext): Promise<Rig> {
+      if (!requires(t, root, command("dockerd"))) throw new Error("unreachable");
+      if (rig.current === undefined) {
+        await daemon.start();
+        rig.current = { daemon, image: await busyboxImage(daemon.docker) };
+      }
+      t.after(async () => {
+        const all = await daemon.docker.listContainers({ all: true });
+        await Promise.all(all.map((c) => daemon.docker.getContainer(c.Id).remove({ force: true })));
+        const nets = await daemon.docker.listNetworks({ filters: { label: [`${LABELS.managed}=true`] } });
+        await Promise.all(nets.map((n) => daemon.docker.getNetwork(n.Id).remove()));
+      });
+      return rig.current;
+    }
+
+    after(async () => {
+      if (rig.current !== undefined) await daemon.close();
+    });
+
+    test("reconciles existing containers (stopped ones too), then reports live events", async (t) => {
+      const { daemon, image } = await setup(t);
+      const docker = daemon.docker;
+      // Before the feeder starts: running, exited (code 3), never started, and an unmanaged one.
+      const running = await agent(docker, image, "running");
+      await running.start();
+      const exited = await agent(docker, image, "exited", ["sh", "-c", "exit 3"]);
+      await exited.start();
+      await exited.wait();
+      const created = await agent(docker, image, "created");
+      const unmanaged = await docker.createContainer({
+        Image: image,
+        Cmd: ["sleep", "600"],
+        HostConfig: { NetworkMode: "none" },
+      });
+      await unmanaged.start();
+      const net = await docker.createNetwork({
+        Name: "clawker-feeder-test",
+        Internal: true,
+        Labels: { [LABELS.managed]: "true" },
+        IPAM: { Config: [{ Subnet: "10.213.7.0/24" }] },
+      });
+
+      const { feeder, events, networkEvents, projection } = startFeeder(t, docker);
+      await waitFor(() => events.some((e) => e.type === "docker.reconciled"), { what: "docker.reconciled" });
+      assert.equal(feeder.isConnected, true);
+      assert.equal(events[0]?.type, "docker.connected");
+      const reconciled = events.find((e) => e.type === "docker.reconciled");
+      assert.deepEqual(
+        new Set(reconciled?.type === "docker.reconciled" ? reconciled.containerIds : []),
+        new Set([running.id, exited.id, created.id]),
+      );
+      assert.deepEqual(ofId(events, running.id), [
+        "container.created/reconcile",
+        "container.started/reconcile",
+      ]);
+      assert.deepEqual(ofId(events, exited.id), ["container.created/reconcile", "container.died/reconcile"]);
+      const died = events.find((e) => e.type === "container.died" && e.id === exited.id);
+      assert.equal(died?.type === "container.died" ? died.exitCode : "none", 3);
+      assert.deepEqual(ofId(events, created.id), ["container.created/reconcile"]);
+      assert.deepEqual(ofId(events, unmanaged.id), []);
+      assert.ok(
+        networkEvents.some(
+          (e) => e.type === "network.created" && e.id === net.id && e.source === "reconcile",
+        ),
+      );
+      await waitFor(() => projection.snapshot().docker.reconciledAt !== null, {
+        what: "projection reconciled",
+      });
+      assert.equal(countRunningAgents(projection.snapshot()), 1);
+      assert.equal(projection.snapshot().containers[exited.id]?.state, "exited");
+
+      // Live: create, connect, start, die, destroy, in order, from the stream.
+      const live = await docker.createContainer({
+        Image: image,
+        Cmd: ["sleep", "600"],
+        Labels: { ...AGENT, [LABELS.agent]: "live" },
+        HostConfig: { Init: true, NetworkMode: "clawker-feeder-test" },
+      });
+      await live.start();
+      await waitFor(() => countRunningAgents(projection.snapshot()) === 2, { what: "two running agents" });
+      await live.stop({ t: 2 });
+      await live.remove();
+      await waitFor(() => ofId(events, live.id).length >= 4, { what: "live events" });
+      assert.deepEqual(ofId(events, live.id), [
+        "container.created/event",
+        "container.started/event",
+        "container.died/event",
+        "container.destroyed/event",
+      ]);
+      await waitFor(
+        () => networkEvents.some((e) => e.type === "network.disconnected" && e.containerId === live.id),
+        { what: "network disconnect" },
+      );
+      assert.ok(networkEvents.some((e) => e.type === "network.connected" && e.containerId === live.id));
+      assert.equal(countRunningAgents(projection.snapshot()), 1);
+      await net.remove();
+      await waitFor(() => networkEvents.some((e) => e.type === "network.destroyed" && e.id === net.id), {
+        what: "network destroyed",
+      });
+      // The unmanaged container never shows up.
+      assert.deepEqual(ofId(events, unmanaged.id), []);
+      await feeder.close();
+      assert.equal(feeder.networks.isClosed, true);
+    });
+
+    test("no event is lost across reconnects: cut streams and a paused daemon during churn", async (t) => {
+      const { daemon, image } = await setup(t);
+      const docker = daemon.docker;
+      const dir = await mkdtemp(join(tmpdir(), "cpr-"));
+      t.after(() => rm(dir, { recursive: true, force: true }));
+      const relay = new SocketRelay(join(dir, "relay.sock"), daemon.socketPath);
+      await relay.listen();
+      t.after(() => relay.pause());
+      const viaRelay = new Docker({ socketPath: relay.path });
+
+      const keep = await agent(docker, image, "keep");
+      await keep.start();
+      const stopMe = await agent(docker, image, "stop-me");
+      await stopMe.start();
+      const removeMe = await agent(docker, image, "remove-me");
+      const { feeder, events, projection } = startFeeder(t, viaRelay);
+      await waitFor(() => feeder.reconciles === 1, { what: "first reconcile" });
+
+      // Deterministic part: changes while the daemon is unreachable appear after the reconnect.
+      await relay.pause();
+      await waitFor(() => projection.snapshot().docker.status === "disconnected", { what: "disconnected" });
+      assert.equal(countRunningAgents(projection.snapshot()), null);
+      await stopMe.stop({ t: 2 });
+      await removeMe.remove();
+      const born = await agent(docker, image, "born-while-away");
+      await born.start();
+      await relay.listen();
+      await waitFor(() => feeder.reconciles === 2, { what: "second reconcile" });
+      await waitFor(() => countRunningAgents(projection.snapshot()) === 2, { what: "keep + born running" });
+      const view = projection.snapshot();
+      assert.equal(view.containers[stopMe.id]?.state, "exited");
+      assert.equal(view.containers[removeMe.id], undefined);
+      assert.equal(view.containers[born.id]?.state, "running");
+
+      // Churn: containers come and go while the relay keeps cutting the stream.
+      let isChurning = true;
+      const churn = (async () => {
+        try {
+          for (let i = 0; i < 15; i++) {
+            const c = await agent(docker, image, `churn-${i}`);
+            await c.start();
+            if (i % 3 === 0) continue; // some stay running
+            await c.kill();
+            if (i % 3 === 1) await c.remove({ force: true });
+          }
+        } finally {
+          isChurning = false;
+        }
+      })();
+      let cuts = 0;
+      while (isChurning) {
+        // Cut each new connection once, 100 ms into it.
+        const before = feeder.reconciles;
+        await new Promise((r) => setTimeout(r, 100));
+        relay.cut();
+        cuts++;
+        await waitFor(() => feeder.reconciles > before && feeder.isConnected, {
+          what: "reconnected",
+          intervalMs: 5,
+        });
+      }
+      await churn;
+      // A marker after the churn: once the feeder reports it, everything before it was processed.
+      const marker = await agent(docker, image, "marker");
+      await waitFor(() => feeder.isConnected && projection.snapshot().containers[marker.id] !== undefined, {
+        what: "the marker",
+        timeoutMs: 20_000,
+      });
+      assert.ok(feeder.reconciles >= 2 + cuts, `${feeder.reconciles} reconciles after ${cuts} cuts`);
+      const truth = await docker.listContainers({
+        all: true,
+        filters: { label: [`${LABELS.managed}=true`] },
+      });
+      const expected = Object.fromEntries(truth.map((c) => [c.Id, c.State]));
+      const seen = Object.fromEntries(
+        Object.values(projection.snapshot().containers).map((c) => [c.id, c.state]),
+      );
+      assert.deepEqual(seen, expected);
+      assert.equal(
+        countRunningAgents(projection.snapshot()),
+        truth.filter((c) => c.State === "running").length,
+      );
+      t.diagnostic(
+        `${cuts} cuts, ${feeder.reconciles} reconciles, ${events.length} events, ${truth.length} containers at the end`,
+      );
+    });
+  },
+);
