@@ -79,6 +79,9 @@ describe("EbpfClient", () => {
           { identity: 1, port: 1, protocol: "tcp", listener: 2 },
         ]),
       () => client.syncRoutes([{ identity: 1, port: 1, protocol: "sctp" as "tcp", listener: 1 }]),
+      () => client.syncRoutes([{ identity: 1, port: 1.5, protocol: "tcp", listener: 1 }]),
+      () => client.syncRoutes([{ identity: 1, port: 1, protocol: "tcp", listener: 1, extra: 1 } as never]),
+      () => client.dnsUpdate([{ address: "10.0.0.256", identity: 1, ttl: 1 }]),
       () => client.dnsUpdate([{ address: "127.0.0.1", identity: 1, ttl: 1 }]),
       () => client.dnsUpdate([{ address: "10.0.0.1", identity: 1, ttl: 604_801 }]),
     ];

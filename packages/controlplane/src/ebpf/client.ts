@@ -7,9 +7,10 @@ import type { z } from "zod";
 import { EbpfError, managerReason } from "./errors.js";
 import {
   cgroupTargetSchema,
+  checkDnsEntries,
+  checkRoutes,
   containerConfigSchema,
-  dnsEntriesSchema,
-  routesSchema,
+  type BatchIssue,
   type CgroupTarget,
   type ContainerConfig,
   type DecisionEvent,
@@ -117,12 +118,14 @@ export class EbpfClient {
 
   /** Replaces the whole route table atomically. */
   async syncRoutes(routes: readonly Route[]): Promise<{ routes: number }> {
-    return this.call("sync-routes", { routes: parse(routesSchema, routes, "sync-routes") });
+    reject(checkRoutes(routes), "sync-routes");
+    return this.call("sync-routes", { routes });
   }
 
   /** Adds (or with ttl 0 removes) DNS answer addresses of route identities, as one batch. */
   async dnsUpdate(entries: readonly DnsEntry[]): Promise<{ entries: number }> {
-    return this.call("dns-update", { entries: parse(dnsEntriesSchema, entries, "dns-update") });
+    reject(checkDnsEntries(entries), "dns-update");
+    return this.call("dns-update", { entries });
   }
 
   /** Collects expired DNS entries, defunct links and state of vanished cgroups. */
@@ -289,6 +292,11 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, op: string): z.in
     throw new EbpfError("invalid_argument", `${op}: ${where}${first?.message ?? "invalid"}`, op);
   }
   return result.data;
+}
+
+function reject(issue: BatchIssue | undefined, op: string): void {
+  if (issue !== undefined)
+    throw new EbpfError("invalid_argument", `${op}: ${issue.path}: ${issue.message}`, op);
 }
 
 function parseLine(line: string): Record<string, unknown> | undefined {
