@@ -58,6 +58,8 @@ export class AuthServer {
       return await this.#start();
     } catch (err) {
       await this.close();
+      // A close() that ran while a listener was still binding could not close it; release again.
+      await this.#close();
       throw err;
     }
   }
@@ -77,6 +79,7 @@ export class AuthServer {
       });
     }
     const key = await loadOrCreateSigningKey(c.signingKeyFile);
+    this.#throwIfClosed();
     const store = new AuthStore(c.databaseFile);
     this.#store = store;
     this.#log.info({ event: "gc", deleted: store.gc() }, "expired rows deleted");
@@ -105,7 +108,9 @@ export class AuthServer {
     }
     this.#servers = [pub, admin];
     const pubAddr = await listen(pub, c.public.host, c.public.port, "public");
+    this.#throwIfClosed();
     const adminAddr = await listen(admin, c.admin.host, c.admin.port, "admin");
+    this.#throwIfClosed();
 
     const issuer = c.issuer ?? origin(pubAddr);
     const tokenEndpoint = new URL("/oauth2/token", issuer).href;
@@ -141,6 +146,12 @@ export class AuthServer {
       "auth server ready",
     );
     return this.#addresses;
+  }
+
+  /** A close() during start() wins: start stops at its next step and cleans up. */
+  #throwIfClosed(): void {
+    if (this.#closing !== undefined)
+      throw new AuthServerError("closed", "the auth server was closed while starting");
   }
 
   /** Stops accepting, lets in-flight requests finish (briefly), closes the store. Idempotent. */

@@ -7,7 +7,8 @@ export type AuthServerReason =
   | "signing_key_invalid"
   | "tls_material_unreadable"
   | "listen_failed"
-  | "database_failed";
+  | "database_failed"
+  | "closed";
 
 /** An auth server failure with a stable `reason`. */
 export class AuthServerError extends Error {

@@ -2,6 +2,7 @@
 // real sqlite in a temp dir, real ES256 client assertions.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { connect } from "node:tls";
 import { after, before, describe, test } from "node:test";
@@ -10,7 +11,7 @@ import { clientBody, makeAssertion, makeClientKey, type ClientKey } from "./fixt
 import { join } from "node:path";
 import { pino } from "pino";
 import { AuthServer, parseConfig, type AuthServerConfigInput } from "../src/index.js";
-import { startServer, type RunningServer } from "./fixtures/server.js";
+import { makeWorkspace, startServer, type RunningServer } from "./fixtures/server.js";
 
 /** A config for a second server in `s`'s temp dir (own database and key). */
 function makeWorkspaceConfig(s: RunningServer): Promise<AuthServerConfigInput> {
@@ -395,4 +396,16 @@ describe("auth server with a 2 s token lifetime", () => {
     );
     assert.deepEqual((await s.http.introspect(s.addr.adminUrl, token, "admin")).body, { active: false });
   });
+});
+
+test("close() during start() wins: start rejects and nothing is left listening", async (t) => {
+  const { dir, base } = await makeWorkspace();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const server = new AuthServer(parseConfig(base), pino({ level: "silent" }));
+  const started = server.start();
+  const closed = server.close();
+  await assert.rejects(started, { reason: "closed" });
+  await closed;
+  assert.equal(server.addresses, undefined);
+  await assert.rejects(server.start(), /closed/);
 });
