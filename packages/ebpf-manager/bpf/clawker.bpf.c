@@ -459,13 +459,19 @@ int cg_getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* Raw and packet sockets could bypass the connect hooks entirely. */
+/* Only TCP and UDP sockets pass the connect/sendmsg hooks this file steers: raw, packet, ICMP
+ * ping (Docker enables ping sockets for everyone), SCTP, UDP-Lite and MPTCP sockets would not,
+ * so enrolled cgroups may not create them. */
 SEC("cgroup/sock_create")
 int cg_sock_create(struct bpf_sock *ctx)
 {
 	int bypassed;
+	int inet = ctx->family == AF_INET || ctx->family == AF_INET6;
 
-	if (ctx->type != SOCK_RAW && ctx->family != AF_PACKET)
+	if (inet && ctx->type != SOCK_RAW &&
+	    (ctx->protocol == IPPROTO_TCP || ctx->protocol == IPPROTO_UDP))
+		return 1;
+	if (!inet && ctx->family != AF_PACKET)
 		return 1;
 	if (!find_config(&bypassed)) {
 		if (bypassed)

@@ -25,7 +25,7 @@ static const char usage[] =
 	"  tcp ADDR PORT                    connect, getpeername, read the listener's reply\n"
 	"  udp-sendto ADDR PORT             sendto + recvfrom (unconnected)\n"
 	"  udp-connected ADDR PORT          connect + send + recvfrom + getpeername\n"
-	"  raw                              socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)\n"
+	"  raw | ping | sctp                socket(): SOCK_RAW/ICMP, SOCK_DGRAM/ICMP, SCTP\n"
 	"  tcp-loop ADDR PORT MS            connect repeatedly for MS ms, count by listener\n"
 	"  sleep                            stay in the cgroup until killed\n";
 
@@ -173,9 +173,9 @@ static int cmd_udp(const char *addr, int port, int connected)
 	return 0;
 }
 
-static int cmd_raw(void)
+static int cmd_socket(int type, int proto)
 {
-	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+	int fd = socket(AF_INET, type, proto);
 
 	if (fd < 0)
 		return fail("socket");
@@ -370,7 +370,11 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "udp-connected") && argc - i == 3)
 		return cmd_udp(argv[i + 1], atoi(argv[i + 2]), 1);
 	if (!strcmp(cmd, "raw"))
-		return cmd_raw();
+		return cmd_socket(SOCK_RAW, IPPROTO_ICMP);
+	if (!strcmp(cmd, "ping"))
+		return cmd_socket(SOCK_DGRAM, IPPROTO_ICMP);
+	if (!strcmp(cmd, "sctp"))
+		return cmd_socket(SOCK_STREAM, IPPROTO_SCTP);
 	if (!strcmp(cmd, "tcp-loop") && argc - i == 4)
 		return cmd_loop(argv[i + 1], atoi(argv[i + 2]), atoi(argv[i + 3]));
 	if (!strcmp(cmd, "sleep")) {

@@ -116,6 +116,16 @@ export class Lab {
     await run("ip", ["-n", this.netns, "link", "set", "lo", "up"]);
     for (const a of Object.values(remote))
       await run("ip", ["-n", this.netns, "addr", "add", `${a}/32`, "dev", "lo"]);
+    // ping sockets for everyone, as Docker sets it in containers
+    await run("ip", [
+      "netns",
+      "exec",
+      this.netns,
+      "sysctl",
+      "-q",
+      "-w",
+      "net.ipv4.ping_group_range=0 2147483647",
+    ]);
     this.mkCgroup(this.proxyCgroup);
     this.listeners = await this.startListeners();
     await this.startManager();
