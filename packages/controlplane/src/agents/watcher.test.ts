@@ -289,6 +289,29 @@ describe("AgentWatcher", () => {
     assert.equal(await run, "aborted");
   });
 
+  test("an agent start between zero counts restarts the streak", async (t) => {
+    const h = harness(t, {
+      pollInterval: 600_000,
+      missedThreshold: 3,
+      gracePeriod: 1,
+      eventDebounce: 5,
+      confirmInterval: 200,
+    });
+    h.count.value = 1;
+    const run = h.watcher.run();
+    await waitFor(() => h.count.calls.length >= 1, { what: "the first count" });
+    h.count.value = 0;
+    h.containers.publish(agentEvent("container.died"));
+    const streaks = (): number[] =>
+      h.drainEvents.flatMap((e) => (e.type === "drain.count" ? [e.streak] : []));
+    await waitFor(() => streaks().at(-1) === 2, { intervalMs: 1, what: "a streak of 2" });
+    // An agent started (and, say, stopped again unseen): the zero counts so far are stale.
+    h.containers.publish(agentEvent("container.started", "c2"));
+    h.containers.publish(agentEvent("container.died", "c2"));
+    assert.equal(await run, "drained");
+    assert.deepEqual(streaks(), [0, 1, 2, 1, 2, 3]);
+  });
+
   test("events of non-agent containers are ignored", async (t) => {
     const h = harness(t, { pollInterval: 600_000, gracePeriod: 1, eventDebounce: 1, confirmInterval: 1 });
     h.count.value = 1;
