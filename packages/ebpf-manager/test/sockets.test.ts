@@ -61,6 +61,13 @@ describe("ebpf programs on real sockets", { skip: skipReason(root, cgroup2, bpff
     assert.equal((other["reply"] as { listener: string }).listener, "catchall");
   });
 
+  test("a TCP Fast Open connect (sendto with MSG_FASTOPEN) is steered too", async () => {
+    const r = await lab.probe(agent, "tcp-fastopen", remote.web, "443");
+    assert.equal(r.ok, true);
+    assert.equal(r["peer"], `${remote.web}:443`);
+    assert.equal((r["reply"] as { listener: string }).listener, "catchall");
+  });
+
   test("a v4-mapped IPv6 connect takes the IPv4 path, and getpeername restores the mapped address", async () => {
     const r = await lab.probe(agent, "tcp", `::ffff:${remote.web}`, "443");
     assert.equal(r.ok, true);
