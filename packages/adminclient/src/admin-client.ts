@@ -30,9 +30,12 @@ export interface AdminCallOptions {
 
 /** Options of AdminClient. */
 export interface AdminClientOptions {
-  /** A generated client from dial(), with or without call credentials. */
+  /** A generated client from dial() WITHOUT `tokens` (this class attaches the token itself). */
   readonly client: admin.AdminServiceClient;
-  /** Where tokens come from; fetched before each token-checked call so failures surface typed. */
+  /**
+   * Where tokens come from: fetched before each token-checked call and attached as the call's
+   * `authorization` metadata, so a token failure surfaces as TokenError before any RPC is sent.
+   */
   readonly tokens?: TokenSource;
   readonly deadlineMs?: number;
 }
@@ -71,7 +74,7 @@ export class AdminClient {
   ): Promise<ResponseOf<K>> {
     const def = admin.AdminServiceService[method];
     const path = def.path;
-    await this.#ensureToken(path, options.signal);
+    const metadata = await this.#metadataFor(path, options.signal);
     options.signal?.throwIfAborted();
     const callOptions: CallOptions = { deadline: Date.now() + (options.deadlineMs ?? this.#deadlineMs) };
     return new Promise<ResponseOf<K>>((resolve, reject) => {
@@ -80,7 +83,7 @@ export class AdminClient {
         def.requestSerialize as (value: RequestOf<K>) => Buffer,
         def.responseDeserialize as (value: Buffer) => ResponseOf<K>,
         request,
-        new Metadata(),
+        metadata,
         callOptions,
         (err, response) => {
           options.signal?.removeEventListener("abort", onAbort);
@@ -101,7 +104,7 @@ export class AdminClient {
   /** Streams pending start-up failures; ends cleanly when there is nothing (more) to report. */
   async *watchSos(options: AdminCallOptions = {}): AsyncGenerator<admin.SOS, void, undefined> {
     const def = admin.AdminServiceService.watchSos;
-    await this.#ensureToken(def.path, options.signal);
+    const metadata = await this.#metadataFor(def.path, options.signal);
     options.signal?.throwIfAborted();
     const callOptions: CallOptions =
       options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
@@ -110,7 +113,7 @@ export class AdminClient {
       def.requestSerialize,
       def.responseDeserialize,
       {},
-      new Metadata(),
+      metadata,
       callOptions,
     );
     const onAbort = (): void => stream.cancel();
@@ -230,11 +233,14 @@ export class AdminClient {
     await this.#tokens?.close();
   }
 
-  async #ensureToken(path: string, signal: AbortSignal | undefined): Promise<void> {
+  /** The call's metadata: the bearer token unless the method is public or there is no source. */
+  async #metadataFor(path: string, signal: AbortSignal | undefined): Promise<Metadata> {
     if (this.#closed) throw new AdminError("cancelled", 1, path, "the admin client is closed");
-    const scope = requiredScope(path);
-    if (scope === PUBLIC_SCOPE || this.#tokens === undefined) return;
-    await this.#tokens.token(signal === undefined ? {} : { signal });
+    const metadata = new Metadata();
+    if (requiredScope(path) === PUBLIC_SCOPE || this.#tokens === undefined) return metadata;
+    const token = await this.#tokens.token(signal === undefined ? {} : { signal });
+    metadata.set("authorization", `Bearer ${token}`);
+    return metadata;
   }
 }
 
@@ -267,7 +273,6 @@ export function openAdminClient(options: OpenAdminClientOptions): AdminClient {
   });
   const client = dial({
     tls: cliTls(options.trust),
-    tokens,
     ...(options.target === undefined ? {} : { target: options.target }),
     ...(options.serverName === undefined ? {} : { serverName: options.serverName }),
   });

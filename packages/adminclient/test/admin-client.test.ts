@@ -84,7 +84,6 @@ async function rig(
   const raw = dial({
     target: server.target,
     tls: { ca: trust.ca.certPem, cert: cli.certPem, key: cli.keyPem },
-    tokens,
     ...(o.serverName === undefined ? {} : { serverName: o.serverName }),
   });
   const client = new AdminClient({ client: raw, tokens });
@@ -226,6 +225,44 @@ describe("AdminClient", () => {
     await client.getSystemTime();
     const { client: wrong } = await rig(t, { serverName: "not-in-the-sans.example" });
     await assert.rejects(wrong.getSystemTime({ deadlineMs: 3000 }), { reason: "unavailable" });
+  });
+
+  test("dial({ tokens }) call credentials attach the bearer token, except for GetSystemTime", async (t) => {
+    const { server, endpoint } = await rig(t);
+    const tokens = new TokenSource({
+      tokenEndpoint: endpoint.url,
+      ca: trust.ca.certPem,
+      signingKey: trust.signingKey.privateJwk,
+    });
+    const raw = dial({
+      target: server.target,
+      tls: { ca: trust.ca.certPem, cert: trust.cli.certPem, key: trust.cli.keyPem },
+      tokens,
+    });
+    t.after(async () => {
+      raw.close();
+      await tokens.close();
+    });
+    const unary = <T>(f: (cb: (err: Error | null, res?: T) => void) => void): Promise<T> =>
+      new Promise((resolve, reject) => f((err, res) => (err === null ? resolve(res!) : reject(err))));
+    await unary<admin.GetSystemTimeResult>((cb) => raw.getSystemTime({}, cb));
+    const res = await unary<admin.ListAgentsResult>((cb) => raw.listAgents({}, cb));
+    assert.deepEqual(res.agents, [agent]);
+    assert.deepEqual(
+      server.calls.map((c) => [c.method.split("/").pop(), c.authorization]),
+      [
+        ["GetSystemTime", undefined],
+        ["ListAgents", "Bearer token-1"],
+      ],
+    );
+    // A token failure inside call credentials fails the call (grpc-js reports it as UNKNOWN).
+    tokens.invalidate();
+    endpoint.respond = () => ({ status: 401, body: { error: "invalid_client" } });
+    await assert.rejects(
+      unary((cb) => raw.listAgents({}, cb)),
+      /invalid_client/,
+    );
+    assert.equal(server.calls.length, 2, "no RPC reached the server without a token");
   });
 
   test("openAdminClient dials from a trust set; close() is idempotent", async (t) => {
