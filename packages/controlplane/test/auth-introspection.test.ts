@@ -20,6 +20,7 @@ import {
   type FakeIntrospectionServer,
 } from "../../../test/fakes/fake-introspection-server.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
 
 const nowS = (): number => Math.floor(Date.now() / 1000);
 const ADMIN_PATH = admin.AdminServiceService.listAgents.path;
@@ -126,6 +127,20 @@ void describe("HttpIntrospector", () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+void describe("HttpIntrospector lifecycle", () => {
+  void test("close() is idempotent and leaves no socket behind", async () => {
+    const sockets = (): number =>
+      process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap" || r === "TLSWrap").length;
+    const baseline = sockets();
+    const i = new HttpIntrospector({ adminUrl: fake.url, ca: pki.set.ca.certPem });
+    await Promise.all([i.introspect("good"), i.introspect("good"), i.introspect("good")]);
+    assert.ok(sockets() > baseline, "keep-alive connections are open while in use");
+    await i.close();
+    await i.close();
+    await waitFor(() => sockets() <= baseline, { what: "sockets back to the baseline" });
   });
 });
 

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -374,6 +374,34 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
       assert.equal((await introspector.introspect(token.access_token + "x")).active, false);
     } finally {
       await introspector.close();
+    }
+  });
+
+  void test("SIGTERM stops each FAKE with exit 0 and frees its ports (last: runs after the others)", async () => {
+    // Declared last so the other tests of this suite have run; node:test runs them in order.
+    const ports = [
+      s.hydra.publicPort,
+      s.hydra.adminPort,
+      s.kratos.publicPort,
+      s.kratos.adminPort,
+      s.oathkeeper.apiPort,
+      s.oathkeeper.proxyPort,
+    ];
+    for (const c of children) {
+      const exited = new Promise<number | null>((r) => c.once("exit", (code) => r(code)));
+      c.kill("SIGTERM");
+      assert.equal(await exited, 0);
+    }
+    for (const port of ports) {
+      const refused = await new Promise<boolean>((resolve) => {
+        const sock = createConnection({ host: "127.0.0.1", port });
+        sock.once("connect", () => {
+          sock.destroy();
+          resolve(false);
+        });
+        sock.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
+      });
+      assert.ok(refused, `port ${port} still open`);
     }
   });
 });
