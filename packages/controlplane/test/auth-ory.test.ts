@@ -301,6 +301,11 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     assert.equal(body["token_endpoint_auth_method"], "private_key_jwt");
     assert.equal(body["token_endpoint_auth_signing_alg"], "ES256");
     assert.deepEqual(body["grant_types"], ["client_credentials"]);
+    const missing = await request(`${oryUrls(s).hydraAdmin}/admin/clients/no-such-client`, {
+      dispatcher: http,
+    });
+    await missing.body.dump();
+    assert.equal(missing.statusCode, 404);
   });
 
   void test("a rejected client (400) is a typed error with the status, not retried", async () => {
