@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -230,7 +232,7 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 	char root[PATH_MAX], parent_path[PATH_MAX], proxy_path[PATH_MAX];
 	unsigned updated = 0;
 	bool created = false;
-	int err;
+	int err, lock_fd = -1;
 
 	err = cgroup_root(root, sizeof(root));
 	if (err) {
@@ -258,6 +260,18 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 			return 1;
 		}
 	}
+	/* one manager per pin directory: a second would fight the first over the same links */
+	if (mkdir(pin_dir, 0700) && errno != EEXIST) {
+		log_json("error", "cannot create pin dir", "\"error\":\"%s\"", strerror(errno));
+		return 1;
+	}
+	lock_fd = open(pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
+		log_json("error", "another manager serves this pin dir", "\"pinDir\":\"%s\"", pin_dir);
+		if (lock_fd >= 0)
+			close(lock_fd);
+		return 1;
+	}
 	err = store_load(&s, pin_dir, events_per_sec);
 	if (!err)
 		err = store_upgrade_links(&s, &updated);
@@ -268,6 +282,7 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 	if (err) {
 		log_json("error", "load failed", "\"error\":\"%s\"", strerror(-err));
 		store_close(&s);
+		close(lock_fd);
 		return 1;
 	}
 	log_json("info", "loaded",
@@ -275,6 +290,7 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 		 (unsigned long long)cfg.parent_id, updated);
 	err = server_run(&s, &cfg);
 	store_close(&s);
+	close(lock_fd);
 	if (err) {
 		log_json("error", "serve failed", "\"error\":\"%s\"", strerror(-err));
 		return 1;

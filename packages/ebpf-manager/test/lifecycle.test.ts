@@ -176,9 +176,21 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
     assert.equal((await lab.client.status()).parent, lab.parent);
   });
 
-  test("the control socket is 0600 and the client reports manager errors with their reason", async (t) => {
+  test("the control socket is 0600, one manager per pin dir, and errors carry their reason", async (t) => {
     const lab = await newLab(t);
     assert.equal(statSync(lab.socketPath).mode & 0o777, 0o600);
+    const second = await lab.cli(
+      "serve",
+      "--socket",
+      `${lab.socketPath}-2`,
+      "--pin-dir",
+      lab.pinDir,
+      "--cgroup-parent",
+      lab.parent,
+    );
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another manager serves this pin dir/);
+    assert.equal((await lab.client.status()).pinDir, lab.pinDir);
     await assert.rejects(lab.client.bypass({ cgroupId: "999999999" }), (err: unknown) => {
       assert.ok(err instanceof EbpfError);
       assert.equal(err.reason, "not_found");
