@@ -135,6 +135,7 @@ export const layouts = {
   decide_args: {
     size: 56,
     fields: [
+      // an embedded cg_config (decoded with layouts.cg_config); 32 bytes like a u64x4
       { name: "cfg", offset: 0, kind: "u64x4" },
       { name: "addr", offset: 32, kind: "ip4" },
       { name: "mark", offset: 36, kind: "u32" },
