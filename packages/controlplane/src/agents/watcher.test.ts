@@ -95,6 +95,7 @@ describe("AgentWatcher options", () => {
       listErrCeiling: 0,
       eventDebounce: 0,
       confirmInterval: 0,
+      eventWindow: 0,
     });
     assert.deepEqual({ ...zero.options }, { ...WATCHER_DEFAULTS });
     assert.deepEqual(WATCHER_DEFAULTS, {
@@ -104,6 +105,7 @@ describe("AgentWatcher options", () => {
       listErrCeiling: 20,
       eventDebounce: 100,
       confirmInterval: 300,
+      eventWindow: 3_000,
     });
     const custom = new AgentWatcher(deps, { pollInterval: 5, missedThreshold: 3 });
     assert.equal(custom.options.pollInterval, 5);
@@ -118,6 +120,7 @@ describe("AgentWatcher options", () => {
     ["listErrCeiling", -20],
     ["eventDebounce", -1],
     ["confirmInterval", -1],
+    ["eventWindow", -1],
     ["missedThreshold", 1.5],
     ["listErrCeiling", Number.NaN],
     ["pollInterval", Number.POSITIVE_INFINITY],
@@ -283,7 +286,52 @@ describe("AgentWatcher", () => {
     h.containers.publish(agentEvent("container.died"));
     await waitFor(() => h.count.calls.length - before >= 2, { intervalMs: 1, what: "the confirming count" });
     const streaks = h.drainEvents.flatMap((e) => (e.type === "drain.count" ? [e.streak] : []));
-    assert.deepEqual(streaks.slice(-2), [1, 0]);
+    assert.deepEqual(streaks.slice(1, 3), [1, 0]);
+    assert.equal(h.drains, 0);
+    await h.watcher.close();
+    assert.equal(await run, "aborted");
+  });
+
+  test("a listing that lags the die event is counted again, not trusted until the next poll", async (t) => {
+    const h = harness(t, {
+      pollInterval: 600_000,
+      missedThreshold: 2,
+      gracePeriod: 1,
+      eventDebounce: 5,
+      confirmInterval: 10,
+    });
+    h.count.value = 1;
+    const run = h.watcher.run();
+    await waitFor(() => h.count.calls.length >= 1, { what: "the first count" });
+    const before = h.count.calls.length;
+    // Docker logs `die` before its listing drops the container: the first counts still see it.
+    h.count.queue.push(1, 1, 0);
+    h.count.value = 0;
+    h.containers.publish(agentEvent("container.died"));
+    assert.equal(await run, "drained");
+    assert.equal(h.count.calls.length - before, 4);
+  });
+
+  test("after the event window, a running agent sends the watcher back to polling", async (t) => {
+    const h = harness(t, {
+      pollInterval: 600_000,
+      gracePeriod: 1,
+      eventDebounce: 5,
+      confirmInterval: 10,
+      eventWindow: 100,
+    });
+    h.count.value = 1;
+    const run = h.watcher.run();
+    await waitFor(() => h.count.calls.length >= 1, { what: "the first count" });
+    const before = h.count.calls.length;
+    h.containers.publish(agentEvent("container.died"));
+    await waitFor(() => h.count.calls.length - before >= 3, { what: "event counts" });
+    // Once the window (100 ms) is over, the 10 min poll is all that is left: counting stops.
+    await sleep(400);
+    const settled = h.count.calls.length;
+    await sleep(200);
+    assert.equal(h.count.calls.length, settled);
+    assert.ok(settled - before >= 3, `${settled - before} counts in the window`);
     assert.equal(h.drains, 0);
     await h.watcher.close();
     assert.equal(await run, "aborted");

@@ -25,6 +25,11 @@ export interface AgentWatcherOptions {
   readonly eventDebounce?: number;
   /** Spacing of the confirming counts that follow an event-triggered zero (300 ms). */
   readonly confirmInterval?: number;
+  /**
+   * After an agent event, counts keep coming every `confirmInterval` for this long even while
+   * agents are still listed (3 s): Docker logs `die` before its listing shows the container stopped.
+   */
+  readonly eventWindow?: number;
 }
 
 /** The defaults that zero or omitted options select. */
@@ -35,6 +40,7 @@ export const WATCHER_DEFAULTS = Object.freeze({
   listErrCeiling: 20,
   eventDebounce: 100,
   confirmInterval: 300,
+  eventWindow: 3_000,
 } satisfies Required<AgentWatcherOptions>);
 
 /** Something container events can be subscribed on (overseer.containers). */
@@ -91,6 +97,7 @@ export class AgentWatcher {
   // Scheduling state, touched by the loop and by event handlers (one thread, no locks needed).
   #eventAt: number | undefined;
   #isFast = false;
+  #fastUntil = 0;
   #epoch = 0;
   #streak = 0;
   #wake: (() => void) | undefined;
@@ -104,6 +111,7 @@ export class AgentWatcher {
       listErrCeiling: pick(options, "listErrCeiling", true),
       eventDebounce: pick(options, "eventDebounce", false),
       confirmInterval: pick(options, "confirmInterval", false),
+      eventWindow: pick(options, "eventWindow", false),
     });
   }
 
@@ -203,7 +211,12 @@ export class AgentWatcher {
         });
         log.debug({ event: "watcher_count", agents: count, streak: this.#streak, trigger }, "agents counted");
         if (count > 0) {
-          this.#isFast = false;
+          // Right after an agent event the listing may still show the stopped container.
+          if (this.#isFast && performance.now() < this.#fastUntil) {
+            this.#eventAt = performance.now() + o.confirmInterval;
+          } else {
+            this.#isFast = false;
+          }
           continue;
         }
         const isPastGrace = performance.now() >= graceEndsAt;
@@ -255,6 +268,7 @@ export class AgentWatcher {
   #schedule(): void {
     const at = performance.now() + this.options.eventDebounce;
     this.#isFast = true;
+    this.#fastUntil = at + this.options.eventWindow;
     if (this.#eventAt === undefined || this.#eventAt > at) this.#eventAt = at;
     this.#poke();
   }
