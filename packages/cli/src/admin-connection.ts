@@ -42,6 +42,12 @@ export async function connectAdmin(o: AdminConnectionOptions): Promise<AdminConn
   }
 }
 
+/** What a measured skew means: fine, worth a warning, or too large to go on. */
+export function skewVerdict(skewMs: number): "ok" | "warn" | "fail" {
+  const abs = Math.abs(skewMs);
+  return abs > SKEW_FAIL_MS ? "fail" : abs > SKEW_WARN_MS ? "warn" : "ok";
+}
+
 /** `+1.234s` style rendering of a skew. */
 export function formatSkew(skewMs: number): string {
   return `${skewMs >= 0 ? "+" : "-"}${(Math.abs(skewMs) / 1000).toFixed(3)}s`;

@@ -2,12 +2,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { AdminError, TokenError, TrustError } from "@clawker/adminclient";
+import { formatSkew, skewVerdict } from "./admin-connection.js";
 import { COMMANDS, resolveCommand, run } from "./cli.js";
 import { helpText, parseAddress, parseDuration, parseFlags } from "./command-spec.js";
 import { agentRows, agentTable } from "./commands/controlplane-agents.js";
 import { exitCodeOf } from "./error-report.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import type { Io } from "./io.js";
+import { startProgress } from "./progress.js";
 
 function bufferIo(): Io & { out: () => string; err: () => string } {
   let out = "";
@@ -207,5 +209,44 @@ describe("agents table", () => {
     assert.match(lines[0]!, /^NAME\s+PROJECT\s+CONTAINER\s+THUMBPRINT\s+REGISTERED\s+LAST SEEN$/);
     assert.match(lines[1]!, /^dev\s+demo\s+0123456789ab\s+fedcba987654\s+2023-11-14T22:13:20Z$/);
     assert.equal(lines[0]!.indexOf("CONTAINER"), lines[1]!.indexOf("0123456789ab"));
+  });
+});
+
+describe("clock skew policy", () => {
+  test("warn above 1 s, fail above 30 s, either direction", () => {
+    const table: Array<[number, string]> = [
+      [0, "ok"],
+      [999, "ok"],
+      [-1000, "ok"],
+      [1001, "warn"],
+      [-5000, "warn"],
+      [30_000, "warn"],
+      [30_001, "fail"],
+      [-86_400_000, "fail"],
+    ];
+    for (const [ms, verdict] of table) assert.equal(skewVerdict(ms), verdict, String(ms));
+    assert.equal(formatSkew(-1234.5), "-1.234s");
+    assert.equal(formatSkew(20), "+0.020s");
+  });
+});
+
+describe("progress", () => {
+  test("not a TTY: one plain line per change, nothing on stop", () => {
+    let out = "";
+    const p = startProgress({ write: (s) => void (out += s), isTTY: false }, "waiting");
+    p.update("waiting: 503 not_ready");
+    p.update("waiting: 503 not_ready");
+    p.update("waiting: 200 healthy");
+    p.stop();
+    assert.equal(out, "waiting\nwaiting: 503 not_ready\nwaiting: 200 healthy\n");
+  });
+
+  test("a TTY: a redrawn spinner line, cleared on stop", () => {
+    let out = "";
+    const p = startProgress({ write: (s) => void (out += s), isTTY: true }, "waiting for health");
+    p.stop();
+    const clear = "\r\x1b[K";
+    assert.ok(out.startsWith(clear) && out.endsWith(clear), JSON.stringify(out));
+    assert.match(out.slice(clear.length, -clear.length), /^. waiting for health \(0\.\ds\)$/);
   });
 });

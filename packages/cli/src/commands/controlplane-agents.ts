@@ -1,6 +1,6 @@
 // `clawker controlplane agents`: ListAgents with the CLI's token, as a table or JSON.
 import type { admin as adminProto } from "@clawker/proto";
-import { connectAdmin, SKEW_FAIL_MS } from "../admin-connection.js";
+import { connectAdmin, skewVerdict } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   parseAddress,
@@ -94,7 +94,7 @@ export async function controlplaneAgents(values: FlagValues, io: Io): Promise<nu
     deadlineMs: parseDuration("timeout", str(values, "timeout", "10s")),
   });
   try {
-    if (Math.abs(skew.skewMs) > SKEW_FAIL_MS) {
+    if (skewVerdict(skew.skewMs) === "fail") {
       throw new CliError(
         ExitCode.error,
         `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,

@@ -2,7 +2,7 @@
 import { mkdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { loadTrustSet } from "@clawker/adminclient";
-import { connectAdmin, formatSkew, SKEW_FAIL_MS, SKEW_WARN_MS } from "../admin-connection.js";
+import { connectAdmin, formatSkew, SKEW_FAIL_MS, skewVerdict } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   optStr,
@@ -173,14 +173,14 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
 
   const { client, skew } = await connectAdmin({ trustDir, admin: admin.text, tokenEndpoint });
   await client.close();
-  const absSkew = Math.abs(skew.skewMs);
-  if (absSkew > SKEW_FAIL_MS) {
+  const verdict = skewVerdict(skew.skewMs);
+  if (verdict === "fail") {
     throw new CliError(
       ExitCode.error,
       `clock skew with the control plane is ${formatSkew(skew.skewMs)} (limit ±${SKEW_FAIL_MS / 1000}s): fix the clock; the daemon is still running (clawker controlplane down)`,
     );
   }
-  if (absSkew > SKEW_WARN_MS)
+  if (verdict === "warn")
     io.stderr.write(`clawker: warning: clock skew with the control plane is ${formatSkew(skew.skewMs)}\n`);
 
   const summary = {
