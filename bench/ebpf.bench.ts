@@ -21,7 +21,7 @@ import { type Benchmark, type BenchContext, type Figure, summarise, timeMs } fro
 
 const run = promisify(execFile);
 const LOOP_MS = 1000;
-const PAIRS = 5;
+const PAIRS = 20;
 
 interface ProgStats {
   readonly runTimeNs: number;
