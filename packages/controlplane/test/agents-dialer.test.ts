@@ -2,7 +2,8 @@
 // server over real mTLS (TLS 1.3) on 127.0.0.1 that follows API.md §3 (Hello/HelloAck, pipelines
 // of real child processes with Started/output/StageExit/Done, RegisterRequired -> a real
 // AgentService.Register call with its agent leaf against a real identity gate -> RegisterDone).
-// The real clawkerd had not landed when this was written; see README "Dialer and Session".
+// The double lets a test shape what the real clawkerd cannot be made to do (a leaf from another
+// CA, a dropped stream, a failing plan); agents-clawkerd.test.ts runs the real clawkerd.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
