@@ -153,6 +153,28 @@ test("an unreachable daemon is docker.disconnected and the agent count unknown, 
   await feeder.close();
 });
 
+test("reconnect attempts back off: doubling from initialMs, capped at maxMs", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "cpf-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const docker = createDockerClient({ host: `unix://${join(dir, "no-docker.sock")}` });
+  const { feeder } = startFeeder(t, docker, { initialMs: 20, maxMs: 80, healthyAfterMs: 1_000 });
+  const at: number[] = [];
+  await waitFor(
+    () => {
+      if (feeder.attempts > at.length) at.push(performance.now());
+      return feeder.attempts >= 7;
+    },
+    { intervalMs: 1, what: "seven attempts" },
+  );
+  const gaps = at.slice(1).map((x, i) => x - at[i]!);
+  t.diagnostic(`gaps between attempts: ${gaps.map((g) => g.toFixed(0)).join(", ")} ms`);
+  // Timers never fire early: 20, 40, 80, 80, 80 at least...
+  for (const [i, min] of [20, 40, 80, 80, 80].entries())
+    assert.ok(gaps[i]! >= min - 2, `gap ${i}: ${gaps[i]} ms`);
+  // ...and the cap holds: uncapped, the last gap would be 320 ms or more.
+  assert.ok(gaps.at(-1)! < 300, `last gap ${gaps.at(-1)} ms`);
+});
+
 describe(
   "EventsFeeder on a real dockerd",
   { skip: skipReason(root, command("dockerd")), timeout: 180_000 },
@@ -347,6 +369,15 @@ describe(
         countRunningAgents(projection.snapshot()),
         truth.filter((c) => c.State === "running").length,
       );
+      // Closed means closed: no reconnect loop, no more events, even when the stream is cut again.
+      await feeder.close();
+      const attempts = feeder.attempts;
+      const published = events.length;
+      relay.cut();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(feeder.attempts, attempts);
+      assert.equal(events.length, published);
+      assert.equal(feeder.networks.isClosed, true);
       t.diagnostic(
         `${cuts} cuts, ${feeder.reconciles} reconciles, ${events.length} events, ${truth.length} containers at the end`,
       );
