@@ -185,7 +185,7 @@ export class Dialer {
     containerId: string,
     shell: clawkerd.ShellCommand,
     options?: ExecOptions,
-  ): AsyncIterableIterator<clawkerd.Response> {
+  ): AsyncIterableIterator<clawkerd.Response, undefined> {
     if (this.#closing !== undefined) throw new DialerError("closed", "dialer is closed");
     const session = this.session(containerId);
     if (session === undefined) throw new DialerError("no_session", `no open session to ${containerId}`);

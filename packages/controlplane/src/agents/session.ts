@@ -57,10 +57,11 @@ interface Pending {
 }
 
 /** Buffers one command's Responses for its async iterator; ends after the first Done or Error. */
-class CommandStream implements AsyncIterableIterator<clawkerd.Response> {
+class CommandStream implements AsyncIterableIterator<clawkerd.Response, undefined> {
   readonly #queue: clawkerd.Response[] = [];
   #waiter:
-    { resolve: (r: IteratorResult<clawkerd.Response>) => void; reject: (e: Error) => void } | undefined;
+    | { resolve: (r: IteratorResult<clawkerd.Response, undefined>) => void; reject: (e: Error) => void }
+    | undefined;
   #failure: Error | undefined;
   #ended = false;
   #returned = false;
@@ -94,7 +95,7 @@ class CommandStream implements AsyncIterableIterator<clawkerd.Response> {
     else w.reject(failure);
   }
 
-  next(): Promise<IteratorResult<clawkerd.Response>> {
+  next(): Promise<IteratorResult<clawkerd.Response, undefined>> {
     const r = this.#queue.shift();
     if (r !== undefined) {
       if (this.#queue.length === 0) this.onDrain();
@@ -112,7 +113,7 @@ class CommandStream implements AsyncIterableIterator<clawkerd.Response> {
     return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
   }
 
-  return(): Promise<IteratorResult<clawkerd.Response>> {
+  return(): Promise<IteratorResult<clawkerd.Response, undefined>> {
     // The reader stopped listening; the command keeps running in clawkerd and its output is dropped.
     this.#returned = true;
     this.#queue.length = 0;
@@ -141,6 +142,8 @@ export class AgentSession {
     string,
     { stream: CommandStream; plan: CommandPlan; description: string; stages: number }
   >();
+  /** Every command id sent on this session: ids are unique per session (events.ts, clawkerd). */
+  readonly #used = new Set<string>();
   /** Command ids whose iterator was returned early but whose Done/Error has not arrived yet. */
   readonly #abandoned = new Set<string>();
   #seq = 0;
@@ -196,14 +199,18 @@ export class AgentSession {
    * Sends a ShellCommand and yields its Responses (Started, output, stage exits) up to and including
    * its one Done or Error; throws SessionError("session_closed") if the stream ends first.
    */
-  exec(shell: clawkerd.ShellCommand, options: ExecOptions = {}): AsyncIterableIterator<clawkerd.Response> {
+  exec(
+    shell: clawkerd.ShellCommand,
+    options: ExecOptions = {},
+  ): AsyncIterableIterator<clawkerd.Response, undefined> {
     const plan = options.plan ?? "user";
     const commandId = options.commandId ?? `${plan}-${++this.#seq}`;
     if (this.#closeReason !== undefined)
       throw new SessionError("session_closed", `session closed: ${this.#closeReason}`);
-    if (this.#running.has(commandId) || this.#pending.has(commandId) || this.#abandoned.has(commandId)) {
-      throw new SessionError("duplicate_command", `command id ${commandId} is in flight`);
+    if (this.#used.has(commandId)) {
+      throw new SessionError("duplicate_command", `command id ${commandId} was already used in this session`);
     }
+    this.#used.add(commandId);
     const stream = new CommandStream(
       commandId,
       () => this.#maybeResume(),
@@ -265,9 +272,12 @@ export class AgentSession {
     payload: clawkerd.Command["payload"],
     timeoutMs: number,
   ): Promise<clawkerd.Response> {
-    if (this.#pending.has(commandId) || this.#running.has(commandId)) {
-      return Promise.reject(new SessionError("duplicate_command", `command id ${commandId} is in flight`));
+    if (this.#used.has(commandId)) {
+      return Promise.reject(
+        new SessionError("duplicate_command", `command id ${commandId} was already used`),
+      );
     }
+    this.#used.add(commandId);
     return new Promise<clawkerd.Response>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(commandId);
@@ -315,6 +325,8 @@ export class AgentSession {
         if (isTerminal) this.#abandoned.delete(id);
         return;
       }
+      // A stray after a command's Done/Error (already delivered exactly once): dropped.
+      if (this.#used.has(id) && r.payload?.$case !== "error") return;
       // Stdin/CloseStdin/Signal/AgentReady/AgentInitialized answer only on failure.
       this.#log.warn(
         {
