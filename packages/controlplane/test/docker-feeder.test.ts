@@ -287,6 +287,36 @@ describe(
       assert.equal(feeder.networks.isClosed, true);
     });
 
+    test("since is taken on the daemon's clock before subscribing: the window's events are replayed", async (t) => {
+      const { daemon, image } = await setup(t);
+      const docker = daemon.docker;
+      const victim = await agent(docker, image, "dies-in-the-window");
+      await victim.start();
+      // A real client whose first getEvents stops the container first: the die then happens
+      // after `since` was taken but before the subscription exists.
+      let isFirst = true;
+      const hooked = new Docker({ socketPath: daemon.socketPath });
+      const getEvents = hooked.getEvents.bind(hooked) as (
+        o: Docker.GetEventsOptions,
+      ) => Promise<NodeJS.ReadableStream>;
+      (hooked as { getEvents: unknown }).getEvents = async (o: Docker.GetEventsOptions) => {
+        if (isFirst) {
+          isFirst = false;
+          await victim.stop({ t: 5 });
+        }
+        return getEvents(o);
+      };
+      const { feeder, events } = startFeeder(t, hooked);
+      await waitFor(() => feeder.reconciles === 1, { what: "the reconcile" });
+      await waitFor(() => ofId(events, victim.id).includes("container.died/event"), {
+        what: "the replayed die",
+      });
+      // The listing saw it exited too; the replay comes after and agrees.
+      const seq = ofId(events, victim.id);
+      assert.deepEqual(seq.slice(0, 2), ["container.created/reconcile", "container.died/reconcile"]);
+      assert.ok(seq.indexOf("container.died/event") > 1, seq.join(" "));
+    });
+
     test("no event is lost across reconnects: cut streams and a paused daemon during churn", async (t) => {
       const { daemon, image } = await setup(t);
       const docker = daemon.docker;
