@@ -242,6 +242,8 @@ export class AgentWatcher {
     } finally {
       subscription?.unsubscribe();
       this.#wake = undefined;
+      // Releases the listener on the caller's signal; run() cannot start again anyway.
+      this.#stop.abort();
     }
   }
 

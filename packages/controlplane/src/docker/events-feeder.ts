@@ -84,6 +84,9 @@ export class EventsFeeder {
   readonly #stop = new AbortController();
   readonly #managedNetworks = new Map<string, string>();
   #status: "unknown" | "connected" | "disconnected" = "unknown";
+  // The last connectivity event published, so a failed reconcile after docker.connected is
+  // followed by docker.disconnected even when the previous attempt had failed too.
+  #announced: "none" | "docker.connected" | "docker.disconnected" = "none";
   #reconciles = 0;
   #attempts = 0;
   #loop: Promise<void> | undefined;
@@ -154,8 +157,9 @@ export class EventsFeeder {
       }
       failures++;
       const wasConnected = this.#status === "connected";
-      if (this.#status !== "disconnected") {
-        this.#status = "disconnected";
+      this.#status = "disconnected";
+      if (this.#announced !== "docker.disconnected") {
+        this.#announced = "docker.disconnected";
         this.#containers.publish({
           type: "docker.disconnected",
           time: this.#now(),
@@ -213,6 +217,7 @@ export class EventsFeeder {
         clearTimeout(headers);
       }
       const inbox = new Inbox(stream);
+      this.#announced = "docker.connected";
       this.#containers.publish({ type: "docker.connected", time: this.#now() });
       // 3. Reconcile: synthetic events for the current state, then docker.reconciled.
       await this.#reconcile(conn.signal);
