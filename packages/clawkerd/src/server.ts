@@ -3,9 +3,10 @@
 // control-plane identity pin (peer-identity.ts) in front of every call.
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
-import { clawkerd } from "@clawker/proto";
+import type { clawkerd } from "@clawker/proto";
 import type { Bootstrap } from "./bootstrap.js";
 import { peerIdentityInterceptor } from "./peer-identity.js";
+import { ClawkerdServiceFast } from "./response-codec.js";
 import { Session, type SessionDeps } from "./session.js";
 
 // grpc-js has no minimum-version option; it reads the process-wide default (HOST-NOTES.md).
@@ -44,7 +45,7 @@ export class ClawkerdServer {
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
     });
-    server.addService(clawkerd.ClawkerdServiceService, {
+    server.addService(ClawkerdServiceFast, {
       session: (call: ServerDuplexStream<clawkerd.Command, clawkerd.Response>) => {
         const session = new Session(this.#nextId++, call, {
           ...this.#o,
