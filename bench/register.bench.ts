@@ -8,7 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import tls from "node:tls";
-import { Server, ServerCredentials, credentials, type ServiceError } from "@grpc/grpc-js";
+import {
+  Server,
+  ServerCredentials,
+  credentials,
+  type ServerUnaryCall,
+  type ServiceError,
+  type sendUnaryData,
+} from "@grpc/grpc-js";
 import { TokenSource, bearerCallCredentials, issueAgentLeaf } from "@clawker/adminclient";
 import { AGENT_CLIENT, LABELS, agent } from "@clawker/proto";
 import pino from "pino";
@@ -89,6 +96,26 @@ const bench: Benchmark = {
         );
       };
       const [authPort, barePort] = [await serve(true), await serve(false)];
+      // A probe server whose Register only reads the peer certificate, timing that read.
+      let peerReadMs = 0;
+      let peerReads = 0;
+      const probe = new Server();
+      probe.addService(agent.AgentServiceService, {
+        register: (
+          c: ServerUnaryCall<agent.RegisterRequest, agent.Welcome>,
+          cb: sendUnaryData<agent.Welcome>,
+        ) => {
+          const t0 = performance.now();
+          const raw = c.getAuthContext()?.sslPeerCertificate?.raw;
+          peerReadMs += performance.now() - t0;
+          peerReads++;
+          cb(raw === undefined ? { code: 7, details: "no cert" } : null, {});
+        },
+      });
+      servers.push(probe);
+      const probePort = await new Promise<number>((resolve, reject) =>
+        probe.bindAsync("127.0.0.1:0", serverCreds, (err, p) => (err ? reject(err) : resolve(p))),
+      );
 
       const leaf = await issueAgentLeaf(trust.ca, { agentName: "bench.dev", containerId: CONTAINER });
       const tokens = new TokenSource({
@@ -109,6 +136,9 @@ const bench: Benchmark = {
         { "grpc.ssl_target_name_override": "localhost" },
       );
       const bare = new agent.AgentServiceClient(`127.0.0.1:${barePort}`, channel, {
+        "grpc.ssl_target_name_override": "localhost",
+      });
+      const probed = new agent.AgentServiceClient(`127.0.0.1:${probePort}`, channel, {
         "grpc.ssl_target_name_override": "localhost",
       });
       const call = (c: agent.AgentServiceClient) => (): Promise<void> =>
@@ -133,20 +163,27 @@ const bench: Benchmark = {
       const authMs: number[] = [];
       const bareMs: number[] = [];
       const gateUs: number[] = [];
+      const peerUs: number[] = [];
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
         const a = await perCallMs(CALLS, call(authed));
         const b = await perCallMs(CALLS, call(bare));
         const g = (await perCallMs(GATE_CALLS, () => gate.admit("127.0.0.1:40000", cert, fields))) * 1000;
+        peerReadMs = 0;
+        peerReads = 0;
+        await perCallMs(CALLS, call(probed));
+        const p = (peerReadMs / peerReads) * 1000;
         if (i < ctx.warmup) continue;
         authMs.push(a);
         bareMs.push(b);
         gateUs.push(g);
+        peerUs.push(p);
         ctx.log(
           `run ${i}: register ${a.toFixed(3)} ms (auth) ${b.toFixed(3)} ms (no auth), gate ${g.toFixed(1)} µs`,
         );
       }
       authed.close();
       bare.close();
+      probed.close();
       await tokens.close();
       await introspector.close();
       return [
@@ -158,6 +195,7 @@ const bench: Benchmark = {
         ),
         summarise("Register, warm, mTLS, no auth interceptor", "ms/call", bareMs, "lower"),
         summarise("identity gate per call (in process, registry touch included)", "µs/call", gateUs, "lower"),
+        summarise("peer certificate read (call.getAuthContext) per call", "µs/call", peerUs, "lower"),
       ];
     } finally {
       for (const s of servers) s.forceShutdown();

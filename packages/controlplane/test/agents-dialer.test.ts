@@ -308,6 +308,8 @@ describe("Dialer against the clawkerd test double", () => {
     const { id, double, dialer, leaf } = await setup({ plans, agentName: "first" });
     index.put({ id, labels: labelsOf("first"), addresses: ["127.0.0.1"] });
     await waitFor(() => dialer.status(id)?.state === "ready", { what: "ready" });
+    // "ready" is set once AgentReady is written; the double reads it a moment later.
+    await waitFor(() => double.state.defaultCmd !== undefined, { what: "AgentReady received" });
     assert.deepEqual(eventsFor(id), [
       "agent.session_opened",
       "agent.register_required",

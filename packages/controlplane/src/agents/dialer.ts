@@ -316,6 +316,7 @@ export class Dialer {
       time: this.#now(),
     });
     let session: AgentSession | undefined;
+    let cancel: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) =>
         client.waitForReady(Date.now() + this.#timeouts.connectMs, (err) =>
@@ -331,7 +332,8 @@ export class Dialer {
         log,
         now: this.#now,
       });
-      const cancel = (): void => session?.close(`cancelled: ${String(signal.reason)}`);
+      const open = session;
+      cancel = (): void => open.close(`cancelled: ${String(signal.reason)}`);
       signal.addEventListener("abort", cancel, { once: true });
       let ack: clawkerd.HelloAck;
       try {
@@ -380,6 +382,7 @@ export class Dialer {
       return "closed";
     } finally {
       signal.removeEventListener("abort", onAbort);
+      if (cancel !== undefined) signal.removeEventListener("abort", cancel);
       if (link.session === session) link.session = undefined;
       client.close();
     }
