@@ -26,8 +26,8 @@ export interface AuthPlan {
 
 /** Where the auth APIs listen; the same for both modes, so it is known before anything starts. */
 export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl"> {
-  const { host, publicPort, adminPort } = config.auth;
-  return { adminUrl: url(host, adminPort), publicUrl: url(host, publicPort) };
+  const { host, publicHost = host, publicPort, adminPort } = config.auth;
+  return { adminUrl: url(host, adminPort), publicUrl: url(publicHost, publicPort) };
 }
 
 /** Writes the helpers' configs under the data dir and returns the plan to start them. */
@@ -42,11 +42,11 @@ function url(host: string, port: number): string {
 function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
   const dir = join(config.dataDir, "authserver");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const { host, publicPort, adminPort } = config.auth;
+  const { host, publicHost = host, publicPort, adminPort } = config.auth;
   const file = join(dir, "authserver.json");
   const authConfig = {
-    issuer: url(host, publicPort),
-    public: { host, port: publicPort },
+    issuer: url(publicHost, publicPort),
+    public: { host: publicHost, port: publicPort },
     admin: { host, port: adminPort },
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
     databaseFile: join(dir, "authserver.db"),

@@ -49,7 +49,10 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** `embedded` runs our authserver; `ory` runs Hydra, Kratos and Oathkeeper. */
       mode: z.enum(["embedded", "ory"]).default("embedded"),
+      /** The auth admin API's address (introspection, clients): keep it on loopback. */
       host: host.default("127.0.0.1"),
+      /** Where the token endpoint listens; agents must reach it (default: `host`). */
+      publicHost: host.optional(),
       publicPort: port.default(4444),
       adminPort: port.default(4445),
       /** Budget for each auth helper to become healthy. */
@@ -59,6 +62,22 @@ export const ConfigSchema = z.strictObject({
       cacheTtlMs: z.number().int().min(0).max(60_000).default(5_000),
       cacheSize: z.number().int().positive().default(10_000),
       ory: oryBinaries.prefault({}),
+    })
+    .prefault({}),
+  docker: z
+    .strictObject({
+      /** `unix:///path` or a socket path; default DOCKER_HOST, else /var/run/docker.sock. */
+      host: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
+  agents: z
+    .strictObject({
+      drainToZero: z.boolean().default(true),
+      pollIntervalMs: z.number().int().min(0).default(30_000),
+      missedThreshold: z.number().int().min(0).default(2),
+      gracePeriodMs: z.number().int().min(0).default(60_000),
+      listErrCeiling: z.number().int().min(0).default(20),
     })
     .prefault({}),
   /** Grace given to helpers between SIGTERM and SIGKILL on shutdown. */

@@ -11,7 +11,14 @@ import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
 import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
+import { Overseer } from "@clawker/overseer";
 import { Registry } from "./agents/registry.js";
+import { ContainerAddressIndex, dockerInspector } from "./agents/address-index.js";
+import { agentService } from "./agents/agent-service.js";
+import { Dialer } from "./agents/dialer.js";
+import { IdentityGate } from "./agents/identity-gate.js";
+import { AgentWatcher } from "./agents/watcher.js";
+import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logging.js";
 import { adminService } from "./server/admin-service.js";
@@ -51,6 +58,10 @@ export class Daemon {
   readonly #sos = new SosBoard();
   readonly #readyGate = new ReadyGate();
   readonly #health: HealthServer;
+  readonly #overseer: Overseer;
+  readonly #feeder: EventsFeeder;
+  readonly #index: ContainerAddressIndex;
+  readonly #watcher: AgentWatcher | undefined;
   readonly #startAbort = new AbortController();
   #stopCause: StopCause | undefined;
   #onStop: ((cause: StopCause) => void) | undefined;
@@ -59,6 +70,7 @@ export class Daemon {
   #trust: TrustMaterial | undefined;
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
+  #dialer: Dialer | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #addresses: DaemonAddresses | undefined;
@@ -72,6 +84,36 @@ export class Daemon {
       host: config.listen.health.host,
       port: config.listen.health.port,
     });
+    this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
+    const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
+    this.#feeder = new EventsFeeder({
+      docker,
+      containers: this.#overseer.containers,
+      log: log.child({ component: "docker-events" }),
+    });
+    this.#index = new ContainerAddressIndex({
+      inspect: dockerInspector(docker),
+      containers: this.#overseer.containers,
+      log: log.child({ component: "address-index" }),
+    });
+    const a = config.agents;
+    this.#watcher = a.drainToZero
+      ? new AgentWatcher(
+          {
+            countAgents: (signal) => countRunningAgentContainers(docker, { signal }),
+            onDrain: () => this.stop({ kind: "drained_to_zero" }),
+            log: log.child({ component: "agent-watcher" }),
+            containers: this.#overseer.containers,
+            drain: this.#overseer.drain,
+          },
+          {
+            pollInterval: a.pollIntervalMs,
+            missedThreshold: a.missedThreshold,
+            gracePeriod: a.gracePeriodMs,
+            listErrCeiling: a.listErrCeiling,
+          },
+        )
+      : undefined;
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
@@ -135,11 +177,25 @@ export class Daemon {
     const adminLog = this.#log.child({ component: "admin" });
     const agentLog = this.#log.child({ component: "agent-listener" });
     const admin = adminService({ agents: this.#registry, sos: this.#sos });
+    const gate = new IdentityGate({
+      index: this.#index,
+      registry: this.#registry,
+      agents: this.#overseer.agents,
+      log: agentLog,
+    });
+    this.#dialer = new Dialer({
+      index: this.#index,
+      registry: this.#registry,
+      agents: this.#overseer.agents,
+      commands: this.#overseer.commands,
+      tls: { ca: trust.ca, cert: trust.clientCert, key: trust.clientKey },
+      log: this.#log.child({ component: "dialer" }),
+    });
     this.#agent = new GrpcListener({
       name: "agent",
       ...cfg.listen.agent,
       tls,
-      services: [],
+      services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
         recoveryInterceptor(agentLog),
         new AuthInterceptor({ introspector: cached, requiredClientId: AGENT_CLIENT.clientId, log: agentLog })
@@ -208,6 +264,13 @@ export class Daemon {
     this.#readyGate.setReady();
     this.#health.setReady();
     this.#sos.finish();
+
+    // After ready: follow Docker (the address index first, so it sees the reconcile), dial every
+    // running agent, and drain to zero when the last agent is gone.
+    this.#index.start(signal);
+    this.#feeder.start(signal);
+    this.#dialer.start(signal);
+    this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
   }
 
   /** The fixed drain order of ARCHITECTURE.md; each step runs even if an earlier one failed. */
@@ -222,10 +285,15 @@ export class Daemon {
       }
     };
     // firewall queue, bypass timers, proxy/DNS gate and eBPF state come with the firewall.
+    await step("watcher and docker events", () =>
+      Promise.all([this.#watcher?.close(), this.#feeder.close()]),
+    );
+    await step("agent sessions", () => this.#dialer?.close());
     await step("grpc", () => Promise.all([this.#admin?.close(grace), this.#agent?.close(grace)]));
     await step("healthz", () => this.#health.close());
     this.#sos.finish();
     await step("introspector", () => this.#introspector?.close());
+    await step("topics", () => Promise.all([this.#index.close(), this.#overseer.close()]));
     await step("registry", () => this.#registry?.close());
     await step("auth processes", () => this.#supervisor.shutdown(grace));
   }
