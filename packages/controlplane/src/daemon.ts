@@ -293,7 +293,10 @@ export class Daemon {
     await step("healthz", () => this.#health.close());
     this.#sos.finish();
     await step("introspector", () => this.#introspector?.close());
-    await step("topics", () => Promise.all([this.#index.close(), this.#overseer.close()]));
+    await step("topics", () => {
+      this.#index.close();
+      return this.#overseer.close();
+    });
     await step("registry", () => this.#registry?.close());
     await step("auth processes", () => this.#supervisor.shutdown(grace));
   }
