@@ -3,9 +3,11 @@
 // the agent leaf reach Register, the outcome is remembered and replayed, and the assertion is
 // never sent twice (counted in the auth server's own log), also across a clawkerd restart.
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:https";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { issueLeaf } from "@clawker/adminclient";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { agentAssertion, makeTestAgent } from "./fixtures/bootstrap.js";
@@ -127,7 +129,6 @@ test("a registration begun by an earlier run with no recorded outcome is not ret
     config: { controlPlaneAddr: cp.address, tokenEndpoint: auth.tokenEndpoint, serverName: "localhost" },
   });
   t.after(() => agent.close());
-  const { mkdir } = await import("node:fs/promises");
   await mkdir(agent.stateDir, { recursive: true });
   await writeFile(
     join(agent.stateDir, "clawkerd-state.json"),
@@ -165,4 +166,39 @@ test("Register refused by the control plane: ok false with the status, remembere
   assert.match(first.error, /Register refused: 7 refused by the test double/);
   cp.failWith = undefined;
   assert.deepEqual(await registerOnce(proc.address, "r2"), first);
+});
+
+test("a token endpoint with a leaf from the same CA that is not the control plane's never sees the assertion", async (t) => {
+  const impostor = await issueLeaf(trust.set.ca, {
+    commonName: "clawker-cli",
+    usage: "server",
+    dnsNames: ["localhost"],
+  });
+  let requests = 0;
+  const server = createServer(
+    { cert: impostor.certPem, key: impostor.keyPem, minVersion: "TLSv1.3" },
+    (_req, res) => {
+      requests++;
+      res.writeHead(500).end();
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const port = (server.address() as { port: number }).port;
+  const agent = await makeTestAgent({
+    trust,
+    config: {
+      controlPlaneAddr: cp.address,
+      tokenEndpoint: `https://127.0.0.1:${port}/oauth2/token`,
+      serverName: "localhost",
+    },
+  });
+  t.after(() => agent.close());
+  const proc = spawnClawkerd(agent);
+  t.after(() => proc.kill());
+  await proc.waitListening();
+  const outcome = await registerOnce(proc.address, "r1");
+  assert.equal(outcome.ok, false);
+  assert.match(outcome.error, /CN is not clawker-controlplane/);
+  assert.equal(requests, 0, "no request reached the impostor");
 });
