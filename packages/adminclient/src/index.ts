@@ -86,3 +86,27 @@ export {
   type ResponseOf,
   type UnaryMethod,
 } from "./admin-client.js";
+export {
+  createAgentContainer,
+  removeAgentContainer,
+  checkAgentNames,
+  checkBootstrapConfig,
+  agentContainerName,
+  bootstrapArchive,
+  dockerClient,
+  dockerSocketPath,
+  networkGateway,
+  AgentBootstrapError,
+  AGENT_ASSERTION_LIFETIME_S,
+  AGENT_CLIENT_ID,
+  DEFAULT_AGENT_ENTRYPOINT,
+  DEFAULT_AGENT_NETWORK,
+  DEFAULT_STOP_TIMEOUT_S,
+  MAX_AGENT_NAME_LENGTH,
+  type AgentBootstrapReason,
+  type AgentContainer,
+  type AgentContainerOptions,
+  type RemoveAgentOptions,
+  type RemovedAgent,
+} from "./agent-bootstrap.js";
+export { writeUstar, readUstar, type UstarEntry, type UstarRecord } from "./ustar.js";
