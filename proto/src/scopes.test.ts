@@ -43,6 +43,8 @@ void test("every other AdminService method, WatchSOS included, needs admin; Regi
   }
   assert.equal(requiredScope("/clawker.admin.v1.AdminService/WatchSOS"), "admin");
   assert.equal(requiredScope("/clawker.admin.v1.AdminService/ListAgents"), "admin");
+  // Our ExecAgent extension runs commands in agents: admin, never public.
+  assert.equal(requiredScope("/clawker.admin.v1.AdminService/ExecAgent"), "admin");
   assert.equal(requiredScope("/clawker.agent.v1.AgentService/Register"), "agent:self:register");
   assert.equal(AGENT_REGISTER_SCOPE, "agent:self:register");
 });

@@ -39,6 +39,8 @@ export const ADMIN_SERVICE_SCOPES = {
   // The CLI reads the control plane's clock before it can mint a token, so this one is open.
   getSystemTime: PUBLIC_SCOPE,
   watchSos: ADMIN_SCOPE,
+  // Our extension beyond the Go contract (admin.proto): runs a command in an agent.
+  execAgent: ADMIN_SCOPE,
 } as const satisfies ServiceScopes<typeof AdminServiceService>;
 
 /** AgentService: Register needs `agent:self:register`. */

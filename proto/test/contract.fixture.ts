@@ -1,7 +1,12 @@
 // The wire contract of ../shared/API.md, transcribed by hand (not derived from the .proto files or
 // the generated code), so contract.test.ts can catch a .proto or a generation that drifts from it.
+// The API.md part is unchanged; our additions beyond the Go contract are kept apart (EXTENSIONS
+// below) and merged in, because the test compares both ways and so must know them too.
 
-/** A field type as API.md writes it: a scalar, a message or enum of the same package, or a map. */
+/**
+ * A field type as API.md writes it: a scalar, a message or enum of the same package, a map, or a
+ * message of another contract package written fully qualified (`clawker.clawkerd.v1.Response`).
+ */
 export type FieldType = string;
 
 /** One field: number, proto name, type; `repeated`, or the oneof it belongs to. */
@@ -64,7 +69,43 @@ function unary(path: string, request: string, response: string): MethodSpec {
   return { path, request, response, clientStreaming: false, serverStreaming: false };
 }
 
-/** API.md §1: clawker.admin.v1. */
+/**
+ * OUR EXTENSION beyond the Go contract (not in API.md; a Go control plane answers UNIMPLEMENTED):
+ * AdminService.ExecAgent runs one ShellCommand in one agent over its Session and streams that
+ * command's clawkerd Responses back. Added under API.md's compatibility rules (a new RPC and a new
+ * message, nothing renumbered).
+ */
+export const ADMIN_EXTENSION_METHODS = {
+  ExecAgent: {
+    path: "/clawker.admin.v1.AdminService/ExecAgent",
+    request: "ExecAgentRequest",
+    response: "clawker.clawkerd.v1.Response",
+    clientStreaming: false,
+    serverStreaming: true,
+  },
+} as const satisfies Record<string, MethodSpec>;
+
+/** The messages of our extension RPCs (see ADMIN_EXTENSION_METHODS); not in API.md. */
+export const ADMIN_EXTENSION_MESSAGES = {
+  ExecAgentRequest: m(
+    f(1, "container_id", "string"),
+    f(2, "agent_name", "string"),
+    f(3, "project", "string"),
+    f(4, "command", "clawker.clawkerd.v1.ShellCommand"),
+  ),
+} as const satisfies Record<string, MessageSpec>;
+
+/** Every addition beyond the Go contract, by file: the RPC names and message names. */
+export const EXTENSIONS: Readonly<
+  Record<string, { readonly methods: readonly string[]; readonly messages: readonly string[] }>
+> = {
+  "clawker/admin/v1/admin.proto": {
+    methods: Object.keys(ADMIN_EXTENSION_METHODS),
+    messages: Object.keys(ADMIN_EXTENSION_MESSAGES),
+  },
+};
+
+/** API.md §1: clawker.admin.v1 (plus our extensions, merged in at the end). */
 export const ADMIN: FileSpec = {
   file: "clawker/admin/v1/admin.proto",
   package: "clawker.admin.v1",
@@ -148,6 +189,7 @@ export const ADMIN: FileSpec = {
         clientStreaming: false,
         serverStreaming: true,
       },
+      ...ADMIN_EXTENSION_METHODS,
     },
   },
   messages: {
@@ -221,6 +263,7 @@ export const ADMIN: FileSpec = {
       f(6, "project", "string"),
     ),
     SOS: m(f(1, "message", "string"), f(2, "kind", "SOSKind")),
+    ...ADMIN_EXTENSION_MESSAGES,
   },
   enums: {
     AddRuleStatus: {

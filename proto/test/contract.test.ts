@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { admin, agent, clawkerd } from "@clawker/proto";
 
-import { CONTRACT, type FieldSpec, type FileSpec } from "./contract.fixture.js";
+import { CONTRACT, EXTENSIONS, type FieldSpec, type FileSpec } from "./contract.fixture.js";
 
 type FileDescriptor = typeof admin.protoMetadata.fileDescriptor;
 type MessageDescriptor = FileDescriptor["messageType"][number];
@@ -124,12 +124,28 @@ function codecOf(mod: Readonly<Record<string, unknown>>, name: string): Codec {
   return codec as Codec;
 }
 
+/** Where a fixture type lives: its own file, or (written `package.Name`) another contract file. */
+function resolveType(spec: FileSpec, type: string): { spec: FileSpec; name: string } {
+  for (const other of CONTRACT) {
+    const prefix = `${other.package}.`;
+    if (type.startsWith(prefix)) return { spec: other, name: type.slice(prefix.length) };
+  }
+  return { spec, name: type };
+}
+
 /** The fixture's view of a field type's kind. */
 function kindOf(spec: FileSpec, type: string): FieldShape["kind"] {
   if (type.startsWith("map<")) return "map";
-  if (type in spec.enums) return "enum";
-  if (type in spec.messages) return "message";
+  const owner = resolveType(spec, type);
+  if (owner.name in owner.spec.enums) return "enum";
+  if (owner.name in owner.spec.messages) return "message";
   return "scalar";
+}
+
+/** The generated codec of a fixture message type, from whichever file defines it. */
+function codecOfType(spec: FileSpec, type: string): Codec {
+  const owner = resolveType(spec, type);
+  return codecOf(generatedModule(owner.spec), owner.name);
 }
 
 function fixtureMessage(spec: FileSpec, name: string): MessageShape {
@@ -148,10 +164,14 @@ function fixtureMessage(spec: FileSpec, name: string): MessageShape {
   return { fields, reserved: [...message.reserved], reservedNames: [], oneofs };
 }
 
-/** Strips the file's own package from a fully qualified type name (`.clawker.admin.v1.Agent`). */
+/**
+ * Strips the file's own package from a fully qualified type name (`.clawker.admin.v1.Agent`); a
+ * type of another package keeps its package, without the leading dot, as the fixture writes it.
+ */
 function localName(spec: FileSpec, typeName: string): string {
   const prefix = `.${spec.package}.`;
-  return typeName.startsWith(prefix) ? typeName.slice(prefix.length) : typeName;
+  if (typeName.startsWith(prefix)) return typeName.slice(prefix.length);
+  return typeName.startsWith(".") ? typeName.slice(1) : typeName;
 }
 
 function scalarName(field: FieldDescriptor | undefined): string {
@@ -240,7 +260,7 @@ function writeSample(
       return 1;
     case "message":
       w.fork().join();
-      return codecOf(mod, field.type).create();
+      return codecOfType(spec, field.type).create();
     default:
       break;
   }
@@ -309,7 +329,11 @@ function sampleField(
 }
 
 /** A message with every non-oneof field and the first member of each oneof set, as wire bytes. */
-function sampleMessage(spec: FileSpec, mod: Readonly<Record<string, unknown>>, name: string): Buffer {
+function sampleMessage(spec: FileSpec, type: string): Buffer {
+  const owner = resolveType(spec, type);
+  spec = owner.spec;
+  const name = owner.name;
+  const mod = generatedModule(spec);
   const message = spec.messages[name];
   assert.ok(message, `fixture has no message ${name}`);
   const seenOneofs = new Set<string>();
@@ -340,8 +364,9 @@ void test("the fixture is self-consistent (unique names and numbers, known types
     }
     for (const service of Object.values(spec.services)) {
       for (const method of Object.values(service)) {
-        assert.ok(method.request in spec.messages, `${method.path}: unknown request ${method.request}`);
-        assert.ok(method.response in spec.messages, `${method.path}: unknown response ${method.response}`);
+        for (const type of [method.request, method.response]) {
+          assert.equal(kindOf(spec, type), "message", `${method.path}: unknown message ${type}`);
+        }
       }
     }
   }
@@ -404,12 +429,12 @@ for (const spec of CONTRACT) {
           [method.response, def.responseSerialize, def.responseDeserialize],
         ];
         for (const [type, serialize, deserialize] of cases) {
-          const bytes = sampleMessage(spec, mod, type);
-          const expected = codecOf(mod, type).decode(bytes);
+          const bytes = sampleMessage(spec, type);
+          const expected = codecOfType(spec, type).decode(bytes);
           const decoded = deserialize(bytes);
           assert.deepEqual(decoded, expected, `${method.path}: does not deserialize as ${type}`);
           assert.deepEqual(
-            codecOf(mod, type).decode(serialize(decoded)),
+            codecOfType(spec, type).decode(serialize(decoded)),
             expected,
             `${method.path}: does not serialize as ${type}`,
           );
@@ -488,4 +513,34 @@ void test("64-bit integers are bigint (forceLong=bigint)", () => {
   const big = 2n ** 63n - 1n;
   const bytes = admin.GetSystemTimeResult.encode({ unixNanos: big }).finish();
   assert.equal(admin.GetSystemTimeResult.decode(bytes).unixNanos, big);
+});
+
+void test("our extensions beyond the Go contract are in the fixture and say so in their .proto comments", () => {
+  for (const [file, { methods, messages }] of Object.entries(EXTENSIONS)) {
+    const spec = CONTRACT.find((s) => s.file === file);
+    assert.ok(spec, `extension file ${file} is not in the contract`);
+    const descriptor = descriptorOf(spec);
+    const comments = new Map(
+      (descriptor.sourceCodeInfo?.location ?? []).map((l) => [l.path.join("."), l.leadingComments]),
+    );
+    // descriptor.proto field numbers: FileDescriptorProto.message_type = 4, .service = 6,
+    // ServiceDescriptorProto.method = 2.
+    for (const method of methods) {
+      const where = descriptor.service.flatMap((service, si) =>
+        service.method.flatMap((m, mi) => (m.name === method ? [`6.${si}.2.${mi}`] : [])),
+      );
+      assert.equal(where.length, 1, `${file}: extension RPC ${method} not generated exactly once`);
+      assert.ok(
+        Object.values(spec.services).some((s) => method in s),
+        `${file}: extension RPC ${method} missing from the fixture`,
+      );
+      assert.match(comments.get(where[0]!) ?? "", /EXTENSION\s+beyond the Go/, `${method}: comment`);
+    }
+    for (const message of messages) {
+      const at = descriptor.messageType.findIndex((m) => m.name === message);
+      assert.ok(at >= 0, `${file}: extension message ${message} not generated`);
+      assert.ok(message in spec.messages, `${file}: extension message ${message} missing from the fixture`);
+      assert.match(comments.get(`4.${at}`) ?? "", /EXTENSION\s+beyond the Go/, `${message}: comment`);
+    }
+  }
 });

@@ -4,6 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { admin } from "@clawker/proto";
 import type { AgentRecord } from "../agents/registry.js";
+import type { ExecAgentHandler } from "./exec-agent.js";
 import type { ServiceBinding } from "./grpc-listener.js";
 import type { SosBoard, SosKind } from "./sos-board.js";
 
@@ -11,6 +12,8 @@ import type { SosBoard, SosKind } from "./sos-board.js";
 export interface AdminServiceDeps {
   readonly agents: { list(): readonly AgentRecord[] };
   readonly sos: SosBoard;
+  /** ExecAgent (our extension, exec-agent.ts); absent: the RPC answers UNIMPLEMENTED. */
+  readonly exec?: ExecAgentHandler;
   /** Wall-clock now in unix nanoseconds (injectable for tests). */
   readonly nowUnixNanos?: () => bigint;
 }
@@ -68,6 +71,15 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
       }));
       callback(null, { agents });
     },
+
+    execAgent:
+      deps.exec ??
+      ((call) => {
+        call.emit("error", {
+          code: grpc.status.UNIMPLEMENTED,
+          details: "running commands in agents is not available in this control plane",
+        });
+      }),
 
     watchSos: (call) => {
       const ac = new AbortController();

@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { FileDescriptorProto } from "ts-proto-descriptors";
+import { protoMetadata as protoMetadata1, Response, ShellCommand } from "../../clawkerd/v1/clawkerd.js";
 
 export const protobufPackage = "clawker.admin.v1";
 
@@ -383,6 +384,23 @@ export interface GetSystemTimeResult {
 
 /** WatchSOSRequest takes no parameters. */
 export interface WatchSOSRequest {
+}
+
+/**
+ * ExecAgentRequest names one agent and the command to run in it. EXTENSION
+ * beyond the Go contract (see ExecAgent). The agent is named either by
+ * container_id alone or by agent_name (+ project); giving both, or neither, is
+ * INVALID_ARGUMENT.
+ */
+export interface ExecAgentRequest {
+  /** Docker container id of the agent (the full id or a unique prefix). */
+  containerId: string;
+  /** Short agent name as registered (e.g. `dev`). */
+  agentName: string;
+  /** Project of the agent named by agent_name; empty means no project. */
+  project: string;
+  /** The pipeline to run: at least one stage, each with a non-empty argv. */
+  command: ShellCommand | undefined;
 }
 
 /** Route maps a destination identity and port to an egress proxy listener. */
@@ -2734,6 +2752,133 @@ export const WatchSOSRequest: MessageFns<WatchSOSRequest> = {
   },
 };
 
+function createBaseExecAgentRequest(): ExecAgentRequest {
+  return { containerId: "", agentName: "", project: "", command: undefined };
+}
+
+export const ExecAgentRequest: MessageFns<ExecAgentRequest> = {
+  encode(message: ExecAgentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.agentName !== "") {
+      writer.uint32(18).string(message.agentName);
+    }
+    if (message.project !== "") {
+      writer.uint32(26).string(message.project);
+    }
+    if (message.command !== undefined) {
+      ShellCommand.encode(message.command, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecAgentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecAgentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.command = ShellCommand.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecAgentRequest {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      agentName: isSet(object.agentName)
+        ? globalThis.String(object.agentName)
+        : isSet(object.agent_name)
+        ? globalThis.String(object.agent_name)
+        : "",
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+      command: isSet(object.command) ? ShellCommand.fromJSON(object.command) : undefined,
+    };
+  },
+
+  toJSON(message: ExecAgentRequest): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.agentName !== "") {
+      obj.agentName = message.agentName;
+    }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    if (message.command !== undefined) {
+      obj.command = ShellCommand.toJSON(message.command);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExecAgentRequest>, I>>(base?: I): ExecAgentRequest {
+    return ExecAgentRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExecAgentRequest>, I>>(object: I): ExecAgentRequest {
+    const message = createBaseExecAgentRequest();
+    message.containerId = object.containerId ?? "";
+    message.agentName = object.agentName ?? "";
+    message.project = object.project ?? "";
+    message.command = (object.command !== undefined && object.command !== null)
+      ? ShellCommand.fromPartial(object.command)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseRoute(): Route {
   return { identity: 0, dstPort: 0, envoyPort: 0 };
 }
@@ -3576,6 +3721,26 @@ export const AdminServiceService = {
     responseSerialize: (value: SOS): Buffer => Buffer.from(SOS.encode(value).finish()),
     responseDeserialize: (value: Buffer): SOS => SOS.decode(value),
   },
+  /**
+   * EXTENSION beyond the Go control plane's contract (our addition, not in
+   * API.md; a Go peer answers UNIMPLEMENTED): runs one ShellCommand in one
+   * agent over the control plane's Session channel to its clawkerd and streams
+   * that command's clawkerd Responses back unchanged: Started, OutputChunk...,
+   * StageExit..., then exactly one Done or Error, then the stream ends.
+   * Cancelling the call kills the command. Needs the `admin` scope. Errors:
+   * INVALID_ARGUMENT (no identifier or both, an empty pipeline or argv),
+   * NOT_FOUND (no such registered agent), FAILED_PRECONDITION (the agent has
+   * no open, ready Session), UNAVAILABLE (the Session closed mid-command).
+   */
+  execAgent: {
+    path: "/clawker.admin.v1.AdminService/ExecAgent" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExecAgentRequest): Buffer => Buffer.from(ExecAgentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExecAgentRequest => ExecAgentRequest.decode(value),
+    responseSerialize: (value: Response): Buffer => Buffer.from(Response.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Response => Response.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -3615,6 +3780,18 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   getSystemTime: handleUnaryCall<GetSystemTimeRequest, GetSystemTimeResult>;
   /** Streams the pending recoverable start-up failure, if any, then ends. */
   watchSos: handleServerStreamingCall<WatchSOSRequest, SOS>;
+  /**
+   * EXTENSION beyond the Go control plane's contract (our addition, not in
+   * API.md; a Go peer answers UNIMPLEMENTED): runs one ShellCommand in one
+   * agent over the control plane's Session channel to its clawkerd and streams
+   * that command's clawkerd Responses back unchanged: Started, OutputChunk...,
+   * StageExit..., then exactly one Done or Error, then the stream ends.
+   * Cancelling the call kills the command. Needs the `admin` scope. Errors:
+   * INVALID_ARGUMENT (no identifier or both, an empty pipeline or argv),
+   * NOT_FOUND (no such registered agent), FAILED_PRECONDITION (the agent has
+   * no open, ready Session), UNAVAILABLE (the Session closed mid-command).
+   */
+  execAgent: handleServerStreamingCall<ExecAgentRequest, Response>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -3865,6 +4042,23 @@ export interface AdminServiceClient extends Client {
   /** Streams the pending recoverable start-up failure, if any, then ends. */
   watchSos(request: WatchSOSRequest, options?: Partial<CallOptions>): ClientReadableStream<SOS>;
   watchSos(request: WatchSOSRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<SOS>;
+  /**
+   * EXTENSION beyond the Go control plane's contract (our addition, not in
+   * API.md; a Go peer answers UNIMPLEMENTED): runs one ShellCommand in one
+   * agent over the control plane's Session channel to its clawkerd and streams
+   * that command's clawkerd Responses back unchanged: Started, OutputChunk...,
+   * StageExit..., then exactly one Done or Error, then the stream ends.
+   * Cancelling the call kills the command. Needs the `admin` scope. Errors:
+   * INVALID_ARGUMENT (no identifier or both, an empty pipeline or argv),
+   * NOT_FOUND (no such registered agent), FAILED_PRECONDITION (the agent has
+   * no open, ready Session), UNAVAILABLE (the Session closed mid-command).
+   */
+  execAgent(request: ExecAgentRequest, options?: Partial<CallOptions>): ClientReadableStream<Response>;
+  execAgent(
+    request: ExecAgentRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<Response>;
 }
 
 export const AdminServiceClient = makeGenericClientConstructor(
@@ -3904,7 +4098,7 @@ export const protoMetadata: ProtoMetadata = {
   fileDescriptor: {
     "name": "clawker/admin/v1/admin.proto",
     "package": "clawker.admin.v1",
-    "dependency": [],
+    "dependency": ["clawker/clawkerd/v1/clawkerd.proto"],
     "publicDependency": [],
     "weakDependency": [],
     "optionDependency": [],
@@ -4689,6 +4883,66 @@ export const protoMetadata: ProtoMetadata = {
       "reservedName": [],
       "visibility": 0,
     }, {
+      "name": "ExecAgentRequest",
+      "field": [{
+        "name": "container_id",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "containerId",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "agent_name",
+        "number": 2,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agentName",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "project",
+        "number": 3,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "project",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "command",
+        "number": 4,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.clawkerd.v1.ShellCommand",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "command",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
       "name": "Route",
       "field": [{
         "name": "identity",
@@ -5151,6 +5405,13 @@ export const protoMetadata: ProtoMetadata = {
         "options": undefined,
         "clientStreaming": false,
         "serverStreaming": true,
+      }, {
+        "name": "ExecAgent",
+        "inputType": ".clawker.admin.v1.ExecAgentRequest",
+        "outputType": ".clawker.clawkerd.v1.Response",
+        "options": undefined,
+        "clientStreaming": false,
+        "serverStreaming": true,
       }],
       "options": undefined,
     }],
@@ -5166,739 +5427,777 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0],
-        "span": [14, 0, 49, 1],
+        "span": [16, 0, 61, 1],
         "leadingComments": " AdminService manages the egress firewall and reports on agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 0],
-        "span": [16, 2, 69],
+        "span": [18, 2, 69],
         "leadingComments": " Brings the firewall stack (proxy and DNS gate) up; idempotent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 1],
-        "span": [18, 2, 75],
+        "span": [20, 2, 75],
         "leadingComments": " Tears the firewall stack down and drops every enforcement state.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 2],
-        "span": [20, 2, 75],
+        "span": [22, 2, 75],
         "leadingComments": " Puts one container under egress enforcement; idempotent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 3],
-        "span": [22, 2, 78],
+        "span": [24, 2, 78],
         "leadingComments": " Takes one container out of egress enforcement.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 4],
-        "span": [24, 2, 75],
+        "span": [26, 2, 75],
         "leadingComments": " Lifts enforcement for one container for a bounded time.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 5],
-        "span": [26, 2, 81],
+        "span": [28, 2, 81],
         "leadingComments": " Adds or merges egress rules, all or nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 6],
-        "span": [28, 2, 87],
+        "span": [30, 2, 87],
         "leadingComments": " Removes one rule, one path of a rule, or every rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 7],
-        "span": [30, 2, 84],
+        "span": [32, 2, 84],
         "leadingComments": " Lists the stored egress rules.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 8],
-        "span": [32, 2, 75],
+        "span": [34, 2, 75],
         "leadingComments": " Re-applies the stored rules to the proxy and DNS gate without changing them.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 9],
-        "span": [34, 2, 75],
+        "span": [36, 2, 75],
         "leadingComments": " Reports whether the firewall stack is up and healthy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 10],
-        "span": [36, 2, 81],
+        "span": [38, 2, 81],
         "leadingComments": " Replaces the interception CA and reissues what depends on it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 11],
-        "span": [38, 2, 87],
+        "span": [40, 2, 87],
         "leadingComments": " Rebuilds the route table from the server's own rule store.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 12],
-        "span": [40, 2, 102],
+        "span": [42, 2, 102],
         "leadingComments": " Resolves a hostname from the control plane's own network view.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 13],
-        "span": [42, 2, 63],
+        "span": [44, 2, 63],
         "leadingComments": " Lists the registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 14],
-        "span": [46, 2, 72],
+        "span": [48, 2, 72],
         "leadingComments":
           " Returns the control plane's clock. The only method callable without a\n token: the CLI reads it before minting a client assertion so the\n assertion's issue time is not in the authorization server's future.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 15],
-        "span": [48, 2, 53],
+        "span": [50, 2, 53],
         "leadingComments": " Streams the pending recoverable start-up failure, if any, then ends.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [6, 0, 2, 16],
+        "span": [60, 2, 80],
+        "leadingComments":
+          " EXTENSION beyond the Go control plane's contract (our addition, not in\n API.md; a Go peer answers UNIMPLEMENTED): runs one ShellCommand in one\n agent over the control plane's Session channel to its clawkerd and streams\n that command's clawkerd Responses back unchanged: Started, OutputChunk...,\n StageExit..., then exactly one Done or Error, then the stream ends.\n Cancelling the call kills the command. Needs the `admin` scope. Errors:\n INVALID_ARGUMENT (no identifier or both, an empty pipeline or argv),\n NOT_FOUND (no such registered agent), FAILED_PRECONDITION (the agent has\n no open, ready Session), UNAVAILABLE (the Session closed mid-command).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 0],
-        "span": [52, 0, 30],
+        "span": [64, 0, 30],
         "leadingComments": " FirewallInitRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1],
-        "span": [55, 0, 62, 1],
+        "span": [67, 0, 74, 1],
         "leadingComments": " FirewallInitResult tells the caller where the firewall stack lives.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 0],
-        "span": [57, 2, 22],
+        "span": [69, 2, 22],
         "leadingComments": " Address of the egress proxy on the firewall network.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 1],
-        "span": [59, 2, 24],
+        "span": [71, 2, 24],
         "leadingComments": " Address of the DNS gate on the firewall network.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 2],
-        "span": [61, 2, 24],
+        "span": [73, 2, 24],
         "leadingComments": " Docker id of the firewall network.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2],
-        "span": [65, 0, 32],
+        "span": [77, 0, 32],
         "leadingComments": " FirewallRemoveRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3],
-        "span": [68, 0, 31],
+        "span": [80, 0, 31],
         "leadingComments": " FirewallRemoveResult carries nothing; success is the absence of an error.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4],
-        "span": [71, 0, 74, 1],
+        "span": [83, 0, 86, 1],
         "leadingComments": " FirewallEnableRequest names the container to enforce.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 0],
-        "span": [73, 2, 26],
+        "span": [85, 2, 26],
         "leadingComments": " Docker container id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5],
-        "span": [77, 0, 31],
+        "span": [89, 0, 31],
         "leadingComments": " FirewallEnableResult carries nothing; success is the absence of an error.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6],
-        "span": [80, 0, 83, 1],
+        "span": [92, 0, 95, 1],
         "leadingComments": " FirewallDisableRequest names the container to release.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6, 2, 0],
-        "span": [82, 2, 26],
+        "span": [94, 2, 26],
         "leadingComments": " Docker container id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 7],
-        "span": [86, 0, 32],
+        "span": [98, 0, 32],
         "leadingComments": " FirewallDisableResult carries nothing; success is the absence of an error.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8],
-        "span": [91, 0, 96, 1],
+        "span": [103, 0, 108, 1],
         "leadingComments":
           " FirewallBypassRequest asks for unrestricted egress for one container for a\n while. Enforcement returns by itself when the time runs out, and a control\n plane restart clears every bypass.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 0],
-        "span": [93, 2, 26],
+        "span": [105, 2, 26],
         "leadingComments": " Docker container id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 1],
-        "span": [95, 2, 29],
+        "span": [107, 2, 29],
         "leadingComments": " Length of the bypass in seconds; at most 3600.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9],
-        "span": [99, 0, 31],
+        "span": [111, 0, 31],
         "leadingComments": " FirewallBypassResult carries nothing; success is the absence of an error.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10],
-        "span": [103, 0, 106, 1],
+        "span": [115, 0, 118, 1],
         "leadingComments":
           " FirewallAddRulesRequest carries the rules to add or merge. One invalid rule\n fails the whole call with INVALID_ARGUMENT and nothing is written.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 0],
-        "span": [105, 2, 32],
+        "span": [117, 2, 32],
         "leadingComments": " Rules to add; merged with existing rules of the same dst:proto:port key.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 11],
-        "span": [109, 0, 115, 1],
+        "span": [121, 0, 127, 1],
         "leadingComments": " FirewallAddRulesResult says what happened to each requested rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 11, 2, 0],
-        "span": [111, 2, 38],
+        "span": [123, 2, 38],
         "leadingComments": " One status per request rule, in the same order.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 11, 2, 1],
-        "span": [114, 2, 27],
+        "span": [126, 2, 27],
         "leadingComments":
           " True when the running stack was reloaded; false when it was down and\n only the stored rules changed. Either way the change is durable.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12],
-        "span": [119, 0, 130, 1],
+        "span": [131, 0, 142, 1],
         "leadingComments":
           " FirewallRemoveRuleRequest identifies the rule (or path of a rule) to remove.\n `all` wipes every rule and must not be combined with the other fields.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 0],
-        "span": [121, 2, 17],
+        "span": [133, 2, 17],
         "leadingComments": " Destination of the rule, as stored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 1],
-        "span": [123, 2, 19],
+        "span": [135, 2, 19],
         "leadingComments": " Protocol of the rule; empty means https.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 2],
-        "span": [125, 2, 18],
+        "span": [137, 2, 18],
         "leadingComments": " Port or range of the rule; empty means the protocol's default.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 3],
-        "span": [127, 2, 18],
+        "span": [139, 2, 18],
         "leadingComments": " When set, remove only this path rule instead of the whole rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 4],
-        "span": [129, 2, 15],
+        "span": [141, 2, 15],
         "leadingComments": " Remove every rule; exclusive with the other fields.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13],
-        "span": [134, 0, 139, 1],
+        "span": [146, 0, 151, 1],
         "leadingComments":
           " FirewallRemoveRuleResult reports the outcome. A missing rule is reported as\n REMOVE_RULE_STATUS_NOT_FOUND here, never as a gRPC NOT_FOUND.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 0],
-        "span": [136, 2, 27],
+        "span": [148, 2, 27],
         "leadingComments": " True when the running stack was reloaded; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 1],
-        "span": [138, 2, 30],
+        "span": [150, 2, 30],
         "leadingComments": " What was removed, if anything.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14],
-        "span": [142, 0, 35],
+        "span": [154, 0, 35],
         "leadingComments": " FirewallListRulesRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15],
-        "span": [145, 0, 148, 1],
+        "span": [157, 0, 160, 1],
         "leadingComments": " FirewallListRulesResult is the full stored rule set.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15, 2, 0],
-        "span": [147, 2, 32],
+        "span": [159, 2, 32],
         "leadingComments": " Every stored rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16],
-        "span": [151, 0, 32],
+        "span": [163, 0, 32],
         "leadingComments": " FirewallReloadRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17],
-        "span": [154, 0, 157, 1],
+        "span": [166, 0, 169, 1],
         "leadingComments": " FirewallReloadResult reports whether the reload restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 0],
-        "span": [156, 2, 27],
+        "span": [168, 2, 27],
         "leadingComments": " True when the running stack was reloaded; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 18],
-        "span": [160, 0, 32],
+        "span": [172, 0, 32],
         "leadingComments": " FirewallStatusRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [163, 0, 180, 1],
+        "span": [175, 0, 192, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 0],
-        "span": [165, 2, 19],
+        "span": [177, 2, 19],
         "leadingComments": " True when the firewall stack is up.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 1],
-        "span": [167, 2, 24],
+        "span": [179, 2, 24],
         "leadingComments": " Health of the egress proxy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 2],
-        "span": [169, 2, 26],
+        "span": [181, 2, 26],
         "leadingComments": " Health of the DNS gate.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 3],
-        "span": [171, 2, 23],
+        "span": [183, 2, 23],
         "leadingComments": " Number of stored egress rules.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 4],
-        "span": [173, 2, 22],
+        "span": [185, 2, 22],
         "leadingComments": " Address of the egress proxy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 5],
-        "span": [175, 2, 24],
+        "span": [187, 2, 24],
         "leadingComments": " Address of the DNS gate.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 6],
-        "span": [177, 2, 24],
+        "span": [189, 2, 24],
         "leadingComments": " Docker id of the firewall network.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 7],
-        "span": [179, 2, 18],
+        "span": [191, 2, 18],
         "leadingComments": " Subnet of the firewall network in CIDR notation.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20],
-        "span": [183, 0, 34],
+        "span": [195, 0, 34],
         "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21],
-        "span": [186, 0, 189, 1],
+        "span": [198, 0, 201, 1],
         "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 0],
-        "span": [188, 2, 27],
+        "span": [200, 2, 27],
         "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22],
-        "span": [193, 0, 196, 1],
+        "span": [205, 0, 208, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22, 2, 0],
-        "span": [195, 2, 28],
+        "span": [207, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23],
-        "span": [199, 0, 202, 1],
+        "span": [211, 0, 214, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23, 2, 0],
-        "span": [201, 2, 21],
+        "span": [213, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24],
-        "span": [205, 0, 208, 1],
+        "span": [217, 0, 220, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24, 2, 0],
-        "span": [207, 2, 22],
+        "span": [219, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25],
-        "span": [211, 0, 214, 1],
+        "span": [223, 0, 226, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25, 2, 0],
-        "span": [213, 2, 32],
+        "span": [225, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26],
-        "span": [217, 0, 28],
+        "span": [229, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27],
-        "span": [220, 0, 223, 1],
+        "span": [232, 0, 235, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27, 2, 0],
-        "span": [222, 2, 28],
+        "span": [234, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 28],
-        "span": [226, 0, 31],
+        "span": [238, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29],
-        "span": [229, 0, 232, 1],
+        "span": [241, 0, 244, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29, 2, 0],
-        "span": [231, 2, 23],
+        "span": [243, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 30],
-        "span": [235, 0, 26],
+        "span": [247, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31],
-        "span": [238, 0, 245, 1],
-        "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
+        "span": [253, 0, 262, 1],
+        "leadingComments":
+          " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 0],
-        "span": [240, 2, 22],
-        "leadingComments": " Numeric route identity of the destination.\n",
+        "span": [255, 2, 26],
+        "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 1],
-        "span": [242, 2, 22],
-        "leadingComments": " Destination port the agent connects to.\n",
+        "span": [257, 2, 24],
+        "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 2],
-        "span": [244, 2, 24],
-        "leadingComments": " Proxy listener port that serves this route.\n",
+        "span": [259, 2, 21],
+        "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 31, 2, 3],
+        "span": [261, 2, 47],
+        "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32],
-        "span": [249, 0, 266, 1],
+        "span": [265, 0, 272, 1],
+        "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 32, 2, 0],
+        "span": [267, 2, 22],
+        "leadingComments": " Numeric route identity of the destination.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 32, 2, 1],
+        "span": [269, 2, 22],
+        "leadingComments": " Destination port the agent connects to.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 32, 2, 2],
+        "span": [271, 2, 24],
+        "leadingComments": " Proxy listener port that serves this route.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 33],
+        "span": [276, 0, 293, 1],
         "leadingComments":
           " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 0],
-        "span": [251, 2, 17],
+        "path": [4, 33, 2, 0],
+        "span": [278, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 1],
-        "span": [254, 2, 19],
+        "path": [4, 33, 2, 1],
+        "span": [281, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 2],
-        "span": [257, 2, 18],
+        "path": [4, 33, 2, 2],
+        "span": [284, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 3],
-        "span": [259, 2, 20],
+        "path": [4, 33, 2, 3],
+        "span": [286, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 4],
-        "span": [261, 2, 35],
+        "path": [4, 33, 2, 4],
+        "span": [288, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 5],
-        "span": [263, 2, 26],
+        "path": [4, 33, 2, 5],
+        "span": [290, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 6],
-        "span": [265, 2, 36],
+        "path": [4, 33, 2, 6],
+        "span": [292, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33],
-        "span": [269, 0, 277, 1],
+        "path": [4, 34],
+        "span": [296, 0, 304, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 0],
-        "span": [272, 2, 18],
+        "path": [4, 34, 2, 0],
+        "span": [299, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 1],
-        "span": [274, 2, 20],
+        "path": [4, 34, 2, 1],
+        "span": [301, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 2],
-        "span": [276, 2, 30],
+        "path": [4, 34, 2, 2],
+        "span": [303, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34],
-        "span": [280, 0, 294, 1],
+        "path": [4, 35],
+        "span": [307, 0, 321, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 0],
-        "span": [283, 2, 24],
+        "path": [4, 35, 2, 0],
+        "span": [310, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 1],
-        "span": [285, 2, 26],
+        "path": [4, 35, 2, 1],
+        "span": [312, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 2],
-        "span": [287, 2, 29],
+        "path": [4, 35, 2, 2],
+        "span": [314, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 3],
-        "span": [289, 2, 31],
+        "path": [4, 35, 2, 3],
+        "span": [316, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 4],
-        "span": [291, 2, 27],
+        "path": [4, 35, 2, 4],
+        "span": [318, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 5],
-        "span": [293, 2, 21],
+        "path": [4, 35, 2, 5],
+        "span": [320, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35],
-        "span": [297, 0, 302, 1],
+        "path": [4, 36],
+        "span": [324, 0, 329, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 0],
-        "span": [299, 2, 21],
+        "path": [4, 36, 2, 0],
+        "span": [326, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 1],
-        "span": [301, 2, 19],
+        "path": [4, 36, 2, 1],
+        "span": [328, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [305, 0, 314, 1],
+        "span": [332, 0, 341, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [307, 2, 34],
+        "span": [334, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [309, 2, 28],
+        "span": [336, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [311, 2, 31],
+        "span": [338, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [313, 2, 32],
+        "span": [340, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [317, 0, 326, 1],
+        "span": [344, 0, 353, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [319, 2, 37],
+        "span": [346, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [321, 2, 33],
+        "span": [348, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [323, 2, 38],
+        "span": [350, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [325, 2, 35],
+        "span": [352, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [329, 0, 334, 1],
+        "span": [356, 0, 361, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [331, 2, 27],
+        "span": [358, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [333, 2, 32],
+        "span": [360, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -5942,6 +6241,7 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.admin.v1.GetSystemTimeRequest": GetSystemTimeRequest,
     ".clawker.admin.v1.GetSystemTimeResult": GetSystemTimeResult,
     ".clawker.admin.v1.WatchSOSRequest": WatchSOSRequest,
+    ".clawker.admin.v1.ExecAgentRequest": ExecAgentRequest,
     ".clawker.admin.v1.Route": Route,
     ".clawker.admin.v1.EgressRule": EgressRule,
     ".clawker.admin.v1.PathRule": PathRule,
@@ -5949,7 +6249,7 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.admin.v1.SOS": SOS,
     ".clawker.admin.v1.AdminService": AdminServiceClient,
   },
-  dependencies: [],
+  dependencies: [protoMetadata1],
 };
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
