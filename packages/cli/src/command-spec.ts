@@ -19,8 +19,16 @@ export interface CommandSpec {
   readonly summary: string;
   readonly description?: string;
   readonly flags: Readonly<Record<string, FlagSpec>>;
+  /**
+   * Words the command takes after its flags (shown in help, e.g. `-- CMD [ARGS...]`); they land in
+   * `values[POSITIONALS]`. Absent: any positional word is a usage error.
+   */
+  readonly positionals?: string;
   readonly examples: readonly string[];
 }
+
+/** The FlagValues key of a command's positional words (not a valid flag name). */
+export const POSITIONALS = "--";
 
 /** Flags every command takes. */
 export const COMMON_FLAGS: Readonly<Record<string, FlagSpec>> = {
@@ -58,11 +66,12 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): FlagValu
     const text = err instanceof Error ? err.message : String(err);
     throw new CliError(ExitCode.usage, text.split(". To specify")[0]!, { cause: err });
   }
-  if (parsed.positionals.length > 0 && parsed.values["help"] !== true) {
+  if (parsed.positionals.length > 0 && parsed.values["help"] !== true && spec.positionals === undefined) {
     throw new CliError(ExitCode.usage, `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
   }
   // parseArgs returns a null-prototype object; copy it into a plain one.
   const values: FlagValues = { ...(parsed.values as FlagValues) };
+  if (spec.positionals !== undefined) values[POSITIONALS] = parsed.positionals;
   const format = values["format"];
   if (format !== undefined && format !== "text" && format !== "json") {
     throw new CliError(ExitCode.usage, `--format must be text or json, got ${JSON.stringify(format)}`);
@@ -79,7 +88,7 @@ export function helpText(spec: CommandSpec): string {
   });
   const width = Math.max(...rows.map(([l]) => l.length)) + 2;
   const lines = [
-    `usage: clawker ${spec.words.join(" ")} [flags]`,
+    `usage: clawker ${spec.words.join(" ")} [flags]${spec.positionals === undefined ? "" : ` ${spec.positionals}`}`,
     "",
     spec.summary,
     ...(spec.description === undefined ? [] : ["", spec.description]),
@@ -132,6 +141,12 @@ export function parseAddress(flag: string, text: string): { host: string; port: 
 export function str(values: FlagValues, name: string, fallback: string): string {
   const v = values[name];
   return typeof v === "string" ? v : fallback;
+}
+
+/** A command's positional words (empty when there are none). */
+export function positionals(values: FlagValues): string[] {
+  const v = values[POSITIONALS];
+  return Array.isArray(v) ? v : [];
 }
 
 /** A string flag's value or undefined. */
