@@ -1,7 +1,8 @@
-// The typed AdminService client: promise methods with a default deadline, an async iterator for
-// WatchSOS, typed errors (AdminError, TokenError) instead of raw grpc-js status objects.
+// The typed AdminService client: promise methods with a default deadline, async iterators for the
+// server streams (WatchSOS, ExecAgent), typed errors (AdminError, TokenError) instead of raw
+// grpc-js status objects.
 import { Metadata, type CallOptions, type ClientReadableStream } from "@grpc/grpc-js";
-import { admin, PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
+import { admin, PUBLIC_SCOPE, requiredScope, type clawkerd } from "@clawker/proto";
 import { dial, type ClientTls } from "./dial.js";
 import { AdminError, toAdminError } from "./errors.js";
 import { TokenSource } from "./token-source.js";
@@ -11,6 +12,10 @@ import type { TrustSet } from "./trust/bootstrap.js";
 export const DEFAULT_DEADLINE_MS = 10_000;
 
 type Service = typeof admin.AdminServiceService;
+/** The names of AdminService's server-streaming methods (`watchSos`, `execAgent`). */
+export type StreamMethod = {
+  [K in keyof Service]: Service[K]["responseStream"] extends true ? K : never;
+}[keyof Service];
 /** The names of AdminService's unary methods (`listAgents`, `getSystemTime`, ...). */
 export type UnaryMethod = {
   [K in keyof Service]: Service[K]["responseStream"] extends false ? K : never;
@@ -101,31 +106,58 @@ export class AdminClient {
     });
   }
 
-  /** Streams pending start-up failures; ends cleanly when there is nothing (more) to report. */
-  async *watchSos(options: AdminCallOptions = {}): AsyncGenerator<admin.SOS, void, undefined> {
-    const def = admin.AdminServiceService.watchSos;
+  /**
+   * Calls any server-streaming method by name and yields its messages as they arrive (read on
+   * demand, so a slow consumer slows the server). No deadline unless `deadlineMs` is given;
+   * leaving the loop early or aborting `signal` cancels the call.
+   */
+  async *stream<K extends StreamMethod>(
+    method: K,
+    request: RequestOf<K>,
+    options: AdminCallOptions = {},
+  ): AsyncGenerator<ResponseOf<K>, void, undefined> {
+    const def = admin.AdminServiceService[method];
     const metadata = await this.#metadataFor(def.path, options.signal);
     options.signal?.throwIfAborted();
     const callOptions: CallOptions =
       options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
-    const stream: ClientReadableStream<admin.SOS> = this.#client.makeServerStreamRequest(
+    const stream: ClientReadableStream<ResponseOf<K>> = this.#client.makeServerStreamRequest(
       def.path,
-      def.requestSerialize,
-      def.responseDeserialize,
-      {},
+      def.requestSerialize as (value: RequestOf<K>) => Buffer,
+      def.responseDeserialize as (value: Buffer) => ResponseOf<K>,
+      request,
       metadata,
       callOptions,
     );
     const onAbort = (): void => stream.cancel();
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      for await (const sos of stream as AsyncIterable<admin.SOS>) yield sos;
+      for await (const message of stream as AsyncIterable<ResponseOf<K>>) yield message;
     } catch (err) {
-      throw toAdminError(err, def.path);
+      const mapped = toAdminError(err, def.path);
+      if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+      throw mapped;
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
       stream.cancel();
     }
+  }
+
+  /** Streams pending start-up failures; ends cleanly when there is nothing (more) to report. */
+  watchSos(options: AdminCallOptions = {}): AsyncGenerator<admin.SOS, void, undefined> {
+    return this.stream("watchSos", {}, options);
+  }
+
+  /**
+   * Runs one command in one agent (ExecAgent, our extension beyond the Go contract) and yields
+   * its clawkerd Responses: Started, output chunks, stage exits, then exactly one Done or Error.
+   * Leaving the loop early or aborting `signal` cancels the call, which kills the command.
+   */
+  execAgent(
+    request: admin.ExecAgentRequest,
+    options: AdminCallOptions = {},
+  ): AsyncGenerator<clawkerd.Response, void, undefined> {
+    return this.stream("execAgent", request, options);
   }
 
   /** The control plane's clock (public: no token is fetched). */

@@ -110,3 +110,4 @@ export {
   type RemovedAgent,
 } from "./agent-bootstrap.js";
 export { writeUstar, readUstar, type UstarEntry, type UstarRecord } from "./ustar.js";
+export type { StreamMethod } from "./admin-client.js";
