@@ -6,6 +6,8 @@ import { CONTROLPLANE_AGENTS, controlplaneAgents } from "./commands/controlplane
 import { CONTROLPLANE_DOWN, controlplaneDown } from "./commands/controlplane-down.js";
 import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane-status.js";
 import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
+import { RM, rmAgent } from "./commands/rm.js";
+import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
 import { reportError } from "./error-report.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import type { Io } from "./io.js";
@@ -14,6 +16,8 @@ import type { Io } from "./io.js";
 export interface Command {
   readonly spec: CommandSpec;
   run(values: FlagValues, io: Io): Promise<number>;
+  /** Parses the command's arguments when plain flags are not enough (positionals); default parseFlags. */
+  parse?(spec: CommandSpec, args: readonly string[]): FlagValues;
 }
 
 /** Every command, in help order. */
@@ -23,13 +27,17 @@ export const COMMANDS: readonly Command[] = [
   { spec: CONTROLPLANE_DOWN, run: controlplaneDown },
   { spec: CONTROLPLANE_STATUS, run: controlplaneStatus },
   { spec: CONTROLPLANE_AGENTS, run: controlplaneAgents },
+  { spec: RUN, run: runAgent, parse: parseRunArgs },
+  { spec: RM, run: rmAgent },
 ];
 
 const OVERVIEW_EXAMPLES = [
   "clawker auth init",
   "clawker controlplane up",
   "clawker controlplane status --format json",
+  "clawker run --agent dev my-agent-image",
   "clawker controlplane agents",
+  "clawker rm --agent dev",
   "clawker controlplane down",
 ];
 
@@ -40,7 +48,7 @@ export function overviewHelp(group?: string): string {
   return [
     `usage: clawker ${group ?? "<command>"} ${group === undefined ? "" : "<command> "}[flags]`,
     "",
-    "The clawker control plane CLI: mints the trust material and runs and queries the daemon.",
+    "The clawker control plane CLI: mints the trust material, runs and queries the daemon, runs agents.",
     "",
     "commands:",
     ...cmds.map((c) => `  ${c.spec.words.join(" ").padEnd(width)}${c.spec.summary}`),
@@ -92,7 +100,7 @@ export async function run(argv: readonly string[], io: Io): Promise<number> {
       return resolved.exitCode;
     }
     const { command, args } = resolved;
-    const values = parseFlags(command.spec, args);
+    const values = (command.parse ?? parseFlags)(command.spec, args);
     if (values["help"] === true) {
       io.stdout.write(helpText(command.spec));
       return ExitCode.ok;
