@@ -6,6 +6,7 @@ import { CONTROLPLANE_AGENTS, controlplaneAgents } from "./commands/controlplane
 import { CONTROLPLANE_DOWN, controlplaneDown } from "./commands/controlplane-down.js";
 import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane-status.js";
 import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
+import { EXEC, exec } from "./commands/exec.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
 import { reportError } from "./error-report.js";
@@ -29,6 +30,7 @@ export const COMMANDS: readonly Command[] = [
   { spec: CONTROLPLANE_AGENTS, run: controlplaneAgents },
   { spec: RUN, run: runAgent, parse: parseRunArgs },
   { spec: RM, run: rmAgent },
+  { spec: EXEC, run: exec },
 ];
 
 const OVERVIEW_EXAMPLES = [
@@ -37,6 +39,7 @@ const OVERVIEW_EXAMPLES = [
   "clawker controlplane status --format json",
   "clawker run --agent dev my-agent-image",
   "clawker controlplane agents",
+  "clawker exec --agent dev -- ls -la",
   "clawker rm --agent dev",
   "clawker controlplane down",
 ];

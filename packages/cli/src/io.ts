@@ -4,6 +4,8 @@
 /** A place to write text; `isTTY` decides spinners and colours. */
 export interface Output {
   write(text: string): void;
+  /** Writes raw bytes (a command's output); absent: callers decode UTF-8 and use `write`. */
+  writeBytes?(data: Uint8Array): void;
   readonly isTTY?: boolean;
 }
 

@@ -3,7 +3,11 @@
 import { run } from "./cli.js";
 
 const code = await run(process.argv.slice(2), {
-  stdout: { write: (s) => void process.stdout.write(s), isTTY: process.stdout.isTTY },
+  stdout: {
+    write: (s) => void process.stdout.write(s),
+    writeBytes: (b) => void process.stdout.write(b),
+    isTTY: process.stdout.isTTY,
+  },
   stderr: { write: (s) => void process.stderr.write(s), isTTY: process.stderr.isTTY },
   env: process.env,
 });

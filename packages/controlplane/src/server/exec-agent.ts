@@ -90,7 +90,7 @@ export function checkExecRequest(request: admin.ExecAgentRequest): ExecPlan {
  * Session; more than one such is `ambiguous`.
  */
 export function resolveAgent(
-  deps: Pick<ExecAgentDeps, "registry" | "dialer">,
+  deps: { readonly registry: ExecAgentDeps["registry"]; readonly dialer: Pick<Dialer, "session"> },
   target: ExecTarget,
 ): AgentRecord {
   if (target.kind === "container") {
