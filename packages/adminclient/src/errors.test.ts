@@ -26,7 +26,7 @@ test("every gRPC status maps to its documented reason, keeping the server's mess
     [status.ALREADY_EXISTS, "already_exists"],
     [status.PERMISSION_DENIED, "permission_denied"],
     [status.RESOURCE_EXHAUSTED, "resource_exhausted"],
-    [status.FAILED_PRECONDITION, "starting_up"],
+    [status.FAILED_PRECONDITION, "failed_precondition"],
     [status.ABORTED, "aborted"],
     [status.OUT_OF_RANGE, "invalid_argument"],
     [status.UNIMPLEMENTED, "unimplemented"],
@@ -44,6 +44,17 @@ test("every gRPC status maps to its documented reason, keeping the server's mess
     assert.equal(err.method, METHOD);
     assert.equal(err.message, `message for ${code}`);
   }
+});
+
+test("FAILED_PRECONDITION is starting_up only with the ready gate's text", () => {
+  const gate = toAdminError(serviceError(status.FAILED_PRECONDITION, "control plane is starting up"), METHOD);
+  assert.equal(gate.reason, "starting_up");
+  const other = toAdminError(
+    serviceError(status.FAILED_PRECONDITION, "the agent has no open session"),
+    METHOD,
+  );
+  assert.equal(other.reason, "failed_precondition");
+  assert.equal(other.code, status.FAILED_PRECONDITION);
 });
 
 test("anything that is not a gRPC status error becomes internal", () => {

@@ -11,14 +11,21 @@ export type AdminErrorReason =
   | "already_exists"
   | "permission_denied" // token lacks the scope (API.md §5)
   | "resource_exhausted"
-  | "starting_up" // FAILED_PRECONDITION: the control plane is not ready yet
+  | "starting_up" // FAILED_PRECONDITION `control plane is starting up` (API.md §5): not ready yet
+  | "failed_precondition" // any other FAILED_PRECONDITION, e.g. ExecAgent: the agent has no Session
   | "aborted"
   | "unimplemented" // the control plane does not serve this RPC (yet)
   | "internal" // the server failed; it leaks no detail
   | "unavailable" // no connection (not running, wrong address, TLS handshake refused)
   | "unauthenticated"; // no/invalid/inactive token, or introspection failed
 
-/** Every gRPC status code (except OK) and the reason it becomes. Exhaustive by type. */
+/** The ready gate's fixed FAILED_PRECONDITION text (API.md §5). */
+export const STARTING_UP_MESSAGE = "control plane is starting up";
+
+/**
+ * Every gRPC status code (except OK) and the reason it becomes. Exhaustive by type.
+ * FAILED_PRECONDITION is `starting_up` only with the ready gate's text, else `failed_precondition`.
+ */
 export const STATUS_REASONS = {
   [status.CANCELLED]: "cancelled",
   [status.UNKNOWN]: "internal",
@@ -74,7 +81,11 @@ export function toAdminError(err: unknown, method: string): AdminError {
   if (code === undefined || code === status.OK) {
     return new AdminError("internal", status.INTERNAL, method, details, { cause: err });
   }
-  return new AdminError(STATUS_REASONS[code], code, method, details, { cause: err });
+  const reason =
+    code === status.FAILED_PRECONDITION && details !== STARTING_UP_MESSAGE
+      ? "failed_precondition"
+      : STATUS_REASONS[code];
+  return new AdminError(reason, code, method, details, { cause: err });
 }
 
 function grpcCode(err: unknown): Exclude<status, status.OK> | status.OK | undefined {

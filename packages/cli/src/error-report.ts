@@ -21,6 +21,7 @@ const ADMIN_EXIT = {
   permission_denied: ExitCode.auth,
   resource_exhausted: ExitCode.error,
   starting_up: ExitCode.notRunning,
+  failed_precondition: ExitCode.error,
   aborted: ExitCode.error,
   unimplemented: ExitCode.error,
   internal: ExitCode.error,
