@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
+import { runInNetns } from "./netns.js";
 import { waitFor } from "./wait-for.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -33,6 +34,14 @@ export interface ControlPlaneOptions {
   /** Do not wait for /healthz 200 (tests of start-up failures). */
   readonly noWait?: boolean;
   readonly env?: Readonly<Record<string, string>>;
+  /** Run the daemon inside this network namespace (nsenter); /healthz is polled from inside it. */
+  readonly netns?: string;
+  /** Reuse a data dir (a restarted control plane); it is not removed on close. */
+  readonly dataDir?: string;
+  /** The trust set stored in `trustDir`, when the caller minted it. */
+  readonly trustSet?: TrustSet;
+  /** Reuse these ports (a restarted control plane). */
+  readonly ports?: ControlPlanePorts;
 }
 
 /** A running daemon. */
@@ -75,21 +84,24 @@ export async function freePorts(count: number): Promise<number[]> {
 /** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), "clawker-cp-"));
-  const dataDir = join(dir, "data");
+  const dataDir = options.dataDir ?? join(dir, "data");
   let trustDir = options.trustDir;
-  let trust: TrustSet | undefined;
+  let trust: TrustSet | undefined = options.trustSet;
   if (trustDir === undefined) {
     trustDir = join(dir, "trust");
     trust = await mintTrustSet();
     await writeTrustSet(trustDir, trust);
   }
-  const [admin, agent, health, authPublic, authAdmin] = (await freePorts(5)) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+  const [admin, agent, health, authPublic, authAdmin] =
+    options.ports === undefined
+      ? ((await freePorts(5)) as [number, number, number, number, number])
+      : [
+          options.ports.admin,
+          options.ports.agent,
+          options.ports.health,
+          options.ports.authPublic,
+          options.ports.authAdmin,
+        ];
   const ports = { admin, agent, health, authPublic, authAdmin };
   const configFile = join(dir, "cp.json");
   writeFileSync(
@@ -114,7 +126,9 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         "--conditions=source",
         join(repoRoot, "packages/controlplane/src/main.ts"),
       ];
-  const proc = spawn(process.execPath, [...entry, "--config", configFile], {
+  const argv = [process.execPath, ...entry, "--config", configFile];
+  const [file, ...args] = options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
+  const proc = spawn(file!, args, {
     env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -160,13 +174,14 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           return code;
         }
         rmSync(dir, { recursive: true, force: true });
-        return exited;
+        return await exited;
       })()),
   };
   if (options.noWait !== true) {
     try {
       const healthy = waitFor(
         async () => {
+          if (options.netns !== undefined) return (await healthStatusInNetns(options.netns, cp.healthUrl)) === 200;
           const res = await fetch(cp.healthUrl).catch(() => undefined);
           return res?.status === 200;
         },
@@ -188,6 +203,17 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     }
   }
   return cp;
+}
+
+/** GETs `url` from inside a network namespace; the HTTP status, or 0 when nothing answered. */
+export async function healthStatusInNetns(netns: string, url: string): Promise<number> {
+  const probe = `fetch(${JSON.stringify(url)}).then((r) => process.stdout.write(String(r.status)), () => process.stdout.write("0"))`;
+  try {
+    const { stdout } = await runInNetns(netns, process.execPath, ["-e", probe], { timeoutMs: 5000 });
+    return Number(stdout.trim() || "0");
+  } catch {
+    return 0;
+  }
 }
 
 /** Merges plain objects recursively; `over` wins on every other value. */
