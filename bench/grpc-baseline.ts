@@ -1,18 +1,13 @@
 // The bare grpc-js baseline: a unary echo over mutual TLS 1.3 on loopback, no interceptors, no
-// protobuf (raw bytes). Later benchmarks report their figures as a ratio of this one.
+// protobuf (raw bytes), the server in its own process like the daemon. Later benchmarks report
+// their figures as a ratio of this one, measured in the same run.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
 import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { mintTrustSet } from "@clawker/adminclient";
-
-const passthrough = {
-  path: "/bench.Echo/Echo",
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (b: Buffer) => b,
-  requestDeserialize: (b: Buffer) => b,
-  responseSerialize: (b: Buffer) => b,
-  responseDeserialize: (b: Buffer) => b,
-} as const;
+import { ECHO_SERVICE } from "./echo-service.js";
 
 /** A running echo server and a connected client; `call()` makes one unary call. */
 export interface EchoPair {
@@ -20,32 +15,26 @@ export interface EchoPair {
   readonly close: () => Promise<void>;
 }
 
-/** Starts the echo server on 127.0.0.1:0 with fresh trust material and connects a client. */
+/** Starts the echo server process with fresh trust material and connects a client. */
 export async function startEcho(): Promise<EchoPair> {
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
   const set = await mintTrustSet();
-  const server = new grpc.Server();
-  server.addService(
-    { Echo: passthrough },
+  const server = spawn(
+    process.execPath,
+    ["--import", import.meta.resolve("tsx"), new URL("./echo-server.ts", import.meta.url).pathname],
     {
-      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
-        cb(null, call.request),
+      env: {
+        ...process.env,
+        ECHO_CA: set.ca.certPem,
+        ECHO_CERT: set.controlPlaneServer.certPem,
+        ECHO_KEY: set.controlPlaneServer.keyPem,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  const creds = grpc.ServerCredentials.createSsl(
-    Buffer.from(set.ca.certPem),
-    [
-      {
-        private_key: Buffer.from(set.controlPlaneServer.keyPem),
-        cert_chain: Buffer.from(set.controlPlaneServer.certPem),
-      },
-    ],
-    true,
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", creds, (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  const Client = grpc.makeGenericClientConstructor({ Echo: passthrough }, "Echo");
+  const [line] = (await once(createInterface({ input: server.stdout }), "line")) as [string];
+  const { port } = JSON.parse(line) as { port: number };
+  const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, "Echo");
   const client = new Client(
     `127.0.0.1:${port}`,
     grpc.credentials.createSsl(
@@ -66,7 +55,8 @@ export async function startEcho(): Promise<EchoPair> {
       ),
     close: async () => {
       client.close();
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      server.kill("SIGTERM");
+      if (server.exitCode === null) await once(server, "exit");
     },
   };
 }

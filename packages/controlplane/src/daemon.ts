@@ -22,6 +22,7 @@ import { countRunningAgentContainers, createDockerClient, EventsFeeder } from ".
 import type { Config } from "./config.js";
 import type { Logger } from "./logging.js";
 import { adminService } from "./server/admin-service.js";
+import { execAgentHandler } from "./server/exec-agent.js";
 import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
 import { SosBoard } from "./server/sos-board.js";
@@ -176,7 +177,6 @@ export class Daemon {
     const tls = { ca: trust.ca, cert: trust.serverCert, key: trust.serverKey };
     const adminLog = this.#log.child({ component: "admin" });
     const agentLog = this.#log.child({ component: "agent-listener" });
-    const admin = adminService({ agents: this.#registry, sos: this.#sos });
     const gate = new IdentityGate({
       index: this.#index,
       registry: this.#registry,
@@ -190,6 +190,15 @@ export class Daemon {
       commands: this.#overseer.commands,
       tls: { ca: trust.ca, cert: trust.clientCert, key: trust.clientKey },
       log: this.#log.child({ component: "dialer" }),
+    });
+    const admin = adminService({
+      agents: this.#registry,
+      sos: this.#sos,
+      exec: execAgentHandler({
+        dialer: this.#dialer,
+        registry: this.#registry,
+        log: adminLog.child({ rpc: "ExecAgent" }),
+      }),
     });
     this.#agent = new GrpcListener({
       name: "agent",
