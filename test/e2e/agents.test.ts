@@ -10,12 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import type Docker from "dockerode";
-import {
-  createAgentContainer,
-  issueAgentLeaf,
-  mintTrustSet,
-  writeTrustSet,
-} from "@clawker/adminclient";
+import { createAgentContainer, issueAgentLeaf, mintTrustSet, writeTrustSet } from "@clawker/adminclient";
 import { BOOTSTRAP_DIR, BOOTSTRAP_FILES, LABELS } from "@clawker/proto";
 import { agentImage } from "../harness/agent-image.js";
 import { clawker, type CliResult } from "../harness/clawker-cli.js";
