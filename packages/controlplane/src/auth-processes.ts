@@ -93,6 +93,7 @@ async function prepareOry(config: Config, trust: TrustMaterial): Promise<AuthPla
   validator.validate("hydra", configs.hydra);
   validator.validate("kratos", configs.kratos);
   validator.validate("oathkeeper", configs.oathkeeper);
+  validator.validateAccessRules(configs.accessRules, configs.oathkeeper);
   const files = writeOryConfigs(settings, configs);
   return {
     helpers: oryCommands(settings, files, ory).map((c) => ({
