@@ -2,7 +2,6 @@
 // from source, with the embedded auth server): auth init, up, status, an authorized ListAgents,
 // a refused token, a second up, down, and status once it is gone.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,36 +9,11 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet } from "@clawker/adminclient";
 import { freePorts } from "../harness/controlplane.js";
+import { clawker } from "../harness/clawker-cli.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
-const cliMain = join(repoRoot, "packages/cli/src/main.ts");
 const daemonMain = join(repoRoot, "packages/controlplane/src/main.ts");
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function clawker(args: string[], env: NodeJS.ProcessEnv): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ["--import", import.meta.resolve("tsx"), "--conditions=source", cliMain, ...args],
-      {
-        env,
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** True while `pid` runs; a zombie (exited, not yet reaped by its new parent) counts as gone. */
 function alive(pid: number): boolean {
@@ -100,12 +74,12 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const init = await clawker(["auth", "init"], env);
+  const init = await clawker(["auth", "init"], { env });
   assert.equal(init.code, 0, init.stderr);
 
   const up = await clawker(
     ["controlplane", "up", "--config", config, "--timeout", "90s", "--format", "json"],
-    env,
+    { env },
   );
   assert.equal(up.code, 0, `up failed:\n${up.stderr}`);
   const summary = JSON.parse(up.stdout) as {
@@ -125,7 +99,7 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   // Progress went to stderr (plain lines: not a TTY), never to stdout.
   assert.match(up.stderr, /waiting for http:\/\/127\.0\.0\.1:\d+\/healthz/);
 
-  const status = await clawker(["controlplane", "status", "--format", "json"], env);
+  const status = await clawker(["controlplane", "status", "--format", "json"], { env });
   assert.equal(status.code, 0, status.stderr);
   const st = JSON.parse(status.stdout) as {
     state: string;
@@ -141,10 +115,10 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   );
 
   // An authorized call: token from the embedded auth server (private_key_jwt), then ListAgents.
-  const agents = await clawker(["controlplane", "agents", "--format", "json"], env);
+  const agents = await clawker(["controlplane", "agents", "--format", "json"], { env });
   assert.equal(agents.code, 0, agents.stderr);
   assert.deepEqual(JSON.parse(agents.stdout), { agents: [] });
-  const table = await clawker(["controlplane", "agents"], env);
+  const table = await clawker(["controlplane", "agents"], { env });
   assert.equal(table.code, 0, table.stderr);
   assert.equal(table.stdout, "no agents registered\n");
 
@@ -155,16 +129,16 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   const stranger = (await mintTrustSet()).signingKey;
   writeFileSync(join(otherTrust, "cli-signing.jwk"), JSON.stringify(stranger.privateJwk), { mode: 0o600 });
   writeFileSync(join(otherTrust, "cli-signing.pub.jwk"), JSON.stringify(stranger.publicJwk));
-  const refused = await clawker(["controlplane", "agents", "--trust-dir", otherTrust], env);
+  const refused = await clawker(["controlplane", "agents", "--trust-dir", otherTrust], { env });
   assert.equal(refused.code, 4, refused.stderr);
   assert.match(refused.stderr, /^clawker: error: token: token_request_failed: .*HTTP 401/);
   assert.equal(refused.stderr.trimEnd().split("\n").length, 1, "one line, no stack");
 
-  const again = await clawker(["controlplane", "up", "--config", config], env);
+  const again = await clawker(["controlplane", "up", "--config", config], { env });
   assert.equal(again.code, 5, again.stderr);
   assert.match(again.stderr, /already running/);
 
-  const down = await clawker(["controlplane", "down", "--format", "json"], env);
+  const down = await clawker(["controlplane", "down", "--format", "json"], { env });
   assert.equal(down.code, 0, down.stderr);
   const d = JSON.parse(down.stdout) as { wasRunning: boolean; pid: number; killed: boolean };
   assert.deepEqual([d.wasRunning, d.pid, d.killed], [true, summary.pid, false]);
@@ -172,11 +146,11 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   assert.equal(existsSync(pidFile), false);
   assert.match(readFileSync(summary.logFile, "utf8"), /control plane stopped/);
 
-  const downAgain = await clawker(["controlplane", "down"], env);
+  const downAgain = await clawker(["controlplane", "down"], { env });
   assert.equal(downAgain.code, 0);
   assert.match(downAgain.stdout, /not running/);
 
-  const gone = await clawker(["controlplane", "status"], env);
+  const gone = await clawker(["controlplane", "status"], { env });
   assert.equal(gone.code, 3, gone.stdout + gone.stderr);
   assert.match(gone.stdout, /control plane: not running/);
 });
