@@ -28,7 +28,8 @@ export function clawker(args: readonly string[], options: CliOptions = {}): Prom
     join(REPO_ROOT, "packages/cli/src/main.ts"),
     ...args,
   ];
-  const [file, ...rest] = options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
+  const [file, ...rest] =
+    options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
   return new Promise((resolve, reject) => {
     const child = spawn(file!, rest, { env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";

@@ -127,7 +127,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         join(repoRoot, "packages/controlplane/src/main.ts"),
       ];
   const argv = [process.execPath, ...entry, "--config", configFile];
-  const [file, ...args] = options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
+  const [file, ...args] =
+    options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
   const proc = spawn(file!, args, {
     env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -181,7 +182,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     try {
       const healthy = waitFor(
         async () => {
-          if (options.netns !== undefined) return (await healthStatusInNetns(options.netns, cp.healthUrl)) === 200;
+          if (options.netns !== undefined)
+            return (await healthStatusInNetns(options.netns, cp.healthUrl)) === 200;
           const res = await fetch(cp.healthUrl).catch(() => undefined);
           return res?.status === 200;
         },
