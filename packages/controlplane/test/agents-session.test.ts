@@ -182,3 +182,16 @@ test("a slow reader gets every byte in order; the stream is paused, not buffered
   assert.equal(bytes, 2000 * 1024);
   assert.equal(last, "done");
 });
+
+test("return() settles a next() that is already waiting", async () => {
+  const s = await open();
+  const it = s.exec(shell("hang"));
+  const waiting = it.next();
+  const settled = Promise.race([
+    waiting.then(() => "settled"),
+    new Promise((resolve) => setImmediate(() => resolve("pending"))),
+  ]);
+  assert.equal(await settled, "pending", "nothing has arrived yet");
+  await it.return!();
+  assert.deepEqual(await waiting, { value: undefined, done: true });
+});

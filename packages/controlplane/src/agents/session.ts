@@ -117,6 +117,10 @@ class CommandStream implements AsyncIterableIterator<clawkerd.Response, undefine
     // The reader stopped listening; the command keeps running in clawkerd and its output is dropped.
     this.#returned = true;
     this.#queue.length = 0;
+    // A next() already waiting settles too: its reader must not hang on a stream nobody feeds.
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.resolve({ value: undefined, done: true });
     this.onDrain();
     this.onReturn();
     return Promise.resolve({ value: undefined, done: true });
