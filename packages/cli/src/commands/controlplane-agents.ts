@@ -12,7 +12,7 @@ import {
 import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { LOCATE_FLAGS } from "./controlplane-up.js";
+import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
 /** The spec of `clawker controlplane agents`. */
 export const CONTROLPLANE_AGENTS: CommandSpec = {
@@ -21,11 +21,7 @@ export const CONTROLPLANE_AGENTS: CommandSpec = {
   flags: {
     "trust-dir": LOCATE_FLAGS["trust-dir"],
     admin: LOCATE_FLAGS.admin,
-    "token-endpoint": {
-      type: "string",
-      value: "URL",
-      description: "token endpoint (default $CLAWKER_TOKEN_ENDPOINT or https://127.0.0.1:4444/oauth2/token)",
-    },
+    "token-endpoint": TOKEN_ENDPOINT_FLAG,
     timeout: { type: "string", value: "DURATION", description: "deadline of the call (default 10s)" },
     format: FORMAT_FLAG,
   },

@@ -53,6 +53,13 @@ export const LOCATE_FLAGS = {
   },
 } as const;
 
+/** `--token-endpoint`, for the commands that get a token (their default: defaultTokenEndpoint). */
+export const TOKEN_ENDPOINT_FLAG = {
+  type: "string",
+  value: "URL",
+  description: "token endpoint (default $CLAWKER_TOKEN_ENDPOINT or https://127.0.0.1:4444/oauth2/token)",
+} as const;
+
 /** The spec of `clawker controlplane up`. */
 export const CONTROLPLANE_UP: CommandSpec = {
   words: ["controlplane", "up"],
@@ -70,11 +77,7 @@ export const CONTROLPLANE_UP: CommandSpec = {
       description: "daemon config file (YAML or JSON), passed as CLAWKER_CP_CONFIG",
     },
     ...LOCATE_FLAGS,
-    "token-endpoint": {
-      type: "string",
-      value: "URL",
-      description: "token endpoint (default https://127.0.0.1:4444/oauth2/token)",
-    },
+    "token-endpoint": TOKEN_ENDPOINT_FLAG,
     daemon: {
       type: "string",
       value: "PATH",

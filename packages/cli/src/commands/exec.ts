@@ -17,7 +17,7 @@ import {
 import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { LOCATE_FLAGS } from "./controlplane-up.js";
+import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
 /** The spec of `clawker exec`. */
 export const EXEC: CommandSpec = {
@@ -55,11 +55,7 @@ export const EXEC: CommandSpec = {
     },
     "trust-dir": LOCATE_FLAGS["trust-dir"],
     admin: LOCATE_FLAGS.admin,
-    "token-endpoint": {
-      type: "string",
-      value: "URL",
-      description: "token endpoint (default $CLAWKER_TOKEN_ENDPOINT or https://127.0.0.1:4444/oauth2/token)",
-    },
+    "token-endpoint": TOKEN_ENDPOINT_FLAG,
     format: FORMAT_FLAG,
   },
   positionals: "-- CMD [ARGS...]",
