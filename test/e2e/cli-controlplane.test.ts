@@ -10,25 +10,11 @@ import { fileURLToPath } from "node:url";
 import { mintTrustSet } from "@clawker/adminclient";
 import { freePorts } from "../harness/controlplane.js";
 import { clawker } from "../harness/clawker-cli.js";
+import { isAlive } from "../harness/leftovers.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const daemonMain = join(repoRoot, "packages/controlplane/src/main.ts");
-
-/** True while `pid` runs; a zombie (exited, not yet reaped by its new parent) counts as gone. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 test("clawker drives the real control plane: init, up, status, agents, down", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "clawker-e2e-"));
@@ -63,10 +49,10 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   t.after(async () => {
     // Whatever happened, leave no daemon (nor its auth server: same process group) behind.
     const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : undefined;
-    if (pid !== undefined && alive(pid)) {
+    if (pid !== undefined && isAlive(pid)) {
       try {
         process.kill(-pid, "SIGTERM");
-        await waitFor(() => !alive(pid), { timeoutMs: 15_000, what: "daemon exit" });
+        await waitFor(() => !isAlive(pid), { timeoutMs: 15_000, what: "daemon exit" });
       } catch {
         process.kill(-pid, "SIGKILL");
       }
@@ -89,7 +75,7 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
     logFile: string;
   };
   assert.equal(summary.healthStatus.status, "healthy");
-  assert.ok(alive(summary.pid));
+  assert.ok(isAlive(summary.pid));
   assert.equal(Number(readFileSync(pidFile, "utf8")), summary.pid);
   assert.match(
     readFileSync(summary.logFile, "utf8"),
@@ -142,7 +128,7 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   assert.equal(down.code, 0, down.stderr);
   const d = JSON.parse(down.stdout) as { wasRunning: boolean; pid: number; killed: boolean };
   assert.deepEqual([d.wasRunning, d.pid, d.killed], [true, summary.pid, false]);
-  assert.equal(alive(summary.pid), false);
+  assert.equal(isAlive(summary.pid), false);
   assert.equal(existsSync(pidFile), false);
   assert.match(readFileSync(summary.logFile, "utf8"), /control plane stopped/);
 

@@ -2,7 +2,7 @@ export { PrivateDocker, startPrivateDocker, DEFAULT_ADDRESS_POOL, DEFAULT_BRIDGE
 export type { AfterHook, PrivateDockerOptions } from "./docker.js";
 export { NetnsProcess, runInNetns, netnsPath, addNetns, deleteNetns } from "./netns.js";
 export type { NetnsProcessOptions, NetnsRef, ProcessExit, RunInNetnsOptions } from "./netns.js";
-export { findLeftovers, isClean, mountsUnder } from "./leftovers.js";
+export { findLeftovers, isAlive, isClean, mountsUnder } from "./leftovers.js";
 export type { Leftovers, RunRef, StrayProcess } from "./leftovers.js";
 export {
   busyboxImage,

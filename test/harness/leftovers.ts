@@ -115,7 +115,8 @@ export async function killProcesses(processes: readonly StrayProcess[], graceMs 
   await waitFor(allGone, { timeoutMs: 5_000, what: "stray processes to die after SIGKILL" });
 }
 
-function isAlive(pid: number): boolean {
+/** True while `pid` runs; a zombie (exited, waiting for its parent's wait()) counts as gone. */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {

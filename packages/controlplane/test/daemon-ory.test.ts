@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { openAdminClient } from "@clawker/adminclient";
-import { freePorts, isAlive, startControlPlane } from "../../../test/harness/controlplane.js";
+import { freePorts, startControlPlane } from "../../../test/harness/controlplane.js";
+import { isAlive } from "../../../test/harness/leftovers.js";
 
 const repo = fileURLToPath(new URL("../../../", import.meta.url));
 

@@ -5,7 +5,8 @@ import { createServer, type AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { openAdminClient, TokenSource } from "@clawker/adminclient";
 import { AGENT_CLIENT } from "@clawker/proto";
-import { isAlive, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { isAlive } from "../../../test/harness/leftovers.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 function adminClientFor(cp: ControlPlane) {
