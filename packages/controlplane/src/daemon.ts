@@ -28,7 +28,7 @@ import { HealthServer } from "./server/healthz.js";
 import { SosBoard } from "./server/sos-board.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
 import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
-import { loadTrustDir, type TrustMaterial } from "./trust-dir.js";
+import { loadTrustDir } from "./trust-dir.js";
 
 /** Why the daemon stopped; decides the exit code (0 only for a requested stop or a drain to zero). */
 export type StopCause =
@@ -44,7 +44,7 @@ export function exitCodeFor(cause: StopCause): 0 | 1 {
   return cause.kind === "signal" || cause.kind === "drained_to_zero" ? 0 : 1;
 }
 
-/** Bound addresses, once started (tests and the ready log line read them). */
+/** Bound addresses, once started (the ready log line reports them). */
 export interface DaemonAddresses {
   readonly admin: { host: string; port: number };
   readonly agent: { host: string; port: number };
@@ -68,7 +68,6 @@ export class Daemon {
   #onStop: ((cause: StopCause) => void) | undefined;
   readonly #stopped: Promise<StopCause>;
 
-  #trust: TrustMaterial | undefined;
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
@@ -118,11 +117,6 @@ export class Daemon {
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
-  /** Bound addresses (after the listeners are up). */
-  get addresses(): DaemonAddresses | undefined {
-    return this.#addresses;
-  }
-
   /** Asks the daemon to stop; the first cause wins and decides the exit code. */
   stop(cause: StopCause): void {
     if (this.#stopCause !== undefined) return;
@@ -160,7 +154,6 @@ export class Daemon {
 
     // 2. Trust material, registry.
     const trust = loadTrustDir(cfg.trustDir);
-    this.#trust = trust;
     this.#registry = new Registry(join(cfg.dataDir, "registry.db"));
 
     // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
@@ -330,11 +323,6 @@ export class Daemon {
         this.#log.error({ event: "drain", cause: cause.kind, err: cause.error }, "failure, draining");
         break;
     }
-  }
-
-  /** The trust material in use (after start). */
-  get trust(): TrustMaterial | undefined {
-    return this.#trust;
   }
 }
 
