@@ -5,19 +5,13 @@ import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { Metadata } from "@grpc/grpc-js";
 import { dial, openAdminClient, TokenSource } from "@clawker/adminclient";
-import { startControlPlane, type ControlPlane } from "../test/harness/controlplane.js";
+import { helperPid, startControlPlane } from "../test/harness/controlplane.js";
 import { startEcho } from "./grpc-baseline.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
 
 const SEQUENTIAL_CALLS = 1000;
 const CONCURRENT_CALLS = 20_000;
-
-function helperPid(cp: ControlPlane, name: string): number {
-  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
-  if (line === undefined) throw new Error(`no helper ${name}`);
-  return line["pid"] as number;
-}
 
 function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

@@ -207,6 +207,13 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   return cp;
 }
 
+/** The pid of a helper the daemon started, from its "helper started" log line; throws if absent. */
+export function helperPid(cp: ControlPlane, name: string): number {
+  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
+  if (line === undefined) throw new Error(`the daemon logged no "helper started" line for ${name}`);
+  return line["pid"] as number;
+}
+
 /** GETs `url` from inside a network namespace; the HTTP status, or 0 when nothing answered. */
 export async function healthStatusInNetns(netns: string, url: string): Promise<number> {
   const probe = `fetch(${JSON.stringify(url)}).then((r) => process.stdout.write(String(r.status)), () => process.stdout.write("0"))`;

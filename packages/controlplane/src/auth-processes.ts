@@ -54,13 +54,14 @@ function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
     logLevel: config.log.level,
   };
   writeFileSync(file, JSON.stringify(authConfig, null, 2) + "\n", { mode: 0o600 });
+  const entry = authserverEntry();
   return {
     helpers: [
       {
         name: "authserver",
         command: {
-          ...authserverEntry(),
-          args: [...authserverEntry().args, "--config", file],
+          file: entry.file,
+          args: [...entry.args, "--config", file],
           env: compileCacheEnv(),
         },
         healthUrl: `${url(host, adminPort)}/health/ready`,

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { openAdminClient } from "@clawker/adminclient";
-import { freePorts, startControlPlane } from "../../../test/harness/controlplane.js";
+import { freePorts, helperPid, startControlPlane } from "../../../test/harness/controlplane.js";
 import { isAlive } from "../../../test/harness/leftovers.js";
 
 const repo = fileURLToPath(new URL("../../../", import.meta.url));
@@ -64,9 +64,7 @@ test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-v
   t.after(() => client.close());
   assert.deepEqual(await client.listAgents(), []);
 
-  const pids = ["hydra", "kratos", "oathkeeper"].map(
-    (name) => cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name)!["pid"] as number,
-  );
+  const pids = ["hydra", "kratos", "oathkeeper"].map((name) => helperPid(cp, name));
   assert.equal(await cp.close(), 0);
   for (const pid of pids) assert.equal(isAlive(pid), false);
   const stopped = cp.logs

@@ -5,7 +5,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import { openAdminClient, TokenSource } from "@clawker/adminclient";
 import { AGENT_CLIENT } from "@clawker/proto";
-import { startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { helperPid, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
 import { isAlive } from "../../../test/harness/leftovers.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
@@ -15,12 +15,6 @@ function adminClientFor(cp: ControlPlane) {
     target: `127.0.0.1:${cp.ports.admin}`,
     tokenEndpoint: cp.tokenEndpoint,
   });
-}
-
-function helperPid(cp: ControlPlane, name: string): number {
-  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
-  assert.ok(line, `no "helper started" line for ${name}`);
-  return line["pid"] as number;
 }
 
 describe("clawker-cp on embedded defaults", () => {
