@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { type ContainerEvent, type DrainEvent, LABELS, Topic } from "@clawker/overseer";
 import { AgentWatcher } from "../packages/controlplane/src/agents/watcher.js";
 import { countRunningAgentContainers } from "../packages/controlplane/src/docker/agent-count.js";
+import { DockerClient } from "../packages/controlplane/src/docker/client.js";
 import { EventsFeeder } from "../packages/controlplane/src/docker/events-feeder.js";
 import { PrivateDocker } from "../test/harness/docker.js";
 import { busyboxImage } from "../test/harness/images.js";
@@ -35,13 +36,14 @@ async function once(daemon: PrivateDocker, image: string): Promise<Sample> {
   const stop = new AbortController();
   const containers = new Topic<ContainerEvent>({ name: "containers" });
   const drain = new Topic<DrainEvent>({ name: "drain" });
-  const feeder = new EventsFeeder({ docker, containers, log: silent });
+  const client = new DockerClient(daemon.socketPath);
+  const feeder = new EventsFeeder({ docker: client, containers, log: silent });
   let drainedAt: number | undefined;
   let counted = 0;
   drain.subscribe((e) => void (e.type === "drain.count" && counted++));
   const watcher = new AgentWatcher(
     {
-      countAgents: (signal) => countRunningAgentContainers(docker, { signal }),
+      countAgents: (signal) => countRunningAgentContainers(client, { signal }),
       onDrain: () => void (drainedAt = performance.now()),
       log: silent,
       containers,

@@ -8,6 +8,7 @@ import { Overseer } from "@clawker/overseer";
 import { LABELS } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex, dockerInspector } from "../src/agents/address-index.js";
+import { DockerClient } from "../src/docker/client.js";
 import { EventsFeeder } from "../src/docker/events-feeder.js";
 import { startPrivateDocker } from "../../../test/harness/docker.js";
 import { busyboxImage } from "../../../test/harness/images.js";
@@ -52,7 +53,8 @@ void test("address index follows real Docker: start -> indexed by IP, die -> gon
   const overseer = new Overseer();
   t.after(() => overseer.close());
   let inspects = 0;
-  const inspect = dockerInspector(docker);
+  const client = new DockerClient(daemon.socketPath);
+  const inspect = dockerInspector(client);
   const index = new ContainerAddressIndex({
     log,
     containers: overseer.containers,
@@ -64,7 +66,7 @@ void test("address index follows real Docker: start -> indexed by IP, die -> gon
   const ac = new AbortController();
   t.after(() => ac.abort());
   index.start(ac.signal);
-  const feeder = new EventsFeeder({ docker, containers: overseer.containers, log });
+  const feeder = new EventsFeeder({ docker: client, containers: overseer.containers, log });
   feeder.start(ac.signal);
   t.after(() => feeder.close());
 

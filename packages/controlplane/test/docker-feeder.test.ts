@@ -7,7 +7,7 @@ import { createServer, connect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test, type TestContext } from "node:test";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import { pino } from "pino";
 import {
   type ContainerEvent,
@@ -20,7 +20,7 @@ import { PrivateDocker } from "../../../test/harness/docker.js";
 import { busyboxImage } from "../../../test/harness/images.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import { createDockerClient } from "../src/docker/client.js";
+import { DockerClient, createDockerClient } from "../src/docker/client.js";
 import type { NetworkEvent } from "../src/docker/event-parse.js";
 import { EventsFeeder } from "../src/docker/events-feeder.js";
 
@@ -102,7 +102,7 @@ async function agent(
 
 function startFeeder(
   t: TestContext,
-  docker: Docker,
+  docker: DockerClient,
   backoff = { initialMs: 20, maxMs: 200, healthyAfterMs: 100 },
 ): {
   feeder: EventsFeeder;
@@ -224,7 +224,10 @@ describe(
         IPAM: { Config: [{ Subnet: "10.213.7.0/24" }] },
       });
 
-      const { feeder, events, networkEvents, projection } = startFeeder(t, docker);
+      const { feeder, events, networkEvents, projection } = startFeeder(
+        t,
+        new DockerClient(daemon.socketPath),
+      );
       await waitFor(() => events.some((e) => e.type === "docker.reconciled"), { what: "docker.reconciled" });
       assert.equal(feeder.isConnected, true);
       assert.equal(events[0]?.type, "docker.connected");
@@ -292,21 +295,21 @@ describe(
       const docker = daemon.docker;
       const victim = await agent(docker, image, "dies-in-the-window");
       await victim.start();
-      // A real client whose first getEvents stops the container first: the die then happens
+      // A real client whose first events() stops the container first: the die then happens
       // after `since` was taken but before the subscription exists.
       let isFirst = true;
-      const hooked = new Docker({ socketPath: daemon.socketPath });
-      const getEvents = hooked.getEvents.bind(hooked) as (
-        o: Docker.GetEventsOptions,
-      ) => Promise<NodeJS.ReadableStream>;
-      (hooked as { getEvents: unknown }).getEvents = async (o: Docker.GetEventsOptions) => {
-        if (isFirst) {
-          isFirst = false;
-          await victim.stop({ t: 5 });
+      class Hooked extends DockerClient {
+        override async events(
+          ...args: Parameters<DockerClient["events"]>
+        ): ReturnType<DockerClient["events"]> {
+          if (isFirst) {
+            isFirst = false;
+            await victim.stop({ t: 5 });
+          }
+          return super.events(...args);
         }
-        return getEvents(o);
-      };
-      const { feeder, events } = startFeeder(t, hooked);
+      }
+      const { feeder, events } = startFeeder(t, new Hooked(daemon.socketPath));
       await waitFor(() => feeder.reconciles === 1, { what: "the reconcile" });
       await waitFor(() => ofId(events, victim.id).includes("container.died/event"), {
         what: "the replayed die",
@@ -325,7 +328,7 @@ describe(
       const relay = new SocketRelay(join(dir, "relay.sock"), daemon.socketPath);
       await relay.listen();
       t.after(() => relay.pause());
-      const viaRelay = new Docker({ socketPath: relay.path });
+      const viaRelay = new DockerClient(relay.path);
 
       const keep = await agent(docker, image, "keep");
       await keep.start();

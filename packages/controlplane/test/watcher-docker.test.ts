@@ -12,6 +12,7 @@ import { command, requires, root, skipReason } from "../../../test/harness/preco
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { AgentWatcher, type AgentWatcherOptions, type WatcherOutcome } from "../src/agents/watcher.js";
 import { countRunningAgentContainers } from "../src/docker/agent-count.js";
+import { DockerClient } from "../src/docker/client.js";
 import { EventsFeeder } from "../src/docker/events-feeder.js";
 
 const log = pino({ level: "silent" });
@@ -19,6 +20,8 @@ const POLL = 30_000;
 
 interface Rig {
   readonly docker: Docker;
+  /** The control plane's own client on the same engine. */
+  readonly client: DockerClient;
   readonly image: string;
 }
 
@@ -47,12 +50,12 @@ function watch(t: TestContext, rig: Rig, options: AgentWatcherOptions): Watched 
   const stop = new AbortController();
   const containers = new Topic<ContainerEvent>({ name: "containers" });
   const drain = new Topic<DrainEvent>({ name: "drain" });
-  const feeder = new EventsFeeder({ docker: rig.docker, containers, log });
+  const feeder = new EventsFeeder({ docker: rig.client, containers, log });
   const watched = { counts: [] as DrainEvent[], drainedAt: undefined as number | undefined } as Watched;
   drain.subscribe((e) => void watched.counts.push(e));
   const watcher = new AgentWatcher(
     {
-      countAgents: (signal) => countRunningAgentContainers(rig.docker, { signal }),
+      countAgents: (signal) => countRunningAgentContainers(rig.client, { signal }),
       onDrain: () => {
         watched.drainedAt = performance.now();
       },
@@ -88,7 +91,11 @@ describe(
       if (!requires(t, root, command("dockerd"))) throw new Error("unreachable");
       if (rig === undefined) {
         await daemon.start();
-        rig = { docker: daemon.docker, image: await busyboxImage(daemon.docker) };
+        rig = {
+          docker: daemon.docker,
+          client: new DockerClient(daemon.socketPath),
+          image: await busyboxImage(daemon.docker),
+        };
       }
       t.after(async () => {
         const all = await daemon.docker.listContainers({ all: true });

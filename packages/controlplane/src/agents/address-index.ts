@@ -2,9 +2,12 @@
 // inspecting a managed agent container once when the containers topic says it started, and
 // emptied by died/destroyed events and reconcile listings, so a Register costs no Docker call.
 import { isIP } from "node:net";
-import type Dockerode from "dockerode";
 import { isAgentLabels, type ContainerEvent, type Labels, type Topic } from "@clawker/overseer";
+import type { ContainerInspect, DockerClient } from "../docker/client.js";
 import type { Logger } from "../logging.js";
+
+/** Budget of one container inspect; a wedged engine becomes a failed lookup, not a hang. */
+export const INSPECT_TIMEOUT_MS = 10_000;
 
 /** A running managed agent container as the index knows it. */
 export interface ContainerRecord {
@@ -20,7 +23,7 @@ export interface InspectedContainer extends ContainerRecord {
   readonly isRunning: boolean;
 }
 
-/** Looks up one container by id (dockerode `getContainer(id).inspect()` in production). */
+/** Looks up one container by id (`DockerClient.inspectContainer` in production). */
 export type InspectContainer = (id: string) => Promise<InspectedContainer | undefined>;
 
 /** The result of an address lookup: exactly one container, none, or more than one. */
@@ -218,26 +221,26 @@ export class ContainerAddressIndex {
   }
 }
 
-/** An InspectContainer backed by dockerode; a 404 means the container is gone. */
-export function dockerInspector(docker: Dockerode): InspectContainer {
+/** An InspectContainer backed by the Docker client; a 404 means the container is gone. */
+export function dockerInspector(docker: Pick<DockerClient, "inspectContainer">): InspectContainer {
   return async (id) => {
-    let info: Dockerode.ContainerInspectInfo;
+    let info: ContainerInspect;
     try {
-      info = await docker.getContainer(id).inspect();
+      info = await docker.inspectContainer(id, AbortSignal.timeout(INSPECT_TIMEOUT_MS));
     } catch (err) {
       if ((err as { statusCode?: unknown }).statusCode === 404) return undefined;
       throw err;
     }
     const addresses: string[] = [];
-    for (const net of Object.values(info.NetworkSettings.Networks ?? {})) {
+    for (const net of Object.values(info.NetworkSettings?.Networks ?? {})) {
       if (net.IPAddress) addresses.push(net.IPAddress);
       if (net.GlobalIPv6Address) addresses.push(net.GlobalIPv6Address);
     }
     return {
       id: info.Id,
-      labels: info.Config.Labels ?? {},
+      labels: info.Config?.Labels ?? {},
       addresses,
-      isRunning: info.State.Running,
+      isRunning: info.State?.Running === true,
     };
   };
 }

@@ -1,7 +1,7 @@
 // How many agent containers are running, asked of Docker directly (not the worldview): the agent
 // watcher's count. A failure is a DockerError, never zero: "unknown" must not drain the daemon.
-import type Docker from "dockerode";
 import { LABELS } from "@clawker/overseer";
+import type { DockerClient } from "./client.js";
 import { DockerError, toDockerError } from "./errors.js";
 
 /** Default budget for one listing; a wedged daemon becomes a list error, not a hang. */
@@ -18,17 +18,13 @@ export const RUNNING_AGENTS_FILTER = Object.freeze({
  * ("unreachable", "api_error" or "timeout") when Docker cannot answer.
  */
 export async function countRunningAgentContainers(
-  docker: Docker,
+  docker: Pick<DockerClient, "listContainers">,
   options: { signal?: AbortSignal; timeoutMs?: number } = {},
 ): Promise<number> {
   const timeout = AbortSignal.timeout(options.timeoutMs ?? DEFAULT_COUNT_TIMEOUT_MS);
   const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
   try {
-    const list = await docker.listContainers({
-      all: false,
-      filters: { ...RUNNING_AGENTS_FILTER },
-      abortSignal: signal,
-    });
+    const list = await docker.listContainers({ filters: RUNNING_AGENTS_FILTER }, signal);
     return list.length;
   } catch (err) {
     if (timeout.aborted && options.signal?.aborted !== true) {

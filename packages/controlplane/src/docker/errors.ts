@@ -1,9 +1,10 @@
 // Typed Docker failures: callers switch on `reason`, never on the message. "unreachable" means the
 // daemon could not be asked at all (its state is unknown); "api_error" means it answered with an
-// error status; "invalid_host" means DOCKER_HOST names something we do not dial.
+// error status; "bad_response" means its answer could not be read (not JSON, the wrong shape, too
+// large); "invalid_host" means DOCKER_HOST names something we do not dial.
 
 /** Every reason a Docker operation can fail with. */
-export type DockerErrorReason = "invalid_host" | "unreachable" | "api_error" | "timeout";
+export type DockerErrorReason = "invalid_host" | "unreachable" | "api_error" | "bad_response" | "timeout";
 
 /** A Docker failure with a stable `reason`; `statusCode` is set for "api_error". */
 export class DockerError extends Error {
@@ -42,8 +43,9 @@ const UNREACHABLE_CODES = new Set([
 ]);
 
 /**
- * Wraps whatever dockerode threw into a DockerError (returned as is when it already is one).
- * dockerode reports HTTP failures with a numeric `statusCode` and socket failures as errno errors.
+ * Wraps a failure of a Docker call into a DockerError (returned as is when it already is one):
+ * a numeric `statusCode` is an HTTP refusal, an errno code or anything else below HTTP means the
+ * daemon did not answer.
  */
 export function toDockerError(err: unknown, operation: string): DockerError {
   if (err instanceof DockerError) return err;

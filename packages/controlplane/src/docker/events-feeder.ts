@@ -1,16 +1,15 @@
 // The Docker events feeder: turns the engine's event stream into overseer container events, with a
 // reconcile on every (re)connect so nothing falls between a listing and the stream (README.md).
+import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import { setTimeout as sleep } from "node:timers/promises";
-import type Docker from "dockerode";
 import { type ContainerEvent, LABELS, Topic } from "@clawker/overseer";
 import type { Logger } from "../logging.js";
+import type { DockerClient } from "./client.js";
 import { DockerError, toDockerError } from "./errors.js";
 import {
   type DockerEventMessage,
   FOLLOWED_ACTIONS,
-  type ListedContainer,
-  type ListedNetwork,
   type NetworkEvent,
   containerEventFromMessage,
   containerEventsFromListing,
@@ -37,7 +36,7 @@ export interface FeederBackoff {
 
 /** Options for an EventsFeeder. */
 export interface EventsFeederOptions {
-  readonly docker: Docker;
+  readonly docker: DockerClient;
   /** Where container events and docker.connected/disconnected/reconciled go (overseer.containers). */
   readonly containers: Publisher<ContainerEvent>;
   readonly log: Logger;
@@ -73,7 +72,7 @@ interface ConnectionEnd {
 export class EventsFeeder {
   /** Managed networks: created/connected/disconnected/destroyed and each reconcile's listing. */
   readonly networks = new Topic<NetworkEvent>({ name: "networks" });
-  readonly #docker: Docker;
+  readonly #docker: DockerClient;
   readonly #containers: Publisher<ContainerEvent>;
   readonly #log: Logger;
   readonly #initialMs: number;
@@ -190,7 +189,7 @@ export class EventsFeeder {
     const conn = new AbortController();
     const onStop = (): void => conn.abort();
     stop.addEventListener("abort", onStop, { once: true });
-    let stream: NodeJS.ReadableStream | undefined;
+    let stream: Readable | undefined;
     let reconciledAt: number | undefined;
     this.#attempts++;
     try {
@@ -203,16 +202,18 @@ export class EventsFeeder {
         this.#requestTimeoutMs,
       );
       try {
-        stream = await this.#docker.getEvents({
-          since: since as unknown as number,
-          filters: {
-            type: ["container", "network"],
-            // Network events carry no labels (only name/type/container), so a label filter
-            // here would drop them all: containers are filtered by label below, networks by id.
-            event: [...new Set([...FOLLOWED_ACTIONS.container, ...FOLLOWED_ACTIONS.network])],
+        stream = await this.#docker.events(
+          {
+            since,
+            filters: {
+              type: ["container", "network"],
+              // Network events carry no labels (only name/type/container), so a label filter
+              // here would drop them all: containers are filtered by label below, networks by id.
+              event: [...new Set([...FOLLOWED_ACTIONS.container, ...FOLLOWED_ACTIONS.network])],
+            },
           },
-          abortSignal: conn.signal,
-        } as Docker.GetEventsOptions);
+          conn.signal,
+        );
       } finally {
         clearTimeout(headers);
       }
@@ -238,16 +239,12 @@ export class EventsFeeder {
     } finally {
       stop.removeEventListener("abort", onStop);
       conn.abort();
-      (stream as { destroy?: () => void } | undefined)?.destroy?.();
+      stream?.destroy();
     }
   }
 
   async #since(signal: AbortSignal): Promise<string> {
-    const info = (await this.#request("info", (abortSignal) =>
-      (this.#docker.info as (o: { abortSignal: AbortSignal }) => Promise<unknown>).call(this.#docker, {
-        abortSignal,
-      }),
-    )) as { SystemTime?: unknown };
+    const info = await this.#request("info", (abortSignal) => this.#docker.info(abortSignal));
     signal.throwIfAborted();
     const since = sinceFromSystemTime(info.SystemTime);
     if (since !== undefined) return since;
@@ -258,15 +255,10 @@ export class EventsFeeder {
   async #reconcile(signal: AbortSignal): Promise<void> {
     const filters = { label: [`${LABELS.managed}=true`] };
     const [containers, networks] = await Promise.all([
-      this.#request(
-        "listContainers",
-        (abortSignal) =>
-          this.#docker.listContainers({ all: true, filters, abortSignal }) as Promise<ListedContainer[]>,
+      this.#request("listContainers", (abortSignal) =>
+        this.#docker.listContainers({ all: true, filters }, abortSignal),
       ),
-      this.#request(
-        "listNetworks",
-        (abortSignal) => this.#docker.listNetworks({ filters, abortSignal }) as Promise<ListedNetwork[]>,
-      ),
+      this.#request("listNetworks", (abortSignal) => this.#docker.listNetworks({ filters }, abortSignal)),
     ]);
     signal.throwIfAborted();
     const time = this.#now();
@@ -349,13 +341,9 @@ export class EventsFeeder {
 
   async #networkLabels(id: string, signal: AbortSignal): Promise<Record<string, string> | undefined> {
     try {
-      const info = (await this.#request("inspectNetwork", async (abortSignal) => {
-        const inspected = this.#docker.getNetwork(id).inspect() as Promise<{
-          Labels?: Record<string, string>;
-        }>;
-        // dockerode's network inspect takes no signal: race it against ours.
-        return await Promise.race([inspected, aborted(abortSignal)]);
-      })) as { Labels?: Record<string, string> | null };
+      const info = await this.#request("inspectNetwork", (abortSignal) =>
+        this.#docker.inspectNetwork(id, abortSignal),
+      );
       return info.Labels ?? undefined;
     } catch (err) {
       const e = toDockerError(err, "inspectNetwork");
@@ -389,7 +377,7 @@ class Inbox {
   #isEnded = false;
   #wake: (() => void) | undefined;
 
-  constructor(stream: NodeJS.ReadableStream) {
+  constructor(stream: Readable) {
     stream.on("data", (chunk: Buffer | string) => this.#push(chunk));
     stream.on("error", (err: unknown) => this.#end(err));
     stream.on("end", () => this.#end(undefined));
@@ -434,13 +422,6 @@ class Inbox {
     this.#wake = undefined;
     wake?.();
   }
-}
-
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason as Error);
-    else signal.addEventListener("abort", () => reject(signal.reason as Error), { once: true });
-  });
 }
 
 function positive(value: number | undefined, fallback: number, what: string): number {
