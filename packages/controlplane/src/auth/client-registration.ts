@@ -4,7 +4,11 @@
 // is a ClientRegistrationError carrying it.
 import { setTimeout as sleep } from "node:timers/promises";
 import { AGENT_CLIENT, CLI_CLIENT } from "@clawker/proto";
-import { Agent, request, type Dispatcher } from "undici";
+import type { Agent } from "node:https";
+import { httpRequest, httpsAgent } from "../http-client.js";
+
+/** Bound on an admin API answer (a client's JSON is a few KiB). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 /** A public JWK set (the CLI's ES256 signing key); only public members belong here. */
 export interface PublicJwks {
@@ -85,7 +89,7 @@ export async function registerClient(
   try {
     return await registerWith(agent, spec, options);
   } finally {
-    await agent.close();
+    agent?.destroy();
   }
 }
 
@@ -100,23 +104,22 @@ export async function registerClients(
     for (const spec of specs) out.set(spec.clientId, await registerWith(agent, spec, options));
     return out;
   } finally {
-    await agent.close();
+    agent?.destroy();
   }
 }
 
-function makeAgent(o: ClientRegistrationOptions): Agent {
-  return new Agent({
-    connect: {
-      minVersion: "TLSv1.3",
-      ...(o.ca === undefined ? {} : { ca: o.ca }),
-      ...(o.cert === undefined ? {} : { cert: o.cert }),
-      ...(o.key === undefined ? {} : { key: o.key }),
-    },
+/** A keep-alive pool for an https admin URL (none for plain http: each request its own connection). */
+function makeAgent(o: ClientRegistrationOptions): Agent | undefined {
+  if (new URL(o.adminUrl).protocol !== "https:") return undefined;
+  return httpsAgent({
+    ...(o.ca === undefined ? {} : { ca: o.ca }),
+    ...(o.cert === undefined ? {} : { cert: o.cert }),
+    ...(o.key === undefined ? {} : { key: o.key }),
   });
 }
 
 async function registerWith(
-  dispatcher: Dispatcher,
+  agent: Agent | undefined,
   spec: OAuthClientSpec,
   o: ClientRegistrationOptions,
 ): Promise<ClientRegistrationResult> {
@@ -138,23 +141,23 @@ async function registerWith(
     const timeout = AbortSignal.timeout(Math.max(1, Math.min(requestTimeoutMs, remaining)));
     const signal = o.signal === undefined ? timeout : AbortSignal.any([timeout, o.signal]);
     try {
-      const res = await request(url, {
-        dispatcher,
+      const res = await httpRequest(url, {
         method: "POST",
         headers: { "content-type": "application/json", accept: "application/json" },
         body,
+        ...(agent === undefined ? {} : { agent }),
         signal,
+        maxBodyBytes: MAX_ANSWER_BYTES,
       });
-      await res.body.dump();
-      if (res.statusCode === 201) return "created";
-      if (res.statusCode === 409) return "exists";
-      lastStatus = res.statusCode;
-      if (res.statusCode !== 429 && res.statusCode < 500) {
+      if (res.status === 201) return "created";
+      if (res.status === 409) return "exists";
+      lastStatus = res.status;
+      if (res.status !== 429 && res.status < 500) {
         throw new ClientRegistrationError(
           "http_status",
           spec.clientId,
-          res.statusCode,
-          `registering ${spec.clientId}: admin API answered HTTP ${res.statusCode}`,
+          res.status,
+          `registering ${spec.clientId}: admin API answered HTTP ${res.status}`,
         );
       }
     } catch (err) {

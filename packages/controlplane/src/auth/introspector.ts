@@ -1,7 +1,8 @@
 // RFC 7662 token introspection against a Hydra-shaped admin endpoint
 // (`POST <adminUrl>/admin/oauth2/introspect`, form `token` [+ `scope`]), over TLS to the CP's CA
 // with a hard per-request timeout. Transport and protocol failures are IntrospectionErrors.
-import { Agent, request } from "undici";
+import type { Agent } from "node:https";
+import { httpRequest, httpsAgent, ResponseTooLargeError } from "../http-client.js";
 import { IntrospectionError } from "./errors.js";
 
 /** The fields of an RFC 7662 response that authorization uses. */
@@ -47,26 +48,24 @@ export interface HttpIntrospectorOptions {
 export const DEFAULT_INTROSPECTION_TIMEOUT_MS = 2000;
 const MAX_RESPONSE_BYTES = 64 * 1024;
 
-/** Introspects over HTTPS with undici; keeps one keep-alive pool to the admin endpoint. */
+/** Introspects over HTTPS; keeps one keep-alive pool to the admin endpoint. */
 export class HttpIntrospector implements Introspector {
   readonly #url: URL;
   readonly #timeoutMs: number;
-  readonly #agent: Agent;
+  readonly #agent: Agent | undefined;
+  #closed = false;
 
   constructor(options: HttpIntrospectorOptions) {
     this.#url = new URL("/admin/oauth2/introspect", options.adminUrl);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_INTROSPECTION_TIMEOUT_MS;
-    this.#agent = new Agent({
-      connect: {
-        minVersion: "TLSv1.3",
-        ...(options.ca === undefined ? {} : { ca: options.ca }),
-        ...(options.cert === undefined ? {} : { cert: options.cert }),
-        ...(options.key === undefined ? {} : { key: options.key }),
-        timeout: this.#timeoutMs,
-      },
-      headersTimeout: this.#timeoutMs,
-      bodyTimeout: this.#timeoutMs,
-    });
+    this.#agent =
+      this.#url.protocol === "https:"
+        ? httpsAgent({
+            ...(options.ca === undefined ? {} : { ca: options.ca }),
+            ...(options.cert === undefined ? {} : { cert: options.cert }),
+            ...(options.key === undefined ? {} : { key: options.key }),
+          })
+        : undefined;
   }
 
   /** Asks the server about `token`; resolves with its answer or rejects with an IntrospectionError. */
@@ -77,24 +76,26 @@ export class HttpIntrospector implements Introspector {
     const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal]);
     let body: unknown;
     try {
-      const res = await request(this.#url, {
-        dispatcher: this.#agent,
+      if (this.#closed) throw new Error("introspector closed");
+      const res = await httpRequest(this.#url, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
         body: form.toString(),
+        ...(this.#agent === undefined ? {} : { agent: this.#agent }),
         signal,
+        maxBodyBytes: MAX_RESPONSE_BYTES,
       });
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        throw new IntrospectionError("http_status", `introspection answered HTTP ${res.statusCode}`, {
-          httpStatus: res.statusCode,
+      if (res.status !== 200) {
+        throw new IntrospectionError("http_status", `introspection answered HTTP ${res.status}`, {
+          httpStatus: res.status,
         });
       }
-      const text = await readLimited(res.body, MAX_RESPONSE_BYTES);
-      body = JSON.parse(text);
+      body = JSON.parse(res.body);
     } catch (err) {
       if (err instanceof IntrospectionError) throw err;
       if (timeout.aborted) throw new IntrospectionError("timeout", "introspection timed out", { cause: err });
+      if (err instanceof ResponseTooLargeError)
+        throw new IntrospectionError("malformed_response", "introspection answer too large", { cause: err });
       if (err instanceof SyntaxError) {
         throw new IntrospectionError("malformed_response", "introspection answered invalid JSON", {
           cause: err,
@@ -105,10 +106,11 @@ export class HttpIntrospector implements Introspector {
     return parseIntrospection(body);
   }
 
-  /** Closes the connection pool; idempotent. */
-  async close(): Promise<void> {
-    if (this.#agent.closed || this.#agent.destroyed) return;
-    await this.#agent.close();
+  /** Closes the connection pool; later calls fail as unavailable. Idempotent. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#agent?.destroy();
+    return Promise.resolve();
   }
 }
 
@@ -140,15 +142,4 @@ export function parseIntrospection(body: unknown): IntrospectionResult {
     exp: typeof exp === "number" ? exp : undefined,
     tokenUse: str("token_use"),
   };
-}
-
-async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > limit) throw new IntrospectionError("malformed_response", "introspection answer too large");
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }

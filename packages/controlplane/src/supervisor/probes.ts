@@ -1,19 +1,12 @@
 // Health probes: an HTTP GET that must answer 200 and a TLS 1.3 handshake (optionally proving an
 // HTTP/2 server such as grpc-js answers behind it). Used by waitHealthy and by /healthz.
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import { Agent, request } from "undici";
+import { httpRequest, tlsClientOptions, type TlsClientOptions } from "../http-client.js";
+
+export type { TlsClientOptions } from "../http-client.js";
 
 /** A named health check: resolves when healthy, rejects (ideally with a ProbeError) otherwise. */
 export type Probe = (signal: AbortSignal) => Promise<void>;
-
-/** Client TLS material for probes: the CA to trust and, for mTLS listeners, a client leaf. */
-export interface TlsClientOptions {
-  readonly ca: string | Buffer;
-  readonly cert?: string | Buffer;
-  readonly key?: string | Buffer;
-  /** Name the server certificate must carry (and SNI); defaults to the host probed. */
-  readonly servername?: string;
-}
 
 /** Why a probe failed. */
 export type ProbeReason = "unexpected_status" | "handshake_failed" | "not_http2" | "aborted";
@@ -30,35 +23,16 @@ export class ProbeError extends Error {
   }
 }
 
-/** The TLS options every probe uses: TLS 1.3 only, certificate verification on. */
-function tlsConnectOptions(tls: TlsClientOptions | undefined): Record<string, unknown> {
-  if (tls === undefined) return {};
-  return {
-    ca: tls.ca,
-    ...(tls.cert === undefined ? {} : { cert: tls.cert }),
-    ...(tls.key === undefined ? {} : { key: tls.key }),
-    ...(tls.servername === undefined ? {} : { servername: tls.servername }),
-    minVersion: "TLSv1.3",
-    rejectUnauthorized: true,
-  };
-}
-
 /**
  * One GET on a fresh connection (no pooled socket outlives the call); resolves with the status.
- * Network errors reject as they come from undici; an abort rejects with the signal's reason.
+ * Network errors reject as node:http reports them; an abort rejects with an AbortError.
  */
 export async function httpGetStatus(
   url: string,
   options: { readonly tls?: TlsClientOptions | undefined; readonly signal: AbortSignal },
 ): Promise<number> {
-  const dispatcher = new Agent({ connect: tlsConnectOptions(options.tls), pipelining: 0 });
-  try {
-    const res = await request(url, { method: "GET", dispatcher, signal: options.signal });
-    await res.body.dump();
-    return res.statusCode;
-  } finally {
-    await dispatcher.destroy().catch(() => undefined);
-  }
+  const res = await httpRequest(url, { tls: options.tls, signal: options.signal });
+  return res.status;
 }
 
 /** A probe that GETs `url` (https when `tls` is given) and expects 200. */
@@ -108,7 +82,7 @@ export function tlsHandshakeProbe(host: string, port: number, tls: TlsHandshakeP
       socket = tlsConnect({
         host,
         port,
-        ...tlsConnectOptions(tls),
+        ...tlsClientOptions(tls),
         ...(tls.expectHttp2 === true ? { ALPNProtocols: ["h2"] } : {}),
       });
       socket.once("error", (err: Error) =>
