@@ -72,3 +72,28 @@ test("the database runs in WAL mode", (t) => {
   t.after(() => db.close());
   assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
 });
+
+test("the listing is one frozen object between writes and follows every write", (t) => {
+  const reg = new Registry(tempDb(t));
+  t.after(() => reg.close());
+  const empty = reg.list();
+  assert.equal(reg.list(), empty, "no write, same listing");
+  assert.ok(Object.isFrozen(empty));
+  reg.register(alpha, 1);
+  const one = reg.list();
+  assert.notEqual(one, empty);
+  assert.deepEqual(
+    one.map((r) => [r.containerId, r.lastSeenUnix]),
+    [["c1", 1]],
+  );
+  assert.ok(Object.isFrozen(one[0]));
+  assert.throws(() => (one as unknown as object[]).push({}));
+  reg.register(alpha, 2); // unchanged, but last_seen moves
+  assert.equal(reg.list()[0]?.lastSeenUnix, 2);
+  reg.touch("c1", 3);
+  assert.equal(reg.list()[0]?.lastSeenUnix, 3);
+  assert.equal(reg.register({ ...alpha, certThumbprint: "zz" }, 4), "thumbprint_mismatch");
+  assert.equal(reg.list()[0]?.certThumbprint, "aa");
+  reg.remove("c1");
+  assert.deepEqual(reg.list(), []);
+});

@@ -38,11 +38,16 @@ interface Row {
   last_seen_unix: number;
 }
 
-/** The registry store. Synchronous (better-sqlite3); every write is one transaction. */
+/**
+ * The registry store. Synchronous (better-sqlite3); every write is one transaction. Being the
+ * only writer, it keeps the listing (read on every ListAgents) in memory between writes.
+ */
 export class Registry {
   readonly #db: Database.Database;
   readonly #stmts;
   #closed = false;
+  /** The current listing, frozen; undefined after a write until the next `list()`. */
+  #snapshot: readonly AgentRecord[] | undefined;
 
   /** Opens (creating if needed) the database at `path` and runs pending migrations. */
   constructor(path: string) {
@@ -71,6 +76,7 @@ export class Registry {
    * bound to another container, is a mismatch and changes nothing.
    */
   register(input: Omit<AgentRecord, "registeredAtUnix" | "lastSeenUnix">, nowUnix: number): RegisterOutcome {
+    this.#snapshot = undefined;
     return this.#db.transaction((): RegisterOutcome => {
       const existing = this.#stmts.get.get(input.containerId);
       if (existing !== undefined) {
@@ -94,18 +100,24 @@ export class Registry {
     return row === undefined ? undefined : toRecord(row);
   }
 
-  /** Every registered agent, ordered by name. */
-  list(): AgentRecord[] {
-    return this.#stmts.list.all().map(toRecord);
+  /**
+   * Every registered agent, ordered by name: one frozen array, the same object until the next
+   * write, so callers may memoise on its identity.
+   */
+  list(): readonly AgentRecord[] {
+    this.#snapshot ??= Object.freeze(this.#stmts.list.all().map((row) => Object.freeze(toRecord(row))));
+    return this.#snapshot;
   }
 
   /** Updates last_seen for a container; false when it has no row. */
   touch(containerId: string, nowUnix: number): boolean {
+    this.#snapshot = undefined;
     return this.#stmts.touch.run(nowUnix, containerId).changes > 0;
   }
 
   /** Deletes a container's row; false when it had none. */
   remove(containerId: string): boolean {
+    this.#snapshot = undefined;
     return this.#stmts.remove.run(containerId).changes > 0;
   }
 

@@ -38,9 +38,35 @@ function unimplemented<Req, Res>(): grpc.handleUnaryCall<Req, Res> {
   };
 }
 
+/** The ListAgents answer for a registry listing, rebuilt only when the listing object changes. */
+class ListingAnswer {
+  #records: readonly AgentRecord[] | undefined;
+  #answer: admin.ListAgentsResult = { agents: [] };
+
+  of(records: readonly AgentRecord[]): admin.ListAgentsResult {
+    if (records !== this.#records) {
+      this.#records = records;
+      this.#answer = { agents: records.map(toWireAgent) };
+    }
+    return this.#answer;
+  }
+}
+
+function toWireAgent(r: AgentRecord): admin.Agent {
+  return {
+    agentName: r.agentName,
+    containerId: r.containerId,
+    certThumbprint: r.certThumbprint,
+    registeredAtUnix: BigInt(r.registeredAtUnix),
+    lastSeenUnix: BigInt(r.lastSeenUnix),
+    project: r.project,
+  };
+}
+
 /** Builds the AdminService binding for a listener. */
 export function adminService(deps: AdminServiceDeps): ServiceBinding {
   const now = deps.nowUnixNanos ?? unixNanosNow;
+  const listing = new ListingAnswer();
   const implementation: admin.AdminServiceServer = {
     firewallInit: unimplemented(),
     firewallRemove: unimplemented(),
@@ -61,15 +87,7 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
     },
 
     listAgents: (_call, callback) => {
-      const agents = deps.agents.list().map((r): admin.Agent => ({
-        agentName: r.agentName,
-        containerId: r.containerId,
-        certThumbprint: r.certThumbprint,
-        registeredAtUnix: BigInt(r.registeredAtUnix),
-        lastSeenUnix: BigInt(r.lastSeenUnix),
-        project: r.project,
-      }));
-      callback(null, { agents });
+      callback(null, listing.of(deps.agents.list()));
     },
 
     execAgent:
