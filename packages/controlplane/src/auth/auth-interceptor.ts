@@ -13,7 +13,7 @@ import type { Logger } from "pino";
 import { AuthError, statusFor, type AuthReason } from "./errors.js";
 import type { IntrospectionResult, Introspector } from "./introspector.js";
 
-/** What the interceptor learned about an authorized caller; handlers read it with `authContextOf`. */
+/** What authorization learned about a caller (the result of `authorize`). */
 export interface AuthContext {
   /** True for a `public` method: no token was looked at. */
   readonly isPublic: boolean;
@@ -34,18 +34,16 @@ export interface AuthInterceptorOptions {
   readonly now?: () => number;
 }
 
+/** A public method: no token was looked at. */
+const PUBLIC = Symbol("public");
+type Decision = typeof PUBLIC | IntrospectionResult;
+
 // RFC 6750 §2.1 b64token, bounded so junk never reaches the introspection endpoint.
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const MAX_TOKEN_LENGTH = 4096;
 const BEARER = "Bearer ";
 
-const contexts = new WeakMap<Metadata, AuthContext>();
 const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
-
-/** The AuthContext of a call that passed the interceptor, by the call's metadata object. */
-export function authContextOf(metadata: Metadata): AuthContext | undefined {
-  return contexts.get(metadata);
-}
 
 /** Authorizes gRPC calls against an Introspector and a scope map. */
 export class AuthInterceptor {
@@ -68,17 +66,25 @@ export class AuthInterceptor {
    * reason maps to the wire status. Never rejects with anything else.
    */
   async authorize(path: string, metadata: Metadata): Promise<AuthContext> {
-    return this.#decide(path, metadata);
+    const result = await this.#decide(path, metadata);
+    if (result === PUBLIC) return PUBLIC_CONTEXT;
+    return {
+      isPublic: false,
+      clientId: result.clientId,
+      sub: result.sub,
+      scopes: result.scope.split(" ").filter((s) => s !== ""),
+    };
   }
 
   /**
-   * The decision, synchronous when no I/O is needed (public method, refusal before introspection,
-   * or a cache hit via `peek`), a promise otherwise. Throws or rejects only with AuthError.
+   * The decision: PUBLIC, or the introspection result that passed every check. Synchronous when
+   * no I/O is needed (public method, refusal before introspection, or a cache hit via `peek`), a
+   * promise otherwise. Throws or rejects only with AuthError.
    */
-  #decide(path: string, metadata: Metadata): AuthContext | Promise<AuthContext> {
+  #decide(path: string, metadata: Metadata): Decision | Promise<Decision> {
     const scope = this.#scopeOf(path);
     if (scope === undefined || scope === "") throw new AuthError("unmapped_method");
-    if (scope === PUBLIC_SCOPE) return PUBLIC_CONTEXT;
+    if (scope === PUBLIC_SCOPE) return PUBLIC;
     const token = bearerToken(metadata);
     const cached = this.#introspector.peek?.(token);
     if (cached !== undefined) return this.#judge(cached, scope);
@@ -90,17 +96,16 @@ export class AuthInterceptor {
     );
   }
 
-  #judge(result: IntrospectionResult, scope: string): AuthContext {
+  #judge(result: IntrospectionResult, scope: string): IntrospectionResult {
     if (!result.active) throw new AuthError("token_inactive");
     // Fail closed on a token without expiry, an expired one, or anything but an access token.
     if (result.exp === undefined || result.exp * 1000 <= this.#now()) throw new AuthError("token_inactive");
     if (result.tokenUse !== undefined && result.tokenUse !== "access_token")
       throw new AuthError("token_inactive");
-    const scopes = result.scope.split(" ").filter((s) => s !== "");
-    if (!scopes.includes(scope)) throw new AuthError("insufficient_scope");
+    if (!grantsScope(result.scope, scope)) throw new AuthError("insufficient_scope");
     if (this.#clientId !== undefined && result.clientId !== this.#clientId)
       throw new AuthError("client_mismatch");
-    return { isPublic: false, clientId: result.clientId, sub: result.sub, scopes };
+    return result;
   }
 
   /** The grpc-js server interceptor; list it after recovery and the ready gate. */
@@ -111,8 +116,7 @@ export class AuthInterceptor {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            const pass = (ctx: AuthContext): void => {
-              contexts.set(metadata, ctx);
+            const pass = (): void => {
               // Handlers never see the token, so they cannot log it.
               metadata.remove("authorization");
               try {
@@ -130,7 +134,7 @@ export class AuthInterceptor {
               this.#logRefusal(reason, path, next, err);
               call.sendStatus(statusFor(reason));
             };
-            let decision: AuthContext | Promise<AuthContext>;
+            let decision: Decision | Promise<Decision>;
             try {
               decision = this.#decide(path, metadata);
             } catch (err) {
@@ -139,7 +143,7 @@ export class AuthInterceptor {
             }
             // A cache hit stays on this tick: no promise hop between metadata and handler.
             if (decision instanceof Promise) decision.then(pass, refuse);
-            else pass(decision);
+            else pass();
           },
         });
       },
@@ -155,6 +159,22 @@ export class AuthInterceptor {
     } else {
       this.#log.info(fields, "call refused");
     }
+  }
+}
+
+/**
+ * Whether a space-separated scope list (RFC 7662 `scope`) holds exactly `scope`; no substring or
+ * prefix ever matches. Allocation-free: it runs on every authorized call.
+ */
+export function grantsScope(list: string, scope: string): boolean {
+  if (scope === "") return false;
+  let start = 0;
+  for (;;) {
+    const space = list.indexOf(" ", start);
+    const end = space < 0 ? list.length : space;
+    if (end - start === scope.length && list.startsWith(scope, start)) return true;
+    if (space < 0) return false;
+    start = space + 1;
   }
 }
 
