@@ -7,11 +7,11 @@ import https from "node:https";
 
 /** Client TLS material: the CA to trust (the system's roots when absent) and an optional client leaf. */
 export interface TlsClientOptions {
-  readonly ca?: string | Buffer;
-  readonly cert?: string | Buffer;
-  readonly key?: string | Buffer;
+  readonly ca?: string | Buffer | undefined;
+  readonly cert?: string | Buffer | undefined;
+  readonly key?: string | Buffer | undefined;
   /** Name the server certificate must carry (and SNI); defaults to the host. */
-  readonly servername?: string;
+  readonly servername?: string | undefined;
 }
 
 /** One request. */

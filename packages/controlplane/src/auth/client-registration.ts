@@ -111,11 +111,7 @@ export async function registerClients(
 /** A keep-alive pool for an https admin URL (none for plain http: each request its own connection). */
 function makeAgent(o: ClientRegistrationOptions): Agent | undefined {
   if (new URL(o.adminUrl).protocol !== "https:") return undefined;
-  return httpsAgent({
-    ...(o.ca === undefined ? {} : { ca: o.ca }),
-    ...(o.cert === undefined ? {} : { cert: o.cert }),
-    ...(o.key === undefined ? {} : { key: o.key }),
-  });
+  return httpsAgent({ ca: o.ca, cert: o.cert, key: o.key });
 }
 
 async function registerWith(

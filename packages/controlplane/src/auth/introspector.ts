@@ -60,11 +60,7 @@ export class HttpIntrospector implements Introspector {
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_INTROSPECTION_TIMEOUT_MS;
     this.#agent =
       this.#url.protocol === "https:"
-        ? httpsAgent({
-            ...(options.ca === undefined ? {} : { ca: options.ca }),
-            ...(options.cert === undefined ? {} : { cert: options.cert }),
-            ...(options.key === undefined ? {} : { key: options.key }),
-          })
+        ? httpsAgent({ ca: options.ca, cert: options.cert, key: options.key })
         : undefined;
   }
 
