@@ -3,6 +3,7 @@
 // `maxTtlMs` and never past the token's `exp`; only active results are stored; concurrent
 // lookups of one token share one request (singleflight); bounded, least recently used evicted.
 import { createHash } from "node:crypto";
+import { unlessAborted } from "../abortable.js";
 import type { IntrospectOptions, IntrospectionResult, Introspector } from "./introspector.js";
 
 /** Settings of the cache. */
@@ -79,7 +80,7 @@ export class CachingIntrospector implements Introspector {
       };
       flight.then(clear, clear);
     }
-    return options.signal === undefined ? flight : raceAbort(flight, options.signal);
+    return options.signal === undefined ? flight : unlessAborted(flight, options.signal);
   }
 
   /** The cached answer for `token` when fresh (counted as a hit), else undefined; never does I/O. */
@@ -134,22 +135,4 @@ export class CachingIntrospector implements Introspector {
 /** The cache key of a token: its SHA-256, base64url. The raw token is never stored or logged. */
 export function tokenKey(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("base64url");
-}
-
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err instanceof Error ? err : new Error("introspection failed", { cause: err }));
-      },
-    );
-  });
 }

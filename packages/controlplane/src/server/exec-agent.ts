@@ -9,6 +9,7 @@ import type { admin, clawkerd } from "@clawker/proto";
 import { DialerError, type Dialer } from "../agents/dialer.js";
 import type { AgentRecord, Registry } from "../agents/registry.js";
 import { SessionError } from "../agents/session.js";
+import { unlessAborted } from "../abortable.js";
 import type { Logger } from "../logging.js";
 
 /** The grpc-js handler of AdminService.ExecAgent (the AdminServiceDeps `exec` slot). */
@@ -113,25 +114,6 @@ export function resolveAgent(
   if (live.length === 1) return live[0]!;
   const ids = (live.length === 0 ? rows : live).map((r) => r.containerId.slice(0, 12)).join(", ");
   throw new ExecAgentError("ambiguous", `agent ${shown} is registered in several containers (${ids})`);
-}
-
-/** Rejects with the signal's reason as soon as `signal` aborts, else settles like `promise`. */
-function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
 }
 
 /** Maps what the dialer and session throw to an ExecAgentError (undefined: an unexpected error). */
