@@ -5,7 +5,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { AGENT_CLIENT, CLI_CLIENT } from "@clawker/proto";
 import type { Agent } from "node:https";
-import { httpRequest, httpsAgent } from "../http-client.js";
+import { httpRequest, httpsAgent, type TlsClientOptions } from "../http-client.js";
 
 /** Bound on an admin API answer (a client's JSON is a few KiB). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
@@ -60,14 +60,10 @@ export class ClientRegistrationError extends Error {
   }
 }
 
-/** Settings for registration. */
-export interface ClientRegistrationOptions {
+/** Settings for registration; `ca` (PEM) signed the admin endpoint's certificate. */
+export interface ClientRegistrationOptions extends Pick<TlsClientOptions, "ca" | "cert" | "key"> {
   /** Admin API base URL, e.g. `https://127.0.0.1:4445`. */
   readonly adminUrl: string;
-  /** CA (PEM) that signed the admin endpoint's certificate. */
-  readonly ca?: string | Buffer;
-  readonly cert?: string | Buffer;
-  readonly key?: string | Buffer;
   /** Total time for all attempts of one client, milliseconds (default 10000). */
   readonly budgetMs?: number;
   /** Per-request timeout, milliseconds (default 2000). */
@@ -111,7 +107,7 @@ export async function registerClients(
 /** A keep-alive pool for an https admin URL (none for plain http: each request its own connection). */
 function makeAgent(o: ClientRegistrationOptions): Agent | undefined {
   if (new URL(o.adminUrl).protocol !== "https:") return undefined;
-  return httpsAgent({ ca: o.ca, cert: o.cert, key: o.key });
+  return httpsAgent(o);
 }
 
 async function registerWith(

@@ -2,7 +2,7 @@
 // (`POST <adminUrl>/admin/oauth2/introspect`, form `token` [+ `scope`]), over TLS to the CP's CA
 // with a hard per-request timeout. Transport and protocol failures are IntrospectionErrors.
 import type { Agent } from "node:https";
-import { httpRequest, httpsAgent, ResponseTooLargeError } from "../http-client.js";
+import { httpRequest, httpsAgent, ResponseTooLargeError, type TlsClientOptions } from "../http-client.js";
 import { IntrospectionError } from "./errors.js";
 
 /** The fields of an RFC 7662 response that authorization uses. */
@@ -31,15 +31,13 @@ export interface Introspector {
   peek?(token: string): IntrospectionResult | undefined;
 }
 
-/** Settings of the HTTP introspector. */
-export interface HttpIntrospectorOptions {
+/**
+ * Settings of the HTTP introspector. TLS: `ca` is the bundle that signed the auth server's
+ * certificate (the CP's CA); `cert` + `key` only for an admin endpoint that wants mTLS.
+ */
+export interface HttpIntrospectorOptions extends Pick<TlsClientOptions, "ca" | "cert" | "key"> {
   /** Base URL of the admin API, e.g. `https://127.0.0.1:4445`. */
   readonly adminUrl: string;
-  /** PEM CA bundle that signed the auth server's certificate (the CP's CA). */
-  readonly ca?: string | Buffer;
-  /** Optional client certificate + key, for an admin endpoint that wants mTLS. */
-  readonly cert?: string | Buffer;
-  readonly key?: string | Buffer;
   /** Hard timeout per request, milliseconds (default 2000). */
   readonly timeoutMs?: number;
 }
@@ -58,10 +56,7 @@ export class HttpIntrospector implements Introspector {
   constructor(options: HttpIntrospectorOptions) {
     this.#url = new URL("/admin/oauth2/introspect", options.adminUrl);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_INTROSPECTION_TIMEOUT_MS;
-    this.#agent =
-      this.#url.protocol === "https:"
-        ? httpsAgent({ ca: options.ca, cert: options.cert, key: options.key })
-        : undefined;
+    this.#agent = this.#url.protocol === "https:" ? httpsAgent(options) : undefined;
   }
 
   /** Asks the server about `token`; resolves with its answer or rejects with an IntrospectionError. */
