@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { EbpfClient, type ContainerConfig } from "../../controlplane/src/ebpf/index.js";
+import { EbpfClient, type ContainerConfig } from "@clawker/controlplane";
 import { bpffsMount, cgroup2Mount } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
