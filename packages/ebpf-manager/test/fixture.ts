@@ -75,6 +75,16 @@ export type Probe = Record<string, unknown> & { ok: boolean; errno?: number };
 export interface ManagerProcess {
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
+  /** Everything it wrote to stderr so far (its JSON log lines). */
+  readonly stderr: () => string;
+}
+
+/** Options of a Lab. */
+export interface LabOptions {
+  /** Appended to the pin directory's name (e.g. quotes, backslashes, a newline). */
+  readonly pinSuffix?: string;
+  /** Extra environment of the manager process (e.g. LD_PRELOAD). */
+  readonly managerEnv?: Readonly<Record<string, string>>;
 }
 
 let labCounter = 0;
@@ -95,14 +105,17 @@ export class Lab {
   private readonly cgroups: string[] = [];
   private readonly children = new Set<ChildProcess>();
 
-  constructor() {
+  private readonly managerEnv: Readonly<Record<string, string>>;
+
+  constructor(options: LabOptions = {}) {
     const cg = cgroup2Mount();
     const bpf = bpffsMount();
     if (cg === undefined || bpf === undefined) throw new Error("lab needs cgroup2 and bpffs");
     this.cgroot = cg;
     this.parent = join(cg, this.id);
     this.proxyCgroup = join(cg, `${this.id}-proxy`);
-    this.pinDir = join(bpf, this.id);
+    this.pinDir = join(bpf, this.id + (options.pinSuffix ?? ""));
+    this.managerEnv = options.managerEnv ?? {};
     this.netns = this.id;
     this.tmp = mkdtempSync(join(tmpdir(), "clawker-ebpf-"));
     this.socketPath = join(this.tmp, "manager.sock");
@@ -147,7 +160,7 @@ export class Lab {
         "--proxy-cgroup",
         this.proxyCgroup,
       ],
-      { stdio: ["ignore", "pipe", "pipe"] },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...this.managerEnv } },
     );
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
     let stderr = "";
@@ -161,7 +174,7 @@ export class Lab {
     });
     await ready;
     if (!this.cgroups.includes(this.parent)) this.cgroups.unshift(this.parent);
-    this.manager = { child, exited };
+    this.manager = { child, exited, stderr: () => stderr };
     await this.client.close();
     this.client = new EbpfClient({ socketPath: this.socketPath, timeoutMs: 10_000 });
     await this.client.start(AbortSignal.timeout(600_000));
