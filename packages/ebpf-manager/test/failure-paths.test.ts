@@ -1,8 +1,11 @@
 // The manager's failure paths on the real kernel. Every stderr line is one valid JSON object,
-// whatever a path or a libbpf message holds (quotes, backslashes, newlines).
+// whatever a path or a libbpf message holds (quotes, backslashes, newlines). epoll_ctl failures,
+// made on demand by the src/epoll-fault.c shim (a healthy kernel never fails them here), close the
+// client they concern (ADD, MOD) or are logged (DEL), and the manager keeps serving the others.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test, type TestContext } from "node:test";
@@ -68,6 +71,53 @@ async function serveFailing(
   clearTimeout(timer);
   return { code, stderr: Buffer.concat(chunks) };
 }
+
+/** Sends one request line on a fresh connection; resolves with what arrived once the manager
+ * closed the connection, rejects if it is still open after `timeoutMs`. */
+function untilClosed(socketPath: string, line: string, timeoutMs = 5_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(socketPath);
+    let received = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`the manager kept the connection open (received ${JSON.stringify(received)})`));
+    }, timeoutMs);
+    sock.setEncoding("utf8");
+    sock.on("data", (d: string) => (received += d));
+    sock.once("error", (err: NodeJS.ErrnoException) => {
+      // The manager closing first makes our write fail: that is the close we wait for.
+      if (err.code === "EPIPE" || err.code === "ECONNRESET") return;
+      clearTimeout(timer);
+      reject(err);
+    });
+    sock.once("close", () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+    sock.once("connect", () => sock.write(line + "\n"));
+  });
+}
+
+/** One request on a fresh connection, closed by us after the reply. */
+function request(socketPath: string, line: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(socketPath);
+    let received = "";
+    sock.setEncoding("utf8");
+    sock.once("error", reject);
+    sock.on("data", (d: string) => {
+      received += d;
+      const nl = received.indexOf("\n");
+      if (nl < 0) return;
+      sock.end();
+      resolve(JSON.parse(received.slice(0, nl)) as Record<string, unknown>);
+    });
+    sock.once("connect", () => sock.write(line + "\n"));
+  });
+}
+
+const epollFailures = (stderr: string, op: string) =>
+  logLines(stderr).filter((l) => l["msg"] === "epoll_ctl failed" && l["op"] === op);
 
 describe("ebpf manager failure paths", { skip: skipReason(root, cgroup2, bpffs, command("bpftool")) }, () => {
   test("a cgroup parent with quotes, a backslash and a newline is refused in one valid JSON line", async (t) => {
@@ -164,5 +214,43 @@ describe("ebpf manager failure paths", { skip: skipReason(root, cgroup2, bpffs, 
     assert.equal(loaded?.["parentCgroupId"], Lab.cgroupId(lab.parent));
     assert.equal(loaded?.["upgradedLinks"], 0);
     assert.ok(lines.some((l) => l["msg"] === "stopped"));
+  });
+
+  test("epoll_ctl failures: ADD and MOD close that client, DEL is logged, the rest keeps working", async (t) => {
+    const faults = tempDir(t);
+    const lab = new Lab({ managerEnv: { LD_PRELOAD: bin.epollFault, EPOLL_FAULT_DIR: faults } });
+    t.after(() => lab.tearDown());
+    await lab.setUp({ enroll: false });
+    const manager = lab.manager!;
+    const status = '{"id":1,"op":"status"}';
+    // The lab's client connected before, but only a round trip proves the manager accepted it:
+    // otherwise its ADD could fall in the fault window below.
+    await lab.client.status();
+
+    // ADD fails: the accepted client is closed at once, never left accepted but unpolled.
+    writeFileSync(join(faults, "add"), "");
+    assert.equal(await untilClosed(lab.socketPath, status), "", "no reply, and closed");
+    rmSync(join(faults, "add"));
+    await waitFor(() => epollFailures(manager.stderr(), "add").length === 1, { what: "add logged" });
+    assert.equal(epollFailures(manager.stderr(), "add")[0]?.["what"], "client");
+    assert.equal((await request(lab.socketPath, status))["ok"], true, "the next client is served");
+
+    // MOD fails after a reply: that client is dropped (its reply already sent), not left stale.
+    writeFileSync(join(faults, "mod"), "");
+    const reply = await untilClosed(lab.socketPath, status);
+    rmSync(join(faults, "mod"));
+    assert.equal((JSON.parse(reply) as { ok: boolean }).ok, true);
+    await waitFor(() => epollFailures(manager.stderr(), "mod").length >= 1, { what: "mod logged" });
+
+    // DEL fails when a client leaves: logged, and the fd is closed anyway.
+    writeFileSync(join(faults, "del"), "");
+    assert.equal((await request(lab.socketPath, status))["ok"], true);
+    await waitFor(() => epollFailures(manager.stderr(), "del").length >= 1, { what: "del logged" });
+    rmSync(join(faults, "del"));
+
+    assert.equal(manager.child.exitCode, null, "the manager is still serving");
+    assert.equal((await lab.client.status()).parentCgroupId, Lab.cgroupId(lab.parent));
+    assert.equal(await lab.stopManager("SIGTERM"), 0);
+    logLines(manager.stderr());
   });
 });

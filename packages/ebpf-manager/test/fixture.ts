@@ -23,6 +23,8 @@ export const bin = {
   sockprobe: join(outDir, "sockprobe"),
   decideTest: join(outDir, "decide-test"),
   layout: join(outDir, "layout"),
+  /** LD_PRELOAD shim: epoll_ctl fails while $EPOLL_FAULT_DIR/add|mod|del exists (src/epoll-fault.c). */
+  epollFault: join(outDir, "epoll-fault.so"),
 } as const;
 
 let built: Promise<void> | undefined;
