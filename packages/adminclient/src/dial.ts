@@ -5,7 +5,7 @@ import { isIP } from "node:net";
 import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { credentials, Metadata, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { admin, PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
-import { CONTROLPLANE_CN } from "./trust/bootstrap.js";
+import { CONTROLPLANE_CN, CONTROLPLANE_DEFAULT_NAMES } from "./trust/bootstrap.js";
 import type { TokenSource } from "./token-source.js";
 
 /** The control plane's default admin listener. */
@@ -57,12 +57,27 @@ export function adminChannelCredentials(clientTls: ClientTls, expectedHost: stri
  */
 export function checkControlPlaneIdentity(hostname: string, cert: PeerCertificate): Error | undefined {
   const hostError = checkServerIdentity(hostname, cert);
-  if (hostError !== undefined) return hostError;
+  if (hostError !== undefined) return nameMismatch(hostname, cert, hostError);
   const cn = cert.subject?.CN;
   if (cn !== CONTROLPLANE_CN) {
     return new Error(`server certificate CN is ${JSON.stringify(cn)}, expected ${CONTROLPLANE_CN}`);
   }
   return undefined;
+}
+
+/**
+ * The refusal says how to get the name into the certificate: the SANs are fixed when `auth init`
+ * mints the set, and trust sets minted before `clawker-controlplane` became a default name lack it.
+ */
+function nameMismatch(hostname: string, cert: PeerCertificate, cause: Error): Error {
+  const remint = CONTROLPLANE_DEFAULT_NAMES.includes(hostname)
+    ? "clawker auth init --force"
+    : `clawker auth init --force --san ${hostname}`;
+  return new Error(
+    `server certificate is not valid for ${hostname} (it names ${cert.subjectaltname ?? "nothing"}); ` +
+      `re-mint the trust set with ${remint}, then restart the control plane and recreate its agents`,
+    { cause },
+  );
 }
 
 /**

@@ -433,10 +433,43 @@ void sb_printf(struct sbuf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+/* Length of the well-formed UTF-8 sequence at c (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *c)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (*c >= 0xc2 && *c <= 0xdf)
+		n = 2;
+	else if (*c >= 0xe0 && *c <= 0xef)
+		n = 3;
+	else if (*c >= 0xf0 && *c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (*c == 0xe0)
+		lo = 0xa0;
+	else if (*c == 0xed)
+		hi = 0x9f;
+	else if (*c == 0xf0)
+		lo = 0x90;
+	else if (*c == 0xf4)
+		hi = 0x8f;
+	if (c[1] < lo || c[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (c[i] < 0x80 || c[i] > 0xbf)
+			return 0;
+	return n;
+}
+
 void sb_json_str(struct sbuf *b, const char *s)
 {
 	sb_put(b, "\"", 1);
-	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+	for (const unsigned char *c = (const unsigned char *)s; *c;) {
+		size_t n;
+
 		switch (*c) {
 		case '"': sb_put(b, "\\\"", 2); break;
 		case '\\': sb_put(b, "\\\\", 2); break;
@@ -444,11 +477,20 @@ void sb_json_str(struct sbuf *b, const char *s)
 		case '\r': sb_put(b, "\\r", 2); break;
 		case '\t': sb_put(b, "\\t", 2); break;
 		default:
-			if (*c < 0x20)
+			if (*c < 0x20) {
 				sb_printf(b, "\\u%04x", *c);
-			else
+			} else if (*c < 0x80) {
 				sb_put(b, (const char *)c, 1);
+			} else if ((n = utf8_len(c))) {
+				sb_put(b, (const char *)c, n);
+				c += n;
+				continue;
+			} else {
+				/* JSON text is UTF-8 (RFC 8259 8.1): a stray byte becomes U+FFFD */
+				sb_puts(b, "\\ufffd");
+			}
 		}
+		c++;
 	}
 	sb_put(b, "\"", 1);
 }

@@ -12,10 +12,10 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
-#include <time.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
 #include "cgroup.h"
+#include "log.h"
 #include "server.h"
 #include "store.h"
 
@@ -44,42 +44,23 @@ static const char usage[] =
 	"  --events-per-sec N     decision events per cgroup per second (serve; default 100)\n"
 	"  -h, --help             this help\n";
 
-static void log_json(const char *level, const char *msg, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* One JSON log line on stderr: {"level","time","component","msg",...}. */
-static void log_json(const char *level, const char *msg, const char *fmt, ...)
-{
-	struct sbuf b = {};
-	struct timespec ts;
-	va_list ap;
-	char extra[1024] = "";
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	if (fmt) {
-		va_start(ap, fmt);
-		vsnprintf(extra, sizeof(extra), fmt, ap);
-		va_end(ap);
-	}
-	sb_printf(&b, "{\"level\":\"%s\",\"time\":%lld,\"component\":\"ebpf-manager\",\"msg\":",
-		  level, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-	sb_json_str(&b, msg);
-	if (extra[0])
-		sb_printf(&b, ",%s", extra);
-	sb_puts(&b, "}\n");
-	fwrite(b.p, 1, b.len, stderr);
-	sb_free(&b);
-}
-
+/* libbpf's warnings and info, as our log lines; the verifier log arrives as one multi-line
+ * message, kept whole (escaped) rather than cut at its first newline. */
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	char msg[1024];
+	char *msg = NULL;
+	size_t n;
 
 	if (level == LIBBPF_DEBUG)
 		return 0;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	msg[strcspn(msg, "\n")] = 0;
-	log_json(level == LIBBPF_WARN ? "warn" : "info", msg, "\"source\":\"libbpf\"");
+	if (vasprintf(&msg, fmt, ap) < 0)
+		return 0;
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = 0;
+	log_json(level == LIBBPF_WARN ? "warn" : "info", msg,
+		 (const struct log_field[]){ LOG_STR("source", "libbpf"), {} });
+	free(msg);
 	return 0;
 }
 
@@ -151,13 +132,20 @@ static int one_shot(const char *cmd, const char *pin_dir, bool json)
 
 	err = store_open_pinned(&s, pin_dir);
 	if (err) {
-		if (json)
-			printf("{\"ok\":false,\"error\":{\"reason\":\"not_loaded\",\"message\":\"%s: "
-			       "%s\"}}\n",
-			       pin_dir, strerror(-err));
-		else
+		if (json) {
+			char msg[PATH_MAX + 64];
+
+			snprintf(msg, sizeof(msg), "%s: %s", pin_dir, strerror(-err));
+			sb_puts(&out, "{\"ok\":false,\"error\":{\"reason\":\"not_loaded\","
+				      "\"message\":");
+			sb_json_str(&out, msg);
+			sb_puts(&out, "}}\n");
+			fwrite(out.p, 1, out.len, stdout);
+			sb_free(&out);
+		} else {
 			fprintf(stderr, "ebpf-manager: nothing pinned under %s: %s\n", pin_dir,
 				strerror(-err));
+		}
 		return 1;
 	}
 	if (!strncmp(cmd, "dump-", 5))
@@ -227,17 +215,19 @@ static int one_shot(const char *cmd, const char *pin_dir, bool json)
 static int serve(const char *socket_path, const char *pin_dir, const char *parent,
 		 const char *proxy, uint32_t events_per_sec)
 {
-	struct store s = {};
+	struct store s;
 	struct server_cfg cfg = { .socket_path = socket_path };
-	char root[PATH_MAX], parent_path[PATH_MAX], proxy_path[PATH_MAX];
+	char root[PATH_MAX], parent_path[PATH_MAX], proxy_path[PATH_MAX], parent_id[24];
 	unsigned updated = 0;
 	bool created = false;
-	int err, lock_fd = -1;
+	int err, rc = 1, lock_fd = -1;
 
+	store_init(&s);
 	err = cgroup_root(root, sizeof(root));
 	if (err) {
-		log_json("error", "no cgroup2 mount", NULL);
-		return 1;
+		log_json("error", "no cgroup2 mount",
+			 (const struct log_field[]){ LOG_STR("error", strerror(-err)), {} });
+		goto cleanup;
 	}
 	err = cgroup_resolve(root, parent, parent_path, sizeof(parent_path));
 	if (!err && mkdir(parent_path, 0755) && errno != EEXIST)
@@ -245,9 +235,10 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 	if (!err)
 		err = cgroup_id(parent_path, &cfg.parent_id);
 	if (err) {
-		log_json("error", "cgroup parent unusable", "\"parent\":\"%s\",\"error\":\"%s\"",
-			 parent, strerror(-err));
-		return 1;
+		log_json("error", "cgroup parent unusable",
+			 (const struct log_field[]){ LOG_STR("parent", parent),
+						     LOG_STR("error", strerror(-err)), {} });
+		goto cleanup;
 	}
 	cfg.parent_path = parent_path;
 	if (proxy) {
@@ -255,22 +246,25 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 		if (!err)
 			err = cgroup_id(proxy_path, &cfg.proxy_id);
 		if (err) {
-			log_json("error", "proxy cgroup unusable", "\"error\":\"%s\"",
-				 strerror(-err));
-			return 1;
+			log_json("error", "proxy cgroup unusable",
+				 (const struct log_field[]){ LOG_STR("proxy", proxy),
+							     LOG_STR("error", strerror(-err)),
+							     {} });
+			goto cleanup;
 		}
 	}
 	/* one manager per pin directory: a second would fight the first over the same links */
 	if (mkdir(pin_dir, 0700) && errno != EEXIST) {
-		log_json("error", "cannot create pin dir", "\"error\":\"%s\"", strerror(errno));
-		return 1;
+		log_json("error", "cannot create pin dir",
+			 (const struct log_field[]){ LOG_STR("pinDir", pin_dir),
+						     LOG_STR("error", strerror(errno)), {} });
+		goto cleanup;
 	}
 	lock_fd = open(pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
-		log_json("error", "another manager serves this pin dir", "\"pinDir\":\"%s\"", pin_dir);
-		if (lock_fd >= 0)
-			close(lock_fd);
-		return 1;
+		log_json("error", "another manager serves this pin dir",
+			 (const struct log_field[]){ LOG_STR("pinDir", pin_dir), {} });
+		goto cleanup;
 	}
 	err = store_load(&s, pin_dir, events_per_sec);
 	if (!err)
@@ -280,23 +274,29 @@ static int serve(const char *socket_path, const char *pin_dir, const char *paren
 	if (!err && proxy)
 		err = store_attach_proxy(&s, proxy_path, cfg.proxy_id);
 	if (err) {
-		log_json("error", "load failed", "\"error\":\"%s\"", strerror(-err));
-		store_close(&s);
-		close(lock_fd);
-		return 1;
+		log_json("error", "load failed",
+			 (const struct log_field[]){ LOG_STR("pinDir", pin_dir),
+						     LOG_STR("error", strerror(-err)), {} });
+		goto cleanup;
 	}
+	snprintf(parent_id, sizeof(parent_id), "%llu", (unsigned long long)cfg.parent_id);
 	log_json("info", "loaded",
-		 "\"pinDir\":\"%s\",\"parentCgroupId\":\"%llu\",\"upgradedLinks\":%u", pin_dir,
-		 (unsigned long long)cfg.parent_id, updated);
+		 (const struct log_field[]){ LOG_STR("pinDir", pin_dir),
+					     LOG_STR("parentCgroupId", parent_id),
+					     LOG_NUM("upgradedLinks", updated), {} });
 	err = server_run(&s, &cfg);
-	store_close(&s);
-	close(lock_fd);
 	if (err) {
-		log_json("error", "serve failed", "\"error\":\"%s\"", strerror(-err));
-		return 1;
+		log_json("error", "serve failed",
+			 (const struct log_field[]){ LOG_STR("error", strerror(-err)), {} });
+		goto cleanup;
 	}
 	log_json("info", "stopped", NULL);
-	return 0;
+	rc = 0;
+cleanup:
+	store_close(&s);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	return rc;
 }
 
 int main(int argc, char **argv)

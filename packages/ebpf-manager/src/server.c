@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <bpf/libbpf.h>
 #include "cgroup.h"
+#include "log.h"
 #include "server.h"
 
 #define MAX_LINE (32u << 20)	   /* sync-routes of 65536 routes fits comfortably */
@@ -576,6 +577,26 @@ struct loop {
 	bool flushed;
 };
 
+/* epoll_ctl, logging a failure; what the failure means for fd is the caller's decision. */
+static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, const char *what)
+{
+	static const char *const ops[] = {
+		[EPOLL_CTL_ADD] = "add",
+		[EPOLL_CTL_DEL] = "del",
+		[EPOLL_CTL_MOD] = "mod",
+	};
+	int err;
+
+	if (!epoll_ctl(ep, op, fd, ev))
+		return 0;
+	err = -errno;
+	log_json("error", "epoll_ctl failed",
+		 (const struct log_field[]){ LOG_STR("op", ops[op]), LOG_STR("what", what),
+					     LOG_NUM("fd", fd), LOG_STR("error", strerror(-err)),
+					     {} });
+	return err;
+}
+
 static void client_free(struct loop *l, struct client *c)
 {
 	struct client **pp = &l->clients;
@@ -584,7 +605,8 @@ static void client_free(struct loop *l, struct client *c)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = c->next;
-	epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	/* a failed DEL is only logged: close() drops the registration with the last reference */
+	ep_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL, "client");
 	close(c->fd);
 	sb_free(&c->in);
 	sb_free(&c->out);
@@ -617,7 +639,10 @@ static int client_flush(struct loop *l, struct client *c)
 	}
 	struct epoll_event ev = { .events = EPOLLIN | (c->out.len ? EPOLLOUT : 0),
 				  .data.ptr = c };
-	epoll_ctl(l->ep, EPOLL_CTL_MOD, c->fd, &ev);
+	/* with a stale interest set the client would stall (no EPOLLOUT) or spin the loop (EPOLLOUT
+	 * with nothing to send): drop it instead */
+	if (ep_ctl(l->ep, EPOLL_CTL_MOD, c->fd, &ev, "client"))
+		return -1;
 	return 0;
 }
 
@@ -697,6 +722,32 @@ static void client_read(struct loop *l, struct client *c)
 		client_free(l, c);
 }
 
+/* Accepts every pending connection. A client is linked in only once epoll watches it: one the
+ * loop cannot poll would wait forever for its replies, so it is closed at once. */
+static void accept_clients(struct loop *l, int lfd)
+{
+	struct epoll_event ev;
+	struct client *c;
+	int cfd;
+
+	while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->fd = cfd;
+		ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = c };
+		if (ep_ctl(l->ep, EPOLL_CTL_ADD, cfd, &ev, "client")) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = l->clients;
+		l->clients = c;
+	}
+}
+
 static int listen_unix(const char *path)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -742,10 +793,18 @@ int server_run(struct store *s, const struct server_cfg *cfg)
 	signal(SIGPIPE, SIG_IGN);
 
 	l.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (l.ep < 0) {
+		err = -errno;
+		goto cleanup;
+	}
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		err = -errno;
+		goto cleanup;
+	}
 	lfd = listen_unix(cfg->socket_path);
-	if (l.ep < 0 || sfd < 0 || lfd < 0) {
-		err = lfd < 0 ? lfd : -errno;
+	if (lfd < 0) {
+		err = lfd;
 		goto cleanup;
 	}
 	rb = ring_buffer__new(s->fd[M_EVENTS], on_event, &l, NULL);
@@ -754,12 +813,18 @@ int server_run(struct store *s, const struct server_cfg *cfg)
 		goto cleanup;
 	}
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_LISTEN };
-	epoll_ctl(l.ep, EPOLL_CTL_ADD, lfd, &ev);
+	err = ep_ctl(l.ep, EPOLL_CTL_ADD, lfd, &ev, "listen");
+	if (err)
+		goto cleanup;
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
-	epoll_ctl(l.ep, EPOLL_CTL_ADD, sfd, &ev);
+	err = ep_ctl(l.ep, EPOLL_CTL_ADD, sfd, &ev, "signal");
+	if (err)
+		goto cleanup;
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_RING };
 	/* the map fd itself polls readable when records are pending; no nested epoll */
-	epoll_ctl(l.ep, EPOLL_CTL_ADD, s->fd[M_EVENTS], &ev);
+	err = ep_ctl(l.ep, EPOLL_CTL_ADD, s->fd[M_EVENTS], &ev, "ring");
+	if (err)
+		goto cleanup;
 
 	{
 		struct sbuf b = {};
@@ -786,20 +851,7 @@ int server_run(struct store *s, const struct server_cfg *cfg)
 			uint64_t tag = evs[i].data.u64;
 
 			if (tag == TAG_LISTEN) {
-				int cfd;
-				while ((cfd = accept4(lfd, NULL, NULL,
-						      SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-					struct client *c = calloc(1, sizeof(*c));
-					if (!c) {
-						close(cfd);
-						continue;
-					}
-					c->fd = cfd;
-					c->next = l.clients;
-					l.clients = c;
-					ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = c };
-					epoll_ctl(l.ep, EPOLL_CTL_ADD, cfd, &ev);
-				}
+				accept_clients(&l, lfd);
 			} else if (tag == TAG_SIGNAL) {
 				struct signalfd_siginfo si;
 				if (read(sfd, &si, sizeof(si)) > 0)

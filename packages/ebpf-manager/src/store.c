@@ -53,6 +53,12 @@ static void init_fds(struct store *s)
 		s->fd[i] = -1;
 }
 
+void store_init(struct store *s)
+{
+	memset(s, 0, sizeof(*s));
+	init_fds(s);
+}
+
 static int mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[PATH_MAX];

@@ -55,6 +55,8 @@ struct gc_result {
 	unsigned counters;
 };
 
+/* Empties s (no skeleton, no fds), so store_close is safe before or after a failed load. */
+void store_init(struct store *s);
 /* Loads the programs, reusing pinned maps (state survives an upgrade), and pins new ones. */
 int store_load(struct store *s, const char *pin_dir, uint32_t events_per_sec);
 /* Opens pinned maps without loading programs (operator one-shots). */

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { EbpfClient, type ContainerConfig } from "../../controlplane/src/ebpf/index.js";
+import { EbpfClient, type ContainerConfig } from "@clawker/controlplane";
 import { bpffsMount, cgroup2Mount } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
@@ -23,6 +23,8 @@ export const bin = {
   sockprobe: join(outDir, "sockprobe"),
   decideTest: join(outDir, "decide-test"),
   layout: join(outDir, "layout"),
+  /** LD_PRELOAD shim: epoll_ctl fails while $EPOLL_FAULT_DIR/add|mod|del exists (src/epoll-fault.c). */
+  epollFault: join(outDir, "epoll-fault.so"),
 } as const;
 
 let built: Promise<void> | undefined;
@@ -75,6 +77,16 @@ export type Probe = Record<string, unknown> & { ok: boolean; errno?: number };
 export interface ManagerProcess {
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
+  /** Everything it wrote to stderr so far (its JSON log lines). */
+  readonly stderr: () => string;
+}
+
+/** Options of a Lab. */
+export interface LabOptions {
+  /** Appended to the pin directory's name (e.g. quotes, backslashes, a newline). */
+  readonly pinSuffix?: string;
+  /** Extra environment of the manager process (e.g. LD_PRELOAD). */
+  readonly managerEnv?: Readonly<Record<string, string>>;
 }
 
 let labCounter = 0;
@@ -95,14 +107,17 @@ export class Lab {
   private readonly cgroups: string[] = [];
   private readonly children = new Set<ChildProcess>();
 
-  constructor() {
+  private readonly managerEnv: Readonly<Record<string, string>>;
+
+  constructor(options: LabOptions = {}) {
     const cg = cgroup2Mount();
     const bpf = bpffsMount();
     if (cg === undefined || bpf === undefined) throw new Error("lab needs cgroup2 and bpffs");
     this.cgroot = cg;
     this.parent = join(cg, this.id);
     this.proxyCgroup = join(cg, `${this.id}-proxy`);
-    this.pinDir = join(bpf, this.id);
+    this.pinDir = join(bpf, this.id + (options.pinSuffix ?? ""));
+    this.managerEnv = options.managerEnv ?? {};
     this.netns = this.id;
     this.tmp = mkdtempSync(join(tmpdir(), "clawker-ebpf-"));
     this.socketPath = join(this.tmp, "manager.sock");
@@ -147,7 +162,7 @@ export class Lab {
         "--proxy-cgroup",
         this.proxyCgroup,
       ],
-      { stdio: ["ignore", "pipe", "pipe"] },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...this.managerEnv } },
     );
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
     let stderr = "";
@@ -161,7 +176,7 @@ export class Lab {
     });
     await ready;
     if (!this.cgroups.includes(this.parent)) this.cgroups.unshift(this.parent);
-    this.manager = { child, exited };
+    this.manager = { child, exited, stderr: () => stderr };
     await this.client.close();
     this.client = new EbpfClient({ socketPath: this.socketPath, timeoutMs: 10_000 });
     await this.client.start(AbortSignal.timeout(600_000));

@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import { describe, test, type TestContext } from "node:test";
 import { bpffs, cgroup2, root, skipReason } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import { EbpfError } from "../../controlplane/src/ebpf/index.js";
+import { EbpfError } from "@clawker/controlplane";
 import { ensureBpffs, Lab, remote } from "./fixture.js";
 
 ensureBpffs();

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { bpffs, cgroup2, root, skipReason } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import type { DecisionEvent } from "../../controlplane/src/ebpf/index.js";
+import type { DecisionEvent } from "@clawker/controlplane";
 import { ensureBpffs, Lab, ports, remote } from "./fixture.js";
 
 ensureBpffs();

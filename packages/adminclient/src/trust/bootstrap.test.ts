@@ -17,7 +17,7 @@ void describe("mintTrustSet", () => {
     assert.equal(server.subject, "CN=clawker-controlplane");
     assert.equal(
       server.subjectAltName,
-      "DNS:localhost, DNS:cp.internal, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.1.2.3",
+      "DNS:localhost, DNS:clawker-controlplane, DNS:cp.internal, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.1.2.3",
     );
     assert.deepEqual(server.keyUsage, [EKU_SERVER_AUTH]);
     assert.equal(cpClient.subject, "CN=clawker-controlplane");

@@ -18,15 +18,24 @@ export const CONTROLPLANE_CN = "clawker-controlplane";
 export const CLI_CN = "clawker-cli";
 /** CN of every agent's clawkerd leaf. */
 export const CLAWKERD_CN = "clawker-clawkerd";
-/** SANs every control-plane server leaf carries, before the caller's. */
-export const CONTROLPLANE_DEFAULT_NAMES: readonly string[] = ["localhost", "127.0.0.1", "::1"];
+/**
+ * SANs every control-plane server leaf carries, before the caller's. `clawker-controlplane` is the
+ * name the Go CLI dials with and the CP container's name on the agents' network (API.md,
+ * "Server names").
+ */
+export const CONTROLPLANE_DEFAULT_NAMES: readonly string[] = [
+  "localhost",
+  CONTROLPLANE_CN,
+  "127.0.0.1",
+  "::1",
+];
 /** Agent leaf lifetime: 24 hours. */
 export const AGENT_LEAF_VALIDITY_MS = 24 * 3600_000;
 
 /** Everything `auth init` mints: a CA, three leaves and the CLI's ES256 signing key. */
 export interface TrustSet {
   readonly ca: CertifiedKey;
-  /** CN clawker-controlplane, server auth, SANs localhost/127.0.0.1/::1 plus `serverNames`. */
+  /** CN clawker-controlplane, server auth, SANs CONTROLPLANE_DEFAULT_NAMES plus `serverNames`. */
   readonly controlPlaneServer: CertifiedKey;
   /** CN clawker-controlplane, client auth: the CP's identity when it dials clawkerd. */
   readonly controlPlaneClient: CertifiedKey;
