@@ -95,13 +95,33 @@ export const ADMIN_EXTENSION_MESSAGES = {
   ),
 } as const satisfies Record<string, MessageSpec>;
 
-/** Every addition beyond the Go contract, by file: the RPC names and message names. */
-export const EXTENSIONS: Readonly<
-  Record<string, { readonly methods: readonly string[]; readonly messages: readonly string[] }>
-> = {
+/**
+ * OUR EXTENSION FIELDS on API.md's admin messages (API.md §6: numbers from 1000 up, so a field
+ * upstream adds later never collides): the egress rule's scope (a project or one agent; both
+ * empty, the wire default and all a Go peer sends, is a global rule), and the floor-file marker
+ * the control plane sets in listings.
+ */
+export const ADMIN_EXTENSION_FIELDS = {
+  EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
+  FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
+} as const satisfies Record<string, readonly FieldSpec[]>;
+
+/** Our additions to one .proto file: RPC names, message names, and fields added to its messages. */
+export interface FileExtensions {
+  readonly methods: readonly string[];
+  readonly messages: readonly string[];
+  /** message name -> names of the fields we added to it. */
+  readonly fields: Readonly<Record<string, readonly string[]>>;
+}
+
+/** Every addition beyond the Go contract, by file. */
+export const EXTENSIONS: Readonly<Record<string, FileExtensions>> = {
   "clawker/admin/v1/admin.proto": {
     methods: Object.keys(ADMIN_EXTENSION_METHODS),
     messages: Object.keys(ADMIN_EXTENSION_MESSAGES),
+    fields: Object.fromEntries(
+      Object.entries(ADMIN_EXTENSION_FIELDS).map(([message, fields]) => [message, fields.map((x) => x.name)]),
+    ),
   },
 };
 
@@ -215,6 +235,7 @@ export const ADMIN: FileSpec = {
       f(3, "port", "string"),
       f(4, "path", "string"),
       f(5, "all", "bool"),
+      ...ADMIN_EXTENSION_FIELDS.FirewallRemoveRuleRequest,
     ),
     FirewallRemoveRuleResult: m(f(1, "stack_restarted", "bool"), f(2, "status", "RemoveRuleStatus")),
     FirewallListRulesRequest: m(),
@@ -252,6 +273,7 @@ export const ADMIN: FileSpec = {
       r(5, "path_rules", "PathRule"),
       f(6, "path_default", "string"),
       f(7, "insecure_skip_tls_verify", "bool"),
+      ...ADMIN_EXTENSION_FIELDS.EgressRule,
     ),
     PathRule: m(f(1, "path", "string"), f(2, "action", "string"), r(3, "methods", "string")),
     Agent: m(

@@ -516,7 +516,7 @@ void test("64-bit integers are bigint (forceLong=bigint)", () => {
 });
 
 void test("our extensions beyond the Go contract are in the fixture and say so in their .proto comments", () => {
-  for (const [file, { methods, messages }] of Object.entries(EXTENSIONS)) {
+  for (const [file, { methods, messages, fields }] of Object.entries(EXTENSIONS)) {
     const spec = CONTRACT.find((s) => s.file === file);
     assert.ok(spec, `extension file ${file} is not in the contract`);
     const descriptor = descriptorOf(spec);
@@ -541,6 +541,25 @@ void test("our extensions beyond the Go contract are in the fixture and say so i
       assert.ok(at >= 0, `${file}: extension message ${message} not generated`);
       assert.ok(message in spec.messages, `${file}: extension message ${message} missing from the fixture`);
       assert.match(comments.get(`4.${at}`) ?? "", /EXTENSION\s+beyond the Go/, `${message}: comment`);
+    }
+    // DescriptorProto.field = 2. API.md §6: an added field takes a number from 1000 up.
+    for (const [message, names] of Object.entries(fields)) {
+      const at = descriptor.messageType.findIndex((m) => m.name === message);
+      assert.ok(at >= 0, `${file}: message ${message} with extension fields not generated`);
+      for (const name of names) {
+        const fi = descriptor.messageType[at]!.field.findIndex((x) => x.name === name);
+        assert.ok(fi >= 0, `${file}: extension field ${message}.${name} not generated`);
+        assert.ok(
+          descriptor.messageType[at]!.field[fi]!.number >= 1000,
+          `${message}.${name}: number below 1000`,
+        );
+        assert.ok(
+          spec.messages[message]?.fields.some((x) => x.name === name),
+          `${file}: extension field ${message}.${name} missing from the fixture`,
+        );
+        const comment = comments.get(`4.${at}.2.${fi}`) ?? "";
+        assert.match(comment, /EXTENSION\s+beyond the Go/, `${message}.${name}: comment`);
+      }
     }
   }
 });

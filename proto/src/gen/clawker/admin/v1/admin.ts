@@ -266,8 +266,23 @@ export interface FirewallRemoveRuleRequest {
   port: string;
   /** When set, remove only this path rule instead of the whole rule. */
   path: string;
-  /** Remove every rule; exclusive with the other fields. */
+  /**
+   * Remove every rule; exclusive with dst, proto, port and path. Combined with
+   * the scope fields below it removes every rule of that one scope; without
+   * them, every global rule (never a project's or an agent's).
+   */
   all: boolean;
+  /**
+   * EXTENSION beyond the Go contract: the project of the rule to remove. Empty
+   * with an empty agent_name selects a global rule (the wire default, so the Go
+   * CLI keeps removing global rules). See EgressRule.project.
+   */
+  project: string;
+  /**
+   * EXTENSION beyond the Go contract: the agent of the rule to remove (its
+   * short name; `project` names its project). See EgressRule.agent_name.
+   */
+  agentName: string;
 }
 
 /**
@@ -415,7 +430,8 @@ export interface Route {
 
 /**
  * EgressRule allows or denies traffic from agents to one destination.
- * The rule's identity (dedup key) is dst:proto:port.
+ * The rule's identity (dedup key) is dst:proto:port, within its scope (our
+ * extension fields from 1000 up; a rule without them is global).
  */
 export interface EgressRule {
   /** A domain, a `*.` wildcard domain, an IP address or a CIDR. */
@@ -438,6 +454,27 @@ export interface EgressRule {
   pathDefault: string;
   /** Skip verification of the upstream TLS certificate when intercepting. */
   insecureSkipTlsVerify: boolean;
+  /**
+   * EXTENSION beyond the Go contract: scope the rule to one project. With
+   * agent_name empty the rule applies to every agent of this project and to
+   * no other agent. Both scope fields empty (the wire default, all a Go peer
+   * sends) make a global rule that applies to every agent. The scope is part
+   * of the rule's identity: the same dst:proto:port may exist once globally,
+   * once per project and once per agent.
+   */
+  project: string;
+  /**
+   * EXTENSION beyond the Go contract: scope the rule to one agent, named the
+   * way Agent and ExecAgentRequest name it: its short name here and its
+   * project in `project` (empty for an agent without a project).
+   */
+  agentName: string;
+  /**
+   * EXTENSION beyond the Go contract: set by the control plane in listings for
+   * a rule from its floor file (always present, cannot be changed or removed).
+   * Output only: a request that sets it is INVALID_ARGUMENT.
+   */
+  floor: boolean;
 }
 
 /** PathRule decides requests by URL path (and optionally method). */
@@ -1319,7 +1356,7 @@ export const FirewallAddRulesResult: MessageFns<FirewallAddRulesResult> = {
 };
 
 function createBaseFirewallRemoveRuleRequest(): FirewallRemoveRuleRequest {
-  return { dst: "", proto: "", port: "", path: "", all: false };
+  return { dst: "", proto: "", port: "", path: "", all: false, project: "", agentName: "" };
 }
 
 export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = {
@@ -1338,6 +1375,12 @@ export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = 
     }
     if (message.all !== false) {
       writer.uint32(40).bool(message.all);
+    }
+    if (message.project !== "") {
+      writer.uint32(8002).string(message.project);
+    }
+    if (message.agentName !== "") {
+      writer.uint32(8010).string(message.agentName);
     }
     return writer;
   },
@@ -1395,6 +1438,22 @@ export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = 
             message.all = reader.bool();
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+          case 1001: {
+            if (tag !== 8010) {
+              break;
+            }
+
+            message.agentName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1414,6 +1473,12 @@ export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = 
       port: isSet(object.port) ? globalThis.String(object.port) : "",
       path: isSet(object.path) ? globalThis.String(object.path) : "",
       all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+      agentName: isSet(object.agentName)
+        ? globalThis.String(object.agentName)
+        : isSet(object.agent_name)
+        ? globalThis.String(object.agent_name)
+        : "",
     };
   },
 
@@ -1434,6 +1499,12 @@ export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = 
     if (message.all !== false) {
       obj.all = message.all;
     }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    if (message.agentName !== "") {
+      obj.agentName = message.agentName;
+    }
     return obj;
   },
 
@@ -1447,6 +1518,8 @@ export const FirewallRemoveRuleRequest: MessageFns<FirewallRemoveRuleRequest> = 
     message.port = object.port ?? "";
     message.path = object.path ?? "";
     message.all = object.all ?? false;
+    message.project = object.project ?? "";
+    message.agentName = object.agentName ?? "";
     return message;
   },
 };
@@ -2989,7 +3062,18 @@ export const Route: MessageFns<Route> = {
 };
 
 function createBaseEgressRule(): EgressRule {
-  return { dst: "", proto: "", port: "", action: "", pathRules: [], pathDefault: "", insecureSkipTlsVerify: false };
+  return {
+    dst: "",
+    proto: "",
+    port: "",
+    action: "",
+    pathRules: [],
+    pathDefault: "",
+    insecureSkipTlsVerify: false,
+    project: "",
+    agentName: "",
+    floor: false,
+  };
 }
 
 export const EgressRule: MessageFns<EgressRule> = {
@@ -3014,6 +3098,15 @@ export const EgressRule: MessageFns<EgressRule> = {
     }
     if (message.insecureSkipTlsVerify !== false) {
       writer.uint32(56).bool(message.insecureSkipTlsVerify);
+    }
+    if (message.project !== "") {
+      writer.uint32(8002).string(message.project);
+    }
+    if (message.agentName !== "") {
+      writer.uint32(8010).string(message.agentName);
+    }
+    if (message.floor !== false) {
+      writer.uint32(8016).bool(message.floor);
     }
     return writer;
   },
@@ -3087,6 +3180,30 @@ export const EgressRule: MessageFns<EgressRule> = {
             message.insecureSkipTlsVerify = reader.bool();
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+          case 1001: {
+            if (tag !== 8010) {
+              break;
+            }
+
+            message.agentName = reader.string();
+            continue;
+          }
+          case 1002: {
+            if (tag !== 8016) {
+              break;
+            }
+
+            message.floor = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3120,6 +3237,13 @@ export const EgressRule: MessageFns<EgressRule> = {
         : isSet(object.insecure_skip_tls_verify)
         ? globalThis.Boolean(object.insecure_skip_tls_verify)
         : false,
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+      agentName: isSet(object.agentName)
+        ? globalThis.String(object.agentName)
+        : isSet(object.agent_name)
+        ? globalThis.String(object.agent_name)
+        : "",
+      floor: isSet(object.floor) ? globalThis.Boolean(object.floor) : false,
     };
   },
 
@@ -3146,6 +3270,15 @@ export const EgressRule: MessageFns<EgressRule> = {
     if (message.insecureSkipTlsVerify !== false) {
       obj.insecureSkipTlsVerify = message.insecureSkipTlsVerify;
     }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    if (message.agentName !== "") {
+      obj.agentName = message.agentName;
+    }
+    if (message.floor !== false) {
+      obj.floor = message.floor;
+    }
     return obj;
   },
 
@@ -3161,6 +3294,9 @@ export const EgressRule: MessageFns<EgressRule> = {
     message.pathRules = object.pathRules?.map((e) => PathRule.fromPartial(e)) || [];
     message.pathDefault = object.pathDefault ?? "";
     message.insecureSkipTlsVerify = object.insecureSkipTlsVerify ?? false;
+    message.project = object.project ?? "";
+    message.agentName = object.agentName ?? "";
+    message.floor = object.floor ?? false;
     return message;
   },
 };
@@ -4428,6 +4564,30 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "all",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "project",
+        "number": 1000,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "project",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "agent_name",
+        "number": 1001,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agentName",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -5076,6 +5236,42 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "insecureSkipTlsVerify",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "project",
+        "number": 1000,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "project",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "agent_name",
+        "number": 1001,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agentName",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "floor",
+        "number": 1002,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "floor",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -5672,7 +5868,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12],
-        "span": [131, 0, 142, 1],
+        "span": [131, 0, 151, 1],
         "leadingComments":
           " FirewallRemoveRuleRequest identifies the rule (or path of a rule) to remove.\n `all` wipes every rule and must not be combined with the other fields.\n",
         "trailingComments": "",
@@ -5703,501 +5899,537 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 4],
-        "span": [141, 2, 15],
-        "leadingComments": " Remove every rule; exclusive with the other fields.\n",
+        "span": [143, 2, 15],
+        "leadingComments":
+          " Remove every rule; exclusive with dst, proto, port and path. Combined with\n the scope fields below it removes every rule of that one scope; without\n them, every global rule (never a project's or an agent's).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12, 2, 5],
+        "span": [147, 2, 24],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: the project of the rule to remove. Empty\n with an empty agent_name selects a global rule (the wire default, so the Go\n CLI keeps removing global rules). See EgressRule.project.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12, 2, 6],
+        "span": [150, 2, 27],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: the agent of the rule to remove (its\n short name; `project` names its project). See EgressRule.agent_name.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13],
-        "span": [146, 0, 151, 1],
+        "span": [155, 0, 160, 1],
         "leadingComments":
           " FirewallRemoveRuleResult reports the outcome. A missing rule is reported as\n REMOVE_RULE_STATUS_NOT_FOUND here, never as a gRPC NOT_FOUND.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 0],
-        "span": [148, 2, 27],
+        "span": [157, 2, 27],
         "leadingComments": " True when the running stack was reloaded; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 1],
-        "span": [150, 2, 30],
+        "span": [159, 2, 30],
         "leadingComments": " What was removed, if anything.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14],
-        "span": [154, 0, 35],
+        "span": [163, 0, 35],
         "leadingComments": " FirewallListRulesRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15],
-        "span": [157, 0, 160, 1],
+        "span": [166, 0, 169, 1],
         "leadingComments": " FirewallListRulesResult is the full stored rule set.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15, 2, 0],
-        "span": [159, 2, 32],
+        "span": [168, 2, 32],
         "leadingComments": " Every stored rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16],
-        "span": [163, 0, 32],
+        "span": [172, 0, 32],
         "leadingComments": " FirewallReloadRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17],
-        "span": [166, 0, 169, 1],
+        "span": [175, 0, 178, 1],
         "leadingComments": " FirewallReloadResult reports whether the reload restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 0],
-        "span": [168, 2, 27],
+        "span": [177, 2, 27],
         "leadingComments": " True when the running stack was reloaded; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 18],
-        "span": [172, 0, 32],
+        "span": [181, 0, 32],
         "leadingComments": " FirewallStatusRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [175, 0, 192, 1],
+        "span": [184, 0, 201, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 0],
-        "span": [177, 2, 19],
+        "span": [186, 2, 19],
         "leadingComments": " True when the firewall stack is up.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 1],
-        "span": [179, 2, 24],
+        "span": [188, 2, 24],
         "leadingComments": " Health of the egress proxy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 2],
-        "span": [181, 2, 26],
+        "span": [190, 2, 26],
         "leadingComments": " Health of the DNS gate.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 3],
-        "span": [183, 2, 23],
+        "span": [192, 2, 23],
         "leadingComments": " Number of stored egress rules.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 4],
-        "span": [185, 2, 22],
+        "span": [194, 2, 22],
         "leadingComments": " Address of the egress proxy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 5],
-        "span": [187, 2, 24],
+        "span": [196, 2, 24],
         "leadingComments": " Address of the DNS gate.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 6],
-        "span": [189, 2, 24],
+        "span": [198, 2, 24],
         "leadingComments": " Docker id of the firewall network.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 7],
-        "span": [191, 2, 18],
+        "span": [200, 2, 18],
         "leadingComments": " Subnet of the firewall network in CIDR notation.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20],
-        "span": [195, 0, 34],
+        "span": [204, 0, 34],
         "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21],
-        "span": [198, 0, 201, 1],
+        "span": [207, 0, 210, 1],
         "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 0],
-        "span": [200, 2, 27],
+        "span": [209, 2, 27],
         "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22],
-        "span": [205, 0, 208, 1],
+        "span": [214, 0, 217, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22, 2, 0],
-        "span": [207, 2, 28],
+        "span": [216, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23],
-        "span": [211, 0, 214, 1],
+        "span": [220, 0, 223, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23, 2, 0],
-        "span": [213, 2, 21],
+        "span": [222, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24],
-        "span": [217, 0, 220, 1],
+        "span": [226, 0, 229, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24, 2, 0],
-        "span": [219, 2, 22],
+        "span": [228, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25],
-        "span": [223, 0, 226, 1],
+        "span": [232, 0, 235, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25, 2, 0],
-        "span": [225, 2, 32],
+        "span": [234, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26],
-        "span": [229, 0, 28],
+        "span": [238, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27],
-        "span": [232, 0, 235, 1],
+        "span": [241, 0, 244, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27, 2, 0],
-        "span": [234, 2, 28],
+        "span": [243, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 28],
-        "span": [238, 0, 31],
+        "span": [247, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29],
-        "span": [241, 0, 244, 1],
+        "span": [250, 0, 253, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29, 2, 0],
-        "span": [243, 2, 23],
+        "span": [252, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 30],
-        "span": [247, 0, 26],
+        "span": [256, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31],
-        "span": [253, 0, 262, 1],
+        "span": [262, 0, 271, 1],
         "leadingComments":
           " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 0],
-        "span": [255, 2, 26],
+        "span": [264, 2, 26],
         "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 1],
-        "span": [257, 2, 24],
+        "span": [266, 2, 24],
         "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 2],
-        "span": [259, 2, 21],
+        "span": [268, 2, 21],
         "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 3],
-        "span": [261, 2, 47],
+        "span": [270, 2, 47],
         "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32],
-        "span": [265, 0, 272, 1],
+        "span": [274, 0, 281, 1],
         "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 0],
-        "span": [267, 2, 22],
+        "span": [276, 2, 22],
         "leadingComments": " Numeric route identity of the destination.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 1],
-        "span": [269, 2, 22],
+        "span": [278, 2, 22],
         "leadingComments": " Destination port the agent connects to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 2],
-        "span": [271, 2, 24],
+        "span": [280, 2, 24],
         "leadingComments": " Proxy listener port that serves this route.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33],
-        "span": [276, 0, 293, 1],
+        "span": [286, 0, 318, 1],
         "leadingComments":
-          " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port.\n",
+          " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port, within its scope (our\n extension fields from 1000 up; a rule without them is global).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 0],
-        "span": [278, 2, 17],
+        "span": [288, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 1],
-        "span": [281, 2, 19],
+        "span": [291, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 2],
-        "span": [284, 2, 18],
+        "span": [294, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 3],
-        "span": [286, 2, 20],
+        "span": [296, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 4],
-        "span": [288, 2, 35],
+        "span": [298, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 5],
-        "span": [290, 2, 26],
+        "span": [300, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 6],
-        "span": [292, 2, 36],
+        "span": [302, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 33, 2, 7],
+        "span": [309, 2, 24],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: scope the rule to one project. With\n agent_name empty the rule applies to every agent of this project and to\n no other agent. Both scope fields empty (the wire default, all a Go peer\n sends) make a global rule that applies to every agent. The scope is part\n of the rule's identity: the same dst:proto:port may exist once globally,\n once per project and once per agent.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 33, 2, 8],
+        "span": [313, 2, 27],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: scope the rule to one agent, named the\n way Agent and ExecAgentRequest name it: its short name here and its\n project in `project` (empty for an agent without a project).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 33, 2, 9],
+        "span": [317, 2, 20],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: set by the control plane in listings for\n a rule from its floor file (always present, cannot be changed or removed).\n Output only: a request that sets it is INVALID_ARGUMENT.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 34],
-        "span": [296, 0, 304, 1],
+        "span": [321, 0, 329, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 0],
-        "span": [299, 2, 18],
+        "span": [324, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 1],
-        "span": [301, 2, 20],
+        "span": [326, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 2],
-        "span": [303, 2, 30],
+        "span": [328, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35],
-        "span": [307, 0, 321, 1],
+        "span": [332, 0, 346, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 0],
-        "span": [310, 2, 24],
+        "span": [335, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 1],
-        "span": [312, 2, 26],
+        "span": [337, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 2],
-        "span": [314, 2, 29],
+        "span": [339, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 3],
-        "span": [316, 2, 31],
+        "span": [341, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 4],
-        "span": [318, 2, 27],
+        "span": [343, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 5],
-        "span": [320, 2, 21],
+        "span": [345, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36],
-        "span": [324, 0, 329, 1],
+        "span": [349, 0, 354, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 0],
-        "span": [326, 2, 21],
+        "span": [351, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 1],
-        "span": [328, 2, 19],
+        "span": [353, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [332, 0, 341, 1],
+        "span": [357, 0, 366, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [334, 2, 34],
+        "span": [359, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [336, 2, 28],
+        "span": [361, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [338, 2, 31],
+        "span": [363, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [340, 2, 32],
+        "span": [365, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [344, 0, 353, 1],
+        "span": [369, 0, 378, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [346, 2, 37],
+        "span": [371, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [348, 2, 33],
+        "span": [373, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [350, 2, 38],
+        "span": [375, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [352, 2, 35],
+        "span": [377, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [356, 0, 361, 1],
+        "span": [381, 0, 386, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [358, 2, 27],
+        "span": [383, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [360, 2, 32],
+        "span": [385, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
