@@ -2,12 +2,14 @@
 // the Hydra subset clawker uses: private_key_jwt (ES256) with the token endpoint URL as the only
 // accepted assertion audience, iat required, exp bounded, atomic jti replay rejection across
 // clients, exact scope checks against the client's registered scope, opaque access tokens with one
-// fixed audience, stored in sqlite.
+// fixed audience, stored in sqlite; discovery lists only what is routed.
 import { randomBytes } from "node:crypto";
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from "oidc-provider";
 import type { Logger } from "pino";
 import { assertionReplayKey, checkAssertionClaims, CLOCK_TOLERANCE_SECONDS } from "./assertion-claims.js";
 import { registeredScopes } from "./clients.js";
+import { trimDiscovery } from "./discovery.js";
+import { PROVIDER_PATHS } from "./public-api.js";
 import type { SigningJwk } from "./signing-key.js";
 import type { AuthStore } from "./store.js";
 
@@ -104,6 +106,13 @@ export function createProvider(o: ProviderOptions): Provider {
     },
   };
   const provider = new Provider(o.issuer, configuration);
+  // oidc-provider's documented post-middleware: the document it builds always names the
+  // authorization endpoint and every grant it implements, routed by us or not.
+  provider.use(async (ctx, next) => {
+    await next();
+    const route = (ctx as Partial<KoaContextWithOIDC>).oidc?.route;
+    if (route === "discovery" && isRecord(ctx.body)) trimDiscovery(ctx.body, PROVIDER_PATHS);
+  });
   const log = o.log;
   provider.on("server_error", (_ctx: KoaContextWithOIDC, err: Error) => {
     log.error({ err, event: "provider_server_error" }, "oidc-provider server error");
@@ -128,4 +137,8 @@ export function createProvider(o: ProviderOptions): Provider {
 function requestedScopes(ctx: KoaContextWithOIDC): string[] {
   const raw = ctx.oidc.params?.["scope"];
   return typeof raw === "string" ? raw.split(" ").filter((s) => s !== "") : [];
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

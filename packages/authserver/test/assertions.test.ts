@@ -1,12 +1,13 @@
-// Client assertion claims against a real in-process server (real TLS 1.3 on 127.0.0.1:0, real
-// sqlite, real ES256 assertions): every refusal is the same invalid_client answer while the
-// server's log says which check failed.
+// Client assertion claims and discovery against a real in-process server (real TLS 1.3 on
+// 127.0.0.1:0, real sqlite, real ES256 assertions): every refusal is the same invalid_client
+// answer while the server's log says which check failed; discovery advertises only what answers.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { SignJWT } from "jose";
 import { pino } from "pino";
+import { request } from "undici";
 import { AuthServer, parseConfig, type AuthServerAddresses } from "../src/index.js";
 import { clientBody, makeClientKey, TestHttp, type Answer, type ClientKey } from "./fixtures/oauth.js";
 import { makeWorkspace } from "./fixtures/server.js";
@@ -24,7 +25,7 @@ function sign(claims: Record<string, unknown>, key: ClientKey): Promise<string> 
 
 const nowS = (): number => Math.floor(Date.now() / 1000);
 
-describe("client assertions (in-process server)", () => {
+describe("client assertions and discovery (in-process server)", () => {
   let server: AuthServer;
   let addr: AuthServerAddresses;
   let http: TestHttp;
@@ -174,5 +175,44 @@ describe("client assertions (in-process server)", () => {
     assert.ok(text.includes("token_denied"));
     assert.ok(!text.includes(assertion.split(".")[2]!), "signature not logged");
     assert.ok(!text.includes(assertion.split(".")[1]!), "payload not logged");
+  });
+
+  test("discovery: every advertised endpoint answers (no 404), and only client_credentials is listed", async () => {
+    const d = await http.call(`${addr.publicUrl}/.well-known/openid-configuration`, "GET");
+    assert.equal(d.status, 200);
+    const doc = d.body!;
+    const visited: string[] = [];
+    for (const [key, value] of Object.entries(doc)) {
+      if (key === "issuer" || typeof value !== "string" || !URL.canParse(value)) continue;
+      for (const method of ["GET", "POST"] as const) {
+        const res = await request(value, { dispatcher: http.agent, method });
+        await res.body.dump();
+        assert.notEqual(res.statusCode, 404, `${key} (${method} ${value})`);
+      }
+      visited.push(key);
+    }
+    assert.deepEqual(visited.sort(), ["jwks_uri", "token_endpoint"]);
+    assert.equal(doc["authorization_endpoint"], undefined);
+    assert.deepEqual(doc["grant_types_supported"], ["client_credentials"]);
+    assert.equal(doc["token_endpoint"], addr.tokenEndpoint);
+    assert.deepEqual(doc["token_endpoint_auth_methods_supported"], ["private_key_jwt"]);
+  });
+
+  test("a wrong method on a provider path is 405 with Allow, in JSON; unrouted paths stay 404", async () => {
+    const cases = [
+      [addr.tokenEndpoint, "GET", "POST"],
+      [`${addr.publicUrl}/.well-known/openid-configuration`, "POST", "GET, HEAD"],
+      [`${addr.publicUrl}/.well-known/jwks.json`, "DELETE", "GET, HEAD"],
+    ] as const;
+    for (const [url, method, allow] of cases) {
+      const res = await request(url, { dispatcher: http.agent, method });
+      const body = (await res.body.json()) as Record<string, unknown>;
+      assert.equal(res.statusCode, 405, `${method} ${url}`);
+      assert.equal(res.headers["allow"], allow);
+      assert.equal(body["error"], "method_not_allowed");
+    }
+    for (const path of ["/auth", "/oauth2/auth", "/token/introspection", "/session/end"]) {
+      assert.equal((await http.call(`${addr.publicUrl}${path}`, "GET")).status, 404, path);
+    }
   });
 });
