@@ -1,11 +1,15 @@
 // oidc-provider 9 configured as a client_credentials-only authorization server that behaves like
 // the Hydra subset clawker uses: private_key_jwt (ES256) with the token endpoint URL as the only
-// accepted assertion audience, atomic jti replay rejection, exact scope checks against the client's
-// registered scope, opaque access tokens with one fixed audience, stored in sqlite.
-import { createHash, randomBytes } from "node:crypto";
+// accepted assertion audience, iat required, exp bounded, atomic jti replay rejection across
+// clients, exact scope checks against the client's registered scope, opaque access tokens with one
+// fixed audience, stored in sqlite; discovery lists only what is routed.
+import { randomBytes } from "node:crypto";
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from "oidc-provider";
 import type { Logger } from "pino";
+import { assertionReplayKey, checkAssertionClaims, CLOCK_TOLERANCE_SECONDS } from "./assertion-claims.js";
 import { registeredScopes } from "./clients.js";
+import { trimDiscovery } from "./discovery.js";
+import { PROVIDER_PATHS } from "./public-api.js";
 import type { SigningJwk } from "./signing-key.js";
 import type { AuthStore } from "./store.js";
 
@@ -19,9 +23,6 @@ export interface ProviderOptions {
   readonly store: AuthStore;
   readonly log: Logger;
 }
-
-/** Seconds of clock skew tolerated on client assertions (exp/iat/nbf). */
-export const CLOCK_TOLERANCE_SECONDS = 5;
 
 /** Builds the oidc-provider instance. The caller routes only token, discovery and JWKS to it. */
 export function createProvider(o: ProviderOptions): Provider {
@@ -84,17 +85,18 @@ export function createProvider(o: ProviderOptions): Provider {
     },
     ttl: { ClientCredentials: o.accessTokenTtlSeconds },
     assertJwtClientAuthClaimsAndHeader: (_ctx, claims) => {
-      // Hydra (fosite) accepts only the token endpoint URL as audience; oidc-provider would also
-      // take the issuer. The signature and exp have been verified before this runs.
-      const aud = claims["aud"];
-      const ok = Array.isArray(aud) ? aud.includes(o.tokenEndpoint) : aud === o.tokenEndpoint;
-      if (!ok) throw new errors.InvalidClientAuth("audience (aud) must be the token endpoint URL");
-      const iss = JSON.stringify(claims["iss"]);
-      const jti = JSON.stringify(claims["jti"]);
-      const exp = Number(claims["exp"]);
-      const key = createHash("sha256").update(iss).update("\0").update(jti).digest("base64url");
-      if (!o.store.claimAssertionJti(key, (exp + CLOCK_TOLERANCE_SECONDS) * 1000)) {
-        throw new errors.InvalidClientAuth("client assertion tokens must only be used once");
+      const checked = checkAssertionClaims(claims, {
+        tokenEndpoint: o.tokenEndpoint,
+        nowSeconds: Date.now() / 1000,
+      });
+      // The refusal becomes error_detail: logged with token_denied, never in the response body,
+      // which is always invalid_client / "client authentication failed".
+      if (typeof checked === "string") throw new errors.InvalidClientAuth(checked);
+      // Claimed atomically in sqlite, so two racing uses cannot both pass; oidc-provider's own
+      // per-client replay check runs after this one.
+      const expiresAtMs = (checked.exp + CLOCK_TOLERANCE_SECONDS) * 1000;
+      if (!o.store.claimAssertionJti(assertionReplayKey(checked.jti), expiresAtMs)) {
+        throw new errors.InvalidClientAuth("jti_replayed");
       }
     },
     // Errors are always JSON ({error, error_description}), even for a client that prefers HTML.
@@ -104,6 +106,13 @@ export function createProvider(o: ProviderOptions): Provider {
     },
   };
   const provider = new Provider(o.issuer, configuration);
+  // oidc-provider's documented post-middleware: the document it builds always names the
+  // authorization endpoint and every grant it implements, routed by us or not.
+  provider.use(async (ctx, next) => {
+    await next();
+    const route = (ctx as Partial<KoaContextWithOIDC>).oidc?.route;
+    if (route === "discovery" && isRecord(ctx.body)) trimDiscovery(ctx.body, PROVIDER_PATHS);
+  });
   const log = o.log;
   provider.on("server_error", (_ctx: KoaContextWithOIDC, err: Error) => {
     log.error({ err, event: "provider_server_error" }, "oidc-provider server error");
@@ -128,4 +137,8 @@ export function createProvider(o: ProviderOptions): Provider {
 function requestedScopes(ctx: KoaContextWithOIDC): string[] {
   const raw = ctx.oidc.params?.["scope"];
   return typeof raw === "string" ? raw.split(" ").filter((s) => s !== "") : [];
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
