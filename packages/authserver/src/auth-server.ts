@@ -82,6 +82,12 @@ export class AuthServer {
     this.#throwIfClosed();
     const store = new AuthStore(c.databaseFile);
     this.#store = store;
+    if (store.tightened.length > 0) {
+      this.#log.warn(
+        { event: "store_mode_tightened", files: store.tightened },
+        "auth store files were readable by others; now 0600",
+      );
+    }
     this.#log.info({ event: "gc", deleted: store.gc() }, "expired rows deleted");
 
     const tlsOptions = {

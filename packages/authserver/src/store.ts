@@ -1,6 +1,7 @@
 // The auth server's sqlite store (better-sqlite3, WAL): registered clients and every oidc-provider
 // model (tokens, replay records). Nothing live is ever evicted; expired rows are deleted by gc().
 // better-sqlite3 is synchronous, so each method below is atomic with respect to the event loop.
+import { chmodSync, closeSync, constants, lstatSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { Adapter, AdapterPayload } from "oidc-provider";
 import { AuthServerError } from "./errors.js";
@@ -59,9 +60,16 @@ export class AuthStore {
     gc: Database.Statement<[number]>;
   };
 
-  /** Opens (creating if needed) the database at `file` and applies migrations. */
+  /** Files whose mode was tightened to 0600 when the store opened (an older install's leftovers). */
+  readonly tightened: readonly string[];
+
+  /**
+   * Opens (creating if needed) the database at `file` and applies migrations. The database and its
+   * -wal/-shm files are 0600: they hold live access tokens.
+   */
   constructor(file: string) {
     try {
+      this.tightened = restrictFiles(file);
       this.#db = new Database(file);
       this.#db.pragma("journal_mode = WAL");
       this.#db.pragma("synchronous = NORMAL");
@@ -214,6 +222,34 @@ export class AuthStore {
     this.#closed = true;
     this.#db.close();
   }
+}
+
+/**
+ * Creates `file` with mode 0600 when absent (SQLite then gives its -wal and -shm files the
+ * database's mode) and tightens an existing database, -wal or -shm to 0600. Returns what it changed.
+ */
+function restrictFiles(file: string): string[] {
+  try {
+    closeSync(openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const changed: string[] = [];
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    let st;
+    try {
+      st = lstatSync(f);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw err;
+    }
+    if (!st.isFile()) throw new Error(`${f} is not a regular file`);
+    if ((st.mode & 0o777) !== 0o600) {
+      chmodSync(f, 0o600);
+      changed.push(f);
+    }
+  }
+  return changed;
 }
 
 /** oidc-provider's Client model, read from the clients table (registration goes through the admin API). */
