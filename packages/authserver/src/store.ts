@@ -45,6 +45,7 @@ export class AuthStore {
 
   readonly #stmt: {
     insertClient: Database.Statement<[string, string, string]>;
+    updateClient: Database.Statement<[string, string, string]>;
     getClient: Database.Statement<[string], { hydra: string; oidc: string }>;
     deleteClient: Database.Statement<[string]>;
     deleteClientTokens: Database.Statement<[string]>;
@@ -83,6 +84,7 @@ export class AuthStore {
       insertClient: db.prepare(
         "INSERT INTO clients (id, hydra, oidc) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
       ),
+      updateClient: db.prepare("UPDATE clients SET hydra = ?, oidc = ? WHERE id = ?"),
       getClient: db.prepare("SELECT hydra, oidc FROM clients WHERE id = ?"),
       deleteClient: db.prepare("DELETE FROM clients WHERE id = ?"),
       deleteClientTokens: db.prepare("DELETE FROM entries WHERE client_id = ?"),
@@ -132,6 +134,25 @@ export class AuthStore {
       this.#stmt.insertClient.run(client.id, JSON.stringify(client.hydra), JSON.stringify(client.oidc))
         .changes === 1
     );
+  }
+
+  /**
+   * Replaces the client with `client.id` as a whole, keeping its `created_at` (Hydra's
+   * setOAuth2Client); returns the stored client, or undefined when no client has that id.
+   */
+  replaceClient(client: StoredClient): StoredClient | undefined {
+    return this.#db.transaction(() => {
+      const previous = this.getClient(client.id);
+      if (previous === undefined) return undefined;
+      const hydra = { ...client.hydra, created_at: previous.hydra["created_at"] };
+      this.#stmt.updateClient.run(JSON.stringify(hydra), JSON.stringify(client.oidc), client.id);
+      return { id: client.id, hydra, oidc: client.oidc };
+    })();
+  }
+
+  /** Deletes every token issued to client `id` (Hydra's deleteOAuth2Token); returns how many. */
+  deleteClientTokens(id: string): number {
+    return this.#stmt.deleteClientTokens.run(id).changes;
   }
 
   /** The client with `id`, or undefined. */

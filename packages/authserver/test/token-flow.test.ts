@@ -341,6 +341,81 @@ describe("auth server (in-process)", () => {
     assert.equal(ok.status, 200);
   });
 
+  test("PUT replaces a client as Hydra's setOAuth2Client: 200, the path's id, created_at kept; the old key stops working", async () => {
+    const id = `replaced-${randomUUID().slice(0, 8)}`;
+    const created = await s.http.call(clientsUrl(), "POST", { json: clientBody(id, "admin other", key) });
+    assert.equal(created.status, 201);
+    const newKey = await makeClientKey();
+    const put = await s.http.call(`${clientsUrl()}/${id}`, "PUT", {
+      json: { ...clientBody("ignored-body-id", "admin", newKey) },
+    });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.equal(put.body?.["client_id"], id, "the path's id wins, as in Hydra");
+    assert.equal(put.body?.["scope"], "admin");
+    assert.deepEqual(put.body?.["jwks"], { keys: [newKey.publicJwk] });
+    assert.equal(put.body?.["created_at"], created.body?.["created_at"]);
+    assert.deepEqual((await s.http.call(`${clientsUrl()}/${id}`, "GET")).body, put.body);
+    assert.equal((await s.http.call(`${clientsUrl()}/ignored-body-id`, "GET")).status, 404);
+
+    const old = await s.http.token(s.addr.tokenEndpoint, await assertion(id, key), "admin");
+    assert.equal(old.status, 401, "the replaced key is refused");
+    assert.equal(old.body?.["error"], "invalid_client");
+    const broader = await s.http.token(s.addr.tokenEndpoint, await assertion(id, newKey), "admin other");
+    assert.equal(broader.status, 400, "the replaced scope is gone");
+    const ok = await s.http.token(s.addr.tokenEndpoint, await assertion(id, newKey), "admin");
+    assert.equal(ok.status, 200);
+  });
+
+  test("PUT: 404 for an unknown client (nothing created), 400 for a bad body (nothing changed)", async () => {
+    const missing = await s.http.call(`${clientsUrl()}/no-such-client`, "PUT", {
+      json: clientBody("no-such-client", "admin", key),
+    });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body?.["error"], "not_found");
+    assert.equal((await s.http.call(`${clientsUrl()}/no-such-client`, "GET")).status, 404);
+
+    const before = (await s.http.call(`${clientsUrl()}/${cli}`, "GET")).body;
+    const bad = await s.http.call(`${clientsUrl()}/${cli}`, "PUT", {
+      json: { ...clientBody(cli, "admin", key), jwks: { keys: [] } },
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body?.["error"], "invalid_client_metadata");
+    assert.match(String(bad.body?.["error_description"]), /jwks\.keys: must hold at least one/);
+    const notJson = await s.http.call(`${clientsUrl()}/${cli}`, "PUT", {
+      raw: "{",
+      type: "application/json",
+    });
+    assert.equal(notJson.status, 400);
+    assert.deepEqual((await s.http.call(`${clientsUrl()}/${cli}`, "GET")).body, before);
+  });
+
+  test("DELETE /admin/oauth2/tokens?client_id: 204, that client's tokens go inactive, the client and others' tokens stay", async () => {
+    const id = `revoked-${randomUUID().slice(0, 8)}`;
+    assert.equal(
+      (await s.http.call(clientsUrl(), "POST", { json: clientBody(id, "admin", key) })).status,
+      201,
+    );
+    const mine = String(
+      (await s.http.token(s.addr.tokenEndpoint, await assertion(id), "admin")).body?.["access_token"],
+    );
+    const theirs = String(
+      (await s.http.token(s.addr.tokenEndpoint, await assertion(cli), "admin")).body?.["access_token"],
+    );
+    const del = await s.http.call(
+      `${s.addr.adminUrl}/admin/oauth2/tokens?client_id=${encodeURIComponent(id)}`,
+      "DELETE",
+    );
+    assert.equal(del.status, 204);
+    assert.deepEqual((await s.http.introspect(s.addr.adminUrl, mine)).body, { active: false });
+    assert.equal((await s.http.introspect(s.addr.adminUrl, theirs)).body?.["active"], true);
+    assert.equal((await s.http.call(`${clientsUrl()}/${id}`, "GET")).status, 200);
+    assert.equal((await s.http.token(s.addr.tokenEndpoint, await assertion(id), "admin")).status, 200);
+
+    const noId = await s.http.call(`${s.addr.adminUrl}/admin/oauth2/tokens`, "DELETE");
+    assert.equal(noId.status, 400);
+    assert.equal(noId.body?.["error"], "invalid_request");
+  });
+
   test("DELETE a client: 204, then 404; its tokens go inactive and new token requests fail", async () => {
     const id = `doomed-${randomUUID().slice(0, 8)}`;
     assert.equal(
