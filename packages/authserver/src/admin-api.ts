@@ -1,7 +1,7 @@
-// The admin listener's routes, with Hydra's paths and shapes: client registration, lookup,
-// replacement and deletion, token deletion per client, RFC 7662 introspection and health. No
-// authentication: like Hydra's admin port it must only be reachable from the host (the config
-// refuses a non-loopback bind).
+// The admin API's routes, with Hydra's paths and shapes: client registration, lookup, replacement
+// and deletion, token deletion per client, RFC 7662 introspection and health. No authentication:
+// like Hydra's admin port, so it is served only on a Unix socket in a 0700 directory
+// (admin-socket.ts): only the daemon's uid can connect.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type Provider from "oidc-provider";
 import type { ClientMetadata } from "oidc-provider";

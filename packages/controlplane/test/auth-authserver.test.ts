@@ -1,5 +1,5 @@
 // The real token and introspection path: the embedded OAuth2 server (packages/authserver, its own
-// process) registers clawker's clients through our registration code, issues tokens for ES256
+// process, its admin API on a Unix socket) registers clawker's clients through our registration code, issues tokens for ES256
 // client assertions, and answers the AuthInterceptor's RFC 7662 lookups for a real grpc-js server
 // over real mTLS with the CLI's trust material (test/harness/trust.ts).
 import assert from "node:assert/strict";
@@ -32,6 +32,7 @@ import {
   registerClients,
   withRecovery,
 } from "../src/auth/index.js";
+import { unixSocketUrl } from "../src/http-client.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
@@ -52,7 +53,6 @@ async function startAuthServer(): Promise<void> {
     file,
     JSON.stringify({
       public: { host: "127.0.0.1", port: 0 },
-      admin: { host: "127.0.0.1", port: 0 },
       tls: { certFile: trust.paths.controlPlaneServerCert, keyFile: trust.paths.controlPlaneServerKey },
       databaseFile: join(trust.dir, "auth.db"),
       signingKeyFile: join(trust.dir, "auth-signing.jwk"),
@@ -80,13 +80,13 @@ async function startAuthServer(): Promise<void> {
         throw new Error(`authserver exited ${authserver.exitCode}: ${stderr}`);
       for (const line of stdout.split("\n")) {
         if (!line.includes('"listening"')) continue;
-        return JSON.parse(line) as { issuer: string; admin: { port: number } };
+        return JSON.parse(line) as { issuer: string; admin: { socket: string } };
       }
       return undefined;
     },
     { timeoutMs: 60_000, intervalMs: 50, what: "authserver listening" },
   );
-  adminUrl = `https://127.0.0.1:${listening.admin.port}`;
+  adminUrl = unixSocketUrl(listening.admin.socket);
   tokenUrl = `${listening.issuer.replace(/\/$/, "")}/oauth2/token`;
 }
 
@@ -243,7 +243,7 @@ void describe("against the embedded authserver (real process)", () => {
 
   void test("registration: both clients created (201), then existing (409), both success", async () => {
     const jwks = { keys: [trust.set.signingKey.publicJwk as Record<string, unknown>] };
-    const first = await registerClients(clawkerClients(jwks), { adminUrl, ca: trust.set.ca.certPem });
+    const first = await registerClients(clawkerClients(jwks), { adminUrl });
     assert.deepEqual(
       [...first.entries()],
       [
@@ -251,7 +251,7 @@ void describe("against the embedded authserver (real process)", () => {
         ["clawker-agent", "created"],
       ],
     );
-    const again = await registerClients(clawkerClients(jwks), { adminUrl, ca: trust.set.ca.certPem });
+    const again = await registerClients(clawkerClients(jwks), { adminUrl });
     assert.deepEqual([...again.values()], ["exists", "exists"]);
   });
 

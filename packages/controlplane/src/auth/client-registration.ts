@@ -4,8 +4,8 @@
 // is a ClientRegistrationError carrying it.
 import { setTimeout as sleep } from "node:timers/promises";
 import { AGENT_CLIENT, CLI_CLIENT } from "@clawker/proto";
-import type { Agent } from "node:https";
-import { httpRequest, httpsAgent, type TlsClientOptions } from "../http-client.js";
+import type { Agent } from "node:http";
+import { agentFor, httpRequest, type TlsClientOptions } from "../http-client.js";
 
 /** Bound on an admin API answer (a client's JSON is a few KiB). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
@@ -60,9 +60,9 @@ export class ClientRegistrationError extends Error {
   }
 }
 
-/** Settings for registration; `ca` (PEM) signed the admin endpoint's certificate. */
+/** Settings for registration; `ca` (PEM) signed the admin endpoint's certificate when it is https. */
 export interface ClientRegistrationOptions extends Pick<TlsClientOptions, "ca" | "cert" | "key"> {
-  /** Admin API base URL, e.g. `https://127.0.0.1:4445`. */
+  /** Admin API base URL: `http+unix://<socket>` (the auth helpers) or `https://host:port`. */
   readonly adminUrl: string;
   /** Total time for all attempts of one client, milliseconds (default 10000). */
   readonly budgetMs?: number;
@@ -81,7 +81,7 @@ export async function registerClient(
   spec: OAuthClientSpec,
   options: ClientRegistrationOptions,
 ): Promise<ClientRegistrationResult> {
-  const agent = makeAgent(options);
+  const agent = agentFor(options.adminUrl, options);
   try {
     return await registerWith(agent, spec, options);
   } finally {
@@ -94,7 +94,7 @@ export async function registerClients(
   specs: readonly OAuthClientSpec[],
   options: ClientRegistrationOptions,
 ): Promise<Map<string, ClientRegistrationResult>> {
-  const agent = makeAgent(options);
+  const agent = agentFor(options.adminUrl, options);
   const out = new Map<string, ClientRegistrationResult>();
   try {
     for (const spec of specs) out.set(spec.clientId, await registerWith(agent, spec, options));
@@ -102,12 +102,6 @@ export async function registerClients(
   } finally {
     agent?.destroy();
   }
-}
-
-/** A keep-alive pool for an https admin URL (none for plain http: each request its own connection). */
-function makeAgent(o: ClientRegistrationOptions): Agent | undefined {
-  if (new URL(o.adminUrl).protocol !== "https:") return undefined;
-  return httpsAgent(o);
 }
 
 async function registerWith(
