@@ -3,6 +3,8 @@
 // on TCP listeners, plain HTTP on a `unix:` one (cmd/server/handler.go serves a socket without
 // TLS). Follows Hydra's HTTP API for the parts clawker uses: `/health/alive|ready`; admin
 // `POST /admin/clients` (201, 409, 400), `GET|DELETE /admin/clients/{id}` (200/204, 404),
+// `PUT /admin/clients/{id}` (setOAuth2Client: the path's id, full replacement, 200, 404),
+// `DELETE /admin/oauth2/tokens?client_id=` (204, 400 without client_id),
 // `POST /admin/oauth2/introspect` (RFC 7662, `active:false` when a requested scope is missing);
 // public `POST /oauth2/token` (client_credentials with an ES256 private_key_jwt assertion,
 // audience = the token URL, jti replay refused, scope limited to the client's) and discovery.
@@ -49,7 +51,7 @@ const clients = new Map<string, Client>();
 const tokens = new Map<string, Token>();
 const seenJti = new Map<string, number>();
 
-/** Decodes and validates a client body as Hydra does; answers 400 itself. */
+/** Decodes and validates a client body as Hydra does for POST and PUT; answers 400 itself. */
 function readClient(body: Buffer, res: Parameters<FakeHandler>[1]): Record<string, unknown> | undefined {
   let c: Record<string, unknown>;
   try {
@@ -104,6 +106,19 @@ const admin: FakeHandler = (req, res, body) => {
     sendJson(res, 201, store(id, c, new Date().toISOString()));
     return true;
   }
+  if (req.method === "DELETE" && path === "/admin/oauth2/tokens") {
+    const clientId = url.searchParams.get("client_id") ?? "";
+    if (clientId === "") {
+      sendJson(res, 400, {
+        error: "invalid_request",
+        error_description: "Query parameter 'client_id' is not defined but it should have been.",
+      });
+      return true;
+    }
+    for (const [t, v] of tokens) if (v.clientId === clientId) tokens.delete(t);
+    res.writeHead(204).end();
+    return true;
+  }
   const m = /^\/admin\/clients\/([^/]+)$/.exec(path);
   if (m !== null) {
     const id = decodeURIComponent(m[1]!);
@@ -111,6 +126,14 @@ const admin: FakeHandler = (req, res, body) => {
     if (req.method === "GET") {
       if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
       else sendJson(res, 200, client.body);
+      return true;
+    }
+    if (req.method === "PUT") {
+      // setOAuth2Client: the body is the whole client, its id comes from the path.
+      const c = readClient(body, res);
+      if (c === undefined) return true;
+      if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
+      else sendJson(res, 200, store(id, c, String(client.body["created_at"])));
       return true;
     }
     if (req.method === "DELETE") {

@@ -1,6 +1,6 @@
 // Ory mode: generated configs checked against the upstream schemas (../shared/ory-schemas), the
 // admin APIs on 0600 Unix sockets, the system secret's life cycle, and the Ory process path
-// (spawn, health, client registration, token + introspection) against the FAKE
+// (spawn, health, client registration and replacement, token + introspection) against the FAKE
 // Hydra/Kratos/Oathkeeper executables in test/fakes, because the real Ory binaries cannot be
 // installed here.
 import assert from "node:assert/strict";
@@ -288,7 +288,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
   let http: Agent;
   const ca = (): string => pki.set.ca.certPem;
   /** A request to Hydra's admin socket. */
-  const hydraAdmin = (method: "GET" | "POST" | "DELETE", path: string, body?: unknown) =>
+  const hydraAdmin = (method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown) =>
     httpRequest(new URL(path, oryUrls(s).hydraAdmin), {
       method,
       signal: AbortSignal.timeout(5000),
@@ -358,20 +358,23 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     }
   });
 
-  void test("clients are created (201), then found existing (409): both succeed", async () => {
+  void test("clients are created (201), then found equal (409 + GET); a foreign clawker-cli is replaced", async () => {
     const { publicKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k1" };
     const opts = { adminUrl: oryUrls(s).hydraAdmin };
     const first = await registerClients(clawkerClients({ keys: [jwk] }), opts);
     assert.deepEqual(
-      [...first.entries()],
+      [...first.entries()].map(([id, r]) => [id, r.outcome]),
       [
         ["clawker-cli", "created"],
         ["clawker-agent", "created"],
       ],
     );
     const second = await registerClients(clawkerClients({ keys: [jwk] }), opts);
-    assert.deepEqual([...second.values()], ["exists", "exists"]);
+    assert.deepEqual(
+      [...second.values()].map((r) => r.outcome),
+      ["exists", "exists"],
+    );
     const res = await hydraAdmin("GET", "/admin/clients/clawker-agent");
     const body = JSON.parse(res.body) as Record<string, unknown>;
     assert.equal(res.status, 200);
@@ -380,6 +383,42 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     assert.equal(body["token_endpoint_auth_signing_alg"], "ES256");
     assert.deepEqual(body["grant_types"], ["client_credentials"]);
     assert.equal((await hydraAdmin("GET", "/admin/clients/no-such-client")).status, 404);
+
+    // A squatter's registration: their key, a jwks_uri, a broader scope, another auth method.
+    const other = await generateKeyPair("ES256");
+    assert.equal((await hydraAdmin("DELETE", "/admin/clients/clawker-cli")).status, 204);
+    const squat = await hydraAdmin("POST", "/admin/clients", {
+      client_id: "clawker-cli",
+      grant_types: ["client_credentials", "authorization_code"],
+      scope: "admin agent:self:register",
+      token_endpoint_auth_method: "private_key_jwt",
+      jwks: { keys: [await exportJWK(other.publicKey)] },
+      jwks_uri: "https://squatter.example/jwks.json",
+      audience: ["https://squatter.example"],
+    });
+    assert.equal(squat.status, 201);
+    const third = await registerClients(clawkerClients({ keys: [jwk] }), opts);
+    assert.deepEqual(third.get("clawker-cli"), {
+      outcome: "replaced",
+      differences: [
+        "jwks",
+        "jwks_uri",
+        "grant_types",
+        "scope",
+        "token_endpoint_auth_signing_alg",
+        "audience",
+      ],
+    });
+    const restored = JSON.parse((await hydraAdmin("GET", "/admin/clients/clawker-cli")).body) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(restored["scope"], "admin");
+    assert.equal(restored["jwks_uri"], undefined, "PUT replaced the whole client");
+    assert.deepEqual(
+      [...(await registerClients(clawkerClients({ keys: [jwk] }), opts)).values()].map((r) => r.outcome),
+      ["exists", "exists"],
+    );
   });
 
   void test("a rejected client (400) is a typed error with the status, not retried", async () => {
@@ -410,7 +449,10 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k2" };
     const spec = { clientId: "clawker-test-client", scope: "admin", jwks: { keys: [jwk] } };
-    assert.equal(await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin }), "created");
+    assert.deepEqual(await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin }), {
+      outcome: "created",
+      differences: [],
+    });
     const tokenUrl = `${oryUrls(s).hydraPublic}/oauth2/token`;
     const assertion = await new SignJWT({})
       .setProtectedHeader({ alg: "ES256", kid: "k2" })
