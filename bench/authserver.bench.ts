@@ -1,7 +1,8 @@
 // The embedded auth server (packages/authserver) as the CP runs it: the built process
-// (node dist/main.js) with real TLS 1.3 and a sqlite file. Figures: token issue latency
-// (client_credentials + ES256 assertion, HTTP round trip, sequential), HTTP introspection latency
-// (sequential), and cold start from exec to /health/ready answering 200.
+// (node dist/main.js) with real TLS 1.3 on the public port, the admin API on its Unix socket, and
+// a sqlite file. Figures: token issue latency (client_credentials + ES256 assertion, HTTPS round
+// trip, sequential), introspection latency over the admin socket (sequential), and cold start
+// from exec to /health/ready answering 200 on the admin socket.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,6 +10,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  ADMIN,
   clientBody,
   makeAssertion,
   makeClientKey,
@@ -24,23 +26,24 @@ const mainJs = join(repoRoot, "packages/authserver/dist/main.js");
 
 interface Proc {
   readonly publicUrl: string;
-  readonly adminUrl: string;
+  /** Plain HTTP through the admin socket; URLs start with ADMIN. */
+  readonly admin: TestHttp;
   stop(): Promise<void>;
 }
 
-/** Spawns the built process on fixed free ports; resolves once /health/ready is 200, with the time it took. */
+/** Spawns the built process on a free port; resolves once /health/ready is 200, with the time it took. */
 async function startProcess(
   dir: string,
   tls: TlsFiles,
-  http: TestHttp,
 ): Promise<{ proc: Proc; readyMs: number; cpuMs: number }> {
-  const [pub, adm] = [await freePort(), await freePort()];
+  const pub = await freePort();
   const file = join(dir, `auth-${pub}.json`);
+  const admin = new TestHttp({ socketPath: join(dir, `admin-${pub}.sock`) });
   writeFileSync(
     file,
     JSON.stringify({
       public: { host: "127.0.0.1", port: pub },
-      admin: { host: "127.0.0.1", port: adm },
+      admin: { socket: join(dir, `admin-${pub}.sock`) },
       tls: { certFile: tls.certFile, keyFile: tls.keyFile },
       databaseFile: join(dir, `auth-${pub}.db`),
       signingKeyFile: join(dir, `key-${pub}.jwk`),
@@ -52,11 +55,10 @@ async function startProcess(
     stdio: ["ignore", "ignore", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const adminUrl = `https://127.0.0.1:${adm}`;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`auth server exited ${child.exitCode}`);
     try {
-      if ((await http.call(`${adminUrl}/health/ready`, "GET")).status === 200) break;
+      if ((await admin.call(`${ADMIN}/health/ready`, "GET")).status === 200) break;
     } catch {
       // not listening yet
     }
@@ -69,10 +71,11 @@ async function startProcess(
     cpuMs: cpuMsOf(child.pid!),
     proc: {
       publicUrl: `https://127.0.0.1:${pub}`,
-      adminUrl,
+      admin,
       async stop() {
         child.kill("SIGTERM");
         await exited;
+        await admin.close();
       },
     },
   };
@@ -109,7 +112,7 @@ const bench: Benchmark = {
       const coldStarts: number[] = [];
       const coldCpu: number[] = [];
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
-        const { proc, readyMs, cpuMs } = await startProcess(dir, tls, http);
+        const { proc, readyMs, cpuMs } = await startProcess(dir, tls);
         await proc.stop();
         if (i >= ctx.warmup) {
           coldStarts.push(readyMs);
@@ -118,10 +121,10 @@ const bench: Benchmark = {
       }
       ctx.log(`cold starts: ${coldStarts.map((x) => x.toFixed(0)).join(", ")} ms`);
 
-      const { proc } = await startProcess(dir, tls, http);
+      const { proc } = await startProcess(dir, tls);
       try {
         const key = await makeClientKey();
-        const reg = await http.call(`${proc.adminUrl}/admin/clients`, "POST", {
+        const reg = await proc.admin.call(`${ADMIN}/admin/clients`, "POST", {
           json: clientBody("clawker-cli", "admin", key),
         });
         if (reg.status !== 201) throw new Error(`register: HTTP ${reg.status}`);
@@ -145,14 +148,14 @@ const bench: Benchmark = {
         const introspectMs: number[] = [];
         for (let i = 0; i < INTROSPECTIONS + 50; i++) {
           const t0 = performance.now();
-          const r = await http.introspect(proc.adminUrl, token, "admin");
+          const r = await proc.admin.introspect(ADMIN, token, "admin");
           const dt = performance.now() - t0;
           if (r.body?.["active"] !== true) throw new Error("introspection: token inactive");
           if (i >= 50) introspectMs.push(dt);
         }
         return [
           summarise("token issue (HTTP, sequential)", "ms", tokenMs, "lower"),
-          summarise("introspection (HTTP, sequential)", "ms", introspectMs, "lower"),
+          summarise("introspection (HTTP over the admin socket, sequential)", "ms", introspectMs, "lower"),
           summarise("cold start: exec to /health/ready 200", "ms", coldStarts, "lower"),
           summarise("cold start: process CPU (user+sys) until ready", "ms", coldCpu, "lower"),
         ];

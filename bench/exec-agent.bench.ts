@@ -118,7 +118,7 @@ const bench: Benchmark = {
       });
 
       const introspector = new HttpIntrospector({
-        adminUrl: `https://127.0.0.1:${cp.ports.authAdmin}`,
+        adminUrl: cp.authAdminUrl,
         ca: Buffer.from(trust.set.ca.certPem),
         timeoutMs: 2000,
       });

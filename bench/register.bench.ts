@@ -64,7 +64,7 @@ const bench: Benchmark = {
       const gate = new IdentityGate({ index, registry, log });
       const binding = agentService({ gate, log });
       const introspector = new HttpIntrospector({
-        adminUrl: `https://127.0.0.1:${cp.ports.authAdmin}`,
+        adminUrl: cp.authAdminUrl,
         ca: Buffer.from(trust.ca.certPem),
         timeoutMs: 2000,
       });

@@ -20,19 +20,13 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   const dir = mkdtempSync(join(tmpdir(), "clawker-e2e-"));
   const trustDir = join(dir, "trust");
   const dataDir = join(dir, "data");
-  const [admin, agent, health, authPublic, authAdmin] = (await freePorts(5)) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+  const [admin, agent, health, authPublic] = (await freePorts(4)) as [number, number, number, number];
   const config = join(dir, "cp.json");
   writeFileSync(
     config,
     JSON.stringify({
       listen: { agent: { port: agent } },
-      auth: { publicPort: authPublic, adminPort: authAdmin },
+      auth: { publicPort: authPublic },
       shutdownGraceMs: 5000,
     }),
   );

@@ -1,13 +1,26 @@
 // FAKE Hydra, for tests only (the real binary cannot be installed here). Run as
-// `tsx test/fakes/fake-hydra.ts serve all --config hydra.yaml`. Follows Hydra's HTTP API for the
-// parts clawker uses: `/health/alive|ready`; admin `POST /admin/clients` (201, 409, 400),
-// `GET|DELETE /admin/clients/{id}` (200/204, 404), `POST /admin/oauth2/introspect` (RFC 7662,
-// `active:false` when a requested scope is missing); public `POST /oauth2/token`
-// (client_credentials with an ES256 private_key_jwt assertion, audience = the token URL, jti
-// replay refused, scope limited to the client's) and discovery. State lives in memory.
+// `tsx test/fakes/fake-hydra.ts serve all --config hydra.yaml`. Listens as Hydra does: `serve.tls`
+// on TCP listeners, plain HTTP on a `unix:` one (cmd/server/handler.go serves a socket without
+// TLS). Follows Hydra's HTTP API for the parts clawker uses: `/health/alive|ready`; admin
+// `POST /admin/clients` (201, 409, 400), `GET|DELETE /admin/clients/{id}` (200/204, 404),
+// `PUT /admin/clients/{id}` (setOAuth2Client: the path's id, full replacement, 200, 404),
+// `DELETE /admin/oauth2/tokens?client_id=` (204, 400 without client_id),
+// `POST /admin/oauth2/introspect` (RFC 7662, `active:false` when a requested scope is missing);
+// public `POST /oauth2/token` (client_credentials with an ES256 private_key_jwt assertion,
+// audience = the token URL, jti replay refused, scope limited to the client's) and discovery.
+// State lives in memory.
 import { randomBytes } from "node:crypto";
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
-import { at, readConfigFromArgv, sendJson, serveFake, tlsOf, type FakeHandler } from "./fake-ory-server.js";
+import {
+  addressOf,
+  at,
+  isUnixHost,
+  readConfigFromArgv,
+  sendJson,
+  serveFake,
+  tlsOf,
+  type FakeHandler,
+} from "./fake-ory-server.js";
 
 interface Client {
   readonly body: Record<string, unknown>;
@@ -22,61 +35,88 @@ interface Token {
 }
 
 const config = readConfigFromArgv("hydra", ["serve", "all"]);
-const host = (at(config, "serve.public.host") as string | undefined) ?? "127.0.0.1";
-const publicPort = (at(config, "serve.public.port") as number | undefined) ?? 4444;
-const adminPort = (at(config, "serve.admin.port") as number | undefined) ?? 4445;
-const adminHost = (at(config, "serve.admin.host") as string | undefined) ?? host;
-const issuer = (at(config, "urls.self.issuer") as string | undefined) ?? `https://${host}:${publicPort}/`;
+const publicAddress = addressOf(config, "serve.public", 4444);
+const adminAddress = addressOf(config, "serve.admin", 4445);
+const issuer =
+  (at(config, "urls.self.issuer") as string | undefined) ??
+  `https://${publicAddress.host}:${publicAddress.port}/`;
 const publicBase = issuer.replace(/\/$/, "");
 const tokenUrl = `${publicBase}/oauth2/token`;
 const ttlSeconds = parseTtl((at(config, "ttl.access_token") as string | undefined) ?? "1h");
+// Hydra's serve.tls covers both listeners, but a socket is served without TLS.
 const tls = tlsOf(config, "serve.tls");
+const tlsFor = (host: string) => (isUnixHost(host) ? undefined : tls);
 
 const clients = new Map<string, Client>();
 const tokens = new Map<string, Token>();
 const seenJti = new Map<string, number>();
 
+/** Decodes and validates a client body as Hydra does for POST and PUT; answers 400 itself. */
+function readClient(body: Buffer, res: Parameters<FakeHandler>[1]): Record<string, unknown> | undefined {
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+  } catch {
+    sendJson(res, 400, {
+      error: "invalid_request",
+      error_description: "The request body is not valid JSON",
+    });
+    return undefined;
+  }
+  const jwks = c["jwks"] as JSONWebKeySet | undefined;
+  if (
+    c["token_endpoint_auth_method"] === "private_key_jwt" &&
+    (jwks === undefined || !Array.isArray(jwks.keys))
+  ) {
+    sendJson(res, 400, {
+      error: "invalid_client_metadata",
+      error_description: "private_key_jwt requires jwks or jwks_uri",
+    });
+    return undefined;
+  }
+  return c;
+}
+
+function store(id: string, c: Record<string, unknown>, createdAt: string): Record<string, unknown> {
+  const stored = { ...c, client_id: id, created_at: createdAt, updated_at: new Date().toISOString() };
+  clients.set(id, {
+    body: stored,
+    scope: (typeof c["scope"] === "string" ? c["scope"] : "").split(" ").filter(Boolean),
+    jwks: (c["jwks"] as JSONWebKeySet | undefined) ?? { keys: [] },
+  });
+  return stored;
+}
+
 const admin: FakeHandler = (req, res, body) => {
-  const path = new URL(req.url ?? "/", "https://fake").pathname;
+  const url = new URL(req.url ?? "/", "https://fake");
+  const path = url.pathname;
   if (req.method === "POST" && path === "/admin/clients") {
-    let c: Record<string, unknown>;
-    try {
-      c = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
-    } catch {
-      sendJson(res, 400, {
-        error: "invalid_request",
-        error_description: "The request body is not valid JSON",
-      });
-      return true;
-    }
+    const c = readClient(body, res);
+    if (c === undefined) return true;
     const id =
       typeof c["client_id"] === "string" && c["client_id"] !== ""
         ? c["client_id"]
         : randomBytes(16).toString("hex");
-    const jwks = c["jwks"] as JSONWebKeySet | undefined;
-    if (
-      c["token_endpoint_auth_method"] === "private_key_jwt" &&
-      (jwks === undefined || !Array.isArray(jwks.keys))
-    ) {
-      sendJson(res, 400, {
-        error: "invalid_client_metadata",
-        error_description: "private_key_jwt requires jwks or jwks_uri",
-      });
-      return true;
-    }
     if (clients.has(id)) {
       sendJson(res, 409, {
         error: "Unable to insert or update resource because a resource with that value exists already",
       });
       return true;
     }
-    const stored = { ...c, client_id: id, created_at: new Date().toISOString() };
-    clients.set(id, {
-      body: stored,
-      scope: (typeof c["scope"] === "string" ? c["scope"] : "").split(" ").filter(Boolean),
-      jwks: jwks ?? { keys: [] },
-    });
-    sendJson(res, 201, stored);
+    sendJson(res, 201, store(id, c, new Date().toISOString()));
+    return true;
+  }
+  if (req.method === "DELETE" && path === "/admin/oauth2/tokens") {
+    const clientId = url.searchParams.get("client_id") ?? "";
+    if (clientId === "") {
+      sendJson(res, 400, {
+        error: "invalid_request",
+        error_description: "Query parameter 'client_id' is not defined but it should have been.",
+      });
+      return true;
+    }
+    for (const [t, v] of tokens) if (v.clientId === clientId) tokens.delete(t);
+    res.writeHead(204).end();
     return true;
   }
   const m = /^\/admin\/clients\/([^/]+)$/.exec(path);
@@ -86,6 +126,14 @@ const admin: FakeHandler = (req, res, body) => {
     if (req.method === "GET") {
       if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
       else sendJson(res, 200, client.body);
+      return true;
+    }
+    if (req.method === "PUT") {
+      // setOAuth2Client: the body is the whole client, its id comes from the path.
+      const c = readClient(body, res);
+      if (c === undefined) return true;
+      if (client === undefined) sendJson(res, 404, { error: "Unable to locate the resource" });
+      else sendJson(res, 200, store(id, c, String(client.body["created_at"])));
       return true;
     }
     if (req.method === "DELETE") {
@@ -209,6 +257,6 @@ function parseTtl(v: string): number {
 }
 
 await serveFake("hydra", [
-  { host, port: publicPort, ...tls, handler: publicApi },
-  { host: adminHost, port: adminPort, ...tls, handler: admin },
+  { ...publicAddress, tls: tlsFor(publicAddress.host), handler: publicApi },
+  { ...adminAddress, tls: tlsFor(adminAddress.host), handler: admin },
 ]);

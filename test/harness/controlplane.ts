@@ -18,7 +18,6 @@ export interface ControlPlanePorts {
   readonly agent: number;
   readonly health: number;
   readonly authPublic: number;
-  readonly authAdmin: number;
 }
 
 /** Options for startControlPlane. */
@@ -54,6 +53,11 @@ export interface ControlPlane {
   readonly ports: ControlPlanePorts;
   readonly healthUrl: string;
   readonly tokenEndpoint: string;
+  /**
+   * The auth helper's admin API (client registration, introspection): an `http+unix:` URL of its
+   * socket in the data dir (the embedded server's, or Hydra's in Ory mode).
+   */
+  readonly authAdminUrl: string;
   /** Every stdout line, parsed as JSON where it is JSON. */
   readonly logs: Array<Record<string, unknown>>;
   readonly stderr: () => string;
@@ -92,17 +96,11 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     trust = await mintTrustSet();
     await writeTrustSet(trustDir, trust);
   }
-  const [admin, agent, health, authPublic, authAdmin] =
+  const [admin, agent, health, authPublic] =
     options.ports === undefined
-      ? ((await freePorts(5)) as [number, number, number, number, number])
-      : [
-          options.ports.admin,
-          options.ports.agent,
-          options.ports.health,
-          options.ports.authPublic,
-          options.ports.authAdmin,
-        ];
-  const ports = { admin, agent, health, authPublic, authAdmin };
+      ? ((await freePorts(4)) as [number, number, number, number])
+      : [options.ports.admin, options.ports.agent, options.ports.health, options.ports.authPublic];
+  const ports = { admin, agent, health, authPublic };
   const configFile = join(dir, "cp.json");
   writeFileSync(
     configFile,
@@ -111,7 +109,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         deepMerge(
           {
             listen: { admin: { port: admin }, agent: { port: agent }, health: { port: health } },
-            auth: { publicPort: authPublic, adminPort: authAdmin },
+            auth: { publicPort: authPublic },
             shutdownGraceMs: 5000,
           },
           options.config ?? {},
@@ -161,6 +159,11 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     ports,
     healthUrl: `http://127.0.0.1:${health}/healthz`,
     tokenEndpoint: `https://127.0.0.1:${authPublic}/oauth2/token`,
+    authAdminUrl: `http+unix://${encodeURIComponent(
+      (options.config?.["auth"] as { mode?: string } | undefined)?.mode === "ory"
+        ? join(dataDir, "ory", "hydra-admin.sock")
+        : join(dataDir, "authserver", "admin.sock"),
+    )}`,
     logs,
     stderr: () => stderr,
     exited,

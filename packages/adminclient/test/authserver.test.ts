@@ -30,8 +30,10 @@ async function freePort(): Promise<number> {
 let trust: TrustSet;
 let dir: string;
 let publicUrl: string;
-let adminUrl: string;
 let http: Agent;
+/** The admin API: plain HTTP through the auth server's Unix socket. */
+let admin: Agent;
+const adminUrl = "http://localhost";
 let stopServer: () => Promise<void> = async () => {};
 
 before(async () => {
@@ -39,12 +41,11 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "adminclient-authserver-"));
   writeFileSync(join(dir, "tls.crt"), trust.controlPlaneServer.certPem);
   writeFileSync(join(dir, "tls.key"), trust.controlPlaneServer.keyPem, { mode: 0o600 });
-  const [pub, adm] = [await freePort(), await freePort()];
+  const pub = await freePort();
   writeFileSync(
     join(dir, "auth.json"),
     JSON.stringify({
       public: { host: "127.0.0.1", port: pub },
-      admin: { host: "127.0.0.1", port: adm },
       tls: { certFile: "tls.crt", keyFile: "tls.key" },
       databaseFile: "auth.db",
       signingKeyFile: "signing.jwk",
@@ -52,7 +53,6 @@ before(async () => {
     }),
   );
   publicUrl = `https://127.0.0.1:${pub}`;
-  adminUrl = `https://127.0.0.1:${adm}`;
   const proc = spawn(
     process.execPath,
     [
@@ -73,6 +73,7 @@ before(async () => {
     await exited;
   };
   http = new Agent({ connect: { ca: trust.ca.certPem, minVersion: "TLSv1.3" } });
+  admin = new Agent({ connect: { socketPath: join(dir, "admin.sock") } });
   await waitFor(
     async () => {
       if (proc.exitCode !== null) throw new Error(`authserver exited ${proc.exitCode}: ${stderr}`);
@@ -84,7 +85,7 @@ before(async () => {
   );
   const reg = await request(`${adminUrl}/admin/clients`, {
     method: "POST",
-    dispatcher: http,
+    dispatcher: admin,
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
       client_id: "clawker-cli",
@@ -101,13 +102,14 @@ before(async () => {
 after(async () => {
   await stopServer();
   await http?.close();
+  await admin?.close();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 });
 
 async function introspect(token: string): Promise<Record<string, unknown>> {
   const res = await request(`${adminUrl}/admin/oauth2/introspect`, {
     method: "POST",
-    dispatcher: http,
+    dispatcher: admin,
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({ token, scope: "admin" }).toString(),
   });

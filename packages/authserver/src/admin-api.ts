@@ -1,14 +1,15 @@
-// The admin listener's routes, with Hydra's paths and shapes: client registration, lookup and
-// deletion, RFC 7662 introspection and health. No authentication: like Hydra's admin port it must
-// only be reachable from the host (the config refuses a non-loopback bind).
+// The admin API's routes, with Hydra's paths and shapes: client registration, lookup, replacement
+// and deletion, token deletion per client, RFC 7662 introspection and health. No authentication:
+// like Hydra's admin port, so it is served only on a Unix socket in a 0700 directory
+// (admin-socket.ts): only the daemon's uid can connect.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type Provider from "oidc-provider";
 import type { ClientMetadata } from "oidc-provider";
 import type { Logger } from "pino";
 import { validateClient } from "./clients.js";
-import { BodyError, mediaType, pathOf, readBody, sendError, sendJson } from "./http-io.js";
+import { BodyError, mediaType, pathOf, queryOf, readBody, sendError, sendJson } from "./http-io.js";
 import { introspect } from "./introspection.js";
-import type { AuthStore } from "./store.js";
+import type { AuthStore, StoredClient } from "./store.js";
 
 /** What the admin routes need; `provider()` is undefined until the server is ready. */
 export interface AdminApiOptions {
@@ -56,9 +57,25 @@ async function route(o: AdminApiOptions, req: IncomingMessage, res: ServerRespon
     if (!only(method, ["POST"], res)) return;
     return await createClient(o, provider, req, res);
   }
+  if (path === "/admin/oauth2/tokens") {
+    if (!only(method, ["DELETE"], res)) return;
+    const clientId = new URLSearchParams(queryOf(req)).get("client_id") ?? "";
+    if (clientId === "") {
+      return sendError(
+        res,
+        400,
+        "invalid_request",
+        "Query parameter 'client_id' is not defined but it should have been.",
+      );
+    }
+    const deleted = o.store.deleteClientTokens(clientId);
+    o.log.info({ event: "client_tokens_deleted", clientId, deleted }, "client tokens deleted");
+    res.writeHead(204).end();
+    return;
+  }
   const m = CLIENT_PATH.exec(path);
   if (m !== null) {
-    if (!only(method, ["GET", "DELETE"], res)) return;
+    if (!only(method, ["GET", "PUT", "DELETE"], res)) return;
     let id: string;
     try {
       id = decodeURIComponent(m[1]!);
@@ -76,6 +93,7 @@ async function route(o: AdminApiOptions, req: IncomingMessage, res: ServerRespon
         return sendError(res, 404, "not_found", "the requested OAuth 2.0 client does not exist");
       return sendJson(res, 200, client.hydra);
     }
+    if (method === "PUT") return await replaceClient(o, provider, id, req, res);
     if (!o.store.deleteClient(id)) {
       return sendError(res, 404, "not_found", "the requested OAuth 2.0 client does not exist");
     }
@@ -104,45 +122,87 @@ async function route(o: AdminApiOptions, req: IncomingMessage, res: ServerRespon
   return sendError(res, 404, "not_found", "no such admin endpoint");
 }
 
-async function createClient(
-  o: AdminApiOptions,
+/**
+ * Reads and validates a client JSON body (`idFromPath` overrides its client_id, as Hydra's PUT
+ * does); answers 400 itself and returns undefined when the body is not acceptable.
+ */
+async function readClient(
   provider: Provider,
   req: IncomingMessage,
   res: ServerResponse,
-) {
+  idFromPath?: string,
+): Promise<StoredClient | undefined> {
   if (mediaType(req) !== "application/json") {
     await readBody(req);
-    return sendError(res, 400, "invalid_request", "the body must be application/json");
+    sendError(res, 400, "invalid_request", "the body must be application/json");
+    return undefined;
   }
   let body: unknown;
   try {
     body = JSON.parse(await readBody(req));
   } catch (err) {
     if (err instanceof BodyError) throw err;
-    return sendError(res, 400, "invalid_request", `the body is not valid JSON: ${(err as Error).message}`);
+    sendError(res, 400, "invalid_request", `the body is not valid JSON: ${(err as Error).message}`);
+    return undefined;
+  }
+  if (idFromPath !== undefined && typeof body === "object" && body !== null && !Array.isArray(body)) {
+    body = { ...body, client_id: idFromPath };
   }
   const v = validateClient(body);
-  if (!v.ok) return sendError(res, 400, "invalid_client_metadata", v.problems.join("; "));
+  if (!v.ok) {
+    sendError(res, 400, "invalid_client_metadata", v.problems.join("; "));
+    return undefined;
+  }
   try {
     // oidc-provider's own metadata validation (key usability and the like) must agree.
     await provider.Client.validate(v.client.oidc as unknown as ClientMetadata);
   } catch (err) {
     const e = err as { error_description?: string; message?: string };
-    return sendError(
+    sendError(
       res,
       400,
       "invalid_client_metadata",
       e.error_description ?? e.message ?? "invalid client metadata",
     );
+    return undefined;
   }
-  if (!o.store.insertClient(v.client)) {
-    return sendError(res, 409, "conflict", `an OAuth 2.0 client with id '${v.client.id}' already exists`);
+  return v.client;
+}
+
+/** Hydra's setOAuth2Client: the whole client is replaced; 200 with it, 404 when absent. */
+async function replaceClient(
+  o: AdminApiOptions,
+  provider: Provider,
+  id: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const client = await readClient(provider, req, res, id);
+  if (client === undefined) return;
+  const stored = o.store.replaceClient(client);
+  if (stored === undefined) {
+    return sendError(res, 404, "not_found", "the requested OAuth 2.0 client does not exist");
+  }
+  o.log.info({ event: "client_replaced", clientId: id, scope: stored.hydra["scope"] }, "client replaced");
+  sendJson(res, 200, stored.hydra);
+}
+
+async function createClient(
+  o: AdminApiOptions,
+  provider: Provider,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const client = await readClient(provider, req, res);
+  if (client === undefined) return;
+  if (!o.store.insertClient(client)) {
+    return sendError(res, 409, "conflict", `an OAuth 2.0 client with id '${client.id}' already exists`);
   }
   o.log.info(
-    { event: "client_created", clientId: v.client.id, scope: v.client.hydra["scope"] },
+    { event: "client_created", clientId: client.id, scope: client.hydra["scope"] },
     "client created",
   );
-  sendJson(res, 201, v.client.hydra);
+  sendJson(res, 201, client.hydra);
 }
 
 /** True when `method` is allowed; otherwise answers 405 with Allow and returns false. */

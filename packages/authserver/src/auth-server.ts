@@ -1,12 +1,15 @@
-// The auth server: two HTTPS listeners (public and admin, TLS 1.3 only) in front of oidc-provider
-// and the sqlite store. Construction has no side effects; start() reads the TLS material, opens the
-// store, binds, then builds the provider; close() undoes it all and is idempotent.
+// The auth server: the public HTTPS listener (TLS 1.3 only) and the admin API on a Unix socket
+// (plain HTTP; the 0700 directory is its boundary), in front of oidc-provider and the sqlite store.
+// Construction has no side effects; start() reads the TLS material, opens the store, binds, then
+// builds the provider; close() undoes it all and is idempotent.
 import { readFileSync } from "node:fs";
-import { createServer, type Server } from "node:https";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type Provider from "oidc-provider";
 import type { Logger } from "pino";
 import { adminHandler } from "./admin-api.js";
+import { listenOnAdminSocket } from "./admin-socket.js";
 import type { AuthServerConfig } from "./config.js";
 import { AuthServerError } from "./errors.js";
 import { createProvider } from "./provider.js";
@@ -20,8 +23,8 @@ export interface AuthServerAddresses {
   readonly tokenEndpoint: string;
   /** https://host:port of the public listener. */
   readonly publicUrl: string;
-  /** https://host:port of the admin listener. */
-  readonly adminUrl: string;
+  /** Path of the admin API's Unix socket (plain HTTP). */
+  readonly adminSocket: string;
 }
 
 /** How long close() lets in-flight requests finish before cutting connections. */
@@ -82,18 +85,21 @@ export class AuthServer {
     this.#throwIfClosed();
     const store = new AuthStore(c.databaseFile);
     this.#store = store;
+    if (store.tightened.length > 0) {
+      this.#log.warn(
+        { event: "store_mode_tightened", files: store.tightened },
+        "auth store files were readable by others; now 0600",
+      );
+    }
     this.#log.info({ event: "gc", deleted: store.gc() }, "expired rows deleted");
 
-    const tlsOptions = {
-      ...tls,
-      minVersion: "TLSv1.3" as const,
-      maxVersion: "TLSv1.3" as const,
-      requestTimeout: 30_000,
-      headersTimeout: 10_000,
-    };
-    const pub = createServer(tlsOptions, publicHandler({ provider: () => this.#entry }));
-    const admin = createServer(
-      tlsOptions,
+    const timeouts = { requestTimeout: 30_000, headersTimeout: 10_000 };
+    const pub = createServer(
+      { ...tls, ...timeouts, minVersion: "TLSv1.3", maxVersion: "TLSv1.3" },
+      publicHandler({ provider: () => this.#entry }),
+    );
+    const admin = createHttpServer(
+      timeouts,
       adminHandler({
         store,
         provider: () => this.#provider,
@@ -101,15 +107,13 @@ export class AuthServer {
         log: this.#log.child({ component: "admin-api" }),
       }),
     );
-    for (const s of [pub, admin]) {
-      s.on("tlsClientError", (err) =>
-        this.#log.debug({ err, event: "tls_client_error" }, "TLS handshake failed"),
-      );
-    }
+    pub.on("tlsClientError", (err) =>
+      this.#log.debug({ err, event: "tls_client_error" }, "TLS handshake failed"),
+    );
     this.#servers = [pub, admin];
     const pubAddr = await listen(pub, c.public.host, c.public.port, "public");
     this.#throwIfClosed();
-    const adminAddr = await listen(admin, c.admin.host, c.admin.port, "admin");
+    await listenOnAdminSocket(admin, c.admin.socket);
     this.#throwIfClosed();
 
     const issuer = c.issuer ?? origin(pubAddr);
@@ -123,7 +127,7 @@ export class AuthServer {
       store,
       log: this.#log.child({ component: "provider" }),
     });
-    this.#addresses = { issuer, tokenEndpoint, publicUrl: origin(pubAddr), adminUrl: origin(adminAddr) };
+    this.#addresses = { issuer, tokenEndpoint, publicUrl: origin(pubAddr), adminSocket: c.admin.socket };
     this.#provider = provider;
     this.#entry = providerEntry(provider, issuer);
     this.#gcTimer = setInterval(() => {
@@ -140,7 +144,7 @@ export class AuthServer {
         event: "listening",
         issuer,
         public: { host: pubAddr.address, port: pubAddr.port },
-        admin: { host: adminAddr.address, port: adminAddr.port },
+        admin: { socket: c.admin.socket },
         processUptimeMs: Math.round(process.uptime() * 1000),
       },
       "auth server ready",

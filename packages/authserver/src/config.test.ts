@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { isLoopbackAddress, loadConfigFile, parseConfig } from "./config.js";
+import { loadConfigFile, parseConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
 
 const minimal = {
@@ -23,10 +23,10 @@ function problemsOf(raw: unknown, env: NodeJS.ProcessEnv = {}): readonly string[
   assert.fail("config was accepted");
 }
 
-test("defaults: Hydra's ports on loopback, 1 h tokens, info logs", () => {
+test("defaults: Hydra's public port on loopback, the admin socket beside the database, 1 h tokens, info logs", () => {
   const c = parseConfig(minimal, { env: {} });
   assert.deepEqual(c.public, { host: "127.0.0.1", port: 4444 });
-  assert.deepEqual(c.admin, { host: "127.0.0.1", port: 4445 });
+  assert.deepEqual(c.admin, { socket: "/var/lib/auth/admin.sock" });
   assert.equal(c.accessTokenTtlSeconds, 3600);
   assert.equal(c.audience, "urn:clawker:controlplane");
   assert.equal(c.logLevel, "info");
@@ -37,7 +37,7 @@ test("defaults: Hydra's ports on loopback, 1 h tokens, info logs", () => {
 test("every problem is listed in one error", () => {
   const problems = problemsOf({
     issuer: "http://127.0.0.1:4444",
-    admin: { host: "192.0.2.10", port: 70000 },
+    admin: { socket: "" },
     tls: { certFile: "" },
     accessTokenTtlSeconds: 0,
     surprise: true,
@@ -45,8 +45,7 @@ test("every problem is listed in one error", () => {
   const text = problems.join("\n");
   for (const needle of [
     "issuer",
-    "admin.host",
-    "admin.port",
+    "admin.socket",
     "tls.certFile",
     "tls.keyFile",
     "databaseFile",
@@ -58,17 +57,27 @@ test("every problem is listed in one error", () => {
   }
 });
 
-test("the admin listener refuses non-loopback hosts, names included", () => {
-  for (const host of ["0.0.0.0", "::", "10.0.0.1", "192.0.2.10", "localhost", "fe80::1"]) {
-    const problems = problemsOf({ ...minimal, admin: { host } });
-    assert.ok(
-      problems.some((p) => p.startsWith("admin.host:")),
-      `${host}: ${problems.join("; ")}`,
-    );
+test("the admin API has no TCP listener: admin.host and admin.port are refused with the reason", () => {
+  for (const admin of [{ host: "127.0.0.1" }, { port: 4445 }, { host: "::1", port: 0 }]) {
+    const problems = problemsOf({ ...minimal, admin });
+    for (const key of Object.keys(admin)) {
+      assert.ok(
+        problems.some((p) => p.startsWith(`admin.${key}: the admin API listens only on a Unix socket`)),
+        `${JSON.stringify(admin)}: ${problems.join("; ")}`,
+      );
+    }
   }
-  for (const host of ["127.0.0.1", "127.8.9.10", "::1"]) {
-    assert.equal(parseConfig({ ...minimal, admin: { host } }, { env: {} }).admin.host, host);
-  }
+});
+
+test("admin.socket: relative to the config file's directory, and at most 107 bytes", () => {
+  const c = parseConfig({ ...minimal, admin: { socket: "run/a.sock" } }, { env: {}, baseDir: "/etc/cp" });
+  assert.equal(c.admin.socket, "/etc/cp/run/a.sock");
+  const long = `/${"d".repeat(100)}/admin.sock`;
+  const problems = problemsOf({ ...minimal, admin: { socket: long } });
+  assert.match(
+    problems.join("\n"),
+    /^admin\.socket: .* is 112 bytes; a Unix socket path holds at most 107$/m,
+  );
 });
 
 test("issuer must be an https origin; required with a wildcard public bind", () => {
@@ -116,17 +125,4 @@ test("loadConfigFile resolves relative paths against the file's directory and re
     (err: unknown) => err instanceof ConfigError && /JSON/.test(err.message),
   );
   assert.throws(() => loadConfigFile(join(dir, "missing.json"), {}), { reason: "config_unreadable" });
-});
-
-test("isLoopbackAddress", () => {
-  const cases: [string, boolean][] = [
-    ["127.0.0.1", true],
-    ["127.255.255.254", true],
-    ["::1", true],
-    ["128.0.0.1", false],
-    ["::ffff:10.0.0.1", false],
-    ["localhost", false],
-    ["", false],
-  ];
-  for (const [host, want] of cases) assert.equal(isLoopbackAddress(host), want, host);
 });

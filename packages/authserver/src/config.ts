@@ -1,34 +1,34 @@
 // The auth server's configuration: one zod schema, parsed once, frozen. Every problem is listed in
 // one ConfigError before anything binds.
 import { readFileSync } from "node:fs";
-import { BlockList, isIP } from "node:net";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { isIP } from "node:net";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import { AuthServerError, ConfigError } from "./errors.js";
 
 /** Default public (token, discovery, JWKS) listener, as Hydra's public port. */
 export const DEFAULT_PUBLIC_PORT = 4444;
-/** Default admin (clients, introspection) listener, as Hydra's admin port. */
-export const DEFAULT_ADMIN_PORT = 4445;
+/** File name of the admin API's Unix socket, beside the database unless `admin.socket` says otherwise. */
+export const DEFAULT_ADMIN_SOCKET_NAME = "admin.sock";
 /** Default access token lifetime in seconds (1 h, as Hydra's default). */
 export const DEFAULT_ACCESS_TOKEN_TTL_SECONDS = 3600;
 /** Default audience (RFC 8707 resource) stamped on every access token. */
 export const DEFAULT_AUDIENCE = "urn:clawker:controlplane";
 
-const loopback = new BlockList();
-loopback.addSubnet("127.0.0.0", 8, "ipv4");
-loopback.addAddress("::1", "ipv6");
-
-/** True when `host` is an IP literal in 127.0.0.0/8 or ::1. Names (even "localhost") are not. */
-export function isLoopbackAddress(host: string): boolean {
-  const family = isIP(host);
-  if (family === 0) return false;
-  return loopback.check(host, family === 4 ? "ipv4" : "ipv6");
-}
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
 
 const ipLiteral = z.string().refine((h) => isIP(h) !== 0, { message: "must be an IP address literal" });
 const port = z.int().min(0).max(65535);
 const path = z.string().min(1, { message: "must be a non-empty file path" });
+// The admin API has no authentication, so it listens only on a Unix socket in a 0700 directory:
+// loopback TCP is reachable by every local user. Old configs that still name a TCP address get this.
+const noTcpAdmin = z
+  .never({
+    error:
+      "the admin API listens only on a Unix socket now (admin.socket): loopback TCP is open to every local user; remove admin.host and admin.port",
+  })
+  .optional();
 
 const schema = z
   .strictObject({
@@ -48,15 +48,14 @@ const schema = z
       .prefault({}),
     admin: z
       .strictObject({
-        host: ipLiteral.default("127.0.0.1").refine(isLoopbackAddress, {
-          message:
-            "the admin API has no authentication: it must bind a loopback address (127.0.0.0/8 or ::1)",
-        }),
-        port: port.default(DEFAULT_ADMIN_PORT),
+        /** The admin API's Unix socket (default: admin.sock beside databaseFile). */
+        socket: path.optional(),
+        host: noTcpAdmin,
+        port: noTcpAdmin,
       })
       .prefault({}),
     tls: z.strictObject({
-      /** PEM certificate (chain) served on both listeners: the CP's server leaf. */
+      /** PEM certificate (chain) served by the public listener: the CP's server leaf. */
       certFile: path,
       /** PEM private key of certFile. */
       keyFile: path,
@@ -91,8 +90,10 @@ const schema = z
 
 /** What a config file may contain (defaults not yet applied): what a supervisor writes. */
 export type AuthServerConfigInput = z.input<typeof schema>;
-/** The parsed, defaulted, frozen configuration. */
-export type AuthServerConfig = Readonly<z.output<typeof schema>>;
+/** The parsed, defaulted, frozen configuration; every path is absolute. */
+export type AuthServerConfig = Readonly<
+  Omit<z.output<typeof schema>, "admin"> & { readonly admin: { readonly socket: string } }
+>;
 
 /** Environment variables that override the file. */
 export const ENV_LOG_LEVEL = "CLAWKER_AUTHSERVER_LOG_LEVEL";
@@ -118,14 +119,22 @@ export function parseConfig(
   }
   const c = result.data;
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const databaseFile = abs(c.databaseFile);
+  const socket = abs(c.admin.socket ?? join(dirname(databaseFile), DEFAULT_ADMIN_SOCKET_NAME));
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError([
+      `admin.socket: ${socket} is ${Buffer.byteLength(socket)} bytes; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}`,
+    ]);
+  }
   return deepFreeze({
     ...c,
+    admin: { socket },
     tls: {
       certFile: abs(c.tls.certFile),
       keyFile: abs(c.tls.keyFile),
       ...(c.tls.caFile === undefined ? {} : { caFile: abs(c.tls.caFile) }),
     },
-    databaseFile: abs(c.databaseFile),
+    databaseFile,
     signingKeyFile: abs(c.signingKeyFile),
   });
 }

@@ -7,6 +7,7 @@ export type AuthServerReason =
   | "signing_key_invalid"
   | "tls_material_unreadable"
   | "listen_failed"
+  | "admin_socket_insecure"
   | "database_failed"
   | "closed";
 

@@ -68,3 +68,10 @@ export function pathOf(req: IncomingMessage): string {
   const q = url.indexOf("?");
   return q === -1 ? url : url.slice(0, q);
 }
+
+/** The request's query string without the `?` ("" when absent). */
+export function queryOf(req: IncomingMessage): string {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  return q === -1 ? "" : url.slice(q + 1);
+}

@@ -3,11 +3,10 @@
 // and what tests need to run it in-process.
 export {
   DEFAULT_ACCESS_TOKEN_TTL_SECONDS,
-  DEFAULT_ADMIN_PORT,
+  DEFAULT_ADMIN_SOCKET_NAME,
   DEFAULT_AUDIENCE,
   DEFAULT_PUBLIC_PORT,
   ENV_LOG_LEVEL,
-  isLoopbackAddress,
   loadConfigFile,
   parseConfig,
   type AuthServerConfig,

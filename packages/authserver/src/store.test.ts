@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -65,4 +65,34 @@ test("data survives reopening; close is idempotent", (t) => {
   const again = new AuthStore(file);
   t.after(() => again.close());
   assert.equal(again.findEntry("ClientCredentials", "t")?.jti, "t");
+});
+
+test("the database and its -wal and -shm are 0600 under a usual umask", (t) => {
+  const previous = process.umask(0o022);
+  let store: AuthStore;
+  let file: string;
+  try {
+    ({ store, file } = tempStore(t));
+    store.upsertEntry("ClientCredentials", "t", { jti: "t" }, 3600);
+  } finally {
+    process.umask(previous);
+  }
+  assert.deepEqual(store.tightened, []);
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
+});
+
+test("files an older install left readable are tightened to 0600 and reported", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "authserver-store-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "auth.db");
+  const first = new AuthStore(file);
+  first.upsertEntry("ClientCredentials", "t", { jti: "t" }, 3600);
+  first.close();
+  writeFileSync(`${file}-wal`, "", { mode: 0o644 });
+  for (const f of [file, `${file}-wal`]) chmodSync(f, 0o644);
+  const store = new AuthStore(file);
+  t.after(() => store.close());
+  assert.deepEqual(store.tightened, [file, `${file}-wal`]);
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
+  assert.equal(store.findEntry("ClientCredentials", "t")?.jti, "t", "the data is intact");
 });

@@ -1,6 +1,7 @@
 // The auth server's sqlite store (better-sqlite3, WAL): registered clients and every oidc-provider
 // model (tokens, replay records). Nothing live is ever evicted; expired rows are deleted by gc().
 // better-sqlite3 is synchronous, so each method below is atomic with respect to the event loop.
+import { chmodSync, closeSync, constants, lstatSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { Adapter, AdapterPayload } from "oidc-provider";
 import { AuthServerError } from "./errors.js";
@@ -44,6 +45,7 @@ export class AuthStore {
 
   readonly #stmt: {
     insertClient: Database.Statement<[string, string, string]>;
+    updateClient: Database.Statement<[string, string, string]>;
     getClient: Database.Statement<[string], { hydra: string; oidc: string }>;
     deleteClient: Database.Statement<[string]>;
     deleteClientTokens: Database.Statement<[string]>;
@@ -59,9 +61,16 @@ export class AuthStore {
     gc: Database.Statement<[number]>;
   };
 
-  /** Opens (creating if needed) the database at `file` and applies migrations. */
+  /** Files whose mode was tightened to 0600 when the store opened (an older install's leftovers). */
+  readonly tightened: readonly string[];
+
+  /**
+   * Opens (creating if needed) the database at `file` and applies migrations. The database and its
+   * -wal/-shm files are 0600: they hold live access tokens.
+   */
   constructor(file: string) {
     try {
+      this.tightened = restrictFiles(file);
       this.#db = new Database(file);
       this.#db.pragma("journal_mode = WAL");
       this.#db.pragma("synchronous = NORMAL");
@@ -75,6 +84,7 @@ export class AuthStore {
       insertClient: db.prepare(
         "INSERT INTO clients (id, hydra, oidc) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
       ),
+      updateClient: db.prepare("UPDATE clients SET hydra = ?, oidc = ? WHERE id = ?"),
       getClient: db.prepare("SELECT hydra, oidc FROM clients WHERE id = ?"),
       deleteClient: db.prepare("DELETE FROM clients WHERE id = ?"),
       deleteClientTokens: db.prepare("DELETE FROM entries WHERE client_id = ?"),
@@ -124,6 +134,25 @@ export class AuthStore {
       this.#stmt.insertClient.run(client.id, JSON.stringify(client.hydra), JSON.stringify(client.oidc))
         .changes === 1
     );
+  }
+
+  /**
+   * Replaces the client with `client.id` as a whole, keeping its `created_at` (Hydra's
+   * setOAuth2Client); returns the stored client, or undefined when no client has that id.
+   */
+  replaceClient(client: StoredClient): StoredClient | undefined {
+    return this.#db.transaction(() => {
+      const previous = this.getClient(client.id);
+      if (previous === undefined) return undefined;
+      const hydra = { ...client.hydra, created_at: previous.hydra["created_at"] };
+      this.#stmt.updateClient.run(JSON.stringify(hydra), JSON.stringify(client.oidc), client.id);
+      return { id: client.id, hydra, oidc: client.oidc };
+    })();
+  }
+
+  /** Deletes every token issued to client `id` (Hydra's deleteOAuth2Token); returns how many. */
+  deleteClientTokens(id: string): number {
+    return this.#stmt.deleteClientTokens.run(id).changes;
   }
 
   /** The client with `id`, or undefined. */
@@ -214,6 +243,34 @@ export class AuthStore {
     this.#closed = true;
     this.#db.close();
   }
+}
+
+/**
+ * Creates `file` with mode 0600 when absent (SQLite then gives its -wal and -shm files the
+ * database's mode) and tightens an existing database, -wal or -shm to 0600. Returns what it changed.
+ */
+function restrictFiles(file: string): string[] {
+  try {
+    closeSync(openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const changed: string[] = [];
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    let st;
+    try {
+      st = lstatSync(f);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw err;
+    }
+    if (!st.isFile()) throw new Error(`${f} is not a regular file`);
+    if ((st.mode & 0o777) !== 0o600) {
+      chmodSync(f, 0o600);
+      changed.push(f);
+    }
+  }
+  return changed;
 }
 
 /** oidc-provider's Client model, read from the clients table (registration goes through the admin API). */

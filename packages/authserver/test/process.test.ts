@@ -1,19 +1,20 @@
 // The real clawker-authserver process: config refusal (exit 2, nothing bound), start-up to
-// /health/ready, state surviving a restart, redacted logs, SIGTERM exits 0 and frees the ports.
+// /health/ready on the admin socket, state surviving a restart, redacted logs, SIGTERM exits 0,
+// frees the port and removes the socket.
 import assert from "node:assert/strict";
-import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { lstatSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import { clientBody, makeAssertion, makeClientKey, TestHttp } from "./fixtures/oauth.js";
+import { ADMIN, clientBody, makeAssertion, makeClientKey, TestHttp } from "./fixtures/oauth.js";
 import { killAuthServer, spawnAuthServer, type AuthProcess } from "./fixtures/process.js";
 import { makeWorkspace } from "./fixtures/server.js";
 
 interface Listening {
   issuer: string;
   public: { host: string; port: number };
-  admin: { host: string; port: number };
+  admin: { socket: string };
 }
 
 async function listeningOf(p: AuthProcess): Promise<Listening> {
@@ -47,7 +48,7 @@ test("a bad config exits 2 listing every problem, before binding anything", asyn
     file,
     JSON.stringify({
       ...base,
-      admin: { host: "192.0.2.1", port: 4445 },
+      admin: { host: "127.0.0.1", port: 4445 },
       accessTokenTtlSeconds: -1,
       extra: 1,
     }),
@@ -56,7 +57,8 @@ test("a bad config exits 2 listing every problem, before binding anything", asyn
   t.after(() => killAuthServer(p));
   const { code } = await p.exited;
   assert.equal(code, 2, p.stderr);
-  assert.match(p.stderr, /admin\.host: the admin API has no authentication/);
+  assert.match(p.stderr, /admin\.host: the admin API listens only on a Unix socket/);
+  assert.match(p.stderr, /admin\.port: the admin API listens only on a Unix socket/);
   assert.match(p.stderr, /accessTokenTtlSeconds/);
   assert.match(p.stderr, /extra/);
   assert.equal(
@@ -83,17 +85,22 @@ test("process: ready, tokens survive a restart, logs hold no secrets, SIGTERM ex
   const first = spawnAuthServer(["--config", file]);
   t.after(() => killAuthServer(first));
   const l1 = await listeningOf(first);
-  const adminUrl = `https://127.0.0.1:${l1.admin.port}`;
+  assert.equal(l1.admin.socket, join(dir, "admin.sock"));
+  const admin = new TestHttp({ socketPath: l1.admin.socket });
+  t.after(() => admin.close());
   const tokenUrl = `${l1.issuer}/oauth2/token`;
-  assert.deepEqual((await http.call(`${adminUrl}/health/ready`, "GET")).body, { status: "ok" });
+  assert.deepEqual((await admin.call(`${ADMIN}/health/ready`, "GET")).body, { status: "ok" });
   assert.equal(statSync(join(dir, "signing-key.jwk")).mode & 0o777, 0o600);
 
   const key = await makeClientKey();
   assert.equal(
-    (await http.call(`${adminUrl}/admin/clients`, "POST", { json: clientBody("clawker-cli", "admin", key) }))
+    (await admin.call(`${ADMIN}/admin/clients`, "POST", { json: clientBody("clawker-cli", "admin", key) }))
       .status,
     201,
   );
+  for (const f of ["auth.db", "auth.db-wal", "auth.db-shm"]) {
+    assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
+  }
   const a = await makeAssertion({ clientId: "clawker-cli", key, aud: tokenUrl });
   const tok = await http.token(tokenUrl, a, "admin");
   assert.equal(tok.status, 200);
@@ -104,7 +111,7 @@ test("process: ready, tokens survive a restart, logs hold no secrets, SIGTERM ex
   const exit1 = await first.exited;
   assert.deepEqual(exit1, { code: 0, signal: null });
   assert.ok(await refused(l1.public.port), "public port still accepting after exit");
-  assert.ok(await refused(l1.admin.port), "admin port still accepting after exit");
+  assert.throws(() => lstatSync(l1.admin.socket), { code: "ENOENT" }, "the admin socket is removed");
   assert.ok(first.lines.some((l) => l["event"] === "stopped"));
 
   // Nothing secret reached the logs: not the token, the assertion, or the signing key.
@@ -122,13 +129,12 @@ test("process: ready, tokens survive a restart, logs hold no secrets, SIGTERM ex
       ...base,
       logLevel: "info",
       public: { host: "127.0.0.1", port: l1.public.port },
-      admin: { host: "127.0.0.1", port: l1.admin.port },
     }),
   );
   const second = spawnAuthServer(["--config", file]);
   t.after(() => killAuthServer(second));
   await listeningOf(second);
-  const info = await http.introspect(adminUrl, token, "admin");
+  const info = await admin.introspect(ADMIN, token, "admin");
   assert.equal(info.body?.["active"], true);
   assert.equal((await http.token(tokenUrl, a, "admin")).status, 401, "replay refused after restart");
   second.child.kill("SIGTERM");

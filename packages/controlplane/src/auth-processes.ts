@@ -1,14 +1,22 @@
 // Which auth processes the daemon supervises and how: the embedded authserver by default, or Ory
-// Hydra + Kratos + Oathkeeper when configured. Preparing writes their config files (0600).
+// Hydra + Kratos + Oathkeeper when configured. Preparing writes their config files (0600). Their
+// admin APIs are Unix sockets in 0700 directories of the data dir (auth/admin-sockets.ts).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { getCompileCacheDir } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  assertPrivateDirectory,
+  EMBEDDED_ADMIN_SOCKET,
+  HYDRA_ADMIN_SOCKET,
+  removeStaleSocket,
+} from "./auth/admin-sockets.js";
 import type { Config } from "./config.js";
+import { unixSocketUrl } from "./http-client.js";
 import type { HelperCommand } from "./supervisor/subprocess-manager.js";
 import type { TrustMaterial } from "./trust-dir.js";
 
-/** One auth helper: how to run it and the URL that answers 200 once it is healthy. */
+/** One auth helper: how to run it and the URL (maybe `http+unix:`) that answers 200 once it is healthy. */
 export interface AuthHelper {
   readonly name: string;
   readonly command: HelperCommand;
@@ -18,16 +26,20 @@ export interface AuthHelper {
 /** The auth processes to start, in order, and where their APIs are. */
 export interface AuthPlan {
   readonly helpers: readonly AuthHelper[];
-  /** Admin API base URL: client registration and token introspection. */
+  /** Admin API base URL, an `http+unix:` socket URL: client registration and token introspection. */
   readonly adminUrl: string;
   /** Public API base URL: the token endpoint lives at `/oauth2/token`. */
   readonly publicUrl: string;
 }
 
-/** Where the auth APIs listen; the same for both modes, so it is known before anything starts. */
+/** Where the auth APIs listen, known before anything starts: the admin API on its socket. */
 export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl"> {
-  const { host, publicHost = host, publicPort, adminPort } = config.auth;
-  return { adminUrl: url(host, adminPort), publicUrl: url(publicHost, publicPort) };
+  const { host, publicHost = host, publicPort } = config.auth;
+  const adminSocket =
+    config.auth.mode === "ory"
+      ? join(config.dataDir, "ory", HYDRA_ADMIN_SOCKET)
+      : join(config.dataDir, "authserver", EMBEDDED_ADMIN_SOCKET);
+  return { adminUrl: unixSocketUrl(adminSocket), publicUrl: url(publicHost, publicPort) };
 }
 
 /** Writes the helpers' configs under the data dir and returns the plan to start them. */
@@ -42,12 +54,15 @@ function url(host: string, port: number): string {
 function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
   const dir = join(config.dataDir, "authserver");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const { host, publicHost = host, publicPort, adminPort } = config.auth;
+  // The authserver refuses an open directory too; saying so here names the fix before a spawn.
+  assertPrivateDirectory(dir);
+  const { host, publicHost = host, publicPort } = config.auth;
+  const urls = authUrls(config);
   const file = join(dir, "authserver.json");
   const authConfig = {
     issuer: url(publicHost, publicPort),
     public: { host: publicHost, port: publicPort },
-    admin: { host, port: adminPort },
+    admin: { socket: join(dir, EMBEDDED_ADMIN_SOCKET) },
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
     databaseFile: join(dir, "authserver.db"),
     signingKeyFile: join(dir, "signing-key.jwk"),
@@ -64,29 +79,36 @@ function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
           args: [...entry.args, "--config", file],
           env: compileCacheEnv(),
         },
-        healthUrl: `${url(host, adminPort)}/health/ready`,
+        healthUrl: `${urls.adminUrl}/health/ready`,
       },
     ],
-    ...authUrls(config),
+    ...urls,
   };
 }
 
 async function prepareOry(config: Config, trust: TrustMaterial): Promise<AuthPlan> {
   // Loaded on demand: only Ory mode needs yaml, ajv and the upstream schemas.
-  const { buildOryConfigs, loadOrCreateSystemSecret, oryCommands, parseOrySettings, writeOryConfigs } =
-    await import("./auth/ory-config.js");
+  const {
+    buildOryConfigs,
+    loadOrCreateSystemSecret,
+    oryAdminSockets,
+    oryCommands,
+    parseOrySettings,
+    writeOryConfigs,
+  } = await import("./auth/ory-config.js");
   const { OrySchemaValidator } = await import("./auth/ory-schema-validator.js");
   const dir = join(config.dataDir, "ory");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const { host, publicPort, adminPort, ory } = config.auth;
+  assertPrivateDirectory(dir);
+  const { host, publicPort, ory } = config.auth;
   const settings = parseOrySettings({
     configDir: dir,
     secretFile: join(dir, "system.secret"),
     host,
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },
     logLevel: config.log.level === "debug" || config.log.level === "trace" ? "debug" : "info",
-    hydra: { publicPort, adminPort, dsn: ory.dsn },
-    kratos: { dsn: ory.dsn, publicPort: ory.kratosPublicPort, adminPort: ory.kratosAdminPort },
+    hydra: { publicPort, dsn: ory.dsn },
+    kratos: { dsn: ory.dsn, publicPort: ory.kratosPublicPort },
     oathkeeper: { apiPort: ory.oathkeeperApiPort, proxyPort: ory.oathkeeperProxyPort },
   });
   const configs = buildOryConfigs(settings, loadOrCreateSystemSecret(settings.secretFile));
@@ -96,6 +118,8 @@ async function prepareOry(config: Config, trust: TrustMaterial): Promise<AuthPla
   validator.validate("oathkeeper", configs.oathkeeper);
   validator.validateAccessRules(configs.accessRules, configs.oathkeeper);
   const files = writeOryConfigs(settings, configs);
+  // Hydra and Kratos cannot bind over a socket file a killed predecessor left behind.
+  for (const socket of Object.values(oryAdminSockets(settings))) await removeStaleSocket(socket);
   return {
     helpers: oryCommands(settings, files, ory).map((c) => ({
       name: c.name,

@@ -22,7 +22,7 @@ test("defaults bind every listener to loopback on the documented ports", () => {
   });
   assert.equal(cfg.auth.mode, "embedded");
   assert.equal(cfg.auth.publicPort, 4444);
-  assert.equal(cfg.auth.adminPort, 4445);
+  assert.equal("adminPort" in cfg.auth, false, "the auth admin API has no port: it is a Unix socket");
   assert.ok(Object.isFrozen(cfg) && Object.isFrozen(cfg.listen.admin));
 });
 
@@ -83,4 +83,22 @@ test("the Ory DSN must be memory or postgres", (t) => {
   assert.throws(() => loadConfig(file, {}), /auth\.ory\.dsn/);
   const ok = tempFile(t, "ok.json", JSON.stringify({ auth: { ory: { dsn: "postgres://u@db/hydra" } } }));
   assert.equal(loadConfig(ok, {}).auth.ory.dsn, "postgres://u@db/hydra");
+});
+
+test("auth.adminPort and auth.ory.kratosAdminPort are refused, saying the admin API is a Unix socket now", (t) => {
+  const file = tempFile(t, "cp.yaml", "auth:\n  adminPort: 4445\n  ory: { kratosAdminPort: 4434 }\n");
+  let problems: readonly string[] = [];
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems : [];
+      return e instanceof ConfigError;
+    },
+  );
+  for (const key of ["auth.adminPort", "auth.ory.kratosAdminPort"]) {
+    assert.ok(
+      problems.some((p) => p.startsWith(`${key}: the auth admin API listens only on a Unix socket`)),
+      `${key} in:\n${problems.join("\n")}`,
+    );
+  }
 });

@@ -9,6 +9,14 @@ import { z } from "zod";
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
 
+/** A setting that no longer exists: present in a config file, it is an error that says why. */
+const removed = (why: string) => z.never({ error: why }).optional();
+// The auth helpers' admin APIs (client registration, introspection) have no authentication, and
+// loopback TCP is reachable by every local user: they listen only on Unix sockets in the data dir.
+const adminOnSocket = removed(
+  "the auth admin API listens only on a Unix socket in the data dir now (loopback TCP is open to every local user); remove this setting",
+);
+
 /** A listener address. Port 0 picks a free port (tests). */
 const endpoint = (defaultPort: number) =>
   z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
@@ -25,7 +33,7 @@ const oryBinaries = z.strictObject({
   /** Folder with the upstream JSON Schemas used to validate generated configs. */
   schemaDir: z.string().min(1).optional(),
   kratosPublicPort: port.default(4433),
-  kratosAdminPort: port.default(4434),
+  kratosAdminPort: adminOnSocket,
   oathkeeperApiPort: port.default(4456),
   oathkeeperProxyPort: port.default(4457),
 });
@@ -49,12 +57,15 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** `embedded` runs our authserver; `ory` runs Hydra, Kratos and Oathkeeper. */
       mode: z.enum(["embedded", "ory"]).default("embedded"),
-      /** The auth admin API's address (introspection, clients): keep it on loopback. */
+      /**
+       * Interface of the auth helpers' TCP listeners other than the token endpoint (Kratos public,
+       * Oathkeeper); their admin APIs are Unix sockets in the data dir, never TCP.
+       */
       host: host.default("127.0.0.1"),
       /** Where the token endpoint listens; agents must reach it (default: `host`). */
       publicHost: host.optional(),
       publicPort: port.default(4444),
-      adminPort: port.default(4445),
+      adminPort: adminOnSocket,
       /** Budget for each auth helper to become healthy. */
       healthTimeoutMs: z.number().int().positive().default(30_000),
       introspectionTimeoutMs: z.number().int().positive().default(2_000),

@@ -213,7 +213,10 @@ export class Daemon {
       interceptors: [
         recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
-        new AuthInterceptor({ introspector: cached, log: adminLog }).interceptor,
+        // Only the CLI's client may administer: a client registered under any other id with scope
+        // `admin` (by whoever could once reach an auth admin API) gets nothing here.
+        new AuthInterceptor({ introspector: cached, requiredClientId: CLI_CLIENT.clientId, log: adminLog })
+          .interceptor,
       ],
       log: adminLog,
     });
@@ -254,8 +257,20 @@ export class Daemon {
       ca: trust.ca,
       signal,
     });
+    for (const [clientId, r] of registered) {
+      if (r.outcome !== "replaced") continue;
+      // Someone else's registration under our client id (or keys from an older trust dir): it is
+      // ours again and its tokens are deleted. A security event either way; no key material.
+      this.#log.warn(
+        { event: "oauth_client_replaced", clientId, differences: r.differences },
+        "a registered OAuth2 client was not ours; replaced it and deleted its tokens",
+      );
+    }
     this.#log.info(
-      { event: "clients_registered", clients: Object.fromEntries(registered) },
+      {
+        event: "clients_registered",
+        clients: Object.fromEntries([...registered].map(([id, r]) => [id, r.outcome])),
+      },
       `OAuth2 clients ${CLI_CLIENT.clientId} and ${AGENT_CLIENT.clientId} registered`,
     );
 

@@ -1,7 +1,8 @@
 // The daemon's HTTP(S) client for its helpers' endpoints (health, introspection, client
-// registration): node:http/https with TLS 1.3 only and verification on, a bounded body, and one
-// AbortSignal covering connect, headers and body. node's own client rather than undici keeps
-// ~15 MiB of resident memory out of a daemon that makes a handful of these requests.
+// registration): node:http/https with TLS 1.3 only and verification on, plain HTTP through a Unix
+// socket for `http+unix:` URLs (the auth helpers' admin APIs), a bounded body, and one AbortSignal
+// covering connect, headers and body. node's own client rather than undici keeps ~15 MiB of
+// resident memory out of a daemon that makes a handful of these requests.
 import http from "node:http";
 import https from "node:https";
 
@@ -14,15 +15,36 @@ export interface TlsClientOptions {
   readonly servername?: string | undefined;
 }
 
+/**
+ * Scheme of a URL that names a Unix socket: `http+unix://<percent-encoded socket path>/<path>`
+ * (the convention of Docker's and requests' clients). The request is plain HTTP on that socket; the
+ * file system's permissions are its boundary, so no TLS.
+ */
+export const UNIX_SOCKET_PROTOCOL = "http+unix:";
+
+/** The base URL of an HTTP API served on the Unix socket `socketPath`. */
+export function unixSocketUrl(socketPath: string): string {
+  return `http+unix://${encodeURIComponent(socketPath)}`;
+}
+
+/** The socket path of an `http+unix:` URL, or undefined for any other URL. */
+export function unixSocketPathOf(url: URL | string): string | undefined {
+  const u = typeof url === "string" ? new URL(url) : url;
+  if (u.protocol !== UNIX_SOCKET_PROTOCOL) return undefined;
+  const path = decodeURIComponent(u.hostname);
+  if (!path.startsWith("/")) throw new TypeError(`${u.href}: the socket path must be absolute`);
+  return path;
+}
+
 /** One request. */
 export interface HttpRequestOptions {
-  readonly method?: "GET" | "POST";
+  readonly method?: "GET" | "POST" | "PUT" | "DELETE";
   readonly headers?: Readonly<Record<string, string>>;
   readonly body?: string;
-  /** Required for https URLs unless `agent` carries it. */
+  /** Required for https URLs unless `agent` carries it; ignored for `http+unix:` URLs. */
   readonly tls?: TlsClientOptions | undefined;
-  /** A pool from `httpsAgent`; without one the request uses its own connection, closed after. */
-  readonly agent?: https.Agent;
+  /** A pool from `agentFor`; without one the request uses its own connection, closed after. */
+  readonly agent?: http.Agent;
   readonly signal: AbortSignal;
   /** Largest body read; more is a ResponseTooLargeError (default 64 KiB). */
   readonly maxBodyBytes?: number;
@@ -59,25 +81,53 @@ export function httpsAgent(tls: TlsClientOptions): https.Agent {
 }
 
 /**
+ * A keep-alive pool suited to `url`: TLS for https, plain for an `http+unix:` socket (node pools
+ * per socket path); undefined for plain http (each request its own connection).
+ */
+export function agentFor(url: URL | string, tls: TlsClientOptions): http.Agent | undefined {
+  const protocol = (typeof url === "string" ? new URL(url) : url).protocol;
+  if (protocol === "https:") return httpsAgent(tls);
+  if (protocol === UNIX_SOCKET_PROTOCOL) return new http.Agent({ keepAlive: true, maxSockets: 16 });
+  return undefined;
+}
+
+/**
  * Sends one request and reads the whole body (bounded). Rejects with the socket's error, the
  * signal's abort error, or ResponseTooLargeError; an HTTP error status is an answer, not a failure.
  */
 export function httpRequest(url: URL | string, options: HttpRequestOptions): Promise<HttpResponse> {
   const target = typeof url === "string" ? new URL(url) : url;
-  const isHttps = target.protocol === "https:";
   const limit = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const headers: Record<string, string> = { ...options.headers };
   if (options.body !== undefined) headers["content-length"] = String(Buffer.byteLength(options.body));
   const common = { method: options.method ?? "GET", headers, signal: options.signal };
+  const agent = options.agent ?? false;
   return new Promise<HttpResponse>((resolve, reject) => {
-    const req = isHttps
-      ? https.request(target, {
+    let req: http.ClientRequest;
+    switch (target.protocol) {
+      case "https:":
+        req = https.request(target, {
           ...common,
           ...(options.agent === undefined
             ? { agent: false, ...(options.tls === undefined ? {} : tlsClientOptions(options.tls)) }
             : { agent: options.agent }),
-        })
-      : http.request(target, { ...common, agent: false });
+        });
+        break;
+      case UNIX_SOCKET_PROTOCOL:
+        req = http.request({
+          ...common,
+          headers: { host: "localhost", ...headers },
+          socketPath: unixSocketPathOf(target)!,
+          path: `${target.pathname === "" ? "/" : target.pathname}${target.search}`,
+          agent,
+        });
+        break;
+      case "http:":
+        req = http.request(target, { ...common, agent });
+        break;
+      default:
+        throw new TypeError(`unsupported URL scheme ${target.protocol} in ${target.href}`);
+    }
     req.on("error", reject);
     req.once("response", (res) => {
       const chunks: Buffer[] = [];

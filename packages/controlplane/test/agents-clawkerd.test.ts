@@ -52,7 +52,7 @@ before(async () => {
   registry = new Registry(join(tmp, "registry.db"));
   overseer.agents.subscribe((e) => void events.push(e));
   introspector = new HttpIntrospector({
-    adminUrl: `https://127.0.0.1:${cp.ports.authAdmin}`,
+    adminUrl: cp.authAdminUrl,
     ca: Buffer.from(trust.set.ca.certPem),
     timeoutMs: 2000,
   });

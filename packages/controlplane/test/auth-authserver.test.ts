@@ -1,7 +1,8 @@
 // The real token and introspection path: the embedded OAuth2 server (packages/authserver, its own
-// process) registers clawker's clients through our registration code, issues tokens for ES256
-// client assertions, and answers the AuthInterceptor's RFC 7662 lookups for a real grpc-js server
-// over real mTLS with the CLI's trust material (test/harness/trust.ts).
+// process, its admin API on a Unix socket) registers clawker's clients through our registration
+// code, issues tokens for ES256 client assertions, and answers the AuthInterceptor's RFC 7662
+// lookups for a real grpc-js server over real mTLS with the CLI's trust material
+// (test/harness/trust.ts). Registration replaces a client someone else registered under our id.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -18,7 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { admin, agent } from "@clawker/proto";
-import { SignJWT, importJWK } from "jose";
+import { SignJWT, exportJWK, generateKeyPair, importJWK, type CryptoKey } from "jose";
 import pino from "pino";
 import { Agent, request } from "undici";
 import {
@@ -32,6 +33,7 @@ import {
   registerClients,
   withRecovery,
 } from "../src/auth/index.js";
+import { httpRequest, unixSocketUrl } from "../src/http-client.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
@@ -52,7 +54,6 @@ async function startAuthServer(): Promise<void> {
     file,
     JSON.stringify({
       public: { host: "127.0.0.1", port: 0 },
-      admin: { host: "127.0.0.1", port: 0 },
       tls: { certFile: trust.paths.controlPlaneServerCert, keyFile: trust.paths.controlPlaneServerKey },
       databaseFile: join(trust.dir, "auth.db"),
       signingKeyFile: join(trust.dir, "auth-signing.jwk"),
@@ -80,13 +81,13 @@ async function startAuthServer(): Promise<void> {
         throw new Error(`authserver exited ${authserver.exitCode}: ${stderr}`);
       for (const line of stdout.split("\n")) {
         if (!line.includes('"listening"')) continue;
-        return JSON.parse(line) as { issuer: string; admin: { port: number } };
+        return JSON.parse(line) as { issuer: string; admin: { socket: string } };
       }
       return undefined;
     },
     { timeoutMs: 60_000, intervalMs: 50, what: "authserver listening" },
   );
-  adminUrl = `https://127.0.0.1:${listening.admin.port}`;
+  adminUrl = unixSocketUrl(listening.admin.socket);
   tokenUrl = `${listening.issuer.replace(/\/$/, "")}/oauth2/token`;
 }
 
@@ -97,17 +98,21 @@ async function stopAuthServer(): Promise<void> {
   await exited;
 }
 
-async function token(clientId: string, scope: string): Promise<string> {
-  const key = await importJWK(trust.set.signingKey.privateJwk, "ES256");
+/** Asks the token endpoint; resolves with the status and the token (when 200). */
+async function tokenAnswer(
+  clientId: string,
+  scope: string,
+  signingKey: CryptoKey | Uint8Array = trustKey,
+): Promise<{ status: number; token: string | undefined }> {
   const assertion = await new SignJWT({})
-    .setProtectedHeader({ alg: "ES256", kid: trust.set.signingKey.kid })
+    .setProtectedHeader({ alg: "ES256" })
     .setIssuer(clientId)
     .setSubject(clientId)
     .setAudience(tokenUrl)
     .setJti(crypto.randomUUID())
     .setIssuedAt()
     .setExpirationTime("30s")
-    .sign(key);
+    .sign(signingKey);
   const res = await request(tokenUrl, {
     dispatcher: http,
     method: "POST",
@@ -120,8 +125,13 @@ async function token(clientId: string, scope: string): Promise<string> {
     }).toString(),
   });
   const body = (await res.body.json()) as { access_token?: string };
-  assert.equal(res.statusCode, 200, JSON.stringify(body));
-  return body.access_token!;
+  return { status: res.statusCode, token: body.access_token };
+}
+
+async function token(clientId: string, scope: string): Promise<string> {
+  const answer = await tokenAnswer(clientId, scope);
+  assert.equal(answer.status, 200);
+  return answer.token!;
 }
 
 interface Listener {
@@ -210,8 +220,11 @@ function call(c: AnyClient, method: string, bearer?: string): Promise<{ code: st
   });
 }
 
+let trustKey: CryptoKey | Uint8Array;
+
 before(async () => {
   trust = await mintTestTrust();
+  trustKey = await importJWK(trust.set.signingKey.privateJwk, "ES256");
   http = new Agent({ connect: { ca: trust.set.ca.certPem } });
   await startAuthServer();
 });
@@ -241,18 +254,71 @@ void describe("against the embedded authserver (real process)", () => {
     await agentListener.close();
   });
 
-  void test("registration: both clients created (201), then existing (409), both success", async () => {
+  void test("registration: both clients created (201), then found equal to ours (409 + GET)", async () => {
     const jwks = { keys: [trust.set.signingKey.publicJwk as Record<string, unknown>] };
-    const first = await registerClients(clawkerClients(jwks), { adminUrl, ca: trust.set.ca.certPem });
+    const first = await registerClients(clawkerClients(jwks), { adminUrl });
     assert.deepEqual(
-      [...first.entries()],
+      [...first.entries()].map(([id, r]) => [id, r.outcome]),
       [
         ["clawker-cli", "created"],
         ["clawker-agent", "created"],
       ],
     );
-    const again = await registerClients(clawkerClients(jwks), { adminUrl, ca: trust.set.ca.certPem });
-    assert.deepEqual([...again.values()], ["exists", "exists"]);
+    const again = await registerClients(clawkerClients(jwks), { adminUrl });
+    assert.deepEqual(
+      [...again.values()],
+      [
+        { outcome: "exists", differences: [] },
+        { outcome: "exists", differences: [] },
+      ],
+    );
+  });
+
+  void test("a squatter's clawker-cli (foreign key, broader scope) is replaced: its key and token stop working, ours works", async (t) => {
+    const admin = (method: "GET" | "POST" | "DELETE", path: string, body?: unknown) =>
+      httpRequest(new URL(path, adminUrl), {
+        method,
+        signal: AbortSignal.timeout(5000),
+        ...(body === undefined
+          ? {}
+          : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+      });
+    const squatter = await generateKeyPair("ES256");
+    const squatterJwk = { ...(await exportJWK(squatter.publicKey)), alg: "ES256", use: "sig" };
+    // What a local user could do while the admin API was on loopback TCP.
+    assert.equal((await admin("DELETE", "/admin/clients/clawker-cli")).status, 204);
+    const squat = await admin("POST", "/admin/clients", {
+      client_id: "clawker-cli",
+      grant_types: ["client_credentials"],
+      token_endpoint_auth_method: "private_key_jwt",
+      token_endpoint_auth_signing_alg: "ES256",
+      scope: "admin agent:self:register",
+      jwks: { keys: [squatterJwk] },
+    });
+    assert.equal(squat.status, 201);
+    const stolen = await tokenAnswer("clawker-cli", "admin", squatter.privateKey);
+    assert.equal(stolen.status, 200);
+    assert.equal((await tokenAnswer("clawker-cli", "admin")).status, 401, "the real CLI is locked out");
+
+    const jwks = { keys: [trust.set.signingKey.publicJwk as Record<string, unknown>] };
+    const result = await registerClients(clawkerClients(jwks), { adminUrl });
+    assert.deepEqual(result.get("clawker-cli"), { outcome: "replaced", differences: ["jwks", "scope"] });
+    assert.deepEqual(result.get("clawker-agent"), { outcome: "exists", differences: [] });
+
+    const introspector = new HttpIntrospector({ adminUrl });
+    t.after(() => introspector.close());
+    assert.equal(
+      (await introspector.introspect(stolen.token!)).active,
+      false,
+      "the squatter's token is gone",
+    );
+    assert.equal((await tokenAnswer("clawker-cli", "admin", squatter.privateKey)).status, 401);
+    assert.equal(
+      (await tokenAnswer("clawker-cli", "agent:self:register")).status,
+      400,
+      "scope is ours again",
+    );
+    assert.equal((await introspector.introspect(await token("clawker-cli", "admin"))).active, true);
   });
 
   void test("a CLI token (admin) calls ListAgents; tampered, missing and agent tokens are refused", async () => {

@@ -1,10 +1,11 @@
 // Ory mode: generated configs checked against the upstream schemas (../shared/ory-schemas), the
-// system secret's life cycle, and the Ory process path (spawn, health, client registration,
-// token + introspection) against the FAKE Hydra/Kratos/Oathkeeper executables in test/fakes,
-// because the real Ory binaries cannot be installed here.
+// admin APIs on 0600 Unix sockets, the system secret's life cycle, and the Ory process path
+// (spawn, health, client registration and replacement, token + introspection) against the FAKE
+// Hydra/Kratos/Oathkeeper executables in test/fakes, because the real Ory binaries cannot be
+// installed here.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -22,6 +23,7 @@ import {
   OrySecretError,
   accessRules,
   buildOryConfigs,
+  oryAdminSockets,
   clawkerClients,
   loadOrCreateSystemSecret,
   oryAssetsDir,
@@ -34,6 +36,7 @@ import {
   type OryConfigFiles,
   type OrySettings,
 } from "../src/auth/index.js";
+import { httpRequest, unixSocketUrl } from "../src/http-client.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
@@ -67,11 +70,7 @@ void describe("Ory configs against the upstream schemas", () => {
       settings(),
       settings({
         logLevel: "warn",
-        hydra: {
-          dsn: "postgres://hydra:pw@127.0.0.1:5432/hydra?sslmode=disable",
-          publicPort: 14444,
-          adminPort: 14445,
-        },
+        hydra: { dsn: "postgres://hydra:pw@127.0.0.1:5432/hydra?sslmode=disable", publicPort: 14444 },
         kratos: { dsn: "postgresql://kratos@db/kratos", publicPort: 14433 },
         oathkeeper: { apiPort: 14456, proxyPort: 14457 },
       }),
@@ -109,13 +108,39 @@ void describe("Ory configs against the upstream schemas", () => {
 
   void test("access rules are checked against Oathkeeper's pipeline schemas and enabled handlers", () => {
     const c = buildOryConfigs(settings(), "s".repeat(43));
-    const rules = structuredClone(c.accessRules) as {
-      authenticators: { config: Record<string, unknown> }[];
-      mutators: unknown[];
-    }[];
-    rules[0]!.authenticators[0]!.config["required_scope"] = "admin";
-    rules[0]!.mutators = [{ handler: "header" }];
-    const problems = validator.checkAccessRules(rules, c.oathkeeper);
+    assert.deepEqual(c.accessRules, [], "no rule: what one could protect is only on sockets now");
+    assert.deepEqual(validator.checkAccessRules(c.accessRules, c.oathkeeper), []);
+    // A rule as an operator might add one, against a config that enables its handlers.
+    const oathkeeper = {
+      ...c.oathkeeper,
+      authenticators: {
+        oauth2_introspection: {
+          enabled: true,
+          config: { introspection_url: "https://127.0.0.1:9/admin/oauth2/introspect" },
+        },
+      },
+      authorizers: { allow: { enabled: true } },
+      mutators: { noop: { enabled: true } },
+    };
+    const rule = {
+      id: "example",
+      match: { url: "https://127.0.0.1:4457/x/<**>", methods: ["GET"] },
+      authenticators: [{ handler: "oauth2_introspection", config: { required_scope: ["admin"] } }],
+      authorizer: { handler: "allow" },
+      mutators: [{ handler: "noop" }],
+      errors: [{ handler: "json" }],
+    };
+    assert.deepEqual(validator.checkAccessRules([rule], oathkeeper), []);
+    const problems = validator.checkAccessRules(
+      [
+        {
+          ...rule,
+          authenticators: [{ handler: "oauth2_introspection", config: { required_scope: "admin" } }],
+          mutators: [{ handler: "header" }],
+        },
+      ],
+      oathkeeper,
+    );
     assert.ok(
       problems.includes("/0/authenticators/0/config/required_scope must be array"),
       problems.join("\n"),
@@ -124,14 +149,46 @@ void describe("Ory configs against the upstream schemas", () => {
       problems.includes("/0/mutators/0/handler header is not enabled in the config"),
       problems.join("\n"),
     );
-    const withoutUrl = structuredClone(c.oathkeeper) as {
+    const withoutUrl = structuredClone(oathkeeper) as {
       authenticators: { oauth2_introspection: { config?: unknown } };
     };
     delete withoutUrl.authenticators.oauth2_introspection.config;
     assert.throws(
-      () => validator.validateAccessRules(c.accessRules, withoutUrl),
+      () => validator.validateAccessRules([rule], withoutUrl),
       (e: unknown) => e instanceof OryConfigInvalidError && e.message.includes("introspection_url"),
     );
+  });
+
+  void test("Hydra's and Kratos' admin APIs are 0600 Unix sockets in the config dir, without TLS or a port; Oathkeeper stays on TCP", () => {
+    const s = settings();
+    const c = buildOryConfigs(s, "s".repeat(43)) as unknown as {
+      hydra: { serve: Record<string, Record<string, unknown>> };
+      kratos: { serve: Record<string, Record<string, unknown>> };
+      oathkeeper: { serve: Record<string, Record<string, unknown>> };
+    };
+    const sockets = oryAdminSockets(s);
+    assert.deepEqual(sockets, {
+      hydra: join(s.configDir, "hydra-admin.sock"),
+      kratos: join(s.configDir, "kratos-admin.sock"),
+    });
+    assert.deepEqual(c.hydra.serve["admin"], { host: `unix:${sockets.hydra}`, socket: { mode: 0o600 } });
+    assert.deepEqual(c.kratos.serve["admin"], {
+      host: `unix:${sockets.kratos}`,
+      socket: { mode: 0o600 },
+      base_url: "http://localhost/",
+    });
+    assert.equal(c.hydra.serve["public"]?.["host"], "127.0.0.1");
+    assert.equal(c.kratos.serve["public"]?.["host"], "127.0.0.1");
+    assert.equal(c.oathkeeper.serve["api"]?.["host"], "127.0.0.1");
+    assert.equal(oryUrls(s).hydraAdmin, unixSocketUrl(sockets.hydra));
+    assert.equal(oryUrls(s).kratosAdmin, unixSocketUrl(sockets.kratos));
+    assert.doesNotMatch(JSON.stringify(c), /4445|4434/, "no admin port anywhere");
+  });
+
+  void test("settings naming an admin port are refused", () => {
+    for (const extra of [{ hydra: { adminPort: 4445 } }, { kratos: { adminPort: 4434 } }]) {
+      assert.throws(() => settings(extra as Parameters<typeof settings>[0]), /adminPort/);
+    }
   });
 
   void test("an absent schema folder fails clearly, naming the path", () => {
@@ -167,9 +224,9 @@ void describe("Ory configs against the upstream schemas", () => {
     assert.deepEqual(JSON.parse(readFileSync(files.accessRules, "utf8")), c.accessRules);
   });
 
-  void test("ory/access-rules.json is the generated rule set for the default ports", () => {
+  void test("ory/access-rules.json is the generated rule set (none)", () => {
     const committed: unknown = JSON.parse(readFileSync(join(repoRoot, "ory/access-rules.json"), "utf8"));
-    assert.deepEqual(committed, accessRules(settings()));
+    assert.deepEqual(committed, accessRules());
   });
 
   void test("ory/identity.schema.json is a draft-07 schema that accepts an operator and refuses junk", () => {
@@ -229,19 +286,29 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
   let s: OrySettings;
   let files: OryConfigFiles;
   let http: Agent;
+  const ca = (): string => pki.set.ca.certPem;
+  /** A request to Hydra's admin socket. */
+  const hydraAdmin = (method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown) =>
+    httpRequest(new URL(path, oryUrls(s).hydraAdmin), {
+      method,
+      signal: AbortSignal.timeout(5000),
+      ...(body === undefined
+        ? {}
+        : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    });
 
   before(async () => {
-    const [hp, ha, kp, ka, oa, op] = await freePorts(6);
+    const [hp, kp, oa, op] = await freePorts(4);
     s = settings({
       configDir: join(dir, "ory-run"),
-      hydra: { publicPort: hp!, adminPort: ha! },
-      kratos: { publicPort: kp!, adminPort: ka! },
+      hydra: { publicPort: hp! },
+      kratos: { publicPort: kp! },
       oathkeeper: { apiPort: oa!, proxyPort: op! },
     });
     const configs = buildOryConfigs(s, loadOrCreateSystemSecret(join(dir, "secret-run")));
     for (const svc of ["hydra", "kratos", "oathkeeper"] as const) validator.validate(svc, configs[svc]);
     files = writeOryConfigs(s, configs);
-    http = new Agent({ connect: { ca: pki.set.ca.certPem } });
+    http = new Agent({ connect: { ca: ca() } });
     const fakes = { hydra: "fake-hydra.ts", kratos: "fake-kratos.ts", oathkeeper: "fake-oathkeeper.ts" };
     for (const cmd of oryCommands(s, files)) {
       // The real binaries' argv, handed to the fake of the same name.
@@ -259,9 +326,11 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
       await waitFor(
         async () => {
           if (child.exitCode !== null) throw new Error(`${cmd.name} exited: ${stderr}`);
-          const res = await request(cmd.healthUrl, { dispatcher: http });
-          await res.body.dump();
-          return res.statusCode === 200;
+          const res = await httpRequest(cmd.healthUrl, {
+            tls: { ca: ca() },
+            signal: AbortSignal.timeout(2000),
+          });
+          return res.status === 200;
         },
         { timeoutMs: 20_000, intervalMs: 100, what: `${cmd.name} healthy` },
       );
@@ -280,32 +349,76 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     await http.close();
   });
 
-  void test("clients are created (201), then found existing (409): both succeed", async () => {
+  void test("the admin sockets exist with mode 0600 in the 0700 config dir", () => {
+    assert.equal(statSync(s.configDir).mode & 0o777, 0o700);
+    for (const socket of Object.values(oryAdminSockets(s))) {
+      const st = lstatSync(socket);
+      assert.ok(st.isSocket(), socket);
+      assert.equal(st.mode & 0o777, 0o600, socket);
+    }
+  });
+
+  void test("clients are created (201), then found equal (409 + GET); a foreign clawker-cli is replaced", async () => {
     const { publicKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k1" };
-    const opts = { adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem };
+    const opts = { adminUrl: oryUrls(s).hydraAdmin };
     const first = await registerClients(clawkerClients({ keys: [jwk] }), opts);
     assert.deepEqual(
-      [...first.entries()],
+      [...first.entries()].map(([id, r]) => [id, r.outcome]),
       [
         ["clawker-cli", "created"],
         ["clawker-agent", "created"],
       ],
     );
     const second = await registerClients(clawkerClients({ keys: [jwk] }), opts);
-    assert.deepEqual([...second.values()], ["exists", "exists"]);
-    const res = await request(`${oryUrls(s).hydraAdmin}/admin/clients/clawker-agent`, { dispatcher: http });
-    const body = (await res.body.json()) as Record<string, unknown>;
-    assert.equal(res.statusCode, 200);
+    assert.deepEqual(
+      [...second.values()].map((r) => r.outcome),
+      ["exists", "exists"],
+    );
+    const res = await hydraAdmin("GET", "/admin/clients/clawker-agent");
+    const body = JSON.parse(res.body) as Record<string, unknown>;
+    assert.equal(res.status, 200);
     assert.equal(body["scope"], "agent:self:register");
     assert.equal(body["token_endpoint_auth_method"], "private_key_jwt");
     assert.equal(body["token_endpoint_auth_signing_alg"], "ES256");
     assert.deepEqual(body["grant_types"], ["client_credentials"]);
-    const missing = await request(`${oryUrls(s).hydraAdmin}/admin/clients/no-such-client`, {
-      dispatcher: http,
+    assert.equal((await hydraAdmin("GET", "/admin/clients/no-such-client")).status, 404);
+
+    // A squatter's registration: their key, a jwks_uri, a broader scope, another auth method.
+    const other = await generateKeyPair("ES256");
+    assert.equal((await hydraAdmin("DELETE", "/admin/clients/clawker-cli")).status, 204);
+    const squat = await hydraAdmin("POST", "/admin/clients", {
+      client_id: "clawker-cli",
+      grant_types: ["client_credentials", "authorization_code"],
+      scope: "admin agent:self:register",
+      token_endpoint_auth_method: "private_key_jwt",
+      jwks: { keys: [await exportJWK(other.publicKey)] },
+      jwks_uri: "https://squatter.example/jwks.json",
+      audience: ["https://squatter.example"],
     });
-    await missing.body.dump();
-    assert.equal(missing.statusCode, 404);
+    assert.equal(squat.status, 201);
+    const third = await registerClients(clawkerClients({ keys: [jwk] }), opts);
+    assert.deepEqual(third.get("clawker-cli"), {
+      outcome: "replaced",
+      differences: [
+        "jwks",
+        "jwks_uri",
+        "grant_types",
+        "scope",
+        "token_endpoint_auth_signing_alg",
+        "audience",
+      ],
+    });
+    const restored = JSON.parse((await hydraAdmin("GET", "/admin/clients/clawker-cli")).body) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(restored["scope"], "admin");
+    assert.equal(restored["jwks_uri"], undefined, "PUT replaced the whole client");
+    assert.deepEqual(
+      [...(await registerClients(clawkerClients({ keys: [jwk] }), opts)).values()].map((r) => r.outcome),
+      ["exists", "exists"],
+    );
   });
 
   void test("a rejected client (400) is a typed error with the status, not retried", async () => {
@@ -313,11 +426,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     await assert.rejects(
       registerClient(
         { clientId: "broken", scope: "admin", jwks: { keys: "not-a-key-list" } as unknown as { keys: [] } },
-        {
-          adminUrl: oryUrls(s).hydraAdmin,
-          ca: pki.set.ca.certPem,
-          budgetMs: 5000,
-        },
+        { adminUrl: oryUrls(s).hydraAdmin, budgetMs: 5000 },
       ),
       (e: unknown) =>
         e instanceof ClientRegistrationError && e.reason === "http_status" && e.httpStatus === 400,
@@ -325,12 +434,10 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     assert.ok(Date.now() - started < 4000, "gave up at once instead of spending the budget");
   });
 
-  void test("an unreachable admin API exhausts the budget with a typed error", async () => {
-    const [dead] = await freePorts(1);
+  void test("an unreachable admin socket exhausts the budget with a typed error", async () => {
     await assert.rejects(
       registerClient(clawkerClients({ keys: [] })[0]!, {
-        adminUrl: `https://127.0.0.1:${dead}`,
-        ca: pki.set.ca.certPem,
+        adminUrl: unixSocketUrl(join(dir, "nobody-listens.sock")),
         budgetMs: 400,
         initialBackoffMs: 50,
       }),
@@ -342,10 +449,10 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     const jwk = { ...(await exportJWK(publicKey)), alg: "ES256", use: "sig", kid: "k2" };
     const spec = { clientId: "clawker-test-client", scope: "admin", jwks: { keys: [jwk] } };
-    assert.equal(
-      await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem }),
-      "created",
-    );
+    assert.deepEqual(await registerClient(spec, { adminUrl: oryUrls(s).hydraAdmin }), {
+      outcome: "created",
+      differences: [],
+    });
     const tokenUrl = `${oryUrls(s).hydraPublic}/oauth2/token`;
     const assertion = await new SignJWT({})
       .setProtectedHeader({ alg: "ES256", kid: "k2" })
@@ -369,7 +476,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     });
     const token = (await res.body.json()) as { access_token: string };
     assert.equal(res.statusCode, 200);
-    const introspector = new HttpIntrospector({ adminUrl: oryUrls(s).hydraAdmin, ca: pki.set.ca.certPem });
+    const introspector = new HttpIntrospector({ adminUrl: oryUrls(s).hydraAdmin });
     try {
       const r = await introspector.introspect(token.access_token);
       assert.deepEqual(
@@ -382,16 +489,9 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     }
   });
 
-  void test("SIGTERM stops each FAKE with exit 0 and frees its ports (last: runs after the others)", async () => {
+  void test("SIGTERM stops each FAKE with exit 0, frees its ports and removes its sockets (last: runs after the others)", async () => {
     // Declared last so the other tests of this suite have run; node:test runs them in order.
-    const ports = [
-      s.hydra.publicPort,
-      s.hydra.adminPort,
-      s.kratos.publicPort,
-      s.kratos.adminPort,
-      s.oathkeeper.apiPort,
-      s.oathkeeper.proxyPort,
-    ];
+    const ports = [s.hydra.publicPort, s.kratos.publicPort, s.oathkeeper.apiPort, s.oathkeeper.proxyPort];
     for (const c of children) {
       const exited = new Promise<number | null>((r) => c.once("exit", (code) => r(code)));
       c.kill("SIGTERM");
@@ -407,6 +507,9 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
         sock.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
       });
       assert.ok(refused, `port ${port} still open`);
+    }
+    for (const socket of Object.values(oryAdminSockets(s))) {
+      assert.throws(() => lstatSync(socket), { code: "ENOENT" }, socket);
     }
   });
 });

@@ -28,7 +28,7 @@ function fakeBinary(dir: string, name: "hydra" | "kratos" | "oathkeeper"): strin
 test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-valid, helpers supervised, calls authorized via Hydra", async (t) => {
   const bin = mkdtempSync(join(tmpdir(), "clawker-fake-ory-"));
   t.after(() => rmSync(bin, { recursive: true, force: true }));
-  const [kp, ka, oa, op] = (await freePorts(4)) as [number, number, number, number];
+  const [kp, oa, op] = (await freePorts(3)) as [number, number, number];
   const cp = await startControlPlane({
     config: {
       auth: {
@@ -38,7 +38,6 @@ test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-v
           kratos: fakeBinary(bin, "kratos"),
           oathkeeper: fakeBinary(bin, "oathkeeper"),
           kratosPublicPort: kp,
-          kratosAdminPort: ka,
           oathkeeperApiPort: oa,
           oathkeeperProxyPort: op,
         },
@@ -50,10 +49,16 @@ test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-v
   const started = cp.logs.filter((l) => l["msg"] === "helper started").map((l) => l["helper"]);
   assert.deepEqual(started, ["hydra", "kratos", "oathkeeper"]);
   const hydraYaml = join(cp.dataDir, "ory", "hydra.yaml");
-  const hydra = parseYaml(readFileSync(hydraYaml, "utf8")) as { serve: { admin: { port: number } } };
-  assert.equal(hydra.serve.admin.port, cp.ports.authAdmin);
-  const { statSync } = await import("node:fs");
+  const hydra = parseYaml(readFileSync(hydraYaml, "utf8")) as { serve: { admin: { host: string } } };
+  const hydraSocket = join(cp.dataDir, "ory", "hydra-admin.sock");
+  assert.equal(hydra.serve.admin.host, `unix:${hydraSocket}`);
+  assert.equal(cp.authAdminUrl, `http+unix://${encodeURIComponent(hydraSocket)}`);
+  const { lstatSync, statSync } = await import("node:fs");
   assert.equal(statSync(hydraYaml).mode & 0o777, 0o600);
+  assert.equal(statSync(join(cp.dataDir, "ory")).mode & 0o777, 0o700);
+  for (const socket of [hydraSocket, join(cp.dataDir, "ory", "kratos-admin.sock")]) {
+    assert.equal(lstatSync(socket).mode & 0o777, 0o600, socket);
+  }
   assert.equal(statSync(join(cp.dataDir, "ory", "system.secret")).mode & 0o777, 0o600);
 
   const client = openAdminClient({

@@ -1,14 +1,26 @@
 // The daemon's HTTPS client against real TLS servers on loopback: TLS 1.3 only, the server
 // verified against the CA we give it, mTLS leaves presented, bodies bounded, aborts prompt, and
-// a keep-alive pool that reuses one connection.
+// a keep-alive pool that reuses one connection. And plain HTTP through a real Unix socket for
+// `http+unix:` URLs, pooled the same way.
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type Server, type ServerOptions } from "node:https";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { mintTrustSet } from "@clawker/adminclient";
-import { httpRequest, httpsAgent, ResponseTooLargeError } from "../src/http-client.js";
+import {
+  agentFor,
+  httpRequest,
+  httpsAgent,
+  ResponseTooLargeError,
+  unixSocketPathOf,
+  unixSocketUrl,
+} from "../src/http-client.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
 let pki: TestTrust;
@@ -130,4 +142,72 @@ test("a keep-alive pool reuses one connection for sequential requests", async ()
     agent.destroy();
   }
   assert.equal(connections, 1);
+});
+
+async function serveOnSocket(
+  t: { after: (fn: () => unknown) => void },
+  handler: Parameters<typeof createHttpServer>[1],
+): Promise<{ url: string; server: HttpServer; path: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "http-client-sock "));
+  const path = join(dir, "api.sock");
+  const server = createHttpServer(handler);
+  server.listen(path);
+  await once(server, "listening");
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { url: unixSocketUrl(path), server, path };
+}
+
+test("http+unix URLs: the socket path round-trips (spaces, percent signs), relative paths are refused", () => {
+  for (const p of ["/run/clawker/admin.sock", "/tmp/a b/%41/x.sock"]) {
+    assert.equal(unixSocketPathOf(unixSocketUrl(p)), p);
+    assert.equal(unixSocketPathOf(new URL("/admin/clients?x=1", unixSocketUrl(p))), p);
+  }
+  assert.equal(unixSocketPathOf("https://127.0.0.1:4445"), undefined);
+  assert.throws(() => unixSocketPathOf("http+unix://relative.sock/x"), /absolute/);
+});
+
+test("an http+unix URL is plain HTTP through the socket: path, query, method, body and a Host header arrive", async (t) => {
+  const seen: string[] = [];
+  const { url } = await serveOnSocket(t, (req, res) => {
+    let body = "";
+    req.setEncoding("utf8").on("data", (d: string) => (body += d));
+    req.on("end", () => {
+      seen.push(`${req.method} ${req.url} host=${req.headers.host} ${body}`);
+      res.writeHead(204).end();
+    });
+  });
+  const res = await httpRequest(new URL("/admin/oauth2/tokens?client_id=clawker-cli", url), {
+    method: "DELETE",
+    body: "b",
+    signal: signal(),
+  });
+  assert.deepEqual(res, { status: 204, body: "" });
+  assert.equal((await httpRequest(url, { signal: signal() })).status, 204, "a bare base URL asks for /");
+  assert.deepEqual(seen, [
+    "DELETE /admin/oauth2/tokens?client_id=clawker-cli host=localhost b",
+    "GET / host=localhost ",
+  ]);
+});
+
+test("an http+unix pool reuses one connection; a missing socket rejects with ENOENT", async (t) => {
+  let connections = 0;
+  const { url, server, path } = await serveOnSocket(t, (_req, res) => res.end("ok"));
+  server.on("connection", () => connections++);
+  const agent = agentFor(url, {});
+  assert.ok(agent !== undefined);
+  try {
+    for (let i = 0; i < 5; i++)
+      assert.equal((await httpRequest(url, { agent, signal: signal() })).body, "ok");
+  } finally {
+    agent.destroy();
+  }
+  assert.equal(connections, 1);
+  await assert.rejects(
+    httpRequest(unixSocketUrl(`${path}.missing`), { signal: signal() }),
+    (err: NodeJS.ErrnoException) => err.code === "ENOENT",
+  );
 });

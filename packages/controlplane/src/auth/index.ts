@@ -6,5 +6,6 @@ export * from "./auth-interceptor.js";
 export * from "./ready-gate.js";
 export * from "./recovery.js";
 export * from "./client-registration.js";
+export * from "./admin-sockets.js";
 export * from "./ory-config.js";
 export * from "./ory-schema-validator.js";

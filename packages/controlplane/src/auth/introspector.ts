@@ -1,8 +1,9 @@
 // RFC 7662 token introspection against a Hydra-shaped admin endpoint
-// (`POST <adminUrl>/admin/oauth2/introspect`, form `token` [+ `scope`]), over TLS to the CP's CA
-// with a hard per-request timeout. Transport and protocol failures are IntrospectionErrors.
-import type { Agent } from "node:https";
-import { httpRequest, httpsAgent, ResponseTooLargeError, type TlsClientOptions } from "../http-client.js";
+// (`POST <adminUrl>/admin/oauth2/introspect`, form `token` [+ `scope`]): through the auth
+// helper's Unix socket (`http+unix:`), or over TLS to the CP's CA, with a keep-alive pool and a
+// hard per-request timeout. Transport and protocol failures are IntrospectionErrors.
+import type { Agent } from "node:http";
+import { agentFor, httpRequest, ResponseTooLargeError, type TlsClientOptions } from "../http-client.js";
 import { IntrospectionError } from "./errors.js";
 
 /** The fields of an RFC 7662 response that authorization uses. */
@@ -32,11 +33,11 @@ export interface Introspector {
 }
 
 /**
- * Settings of the HTTP introspector. TLS: `ca` is the bundle that signed the auth server's
- * certificate (the CP's CA); `cert` + `key` only for an admin endpoint that wants mTLS.
+ * Settings of the HTTP introspector. TLS (https URLs only): `ca` is the bundle that signed the
+ * auth server's certificate (the CP's CA); `cert` + `key` only for an admin endpoint that wants mTLS.
  */
 export interface HttpIntrospectorOptions extends Pick<TlsClientOptions, "ca" | "cert" | "key"> {
-  /** Base URL of the admin API, e.g. `https://127.0.0.1:4445`. */
+  /** Base URL of the admin API: `http+unix://<socket>` (the auth helpers) or `https://host:port`. */
   readonly adminUrl: string;
   /** Hard timeout per request, milliseconds (default 2000). */
   readonly timeoutMs?: number;
@@ -46,7 +47,7 @@ export interface HttpIntrospectorOptions extends Pick<TlsClientOptions, "ca" | "
 export const DEFAULT_INTROSPECTION_TIMEOUT_MS = 2000;
 const MAX_RESPONSE_BYTES = 64 * 1024;
 
-/** Introspects over HTTPS; keeps one keep-alive pool to the admin endpoint. */
+/** Introspects over HTTP(S); keeps one keep-alive pool to the admin endpoint. */
 export class HttpIntrospector implements Introspector {
   readonly #url: URL;
   readonly #timeoutMs: number;
@@ -56,7 +57,7 @@ export class HttpIntrospector implements Introspector {
   constructor(options: HttpIntrospectorOptions) {
     this.#url = new URL("/admin/oauth2/introspect", options.adminUrl);
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_INTROSPECTION_TIMEOUT_MS;
-    this.#agent = this.#url.protocol === "https:" ? httpsAgent(options) : undefined;
+    this.#agent = agentFor(this.#url, options);
   }
 
   /** Asks the server about `token`; resolves with its answer or rejects with an IntrospectionError. */

@@ -1,6 +1,8 @@
 // Ory mode: typed settings -> hydra.yaml, kratos.yaml, oathkeeper.yaml (+ access rules), the
 // system secret (generated once, 0600, reused), and the command lines that start each binary.
 // Everything is validated against the upstream schemas by ory-schema-validator.ts before use.
+// Hydra's and Kratos' admin APIs listen on Unix sockets (0600) in the 0700 config dir, never on
+// TCP (ory/x configx: `serve.admin.host: unix:<path>`, `serve.admin.socket.mode`).
 import { createHmac, randomBytes } from "node:crypto";
 import {
   constants,
@@ -16,6 +18,8 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { stringify } from "yaml";
 import { z } from "zod";
+import { unixSocketUrl } from "../http-client.js";
+import { ADMIN_SOCKET_MODE, HYDRA_ADMIN_SOCKET, KRATOS_ADMIN_SOCKET } from "./admin-sockets.js";
 
 const port = z.number().int().min(1).max(65535);
 const dsn = z
@@ -24,9 +28,12 @@ const dsn = z
     message: 'DSN must be "memory" or a postgres:// URL',
   });
 
-/** Settings for Ory mode; defaults are ARCHITECTURE.md's ports on loopback, in-memory storage. */
+/**
+ * Settings for Ory mode; defaults are ARCHITECTURE.md's ports on loopback, in-memory storage. The
+ * admin APIs have no port: they are sockets in `configDir` (see oryAdminSockets).
+ */
 export const OrySettingsSchema = z.strictObject({
-  /** Directory the generated configs (and the access rules) are written to. */
+  /** Directory (0700) the generated configs, the access rules and the admin sockets live in. */
   configDir: z.string().min(1),
   /** File holding the system secret; created 0600 on first use. */
   secretFile: z.string().min(1),
@@ -37,7 +44,6 @@ export const OrySettingsSchema = z.strictObject({
   hydra: z
     .strictObject({
       publicPort: port.default(4444),
-      adminPort: port.default(4445),
       /** Token issuer; defaults to the public URL. */
       issuer: z.url().optional(),
       dsn: dsn.default("memory"),
@@ -50,7 +56,6 @@ export const OrySettingsSchema = z.strictObject({
   kratos: z
     .strictObject({
       publicPort: port.default(4433),
-      adminPort: port.default(4434),
       dsn: dsn.default("memory"),
       /** Identity schema file; defaults to the repo's ory/identity.schema.json. */
       identitySchemaFile: z.string().min(1).optional(),
@@ -130,12 +135,16 @@ function derive(secret: string, purpose: string): string {
 const hydraLogLevel = { debug: "debug", info: "info", warn: "warn", error: "error" } as const;
 const kratosLogLevel = { debug: "debug", info: "info", warn: "warning", error: "error" } as const;
 
-/** URLs derived from the settings (what the CP and the clients talk to). */
+/** The Unix sockets of Hydra's and Kratos' admin APIs for these settings. */
+export function oryAdminSockets(s: OrySettings): { readonly hydra: string; readonly kratos: string } {
+  return { hydra: join(s.configDir, HYDRA_ADMIN_SOCKET), kratos: join(s.configDir, KRATOS_ADMIN_SOCKET) };
+}
+
+/** URLs derived from the settings (what the CP and the clients talk to); admin ones are `http+unix:`. */
 export interface OryUrls {
   readonly hydraPublic: string;
   readonly hydraAdmin: string;
   readonly issuer: string;
-  readonly introspect: string;
   readonly kratosPublic: string;
   readonly kratosAdmin: string;
   readonly oathkeeperApi: string;
@@ -146,31 +155,41 @@ export interface OryUrls {
 export function oryUrls(s: OrySettings): OryUrls {
   const base = (p: number): string => `https://${s.host.includes(":") ? `[${s.host}]` : s.host}:${p}`;
   const hydraPublic = base(s.hydra.publicPort);
-  const hydraAdmin = base(s.hydra.adminPort);
+  const sockets = oryAdminSockets(s);
   return {
     hydraPublic,
-    hydraAdmin,
+    hydraAdmin: unixSocketUrl(sockets.hydra),
     issuer: s.hydra.issuer ?? `${hydraPublic}/`,
-    introspect: `${hydraAdmin}/admin/oauth2/introspect`,
     kratosPublic: base(s.kratos.publicPort),
-    kratosAdmin: base(s.kratos.adminPort),
+    kratosAdmin: unixSocketUrl(sockets.kratos),
     oathkeeperApi: base(s.oathkeeper.apiPort),
     oathkeeperProxy: base(s.oathkeeper.proxyPort),
   };
+}
+
+/**
+ * An admin API on a socket (configx: a `unix:` host; the port is then ignored). No TLS on it, as
+ * Hydra and Kratos serve plain HTTP there; only our uid can reach the 0700 directory.
+ */
+function socketListener(path: string): Record<string, unknown> {
+  return { host: `unix:${path}`, socket: { mode: ADMIN_SOCKET_MODE } };
 }
 
 function tlsFiles(s: OrySettings): { cert: { path: string }; key: { path: string } } {
   return { cert: { path: resolve(s.tls.certFile) }, key: { path: resolve(s.tls.keyFile) } };
 }
 
-/** Hydra's config: TLS on both listeners, exact scope matching, opaque tokens. */
+/**
+ * Hydra's config: TLS on the public listener, the admin API on its socket (Hydra serves plain HTTP
+ * on a `unix:` address even with `serve.tls` on), exact scope matching, opaque tokens.
+ */
 export function hydraConfig(s: OrySettings, secret: string): Record<string, unknown> {
   const urls = oryUrls(s);
   return {
     dsn: s.hydra.dsn,
     serve: {
       public: { host: s.host, port: s.hydra.publicPort },
-      admin: { host: s.host, port: s.hydra.adminPort },
+      admin: socketListener(oryAdminSockets(s).hydra),
       tls: { enabled: true, ...tlsFiles(s) },
     },
     urls: { self: { issuer: urls.issuer, public: `${urls.hydraPublic}/` } },
@@ -181,7 +200,10 @@ export function hydraConfig(s: OrySettings, secret: string): Record<string, unkn
   };
 }
 
-/** Kratos's config: identity schema from ory/, self-service returning to its own public URL. */
+/**
+ * Kratos's config: identity schema from ory/, self-service returning to its own public URL, the
+ * admin API on its socket without TLS (Kratos would speak TLS on the socket if given files).
+ */
 export function kratosConfig(s: OrySettings, secret: string): Record<string, unknown> {
   const urls = oryUrls(s);
   const schemaFile = resolve(s.kratos.identitySchemaFile ?? join(oryAssetsDir(), "identity.schema.json"));
@@ -194,7 +216,8 @@ export function kratosConfig(s: OrySettings, secret: string): Record<string, unk
         base_url: `${urls.kratosPublic}/`,
         tls: tlsFiles(s),
       },
-      admin: { host: s.host, port: s.kratos.adminPort, base_url: `${urls.kratosAdmin}/`, tls: tlsFiles(s) },
+      // base_url must be a URI; nothing reaches the admin API by it (only through the socket).
+      admin: { ...socketListener(oryAdminSockets(s).kratos), base_url: "http://localhost/" },
     },
     identity: {
       default_schema_id: "clawker-operator",
@@ -206,46 +229,31 @@ export function kratosConfig(s: OrySettings, secret: string): Record<string, unk
   };
 }
 
-/** Oathkeeper's config: OAuth2 introspection against Hydra, rules from the generated rules file. */
+/**
+ * Oathkeeper's config: TLS listeners on `host`, rules from the generated rules file, JSON errors.
+ * Its API stays on TCP: Oathkeeper cannot listen on a Unix socket (cmd/server uses ListenAndServe),
+ * and that API only reads rules and judges requests; it cannot register clients or mint tokens.
+ */
 export function oathkeeperConfig(s: OrySettings, accessRulesFile: string): Record<string, unknown> {
-  const urls = oryUrls(s);
   return {
     serve: {
       api: { host: s.host, port: s.oathkeeper.apiPort, tls: tlsFiles(s) },
       proxy: { host: s.host, port: s.oathkeeper.proxyPort, tls: tlsFiles(s) },
     },
     access_rules: { repositories: [pathToFileURL(resolve(accessRulesFile)).href], matching_strategy: "glob" },
-    authenticators: {
-      oauth2_introspection: {
-        enabled: true,
-        config: { introspection_url: urls.introspect, scope_strategy: "exact" },
-      },
-    },
-    authorizers: { allow: { enabled: true }, deny: { enabled: true } },
-    mutators: { noop: { enabled: true } },
     errors: { fallback: ["json"], handlers: { json: { enabled: true, config: { verbose: false } } } },
     log: { level: hydraLogLevel[s.logLevel], format: "json", leak_sensitive_values: false },
   };
 }
 
-/** Oathkeeper access rules: Kratos's admin API behind the proxy, for `admin`-scoped tokens only. */
-export function accessRules(s: OrySettings): unknown[] {
-  const urls = oryUrls(s);
-  return [
-    {
-      id: "clawker:kratos-admin",
-      description: "Kratos admin API, for tokens with the admin scope",
-      match: {
-        url: `${urls.oathkeeperProxy}/kratos/admin/<**>`,
-        methods: ["GET", "POST", "PUT", "PATCH", "DELETE"],
-      },
-      upstream: { url: urls.kratosAdmin, strip_path: "/kratos/admin", preserve_host: false },
-      authenticators: [{ handler: "oauth2_introspection", config: { required_scope: ["admin"] } }],
-      authorizer: { handler: "allow" },
-      mutators: [{ handler: "noop" }],
-      errors: [{ handler: "json" }],
-    },
-  ];
+/**
+ * Oathkeeper access rules: none. The one there was (Kratos' admin API behind the proxy for
+ * `admin` tokens) needed Hydra's introspection and Kratos' admin API over TCP; both are Unix
+ * sockets now, which Oathkeeper cannot dial (its upstreams and introspection URL are TCP URLs), so
+ * Kratos' admin API is the daemon's alone.
+ */
+export function accessRules(): unknown[] {
+  return [];
 }
 
 /** Paths of the written files. */
@@ -270,7 +278,7 @@ export function buildOryConfigs(s: OrySettings, secret: string): OryConfigs {
     hydra: hydraConfig(s, secret),
     kratos: kratosConfig(s, secret),
     oathkeeper: oathkeeperConfig(s, join(s.configDir, "access-rules.json")),
-    accessRules: accessRules(s),
+    accessRules: accessRules(),
   };
 }
 
@@ -298,7 +306,7 @@ export interface OryCommand {
   readonly name: "hydra" | "kratos" | "oathkeeper";
   readonly file: string;
   readonly args: readonly string[];
-  /** Liveness URL to poll until 200 (`/health/alive` on each admin/api listener). */
+  /** Liveness URL to poll until 200: `/health/alive` on Hydra's and Kratos' admin sockets, Oathkeeper's API. */
   readonly healthUrl: string;
 }
 
