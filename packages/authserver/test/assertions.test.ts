@@ -9,7 +9,7 @@ import { SignJWT } from "jose";
 import { pino } from "pino";
 import { request } from "undici";
 import { AuthServer, parseConfig, type AuthServerAddresses } from "../src/index.js";
-import { clientBody, makeClientKey, TestHttp, type Answer, type ClientKey } from "./fixtures/oauth.js";
+import { ADMIN, clientBody, makeClientKey, TestHttp, type Answer, type ClientKey } from "./fixtures/oauth.js";
 import { makeWorkspace } from "./fixtures/server.js";
 
 /** The one answer every refused assertion gets, whatever check refused it. */
@@ -43,17 +43,19 @@ describe("client assertions and discovery (in-process server)", () => {
     server = new AuthServer(parseConfig(ws.base), log);
     http = new TestHttp(ws.tls.caPem);
     addr = await server.start();
+    const admin = new TestHttp({ socketPath: addr.adminSocket });
     for (const [id, scope] of [
       [CLI, "admin"],
       [AGENT, "agent:self:register"],
     ] as const) {
       const key = await makeClientKey();
       keys.set(id, key);
-      const r = await http.call(`${addr.adminUrl}/admin/clients`, "POST", {
+      const r = await admin.call(`${ADMIN}/admin/clients`, "POST", {
         json: clientBody(id, scope, key),
       });
       assert.equal(r.status, 201, `register ${id}`);
     }
+    await admin.close();
   });
   after(async () => {
     await http?.close();
