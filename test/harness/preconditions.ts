@@ -102,3 +102,26 @@ function mountPointOf(fsType: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * The upstream Ory config JSON Schemas (reference data of the tests, never read by the product):
+ * `$CLAWKER_ORY_SCHEMAS`, else `../shared/ory-schemas` beside the checkout.
+ */
+export const ORY_SCHEMA_DIR = ((): string => {
+  const fromEnv = process.env["CLAWKER_ORY_SCHEMAS"];
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  return join(import.meta.dirname, "../../../shared/ory-schemas");
+})();
+
+/** The upstream Ory schemas at ORY_SCHEMA_DIR. */
+export const orySchemas: Requirement = {
+  name: "Ory schemas",
+  check: () => {
+    try {
+      accessSync(join(ORY_SCHEMA_DIR, "hydra", "config.json"), constants.R_OK);
+      return undefined;
+    } catch {
+      return `needs the upstream Ory JSON Schemas at ${ORY_SCHEMA_DIR} (set CLAWKER_ORY_SCHEMAS)`;
+    }
+  },
+};

@@ -11,6 +11,7 @@ import { parse as parseYaml } from "yaml";
 import { openAdminClient } from "@clawker/adminclient";
 import { freePorts, helperPid, startControlPlane } from "../../../test/harness/controlplane.js";
 import { isAlive } from "../../../test/harness/leftovers.js";
+import { ORY_SCHEMA_DIR, orySchemas, requires } from "../../../test/harness/preconditions.js";
 
 const repo = fileURLToPath(new URL("../../../", import.meta.url));
 
@@ -26,6 +27,8 @@ function fakeBinary(dir: string, name: "hydra" | "kratos" | "oathkeeper"): strin
 }
 
 test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-valid, helpers supervised, calls authorized via Hydra", async (t) => {
+  // schemaDir makes the daemon check its generated configs against the upstream schemas at start.
+  if (!requires(t, orySchemas)) return;
   const bin = mkdtempSync(join(tmpdir(), "clawker-fake-ory-"));
   t.after(() => rmSync(bin, { recursive: true, force: true }));
   const [kp, oa, op] = (await freePorts(3)) as [number, number, number];
@@ -35,6 +38,7 @@ test("Ory mode (FAKE Hydra/Kratos/Oathkeeper): configs written 0600 and schema-v
         mode: "ory",
         ory: {
           hydra: fakeBinary(bin, "hydra"),
+          schemaDir: ORY_SCHEMA_DIR,
           kratos: fakeBinary(bin, "kratos"),
           oathkeeper: fakeBinary(bin, "oathkeeper"),
           kratosPublicPort: kp,

@@ -1,8 +1,9 @@
-// Checks generated Ory configs against the upstream JSON Schemas in ../shared/ory-schemas, the way
-// that folder's README describes: ajv's default (draft-07) class with ajv-formats, `strict: false`,
+// Checks generated Ory configs against the upstream JSON Schemas (a folder laid out like the
+// reference copy the tests use, ../shared/ory-schemas; the daemon loads it only when the operator
+// configures `auth.ory.schemaDir`), the way that folder's README describes: ajv's default (draft-07) class with ajv-formats, `strict: false`,
 // and the ory/x schemas registered under their `ory://` keys before the top-level ones compile.
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import addFormatsModule from "ajv-formats";
 
@@ -46,16 +47,6 @@ export class OryConfigInvalidError extends Error {
   }
 }
 
-/**
- * The default schema folder: `$CLAWKER_ORY_SCHEMAS`, else `../shared/ory-schemas` relative to
- * the repo root (this file sits four levels below it).
- */
-export function defaultOrySchemaDir(): string {
-  const fromEnv = process.env["CLAWKER_ORY_SCHEMAS"];
-  if (fromEnv !== undefined && fromEnv !== "") return resolve(fromEnv);
-  return resolve(import.meta.dirname, "../../../../../shared/ory-schemas");
-}
-
 /** Compiled validators for the Hydra, Kratos and Oathkeeper config schemas. */
 export class OrySchemaValidator {
   readonly #validators: Record<OryService, ValidateFunction>;
@@ -70,12 +61,12 @@ export class OrySchemaValidator {
   }
 
   /** Loads and compiles the schemas from `dir`; throws OrySchemasMissingError naming what is absent. */
-  static load(dir: string = defaultOrySchemaDir()): OrySchemaValidator {
+  static load(dir: string): OrySchemaValidator {
     const read = (rel: string): Record<string, unknown> => {
       const file = join(dir, rel);
       if (!existsSync(file)) {
         throw new OrySchemasMissingError(
-          `Ory config schema ${file} not found; set CLAWKER_ORY_SCHEMAS or place the schemas at ${dir}`,
+          `Ory config schema ${file} not found; point auth.ory.schemaDir at the schemas of the Ory release you run (${dir})`,
         );
       }
       return JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
