@@ -2,7 +2,7 @@
 // publish (also while a subscriber is stalled, which must not make publishing slower).
 import { performance } from "node:perf_hooks";
 import { setImmediate as tick } from "node:timers/promises";
-import { LABELS, type OverseerEvent, Topic, type Worldview, reduce, reduceAll } from "@clawker/overseer";
+import { Topic } from "@clawker/overseer";
 import { type Benchmark, type BenchContext, type Figure, repeat, summarise } from "./lib.js";
 
 interface BenchEvent {
@@ -81,75 +81,6 @@ async function latencyRun(stalled: boolean): Promise<{ p50: number; p99: number;
   return { p50: at(0.5), p99: at(0.99), dropped: topic.stats().dropped };
 }
 
-const REDUCE_EVENTS = 50_000;
-
-/** A worldview with 20 running agents, each registered with an open session, and 256 finished commands. */
-function busyWorldview(): Worldview {
-  const events: OverseerEvent[] = [{ type: "docker.connected", time: 0 }];
-  const ids = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(64, "0"));
-  for (const id of ids) {
-    const labels = {
-      [LABELS.managed]: "true",
-      [LABELS.purpose]: "agent",
-      [LABELS.agent]: `p.${id.slice(-4)}`,
-    };
-    events.push({ type: "container.started", id, name: id.slice(-4), labels, time: 1, source: "reconcile" });
-    events.push({
-      type: "agent.registered",
-      containerId: id,
-      agentName: "a",
-      project: "p",
-      thumbprint: "t",
-      time: 2,
-    });
-  }
-  events.push({ type: "docker.reconciled", time: 3, containerIds: ids });
-  for (let i = 0; i < 256; i++) {
-    const containerId = ids[i % ids.length]!;
-    events.push({
-      type: "command.started",
-      containerId,
-      commandId: `c${i}`,
-      plan: "user",
-      description: "",
-      stages: 1,
-      time: 4,
-    });
-    events.push({ type: "command.done", containerId, commandId: `c${i}`, exitCode: 0, time: 5 });
-  }
-  events.push({
-    type: "command.started",
-    containerId: ids[0]!,
-    commandId: "live",
-    plan: "user",
-    description: "cat",
-    stages: 1,
-    time: 6,
-  });
-  return reduceAll(events);
-}
-
-/** Applies REDUCE_EVENTS command.output events to a busy worldview; returns events/s. */
-async function reduceRun(): Promise<number> {
-  let state = busyWorldview();
-  const containerId = Object.keys(state.containers)[0]!;
-  const start = performance.now();
-  for (let i = 0; i < REDUCE_EVENTS; i++) {
-    state = reduce(state, {
-      type: "command.output",
-      containerId,
-      commandId: "live",
-      bytes: 32_768,
-      time: 7 + i,
-    });
-  }
-  const seconds = (performance.now() - start) / 1000;
-  if (state.commands[containerId]?.["live"]?.outputBytes !== REDUCE_EVENTS * 32_768)
-    throw new Error("reduce lost output");
-  await tick();
-  return REDUCE_EVENTS / seconds;
-}
-
 const bench: Benchmark = {
   name: "overseer",
   async run(ctx: BenchContext): Promise<Figure[]> {
@@ -160,7 +91,6 @@ const bench: Benchmark = {
     const lat = await repeat(ctx, () => latencyRun(false));
     const stalled = await repeat(ctx, () => latencyRun(true));
     ctx.log(`stalled subscriber dropped ${stalled.map((r) => r.dropped).join(", ")} events per run`);
-    const reduced = await repeat(ctx, reduceRun);
     return [
       summarise("events/s, 1 topic, 4 subscribers (sync handlers)", "events/s", sync, "higher", ">= 200k"),
       summarise(
@@ -193,12 +123,6 @@ const bench: Benchmark = {
         "µs",
         stalled.map((r) => r.p99),
         "lower",
-      ),
-      summarise(
-        "worldview reduce, command.output (20 agents, 256 finished commands)",
-        "events/s",
-        reduced,
-        "higher",
       ),
     ];
   },

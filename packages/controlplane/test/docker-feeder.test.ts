@@ -9,13 +9,7 @@ import { join } from "node:path";
 import { after, describe, test, type TestContext } from "node:test";
 import type Docker from "dockerode";
 import { pino } from "pino";
-import {
-  type ContainerEvent,
-  LABELS,
-  Topic,
-  WorldviewProjection,
-  countRunningAgents,
-} from "@clawker/overseer";
+import { type ContainerEvent, LABELS, Topic, isAgentLabels } from "@clawker/overseer";
 import { PrivateDocker } from "../../../test/harness/docker.js";
 import { busyboxImage } from "../../../test/harness/images.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
@@ -85,6 +79,67 @@ function record<T>(topic: Topic<T>): T[] {
   return seen;
 }
 
+type ContainerState = "created" | "running" | "exited";
+
+/** What the containers topic told a subscriber, folded from the events it collected. */
+interface Observed {
+  readonly status: "unknown" | "connected" | "disconnected";
+  /** Managed containers by id, each in its last reported state. */
+  readonly states: ReadonlyMap<string, ContainerState>;
+  /** Running agent containers; null while Docker is unreachable or not yet reconciled. */
+  readonly runningAgents: number | null;
+}
+
+/**
+ * Folds collected container events in publish order. A reconcile's id list is the truth: every
+ * other container is gone, as is a destroyed one, and a late (replayed) event about it is ignored.
+ */
+function observe(events: readonly ContainerEvent[]): Observed {
+  let status: Observed["status"] = "unknown";
+  let isReconciled = false;
+  const states = new Map<string, ContainerState>();
+  const agents = new Set<string>();
+  const gone = new Set<string>();
+  for (const e of events) {
+    switch (e.type) {
+      case "docker.connected":
+      case "docker.disconnected":
+        status = e.type === "docker.connected" ? "connected" : "disconnected";
+        isReconciled = false;
+        break;
+      case "docker.reconciled": {
+        const alive = new Set(e.containerIds);
+        for (const id of [...states.keys()]) {
+          if (alive.has(id)) continue;
+          states.delete(id);
+          gone.add(id);
+        }
+        isReconciled = true;
+        break;
+      }
+      case "container.destroyed":
+        states.delete(e.id);
+        gone.add(e.id);
+        break;
+      default:
+        // Docker never reuses an id: an event about a gone container is a late replay.
+        if (gone.has(e.id)) break;
+        if (isAgentLabels(e.labels)) agents.add(e.id);
+        states.set(
+          e.id,
+          e.type === "container.started"
+            ? "running"
+            : e.type === "container.died"
+              ? "exited"
+              : (states.get(e.id) ?? "created"),
+        );
+    }
+  }
+  let running = 0;
+  for (const [id, state] of states) if (state === "running" && agents.has(id)) running++;
+  return { status, states, runningAgents: status === "connected" && isReconciled ? running : null };
+}
+
 async function agent(
   docker: Docker,
   image: string,
@@ -109,23 +164,19 @@ function startFeeder(
   containers: Topic<ContainerEvent>;
   events: ContainerEvent[];
   networkEvents: NetworkEvent[];
-  projection: WorldviewProjection;
 } {
   const containers = new Topic<ContainerEvent>({ name: "containers", capacity: 65_536 });
   const events = record(containers);
-  const projection = new WorldviewProjection({ sources: [containers] });
   const stop = new AbortController();
-  projection.start(stop.signal);
   const feeder = new EventsFeeder({ docker, containers, log, backoff });
   const networkEvents = record(feeder.networks);
   feeder.start(stop.signal);
   t.after(async () => {
     stop.abort();
     await feeder.close();
-    await projection.close();
     await containers.close();
   });
-  return { feeder, containers, events, networkEvents, projection };
+  return { feeder, containers, events, networkEvents };
 }
 
 const ofId = (events: ContainerEvent[], id: string): string[] =>
@@ -135,16 +186,14 @@ test("an unreachable daemon is docker.disconnected and the agent count unknown, 
   const dir = await mkdtemp(join(tmpdir(), "cpf-"));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const docker = createDockerClient({ host: `unix://${join(dir, "no-docker.sock")}` });
-  const { feeder, events, projection } = startFeeder(t, docker);
+  const { feeder, events } = startFeeder(t, docker);
   await waitFor(() => events.some((e) => e.type === "docker.disconnected"), { what: "docker.disconnected" });
   assert.equal(feeder.isConnected, false);
   assert.equal(events.filter((e) => e.type === "docker.connected").length, 0);
   const disconnected = events.find((e) => e.type === "docker.disconnected");
   assert.match(disconnected?.type === "docker.disconnected" ? disconnected.error : "", /unreachable|ENOENT/);
-  await waitFor(() => projection.snapshot().docker.status === "disconnected", {
-    what: "worldview disconnected",
-  });
-  assert.equal(countRunningAgents(projection.snapshot()), null);
+  assert.equal(observe(events).status, "disconnected");
+  assert.equal(observe(events).runningAgents, null);
   // Retries do not repeat the event: one transition, one event.
   await waitFor(() => feeder.attempts >= 3, { what: "three attempts" });
   assert.equal(feeder.reconciles, 0);
@@ -224,10 +273,7 @@ describe(
         IPAM: { Config: [{ Subnet: "10.213.7.0/24" }] },
       });
 
-      const { feeder, events, networkEvents, projection } = startFeeder(
-        t,
-        new DockerClient(daemon.socketPath),
-      );
+      const { feeder, events, networkEvents } = startFeeder(t, new DockerClient(daemon.socketPath));
       await waitFor(() => events.some((e) => e.type === "docker.reconciled"), { what: "docker.reconciled" });
       assert.equal(feeder.isConnected, true);
       assert.equal(events[0]?.type, "docker.connected");
@@ -250,11 +296,15 @@ describe(
           (e) => e.type === "network.created" && e.id === net.id && e.source === "reconcile",
         ),
       );
-      await waitFor(() => projection.snapshot().docker.reconciledAt !== null, {
-        what: "projection reconciled",
-      });
-      assert.equal(countRunningAgents(projection.snapshot()), 1);
-      assert.equal(projection.snapshot().containers[exited.id]?.state, "exited");
+      assert.equal(observe(events).runningAgents, 1);
+      assert.deepEqual(
+        observe(events).states,
+        new Map([
+          [running.id, "running"],
+          [exited.id, "exited"],
+          [created.id, "created"],
+        ]),
+      );
 
       // Live: create, connect, start, die, destroy, in order, from the stream.
       const live = await docker.createContainer({
@@ -264,7 +314,7 @@ describe(
         HostConfig: { Init: true, NetworkMode: "clawker-feeder-test" },
       });
       await live.start();
-      await waitFor(() => countRunningAgents(projection.snapshot()) === 2, { what: "two running agents" });
+      await waitFor(() => observe(events).runningAgents === 2, { what: "two running agents" });
       await live.stop({ t: 2 });
       await live.remove();
       await waitFor(() => ofId(events, live.id).length >= 4, { what: "live events" });
@@ -279,7 +329,8 @@ describe(
         { what: "network disconnect" },
       );
       assert.ok(networkEvents.some((e) => e.type === "network.connected" && e.containerId === live.id));
-      assert.equal(countRunningAgents(projection.snapshot()), 1);
+      assert.equal(observe(events).runningAgents, 1);
+      assert.equal(observe(events).states.has(live.id), false);
       await net.remove();
       await waitFor(() => networkEvents.some((e) => e.type === "network.destroyed" && e.id === net.id), {
         what: "network destroyed",
@@ -335,24 +386,25 @@ describe(
       const stopMe = await agent(docker, image, "stop-me");
       await stopMe.start();
       const removeMe = await agent(docker, image, "remove-me");
-      const { feeder, events, projection } = startFeeder(t, viaRelay);
+      const { feeder, events } = startFeeder(t, viaRelay);
       await waitFor(() => feeder.reconciles === 1, { what: "first reconcile" });
 
       // Deterministic part: changes while the daemon is unreachable appear after the reconnect.
       await relay.pause();
-      await waitFor(() => projection.snapshot().docker.status === "disconnected", { what: "disconnected" });
-      assert.equal(countRunningAgents(projection.snapshot()), null);
+      await waitFor(() => observe(events).status === "disconnected", { what: "disconnected" });
+      assert.equal(observe(events).runningAgents, null);
       await stopMe.stop({ t: 2 });
       await removeMe.remove();
       const born = await agent(docker, image, "born-while-away");
       await born.start();
       await relay.listen();
       await waitFor(() => feeder.reconciles === 2, { what: "second reconcile" });
-      await waitFor(() => countRunningAgents(projection.snapshot()) === 2, { what: "keep + born running" });
-      const view = projection.snapshot();
-      assert.equal(view.containers[stopMe.id]?.state, "exited");
-      assert.equal(view.containers[removeMe.id], undefined);
-      assert.equal(view.containers[born.id]?.state, "running");
+      await waitFor(() => observe(events).runningAgents === 2, { what: "keep + born running" });
+      const view = observe(events);
+      assert.equal(view.states.get(keep.id), "running");
+      assert.equal(view.states.get(stopMe.id), "exited");
+      assert.equal(view.states.has(removeMe.id), false);
+      assert.equal(view.states.get(born.id), "running");
 
       // Churn: containers come and go while the relay keeps cutting the stream.
       let isChurning = true;
@@ -384,7 +436,7 @@ describe(
       await churn;
       // A marker after the churn: once the feeder reports it, everything before it was processed.
       const marker = await agent(docker, image, "marker");
-      await waitFor(() => feeder.isConnected && projection.snapshot().containers[marker.id] !== undefined, {
+      await waitFor(() => feeder.isConnected && observe(events).states.has(marker.id), {
         what: "the marker",
         timeoutMs: 20_000,
       });
@@ -394,14 +446,9 @@ describe(
         filters: { label: [`${LABELS.managed}=true`] },
       });
       const expected = Object.fromEntries(truth.map((c) => [c.Id, c.State]));
-      const seen = Object.fromEntries(
-        Object.values(projection.snapshot().containers).map((c) => [c.id, c.state]),
-      );
-      assert.deepEqual(seen, expected);
-      assert.equal(
-        countRunningAgents(projection.snapshot()),
-        truth.filter((c) => c.State === "running").length,
-      );
+      const seen = observe(events);
+      assert.deepEqual(Object.fromEntries(seen.states), expected);
+      assert.equal(seen.runningAgents, truth.filter((c) => c.State === "running").length);
       // Closed means closed: no reconnect loop, no more events, even when the stream is cut again.
       await feeder.close();
       const attempts = feeder.attempts;

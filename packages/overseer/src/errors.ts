@@ -2,7 +2,7 @@
 // publishing never does.
 
 /** Stable reasons an OverseerError can carry. */
-export type OverseerErrorReason = "invalid_option" | "already_started";
+export type OverseerErrorReason = "invalid_option";
 
 /** An overseer error with a stable `reason` for callers to branch on. */
 export class OverseerError extends Error {

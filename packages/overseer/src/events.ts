@@ -1,6 +1,6 @@
 // The control plane's events, as data only: plain JSON-serialisable objects with a `type`
-// discriminant and a `time` in milliseconds since the epoch (taken by the publisher, so the
-// reducer never reads a clock). Each union is published on its own topic (see Overseer).
+// discriminant and a `time` in milliseconds since the epoch (taken by the publisher, so every
+// subscriber sees the same instant). Each union is published on its own topic (see Overseer).
 
 /** The Docker labels the control plane puts on (and reads from) what it manages. */
 export const LABELS = Object.freeze({
@@ -299,9 +299,6 @@ export type FirewallEvent =
   | FirewallBypassStarted
   | FirewallBypassEnded
   | FirewallDenied;
-
-/** Every control plane event: what the worldview reducer consumes. */
-export type OverseerEvent = ContainerEvent | AgentEvent | CommandEvent | DrainEvent | FirewallEvent;
 
 /** True when labels mark a managed agent container (`managed=true`, `purpose=agent`). */
 export function isAgentLabels(labels: Labels): boolean {

@@ -1,5 +1,5 @@
-// @clawker/overseer: the control plane's typed event bus, its event vocabulary, and the
-// worldview projected from those events. Imports nothing internal.
+// @clawker/overseer: the control plane's typed event bus and its event vocabulary. Imports
+// nothing internal.
 
 /** Typed event bus with per-subscriber bounded queues, its options, handles and counters. */
 export {
@@ -24,38 +24,6 @@ export {
 } from "./overseer.js";
 /** Data-only event types (one discriminated union per topic), label names and a label check. */
 export * from "./events.js";
-/** The worldview state, its pure reducer and the questions asked of it. */
-export {
-  type AgentTrust,
-  type AgentView,
-  type CommandState,
-  type CommandView,
-  type ContainerState,
-  type ContainerView,
-  DEFAULT_REDUCER_OPTIONS,
-  type DockerStatus,
-  type DockerView,
-  type DrainPhase,
-  type DrainView,
-  type FirewallView,
-  type ReducerOptions,
-  type SessionState,
-  type SessionView,
-  type StageExitView,
-  type Worldview,
-  countRunningAgents,
-  emptyWorldview,
-  reduce,
-  reduceAll,
-} from "./worldview.js";
-/** The live worldview wired to topics. */
-export {
-  PROJECTION_CAPACITY,
-  type ProjectionStats,
-  type Subscribable,
-  WorldviewProjection,
-  type WorldviewProjectionOptions,
-} from "./projection.js";
 /** The logger interface (pino-compatible) and a silent default. */
 export { type Logger, silentLogger } from "./logger.js";
 /** Errors with a stable `reason`. */

@@ -75,7 +75,7 @@ export class Overseer {
     this.firewall = make("firewall");
   }
 
-  /** The five topics, for iteration (stats, projection wiring). */
+  /** The five topics, for iteration (stats, close). */
   topics(): readonly [
     Topic<ContainerEvent>,
     Topic<AgentEvent>,
