@@ -1,4 +1,4 @@
-// How many agent containers are running, asked of Docker directly (not the worldview): the agent
+// How many agent containers are running, asked of Docker directly: the agent
 // watcher's count. A failure is a DockerError, never zero: "unknown" must not drain the daemon.
 import { LABELS } from "@clawker/overseer";
 import type { DockerClient } from "./client.js";
