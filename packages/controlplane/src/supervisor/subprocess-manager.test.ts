@@ -205,10 +205,13 @@ void test("shutdown has one deadline for all helpers, not a grace per helper tha
   // Per-helper graces would take 3 x 1000 ms; one deadline takes 1000 ms plus the kills.
   assert.ok(took >= 950 && took < 2_500, `shutdown took ${took} ms`);
   assert.deepEqual(report, { forced: ["third", "second", "first"], survived: [] });
+  // Past the deadline a helper gets SIGKILL right after its SIGTERM and may die before it records
+  // the SIGTERM; those that did record are in reverse start order, the last started first.
+  const order = recorded(record).map(([name]) => name);
+  assert.equal(order[0], "third");
   assert.deepEqual(
-    recorded(record).map(([name, signal]) => `${name}:${signal}`),
-    ["third:SIGTERM", "second:SIGTERM", "first:SIGTERM"],
-    "SIGTERM still goes out in reverse start order",
+    order,
+    ["third", "second", "first"].filter((name) => order.includes(name)),
   );
   for (const pid of pids) assert.equal(isAlive(pid), false);
 });
