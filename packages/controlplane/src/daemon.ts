@@ -329,10 +329,15 @@ export class Daemon {
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "healthz", run: () => this.#health.close() },
       { name: "introspector", run: () => this.#introspector?.close() },
-      { name: "topics", run: () => (this.#index.close(), this.#overseer.close()) },
+      { name: "topics", run: () => this.#closeTopics() },
       { name: "registry", run: () => this.#registry?.close() },
       { name: "auth_processes", run: (b) => this.#stopHelpers(b.remainingMs()) },
     ];
+  }
+
+  #closeTopics(): Promise<void> {
+    this.#index.close();
+    return this.#overseer.close();
   }
 
   async #closeGrpc(graceMs: number): Promise<void> {

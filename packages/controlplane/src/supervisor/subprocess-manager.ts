@@ -96,6 +96,8 @@ export interface ReapReport {
 export const DEFAULT_GRACE_MS = 8_000;
 /** How long to wait for the kernel after SIGKILL before giving up on a process (D state). */
 const KILL_WAIT_MS = 1_000;
+/** The same for leftovers of a previous instance: not our children, and nothing else waits yet. */
+const REAP_WAIT_MS = 5_000;
 
 interface Exit {
   readonly code: number | null;
@@ -341,7 +343,7 @@ export class SubprocessManager {
         "recorded helpers are gone or their pids now name other processes; nothing signalled",
       );
     }
-    const deadline = Date.now() + KILL_WAIT_MS * 5;
+    const deadline = Date.now() + REAP_WAIT_MS;
     while (killed.some((r) => isSameProcess(r)) && Date.now() < deadline) await sleep(20);
     const stuck = killed.filter((r) => isSameProcess(r));
     if (stuck.length > 0) {
