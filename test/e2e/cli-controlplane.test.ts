@@ -16,6 +16,11 @@ import { waitFor } from "../harness/wait-for.js";
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const daemonMain = join(repoRoot, "packages/controlplane/src/main.ts");
 
+/** The pid on the pid file's first line. */
+function pidOf(file: string): number {
+  return Number(readFileSync(file, "utf8").split("\n")[0]);
+}
+
 test("clawker drives the real control plane: init, up, status, agents, down", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "clawker-e2e-"));
   const trustDir = join(dir, "trust");
@@ -42,7 +47,7 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   const pidFile = join(dataDir, "controlplane.pid");
   t.after(async () => {
     // Whatever happened, leave no daemon (nor its auth server: same process group) behind.
-    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : undefined;
+    const pid = existsSync(pidFile) ? pidOf(pidFile) : undefined;
     if (pid !== undefined && isAlive(pid)) {
       try {
         process.kill(-pid, "SIGTERM");
@@ -70,7 +75,10 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   };
   assert.equal(summary.healthStatus.status, "healthy");
   assert.ok(isAlive(summary.pid));
-  assert.equal(Number(readFileSync(pidFile, "utf8")), summary.pid);
+  assert.equal(pidOf(pidFile), summary.pid);
+  // The second line records who that pid is, so that `down` never signals a recycled pid.
+  const identity = JSON.parse(readFileSync(pidFile, "utf8").split("\n")[1]!) as { cmdline: string[] };
+  assert.ok(identity.cmdline.includes(daemonMain), identity.cmdline.join(" "));
   assert.match(
     readFileSync(summary.logFile, "utf8"),
     /"service":"clawker-cp"/,

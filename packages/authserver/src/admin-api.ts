@@ -17,6 +17,8 @@ export interface AdminApiOptions {
   readonly issuer: () => string | undefined;
   readonly provider: () => Provider | undefined;
   readonly log: Logger;
+  /** The supervisor's instance nonce, echoed by `/health/ready`. */
+  readonly instance?: string;
 }
 
 const CLIENT_PATH = /^\/admin\/clients\/([^/]+)$/;
@@ -46,7 +48,11 @@ async function route(o: AdminApiOptions, req: IncomingMessage, res: ServerRespon
   if (path === "/health/ready") {
     if (!only(method, ["GET"], res)) return;
     if (o.provider() === undefined) return sendJson(res, 503, { errors: { provider: "not ready" } });
-    return sendJson(res, 200, { status: "ok" });
+    return sendJson(
+      res,
+      200,
+      o.instance === undefined ? { status: "ok" } : { status: "ok", instance: o.instance },
+    );
   }
   const provider = o.provider();
   const issuer = o.issuer();

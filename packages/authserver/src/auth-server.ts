@@ -27,6 +27,12 @@ export interface AuthServerAddresses {
   readonly adminSocket: string;
 }
 
+/** What a supervisor adds to the config for one run of the process. */
+export interface AuthServerRunOptions {
+  /** Echoed by the admin `/health/ready` as `instance`, so the supervisor knows it reached us. */
+  readonly instance?: string;
+}
+
 /** How long close() lets in-flight requests finish before cutting connections. */
 const CLOSE_GRACE_MS = 3000;
 
@@ -34,6 +40,7 @@ const CLOSE_GRACE_MS = 3000;
 export class AuthServer {
   readonly #config: AuthServerConfig;
   readonly #log: Logger;
+  readonly #run: AuthServerRunOptions;
   #store: AuthStore | undefined;
   #servers: Server[] = [];
   #provider: Provider | undefined;
@@ -42,9 +49,10 @@ export class AuthServer {
   #gcTimer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
-  constructor(config: AuthServerConfig, log: Logger) {
+  constructor(config: AuthServerConfig, log: Logger, run: AuthServerRunOptions = {}) {
     this.#config = config;
     this.#log = log;
+    this.#run = run;
   }
 
   /** Addresses once started, else undefined. */
@@ -105,6 +113,7 @@ export class AuthServer {
         provider: () => this.#provider,
         issuer: () => this.#addresses?.issuer,
         log: this.#log.child({ component: "admin-api" }),
+        ...(this.#run.instance === undefined ? {} : { instance: this.#run.instance }),
       }),
     );
     pub.on("tlsClientError", (err) =>

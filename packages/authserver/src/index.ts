@@ -12,7 +12,8 @@ export {
   type AuthServerConfig,
   type AuthServerConfigInput,
 } from "./config.js";
-export { AuthServer, type AuthServerAddresses } from "./auth-server.js";
+export { AuthServer, type AuthServerAddresses, type AuthServerRunOptions } from "./auth-server.js";
+export { ENV_INSTANCE_NONCE, ENV_LIFELINE_FD } from "./supervised.js";
 export { AuthServerError, ConfigError, type AuthServerReason } from "./errors.js";
 export type { HydraClientInput } from "./clients.js";
 export type { IntrospectionResponse } from "./introspection.js";

@@ -1,5 +1,6 @@
 // Starting and stopping the daemon process: resolve its executable, spawn it detached with its
-// output appended to a log file, stop it by pid (SIGTERM, then SIGKILL after a grace).
+// output appended to a log file, stop it (SIGTERM, then SIGKILL after a grace) only while its pid
+// still names the very process that was started.
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
@@ -7,7 +8,7 @@ import { delimiter, isAbsolute, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DEFAULT_DAEMON } from "./defaults.js";
 import { CliError, ExitCode } from "./exit-codes.js";
-import { isAlive } from "./pid-file.js";
+import { isSameProcess, type ProcessIdentity } from "./process-identity.js";
 
 /** The command that runs the daemon: `file` with `args` before the daemon's own. */
 export interface DaemonCommand {
@@ -106,20 +107,24 @@ export interface StopResult {
 }
 
 /**
- * Sends SIGTERM to `pid`, waits up to `timeoutMs` for it to exit, then SIGKILLs it (calling
- * `onKill` first) and waits up to 5 s more. Throws CliError when it will not die.
+ * Sends SIGTERM to the process `identity` names, waits up to `timeoutMs` for it to exit, then
+ * SIGKILLs it (calling `onKill` first) and waits up to 5 s more. Each signal goes out only while
+ * the pid still names that process (same start time and argv): once it has exited, its pid may
+ * already belong to someone else. Throws CliError when it will not die.
  */
 export async function stopProcess(
-  pid: number,
+  identity: ProcessIdentity,
   timeoutMs: number,
   onKill: () => void = () => {},
 ): Promise<StopResult> {
   const started = Date.now();
-  if (!signal(pid, "SIGTERM")) return { killed: false, elapsedMs: 0 };
-  if (await waitExit(pid, timeoutMs)) return { killed: false, elapsedMs: Date.now() - started };
+  const { pid } = identity;
+  if (!isSameProcess(identity) || !signal(pid, "SIGTERM")) return { killed: false, elapsedMs: 0 };
+  if (await waitExit(identity, timeoutMs)) return { killed: false, elapsedMs: Date.now() - started };
   onKill();
+  if (!isSameProcess(identity)) return { killed: false, elapsedMs: Date.now() - started };
   signal(pid, "SIGKILL");
-  if (await waitExit(pid, 5_000)) return { killed: true, elapsedMs: Date.now() - started };
+  if (await waitExit(identity, 5_000)) return { killed: true, elapsedMs: Date.now() - started };
   throw new CliError(ExitCode.error, `process ${pid} did not exit after SIGKILL`);
 }
 
@@ -136,11 +141,12 @@ function signal(pid: number, sig: NodeJS.Signals): boolean {
   }
 }
 
-async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
+/** True once the process is gone (a zombie counts as gone: it holds nothing and runs nothing). */
+async function waitExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!isAlive(pid)) return true;
+    if (!isSameProcess(identity)) return true;
     await sleep(50);
   }
-  return !isAlive(pid);
+  return !isSameProcess(identity);
 }

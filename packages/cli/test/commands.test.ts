@@ -12,6 +12,8 @@ import { describe, test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadTrustSet, TRUST_FILES } from "@clawker/adminclient";
 import { ExitCode, run, type Io } from "../src/index.js";
+import { writePidFile } from "../src/pid-file.js";
+import { readProcessIdentity } from "../src/process-identity.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -51,6 +53,14 @@ function sleeper(t: TestContext): number {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   });
   return child.pid!;
+}
+
+/** Writes the pid file `up` would have written for the live process `pid`. */
+async function recordPid(dir: string, pid: number): Promise<void> {
+  const identity = readProcessIdentity(pid);
+  assert.ok(identity !== undefined, `pid ${pid} is not running`);
+  mkdirSync(dir, { recursive: true });
+  await writePidFile(join(dir, "controlplane.pid"), identity);
 }
 
 describe("auth init", () => {
@@ -135,7 +145,7 @@ describe("controlplane down", () => {
   test("stops a running process with SIGTERM and removes the pid file", async (t) => {
     const home = tempDir(t);
     const pid = sleeper(t);
-    writeFileSync(join(home, "controlplane.pid"), `${pid}\n`);
+    await recordPid(home, pid);
     const c = io(home);
     assert.equal(
       await run(["controlplane", "down", "--data-dir", home, "--format", "json"], c),
@@ -163,7 +173,7 @@ describe("controlplane down", () => {
     t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill("SIGKILL")));
     // Wait until its SIGTERM handler is installed, or the default action would end it.
     await new Promise((r) => child.stdout.once("data", r));
-    writeFileSync(join(home, "controlplane.pid"), `${child.pid}\n`);
+    await recordPid(home, child.pid!);
     const c = io(home);
     assert.equal(
       await run(["controlplane", "down", "--data-dir", home, "--timeout", "300ms"], c),
@@ -190,7 +200,7 @@ describe("controlplane status", () => {
     const home = tempDir(t);
     const health = await healthServer(t, 200, { status: "healthy" });
     const pid = sleeper(t);
-    writeFileSync(join(home, "controlplane.pid"), `${pid}\n`);
+    await recordPid(home, pid);
     const c = io(home);
     const code = await run(
       [
@@ -352,8 +362,7 @@ describe("controlplane up (with stand-in daemons; the real one is in test/e2e)",
   test("refuses a second start while the pid file's process lives: exit 5", async (t) => {
     const { home, trust, data } = await trusted(t);
     const pid = sleeper(t);
-    mkdirSync(data, { recursive: true });
-    writeFileSync(join(data, "controlplane.pid"), `${pid}\n`);
+    await recordPid(data, pid);
     const c = io(home);
     const code = await run(
       [

@@ -21,7 +21,12 @@ export interface AuthHelper {
   readonly name: string;
   readonly command: HelperCommand;
   readonly healthUrl: string;
+  /** The nonce its health answer must echo (helpers we build); none for the Ory binaries. */
+  readonly instance?: string;
 }
+
+/** The variable that hands the embedded authserver its instance nonce (its `ENV_INSTANCE_NONCE`). */
+const INSTANCE_NONCE_ENV = "CLAWKER_INSTANCE_NONCE";
 
 /** The auth processes to start, in order, and where their APIs are. */
 export interface AuthPlan {
@@ -42,16 +47,25 @@ export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl
   return { adminUrl: unixSocketUrl(adminSocket), publicUrl: url(publicHost, publicPort) };
 }
 
-/** Writes the helpers' configs under the data dir and returns the plan to start them. */
-export async function prepareAuthProcesses(config: Config, trust: TrustMaterial): Promise<AuthPlan> {
-  return config.auth.mode === "ory" ? await prepareOry(config, trust) : prepareEmbedded(config, trust);
+/**
+ * Writes the helpers' configs under the data dir and returns the plan to start them. `instance` is
+ * this daemon start's nonce: the embedded authserver echoes it on its health endpoint.
+ */
+export async function prepareAuthProcesses(
+  config: Config,
+  trust: TrustMaterial,
+  instance: string,
+): Promise<AuthPlan> {
+  return config.auth.mode === "ory"
+    ? await prepareOry(config, trust)
+    : prepareEmbedded(config, trust, instance);
 }
 
 function url(host: string, port: number): string {
   return `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
-function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
+function prepareEmbedded(config: Config, trust: TrustMaterial, instance: string): AuthPlan {
   const dir = join(config.dataDir, "authserver");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // The authserver refuses an open directory too; saying so here names the fix before a spawn.
@@ -77,9 +91,12 @@ function prepareEmbedded(config: Config, trust: TrustMaterial): AuthPlan {
         command: {
           file: entry.file,
           args: [...entry.args, "--config", file],
-          env: compileCacheEnv(),
+          env: { ...compileCacheEnv(), [INSTANCE_NONCE_ENV]: instance },
+          // It exits when we are gone, even after a SIGKILL of ours (issue 10 §2).
+          lifeline: true,
         },
         healthUrl: `${urls.adminUrl}/health/ready`,
+        instance,
       },
     ],
     ...urls,

@@ -91,8 +91,12 @@ export const ConfigSchema = z.strictObject({
       listErrCeiling: z.number().int().min(0).default(20),
     })
     .prefault({}),
-  /** Grace given to helpers between SIGTERM and SIGKILL on shutdown. */
-  shutdownGraceMs: z.number().int().positive().default(10_000),
+  /**
+   * The whole drain's deadline, shared by every step: in-flight gRPC calls get half of what is left
+   * when their step starts, helpers still running at the deadline are SIGKILLed. The default stays
+   * under Docker's 10 s stop grace (the drain may overrun it by 1 s while the kernel reaps).
+   */
+  shutdownGraceMs: z.number().int().positive().default(8_000),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),

@@ -1,5 +1,6 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
@@ -20,12 +21,14 @@ import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import type { Config } from "./config.js";
+import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
 import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
 import { SosBoard } from "./server/sos-board.js";
+import { ForcedStopError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
 import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
 import { loadTrustDir } from "./trust-dir.js";
@@ -43,6 +46,9 @@ export type StopCause =
 export function exitCodeFor(cause: StopCause): 0 | 1 {
   return cause.kind === "signal" || cause.kind === "drained_to_zero" ? 0 : 1;
 }
+
+/** Where the supervisor records its helpers, so a restart can kill what a SIGKILL of ours left. */
+export const HELPER_RECORD_FILE = "helpers.json";
 
 /** Bound addresses, once started (the ready log line reports them). */
 export interface DaemonAddresses {
@@ -64,7 +70,11 @@ export class Daemon {
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
   readonly #startAbort = new AbortController();
+  /** This start's nonce: the embedded authserver's health answer must echo it. */
+  readonly #instance = randomBytes(18).toString("base64url");
   #stopCause: StopCause | undefined;
+  /** Causes that arrived after the first (during the drain): logged, and a failure among them exits 1. */
+  readonly #laterCauses: StopCause[] = [];
   #onStop: ((cause: StopCause) => void) | undefined;
   readonly #stopped: Promise<StopCause>;
 
@@ -78,7 +88,11 @@ export class Daemon {
   constructor(config: Config, log: Logger) {
     this.#config = config;
     this.#log = log;
-    this.#supervisor = new SubprocessManager({ logger: log, graceMs: config.shutdownGraceMs });
+    this.#supervisor = new SubprocessManager({
+      logger: log,
+      graceMs: config.shutdownGraceMs,
+      stateFile: join(config.dataDir, HELPER_RECORD_FILE),
+    });
     this.#health = new HealthServer({
       logger: log,
       host: config.listen.health.host,
@@ -117,15 +131,28 @@ export class Daemon {
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
-  /** Asks the daemon to stop; the first cause wins and decides the exit code. */
+  /**
+   * Asks the daemon to stop; the first cause starts the drain. A later one (a second signal, an
+   * exception during the drain) is logged, never dropped, and a failure among them makes the exit 1.
+   */
   stop(cause: StopCause): void {
-    if (this.#stopCause !== undefined) return;
+    if (this.#stopCause !== undefined) {
+      this.#laterCauses.push(cause);
+      this.#logCause(cause, "stop_cause_during_drain");
+      return;
+    }
     this.#stopCause = cause;
+    // Before any await: a helper exit from here on is part of the stop, not a crash.
+    this.#supervisor.beginShutdown();
     this.#startAbort.abort(cause);
     this.#onStop?.(cause);
   }
 
-  /** Starts in order, serves until a stop cause arrives, drains, and resolves with the exit code. */
+  /**
+   * Starts in order, serves until a stop cause arrives, drains, and resolves with the exit code: 0
+   * only for a requested stop or a drain to zero whose every drain step succeeded and during
+   * which no failure arrived.
+   */
   async run(): Promise<0 | 1> {
     const began = performance.now();
     void this.#supervisor.crashed.then((crash) => this.stop({ kind: "helper_crash", crash }));
@@ -141,16 +168,28 @@ export class Daemon {
       this.stop({ kind: "startup_failed", error });
     }
     const cause = await this.#stopped;
-    this.#logCause(cause);
-    await this.#drain();
-    const code = exitCodeFor(cause);
-    this.#log.info({ event: "stopped", code, cause: cause.kind }, "control plane stopped");
+    this.#logCause(cause, "drain");
+    const { failed, ms } = await runDrain(this.#drainSteps(), {
+      deadlineMs: this.#config.shutdownGraceMs,
+      log: this.#log,
+    });
+    const code =
+      exitCodeFor(cause) === 1 || failed.length > 0 || this.#laterCauses.some((c) => exitCodeFor(c) === 1)
+        ? 1
+        : 0;
+    this.#log.info(
+      { event: "stopped", code, cause: cause.kind, failedSteps: failed, drainMs: ms },
+      "control plane stopped",
+    );
     return code;
   }
 
   async #start(): Promise<void> {
     const signal = this.#startAbort.signal;
     const cfg = this.#config;
+
+    // Before anything binds or spawns: helpers a SIGKILLed predecessor left holding their ports.
+    await this.#supervisor.reapLeftovers();
 
     // 2. Trust material, registry.
     const trust = loadTrustDir(cfg.trustDir);
@@ -240,17 +279,19 @@ export class Daemon {
     );
 
     // 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients.
-    const plan = await prepareAuthProcesses(cfg, trust);
+    const plan = await prepareAuthProcesses(cfg, trust, this.#instance);
     for (const helper of plan.helpers) {
       signal.throwIfAborted();
+      const instance = helper.instance === undefined ? {} : { instance: helper.instance };
       await this.#supervisor.start(helper.name, helper.command);
       await this.#supervisor.waitHealthy(helper.name, {
         url: helper.healthUrl,
         tls: { ca: trust.ca },
         timeoutMs: cfg.auth.healthTimeoutMs,
         signal,
+        ...instance,
       });
-      this.#health.addProbe(helper.name, httpProbe(helper.healthUrl, { ca: trust.ca }));
+      this.#health.addProbe(helper.name, httpProbe(helper.healthUrl, { ca: trust.ca }, instance));
     }
     const registered = await registerClients(clawkerClients({ keys: [trust.cliPublicJwk] }), {
       adminUrl: plan.adminUrl,
@@ -290,52 +331,69 @@ export class Daemon {
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
   }
 
-  /** The fixed drain order of ARCHITECTURE.md; each step runs even if an earlier one failed. */
-  async #drain(): Promise<void> {
-    this.#supervisor.beginShutdown();
-    const grace = this.#config.shutdownGraceMs;
-    const step = async (name: string, fn: () => unknown): Promise<void> => {
-      try {
-        await fn();
-      } catch (err) {
-        this.#log.error({ err, event: "drain_step_failed", step: name }, "drain step failed");
-      }
-    };
-    // firewall queue, bypass timers, proxy/DNS gate and eBPF state come with the firewall.
-    await step("watcher and docker events", () =>
-      Promise.all([this.#watcher?.close(), this.#feeder.close()]),
-    );
-    await step("agent sessions", () => this.#dialer?.close());
-    await step("grpc", () => Promise.all([this.#admin?.close(grace), this.#agent?.close(grace)]));
-    await step("healthz", () => this.#health.close());
-    this.#sos.finish();
-    await step("introspector", () => this.#introspector?.close());
-    await step("topics", () => {
-      this.#index.close();
-      return this.#overseer.close();
-    });
-    await step("registry", () => this.#registry?.close());
-    await step("auth processes", () => this.#supervisor.shutdown(grace));
+  /**
+   * The fixed drain order of ARCHITECTURE.md, one line per step, all under one deadline
+   * (`shutdownGraceMs`); each step runs even if an earlier one failed. Still to come, at their
+   * places: the firewall queue (first), bypass timers, proxy and DNS gate, eBPF state (after gRPC).
+   */
+  #drainSteps(): DrainStep[] {
+    return [
+      { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
+      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
+      { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
+      { name: "healthz", run: () => this.#health.close() },
+      { name: "introspector", run: () => this.#introspector?.close() },
+      { name: "topics", run: () => this.#closeTopics() },
+      { name: "registry", run: () => this.#registry?.close() },
+      { name: "auth_processes", run: (b) => this.#stopHelpers(b.remainingMs()) },
+    ];
   }
 
-  #logCause(cause: StopCause): void {
+  #closeTopics(): Promise<void> {
+    this.#index.close();
+    return this.#overseer.close();
+  }
+
+  async #closeGrpc(graceMs: number): Promise<void> {
+    // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
+    this.#sos.finish();
+    await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
+  }
+
+  async #stopHelpers(deadlineMs: number): Promise<void> {
+    const { forced } = await this.#supervisor.shutdown(deadlineMs);
+    if (forced.length > 0) throw new ForcedStopError(forced);
+  }
+
+  #logCause(cause: StopCause, event: "drain" | "stop_cause_during_drain"): void {
+    const late = event === "stop_cause_during_drain";
     switch (cause.kind) {
       case "signal":
         this.#log.info(
-          { event: "drain", cause: cause.kind, signal: cause.signal },
-          "signal received, draining",
+          { event, cause: cause.kind, signal: cause.signal },
+          late ? "signal received during the drain" : "signal received, draining",
         );
         break;
       case "drained_to_zero":
-        this.#log.info({ event: "drain", cause: cause.kind }, "no agents left, draining");
+        this.#log.info(
+          { event, cause: cause.kind },
+          late ? "no agents left (already draining)" : "no agents left, draining",
+        );
         break;
       case "helper_crash":
-        this.#log.error({ event: "drain", cause: cause.kind, ...cause.crash }, "helper crashed, draining");
+        this.#log.error(
+          { event, cause: cause.kind, ...cause.crash },
+          late ? "helper crashed during the drain" : "helper crashed, draining",
+        );
         break;
       case "serve_failure":
       case "startup_failed":
       case "fatal":
-        this.#log.error({ event: "drain", cause: cause.kind, err: cause.error }, "failure, draining");
+        this.#log.error(
+          { event, cause: cause.kind, err: cause.error },
+          late ? "failure during the drain" : "failure, draining",
+        );
         break;
     }
   }

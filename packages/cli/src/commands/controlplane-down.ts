@@ -1,10 +1,11 @@
-// `clawker controlplane down`: stop the daemon by its pid file; idempotent.
+// `clawker controlplane down`: stop the daemon by its pid file, only once the pid is proven to
+// still name the process `up` started; idempotent.
 import { FORMAT_FLAG, parseDuration, str, type CommandSpec, type FlagValues } from "../command-spec.js";
 import { stopProcess } from "../daemon-process.js";
 import { defaultDataDir, runtimeFiles } from "../defaults.js";
-import { ExitCode } from "../exit-codes.js";
+import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { isAlive, readPidFile, removePidFile } from "../pid-file.js";
+import { pidState, readPidFile, removePidFile } from "../pid-file.js";
 import { LOCATE_FLAGS } from "./controlplane-up.js";
 
 /** The spec of `clawker controlplane down`. */
@@ -13,7 +14,9 @@ export const CONTROLPLANE_DOWN: CommandSpec = {
   summary: "Stop the control plane started by `clawker controlplane up`.",
   description:
     "Sends SIGTERM to the pid in <data-dir>/controlplane.pid and waits for the daemon to drain and exit;\n" +
-    "after --timeout it sends SIGKILL (with a warning). Not running is not an error (exit 0).",
+    "after --timeout it sends SIGKILL (with a warning). Not running is not an error (exit 0). The pid\n" +
+    "file records the daemon's start time and command line: when the pid now names another process\n" +
+    "(or the file records neither), nothing is signalled, the stale file is removed, exit 1.",
   flags: {
     "data-dir": LOCATE_FLAGS["data-dir"],
     timeout: { type: "string", value: "DURATION", description: "grace before SIGKILL (default 30s)" },
@@ -28,21 +31,35 @@ export async function controlplaneDown(values: FlagValues, io: Io): Promise<numb
   const timeoutMs = parseDuration("timeout", str(values, "timeout", "30s"));
   const { pidFile } = runtimeFiles(dataDir);
   const json = values["format"] === "json";
-  const pid = await readPidFile(pidFile);
+  const contents = await readPidFile(pidFile);
   const report = (result: Record<string, unknown>, text: string): number => {
     io.stdout.write(json ? JSON.stringify({ pidFile, ...result }, null, 2) + "\n" : `${text}\n`);
     return ExitCode.ok;
   };
-  if (pid === undefined)
+  if (contents === undefined)
     return report({ wasRunning: false }, `the control plane is not running (no ${pidFile})`);
-  if (!isAlive(pid)) {
+  const { pid, identity } = contents;
+  const state = pidState(contents);
+  if (state === "gone") {
     await removePidFile(pidFile);
     return report(
       { wasRunning: false, stalePid: pid },
       `the control plane is not running (removed stale pid file for ${pid})`,
     );
   }
-  const result = await stopProcess(pid, timeoutMs, () =>
+  if (state !== "ours" || identity === undefined) {
+    // Never signal what we cannot prove is ours: a pid is recycled, a stale file is not a proof.
+    await removePidFile(pidFile);
+    const why =
+      state === "not_ours"
+        ? `pid ${pid} now belongs to another process (its start time or command line differs from the daemon's)`
+        : `${pidFile} records no start time for pid ${pid} (written by an older clawker), so it cannot be verified`;
+    throw new CliError(
+      ExitCode.error,
+      `${why}; not signalling it. Removed the stale pid file; if a control plane still runs, stop it by hand`,
+    );
+  }
+  const result = await stopProcess(identity, timeoutMs, () =>
     io.stderr.write(
       `clawker: warning: pid ${pid} did not exit within ${timeoutMs / 1000}s of SIGTERM; sending SIGKILL\n`,
     ),

@@ -13,7 +13,7 @@ import { messageOf } from "../error-report.js";
 import { ExitCode } from "../exit-codes.js";
 import { describeProbe, healthUrl, probeHealth } from "../health-probe.js";
 import type { Io } from "../io.js";
-import { isAlive, readPidFile } from "../pid-file.js";
+import { pidState, readPidFile, type PidState } from "../pid-file.js";
 import { LOCATE_FLAGS } from "./controlplane-up.js";
 
 /** The spec of `clawker controlplane status`. */
@@ -30,6 +30,13 @@ export const CONTROLPLANE_STATUS: CommandSpec = {
   ],
 };
 
+const PROCESS_TEXT = {
+  ours: "alive",
+  gone: "not alive (stale pid file)",
+  not_ours: "is another process now (stale pid file)",
+  unverifiable: "alive, but the pid file records no start time (written by an older clawker)",
+} as const satisfies Record<PidState, string>;
+
 /** Runs `controlplane status`. */
 export async function controlplaneStatus(values: FlagValues, io: Io): Promise<number> {
   const dataDir = str(values, "data-dir", defaultDataDir(io.env));
@@ -38,8 +45,11 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   const url = healthUrl(parseAddress("health", str(values, "health", defaultHealthAddr(io.env))));
   const { pidFile } = runtimeFiles(dataDir);
 
-  const pid = await readPidFile(pidFile);
-  const alive = pid !== undefined && isAlive(pid);
+  const contents = await readPidFile(pidFile);
+  const pid = contents?.pid;
+  const processState: PidState | undefined = contents === undefined ? undefined : pidState(contents);
+  // Alive only when the pid is proven to be the daemon `up` started, not merely some live process.
+  const alive = processState === "ours";
   const health = await probeHealth(url, 2000);
   let clock: { skewMs: number; rttMs: number } | { error: string } | undefined;
   if (health.reachable) {
@@ -71,7 +81,7 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   }
   const lines = [
     `control plane: ${state}`,
-    `  process  ${pid === undefined ? `no pid file (${pidFile})` : `pid ${pid} ${alive ? "alive" : "not alive (stale pid file)"}`}`,
+    `  process  ${pid === undefined ? `no pid file (${pidFile})` : `pid ${pid} ${PROCESS_TEXT[processState ?? "gone"]}`}`,
     `  health   ${url}: ${describeProbe(health)}`,
   ];
   if (clock !== undefined) {

@@ -24,7 +24,8 @@ import {
 import { CliError, ExitCode } from "../exit-codes.js";
 import { describeProbe, healthUrl, probeHealth, type HealthProbe } from "../health-probe.js";
 import type { Io } from "../io.js";
-import { isAlive, readPidFile, removePidFile, writePidFile } from "../pid-file.js";
+import { pidState, readPidFile, removePidFile, writePidFile } from "../pid-file.js";
+import { readProcessIdentity, type ProcessIdentity } from "../process-identity.js";
 import { startProgress } from "../progress.js";
 
 /** Flags shared by the controlplane commands that locate a running daemon. */
@@ -111,9 +112,13 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
   const daemon = resolveDaemon(optStr(values, "daemon"), io.env);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const existing = await readPidFile(pidFile);
-  if (existing !== undefined && isAlive(existing)) {
-    throw new CliError(ExitCode.exists, `the control plane is already running (pid ${existing}, ${pidFile})`);
+  if (existing !== undefined && pidState(existing) === "ours") {
+    throw new CliError(
+      ExitCode.exists,
+      `the control plane is already running (pid ${existing.pid}, ${pidFile})`,
+    );
   }
+  // Stale (gone, another process, or unverifiable): the /healthz probe below still catches a daemon.
   if (existing !== undefined) await removePidFile(pidFile);
   const before = await probeHealth(url, 500);
   if (before.reachable) {
@@ -134,9 +139,11 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
   const started = Date.now();
   const child = await spawnDaemon(daemon, env, logFile);
   const pid = child.pid!;
-  await writePidFile(pidFile, pid);
   let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   child.once("exit", (code, signal) => (exit = { code, signal }));
+  // Undefined only when it has already exited: the loop below reports that.
+  let identity: ProcessIdentity | undefined = readProcessIdentity(pid);
+  if (identity !== undefined) await writePidFile(pidFile, identity);
 
   const progress = startProgress(io.stderr, `waiting for ${url}`);
   let last: HealthProbe | undefined;
@@ -157,7 +164,7 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
       }
       if (Date.now() - started > timeoutMs) {
         progress.update("not healthy in time: stopping it");
-        await stopProcess(pid, 5_000);
+        if (identity !== undefined) await stopProcess(identity, 5_000);
         await removePidFile(pidFile);
         throw new CliError(
           ExitCode.notRunning,
@@ -172,6 +179,17 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
     progress.stop();
   }
   const healthyMs = Date.now() - started;
+  // A daemon started through a script (`#!/usr/bin/env node`) may have shown the interpreter's
+  // argv when it was first read; record the argv it serves under, for `down` to check against.
+  const now = readProcessIdentity(pid);
+  if (now === undefined || (identity !== undefined && now.startTime !== identity.startTime)) {
+    await removePidFile(pidFile);
+    throw new CliError(ExitCode.error, `the control plane (pid ${pid}) exited right after becoming healthy`);
+  }
+  if (identity === undefined || now.cmdline.join("\0") !== identity.cmdline.join("\0")) {
+    identity = now;
+    await writePidFile(pidFile, identity);
+  }
   child.unref();
 
   const { client, skew } = await connectAdmin({ trustDir, admin: admin.text, tokenEndpoint });

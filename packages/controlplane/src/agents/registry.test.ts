@@ -1,10 +1,22 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
-import { Registry } from "./registry.js";
+import { Registry, RegistryError, type RegistryReason } from "./registry.js";
 
 function tempDb(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), "clawker-registry-"));
@@ -96,4 +108,122 @@ test("the listing is one frozen object between writes and follows every write", 
   assert.equal(reg.list()[0]?.certThumbprint, "aa");
   reg.remove("c1");
   assert.deepEqual(reg.list(), []);
+});
+
+/** A registry with enough rows to span several pages, closed (its WAL folded into the file). */
+function populated(path: string): void {
+  const reg = new Registry(path);
+  for (let i = 0; i < 200; i++) {
+    reg.register(
+      {
+        containerId: `c${i}`,
+        agentName: `proj.agent${i}`,
+        project: "proj",
+        certThumbprint: `${i}`.padStart(64, "0"),
+      },
+      i,
+    );
+  }
+  reg.close();
+}
+
+function overwrite(path: string, offset: number, bytes: Buffer): void {
+  const fd = openSync(path, "r+");
+  try {
+    writeSync(fd, bytes, 0, bytes.length, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const sha = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex");
+
+const DAMAGE: ReadonlyArray<[string, RegistryReason, (path: string) => void]> = [
+  ["a 0-byte file", "empty", (p) => truncateSync(p, 0)],
+  ["a truncated file", "corrupt", (p) => truncateSync(p, Math.floor(statSync(p).size / 2))],
+  ["a page overwritten with junk", "corrupt", (p) => overwrite(p, 4096 * 2, Buffer.alloc(4096, 0x5a))],
+  ["a junk header", "corrupt", (p) => overwrite(p, 0, Buffer.alloc(100, 0x41))],
+];
+
+for (const [what, reason, damage] of DAMAGE) {
+  test(`${what} is refused naming the file and the way out, and left byte-identical`, (t) => {
+    const path = tempDb(t);
+    populated(path);
+    damage(path);
+    const before = sha(path);
+    const listing = readdirSync(dirname(path)).sort();
+    assert.throws(
+      () => new Registry(path),
+      (e: unknown) => {
+        assert.ok(e instanceof RegistryError, String(e));
+        assert.equal(e.reason, reason);
+        assert.equal(e.file, path);
+        assert.ok(e.message.startsWith(`registry ${path}`), e.message);
+        assert.match(e.message, /will not replace an existing registry/);
+        assert.match(e.message, /move .* aside/);
+        return true;
+      },
+    );
+    assert.equal(sha(path), before, "the refused file was not changed");
+    assert.deepEqual(readdirSync(dirname(path)).sort(), listing, "no -wal or -shm left behind");
+  });
+}
+
+test("a sqlite database that is not a registry is refused, not taken over", (t) => {
+  const path = tempDb(t);
+  new Registry(path).close();
+  rmSync(path);
+  const other = new Database(path);
+  other.exec("CREATE TABLE notes (body TEXT)");
+  other.close();
+  const before = sha(path);
+  assert.throws(
+    () => new Registry(path),
+    (e: unknown) => e instanceof RegistryError && e.reason === "not_a_registry" && e.message.includes(path),
+  );
+  assert.equal(sha(path), before);
+});
+
+test("a storage error names the file (a page damaged while the registry is open)", (t) => {
+  const path = tempDb(t);
+  populated(path);
+  const reg = new Registry(path);
+  t.after(() => {
+    try {
+      reg.close();
+    } catch {
+      // closing a damaged database may fail too; the test is about list()
+    }
+  });
+  // Every page but the schema's: whatever the listing reads is junk.
+  overwrite(path, 4096, Buffer.alloc(statSync(path).size - 4096, 0x5a));
+  assert.throws(
+    () => reg.list(),
+    (e: unknown) =>
+      e instanceof RegistryError &&
+      e.reason === "corrupt" &&
+      e.message.startsWith(`registry ${path}: list failed`),
+  );
+  reg.close();
+  assert.throws(
+    () => reg.get("c1"),
+    (e: unknown) => e instanceof RegistryError && e.reason === "closed",
+  );
+});
+
+test("the registry files are 0600, also when an older install left them 0644; a new one appears whole", (t) => {
+  const path = tempDb(t);
+  const reg = new Registry(path);
+  reg.register(alpha, 1);
+  for (const file of [path, `${path}-wal`, `${path}-shm`])
+    assert.equal(statSync(file).mode & 0o777, 0o600, file);
+  reg.close();
+  assert.deepEqual(readdirSync(dirname(path)), ["registry.db"], "no temporary file left");
+  chmodSync(path, 0o644);
+  const again = new Registry(path);
+  t.after(() => again.close());
+  assert.equal(again.get("c1")?.agentName, "proj.alpha");
+  for (const file of [path, `${path}-wal`, `${path}-shm`])
+    assert.equal(statSync(file).mode & 0o777, 0o600, file);
+  assert.equal(statSync(dirname(path)).mode & 0o777, 0o700);
 });

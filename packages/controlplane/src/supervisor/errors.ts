@@ -9,7 +9,12 @@ export type SupervisorReason =
   | "shutting_down"
   | "exited_before_healthy"
   | "health_timeout"
-  | "health_aborted";
+  | "health_aborted"
+  | "not_ours"
+  | "record_failed"
+  | "already_started"
+  | "leftover_survived"
+  | "forced_kill";
 
 /** Base class of every supervisor error; `reason` is stable, the message is for humans. */
 export class SupervisorError extends Error {
@@ -85,5 +90,40 @@ export class HealthAbortedError extends SupervisorError {
 
   constructor(helper: string, cause: unknown) {
     super("health_aborted", helper, `waiting for helper ${helper} to become healthy was aborted`, { cause });
+  }
+}
+
+/**
+ * A 200 on the helper's health URL that lacks the instance nonce we started it with: some other
+ * process (an orphan of a previous instance, anything else) holds the address.
+ */
+export class HelperNotOursError extends SupervisorError {
+  override readonly name = "HelperNotOursError";
+  /** The URL that answered. */
+  readonly url: string;
+
+  constructor(helper: string, url: string) {
+    super(
+      "not_ours",
+      helper,
+      `helper ${helper}: ${url} answered 200 but not with the instance nonce this control plane started it with: another process holds that address (a helper of an earlier instance?); stop it and start again`,
+    );
+    this.url = url;
+  }
+}
+
+/** Helpers that were still running at the shutdown deadline and had to be SIGKILLed. */
+export class ForcedStopError extends SupervisorError {
+  override readonly name = "ForcedStopError";
+  /** The helpers that needed SIGKILL, in the order they were stopped. */
+  readonly helpers: readonly string[];
+
+  constructor(helpers: readonly string[]) {
+    super(
+      "forced_kill",
+      helpers.join(","),
+      `helper${helpers.length === 1 ? "" : "s"} ${helpers.join(", ")} did not stop on SIGTERM before the deadline and ${helpers.length === 1 ? "was" : "were"} SIGKILLed`,
+    );
+    this.helpers = helpers;
   }
 }

@@ -184,3 +184,27 @@ void test("httpProbe over TLS trusts only the given CA and expects 200", async (
     (e: unknown) => e instanceof ProbeError && e.reason === "unexpected_status",
   );
 });
+
+void test("httpProbe with an instance nonce fails not_ours on a 200 that does not echo it", async () => {
+  let body = JSON.stringify({ status: "ok", instance: "nonce-of-this-start" });
+  const port = await listen(
+    createHttpsServer({ cert: pki.serverCert, key: pki.serverKey }, (_req, res) =>
+      res.writeHead(200).end(body),
+    ),
+  );
+  const url = `https://127.0.0.1:${port}/health/ready`;
+  await httpProbe(url, { ca: pki.ca }, { instance: "nonce-of-this-start" })(signal());
+  for (const other of [
+    JSON.stringify({ status: "ok" }),
+    JSON.stringify({ status: "ok", instance: "nonce-of-an-earlier-start" }),
+    "ok",
+  ]) {
+    body = other;
+    await assert.rejects(
+      httpProbe(url, { ca: pki.ca }, { instance: "nonce-of-this-start" })(signal()),
+      (e: unknown) => e instanceof ProbeError && e.reason === "not_ours",
+      other,
+    );
+    await httpProbe(url, { ca: pki.ca })(signal());
+  }
+});

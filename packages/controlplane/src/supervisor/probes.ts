@@ -1,7 +1,7 @@
 // Health probes: an HTTP GET that must answer 200 and a TLS 1.3 handshake (optionally proving an
 // HTTP/2 server such as grpc-js answers behind it). Used by waitHealthy and by /healthz.
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import { httpRequest, tlsClientOptions, type TlsClientOptions } from "../http-client.js";
+import { httpRequest, tlsClientOptions, type HttpResponse, type TlsClientOptions } from "../http-client.js";
 
 export type { TlsClientOptions } from "../http-client.js";
 
@@ -9,7 +9,7 @@ export type { TlsClientOptions } from "../http-client.js";
 export type Probe = (signal: AbortSignal) => Promise<void>;
 
 /** Why a probe failed. */
-export type ProbeReason = "unexpected_status" | "handshake_failed" | "not_http2" | "aborted";
+export type ProbeReason = "unexpected_status" | "handshake_failed" | "not_http2" | "aborted" | "not_ours";
 
 /** A probe failure with a stable `reason`; `cause` holds the underlying network error, if any. */
 export class ProbeError extends Error {
@@ -24,22 +24,45 @@ export class ProbeError extends Error {
 }
 
 /**
- * One GET on a fresh connection (no pooled socket outlives the call); resolves with the status.
- * Network errors reject as node:http reports them; an abort rejects with an AbortError.
+ * One GET on a fresh connection (no pooled socket outlives the call); resolves with the status and
+ * the (bounded) body. Network errors reject as node:http reports them; an abort with an AbortError.
  */
-export async function httpGetStatus(
+export function httpGet(
   url: string,
   options: { readonly tls?: TlsClientOptions | undefined; readonly signal: AbortSignal },
-): Promise<number> {
-  const res = await httpRequest(url, { tls: options.tls, signal: options.signal });
-  return res.status;
+): Promise<HttpResponse> {
+  return httpRequest(url, { tls: options.tls, signal: options.signal });
 }
 
-/** A probe that GETs `url` (https when `tls` is given) and expects 200. */
-export function httpProbe(url: string, tls?: TlsClientOptions): Probe {
+/** True when a health answer's body is a JSON object whose `instance` is `instance`. */
+export function answersInstance(body: string, instance: string): boolean {
+  try {
+    const parsed: unknown = JSON.parse(body);
+    return (
+      typeof parsed === "object" &&
+      parsed !== null &&
+      (parsed as { instance?: unknown }).instance === instance
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A probe that GETs `url` (https when `tls` is given) and expects 200; with `instance`, a 200 must
+ * also carry that instance nonce (see WaitHealthyOptions), or the probe fails `not_ours`.
+ */
+export function httpProbe(
+  url: string,
+  tls?: TlsClientOptions,
+  options: { readonly instance?: string } = {},
+): Probe {
   return async (signal) => {
-    const status = await httpGetStatus(url, { tls, signal });
+    const { status, body } = await httpGet(url, { tls, signal });
     if (status !== 200) throw new ProbeError("unexpected_status", `GET ${url} answered ${status}`);
+    if (options.instance !== undefined && !answersInstance(body, options.instance)) {
+      throw new ProbeError("not_ours", `GET ${url} answered 200 without our instance nonce`);
+    }
   };
 }
 

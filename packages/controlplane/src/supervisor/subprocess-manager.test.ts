@@ -12,6 +12,7 @@ import {
   HealthAbortedError,
   HealthTimeoutError,
   HelperExitedError,
+  HelperNotOursError,
   SpawnError,
   type SupervisorError,
 } from "./errors.js";
@@ -160,8 +161,9 @@ void test("shutdown stops helpers in reverse start order with SIGTERM and leaves
     await ready(lines, name);
   }
   const closing = m.shutdown(5_000);
-  assert.equal(m.close(), closing, "close() shares the running shutdown");
-  await closing;
+  assert.equal(m.shutdown(1), closing, "a second shutdown shares the running one");
+  await m.close();
+  assert.deepEqual(await closing, { forced: [], survived: [] }, "all stopped on SIGTERM");
   const rows = recorded(record);
   assert.deepEqual(
     rows.map(([name, signal]) => `${name}:${signal}`),
@@ -177,14 +179,41 @@ void test("a helper that ignores SIGTERM is killed after the timeout", async (t)
   const record = join(dir, "record");
   const pid = await m.start("stubborn", helper({ HELPER_RECORD: record, HELPER_IGNORE_TERM: "1" }));
   await ready(lines, "stubborn");
-  await m.shutdown(300);
+  assert.deepEqual(await m.shutdown(300), { forced: ["stubborn"], survived: [] });
   assert.equal(isAlive(pid), false);
   assert.deepEqual(
     recorded(record).map((r) => r[1]),
     ["SIGTERM"],
   );
-  assert.ok(lines.some((l) => l["msg"] === "helper ignored SIGTERM; sending SIGKILL"));
+  assert.ok(lines.some((l) => l["event"] === "helper_forced_kill" && l["helper"] === "stubborn"));
   assert.ok(lines.some((l) => l["msg"] === "helper stopped" && l["signal"] === "SIGKILL"));
+});
+
+void test("shutdown has one deadline for all helpers, not a grace per helper that adds up", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const record = join(dir, "record");
+  const pids: number[] = [];
+  for (const name of ["first", "second", "third"]) {
+    pids.push(
+      await m.start(name, helper({ HELPER_NAME: name, HELPER_RECORD: record, HELPER_IGNORE_TERM: "1" })),
+    );
+    await ready(lines, name);
+  }
+  const began = Date.now();
+  const report = await m.shutdown(1_000);
+  const took = Date.now() - began;
+  // Per-helper graces would take 3 x 1000 ms; one deadline takes 1000 ms plus the kills.
+  assert.ok(took >= 950 && took < 2_500, `shutdown took ${took} ms`);
+  assert.deepEqual(report, { forced: ["third", "second", "first"], survived: [] });
+  // Past the deadline a helper gets SIGKILL right after its SIGTERM and may die before it records
+  // the SIGTERM; those that did record are in reverse start order, the last started first.
+  const order = recorded(record).map(([name]) => name);
+  assert.equal(order[0], "third");
+  assert.deepEqual(
+    order,
+    ["third", "second", "first"].filter((name) => order.includes(name)),
+  );
+  for (const pid of pids) assert.equal(isAlive(pid), false);
 });
 
 void test("whatever a crashed helper spawned dies with it (process group sweep)", async (t) => {
@@ -279,6 +308,22 @@ void test("waitHealthy resolves once the helper answers 200", async (t) => {
   await m.waitHealthy("web", { url: `http://127.0.0.1:${port}/health`, intervalMs: 50, timeoutMs: 10_000 });
   const done = lines.find((l) => l["msg"] === "helper healthy");
   assert.ok(typeof done?.["attempts"] === "number" && done["attempts"] > 1, "it polled through 503s first");
+});
+
+void test("waitHealthy with an instance nonce accepts only the answer that echoes it", async (t) => {
+  const { m } = setup(t);
+  const port = await freePort();
+  const body = JSON.stringify({ status: "ok", instance: "abcdefghijklmnop" });
+  await m.start("ours", helper({ HELPER_HTTP_PORT: String(port), HELPER_HEALTH_BODY: body }));
+  const url = `http://127.0.0.1:${port}/health`;
+  await m.waitHealthy("ours", { url, intervalMs: 20, timeoutMs: 10_000, instance: "abcdefghijklmnop" });
+  // The same answer for another start's nonce: not ours, at once rather than after the budget.
+  const began = Date.now();
+  await assert.rejects(
+    m.waitHealthy("ours", { url, intervalMs: 20, timeoutMs: 60_000, instance: "qrstuvwxyz012345" }),
+    (e: unknown) => e instanceof HelperNotOursError && e.reason === "not_ours" && e.url === url,
+  );
+  assert.ok(Date.now() - began < 5_000);
 });
 
 void test("waitHealthy fails fast when the helper exits before becoming healthy", async (t) => {

@@ -1,18 +1,22 @@
 // Starts, watches and stops the helper processes (OAuth2 server, Ory, proxy, DNS gate, eBPF manager).
 // Fail-fast: the first unexpected exit is reported once through `crashed`; after beginShutdown()
 // exits are expected and never reported. Shutdown is in reverse start order. See README.md.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import type { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import {
   HealthAbortedError,
   HealthTimeoutError,
   HelperExitedError,
+  HelperNotOursError,
   SpawnError,
   SupervisorError,
 } from "./errors.js";
+import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
 import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
-import { httpGetStatus, ProbeError, type TlsClientOptions } from "./probes.js";
+import { answersInstance, httpGet, ProbeError, type TlsClientOptions } from "./probes.js";
+import { isSameProcess, readProcessIdentity } from "./process-identity.js";
 
 /** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
 export interface HelperCommand {
@@ -22,7 +26,18 @@ export interface HelperCommand {
   /** Start from our environment (default true); false passes only `env` (plus nothing else). */
   readonly inheritEnv?: boolean;
   readonly cwd?: string;
+  /**
+   * Give the helper a lifeline: the read end of a socket pair on fd 3 (named in
+   * `CLAWKER_LIFELINE_FD`) whose other end only this process holds. EOF on it means we are gone,
+   * also after a SIGKILL that runs no exit hook; a helper that watches it exits then.
+   */
+  readonly lifeline?: boolean;
 }
+
+/** The environment variable that tells a helper which fd is its lifeline. */
+export const LIFELINE_FD_ENV = "CLAWKER_LIFELINE_FD";
+/** The lifeline's fd in the helper (the first after stdin, stdout, stderr). */
+export const LIFELINE_FD = 3;
 
 /** The first unexpected exit of a helper, as the daemon receives it. */
 export interface HelperCrash {
@@ -43,6 +58,11 @@ export interface WaitHealthyOptions {
   readonly attemptTimeoutMs?: number;
   readonly tls?: TlsClientOptions;
   readonly signal?: AbortSignal;
+  /**
+   * The instance nonce the helper was started with: a 200 whose JSON body does not carry it as
+   * `instance` comes from some other process on that address and fails with HelperNotOursError.
+   */
+  readonly instance?: string;
 }
 
 /** Construction options of SubprocessManager. */
@@ -52,12 +72,32 @@ export interface SubprocessManagerOptions {
   readonly graceMs?: number;
   /** Longest forwarded log line before it is cut into pieces. */
   readonly maxLineChars?: number;
+  /**
+   * Where to record the running helpers (pid, start time, argv; 0600) so that the next instance
+   * can kill the ones that outlived a SIGKILL of this one (reapLeftovers). None: no record.
+   */
+  readonly stateFile?: string;
+}
+
+/** How shutdown() went: helpers that had to be SIGKILLed, and any that not even SIGKILL removed. */
+export interface ShutdownReport {
+  readonly forced: readonly string[];
+  readonly survived: readonly string[];
+}
+
+/** What reapLeftovers() found: helpers of a previous instance it killed, and records it left alone. */
+export interface ReapReport {
+  readonly killed: readonly HelperRecord[];
+  /** Records whose pid is gone or now names another process (recycled): nothing was signalled. */
+  readonly skipped: readonly HelperRecord[];
 }
 
 /** Default SIGTERM grace for close(). */
-export const DEFAULT_GRACE_MS = 10_000;
+export const DEFAULT_GRACE_MS = 8_000;
 /** How long to wait for the kernel after SIGKILL before giving up on a process (D state). */
-const KILL_WAIT_MS = 5_000;
+const KILL_WAIT_MS = 1_000;
+/** The same for leftovers of a previous instance: not our children, and nothing else waits yet. */
+const REAP_WAIT_MS = 5_000;
 
 interface Exit {
   readonly code: number | null;
@@ -69,6 +109,8 @@ interface Child {
   readonly proc: ChildProcess;
   /** Undefined when spawn(2) failed. */
   readonly pid: number | undefined;
+  /** What /proc said about it right after spawn (for the record file). */
+  record: HelperRecord | undefined;
   /** Set once the process exited (or failed to spawn). */
   exit: Exit | undefined;
   /** Resolves when the process is gone (reaped) or never started. */
@@ -110,13 +152,14 @@ export class SubprocessManager {
   readonly #log: Logger;
   readonly #graceMs: number;
   readonly #maxLineChars: number;
+  readonly #stateFile: string | undefined;
   readonly #children = new Map<string, Child>();
   /** Start order; shutdown walks it backwards. */
   readonly #order: Child[] = [];
   #reportCrash: (crash: HelperCrash) => void;
   #crashReported = false;
   #shuttingDown = false;
-  #shutdown: Promise<void> | undefined;
+  #shutdown: Promise<ShutdownReport> | undefined;
   readonly #onProcessExit = (): void => this.#killAllNow();
   #exitHookInstalled = false;
 
@@ -124,6 +167,7 @@ export class SubprocessManager {
     this.#log = options.logger.child({ component: "supervisor" });
     this.#graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
     this.#maxLineChars = options.maxLineChars ?? DEFAULT_MAX_LINE_CHARS;
+    this.#stateFile = options.stateFile;
     let report!: (crash: HelperCrash) => void;
     this.crashed = new Promise<HelperCrash>((resolve) => (report = resolve));
     this.#reportCrash = report;
@@ -159,14 +203,23 @@ export class SubprocessManager {
     if (this.#children.has(name)) {
       throw new SupervisorError("duplicate_helper", name, `helper ${name} was already started`);
     }
-    const env =
+    const env: NodeJS.ProcessEnv =
       command.inheritEnv === false ? { ...command.env } : { ...process.env, ...(command.env ?? {}) };
+    const stdio: StdioOptions = ["ignore", "pipe", "pipe"];
+    if (command.lifeline === true) {
+      // A socket pair: libuv marks our end close-on-exec, so no other child inherits it and the
+      // kernel closes it when we die, however we die. The helper sees EOF.
+      stdio.push("pipe");
+      env[LIFELINE_FD_ENV] = String(LIFELINE_FD);
+    } else {
+      delete env[LIFELINE_FD_ENV];
+    }
     // detached: its own process group, so a terminal's Ctrl-C reaches only us and we stop helpers
     // in order; it also lets us signal the helper together with whatever it spawned.
     let proc: ChildProcess;
     try {
       proc = spawn(command.file, command.args ?? [], {
-        stdio: ["ignore", "pipe", "pipe"],
+        stdio,
         detached: true,
         env,
         ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
@@ -180,6 +233,7 @@ export class SubprocessManager {
       name,
       proc,
       pid: proc.pid,
+      record: undefined,
       exit: undefined,
       exited: new Promise<Exit>((resolve) => (markExited = resolve)),
       spawned: new Promise<void>((resolve) => (markSpawned = resolve)),
@@ -190,12 +244,18 @@ export class SubprocessManager {
     this.#installExitHook();
     this.#forward(child, "stdout");
     this.#forward(child, "stderr");
+    // A socket pair end (a Duplex at runtime, whatever the stdio typing says). We never write to it;
+    // whatever the helper might send is dropped.
+    const lifeline = proc.stdio[LIFELINE_FD] as Duplex | null | undefined;
+    lifeline?.on("error", () => undefined).resume();
     proc.once("exit", (code, signal) => {
       if (child.exit !== undefined) return; // spawn failed: already settled, not a crash
       child.exit = { code, signal };
+      lifeline?.destroy();
       // Whatever the helper left in its group dies with it (the leader was reaped just now).
       this.#signalGroup(child, "SIGKILL");
       this.#onExit(child, code, signal);
+      this.#saveRecords();
       markExited(child.exit);
     });
 
@@ -219,7 +279,82 @@ export class SubprocessManager {
     const pid = proc.pid!;
     proc.on("error", (err) => this.#log.warn({ helper: name, pid, err }, "helper process error"));
     this.#log.info({ helper: name, pid, file: command.file, args: command.args ?? [] }, "helper started");
+    if (this.#stateFile !== undefined) {
+      // 'spawn' fires after execve succeeded, so /proc already shows the helper's own argv.
+      const identity = readProcessIdentity(pid);
+      if (identity !== undefined) child.record = { name, ...identity };
+      // A helper we cannot find again after a SIGKILL of ours is one we do not run.
+      try {
+        this.#saveRecords(true);
+      } catch (err) {
+        this.#signalGroup(child, "SIGKILL");
+        await child.exited;
+        throw new SupervisorError(
+          "record_failed",
+          name,
+          `cannot record helper ${name} in ${this.#stateFile}`,
+          {
+            cause: err,
+          },
+        );
+      }
+    }
     return pid;
+  }
+
+  /**
+   * Kills the helpers a previous instance recorded in the state file and left running (it was
+   * SIGKILLed): only a process whose pid, start time, boot and argv all still match its record, so a
+   * recycled pid is never signalled. Call it before the first start(). Each kill is logged
+   * (`leftover_killed`); resolves once they are gone (bounded) and the record is cleared.
+   */
+  async reapLeftovers(): Promise<ReapReport> {
+    if (this.#stateFile === undefined) return { killed: [], skipped: [] };
+    if (this.#order.length > 0) {
+      throw new SupervisorError("already_started", "", "reapLeftovers() must run before any helper starts");
+    }
+    const file = this.#stateFile;
+    const { records, problem } = readHelperRecords(file);
+    if (problem !== undefined) {
+      this.#log.warn(
+        { event: "helper_record_unreadable", file, problem },
+        "helper record unreadable; not used",
+      );
+    }
+    const killed: HelperRecord[] = [];
+    const skipped: HelperRecord[] = [];
+    for (const record of records) {
+      if (!isSameProcess(record)) {
+        skipped.push(record);
+        continue;
+      }
+      // It leads its own group (spawned detached), and while it lives no other group can have its
+      // pid as id: the group signal reaches it and whatever it spawned, nothing else.
+      if (!signalPid(-record.pid, "SIGKILL")) signalPid(record.pid, "SIGKILL");
+      killed.push(record);
+      this.#log.warn(
+        { event: "leftover_killed", helper: record.name, pid: record.pid, file },
+        "killed a helper left running by a previous instance",
+      );
+    }
+    if (skipped.length > 0) {
+      this.#log.info(
+        { event: "leftover_skipped", helpers: skipped.map((r) => ({ helper: r.name, pid: r.pid })) },
+        "recorded helpers are gone or their pids now name other processes; nothing signalled",
+      );
+    }
+    const deadline = Date.now() + REAP_WAIT_MS;
+    while (killed.some((r) => isSameProcess(r)) && Date.now() < deadline) await sleep(20);
+    const stuck = killed.filter((r) => isSameProcess(r));
+    if (stuck.length > 0) {
+      throw new SupervisorError(
+        "leftover_survived",
+        stuck.map((r) => r.name).join(","),
+        `helpers of a previous instance survived SIGKILL: ${stuck.map((r) => `${r.name} (pid ${r.pid})`).join(", ")}`,
+      );
+    }
+    writeHelperRecords(file, []);
+    return { killed, skipped };
   }
 
   /** From now on helper exits are expected: nothing more is reported through `crashed`. Idempotent. */
@@ -230,18 +365,19 @@ export class SubprocessManager {
   }
 
   /**
-   * Stops every helper in reverse start order: SIGTERM to its process group, SIGKILL when it has not
-   * exited after `timeoutMs` (per helper). Resolves when all are gone. Later calls share the first.
+   * Stops every helper in reverse start order: SIGTERM to its process group, SIGKILL to whichever
+   * has not exited when the one deadline (`timeoutMs` from now, shared by all helpers) passes.
+   * Resolves, once all are gone, with the helpers that needed SIGKILL. Later calls share the first.
    */
-  shutdown(timeoutMs: number = this.#graceMs): Promise<void> {
+  shutdown(timeoutMs: number = this.#graceMs): Promise<ShutdownReport> {
     this.beginShutdown();
-    this.#shutdown ??= this.#stopAll(timeoutMs);
+    this.#shutdown ??= this.#stopAll(Date.now() + timeoutMs);
     return this.#shutdown;
   }
 
   /** Idempotent close: shutdown with the configured grace. */
-  close(): Promise<void> {
-    return this.shutdown(this.#graceMs);
+  async close(): Promise<void> {
+    await this.shutdown(this.#graceMs);
   }
 
   /**
@@ -259,12 +395,13 @@ export class SubprocessManager {
 
   /**
    * Polls `url` until it answers 200. Rejects with HelperExitedError when the helper exits first,
-   * HealthTimeoutError when the budget runs out, HealthAbortedError when `signal` aborts.
+   * HealthTimeoutError when the budget runs out, HealthAbortedError when `signal` aborts, and
+   * HelperNotOursError when `instance` is given and a 200 does not carry it.
    */
   async waitHealthy(name: string, options: WaitHealthyOptions): Promise<void> {
     const child = this.#children.get(name);
     if (child === undefined) throw new SupervisorError("unknown_helper", name, `no helper named ${name}`);
-    const { url, intervalMs = 200, timeoutMs = 30_000, tls, signal } = options;
+    const { url, intervalMs = 200, timeoutMs = 30_000, tls, signal, instance } = options;
     const attemptTimeoutMs = options.attemptTimeoutMs ?? Math.min(timeoutMs, 2_000);
     if (signal?.aborted === true) throw new HealthAbortedError(name, signal.reason);
     if (child.exit !== undefined) throw new HelperExitedError(name, child.exit.code, child.exit.signal);
@@ -286,14 +423,21 @@ export class SubprocessManager {
     const poll = async (): Promise<void> => {
       for (;;) {
         attempts++;
+        let answer;
         try {
           const attemptSignal = AbortSignal.any([stop.signal, AbortSignal.timeout(attemptTimeoutMs)]);
-          const status = await httpGetStatus(url, { tls, signal: attemptSignal });
-          if (status === 200) return;
-          lastError = new ProbeError("unexpected_status", `GET ${url} answered ${status}`);
+          answer = await httpGet(url, { tls, signal: attemptSignal });
         } catch (err) {
           if (stop.signal.aborted) return;
           lastError = err;
+        }
+        if (answer?.status === 200) {
+          // Another process on the address (an orphan of a previous instance) would pass a bare 200.
+          if (instance === undefined || answersInstance(answer.body, instance)) return;
+          throw new HelperNotOursError(name, url);
+        }
+        if (answer !== undefined) {
+          lastError = new ProbeError("unexpected_status", `GET ${url} answered ${answer.status}`);
         }
         try {
           await sleep(intervalMs, undefined, { signal: stop.signal });
@@ -305,6 +449,7 @@ export class SubprocessManager {
     try {
       await Promise.race([failure, poll()]);
       this.#log.info({ helper: name, attempts }, "helper healthy");
+      this.#refreshRecord(child);
     } finally {
       stop.abort();
       clearTimeout(budget);
@@ -333,23 +478,62 @@ export class SubprocessManager {
     this.#reportCrash({ name: child.name, pid: pid ?? -1, code, signal });
   }
 
-  async #stopAll(timeoutMs: number): Promise<void> {
-    for (const child of [...this.#order].reverse()) await this.#stop(child, timeoutMs);
+  async #stopAll(deadline: number): Promise<ShutdownReport> {
+    const forced: string[] = [];
+    const survived: string[] = [];
+    for (const child of [...this.#order].reverse()) {
+      const outcome = await this.#stop(child, deadline);
+      if (outcome !== "stopped") forced.push(child.name);
+      if (outcome === "survived") survived.push(child.name);
+    }
     this.#removeExitHook();
+    return { forced, survived };
   }
 
-  async #stop(child: Child, timeoutMs: number): Promise<void> {
+  async #stop(child: Child, deadline: number): Promise<"stopped" | "killed" | "survived"> {
     await child.spawned; // a start() still in flight
-    if (child.exit !== undefined || child.pid === undefined) return;
+    if (child.exit !== undefined || child.pid === undefined) return "stopped";
     this.#signalGroup(child, "SIGTERM");
-    if (await settlesWithin(child.exited, timeoutMs)) return;
+    if (await settlesWithin(child.exited, Math.max(0, deadline - Date.now()))) return "stopped";
     this.#log.warn(
-      { helper: child.name, pid: child.pid, timeoutMs },
-      "helper ignored SIGTERM; sending SIGKILL",
+      { helper: child.name, pid: child.pid, event: "helper_forced_kill" },
+      "helper ignored SIGTERM until the deadline; sending SIGKILL",
     );
     this.#signalGroup(child, "SIGKILL");
-    if (!(await settlesWithin(child.exited, KILL_WAIT_MS))) {
-      this.#log.error({ helper: child.name, pid: child.pid }, "helper survived SIGKILL (uninterruptible?)");
+    if (await settlesWithin(child.exited, KILL_WAIT_MS)) return "killed";
+    this.#log.error({ helper: child.name, pid: child.pid }, "helper survived SIGKILL (uninterruptible?)");
+    return "survived";
+  }
+
+  /**
+   * Records the argv the helper runs under now: a wrapper that exec()s the real program (a shell
+   * script around an Ory binary) changed it after spawn; the program that answers health is the
+   * one a later reapLeftovers must recognise. Same pid and start time: still the same process.
+   */
+  #refreshRecord(child: Child): void {
+    const before = child.record;
+    if (before === undefined || child.exit !== undefined) return;
+    const now = readProcessIdentity(before.pid);
+    if (now === undefined || now.startTime !== before.startTime || now.bootId !== before.bootId) return;
+    if (now.cmdline.join("\0") === before.cmdline.join("\0")) return;
+    child.record = { name: child.name, ...now };
+    this.#saveRecords();
+  }
+
+  /** Rewrites the record file with the helpers still running; `strict` rethrows a failed write. */
+  #saveRecords(strict = false): void {
+    if (this.#stateFile === undefined) return;
+    const records = this.#order.flatMap((c) =>
+      c.exit === undefined && c.record !== undefined ? [c.record] : [],
+    );
+    try {
+      writeHelperRecords(this.#stateFile, records);
+    } catch (err) {
+      if (strict) throw err;
+      this.#log.error(
+        { err, event: "helper_record_failed", file: this.#stateFile },
+        "cannot update the helper record",
+      );
     }
   }
 
@@ -392,6 +576,16 @@ export class SubprocessManager {
     if (!this.#exitHookInstalled) return;
     this.#exitHookInstalled = false;
     process.off("exit", this.#onProcessExit);
+  }
+}
+
+/** Sends `signal` to a pid (negative: a process group); false when there was nothing to signal. */
+function signalPid(pid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,66 @@
+// Who a pid is: the kernel's start time for it, the boot it belongs to and its command line. A pid
+// alone is recycled; a recorded identity matches only the very process it was read from. (The
+// control plane's supervisor has the same reader; the import graph keeps the CLI from sharing it.)
+import { readFileSync } from "node:fs";
+
+/** A process as /proc described it when it was recorded. */
+export interface ProcessIdentity {
+  readonly pid: number;
+  /** Field 22 of /proc/<pid>/stat, clock ticks after boot, kept as the kernel's decimal text. */
+  readonly startTime: string;
+  /** /proc/sys/kernel/random/boot_id: start times restart at zero with every boot. */
+  readonly bootId: string;
+  /** argv, as /proc/<pid>/cmdline holds it. */
+  readonly cmdline: readonly string[];
+}
+
+/** The identity of a running process, or undefined when it is gone or a zombie (no cmdline). */
+export function readProcessIdentity(pid: number): ProcessIdentity | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    const startTime = fields[19];
+    if (state === undefined || state === "Z" || state === "X" || startTime === undefined) return undefined;
+    const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (raw === "") return undefined;
+    const cmdline = raw.endsWith("\0") ? raw.slice(0, -1).split("\0") : raw.split("\0");
+    return { pid, startTime, bootId: bootId(), cmdline };
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `recorded` still names the same live process: same pid, start time, boot and argv. */
+export function isSameProcess(recorded: ProcessIdentity): boolean {
+  const now = readProcessIdentity(recorded.pid);
+  return (
+    now !== undefined &&
+    now.startTime === recorded.startTime &&
+    now.bootId === recorded.bootId &&
+    now.cmdline.length === recorded.cmdline.length &&
+    now.cmdline.every((arg, i) => arg === recorded.cmdline[i])
+  );
+}
+
+/** Parses one recorded identity (from a state file); undefined when it is not one. */
+export function parseProcessIdentity(value: unknown): ProcessIdentity | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const v = value as Record<string, unknown>;
+  const { pid, startTime, bootId: boot, cmdline } = v;
+  if (typeof pid !== "number" || !Number.isInteger(pid) || pid <= 1) return undefined;
+  if (typeof startTime !== "string" || !/^\d+$/.test(startTime)) return undefined;
+  if (typeof boot !== "string" || boot === "") return undefined;
+  if (!Array.isArray(cmdline) || cmdline.length === 0 || !cmdline.every((a) => typeof a === "string")) {
+    return undefined;
+  }
+  return { pid, startTime, bootId: boot, cmdline };
+}
+
+let cachedBootId: string | undefined;
+
+function bootId(): string {
+  cachedBootId ??= readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  return cachedBootId;
+}
