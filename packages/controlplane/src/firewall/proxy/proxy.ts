@@ -26,7 +26,7 @@ import {
 } from "./map-files.js";
 import { checkPolicy, normalizeName, type ProxyPolicy } from "./policy.js";
 import { parseProxyConfig, routePortsOf, type ProxyConfig, type ProxyConfigInput } from "./proxy-config.js";
-import { RuntimeApi } from "./runtime-api.js";
+import { RuntimeApi, type ServerRef } from "./runtime-api.js";
 
 /**
  * What runs HAProxy: in the daemon the SubprocessManager (spawn = start, crash reporting
@@ -118,7 +118,7 @@ export class EgressProxy {
   #serial = 0;
   #servers = new Map<string, RuleServer>();
   /** Servers retired whose deletion HAProxy refused (sessions still closing); retried on apply. */
-  #undeleted: { backend: TunnelBackend; name: string }[] = [];
+  #undeleted: ServerRef[] = [];
   #maps = new Map<MapName, MapEntry[]>();
   readonly #certificates = new Set<string>();
   #closing: Promise<void> | undefined;
@@ -404,15 +404,11 @@ export class EgressProxy {
     const previous = new Map(this.#maps);
     await this.#writeMaps(changed, maps);
     // 2. Servers for new rule versions, before any map names them.
-    const added: { backend: TunnelBackend; name: string }[] = [];
+    const added: ServerRef[] = created.flatMap((server) =>
+      [...server.backends].map((backend) => ({ backend, name: server.name })),
+    );
     try {
-      for (const server of created) {
-        for (const backend of server.backends) {
-          await this.#api.addServer(backend, server.name, SERVER_ARGS[backend](this.#layout));
-          added.push({ backend, name: server.name });
-          await this.#api.enableServer(backend, server.name);
-        }
-      }
+      await this.#api.addServers(added, (s) => SERVER_ARGS[s.backend as TunnelBackend](this.#layout));
     } catch (err) {
       await this.#rollback(added, changed, previous);
       throw applyFailed("adding rule servers", err);
@@ -457,10 +453,15 @@ export class EgressProxy {
     this.#maps = new Map(MAP_NAMES.map((n) => [n, maps[n]]));
     this.#servers = next;
     // 4. Retire old rule versions: no new stream can pick them, then end theirs.
+    await this.#retire(
+      retired.flatMap((server) => [...server.backends].map((backend) => ({ backend, name: server.name }))),
+    );
     for (const server of retired) {
-      for (const backend of server.backends) await this.#retire(backend, server.name, server.ruleId);
+      this.#log.info(
+        { event: "proxy_rule_revoked", ruleId: server.ruleId, server: server.name },
+        "rule version retired",
+      );
     }
-    await this.#retryUndeleted();
     const result: ApplyResult = {
       mapsPushed: pushed,
       rulesAdded: created.length,
@@ -499,11 +500,12 @@ export class EgressProxy {
 
   /** Undoes an apply that failed before any verdict map switched: servers out, files back. */
   async #rollback(
-    added: readonly { backend: TunnelBackend; name: string }[],
+    added: readonly ServerRef[],
     changed: readonly MapName[],
     previous: Map<MapName, MapEntry[]>,
   ): Promise<void> {
-    for (const { backend, name } of added) await this.#retire(backend, name, undefined);
+    // Servers HAProxy may not have registered are simply not there to retire.
+    await this.#retire(added);
     try {
       await this.#writeMaps(changed, previous);
     } catch (err) {
@@ -511,43 +513,32 @@ export class EgressProxy {
     }
   }
 
-  /** Maintenance, then end every session on it, then delete (retried later if sessions linger). */
-  async #retire(backend: TunnelBackend, name: string, ruleId: string | undefined): Promise<void> {
+  /**
+   * Retires servers (maintenance, end their sessions, delete). Deletion HAProxy refuses because a
+   * session is still being torn down is retried shortly, then at the next apply.
+   */
+  async #retire(servers: readonly ServerRef[]): Promise<void> {
+    let left = [...this.#undeleted, ...servers];
+    this.#undeleted = [];
+    if (left.length === 0) return;
     try {
-      await this.#api.disableServer(backend, name);
-      await this.#api.shutdownSessionsOfServer(backend, name);
+      left = await this.#api.retireServers(left);
+      for (let attempt = 0; attempt < 20 && left.length > 0; attempt++) {
+        await sleep(10);
+        left = await this.#api.retireServers(left);
+      }
     } catch (err) {
       this.#log.error(
-        { err, backend, server: name, ruleId, event: "proxy_revoke_failed" },
-        "could not end a rule's sessions",
+        { err, count: left.length, event: "proxy_revoke_failed" },
+        "could not retire rule servers",
       );
     }
-    if (!(await this.#deleteServer(backend, name))) this.#undeleted.push({ backend, name });
-    if (ruleId !== undefined) {
-      this.#log.info({ event: "proxy_rule_revoked", ruleId, backend, server: name }, "rule version retired");
-    }
-  }
-
-  async #deleteServer(backend: TunnelBackend, name: string): Promise<boolean> {
-    // A session being torn down still holds the server for a moment after shutdown.
-    for (let attempt = 0; attempt < 20; attempt++) {
-      try {
-        await this.#api.deleteServer(backend, name);
-        return true;
-      } catch (err) {
-        if (!(err instanceof ProxyError) || err.reason !== "refused") return false;
-        await sleep(10);
-      }
-    }
-    return false;
-  }
-
-  async #retryUndeleted(): Promise<void> {
-    const pending = this.#undeleted;
-    this.#undeleted = [];
-    for (const { backend, name } of pending) {
-      if (!(await this.#deleteServer(backend, name))) this.#undeleted.push({ backend, name });
-    }
+    this.#undeleted = left;
+    if (left.length > 0)
+      this.#log.warn(
+        { count: left.length, event: "proxy_servers_lingering" },
+        "rule servers not deleted yet",
+      );
   }
 
   async #installCertificate(name: string, certPem: string, keyPem: string): Promise<void> {
