@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect as tlsConnect, createSecureContext, type TLSSocket } from "node:tls";
+import { Duplex } from "node:stream";
 import { promisify } from "node:util";
 import { createCa, issueLeaf, type CertifiedKey } from "@clawker/adminclient";
 import { pino } from "pino";
@@ -430,6 +431,32 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       [["api.example.test", UPSTREAM]],
     );
     assert.ok(e.dns.queries.includes("api.example.test/A"), `DNS queries: ${e.dns.queries.join(", ")}`);
+  });
+
+  test("a ClientHello split across segments (large post-quantum hellos are) still passes by its SNI", async () => {
+    const e = E();
+    await e.proxy.apply(policy(e, [entry({ dst: "api.example.test" }, e)]));
+    const raw = createConnection({ host: "127.0.0.1", port: e.tlsPort, localAddress: AGENT_A });
+    trackSocket(clientSockets, raw);
+    await new Promise<void>((resolve, reject) => raw.once("connect", resolve).once("error", reject));
+    // The first write (the ClientHello) leaves in two pieces 150 ms apart.
+    let first = true;
+    const splitter = new Duplex({
+      write(chunk: Buffer, _enc, done) {
+        if (!first) return void raw.write(chunk, done);
+        first = false;
+        raw.write(chunk.subarray(0, 40));
+        setTimeout(() => raw.write(chunk.subarray(40), done), 150);
+      },
+      read() {},
+    });
+    raw.on("data", (d: Buffer) => splitter.push(d));
+    raw.on("end", () => splitter.push(null));
+    const socket = tlsConnect({ socket: splitter, servername: "api.example.test", ca: e.upstreamCa.certPem });
+    trackSocket(clientSockets, socket);
+    await new Promise<void>((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject));
+    assert.equal(socket.authorized, true);
+    socket.destroy();
   });
 
   test("a name without a rule is refused at once with an unrecognized_name alert", async () => {
