@@ -8,12 +8,17 @@ import { isCidr4, isIpv4 } from "./policy.js";
 const port = z.number().int().min(1).max(65_535);
 const ipv4 = z.string().refine(isIpv4, "must be a dotted IPv4 address");
 const ms = (min: number, max: number, dflt: number) => z.number().int().min(min).max(max).default(dflt);
+// Paths are rendered into haproxy.cfg unquoted: no whitespace, quotes, `#` or backslashes.
+const cfgPath = z
+  .string()
+  .refine(isAbsolute, "must be an absolute path")
+  .refine((p) => !/[\s"'#\\]/.test(p), "must not hold whitespace, quotes, # or backslashes");
 
 /** Schema of ProxyConfig; defaults filled in by parseProxyConfig. */
 export const proxyConfigSchema = z
   .strictObject({
     /** The proxy's own directory (created 0700); the daemon passes `<data dir>/proxy`. */
-    dir: z.string().refine(isAbsolute, "must be an absolute path"),
+    dir: cfgPath,
     /** The HAProxy binary. */
     haproxy: z.string().min(1).default("haproxy"),
     listen: z.strictObject({
@@ -36,10 +41,7 @@ export const proxyConfigSchema = z
       .min(1)
       .max(4),
     /** CA bundle that intercepted connections verify upstreams against. */
-    upstreamCaFile: z
-      .string()
-      .refine(isAbsolute, "must be an absolute path")
-      .default("/etc/ssl/certs/ca-certificates.crt"),
+    upstreamCaFile: cfgPath.default("/etc/ssl/certs/ca-certificates.crt"),
     threads: z.number().int().min(1).max(64).default(2),
     /** HAProxy needs about two file descriptors per connection: keep 2x this under RLIMIT_NOFILE. */
     maxConnections: z.number().int().min(16).max(1_000_000).default(4_096),
