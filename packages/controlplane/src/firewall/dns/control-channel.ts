@@ -3,7 +3,7 @@
 // events (`ready`, `decision`). EOF means the daemon is gone. Protocol in README.md.
 import type { Readable, Writable } from "node:stream";
 import type { Logger } from "pino";
-import type { DnsDecision } from "./decision.js";
+import { decisionJson, type DnsDecision } from "./decision.js";
 import { DnsGateError, InvalidPolicyError } from "./errors.js";
 import type { DnsGateStats, PolicySummary } from "./gate.js";
 
@@ -27,6 +27,11 @@ export interface ControlChannelOptions {
 
 type RequestId = number | string | null;
 
+/** Decisions are written at least this often (milliseconds)... */
+const DECISION_FLUSH_MS = 20;
+/** ...or once this many characters wait. */
+const DECISION_FLUSH_CHARS = 256 * 1024;
+
 /** One end of the control channel, in the gate process. */
 export class ControlChannel {
   private readonly input: Readable;
@@ -37,6 +42,11 @@ export class ControlChannel {
   private readonly maxBufferedBytes: number;
   private droppedDecisions = 0;
   private closed = false;
+  /** Lines waiting for this turn's single write (one syscall per turn, not one per decision). */
+  private queued: string[] = [];
+  private queuedChars = 0;
+  private immediate = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(options: ControlChannelOptions) {
     this.input = options.input;
@@ -115,7 +125,7 @@ export class ControlChannel {
   /** The gate's decision sink: one `decision` event per decision, dropped while the daemon lags. */
   decision(d: DnsDecision): void {
     if (this.closed) return;
-    if (this.output.writableLength > this.maxBufferedBytes) {
+    if (this.output.writableLength + this.queuedChars > this.maxBufferedBytes) {
       this.droppedDecisions++;
       return;
     }
@@ -124,11 +134,13 @@ export class ControlChannel {
       this.log.warn({ count: this.droppedDecisions, event: "decisions_dropped" }, "decisions dropped");
       this.droppedDecisions = 0;
     }
-    this.write({ event: "decision", decision: d });
+    this.writeLine(`{"event":"decision","decision":${decisionJson(d)}}`, false);
   }
 
-  /** Stops writing. Idempotent. */
+  /** Writes what is queued, then stops writing. Idempotent. */
   close(): void {
+    if (this.closed) return;
+    this.flush();
     this.closed = true;
   }
 
@@ -182,7 +194,37 @@ export class ControlChannel {
   }
 
   private write(obj: Record<string, unknown>): void {
+    this.writeLine(JSON.stringify(obj));
+  }
+
+  /**
+   * Queues a line. Replies and events go out after this turn's I/O (setImmediate); decisions
+   * wait up to DECISION_FLUSH_MS or DECISION_FLUSH_CHARS, so a busy gate makes one write (and
+   * wakes the daemon once) per batch instead of once per answer.
+   */
+  private writeLine(line: string, urgent = true): void {
+    if (this.closed) return;
+    this.queued.push(line);
+    this.queuedChars += line.length + 1;
+    if (urgent || this.queuedChars >= DECISION_FLUSH_CHARS) {
+      if (!this.immediate) {
+        this.immediate = true;
+        setImmediate(() => this.flush());
+      }
+    } else {
+      this.timer ??= setTimeout(() => this.flush(), DECISION_FLUSH_MS);
+    }
+  }
+
+  private flush(): void {
+    this.immediate = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.queued.length === 0) return;
+    const text = this.queued.join("\n") + "\n";
+    this.queued = [];
+    this.queuedChars = 0;
     if (this.closed || this.output.destroyed || this.output.writableEnded) return;
-    this.output.write(JSON.stringify(obj) + "\n");
+    this.output.write(text);
   }
 }

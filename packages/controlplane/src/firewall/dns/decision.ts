@@ -125,3 +125,36 @@ export class DecisionLog {
     entry.loggedAt = now;
   }
 }
+
+const ruleJson = new WeakMap<MatchedRule, string>();
+
+/**
+ * A decision as JSON, the same text JSON.stringify gives (undefined fields left out), built by
+ * hand: at tens of thousands of answers a second the generic walk over the nested rule was a
+ * quarter of the gate's time. A rule's JSON is computed once per compiled rule.
+ */
+export function decisionJson(d: DnsDecision): string {
+  let rule = "";
+  if (d.rule !== undefined) {
+    let cached = ruleJson.get(d.rule);
+    if (cached === undefined) {
+      cached = JSON.stringify(d.rule);
+      ruleJson.set(d.rule, cached);
+    }
+    rule = `,"rule":${cached}`;
+  }
+  let addresses = "[";
+  for (let i = 0; i < d.addresses.length; i++) addresses += `${i === 0 ? "" : ","}"${d.addresses[i]}"`;
+  addresses += "]";
+  return (
+    `{"time":${d.time},"client":${JSON.stringify(d.client)}` +
+    (d.agent === undefined ? "" : `,"agent":${JSON.stringify(d.agent)}`) +
+    (d.project === undefined ? "" : `,"project":${JSON.stringify(d.project)}`) +
+    `,"name":${JSON.stringify(d.name)},"type":"${d.type}","transport":"${d.transport}"` +
+    `,"verdict":"${d.verdict}","reason":"${d.reason}"${rule}` +
+    (d.identity === undefined ? "" : `,"identity":${d.identity}`) +
+    `,"rcode":"${d.rcode}","addresses":${addresses},"cached":${d.cached}` +
+    (d.error === undefined ? "" : `,"error":"${d.error}"`) +
+    "}"
+  );
+}

@@ -2,6 +2,7 @@
 // asking agent may reach, record every answer's addresses in the eBPF dns_cache before replying,
 // and forward allowed A queries upstream through a positive cache. README.md has the decisions.
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
+import { setMaxListeners } from "node:events";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { AnswerCache, remainingSeconds, type CachedAnswer } from "./answer-cache.js";
@@ -124,6 +125,13 @@ interface Resolved {
 
 type Transport = "udp" | "tcp";
 
+/** Writes started in one turn: how many are unsettled, and their shared deadline. */
+interface WriteGroup {
+  pending: number;
+  readonly timer: NodeJS.Timeout;
+  readonly expired: Promise<never>;
+}
+
 /** The DNS gate. Starts with a policy that knows no caller (everything REFUSED) until applyPolicy. */
 export class DnsGate {
   private readonly options: DnsGateOptions;
@@ -153,6 +161,7 @@ export class DnsGate {
   private bound: { address: string; port: number } | undefined;
   private closing: Promise<void> | undefined;
   private writeFailureLoggedAt = Number.NEGATIVE_INFINITY;
+  private writeGroup: WriteGroup | undefined;
 
   constructor(options: DnsGateOptions) {
     this.options = options;
@@ -161,6 +170,8 @@ export class DnsGate {
     this.cache = new AnswerCache(options.cacheMaxEntries ?? 10_000);
     this.limiter = new RateLimiter(options.maxClients ?? 65_536);
     this.resolver = new UpstreamResolver({ log: this.log });
+    // Every upstream query in flight listens on it (and stops when done): no leak to warn about.
+    setMaxListeners(0, this.abort.signal);
   }
 
   /** Binds UDP and TCP on one port; `signal` aborting closes the gate. Rejects `bind_failed`. */
@@ -520,20 +531,34 @@ export class DnsGate {
     return running;
   }
 
-  /** The writer's promise, bounded by writeTimeoutMs. */
+  /**
+   * The writer's promise, bounded by writeTimeoutMs. Writes started in one event-loop turn share
+   * one timer (a timer per query cost more than the rest of a cached answer).
+   */
   private record(entries: { address: string; identity: number; ttl: number }[]): Promise<void> {
-    const timeoutMs = this.options.writeTimeoutMs ?? 1_000;
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      this.options.writer.write(entries),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(new DnsGateError("cache_write_failed", `recording addresses took over ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+    let group = this.writeGroup;
+    if (group === undefined) {
+      const timeoutMs = this.options.writeTimeoutMs ?? 1_000;
+      let expire!: (err: Error) => void;
+      const expired = new Promise<never>((_, reject) => (expire = reject));
+      const timer = setTimeout(
+        () => expire(new DnsGateError("cache_write_failed", `recording addresses took over ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const fresh: WriteGroup = { pending: 0, timer, expired };
+      group = fresh;
+      this.writeGroup = fresh;
+      setImmediate(() => {
+        this.writeGroup = undefined;
+        if (fresh.pending === 0) clearTimeout(fresh.timer);
+      });
+    }
+    const g = group;
+    g.pending++;
+    return Promise.race([this.options.writer.write(entries), g.expired]).finally(() => {
+      g.pending--;
+      if (g.pending === 0 && this.writeGroup !== g) clearTimeout(g.timer);
+    });
   }
 
   private emit(

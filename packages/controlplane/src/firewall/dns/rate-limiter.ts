@@ -1,6 +1,7 @@
 // Per-client token buckets: each source address may send `queriesPerSecond` on average and
-// `burst` at once. Bounded: when more clients than `maxClients` are tracked, the least recently
-// seen bucket goes (a forgotten client starts again with a full bucket).
+// `burst` at once. Bounded: when more clients than `maxClients` are tracked, the oldest bucket
+// goes (a forgotten client starts again with a full bucket). Agents cannot forge source
+// addresses (no NET_RAW), so churning the table takes more addresses than an agent has.
 
 interface Bucket {
   tokens: number;
@@ -26,13 +27,11 @@ export class RateLimiter {
         if (oldest.done !== true) this.buckets.delete(oldest.value);
       }
       bucket = { tokens: burst, at: now };
+      this.buckets.set(client, bucket);
     } else {
-      // Re-inserting keeps the Map in least-recently-seen order for eviction.
-      this.buckets.delete(client);
       bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * queriesPerSecond);
       bucket.at = now;
     }
-    this.buckets.set(client, bucket);
     if (bucket.tokens < 1) return false;
     bucket.tokens -= 1;
     return true;
