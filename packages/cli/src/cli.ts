@@ -9,6 +9,7 @@ import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
 import { EXEC, exec } from "./commands/exec.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
+import { COMPLETION, printCompletion } from "./completion.js";
 import { reportError } from "./error-report.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import type { Io } from "./io.js";
@@ -31,6 +32,18 @@ export const COMMANDS: readonly Command[] = [
   { spec: RUN, run: runAgent, parse: parseRunArgs },
   { spec: RM, run: rmAgent },
   { spec: EXEC, run: exec },
+  // Reads COMMANDS when it runs, so the script covers every command, itself included.
+  {
+    spec: COMPLETION,
+    run: (values, io) =>
+      Promise.resolve(
+        printCompletion(
+          values,
+          io,
+          COMMANDS.map((c) => c.spec),
+        ),
+      ),
+  },
 ];
 
 const OVERVIEW_EXAMPLES = [
@@ -42,6 +55,7 @@ const OVERVIEW_EXAMPLES = [
   "clawker exec --agent dev -- ls -la",
   "clawker rm --agent dev",
   "clawker controlplane down",
+  "source <(clawker completion bash)",
 ];
 
 /** The top-level help, or a group's (`clawker controlplane --help`). */

@@ -82,7 +82,8 @@ export const CONTROLPLANE_UP: CommandSpec = {
     daemon: {
       type: "string",
       value: "PATH",
-      description: "daemon executable or script (default $CLAWKER_CP_BIN or clawker-cp on PATH)",
+      description:
+        "daemon executable or script (default $CLAWKER_CP_BIN, else the clawker-cp installed with this CLI, else clawker-cp on PATH)",
     },
     timeout: { type: "string", value: "DURATION", description: "budget to become healthy (default 30s)" },
     format: FORMAT_FLAG,
