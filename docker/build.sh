@@ -10,7 +10,6 @@
 #   BASE_IMAGE        the Debian base (default: made by docker/base/debian-base.sh, which caches it)
 #   IMAGE_PREFIX      repository prefix (default clawker/)
 #   HYDRA_IMAGE, KRATOS_IMAGE, OATHKEEPER_IMAGE   optional Ory images pinned by digest
-#   CLAWKER_ORY_SCHEMAS   the upstream Ory JSON Schemas to ship (default ../shared/ory-schemas if present)
 #   CLAWKER_BUILD_DIR     where the contexts are prepared (default .output/docker; one per concurrent build)
 #   DOCKER            the docker CLI (default docker)
 set -euo pipefail
@@ -88,7 +87,7 @@ build_image() {
 controlplane() {
   local ctx="$out/controlplane"
   rm -rf "$ctx"
-  mkdir -p "$ctx/ory-schemas"
+  mkdir -p "$ctx"
   log "install tree"
   tsx scripts/install-tree.ts "$ctx/tree" >/dev/null
   log "ebpf-manager (static)"
@@ -103,13 +102,6 @@ controlplane() {
   cp "$node_binary" "$ctx/node"
   cp docker/controlplane/Dockerfile docker/controlplane/collect-rootfs.sh \
     docker/controlplane/healthcheck.js docker/controlplane/ory-absent.txt "$ctx/"
-  local schemas="${CLAWKER_ORY_SCHEMAS:-$repo/../shared/ory-schemas}"
-  if [ -d "$schemas" ]; then
-    cp -R "$schemas/." "$ctx/ory-schemas/"
-  else
-    log "no Ory JSON Schemas at $schemas: Ory mode in this image will refuse to start"
-    echo "The Ory JSON Schemas were not available when this image was built." >"$ctx/ory-schemas/MISSING.txt"
-  fi
   # Modes are part of the image: make them independent of the umask and of the source files'.
   chmod -R u=rwX,go=rX "$ctx"
   chmod 0755 "$ctx/node" "$ctx/ebpf-manager" "$ctx/collect-rootfs.sh"
