@@ -516,7 +516,7 @@ void test("64-bit integers are bigint (forceLong=bigint)", () => {
 });
 
 void test("our extensions beyond the Go contract are in the fixture and say so in their .proto comments", () => {
-  for (const [file, { methods, messages }] of Object.entries(EXTENSIONS)) {
+  for (const [file, { methods, messages, fields }] of Object.entries(EXTENSIONS)) {
     const spec = CONTRACT.find((s) => s.file === file);
     assert.ok(spec, `extension file ${file} is not in the contract`);
     const descriptor = descriptorOf(spec);
@@ -541,6 +541,25 @@ void test("our extensions beyond the Go contract are in the fixture and say so i
       assert.ok(at >= 0, `${file}: extension message ${message} not generated`);
       assert.ok(message in spec.messages, `${file}: extension message ${message} missing from the fixture`);
       assert.match(comments.get(`4.${at}`) ?? "", /EXTENSION\s+beyond the Go/, `${message}: comment`);
+    }
+    // Fields added to upstream messages: numbered from 1000 (API.md §6), commented as extensions
+    // (DescriptorProto.field = 2).
+    for (const qualified of fields ?? []) {
+      const [message, field] = qualified.split(".") as [string, string];
+      const at = descriptor.messageType.findIndex((m) => m.name === message);
+      assert.ok(at >= 0, `${file}: message ${message} of extension field ${field} not generated`);
+      const fi = descriptor.messageType[at]!.field.findIndex((x) => x.name === field);
+      assert.ok(fi >= 0, `${file}: extension field ${qualified} not generated`);
+      assert.ok(descriptor.messageType[at]!.field[fi]!.number >= 1000, `${qualified}: number below 1000`);
+      assert.ok(
+        spec.messages[message]?.fields.some((x) => x.name === field),
+        `${file}: extension field ${qualified} missing from the fixture`,
+      );
+      assert.match(
+        comments.get(`4.${at}.2.${fi}`) ?? "",
+        /EXTENSION\s+beyond the Go/,
+        `${qualified}: comment`,
+      );
     }
   }
 });

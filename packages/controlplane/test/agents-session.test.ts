@@ -107,7 +107,12 @@ async function open(highWaterMark?: number): Promise<AgentSession> {
   });
   void session.closed.then(() => client.close());
   sessions.push(session);
-  assert.deepEqual(await session.hello(5000), { initialized: true, cmdRunning: false });
+  // A double without the flow-control offer, like the Go clawkerd.
+  assert.deepEqual(await session.hello(5000), {
+    initialized: true,
+    cmdRunning: false,
+    flowControl: undefined,
+  });
   return session;
 }
 
