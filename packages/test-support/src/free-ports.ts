@@ -55,6 +55,12 @@ export async function freePorts(count: number, options: FreePortsOptions = {}): 
   return out;
 }
 
+/** One port, as freePorts(1, options). */
+export async function freePort(options: FreePortsOptions = {}): Promise<number> {
+  const [port] = await freePorts(1, options);
+  return port!;
+}
+
 /**
  * Calls `use` with fresh ports until it does not fail with EADDRINUSE (anywhere in the error's
  * message or cause chain), at most `attempts` times; for the caller that binds the ports itself.

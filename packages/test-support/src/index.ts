@@ -3,6 +3,7 @@ export { waitFor, type WaitForOptions } from "./wait-for.js";
 export { isAlive } from "./is-alive.js";
 export { findOnPath } from "./find-on-path.js";
 export {
+  freePort,
   freePorts,
   withFreePorts,
   isAddrInUse,
