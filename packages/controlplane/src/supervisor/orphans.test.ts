@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { isAlive, waitFor } from "@clawker/test-support";
+import { isAlive, JsonLines, waitFor, type JsonLine } from "@clawker/test-support";
 import { pino, type Logger } from "pino";
 import type { SupervisorError } from "./errors.js";
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
@@ -19,15 +19,12 @@ const FIXTURE = fileURLToPath(new URL("../../test/fixtures/orphaning-supervisor.
 const HELPER = fileURLToPath(new URL("../../test/fixtures/helper.js", import.meta.url));
 const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
 
-type LogLine = Record<string, unknown>;
+type LogLine = JsonLine;
 
+/** A trace-level logger whose records land, parsed, in `lines`. */
 function capture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "trace" },
-    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
-  );
-  return { logger, lines };
+  const sink = new JsonLines();
+  return { logger: pino({ level: "trace" }, sink), lines: sink.lines };
 }
 
 function tempDir(t: TestContext): string {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { freePort, isAlive, waitFor } from "@clawker/test-support";
+import { freePort, isAlive, JsonLines, waitFor, type JsonLine } from "@clawker/test-support";
 import { pino, type Logger } from "pino";
 import {
   HealthAbortedError,
@@ -20,15 +20,12 @@ import { SubprocessManager, type HelperCommand, type HelperCrash } from "./subpr
 
 const FIXTURE = fileURLToPath(new URL("../../test/fixtures/helper.js", import.meta.url));
 
-type LogLine = Record<string, unknown>;
+type LogLine = JsonLine;
 
+/** A trace-level logger whose records land, parsed, in `lines`. */
 function capture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "trace" },
-    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
-  );
-  return { logger, lines };
+  const sink = new JsonLines();
+  return { logger: pino({ level: "trace" }, sink), lines: sink.lines };
 }
 
 function helper(env: Record<string, string>): HelperCommand {
