@@ -5,17 +5,16 @@
 // the gate's resident memory idle and after the load. Needs root, cgroup2, bpffs (the manager),
 // dnsperf and dnsmasq (apt), and a build (npx tsc -b).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { createSocket } from "node:dgram";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort, waitFor } from "@clawker/test-support";
 import { ensureBpffs, Lab } from "../packages/ebpf-manager/test/fixture.js";
 import { startGateProcess } from "../packages/controlplane/test/fixtures/dns-gate-process.js";
 import { TestUpstream, type ZoneEntry } from "../packages/controlplane/test/fixtures/dns-upstream.js";
 import { REPO_ROOT } from "../test/harness/images.js";
 import { bpffs, cgroup2, command, root, type Requirement } from "../test/harness/preconditions.js";
-import { waitFor } from "../test/harness/wait-for.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 
 const run = promisify(execFile);
@@ -45,14 +44,6 @@ function memoryMiB(pid: number): Memory {
     anon: field(status, "RssAnon"),
     pss: field(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"), "Pss"),
   };
-}
-
-async function freePort(): Promise<number> {
-  const udp = createSocket("udp4");
-  await new Promise<void>((res) => udp.bind(0, "127.0.0.1", res));
-  const { port } = udp.address();
-  await new Promise<void>((res) => udp.close(() => res()));
-  return port;
 }
 
 interface PerfResult {
@@ -136,7 +127,7 @@ const bench: Benchmark = {
     try {
       await lab.setUp({ enroll: false });
       upstream = await TestUpstream.start(zone);
-      const gatePort = await freePort();
+      const gatePort = await freePort({ protocols: ["udp", "tcp"] });
       gate = startGateProcess({
         entry: { file: process.execPath, args: [MAIN_JS] },
         countDecisionsOnly: true,
@@ -195,7 +186,7 @@ const bench: Benchmark = {
         ),
       );
 
-      const dnsmasqPort = await freePort();
+      const dnsmasqPort = await freePort({ protocols: ["udp", "tcp"] });
       dnsmasq = startDnsmasq(dnsmasqPort, upstream);
       await waitFor(
         async () => (await dnsperf(dnsmasqPort, queryFile, 1).catch(() => undefined)) !== undefined,

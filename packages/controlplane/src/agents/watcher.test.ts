@@ -3,23 +3,12 @@
 import assert from "node:assert/strict";
 import { describe, test, type TestContext } from "node:test";
 import { type ContainerEvent, type DrainEvent, LABELS, Topic } from "@clawker/overseer";
-import { setImmediate as flush, setTimeout as sleep } from "node:timers/promises";
+import { waitFor } from "@clawker/test-support";
+import { setImmediate as flush } from "node:timers/promises";
 import { pino } from "pino";
 import { AgentWatcher, type AgentWatcherOptions, WATCHER_DEFAULTS, WatcherError } from "./watcher.js";
 
 const log = pino({ level: "silent" });
-
-// Polls until `condition` holds (the test harness's waitFor lives outside this package's rootDir).
-async function waitFor(
-  condition: () => boolean,
-  { timeoutMs = 10_000, intervalMs = 5, what = "condition" } = {},
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(intervalMs);
-  }
-}
 
 /**
  * Moves mocked time on by `ms`, one millisecond at a time, flushing the watcher's promise chain
