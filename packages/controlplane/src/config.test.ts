@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { authUrls } from "./auth-processes.js";
 import { ConfigError, loadConfig } from "./config.js";
 
 function tempFile(t: { after(fn: () => void): void }, name: string, content: string): string {
@@ -101,4 +102,37 @@ test("auth.adminPort and auth.ory.kratosAdminPort are refused, saying the admin 
       `${key} in:\n${problems.join("\n")}`,
     );
   }
+});
+
+test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
+  const file = tempFile(
+    t,
+    "cp.json",
+    JSON.stringify({ auth: { publicHost: "0.0.0.0", issuer: "https://127.0.0.1:4444" } }),
+  );
+  const cfg = loadConfig(file, {});
+  assert.equal(cfg.auth.issuer, "https://127.0.0.1:4444");
+  assert.equal(authUrls(cfg).publicUrl, "https://127.0.0.1:4444");
+  // Without it the issuer is the listener's own address, as before.
+  assert.equal(authUrls(loadConfig(undefined, { HOME: "/home/u" })).publicUrl, "https://127.0.0.1:4444");
+  const bound = tempFile(
+    t,
+    "b.json",
+    JSON.stringify({ auth: { publicHost: "10.213.0.2", publicPort: 4555 } }),
+  );
+  assert.equal(authUrls(loadConfig(bound, {})).publicUrl, "https://10.213.0.2:4555");
+  for (const [issuer, why] of [
+    ["http://127.0.0.1:4444", /auth\.issuer: must be an https URL/],
+    ["https://127.0.0.1:4444/oauth2", /auth\.issuer: must be an https origin/],
+    ["not a url", /auth\.issuer: must be an https URL/],
+  ] as const) {
+    const bad = tempFile(t, "bad.json", JSON.stringify({ auth: { issuer } }));
+    assert.throws(() => loadConfig(bad, {}), why, issuer);
+  }
+  const ory = tempFile(
+    t,
+    "ory.json",
+    JSON.stringify({ auth: { mode: "ory", issuer: "https://127.0.0.1:4444" } }),
+  );
+  assert.throws(() => loadConfig(ory, {}), /auth\.issuer: applies to the embedded auth server only/);
 });

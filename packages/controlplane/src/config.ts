@@ -65,6 +65,20 @@ export const ConfigSchema = z.strictObject({
       /** Where the token endpoint listens; agents must reach it (default: `host`). */
       publicHost: host.optional(),
       publicPort: port.default(4444),
+      /**
+       * The issuer (an https origin) and so the token endpoint URL client assertions must name as
+       * `aud`; default `https://<publicHost>:<publicPort>`. Set it when the listener's own address
+       * is not the one clients dial: a wildcard bind, or a container port published elsewhere.
+       */
+      issuer: z
+        .url({ protocol: /^https$/, message: "must be an https URL" })
+        .refine((u) => {
+          // zod runs refinements after a failed check too: an unparsable value is already reported.
+          if (!URL.canParse(u)) return true;
+          const url = new URL(u);
+          return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
+        }, "must be an https origin without path, query or fragment")
+        .optional(),
       adminPort: adminOnSocket,
       /** Budget for each auth helper to become healthy. */
       healthTimeoutMs: z.number().int().positive().default(30_000),
@@ -73,6 +87,11 @@ export const ConfigSchema = z.strictObject({
       cacheTtlMs: z.number().int().min(0).max(60_000).default(5_000),
       cacheSize: z.number().int().positive().default(10_000),
       ory: oryBinaries.prefault({}),
+    })
+    // Hydra derives its own issuer; a setting it would ignore must not look like it took effect.
+    .refine((a) => a.mode === "embedded" || a.issuer === undefined, {
+      path: ["issuer"],
+      message: "applies to the embedded auth server only (mode: embedded)",
     })
     .prefault({}),
   docker: z
