@@ -2,7 +2,7 @@
 // with docker/build.sh into a private dockerd, the control plane's documented container settings,
 // and looking inside a running control-plane container (its capabilities and mounts).
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../harness/images.js";
@@ -47,6 +47,8 @@ export async function buildImages(
   dockerHost: string,
   which: "controlplane" | "agent" | "all",
 ): Promise<Record<string, BuiltImage>> {
+  // A fresh clone has no .output yet (it is gitignored build output).
+  await mkdir(join(REPO_ROOT, ".output"), { recursive: true });
   const buildDir = await mkdtemp(join(REPO_ROOT, ".output", "docker-test-"));
   try {
     const { stdout } = await execFileP("bash", [join(REPO_ROOT, "docker/build.sh"), which], {
