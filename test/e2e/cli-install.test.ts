@@ -48,19 +48,13 @@ function runProcess(
 /** A fresh HOME and loopback ports, with `controlplane up` pointed at them through flags and env. */
 async function sandbox(t: TestContext) {
   const dir = mkdtempSync(join(tmpdir(), "clawker-install-"));
-  const [admin, agent, health, authPublic, authAdmin] = (await freePorts(5)) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+  const [admin, agent, health, authPublic] = (await freePorts(4)) as [number, number, number, number];
   const config = join(dir, "cp.json");
   writeFileSync(
     config,
     JSON.stringify({
       listen: { agent: { port: agent } },
-      auth: { publicPort: authPublic, adminPort: authAdmin },
+      auth: { publicPort: authPublic },
       shutdownGraceMs: 5000,
     }),
   );
