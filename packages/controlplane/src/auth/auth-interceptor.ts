@@ -10,6 +10,7 @@ import {
 } from "@grpc/grpc-js";
 import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
 import type { Logger } from "pino";
+import { RefusalLog } from "../server/refusal-log.js";
 import { AuthError, statusFor, type AuthReason } from "./errors.js";
 import type { IntrospectionResult, Introspector } from "./introspector.js";
 
@@ -27,9 +28,13 @@ export interface AuthInterceptorOptions {
   readonly introspector: Introspector;
   /** Method full name -> required scope; undefined or "" denies. Default: @clawker/proto's `requiredScope`. */
   readonly scopeOf?: (path: string) => string | undefined;
-  /** When set, tokens of any other client id are refused (the agent listener pins `clawker-agent`). */
+  /** When set, tokens of any other client id are refused (admin pins `clawker-cli`, agent `clawker-agent`). */
   readonly requiredClientId?: string;
   readonly log: Logger;
+  /** Where refusals are counted and (rate-limited) logged; default: one of its own on `log`. */
+  readonly refusals?: RefusalLog;
+  /** The listener name refusals are counted under. */
+  readonly listener?: string;
   /** Clock in milliseconds, for the `exp` check. */
   readonly now?: () => number;
 }
@@ -51,6 +56,8 @@ export class AuthInterceptor {
   readonly #scopeOf: (path: string) => string | undefined;
   readonly #clientId: string | undefined;
   readonly #log: Logger;
+  readonly #refusals: RefusalLog;
+  readonly #listener: string;
   readonly #now: () => number;
 
   constructor(options: AuthInterceptorOptions) {
@@ -58,6 +65,8 @@ export class AuthInterceptor {
     this.#scopeOf = options.scopeOf ?? requiredScope;
     this.#clientId = options.requiredClientId;
     this.#log = options.log;
+    this.#refusals = options.refusals ?? new RefusalLog({ log: options.log });
+    this.#listener = options.listener ?? "grpc";
     this.#now = options.now ?? Date.now;
   }
 
@@ -152,12 +161,19 @@ export class AuthInterceptor {
   }
 
   #logRefusal(reason: AuthReason, method: string, call: ServerInterceptingCallInterface, err: unknown): void {
-    const fields = { reason, method, peer: call.getPeer(), event: "auth_refused" };
+    // Counted always, logged within the per-reason rate limit: junk tokens cannot flood the log.
+    const fields = { event: "auth_refused", method, peer: call.getPeer() };
     if (reason === "introspection_failed" || reason === "internal") {
       const cause = err instanceof Error ? err.cause : undefined;
-      this.#log.warn({ ...fields, err: cause ?? err }, "authorization failed");
+      this.#refusals.refused(
+        this.#listener,
+        reason,
+        { ...fields, err: cause ?? err },
+        "authorization failed",
+        "warn",
+      );
     } else {
-      this.#log.info(fields, "call refused");
+      this.#refusals.refused(this.#listener, reason, fields, "call refused");
     }
   }
 }
