@@ -23,8 +23,17 @@ import type { Config } from "./config.js";
 import type { Logger } from "./logging.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
-import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
+import {
+  processListenerCaps,
+  RECOMMENDED_OPEN_FILES,
+  type ListenerCaps,
+  type OpenFileLimit,
+} from "./server/fd-budget.js";
+import { routeGrpcJsLogs } from "./server/grpc-log.js";
+import { GrpcListener, type ListenerLimits, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
+import { ListenerCounters } from "./server/listener-counters.js";
+import { RefusalLog } from "./server/refusal-log.js";
 import { SosBoard } from "./server/sos-board.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
 import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
@@ -63,6 +72,11 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  /** Refusal counts of every listener (one object, for metrics). */
+  readonly #counters = new ListenerCounters();
+  readonly #refusals: RefusalLog;
+  readonly #openFiles: OpenFileLimit | undefined;
+  readonly #caps: ListenerCaps;
   readonly #startAbort = new AbortController();
   #stopCause: StopCause | undefined;
   #onStop: ((cause: StopCause) => void) | undefined;
@@ -79,10 +93,22 @@ export class Daemon {
     this.#config = config;
     this.#log = log;
     this.#supervisor = new SubprocessManager({ logger: log, graceMs: config.shutdownGraceMs });
+    // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
+    const { limit, caps } = processListenerCaps();
+    this.#openFiles = limit;
+    this.#caps = caps;
+    this.#refusals = new RefusalLog({ log: log.child({ component: "refusals" }), counters: this.#counters });
+    const limits = config.listen.limits;
     this.#health = new HealthServer({
       logger: log,
       host: config.listen.health.host,
       port: config.listen.health.port,
+      maxConnections: caps.healthz,
+      // A /healthz request is one small GET: silence for a handshake's budget closes the socket.
+      idleTimeoutMs: limits.handshakeTimeoutMs,
+      headersTimeoutMs: limits.handshakeTimeoutMs,
+      requestTimeoutMs: limits.requestTimeoutMs,
+      refusals: this.#refusals,
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -115,6 +141,11 @@ export class Daemon {
         )
       : undefined;
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** Refusal counts by listener and reason (what later metrics read). */
+  get counters(): ListenerCounters {
+    return this.#counters;
   }
 
   /** Asks the daemon to stop; the first cause wins and decides the exit code. */
@@ -157,6 +188,23 @@ export class Daemon {
     this.#registry = new Registry(join(cfg.dataDir, "registry.db"));
 
     // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
+    const fds = this.#openFiles;
+    this.#log[fds === undefined || fds.soft < RECOMMENDED_OPEN_FILES ? "warn" : "info"](
+      { event: "fd_limit", soft: fds?.soft ?? "unknown", hard: fds?.hard ?? "unknown", caps: this.#caps },
+      "open-file limit and the connection caps sized from it",
+    );
+    routeGrpcJsLogs(this.#log, this.#refusals);
+    const refusals = this.#refusals;
+    const { handshakeTimeoutMs, requestTimeoutMs, idleTimeoutMs, maxStreamsPerConnection } =
+      cfg.listen.limits;
+    const limits: Omit<ListenerLimits, "maxConnections" | "maxConnectionsPerPeer"> = {
+      handshakeTimeoutMs,
+      requestTimeoutMs,
+      idleTimeoutMs,
+      maxStreamsPerConnection,
+      maxHandshakes: this.#caps.handshakes,
+      maxProbes: this.#caps.probe,
+    };
     const urls = authUrls(cfg);
     this.#introspector = new HttpIntrospector({
       adminUrl: urls.adminUrl,
@@ -200,10 +248,22 @@ export class Daemon {
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
         recoveryInterceptor(agentLog),
-        new AuthInterceptor({ introspector: cached, requiredClientId: AGENT_CLIENT.clientId, log: agentLog })
-          .interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: AGENT_CLIENT.clientId,
+          log: agentLog,
+          refusals,
+          listener: "agent",
+        }).interceptor,
       ],
       log: agentLog,
+      peers: { serve: "agent" },
+      limits: {
+        ...limits,
+        maxConnections: this.#caps.agent,
+        maxConnectionsPerPeer: cfg.listen.limits.maxConnectionsPerAgent,
+      },
+      refusals,
     });
     this.#admin = new GrpcListener({
       name: "admin",
@@ -213,9 +273,19 @@ export class Daemon {
       interceptors: [
         recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
-        new AuthInterceptor({ introspector: cached, log: adminLog }).interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: CLI_CLIENT.clientId,
+          log: adminLog,
+          refusals,
+          listener: "admin",
+        }).interceptor,
       ],
       log: adminLog,
+      // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
+      peers: { serve: "cli", probe: "controlplane" },
+      limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
+      refusals,
     });
     const agentPort = await this.#agent.start();
     const adminPort = await this.#admin.start();
@@ -293,6 +363,7 @@ export class Daemon {
     await step("agent sessions", () => this.#dialer?.close());
     await step("grpc", () => Promise.all([this.#admin?.close(grace), this.#agent?.close(grace)]));
     await step("healthz", () => this.#health.close());
+    await step("refusal log", () => this.#refusals.close());
     this.#sos.finish();
     await step("introspector", () => this.#introspector?.close());
     await step("topics", () => {

@@ -105,10 +105,11 @@ async function startListener(options: {
   const gate = new ReadyGate();
   if (options.ready !== false) gate.setReady();
   const kind = options.kind ?? "admin";
+  // Pinned as the daemon pins them: admin to the CLI's client, agent to the agents' client.
   const auth = new AuthInterceptor({
     introspector,
     log,
-    ...(kind === "agent" ? { requiredClientId: "clawker-agent" } : {}),
+    requiredClientId: kind === "agent" ? "clawker-agent" : "clawker-cli",
   });
   const server = new Server({
     interceptors:
@@ -240,6 +241,13 @@ before(async () => {
     exp,
     token_use: "access_token",
   });
+  fake.tokens.set("admin-scope-other-client", {
+    active: true,
+    scope: "admin",
+    client_id: "clawker-agent",
+    exp,
+    token_use: "access_token",
+  });
   fake.tokens.set("expired-token", {
     active: true,
     scope: "admin",
@@ -334,6 +342,13 @@ void describe("AuthInterceptor on the admin listener", () => {
       md("Bearer agent-token"),
       status.PERMISSION_DENIED,
       reasonMessage.insufficient_scope,
+    ],
+    // The admin listener pins clawker-cli as the agent listener pins clawker-agent (issue 10 §1).
+    [
+      "admin scope from another client id",
+      md("Bearer admin-scope-other-client"),
+      status.PERMISSION_DENIED,
+      reasonMessage.client_mismatch,
     ],
   ];
   for (const [name, metadata, code, details] of refusals) {
