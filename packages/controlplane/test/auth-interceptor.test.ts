@@ -463,6 +463,45 @@ void describe("AuthInterceptor on the agent listener (client pin)", () => {
   });
 });
 
+void describe("introspections per connection", () => {
+  void test("a connection sending unknown tokens gets 20, then is refused without asking the endpoint", async (t) => {
+    const l = await startListener({ introspectUrl: fake.url });
+    const c = clientFor(l.port);
+    // Its own connection (grpc-js would otherwise share one subchannel between the two clients).
+    const other = new admin.AdminServiceClient(
+      `127.0.0.1:${l.port}`,
+      credentials.createSsl(
+        Buffer.from(pki.set.ca.certPem),
+        Buffer.from(pki.set.cli.keyPem),
+        Buffer.from(pki.set.cli.certPem),
+      ),
+      { "grpc.use_local_subchannel_pool": 1 },
+    ) as unknown as AnyClient;
+    t.after(async () => {
+      c.close();
+      other.close();
+      await l.close();
+    });
+    const before = fake.requests();
+    const started = Date.now();
+    const answers = [];
+    for (let i = 0; i < 60; i++) answers.push(await unary(c, "listAgents", md(`Bearer junk-${i}`)));
+    const asked = fake.requests() - before;
+    // The burst, plus what 10 per second refilled meanwhile.
+    const allowed = 20 + Math.ceil(((Date.now() - started) / 1000) * 10);
+    assert.ok(asked >= 20 && asked <= allowed, `${asked} introspections, at most ${allowed} allowed`);
+    assert.ok(asked < 60, "the rest never reached the endpoint");
+    assert.ok(answers.every((a) => a.code === status.UNAUTHENTICATED));
+    assert.deepEqual(
+      [...new Set(answers.map((a) => a.details))].sort(),
+      [reasonMessage.introspection_failed, reasonMessage.token_inactive].sort(),
+      "the throttled ones say the token could not be verified",
+    );
+    // A valid token on another connection is unaffected, and a cached one never spends anything.
+    assert.equal((await unary(other, "listAgents", md("Bearer admin-token"))).code, status.OK);
+  });
+});
+
 void describe("introspection endpoint down or slow", () => {
   void test("connection refused: UNAUTHENTICATED, and the server keeps serving", async (t) => {
     const probe = createNetServer();
