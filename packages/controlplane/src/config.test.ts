@@ -25,6 +25,10 @@ test("defaults bind every listener to loopback on the documented ports", () => {
       idleTimeoutMs: 30_000,
       maxStreamsPerConnection: 100,
       maxConnectionsPerAgent: 8,
+      introspectionsPerSecond: 10,
+      introspectionBurst: 20,
+      refusalsPerSecond: 20,
+      tarpitMs: 1_000,
     },
   });
   assert.equal(cfg.auth.mode, "embedded");

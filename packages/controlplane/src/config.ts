@@ -25,6 +25,14 @@ const listenerLimits = z.strictObject({
   maxStreamsPerConnection: z.number().int().min(1).max(10_000).default(100),
   /** Connections one agent certificate may hold on the agent listener. */
   maxConnectionsPerAgent: z.number().int().min(1).default(8),
+  /** Token introspections (tokens not in the cache) one connection may cause per second... */
+  introspectionsPerSecond: z.number().positive().default(10),
+  /** ...and saved up; beyond them a call is refused UNAUTHENTICATED without introspection. */
+  introspectionBurst: z.number().int().min(1).default(20),
+  /** Refusals one connection gets at full speed per second (twice as many saved up)... */
+  refusalsPerSecond: z.number().positive().default(20),
+  /** ...beyond which each of its refusals is answered only after this. */
+  tarpitMs: z.number().int().min(0).max(60_000).default(1_000),
 });
 
 const oryBinaries = z.strictObject({

@@ -195,13 +195,18 @@ export class Daemon {
     );
     routeGrpcJsLogs(this.#log, this.#refusals);
     const refusals = this.#refusals;
-    const { handshakeTimeoutMs, requestTimeoutMs, idleTimeoutMs, maxStreamsPerConnection } =
-      cfg.listen.limits;
+    const introspections = {
+      perSecond: cfg.listen.limits.introspectionsPerSecond,
+      burst: cfg.listen.limits.introspectionBurst,
+    };
+    const l = cfg.listen.limits;
     const limits: Omit<ListenerLimits, "maxConnections" | "maxConnectionsPerPeer"> = {
-      handshakeTimeoutMs,
-      requestTimeoutMs,
-      idleTimeoutMs,
-      maxStreamsPerConnection,
+      handshakeTimeoutMs: l.handshakeTimeoutMs,
+      requestTimeoutMs: l.requestTimeoutMs,
+      idleTimeoutMs: l.idleTimeoutMs,
+      maxStreamsPerConnection: l.maxStreamsPerConnection,
+      refusalsPerSecond: l.refusalsPerSecond,
+      tarpitMs: l.tarpitMs,
       maxHandshakes: this.#caps.handshakes,
       maxProbes: this.#caps.probe,
     };
@@ -254,6 +259,7 @@ export class Daemon {
           log: agentLog,
           refusals,
           listener: "agent",
+          introspections,
         }).interceptor,
       ],
       log: agentLog,
@@ -279,6 +285,7 @@ export class Daemon {
           log: adminLog,
           refusals,
           listener: "admin",
+          introspections,
         }).interceptor,
       ],
       log: adminLog,

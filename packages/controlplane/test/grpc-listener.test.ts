@@ -499,3 +499,39 @@ void test("close() drops every connection, frees the port and is idempotent", as
   });
   await new Promise((r) => again.close(r));
 });
+
+void test("a connection over its refusal share gets its refusals only after the tarpit delay", async (t) => {
+  const l = listener({
+    name: "tarpit",
+    limits: { ...LIMITS, maxStreamsPerConnection: 20, refusalsPerSecond: 2, tarpitMs: 700 },
+  });
+  const port = await l.start();
+  t.after(() => l.close(0));
+  const timed = async (): Promise<number> => {
+    const started = Date.now();
+    const answer = await rawCall(port, "/no/such/method", Buffer.alloc(0));
+    assert.equal(answer.grpcStatus, status.UNAUTHENTICATED);
+    return Date.now() - started;
+  };
+  // rawCall opens a connection per call: the budget is per connection, so all of these are quick.
+  for (let i = 0; i < 6; i++) assert.ok((await timed()) < 600, "a new connection starts with its share");
+  const session = http2.connect(`https://127.0.0.1:${port}`, tlsFor(pki.set.cli));
+  t.after(() => session.destroy());
+  const oneOnSession = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const started = Date.now();
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/no/such/method",
+        "content-type": "application/grpc",
+      });
+      req.on("response", () => resolve(Date.now() - started));
+      req.on("error", reject);
+      req.end(Buffer.alloc(5));
+    });
+  const delays = await Promise.all(Array.from({ length: 10 }, () => oneOnSession()));
+  const quick = delays.filter((d) => d < 500).length;
+  assert.ok(quick >= 4 && quick <= 5, `the saved-up share (4) answers at once: ${delays.join(",")}`);
+  assert.ok(delays.filter((d) => d >= 650).length >= 5, `the rest waits the tarpit: ${delays.join(",")}`);
+  assert.ok(counters.count("tarpit", "tarpit") >= 5);
+});

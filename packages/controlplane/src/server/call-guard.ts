@@ -13,6 +13,7 @@ import {
   type StatusObject,
 } from "@grpc/grpc-js";
 import { statusFor } from "../auth/errors.js";
+import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
 
 /** The method path interceptors see for a path no service serves (the real path is never echoed). */
@@ -89,7 +90,23 @@ export interface CallGuardOptions {
   readonly refusals: RefusalLog;
   /** A call whose request (message and end) has not arrived this long after it began is ended. */
   readonly requestTimeoutMs: number;
+  /**
+   * Refusals a connection gets at full speed per second (twice as many saved up); beyond them each
+   * refusal is answered only after `tarpitMs`, so a flood of junk from one connection runs at most
+   * at its stream limit per `tarpitMs`, whatever it costs the sender to ask.
+   */
+  readonly refusalsPerSecond?: number;
+  readonly tarpitMs?: number;
 }
+
+/** Defaults: 20 refusals per second at full speed per connection, then one second each. */
+export const TARPIT_DEFAULTS = { refusalsPerSecond: 20, tarpitMs: 1_000 } as const;
+
+/** A status as interceptors pass it on (grpc-js does not export its PartialStatusObject). */
+type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
+
+/** The codes that refuse a caller (API.md §5); only these are slowed down. */
+const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PERMISSION_DENIED]);
 
 function guardStatus(code: status, details: string): StatusObject {
   return { code, details, metadata: new Metadata() };
@@ -97,11 +114,29 @@ function guardStatus(code: status, details: string): StatusObject {
 
 /**
  * The first interceptor of every listener: refuses unknown paths at their metadata (before the
- * ready gate and any token check), answers an undecodable request INVALID_ARGUMENT, and ends a call
- * whose request does not arrive within `requestTimeoutMs` with DEADLINE_EXCEEDED.
+ * ready gate and any token check), answers an undecodable request INVALID_ARGUMENT, ends a call
+ * whose request does not arrive within `requestTimeoutMs` with DEADLINE_EXCEEDED, and holds back
+ * the refusals of a connection that has had more than its share (every refusal passes here last).
  */
 export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
   const { listener, refusals, requestTimeoutMs } = options;
+  const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
+  const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
+  const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
+  /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
+  const answer = (
+    st: PartialStatusObject,
+    peer: string,
+    statusNext: (st: PartialStatusObject) => void,
+  ): void => {
+    if (!REFUSALS.has(st.code) || budget.take(peer)) {
+      statusNext(st);
+      return;
+    }
+    refusals.counters.add(listener, "tarpit");
+    // A cancelled call ignores the late status; the timer is bounded by the connection's streams.
+    setTimeout(() => statusNext(st), tarpitMs);
+  };
   return (method, next) => {
     if (method.path === UNKNOWN_METHOD_PATH) {
       const refused: ServerInterceptingCall = new ServerInterceptingCall(next, {
@@ -118,6 +153,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
             },
           });
         },
+        sendStatus: (st, statusNext) => answer(st, next.getPeer(), statusNext),
       });
       return refused;
     }
@@ -165,7 +201,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
       },
       sendStatus: (st, statusNext) => {
         stopTimer();
-        statusNext(st);
+        answer(st, next.getPeer(), statusNext);
       },
     });
     return call;

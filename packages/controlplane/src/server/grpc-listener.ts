@@ -45,6 +45,10 @@ export interface ListenerLimits {
   readonly maxProbes: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of a served connection. */
   readonly maxStreamsPerConnection: number;
+  /** Refusals per second a connection gets at full speed (twice as many saved up)... */
+  readonly refusalsPerSecond: number;
+  /** ...beyond which each refusal is answered only after this (call-guard.ts). */
+  readonly tarpitMs: number;
 }
 
 /** Limits used where the caller sets none (the daemon sizes the caps from its open-file limit). */
@@ -57,6 +61,8 @@ export const LISTENER_LIMIT_DEFAULTS: ListenerLimits = {
   maxConnectionsPerPeer: Infinity,
   maxProbes: 4,
   maxStreamsPerConnection: 100,
+  refusalsPerSecond: 20,
+  tarpitMs: 1_000,
 };
 
 /**
@@ -156,6 +162,8 @@ export class GrpcListener {
           listener: opts.name,
           refusals: this.#refusals,
           requestTimeoutMs: limits.requestTimeoutMs,
+          refusalsPerSecond: limits.refusalsPerSecond,
+          tarpitMs: limits.tarpitMs,
         }),
         ...(opts.interceptors ?? []),
       ],
