@@ -195,11 +195,8 @@ export class Daemon {
     );
     routeGrpcJsLogs(this.#log, this.#refusals);
     const refusals = this.#refusals;
-    const introspections = {
-      perSecond: cfg.listen.limits.introspectionsPerSecond,
-      burst: cfg.listen.limits.introspectionBurst,
-    };
     const l = cfg.listen.limits;
+    const introspections = { perSecond: l.introspectionsPerSecond, burst: l.introspectionBurst };
     const limits: Omit<ListenerLimits, "maxConnections" | "maxConnectionsPerPeer"> = {
       handshakeTimeoutMs: l.handshakeTimeoutMs,
       requestTimeoutMs: l.requestTimeoutMs,
@@ -267,7 +264,7 @@ export class Daemon {
       limits: {
         ...limits,
         maxConnections: this.#caps.agent,
-        maxConnectionsPerPeer: cfg.listen.limits.maxConnectionsPerAgent,
+        maxConnectionsPerPeer: l.maxConnectionsPerAgent,
       },
       refusals,
     });
