@@ -40,6 +40,11 @@ export interface ControlPlaneOptions {
   readonly trustSet?: TrustSet;
   /** Reuse these ports (a restarted control plane). */
   readonly ports?: ControlPlanePorts;
+  /**
+   * A command the daemon's command line is appended to, which must exec it (so `proc.pid` stays
+   * the daemon's), e.g. `["prlimit", "--nofile=1024", "--"]`.
+   */
+  readonly launcher?: readonly string[];
 }
 
 /** A running daemon. */
@@ -108,7 +113,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         "--conditions=source",
         join(repoRoot, "packages/controlplane/src/main.ts"),
       ];
-  const argv = [process.execPath, ...entry, "--config", configFile];
+  const argv = [...(options.launcher ?? []), process.execPath, ...entry, "--config", configFile];
   const [file, ...args] =
     options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
   const proc = spawn(file!, args, {

@@ -20,6 +20,17 @@ test("defaults bind every listener to loopback on the documented ports", () => {
     admin: { host: "127.0.0.1", port: 7443 },
     agent: { host: "127.0.0.1", port: 7444 },
     health: { host: "127.0.0.1", port: 7080 },
+    limits: {
+      handshakeTimeoutMs: 5_000,
+      requestTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      maxStreamsPerConnection: 100,
+      maxConnectionsPerAgent: 8,
+      introspectionsPerSecond: 10,
+      introspectionBurst: 20,
+      refusalsPerSecond: 20,
+      tarpitMs: 1_000,
+    },
   });
   assert.equal(cfg.auth.mode, "embedded");
   assert.equal(cfg.auth.publicPort, 4444);

@@ -21,6 +21,28 @@ const adminOnSocket = removed(
 const endpoint = (defaultPort: number) =>
   z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
 
+/** Timeouts and per-connection limits of the listeners; the connection caps come from RLIMIT_NOFILE. */
+const listenerLimits = z.strictObject({
+  /** gRPC listeners: a connection whose TLS handshake is not done after this is closed; /healthz: its idle bound. */
+  handshakeTimeoutMs: z.number().int().positive().default(5_000),
+  /** gRPC: a call's request must arrive within this; /healthz: a whole request. */
+  requestTimeoutMs: z.number().int().positive().default(10_000),
+  /** gRPC: a connection with no call open (or that never sends the HTTP/2 preface) is closed after this. */
+  idleTimeoutMs: z.number().int().positive().default(30_000),
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS on every gRPC connection. */
+  maxStreamsPerConnection: z.number().int().min(1).max(10_000).default(100),
+  /** Connections one agent certificate may hold on the agent listener. */
+  maxConnectionsPerAgent: z.number().int().min(1).default(8),
+  /** Token introspections (tokens not in the cache) one connection may cause per second... */
+  introspectionsPerSecond: z.number().positive().default(10),
+  /** ...and saved up; beyond them a call is refused UNAUTHENTICATED without introspection. */
+  introspectionBurst: z.number().int().min(1).default(20),
+  /** Refusals one connection gets at full speed per second (twice as many saved up)... */
+  refusalsPerSecond: z.number().positive().default(20),
+  /** ...beyond which each of its refusals is answered only after this. */
+  tarpitMs: z.number().int().min(0).max(60_000).default(1_000),
+});
+
 const oryBinaries = z.strictObject({
   hydra: z.string().min(1).default("hydra"),
   kratos: z.string().min(1).default("kratos"),
@@ -51,7 +73,12 @@ export const ConfigSchema = z.strictObject({
     .min(1)
     .default(defaultDir("XDG_CONFIG_HOME", ".config", "trust")),
   listen: z
-    .strictObject({ admin: endpoint(7443), agent: endpoint(7444), health: endpoint(7080) })
+    .strictObject({
+      admin: endpoint(7443),
+      agent: endpoint(7444),
+      health: endpoint(7080),
+      limits: listenerLimits.prefault({}),
+    })
     .prefault({}),
   auth: z
     .strictObject({

@@ -25,8 +25,17 @@ import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
-import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
+import {
+  processListenerCaps,
+  RECOMMENDED_OPEN_FILES,
+  type ListenerCaps,
+  type OpenFileLimit,
+} from "./server/fd-budget.js";
+import { routeGrpcJsLogs } from "./server/grpc-log.js";
+import { GrpcListener, type ListenerLimits, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
+import { ListenerCounters } from "./server/listener-counters.js";
+import { RefusalLog } from "./server/refusal-log.js";
 import { SosBoard } from "./server/sos-board.js";
 import { ForcedStopError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
@@ -69,6 +78,11 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  /** Refusal counts of every listener (one object, for metrics). */
+  readonly #counters = new ListenerCounters();
+  readonly #refusals: RefusalLog;
+  readonly #openFiles: OpenFileLimit | undefined;
+  readonly #caps: ListenerCaps;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
   readonly #instance = randomBytes(18).toString("base64url");
@@ -93,10 +107,22 @@ export class Daemon {
       graceMs: config.shutdownGraceMs,
       stateFile: join(config.dataDir, HELPER_RECORD_FILE),
     });
+    // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
+    const { limit, caps } = processListenerCaps();
+    this.#openFiles = limit;
+    this.#caps = caps;
+    this.#refusals = new RefusalLog({ log: log.child({ component: "refusals" }), counters: this.#counters });
+    const limits = config.listen.limits;
     this.#health = new HealthServer({
       logger: log,
       host: config.listen.health.host,
       port: config.listen.health.port,
+      maxConnections: caps.healthz,
+      // A /healthz request is one small GET: silence for a handshake's budget closes the socket.
+      idleTimeoutMs: limits.handshakeTimeoutMs,
+      headersTimeoutMs: limits.handshakeTimeoutMs,
+      requestTimeoutMs: limits.requestTimeoutMs,
+      refusals: this.#refusals,
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -129,6 +155,11 @@ export class Daemon {
         )
       : undefined;
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** Refusal counts by listener and reason (what later metrics read). */
+  get counters(): ListenerCounters {
+    return this.#counters;
   }
 
   /**
@@ -196,6 +227,25 @@ export class Daemon {
     this.#registry = new Registry(join(cfg.dataDir, "registry.db"));
 
     // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
+    const fds = this.#openFiles;
+    this.#log[fds === undefined || fds.soft < RECOMMENDED_OPEN_FILES ? "warn" : "info"](
+      { event: "fd_limit", soft: fds?.soft ?? "unknown", hard: fds?.hard ?? "unknown", caps: this.#caps },
+      "open-file limit and the connection caps sized from it",
+    );
+    routeGrpcJsLogs(this.#log, this.#refusals);
+    const refusals = this.#refusals;
+    const l = cfg.listen.limits;
+    const introspections = { perSecond: l.introspectionsPerSecond, burst: l.introspectionBurst };
+    const limits: Omit<ListenerLimits, "maxConnections" | "maxConnectionsPerPeer"> = {
+      handshakeTimeoutMs: l.handshakeTimeoutMs,
+      requestTimeoutMs: l.requestTimeoutMs,
+      idleTimeoutMs: l.idleTimeoutMs,
+      maxStreamsPerConnection: l.maxStreamsPerConnection,
+      refusalsPerSecond: l.refusalsPerSecond,
+      tarpitMs: l.tarpitMs,
+      maxHandshakes: this.#caps.handshakes,
+      maxProbes: this.#caps.probe,
+    };
     const urls = authUrls(cfg);
     this.#introspector = new HttpIntrospector({
       adminUrl: urls.adminUrl,
@@ -239,10 +289,23 @@ export class Daemon {
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
         recoveryInterceptor(agentLog),
-        new AuthInterceptor({ introspector: cached, requiredClientId: AGENT_CLIENT.clientId, log: agentLog })
-          .interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: AGENT_CLIENT.clientId,
+          log: agentLog,
+          refusals,
+          listener: "agent",
+          introspections,
+        }).interceptor,
       ],
       log: agentLog,
+      peers: { serve: "agent" },
+      limits: {
+        ...limits,
+        maxConnections: this.#caps.agent,
+        maxConnectionsPerPeer: l.maxConnectionsPerAgent,
+      },
+      refusals,
     });
     this.#admin = new GrpcListener({
       name: "admin",
@@ -252,12 +315,20 @@ export class Daemon {
       interceptors: [
         recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
-        // Only the CLI's client may administer: a client registered under any other id with scope
-        // `admin` (by whoever could once reach an auth admin API) gets nothing here.
-        new AuthInterceptor({ introspector: cached, requiredClientId: CLI_CLIENT.clientId, log: adminLog })
-          .interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: CLI_CLIENT.clientId,
+          log: adminLog,
+          refusals,
+          listener: "admin",
+          introspections,
+        }).interceptor,
       ],
       log: adminLog,
+      // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
+      peers: { serve: "cli", probe: "controlplane" },
+      limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
+      refusals,
     });
     const agentPort = await this.#agent.start();
     const adminPort = await this.#admin.start();
@@ -343,6 +414,7 @@ export class Daemon {
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "healthz", run: () => this.#health.close() },
+      { name: "refusal_log", run: () => this.#refusals.close() },
       { name: "introspector", run: () => this.#introspector?.close() },
       { name: "topics", run: () => this.#closeTopics() },
       { name: "registry", run: () => this.#registry?.close() },

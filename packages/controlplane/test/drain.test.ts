@@ -13,6 +13,7 @@ const ORDER = [
   "agent_sessions",
   "grpc",
   "healthz",
+  "refusal_log",
   "introspector",
   "topics",
   "registry",
