@@ -133,21 +133,19 @@ const bench: Benchmark = {
 
       const underLoad: number[] = [];
       const runP99: number[] = [];
-      const junkRates: number[] = [];
       const heldMin: number[] = [];
       let maxFds = 0;
       let maxRss = 0;
+      // The flood process reports once a second: its rate is taken over the whole measurement.
+      const calls0 = junk.latest["calls"] ?? 0;
+      const t0 = performance.now();
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
-        const calls0 = junk.latest["calls"] ?? 0;
-        const t0 = performance.now();
         const lat = await sequentialLatencies(CALLS_PER_RUN, listAgents);
-        const seconds = (performance.now() - t0) / 1000;
         maxFds = Math.max(maxFds, daemonFds(pid));
         maxRss = Math.max(maxRss, rssMiB(pid));
         if (i < ctx.warmup) continue;
         underLoad.push(...lat);
         runP99.push(summarise("run", "ms", lat, "lower").p99);
-        junkRates.push(((junk.latest["calls"] ?? 0) - calls0) / seconds);
         heldMin.push(hold.latest["held"] ?? 0);
         if ((junk.latest["unexpected"] ?? 0) > 0)
           throw new Error("a junk token was not refused UNAUTHENTICATED");
@@ -162,7 +160,11 @@ const bench: Benchmark = {
         ),
       );
       figures.push(summarise("p99 of each run under the hold and flood", "ms", runP99, "lower", "<= 150"));
-      figures.push(summarise("junk-token calls refused (flood rate)", "calls/s", junkRates, "higher"));
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const junkRate = ((junk.latest["calls"] ?? 0) - calls0) / ((performance.now() - t0) / 1000);
+      figures.push(
+        summarise("junk-token calls refused (flood rate over the runs)", "calls/s", [junkRate], "higher"),
+      );
       figures.push(summarise("streams held (at the end of each run)", "streams", heldMin, "higher"));
       figures.push(summarise("daemon descriptors, max under load", "fds", [maxFds], "lower"));
       figures.push(summarise("daemon RSS, max under load", "MiB", [maxRss], "lower"));
