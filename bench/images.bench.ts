@@ -14,10 +14,10 @@ import { bpffs, cgroup2, cgroup2Mount, command, root } from "../test/harness/pre
 import { mintTestTrust } from "../test/harness/trust.js";
 import {
   BUILD_TOOLS,
-  CP_TRUST_FILES,
   buildImages,
   dockerCli,
   dockerEnv,
+  documentedRunFlags,
   type BuiltImage,
 } from "../test/e2e/images-build.js";
 import { repeat, summarise, timeMs, type Benchmark } from "./lib.js";
@@ -90,39 +90,13 @@ const bench: Benchmark = {
             "create",
             "--name",
             name,
-            "--init",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--cap-add",
-            "NET_ADMIN",
-            "--security-opt",
-            "no-new-privileges",
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--volume",
-            "/sys/fs/bpf:/sys/fs/bpf",
-            "--volume",
-            `${cgroupMount}:${cgroupMount}:ro`,
-            "--volume",
-            `${daemon.socketPath}:/var/run/docker.sock`,
-            ...CP_TRUST_FILES.flatMap((f) => [
-              "--volume",
-              `${join(trust.trustDir, f)}:/etc/clawker/trust/${f}:ro`,
-            ]),
             // A fresh state volume each run: a first start, keys and databases created.
-            "--volume",
-            `${name}:/var/lib/clawker`,
-            "--env",
-            "CLAWKER_CP_ADMIN_ADDR=0.0.0.0:7443",
-            "--env",
-            "CLAWKER_CP_HEALTH_ADDR=0.0.0.0:7080",
-            "--publish",
-            "127.0.0.1:7443:7443",
-            "--publish",
-            "127.0.0.1:7080:7080",
+            ...documentedRunFlags({
+              cgroupMount,
+              dockerSocket: daemon.socketPath,
+              trustDir: trust.trustDir,
+              stateVolume: name,
+            }),
             cp.ref,
           ])
         ).trim();

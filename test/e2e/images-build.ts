@@ -91,6 +91,49 @@ export const CP_TRUST_FILES = [
   "cli-signing.pub.jwk",
 ] as const;
 
+/** Where the documented `docker run` flags point: the host's mounts, the trust dir, the state volume. */
+export interface RunFlagsOptions {
+  readonly cgroupMount: string;
+  readonly dockerSocket: string;
+  readonly trustDir: string;
+  readonly stateVolume: string;
+}
+
+/** The flags docker/README.md documents for running the control-plane image, nothing more. */
+export function documentedRunFlags(o: RunFlagsOptions): string[] {
+  return [
+    "--init",
+    "--cap-drop",
+    "ALL",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--security-opt",
+    "no-new-privileges",
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--volume",
+    "/sys/fs/bpf:/sys/fs/bpf",
+    "--volume",
+    `${o.cgroupMount}:${o.cgroupMount}:ro`,
+    "--volume",
+    `${o.dockerSocket}:/var/run/docker.sock`,
+    ...CP_TRUST_FILES.flatMap((f) => ["--volume", `${join(o.trustDir, f)}:/etc/clawker/trust/${f}:ro`]),
+    "--volume",
+    `${o.stateVolume}:/var/lib/clawker`,
+    "--env",
+    "CLAWKER_CP_ADMIN_ADDR=0.0.0.0:7443",
+    "--env",
+    "CLAWKER_CP_HEALTH_ADDR=0.0.0.0:7080",
+    "--publish",
+    "127.0.0.1:7443:7443",
+    "--publish",
+    "127.0.0.1:7080:7080",
+  ];
+}
+
 /** CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21): the only capabilities the CP container gets. */
 export const CP_CAPABILITIES = (1n << 12n) | (1n << 21n);
 
