@@ -26,10 +26,12 @@ test("add wakes a waiter and adds both credits; close ends waits for good", asyn
   const w = new CreditWindow(1, 1);
   assert.equal(w.spend(10), 1);
   assert.equal(w.spend(10), 0);
+  assert.equal(w.exhausted, true);
   const waiting = w.wait();
   w.add(8, 2);
   await waiting;
   assert.deepEqual([w.bytes, w.chunks], [8, 2]);
+  assert.equal(w.exhausted, false);
   assert.equal(w.spend(10), 8);
   const pending = w.wait();
   w.close();

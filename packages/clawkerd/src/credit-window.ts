@@ -30,6 +30,11 @@ export class CreditWindow {
     return this.#chunks;
   }
 
+  /** True when no chunk may go until add(): no bytes or no messages left. */
+  get exhausted(): boolean {
+    return this.#bytes <= 0 || this.#chunks < 1;
+  }
+
   /** True once close() was called: waiting is over for good. */
   get closed(): boolean {
     return this.#closed;

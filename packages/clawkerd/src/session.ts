@@ -326,6 +326,7 @@ export class Session {
           }
         }
         if (this.#closed) break;
+        if (credit !== undefined) await this.#creditOrEnd(credit, watcher);
       }
       const result = await job.finished;
       if (result.kind === "done") {
@@ -344,6 +345,20 @@ export class Session {
       this.#jobs.delete(id);
       this.#stdinDrained(id);
       this.#maybeEnd();
+    }
+  }
+
+  // Out of credit: waits before taking more from the watcher, so what the command writes meanwhile
+  // stays in the buffer and goes out coalesced in as few messages as credit allows. The end of the
+  // output needs no credit (Done goes out regardless), so that ends the wait too.
+  async #creditOrEnd(credit: CreditWindow, watcher: Watcher): Promise<void> {
+    let credited: Promise<void> | undefined;
+    while (credit.exhausted && !credit.closed && !this.#closed && !watcher.atEnd) {
+      // One credit wait across the loop: a command writing byte by byte adds no waiter per byte.
+      credited ??= credit.wait().then(() => {
+        credited = undefined;
+      });
+      await Promise.race([credited, watcher.changed()]);
     }
   }
 

@@ -11,7 +11,13 @@ import { waitFor } from "../../../test/harness/wait-for.js";
 import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
-import { processesWith, seqOutput, waitBlockedOnOutput, waitSteady } from "./fixtures/processes.js";
+import {
+  processesWith,
+  seqOutput,
+  waitBlockedOnInput,
+  waitBlockedOnOutput,
+  waitSteady,
+} from "./fixtures/processes.js";
 import { outputOf, SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
 
 const E = clawkerd.ErrorCode;
@@ -376,7 +382,7 @@ test("flow control: a shell never sends more output than its credit; its process
 test("flow control: the message window bounds small chunks too", async () => {
   const c = await session({ bytes: 1 << 20, chunks: 3 });
   c.hold("lines");
-  c.send("lines", { $case: "shell", value: shell([stage(["cat"])]) });
+  c.send("lines", { $case: "shell", value: shell([stage(["cat", "-u", "-"])]) });
   const outputs = (): number =>
     (c.byId.get("lines") ?? []).filter((r) => r.payload?.$case === "output").length;
   // One line at a time, each echoed by cat as its own small chunk: three fit the message window.
@@ -387,6 +393,7 @@ test("flow control: the message window bounds small chunks too", async () => {
   c.send("lines", { $case: "stdin", value: { data: Buffer.from("4\n") } });
   c.send("lines", { $case: "stdin", value: { data: Buffer.from("5\n") } });
   assert.equal(await waitSteady(outputs, { what: "the message window used up" }), 3);
+  await waitBlockedOnInput("cat -u -"); // both lines read and echoed into the held output
   assert.equal(outputOf(c.byId.get("lines")!).toString(), "1\n2\n3\n");
   // One more message: what waited meanwhile, in one chunk.
   c.credit("lines", 0, 1);
