@@ -91,6 +91,16 @@ export const ConfigSchema = z.strictObject({
       listErrCeiling: z.number().int().min(0).default(20),
     })
     .prefault({}),
+  /** One full GC once the daemon is quiet after load, so the heap grown for it is returned (memory-relief.ts). */
+  memoryRelief: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** How long the event loop must stay quiet after load first. */
+      idleMs: z.number().int().min(100).default(10_000),
+      /** Resident memory this far above the idle floor is worth the pause. */
+      marginMiB: z.number().int().min(0).default(24),
+    })
+    .prefault({}),
   /** Grace given to helpers between SIGTERM and SIGKILL on shutdown. */
   shutdownGraceMs: z.number().int().positive().default(10_000),
   log: z

@@ -21,6 +21,7 @@ import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logging.js";
+import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
 import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
@@ -63,6 +64,7 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  readonly #relief: MemoryRelief;
   readonly #startAbort = new AbortController();
   #stopCause: StopCause | undefined;
   #onStop: ((cause: StopCause) => void) | undefined;
@@ -114,6 +116,10 @@ export class Daemon {
           },
         )
       : undefined;
+    this.#relief = new MemoryRelief({
+      ...config.memoryRelief,
+      log: log.child({ component: "memory-relief" }),
+    });
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
@@ -288,11 +294,13 @@ export class Daemon {
     this.#feeder.start(signal);
     this.#dialer.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
+    this.#relief.start(signal);
   }
 
   /** The fixed drain order of ARCHITECTURE.md; each step runs even if an earlier one failed. */
   async #drain(): Promise<void> {
     this.#supervisor.beginShutdown();
+    this.#relief.close();
     const grace = this.#config.shutdownGraceMs;
     const step = async (name: string, fn: () => unknown): Promise<void> => {
       try {
