@@ -165,9 +165,7 @@ void test("after load and a quiet stretch it collects once and logs memory_relie
   assert.equal(typeof line["gcMs"], "number");
   assert.ok((line["quietMs"] as number) >= 300, `quiet ${String(line["quietMs"])} ms before it`);
   assert.ok((line["heapAfterMiB"] as number) <= (line["heapBeforeMiB"] as number));
-  for (const key of ["rssBeforeMiB", "rssAfterMiB", "releaseMs"])
-    assert.equal(typeof line[key], "number", key);
-  assert.equal(typeof line["released"], "boolean");
+  assert.ok((line["rssAfterMiB"] as number) <= (line["rssBeforeMiB"] as number), "RSS did not grow");
   assert.equal(lines.filter((l) => l["event"] === "memory_relief").length, 2, "once per load");
 });
 

@@ -1,6 +1,6 @@
-// Memory relief: once the daemon has gone quiet after load, one full garbage collection, after
-// which V8's own memory reducer returns the heap it grew for the burst. Without it the heap stays
-// at its burst size for good: once the load stops nothing allocates, so no GC ever comes to
+// Memory relief: once the daemon has gone quiet after load, one collection of all available
+// garbage, which also returns the pages V8 grew the heap by for the burst. Without it the heap
+// stays at its burst size for good: once the load stops nothing allocates, so no GC ever comes to
 // shrink it (README.md, "Memory"). Sampling is a timer reading event-loop utilisation and RSS,
 // so the request path pays nothing.
 import { performance, type EventLoopUtilization } from "node:perf_hooks";
@@ -27,10 +27,6 @@ export const MEMORY_RELIEF_DEFAULTS = Object.freeze({ enabled: true, idleMs: 10_
  * above is activity (an idle daemon measures ~0.001, one call a second ~0.002).
  */
 export const QUIET_UTILIZATION = 0.05;
-/** How long the log waits for V8's memory reducer to return the pages after the collection. */
-export const RELEASE_WAIT_MS = 30_000;
-/** A fall in RSS at least this large after the collection counts as memory returned. */
-const RELEASED_BYTES = 4 * 1024 * 1024;
 
 const MiB = 1024 * 1024;
 
@@ -43,7 +39,7 @@ export interface ReliefState {
   readonly sawActivity: boolean;
   /** When the current quiet stretch began, or undefined while not quiet. */
   readonly quietSince: number | undefined;
-  /** The lowest resident set seen in a quiet interval with nothing pending (0: none seen yet). */
+  /** The lowest resident set seen in a quiet interval with no load pending (0: none seen yet). */
   readonly floorBytes: number;
 }
 
@@ -75,7 +71,7 @@ export function reliefStep(
   }
   const quietSince = state.quietSince ?? sample.now;
   if (!state.sawActivity) {
-    // The floor is what an idle daemon needs: only quiet samples with nothing pending count.
+    // The floor is what an idle daemon needs: only quiet samples with no load pending count.
     const floorBytes = state.floorBytes === 0 ? sample.rssBytes : Math.min(state.floorBytes, sample.rssBytes);
     return { state: { ...state, quietSince, floorBytes }, step: "quiet" };
   }
@@ -104,45 +100,37 @@ export class MemoryReliefError extends Error {
 type Collect = () => void;
 
 /**
- * V8's `gc()` (one full, compacting mark-compact), taken from a fresh vm context created while
- * --expose-gc is set: the daemon's own global never gets a `gc`, and the flag is off again at once.
+ * V8's "collect all available garbage" (the gc extension's last-resort flavour: full, compacting
+ * collections until nothing more is freed, then the freed pages are returned to the system), from
+ * a `gc` taken out of a fresh vm context created while --expose-gc is set: the daemon's own global
+ * never gets a `gc`, and the flag is off again at once.
  */
 export function acquireGc(): Collect {
-  const existing: unknown = (globalThis as { gc?: unknown }).gc;
-  if (isGc(existing)) return () => existing();
-  let gc: unknown;
-  try {
-    setFlagsFromString("--expose-gc");
-    gc = runInNewContext("gc");
-  } catch (cause) {
-    throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function", { cause });
-  } finally {
-    setFlagsFromString("--no-expose-gc");
+  let gc: unknown = (globalThis as { gc?: unknown }).gc;
+  if (!isGc(gc)) {
+    try {
+      setFlagsFromString("--expose-gc");
+      gc = runInNewContext("gc");
+    } catch (cause) {
+      throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function", { cause });
+    } finally {
+      setFlagsFromString("--no-expose-gc");
+    }
   }
   if (!isGc(gc)) throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function");
-  return () => gc();
+  const collect = gc;
+  // A regular major GC alone shrinks the heap but leaves the pages mapped until V8's memory
+  // reducer decides the allocation rate is low, which after a short quiet spell it often does not.
+  return () => collect({ type: "major", flavor: "last-resort" });
 }
 
-function isGc(value: unknown): value is () => void {
+function isGc(value: unknown): value is (options?: Record<string, string>) => void {
   return typeof value === "function";
-}
-
-interface Pending {
-  readonly at: number;
-  readonly rssBefore: number;
-  readonly heapBefore: number;
-  readonly heapAfter: number;
-  readonly gcMs: number;
-  readonly quietMs: number;
-  /** RSS at the previous sample, to see when it stopped falling. */
-  readonly lastRss: number;
-  /** The lowest RSS since the collection: what the log reports as after. */
-  readonly lowestRss: number;
 }
 
 /**
  * Samples event-loop utilisation and RSS on an unref'd timer and, once the daemon is quiet after
- * load, asks V8 for one full GC and logs `memory_relief` once the memory is back (or was not).
+ * load, has V8 collect all available garbage once and logs `memory_relief` with what came back.
  */
 export class MemoryRelief {
   readonly #log: Logger;
@@ -152,7 +140,6 @@ export class MemoryRelief {
   #timer: NodeJS.Timeout | undefined;
   #elu: EventLoopUtilization | undefined;
   #collect: Collect | undefined;
-  #pending: Pending | undefined;
   #closed = false;
 
   constructor(options: MemoryReliefOptions) {
@@ -191,12 +178,10 @@ export class MemoryRelief {
     const { state, step } = reliefStep(this.#state, { now, utilization, rssBytes }, this.#limits);
     const quietMs = now - (this.#state.quietSince ?? now);
     this.#state = state;
-    // New activity (or a new relief) ends the wait for the last relief's pages: log it as it stands.
-    if (this.#pending !== undefined) this.#settle(this.#pending, now, rssBytes, step !== "quiet");
-    if (step === "relieve") this.#relieve(now, rssBytes, quietMs);
+    if (step === "relieve") this.#relieve(rssBytes, quietMs);
   }
 
-  #relieve(now: number, rssBefore: number, quietMs: number): void {
+  #relieve(rssBefore: number, quietMs: number): void {
     try {
       this.#collect ??= acquireGc();
     } catch (err) {
@@ -208,46 +193,21 @@ export class MemoryRelief {
     const start = performance.now();
     this.#collect();
     const gcMs = performance.now() - start;
-    const heapAfter = process.memoryUsage().heapTotal;
+    const after = process.memoryUsage();
     // The pause is ours, not load: the next interval starts after it.
     this.#elu = performance.eventLoopUtilization();
-    this.#pending = {
-      at: now,
-      rssBefore,
-      heapBefore,
-      heapAfter,
-      gcMs,
-      quietMs,
-      lastRss: rssBefore,
-      lowestRss: rssBefore,
-    };
-  }
-
-  /**
-   * Logs the relief once RSS has fallen and stopped falling (V8's memory reducer returns the pages
-   * some 10 s after the collection, possibly in steps), when activity resumes (`force`), or when
-   * the wait is over; `rssAfterMiB` is the lowest RSS seen since the collection.
-   */
-  #settle(p: Pending, now: number, rssBytes: number, force: boolean): void {
-    const lowest = Math.min(p.lowestRss, rssBytes);
-    const released = lowest <= p.rssBefore - RELEASED_BYTES;
-    const settled = released && rssBytes >= p.lastRss - RELEASED_BYTES / 4;
-    if (!force && !settled && now - p.at < RELEASE_WAIT_MS) {
-      this.#pending = { ...p, lastRss: rssBytes, lowestRss: lowest };
-      return;
-    }
-    this.#pending = undefined;
+    // What is left is what the daemon needs: the floor from now on (no more start-up firing).
+    const floor = this.#state.floorBytes;
+    this.#state = { ...this.#state, floorBytes: floor === 0 ? after.rss : Math.min(floor, after.rss) };
     this.#log.info(
       {
         event: "memory_relief",
-        released,
-        rssBeforeMiB: toMiB(p.rssBefore),
-        rssAfterMiB: toMiB(lowest),
-        heapBeforeMiB: toMiB(p.heapBefore),
-        heapAfterMiB: toMiB(p.heapAfter),
-        gcMs: Math.round(p.gcMs),
-        releaseMs: Math.round(now - p.at),
-        quietMs: Math.round(p.quietMs),
+        rssBeforeMiB: toMiB(rssBefore),
+        rssAfterMiB: toMiB(after.rss),
+        heapBeforeMiB: toMiB(heapBefore),
+        heapAfterMiB: toMiB(after.heapTotal),
+        gcMs: Math.round(gcMs),
+        quietMs: Math.round(quietMs),
       },
       "quiet after load: collected garbage",
     );
