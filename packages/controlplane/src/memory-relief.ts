@@ -24,7 +24,7 @@ export const MEMORY_RELIEF_DEFAULTS = Object.freeze({ enabled: true, idleMs: 10_
 
 /**
  * Event-loop utilisation of one sampling interval at or below which it counts as quiet; anything
- * above is activity (an idle daemon measures ~0.001, one call a second ~0.002).
+ * above is activity (an idle daemon measures ~0.001).
  */
 export const QUIET_UTILIZATION = 0.05;
 
@@ -39,7 +39,7 @@ export interface ReliefState {
   readonly sawActivity: boolean;
   /** When the current quiet stretch began, or undefined while not quiet. */
   readonly quietSince: number | undefined;
-  /** The lowest resident set seen in a quiet interval with no load pending (0: none seen yet). */
+  /** RSS the last relief left, lowered by quiet samples with no load pending (0: none yet). */
   readonly floorBytes: number;
 }
 
@@ -196,9 +196,9 @@ export class MemoryRelief {
     const after = process.memoryUsage();
     // The pause is ours, not load: the next interval starts after it.
     this.#elu = performance.eventLoopUtilization();
-    // What is left is what the daemon needs: the floor from now on (no more start-up firing).
-    const floor = this.#state.floorBytes;
-    this.#state = { ...this.#state, floorBytes: floor === 0 ? after.rss : Math.min(floor, after.rss) };
+    // What is left is what the daemon needs now: the new floor, which follows a working set that
+    // grew (more agents) instead of firing after every stretch of activity.
+    this.#state = { ...this.#state, floorBytes: after.rss };
     this.#log.info(
       {
         event: "memory_relief",
