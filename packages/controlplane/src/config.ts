@@ -91,7 +91,7 @@ export const ConfigSchema = z.strictObject({
       listErrCeiling: z.number().int().min(0).default(20),
     })
     .prefault({}),
-  /** One full GC once the daemon is quiet after load, so the heap grown for it is returned (memory-relief.ts). */
+  /** Collect all garbage once the daemon is quiet after load, returning its heap (memory-relief.ts). */
   memoryRelief: z
     .strictObject({
       enabled: z.boolean().default(true),

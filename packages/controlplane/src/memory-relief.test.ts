@@ -206,3 +206,21 @@ void test("its timer never keeps a process alive", async () => {
   assert.equal(signal, null, "the process exited by itself, not by our SIGKILL");
   assert.equal(code, 0, stderr);
 });
+
+void test("a gc that throws is logged once as memory_relief_unavailable and relief stops; nothing throws", async (t) => {
+  const g = globalThis as { gc?: unknown };
+  g.gc = () => {
+    throw new Error("no collection today");
+  };
+  t.after(() => delete g.gc);
+  const { log, lines } = capture();
+  const relief = new MemoryRelief({ log, idleMs: 100 });
+  t.after(() => relief.close());
+  relief.start();
+  await waitFor(() => lines.find((l) => l["event"] === "memory_relief_unavailable"), 10_000, "the warning");
+  await sleep(500);
+  assert.deepEqual(
+    lines.map((l) => l["event"]),
+    ["memory_relief_unavailable"],
+  );
+});

@@ -182,16 +182,17 @@ export class MemoryRelief {
   }
 
   #relieve(rssBefore: number, quietMs: number): void {
+    const heapBefore = process.memoryUsage().heapTotal;
+    const start = performance.now();
     try {
       this.#collect ??= acquireGc();
+      this.#collect();
     } catch (err) {
+      // A memory optimisation never takes the daemon down (a throw here would drain it).
       this.#log.warn({ err, event: "memory_relief_unavailable" }, "memory relief unavailable");
       this.close();
       return;
     }
-    const heapBefore = process.memoryUsage().heapTotal;
-    const start = performance.now();
-    this.#collect();
     const gcMs = performance.now() - start;
     const after = process.memoryUsage();
     // The pause is ours, not load: the next interval starts after it.
