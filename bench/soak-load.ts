@@ -1,6 +1,7 @@
 // The soak benchmark's load driver, run as its own process inside the private dockerd's network
 // namespace (where the daemon's admin listener is): every cycle a burst of authorized unary calls
-// 64 in flight, ExecAgent output and round trips in an agent, then a trickle until the cycle ends.
+// 64 in flight, ExecAgent output and round trips in an agent, then a trickle until the cycle ends
+// (none in the last cycle: the soak ends on a burst).
 // One JSON line per cycle on stdout; exits 0 when the time is up, 1 on any failed call.
 // Usage: soak-load.ts <params.json>, see SoakLoadParams.
 import { readFileSync } from "node:fs";
@@ -109,9 +110,11 @@ async function main(): Promise<void> {
         exec(client, p, ["head", "-c", size, "/dev/zero"]),
       ]);
       for (let i = 0; i < p.execRoundTrips; i++) await exec(client, p, ["true"]);
-      // The rest of the cycle: one call a second, what an idle CLI or agent costs.
+      // The rest of the cycle: one call a second, what an idle CLI or agent costs. The last cycle
+      // has none: the soak ends on a burst, so what follows is the idle after a burst.
       let trickleCalls = 0;
-      const end = Math.min(cycleStart + p.cycleMs, began + p.durationMs);
+      const isLast = cycleStart + p.cycleMs >= began + p.durationMs;
+      const end = isLast ? performance.now() : cycleStart + p.cycleMs;
       while (performance.now() < end - 1000) {
         await sleep(1000);
         await listAgents();
@@ -128,6 +131,7 @@ async function main(): Promise<void> {
         trickleCalls,
       };
       process.stdout.write(`${JSON.stringify(line)}\n`);
+      if (isLast) break;
     }
   } finally {
     raw.close();

@@ -155,7 +155,11 @@ const bench: Benchmark = {
       let registrations = 0;
       const loadDone = load.exited;
       let finished = false;
-      void loadDone.then(() => (finished = true));
+      let loadEnded = 0;
+      void loadDone.then(() => {
+        finished = true;
+        loadEnded = performance.now();
+      });
       while (!finished) {
         const next = performance.now() + REGISTER_EVERY_MS;
         const a = await agent(`r${registrations}`);
@@ -166,18 +170,17 @@ const bench: Benchmark = {
       }
       const exit = await loadDone;
       clearInterval(sampler);
-      const loadMs = performance.now() - began;
+      const loadMs = loadEnded - began;
       if (exit.code !== 0) throw new Error(`load driver exited ${exit.code}: ${load.stderr.slice(-4000)}`);
       const cycles = load.stdout
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .map((l) => JSON.parse(l) as SoakCycle);
 
-      // After the load: every second until IDLE_FOLLOW_MS.
+      // After the load (which ends on a burst): every second until IDLE_FOLLOW_MS after its end.
       const idle: Sample[] = [];
-      const idleBegan = performance.now();
-      while (performance.now() - idleBegan < IDLE_FOLLOW_MS) {
-        idle.push({ atMs: performance.now() - idleBegan, mib: rssMiB(pid) });
+      while (performance.now() - loadEnded < IDLE_FOLLOW_MS) {
+        idle.push({ atMs: performance.now() - loadEnded, mib: rssMiB(pid) });
         await sleep(1000);
       }
       const under = idle.find((s) => s.mib < LIMIT_MIB);
@@ -199,14 +202,15 @@ const bench: Benchmark = {
       ctx.log(`idle after load: ${idle.map((s) => s.mib.toFixed(0)).join(" ")}`);
       for (const l of reliefs) {
         ctx.log(
-          `memory_relief ${String(l["time"])}: ${String(l["rssBeforeMiB"])} -> ${String(l["rssAfterMiB"])} MiB, ` +
-            `gc ${String(l["gcMs"])} ms, released ${String(l["released"])} after ${String(l["releaseMs"])} ms`,
+          `memory_relief ${String(l["time"])}: ${String(l["rssBeforeMiB"])} -> ${String(l["rssAfterMiB"])} MiB ` +
+            `(heap ${String(l["heapBeforeMiB"])} -> ${String(l["heapAfterMiB"])}), ` +
+            `gc ${String(l["gcMs"])} ms after ${String(l["quietMs"])} ms quiet`,
         );
       }
       const figures = [
         one("idle RSS before any load (40 s after ready)", "MiB", idleRss, "lower", "<= 100"),
         one(`RSS at minute ${checkpointMin} of load`, "MiB", atCheckpoint.mib, "lower"),
-        one("RSS at the end of the load", "MiB", samples.at(-1)!.mib, "lower"),
+        one("RSS at the end of the load (right after its last burst)", "MiB", idle[0]!.mib, "lower"),
         one(
           `growth: peak of the last minute - peak of minute ${checkpointMin}`,
           "MiB",
