@@ -147,3 +147,28 @@ test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls 
   );
   assert.throws(() => loadConfig(ory, {}), /auth\.issuer: applies to the embedded auth server only/);
 });
+
+test("memoryRelief: on by default (10 s quiet, 24 MiB margin); a sub-100 ms window or a negative margin is refused", (t) => {
+  assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).memoryRelief, {
+    enabled: true,
+    idleMs: 10_000,
+    marginMiB: 24,
+  });
+  const file = tempFile(
+    t,
+    "cp.json",
+    JSON.stringify({ memoryRelief: { idleMs: 10, marginMiB: -1, every: 1 } }),
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const key of ["memoryRelief.idleMs", "memoryRelief.marginMiB", "memoryRelief"]) {
+    assert.ok(problems.includes(`${key}:`), `${key} in:\n${problems}`);
+  }
+  assert.match(problems, /every/);
+});

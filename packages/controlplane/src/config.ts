@@ -137,6 +137,16 @@ export const ConfigSchema = z.strictObject({
       listErrCeiling: z.number().int().min(0).default(20),
     })
     .prefault({}),
+  /** Collect all garbage once the daemon is quiet after load, returning its heap (memory-relief.ts). */
+  memoryRelief: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** How long the event loop must stay quiet after load first. */
+      idleMs: z.number().int().min(100).default(10_000),
+      /** Resident memory this far above the idle floor is worth the pause. */
+      marginMiB: z.number().int().min(0).default(24),
+    })
+    .prefault({}),
   /**
    * The whole drain's deadline, shared by every step: in-flight gRPC calls get half of what is left
    * when their step starts, helpers still running at the deadline are SIGKILLed. The default stays

@@ -23,6 +23,7 @@ import { countRunningAgentContainers, createDockerClient, EventsFeeder } from ".
 import type { Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
+import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
 import {
@@ -83,6 +84,7 @@ export class Daemon {
   readonly #refusals: RefusalLog;
   readonly #openFiles: OpenFileLimit | undefined;
   readonly #caps: ListenerCaps;
+  readonly #relief: MemoryRelief;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
   readonly #instance = randomBytes(18).toString("base64url");
@@ -154,6 +156,10 @@ export class Daemon {
           },
         )
       : undefined;
+    this.#relief = new MemoryRelief({
+      ...config.memoryRelief,
+      log: log.child({ component: "memory-relief" }),
+    });
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
@@ -400,6 +406,7 @@ export class Daemon {
     this.#feeder.start(signal);
     this.#dialer.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
+    this.#relief.start(signal);
   }
 
   /**
@@ -409,6 +416,7 @@ export class Daemon {
    */
   #drainSteps(): DrainStep[] {
     return [
+      { name: "memory_relief", run: () => this.#relief.close() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
       { name: "agent_sessions", run: () => this.#dialer?.close() },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.

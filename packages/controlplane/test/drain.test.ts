@@ -9,6 +9,7 @@ import { waitFor } from "../../../test/harness/wait-for.js";
 
 /** The drain order today; the firewall's steps will join it at their places. */
 const ORDER = [
+  "memory_relief",
   "watcher",
   "agent_sessions",
   "grpc",
