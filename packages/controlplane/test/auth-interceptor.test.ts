@@ -500,6 +500,35 @@ void describe("introspections per connection", () => {
     // A valid token on another connection is unaffected, and a cached one never spends anything.
     assert.equal((await unary(other, "listAgents", md("Bearer admin-token"))).code, status.OK);
   });
+
+  void test("64 calls at once on one fresh token are one introspection, and none is throttled", async (t) => {
+    const l = await startListener({ introspectUrl: fake.url });
+    const c = clientFor(l.port);
+    fake.tokens.set("fresh-burst-token", {
+      active: true,
+      scope: "admin",
+      client_id: "clawker-cli",
+      sub: "clawker-cli",
+      exp: nowS() + 3600,
+      token_use: "access_token",
+    });
+    fake.delayMs = 200; // every call arrives while the one request is under way
+    t.after(async () => {
+      fake.delayMs = 0;
+      c.close();
+      await l.close();
+    });
+    const before = fake.requests();
+    const answers = await Promise.all(
+      Array.from({ length: 64 }, () => unary(c, "listAgents", md("Bearer fresh-burst-token"))),
+    );
+    assert.deepEqual(
+      [...new Set(answers.map((a) => a.code))],
+      [status.OK],
+      "more calls than the burst of 20, all on one connection",
+    );
+    assert.equal(fake.requests() - before, 1);
+  });
 });
 
 void describe("introspection endpoint down or slow", () => {

@@ -114,7 +114,10 @@ export class AuthInterceptor {
     const cached = this.#introspector.peek?.(token);
     if (cached !== undefined) return this.#judge(cached, scope);
     // A miss costs an HTTPS round trip to the auth server: each connection gets its share only.
-    if (!this.#introspections.take(peer())) throw new AuthError("introspection_throttled");
+    // Joining a request already under way for this token costs nothing, so it spends nothing: a
+    // client's first burst on a fresh token is one introspection, not one per call.
+    if (this.#introspector.inFlight?.(token) !== true && !this.#introspections.take(peer()))
+      throw new AuthError("introspection_throttled");
     return this.#introspector.introspect(token).then(
       (result) => this.#judge(result, scope),
       (err: unknown) => {
