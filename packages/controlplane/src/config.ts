@@ -60,6 +60,32 @@ const oryBinaries = z.strictObject({
   oathkeeperProxyPort: port.default(4457),
 });
 
+/**
+ * The eBPF enforcement of agent egress (ebpf/README.md): the manager the daemon supervises, and
+ * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
+ */
+const ebpfConfig = z.strictObject({
+  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
+  enabled: z.boolean().default(false),
+  /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
+  manager: z.string().min(1).default("ebpf-manager"),
+  /** Its control socket; default `ebpf.sock` in the data dir. */
+  socket: z.string().min(1).optional(),
+  /** Pin directory; default `<bpffs mount>/clawker`. */
+  pinDir: z.string().min(1).optional(),
+  /** The agents' cgroup parent: `/clawker` for Docker's cgroupfs driver, `clawker.slice` for systemd. */
+  cgroupParent: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, "a cgroup name: letters, digits, '_', '-', '.'")
+    .default("clawker"),
+  /** Docker's cgroup driver; `auto` asks Docker at start-up. */
+  cgroupDriver: z.enum(["auto", "cgroupfs", "systemd"]).default("auto"),
+  /** SO_MARK of the firewall's own sockets when they run under the parent (they pass); 0: none. */
+  mark: z.number().int().min(0).max(0xffff_ffff).default(0),
+  /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */
+  mountTimeoutMs: z.number().int().min(0).default(30_000),
+});
+
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
@@ -127,6 +153,7 @@ export const ConfigSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  ebpf: ebpfConfig.prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({

@@ -20,6 +20,7 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { Enforcement } from "./ebpf/enforcement.js";
 import type { Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
@@ -79,6 +80,7 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  readonly #enforcement: Enforcement | undefined;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -138,6 +140,23 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const e = config.ebpf;
+    this.#enforcement = e.enabled
+      ? new Enforcement({
+          manager: e.manager,
+          socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
+          pinDir: e.pinDir,
+          cgroupParent: e.cgroupParent,
+          cgroupDriver: e.cgroupDriver,
+          mark: e.mark,
+          mountTimeoutMs: e.mountTimeoutMs,
+          host: this.#supervisor,
+          docker,
+          containers: this.#overseer.containers,
+          sos: this.#sos,
+          log,
+        })
+      : undefined;
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -392,7 +411,9 @@ export class Daemon {
       `OAuth2 clients ${CLI_CLIENT.clientId} and ${AGENT_CLIENT.clientId} registered`,
     );
 
-    // 5-6. The eBPF manager and the firewall join here when they land (issue 6 and the firewall issue).
+    // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
+    await this.#enforcement?.start(signal);
+    // 6. The firewall joins here when it lands (the firewall issue).
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -421,6 +442,8 @@ export class Daemon {
       { name: "agent_sessions", run: () => this.#dialer?.close() },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
+      // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
+      { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
       { name: "refusal_log", run: () => this.#refusals.close() },
       { name: "introspector", run: () => this.#introspector?.close() },

@@ -13,6 +13,7 @@ const ORDER = [
   "watcher",
   "agent_sessions",
   "grpc",
+  "ebpf",
   "healthz",
   "refusal_log",
   "introspector",
