@@ -80,6 +80,8 @@ const ebpfConfig = z.strictObject({
     .default("clawker"),
   /** Docker's cgroup driver; `auto` asks Docker at start-up. */
   cgroupDriver: z.enum(["auto", "cgroupfs", "systemd"]).default("auto"),
+  /** The egress proxy's cgroup (SO_ORIGINAL_DST is answered there); default the daemon's own. */
+  proxyCgroup: z.string().min(1).optional(),
   /** SO_MARK of the firewall's own sockets when they run under the parent (they pass); 0: none. */
   mark: z.number().int().min(0).max(0xffff_ffff).default(0),
   /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */

@@ -146,6 +146,7 @@ export class Daemon {
           manager: e.manager,
           socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
           pinDir: e.pinDir,
+          proxyCgroup: e.proxyCgroup,
           cgroupParent: e.cgroupParent,
           cgroupDriver: e.cgroupDriver,
           mark: e.mark,

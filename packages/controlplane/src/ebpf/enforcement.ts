@@ -2,6 +2,7 @@
 // attaches its programs on the agents' cgroup parent before any agent starts, enrols each agent
 // container (Docker events, and the feeder's reconcile after a restart), and puts bypasses, routes
 // and DNS answers into the kernel. See README.md ("Enforcement").
+import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { isAgentLabels, type ContainerEvent, type Topic } from "@clawker/overseer";
@@ -55,6 +56,11 @@ export interface EnforcementOptions {
   readonly cgroupParent: string;
   /** Docker's cgroup driver, or `auto` to ask Docker (`GET /info`). */
   readonly cgroupDriver: "auto" | CgroupDriver;
+  /**
+   * The egress proxy's cgroup, where the manager answers `getsockopt(SO_ORIGINAL_DST)` (absolute,
+   * or relative to the cgroup2 mount); default the daemon's own, which HAProxy, our child, shares.
+   */
+  readonly proxyCgroup?: string | undefined;
   /** SO_MARK of the firewall's own sockets (they pass); 0: none is exempt. */
   readonly mark: number;
   /** Where steered sockets go until setTargets() (default CLOSED_TARGETS). */
@@ -154,9 +160,19 @@ export class Enforcement {
       throw err;
     }
     const parent = join(mounts.cgroup2, this.#layout.parentPath);
+    const proxyCgroup = o.proxyCgroup ?? ownCgroup(mounts.cgroup2);
     await o.host.start(MANAGER_HELPER, {
       file: o.manager,
-      args: ["serve", "--socket", o.socketPath, "--pin-dir", this.#pinDir, "--cgroup-parent", parent],
+      args: [
+        "serve",
+        "--socket",
+        o.socketPath,
+        "--pin-dir",
+        this.#pinDir,
+        "--cgroup-parent",
+        parent,
+        ...(proxyCgroup === undefined ? [] : ["--proxy-cgroup", proxyCgroup]),
+      ],
     });
     this.#client = await this.#connect(stop);
     const status = await this.#client.status();
@@ -173,6 +189,7 @@ export class Enforcement {
         driver,
         pinDir: this.#pinDir,
         parentCgroupId: status.parentCgroupId,
+        proxyCgroup: proxyCgroup ?? null,
         staleBypasses: stale.length,
         targets: this.#targets,
       },
@@ -434,5 +451,17 @@ export class Enforcement {
       }
       await sleep(READY_POLL_MS, undefined, { signal });
     }
+  }
+}
+
+/** This process's cgroup2 directory (`0::/path` in /proc/self/cgroup), or undefined when unknown. */
+function ownCgroup(cgroup2: string): string | undefined {
+  try {
+    const line = readFileSync("/proc/self/cgroup", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("0::"));
+    return line === undefined ? undefined : join(cgroup2, line.slice(3));
+  } catch {
+    return undefined;
   }
 }
