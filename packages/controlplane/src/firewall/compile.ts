@@ -186,10 +186,17 @@ function usesRouteListener(rule: Rule): boolean {
  * else the lowest free one. Destinations beyond the listener count get none (reported).
  */
 function assignListeners(input: CompileInput, skipped: SkippedRule[]): Map<string, number> {
-  const wanted = [...new Set(input.rules.filter((l) => usesRouteListener(l.rule)).map((l) => l.rule.dst))];
+  // Destination -> its rules that need a listener, in listing order.
+  const wanted = new Map<string, Rule[]>();
+  for (const { rule } of input.rules) {
+    if (!usesRouteListener(rule)) continue;
+    const list = wanted.get(rule.dst);
+    if (list === undefined) wanted.set(rule.dst, [rule]);
+    else list.push(rule);
+  }
   const available = new Set(input.ports.routes);
   const out = new Map<string, number>();
-  for (const dst of wanted) {
+  for (const dst of wanted.keys()) {
     const previous = input.listeners?.get(dst);
     if (previous !== undefined && available.has(previous)) {
       out.set(dst, previous);
@@ -197,15 +204,14 @@ function assignListeners(input: CompileInput, skipped: SkippedRule[]): Map<strin
     }
   }
   const free = [...available].sort((a, b) => a - b);
-  for (const dst of wanted) {
+  for (const [dst, rules] of wanted) {
     if (out.has(dst)) continue;
     const listener = free.shift();
     if (listener !== undefined) {
       out.set(dst, listener);
       continue;
     }
-    for (const { rule } of input.rules) {
-      if (rule.dst !== dst || !usesRouteListener(rule)) continue;
+    for (const rule of rules) {
       skipped.push({
         ruleId: compileRuleId(rule),
         reason: "no_route_listener",
@@ -289,6 +295,7 @@ function mapOf(kind: ProxyEntryKind): string {
 function resolveCollisions(candidates: readonly Candidate[], skipped: SkippedRule[]): Candidate[] {
   const byKey = new Map<string, Candidate>();
   const order: string[] = [];
+  const shadowed = new Set<string>();
   for (const c of candidates) {
     const e = c.entry;
     if (e.kind === "udp") {
@@ -305,7 +312,8 @@ function resolveCollisions(candidates: readonly Candidate[], skipped: SkippedRul
     }
     const [winner, loser] = beats(c.entry, held.entry) ? [c, held] : [held, c];
     byKey.set(key, winner);
-    if (!skipped.some((s) => s.ruleId === loser.entry.ruleId && s.reason === "shadowed")) {
+    if (!shadowed.has(loser.entry.ruleId)) {
+      shadowed.add(loser.entry.ruleId);
       skipped.push({
         ruleId: loser.entry.ruleId,
         reason: "shadowed",
