@@ -21,7 +21,8 @@ import {
   type EgressWorld,
 } from "../../../test/harness/egress-world.js";
 import { isAlive } from "../../../test/harness/leftovers.js";
-import { command, skipReason } from "../../../test/harness/preconditions.js";
+import { startPrivateDocker } from "../../../test/harness/docker.js";
+import { command, root, skipReason } from "../../../test/harness/preconditions.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
@@ -434,3 +435,40 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     assert.ok(steps.some(([s, o]) => s === "firewall_stack" && o === "ok"));
   });
 });
+
+describe(
+  "FirewallInit and FirewallStatus with the agents' Docker network",
+  {
+    skip: skipReason(command("haproxy"), root, command("dockerd"), command("nsenter")),
+  },
+  () => {
+    test("network_id and cidr come from the network the config names (a private dockerd)", async (t) => {
+      const docker = await startPrivateDocker(t);
+      const network = await docker.docker.createNetwork({
+        Name: "clawker-fw-test",
+        Driver: "bridge",
+        Internal: true,
+        IPAM: { Config: [{ Subnet: "10.203.7.0/24", Gateway: "10.203.7.1" }] },
+      });
+      const world = await startEgressWorld(["api.example.test"]);
+      t.after(() => world.close());
+      const cp = await startControlPlane({
+        config: {
+          docker: { host: docker.dockerHost },
+          // The proxy still listens on loopback (the network's gateway lives in the private netns).
+          firewall: firewallConfig(world, { network: "clawker-fw-test" }),
+        },
+      });
+      t.after(() => cp.close());
+      const client = clientOf(cp);
+      t.after(() => client.close());
+      assert.deepEqual(await client.firewallInit(), {
+        envoyIp: "127.0.0.1",
+        corednsIp: "",
+        networkId: network.id,
+      });
+      const status = await client.firewallStatus();
+      assert.deepEqual([status.networkId, status.cidr], [network.id, "10.203.7.0/24"]);
+    });
+  },
+);
