@@ -13,12 +13,22 @@ const allowed = {
   "packages/adminclient": ["proto"],
   "packages/cli": ["adminclient", "proto"],
   "packages/clawkerd": ["proto"],
+  "packages/test-support": [],
 };
-const internal = ["proto", "overseer", "controlplane", "authserver", "adminclient", "cli", "clawkerd"];
+const internal = [
+  "proto",
+  "overseer",
+  "controlplane",
+  "authserver",
+  "adminclient",
+  "cli",
+  "clawkerd",
+  "test-support",
+];
 
-const importGraph = Object.entries(allowed).map(([folder, ok]) => ({
-  files: [`${folder}/src/**/*.ts`],
-  rules: {
+/** The rule for one folder's src files; tests (`*.test.ts`) may also import @clawker/test-support. */
+function restrictedImports(folder, ok) {
+  return {
     "no-restricted-imports": [
       "error",
       {
@@ -31,13 +41,25 @@ const importGraph = Object.entries(allowed).map(([folder, ok]) => ({
             .filter((name) => !ok.includes(name) && !folder.endsWith(name))
             .map((name) => ({
               group: [`@clawker/${name}`],
-              message: `ARCHITECTURE.md: ${folder} may not import @clawker/${name}.`,
+              message:
+                name === "test-support"
+                  ? "@clawker/test-support is for tests and benchmarks only: product code may not depend on it."
+                  : `ARCHITECTURE.md: ${folder} may not import @clawker/${name}.`,
             })),
         ],
       },
     ],
+  };
+}
+
+const importGraph = Object.entries(allowed).flatMap(([folder, ok]) => [
+  {
+    files: [`${folder}/src/**/*.ts`],
+    ignores: [`${folder}/src/**/*.test.ts`],
+    rules: restrictedImports(folder, ok),
   },
-}));
+  { files: [`${folder}/src/**/*.test.ts`], rules: restrictedImports(folder, [...ok, "test-support"]) },
+]);
 
 export default tseslint.config(
   {

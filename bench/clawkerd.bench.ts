@@ -1,6 +1,7 @@
 // clawkerd Session figures against clawkerd as a local process over real mTLS on loopback:
 // the round trip of `true` as a one-stage pipeline (Started..Done), and the output throughput of
-// `cat` of a 100 MiB file streamed back as OutputChunks (with the Session's backpressure).
+// `cat` of a 100 MiB file streamed back as OutputChunks (with the Session's backpressure), both
+// without and with per-command flow control (the control plane's window and credit batching).
 import { randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import tls from "node:tls";
@@ -17,6 +18,8 @@ const ROUND_TRIPS = 400;
 const FILE_MIB = 100;
 // The control plane dialer's HTTP/2 receive window (grpc-node.flow_control_window); 64 KiB by default.
 const WINDOW = Number(process.env["CLAWKERD_BENCH_WINDOW"] ?? 4 << 20);
+// The control plane's per-command output window (DEFAULT_OUTPUT_WINDOW in agents/command-flow.ts).
+const OUTPUT_WINDOW = { bytes: 1 << 20, chunks: 256 };
 
 const bench: Benchmark = {
   name: "clawkerd",
@@ -59,8 +62,12 @@ const bench: Benchmark = {
       await fh.close();
       const size = FILE_MIB * (1 << 20);
       let k = 0;
-      const rates = await repeat(ctx, async () => {
-        const s = new SessionClient(proc.address, identity, { keepOutput: false, flowControlWindow: WINDOW });
+      const catRate = async (outputWindow?: typeof OUTPUT_WINDOW): Promise<number> => {
+        const s = new SessionClient(proc.address, identity, {
+          keepOutput: false,
+          flowControlWindow: WINDOW,
+          ...(outputWindow === undefined ? {} : { outputWindow }),
+        });
         clients.push(s);
         await s.hello();
         const id = `cat${k++}`;
@@ -72,7 +79,9 @@ const bench: Benchmark = {
         }
         s.close();
         return FILE_MIB / seconds;
-      });
+      };
+      const rates = await repeat(ctx, () => catRate());
+      const credited = await repeat(ctx, () => catRate(OUTPUT_WINDOW));
       await rm(file, { force: true });
       const ceiling = await repeat(ctx, () => grpcCeiling(agent, size));
       return [
@@ -81,6 +90,13 @@ const bench: Benchmark = {
           "Session output throughput, cat of a 100 MiB file",
           "MiB/s",
           rates,
+          "higher",
+          ">= 100 MiB/s",
+        ),
+        summarise(
+          "Session output throughput, cat of a 100 MiB file, per-command flow control (1 MiB window)",
+          "MiB/s",
+          credited,
           "higher",
           ">= 100 MiB/s",
         ),

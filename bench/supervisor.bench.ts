@@ -1,8 +1,8 @@
 // Supervisor figures: how fast a helper's death reaches the daemon (the drain starts on `crashed`),
 // how long a trivial HTTP helper takes from spawn to healthy, and an ordered stop of three helpers.
-import { createServer } from "node:net";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { freePort } from "@clawker/test-support";
 import { pino } from "pino";
 import {
   SubprocessManager,
@@ -15,14 +15,6 @@ const silent = pino({ level: "silent" });
 
 function helper(env: Record<string, string>): HelperCommand {
   return { file: process.execPath, args: [FIXTURE], env };
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
 }
 
 /** SIGKILL of a running helper until `crashed` resolves (what the daemon awaits to start the drain). */

@@ -115,6 +115,27 @@ export const ADMIN_EXTENSION_FIELDS = {
   FirewallStatusResult: [r(1000, "containers", "FirewallContainerMode")],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
+/**
+ * OUR EXTENSION beyond the Go contract (not in API.md): per-command flow control on the clawkerd
+ * Session. Fields numbered from 1000 in upstream messages (API.md §6), each only used after the
+ * peer announced it (HelloAck.flow_control, then ShellCommand.flow_control), so a Go peer never
+ * sees one.
+ */
+export const CLAWKERD_EXTENSION_FIELDS = {
+  Command: [o(1000, "output_credit", "OutputCredit")],
+  ShellCommand: [f(1000, "flow_control", "CommandFlowControl")],
+  Response: [o(1000, "stdin_credit", "StdinCredit")],
+  HelloAck: [f(1000, "flow_control", "FlowControlOffer")],
+} as const satisfies Record<string, readonly FieldSpec[]>;
+
+/** The messages of the clawkerd flow-control extension (see CLAWKERD_EXTENSION_FIELDS). */
+export const CLAWKERD_EXTENSION_MESSAGES = {
+  CommandFlowControl: m(f(1, "output_window_bytes", "uint32"), f(2, "output_window_chunks", "uint32")),
+  OutputCredit: m(f(1, "bytes", "uint32"), f(2, "chunks", "uint32")),
+  FlowControlOffer: m(f(1, "stdin_window_bytes", "uint32")),
+  StdinCredit: m(f(1, "bytes", "uint32")),
+} as const satisfies Record<string, MessageSpec>;
+
 /** Our additions to one .proto file: RPC names, message names, and fields added to its messages. */
 export interface FileExtensions {
   readonly methods: readonly string[];
@@ -132,7 +153,32 @@ export const EXTENSIONS: Readonly<Record<string, FileExtensions>> = {
       Object.entries(ADMIN_EXTENSION_FIELDS).map(([message, fields]) => [message, fields.map((x) => x.name)]),
     ),
   },
+  "clawker/clawkerd/v1/clawkerd.proto": {
+    methods: [],
+    messages: Object.keys(CLAWKERD_EXTENSION_MESSAGES),
+    fields: Object.fromEntries(
+      Object.entries(CLAWKERD_EXTENSION_FIELDS).map(([message, fields]) => [
+        message,
+        fields.map((x) => x.name),
+      ]),
+    ),
+  },
 };
+
+/** An API.md file spec with extension fields appended to the messages they extend, and new messages. */
+function withExtension(
+  spec: FileSpec,
+  fields: Readonly<Record<string, readonly FieldSpec[]>>,
+  messages: Readonly<Record<string, MessageSpec>>,
+): FileSpec {
+  const out: Record<string, MessageSpec> = { ...spec.messages, ...messages };
+  for (const [name, extra] of Object.entries(fields)) {
+    const base = spec.messages[name];
+    if (base === undefined) throw new Error(`extension fields for unknown message ${name}`);
+    out[name] = { fields: [...base.fields, ...extra], reserved: base.reserved };
+  }
+  return { ...spec, messages: out };
+}
 
 /** API.md §1: clawker.admin.v1 (plus our extensions, merged in at the end). */
 export const ADMIN: FileSpec = {
@@ -415,5 +461,9 @@ export const CLAWKERD: FileSpec = {
   },
 };
 
-/** The whole contract. */
-export const CONTRACT: readonly FileSpec[] = [ADMIN, AGENT, CLAWKERD];
+/** The whole contract: API.md plus our extensions. */
+export const CONTRACT: readonly FileSpec[] = [
+  ADMIN,
+  AGENT,
+  withExtension(CLAWKERD, CLAWKERD_EXTENSION_FIELDS, CLAWKERD_EXTENSION_MESSAGES),
+];

@@ -2,13 +2,12 @@
 // fresh trust material, a temp data dir, free loopback ports, and a teardown that leaves nothing.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
+import { captureJsonLines, freePorts, waitFor } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
-import { waitFor } from "./wait-for.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -41,6 +40,11 @@ export interface ControlPlaneOptions {
   readonly trustSet?: TrustSet;
   /** Reuse these ports (a restarted control plane). */
   readonly ports?: ControlPlanePorts;
+  /**
+   * A command the daemon's command line is appended to, which must exec it (so `proc.pid` stays
+   * the daemon's), e.g. `["prlimit", "--nofile=1024", "--"]`.
+   */
+  readonly launcher?: readonly string[];
 }
 
 /** A running daemon. */
@@ -67,23 +71,8 @@ export interface ControlPlane {
   close(): Promise<number | string>;
 }
 
-/** Returns `count` distinct free loopback ports (bound to :0 and released). */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const s = createServer();
-          s.once("error", reject);
-          s.listen(0, "127.0.0.1", () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
+/** Re-exported for the tests that import it from here (see @clawker/test-support on the port range). */
+export { freePorts };
 
 /** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
@@ -124,27 +113,15 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         "--conditions=source",
         join(repoRoot, "packages/controlplane/src/main.ts"),
       ];
-  const argv = [process.execPath, ...entry, "--config", configFile];
+  const argv = [...(options.launcher ?? []), process.execPath, ...entry, "--config", configFile];
   const [file, ...args] =
     options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
   const proc = spawn(file!, args, {
     env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const logs: Array<Record<string, unknown>> = [];
+  const logs = captureJsonLines(proc.stdout).lines;
   let stderr = "";
-  let partial = "";
-  proc.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    const lines = (partial + chunk).split("\n");
-    partial = lines.pop() ?? "";
-    for (const line of lines) {
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push({ raw: line });
-      }
-    }
-  });
   proc.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
   const exited = new Promise<number | string>((resolve) =>
     proc.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),

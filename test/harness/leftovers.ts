@@ -1,13 +1,15 @@
 // Finding (and removing) what a private dockerd run may leave on the machine: processes, mounts,
 // the netns, the temp dir. close() uses it to clean up; tests use it to prove nothing is left.
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { readdir, readFile, readlink, rm, stat } from "node:fs/promises";
 import { promisify } from "node:util";
+import { isAlive, waitFor } from "@clawker/test-support";
 import { netnsPath } from "./netns.js";
-import { waitFor } from "./wait-for.js";
 
 const execFileP = promisify(execFile);
+
+/** Re-exported for the tests that import it from here (the one copy is in @clawker/test-support). */
+export { isAlive };
 
 /** Identifies one run: its temp dir, netns name and that netns's inode (if known). */
 export interface RunRef {
@@ -113,21 +115,6 @@ export async function killProcesses(processes: readonly StrayProcess[], graceMs 
     signal("SIGKILL");
   }
   await waitFor(allGone, { timeoutMs: 5_000, what: "stray processes to die after SIGKILL" });
-}
-
-/** True while `pid` runs; a zombie (exited, waiting for its parent's wait()) counts as gone. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie still answers signal 0; it is gone for our purposes once it no longer runs.
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

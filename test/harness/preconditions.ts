@@ -2,8 +2,9 @@
 // On a developer laptop a missing precondition skips the test with a reason; when `CI` is set it
 // fails it, because a skipped security test in CI is a failed security test.
 import { accessSync, constants, readFileSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { findOnPath } from "@clawker/test-support";
 
 /** True when running under CI (`CI` set to anything but "" or "false"). */
 export const isCI = (process.env["CI"] ?? "") !== "" && process.env["CI"] !== "false";
@@ -78,20 +79,6 @@ export function skipReason(...reqs: Requirement[]): string | false {
 
 function unmet(...reqs: Requirement[]): string[] {
   return reqs.map((r) => r.check()).filter((m): m is string => m !== undefined);
-}
-
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env["PATH"] ?? "").split(delimiter)) {
-    if (dir === "") continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
 }
 
 function mountPointOf(fsType: string): string | undefined {

@@ -5,27 +5,15 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { freePort, waitFor } from "@clawker/test-support";
 import { Agent, request } from "undici";
 import { mintTrustSet, TokenSource, type TrustSet } from "../src/index.js";
-import { waitFor } from "../../../test/harness/wait-for.js";
 
 const authMain = fileURLToPath(new URL("../../authserver/src/main.ts", import.meta.url));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 let trust: TrustSet;
 let dir: string;

@@ -67,3 +67,21 @@ test("close() kills running jobs: they end stopped", async () => {
   assert.equal(job.state, "stopped");
   assert.throws(() => ex.start("after", sh("true")), { reason: "invalid_request" });
 });
+
+test("stdin accounting: every byte is reported once, written or dropped; the peak is what was queued", async (t) => {
+  const ex = new Executor({ log });
+  t.after(() => ex.close());
+  // Reads 10 bytes, then exits: the rest is queued, then dropped when stage 0's stdin goes.
+  const job = ex.start("stdin", { ...sh("head -c 10 >/dev/null; sleep 0.2"), initialStdin: Buffer.alloc(5) });
+  let reported = 0;
+  job.on("stdinWritten", (n) => (reported += n));
+  const pushed = 5 + 40 * (64 << 10);
+  for (let i = 0; i < 40; i++) job.writeStdin(Buffer.alloc(64 << 10));
+  assert.ok(job.stdinQueued > 0);
+  await job.finished;
+  job.writeStdin(Buffer.alloc(7)); // after the end: dropped at once, still reported
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(reported, pushed + 7);
+  assert.equal(job.stdinQueued, 0);
+  assert.ok(job.stdinPeak >= 40 * (64 << 10) - (1 << 20) && job.stdinPeak <= pushed, `peak ${job.stdinPeak}`);
+});

@@ -68,6 +68,7 @@ export class Executor {
           state: job.state,
           ...(result.kind === "done" ? { exitCode: result.exitCode } : { reason: result.error.reason }),
           bytes: job.output.written,
+          stdinPeak: job.stdinPeak,
           event: "job_finished",
         },
         "job finished",

@@ -27,5 +27,6 @@ export {
 export { checkControlPlaneClient, peerIdentityInterceptor, EKU_CLIENT_AUTH } from "./peer-identity.js";
 export { Registrar, checkControlPlane, REGISTER_SCOPE, type RegisterOutcome } from "./registrar.js";
 export { ClawkerdServer, type ClawkerdServerOptions } from "./server.js";
-export { Session, type SessionDeps } from "./session.js";
+export { CreditWindow } from "./credit-window.js";
+export { Session, STDIN_WINDOW_BYTES, type SessionDeps } from "./session.js";
 export { StateStore, DEFAULT_STATE_DIR, STATE_FILE, type RegistrationRecord } from "./state-store.js";

@@ -79,8 +79,12 @@ export function validateShell(spec: ShellSpec): void {
   }
 }
 
-/** A running (or finished) pipeline. Emits `stageExit` for each stage as it exits. */
-export class Job extends EventEmitter<{ stageExit: [StageExitInfo] }> {
+/**
+ * A running (or finished) pipeline. Emits `stageExit` for each stage as it exits, and
+ * `stdinWritten` with a byte count whenever stdin bytes leave its queue (handed to stage 0's pipe,
+ * or dropped because that pipe is gone), so a sender can be paced by what stage 0 really reads.
+ */
+export class Job extends EventEmitter<{ stageExit: [StageExitInfo]; stdinWritten: [number] }> {
   /** The combined output; watch it with `output.watch()`. */
   readonly output: OutputBuffer;
   /** Resolves once when every stage has exited and the output is closed; never rejects. */
@@ -91,6 +95,8 @@ export class Job extends EventEmitter<{ stageExit: [StageExitInfo] }> {
   #spawned = false;
   #children: ChildProcess[] = [];
   #stdin: Writable | undefined;
+  #stdinQueued = 0;
+  #stdinPeak = 0;
   #readers: Readable[] = [];
   #openReaders = 0;
   #exited = 0;
@@ -136,11 +142,34 @@ export class Job extends EventEmitter<{ stageExit: [StageExitInfo] }> {
     return this.#children.map((c) => c.pid).filter((p): p is number => p !== undefined);
   }
 
-  /** Feeds bytes to stage 0's stdin (dropped silently once it has exited or closed). */
+  /** Stdin bytes accepted but not yet handed to stage 0's pipe. */
+  get stdinQueued(): number {
+    return this.#stdinQueued;
+  }
+
+  /** The most stdin bytes ever queued at once (the memory the job's stdin cost). */
+  get stdinPeak(): number {
+    return this.#stdinPeak;
+  }
+
+  /**
+   * Feeds bytes to stage 0's stdin (dropped silently once it has exited or closed). They count as
+   * queued until the pipe took them; then (or when dropped) `stdinWritten` reports them.
+   */
   writeStdin(data: Buffer): void {
+    if (data.length === 0) return;
     const stdin = this.#stdin;
-    if (stdin === undefined || stdin.destroyed || stdin.writableEnded) return;
-    stdin.write(data);
+    if (stdin === undefined || stdin.destroyed || stdin.writableEnded) {
+      this.emit("stdinWritten", data.length);
+      return;
+    }
+    this.#stdinQueued += data.length;
+    this.#stdinPeak = Math.max(this.#stdinPeak, this.#stdinQueued);
+    // Called exactly once: when the pipe took the bytes, or with an error when it went away.
+    stdin.write(data, () => {
+      this.#stdinQueued -= data.length;
+      this.emit("stdinWritten", data.length);
+    });
   }
 
   /** Closes stage 0's stdin. */
@@ -236,7 +265,7 @@ export class Job extends EventEmitter<{ stageExit: [StageExitInfo] }> {
     const last = this.#children[this.#children.length - 1]!;
     this.#stdin = first.stdin!;
     this.#stdin.on("error", (err) => this.#log.debug({ err, event: "stdin_error" }, "stage 0 stdin closed"));
-    if (this.spec.initialStdin.length > 0) this.#stdin.write(this.spec.initialStdin);
+    this.writeStdin(this.spec.initialStdin);
 
     this.#readers = [last.stdout!, ...this.#children.map((c) => c.stderr!)];
     this.#openReaders = this.#readers.length;

@@ -22,6 +22,20 @@ test("a watcher gets the backfill, then live bytes, then ends at close", async (
   assert.equal((await w.next()).done, true);
 });
 
+test("atEnd only once the buffer is closed and read to its end; changed() wakes at a write and at close", async () => {
+  const b = new OutputBuffer();
+  const w = b.watch();
+  const wrote = w.changed();
+  b.write(Buffer.from("ab"));
+  await wrote;
+  const closing = w.changed();
+  b.close();
+  await closing;
+  assert.equal(w.atEnd, false, "closed, but two bytes are still unread");
+  await w.next();
+  assert.equal(w.atEnd, true);
+});
+
 test("many watchers, joining at different times, all see the same bytes from the first", async () => {
   const b = new OutputBuffer();
   const collect = async (w: Watcher): Promise<string> => {

@@ -237,6 +237,16 @@ export class Watcher implements AsyncIterableIterator<OutputEvent> {
     }
   }
 
+  /** True when next() would end: the buffer is closed and this watcher has read all of it. */
+  get atEnd(): boolean {
+    return this.#done || (this.buffer.closed && this.cursor >= this.buffer.written);
+  }
+
+  /** Resolves at the buffer's next write or close. */
+  changed(): Promise<void> {
+    return this.buffer._wait();
+  }
+
   /** Stops watching (also what `break` in a for-await calls). A pending next() ends. */
   return(): Promise<IteratorResult<OutputEvent, undefined>> {
     this.#finish();

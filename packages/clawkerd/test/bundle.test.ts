@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { makeTestAgent } from "./fixtures/bootstrap.js";
 import { bundlePath, repoRoot, spawnClawkerd } from "./fixtures/clawkerd-process.js";
+import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { outputOf, SessionClient, shell, stage } from "./fixtures/session-client.js";
 
 test("the esbuild bundle runs alone and serves a Session", async (t) => {
@@ -32,7 +33,11 @@ test("the esbuild bundle runs alone and serves a Session", async (t) => {
     keyPem: agent.trust.set.controlPlaneClient.keyPem,
   });
   t.after(() => c.close());
-  assert.deepEqual(await c.hello(), { initialized: false, cmdRunning: false });
+  assert.deepEqual(await c.hello(), {
+    initialized: false,
+    cmdRunning: false,
+    flowControl: { stdinWindowBytes: STDIN_WINDOW_BYTES },
+  });
   const rs = await c.run("p", shell([stage(["echo", "from the bundle"]), stage(["tr", "a-z", "A-Z"])]));
   assert.equal(outputOf(rs).toString(), "FROM THE BUNDLE\n");
   assert.deepEqual(rs.at(-1)?.payload, { $case: "done", value: { finalExitCode: 0 } });

@@ -10,6 +10,7 @@ import { BOOTSTRAP_FILES } from "@clawker/proto";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { makeTestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd } from "./fixtures/clawkerd-process.js";
+import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { SessionClient, shell, stage } from "./fixtures/session-client.js";
 
 test("missing or malformed bootstrap material: a clear message on stderr and exit 2, nothing bound", async (t) => {
@@ -64,7 +65,11 @@ test("AgentReady runs default_cmd with privileges dropped; clawkerd exits with i
 
   const c = new SessionClient(proc.address, cpIdentity(agent));
   t.after(() => c.close());
-  assert.deepEqual(await c.hello(), { initialized: false, cmdRunning: false });
+  assert.deepEqual(await c.hello(), {
+    initialized: false,
+    cmdRunning: false,
+    flowControl: { stdinWindowBytes: STDIN_WINDOW_BYTES },
+  });
   const script = `while [ ! -e ${work}/go ]; do sleep 0.05; done; id -u > ${work}/ids; id -g >> ${work}/ids; exit 7`;
   c.send("ready", { $case: "agentReady", value: { defaultCmd: script } });
   await waitFor(() => proc.lines.some((l) => l["event"] === "main_started"), { what: "main_started" });

@@ -1,14 +1,23 @@
 // The Session contract (API.md §3) against the real clawkerd process over real mTLS on
 // 127.0.0.1: Hello first, pipelines, merged stderr, streaming from the first byte, timeout,
-// stdin, signals, concurrency, duplicate and unknown ids, spawn failure, uid/gid, cleanup.
+// stdin, signals, concurrency, duplicate and unknown ids, spawn failure, uid/gid, cleanup; and our
+// per-command flow-control extension (output credit, stdin credit, the stdin bound).
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { clawkerd } from "@clawker/proto";
 import { requires, root } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
+import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
+import {
+  processesWith,
+  seqOutput,
+  waitBlockedOnInput,
+  waitBlockedOnOutput,
+  waitSteady,
+} from "./fixtures/processes.js";
 import { outputOf, SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
 
 const E = clawkerd.ErrorCode;
@@ -28,18 +37,23 @@ after(async () => {
   await agent?.close();
 });
 
-function open(): SessionClient {
-  const c = new SessionClient(proc.address, {
-    caPem: agent.trust.set.ca.certPem,
-    certPem: agent.trust.set.controlPlaneClient.certPem,
-    keyPem: agent.trust.set.controlPlaneClient.keyPem,
-  });
+function open(outputWindow?: { bytes: number; chunks: number }): SessionClient {
+  const c = new SessionClient(
+    proc.address,
+    {
+      caPem: agent.trust.set.ca.certPem,
+      certPem: agent.trust.set.controlPlaneClient.certPem,
+      keyPem: agent.trust.set.controlPlaneClient.keyPem,
+    },
+    outputWindow === undefined ? {} : { outputWindow },
+  );
   clients.push(c);
   return c;
 }
 
-async function session(): Promise<SessionClient> {
-  const c = open();
+/** A Session after Hello; with `outputWindow`, its shells use per-command flow control. */
+async function session(outputWindow?: { bytes: number; chunks: number }): Promise<SessionClient> {
+  const c = open(outputWindow);
   await c.hello();
   return c;
 }
@@ -60,23 +74,6 @@ function doneOf(rs: clawkerd.Response[]): number {
   return (t.payload as { value: clawkerd.Done }).value.finalExitCode;
 }
 
-/** Process ids whose command line contains `marker` (other than this test process). */
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (cmdline.includes(marker) && state !== "Z" && Number(name) !== process.pid) found.push(Number(name));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return found;
-}
-
 test("the first command must be Hello: anything else is refused and the stream ends", async () => {
   const c = open();
   c.send("x", { $case: "shell", value: shell([stage(["echo", "no"])]) });
@@ -90,7 +87,11 @@ test("the first command must be Hello: anything else is refused and the stream e
 test("Hello is answered by HelloAck; a second Hello is a repeated id", async () => {
   const c = open();
   const ack = await c.hello();
-  assert.deepEqual(ack, { initialized: false, cmdRunning: false });
+  assert.deepEqual(ack, {
+    initialized: false,
+    cmdRunning: false,
+    flowControl: { stdinWindowBytes: STDIN_WINDOW_BYTES },
+  });
   c.send("hello", { $case: "hello", value: {} });
   const rs = await c.until("hello", (r) => r.length > 1);
   assert.equal((rs[1]!.payload as { value: clawkerd.Error }).value.code, E.ERROR_CODE_INVALID_REQUEST);
@@ -338,4 +339,154 @@ test("print_output also echoes the output on clawkerd's stderr (stdout stays JSO
   const quiet = await c.run("quiet", shell([stage(["echo", "not-echoed-2718"])]));
   assert.equal(doneOf(quiet), 0);
   assert.ok(!proc.stderr.includes("not-echoed-2718"));
+});
+
+/** The `job_finished` log line of command `id` (job ids are `<session>/<command id>`). */
+async function jobFinished(id: string): Promise<Record<string, unknown>> {
+  return waitFor(
+    () => proc.lines.find((l) => l["event"] === "job_finished" && String(l["job"]).endsWith(`/${id}`)),
+    { what: `job_finished of ${id}` },
+  );
+}
+
+/** `n` bytes in which every 4-byte word is its own index: a lost or reordered byte shows. */
+function counted(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i + 4 <= n; i += 4) b.writeUInt32LE(i / 4, i);
+  return b;
+}
+
+test("flow control: a shell never sends more output than its credit; its process blocks; credit releases the rest in order", async () => {
+  const window = 64 << 10;
+  const c = await session({ bytes: window, chunks: 0 });
+  c.hold("seq");
+  c.send("seq", { $case: "shell", value: shell([stage(["seq", "1", "300001"])]) });
+  const sent = await waitSteady(() => outputOf(c.byId.get("seq") ?? []).length, { what: "output held" });
+  assert.equal(sent, window, "exactly the window arrives, then nothing");
+  await waitBlockedOnOutput("seq 1 300001");
+  assert.equal(terminal(c.byId.get("seq")!), undefined);
+  // Every credit lets exactly that much more through, never a byte beyond it.
+  let credited = window;
+  for (;;) {
+    c.credit("seq", 256 << 10, 0);
+    credited += 256 << 10;
+    const rs = await c.until("seq", (r) => outputOf(r).length >= credited || terminal(r) !== undefined);
+    assert.ok(outputOf(rs).length <= credited, `${outputOf(rs).length} bytes for ${credited} of credit`);
+    if (terminal(rs) !== undefined) break;
+  }
+  const rs = c.byId.get("seq")!;
+  assert.equal(doneOf(rs), 0);
+  assert.equal(outputOf(rs).toString(), seqOutput(300001));
+});
+
+test("flow control: the message window bounds small chunks too", async () => {
+  const c = await session({ bytes: 1 << 20, chunks: 3 });
+  c.hold("lines");
+  c.send("lines", { $case: "shell", value: shell([stage(["cat", "-u", "-"])]) });
+  const outputs = (): number =>
+    (c.byId.get("lines") ?? []).filter((r) => r.payload?.$case === "output").length;
+  // One line at a time, each echoed by cat as its own small chunk: three fit the message window.
+  for (const line of ["1", "2", "3"]) {
+    c.send("lines", { $case: "stdin", value: { data: Buffer.from(`${line}\n`) } });
+    await c.until("lines", (r) => outputOf(r).toString().endsWith(`${line}\n`));
+  }
+  c.send("lines", { $case: "stdin", value: { data: Buffer.from("4\n") } });
+  c.send("lines", { $case: "stdin", value: { data: Buffer.from("5\n") } });
+  assert.equal(await waitSteady(outputs, { what: "the message window used up" }), 3);
+  await waitBlockedOnInput("cat -u -"); // both lines read and echoed into the held output
+  assert.equal(outputOf(c.byId.get("lines")!).toString(), "1\n2\n3\n");
+  // One more message: what waited meanwhile, in one chunk.
+  c.credit("lines", 0, 1);
+  const rs = await c.until("lines", (r) => outputOf(r).toString() === "1\n2\n3\n4\n5\n");
+  assert.equal(outputs(), 4);
+  c.send("lines", { $case: "closeStdin", value: {} });
+  assert.equal(doneOf(await c.until("lines", (r) => terminal(r) !== undefined)), 0);
+  assert.equal(rs.filter((r) => r.payload?.$case === "output").length, 4);
+});
+
+test("flow control: a held command does not hold back another command of the same Session", async () => {
+  const c = await session({ bytes: 256 << 10, chunks: 64 });
+  c.hold("slow");
+  c.send("slow", { $case: "shell", value: shell([stage(["seq", "1", "300002"])]) });
+  await waitBlockedOnOutput("seq 1 300002");
+  const size = 32 << 20;
+  const fast = await c.run("fast", shell([stage(["head", "-c", String(size), "/dev/zero"])]), 60_000);
+  assert.equal(outputOf(fast).length, size);
+  assert.equal(doneOf(fast), 0);
+  assert.equal(terminal(c.byId.get("slow")!), undefined, "the held command is still held");
+  assert.ok(outputOf(c.byId.get("slow")!).length <= 256 << 10);
+  c.credit("slow", 1 << 30, 1 << 20);
+  const slow = await c.until("slow", (r) => terminal(r) !== undefined);
+  assert.equal(outputOf(slow).toString(), seqOutput(300002));
+});
+
+test("flow control: output_window_bytes 0 is ERROR_CODE_INVALID_REQUEST", async () => {
+  const c = await session();
+  const rs = await c.run(
+    "zero",
+    shell([stage(["echo", "never-run-5150"])], {
+      flowControl: { outputWindowBytes: 0, outputWindowChunks: 0 },
+    }),
+  );
+  assert.equal(errorOf(rs).code, E.ERROR_CODE_INVALID_REQUEST);
+  assert.equal(processesWith("never-run-5150").length, 0);
+});
+
+test("flow control: stdin is credited as stage 0 reads it; a sender within the window is held, clawkerd holds no more", async () => {
+  const c = await session({ bytes: 1 << 20, chunks: 256 });
+  const input = counted(8 << 20);
+  const initial = input.subarray(0, 100_000);
+  c.send("in", {
+    $case: "shell",
+    value: shell([stage(["sh", "-c", "sleep 1; exec cat"])], { initialStdin: initial }),
+  });
+  let sent = initial.length;
+  const credited = (): number => c.stdinCredited.get("in") ?? 0;
+  const writer = (async () => {
+    while (sent < input.length) {
+      const room = STDIN_WINDOW_BYTES - (sent - credited());
+      if (room <= 0) {
+        await c.until("in", () => STDIN_WINDOW_BYTES - (sent - credited()) > 0, 30_000);
+        continue;
+      }
+      const piece = input.subarray(sent, sent + Math.min(room, 64 << 10));
+      c.send("in", { $case: "stdin", value: { data: piece } });
+      sent += piece.length;
+    }
+    c.send("in", { $case: "closeStdin", value: {} });
+  })();
+  // While stage 0 sleeps, the sender sits at exactly the window beyond what stage 0's stdin socket
+  // took (libuv's stdio is a socketpair with a send buffer of its own).
+  const held = await waitSteady(() => sent, { quietMs: 300, what: "the sender held" });
+  assert.equal(held - credited(), STDIN_WINDOW_BYTES);
+  assert.ok(held < input.length / 2, `the sender got ${held} bytes out while nothing read`);
+  await writer;
+  const rs = await c.until("in", (r) => terminal(r) !== undefined, 60_000);
+  assert.equal(doneOf(rs), 0);
+  assert.ok(outputOf(rs).equals(input), "every stdin byte came back, in order");
+  assert.equal(credited(), input.length, "every byte credited back, initial_stdin included");
+  const finished = await jobFinished("in");
+  assert.ok(
+    Number(finished["stdinPeak"]) <= STDIN_WINDOW_BYTES,
+    `stdin peak ${String(finished["stdinPeak"])}`,
+  );
+});
+
+test("a sender that ignores the stdin window (no flow control) is held by the Session: clawkerd's stdin stays bounded", async () => {
+  const c = await session();
+  c.send("flood", { $case: "shell", value: shell([stage(["sh", "-c", "sleep 1; exec cat"])]) });
+  const input = counted(16 << 20);
+  const piece = 64 << 10;
+  // All at once: without a bound clawkerd would queue nearly all of it during the sleep.
+  for (let at = 0; at < input.length; at += piece) {
+    c.send("flood", { $case: "stdin", value: { data: input.subarray(at, at + piece) } });
+  }
+  c.send("flood", { $case: "closeStdin", value: {} });
+  const rs = await c.until("flood", (r) => terminal(r) !== undefined, 60_000);
+  assert.equal(doneOf(rs), 0);
+  assert.ok(outputOf(rs).equals(input), "every stdin byte came back, in order");
+  assert.equal(c.stdinCredited.size, 0, "no StdinCredit for a shell without flow_control");
+  const finished = await jobFinished("flood");
+  const peak = Number(finished["stdinPeak"]);
+  assert.ok(peak <= STDIN_WINDOW_BYTES + piece, `stdin peak ${peak}`);
 });

@@ -39,6 +39,7 @@ import {
 } from "./commands/firewall-stack.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
+import { COMPLETION, printCompletion } from "./completion.js";
 import { reportError } from "./error-report.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import type { Io } from "./io.js";
@@ -73,6 +74,18 @@ export const COMMANDS: readonly Command[] = [
   { spec: FIREWALL_ENABLE, run: firewallEnable },
   { spec: FIREWALL_DISABLE, run: firewallDisable },
   { spec: FIREWALL_BYPASS, run: firewallBypass },
+  // Reads COMMANDS when it runs, so the script covers every command, itself included.
+  {
+    spec: COMPLETION,
+    run: (values, io) =>
+      Promise.resolve(
+        printCompletion(
+          values,
+          io,
+          COMMANDS.map((c) => c.spec),
+        ),
+      ),
+  },
 ];
 
 const OVERVIEW_EXAMPLES = [
@@ -86,6 +99,7 @@ const OVERVIEW_EXAMPLES = [
   "clawker firewall add registry.npmjs.org",
   "clawker rm --agent dev",
   "clawker controlplane down",
+  "source <(clawker completion bash)",
 ];
 
 /** The top-level help, or a group's (`clawker controlplane --help`). */

@@ -6,6 +6,7 @@ import { accessSync, constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { companionDaemon } from "./companion-daemon.js";
 import { DEFAULT_DAEMON } from "./defaults.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import { isSameProcess, type ProcessIdentity } from "./process-identity.js";
@@ -19,7 +20,8 @@ export interface DaemonCommand {
 }
 
 /**
- * Resolves the daemon: `explicit` (--daemon), else `$CLAWKER_CP_BIN`, else `clawker-cp` on PATH.
+ * Resolves the daemon: `explicit` (--daemon), else `$CLAWKER_CP_BIN`, else the clawker-cp installed
+ * with this CLI (companion-daemon.ts), else `clawker-cp` on PATH.
  * A `.js`/`.mjs` entry runs under this Node (process.execPath); a `.ts` entry under this Node
  * with tsx and the `source` condition (a source checkout without a build).
  */
@@ -29,7 +31,7 @@ export function resolveDaemon(
   cwd = process.cwd(),
 ): DaemonCommand {
   const given = explicit ?? (env["CLAWKER_CP_BIN"] === "" ? undefined : env["CLAWKER_CP_BIN"]);
-  const name = given ?? DEFAULT_DAEMON;
+  const name = given ?? companionDaemon() ?? DEFAULT_DAEMON;
   const entry = name.includes("/") ? (isAbsolute(name) ? name : resolve(cwd, name)) : findOnPath(name, env);
   if (entry === undefined) {
     throw new CliError(

@@ -1,19 +1,13 @@
 #!/usr/bin/env node
-// clawker: the control plane CLI. All logic is in cli.ts; this only binds it to the process.
-import { run } from "./cli.js";
+// clawker's entry: refuses an unsupported Node before anything else loads (a dependency that needs
+// a newer Node fails while being linked, with a stack trace instead of a reason), then loads the
+// CLI. Nothing is imported statically and no syntax is newer than Node 20's, so the check runs there.
+const NEEDED_MAJOR = 24;
 
-const code = await run(process.argv.slice(2), {
-  stdout: {
-    write: (s) => void process.stdout.write(s),
-    writeBytes: (b) => void process.stdout.write(b),
-    isTTY: process.stdout.isTTY,
-  },
-  stderr: { write: (s) => void process.stderr.write(s), isTTY: process.stderr.isTTY },
-  env: process.env,
-  onInterrupt: (handler) => {
-    process.on("SIGINT", handler);
-    return () => void process.off("SIGINT", handler);
-  },
-});
-// Exit explicitly: a detached daemon or a lingering socket must not keep the CLI alive.
-process.exit(code);
+if (Number(process.versions.node.split(".")[0]) !== NEEDED_MAJOR) {
+  process.stderr.write(`clawker: needs Node.js ${NEEDED_MAJOR} (found ${process.version})\n`);
+  process.exit(2);
+}
+await import("./run.js");
+
+export {};

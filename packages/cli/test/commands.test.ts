@@ -385,7 +385,11 @@ describe("controlplane up (with stand-in daemons; the real one is in test/e2e)",
     const { home, trust, data } = await trusted(t);
     const c = io(home);
     c.env["PATH"] = home;
-    const code = await run(["controlplane", "up", "--data-dir", data, "--trust-dir", trust], c);
+    // Named explicitly: unnamed, `up` would first find the clawker-cp of a built checkout.
+    const code = await run(
+      ["controlplane", "up", "--daemon", "clawker-cp", "--data-dir", data, "--trust-dir", trust],
+      c,
+    );
     assert.equal(code, ExitCode.error);
     assert.match(c.err(), /cannot find clawker-cp on PATH/);
   });

@@ -39,12 +39,11 @@ export interface AuthPlan {
 
 /** Where the auth APIs listen, known before anything starts: the admin API on its socket. */
 export function authUrls(config: Config): Pick<AuthPlan, "adminUrl" | "publicUrl"> {
-  const { host, publicHost = host, publicPort } = config.auth;
   const adminSocket =
     config.auth.mode === "ory"
       ? join(config.dataDir, "ory", HYDRA_ADMIN_SOCKET)
       : join(config.dataDir, "authserver", EMBEDDED_ADMIN_SOCKET);
-  return { adminUrl: unixSocketUrl(adminSocket), publicUrl: url(publicHost, publicPort) };
+  return { adminUrl: unixSocketUrl(adminSocket), publicUrl: issuerOf(config) };
 }
 
 /**
@@ -65,6 +64,12 @@ function url(host: string, port: number): string {
   return `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
+/** The issuer origin: `auth.issuer`, else the token endpoint's own address (no trailing slash). */
+function issuerOf(config: Config): string {
+  const { host, publicHost = host, publicPort, issuer } = config.auth;
+  return issuer === undefined ? url(publicHost, publicPort) : new URL(issuer).origin;
+}
+
 function prepareEmbedded(config: Config, trust: TrustMaterial, instance: string): AuthPlan {
   const dir = join(config.dataDir, "authserver");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -74,7 +79,7 @@ function prepareEmbedded(config: Config, trust: TrustMaterial, instance: string)
   const urls = authUrls(config);
   const file = join(dir, "authserver.json");
   const authConfig = {
-    issuer: url(publicHost, publicPort),
+    issuer: urls.publicUrl,
     public: { host: publicHost, port: publicPort },
     admin: { socket: join(dir, EMBEDDED_ADMIN_SOCKET) },
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { authUrls } from "./auth-processes.js";
 import { ConfigError, loadConfig } from "./config.js";
 
 function tempFile(t: { after(fn: () => void): void }, name: string, content: string): string {
@@ -19,6 +20,17 @@ test("defaults bind every listener to loopback on the documented ports", () => {
     admin: { host: "127.0.0.1", port: 7443 },
     agent: { host: "127.0.0.1", port: 7444 },
     health: { host: "127.0.0.1", port: 7080 },
+    limits: {
+      handshakeTimeoutMs: 5_000,
+      requestTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      maxStreamsPerConnection: 100,
+      maxConnectionsPerAgent: 8,
+      introspectionsPerSecond: 10,
+      introspectionBurst: 20,
+      refusalsPerSecond: 20,
+      tarpitMs: 1_000,
+    },
   });
   assert.equal(cfg.auth.mode, "embedded");
   assert.equal(cfg.auth.publicPort, 4444);
@@ -152,4 +164,62 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   }
   const ok = tempFile(t, "ok.yaml", "firewall:\n  enabled: true\n  floorFile: /etc/clawker/floor.yaml\n");
   assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
+});
+
+test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
+  const file = tempFile(
+    t,
+    "cp.json",
+    JSON.stringify({ auth: { publicHost: "0.0.0.0", issuer: "https://127.0.0.1:4444" } }),
+  );
+  const cfg = loadConfig(file, {});
+  assert.equal(cfg.auth.issuer, "https://127.0.0.1:4444");
+  assert.equal(authUrls(cfg).publicUrl, "https://127.0.0.1:4444");
+  // Without it the issuer is the listener's own address, as before.
+  assert.equal(authUrls(loadConfig(undefined, { HOME: "/home/u" })).publicUrl, "https://127.0.0.1:4444");
+  const bound = tempFile(
+    t,
+    "b.json",
+    JSON.stringify({ auth: { publicHost: "10.213.0.2", publicPort: 4555 } }),
+  );
+  assert.equal(authUrls(loadConfig(bound, {})).publicUrl, "https://10.213.0.2:4555");
+  for (const [issuer, why] of [
+    ["http://127.0.0.1:4444", /auth\.issuer: must be an https URL/],
+    ["https://127.0.0.1:4444/oauth2", /auth\.issuer: must be an https origin/],
+    ["not a url", /auth\.issuer: must be an https URL/],
+  ] as const) {
+    const bad = tempFile(t, "bad.json", JSON.stringify({ auth: { issuer } }));
+    assert.throws(() => loadConfig(bad, {}), why, issuer);
+  }
+  const ory = tempFile(
+    t,
+    "ory.json",
+    JSON.stringify({ auth: { mode: "ory", issuer: "https://127.0.0.1:4444" } }),
+  );
+  assert.throws(() => loadConfig(ory, {}), /auth\.issuer: applies to the embedded auth server only/);
+});
+
+test("memoryRelief: on by default (10 s quiet, 24 MiB margin); a sub-100 ms window or a negative margin is refused", (t) => {
+  assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).memoryRelief, {
+    enabled: true,
+    idleMs: 10_000,
+    marginMiB: 24,
+  });
+  const file = tempFile(
+    t,
+    "cp.json",
+    JSON.stringify({ memoryRelief: { idleMs: 10, marginMiB: -1, every: 1 } }),
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const key of ["memoryRelief.idleMs", "memoryRelief.marginMiB", "memoryRelief"]) {
+    assert.ok(problems.includes(`${key}:`), `${key} in:\n${problems}`);
+  }
+  assert.match(problems, /every/);
 });

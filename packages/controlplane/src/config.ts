@@ -22,6 +22,28 @@ const adminOnSocket = removed(
 const endpoint = (defaultPort: number) =>
   z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
 
+/** Timeouts and per-connection limits of the listeners; the connection caps come from RLIMIT_NOFILE. */
+const listenerLimits = z.strictObject({
+  /** gRPC listeners: a connection whose TLS handshake is not done after this is closed; /healthz: its idle bound. */
+  handshakeTimeoutMs: z.number().int().positive().default(5_000),
+  /** gRPC: a call's request must arrive within this; /healthz: a whole request. */
+  requestTimeoutMs: z.number().int().positive().default(10_000),
+  /** gRPC: a connection with no call open (or that never sends the HTTP/2 preface) is closed after this. */
+  idleTimeoutMs: z.number().int().positive().default(30_000),
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS on every gRPC connection. */
+  maxStreamsPerConnection: z.number().int().min(1).max(10_000).default(100),
+  /** Connections one agent certificate may hold on the agent listener. */
+  maxConnectionsPerAgent: z.number().int().min(1).default(8),
+  /** Token introspections (tokens not in the cache) one connection may cause per second... */
+  introspectionsPerSecond: z.number().positive().default(10),
+  /** ...and saved up; beyond them a call is refused UNAUTHENTICATED without introspection. */
+  introspectionBurst: z.number().int().min(1).default(20),
+  /** Refusals one connection gets at full speed per second (twice as many saved up)... */
+  refusalsPerSecond: z.number().positive().default(20),
+  /** ...beyond which each of its refusals is answered only after this. */
+  tarpitMs: z.number().int().min(0).max(60_000).default(1_000),
+});
+
 const oryBinaries = z.strictObject({
   hydra: z.string().min(1).default("hydra"),
   kratos: z.string().min(1).default("kratos"),
@@ -111,7 +133,12 @@ export const ConfigSchema = z.strictObject({
     .min(1)
     .default(defaultDir("XDG_CONFIG_HOME", ".config", "trust")),
   listen: z
-    .strictObject({ admin: endpoint(7443), agent: endpoint(7444), health: endpoint(7080) })
+    .strictObject({
+      admin: endpoint(7443),
+      agent: endpoint(7444),
+      health: endpoint(7080),
+      limits: listenerLimits.prefault({}),
+    })
     .prefault({}),
   auth: z
     .strictObject({
@@ -125,6 +152,20 @@ export const ConfigSchema = z.strictObject({
       /** Where the token endpoint listens; agents must reach it (default: `host`). */
       publicHost: host.optional(),
       publicPort: port.default(4444),
+      /**
+       * The issuer (an https origin) and so the token endpoint URL client assertions must name as
+       * `aud`; default `https://<publicHost>:<publicPort>`. Set it when the listener's own address
+       * is not the one clients dial: a wildcard bind, or a container port published elsewhere.
+       */
+      issuer: z
+        .url({ protocol: /^https$/, message: "must be an https URL" })
+        .refine((u) => {
+          // zod runs refinements after a failed check too: an unparsable value is already reported.
+          if (!URL.canParse(u)) return true;
+          const url = new URL(u);
+          return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
+        }, "must be an https origin without path, query or fragment")
+        .optional(),
       adminPort: adminOnSocket,
       /** Budget for each auth helper to become healthy. */
       healthTimeoutMs: z.number().int().positive().default(30_000),
@@ -133,6 +174,11 @@ export const ConfigSchema = z.strictObject({
       cacheTtlMs: z.number().int().min(0).max(60_000).default(5_000),
       cacheSize: z.number().int().positive().default(10_000),
       ory: oryBinaries.prefault({}),
+    })
+    // Hydra derives its own issuer; a setting it would ignore must not look like it took effect.
+    .refine((a) => a.mode === "embedded" || a.issuer === undefined, {
+      path: ["issuer"],
+      message: "applies to the embedded auth server only (mode: embedded)",
     })
     .prefault({}),
   docker: z
@@ -149,6 +195,16 @@ export const ConfigSchema = z.strictObject({
       missedThreshold: z.number().int().min(0).default(2),
       gracePeriodMs: z.number().int().min(0).default(60_000),
       listErrCeiling: z.number().int().min(0).default(20),
+    })
+    .prefault({}),
+  /** Collect all garbage once the daemon is quiet after load, returning its heap (memory-relief.ts). */
+  memoryRelief: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** How long the event loop must stay quiet after load first. */
+      idleMs: z.number().int().min(100).default(10_000),
+      /** Resident memory this far above the idle floor is worth the pause. */
+      marginMiB: z.number().int().min(0).default(24),
     })
     .prefault({}),
   /**

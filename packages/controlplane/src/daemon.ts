@@ -26,10 +26,20 @@ import { firewallHandlers } from "./firewall/handlers.js";
 import type { Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
+import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
-import { GrpcListener, type ServiceBinding } from "./server/grpc-listener.js";
+import {
+  processListenerCaps,
+  RECOMMENDED_OPEN_FILES,
+  type ListenerCaps,
+  type OpenFileLimit,
+} from "./server/fd-budget.js";
+import { routeGrpcJsLogs } from "./server/grpc-log.js";
+import { GrpcListener, type ListenerLimits, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
+import { ListenerCounters } from "./server/listener-counters.js";
+import { RefusalLog } from "./server/refusal-log.js";
 import { SosBoard } from "./server/sos-board.js";
 import { ForcedStopError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
@@ -76,6 +86,12 @@ export class Daemon {
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
   readonly #firewall: Firewall;
+  /** Refusal counts of every listener (one object, for metrics). */
+  readonly #counters = new ListenerCounters();
+  readonly #refusals: RefusalLog;
+  readonly #openFiles: OpenFileLimit | undefined;
+  readonly #caps: ListenerCaps;
+  readonly #relief: MemoryRelief;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
   readonly #instance = randomBytes(18).toString("base64url");
@@ -100,10 +116,22 @@ export class Daemon {
       graceMs: config.shutdownGraceMs,
       stateFile: join(config.dataDir, HELPER_RECORD_FILE),
     });
+    // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
+    const { limit, caps } = processListenerCaps();
+    this.#openFiles = limit;
+    this.#caps = caps;
+    this.#refusals = new RefusalLog({ log: log.child({ component: "refusals" }), counters: this.#counters });
+    const limits = config.listen.limits;
     this.#health = new HealthServer({
       logger: log,
       host: config.listen.health.host,
       port: config.listen.health.port,
+      maxConnections: caps.healthz,
+      // A /healthz request is one small GET: silence for a handshake's budget closes the socket.
+      idleTimeoutMs: limits.handshakeTimeoutMs,
+      headersTimeoutMs: limits.handshakeTimeoutMs,
+      requestTimeoutMs: limits.requestTimeoutMs,
+      refusals: this.#refusals,
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -148,7 +176,16 @@ export class Daemon {
           },
         )
       : undefined;
+    this.#relief = new MemoryRelief({
+      ...config.memoryRelief,
+      log: log.child({ component: "memory-relief" }),
+    });
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** Refusal counts by listener and reason (what later metrics read). */
+  get counters(): ListenerCounters {
+    return this.#counters;
   }
 
   /**
@@ -216,6 +253,25 @@ export class Daemon {
     this.#registry = new Registry(join(cfg.dataDir, DATABASE_FILE));
 
     // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
+    const fds = this.#openFiles;
+    this.#log[fds === undefined || fds.soft < RECOMMENDED_OPEN_FILES ? "warn" : "info"](
+      { event: "fd_limit", soft: fds?.soft ?? "unknown", hard: fds?.hard ?? "unknown", caps: this.#caps },
+      "open-file limit and the connection caps sized from it",
+    );
+    routeGrpcJsLogs(this.#log, this.#refusals);
+    const refusals = this.#refusals;
+    const l = cfg.listen.limits;
+    const introspections = { perSecond: l.introspectionsPerSecond, burst: l.introspectionBurst };
+    const limits: Omit<ListenerLimits, "maxConnections" | "maxConnectionsPerPeer"> = {
+      handshakeTimeoutMs: l.handshakeTimeoutMs,
+      requestTimeoutMs: l.requestTimeoutMs,
+      idleTimeoutMs: l.idleTimeoutMs,
+      maxStreamsPerConnection: l.maxStreamsPerConnection,
+      refusalsPerSecond: l.refusalsPerSecond,
+      tarpitMs: l.tarpitMs,
+      maxHandshakes: this.#caps.handshakes,
+      maxProbes: this.#caps.probe,
+    };
     const urls = authUrls(cfg);
     this.#introspector = new HttpIntrospector({
       adminUrl: urls.adminUrl,
@@ -260,10 +316,23 @@ export class Daemon {
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
         recoveryInterceptor(agentLog),
-        new AuthInterceptor({ introspector: cached, requiredClientId: AGENT_CLIENT.clientId, log: agentLog })
-          .interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: AGENT_CLIENT.clientId,
+          log: agentLog,
+          refusals,
+          listener: "agent",
+          introspections,
+        }).interceptor,
       ],
       log: agentLog,
+      peers: { serve: "agent" },
+      limits: {
+        ...limits,
+        maxConnections: this.#caps.agent,
+        maxConnectionsPerPeer: l.maxConnectionsPerAgent,
+      },
+      refusals,
     });
     this.#admin = new GrpcListener({
       name: "admin",
@@ -273,12 +342,20 @@ export class Daemon {
       interceptors: [
         recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
-        // Only the CLI's client may administer: a client registered under any other id with scope
-        // `admin` (by whoever could once reach an auth admin API) gets nothing here.
-        new AuthInterceptor({ introspector: cached, requiredClientId: CLI_CLIENT.clientId, log: adminLog })
-          .interceptor,
+        new AuthInterceptor({
+          introspector: cached,
+          requiredClientId: CLI_CLIENT.clientId,
+          log: adminLog,
+          refusals,
+          listener: "admin",
+          introspections,
+        }).interceptor,
       ],
       log: adminLog,
+      // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
+      peers: { serve: "cli", probe: "controlplane" },
+      limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
+      refusals,
     });
     const agentPort = await this.#agent.start();
     const adminPort = await this.#admin.start();
@@ -352,6 +429,7 @@ export class Daemon {
     this.#feeder.start(signal);
     this.#dialer.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
+    this.#relief.start(signal);
   }
 
   /**
@@ -361,7 +439,9 @@ export class Daemon {
    */
   #drainSteps(): DrainStep[] {
     return [
-      // First: rule changes arriving from here on answer UNAVAILABLE instead of half-applying.
+      { name: "memory_relief", run: () => this.#relief.close() },
+      // Before anything else stops: rule changes from here on answer UNAVAILABLE instead of
+      // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
       { name: "agent_sessions", run: () => this.#dialer?.close() },
@@ -370,6 +450,7 @@ export class Daemon {
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
       { name: "healthz", run: () => this.#health.close() },
+      { name: "refusal_log", run: () => this.#refusals.close() },
       { name: "introspector", run: () => this.#introspector?.close() },
       { name: "topics", run: () => this.#closeTopics() },
       { name: "registry", run: () => this.#registry?.close() },

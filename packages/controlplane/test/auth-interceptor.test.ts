@@ -107,10 +107,11 @@ async function startListener(options: {
   const gate = new ReadyGate();
   if (options.ready !== false) gate.setReady();
   const kind = options.kind ?? "admin";
+  // Pinned as the daemon pins them: admin to the CLI's client, agent to the agents' client.
   const auth = new AuthInterceptor({
     introspector,
     log,
-    ...(kind === "agent" ? { requiredClientId: "clawker-agent" } : {}),
+    requiredClientId: kind === "agent" ? "clawker-agent" : "clawker-cli",
   });
   const server = new Server({
     interceptors:
@@ -242,6 +243,13 @@ before(async () => {
     exp,
     token_use: "access_token",
   });
+  fake.tokens.set("admin-scope-other-client", {
+    active: true,
+    scope: "admin",
+    client_id: "clawker-agent",
+    exp,
+    token_use: "access_token",
+  });
   fake.tokens.set("expired-token", {
     active: true,
     scope: "admin",
@@ -336,6 +344,13 @@ void describe("AuthInterceptor on the admin listener", () => {
       md("Bearer agent-token"),
       status.PERMISSION_DENIED,
       reasonMessage.insufficient_scope,
+    ],
+    // The admin listener pins clawker-cli as the agent listener pins clawker-agent (issue 10 §1).
+    [
+      "admin scope from another client id",
+      md("Bearer admin-scope-other-client"),
+      status.PERMISSION_DENIED,
+      reasonMessage.client_mismatch,
     ],
   ];
   for (const [name, metadata, code, details] of refusals) {
@@ -487,6 +502,74 @@ void describe("AuthInterceptor on the agent listener (client pin)", () => {
     assert.equal(pinned.code, status.PERMISSION_DENIED);
     assert.equal(scope.code, status.PERMISSION_DENIED);
     assert.equal(pinned.details, scope.details);
+  });
+});
+
+void describe("introspections per connection", () => {
+  void test("a connection sending unknown tokens gets 20, then is refused without asking the endpoint", async (t) => {
+    const l = await startListener({ introspectUrl: fake.url });
+    const c = clientFor(l.port);
+    // Its own connection (grpc-js would otherwise share one subchannel between the two clients).
+    const other = new admin.AdminServiceClient(
+      `127.0.0.1:${l.port}`,
+      credentials.createSsl(
+        Buffer.from(pki.set.ca.certPem),
+        Buffer.from(pki.set.cli.keyPem),
+        Buffer.from(pki.set.cli.certPem),
+      ),
+      { "grpc.use_local_subchannel_pool": 1 },
+    ) as unknown as AnyClient;
+    t.after(async () => {
+      c.close();
+      other.close();
+      await l.close();
+    });
+    const before = fake.requests();
+    const started = Date.now();
+    const answers = [];
+    for (let i = 0; i < 60; i++) answers.push(await unary(c, "listAgents", md(`Bearer junk-${i}`)));
+    const asked = fake.requests() - before;
+    // The burst, plus what 10 per second refilled meanwhile.
+    const allowed = 20 + Math.ceil(((Date.now() - started) / 1000) * 10);
+    assert.ok(asked >= 20 && asked <= allowed, `${asked} introspections, at most ${allowed} allowed`);
+    assert.ok(asked < 60, "the rest never reached the endpoint");
+    assert.ok(answers.every((a) => a.code === status.UNAUTHENTICATED));
+    assert.deepEqual(
+      [...new Set(answers.map((a) => a.details))].sort(),
+      [reasonMessage.introspection_failed, reasonMessage.token_inactive].sort(),
+      "the throttled ones say the token could not be verified",
+    );
+    // A valid token on another connection is unaffected, and a cached one never spends anything.
+    assert.equal((await unary(other, "listAgents", md("Bearer admin-token"))).code, status.OK);
+  });
+
+  void test("64 calls at once on one fresh token are one introspection, and none is throttled", async (t) => {
+    const l = await startListener({ introspectUrl: fake.url });
+    const c = clientFor(l.port);
+    fake.tokens.set("fresh-burst-token", {
+      active: true,
+      scope: "admin",
+      client_id: "clawker-cli",
+      sub: "clawker-cli",
+      exp: nowS() + 3600,
+      token_use: "access_token",
+    });
+    fake.delayMs = 200; // every call arrives while the one request is under way
+    t.after(async () => {
+      fake.delayMs = 0;
+      c.close();
+      await l.close();
+    });
+    const before = fake.requests();
+    const answers = await Promise.all(
+      Array.from({ length: 64 }, () => unary(c, "listAgents", md("Bearer fresh-burst-token"))),
+    );
+    assert.deepEqual(
+      [...new Set(answers.map((a) => a.code))],
+      [status.OK],
+      "more calls than the burst of 20, all on one connection",
+    );
+    assert.equal(fake.requests() - before, 1);
   });
 });
 

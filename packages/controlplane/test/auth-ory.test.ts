@@ -6,10 +6,11 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
+import { freePorts, waitFor } from "@clawker/test-support";
 import { Ajv } from "ajv";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import { Agent, request } from "undici";
@@ -38,7 +39,6 @@ import {
 } from "../src/auth/index.js";
 import { httpRequest, unixSocketUrl } from "../src/http-client.js";
 import { ORY_SCHEMA_DIR, orySchemas, requires } from "../../../test/harness/preconditions.js";
-import { waitFor } from "../../../test/harness/wait-for.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 
 const repoRoot = resolve(import.meta.dirname, "../../..");
@@ -279,19 +279,6 @@ void describe("system secret", () => {
     assert.ok(hydraSecrets[0] !== undefined && hydraSecrets[0].length >= 32);
   });
 });
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, async () => {
-      const s = createServer();
-      await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-      return s;
-    }),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  return ports;
-}
 
 void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper executables", () => {
   const children: ChildProcess[] = [];

@@ -450,11 +450,15 @@ describe(
       assert.deepEqual(Object.fromEntries(seen.states), expected);
       assert.equal(seen.runningAgents, truth.filter((c) => c.State === "running").length);
       // Closed means closed: no reconnect loop, no more events, even when the stream is cut again.
+      // A live control feeder on the same relay, whose first retry waits as long as the closed
+      // one's longest backoff (maxMs), proves by reconnecting that a live feeder would be back now.
+      const control = startFeeder(t, viaRelay, { initialMs: 200, maxMs: 200, healthyAfterMs: 100 });
+      await waitFor(() => control.feeder.reconciles === 1, { what: "the control's first reconcile" });
       await feeder.close();
       const attempts = feeder.attempts;
       const published = events.length;
       relay.cut();
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor(() => control.feeder.reconciles === 2, { what: "the control feeder's reconnect" });
       assert.equal(feeder.attempts, attempts);
       assert.equal(events.length, published);
       assert.equal(feeder.networks.isClosed, true);

@@ -9,6 +9,7 @@ import { waitFor } from "../../../test/harness/wait-for.js";
 
 /** The drain order today; eBPF state will join it after the firewall stack. */
 const ORDER = [
+  "memory_relief",
   "firewall_queue",
   "watcher",
   "agent_sessions",
@@ -16,6 +17,7 @@ const ORDER = [
   "bypass_timers",
   "firewall_stack",
   "healthz",
+  "refusal_log",
   "introspector",
   "topics",
   "registry",

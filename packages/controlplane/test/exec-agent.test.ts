@@ -44,6 +44,7 @@ import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { makeTestAgent, type TestAgent } from "../../clawkerd/test/fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "../../clawkerd/test/fixtures/clawkerd-process.js";
+import { processesWith, seqOutput, waitBlockedOnOutput } from "../../clawkerd/test/fixtures/processes.js";
 
 tls.DEFAULT_MIN_VERSION = "TLSv1.3";
 const log = pino({ level: process.env["LOG_LEVEL"] ?? "silent" });
@@ -424,6 +425,30 @@ describe("ExecAgent against the real clawkerd", () => {
     }
     assert.equal(bytes, total);
     assert.equal(last?.payload?.$case, "done");
+  });
+
+  test("two callers on one agent: one that stops reading holds back only its own command", async () => {
+    const lines = 1_000_004;
+    const slow = client.execAgent(byName(command([stage("seq", "1", String(lines))], 0)));
+    const first = await slow.next();
+    assert.equal(first.value?.payload?.$case, "started");
+    // This caller reads nothing more: its command fills its windows and seq blocks on write.
+    await waitBlockedOnOutput(`seq 1 ${lines}`);
+    const size = 16 << 20;
+    const fast = await collect(byName(command([stage("head", "-c", String(size), "/dev/zero")], 0)));
+    assert.equal(fast.exitCode, 0);
+    assert.equal(fast.output.length, size, "the other caller got all of its output meanwhile");
+    assert.equal(processesWith(`seq 1 ${lines}`).length, 1, "the stopped caller's command is still held");
+    let output = "";
+    let last: clawkerd.Response | undefined;
+    for (;;) {
+      const n = await slow.next();
+      if (n.done === true) break;
+      last = n.value;
+      if (n.value.payload?.$case === "output") output += n.value.payload.value.data.toString();
+    }
+    assert.equal(last?.payload?.$case, "done");
+    assert.ok(output === seqOutput(lines), "every line, in order, once the caller read again");
   });
 
   test("the clawker CLI: output bytes on stdout, the command's exit code, Error -> 1, --format json", async () => {

@@ -4,7 +4,6 @@
 // listens on 127.0.0.1 only; 127.0.0.1 is also the "host" address on the forbidden list.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import {
   createServer as createHttpServer,
@@ -26,6 +25,7 @@ import { connect as tlsConnect, createSecureContext, type TLSSocket } from "node
 import { Duplex } from "node:stream";
 import { promisify } from "node:util";
 import { createCa, issueLeaf, type CertifiedKey } from "@clawker/adminclient";
+import { freePorts, isAlive, waitFor } from "@clawker/test-support";
 import { pino } from "pino";
 import {
   EgressProxy,
@@ -36,7 +36,6 @@ import {
 } from "../src/firewall/proxy/index.js";
 import { RuntimeApi } from "../src/firewall/proxy/runtime-api.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
-import { waitFor } from "../../../test/harness/wait-for.js";
 import { ChildProcessHost } from "./fixtures/child-process-host.js";
 import { startDnsServer, type TestDnsServer } from "./fixtures/dns-server.js";
 
@@ -48,32 +47,6 @@ const AGENT_B = "127.0.0.5"; // agent beta, project p2
 const STRANGER = "127.0.0.6"; // an address with no agent
 const UPSTREAM = "127.0.0.2";
 const UPSTREAM_2 = "127.0.0.4";
-
-/** Consecutive ports free on 127.0.0.1, 127.0.0.2 and 127.0.0.4 (proxy listens on .1, upstreams on .2/.4). */
-async function freePorts(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const first = 20_000 + Math.floor(Math.random() * 30_000);
-    const servers: TcpServer[] = [];
-    try {
-      for (let p = first; p < first + count; p++) {
-        for (const host of ["127.0.0.1", UPSTREAM, UPSTREAM_2]) {
-          const s = createTcpServer();
-          await new Promise<void>((resolve, reject) => {
-            s.once("error", reject);
-            s.listen(p, host, resolve);
-          });
-          servers.push(s);
-        }
-      }
-      return first;
-    } catch {
-      // taken: try another range
-    } finally {
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-    }
-  }
-  throw new Error("no free port range");
-}
 
 interface Seen {
   readonly host: string | undefined;
@@ -199,7 +172,8 @@ async function setup(options: { maxChunkBytes?: number } = {}): Promise<Env> {
       "lo.example.test": "127.0.0.1",
     });
     cleanup.push(() => dns.close());
-    const first = await freePorts(5);
+    // The proxy listens on .1 and the upstreams on .2/.4: five consecutive ports free on all three.
+    const first = (await freePorts(5, { hosts: ["127.0.0.1", UPSTREAM, UPSTREAM_2], consecutive: true }))[0]!;
     const base = {
       dir,
       dns,
@@ -1040,17 +1014,3 @@ describe("EgressProxy lifecycle", { skip }, () => {
     );
   });
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie is dead for our purposes.
-  try {
-    return !/^\S+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}

@@ -1,4 +1,6 @@
-// `clawker controlplane status`: process, /healthz, clock and the firewall, as text or JSON.
+// `clawker controlplane status`: container or process, /healthz, clock and the firewall, as text or
+// JSON.
+import { dockerClient } from "@clawker/adminclient";
 import type { admin as adminProto } from "@clawker/proto";
 import { connectAdmin, formatSkew } from "../admin-connection.js";
 import { FORMAT_FLAG, parseAddress, str, type CommandSpec, type FlagValues } from "../command-spec.js";
@@ -10,6 +12,7 @@ import {
   defaultTrustDir,
   runtimeFiles,
 } from "../defaults.js";
+import { findCpContainer } from "../cp-container.js";
 import { messageOf } from "../error-report.js";
 import { ExitCode } from "../exit-codes.js";
 import { describeProbe, healthUrl, probeHealth } from "../health-probe.js";
@@ -23,9 +26,11 @@ export const CONTROLPLANE_STATUS: CommandSpec = {
   words: ["controlplane", "status"],
   summary: "Show whether the control plane runs, its /healthz answer, clock skew and firewall.",
   description:
-    "Exit 0 when /healthz answers 200; 3 when nothing runs or answers; 1 when it answers but is\n" +
-    "not ready or unhealthy. The clock is read through GetSystemTime (mTLS, no token); the\n" +
-    "firewall through FirewallStatus (with the CLI's token; a failure there is shown, not fatal).",
+    "Shows the container labelled dev.clawker.purpose=controlplane (when Docker answers) and the host\n" +
+    "process of the pid file; `mode` says which one serves. Exit 0 when /healthz answers 200; 3 when\n" +
+    "nothing runs or answers; 1 when it answers but is not ready or unhealthy. The clock is read\n" +
+    "through GetSystemTime (mTLS, no token); the firewall through FirewallStatus (with the CLI's\n" +
+    "token; a failure there is shown, not fatal).",
   flags: { ...LOCATE_FLAGS, "token-endpoint": TOKEN_ENDPOINT_FLAG, format: FORMAT_FLAG },
   examples: [
     "clawker controlplane status",
@@ -53,6 +58,7 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   const processState: PidState | undefined = contents === undefined ? undefined : pidState(contents);
   // Alive only when the pid is proven to be the daemon `up` started, not merely some live process.
   const alive = processState === "ours";
+  const container = await cpContainerStatus(io.env);
   const health = await probeHealth(url, 2000);
   let clock: { skewMs: number; rttMs: number } | { error: string } | undefined;
   let firewall: adminProto.FirewallStatusResult | { error: string } | undefined;
@@ -84,6 +90,8 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
       JSON.stringify(
         {
           state,
+          mode: modeOf(container, alive),
+          container,
           process: { pidFile, pid: pid ?? null, alive },
           health,
           admin,
@@ -98,6 +106,7 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   }
   const lines = [
     `control plane: ${state}`,
+    `  container ${containerText(container)}`,
     `  process  ${pid === undefined ? `no pid file (${pidFile})` : `pid ${pid} ${PROCESS_TEXT[processState ?? "gone"]}`}`,
     `  health   ${url}: ${describeProbe(health)}`,
   ];
@@ -112,4 +121,38 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   }
   io.stdout.write(lines.join("\n") + "\n");
   return code;
+}
+
+/** The container as status reports it: null when there is none, `error` when Docker did not answer. */
+type ContainerStatus =
+  | { id: string; name: string; image: string; state: string; health: string | null; startedAt: string }
+  | { error: string }
+  | null;
+
+async function cpContainerStatus(env: NodeJS.ProcessEnv): Promise<ContainerStatus> {
+  try {
+    const c = await findCpContainer(dockerClient(env["DOCKER_HOST"]));
+    if (c === undefined) return null;
+    return {
+      id: c.id,
+      name: c.name,
+      image: c.imageRef ?? c.imageId,
+      state: c.state,
+      health: c.health ?? null,
+      startedAt: c.startedAt,
+    };
+  } catch (err) {
+    return { error: messageOf(err) };
+  }
+}
+
+function modeOf(container: ContainerStatus, processAlive: boolean): "container" | "process" | "none" {
+  if (container !== null && "state" in container && container.state === "running") return "container";
+  return processAlive ? "process" : "none";
+}
+
+function containerText(c: ContainerStatus): string {
+  if (c === null) return "none";
+  if ("error" in c) return `unknown (${c.error})`;
+  return `${c.name} ${c.id.slice(0, 12)} ${c.state}${c.health === null ? "" : ` (${c.health})`}, image ${c.image}`;
 }

@@ -21,12 +21,14 @@ import {
   defaultTrustDir,
   runtimeFiles,
 } from "../defaults.js";
+import { DEFAULT_CP_IMAGE } from "../cp-container.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import { describeProbe, healthUrl, probeHealth, type HealthProbe } from "../health-probe.js";
 import type { Io } from "../io.js";
 import { pidState, readPidFile, removePidFile, writePidFile } from "../pid-file.js";
 import { readProcessIdentity, type ProcessIdentity } from "../process-identity.js";
 import { startProgress } from "../progress.js";
+import { controlplaneUpContainer } from "./controlplane-up-container.js";
 
 /** Flags shared by the controlplane commands that locate a running daemon. */
 export const LOCATE_FLAGS = {
@@ -70,7 +72,11 @@ export const CONTROLPLANE_UP: CommandSpec = {
     "appends its output to <data-dir>/controlplane.log and records its pid in <data-dir>/controlplane.pid.\n" +
     "Waits for /healthz to answer 200, then compares clocks through GetSystemTime (warns above 1 s of\n" +
     "skew, fails above 30 s). --admin/--health are passed to the daemon as CLAWKER_CP_ADMIN_ADDR and\n" +
-    "CLAWKER_CP_HEALTH_ADDR; with --config, give them too if the file moves the listeners.",
+    "CLAWKER_CP_HEALTH_ADDR; with --config, give them too if the file moves the listeners.\n" +
+    "--container runs the image instead (docker/README.md): only CAP_SYS_ADMIN and CAP_NET_ADMIN, bpffs,\n" +
+    "cgroup2 and the Docker socket bound, six trust files read-only (never the CA key), ports published\n" +
+    "on 127.0.0.1 (--admin, --health, --token-endpoint give the host side), restart on-failure. A\n" +
+    "container running another image is replaced, but not while agents run unless --force.",
   flags: {
     config: {
       type: "string",
@@ -82,20 +88,40 @@ export const CONTROLPLANE_UP: CommandSpec = {
     daemon: {
       type: "string",
       value: "PATH",
-      description: "daemon executable or script (default $CLAWKER_CP_BIN or clawker-cp on PATH)",
+      description:
+        "daemon executable or script (default $CLAWKER_CP_BIN, else the clawker-cp installed with this CLI, else clawker-cp on PATH)",
     },
     timeout: { type: "string", value: "DURATION", description: "budget to become healthy (default 30s)" },
+    container: {
+      type: "boolean",
+      description:
+        "run it as the Docker container clawker-controlplane (create, or adopt the one labelled dev.clawker.purpose=controlplane)",
+    },
+    image: {
+      type: "string",
+      value: "REF",
+      description: `with --container: the control-plane image (default ${DEFAULT_CP_IMAGE}); never pulled`,
+    },
+    force: {
+      type: "boolean",
+      description: "with --container: replace a container running another image even while agents run",
+    },
     format: FORMAT_FLAG,
   },
   examples: [
     "clawker controlplane up",
     "clawker auth init && clawker controlplane up --timeout 60s --data-dir /tmp/cp",
     "clawker controlplane up --config ./cp.yaml --format json",
+    "clawker controlplane up --container --trust-dir /etc/clawker/trust",
   ],
 };
 
 /** Runs `controlplane up`. */
 export async function controlplaneUp(values: FlagValues, io: Io): Promise<number> {
+  if (values["container"] === true) return await controlplaneUpContainer(values, io);
+  for (const flag of ["image", "force"]) {
+    if (values[flag] !== undefined) throw new CliError(ExitCode.usage, `--${flag} needs --container`);
+  }
   const dataDir = str(values, "data-dir", defaultDataDir(io.env));
   const trustDir = str(values, "trust-dir", defaultTrustDir(io.env));
   const admin = parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env)));

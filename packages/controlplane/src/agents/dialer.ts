@@ -365,6 +365,8 @@ export class Dialer {
           isChainVerified,
           initialized: ack.initialized,
           cmdRunning: ack.cmdRunning,
+          // Per-command flow control, or the session-wide fallback of a clawkerd without it.
+          commandFlowControl: session.hasCommandFlowControl,
         },
         "session opened",
       );

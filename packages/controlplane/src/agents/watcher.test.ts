@@ -3,21 +3,22 @@
 import assert from "node:assert/strict";
 import { describe, test, type TestContext } from "node:test";
 import { type ContainerEvent, type DrainEvent, LABELS, Topic } from "@clawker/overseer";
-import { setTimeout as sleep } from "node:timers/promises";
+import { waitFor } from "@clawker/test-support";
+import { setImmediate as flush } from "node:timers/promises";
 import { pino } from "pino";
 import { AgentWatcher, type AgentWatcherOptions, WATCHER_DEFAULTS, WatcherError } from "./watcher.js";
 
 const log = pino({ level: "silent" });
 
-// Polls until `condition` holds (the test harness's waitFor lives outside this package's rootDir).
-async function waitFor(
-  condition: () => boolean,
-  { timeoutMs = 10_000, intervalMs = 5, what = "condition" } = {},
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(intervalMs);
+/**
+ * Moves mocked time on by `ms`, one millisecond at a time, flushing the watcher's promise chain
+ * after each step: it sets its next timer only once its count has resolved. `flush` is the real
+ * setImmediate (only setTimeout and Date are mocked).
+ */
+async function advance(t: TestContext, ms: number): Promise<void> {
+  for (let i = 0; i < ms; i++) {
+    t.mock.timers.tick(1);
+    await flush();
   }
 }
 
@@ -313,6 +314,10 @@ describe("AgentWatcher", () => {
   });
 
   test("after the event window, a running agent sends the watcher back to polling", async (t) => {
+    // Mocked time: the watcher schedules by performance.now(), which reads the mocked Date here, so
+    // the window and the 10 min poll are crossed by tick() and the quiet period costs no waiting.
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 0 });
+    t.mock.method(performance, "now", () => Date.now());
     const h = harness(t, {
       pollInterval: 600_000,
       gracePeriod: 1,
@@ -322,16 +327,23 @@ describe("AgentWatcher", () => {
     });
     h.count.value = 1;
     const run = h.watcher.run();
-    await waitFor(() => h.count.calls.length >= 1, { what: "the first count" });
-    const before = h.count.calls.length;
+    t.mock.timers.tick(0);
+    await flush();
+    assert.equal(h.count.calls.length, 1, "the first count, at start");
     h.containers.publish(agentEvent("container.died"));
-    await waitFor(() => h.count.calls.length - before >= 3, { what: "event counts" });
-    // Once the window (100 ms) is over, the 10 min poll is all that is left: counting stops.
-    await sleep(400);
-    const settled = h.count.calls.length;
-    await sleep(200);
-    assert.equal(h.count.calls.length, settled);
-    assert.ok(settled - before >= 3, `${settled - before} counts in the window`);
+    await flush();
+    // The event's count at 5 ms, then one every 10 ms while the window (5 + 100 ms) lasts: 5..105.
+    await advance(t, 200);
+    assert.deepEqual(
+      h.count.calls.slice(1),
+      Array.from({ length: 11 }, (_, i) => 5 + 10 * i),
+    );
+    // Then only the poll is left: nothing until 10 min after the last count, then exactly one.
+    t.mock.timers.tick(600_105 - 1 - 200);
+    await flush();
+    assert.equal(h.count.calls.length, 12, "no count between the window and the poll");
+    await advance(t, 1);
+    assert.deepEqual(h.count.calls.slice(12), [600_105]);
     assert.equal(h.drains, 0);
     await h.watcher.close();
     assert.equal(await run, "aborted");

@@ -10,6 +10,8 @@ import {
 } from "@grpc/grpc-js";
 import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
 import type { Logger } from "pino";
+import { PeerTokenBucket } from "../server/peer-token-bucket.js";
+import { RefusalLog } from "../server/refusal-log.js";
 import { AuthError, statusFor, type AuthReason } from "./errors.js";
 import type { IntrospectionResult, Introspector } from "./introspector.js";
 
@@ -27,9 +29,18 @@ export interface AuthInterceptorOptions {
   readonly introspector: Introspector;
   /** Method full name -> required scope; undefined or "" denies. Default: @clawker/proto's `requiredScope`. */
   readonly scopeOf?: (path: string) => string | undefined;
-  /** When set, tokens of any other client id are refused (the agent listener pins `clawker-agent`). */
+  /** When set, tokens of any other client id are refused (admin pins `clawker-cli`, agent `clawker-agent`). */
   readonly requiredClientId?: string;
   readonly log: Logger;
+  /** Where refusals are counted and (rate-limited) logged; default: one of its own on `log`. */
+  readonly refusals?: RefusalLog;
+  /** The listener name refusals are counted under. */
+  readonly listener?: string;
+  /**
+   * Introspections each connection may cause (cache misses: tokens not seen lately), per second
+   * and saved up; beyond them a call is refused without asking the auth server. Default 10/s, 20.
+   */
+  readonly introspections?: { readonly perSecond: number; readonly burst: number };
   /** Clock in milliseconds, for the `exp` check. */
   readonly now?: () => number;
 }
@@ -42,6 +53,9 @@ type Decision = typeof PUBLIC | IntrospectionResult;
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const MAX_TOKEN_LENGTH = 4096;
 const BEARER = "Bearer ";
+
+/** Introspections per connection: enough for a client's tokens, far too few for a junk flood. */
+export const INTROSPECTION_BUDGET_DEFAULTS = { perSecond: 10, burst: 20 } as const;
 
 const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
 
@@ -77,6 +91,9 @@ export class AuthInterceptor {
   readonly #scopeOf: (path: string) => string | undefined;
   readonly #clientId: string | undefined;
   readonly #log: Logger;
+  readonly #refusals: RefusalLog;
+  readonly #listener: string;
+  readonly #introspections: PeerTokenBucket;
   readonly #now: () => number;
 
   constructor(options: AuthInterceptorOptions) {
@@ -84,6 +101,14 @@ export class AuthInterceptor {
     this.#scopeOf = options.scopeOf ?? requiredScope;
     this.#clientId = options.requiredClientId;
     this.#log = options.log;
+    this.#refusals = options.refusals ?? new RefusalLog({ log: options.log });
+    this.#listener = options.listener ?? "grpc";
+    const budget = options.introspections ?? INTROSPECTION_BUDGET_DEFAULTS;
+    this.#introspections = new PeerTokenBucket({
+      rate: budget.perSecond,
+      burst: budget.burst,
+      now: options.now ?? Date.now,
+    });
     this.#now = options.now ?? Date.now;
   }
 
@@ -91,8 +116,8 @@ export class AuthInterceptor {
    * Decides one call: resolves with the caller's AuthContext or rejects with an AuthError whose
    * reason maps to the wire status. Never rejects with anything else.
    */
-  async authorize(path: string, metadata: Metadata): Promise<AuthContext> {
-    return contextOf(await this.#decide(path, metadata));
+  async authorize(path: string, metadata: Metadata, peer = "local"): Promise<AuthContext> {
+    return contextOf(await this.#decide(path, metadata, () => peer));
   }
 
   /**
@@ -100,13 +125,18 @@ export class AuthInterceptor {
    * no I/O is needed (public method, refusal before introspection, or a cache hit via `peek`), a
    * promise otherwise. Throws or rejects only with AuthError.
    */
-  #decide(path: string, metadata: Metadata): Decision | Promise<Decision> {
+  #decide(path: string, metadata: Metadata, peer: () => string): Decision | Promise<Decision> {
     const scope = this.#scopeOf(path);
     if (scope === undefined || scope === "") throw new AuthError("unmapped_method");
     if (scope === PUBLIC_SCOPE) return PUBLIC;
     const token = bearerToken(metadata);
     const cached = this.#introspector.peek?.(token);
     if (cached !== undefined) return this.#judge(cached, scope);
+    // A miss costs an HTTPS round trip to the auth server: each connection gets its share only.
+    // Joining a request already under way for this token costs nothing, so it spends nothing: a
+    // client's first burst on a fresh token is one introspection, not one per call.
+    if (this.#introspector.inFlight?.(token) !== true && !this.#introspections.take(peer()))
+      throw new AuthError("introspection_throttled");
     return this.#introspector.introspect(token).then(
       (result) => this.#judge(result, scope),
       (err: unknown) => {
@@ -156,7 +186,7 @@ export class AuthInterceptor {
             };
             let decision: Decision | Promise<Decision>;
             try {
-              decision = this.#decide(path, metadata);
+              decision = this.#decide(path, metadata, () => next.getPeer());
             } catch (err) {
               refuse(err);
               return;
@@ -172,12 +202,19 @@ export class AuthInterceptor {
   }
 
   #logRefusal(reason: AuthReason, method: string, call: ServerInterceptingCallInterface, err: unknown): void {
-    const fields = { reason, method, peer: call.getPeer(), event: "auth_refused" };
+    // Counted always, logged within the per-reason rate limit: junk tokens cannot flood the log.
+    const fields = { event: "auth_refused", method, peer: call.getPeer() };
     if (reason === "introspection_failed" || reason === "internal") {
       const cause = err instanceof Error ? err.cause : undefined;
-      this.#log.warn({ ...fields, err: cause ?? err }, "authorization failed");
+      this.#refusals.refused(
+        this.#listener,
+        reason,
+        { ...fields, err: cause ?? err },
+        "authorization failed",
+        "warn",
+      );
     } else {
-      this.#log.info(fields, "call refused");
+      this.#refusals.refused(this.#listener, reason, fields, "call refused");
     }
   }
 }

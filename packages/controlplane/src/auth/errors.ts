@@ -8,6 +8,7 @@ export type AuthReason =
   | "malformed_token"
   | "token_inactive"
   | "introspection_failed"
+  | "introspection_throttled"
   | "unmapped_method"
   | "insufficient_scope"
   | "client_mismatch"
@@ -20,6 +21,7 @@ export const reasonStatus = {
   malformed_token: status.UNAUTHENTICATED,
   token_inactive: status.UNAUTHENTICATED,
   introspection_failed: status.UNAUTHENTICATED,
+  introspection_throttled: status.UNAUTHENTICATED,
   unmapped_method: status.UNAUTHENTICATED,
   insufficient_scope: status.PERMISSION_DENIED,
   client_mismatch: status.PERMISSION_DENIED,
@@ -36,6 +38,8 @@ export const reasonMessage = {
   malformed_token: "missing or malformed bearer token",
   token_inactive: "invalid or expired token",
   introspection_failed: "token could not be verified",
+  // A connection that spent its share of introspections: the same text, the token was not checked.
+  introspection_throttled: "token could not be verified",
   unmapped_method: "method is not permitted",
   insufficient_scope: "permission denied",
   client_mismatch: "permission denied",

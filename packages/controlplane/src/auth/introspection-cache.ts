@@ -83,6 +83,11 @@ export class CachingIntrospector implements Introspector {
     return options.signal === undefined ? flight : unlessAborted(flight, options.signal);
   }
 
+  /** True when a request for `token` (without a scope, as the interceptor asks) is under way. */
+  inFlight(token: string): boolean {
+    return this.#flights.has(`${tokenKey(token)}\n`);
+  }
+
   /** The cached answer for `token` when fresh (counted as a hit), else undefined; never does I/O. */
   peek(token: string): IntrospectionResult | undefined {
     return this.#fresh(tokenKey(token));

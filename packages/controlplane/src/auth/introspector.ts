@@ -30,6 +30,8 @@ export interface Introspector {
   introspect(token: string, options?: IntrospectOptions): Promise<IntrospectionResult>;
   /** A fresh answer available without I/O (a cache hit), else undefined; lets callers stay synchronous. */
   peek?(token: string): IntrospectionResult | undefined;
+  /** True when an answer for `token` is already on its way: a call that joins it costs no request. */
+  inFlight?(token: string): boolean;
 }
 
 /**

@@ -1,8 +1,17 @@
-// One gRPC listener (admin or agent): mutual TLS 1.3 with the client certificate verified against
-// the CLI's CA, bound to a configured address, served until closed.
-import tls from "node:tls";
+// One gRPC listener (admin or agent). We own the TCP and TLS 1.3 front: mutual TLS against the
+// CLI's CA, the client certificate's role checked once right after the handshake (a peer of the
+// wrong role gets no HTTP/2 at all), caps on handshakes and on served connections, and timeouts.
+// Connections that pass are handed to grpc-js through its connection injector, so grpc-js never
+// sees a stranger's bytes; `call.getAuthContext().sslPeerCertificate` still reads the TLS socket.
+import http2 from "node:http2";
+import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
+import tls, { type TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../logging.js";
+import { callGuardInterceptor, guardDeserializers, routeUnknownMethods } from "./call-guard.js";
+import { ConnectionBudget } from "./connection-budget.js";
+import { peerOf, type PeerRole } from "./peer-role.js";
+import { RefusalLog } from "./refusal-log.js";
 
 /** PEM trust material a listener serves with. */
 export interface ServerTlsMaterial {
@@ -18,6 +27,55 @@ export interface ServiceBinding {
   readonly implementation: grpc.UntypedServiceImplementation;
 }
 
+/** Timeouts and caps of one listener. */
+export interface ListenerLimits {
+  /** A connection whose TLS handshake has not completed after this is closed. */
+  readonly handshakeTimeoutMs: number;
+  /** A call whose request (message and end of stream) has not arrived after this is ended. */
+  readonly requestTimeoutMs: number;
+  /** A served connection with no call open this long is closed, as is one that never sends the HTTP/2 preface. */
+  readonly idleTimeoutMs: number;
+  /** Connections still in their handshake (anyone can open them); over it the oldest is dropped. */
+  readonly maxHandshakes: number;
+  /** Served connections (the role check passed); over it a newcomer is refused, none is dropped. */
+  readonly maxConnections: number;
+  /** Served connections per client certificate. */
+  readonly maxConnectionsPerPeer: number;
+  /** Probe connections; over it the oldest is dropped. */
+  readonly maxProbes: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of a served connection. */
+  readonly maxStreamsPerConnection: number;
+  /** Refusals per second a connection gets at full speed (twice as many saved up)... */
+  readonly refusalsPerSecond: number;
+  /** ...beyond which each refusal is answered only after this (call-guard.ts). */
+  readonly tarpitMs: number;
+}
+
+/** Limits used where the caller sets none (the daemon sizes the caps from its open-file limit). */
+export const LISTENER_LIMIT_DEFAULTS: ListenerLimits = {
+  handshakeTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  idleTimeoutMs: 30_000,
+  maxHandshakes: 256,
+  maxConnections: 256,
+  maxConnectionsPerPeer: Infinity,
+  maxProbes: 4,
+  maxStreamsPerConnection: 100,
+  refusalsPerSecond: 20,
+  tarpitMs: 1_000,
+};
+
+/**
+ * Which client certificates a listener accepts: `serve` gets gRPC; `probe` (the admin listener lets
+ * the control plane's own leaf check it is up) gets an HTTP/2 session that admits no stream, so it
+ * proves the listener answers and can make no call. Every other certificate is closed after the
+ * handshake.
+ */
+export interface PeerPolicy {
+  readonly serve: PeerRole;
+  readonly probe?: PeerRole;
+}
+
 /** Options for a listener. */
 export interface GrpcListenerOptions {
   readonly name: string;
@@ -25,8 +83,14 @@ export interface GrpcListenerOptions {
   readonly port: number;
   readonly tls: ServerTlsMaterial;
   readonly services: readonly ServiceBinding[];
+  /** Interceptors after the listener's own call guard, outermost first. */
   readonly interceptors?: readonly grpc.ServerInterceptor[];
   readonly log: Logger;
+  /** Default: serve the CLI's certificate only. */
+  readonly peers?: PeerPolicy;
+  readonly limits?: Partial<ListenerLimits>;
+  /** Where refusals are counted and (rate-limited) logged; default: one of its own on `log`. */
+  readonly refusals?: RefusalLog;
 }
 
 /** Binding the listener failed (address in use, bad address, bad TLS material). */
@@ -40,42 +104,91 @@ export class ListenerError extends Error {
 
 /**
  * Makes TLS 1.3 the floor for every TLS context this process creates from now on. grpc-js has no
- * minimum-version option, so this must run before any credentials are created (HOST-NOTES).
+ * minimum-version option, so this must run before any client credentials are created (HOST-NOTES).
  */
 export function enforceTls13(): void {
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
 }
 
-/** Server credentials requiring and verifying a client certificate, TLS 1.3 only. */
-export function mutualTlsCredentials(material: ServerTlsMaterial): grpc.ServerCredentials {
-  enforceTls13();
-  return grpc.ServerCredentials.createSsl(
-    material.ca,
-    [{ private_key: material.key, cert_chain: material.cert }],
-    true,
-  );
+/** A raw connection in its TLS handshake, and how that ended. */
+interface Pending {
+  readonly raw: Socket;
+  /** Set once known: `secured`, or the refusal reason counted when the socket closes. */
+  outcome: string | undefined;
+}
+
+const ignore = (): void => {};
+
+function addressOf(socket: Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /** A gRPC server on one address. `start` binds and serves; `close` drains gracefully. */
 export class GrpcListener {
   readonly #opts: GrpcListenerOptions;
+  readonly #limits: ListenerLimits;
+  readonly #peers: PeerPolicy;
+  readonly #refusals: RefusalLog;
   readonly #server: grpc.Server;
+  readonly #injector: grpc.ConnectionInjector;
+  readonly #probe: http2.Http2Server;
+  readonly #handshakes: ConnectionBudget;
+  readonly #served: ConnectionBudget;
+  readonly #probes: ConnectionBudget;
+  /** Handshakes by remote address:port (the TLS socket is found again by it) and by raw socket. */
+  readonly #pendingByAddress = new Map<string, Pending>();
+  readonly #pendingBySocket = new WeakMap<Socket, Pending>();
+  #front: NetServer | undefined;
   #port: number | undefined;
+  #stopping = false;
   #closing: Promise<void> | undefined;
 
   constructor(opts: GrpcListenerOptions) {
     this.#opts = opts;
+    const limits = { ...LISTENER_LIMIT_DEFAULTS, ...opts.limits };
+    this.#limits = limits;
+    this.#peers = opts.peers ?? { serve: "cli" };
+    this.#refusals = opts.refusals ?? new RefusalLog({ log: opts.log });
+    this.#handshakes = new ConnectionBudget({ limit: limits.maxHandshakes, overflow: "evict_oldest" });
+    this.#served = new ConnectionBudget({
+      limit: limits.maxConnections,
+      overflow: "refuse_new",
+      perKeyLimit: limits.maxConnectionsPerPeer,
+    });
+    this.#probes = new ConnectionBudget({ limit: limits.maxProbes, overflow: "evict_oldest" });
     this.#server = new grpc.Server({
-      interceptors: [...(opts.interceptors ?? [])],
+      interceptors: [
+        callGuardInterceptor({
+          listener: opts.name,
+          refusals: this.#refusals,
+          requestTimeoutMs: limits.requestTimeoutMs,
+          refusalsPerSecond: limits.refusalsPerSecond,
+          tarpitMs: limits.tarpitMs,
+        }),
+        ...(opts.interceptors ?? []),
+      ],
       // No channelz service is served, so its per-call bookkeeping would be pure cost.
       "grpc.enable_channelz": 0,
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+      // Counted from the session's start, so it also closes a connection that never sends the preface.
+      "grpc.max_connection_idle_ms": limits.idleTimeoutMs,
+      "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
     });
-    for (const svc of opts.services) this.#server.addService(svc.definition, svc.implementation);
+    routeUnknownMethods(this.#server);
+    for (const svc of opts.services)
+      this.#server.addService(guardDeserializers(svc.definition), svc.implementation);
+    // Plain HTTP/2: only TLS sockets that passed the handshake and the role check are injected.
+    this.#injector = this.#server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    // No stream can open (SETTINGS_MAX_CONCURRENT_STREAMS 0); the session lives a handshake budget.
+    this.#probe = http2.createServer({ settings: { maxConcurrentStreams: 0 } });
+    this.#probe.on("session", (session) =>
+      session.setTimeout(limits.handshakeTimeoutMs, () => session.destroy()),
+    );
+    this.#probe.on("stream", (stream) => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM));
   }
 
   /** The bound port (after start). */
@@ -84,45 +197,181 @@ export class GrpcListener {
     return this.#port;
   }
 
+  /** Connections held now: in their handshake, served, probing. */
+  get connections(): { readonly handshakes: number; readonly served: number; readonly probes: number } {
+    return { handshakes: this.#handshakes.size, served: this.#served.size, probes: this.#probes.size };
+  }
+
   /** Binds and starts serving; rejects with ListenerError when the address cannot be bound. */
   async start(signal?: AbortSignal): Promise<number> {
     const { host, port, name } = this.#opts;
     const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-    let creds: grpc.ServerCredentials;
+    let secure: tls.Server;
     try {
-      creds = mutualTlsCredentials(this.#opts.tls);
+      enforceTls13();
+      secure = tls.createServer({
+        ca: this.#opts.tls.ca,
+        cert: this.#opts.tls.cert,
+        key: this.#opts.tls.key,
+        minVersion: "TLSv1.3",
+        requestCert: true,
+        rejectUnauthorized: true,
+        ALPNProtocols: ["h2"],
+        handshakeTimeout: this.#limits.handshakeTimeoutMs,
+      });
     } catch (err) {
       throw new ListenerError(`${name} listener: invalid TLS material`, { cause: err });
     }
+    secure.on("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) =>
+      this.#onTlsError(err, socket),
+    );
+    secure.on("secureConnection", (socket: TLSSocket) => this.#onSecure(socket));
+    const front = createNetServer();
+    front.on("connection", (raw: Socket) => this.#onConnection(raw, secure));
+    this.#front = front;
     this.#port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(address, creds, (err, bound) => {
-        if (err !== null)
-          reject(
-            new ListenerError(`${name} listener: cannot bind ${address}: ${err.message}`, { cause: err }),
-          );
-        else resolve(bound);
+      front.once("error", (err) =>
+        reject(new ListenerError(`${name} listener: cannot bind ${address}: ${err.message}`, { cause: err })),
+      );
+      front.listen({ host, port }, () => {
+        front.removeAllListeners("error");
+        front.on("error", (err) => this.#opts.log.error({ err, listener: name }, "listener error"));
+        const bound = front.address();
+        resolve(typeof bound === "object" && bound !== null ? bound.port : port);
       });
     });
     signal?.addEventListener("abort", () => void this.close(0), { once: true });
     this.#opts.log.info(
-      { event: "listener_serving", listener: name, address: `${host}:${this.#port}` },
+      {
+        event: "listener_serving",
+        listener: name,
+        address: `${host}:${this.#port}`,
+        peers: this.#peers,
+        limits: this.#limits,
+      },
       "serving",
     );
     return this.#port;
   }
 
-  /** Stops accepting calls and waits up to `graceMs` for in-flight calls, then cancels them. Idempotent. */
+  /**
+   * Stops accepting, drops connections still in their handshake and probes, lets in-flight calls
+   * finish for `graceMs`, then closes whatever is left. Idempotent.
+   */
   close(graceMs = 5_000): Promise<void> {
-    this.#closing ??= new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.#server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
+    this.#closing ??= (async () => {
+      this.#stopping = true;
+      const front = this.#front;
+      const frontClosed =
+        front === undefined
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => front.close(() => resolve()));
+      this.#handshakes.destroyAll();
+      this.#probes.destroyAll();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.#server.forceShutdown();
+          resolve();
+        }, graceMs);
+        this.#server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
-    });
+      // With channelz off grpc-js keeps no session list to force-close; the sockets are ours.
+      this.#served.destroyAll();
+      this.#injector.destroy();
+      await frontClosed;
+    })();
     return this.#closing;
+  }
+
+  #onConnection(raw: Socket, secure: tls.Server): void {
+    // A reset before TLS takes the socket over must not become an uncaught error.
+    raw.on("error", ignore);
+    const address = addressOf(raw);
+    if (this.#stopping || address === undefined) {
+      raw.destroy();
+      return;
+    }
+    const admission = this.#handshakes.admit(raw);
+    if (!admission.admitted) {
+      raw.destroy();
+      this.#refuse("handshake_cap", address);
+      return;
+    }
+    if (admission.evicted !== undefined) {
+      const evicted = this.#pendingBySocket.get(admission.evicted);
+      if (evicted !== undefined && evicted.outcome === undefined) evicted.outcome = "handshake_evicted";
+    }
+    const pending: Pending = { raw, outcome: undefined };
+    this.#pendingByAddress.set(address, pending);
+    this.#pendingBySocket.set(raw, pending);
+    raw.once("close", () => {
+      if (this.#pendingByAddress.get(address) === pending) this.#pendingByAddress.delete(address);
+      if (pending.outcome !== "secured") this.#refuse(pending.outcome ?? "handshake_failed", address);
+    });
+    secure.emit("connection", raw);
+  }
+
+  #onTlsError(err: NodeJS.ErrnoException, socket: TLSSocket): void {
+    const address = addressOf(socket);
+    const pending = address === undefined ? undefined : this.#pendingByAddress.get(address);
+    if (pending !== undefined && pending.outcome === undefined)
+      pending.outcome = err.code === "ERR_TLS_HANDSHAKE_TIMEOUT" ? "handshake_timeout" : "handshake_failed";
+    // Node reports a handshake timeout here but leaves the socket open: close it ourselves.
+    socket.destroy();
+  }
+
+  #onSecure(socket: TLSSocket): void {
+    socket.on("error", ignore);
+    const address = addressOf(socket) ?? "unknown";
+    const pending = this.#pendingByAddress.get(address);
+    if (pending !== undefined) {
+      pending.outcome = "secured";
+      this.#pendingByAddress.delete(address);
+      this.#handshakes.release(pending.raw);
+    }
+    if (this.#stopping) {
+      socket.destroy();
+      return;
+    }
+    if (socket.alpnProtocol !== "h2") {
+      this.#refuse("not_h2", address);
+      socket.destroy();
+      return;
+    }
+    const peer = peerOf(socket.getPeerCertificate());
+    if (peer?.role === this.#peers.serve) {
+      const admission = this.#served.admit(socket, peer.thumbprint);
+      if (!admission.admitted) {
+        this.#refuse(admission.why === "peer_cap" ? "peer_cap" : "connection_cap", address, peer);
+        socket.destroy();
+        return;
+      }
+      this.#injector.injectConnection(socket);
+      return;
+    }
+    if (peer !== undefined && peer.role === this.#peers.probe) {
+      const admission = this.#probes.admit(socket);
+      if (admission.admitted) this.#probe.emit("connection", socket);
+      else socket.destroy();
+      return;
+    }
+    this.#refuse("role_refused", address, peer ?? { role: "none" });
+    socket.destroy();
+  }
+
+  #refuse(
+    reason: string,
+    peer: string,
+    identity?: { readonly role: string; readonly thumbprint?: string },
+  ): void {
+    this.#refusals.refused(
+      this.#opts.name,
+      reason,
+      { event: "connection_refused", peer, ...(identity === undefined ? {} : { identity }) },
+      "connection refused",
+    );
   }
 }

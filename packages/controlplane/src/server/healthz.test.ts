@@ -1,12 +1,14 @@
 // /healthz over real HTTP on 127.0.0.1:0 with real (in-process) probes.
 import assert from "node:assert/strict";
 import { Agent, createServer as createHttpServer, request, type IncomingHttpHeaders } from "node:http";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import { httpProbe, type Probe } from "../supervisor/probes.js";
 import { HealthServer, HealthzError, type HealthzOptions } from "./healthz.js";
+import { ListenerCounters } from "./listener-counters.js";
+import { RefusalLog } from "./refusal-log.js";
 
 interface Reply {
   readonly status: number;
@@ -225,4 +227,46 @@ void test("a taken port is a bind_failed error; aborting start's signal closes",
   await third.close();
   await assert.rejects(get(thirdPort), (e: NodeJS.ErrnoException) => e.code === "ECONNREFUSED");
   await assert.rejects(third.start(new AbortController().signal), (e: HealthzError) => e.reason === "closed");
+});
+
+/** A raw client socket that reads everything; resolves with ms until the server closed it. */
+function heldUntilClosed(port: number, send?: string): { socket: Socket; closed: Promise<number> } {
+  const started = Date.now();
+  const socket = connect(port, "127.0.0.1", () => {
+    if (send !== undefined) socket.write(send);
+  });
+  socket.on("error", () => {});
+  socket.resume();
+  return {
+    socket,
+    closed: new Promise((resolve) => socket.on("close", () => resolve(Date.now() - started))),
+  };
+}
+
+void test("a silent connection is closed at the idle timeout; a trickled request at the headers timeout", async (t) => {
+  const { port } = await serve(t, { idleTimeoutMs: 300, headersTimeoutMs: 600, requestTimeoutMs: 900 });
+  const silent = heldUntilClosed(port);
+  const trickle = heldUntilClosed(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+  // One header byte every 100 ms keeps the socket active, so only the headers timeout stops it.
+  const timer = setInterval(() => trickle.socket.write("X"), 100);
+  t.after(() => clearInterval(timer));
+  const silentMs = await silent.closed;
+  const trickleMs = await trickle.closed;
+  assert.ok(silentMs >= 250 && silentMs < 3_000, `silent connection closed after ${silentMs} ms`);
+  assert.ok(trickleMs >= 550 && trickleMs < 4_000, `trickled request closed after ${trickleMs} ms`);
+});
+
+void test("over maxConnections the oldest idle connection is closed, and requests are still answered", async (t) => {
+  const counters = new ListenerCounters();
+  const refusals = new RefusalLog({ log: pino({ level: "silent" }), counters });
+  t.after(() => refusals.close());
+  const { h, port } = await serve(t, { maxConnections: 4, idleTimeoutMs: 60_000, refusals });
+  h.setReady();
+  const held = Array.from({ length: 20 }, () => heldUntilClosed(port));
+  t.after(() => held.forEach((c) => c.socket.destroy()));
+  await waitFor(() => counters.count("healthz", "connection_evicted") >= 16, "evictions");
+  for (let i = 0; i < 3; i++)
+    assert.equal((await get(port)).status, 200, "answered while strangers hold sockets");
+  const closed = await Promise.all(held.slice(0, 16).map((c) => c.closed));
+  assert.equal(closed.length, 16, "the oldest were closed by the server");
 });

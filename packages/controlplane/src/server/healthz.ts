@@ -4,6 +4,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Probe } from "../supervisor/probes.js";
+import { ConnectionBudget } from "./connection-budget.js";
+import { RefusalLog } from "./refusal-log.js";
 
 /** Where and how /healthz serves. */
 export interface HealthzOptions {
@@ -16,6 +18,16 @@ export interface HealthzOptions {
   readonly probeTimeoutMs?: number;
   /** How long a completed probe round answers requests. */
   readonly cacheMs?: number;
+  /** Connections held at once; over it the oldest idle one is closed to make room. */
+  readonly maxConnections?: number;
+  /** A connection silent this long (before a request or between kept-alive ones) is closed. */
+  readonly idleTimeoutMs?: number;
+  /** A request's headers must be complete this long after it began. */
+  readonly headersTimeoutMs?: number;
+  /** A whole request must be received this long after it began. */
+  readonly requestTimeoutMs?: number;
+  /** Where refusals are counted and (rate-limited) logged; default: one of its own. */
+  readonly refusals?: RefusalLog;
 }
 
 /** The body /healthz answers with. */
@@ -39,13 +51,23 @@ export class HealthzError extends Error {
   }
 }
 
-/** Defaults from ARCHITECTURE.md: 127.0.0.1:7080, 1 s per probe, 2 s cache. */
+/**
+ * Defaults: 127.0.0.1:7080, 1 s per probe, 2 s cache (ARCHITECTURE.md); 64 connections, each closed
+ * after 5 s of silence or when its request's headers take over 5 s (the whole request 10 s).
+ */
 export const HEALTHZ_DEFAULTS = {
   host: "127.0.0.1",
   port: 7080,
   probeTimeoutMs: 1_000,
   cacheMs: 2_000,
+  maxConnections: 64,
+  idleTimeoutMs: 5_000,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
 } as const;
+
+/** The listener name /healthz refusals are counted under. */
+export const HEALTHZ_LISTENER = "healthz";
 
 interface Round {
   readonly status: HealthStatus;
@@ -62,6 +84,13 @@ export class HealthServer {
   /** Registration order decides which failure is reported when several fail. */
   readonly #probes = new Map<string, Probe>();
   readonly #sockets = new Set<Socket>();
+  /** Sockets with a request being answered; never evicted. */
+  readonly #busy = new WeakSet<Socket>();
+  readonly #budget: ConnectionBudget;
+  readonly #refusals: RefusalLog;
+  readonly #idleTimeoutMs: number;
+  readonly #headersTimeoutMs: number;
+  readonly #requestTimeoutMs: number;
   #server: Server | undefined;
   #ready = false;
   #cached: Round | undefined;
@@ -76,6 +105,19 @@ export class HealthServer {
     this.#port = options.port ?? HEALTHZ_DEFAULTS.port;
     this.#probeTimeoutMs = options.probeTimeoutMs ?? HEALTHZ_DEFAULTS.probeTimeoutMs;
     this.#cacheMs = options.cacheMs ?? HEALTHZ_DEFAULTS.cacheMs;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? HEALTHZ_DEFAULTS.idleTimeoutMs;
+    this.#headersTimeoutMs = options.headersTimeoutMs ?? HEALTHZ_DEFAULTS.headersTimeoutMs;
+    // node:http needs headersTimeout <= requestTimeout.
+    this.#requestTimeoutMs = Math.max(
+      options.requestTimeoutMs ?? HEALTHZ_DEFAULTS.requestTimeoutMs,
+      this.#headersTimeoutMs,
+    );
+    this.#refusals = options.refusals ?? new RefusalLog({ log: this.#log });
+    this.#budget = new ConnectionBudget({
+      limit: options.maxConnections ?? HEALTHZ_DEFAULTS.maxConnections,
+      overflow: "evict_oldest",
+      isBusy: (socket) => this.#busy.has(socket),
+    });
   }
 
   /** Registers a named probe; names are unique and appear as `failed_probe`. */
@@ -109,11 +151,35 @@ export class HealthServer {
   async start(signal: AbortSignal): Promise<void> {
     if (this.#closed !== undefined) throw new HealthzError("closed", "healthz server was closed");
     if (this.#server !== undefined) return;
-    const server = createServer((req, res) => void this.#handle(req, res));
-    server.requestTimeout = 5_000;
-    server.headersTimeout = 5_000;
-    server.keepAliveTimeout = 5_000;
+    const server = createServer(
+      {
+        // How often node checks the headers and request timeouts (default 30 s).
+        connectionsCheckingInterval: Math.min(1_000, this.#headersTimeoutMs),
+        headersTimeout: this.#headersTimeoutMs,
+        requestTimeout: this.#requestTimeoutMs,
+        keepAliveTimeout: this.#idleTimeoutMs,
+      },
+      (req, res) => {
+        this.#busy.add(req.socket);
+        res.once("close", () => this.#busy.delete(req.socket));
+        void this.#handle(req, res);
+      },
+    );
+    // Socket inactivity: a connection that never sends a byte is closed too (node destroys it).
+    server.timeout = this.#idleTimeoutMs;
     server.on("connection", (socket: Socket) => {
+      const address = `${socket.remoteAddress}:${socket.remotePort}`;
+      const admission = this.#budget.admit(socket);
+      if (!admission.admitted) {
+        socket.destroy();
+        this.#refuse("connection_cap", address);
+        return;
+      }
+      if (admission.evicted !== undefined)
+        this.#refuse(
+          "connection_evicted",
+          `${admission.evicted.remoteAddress}:${admission.evicted.remotePort}`,
+        );
       this.#sockets.add(socket);
       socket.once("close", () => this.#sockets.delete(socket));
     });
@@ -200,6 +266,15 @@ export class HealthServer {
       clearTimeout(timer);
       this.#closing.signal.removeEventListener("abort", onClose);
     }
+  }
+
+  #refuse(reason: string, peer: string): void {
+    this.#refusals.refused(
+      HEALTHZ_LISTENER,
+      reason,
+      { event: "connection_refused", peer },
+      "connection refused",
+    );
   }
 
   #noteTransition(status: HealthStatus, err: unknown): void {

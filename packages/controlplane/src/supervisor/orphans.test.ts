@@ -6,9 +6,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
+import { isAlive, JsonLines, waitFor, type JsonLine } from "@clawker/test-support";
 import { pino, type Logger } from "pino";
 import type { SupervisorError } from "./errors.js";
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
@@ -19,39 +19,12 @@ const FIXTURE = fileURLToPath(new URL("../../test/fixtures/orphaning-supervisor.
 const HELPER = fileURLToPath(new URL("../../test/fixtures/helper.js", import.meta.url));
 const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
 
-type LogLine = Record<string, unknown>;
+type LogLine = JsonLine;
 
+/** A trace-level logger whose records land, parsed, in `lines`. */
 function capture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "trace" },
-    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
-  );
-  return { logger, lines };
-}
-
-/** Alive means signalable and not a zombie (test/harness/leftovers.ts is outside this rootDir). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<number> {
-  const began = Date.now();
-  while (!condition()) {
-    if (Date.now() - began > timeoutMs)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-  return Date.now() - began;
+  const sink = new JsonLines();
+  return { logger: pino({ level: "trace" }, sink), lines: sink.lines };
 }
 
 function tempDir(t: TestContext): string {
@@ -113,7 +86,9 @@ void test("SIGKILL of the supervisor: the lifeline helper exits at once, the nex
   assert.deepEqual(recorded[1]?.cmdline, readProcessIdentity(deaf)?.cmdline);
 
   supervisor.kill("SIGKILL");
-  const ms = await waitFor(() => !isAlive(watching), "the lifeline helper to exit", 5_000);
+  const began = Date.now();
+  await waitFor(() => !isAlive(watching), { timeoutMs: 5_000, what: "the lifeline helper to exit" });
+  const ms = Date.now() - began;
   assert.ok(ms < 2_000, `the lifeline helper took ${ms} ms`);
   assert.match(readFileSync(record, "utf8"), /^watching LIFELINE_EOF /m);
   assert.equal(isAlive(deaf), true, "without a lifeline the helper outlives its supervisor");
@@ -169,7 +144,7 @@ void test("the record follows starts and exits and is empty after shutdown", asy
   await assert.rejects(m.reapLeftovers(), (e: SupervisorError) => e.reason === "already_started");
   m.beginShutdown();
   process.kill(a, "SIGKILL");
-  await waitFor(() => readHelperRecords(stateFile).records.length === 1, "a's record to go");
+  await waitFor(() => readHelperRecords(stateFile).records.length === 1, { what: "a's record to go" });
   await m.shutdown(2_000);
   assert.deepEqual(readHelperRecords(stateFile).records, []);
   assert.equal(statSync(stateFile).mode & 0o777, 0o600);

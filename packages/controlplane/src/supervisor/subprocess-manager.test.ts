@@ -1,12 +1,11 @@
 // SubprocessManager against real child processes (test/fixtures/helper.js run by our own node).
 import assert from "node:assert/strict";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
+import { freePort, isAlive, JsonLines, waitFor, type JsonLine } from "@clawker/test-support";
 import { pino, type Logger } from "pino";
 import {
   HealthAbortedError,
@@ -21,30 +20,12 @@ import { SubprocessManager, type HelperCommand, type HelperCrash } from "./subpr
 
 const FIXTURE = fileURLToPath(new URL("../../test/fixtures/helper.js", import.meta.url));
 
-type LogLine = Record<string, unknown>;
+type LogLine = JsonLine;
 
-/**
- * Polls until `condition` holds (the shape of test/harness/wait-for.ts, which a test under src/
- * cannot import: it lies outside this package's rootDir).
- */
-async function waitFor(
-  condition: () => boolean,
-  { timeoutMs = 10_000, what = "condition" } = {},
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
+/** A trace-level logger whose records land, parsed, in `lines`. */
 function capture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = pino(
-    { level: "trace" },
-    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
-  );
-  return { logger, lines };
+  const sink = new JsonLines();
+  return { logger: pino({ level: "trace" }, sink), lines: sink.lines };
 }
 
 function helper(env: Record<string, string>): HelperCommand {
@@ -67,29 +48,6 @@ async function ready(lines: LogLine[], name: string): Promise<void> {
   await waitFor(() => lines.some((l) => l["helper"] === name && l["msg"] === "ready"), {
     what: `${name} ready`,
   });
-}
-
-/** Alive means signalable and not a zombie waiting for someone else's wait(). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
 }
 
 function recorded(file: string): string[][] {

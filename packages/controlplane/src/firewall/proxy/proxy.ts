@@ -259,11 +259,18 @@ export class EgressProxy {
     // Let an operation in flight finish or fail on its own before the process goes away.
     await this.#queue.catch(() => undefined);
     if (this.#spawned) {
+      // The worker outlives its master briefly (reparented, then reaped): close() promises that no
+      // HAProxy process is left, so it waits for the worker too, and kills it past a bound.
+      const workerPid = await this.#api.showInfo().then(
+        (info) => Number(info["Pid"]),
+        () => undefined,
+      );
       try {
         await this.#host.stop(PROXY_HELPER_NAME);
       } catch (err) {
         this.#log.error({ err, event: "proxy_stop_failed" }, "egress proxy did not stop cleanly");
       }
+      if (workerPid !== undefined && workerPid > 0) await waitGone(workerPid, WORKER_EXIT_MS);
     }
     await this.#decisions.close();
     await rm(this.#layout.runDir, { recursive: true, force: true }).catch(() => undefined);
@@ -599,6 +606,23 @@ export class EgressProxy {
       "source's sessions ended",
     );
     return mine.length;
+  }
+}
+
+/** How long close() waits for the worker after its master stopped, before SIGKILL. */
+const WORKER_EXIT_MS = 2_000;
+
+/** Waits until `pid` is gone, SIGKILLing it once `ms` have passed, then waiting as long again. */
+async function waitGone(pid: number, ms: number): Promise<void> {
+  for (const last of [false, true]) {
+    const until = Date.now() + ms;
+    while (isRunning(pid) && Date.now() < until) await sleep(10);
+    if (!isRunning(pid) || last) return;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      return;
+    }
   }
 }
 

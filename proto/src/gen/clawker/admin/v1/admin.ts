@@ -440,7 +440,7 @@ export interface ExecAgentRequest {
   /** Project of the agent named by agent_name; empty means no project. */
   project: string;
   /** The pipeline to run: at least one stage, each with a non-empty argv. */
-  command: ShellCommand | undefined;
+  command?: ShellCommand | undefined;
 }
 
 /** Route maps a destination identity and port to an egress proxy listener. */

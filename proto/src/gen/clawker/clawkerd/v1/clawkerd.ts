@@ -32,6 +32,12 @@ export const protobufFileName = "clawker/clawkerd/v1/clawkerd.proto";
  *
  * Compatibility: this file is a wire contract shared with the Go control
  * plane. Never renumber, retype or reuse a field number.
+ *
+ * Our additions beyond the Go contract (per-command flow control) take field
+ * numbers from 1000 up and are marked EXTENSION. Each side uses them only
+ * after the peer said it understands them (HelloAck.flow_control, then
+ * ShellCommand.flow_control), so a Go peer never receives one and keeps the
+ * session-wide flow control of HTTP/2.
  */
 
 /** ErrorCode classifies command failures. */
@@ -110,7 +116,7 @@ export interface Command {
   /** Caller-chosen id that ties every Response to its Command. */
   commandId: string;
   /** What to do. */
-  payload:
+  payload?:
     | //
     /** Opens the session; answered by HelloAck. */
     { $case: "hello"; value: Hello }
@@ -138,6 +144,13 @@ export interface Command {
     | //
     /** Records that the one-time initialisation has finished. */
     { $case: "agentInitialized"; value: AgentInitialized }
+    | //
+    /**
+     * EXTENSION beyond the Go contract: lets a flow-controlled shell send
+     * more output (see CommandFlowControl); never answered. Sent only for a
+     * shell that carried ShellCommand.flow_control.
+     */
+    { $case: "outputCredit"; value: OutputCredit }
     | undefined;
 }
 
@@ -171,6 +184,36 @@ export interface ShellCommand {
    * decides which failures are fatal; clawkerd holds no such policy.
    */
   exitOnNonZero: boolean;
+  /**
+   * EXTENSION beyond the Go contract: per-command flow control for this shell.
+   * Absent (what a Go control plane sends): the shell's output is paced only
+   * by the Session stream's own flow control. The control plane sets it only
+   * when HelloAck.flow_control was present.
+   */
+  flowControl?: CommandFlowControl | undefined;
+}
+
+/**
+ * CommandFlowControl opts one shell into per-command flow control. EXTENSION
+ * beyond the Go contract. clawkerd keeps, per shell, a credit of bytes and of
+ * OutputChunk messages, starting at these windows: each OutputChunk spends its
+ * length and one message, clawkerd never overdraws either (it splits a chunk
+ * or waits, holding the shell's pipes, so its processes block on write), and
+ * OutputCredit adds to both. The control plane credits what its reader has
+ * taken, so only this shell waits when its reader is slow. clawkerd also
+ * answers StdinCredit for this shell's stdin (see FlowControlOffer).
+ */
+export interface CommandFlowControl {
+  /**
+   * Output bytes clawkerd may send before the first OutputCredit; must be
+   * positive.
+   */
+  outputWindowBytes: number;
+  /**
+   * OutputChunk messages clawkerd may send before the first OutputCredit
+   * (bounds the reader's memory for small chunks too); zero means no limit.
+   */
+  outputWindowChunks: number;
 }
 
 /** PipeStage is one process of a pipeline. */
@@ -222,12 +265,24 @@ export interface AgentReady {
 export interface AgentInitialized {
 }
 
+/**
+ * OutputCredit returns output credit for one flow-controlled shell: its
+ * reader has taken this much more. EXTENSION beyond the Go contract. A credit
+ * for a shell that has ended, or that is not flow-controlled, is ignored.
+ */
+export interface OutputCredit {
+  /** Bytes added to the shell's output credit. */
+  bytes: number;
+  /** OutputChunk messages added to the shell's output credit. */
+  chunks: number;
+}
+
 /** Response is one answer from clawkerd. */
 export interface Response {
   /** The command_id of the Command this answers. */
   commandId: string;
   /** What happened. */
-  payload:
+  payload?:
     | //
     /** Answers Hello. */
     { $case: "helloAck"; value: HelloAck }
@@ -249,6 +304,14 @@ export interface Response {
     | //
     /** Answers RegisterRequired. */
     { $case: "registerDone"; value: RegisterDone }
+    | //
+    /**
+     * EXTENSION beyond the Go contract: stdin bytes of a flow-controlled
+     * shell that clawkerd handed to stage 0 (or dropped after stage 0's stdin
+     * closed). Sent only for a shell that carried ShellCommand.flow_control;
+     * never the last response of a command.
+     */
+    { $case: "stdinCredit"; value: StdinCredit }
     | undefined;
 }
 
@@ -258,6 +321,26 @@ export interface HelloAck {
   initialized: boolean;
   /** True when the container's main command is already running. */
   cmdRunning: boolean;
+  /**
+   * EXTENSION beyond the Go contract: present when this clawkerd supports
+   * per-command flow control (CommandFlowControl, OutputCredit, StdinCredit).
+   * A Go clawkerd leaves it out; the control plane then never sends them.
+   */
+  flowControl?: FlowControlOffer | undefined;
+}
+
+/**
+ * FlowControlOffer says that clawkerd supports per-command flow control.
+ * EXTENSION beyond the Go contract. clawkerd holds at most
+ * stdin_window_bytes of a shell's stdin that stage 0 has not read yet; a
+ * flow-controlled shell's sender keeps its unacknowledged Stdin bytes
+ * (initial_stdin included) within that window and gets them back as
+ * StdinCredit. Past the window (a sender that ignores it), clawkerd stops
+ * reading the whole Session until the shell's stdin drains.
+ */
+export interface FlowControlOffer {
+  /** Stdin bytes clawkerd buffers per shell. */
+  stdinWindowBytes: number;
 }
 
 /** Started reports that a shell's processes are running. */
@@ -292,6 +375,15 @@ export interface Error {
   code: ErrorCode;
   /** Human-readable detail. */
   message: string;
+}
+
+/**
+ * StdinCredit acknowledges stdin of one flow-controlled shell. EXTENSION
+ * beyond the Go contract.
+ */
+export interface StdinCredit {
+  /** Stdin bytes that left clawkerd's buffer for this shell. */
+  bytes: number;
 }
 
 /** RegisterDone reports the outcome of the registration RegisterRequired asked for. */
@@ -335,6 +427,9 @@ export const Command: MessageFns<Command> = {
         break;
       case "agentInitialized":
         AgentInitialized.encode(message.payload.value, writer.uint32(74).fork()).join();
+        break;
+      case "outputCredit":
+        OutputCredit.encode(message.payload.value, writer.uint32(8002).fork()).join();
         break;
     }
     return writer;
@@ -425,6 +520,14 @@ export const Command: MessageFns<Command> = {
             message.payload = { $case: "agentInitialized", value: AgentInitialized.decode(reader, reader.uint32()) };
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.payload = { $case: "outputCredit", value: OutputCredit.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -468,6 +571,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "agentInitialized", value: AgentInitialized.fromJSON(object.agentInitialized) }
         : isSet(object.agent_initialized)
         ? { $case: "agentInitialized", value: AgentInitialized.fromJSON(object.agent_initialized) }
+        : isSet(object.outputCredit)
+        ? { $case: "outputCredit", value: OutputCredit.fromJSON(object.outputCredit) }
+        : isSet(object.output_credit)
+        ? { $case: "outputCredit", value: OutputCredit.fromJSON(object.output_credit) }
         : undefined,
     };
   },
@@ -493,6 +600,8 @@ export const Command: MessageFns<Command> = {
       obj.agentReady = AgentReady.toJSON(message.payload.value);
     } else if (message.payload?.$case === "agentInitialized") {
       obj.agentInitialized = AgentInitialized.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "outputCredit") {
+      obj.outputCredit = OutputCredit.toJSON(message.payload.value);
     }
     return obj;
   },
@@ -549,6 +658,12 @@ export const Command: MessageFns<Command> = {
       case "agentInitialized": {
         if (object.payload?.value !== undefined && object.payload?.value !== null) {
           message.payload = { $case: "agentInitialized", value: AgentInitialized.fromPartial(object.payload.value) };
+        }
+        break;
+      }
+      case "outputCredit": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "outputCredit", value: OutputCredit.fromPartial(object.payload.value) };
         }
         break;
       }
@@ -610,7 +725,14 @@ export const Hello: MessageFns<Hello> = {
 };
 
 function createBaseShellCommand(): ShellCommand {
-  return { stages: [], timeoutSeconds: 0, initialStdin: Buffer.alloc(0), printOutput: false, exitOnNonZero: false };
+  return {
+    stages: [],
+    timeoutSeconds: 0,
+    initialStdin: Buffer.alloc(0),
+    printOutput: false,
+    exitOnNonZero: false,
+    flowControl: undefined,
+  };
 }
 
 export const ShellCommand: MessageFns<ShellCommand> = {
@@ -629,6 +751,9 @@ export const ShellCommand: MessageFns<ShellCommand> = {
     }
     if (message.exitOnNonZero !== false) {
       writer.uint32(40).bool(message.exitOnNonZero);
+    }
+    if (message.flowControl !== undefined) {
+      CommandFlowControl.encode(message.flowControl, writer.uint32(8002).fork()).join();
     }
     return writer;
   },
@@ -686,6 +811,14 @@ export const ShellCommand: MessageFns<ShellCommand> = {
             message.exitOnNonZero = reader.bool();
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.flowControl = CommandFlowControl.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -721,6 +854,11 @@ export const ShellCommand: MessageFns<ShellCommand> = {
         : isSet(object.exit_on_non_zero)
         ? globalThis.Boolean(object.exit_on_non_zero)
         : false,
+      flowControl: isSet(object.flowControl)
+        ? CommandFlowControl.fromJSON(object.flowControl)
+        : isSet(object.flow_control)
+        ? CommandFlowControl.fromJSON(object.flow_control)
+        : undefined,
     };
   },
 
@@ -741,6 +879,9 @@ export const ShellCommand: MessageFns<ShellCommand> = {
     if (message.exitOnNonZero !== false) {
       obj.exitOnNonZero = message.exitOnNonZero;
     }
+    if (message.flowControl !== undefined) {
+      obj.flowControl = CommandFlowControl.toJSON(message.flowControl);
+    }
     return obj;
   },
 
@@ -754,6 +895,102 @@ export const ShellCommand: MessageFns<ShellCommand> = {
     message.initialStdin = object.initialStdin ?? Buffer.alloc(0);
     message.printOutput = object.printOutput ?? false;
     message.exitOnNonZero = object.exitOnNonZero ?? false;
+    message.flowControl = (object.flowControl !== undefined && object.flowControl !== null)
+      ? CommandFlowControl.fromPartial(object.flowControl)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCommandFlowControl(): CommandFlowControl {
+  return { outputWindowBytes: 0, outputWindowChunks: 0 };
+}
+
+export const CommandFlowControl: MessageFns<CommandFlowControl> = {
+  encode(message: CommandFlowControl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outputWindowBytes !== 0) {
+      writer.uint32(8).uint32(message.outputWindowBytes);
+    }
+    if (message.outputWindowChunks !== 0) {
+      writer.uint32(16).uint32(message.outputWindowChunks);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommandFlowControl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommandFlowControl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.outputWindowBytes = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.outputWindowChunks = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CommandFlowControl {
+    return {
+      outputWindowBytes: isSet(object.outputWindowBytes)
+        ? globalThis.Number(object.outputWindowBytes)
+        : isSet(object.output_window_bytes)
+        ? globalThis.Number(object.output_window_bytes)
+        : 0,
+      outputWindowChunks: isSet(object.outputWindowChunks)
+        ? globalThis.Number(object.outputWindowChunks)
+        : isSet(object.output_window_chunks)
+        ? globalThis.Number(object.output_window_chunks)
+        : 0,
+    };
+  },
+
+  toJSON(message: CommandFlowControl): unknown {
+    const obj: any = {};
+    if (message.outputWindowBytes !== 0) {
+      obj.outputWindowBytes = Math.round(message.outputWindowBytes);
+    }
+    if (message.outputWindowChunks !== 0) {
+      obj.outputWindowChunks = Math.round(message.outputWindowChunks);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CommandFlowControl>, I>>(base?: I): CommandFlowControl {
+    return CommandFlowControl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CommandFlowControl>, I>>(object: I): CommandFlowControl {
+    const message = createBaseCommandFlowControl();
+    message.outputWindowBytes = object.outputWindowBytes ?? 0;
+    message.outputWindowChunks = object.outputWindowChunks ?? 0;
     return message;
   },
 };
@@ -1369,6 +1606,91 @@ export const AgentInitialized: MessageFns<AgentInitialized> = {
   },
 };
 
+function createBaseOutputCredit(): OutputCredit {
+  return { bytes: 0, chunks: 0 };
+}
+
+export const OutputCredit: MessageFns<OutputCredit> = {
+  encode(message: OutputCredit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint32(message.bytes);
+    }
+    if (message.chunks !== 0) {
+      writer.uint32(16).uint32(message.chunks);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutputCredit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutputCredit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.chunks = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OutputCredit {
+    return {
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      chunks: isSet(object.chunks) ? globalThis.Number(object.chunks) : 0,
+    };
+  },
+
+  toJSON(message: OutputCredit): unknown {
+    const obj: any = {};
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.chunks !== 0) {
+      obj.chunks = Math.round(message.chunks);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OutputCredit>, I>>(base?: I): OutputCredit {
+    return OutputCredit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OutputCredit>, I>>(object: I): OutputCredit {
+    const message = createBaseOutputCredit();
+    message.bytes = object.bytes ?? 0;
+    message.chunks = object.chunks ?? 0;
+    return message;
+  },
+};
+
 function createBaseResponse(): Response {
   return { commandId: "", payload: undefined };
 }
@@ -1399,6 +1721,9 @@ export const Response: MessageFns<Response> = {
         break;
       case "registerDone":
         RegisterDone.encode(message.payload.value, writer.uint32(74).fork()).join();
+        break;
+      case "stdinCredit":
+        StdinCredit.encode(message.payload.value, writer.uint32(8002).fork()).join();
         break;
     }
     return writer;
@@ -1481,6 +1806,14 @@ export const Response: MessageFns<Response> = {
             message.payload = { $case: "registerDone", value: RegisterDone.decode(reader, reader.uint32()) };
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.payload = { $case: "stdinCredit", value: StdinCredit.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1520,6 +1853,10 @@ export const Response: MessageFns<Response> = {
         ? { $case: "registerDone", value: RegisterDone.fromJSON(object.registerDone) }
         : isSet(object.register_done)
         ? { $case: "registerDone", value: RegisterDone.fromJSON(object.register_done) }
+        : isSet(object.stdinCredit)
+        ? { $case: "stdinCredit", value: StdinCredit.fromJSON(object.stdinCredit) }
+        : isSet(object.stdin_credit)
+        ? { $case: "stdinCredit", value: StdinCredit.fromJSON(object.stdin_credit) }
         : undefined,
     };
   },
@@ -1543,6 +1880,8 @@ export const Response: MessageFns<Response> = {
       obj.error = Error.toJSON(message.payload.value);
     } else if (message.payload?.$case === "registerDone") {
       obj.registerDone = RegisterDone.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "stdinCredit") {
+      obj.stdinCredit = StdinCredit.toJSON(message.payload.value);
     }
     return obj;
   },
@@ -1596,13 +1935,19 @@ export const Response: MessageFns<Response> = {
         }
         break;
       }
+      case "stdinCredit": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "stdinCredit", value: StdinCredit.fromPartial(object.payload.value) };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
 function createBaseHelloAck(): HelloAck {
-  return { initialized: false, cmdRunning: false };
+  return { initialized: false, cmdRunning: false, flowControl: undefined };
 }
 
 export const HelloAck: MessageFns<HelloAck> = {
@@ -1612,6 +1957,9 @@ export const HelloAck: MessageFns<HelloAck> = {
     }
     if (message.cmdRunning !== false) {
       writer.uint32(16).bool(message.cmdRunning);
+    }
+    if (message.flowControl !== undefined) {
+      FlowControlOffer.encode(message.flowControl, writer.uint32(8002).fork()).join();
     }
     return writer;
   },
@@ -1645,6 +1993,14 @@ export const HelloAck: MessageFns<HelloAck> = {
             message.cmdRunning = reader.bool();
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.flowControl = FlowControlOffer.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1665,6 +2021,11 @@ export const HelloAck: MessageFns<HelloAck> = {
         : isSet(object.cmd_running)
         ? globalThis.Boolean(object.cmd_running)
         : false,
+      flowControl: isSet(object.flowControl)
+        ? FlowControlOffer.fromJSON(object.flowControl)
+        : isSet(object.flow_control)
+        ? FlowControlOffer.fromJSON(object.flow_control)
+        : undefined,
     };
   },
 
@@ -1676,6 +2037,9 @@ export const HelloAck: MessageFns<HelloAck> = {
     if (message.cmdRunning !== false) {
       obj.cmdRunning = message.cmdRunning;
     }
+    if (message.flowControl !== undefined) {
+      obj.flowControl = FlowControlOffer.toJSON(message.flowControl);
+    }
     return obj;
   },
 
@@ -1686,6 +2050,82 @@ export const HelloAck: MessageFns<HelloAck> = {
     const message = createBaseHelloAck();
     message.initialized = object.initialized ?? false;
     message.cmdRunning = object.cmdRunning ?? false;
+    message.flowControl = (object.flowControl !== undefined && object.flowControl !== null)
+      ? FlowControlOffer.fromPartial(object.flowControl)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseFlowControlOffer(): FlowControlOffer {
+  return { stdinWindowBytes: 0 };
+}
+
+export const FlowControlOffer: MessageFns<FlowControlOffer> = {
+  encode(message: FlowControlOffer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stdinWindowBytes !== 0) {
+      writer.uint32(8).uint32(message.stdinWindowBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlowControlOffer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlowControlOffer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.stdinWindowBytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlowControlOffer {
+    return {
+      stdinWindowBytes: isSet(object.stdinWindowBytes)
+        ? globalThis.Number(object.stdinWindowBytes)
+        : isSet(object.stdin_window_bytes)
+        ? globalThis.Number(object.stdin_window_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: FlowControlOffer): unknown {
+    const obj: any = {};
+    if (message.stdinWindowBytes !== 0) {
+      obj.stdinWindowBytes = Math.round(message.stdinWindowBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FlowControlOffer>, I>>(base?: I): FlowControlOffer {
+    return FlowControlOffer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FlowControlOffer>, I>>(object: I): FlowControlOffer {
+    const message = createBaseFlowControlOffer();
+    message.stdinWindowBytes = object.stdinWindowBytes ?? 0;
     return message;
   },
 };
@@ -2076,6 +2516,73 @@ export const Error: MessageFns<Error> = {
   },
 };
 
+function createBaseStdinCredit(): StdinCredit {
+  return { bytes: 0 };
+}
+
+export const StdinCredit: MessageFns<StdinCredit> = {
+  encode(message: StdinCredit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint32(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StdinCredit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStdinCredit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StdinCredit {
+    return { bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0 };
+  },
+
+  toJSON(message: StdinCredit): unknown {
+    const obj: any = {};
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StdinCredit>, I>>(base?: I): StdinCredit {
+    return StdinCredit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StdinCredit>, I>>(object: I): StdinCredit {
+    const message = createBaseStdinCredit();
+    message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
 function createBaseRegisterDone(): RegisterDone {
   return { ok: false, error: "" };
 }
@@ -2357,6 +2864,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "agentInitialized",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "output_credit",
+        "number": 1000,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.clawkerd.v1.OutputCredit",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "outputCredit",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -2439,6 +2958,54 @@ export const protoMetadata: ProtoMetadata = {
         "defaultValue": "",
         "oneofIndex": 0,
         "jsonName": "exitOnNonZero",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "flow_control",
+        "number": 1000,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.clawkerd.v1.CommandFlowControl",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "flowControl",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "CommandFlowControl",
+      "field": [{
+        "name": "output_window_bytes",
+        "number": 1,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "outputWindowBytes",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "output_window_chunks",
+        "number": 2,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "outputWindowChunks",
         "options": undefined,
         "proto3Optional": false,
       }],
@@ -2676,6 +3243,42 @@ export const protoMetadata: ProtoMetadata = {
       "reservedName": [],
       "visibility": 0,
     }, {
+      "name": "OutputCredit",
+      "field": [{
+        "name": "bytes",
+        "number": 1,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "bytes",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "chunks",
+        "number": 2,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "chunks",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
       "name": "Response",
       "field": [{
         "name": "command_id",
@@ -2773,6 +3376,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "registerDone",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "stdin_credit",
+        "number": 1000,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.clawkerd.v1.StdinCredit",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "stdinCredit",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -2807,6 +3422,42 @@ export const protoMetadata: ProtoMetadata = {
         "defaultValue": "",
         "oneofIndex": 0,
         "jsonName": "cmdRunning",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "flow_control",
+        "number": 1000,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.clawkerd.v1.FlowControlOffer",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "flowControl",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "FlowControlOffer",
+      "field": [{
+        "name": "stdin_window_bytes",
+        "number": 1,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "stdinWindowBytes",
         "options": undefined,
         "proto3Optional": false,
       }],
@@ -2964,6 +3615,30 @@ export const protoMetadata: ProtoMetadata = {
       "reservedName": [],
       "visibility": 0,
     }, {
+      "name": "StdinCredit",
+      "field": [{
+        "name": "bytes",
+        "number": 1,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "bytes",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
       "name": "RegisterDone",
       "field": [{
         "name": "ok",
@@ -3033,447 +3708,540 @@ export const protoMetadata: ProtoMetadata = {
     "sourceCodeInfo": {
       "location": [{
         "path": [12],
-        "span": [8, 0, 18],
+        "span": [14, 0, 18],
         "leadingComments":
-          " The agent daemon API: how the control plane drives clawkerd inside each\n agent container.\n\n Transport: mutual TLS only (no bearer token); clawkerd is the server and\n the control plane dials it.\n\n Compatibility: this file is a wire contract shared with the Go control\n plane. Never renumber, retype or reuse a field number.\n",
+          " The agent daemon API: how the control plane drives clawkerd inside each\n agent container.\n\n Transport: mutual TLS only (no bearer token); clawkerd is the server and\n the control plane dials it.\n\n Compatibility: this file is a wire contract shared with the Go control\n plane. Never renumber, retype or reuse a field number.\n\n Our additions beyond the Go contract (per-command flow control) take field\n numbers from 1000 up and are marked EXTENSION. Each side uses them only\n after the peer said it understands them (HelloAck.flow_control, then\n ShellCommand.flow_control), so a Go peer never receives one and keeps the\n session-wide flow control of HTTP/2.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0],
-        "span": [14, 0, 20, 1],
+        "span": [20, 0, 26, 1],
         "leadingComments": " ClawkerdService runs commands in the agent container on the control\n plane's behalf.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 0, 2, 0],
-        "span": [19, 2, 56],
+        "span": [25, 2, 56],
         "leadingComments":
           " One long-lived bidirectional stream per connection. The first command is\n Hello (command id `hello`), answered by HelloAck. Several commands may be\n in flight at once, told apart by command_id; reusing a command_id that is\n still in use is answered with ERROR_CODE_INVALID_REQUEST.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0],
-        "span": [23, 0, 46, 1],
+        "span": [29, 0, 56, 1],
         "leadingComments": " Command is one instruction from the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 0],
-        "span": [25, 2, 24],
+        "span": [31, 2, 24],
         "leadingComments": " Caller-chosen id that ties every Response to its Command.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 8, 0],
-        "span": [27, 2, 45, 3],
+        "span": [33, 2, 55, 3],
         "leadingComments": " What to do.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 1],
-        "span": [29, 4, 20],
+        "span": [35, 4, 20],
         "leadingComments": " Opens the session; answered by HelloAck.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 2],
-        "span": [31, 4, 27],
+        "span": [37, 4, 27],
         "leadingComments": " Runs a pipeline; ends with exactly one Done or Error.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 3],
-        "span": [33, 4, 20],
+        "span": [39, 4, 20],
         "leadingComments": " Feeds bytes to the first stage of a running shell; answered only on failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 4],
-        "span": [35, 4, 31],
+        "span": [41, 4, 31],
         "leadingComments": " Closes the first stage's stdin; answered only on failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 5],
-        "span": [37, 4, 22],
+        "span": [43, 4, 22],
         "leadingComments": " Sends a signal to a running shell; answered only on failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 6],
-        "span": [40, 4, 43],
+        "span": [46, 4, 43],
         "leadingComments":
           " Asks the agent to exchange its assertion for a token and call\n AgentService.Register; answered by RegisterDone.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 7],
-        "span": [42, 4, 31],
+        "span": [48, 4, 31],
         "leadingComments": " Starts the container's main command.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 8],
-        "span": [44, 4, 43],
+        "span": [50, 4, 43],
         "leadingComments": " Records that the one-time initialisation has finished.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 0, 2, 9],
+        "span": [54, 4, 38],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: lets a flow-controlled shell send\n more output (see CommandFlowControl); never answered. Sent only for a\n shell that carried ShellCommand.flow_control.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 1],
-        "span": [49, 0, 16],
+        "span": [59, 0, 16],
         "leadingComments": " Hello opens a session.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2],
-        "span": [53, 0, 69, 1],
+        "span": [63, 0, 84, 1],
         "leadingComments":
           " ShellCommand runs a pipeline: stage i's stdout feeds stage i+1's stdin.\n Output is stdout and stderr combined, streamed as it comes.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 0],
-        "span": [55, 2, 32],
+        "span": [65, 2, 32],
         "leadingComments": " The pipeline's stages, in order.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 1],
-        "span": [58, 2, 29],
+        "span": [68, 2, 29],
         "leadingComments":
           " Kill every stage and answer ERROR_CODE_TIMEOUT after this many seconds;\n zero means no timeout.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 2],
-        "span": [60, 2, 26],
+        "span": [70, 2, 26],
         "leadingComments": " Bytes written to the first stage's stdin before any Stdin command.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 3],
-        "span": [64, 2, 24],
+        "span": [74, 2, 24],
         "leadingComments":
           " Also echo the combined output on clawkerd's own console as it runs.\n Output is always streamed back as OutputChunk responses either way; this\n flag only controls the local echo.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 4],
-        "span": [68, 2, 28],
+        "span": [78, 2, 28],
         "leadingComments":
           " When the pipeline ends with a non-zero code, clawkerd itself exits with\n that code (so it becomes the container's exit status). The control plane\n decides which failures are fatal; clawkerd holds no such policy.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 2, 2, 5],
+        "span": [83, 2, 41],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: per-command flow control for this shell.\n Absent (what a Go control plane sends): the shell's output is paced only\n by the Session stream's own flow control. The control plane sets it only\n when HelloAck.flow_control was present.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 3],
-        "span": [72, 0, 83, 1],
-        "leadingComments": " PipeStage is one process of a pipeline.\n",
+        "span": [94, 0, 101, 1],
+        "leadingComments":
+          " CommandFlowControl opts one shell into per-command flow control. EXTENSION\n beyond the Go contract. clawkerd keeps, per shell, a credit of bytes and of\n OutputChunk messages, starting at these windows: each OutputChunk spends its\n length and one message, clawkerd never overdraws either (it splits a chunk\n or waits, holding the shell's pipes, so its processes block on write), and\n OutputCredit adds to both. The control plane credits what its reader has\n taken, so only this shell waits when its reader is slow. clawkerd also\n answers StdinCredit for this shell's stdin (see FlowControlOffer).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 0],
-        "span": [74, 2, 27],
-        "leadingComments": " Program and arguments; must not be empty.\n",
+        "span": [97, 2, 33],
+        "leadingComments": " Output bytes clawkerd may send before the first OutputCredit; must be\n positive.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 1],
-        "span": [76, 2, 17],
-        "leadingComments": " User id the stage runs as (stages may differ, e.g. root then a user).\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 3, 2, 2],
-        "span": [78, 2, 17],
-        "leadingComments": " Group id the stage runs as.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 3, 2, 3],
-        "span": [80, 2, 17],
-        "leadingComments": " Working directory.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 3, 2, 4],
-        "span": [82, 2, 30],
-        "leadingComments": " Environment variables.\n",
+        "span": [100, 2, 34],
+        "leadingComments":
+          " OutputChunk messages clawkerd may send before the first OutputCredit\n (bounds the reader's memory for small chunks too); zero means no limit.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4],
-        "span": [86, 0, 89, 1],
-        "leadingComments": " Stdin is a chunk of input for the first stage of a running shell.\n",
+        "span": [104, 0, 115, 1],
+        "leadingComments": " PipeStage is one process of a pipeline.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 0],
-        "span": [88, 2, 17],
-        "leadingComments": " Raw bytes.\n",
+        "span": [106, 2, 27],
+        "leadingComments": " Program and arguments; must not be empty.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 4, 2, 1],
+        "span": [108, 2, 17],
+        "leadingComments": " User id the stage runs as (stages may differ, e.g. root then a user).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 4, 2, 2],
+        "span": [110, 2, 17],
+        "leadingComments": " Group id the stage runs as.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 4, 2, 3],
+        "span": [112, 2, 17],
+        "leadingComments": " Working directory.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 4, 2, 4],
+        "span": [114, 2, 30],
+        "leadingComments": " Environment variables.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5],
-        "span": [92, 0, 21],
-        "leadingComments": " CloseStdin signals end of input for a running shell.\n",
+        "span": [118, 0, 121, 1],
+        "leadingComments": " Stdin is a chunk of input for the first stage of a running shell.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5, 2, 0],
+        "span": [120, 2, 17],
+        "leadingComments": " Raw bytes.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6],
-        "span": [95, 0, 98, 1],
-        "leadingComments": " Signal delivers a POSIX signal to every stage of a running shell.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 6, 2, 0],
-        "span": [97, 2, 18],
-        "leadingComments": " Numeric signal value, e.g. 15 for SIGTERM.\n",
+        "span": [124, 0, 21],
+        "leadingComments": " CloseStdin signals end of input for a running shell.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 7],
-        "span": [101, 0, 27],
-        "leadingComments": " RegisterRequired tells the agent it is not registered yet.\n",
+        "span": [127, 0, 130, 1],
+        "leadingComments": " Signal delivers a POSIX signal to every stage of a running shell.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 7, 2, 0],
+        "span": [129, 2, 18],
+        "leadingComments": " Numeric signal value, e.g. 15 for SIGTERM.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8],
-        "span": [104, 0, 107, 1],
-        "leadingComments": " AgentReady tells the agent to start its main command.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 0],
-        "span": [106, 2, 25],
-        "leadingComments": " Command line to run when the container has none of its own.\n",
+        "span": [133, 0, 27],
+        "leadingComments": " RegisterRequired tells the agent it is not registered yet.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9],
-        "span": [110, 0, 27],
-        "leadingComments": " AgentInitialized records that the one-time initialisation finished.\n",
+        "span": [136, 0, 139, 1],
+        "leadingComments": " AgentReady tells the agent to start its main command.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 9, 2, 0],
+        "span": [138, 2, 25],
+        "leadingComments": " Command line to run when the container has none of its own.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10],
-        "span": [113, 0, 137, 1],
+        "span": [142, 0, 27],
+        "leadingComments": " AgentInitialized records that the one-time initialisation finished.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11],
+        "span": [147, 0, 152, 1],
+        "leadingComments":
+          " OutputCredit returns output credit for one flow-controlled shell: its\n reader has taken this much more. EXTENSION beyond the Go contract. A credit\n for a shell that has ended, or that is not flow-controlled, is ignored.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 0],
+        "span": [149, 2, 19],
+        "leadingComments": " Bytes added to the shell's output credit.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 1],
+        "span": [151, 2, 20],
+        "leadingComments": " OutputChunk messages added to the shell's output credit.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12],
+        "span": [155, 0, 184, 1],
         "leadingComments": " Response is one answer from clawkerd.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 9],
-        "span": [116, 2, 13],
+        "path": [4, 12, 9],
+        "span": [158, 2, 13],
         "leadingComments":
           " Field 5 carried a separate stderr stream before stdout and stderr were\n combined into OutputChunk; never reuse it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 0],
-        "span": [119, 2, 24],
+        "path": [4, 12, 2, 0],
+        "span": [161, 2, 24],
         "leadingComments": " The command_id of the Command this answers.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 8, 0],
-        "span": [121, 2, 136, 3],
+        "path": [4, 12, 8, 0],
+        "span": [163, 2, 183, 3],
         "leadingComments": " What happened.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 1],
-        "span": [123, 4, 27],
+        "path": [4, 12, 2, 1],
+        "span": [165, 4, 27],
         "leadingComments": " Answers Hello.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 2],
-        "span": [125, 4, 24],
+        "path": [4, 12, 2, 2],
+        "span": [167, 4, 24],
         "leadingComments": " Every stage of the shell was spawned.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 3],
-        "span": [127, 4, 27],
+        "path": [4, 12, 2, 3],
+        "span": [169, 4, 27],
         "leadingComments": " A chunk of combined output (every stage's stderr, last stage's stdout).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 4],
-        "span": [129, 4, 29],
+        "path": [4, 12, 2, 4],
+        "span": [171, 4, 29],
         "leadingComments": " One stage of the pipeline exited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 5],
-        "span": [131, 4, 18],
+        "path": [4, 12, 2, 5],
+        "span": [173, 4, 18],
         "leadingComments": " The shell finished; the last response for its command_id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 6],
-        "span": [133, 4, 20],
+        "path": [4, 12, 2, 6],
+        "span": [175, 4, 20],
         "leadingComments": " The command failed; the last response for its command_id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 10, 2, 7],
-        "span": [135, 4, 35],
+        "path": [4, 12, 2, 7],
+        "span": [177, 4, 35],
         "leadingComments": " Answers RegisterRequired.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 11],
-        "span": [140, 0, 145, 1],
-        "leadingComments": " HelloAck describes the agent's state when the session opens.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11, 2, 0],
-        "span": [142, 2, 23],
-        "leadingComments": " True when the one-time initialisation has already finished.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11, 2, 1],
-        "span": [144, 2, 23],
-        "leadingComments": " True when the container's main command is already running.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 12],
-        "span": [148, 0, 18],
-        "leadingComments": " Started reports that a shell's processes are running.\n",
+        "path": [4, 12, 2, 8],
+        "span": [182, 4, 36],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: stdin bytes of a flow-controlled\n shell that clawkerd handed to stage 0 (or dropped after stage 0's stdin\n closed). Sent only for a shell that carried ShellCommand.flow_control;\n never the last response of a command.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13],
-        "span": [151, 0, 154, 1],
-        "leadingComments": " OutputChunk is a piece of a shell's combined output.\n",
+        "span": [187, 0, 196, 1],
+        "leadingComments": " HelloAck describes the agent's state when the session opens.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 0],
-        "span": [153, 2, 17],
-        "leadingComments": " Raw bytes, in the order they were produced.\n",
+        "span": [189, 2, 23],
+        "leadingComments": " True when the one-time initialisation has already finished.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13, 2, 1],
+        "span": [191, 2, 23],
+        "leadingComments": " True when the container's main command is already running.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13, 2, 2],
+        "span": [195, 2, 39],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: present when this clawkerd supports\n per-command flow control (CommandFlowControl, OutputCredit, StdinCredit).\n A Go clawkerd leaves it out; the control plane then never sends them.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14],
-        "span": [157, 0, 164, 1],
-        "leadingComments": " StageExit reports how one pipeline stage ended.\n",
+        "span": [205, 0, 208, 1],
+        "leadingComments":
+          " FlowControlOffer says that clawkerd supports per-command flow control.\n EXTENSION beyond the Go contract. clawkerd holds at most\n stdin_window_bytes of a shell's stdin that stage 0 has not read yet; a\n flow-controlled shell's sender keeps its unacknowledged Stdin bytes\n (initial_stdin included) within that window and gets them back as\n StdinCredit. Past the window (a sender that ignores it), clawkerd stops\n reading the whole Session until the shell's stdin drains.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14, 2, 0],
-        "span": [159, 2, 25],
-        "leadingComments": " Zero-based index into ShellCommand.stages.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 14, 2, 1],
-        "span": [161, 2, 22],
-        "leadingComments": " Exit status; -1 when a signal killed the stage.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 14, 2, 2],
-        "span": [163, 2, 18],
-        "leadingComments": " Number of the signal that killed the stage; zero otherwise.\n",
+        "span": [207, 2, 32],
+        "leadingComments": " Stdin bytes clawkerd buffers per shell.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15],
-        "span": [167, 0, 170, 1],
-        "leadingComments": " Done is the final response of a shell that ran to completion.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 15, 2, 0],
-        "span": [169, 2, 28],
-        "leadingComments": " Exit status of the last stage.\n",
+        "span": [211, 0, 18],
+        "leadingComments": " Started reports that a shell's processes are running.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16],
-        "span": [173, 0, 178, 1],
-        "leadingComments": " Error is the final response of a command that failed.\n",
+        "span": [214, 0, 217, 1],
+        "leadingComments": " OutputChunk is a piece of a shell's combined output.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16, 2, 0],
-        "span": [175, 2, 21],
-        "leadingComments": " Machine-readable class of the failure.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 16, 2, 1],
-        "span": [177, 2, 21],
-        "leadingComments": " Human-readable detail.\n",
+        "span": [216, 2, 17],
+        "leadingComments": " Raw bytes, in the order they were produced.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17],
-        "span": [181, 0, 186, 1],
-        "leadingComments": " RegisterDone reports the outcome of the registration RegisterRequired asked for.\n",
+        "span": [220, 0, 227, 1],
+        "leadingComments": " StageExit reports how one pipeline stage ended.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 0],
-        "span": [183, 2, 14],
-        "leadingComments": " True when Register succeeded.\n",
+        "span": [222, 2, 25],
+        "leadingComments": " Zero-based index into ShellCommand.stages.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 1],
-        "span": [185, 2, 19],
+        "span": [224, 2, 22],
+        "leadingComments": " Exit status; -1 when a signal killed the stage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 17, 2, 2],
+        "span": [226, 2, 18],
+        "leadingComments": " Number of the signal that killed the stage; zero otherwise.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 18],
+        "span": [230, 0, 233, 1],
+        "leadingComments": " Done is the final response of a shell that ran to completion.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 18, 2, 0],
+        "span": [232, 2, 28],
+        "leadingComments": " Exit status of the last stage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19],
+        "span": [236, 0, 241, 1],
+        "leadingComments": " Error is the final response of a command that failed.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19, 2, 0],
+        "span": [238, 2, 21],
+        "leadingComments": " Machine-readable class of the failure.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19, 2, 1],
+        "span": [240, 2, 21],
+        "leadingComments": " Human-readable detail.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20],
+        "span": [245, 0, 248, 1],
+        "leadingComments":
+          " StdinCredit acknowledges stdin of one flow-controlled shell. EXTENSION\n beyond the Go contract.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 0],
+        "span": [247, 2, 19],
+        "leadingComments": " Stdin bytes that left clawkerd's buffer for this shell.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 21],
+        "span": [251, 0, 256, 1],
+        "leadingComments": " RegisterDone reports the outcome of the registration RegisterRequired asked for.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 21, 2, 0],
+        "span": [253, 2, 14],
+        "leadingComments": " True when Register succeeded.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 21, 2, 1],
+        "span": [255, 2, 19],
         "leadingComments": " Why it failed, when ok is false.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [189, 0, 204, 1],
+        "span": [259, 0, 274, 1],
         "leadingComments": " ErrorCode classifies command failures.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [191, 2, 29],
+        "span": [261, 2, 29],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [193, 2, 36],
+        "span": [263, 2, 36],
         "leadingComments": " Stdin, CloseStdin or Signal named a command id that is not running.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [195, 2, 33],
+        "span": [265, 2, 33],
         "leadingComments": " The command was malformed (e.g. empty argv) or reused a command id.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [197, 2, 30],
+        "span": [267, 2, 30],
         "leadingComments": " A stage's program could not be executed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 4],
-        "span": [199, 2, 25],
+        "span": [269, 2, 25],
         "leadingComments": " The shell exceeded its timeout and was killed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 5],
-        "span": [201, 2, 26],
+        "span": [271, 2, 26],
         "leadingComments": " A pipe or other system call failed while the command ran.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 6],
-        "span": [203, 2, 27],
+        "span": [273, 2, 27],
         "leadingComments": " A file the command depends on does not exist.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -3487,6 +4255,7 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.clawkerd.v1.Command": Command,
     ".clawker.clawkerd.v1.Hello": Hello,
     ".clawker.clawkerd.v1.ShellCommand": ShellCommand,
+    ".clawker.clawkerd.v1.CommandFlowControl": CommandFlowControl,
     ".clawker.clawkerd.v1.PipeStage": PipeStage,
     ".clawker.clawkerd.v1.PipeStage.EnvEntry": PipeStage_EnvEntry,
     ".clawker.clawkerd.v1.Stdin": Stdin,
@@ -3495,13 +4264,16 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.clawkerd.v1.RegisterRequired": RegisterRequired,
     ".clawker.clawkerd.v1.AgentReady": AgentReady,
     ".clawker.clawkerd.v1.AgentInitialized": AgentInitialized,
+    ".clawker.clawkerd.v1.OutputCredit": OutputCredit,
     ".clawker.clawkerd.v1.Response": Response,
     ".clawker.clawkerd.v1.HelloAck": HelloAck,
+    ".clawker.clawkerd.v1.FlowControlOffer": FlowControlOffer,
     ".clawker.clawkerd.v1.Started": Started,
     ".clawker.clawkerd.v1.OutputChunk": OutputChunk,
     ".clawker.clawkerd.v1.StageExit": StageExit,
     ".clawker.clawkerd.v1.Done": Done,
     ".clawker.clawkerd.v1.Error": Error,
+    ".clawker.clawkerd.v1.StdinCredit": StdinCredit,
     ".clawker.clawkerd.v1.RegisterDone": RegisterDone,
     ".clawker.clawkerd.v1.ClawkerdService": ClawkerdServiceClient,
   },

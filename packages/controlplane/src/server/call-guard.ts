@@ -1,0 +1,209 @@
+// What grpc-js decides before any interceptor runs, made ours (issue 10 §3): an unknown method
+// path was answered UNIMPLEMENTED echoing the path, before any token check; API.md §5 says an
+// unmapped method is UNAUTHENTICATED, so every unknown path now is, with the fixed text. A request
+// that does not decode was INTERNAL; it is INVALID_ARGUMENT. And a call's request must arrive within
+// a bound, so a stream opened and left silent does not hold the call forever.
+import {
+  Metadata,
+  ServerInterceptingCall,
+  status,
+  type Server,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type StatusObject,
+} from "@grpc/grpc-js";
+import { statusFor } from "../auth/errors.js";
+import { PeerTokenBucket } from "./peer-token-bucket.js";
+import type { RefusalLog } from "./refusal-log.js";
+
+/** The method path interceptors see for a path no service serves (the real path is never echoed). */
+export const UNKNOWN_METHOD_PATH = "(unknown method)";
+
+/** What the request deserializer yields for bytes that are not the request message. */
+export const UNDECODABLE: unique symbol = Symbol("undecodable request");
+
+/** The texts of the call guard's own refusals (fixed, like every other refusal text). */
+export const CALL_GUARD_MESSAGES = {
+  undecodable: "request message could not be decoded",
+  requestTimeout: "request not received in time",
+} as const;
+
+/**
+ * A copy of `definition` whose request deserializers return UNDECODABLE instead of throwing, so
+ * the call guard can answer INVALID_ARGUMENT (grpc-js answers a throw with INTERNAL, past every
+ * interceptor).
+ */
+export function guardDeserializers(definition: ServiceDefinition): ServiceDefinition {
+  const out: Record<string, ServiceDefinition[string]> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const decode = method.requestDeserialize;
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => {
+        try {
+          return decode(bytes);
+        } catch {
+          return UNDECODABLE;
+        }
+      },
+    };
+  }
+  return out;
+}
+
+const refuseUnknown = (_call: unknown, callback: (err: Partial<StatusObject>) => void): void =>
+  callback(statusFor("unmapped_method"));
+
+/** The handler grpc-js gets for a path nobody registered: a unary method that answers UNAUTHENTICATED. */
+const UNKNOWN_METHOD_HANDLER = {
+  func: refuseUnknown,
+  serialize: (value: Buffer): Buffer => value,
+  deserialize: (bytes: Buffer): Buffer => bytes,
+  type: "unary",
+  path: UNKNOWN_METHOD_PATH,
+} as const;
+
+/** grpc-js changed its internals: the unknown-method guard cannot be installed (fail closed). */
+export class CallGuardError extends Error {
+  readonly reason = "grpc_internals_changed";
+  override readonly name = "CallGuardError";
+}
+
+/**
+ * Makes `server` hand every path it does not serve to UNKNOWN_METHOD_HANDLER, so the call passes
+ * the interceptors (and the call guard refuses it) instead of grpc-js answering UNIMPLEMENTED with
+ * the path. grpc-js has no public hook for this: it looks handlers up in a private Map, which is
+ * wrapped here; a grpc-js without that Map throws CallGuardError rather than serve unguarded.
+ */
+export function routeUnknownMethods(server: Server): void {
+  const handlers: unknown = (server as unknown as { handlers?: unknown }).handlers;
+  if (!(handlers instanceof Map)) throw new CallGuardError("grpc-js Server has no handler map to guard");
+  const known = handlers as Map<string, unknown>;
+  const lookup = known.get.bind(known);
+  known.get = (path: string) => lookup(path) ?? UNKNOWN_METHOD_HANDLER;
+}
+
+/** Settings of the call guard. */
+export interface CallGuardOptions {
+  /** The listener name refusals are counted under. */
+  readonly listener: string;
+  readonly refusals: RefusalLog;
+  /** A call whose request (message and end) has not arrived this long after it began is ended. */
+  readonly requestTimeoutMs: number;
+  /**
+   * Refusals a connection gets at full speed per second (twice as many saved up); beyond them each
+   * refusal is answered only after `tarpitMs`, so a flood of junk from one connection runs at most
+   * at its stream limit per `tarpitMs`, whatever it costs the sender to ask.
+   */
+  readonly refusalsPerSecond?: number;
+  readonly tarpitMs?: number;
+}
+
+/** Defaults: 20 refusals per second at full speed per connection, then one second each. */
+export const TARPIT_DEFAULTS = { refusalsPerSecond: 20, tarpitMs: 1_000 } as const;
+
+/** A status as interceptors pass it on (grpc-js does not export its PartialStatusObject). */
+type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
+
+/** The codes that refuse a caller (API.md §5); only these are slowed down. */
+const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PERMISSION_DENIED]);
+
+function guardStatus(code: status, details: string): StatusObject {
+  return { code, details, metadata: new Metadata() };
+}
+
+/**
+ * The first interceptor of every listener: refuses unknown paths at their metadata (before the
+ * ready gate and any token check), answers an undecodable request INVALID_ARGUMENT, ends a call
+ * whose request does not arrive within `requestTimeoutMs` with DEADLINE_EXCEEDED, and holds back
+ * the refusals of a connection that has had more than its share (every refusal passes here last).
+ */
+export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
+  const { listener, refusals, requestTimeoutMs } = options;
+  const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
+  const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
+  const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
+  /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
+  const answer = (
+    st: PartialStatusObject,
+    peer: string,
+    statusNext: (st: PartialStatusObject) => void,
+  ): void => {
+    if (!REFUSALS.has(st.code) || budget.take(peer)) {
+      statusNext(st);
+      return;
+    }
+    refusals.counters.add(listener, "tarpit");
+    // A cancelled call ignores the late status; the timer is bounded by the connection's streams.
+    setTimeout(() => statusNext(st), tarpitMs);
+  };
+  return (method, next) => {
+    if (method.path === UNKNOWN_METHOD_PATH) {
+      const refused: ServerInterceptingCall = new ServerInterceptingCall(next, {
+        start: (startNext) => {
+          startNext({
+            onReceiveMetadata: () => {
+              refusals.refused(
+                listener,
+                "unmapped_method",
+                { event: "auth_refused", method: UNKNOWN_METHOD_PATH, peer: next.getPeer() },
+                "call refused",
+              );
+              refused.sendStatus(statusFor("unmapped_method"));
+            },
+          });
+        },
+        sendStatus: (st, statusNext) => answer(st, next.getPeer(), statusNext),
+      });
+      return refused;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const stopTimer = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
+    const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
+      start: (startNext) => {
+        // Client-streaming requests have no bounded end; every method served today has a single request.
+        if (!method.requestStream) {
+          timer = setTimeout(() => {
+            timer = undefined;
+            refusals.refused(
+              listener,
+              "request_timeout",
+              { event: "call_refused", method: method.path, peer: next.getPeer() },
+              "request not received in time",
+            );
+            call.sendStatus(guardStatus(status.DEADLINE_EXCEEDED, CALL_GUARD_MESSAGES.requestTimeout));
+          }, requestTimeoutMs);
+        }
+        startNext({
+          onReceiveMessage: (message, messageNext) => {
+            if (message !== UNDECODABLE) {
+              messageNext(message);
+              return;
+            }
+            stopTimer();
+            refusals.refused(
+              listener,
+              "undecodable_request",
+              { event: "call_refused", method: method.path, peer: next.getPeer() },
+              "request could not be decoded",
+            );
+            call.sendStatus(guardStatus(status.INVALID_ARGUMENT, CALL_GUARD_MESSAGES.undecodable));
+          },
+          onReceiveHalfClose: (halfCloseNext) => {
+            stopTimer();
+            halfCloseNext();
+          },
+          onCancel: stopTimer,
+        });
+      },
+      sendStatus: (st, statusNext) => {
+        stopTimer();
+        answer(st, next.getPeer(), statusNext);
+      },
+    });
+    return call;
+  };
+}

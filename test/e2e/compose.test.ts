@@ -1,0 +1,379 @@
+// docker/compose.yaml brought up with Debian's docker-compose against the harness's private
+// dockerd, with the images docker/build.sh makes from this checkout: the control plane comes up
+// healthy with the same capabilities and binds as the documented `docker run`, serves the CLI
+// through 127.0.0.1 and agents on the agents network, an agent from the agent image attests itself
+// and runs a command under docker-init, and `docker-compose stop` drains the control plane.
+// The systemd units (docker/systemd/) pass `systemd-analyze verify` and say the same as compose.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import { parse as parseYaml } from "yaml";
+import { clawker, type CliResult } from "../harness/clawker-cli.js";
+import { startPrivateDocker } from "../harness/docker.js";
+import { REPO_ROOT } from "../harness/images.js";
+import { bpffs, cgroup2, cgroup2Mount, command, root, skipReason } from "../harness/preconditions.js";
+import { useTestTrust } from "../harness/trust.js";
+import { waitFor } from "../harness/wait-for.js";
+import {
+  BUILD_TOOLS,
+  CP_CAPABILITIES,
+  CP_TRUST_FILES,
+  buildImages,
+  containerMounts,
+  containerProcesses,
+  dockerCli,
+  dockerEnv,
+} from "./images-build.js";
+import { installCli, packCli } from "./cli-install-package.js";
+
+const execFileP = promisify(execFile);
+
+// The addresses docker/compose.yaml and docker/controlplane.yaml pin.
+const CP_AGENTS_IP = "10.213.0.2";
+const CP_PUBLISH_IP = "10.214.0.2";
+const TOKEN_ENDPOINT = `https://${CP_AGENTS_IP}:4444/oauth2/token`;
+const CONTAINER = "clawker-controlplane";
+
+function json<T>(r: CliResult, what: string): T {
+  assert.equal(r.code, 0, `${what} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+describe(
+  "compose",
+  {
+    skip: skipReason(
+      root,
+      command("dockerd"),
+      command("nsenter"),
+      command("docker-compose"),
+      cgroup2,
+      bpffs,
+      ...BUILD_TOOLS,
+    ),
+  },
+  () => {
+    test("docker-compose up: healthy, documented capabilities and binds, an agent attests, stop drains", async (t) => {
+      const daemon = await startPrivateDocker(t);
+      const host = daemon.dockerHost;
+      const images = await buildImages(host, "all");
+      const trust = await useTestTrust(t, { serverNames: [CP_AGENTS_IP] });
+      const dir = mkdtempSync(join(tmpdir(), "clawker-compose-"));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const cgroupMount = cgroup2Mount()!;
+      const composeEnv = dockerEnv(host, {
+        CLAWKER_CP_IMAGE: images["controlplane"]!.ref,
+        CLAWKER_TRUST_DIR: trust.trustDir,
+        CLAWKER_CGROUP2: cgroupMount,
+        CLAWKER_DOCKER_SOCKET: daemon.socketPath,
+      });
+      const compose = (args: string[]) =>
+        execFileP(
+          "docker-compose",
+          ["--file", join(REPO_ROOT, "docker/compose.yaml"), "--project-name", "clawker", ...args],
+          {
+            env: composeEnv,
+            timeout: 120_000,
+          },
+        );
+      t.after(() => compose(["down", "--volumes", "--timeout", "5"]).catch(() => undefined));
+      await compose(["up", "--detach"]);
+
+      const cli = (args: string[]) =>
+        clawker(args, {
+          netns: daemon.netnsName,
+          env: {
+            ...process.env,
+            DOCKER_HOST: host,
+            CLAWKER_CP_TRUST_DIR: trust.trustDir,
+            CLAWKER_CP_DATA_DIR: join(dir, "state"),
+            CLAWKER_TOKEN_ENDPOINT: TOKEN_ENDPOINT,
+          },
+        });
+      await waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+        what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
+      });
+
+      // The same capabilities and binds as the documented docker run.
+      const procs = await containerProcesses(host, CONTAINER);
+      assert.match(procs.find((p) => p.pid === 1)?.cmdline ?? "", /docker-init/);
+      const cp = procs.find((p) => p.cmdline.endsWith("controlplane/dist/main.js"));
+      assert.equal(cp?.capEff.toString(16), CP_CAPABILITIES.toString(16));
+      assert.equal(cp?.noNewPrivs, true);
+      const mounts = await containerMounts(host, CONTAINER);
+      assert.equal(mounts.get("/")?.readOnly, true);
+      assert.equal(mounts.get("/sys/fs/bpf")?.readOnly, false);
+      assert.deepEqual(
+        [mounts.get(cgroupMount)?.fsType, mounts.get(cgroupMount)?.readOnly],
+        ["cgroup2", true],
+      );
+      for (const f of CP_TRUST_FILES) assert.equal(mounts.get(`/etc/clawker/trust/${f}`)?.readOnly, true, f);
+      // Each listener on its own network: the CLI's on the publishing one, the agents' on theirs.
+      const ready = (await dockerCli(host, ["logs", CONTAINER]))
+        .split("\n")
+        .filter((l) => l.includes('"event":"ready"') && l.includes('"addresses"'))
+        .map((l) => JSON.parse(l) as { addresses: Record<string, { host: string; port: number }> })[0];
+      assert.deepEqual(ready?.addresses, {
+        admin: { host: CP_PUBLISH_IP, port: 7443 },
+        agent: { host: CP_AGENTS_IP, port: 7444 },
+        health: { host: CP_PUBLISH_IP, port: 7080 },
+      });
+      const published = await dockerCli(host, ["port", CONTAINER]);
+      assert.deepEqual(published.trim().split("\n").sort(), [
+        "7080/tcp -> 127.0.0.1:7080",
+        "7443/tcp -> 127.0.0.1:7443",
+      ]);
+
+      // An agent from the agent image, on the agents network, attests itself through the container.
+      const started = json<{ containerId: string; thumbprint: string }>(
+        await cli([
+          "run",
+          "--agent",
+          "dev",
+          "--project",
+          "compose",
+          "--network",
+          "clawker-agents",
+          "--cp-addr",
+          `${CP_AGENTS_IP}:7444`,
+          "--token-endpoint",
+          TOKEN_ENDPOINT,
+          "--format",
+          "json",
+          images["agent"]!.ref,
+          "sleep",
+          "infinity",
+        ]),
+        "clawker run",
+      );
+      const listed = await waitFor(
+        async () => {
+          const out = json<{ agents: Array<{ name: string; containerId: string; certThumbprint: string }> }>(
+            await cli(["controlplane", "agents", "--format", "json"]),
+            "controlplane agents",
+          );
+          return out.agents.length > 0 ? out.agents : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
+      );
+      assert.deepEqual(
+        listed.map((a) => [a.name, a.containerId, a.certThumbprint]),
+        [["dev", started.containerId, started.thumbprint]],
+      );
+      const exec = await cli([
+        "exec",
+        "--agent",
+        "dev",
+        "--project",
+        "compose",
+        "--sh",
+        "tr '\\0' ' ' </proc/1/cmdline",
+      ]);
+      assert.equal(exec.code, 0, exec.stderr);
+      assert.match(exec.stdout, /^\/sbin\/docker-init -- node \/opt\/clawker\/clawkerd\.mjs sleep infinity/);
+      assert.equal((await cli(["rm", "--agent", "dev", "--project", "compose", "--force"])).code, 0);
+
+      // docker-compose stop: SIGTERM, the drain, exit 0.
+      await compose(["stop", "--timeout", "30"]);
+      const state = JSON.parse(
+        await dockerCli(host, ["inspect", "--format", "{{json .State}}", CONTAINER]),
+      ) as {
+        Status: string;
+        ExitCode: number;
+      };
+      assert.deepEqual([state.Status, state.ExitCode], ["exited", 0]);
+      const logs = await dockerCli(host, ["logs", CONTAINER]);
+      assert.match(logs, /"event":"drain","cause":"signal","signal":"SIGTERM"/);
+      assert.match(logs, /"event":"stopped","code":0/);
+    });
+
+    test(
+      "the systemd unit and the Quadlet file pass systemd-analyze verify and match compose",
+      { skip: skipReason(command("systemd-analyze"), command("npm")) },
+      async (t) => {
+        // An alternate root for verify: the system's own units, ours in /etc, and clawker-cp where
+        // the unit's ExecStart expects it, put there by the real package installed with npm -g.
+        const root = mkdtempSync(join(tmpdir(), "clawker-units-"));
+        t.after(() => rmSync(root, { recursive: true, force: true }));
+        cpSync("/usr/lib/systemd/system", join(root, "usr/lib/systemd/system"), {
+          recursive: true,
+          verbatimSymlinks: true,
+        });
+        mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
+        await installCli(await packCli(join(root, "pack")), join(root, "usr/local"));
+        const unitDir = join(root, "etc/systemd/system");
+        const verify = async (unit: string) =>
+          execFileP("systemd-analyze", ["verify", "--man=no", `--root=${root}`, unit]).then(
+            ({ stdout, stderr }) => ({ ok: true, out: stdout + stderr }),
+            (err: { stdout: string; stderr: string }) => ({ ok: false, out: err.stdout + err.stderr }),
+          );
+
+        cpSync(
+          join(REPO_ROOT, "docker/systemd/clawker-controlplane.service"),
+          join(unitDir, "clawker-controlplane.service"),
+        );
+        assert.deepEqual(await verify("clawker-controlplane.service"), { ok: true, out: "" });
+        const { stdout: security } = await execFileP("systemd-analyze", [
+          "security",
+          "--offline=true",
+          `--root=${root}`,
+          "clawker-controlplane.service",
+        ]);
+        const exposure = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(security)?.[1]);
+        t.diagnostic(`systemd-analyze security exposure: ${exposure}`);
+        assert.ok(exposure < 4, `exposure ${exposure}`);
+        // The check bites: without the installed daemon, verify refuses the unit.
+        rmSync(join(root, "usr/local/bin/clawker-cp"));
+        const broken = await verify("clawker-controlplane.service");
+        assert.equal(broken.ok, false);
+        assert.match(broken.out, /\/usr\/local\/bin\/clawker-cp is not executable/);
+
+        // Quadlet (Podman 4.4+) is not in Debian 12's Podman 4.3: the service Quadlet generates from
+        // the [Container] keys is written here (only the keys the file uses are known) and verified,
+        // with a stand-in at /usr/bin/podman because verify checks that ExecStart exists; Podman
+        // itself does not run.
+        const quadlet = parseUnit(
+          readFileSync(join(REPO_ROOT, "docker/systemd/clawker-controlplane.container"), "utf8"),
+        );
+        const container = quadlet.get("Container") ?? [];
+        const args = [
+          "run",
+          "--name=%N",
+          "--cidfile=%t/%N.cid",
+          "--replace",
+          "--rm",
+          "--sdnotify=conmon",
+          "-d",
+        ];
+        let image = "";
+        for (const [key, value] of container) {
+          switch (key) {
+            case "Image":
+              image = value;
+              break;
+            case "ContainerName":
+              args[1] = `--name=${value}`;
+              break;
+            case "RunInit":
+              assert.equal(value, "true");
+              args.push("--init");
+              break;
+            case "DropCapability":
+              args.push(...value.split(" ").map((c) => `--cap-drop=${c.toLowerCase()}`));
+              break;
+            case "AddCapability":
+              args.push(...value.split(" ").map((c) => `--cap-add=${c.toLowerCase()}`));
+              break;
+            case "NoNewPrivileges":
+              assert.equal(value, "true");
+              args.push("--security-opt=no-new-privileges");
+              break;
+            case "ReadOnly":
+              assert.equal(value, "true");
+              args.push("--read-only");
+              break;
+            case "Volume":
+              args.push("-v", value);
+              break;
+            case "Environment":
+              args.push("--env", value);
+              break;
+            case "PublishPort":
+              args.push("--publish", value);
+              break;
+            default:
+              assert.fail(`a [Container] key this check does not know: ${key}`);
+          }
+        }
+        const service = [
+          "[Unit]",
+          ...(quadlet.get("Unit") ?? []).map(([k, v]) => `${k}=${v}`),
+          "[Service]",
+          "Type=notify",
+          "NotifyAccess=all",
+          "KillMode=mixed",
+          `ExecStart=/usr/bin/podman ${[...args, image].join(" ")}`,
+          "ExecStop=/usr/bin/podman rm -f -i --cidfile=%t/%N.cid",
+          ...(quadlet.get("Service") ?? []).map(([k, v]) => `${k}=${v}`),
+          "[Install]",
+          ...(quadlet.get("Install") ?? []).map(([k, v]) => `${k}=${v}`),
+        ].join("\n");
+        writeFileSync(join(unitDir, "clawker-controlplane-container.service"), service + "\n");
+        mkdirSync(join(root, "usr/bin"), { recursive: true });
+        writeFileSync(join(root, "usr/bin/podman"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
+        assert.deepEqual(await verify("clawker-controlplane-container.service"), { ok: true, out: "" });
+
+        // Quadlet, compose and the unit agree on what the daemon gets.
+        const compose = parseYaml(readFileSync(join(REPO_ROOT, "docker/compose.yaml"), "utf8")) as {
+          services: {
+            controlplane: {
+              cap_add: string[];
+              cap_drop: string[];
+              volumes: string[];
+              init: boolean;
+              read_only: boolean;
+            };
+          };
+        };
+        const cp = compose.services.controlplane;
+        assert.deepEqual(cp.cap_drop, ["ALL"]);
+        const quadletValues = (key: string) => container.filter(([k]) => k === key).map(([, v]) => v);
+        assert.deepEqual(
+          quadletValues("AddCapability")[0]?.split(" "),
+          cp.cap_add.map((c) => `CAP_${c}`),
+        );
+        const unit = parseUnit(
+          readFileSync(join(REPO_ROOT, "docker/systemd/clawker-controlplane.service"), "utf8"),
+        );
+        const bounding = unit.get("Service")?.find(([k]) => k === "CapabilityBoundingSet")?.[1];
+        assert.deepEqual(
+          bounding?.split(" "),
+          cp.cap_add.map((c) => `CAP_${c}`),
+        );
+        // The source may hold a colon (`${VAR:?message}`): read target and mode from the end.
+        const trustTargets = (volumes: string[]) =>
+          volumes
+            .map((v) => /:\/etc\/clawker\/trust\/([^:]+)(?::(ro|rw))?$/.exec(v))
+            .filter((m) => m !== null)
+            .map((m) => `${m[1]}:${m[2] ?? "rw"}`)
+            .sort();
+        const expected = CP_TRUST_FILES.map((f) => `${f}:ro`).sort();
+        assert.deepEqual(trustTargets(cp.volumes), expected);
+        assert.deepEqual(trustTargets(quadletValues("Volume")), expected);
+        for (const volumes of [cp.volumes, quadletValues("Volume")]) {
+          assert.ok(volumes.includes("/sys/fs/bpf:/sys/fs/bpf"), "bpffs read-write");
+          assert.ok(
+            volumes.some((v) => /cgroup}?:ro$/.test(v)),
+            "cgroup2 read-only",
+          );
+        }
+      },
+    );
+  },
+);
+
+/** A unit file's sections as ordered key/value lists (comments and blank lines dropped). */
+function parseUnit(text: string): Map<string, Array<[string, string]>> {
+  const sections = new Map<string, Array<[string, string]>>();
+  let current: Array<[string, string]> | undefined;
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+    const section = /^\[(.+)\]$/.exec(line);
+    if (section !== null) {
+      current = [];
+      sections.set(section[1]!, current);
+      continue;
+    }
+    const eq = line.indexOf("=");
+    assert.ok(current !== undefined && eq > 0, `not a unit file line: ${line}`);
+    current.push([line.slice(0, eq), line.slice(eq + 1)]);
+  }
+  return sections;
+}
