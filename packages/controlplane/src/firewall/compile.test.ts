@@ -1,6 +1,7 @@
 // The compile step on tables of rules: proxy entries per kind and port, scopes, path defaults,
 // certificates, route listeners (stable across compiles, exhausted), collisions, routes and the
-// DNS allowlist; every policy it produces passes the proxy's own validation.
+// DNS gate's rules and clients; every policy it produces passes the proxy's and the gate's own
+// validation.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
@@ -10,6 +11,7 @@ import {
   type CompileInput,
   type CompiledFirewall,
 } from "./compile.js";
+import { compilePolicy, dnsRulesFromListing } from "./dns/index.js";
 import { checkPolicy, type ProxyEntry } from "./proxy/index.js";
 import type { ListedRule } from "./rule-store.js";
 import type { RuleInput } from "./rule.js";
@@ -40,8 +42,9 @@ function compile(inputs: readonly RuleInput[], extra: Partial<CompileInput> = {}
     ports: PORTS,
     ...extra,
   });
-  // Whatever it compiles, the proxy accepts.
+  // Whatever it compiles, the proxy and the DNS gate accept.
   checkPolicy(out.proxy, { routePorts: new Set(PORTS.routes) });
+  compilePolicy({ ...out.dns, upstreams: [{ address: "192.0.2.53", port: 53 }] });
   return out;
 }
 
@@ -349,40 +352,40 @@ void test("routes: catch-all listeners for names, route listeners for opaque TCP
   );
 });
 
-void test("DNS allowlist: names only, per scope, allow when any rule of the scope allows", () => {
-  const out = compile([
+void test("DNS: the gate's rules are dnsRulesFromListing's; clients are single-address sources by short name", () => {
+  const inputs: RuleInput[] = [
     { dst: "a.example.com" },
     { dst: "a.example.com", proto: "http", action: "deny" },
     { dst: "b.example.com", action: "deny" },
     { dst: "*.example.org", proto: "tcp", port: "5000" },
     { dst: "a.example.com", project: "web", action: "deny" },
     { dst: "10.0.0.1", proto: "tcp", port: "22" },
-  ]);
+  ];
+  const out = compile(inputs, {
+    sources: [
+      { address: "172.20.0.5", agent: "web.dev", project: "web" },
+      { address: "172.20.0.6", agent: "solo" },
+      // A CIDR names no single asker: the proxy admits by it, the gate has no client for it.
+      { address: "172.21.0.0/16", agent: "web.ci", project: "web" },
+    ],
+  });
+  assert.deepEqual(out.dns.rules, dnsRulesFromListing(listed(inputs)));
   assert.deepEqual(
-    out.dns.entries.map((e) => [e.scope, e.name, e.action, e.identity, e.ruleIds]),
+    out.dns.rules.map((r) => [r.scope, r.pattern, r.action, r.identity]),
     [
-      [{ kind: "global" }, "*.example.org", "allow", 1, ["global/*.example.org:tcp:5000"]],
-      [
-        { kind: "global" },
-        "a.example.com",
-        "allow",
-        3,
-        ["global/a.example.com:http:80", "global/a.example.com:https:443"],
-      ],
-      [{ kind: "global" }, "b.example.com", "deny", 4, ["global/b.example.com:https:443"]],
-      [
-        { kind: "project", project: "web" },
-        "a.example.com",
-        "deny",
-        3,
-        ["project:web/a.example.com:https:443"],
-      ],
+      [{ kind: "global", name: "" }, "*.example.org", "allow", 1],
+      [{ kind: "global", name: "" }, "a.example.com", "allow", 3],
+      [{ kind: "global", name: "" }, "b.example.com", "deny", undefined],
+      [{ kind: "project", name: "web" }, "a.example.com", "deny", undefined],
     ],
   );
-  assert.deepEqual(out.dns.sources, out.proxy.sources);
+  assert.deepEqual(out.dns.clients, [
+    { address: "172.20.0.5", project: "web", agent: "dev" },
+    { address: "172.20.0.6", project: "", agent: "solo" },
+  ]);
 });
 
 void test("no rules: an empty policy that still passes validation", () => {
   const out = compile([]);
-  assert.deepEqual([out.proxy.entries, out.routes, out.certificates, out.dns.entries], [[], [], [], []]);
+  assert.deepEqual([out.proxy.entries, out.routes, out.certificates, out.dns.rules], [[], [], [], []]);
 });

@@ -1,9 +1,10 @@
 // The compile step: the stored rules (RuleStore.list(), floor included) become what each
-// enforcement layer takes: the proxy's ProxyPolicy, the DNS gate's DnsAllowlist, the eBPF routes
+// enforcement layer takes: the proxy's ProxyPolicy, the DNS gate's rules and clients, the eBPF routes
 // and the names that need an interception certificate. Pure and deterministic; a rule that cannot
 // be compiled is left out (its traffic stays denied) and reported in `skipped`. See README.md,
 // "Compile".
 import { createHash } from "node:crypto";
+import { dnsRulesFromListing, type DnsClient, type DnsRule } from "./dns/index.js";
 import type {
   ProxyAction,
   ProxyEntry,
@@ -42,31 +43,13 @@ export interface CompileInput {
 }
 
 /**
- * One name the DNS gate answers or refuses for a scope. `name` is a canonical domain or `*.` +
- * parent; `action` is `allow` when at least one allowing rule of that scope names it (whatever its
- * protocol and port), `deny` when only denying rules do. `identity` is the destination's sticky
- * route identity: the gate writes every answered address into the eBPF `dns_cache` with it.
+ * The DNS gate's share of a compile: the `rules` and `clients` of its DnsPolicy (dns/README.md,
+ * "Policy"; the gate's owner adds the upstreams). Rules come from `dnsRulesFromListing`, the one
+ * collapse of stored rules to names; clients are the proxy's sources with a single address.
  */
-export interface DnsAllowlistEntry {
-  readonly scope: ProxyScope;
-  readonly name: string;
-  readonly action: ProxyAction;
-  readonly identity: number;
-  /** The rules (compile rule ids) that name it in this scope, for decision logs. */
-  readonly ruleIds: readonly string[];
-}
-
-/**
- * The DNS gate's input, replaced as a whole on every compile. Lookup for a question `N` from
- * source address `S` (the same order as the proxy): the scopes of `S` from `sources`, agent first,
- * then its project, then global; in each scope the exact `N`, then `*.` + the last k labels of `N`
- * for k = 8..1 (most specific first; `*.example.com` covers `example.com` and every name below
- * it). The first hit decides: `allow` answers (A only, AAAA empty), `deny` and no hit answer
- * NXDOMAIN. IPv4 and CIDR rules have no names and are not here.
- */
-export interface DnsAllowlist {
-  readonly entries: readonly DnsAllowlistEntry[];
-  readonly sources: readonly ProxySource[];
+export interface CompiledDns {
+  readonly rules: readonly DnsRule[];
+  readonly clients: readonly DnsClient[];
 }
 
 /**
@@ -89,7 +72,7 @@ export interface SkippedRule {
 /** Everything one compile produces. */
 export interface CompiledFirewall {
   readonly proxy: ProxyPolicy;
-  readonly dns: DnsAllowlist;
+  readonly dns: CompiledDns;
   readonly routes: readonly CompiledRoute[];
   /** Names (`api.example.com`, `*.example.com`) the proxy intercepts: each needs a certificate. */
   readonly certificates: readonly string[];
@@ -165,7 +148,7 @@ export function compileFirewall(input: CompileInput): CompiledFirewall {
       sources: input.sources,
       forbidden: input.forbidden,
     },
-    dns: { entries: compileDns(input.rules), sources: input.sources },
+    dns: { rules: dnsRulesFromListing(input.rules), clients: dnsClientsOf(input.sources) },
     routes,
     certificates,
     listeners,
@@ -364,28 +347,16 @@ function compileRoutes(
     .sort((a, b) => a.identity - b.identity || a.dstPort - b.dstPort);
 }
 
-function compileDns(rules: readonly ListedRule[]): DnsAllowlistEntry[] {
-  const byKey = new Map<
-    string,
-    { scope: ProxyScope; name: string; allow: boolean; identity: number; ruleIds: string[] }
-  >();
-  for (const { rule, identity } of rules) {
-    const form = dstKind(rule.dst);
-    if (form !== "domain" && form !== "wildcard") continue;
-    const key = `${scopeKey(rule.scope)} ${rule.dst}`;
-    let held = byKey.get(key);
-    if (held === undefined) {
-      held = { scope: proxyScopeOf(rule.scope), name: rule.dst, allow: false, identity, ruleIds: [] };
-      byKey.set(key, held);
-    }
-    if (rule.action === "allow") held.allow = true;
-    held.ruleIds.push(compileRuleId(rule));
+/**
+ * The DNS gate's clients: sources with one address (a CIDR names no single asker), the agent by
+ * its short name as the gate's policy wants it (`<project>.<agent>` -> `agent`).
+ */
+function dnsClientsOf(sources: readonly ProxySource[]): DnsClient[] {
+  const clients: DnsClient[] = [];
+  for (const { address, agent, project } of sources) {
+    if (agent === undefined || address.includes("/")) continue;
+    const p = project ?? "";
+    clients.push({ address, project: p, agent: p === "" ? agent : agent.slice(p.length + 1) });
   }
-  return [...byKey.values()].map((h) => ({
-    scope: h.scope,
-    name: h.name,
-    action: h.allow ? "allow" : "deny",
-    identity: h.identity,
-    ruleIds: h.ruleIds,
-  }));
+  return clients;
 }

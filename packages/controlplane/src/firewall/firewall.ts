@@ -13,7 +13,7 @@ import type { AddressIndexChange, ContainerRecord } from "../agents/address-inde
 import type { AgentRecord } from "../agents/registry.js";
 import type { Config } from "../config.js";
 import { ActionQueue, type MutationOutcome } from "./action-queue.js";
-import { compileFirewall, type CompiledFirewall, type CompiledRoute, type DnsAllowlist } from "./compile.js";
+import { compileFirewall, type CompiledDns, type CompiledFirewall, type CompiledRoute } from "./compile.js";
 import { ContainerModes, type ContainerModeState, type ModeEnforcer } from "./container-modes.js";
 import { parseDestination } from "./destination.js";
 import { FirewallError, QueueClosedError, SavedNotAppliedError, quote } from "./errors.js";
@@ -53,13 +53,13 @@ export interface FirewallContainers {
 
 /**
  * The DNS gate as the firewall drives it (src/firewall/dns/ builds one): started with the stack,
- * handed the compiled allowlist on every reconcile, closed with the stack.
+ * handed the compiled rules and clients on every reconcile, closed with the stack.
  */
 export interface DnsGate {
   /** The address it answers on (FirewallInit's `coredns_ip`). */
   readonly address: string;
   start(signal: AbortSignal): Promise<void>;
-  apply(allowlist: DnsAllowlist): Promise<void>;
+  apply(dns: CompiledDns): Promise<void>;
   /** True when it answers; false (never a rejection) otherwise. */
   healthy(): Promise<boolean>;
   close(): Promise<void>;
