@@ -43,7 +43,11 @@ export const FIREWALL_ADD: CommandSpec = {
       value: "allow|deny",
       description: "the rule's action, or with --path the path rule's",
     },
-    path: { type: "string", value: "PATH", description: "a path rule: /prefix or '~regex' (needs --action)" },
+    path: {
+      type: "string",
+      value: "PATH",
+      description: "a path rule: /prefix or '~regex' (needs --action)",
+    },
     methods: {
       type: "string",
       multiple: true,
@@ -152,7 +156,7 @@ export const FIREWALL_REMOVE: CommandSpec = {
   flags: {
     proto: { type: "string", value: "PROTO", description: "the rule's protocol (default https)" },
     port: { type: "string", value: "PORT", description: "the rule's port (default: the protocol's)" },
-    path: { type: "string", value: "PATH", description: "remove only this path rule" },
+    path: { type: "string", value: "URL-PATH", description: "remove only this path rule" },
     ...SCOPE_FLAGS,
     ...CONNECT_FLAGS,
   },
