@@ -409,7 +409,10 @@ export class Firewall {
 
   // ---- drain (ARCHITECTURE.md "Shutdown and drain": one line each in the daemon's table) ----
 
-  /** First drain step: the queue refuses new work (UNAVAILABLE) and settles once idle. */
+  /**
+   * The drain's first firewall step, before anything stops serving: the queue refuses new work
+   * (UNAVAILABLE) and settles once idle.
+   */
   async closeQueue(): Promise<void> {
     this.#closing = true;
     await this.#queue.close();
