@@ -266,7 +266,14 @@ describe("clawker firewall against the real daemon", { skip }, () => {
   test("controlplane status includes the firewall; down takes it down", async () => {
     const cpStatus = await clawker(["controlplane", "status", "--format", "json"], { env });
     assert.equal(cpStatus.code, 0, cpStatus.stderr);
-    const parsed = JSON.parse(cpStatus.stdout) as { firewall: Record<string, unknown> };
+    const parsed = JSON.parse(cpStatus.stdout) as {
+      mode: string;
+      container: unknown;
+      firewall: Record<string, unknown>;
+    };
+    // Beside the container mode's fields (no `up` here: the daemon is a harness child, no pid file).
+    assert.equal(parsed.mode, "none");
+    assert.ok("container" in parsed);
     assert.equal(parsed.firewall["running"], true);
     assert.equal(parsed.firewall["rule_count"], 2);
     const text = await clawker(["controlplane", "status"], { env });
