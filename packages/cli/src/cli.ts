@@ -7,6 +7,36 @@ import { CONTROLPLANE_DOWN, controlplaneDown } from "./commands/controlplane-dow
 import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane-status.js";
 import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
 import { EXEC, exec } from "./commands/exec.js";
+import {
+  FIREWALL_BYPASS,
+  FIREWALL_DISABLE,
+  FIREWALL_ENABLE,
+  firewallBypass,
+  firewallDisable,
+  firewallEnable,
+} from "./commands/firewall-agents.js";
+import {
+  FIREWALL_ADD,
+  FIREWALL_LIST,
+  FIREWALL_PRUNE,
+  FIREWALL_REMOVE,
+  firewallAdd,
+  firewallList,
+  firewallPrune,
+  firewallRemove,
+} from "./commands/firewall-rules.js";
+import {
+  FIREWALL_DOWN,
+  FIREWALL_RELOAD,
+  FIREWALL_ROTATE_CA,
+  FIREWALL_STATUS,
+  FIREWALL_UP,
+  firewallDown,
+  firewallReload,
+  firewallRotateCa,
+  firewallStatus,
+  firewallUp,
+} from "./commands/firewall-stack.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
 import { COMPLETION, printCompletion } from "./completion.js";
@@ -32,6 +62,18 @@ export const COMMANDS: readonly Command[] = [
   { spec: RUN, run: runAgent, parse: parseRunArgs },
   { spec: RM, run: rmAgent },
   { spec: EXEC, run: exec },
+  { spec: FIREWALL_UP, run: firewallUp },
+  { spec: FIREWALL_DOWN, run: firewallDown },
+  { spec: FIREWALL_STATUS, run: firewallStatus },
+  { spec: FIREWALL_LIST, run: firewallList },
+  { spec: FIREWALL_ADD, run: firewallAdd },
+  { spec: FIREWALL_REMOVE, run: firewallRemove },
+  { spec: FIREWALL_PRUNE, run: firewallPrune },
+  { spec: FIREWALL_RELOAD, run: firewallReload },
+  { spec: FIREWALL_ROTATE_CA, run: firewallRotateCa },
+  { spec: FIREWALL_ENABLE, run: firewallEnable },
+  { spec: FIREWALL_DISABLE, run: firewallDisable },
+  { spec: FIREWALL_BYPASS, run: firewallBypass },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,
@@ -53,6 +95,8 @@ const OVERVIEW_EXAMPLES = [
   "clawker run --agent dev my-agent-image",
   "clawker controlplane agents",
   "clawker exec --agent dev -- ls -la",
+  "clawker firewall up",
+  "clawker firewall add registry.npmjs.org",
   "clawker rm --agent dev",
   "clawker controlplane down",
   "source <(clawker completion bash)",
@@ -65,7 +109,7 @@ export function overviewHelp(group?: string): string {
   return [
     `usage: clawker ${group ?? "<command>"} ${group === undefined ? "" : "<command> "}[flags]`,
     "",
-    "The clawker control plane CLI: mints the trust material, runs and queries the daemon, runs agents.",
+    "The clawker control plane CLI: mints the trust material, runs and queries the daemon, runs agents,\nmanages their egress firewall.",
     "",
     "commands:",
     ...cmds.map((c) => `  ${c.spec.words.join(" ").padEnd(width)}${c.spec.summary}`),

@@ -115,6 +115,57 @@ test("auth.adminPort and auth.ory.kratosAdminPort are refused, saying the admin 
   }
 });
 
+test("the firewall section: off by default, defaults filled, every bad field listed", (t) => {
+  const cfg = loadConfig(undefined, { HOME: "/home/u" });
+  assert.equal(cfg.firewall.enabled, false);
+  assert.equal(cfg.firewall.dir, "firewall");
+  assert.equal(cfg.firewall.network, "clawker-agents");
+  assert.equal(cfg.firewall.floorFile, undefined);
+  assert.equal(cfg.firewall.proxy.address, undefined, "default: the agents' network gateway, at bring-up");
+  assert.deepEqual(
+    [cfg.firewall.proxy.tlsPort, cfg.firewall.proxy.httpPort, cfg.firewall.proxy.routePorts],
+    [15443, 15080, { first: 16000, count: 64 }],
+  );
+  assert.ok(
+    cfg.firewall.forbidden.includes("127.0.0.0/8") && cfg.firewall.forbidden.includes("169.254.0.0/16"),
+  );
+  assert.equal(cfg.firewall.resolvers.length, 2);
+
+  const file = tempFile(
+    t,
+    "cp.yaml",
+    [
+      "firewall:",
+      "  floorFile: /etc/clawker/floor.yaml",
+      "  clients: [172.20.0.0/16, 10.0.0.1/8]",
+      "  proxy: { address: 0.0.0.0, tlsPort: 0, tlsPorts: 1 }",
+      "  resolvers: [{ address: dns.example }]",
+      "  forbidden: [not-an-address]",
+      "",
+    ].join("\n"),
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const expected of [
+    "firewall.clients.1: must be an IPv4 CIDR",
+    "firewall.proxy.address: must be a specific address",
+    "firewall.proxy.tlsPort",
+    "firewall.proxy: Unrecognized key",
+    "firewall.resolvers.0.address: must be a dotted IPv4 address",
+    "firewall.forbidden.0: must be an IPv4 address or CIDR",
+  ]) {
+    assert.ok(problems.includes(expected), `missing ${expected} in:\n${problems}`);
+  }
+  const ok = tempFile(t, "ok.yaml", "firewall:\n  enabled: true\n  floorFile: /etc/clawker/floor.yaml\n");
+  assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
+});
+
 test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
   const file = tempFile(
     t,

@@ -5,6 +5,7 @@ import { homedir } from "node:os";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { isCidr4, isIpv4, isIpv4OrCidr } from "./firewall/proxy/policy.js";
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
@@ -86,6 +87,65 @@ const ebpfConfig = z.strictObject({
   mark: z.number().int().min(0).max(0xffff_ffff).default(0),
   /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */
   mountTimeoutMs: z.number().int().min(0).default(30_000),
+});
+
+const ipv4 = z.string().refine(isIpv4, "must be a dotted IPv4 address");
+const servicePort = z.number().int().min(1).max(65535);
+
+/**
+ * The egress firewall (firewall/README.md). Addresses the proxy and the DNS gate bind default to
+ * the agents' Docker network's gateway, and `clients` to its subnet, when the firewall comes up.
+ */
+const firewallConfig = z.strictObject({
+  /** Bring the firewall up at every start; FirewallInit also does, and that choice persists. */
+  enabled: z.boolean().default(false),
+  /** The firewall's own folder (proxy files, interception CA, state); relative to `dataDir`. */
+  dir: z.string().min(1).default("firewall"),
+  /** Rules always present for every agent (YAML/JSON, wire field names); see firewall/README.md. */
+  floorFile: z.string().min(1).optional(),
+  /** The Docker network agents run on: its id, subnet and gateway fill FirewallStatus and defaults. */
+  network: z.string().min(1).default("clawker-agents"),
+  /** Source networks of agents (IPv4 CIDRs); default: the network's subnet. */
+  clients: z.array(z.string().refine(isCidr4, "must be an IPv4 CIDR")).min(1).max(64).optional(),
+  proxy: z
+    .strictObject({
+      /** Where every proxy listener binds (never 0.0.0.0); default: the network's gateway. */
+      address: ipv4.refine((a) => a !== "0.0.0.0", "must be a specific address").optional(),
+      tlsPort: servicePort.default(15443),
+      httpPort: servicePort.default(15080),
+      /** Route listeners for opaque TCP: one per destination. */
+      routePorts: z
+        .strictObject({
+          first: servicePort.default(16000),
+          count: z.number().int().min(0).max(1024).default(64),
+        })
+        .prefault({}),
+      haproxy: z.string().min(1).default("haproxy"),
+      /** CA bundle intercepted connections verify upstreams against. */
+      upstreamCaFile: z.string().min(1).optional(),
+      /** Allowing rules at most (one HAProxy dynamic server each). */
+      maxRules: z.number().int().min(1).max(100_000).default(10_000),
+    })
+    .prefault({}),
+  /** Where the DNS gate listens (default address: the proxy's). */
+  dns: z.strictObject({ address: ipv4.optional(), port: servicePort.default(53) }).prefault({}),
+  /** Upstream resolvers the proxy and FirewallResolveHostname ask (never the host's resolv.conf). */
+  resolvers: z
+    .array(z.strictObject({ address: ipv4, port: servicePort.default(53) }))
+    .min(1)
+    .max(4)
+    .default([
+      { address: "1.1.1.1", port: 53 },
+      { address: "1.0.0.1", port: 53 },
+    ]),
+  /**
+   * Addresses the proxy never connects to, after resolution. The firewall adds the proxy's and
+   * DNS gate's addresses, the agents' networks and this host's own addresses to the list.
+   */
+  forbidden: z
+    .array(z.string().refine(isIpv4OrCidr, "must be an IPv4 address or CIDR"))
+    .max(4096)
+    .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
 });
 
 /** The schema of the control plane's configuration file (JSON or YAML). */
@@ -182,6 +242,7 @@ export const ConfigSchema = z.strictObject({
    * under Docker's 10 s stop grace (the drain may overrun it by 1 s while the kernel reaps).
    */
   shutdownGraceMs: z.number().int().positive().default(8_000),
+  firewall: firewallConfig.prefault({}),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),

@@ -21,6 +21,9 @@ import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import { Enforcement } from "./ebpf/enforcement.js";
+import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { Firewall } from "./firewall/firewall.js";
+import { firewallHandlers } from "./firewall/handlers.js";
 import type { Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
@@ -61,6 +64,9 @@ export function exitCodeFor(cause: StopCause): 0 | 1 {
 /** Where the supervisor records its helpers, so a restart can kill what a SIGKILL of ours left. */
 export const HELPER_RECORD_FILE = "helpers.json";
 
+/** The daemon's sqlite file in the data dir: the registry's agents and the firewall's rules. */
+export const DATABASE_FILE = "registry.db";
+
 /** Bound addresses, once started (the ready log line reports them). */
 export interface DaemonAddresses {
   readonly admin: { host: string; port: number };
@@ -81,6 +87,7 @@ export class Daemon {
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
+  readonly #firewall: Firewall;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -158,6 +165,19 @@ export class Daemon {
           log,
         })
       : undefined;
+    this.#firewall = new Firewall({
+      settings: config.firewall,
+      dataDir: config.dataDir,
+      database: join(config.dataDir, DATABASE_FILE),
+      host: {
+        spawn: (name, command) => this.#supervisor.start(name, command),
+        stop: async (name) => void (await this.#supervisor.stop(name)),
+      },
+      containers: this.#index,
+      agents: { list: () => this.#registry?.list() ?? [] },
+      network: agentNetworkLookup(docker),
+      log,
+    });
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -250,7 +270,7 @@ export class Daemon {
 
     // 2. Trust material, registry.
     const trust = loadTrustDir(cfg.trustDir);
-    this.#registry = new Registry(join(cfg.dataDir, "registry.db"));
+    this.#registry = new Registry(join(cfg.dataDir, DATABASE_FILE));
 
     // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
     const fds = this.#openFiles;
@@ -307,6 +327,7 @@ export class Daemon {
         registry: this.#registry,
         log: adminLog.child({ rpc: "ExecAgent" }),
       }),
+      firewall: firewallHandlers(this.#firewall, adminLog),
     });
     this.#agent = new GrpcListener({
       name: "agent",
@@ -414,7 +435,8 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await this.#enforcement?.start(signal);
-    // 6. The firewall joins here when it lands (the firewall issue).
+    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    await this.#firewall.start(signal);
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -433,16 +455,21 @@ export class Daemon {
 
   /**
    * The fixed drain order of ARCHITECTURE.md, one line per step, all under one deadline
-   * (`shutdownGraceMs`); each step runs even if an earlier one failed. Still to come, at their
-   * places: the firewall queue (first), bypass timers, proxy and DNS gate, eBPF state (after gRPC).
+   * (`shutdownGraceMs`); each step runs even if an earlier one failed. Still to come, at its
+   * place: eBPF state (after the firewall stack).
    */
   #drainSteps(): DrainStep[] {
     return [
       { name: "memory_relief", run: () => this.#relief.close() },
+      // Before anything else stops: rule changes from here on answer UNAVAILABLE instead of
+      // half-applying.
+      { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
       { name: "agent_sessions", run: () => this.#dialer?.close() },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
+      { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
+      { name: "firewall_stack", run: () => this.#firewall.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },

@@ -831,6 +831,18 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     log.info({ ms }, "20k apply");
   });
 
+  test("servers added in batches that split a server's add from its enable are all added", async () => {
+    const e = E();
+    const api = new RuntimeApi({ socketPath: e.proxy.layout.runtimeSocket });
+    // Names of different lengths and 120-byte lines: batch ends fall between `add` and `enable`.
+    const servers = Array.from({ length: 41 }, (_, i) => ({
+      backend: "be_pass",
+      name: `split${"x".repeat(i % 7)}${i}`,
+    }));
+    await api.addServers(servers, () => ["0.0.0.0:0", "weight", "0"], 120);
+    assert.deepEqual(await api.retireServers(servers, 120), []);
+  });
+
   test("an invalid policy is refused with every problem named, and the live policy stays", async () => {
     const e = E();
     await e.proxy.apply(policy(e, [entry({ dst: "api.example.test", ruleId: "api" }, e)]));

@@ -48,6 +48,10 @@ export interface ContainerInspect {
 export interface NetworkInspect {
   readonly Id: string;
   readonly Labels?: Readonly<Record<string, string>> | null;
+  /** Address management: each config's subnet and gateway (the firewall's defaults). */
+  readonly IPAM?: {
+    readonly Config?: ReadonlyArray<{ readonly Subnet?: string; readonly Gateway?: string }> | null;
+  };
 }
 
 /** The Unix socket path DOCKER_HOST names; throws DockerError("invalid_host") for anything else. */

@@ -16,6 +16,12 @@ export type FirewallReason =
   | "queue_closed"
   | "reconcile_failed"
   | "saved_not_applied"
+  | "invalid_request"
+  | "unknown_container"
+  | "not_running"
+  | "not_configured"
+  | "stack_failed"
+  | "resolve_failed"
   | "invalid_floor_file"
   | "store_schema"
   | "internal";
@@ -31,6 +37,17 @@ export const firewallReasonStatus = {
   // The proxy or DNS gate could not take the rules; retrying the reload may work.
   reconcile_failed: status.UNAVAILABLE,
   saved_not_applied: status.UNAVAILABLE,
+  // A malformed request that is not a rule (a container id, a bypass duration, a hostname).
+  invalid_request: status.INVALID_ARGUMENT,
+  unknown_container: status.NOT_FOUND,
+  // Enable, disable and bypass need the stack up (FirewallInit).
+  not_running: status.FAILED_PRECONDITION,
+  // Neither the config nor the agents' Docker network says where the proxy listens.
+  not_configured: status.FAILED_PRECONDITION,
+  // The proxy (or DNS gate) did not start: e.g. HAProxy missing or a port taken.
+  stack_failed: status.FAILED_PRECONDITION,
+  // The upstream resolvers did not answer.
+  resolve_failed: status.UNAVAILABLE,
   // Start-up failures: never answered to a caller, INTERNAL if one ever leaks.
   invalid_floor_file: status.INTERNAL,
   store_schema: status.INTERNAL,

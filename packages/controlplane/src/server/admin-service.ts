@@ -1,9 +1,10 @@
 // AdminService handlers (CLI -> control plane). Authorization, the ready gate and recovery are
-// interceptors in front of these; handlers only do the work. Firewall RPCs answer UNIMPLEMENTED
-// until the firewall lands.
+// interceptors in front of these; handlers only do the work. The 13 firewall RPCs come from the
+// firewall subsystem (firewall/handlers.ts); without it they answer UNIMPLEMENTED.
 import * as grpc from "@grpc/grpc-js";
 import { admin } from "@clawker/proto";
 import type { AgentRecord } from "../agents/registry.js";
+import type { FirewallHandlers } from "../firewall/handlers.js";
 import type { ExecAgentHandler } from "./exec-agent.js";
 import type { ServiceBinding } from "./grpc-listener.js";
 import type { SosBoard, SosKind } from "./sos-board.js";
@@ -14,6 +15,8 @@ export interface AdminServiceDeps {
   readonly sos: SosBoard;
   /** ExecAgent (our extension, exec-agent.ts); absent: the RPC answers UNIMPLEMENTED. */
   readonly exec?: ExecAgentHandler;
+  /** The firewall RPCs (firewall/handlers.ts); absent: they answer UNIMPLEMENTED. */
+  readonly firewall?: FirewallHandlers;
   /** Wall-clock now in unix nanoseconds (injectable for tests). */
   readonly nowUnixNanos?: () => bigint;
 }
@@ -81,6 +84,7 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
     firewallRotateCa: unimplemented(),
     firewallSyncRoutes: unimplemented(),
     firewallResolveHostname: unimplemented(),
+    ...deps.firewall,
 
     getSystemTime: (_call, callback) => {
       callback(null, { unixNanos: now() });

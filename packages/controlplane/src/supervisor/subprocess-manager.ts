@@ -113,6 +113,8 @@ interface Child {
   record: HelperRecord | undefined;
   /** Set once the process exited (or failed to spawn). */
   exit: Exit | undefined;
+  /** Set by stop(): its exit is expected, not a crash. */
+  stopping: boolean;
   /** Resolves when the process is gone (reaped) or never started. */
   readonly exited: Promise<Exit>;
   /** Resolves once spawn(2) succeeded or failed. */
@@ -235,6 +237,7 @@ export class SubprocessManager {
       pid: proc.pid,
       record: undefined,
       exit: undefined,
+      stopping: false,
       exited: new Promise<Exit>((resolve) => (markExited = resolve)),
       spawned: new Promise<void>((resolve) => (markSpawned = resolve)),
     };
@@ -375,6 +378,24 @@ export class SubprocessManager {
     return this.#shutdown;
   }
 
+  /**
+   * Stops one helper while the others keep running (the egress proxy on FirewallRemove): SIGTERM
+   * to its process group, SIGKILL when it has not exited after `graceMs`. Its exit is expected,
+   * never a crash, and once it is gone the name may be started again. Resolves with how it ended
+   * (`stopped` on SIGTERM, `killed`, or `survived` even SIGKILL); an unknown name is `stopped`.
+   */
+  async stop(name: string, graceMs: number = this.#graceMs): Promise<"stopped" | "killed" | "survived"> {
+    const child = this.#children.get(name);
+    if (child === undefined) return "stopped";
+    child.stopping = true;
+    const outcome = await this.#stop(child, Date.now() + graceMs);
+    if (outcome !== "survived" && this.#children.get(name) === child) {
+      this.#children.delete(name);
+      this.#order.splice(this.#order.indexOf(child), 1);
+    }
+    return outcome;
+  }
+
   /** Idempotent close: shutdown with the configured grace. */
   async close(): Promise<void> {
     await this.shutdown(this.#graceMs);
@@ -459,7 +480,7 @@ export class SubprocessManager {
 
   #onExit(child: Child, code: number | null, signal: NodeJS.Signals | null): void {
     const pid = child.pid;
-    if (this.#shuttingDown) {
+    if (this.#shuttingDown || child.stopping) {
       this.#log.info({ helper: child.name, pid, code, signal }, "helper stopped");
       return;
     }

@@ -213,10 +213,18 @@ export class RuntimeApi {
       ["add", "server", `${s.backend}/${s.name}`, ...args(s)],
       ["enable", "server", `${s.backend}/${s.name}`],
     ]);
+    let at = 0;
     for (const { answer, count } of await this.#batch(commands, maxLineBytes)) {
+      // A batch may end between a server's `add` and its `enable`: count the adds it holds
+      // (commands alternate, adds at the even positions).
+      const adds = Math.ceil((at + count) / 2) - Math.ceil(at / 2);
+      at += count;
       const added = answer.split("New server registered.").length - 1;
       const rest = answer.replaceAll("New server registered.", "").trim();
-      if (added !== count / 2 || rest !== "") throw refused("add server (batch)", answer);
+      if (added !== adds || rest !== "") {
+        // What went wrong, not the hundreds of successes before it.
+        throw refused(`add server (batch: ${added} of ${adds} added)`, rest === "" ? answer : rest);
+      }
     }
   }
 
