@@ -61,6 +61,34 @@ const oryBinaries = z.strictObject({
   oathkeeperProxyPort: port.default(4457),
 });
 
+/**
+ * The eBPF enforcement of agent egress (ebpf/README.md): the manager the daemon supervises, and
+ * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
+ */
+const ebpfConfig = z.strictObject({
+  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
+  enabled: z.boolean().default(false),
+  /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
+  manager: z.string().min(1).default("ebpf-manager"),
+  /** Its control socket; default `ebpf.sock` in the data dir. */
+  socket: z.string().min(1).optional(),
+  /** Pin directory; default `<bpffs mount>/clawker`. */
+  pinDir: z.string().min(1).optional(),
+  /** The agents' cgroup parent: `/clawker` for Docker's cgroupfs driver, `clawker.slice` for systemd. */
+  cgroupParent: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, "a cgroup name: letters, digits, '_', '-', '.'")
+    .default("clawker"),
+  /** Docker's cgroup driver; `auto` asks Docker at start-up. */
+  cgroupDriver: z.enum(["auto", "cgroupfs", "systemd"]).default("auto"),
+  /** The egress proxy's cgroup (SO_ORIGINAL_DST is answered there); default the daemon's own. */
+  proxyCgroup: z.string().min(1).optional(),
+  /** SO_MARK of the firewall's own sockets when they run under the parent (they pass); 0: none. */
+  mark: z.number().int().min(0).max(0xffff_ffff).default(0),
+  /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */
+  mountTimeoutMs: z.number().int().min(0).default(30_000),
+});
+
 const ipv4 = z.string().refine(isIpv4, "must be a dotted IPv4 address");
 const servicePort = z.number().int().min(1).max(65535);
 
@@ -187,6 +215,7 @@ export const ConfigSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  ebpf: ebpfConfig.prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({

@@ -20,6 +20,7 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { Firewall } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
@@ -85,6 +86,7 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
@@ -145,6 +147,24 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const e = config.ebpf;
+    this.#enforcement = e.enabled
+      ? new Enforcement({
+          manager: e.manager,
+          socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
+          pinDir: e.pinDir,
+          proxyCgroup: e.proxyCgroup,
+          cgroupParent: e.cgroupParent,
+          cgroupDriver: e.cgroupDriver,
+          mark: e.mark,
+          mountTimeoutMs: e.mountTimeoutMs,
+          host: this.#supervisor,
+          docker,
+          containers: this.#overseer.containers,
+          sos: this.#sos,
+          log,
+        })
+      : undefined;
     this.#firewall = new Firewall({
       settings: config.firewall,
       dataDir: config.dataDir,
@@ -413,7 +433,8 @@ export class Daemon {
       `OAuth2 clients ${CLI_CLIENT.clientId} and ${AGENT_CLIENT.clientId} registered`,
     );
 
-    // 5. The eBPF manager joins here when it lands (issue 6).
+    // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
+    await this.#enforcement?.start(signal);
     // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
     await this.#firewall.start(signal);
 
@@ -449,6 +470,8 @@ export class Daemon {
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
+      { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
       { name: "refusal_log", run: () => this.#refusals.close() },
       { name: "introspector", run: () => this.#introspector?.close() },

@@ -28,6 +28,8 @@ export type DockerFilters = Readonly<Record<string, readonly string[]>>;
 export interface EngineInfo {
   /** The engine's clock, RFC 3339 with nanoseconds. */
   readonly SystemTime?: string;
+  /** `cgroupfs` or `systemd`: where containers' cgroups live (ebpf/cgroup-layout.ts). */
+  readonly CgroupDriver?: string;
 }
 
 /** `GET /containers/{id}/json`, the fields we read. */
