@@ -109,7 +109,23 @@ export class ContainerModes {
     this.#drop(containerId);
   }
 
-  /** Cancels every bypass timer and forgets every mode (the drain, FirewallRemove). */
+  /**
+   * Every container back to enforced, in the kernel too (FirewallRemove: no bypass or disable
+   * outlives the stack); a failure is logged and the others still go back.
+   */
+  async restoreAll(): Promise<void> {
+    const ids = [...this.#held.keys()];
+    this.clear();
+    for (const containerId of ids) {
+      try {
+        await this.#apply(containerId, "enforced");
+      } catch (err) {
+        this.#log.error({ err, containerId, event: "mode_restore_failed" }, "could not restore enforcement");
+      }
+    }
+  }
+
+  /** Cancels every bypass timer and forgets every mode (the drain: the enforcement clears the kernel's). */
   clear(): void {
     for (const h of this.#held.values()) clearTimeout(h.timer);
     const bypasses = [...this.#held.values()].filter((h) => h.mode === "bypass").length;
