@@ -559,8 +559,7 @@ function enforcementSlots(
     },
     steering: {
       steer: (targets) => enforcement.setTargets(targets),
-      refuse: (subnet) =>
-        enforcement.setTargets(subnet === undefined ? CLOSED_TARGETS : { ...CLOSED_TARGETS, subnet }),
+      refuse: (where) => enforcement.setTargets({ ...CLOSED_TARGETS, ...where }),
     },
   };
 }

@@ -97,13 +97,16 @@ export interface SteeringTargets {
 
 /**
  * The eBPF enforcement as the firewall drives it: agents steered to the stack while it is up, and
- * refused (everything steered goes nowhere; only their own subnet passes) once it is down.
+ * refused (everything steered goes nowhere; only their own subnet passes) while it is down.
  */
 export interface Steering {
   /** The stack is up: steer every agent to it. Resolves once the kernel has it. */
   steer(targets: SteeringTargets): Promise<void>;
-  /** The stack is down: refuse every steered socket; `subnet` (agent to agent) still passes. */
-  refuse(subnet: string | undefined): Promise<void>;
+  /**
+   * The stack is down: refuse every steered socket; `subnet` (agent to agent) still passes, except
+   * `gateway`, which is refused too.
+   */
+  refuse(where: { readonly subnet?: string; readonly gateway?: string }): Promise<void>;
 }
 
 /** What the firewall is built from. */
@@ -172,6 +175,8 @@ interface Stack {
   readonly address: string;
   readonly network: AgentNetwork | undefined;
   readonly cidr: string;
+  /** Where agents were steered (their subnet and gateway stay the same once the stack is down). */
+  readonly steered: SteeringTargets;
   readonly forbidden: readonly string[];
   readonly ports: { readonly tls: number; readonly http: number; readonly routes: readonly number[] };
   /** Interception certificates installed in this proxy: name -> CA fingerprint and expiry. */
@@ -254,6 +259,8 @@ export class Firewall {
     if (wanted) {
       await this.#bringUp(signal);
       await this.#applyOrTearDown(signal);
+    } else {
+      await this.#refuseWithoutStack(signal);
     }
   }
 
@@ -590,6 +597,7 @@ export class Firewall {
       address,
       network,
       cidr,
+      steered: targets,
       forbidden: forbiddenList(s.forbidden, [address, dnsAddress, ...clients]),
       ports,
       certificates: new Map(),
@@ -619,23 +627,55 @@ export class Firewall {
     gateway: string | undefined,
     catchallPort: number,
   ): SteeringTargets {
-    const s = this.#settings;
-    let refusedGateway = gateway;
-    if (gateway !== undefined && (this.#options.agentFacing ?? []).includes(gateway)) {
-      refusedGateway = undefined;
-      this.#log.warn(
-        { event: "gateway_passes", gateway },
-        "the control plane listens for agents on their gateway, so the gateway passes (every port of it)",
-      );
-    }
+    const refusedGateway = this.#gatewayToRefuse(gateway);
     return {
       proxy,
       dns,
-      dnsPort: s.dns.port,
+      dnsPort: this.#settings.dns.port,
       catchallPort,
       subnet,
       ...(refusedGateway === undefined ? {} : { gateway: refusedGateway }),
     };
+  }
+
+  /** The gateway agents are refused, unless the control plane's agent-facing listeners bind it. */
+  #gatewayToRefuse(gateway: string | undefined): string | undefined {
+    if (gateway === undefined || !(this.#options.agentFacing ?? []).includes(gateway)) return gateway;
+    this.#log.warn(
+      { event: "gateway_passes", gateway },
+      "the control plane listens for agents on their gateway, so the gateway passes (every port of it)",
+    );
+    return undefined;
+  }
+
+  /**
+   * No stack at start: agents stay refused, but their own subnet passes (the enforcement starts
+   * with closed targets and no subnet, which would also refuse a control plane agents register
+   * with on their network), and the gateway is refused unless agents must reach it.
+   */
+  async #refuseWithoutStack(signal: AbortSignal): Promise<void> {
+    const steering = this.#options.steering;
+    if (steering === undefined) return;
+    const s = this.#settings;
+    let network: AgentNetwork | undefined;
+    try {
+      network = await this.#options.network(s.network, AbortSignal.any([signal, AbortSignal.timeout(5_000)]));
+    } catch (err) {
+      signal.throwIfAborted();
+      this.#log.warn(
+        { err, network: s.network, event: "agent_network_unknown" },
+        "agents' network not found",
+      );
+    }
+    const subnet = network?.subnet ?? s.clients?.[0];
+    if (subnet === undefined) return; // closed targets, nothing passes: stricter, never looser
+    const gateway = this.#gatewayToRefuse(network?.gateway);
+    try {
+      await steering.refuse({ subnet, ...(gateway === undefined ? {} : { gateway }) });
+    } catch (err) {
+      // The closed targets stay: stricter than what failed, so start-up goes on.
+      this.#log.error({ err, event: "steering_not_set" }, "agents' subnet could not be let through");
+    }
   }
 
   /** The first apply after bring-up; a failure takes the stack down again (nothing half-up). */
@@ -665,7 +705,7 @@ export class Firewall {
     try {
       // Before the proxy goes: agents are refused from here on, never steered to a stranger that
       // might bind the proxy's port next.
-      await this.#options.steering?.refuse(stack.cidr);
+      await this.#options.steering?.refuse(refusal(stack.steered));
     } catch (err) {
       this.#log.error(
         { err, event: "steering_not_closed" },
@@ -822,6 +862,14 @@ export class Firewall {
   async #writeState(state: { up: boolean }): Promise<void> {
     await writeFileAtomic(join(this.#dir, STATE_FILE), `${JSON.stringify(state)}\n`);
   }
+}
+
+/** What stays of the steering once the stack is down: the subnet passes, the gateway does not. */
+function refusal(targets: SteeringTargets): { subnet?: string; gateway?: string } {
+  return {
+    ...(targets.subnet === undefined ? {} : { subnet: targets.subnet }),
+    ...(targets.gateway === undefined ? {} : { gateway: targets.gateway }),
+  };
 }
 
 /**
