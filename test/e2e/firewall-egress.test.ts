@@ -394,25 +394,50 @@ void test(
       assert.ok(refusedPromptly(health), `the gateway stays refused: ${JSON.stringify(health)}`);
     });
 
-    await t.test("kill -9 of the control plane and its manager during traffic lets nothing out", async () => {
-      await client.firewallInit();
-      assert.equal((await https(a1, "other.example.test"))["status"], 200, "steered to the proxy again");
-      const loop = await streamProbe(docker, a1, ["echo-loop", UPSTREAM, "7000", "150"]);
-      await waitFor(() => loop.lines.length >= 2, { what: "attempts before the kill", timeoutMs: 20_000 });
-      const manager = helperPid(cp, "ebpf-manager");
-      cp.proc.kill("SIGKILL");
-      await cp.exited;
-      process.kill(manager, "SIGKILL");
-      const seen = loop.lines.length;
-      await waitFor(() => loop.lines.length >= seen + 5, {
-        what: "attempts after the kill",
-        timeoutMs: 30_000,
-      });
-      const out = loop.lines.filter((l) => !refusedPromptly(l));
-      assert.deepEqual(out, [], "every attempt refused, before and after the kill");
-      const noRule = await https(a1, "api.example.test");
-      assert.ok(refusedPromptly(noRule), JSON.stringify(noRule));
-    });
+    await t.test(
+      "kill -9 of the control plane and its manager during traffic lets nothing out; a bypass still ends",
+      async () => {
+        await client.firewallInit();
+        assert.equal((await https(a1, "other.example.test"))["status"], 200, "steered to the proxy again");
+        const loop = await streamProbe(docker, a1, ["echo-loop", UPSTREAM, "7000", "150"]);
+        const bypassed = await streamProbe(docker, a2, ["echo-loop", UPSTREAM, "7000", "150"]);
+        await waitFor(() => loop.lines.length >= 2 && bypassed.lines.length >= 1, {
+          what: "attempts before the kill",
+          timeoutMs: 20_000,
+        });
+        const manager = helperPid(cp, "ebpf-manager");
+        // The bypass outlives its control plane: only the kernel can end it (issue 16 §4).
+        const logged = cp.logs.length;
+        await client.firewallBypass(a2, 6);
+        cp.proc.kill("SIGKILL");
+        await cp.exited;
+        process.kill(manager, "SIGKILL");
+        const opened = await waitFor(
+          () => bypassed.lines.findIndex((l) => l["echo"] === true) + 1 || undefined,
+          {
+            what: "the bypassed agent let out",
+            timeoutMs: 20_000,
+          },
+        );
+        await waitFor(() => bypassed.lines.slice(opened).some(refusedPromptly), {
+          what: "the kernel to end the bypass with no control plane",
+          timeoutMs: 30_000,
+        });
+        assert.ok(
+          !cp.logs.slice(logged).some((l) => l["event"] === "bypass_expired"),
+          "the control plane's timer never fired",
+        );
+        const seen = loop.lines.length;
+        await waitFor(() => loop.lines.length >= seen + 3, {
+          what: "attempts after the kill",
+          timeoutMs: 30_000,
+        });
+        const out = loop.lines.filter((l) => !refusedPromptly(l));
+        assert.deepEqual(out, [], "every attempt of the enforced agent refused, before and after the kill");
+        const noRule = await https(a1, "api.example.test");
+        assert.ok(refusedPromptly(noRule), JSON.stringify(noRule));
+      },
+    );
   },
 );
 

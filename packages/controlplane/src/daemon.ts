@@ -545,7 +545,7 @@ function enforcementSlots(
   enforcement: Enforcement,
 ): Pick<FirewallOptions, "enforcer" | "routes" | "steering"> {
   return {
-    enforcer: { apply: (id, mode) => enforcement.apply(id, mode) },
+    enforcer: { apply: (id, mode, _signal, seconds) => enforcement.apply(id, mode, seconds) },
     routes: {
       apply: (routes) =>
         enforcement.syncRoutes(

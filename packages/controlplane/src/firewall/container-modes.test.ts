@@ -106,3 +106,18 @@ void test("restoreAll() hands every bypassed or disabled container back to enfor
   ]);
   assert.equal(process.getActiveResourcesInfo().filter((r) => r === "Timeout").length, 0);
 });
+
+void test("a bypass hands its length to the enforcer, so the kernel can end it without us", async () => {
+  const seen: Array<number | undefined> = [];
+  const enforcer: ModeEnforcer = {
+    apply: (_id, _mode, _signal, seconds) => {
+      seen.push(seconds);
+      return Promise.resolve(true);
+    },
+  };
+  const modes = new ContainerModes({ log, enforcer });
+  await modes.bypass("k", 42);
+  await modes.disable("k");
+  modes.clear();
+  assert.deepEqual(seen, [42, undefined]);
+});
