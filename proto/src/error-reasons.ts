@@ -32,6 +32,9 @@ export const LISTENER_ERROR_CODES = {
   internal: status.INTERNAL,
 } as const satisfies Record<ListenerReason, status>;
 
+/** The listener reasons as a table: what the call guard, auth and recovery answer with. */
+export const LISTENER_ERRORS = new ErrorTable<ListenerReason>(CLAWKER_ERROR_DOMAIN, LISTENER_ERROR_CODES);
+
 /** The reasons of the admin listener (AdminService, clawker.dev; the firewall's are its own). */
 export type AdminReason =
   | ListenerReason
