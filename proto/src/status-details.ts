@@ -93,6 +93,28 @@ export function hasStatusDetails(metadata: Metadata | null | undefined): boolean
   return metadata instanceof Metadata && metadata.get(STATUS_DETAILS_KEY).length > 0;
 }
 
+/** A status as a server sends it (grpc-js's PartialStatusObject, which it does not export). */
+export interface OutgoingStatus {
+  readonly code: status;
+  readonly details: string;
+  readonly metadata?: Metadata | null | undefined;
+}
+
+/**
+ * `st` itself when it is OK or already carries status details; otherwise a copy whose trailers
+ * carry an ErrorInfo in `domain` with the code's name as the reason (`not_found`): the reason of
+ * last resort for a status sent without one (callers log that, it names a handler to fix).
+ */
+export function withCodeNameDetail<S extends OutgoingStatus>(st: S, domain: string): S {
+  if (st.code === status.OK || hasStatusDetails(st.metadata)) return st;
+  const metadata = st.metadata?.clone() ?? new Metadata();
+  metadata.set(
+    STATUS_DETAILS_KEY,
+    encodeStatusDetails(st.code, st.details, { reason: codeName(st.code), domain, metadata: {} }),
+  );
+  return { ...st, metadata };
+}
+
 /** The lowercase name of a status code (`NOT_FOUND` -> `not_found`): the reason of last resort. */
 export function codeName(code: status): string {
   return (status[code] as string | undefined)?.toLowerCase() ?? "unknown";

@@ -9,7 +9,6 @@
 // sees every status a handler or an inner interceptor sends, so it is where a status that came
 // without an ErrorInfo detail gets one (API.md §6: every error status carries one).
 import {
-  Metadata,
   ServerInterceptingCall,
   status,
   type ServerInterceptor,
@@ -17,13 +16,7 @@ import {
   type StatusObject,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import {
-  CLAWKER_ERROR_DOMAIN,
-  STATUS_DETAILS_KEY,
-  codeName,
-  encodeStatusDetails,
-  hasStatusDetails,
-} from "@clawker/proto";
+import { CLAWKER_ERROR_DOMAIN, codeName, withCodeNameDetail } from "@clawker/proto";
 import type { Logger } from "pino";
 import { statusFor } from "./errors.js";
 
@@ -36,15 +29,14 @@ type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
  * status of ours should carry its own reason, so this is logged: it names a handler to fix.
  */
 export function withErrorDetail(st: PartialStatusObject, log: Logger, method: string): PartialStatusObject {
-  if (st.code === status.OK || hasStatusDetails(st.metadata)) return st;
-  const reason = codeName(st.code);
-  log.warn({ method, code: reason, event: "status_without_reason" }, "error status without a reason");
-  const metadata = st.metadata?.clone() ?? new Metadata();
-  metadata.set(
-    STATUS_DETAILS_KEY,
-    encodeStatusDetails(st.code, st.details, { reason, domain: CLAWKER_ERROR_DOMAIN, metadata: {} }),
-  );
-  return { ...st, metadata };
+  const out = withCodeNameDetail(st, CLAWKER_ERROR_DOMAIN);
+  if (out !== st) {
+    log.warn(
+      { method, code: codeName(st.code), event: "status_without_reason" },
+      "error status without a reason",
+    );
+  }
+  return out;
 }
 
 /** The first interceptor of every listener: UNKNOWN becomes INTERNAL, listener throws become INTERNAL. */
