@@ -4,7 +4,7 @@
 import { Metadata, type CallOptions, type ClientReadableStream } from "@grpc/grpc-js";
 import { admin, PUBLIC_SCOPE, requiredScope, type clawkerd } from "@clawker/proto";
 import { dial, type ClientTls } from "./dial.js";
-import { AdminError, toAdminError } from "./errors.js";
+import { AdminError, isTokenRefusal, toAdminError } from "./errors.js";
 import { TokenSource } from "./token-source.js";
 import type { TrustSet } from "./trust/bootstrap.js";
 
@@ -94,7 +94,7 @@ export class AdminClient {
           options.signal?.removeEventListener("abort", onAbort);
           if (err !== null || response === undefined) {
             const mapped = toAdminError(err ?? new Error("empty response"), path);
-            if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+            if (isTokenRefusal(mapped)) this.#tokens?.invalidate();
             reject(mapped);
           } else {
             resolve(response);
@@ -135,7 +135,7 @@ export class AdminClient {
       for await (const message of stream as AsyncIterable<ResponseOf<K>>) yield message;
     } catch (err) {
       const mapped = toAdminError(err, def.path);
-      if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+      if (isTokenRefusal(mapped)) this.#tokens?.invalidate();
       throw mapped;
     } finally {
       options.signal?.removeEventListener("abort", onAbort);

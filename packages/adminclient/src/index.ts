@@ -45,8 +45,11 @@ export {
   AdminError,
   TokenError,
   toAdminError,
+  isTokenRefusal,
   STATUS_REASONS,
+  type AdminErrorOptions,
   type AdminErrorReason,
+  type StatusReason,
   type TokenErrorReason,
 } from "./errors.js";
 export {

@@ -1,8 +1,13 @@
 // The ready gate: until the control plane is ready, non-exempt calls on the admin listener get
-// FAILED_PRECONDITION `control plane is starting up` (API.md §5). Readiness is terminal.
-import { admin } from "@clawker/proto";
+// FAILED_PRECONDITION `control plane is starting up` (API.md §5) with reason `starting_up`.
+// Readiness is terminal.
+import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
-import { statusFor } from "./errors.js";
+
+/** The ready gate's fixed text (API.md §5). */
+export const STARTING_UP_MESSAGE = "control plane is starting up";
+
+const startingUp = ADMIN_ERRORS.fixed("starting_up", STARTING_UP_MESSAGE);
 
 /** Methods answered before ready: the clock check and the start-up failure stream. */
 export const READY_GATE_EXEMPT: readonly string[] = [
@@ -38,7 +43,7 @@ export class ReadyGate {
           onReceiveMetadata: (metadata, metadataNext) => {
             // Re-check at metadata time: the gate may have opened since the call began.
             if (this.#ready) metadataNext(metadata);
-            else call.sendStatus(statusFor("not_ready"));
+            else call.sendStatus(startingUp());
           },
         });
       },

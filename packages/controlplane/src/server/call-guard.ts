@@ -4,7 +4,6 @@
 // that does not decode was INTERNAL; it is INVALID_ARGUMENT. And a call's request must arrive within
 // a bound, so a stream opened and left silent does not hold the call forever.
 import {
-  Metadata,
   ServerInterceptingCall,
   status,
   type Server,
@@ -12,6 +11,7 @@ import {
   type ServiceDefinition,
   type StatusObject,
 } from "@grpc/grpc-js";
+import { LISTENER_ERRORS } from "@clawker/proto";
 import { statusFor } from "../auth/errors.js";
 import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
@@ -108,9 +108,9 @@ type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
 /** The codes that refuse a caller (API.md §5); only these are slowed down. */
 const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PERMISSION_DENIED]);
 
-function guardStatus(code: status, details: string): StatusObject {
-  return { code, details, metadata: new Metadata() };
-}
+/** The call guard's own refusals, each with its reason (ErrorInfo) and fixed text. */
+const undecodable = LISTENER_ERRORS.fixed("undecodable_request", CALL_GUARD_MESSAGES.undecodable);
+const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSAGES.requestTimeout);
 
 /**
  * The first interceptor of every listener: refuses unknown paths at their metadata (before the
@@ -174,7 +174,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
               { event: "call_refused", method: method.path, peer: next.getPeer() },
               "request not received in time",
             );
-            call.sendStatus(guardStatus(status.DEADLINE_EXCEEDED, CALL_GUARD_MESSAGES.requestTimeout));
+            call.sendStatus(requestTimeout());
           }, requestTimeoutMs);
         }
         startNext({
@@ -190,7 +190,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
               { event: "call_refused", method: method.path, peer: next.getPeer() },
               "request could not be decoded",
             );
-            call.sendStatus(guardStatus(status.INVALID_ARGUMENT, CALL_GUARD_MESSAGES.undecodable));
+            call.sendStatus(undecodable());
           },
           onReceiveHalfClose: (halfCloseNext) => {
             stopTimer();
