@@ -63,6 +63,14 @@ export const TOKEN_ENDPOINT_FLAG = {
   description: "token endpoint (default $CLAWKER_TOKEN_ENDPOINT or https://127.0.0.1:4444/oauth2/token)",
 } as const;
 
+/** `--admin-socket`: the admin Unix socket to use instead of TCP. */
+export const ADMIN_SOCKET_FLAG = {
+  type: "string",
+  value: "PATH",
+  description:
+    "admin Unix socket (default $CLAWKER_ADMIN_SOCKET, else <data-dir>/run/admin.sock or /run/clawker/admin.sock when one answers and --admin is not given; else TCP)",
+} as const;
+
 /** The spec of `clawker controlplane up`. */
 export const CONTROLPLANE_UP: CommandSpec = {
   words: ["controlplane", "up"],
