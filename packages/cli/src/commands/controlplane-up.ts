@@ -93,6 +93,12 @@ export const CONTROLPLANE_UP: CommandSpec = {
     },
     ...LOCATE_FLAGS,
     "token-endpoint": TOKEN_ENDPOINT_FLAG,
+    "admin-socket": {
+      type: "string",
+      value: "PATH",
+      description:
+        "the daemon's admin Unix socket (default $CLAWKER_ADMIN_SOCKET; host process: <data-dir>/run/admin.sock; --container as root: /run/clawker/admin.sock, bound into the container with the group's gid)",
+    },
     daemon: {
       type: "string",
       value: "PATH",
@@ -168,6 +174,9 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
     CLAWKER_CP_TRUST_DIR: trustDir,
     ...(config === undefined ? {} : { CLAWKER_CP_CONFIG: config }),
     ...(values["admin"] === undefined ? {} : { CLAWKER_CP_ADMIN_ADDR: admin.text }),
+    ...(values["admin-socket"] === undefined
+      ? {}
+      : { CLAWKER_CP_ADMIN_SOCKET: str(values, "admin-socket", "") }),
     ...(values["health"] === undefined ? {} : { CLAWKER_CP_HEALTH_ADDR: health.text }),
   };
   const started = Date.now();

@@ -62,8 +62,8 @@ export interface GroupSocketState {
 export function getentGroup(name: string): Promise<number | undefined> {
   return new Promise((resolve, reject) => {
     execFile("getent", ["group", name], { timeout: 5_000 }, (err, stdout) => {
-      // getent exits 2 when the key is not found.
-      if (err !== null && err.code === 2) return resolve(undefined);
+      // getent exits 2 when the key is not found; an image without getent knows no groups either.
+      if (err !== null && (err.code === 2 || err.code === "ENOENT")) return resolve(undefined);
       if (err !== null) return reject(new Error(`getent group ${name} failed`, { cause: err }));
       const gid = Number(stdout.split(":")[2]);
       if (!Number.isInteger(gid)) return reject(new Error(`getent group ${name}: unexpected answer`));
@@ -98,7 +98,7 @@ export class GroupSocket {
     if (wanted === undefined) {
       log.warn(
         { event: "admin_socket_group_missing", group, path },
-        "admin socket group does not exist: the socket is for this uid only (0600)",
+        "admin socket group not found: the socket is for this uid only (0600)",
       );
     }
     const gid = this.#prepareDirectory(dirname(path), wanted);
