@@ -86,17 +86,19 @@ export function publishedPorts(values: FlagValues, env: NodeJS.ProcessEnv): Publ
  * directory must be root's (the daemon's uid in the container) and only root can make it so.
  */
 export function containerAdminSocket(values: FlagValues, env: NodeJS.ProcessEnv): string | undefined {
-  const given = optStr(values, "admin-socket") ?? (env["CLAWKER_ADMIN_SOCKET"] || undefined);
-  if (given !== undefined && !given.startsWith("/"))
-    throw new CliError(ExitCode.usage, `--admin-socket must be an absolute path, got ${given}`);
+  const flag = optStr(values, "admin-socket");
   if (process.getuid?.() !== 0) {
-    if (given !== undefined)
+    // The variable also steers `agents` and `exec`: only the flag asks for what we cannot do.
+    if (flag !== undefined)
       throw new CliError(
         ExitCode.usage,
         "--admin-socket with --container needs root (the directory must be root's)",
       );
     return undefined;
   }
+  const given = flag ?? (env["CLAWKER_ADMIN_SOCKET"] || undefined);
+  if (given !== undefined && !given.startsWith("/"))
+    throw new CliError(ExitCode.usage, `--admin-socket must be an absolute path, got ${given}`);
   return given ?? SYSTEM_ADMIN_SOCKET;
 }
 
