@@ -103,6 +103,39 @@ describe("GroupSocket", () => {
     }
   });
 
+  test("a private directory (0700, another group) left from a start without the group: served 0600, warned, untouched", async (t) => {
+    const base = tempBase(t);
+    const dir = join(base, "run");
+    mkdirSync(dir, { mode: 0o700 });
+    const path = join(dir, "admin.sock");
+    const { log, lines } = capture();
+    const socket = new GroupSocket({
+      path,
+      group: "some-group",
+      log,
+      onConnection: (s) => s.destroy(),
+      lookupGroup: () => Promise.resolve(process.getgid!() + 4242),
+    });
+    t.after(() => socket.close());
+    const state = await socket.start();
+    assert.deepEqual([state.gid, modeOf(dir), modeOf(path)], [undefined, "700", "600"]);
+    assert.ok(lines.some((l) => l["event"] === "admin_socket_group_missing" && l["dir"] === dir));
+    await socket.close();
+    // The same directory open to its own (another) group: that group could enter, so refused.
+    chmodSync(dir, 0o750);
+    const other = new GroupSocket({
+      path,
+      group: "some-group",
+      log,
+      onConnection: (s) => s.destroy(),
+      lookupGroup: () => Promise.resolve(process.getgid!() + 4242),
+    });
+    await assert.rejects(
+      other.start(),
+      (e: unknown) => e instanceof GroupSocketError && e.reason === "directory_insecure",
+    );
+  });
+
   test("a live socket is never replaced; a stale one (nobody listening) is", async (t) => {
     const base = tempBase(t);
     const dir = join(base, "run");

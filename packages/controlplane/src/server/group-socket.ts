@@ -182,7 +182,8 @@ export class GroupSocket {
     }
     if (st === undefined) return this.#createDirectory(dir, gid);
     const mode = st.mode & 0o777;
-    const groupOk = gid === undefined || st.gid === gid;
+    // Whose group it is matters only when its group may enter it.
+    const groupOk = gid === undefined || st.gid === gid || (mode & 0o070) === 0;
     if (!st.isDirectory() || st.uid !== uid || (mode & 0o027) !== 0 || !groupOk) {
       const want =
         gid === undefined
@@ -193,8 +194,16 @@ export class GroupSocket {
         `admin socket directory ${dir} must be a directory ${want} (the group may enter, not write; others nothing); it is ${st.isDirectory() ? "a directory" : "not a directory"} owned by uid ${st.uid} gid ${st.gid} with mode ${mode.toString(8)}. Fix or remove it: the control plane does not change a directory it did not create`,
       );
     }
-    // A directory 0700 (made while the group was missing) keeps the socket ours alone.
-    return gid !== undefined && (mode & 0o010) !== 0 ? gid : undefined;
+    if (gid !== undefined && (mode & 0o010) === 0) {
+      // Made while the group was missing (or by hand 0700): the socket stays ours alone until an
+      // administrator gives the directory to the group (or removes it; /run is cleared at boot).
+      this.#opts.log.warn(
+        { event: "admin_socket_group_missing", group: this.#opts.group, gid, dir, mode: mode.toString(8) },
+        "admin socket directory is private (0700): the socket is for this uid only (0600)",
+      );
+      return undefined;
+    }
+    return gid;
   }
 
   #createDirectory(dir: string, gid: number | undefined): number | undefined {
