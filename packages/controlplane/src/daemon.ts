@@ -24,7 +24,7 @@ import { Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { Firewall } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
-import type { Config } from "./config.js";
+import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
@@ -37,6 +37,7 @@ import {
   type OpenFileLimit,
 } from "./server/fd-budget.js";
 import { routeGrpcJsLogs } from "./server/grpc-log.js";
+import { GroupSocket } from "./server/group-socket.js";
 import { GrpcListener, type ListenerLimits, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
 import { ListenerCounters } from "./server/listener-counters.js";
@@ -72,6 +73,8 @@ export interface DaemonAddresses {
   readonly admin: { host: string; port: number };
   readonly agent: { host: string; port: number };
   readonly health: { host: string; port: number };
+  /** The admin Unix socket, when enabled. */
+  readonly adminSocket?: string;
 }
 
 /** The control plane daemon. `run()` starts it and resolves with the exit code when it has drained. */
@@ -108,6 +111,7 @@ export class Daemon {
   #dialer: Dialer | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
+  #adminSocket: GroupSocket | undefined;
   #addresses: DaemonAddresses | undefined;
 
   constructor(config: Config, log: Logger) {
@@ -379,11 +383,25 @@ export class Daemon {
     });
     const agentPort = await this.#agent.start();
     const adminPort = await this.#admin.start();
+    // The same AdminService server on a Unix socket gated by a group (server/group-socket.ts).
+    if (cfg.listen.adminSocket.enabled) {
+      const path = adminSocketPath(cfg);
+      const listener = this.#admin;
+      let n = 0;
+      this.#adminSocket = new GroupSocket({
+        path,
+        group: cfg.listen.adminSocket.group,
+        log: adminLog,
+        onConnection: (socket) => listener.serveLocal(socket, `unix:${path}#${++n}`),
+      });
+      await this.#adminSocket.start();
+    }
     await this.#health.start(signal);
     this.#addresses = {
       admin: { host: cfg.listen.admin.host, port: adminPort },
       agent: { host: cfg.listen.agent.host, port: agentPort },
       health: this.#health.address,
+      ...(this.#adminSocket === undefined ? {} : { adminSocket: adminSocketPath(cfg) }),
     };
     this.#health.addProbe(
       "admin-listener",
@@ -489,6 +507,7 @@ export class Daemon {
   async #closeGrpc(graceMs: number): Promise<void> {
     // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
     this.#sos.finish();
+    await this.#adminSocket?.close();
     await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
   }
 

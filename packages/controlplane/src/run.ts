@@ -24,6 +24,7 @@ Environment overrides:
   CLAWKER_CP_ADMIN_ADDR    admin gRPC listener host:port (default 127.0.0.1:7443)
   CLAWKER_CP_AGENT_ADDR    agent gRPC listener host:port (default 127.0.0.1:7444)
   CLAWKER_CP_HEALTH_ADDR   /healthz listener host:port (default 127.0.0.1:7080)
+  CLAWKER_CP_ADMIN_SOCKET  admin Unix socket path (default <data dir>/run/admin.sock)
   CLAWKER_CP_AUTH_MODE     embedded | ory
   CLAWKER_CP_LOG_LEVEL     trace | debug | info | warn | error | fatal
 
