@@ -79,14 +79,20 @@ export class Registrar {
       return { ok: false, error: "cannot record the registration attempt in the state dir" };
     }
     let outcome: RegisterOutcome;
+    // The connection to the agent listener (TCP + TLS) is made while the token is being fetched:
+    // the two were one round of handshakes after the other.
+    const client = this.#agentClient();
+    client.getChannel().getConnectivityState(true);
     try {
       const token = await this.#exchange();
-      await this.#callRegister(token);
+      await this.#callRegister(client, token);
       outcome = { ok: true, error: "" };
       log.info({ event: "registered" }, "registered with the control plane");
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
       log.warn({ err, event: "register_failed" }, "registration failed");
+    } finally {
+      client.close();
     }
     return this.#remember(outcome);
   }
@@ -148,9 +154,10 @@ export class Registrar {
     }
   }
 
-  async #callRegister(token: string): Promise<void> {
+  /** A client of the control plane's AgentService with the agent leaf (checked: CN and name). */
+  #agentClient(): agent.AgentServiceClient {
     const { bootstrap } = this.#o;
-    const { serverName, controlPlaneAddr, agentName, project } = bootstrap.config;
+    const { serverName, controlPlaneAddr } = bootstrap.config;
     tls.DEFAULT_MIN_VERSION = "TLSv1.3";
     const creds = credentials.createSsl(
       Buffer.from(bootstrap.caPem),
@@ -158,27 +165,27 @@ export class Registrar {
       Buffer.from(bootstrap.certPem),
       { checkServerIdentity: (_host, cert) => checkControlPlane(serverName, cert) },
     );
-    const client = new agent.AgentServiceClient(controlPlaneAddr, creds, {
+    return new agent.AgentServiceClient(controlPlaneAddr, creds, {
       "grpc.ssl_target_name_override": isIP(serverName) === 0 ? serverName : CONTROLPLANE_CN,
       "grpc.default_authority": serverName,
     });
-    try {
-      const md = new Metadata();
-      md.set("authorization", `Bearer ${token}`);
-      await new Promise<void>((resolve, reject) => {
-        client.register(
-          { agentName, project },
-          md,
-          { deadline: Date.now() + this.#timeoutMs },
-          (err: ServiceError | null) => {
-            if (err === null) resolve();
-            else reject(new Error(`Register refused: ${err.code} ${err.details}`));
-          },
-        );
-      });
-    } finally {
-      client.close();
-    }
+  }
+
+  async #callRegister(client: agent.AgentServiceClient, token: string): Promise<void> {
+    const { agentName, project } = this.#o.bootstrap.config;
+    const md = new Metadata();
+    md.set("authorization", `Bearer ${token}`);
+    await new Promise<void>((resolve, reject) => {
+      client.register(
+        { agentName, project },
+        md,
+        { deadline: Date.now() + this.#timeoutMs },
+        (err: ServiceError | null) => {
+          if (err === null) resolve();
+          else reject(new Error(`Register refused: ${err.code} ${err.details}`));
+        },
+      );
+    });
   }
 }
 
