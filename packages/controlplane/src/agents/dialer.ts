@@ -30,9 +30,13 @@ export interface BackoffOptions {
   readonly giveUpMs: number;
 }
 
-/** grpc-js's own reconnect backoff within one attempt: 25 ms, growing 1.6x (jittered) to 500 ms. */
+/**
+ * grpc-js's own reconnect backoff within one attempt: 25 ms, growing 1.6x (jittered) to 100 ms.
+ * clawkerd takes its Node start (~0.2 s of CPU) to listen; a refused connect on the agents bridge
+ * costs next to nothing, while a longer step is time the agent waits after it listens.
+ */
 const RECONNECT_INITIAL_MS = 25;
-const RECONNECT_MAX_MS = 500;
+const RECONNECT_MAX_MS = 100;
 
 /** Default schedule: 500 ms doubling to 10 s, give up after 60 s. */
 export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
