@@ -5,6 +5,10 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { createLogger } from "./logging.js";
+import { StartupTimeline } from "./startup-timeline.js";
+
+// Everything above is loaded by now: Node's own start plus our module graph.
+const modulesLoadedMs = StartupTimeline.sinceExecMs();
 
 const HELP = `clawker-cp: the clawker control plane daemon
 
@@ -74,6 +78,9 @@ try {
 }
 
 const log = createLogger(config.log.level);
+const timeline = new StartupTimeline(log);
+timeline.record("modules", 0, modulesLoadedMs);
+timeline.record("config", modulesLoadedMs, StartupTimeline.sinceExecMs());
 const daemon = new Daemon(config, log);
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => daemon.stop({ kind: "signal", signal }));

@@ -36,7 +36,9 @@ export class ReadyGate {
 
   /** The grpc-js server interceptor; list it after recovery and before auth. */
   readonly interceptor: ServerInterceptor = (method, next) => {
-    if (this.#ready || this.#exempt.has(method.path)) return new ServerInterceptingCall(next);
+    // Open: the call goes on unwrapped. grpc-js chains interceptors by what each returns, so
+    // handing back `next` removes this layer (its objects and closures) from every call.
+    if (this.#ready || this.#exempt.has(method.path)) return next as ServerInterceptingCall;
     const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
       start: (startNext) => {
         startNext({

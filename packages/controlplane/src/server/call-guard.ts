@@ -7,6 +7,7 @@ import {
   ServerInterceptingCall,
   status,
   type Server,
+  type ServerInterceptingCallInterface,
   type ServerInterceptor,
   type ServiceDefinition,
   type StatusObject,
@@ -126,10 +127,11 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
   /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
   const answer = (
     st: PartialStatusObject,
-    peer: string,
+    call: ServerInterceptingCallInterface,
     statusNext: (st: PartialStatusObject) => void,
   ): void => {
-    if (!REFUSALS.has(st.code) || budget.take(peer)) {
+    // The peer (a string built per call) only for refusals: every OK status passes here too.
+    if (!REFUSALS.has(st.code) || budget.take(call.getPeer())) {
       statusNext(st);
       return;
     }
@@ -153,7 +155,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
             },
           });
         },
-        sendStatus: (st, statusNext) => answer(st, next.getPeer(), statusNext),
+        sendStatus: (st, statusNext) => answer(st, next, statusNext),
       });
       return refused;
     }
@@ -201,7 +203,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
       },
       sendStatus: (st, statusNext) => {
         stopTimer();
-        answer(st, next.getPeer(), statusNext);
+        answer(st, next, statusNext);
       },
     });
     return call;
