@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
-import { captureJsonLines, freePorts, waitFor } from "@clawker/test-support";
+import { captureJsonLines, freePorts, waitFor, withFreePorts } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -74,8 +74,22 @@ export interface ControlPlane {
 /** Re-exported for the tests that import it from here (see @clawker/test-support on the port range). */
 export { freePorts };
 
-/** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
+/** How long a daemon may take to answer /healthz 200: beyond its own 30 s helper health budget. */
+const HEALTHY_TIMEOUT_MS = 90_000;
+
+/**
+ * Starts clawker-cp and (unless noWait) waits until /healthz answers 200. With ports of its own
+ * choosing, a start that fails because a port was taken meanwhile (EADDRINUSE in the daemon's or
+ * a helper's output) starts again on fresh ports.
+ */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  if (options.ports !== undefined) return startOnce(options, options.ports);
+  return withFreePorts(4, ([admin, agent, health, authPublic]) =>
+    startOnce(options, { admin: admin!, agent: agent!, health: health!, authPublic: authPublic! }),
+  );
+}
+
+async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts): Promise<ControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), "clawker-cp-"));
   const dataDir = options.dataDir ?? join(dir, "data");
   let trustDir = options.trustDir;
@@ -85,11 +99,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     trust = await mintTrustSet();
     await writeTrustSet(trustDir, trust);
   }
-  const [admin, agent, health, authPublic] =
-    options.ports === undefined
-      ? ((await freePorts(4)) as [number, number, number, number])
-      : [options.ports.admin, options.ports.agent, options.ports.health, options.ports.authPublic];
-  const ports = { admin, agent, health, authPublic };
+  const { admin, agent, health, authPublic } = ports;
   const configFile = join(dir, "cp.json");
   writeFileSync(
     configFile,
@@ -167,7 +177,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           const res = await fetch(cp.healthUrl).catch(() => undefined);
           return res?.status === 200;
         },
-        { timeoutMs: 30_000, intervalMs: 50, what: "clawker-cp /healthz 200" },
+        { timeoutMs: HEALTHY_TIMEOUT_MS, intervalMs: 50, what: "clawker-cp /healthz 200" },
       );
       const died = exited.then((code) => {
         throw new Error(`clawker-cp exited ${code} before it was healthy: ${stderr}`);
