@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
-import { captureJsonLines, freePorts, waitFor } from "@clawker/test-support";
+import { captureJsonLines, freePorts, waitFor, withFreePorts } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -83,8 +83,22 @@ export interface ControlPlane {
 /** Re-exported for the tests that import it from here (see @clawker/test-support on the port range). */
 export { freePorts };
 
-/** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
+/** How long a daemon may take to answer /healthz 200: beyond its own 30 s helper health budget. */
+const HEALTHY_TIMEOUT_MS = 90_000;
+
+/**
+ * Starts clawker-cp and (unless noWait) waits until /healthz answers 200. With ports of its own
+ * choosing, a start that fails because a port was taken meanwhile (EADDRINUSE in the daemon's or
+ * a helper's output) starts again on fresh ports.
+ */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  if (options.ports !== undefined) return startOnce(options, options.ports);
+  return withFreePorts(4, ([admin, agent, health, authPublic]) =>
+    startOnce(options, { admin: admin!, agent: agent!, health: health!, authPublic: authPublic! }),
+  );
+}
+
+async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts): Promise<ControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), "clawker-cp-"));
   const dataDir = options.dataDir ?? join(dir, "data");
   let trustDir = options.trustDir;
@@ -94,11 +108,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     trust = await mintTrustSet();
     await writeTrustSet(trustDir, trust);
   }
-  const [admin, agent, health, authPublic] =
-    options.ports === undefined
-      ? ((await freePorts(4)) as [number, number, number, number])
-      : [options.ports.admin, options.ports.agent, options.ports.health, options.ports.authPublic];
-  const ports = { admin, agent, health, authPublic };
+  const { admin, agent, health, authPublic } = ports;
   const configFile = join(dir, "cp.json");
   writeFileSync(
     configFile,
@@ -187,7 +197,11 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           healthyAt = performance.now();
           return true;
         },
-        { timeoutMs: 30_000, intervalMs: options.healthPollMs ?? 50, what: "clawker-cp /healthz 200" },
+        {
+          timeoutMs: HEALTHY_TIMEOUT_MS,
+          intervalMs: options.healthPollMs ?? 50,
+          what: "clawker-cp /healthz 200",
+        },
       );
       const died = exited.then((code) => {
         throw new Error(`clawker-cp exited ${code} before it was healthy: ${stderr}`);

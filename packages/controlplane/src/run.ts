@@ -10,6 +10,9 @@ import { StartupTimeline } from "./startup-timeline.js";
 // Everything above is loaded by now: Node's own start plus our module graph.
 const modulesLoadedMs = StartupTimeline.sinceExecMs();
 
+/** How long the exit waits for the log's last writes before the exit hook writes what is left. */
+const EXIT_FLUSH_MS = 2_000;
+
 const HELP = `clawker-cp: the clawker control plane daemon
 
 Usage: clawker-cp [--config FILE]
@@ -90,5 +93,13 @@ process.on("uncaughtException", (error) => daemon.stop({ kind: "fatal", error })
 process.on("unhandledRejection", (error) => daemon.stop({ kind: "fatal", error }));
 
 const code = await daemon.run();
-log.flush();
+// Exit once the log sink has written its batch in flight: process.exit would leave that async
+// write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
+await new Promise<void>((resolve) => {
+  const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
+  log.flush(() => {
+    clearTimeout(stuck);
+    resolve();
+  });
+});
 process.exit(code);

@@ -16,7 +16,7 @@ import {
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
 import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
 import { answersInstance, httpGet, ProbeError, type TlsClientOptions } from "./probes.js";
-import { isSameProcess, readProcessIdentity } from "./process-identity.js";
+import { hasExited, isSameProcess, readProcessIdentity } from "./process-identity.js";
 
 /** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
 export interface HelperCommand {
@@ -350,8 +350,10 @@ export class SubprocessManager {
       );
     }
     const deadline = Date.now() + REAP_WAIT_MS;
-    while (killed.some((r) => isSameProcess(r)) && Date.now() < deadline) await sleep(20);
-    const stuck = killed.filter((r) => isSameProcess(r));
+    // Until each is a zombie or gone, not merely unlike its record: an exiting process has lost its
+    // argv but still holds its sockets, and the helper started next may need the same port.
+    while (killed.some((r) => !hasExited(r)) && Date.now() < deadline) await sleep(20);
+    const stuck = killed.filter((r) => !hasExited(r));
     if (stuck.length > 0) {
       throw new SupervisorError(
         "leftover_survived",
