@@ -87,9 +87,12 @@ describe("clawker-cp on embedded defaults", () => {
         "spawn_authserver",
         "agent_listener",
         "admin_listener",
+        "admin_socket",
         "healthz",
         "healthy_authserver",
         "register_clients",
+        "ebpf",
+        "firewall",
       ].sort(),
     );
     for (const s of steps) {
