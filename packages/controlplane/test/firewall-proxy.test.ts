@@ -1105,6 +1105,36 @@ describe("EgressProxy lifecycle", { skip }, () => {
     assert.equal(file.split("\n").filter(Boolean).length, 1, "the map file on disk is the old one again");
   });
 
+  test("a revocation the kernel refuses fails the apply with revoke_failed, and new connections are refused already (fake: an ss whose SOCK_DESTROY is unsupported)", async (t) => {
+    // A kernel without CONFIG_INET_DIAG_DESTROY: listing works, every destroy is answered with an
+    // error line on stderr and exit 0, as ss does. The proxy must notice the survivor.
+    const wrapDir = await mkdtemp(join(tmpdir(), "fwp-ss-"));
+    t.after(() => rm(wrapDir, { recursive: true, force: true }));
+    const ss = join(wrapDir, "ss-without-destroy");
+    await writeFile(
+      ss,
+      `#!/bin/sh\nif [ "$1" = -K ]; then echo "RTNETLINK answers: Operation not supported" >&2; exit 0; fi\nexec ss "$@"\n`,
+      { mode: 0o755 },
+    );
+    const env = await setup({ ss });
+    t.after(() => teardown(env));
+    await env.proxy.apply(policy(env, [entry({ dst: "api.example.test", ruleId: "stuck" }, env)]));
+    const open = await tlsThrough(env, "api.example.test", env.upstreamCa.certPem);
+    assert.ok(open.socket !== undefined);
+    open.socket.on("error", () => undefined);
+    await assert.rejects(env.proxy.apply(policy(env, [])), (err: unknown) => {
+      assert.ok(err instanceof ProxyError);
+      assert.equal(err.reason, "revoke_failed");
+      assert.match(err.message, /1 revoked session\(s\) could not be destroyed/);
+      return true;
+    });
+    assert.equal(
+      (await tlsThrough(env, "api.example.test", env.upstreamCa.certPem)).code,
+      "ERR_SSL_TLSV1_UNRECOGNIZED_NAME",
+    );
+    open.socket.destroy();
+  });
+
   test("without ss (no way to end revoked sessions) the proxy does not start", async () => {
     await assert.rejects(setup({ ss: "/nonexistent/clawker-test/ss" }), (err: unknown) => {
       const cause = (err as Error).cause;

@@ -90,6 +90,8 @@ const MAX_SOCKET_PATH = 107;
  * commit and was descheduled before setting its mark escapes the first sweep, never this one.
  */
 const LATE_SWEEP_MS = 1_000;
+/** Retired rule versions logged one line each; more are summarised in one line. */
+const RETIRED_LOG_LINES = 20;
 // Maps that path lookups and method names go through: pushed as old-plus-new before the verdict
 // maps switch to new path keys, then trimmed, so no lookup ever follows a key to nothing.
 const UNION_MAPS: ReadonlySet<MapName> = new Set(["methods", "paths-prefix", "paths-regex"]);
@@ -130,6 +132,8 @@ export class EgressProxy {
   #late = new Map<number, number>();
   #lateTimer: NodeJS.Timeout | undefined;
   #maps = new Map<MapName, MapEntry[]>();
+  /** The text of each map as HAProxy holds it; absent when unknown (pushed again by the next apply). */
+  #rendered = new Map<MapName, string>();
   readonly #certificates = new Set<string>();
   #closing: Promise<void> | undefined;
 
@@ -328,6 +332,7 @@ export class EgressProxy {
     for (const name of MAP_NAMES) {
       await writeFileAtomic(mapPath(L, name), "");
       this.#maps.set(name, []);
+      this.#rendered.set(name, "");
     }
   }
 
@@ -425,12 +430,14 @@ export class EgressProxy {
       if (tag === undefined) throw new ProxyError("apply_failed", `no session tag for rule ${ruleId}`);
       return tag.tag;
     });
-    const changed = MAP_NAMES.filter((n) => renderMap(maps[n]) !== renderMap(this.#maps.get(n) ?? []));
+    const texts = new Map(MAP_NAMES.map((n) => [n, renderMap(maps[n])]));
+    const changed = MAP_NAMES.filter((n) => texts.get(n) !== this.#rendered.get(n));
     const rootsChange = changed.some((n) => ROOT_MAPS.includes(n));
 
     // 1. Map files first, so a reload would load what is about to be live.
     const previous = new Map(this.#maps);
-    await this.#writeMaps(changed, maps);
+    const previousTexts = new Map(MAP_NAMES.map((n) => [n, renderMap(previous.get(n) ?? [])]));
+    await this.#writeMaps(changed, texts);
     // 2. Maps over one connection: leaves (path maps as old+new), verdict maps, then the path
     // maps trimmed to new.
     const pushed: MapName[] = [];
@@ -465,7 +472,7 @@ export class EgressProxy {
           );
         }
         try {
-          await this.#writeMaps(changed, previous);
+          await this.#writeMaps(changed, previousTexts);
         } catch (e) {
           this.#log.error(
             { err: e, event: "proxy_rollback_failed" },
@@ -478,17 +485,22 @@ export class EgressProxy {
       // the next apply, and the maps not recorded as current are pushed again by it.
       this.#tags = next;
       for (const t of retired) this.#retiring.add(t.tag);
-      for (const name of pushed) this.#maps.set(name, maps[name]);
-      for (const name of changed.filter((n) => !pushed.includes(n))) this.#maps.delete(name);
+      for (const name of pushed) {
+        this.#maps.set(name, maps[name]);
+        this.#rendered.set(name, texts.get(name) ?? "");
+      }
+      for (const name of changed.filter((n) => !pushed.includes(n))) {
+        this.#maps.delete(name);
+        this.#rendered.delete(name);
+      }
       throw applyFailed("switching maps (partly applied; apply again)", err);
     }
     this.#maps = new Map(MAP_NAMES.map((n) => [n, maps[n]]));
+    this.#rendered = texts;
     this.#tags = next;
     // 3. Retire old rule versions: no lookup returns their tags any more; end their sessions.
-    for (const t of retired) {
-      this.#retiring.add(t.tag);
-      this.#log.info({ event: "proxy_rule_revoked", ruleId: t.ruleId, tag: t.tag }, "rule version retired");
-    }
+    for (const t of retired) this.#retiring.add(t.tag);
+    this.#logRetired(retired);
     const sessionsEnded = await this.#sweepRetiring();
     const result: ApplyResult = {
       mapsPushed: pushed,
@@ -511,6 +523,27 @@ export class EgressProxy {
       "policy applied",
     );
     return result;
+  }
+
+  /**
+   * One line per retired rule version for a handful; past that one line with the count and the
+   * first ids (the store's change log has every rule: 10,000 lines here cost a second).
+   */
+  #logRetired(retired: readonly RuleTag[]): void {
+    if (retired.length <= RETIRED_LOG_LINES) {
+      for (const t of retired) {
+        this.#log.info({ event: "proxy_rule_revoked", ruleId: t.ruleId, tag: t.tag }, "rule version retired");
+      }
+      return;
+    }
+    this.#log.info(
+      {
+        event: "proxy_rules_revoked",
+        count: retired.length,
+        first: retired.slice(0, RETIRED_LOG_LINES).map((t) => t.ruleId),
+      },
+      "rule versions retired",
+    );
   }
 
   /**
@@ -581,14 +614,8 @@ export class EgressProxy {
     await api.pushMap(mapPath(this.#layout, name), entries, options);
   }
 
-  async #writeMaps(
-    names: readonly MapName[],
-    maps: Record<MapName, MapEntry[]> | Map<MapName, MapEntry[]>,
-  ): Promise<void> {
-    for (const name of names) {
-      const entries = maps instanceof Map ? (maps.get(name) ?? []) : maps[name];
-      await writeFileAtomic(mapPath(this.#layout, name), renderMap(entries));
-    }
+  async #writeMaps(names: readonly MapName[], texts: ReadonlyMap<MapName, string>): Promise<void> {
+    for (const name of names) await writeFileAtomic(mapPath(this.#layout, name), texts.get(name) ?? "");
   }
 
   async #installCertificate(name: string, certPem: string, keyPem: string): Promise<void> {

@@ -1,8 +1,9 @@
-// Destroys the proxy's agent-facing TCP sockets by session mark: lists the tagged sockets on the
-// listen address (`ss -tnHe`), then destroys those whose tag is being retired (`ss -K`, the
-// kernel's SOCK_DESTROY over inet_diag: the agent gets a reset at once, HAProxy sees the error and
-// closes the upstream side). Node has no netlink socket without a native module, so iproute2's
-// `ss` does the netlink part. Both need CAP_NET_ADMIN; a socket that survives fails the sweep.
+// Destroys the proxy's agent-facing TCP sockets by session mark (`ss -K`, the kernel's
+// SOCK_DESTROY over inet_diag: the agent gets a reset at once, HAProxy sees the error and closes
+// the upstream side). A few tags are destroyed by their marks in one run; many (a bulk removal)
+// are first narrowed to the tags that have a socket at all (`ss -tnHe`). Node has no netlink
+// socket without a native module, so iproute2's `ss` does the netlink part. Both need
+// CAP_NET_ADMIN; a socket that survives fails the sweep.
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { ProxyError } from "./errors.js";
@@ -56,15 +57,24 @@ export class SocketSweeper {
    */
   async sweep(tags: ReadonlySet<number>): Promise<number> {
     if (tags.size === 0) return 0;
-    const present = new Set((await this.#tagged()).filter((t) => tags.has(t)));
+    const present =
+      tags.size <= MARKS_PER_RUN ? tags : new Set((await this.#tagged()).filter((t) => tags.has(t)));
     if (present.size === 0) return 0;
     const marks = [...present].map(markOf);
     let destroyed = 0;
+    let complained = false;
     for (let i = 0; i < marks.length; i += MARKS_PER_RUN) {
       const some = marks.slice(i, i + MARKS_PER_RUN).map((m) => `fwmark = ${hex(m)}`);
-      const out = await this.#run(["-K", "-tnH", `( ${some.join(" or ")} ) and src ${this.#localAddress}`]);
-      destroyed += out.split("\n").filter((l) => l.trim() !== "").length;
+      const { stdout, stderr } = await this.#run([
+        "-K",
+        "-tnH",
+        `( ${some.join(" or ")} ) and src ${this.#localAddress}`,
+      ]);
+      destroyed += stdout.split("\n").filter((l) => l.trim() !== "").length;
+      // A refused SOCK_DESTROY is only a line on stderr ("RTNETLINK answers: ..."), exit 0.
+      complained ||= stderr.trim() !== "";
     }
+    if (!complained) return destroyed;
     const left = (await this.#tagged()).filter((t) => present.has(t)).length;
     if (left > 0) {
       throw new ProxyError(
@@ -78,9 +88,9 @@ export class SocketSweeper {
   /** The tag of every tagged socket on the listen address, one per socket. */
   async #tagged(): Promise<number[]> {
     const prefix = `${hex(SESSION_MARK_PREFIX)}/${hex(SESSION_MARK_MASK)}`;
-    const out = await this.#run(["-tnHe", `fwmark = ${prefix} and src ${this.#localAddress}`]);
+    const { stdout } = await this.#run(["-tnHe", `fwmark = ${prefix} and src ${this.#localAddress}`]);
     const tags: number[] = [];
-    for (const line of out.split("\n")) {
+    for (const line of stdout.split("\n")) {
       const m = /\bfwmark:(0x[0-9a-f]+)/.exec(line);
       const tag = m?.[1] === undefined ? undefined : tagOf(Number(m[1]));
       if (tag !== undefined) tags.push(tag);
@@ -88,7 +98,7 @@ export class SocketSweeper {
     return tags;
   }
 
-  #run(args: readonly string[]): Promise<string> {
+  #run(args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
       execFile(
         this.#ss,
@@ -96,7 +106,7 @@ export class SocketSweeper {
         { timeout: this.#timeoutMs, maxBuffer: 64 * 1024 * 1024 },
         (err, stdout, stderr) => {
           if (err === null) {
-            resolve(stdout);
+            resolve({ stdout, stderr });
             return;
           }
           const code = (err as NodeJS.ErrnoException).code;
