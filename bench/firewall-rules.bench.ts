@@ -3,8 +3,9 @@
 // (every rule merged, all UNCHANGED); the compile step on the stored listing. Through the real
 // daemon (FirewallAddRules over mTLS with a token, the real HAProxy): one rule added or removed
 // until the agent's next connection is admitted or refused (issue 16: p50 <= 20 ms, p99 <=
-// 100 ms), and 10,000 rules validated + stored + compiled + pushed live in one call (<= 1 s).
-import { mkdtempSync, rmSync } from "node:fs";
+// 100 ms), 10,000 rules validated + stored + compiled + pushed live in one call (<= 1 s), and
+// HAProxy's resident memory (master + worker) idle with no rule and with the 10,000.
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -120,7 +121,24 @@ function liveInputs(salt: number, port: number): admin.EgressRule[] {
   });
 }
 
-/** Through the real daemon and HAProxy: single-rule latency and the 10,000-rule push. */
+/** MiB resident of the HAProxy processes (master + worker) whose command line names `dataDir`. */
+function haproxyRssMiB(dataDir: string): number {
+  let kib = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      if (!cmdline.includes("haproxy") || !cmdline.includes(dataDir)) continue;
+      const rss = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+      kib += Number(rss?.[1] ?? 0);
+    } catch {
+      // The process ended while we looked: it holds no memory.
+    }
+  }
+  if (kib === 0) throw new Error(`no HAProxy process found for ${dataDir}`);
+  return kib / 1024;
+}
+
+/** Through the real daemon and HAProxy: single-rule latency, the 10,000-rule push, memory. */
 async function live(ctx: BenchContext): Promise<Figure[]> {
   const CYCLES = 60;
   const names = Array.from({ length: CYCLES + 10 }, (_, i) => `n${i}.example.test`);
@@ -140,6 +158,8 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
   });
   try {
     await client.firewallInit();
+    const idleRss = [haproxyRssMiB(cp.dataDir)];
+    const fullRss: number[] = [];
     const ca = world.upstreamCa.certPem;
     const rule = (dst: string) => admin.EgressRule.fromPartial({ dst, port: String(world.tlsPort) });
     const remove = (dst: string) =>
@@ -167,8 +187,8 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
 
     const bulk: Array<{ add: number; remove: number }> = [];
     let salt = 0;
-    // Two runs, no warm-up: one 10k push takes tens of seconds here (see README.md, "Measured").
-    const bulkRuns = Math.min(ctx.runs, 2);
+    // No warm-up: the single-rule cycles above warmed the daemon and HAProxy.
+    const bulkRuns = Math.min(ctx.runs, 5);
     for (let r = 0; r < bulkRuns; r++) {
       const rules = liveInputs(salt++, world.tlsPort);
       const t0 = performance.now();
@@ -203,6 +223,7 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
           `the pushed rules are not live: ${probe.dst} refused; last apply ${JSON.stringify(applied)}`,
         );
       }
+      fullRss.push(haproxyRssMiB(cp.dataDir));
       const t1 = performance.now();
       await client.firewallRemoveRule(admin.FirewallRemoveRuleRequest.fromPartial({ all: true }));
       for (const project of new Set(rules.map((x) => x.project))) {
@@ -249,6 +270,8 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
         bulk.map((b) => b.remove),
         "lower",
       ),
+      summarise("HAProxy RSS (master + worker), no rule", "MiB", idleRss, "lower"),
+      summarise("HAProxy RSS (master + worker), 10k rules live", "MiB", fullRss, "lower"),
     ];
   } finally {
     await client.close();
