@@ -12,6 +12,7 @@ import {
   type IncomingMessage,
   type Server as HttpServer,
 } from "node:http";
+import { connect as http2Connect } from "node:http2";
 import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import {
   createConnection,
@@ -633,6 +634,25 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  test("the HTTP listener speaks HTTP/1 only: h2c (prior knowledge) is refused, so one connection never carries two rules' requests at once", async () => {
+    const e = E();
+    await e.proxy.apply(policy(e, [entry({ dst: "plain.example.test", kind: "http", ruleId: "h1" }, e)]));
+    assert.equal((await httpThrough(e, "plain.example.test", "/h1")).status, 200);
+    const outcome = await new Promise<string>((resolve) => {
+      const session = http2Connect(`http://127.0.0.1:${e.httpPort}`, {
+        createConnection: () =>
+          createConnection({ host: "127.0.0.1", port: e.httpPort, localAddress: AGENT_A }),
+      });
+      session.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? "error"));
+      const req = session.request({ ":path": "/h2", host: "plain.example.test" });
+      req.on("response", (h) => resolve(`status ${String(h[":status"])}`));
+      req.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? "error"));
+      req.end();
+    });
+    assert.doesNotMatch(outcome, /^status/);
+    assert.ok(!e.seen.some((x) => x.path === "/h2"), "the upstream never saw the h2c request");
   });
 
   test("removing a rule cuts its open TCP route tunnel", async () => {

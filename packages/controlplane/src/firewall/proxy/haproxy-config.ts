@@ -221,7 +221,9 @@ export function renderConfig(o: RenderOptions): string {
   add(
     "frontend http_in",
     "  mode http",
-    `  bind ${o.listen.address}:${o.listen.httpPort} name http`,
+    // HTTP/1 only: h2c would multiplex requests under several rules on one connection, and the
+    // connection's mark names only the last one (a revoked rule's stream could outlive its sweep).
+    `  bind ${o.listen.address}:${o.listen.httpPort} name http proto h1`,
     `  log-format '${httpLogFormat(o.log.token, "http")}'`,
     ...clientChecks(o.listen.address, clients),
     "  http-request set-var(txn.name) req.hdr(host),lower,field(1,:)",
