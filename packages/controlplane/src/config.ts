@@ -150,7 +150,7 @@ const firewallConfig = z.strictObject({
       haproxy: z.string().min(1).default("haproxy"),
       /** CA bundle intercepted connections verify upstreams against. */
       upstreamCaFile: z.string().min(1).optional(),
-      /** Allowing rules at most (one HAProxy dynamic server each). */
+      /** Allowing rules at most (each holds one of the proxy's session tags). */
       maxRules: z.number().int().min(1).max(100_000).default(10_000),
     })
     .prefault({}),
