@@ -4,10 +4,14 @@
 // default). TCP/SSH hosts are refused: the control plane talks to the local engine only. A small
 // client of our own rather than dockerode keeps SSH, protobuf and tar code (and ~20 MiB of
 // resident memory) out of the privileged daemon, and gives every call an AbortSignal.
-import http from "node:http";
+import type http from "node:http";
 import type { Readable } from "node:stream";
 import { DockerError, toDockerError } from "./errors.js";
 import type { ListedContainer, ListedNetwork } from "./event-parse.js";
+
+// node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
+// WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
+const { request } = process.getBuiltinModule("node:http");
 
 /** The socket used when DOCKER_HOST is unset or empty. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
@@ -165,7 +169,7 @@ export class DockerClient {
   /** Sends one GET and resolves with the response head; socket failures become DockerErrors. */
   #open(operation: string, path: string, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const req = http.request({
+      const req = request({
         socketPath: this.socketPath,
         path,
         method: "GET",

@@ -739,8 +739,8 @@ export class Firewall {
     const compiled = this.#compile(stack);
     await this.#installCertificates(stack, compiled.certificates, signal);
     signal.throwIfAborted();
-    // Removing or narrowing a rule retires its proxy server, which ends the sessions opened under
-    // it (proxy/README.md, "Live updates and revocation").
+    // Removing or narrowing a rule retires its session tag, and the sockets marked with it are
+    // destroyed: the sessions opened under it end (proxy/README.md, "Live updates and revocation").
     await stack.proxy.apply(compiled.proxy);
     await stack.dns?.apply(compiled.dns);
     await this.#options.routes?.apply(compiled.routes, signal);
