@@ -492,7 +492,7 @@ describe("a firewall nothing would enforce is refused", { skip }, () => {
     const client = clientOf(cp);
     t.after(() => client.close());
     const err = await refusal(client.firewallInit());
-    assert.equal(err.reason, "failed_precondition");
+    assert.equal(err.reason, "not_enforced");
     assert.match(err.message, /eBPF enforcement is off.*ebpf\.enabled: true/);
     assert.equal((await client.firewallStatus()).running, false);
     assert.ok(!cp.logs.some((l) => l["msg"] === "helper started" && l["helper"] === "egress-proxy"));
