@@ -131,8 +131,9 @@ export async function startEgressWorld(names: readonly string[]): Promise<Egress
 
 /**
  * The daemon's `firewall` config section for this world: the proxy on 127.0.0.1 at the world's
- * ports, the agent address as the only client, the world's DNS as the resolver, and only the
- * proxy's own address forbidden (the upstreams live on loopback).
+ * ports, the agent address as the only client, the world's DNS as the resolver, only the
+ * proxy's own address forbidden (the upstreams live on loopback), and no eBPF enforcement
+ * (`allowUnenforced`: the test's sockets dial the proxy directly).
  */
 export function firewallConfig(
   world: EgressWorld,
@@ -150,6 +151,8 @@ export function firewallConfig(
     },
     resolvers: [{ address: world.dns.address, port: world.dns.port }],
     forbidden: [`${PROXY_ADDRESS}/32`],
+    // The proxy alone, on loopback: no eBPF steers this "agent", it dials the proxy itself.
+    allowUnenforced: true,
     ...extra,
   };
 }

@@ -122,6 +122,7 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   assert.equal(cfg.firewall.dir, "firewall");
   assert.equal(cfg.firewall.network, "clawker-agents");
   assert.equal(cfg.firewall.floorFile, undefined);
+  assert.equal(cfg.firewall.allowUnenforced, false, "deny by default: no stack without the eBPF enforcement");
   assert.equal(cfg.firewall.proxy.address, undefined, "default: the agents' network gateway, at bring-up");
   assert.deepEqual(
     [cfg.firewall.proxy.tlsPort, cfg.firewall.proxy.httpPort, cfg.firewall.proxy.routePorts],

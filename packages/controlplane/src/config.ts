@@ -126,6 +126,12 @@ const servicePort = z.number().int().min(1).max(65535);
 const firewallConfig = z.strictObject({
   /** Bring the firewall up at every start; FirewallInit also does, and that choice persists. */
   enabled: z.boolean().default(false),
+  /**
+   * Let the stack come up without the eBPF enforcement (`ebpf.enabled: false`). Off by default:
+   * a proxy nothing steers agents to enforces nothing, so bring-up fails (`not_enforced`)
+   * instead. Only for tests of the proxy alone; logged as an error at every bring-up.
+   */
+  allowUnenforced: z.boolean().default(false),
   /** The firewall's own folder (proxy files, interception CA, state); relative to `dataDir`. */
   dir: z.string().min(1).default("firewall"),
   /** Rules always present for every agent (YAML/JSON, wire field names); see firewall/README.md. */

@@ -20,9 +20,9 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
-import { Enforcement } from "./ebpf/enforcement.js";
+import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
-import { Firewall } from "./firewall/firewall.js";
+import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
@@ -184,6 +184,9 @@ export class Daemon {
       agents: { list: () => this.#registry?.list() ?? [] },
       network: agentNetworkLookup(docker),
       log,
+      // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
+      ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
+      agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
     });
     const a = config.agents;
     this.#watcher = a.drainToZero
@@ -603,5 +606,29 @@ function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
   return {
     definition: binding.definition,
     implementation: withRecovery(binding.definition, binding.implementation, log),
+  };
+}
+
+/** The firewall's enforcement slots over the eBPF Enforcement (modes, routes, targets). */
+function enforcementSlots(
+  enforcement: Enforcement,
+): Pick<FirewallOptions, "enforcer" | "routes" | "steering"> {
+  return {
+    enforcer: { apply: (id, mode, _signal, seconds) => enforcement.apply(id, mode, seconds) },
+    routes: {
+      apply: (routes) =>
+        enforcement.syncRoutes(
+          routes.map((r) => ({
+            identity: r.identity,
+            port: r.dstPort,
+            protocol: "tcp",
+            listener: r.proxyPort,
+          })),
+        ),
+    },
+    steering: {
+      steer: (targets) => enforcement.setTargets(targets),
+      refuse: (where) => enforcement.setTargets({ ...CLOSED_TARGETS, ...where }),
+    },
   };
 }

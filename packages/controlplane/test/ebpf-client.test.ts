@@ -72,6 +72,9 @@ describe("EbpfClient", () => {
       () => client.enroll({ cgroup: "../etc" }, config),
       () => client.bypass({ cgroupId: 0 }),
       () => client.bypass({ cgroupId: "12x" }),
+      () => client.bypass({ cgroupId: 5 }, 0),
+      () => client.bypass({ cgroupId: 5 }, 86_401),
+      () => client.bypass({ cgroupId: 5 }, 1.5),
       () => client.syncRoutes([{ identity: 0, port: 1, protocol: "tcp", listener: 1 }]),
       () =>
         client.syncRoutes([

@@ -480,3 +480,21 @@ describe(
     });
   },
 );
+
+describe("a firewall nothing would enforce is refused", { skip }, () => {
+  test("without the eBPF enforcement, FirewallInit fails not_enforced and no proxy starts", async (t) => {
+    const world = await startEgressWorld(["api.example.test"]);
+    t.after(() => world.close());
+    const cp = await startControlPlane({
+      config: { firewall: firewallConfig(world, { allowUnenforced: false }) },
+    });
+    t.after(() => cp.close());
+    const client = clientOf(cp);
+    t.after(() => client.close());
+    const err = await refusal(client.firewallInit());
+    assert.equal(err.reason, "not_enforced");
+    assert.match(err.message, /eBPF enforcement is off.*ebpf\.enabled: true/);
+    assert.equal((await client.firewallStatus()).running, false);
+    assert.ok(!cp.logs.some((l) => l["msg"] === "helper started" && l["helper"] === "egress-proxy"));
+  });
+});

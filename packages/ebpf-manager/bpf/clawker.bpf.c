@@ -162,9 +162,10 @@ fallback:
 	d->verdict = VERDICT_DENY;
 }
 
-/* Finds the enrolled config for the calling task: bypass on any ancestor wins; otherwise the
- * deepest cgroup with a config. Returns NULL when not enrolled. Walks from level 1 (the root is
- * never enrolled) down to the task's own cgroup, where the next level reads as 0. */
+/* Finds the enrolled config for the calling task: a live bypass on any ancestor wins; otherwise
+ * the deepest cgroup with a config. Returns NULL when not enrolled. Walks from level 1 (the root
+ * is never enrolled) down to the task's own cgroup, where the next level reads as 0. A bypass
+ * whose end (CLOCK_BOOTTIME seconds) has passed counts for nothing: it ends without the manager. */
 static __always_inline struct cg_config *find_config(int *bypassed)
 {
 	struct cg_config *found = NULL;
@@ -173,6 +174,7 @@ static __always_inline struct cg_config *find_config(int *bypassed)
 	/* The manager raises bypass_count after adding an entry and lowers it after removing one,
 	 * so a stale zero can only mean "not bypassed yet": fail closed. */
 	int any_bypass = !s || s->bypass_count;
+	__u64 now_s = any_bypass ? bpf_ktime_get_boot_ns() / 1000000000ULL : 0;
 
 	*bypassed = 0;
 	for (int lvl = 1; lvl < CLAWKER_MAX_ANCESTORS; lvl++) {
@@ -180,7 +182,9 @@ static __always_inline struct cg_config *find_config(int *bypassed)
 
 		if (!id)
 			break;
-		if (any_bypass && bpf_map_lookup_elem(&bypass, &id)) {
+		__u32 *until = any_bypass ? bpf_map_lookup_elem(&bypass, &id) : NULL;
+
+		if (until && (*until == CLAWKER_BYPASS_FOREVER || now_s < *until)) {
 			*bypassed = 1;
 			return NULL;
 		}

@@ -10,6 +10,12 @@
 
 #define CLAWKER_DNS_SLOTS 4
 #define CLAWKER_MAX_ANCESTORS 16
+/* Bypass map value: the CLOCK_BOOTTIME second the bypass ends at (the kernel ends it by itself,
+ * whoever forgets); this value never ends (a disable). Seconds in a __u32 keep the map's layout,
+ * so a new manager still loads over the pins of an old one, whose value 1 reads as long expired. */
+#define CLAWKER_BYPASS_FOREVER 0xffffffffu
+/* The longest timed bypass the manager accepts, in seconds. */
+#define CLAWKER_BYPASS_MAX_SECONDS 86400
 
 /* Per-cgroup enforcement config, keyed by cgroup id. Addresses in network order, ports in
  * host order. */

@@ -261,7 +261,7 @@ static int op_unenroll(struct store *s, const struct server_cfg *cfg, const stru
 	if (!err)
 		err = store_del_config(s, id);
 	if (!err)
-		err = store_set_bypass(s, id, false);
+		err = store_set_bypass(s, id, false, 0);
 	if (err)
 		return bad(e, "internal", "unenroll: %s", strerror(-err));
 	sb_printf(res, "{\"cgroupId\":\"%llu\"}", (unsigned long long)id);
@@ -271,15 +271,19 @@ static int op_unenroll(struct store *s, const struct server_cfg *cfg, const stru
 static int op_bypass(struct store *s, const struct jval *req, bool on, struct sbuf *res,
 		     struct reqerr *e)
 {
-	static const char *const keys[] = { "id", "op", "cgroup", "cgroupId", NULL };
+	static const char *const keys[] = { "id", "op", "cgroup", "cgroupId", "seconds", NULL };
+	static const char *const unkeys[] = { "id", "op", "cgroup", "cgroupId", NULL };
 	char path[PATH_MAX];
-	uint64_t id;
+	uint64_t id, seconds = 0;
 	int err;
 
-	if (check_keys(req, keys, "request", e) ||
+	/* `seconds`: the kernel ends the bypass by itself after that long; absent, it lasts until
+	 * unbypass (a disable). */
+	if (check_keys(req, on ? keys : unkeys, "request", e) ||
+	    (on && get_uint(req, "seconds", 1, CLAWKER_BYPASS_MAX_SECONDS, false, 0, &seconds, e)) ||
 	    get_target(s, req, on, &id, path, sizeof(path), e))
 		return -1;
-	err = store_set_bypass(s, id, on);
+	err = store_set_bypass(s, id, on, (uint32_t)seconds);
 	if (err)
 		return bad(e, "internal", "bypass: %s", strerror(-err));
 	sb_printf(res, "{\"cgroupId\":\"%llu\",\"bypass\":%s}", (unsigned long long)id,

@@ -356,13 +356,15 @@ static int sync_bypass_count(struct store *s)
 	return bpf_map_update_elem(s->fd[M_SETTINGS], &zero, &st, BPF_ANY) ? -errno : 0;
 }
 
-int store_set_bypass(struct store *s, uint64_t cgid, bool on)
+int store_set_bypass(struct store *s, uint64_t cgid, bool on, uint32_t seconds)
 {
 	__u64 key = cgid;
-	__u32 one = 1;
+	/* Rounded up to the next whole second: the kernel never ends a bypass early. */
+	__u32 until = seconds ? (__u32)((boottime_ns() + 999999999ULL) / 1000000000ULL) + seconds :
+				CLAWKER_BYPASS_FOREVER;
 
 	if (on) {
-		if (bpf_map_update_elem(s->fd[M_BYPASS], &key, &one, BPF_ANY))
+		if (bpf_map_update_elem(s->fd[M_BYPASS], &key, &until, BPF_ANY))
 			return -errno;
 	} else if (bpf_map_delete_elem(s->fd[M_BYPASS], &key) && errno != ENOENT) {
 		return -errno;
@@ -592,6 +594,30 @@ static unsigned gc_cgroup_keys(struct store *s, int fd)
 	return count;
 }
 
+/* Removes bypass entries whose end has passed (the programs already ignore them). */
+static unsigned gc_expired_bypass(struct store *s, uint64_t now)
+{
+	__u64 k, next, *prev = NULL;
+	__u64 del[256];
+	size_t n = 0;
+	unsigned count = 0;
+	int fd = s->fd[M_BYPASS];
+
+	while (n < sizeof(del) / sizeof(del[0]) && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		__u32 until;
+
+		if (!bpf_map_lookup_elem(fd, &next, &until) && until != CLAWKER_BYPASS_FOREVER &&
+		    (uint64_t)until * 1000000000ULL <= now)
+			del[n++] = next;
+		k = next;
+		prev = &k;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (bpf_map_delete_elem(fd, &del[i]) == 0)
+			count++;
+	return count;
+}
+
 int store_gc(struct store *s, struct gc_result *res)
 {
 	uint64_t now = boottime_ns();
@@ -653,7 +679,7 @@ int store_gc(struct store *s, struct gc_result *res)
 		closedir(top);
 	}
 	res->containers = gc_cgroup_keys(s, s->fd[M_CONTAINERS]);
-	res->bypass = gc_cgroup_keys(s, s->fd[M_BYPASS]);
+	res->bypass = gc_cgroup_keys(s, s->fd[M_BYPASS]) + gc_expired_bypass(s, now);
 	if (res->bypass)
 		sync_bypass_count(s);
 	res->counters = gc_cgroup_keys(s, s->fd[M_COUNTERS]);
@@ -815,13 +841,26 @@ void store_dump_bypass(struct store *s, struct sbuf *b)
 	bool first = true;
 
 	sb_puts(b, "[");
+	uint64_t now = boottime_ns();
+
 	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		__u32 until = 0;
+
 		k = next;
 		prev = &k;
+		if (bpf_map_lookup_elem(fd, &k, &until))
+			continue; /* removed meanwhile */
 		sb_printf(b, "%s{\"cgroupId\":\"%llu\",\"path\":", first ? "" : ",",
 			  (unsigned long long)k);
 		json_path(s, k, b);
-		sb_puts(b, "}");
+		/* expiresInMs: null for a bypass without end, 0 once the kernel ignores it */
+		if (until == CLAWKER_BYPASS_FOREVER) {
+			sb_puts(b, ",\"expiresInMs\":null}");
+		} else {
+			uint64_t end = (uint64_t)until * 1000000000ULL;
+			sb_printf(b, ",\"expiresInMs\":%llu}",
+				  (unsigned long long)(end > now ? (end - now) / 1000000 : 0));
+		}
 		first = false;
 	}
 	sb_puts(b, "]");

@@ -76,7 +76,9 @@ int store_detach(struct store *s, uint64_t cgid);
 
 int store_set_config(struct store *s, uint64_t cgid, const struct cg_config *cfg);
 int store_del_config(struct store *s, uint64_t cgid);
-int store_set_bypass(struct store *s, uint64_t cgid, bool on);
+/* Sets (on) or clears a cgroup's bypass; `seconds` > 0 ends it in the kernel after that long, 0
+ * never (a disable). */
+int store_set_bypass(struct store *s, uint64_t cgid, bool on, uint32_t seconds);
 int store_sync_routes(struct store *s, const struct route *r, size_t n);
 int store_dns_update(struct store *s, const struct dns_update *u, size_t n);
 int store_gc(struct store *s, struct gc_result *res);

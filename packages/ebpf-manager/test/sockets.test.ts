@@ -150,6 +150,34 @@ describe("ebpf programs on real sockets", { skip: skipReason(root, cgroup2, bpff
     assert.equal((closed["reply"] as { listener: string }).listener, "catchall");
   });
 
+  test("a timed bypass ends in the kernel by itself: no unbypass, no manager call", async (t) => {
+    const cg = lab.cgroup("timed");
+    await lab.client.bypass({ cgroup: cg }, 5);
+    t.after(() => lab.client.unbypass({ cgroup: cg }).then(() => undefined));
+    const [entry] = (await lab.client.dump()).bypass.filter((b) => b.path?.endsWith("/timed"));
+    assert.ok(
+      entry !== undefined &&
+        entry.expiresInMs !== null &&
+        entry.expiresInMs > 4_000 &&
+        entry.expiresInMs <= 6_000,
+      JSON.stringify(entry),
+    );
+    // Open now (five seconds is long enough for one probe); then the kernel's clock ends it.
+    const open = await lab.probe(cg, "tcp", remote.web, "443");
+    assert.equal((open["reply"] as { listener: string }).listener, "direct");
+    await waitFor(
+      async () =>
+        ((await lab.probe(cg, "tcp", remote.web, "443"))["reply"] as { listener: string }).listener ===
+        "catchall",
+      { what: "the bypass to end in the kernel", timeoutMs: 20_000 },
+    );
+    assert.equal((await lab.client.gc()).bypass, 1, "gc removes the spent entry");
+    await assert.rejects(
+      lab.client.bypass({ cgroup: cg }, 0),
+      (err: { reason?: string }) => err.reason === "invalid_argument",
+    );
+  });
+
   test("loopback passes unchanged, the agents' subnet passes, the gateway goes to the catch-all", async (t) => {
     const loop = await lab.probe(agent, "tcp", "127.0.0.1", String(ports.route));
     assert.equal((loop["reply"] as { listener: string; origDst: unknown }).listener, "route");

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { z } from "zod";
 import { EbpfError, managerReason } from "./errors.js";
 import {
+  bypassSecondsSchema,
   cgroupTargetSchema,
   checkDnsEntries,
   checkRoutes,
@@ -106,9 +107,15 @@ export class EbpfClient {
     return this.call("unenroll", parse(cgroupTargetSchema, target, "unenroll"));
   }
 
-  /** Lets a cgroup's sockets through untouched until `unbypass`. */
-  async bypass(target: CgroupTarget): Promise<{ cgroupId: string; bypass: boolean }> {
-    return this.call("bypass", parse(cgroupTargetSchema, target, "bypass"));
+  /**
+   * Lets a cgroup's sockets through untouched until `unbypass`, or, with `seconds` (1 to
+   * LIMITS.maxBypassSeconds), until the kernel ends it by itself (no manager or control plane
+   * needed; at most one second late, never early).
+   */
+  async bypass(target: CgroupTarget, seconds?: number): Promise<{ cgroupId: string; bypass: boolean }> {
+    const t = parse(cgroupTargetSchema, target, "bypass");
+    if (seconds === undefined) return this.call("bypass", t);
+    return this.call("bypass", { ...t, seconds: parse(bypassSecondsSchema, seconds, "bypass") });
   }
 
   /** Ends a bypass. */

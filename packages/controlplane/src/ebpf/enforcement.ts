@@ -231,10 +231,11 @@ export class Enforcement {
 
   /**
    * Puts a firewall mode into effect for a container (the firewall's ModeEnforcer): `bypass` and
-   * `disabled` set the cgroup's bypass flag, `enforced` clears it. Resolves true once the kernel
-   * has it; rejects `unknown_container` when the container has no cgroup (not running).
+   * `disabled` set the cgroup's bypass flag, `enforced` clears it. A bypass with `seconds` ends in
+   * the kernel by itself after that long, also when no control plane is left to end it. Resolves
+   * true once the kernel has it; rejects `unknown_container` when the container has no cgroup.
    */
-  apply(containerId: string, mode: EnforcedMode): Promise<boolean> {
+  apply(containerId: string, mode: EnforcedMode, seconds?: number): Promise<boolean> {
     return this.#serial(async () => {
       const client = this.#running();
       const known = this.#enrolled.get(containerId) ?? (await this.#enroll(containerId));
@@ -246,7 +247,7 @@ export class Enforcement {
         );
       }
       if (mode === "enforced") await client.unbypass({ cgroupId: known.cgroupId });
-      else await client.bypass({ cgroupId: known.cgroupId });
+      else await client.bypass({ cgroupId: known.cgroupId }, mode === "bypass" ? seconds : undefined);
       return true;
     });
   }

@@ -7,7 +7,15 @@ const octet = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const ipv4Pattern = new RegExp(`^${octet}\\.${octet}\\.${octet}\\.${octet}$`);
 
 /** Limits the manager enforces. */
-export const LIMITS = { maxRoutes: 65_536, maxDnsBatch: 65_536, maxTtlSeconds: 604_800 } as const;
+export const LIMITS = {
+  maxRoutes: 65_536,
+  maxDnsBatch: 65_536,
+  maxTtlSeconds: 604_800,
+  maxBypassSeconds: 86_400,
+} as const;
+
+/** How long a timed bypass lasts before the kernel ends it (the manager's `seconds`). */
+export const bypassSecondsSchema = z.number().int().min(1).max(LIMITS.maxBypassSeconds);
 
 /** A dotted-quad IPv4 address as inet_pton(AF_INET) accepts it (no leading zeros). */
 export const ipv4 = z.string().regex(ipv4Pattern, "must be a dotted IPv4 address");
@@ -192,7 +200,8 @@ export interface Dump {
     address: string;
     identities: readonly { identity: number; expiresInMs: number }[];
   }[];
-  readonly bypass: readonly { cgroupId: string; path: string | null }[];
+  /** `expiresInMs`: null for a bypass without end (a disable), 0 once the kernel ignores it. */
+  readonly bypass: readonly { cgroupId: string; path: string | null; expiresInMs: number | null }[];
   readonly counters: readonly {
     cgroupId: string;
     path: string | null;

@@ -86,3 +86,38 @@ void test("a bypass is 1 to 3600 seconds", async () => {
   }
   assert.deepEqual(modes.list(), []);
 });
+
+void test("restoreAll() hands every bypassed or disabled container back to enforcement, even past a failure", async () => {
+  const calls: Array<[string, ContainerMode]> = [];
+  const enforcer: ModeEnforcer = {
+    apply: (id, mode) => {
+      calls.push([id, mode]);
+      return id === "x" && mode === "enforced" ? Promise.reject(new Error("gone")) : Promise.resolve(true);
+    },
+  };
+  const modes = new ContainerModes({ log, enforcer });
+  await modes.bypass("x", 3600);
+  await modes.disable("y");
+  await modes.restoreAll();
+  assert.deepEqual(modes.list(), []);
+  assert.deepEqual(calls.slice(2), [
+    ["x", "enforced"],
+    ["y", "enforced"],
+  ]);
+  assert.equal(process.getActiveResourcesInfo().filter((r) => r === "Timeout").length, 0);
+});
+
+void test("a bypass hands its length to the enforcer, so the kernel can end it without us", async () => {
+  const seen: Array<number | undefined> = [];
+  const enforcer: ModeEnforcer = {
+    apply: (_id, _mode, _signal, seconds) => {
+      seen.push(seconds);
+      return Promise.resolve(true);
+    },
+  };
+  const modes = new ContainerModes({ log, enforcer });
+  await modes.bypass("k", 42);
+  await modes.disable("k");
+  modes.clear();
+  assert.deepEqual(seen, [42, undefined]);
+});

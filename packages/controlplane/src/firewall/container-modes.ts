@@ -1,5 +1,6 @@
 // Per-container firewall modes: enforced (the default for every agent), disabled, or a bypass
-// that ends by itself (a dead-man timer, at most an hour). Memory only: a control plane restart
+// that ends by itself (a dead-man timer, at most an hour; the enforcer gets its length, so the
+// kernel ends it too when no control plane is left). Memory only: a control plane restart
 // clears every bypass and disable, so every agent is enforced again (API.md §1, fail closed).
 // Whether a mode is enforced is the enrolment's business (eBPF); without one it is only recorded.
 import type { Logger } from "pino";
@@ -12,11 +13,12 @@ export const MAX_BYPASS_SECONDS = 3600;
 export type ContainerMode = "enforced" | "disabled" | "bypass";
 
 /**
- * What puts a mode into effect for a container (the eBPF enrolment, when it lands). Resolves true
- * once the kernel enforces `mode`, false when nothing can (the mode is then only recorded).
+ * What puts a mode into effect for a container (the eBPF enforcement). Resolves true once the
+ * kernel enforces `mode`, false when nothing can (the mode is then only recorded). A `bypass`
+ * comes with its `seconds`, so the kernel can end it without us.
  */
 export interface ModeEnforcer {
-  apply(containerId: string, mode: ContainerMode, signal?: AbortSignal): Promise<boolean>;
+  apply(containerId: string, mode: ContainerMode, signal?: AbortSignal, seconds?: number): Promise<boolean>;
 }
 
 /** A mode that is not the default, as FirewallStatus lists it. */
@@ -83,7 +85,7 @@ export class ContainerModes {
       );
     }
     this.#drop(containerId);
-    const enforced = await this.#apply(containerId, "bypass", signal);
+    const enforced = await this.#apply(containerId, "bypass", signal, seconds);
     const timer = setTimeout(() => void this.#expire(containerId), seconds * 1000);
     // The drain cancels timers; one must never keep the process alive on its own.
     timer.unref();
@@ -109,7 +111,23 @@ export class ContainerModes {
     this.#drop(containerId);
   }
 
-  /** Cancels every bypass timer and forgets every mode (the drain, FirewallRemove). */
+  /**
+   * Every container back to enforced, in the kernel too (FirewallRemove: no bypass or disable
+   * outlives the stack); a failure is logged and the others still go back.
+   */
+  async restoreAll(): Promise<void> {
+    const ids = [...this.#held.keys()];
+    this.clear();
+    for (const containerId of ids) {
+      try {
+        await this.#apply(containerId, "enforced");
+      } catch (err) {
+        this.#log.error({ err, containerId, event: "mode_restore_failed" }, "could not restore enforcement");
+      }
+    }
+  }
+
+  /** Cancels every bypass timer and forgets every mode (the drain: the enforcement clears the kernel's). */
   clear(): void {
     for (const h of this.#held.values()) clearTimeout(h.timer);
     const bypasses = [...this.#held.values()].filter((h) => h.mode === "bypass").length;
@@ -137,8 +155,13 @@ export class ContainerModes {
     this.#held.delete(containerId);
   }
 
-  async #apply(containerId: string, mode: ContainerMode, signal?: AbortSignal): Promise<boolean> {
-    const enforced = (await this.#enforcer?.apply(containerId, mode, signal)) ?? false;
+  async #apply(
+    containerId: string,
+    mode: ContainerMode,
+    signal?: AbortSignal,
+    seconds?: number,
+  ): Promise<boolean> {
+    const enforced = (await this.#enforcer?.apply(containerId, mode, signal, seconds)) ?? false;
     this.#log.info(
       { event: "container_mode", containerId, mode, enforced },
       enforced ? "firewall mode applied" : "firewall mode recorded; no enrolment enforces it yet",

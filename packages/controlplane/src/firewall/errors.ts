@@ -18,6 +18,7 @@ export type FirewallReason =
   | "unknown_container"
   | "not_running"
   | "not_configured"
+  | "not_enforced"
   | "stack_failed"
   | "resolve_failed"
   | "invalid_floor_file"
@@ -42,6 +43,8 @@ export const firewallReasonStatus = {
   not_running: status.FAILED_PRECONDITION,
   // Neither the config nor the agents' Docker network says where the proxy listens.
   not_configured: status.FAILED_PRECONDITION,
+  // No eBPF enforcement steers agents to the proxy: the stack would enforce nothing.
+  not_enforced: status.FAILED_PRECONDITION,
   // The proxy (or DNS gate) did not start: e.g. HAProxy missing or a port taken.
   stack_failed: status.FAILED_PRECONDITION,
   // The upstream resolvers did not answer.

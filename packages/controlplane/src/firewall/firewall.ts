@@ -82,6 +82,33 @@ export interface RouteSink {
   apply(routes: readonly CompiledRoute[], signal: AbortSignal): Promise<number>;
 }
 
+/**
+ * Where the kernel steers agents' sockets (the eBPF enforcement's targets): the proxy's address
+ * and catch-all port, the DNS gate, the agents' subnet (passes) and gateway (refused).
+ */
+export interface SteeringTargets {
+  readonly proxy: string;
+  readonly dns: string;
+  readonly dnsPort?: number;
+  readonly catchallPort: number;
+  readonly gateway?: string;
+  readonly subnet?: string;
+}
+
+/**
+ * The eBPF enforcement as the firewall drives it: agents steered to the stack while it is up, and
+ * refused (everything steered goes nowhere; only their own subnet passes) while it is down.
+ */
+export interface Steering {
+  /** The stack is up: steer every agent to it. Resolves once the kernel has it. */
+  steer(targets: SteeringTargets): Promise<void>;
+  /**
+   * The stack is down: refuse every steered socket; `subnet` (agent to agent) still passes, except
+   * `gateway`, which is refused too.
+   */
+  refuse(where: { readonly subnet?: string; readonly gateway?: string }): Promise<void>;
+}
+
 /** What the firewall is built from. */
 export interface FirewallOptions {
   readonly settings: FirewallSettings;
@@ -100,8 +127,19 @@ export interface FirewallOptions {
   readonly dnsGate?: (options: DnsGateOptions) => DnsGate;
   /** Takes the eBPF routes; absent until the eBPF manager lands (routes are then computed only). */
   readonly routes?: RouteSink;
-  /** Enrols containers; absent until the eBPF enrolment lands (modes are then recorded only). */
+  /** Puts container modes into the kernel (the eBPF enforcement); absent: modes are recorded only. */
   readonly enforcer?: ModeEnforcer;
+  /**
+   * Steers agents to the stack (the eBPF enforcement). Absent, the stack refuses to come up
+   * (`not_enforced`) unless `settings.allowUnenforced`: a proxy nothing steers to enforces nothing.
+   */
+  readonly steering?: Steering;
+  /**
+   * Addresses the control plane's agent-facing listeners (agent gRPC, token endpoint) bind.
+   * When the agents' gateway is one of them, agents must reach it: the gateway then passes with
+   * the subnet instead of being refused (README, "What is enforced").
+   */
+  readonly agentFacing?: readonly string[];
   readonly onDecision?: (decision: ProxyDecision) => void;
   readonly now?: () => number;
 }
@@ -137,6 +175,8 @@ interface Stack {
   readonly address: string;
   readonly network: AgentNetwork | undefined;
   readonly cidr: string;
+  /** Where agents were steered (their subnet and gateway stay the same once the stack is down). */
+  readonly steered: SteeringTargets;
   readonly forbidden: readonly string[];
   readonly ports: { readonly tls: number; readonly http: number; readonly routes: readonly number[] };
   /** Interception certificates installed in this proxy: name -> CA fingerprint and expiry. */
@@ -219,6 +259,8 @@ export class Firewall {
     if (wanted) {
       await this.#bringUp(signal);
       await this.#applyOrTearDown(signal);
+    } else {
+      await this.#refuseWithoutStack(signal);
     }
   }
 
@@ -461,6 +503,14 @@ export class Firewall {
 
   async #bringUp(signal: AbortSignal): Promise<void> {
     const s = this.#settings;
+    const steering = this.#options.steering;
+    if (steering === undefined && !s.allowUnenforced) {
+      // Deny by default: a proxy that nothing steers agents to would report rules it never enforces.
+      throw new FirewallError(
+        "not_enforced",
+        "the eBPF enforcement is off, so nothing would steer agents to the proxy: set ebpf.enabled: true (needs root, cgroup2 and bpffs)",
+      );
+    }
     let network: AgentNetwork | undefined;
     try {
       network = await this.#options.network(s.network, AbortSignal.any([signal, AbortSignal.timeout(5_000)]));
@@ -524,12 +574,30 @@ export class Firewall {
         });
       }
     }
+    const cidr = network?.subnet ?? clients[0]!;
+    const targets = this.#targets(address, dnsAddress, cidr, network?.gateway, ports.tls);
+    if (steering === undefined) {
+      this.#log.error(
+        { event: "firewall_unenforced", proxy: address },
+        "firewall stack up WITHOUT eBPF enforcement (firewall.allowUnenforced): agents are not steered to it",
+      );
+    } else {
+      try {
+        await steering.steer(targets);
+      } catch (err) {
+        await this.#closeStack(proxy, dns);
+        throw new FirewallError("stack_failed", `agents could not be steered: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
     this.#stack = {
       proxy,
       dns,
       address,
       network,
-      cidr: network?.subnet ?? clients[0]!,
+      cidr,
+      steered: targets,
       forbidden: forbiddenList(s.forbidden, [address, dnsAddress, ...clients]),
       ports,
       certificates: new Map(),
@@ -541,11 +609,73 @@ export class Firewall {
         dns: dns?.address ?? null,
         networkId: network?.id ?? null,
         clients,
-        enrolment: this.#options.enforcer !== undefined,
+        steered: steering === undefined ? null : targets,
         routes: this.#options.routes !== undefined,
       },
       "firewall stack up",
     );
+  }
+
+  /**
+   * Where agents are steered: the proxy's catch-all, the DNS gate, their subnet (passes) and the
+   * gateway (refused), unless the control plane's agent-facing listeners bind the gateway.
+   */
+  #targets(
+    proxy: string,
+    dns: string,
+    subnet: string,
+    gateway: string | undefined,
+    catchallPort: number,
+  ): SteeringTargets {
+    const refusedGateway = this.#gatewayToRefuse(gateway);
+    return {
+      proxy,
+      dns,
+      dnsPort: this.#settings.dns.port,
+      catchallPort,
+      subnet,
+      ...(refusedGateway === undefined ? {} : { gateway: refusedGateway }),
+    };
+  }
+
+  /** The gateway agents are refused, unless the control plane's agent-facing listeners bind it. */
+  #gatewayToRefuse(gateway: string | undefined): string | undefined {
+    if (gateway === undefined || !(this.#options.agentFacing ?? []).includes(gateway)) return gateway;
+    this.#log.warn(
+      { event: "gateway_passes", gateway },
+      "the control plane listens for agents on their gateway, so the gateway passes (every port of it)",
+    );
+    return undefined;
+  }
+
+  /**
+   * No stack at start: agents stay refused, but their own subnet passes (the enforcement starts
+   * with closed targets and no subnet, which would also refuse a control plane agents register
+   * with on their network), and the gateway is refused unless agents must reach it.
+   */
+  async #refuseWithoutStack(signal: AbortSignal): Promise<void> {
+    const steering = this.#options.steering;
+    if (steering === undefined) return;
+    const s = this.#settings;
+    let network: AgentNetwork | undefined;
+    try {
+      network = await this.#options.network(s.network, AbortSignal.any([signal, AbortSignal.timeout(5_000)]));
+    } catch (err) {
+      signal.throwIfAborted();
+      this.#log.warn(
+        { err, network: s.network, event: "agent_network_unknown" },
+        "agents' network not found",
+      );
+    }
+    const subnet = network?.subnet ?? s.clients?.[0];
+    if (subnet === undefined) return; // closed targets, nothing passes: stricter, never looser
+    const gateway = this.#gatewayToRefuse(network?.gateway);
+    try {
+      await steering.refuse({ subnet, ...(gateway === undefined ? {} : { gateway }) });
+    } catch (err) {
+      // The closed targets stay: stricter than what failed, so start-up goes on.
+      this.#log.error({ err, event: "steering_not_set" }, "agents' subnet could not be let through");
+    }
   }
 
   /** The first apply after bring-up; a failure takes the stack down again (nothing half-up). */
@@ -570,13 +700,28 @@ export class Firewall {
     // First, so nothing applies to a stack on its way out.
     this.#stack = undefined;
     this.#compiled = undefined;
-    this.#modes.clear();
+    // Bypasses and disables end with the stack, in the kernel too: nothing stays let out.
+    await this.#modes.restoreAll();
     try {
-      await stack.dns?.close();
-    } finally {
-      await stack.proxy.close();
+      // Before the proxy goes: agents are refused from here on, never steered to a stranger that
+      // might bind the proxy's port next.
+      await this.#options.steering?.refuse(refusal(stack.steered));
+    } catch (err) {
+      this.#log.error(
+        { err, event: "steering_not_closed" },
+        "agents could not be switched to refusal; they stay steered to the stopped proxy",
+      );
     }
+    await this.#closeStack(stack.proxy, stack.dns);
     this.#log.info({ event: "firewall_down" }, "firewall stack down");
+  }
+
+  async #closeStack(proxy: EgressProxy, dns: DnsGate | undefined): Promise<void> {
+    try {
+      await dns?.close();
+    } finally {
+      await proxy.close();
+    }
   }
 
   #addresses(stack: Stack): StackAddresses {
@@ -717,6 +862,14 @@ export class Firewall {
   async #writeState(state: { up: boolean }): Promise<void> {
     await writeFileAtomic(join(this.#dir, STATE_FILE), `${JSON.stringify(state)}\n`);
   }
+}
+
+/** What stays of the steering once the stack is down: the subnet passes, the gateway does not. */
+function refusal(targets: SteeringTargets): { subnet?: string; gateway?: string } {
+  return {
+    ...(targets.subnet === undefined ? {} : { subnet: targets.subnet }),
+    ...(targets.gateway === undefined ? {} : { gateway: targets.gateway }),
+  };
 }
 
 /**
