@@ -10,3 +10,4 @@ export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 export * as jobs from "./gen/clawker/jobs/v1/jobs.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
+export * from "./error-info.js";
