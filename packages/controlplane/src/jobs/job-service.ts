@@ -1,0 +1,221 @@
+// clawker.jobs.v1.JobService on the admin listener (issue 13; scope `admin` in METHOD_SCOPES):
+// each call goes to the named agent's clawkerd, which serves the same service, over the mTLS
+// channel the dialer already holds for that agent's Session. Jobs live in clawkerd, so a control
+// plane restart loses nothing: once the dialer has re-dialed, the same names answer again.
+// A CLI watcher's stream is paced by write()/'drain' and reads from clawkerd pause meanwhile;
+// clawkerd cuts a stalled watcher off (`watcher_too_slow`), which is relayed.
+import * as grpc from "@grpc/grpc-js";
+import { agentFullName, jobs, statusWithReason } from "@clawker/proto";
+import type { AgentChannel, Dialer } from "../agents/dialer.js";
+import type { Registry } from "../agents/registry.js";
+import type { ServiceBinding } from "../server/grpc-listener.js";
+import type { Logger } from "../logging.js";
+
+/** What the service uses. */
+export interface JobServiceDeps {
+  readonly dialer: Pick<Dialer, "readyChannel">;
+  readonly registry: Pick<Registry, "list">;
+  readonly log: Logger;
+  /** Deadline of each unary call to clawkerd; default 30 s (StopJob waits for the grace). */
+  readonly callTimeoutMs?: number;
+}
+
+/** Why a job call was refused. */
+export type JobErrorReason = "invalid_argument" | "agent_not_found" | "agent_unavailable";
+
+/** The one table from reasons to gRPC codes. */
+export const JOB_STATUS = {
+  invalid_argument: grpc.status.INVALID_ARGUMENT,
+  agent_not_found: grpc.status.NOT_FOUND,
+  agent_unavailable: grpc.status.UNAVAILABLE,
+} as const satisfies Record<JobErrorReason, grpc.status>;
+
+/** A refused job call with a stable reason. */
+export class JobError extends Error {
+  override readonly name = "JobError";
+  constructor(
+    readonly reason: JobErrorReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const NAME = /^agents\/([^/]+)\/jobs\/([0-9a-f-]{36})$/;
+
+/** The agent full name a job name carries; throws invalid_argument when malformed. */
+export function agentOfJobName(name: string): string {
+  const m = NAME.exec(name);
+  if (m === null)
+    throw new JobError(
+      "invalid_argument",
+      `malformed job name ${JSON.stringify(name)}; want agents/<agent>/jobs/<uuid>`,
+    );
+  return m[1]!;
+}
+
+/** Builds the JobService binding for the admin listener. */
+export function jobService(deps: JobServiceDeps): ServiceBinding {
+  const log = deps.log;
+  const timeoutMs = deps.callTimeoutMs ?? 30_000;
+
+  /** A JobService client on the agent's Session channel. Never close() it: that closes the channel. */
+  const clientFor = (fullName: string): jobs.JobServiceClient => {
+    const rows = deps.registry.list().filter((r) => agentFullName(r.project, r.agentName) === fullName);
+    if (rows.length === 0) throw new JobError("agent_not_found", `no registered agent ${fullName}`);
+    for (const r of rows) {
+      const channel = deps.dialer.readyChannel(r.containerId);
+      if (channel !== undefined) return clientOn(channel);
+    }
+    throw new JobError("agent_unavailable", `agent ${fullName} has no ready session`);
+  };
+
+  const forward = <Req, Res>(
+    method: "startJob" | "stopJob" | "getJobStatus" | "listJobs",
+    agentOf: (req: Req) => string,
+  ): grpc.handleUnaryCall<Req, Res> => {
+    return (call, callback) => {
+      let client: jobs.JobServiceClient;
+      try {
+        client = clientFor(agentOf(call.request));
+      } catch (err) {
+        callback(refusal(err, log));
+        return;
+      }
+      const fn = client[method].bind(client) as unknown as (
+        req: Req,
+        md: grpc.Metadata,
+        opts: grpc.CallOptions,
+        cb: (err: grpc.ServiceError | null, res: Res) => void,
+      ) => grpc.ClientUnaryCall;
+      const upstream = fn.call(
+        client,
+        call.request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, res) => (err === null ? callback(null, res) : callback(relayed(err, log))),
+      );
+      call.once("cancelled", () => upstream.cancel());
+    };
+  };
+
+  const implementation: jobs.JobServiceServer = {
+    startJob: forward<jobs.StartJobRequest, jobs.StartJobResponse>("startJob", (req) => {
+      if (req.agentName === "") throw new JobError("invalid_argument", "agent_name is required");
+      if (req.argv.length === 0 || req.argv[0] === "")
+        throw new JobError("invalid_argument", "argv must not be empty");
+      return agentFullName(req.project, req.agentName);
+    }),
+    stopJob: forward<jobs.StopJobRequest, jobs.StopJobResponse>("stopJob", (req) => agentOfJobName(req.name)),
+    getJobStatus: forward<jobs.GetJobStatusRequest, jobs.GetJobStatusResponse>("getJobStatus", (req) =>
+      agentOfJobName(req.name),
+    ),
+    listJobs: (call, callback) => {
+      const req = call.request;
+      if (req.agentName !== "") {
+        forward<jobs.ListJobsRequest, jobs.ListJobsResponse>("listJobs", (r) =>
+          agentFullName(r.project, r.agentName),
+        )(call, callback);
+        return;
+      }
+      // Every agent with a ready session; one that does not answer is left out, not fatal.
+      const clients = readyClients(deps);
+      void Promise.all(
+        clients.map(
+          (c) =>
+            new Promise<jobs.Job[]>((resolve) =>
+              c.listJobs(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+                if (err !== null)
+                  log.warn(
+                    { err: err.message, event: "list_jobs_agent_failed" },
+                    "an agent did not list its jobs",
+                  );
+                resolve(err === null ? res.jobs : []);
+              }),
+            ),
+        ),
+      ).then((lists) => callback(null, { jobs: lists.flat() }));
+    },
+    watchJobOutput: (call) => watch(call, clientFor, log),
+  };
+  return { definition: jobs.JobServiceService, implementation };
+}
+
+function clientOn(channel: AgentChannel): jobs.JobServiceClient {
+  // The target and credentials are unused with channelOverride; the channel carries both.
+  return new jobs.JobServiceClient("unused:0", grpc.credentials.createInsecure(), {
+    channelOverride: channel,
+  });
+}
+
+function readyClients(deps: JobServiceDeps): jobs.JobServiceClient[] {
+  const out: jobs.JobServiceClient[] = [];
+  const seen = new Set<string>();
+  for (const r of deps.registry.list()) {
+    const channel = deps.dialer.readyChannel(r.containerId);
+    if (channel === undefined || seen.has(r.containerId)) continue;
+    seen.add(r.containerId);
+    out.push(clientOn(channel));
+  }
+  return out;
+}
+
+function watch(
+  call: grpc.ServerWritableStream<jobs.WatchJobOutputRequest, jobs.WatchJobOutputResponse>,
+  clientFor: (fullName: string) => jobs.JobServiceClient,
+  log: Logger,
+): void {
+  let upstream: grpc.ClientReadableStream<jobs.WatchJobOutputResponse>;
+  try {
+    upstream = clientFor(agentOfJobName(call.request.name)).watchJobOutput(call.request);
+  } catch (err) {
+    call.emit("error", refusal(err, log));
+    return;
+  }
+  let ended = false;
+  const finish = (fn: () => void): void => {
+    if (ended) return;
+    ended = true;
+    fn();
+  };
+  call.once("cancelled", () => finish(() => upstream.cancel()));
+  upstream.on("data", (m: jobs.WatchJobOutputResponse) => {
+    if (ended) return;
+    // A full stream stops the reads from clawkerd until the CLI drains (clawkerd keeps the output).
+    if (!call.write(m)) {
+      upstream.pause();
+      call.once("drain", () => upstream.resume());
+    }
+  });
+  upstream.on("end", () => finish(() => call.end()));
+  upstream.on("error", (err: grpc.ServiceError) => {
+    if (err.code === grpc.status.CANCELLED && ended) return;
+    finish(() => call.emit("error", relayed(err, log)));
+  });
+}
+
+function refusal(err: unknown, log: Logger): ReturnType<typeof statusWithReason> {
+  if (err instanceof JobError) return statusWithReason(JOB_STATUS[err.reason], err.message, err.reason);
+  log.error({ err, event: "job_call_failed" }, "job call failed");
+  return statusWithReason(grpc.status.INTERNAL, "internal error", "internal");
+}
+
+// clawkerd's answer goes back with its code, text and ErrorInfo (clawkerd's reasons are ours too);
+// a transport failure to the agent is UNAVAILABLE.
+function relayed(
+  err: grpc.ServiceError,
+  log: Logger,
+): Partial<grpc.StatusObject> & { code: grpc.status; details: string } {
+  const known = [
+    grpc.status.NOT_FOUND,
+    grpc.status.INVALID_ARGUMENT,
+    grpc.status.RESOURCE_EXHAUSTED,
+    grpc.status.INTERNAL,
+  ];
+  if (known.includes(err.code)) return { code: err.code, details: err.details, metadata: err.metadata };
+  log.warn(
+    { code: err.code, err: err.details, event: "job_agent_unavailable" },
+    "agent did not answer a job call",
+  );
+  return statusWithReason(grpc.status.UNAVAILABLE, "the agent did not answer", "agent_unavailable");
+}
