@@ -3,18 +3,22 @@
 // off while another keeps up, stop kills the whole tree, bad names, a restart reports lost jobs
 // FAILED, and (root + cgroup2) the first process is in the job's cgroup before the target runs.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
+import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { errorInfoOf, jobs } from "@clawker/proto";
 import { cgroup2, cgroup2Mount, requires, root } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
-import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
+import { repoRoot, spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
 import { processesWith } from "./fixtures/processes.js";
+
+const watcherChild = fileURLToPath(new URL("./fixtures/job-watcher-child.ts", import.meta.url));
 
 const S = jobs.JobState;
 let agent: TestAgent;
@@ -22,7 +26,7 @@ let proc: ClawkerdProcess;
 const clients: jobs.JobServiceClient[] = [];
 
 /** Output kept per job: more than any test writes, so a reader that keeps up misses nothing. */
-const ENV = { CLAWKERD_JOB_OUTPUT_BYTES: String(64 << 20) };
+const ENV = { CLAWKERD_JOB_OUTPUT_BYTES: String(64 << 20), CLAWKERD_JOB_WATCH_STALL_MS: "3000" };
 
 before(async () => {
   agent = await makeTestAgent();
@@ -146,6 +150,55 @@ void test("a watcher that does not read slows neither the job nor another watche
   // The job ended while the stalled watcher still had not read a byte.
   assert.equal((await waitEnded(c, job!.name)).state, S.JOB_STATE_COMPLETED);
   stalled.cancel();
+});
+
+void test("a watcher that stops reading is cut off (watcher_too_slow) while another keeps up", async (t) => {
+  const c = client();
+  const size = 48 << 20;
+  const { job } = await start(c, ["/bin/sh", "-c", `head -c ${size} /dev/zero | tr '\\0' x`]);
+  const set = agent.trust.set;
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--conditions=source", watcherChild, proc.address, job!.name],
+    {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        WATCH_CA: set.ca.certPem,
+        WATCH_CERT: set.controlPlaneClient.certPem,
+        WATCH_KEY: set.controlPlaneClient.keyPem,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  t.after(() => {
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  await waitFor(() => (out.includes("first") ? true : undefined), {
+    timeoutMs: 30_000,
+    what: "the child's first bytes",
+  });
+  child.kill("SIGSTOP"); // reads nothing more: its socket and HTTP/2 windows fill
+  const reader = await watchAll(client(), job!.name);
+  assert.equal(reader.error, undefined);
+  assert.equal(reader.data.length, size, "the reading watcher got everything");
+  await waitFor(() => proc.lines.find((l) => l["event"] === "watcher_cut_off" && l["job"] === job!.name), {
+    timeoutMs: 30_000,
+    what: "the stalled watcher cut off",
+  });
+  child.kill("SIGCONT");
+  await waitFor(() => (out.includes("{") ? true : undefined), { timeoutMs: 30_000, what: "the child's end" });
+  const end = JSON.parse(out.split("\n").find((l) => l.startsWith("{"))!) as {
+    bytes: number;
+    code: number;
+    reason: string;
+  };
+  assert.equal(end.code, status.RESOURCE_EXHAUSTED);
+  assert.equal(end.reason, "watcher_too_slow");
+  assert.ok(end.bytes < size, `the stalled watcher got ${end.bytes} of ${size}`);
 });
 
 void test("stop sends SIGTERM to the whole tree and the job ends STOPPED; stop of a finished job is a no-op", async () => {

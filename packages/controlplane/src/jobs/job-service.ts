@@ -2,8 +2,8 @@
 // each call goes to the named agent's clawkerd, which serves the same service, over the mTLS
 // channel the dialer already holds for that agent's Session. Jobs live in clawkerd, so a control
 // plane restart loses nothing: once the dialer has re-dialed, the same names answer again.
-// A CLI watcher's stream is paced by write()/'drain' and reads from clawkerd pause meanwhile;
-// clawkerd cuts a stalled watcher off (`watcher_too_slow`), which is relayed.
+// A CLI watcher's stream is paced by write()/'drain' (reads from clawkerd pause meanwhile); one
+// that stays full for `maxStallMs` is cut off with RESOURCE_EXHAUSTED (`watcher_too_slow`).
 import * as grpc from "@grpc/grpc-js";
 import { agentFullName, jobs, statusWithReason } from "@clawker/proto";
 import type { AgentChannel, Dialer } from "../agents/dialer.js";
@@ -16,6 +16,8 @@ export interface JobServiceDeps {
   readonly dialer: Pick<Dialer, "readyChannel">;
   readonly registry: Pick<Registry, "list">;
   readonly log: Logger;
+  /** How long a CLI watcher's stream may stay full before it is cut off; default 5 s. */
+  readonly maxStallMs?: number;
   /** Deadline of each unary call to clawkerd; default 30 s (StopJob waits for the grace). */
   readonly callTimeoutMs?: number;
 }
@@ -58,6 +60,7 @@ export function agentOfJobName(name: string): string {
 export function jobService(deps: JobServiceDeps): ServiceBinding {
   const log = deps.log;
   const timeoutMs = deps.callTimeoutMs ?? 30_000;
+  const maxStallMs = deps.maxStallMs ?? 5000;
 
   /** A JobService client on the agent's Session channel. Never close() it: that closes the channel. */
   const clientFor = (fullName: string): jobs.JobServiceClient => {
@@ -136,7 +139,7 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
         ),
       ).then((lists) => callback(null, { jobs: lists.flat() }));
     },
-    watchJobOutput: (call) => watch(call, clientFor, log),
+    watchJobOutput: (call) => watch(call, clientFor, maxStallMs, log),
   };
   return { definition: jobs.JobServiceService, implementation };
 }
@@ -163,6 +166,7 @@ function readyClients(deps: JobServiceDeps): jobs.JobServiceClient[] {
 function watch(
   call: grpc.ServerWritableStream<jobs.WatchJobOutputRequest, jobs.WatchJobOutputResponse>,
   clientFor: (fullName: string) => jobs.JobServiceClient,
+  maxStallMs: number,
   log: Logger,
 ): void {
   let upstream: grpc.ClientReadableStream<jobs.WatchJobOutputResponse>;
@@ -180,12 +184,28 @@ function watch(
   };
   call.once("cancelled", () => finish(() => upstream.cancel()));
   upstream.on("data", (m: jobs.WatchJobOutputResponse) => {
-    if (ended) return;
-    // A full stream stops the reads from clawkerd until the CLI drains (clawkerd keeps the output).
-    if (!call.write(m)) {
-      upstream.pause();
-      call.once("drain", () => upstream.resume());
-    }
+    if (ended || call.write(m)) return;
+    // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until
+    // it drains, and cut the CLI off when it does not within the stall bound.
+    upstream.pause();
+    const timer = setTimeout(() => {
+      log.warn({ job: call.request.name, event: "watcher_cut_off" }, "job watcher too slow; cut off");
+      finish(() => {
+        upstream.cancel();
+        call.emit(
+          "error",
+          statusWithReason(
+            grpc.status.RESOURCE_EXHAUSTED,
+            `watcher did not read for ${maxStallMs} ms; watch again to resume from the output still kept`,
+            "watcher_too_slow",
+          ),
+        );
+      });
+    }, maxStallMs);
+    call.once("drain", () => {
+      clearTimeout(timer);
+      if (!ended) upstream.resume();
+    });
   });
   upstream.on("end", () => finish(() => call.end()));
   upstream.on("error", (err: grpc.ServiceError) => {
