@@ -7,6 +7,18 @@ import { CONTROLPLANE_DOWN, controlplaneDown } from "./commands/controlplane-dow
 import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane-status.js";
 import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
 import { EXEC, exec } from "./commands/exec.js";
+import {
+  JOB_LS,
+  JOB_START,
+  JOB_STATUS,
+  JOB_STOP,
+  JOB_WATCH,
+  jobLs,
+  jobStart,
+  jobStatus,
+  jobStop,
+  jobWatch,
+} from "./commands/job.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
 import { COMPLETION, printCompletion } from "./completion.js";
@@ -32,6 +44,11 @@ export const COMMANDS: readonly Command[] = [
   { spec: RUN, run: runAgent, parse: parseRunArgs },
   { spec: RM, run: rmAgent },
   { spec: EXEC, run: exec },
+  { spec: JOB_START, run: jobStart },
+  { spec: JOB_STATUS, run: jobStatus },
+  { spec: JOB_WATCH, run: jobWatch },
+  { spec: JOB_STOP, run: jobStop },
+  { spec: JOB_LS, run: jobLs },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,
@@ -53,6 +70,7 @@ const OVERVIEW_EXAMPLES = [
   "clawker run --agent dev my-agent-image",
   "clawker controlplane agents",
   "clawker exec --agent dev -- ls -la",
+  "clawker job start --agent dev --cpu 0.5 --memory 512M -- make test",
   "clawker rm --agent dev",
   "clawker controlplane down",
   "source <(clawker completion bash)",

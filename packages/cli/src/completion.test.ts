@@ -42,10 +42,12 @@ describe("completion", () => {
       "run",
       "rm",
       "exec",
+      "job",
       "completion",
       "--help",
     ]);
     assert.deepEqual(await bashOffers("auth", ""), ["init"]);
+    assert.deepEqual(await bashOffers("job", ""), ["start", "status", "watch", "stop", "ls"]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [
         `--${name}`,
