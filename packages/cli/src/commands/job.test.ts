@@ -119,3 +119,35 @@ describe("clawker job arguments", () => {
     }
   });
 });
+
+describe("clawker run limits", () => {
+  test("--cpus, --memory, --pids-limit and --device-* map onto Docker's host config (no swap, 75% soft limit)", async () => {
+    const { agentLimits } = await import("./run.js");
+    const { agentLimitsHostConfig } = await import("@clawker/adminclient");
+    const values: FlagValues = {
+      cpus: "0.5",
+      memory: "512M",
+      "pids-limit": "256",
+      "device-write-bps": ["/dev/sda:5M"],
+      "device-read-iops": ["/dev/sda:1000"],
+    };
+    assert.deepEqual(agentLimitsHostConfig(agentLimits(values)), {
+      NanoCpus: 500_000_000,
+      Memory: 512 << 20,
+      MemorySwap: 512 << 20,
+      MemoryReservation: 384 << 20,
+      PidsLimit: 256,
+      BlkioDeviceWriteBps: [{ Path: "/dev/sda", Rate: 5 << 20 }],
+      BlkioDeviceReadIOps: [{ Path: "/dev/sda", Rate: 1000 }],
+    });
+    assert.deepEqual(agentLimitsHostConfig(agentLimits({})), {}, "no flags: Docker's defaults");
+    for (const bad of [
+      { memory: "12Q" },
+      { cpus: "0" },
+      { "pids-limit": "-3" },
+      { "device-read-bps": ["sda:1M"] },
+    ]) {
+      assert.throws(() => agentLimits(bad), isUsage, JSON.stringify(bad));
+    }
+  });
+});

@@ -141,19 +141,20 @@ export function parseSize(flag: string, text: string): number {
   return n;
 }
 
-/** Parses `--cpu` (CPUs, e.g. 0.5) into thousandths of a CPU. */
-export function parseCpu(text: string): number {
+/** Parses `--cpu`/`--cpus` (CPUs, e.g. 0.5) into thousandths of a CPU. */
+export function parseCpu(text: string, flag = "cpu"): number {
   const n = /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : NaN;
   const millis = Math.round(n * 1000);
   if (!Number.isFinite(n) || millis < 1 || millis > 1024 * 1000) {
     throw usage(
-      `--cpu must be a number of CPUs between 0.001 and 1024, e.g. 0.5, got ${JSON.stringify(text)}`,
+      `--${flag} must be a number of CPUs between 0.001 and 1024, e.g. 0.5, got ${JSON.stringify(text)}`,
     );
   }
   return millis;
 }
 
-function parseCount(flag: string, text: string): number {
+/** Parses a positive whole count (IOPS, pids). */
+export function positiveCount(flag: string, text: string): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n <= 0 || n > 0xffff_ffff)
     throw usage(`--${flag} must be a positive integer, got ${JSON.stringify(text)}`);
@@ -179,7 +180,7 @@ export function startJobRequest(values: FlagValues): jobs.StartJobRequest {
   };
   const count = (flag: string): number => {
     const v = optStr(values, flag);
-    return v === undefined ? 0 : parseCount(flag, v);
+    return v === undefined ? 0 : positiveCount(flag, v);
   };
   const cpu = optStr(values, "cpu");
   const limits: jobs.JobLimits = {
