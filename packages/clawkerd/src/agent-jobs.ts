@@ -57,6 +57,8 @@ export interface AgentJobsOptions {
   readonly output?: JobLogOptions;
   /** Finished jobs kept (records and output); default 64. */
   readonly retainFinished?: number;
+  /** The agent's own limits (agentLimitsOf()); a job asking for more is refused. 0: none. */
+  readonly agentLimits?: Pick<Limits, "cpuMillis" | "memoryMaxBytes">;
 }
 
 /** No limits of the job's own. */
@@ -156,6 +158,7 @@ export class AgentJobs {
     if (spec.argv.length === 0 || spec.argv[0] === "")
       throw new ClawkerdError("invalid_request", "argv must not be empty");
     if (spec.argv.some((a) => a.includes("\0"))) throw new ClawkerdError("invalid_request", "NUL in argv");
+    checkWithinAgent(spec.limits, this.#o.agentLimits);
     const uuid = randomUUID();
     const dir = join(this.#root, uuid);
     const log = new JobLog(dir, this.#o.output);
@@ -380,6 +383,26 @@ export class AgentJobs {
       l?.log.release();
       if (l !== undefined) rmSync(l.dir, { recursive: true, force: true });
     }
+  }
+}
+
+/** Refuses job limits above the agent's own (invalid_request, naming both). */
+export function checkWithinAgent(
+  limits: Limits,
+  agent: Pick<Limits, "cpuMillis" | "memoryMaxBytes"> | undefined,
+): void {
+  if (agent === undefined) return;
+  if (agent.cpuMillis > 0 && limits.cpuMillis > agent.cpuMillis) {
+    throw new ClawkerdError(
+      "invalid_request",
+      `cpu limit ${limits.cpuMillis / 1000} CPUs is above the agent's ${agent.cpuMillis / 1000}`,
+    );
+  }
+  if (agent.memoryMaxBytes > 0 && limits.memoryMaxBytes > agent.memoryMaxBytes) {
+    throw new ClawkerdError(
+      "invalid_request",
+      `memory limit ${limits.memoryMaxBytes} bytes is above the agent's ${agent.memoryMaxBytes}`,
+    );
   }
 }
 

@@ -278,3 +278,38 @@ function keyValues(parts: readonly string[]): Record<string, number> {
 function code(err: unknown): string {
   return (err as NodeJS.ErrnoException).code ?? "error";
 }
+
+/**
+ * The agent's own CPU and memory limits, read from the cgroup clawkerd runs in (cgroup v2
+ * `cpu.max`/`memory.max`, or the v1 mounts Docker gives a container: `cpu.cfs_quota_us` and
+ * `memory.limit_in_bytes`); 0 where there is none. A job may not ask for more than these.
+ */
+export function agentLimitsOf(): Pick<Limits, "cpuMillis" | "memoryMaxBytes"> {
+  const v2 = cgroup2Mount();
+  let own = "";
+  try {
+    own = /^0::(.*)$/m.exec(readFileSync("/proc/self/cgroup", "utf8"))?.[1] ?? "";
+  } catch {
+    // no procfs entry
+  }
+  if (v2 !== undefined && own !== "") {
+    const dir = join(v2, own);
+    const [quota, period] = readOr(join(dir, "cpu.max")).trim().split(" ");
+    const mem = readOr(join(dir, "memory.max")).trim();
+    return {
+      cpuMillis:
+        quota === undefined || quota === "max" || quota === ""
+          ? 0
+          : Math.round((Number(quota) * 1000) / Number(period)),
+      memoryMaxBytes: mem === "" || mem === "max" ? 0 : Number(mem),
+    };
+  }
+  const quota = Number(readOr("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").trim() || -1);
+  const period = Number(readOr("/sys/fs/cgroup/cpu/cpu.cfs_period_us").trim() || 100_000);
+  const mem = Number(readOr("/sys/fs/cgroup/memory/memory.limit_in_bytes").trim() || 0);
+  return {
+    cpuMillis: quota > 0 ? Math.round((quota * 1000) / period) : 0,
+    // v1 writes "no limit" as a page-rounded 2^63-1.
+    memoryMaxBytes: mem > 0 && mem < 2 ** 62 ? mem : 0,
+  };
+}

@@ -7,7 +7,7 @@ import { AgentJobs } from "./agent-jobs.js";
 import { loadBootstrap } from "./bootstrap.js";
 import { ClawkerdError } from "./errors.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
-import { findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
+import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
 import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
 import { DEFAULT_MAX_STALL_MS, jobServiceImplementation } from "./job-service.js";
 import { createLogger, type LogLevel } from "./log.js";
@@ -75,6 +75,7 @@ const agentJobs = new AgentJobs({
   baseEnv,
   runAs: runAs ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
   output: { capacityBytes: positiveInt("CLAWKERD_JOB_OUTPUT_BYTES", DEFAULT_LOG_CAPACITY_BYTES) },
+  agentLimits: agentLimitsOf(),
 });
 try {
   agentJobs.load();
