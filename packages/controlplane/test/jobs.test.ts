@@ -84,7 +84,8 @@ function newDialer(): Dialer {
 /** The admin listener as the daemon builds it, serving JobService over `d`. */
 async function serve(d: Dialer): Promise<void> {
   await listener?.close(0);
-  const binding = jobService({ dialer: d, registry, log });
+  // A short stall bound, so the stalled-watcher test does not wait 5 s per cut.
+  const binding = jobService({ dialer: d, registry, log, maxStallMs: 1500 });
   const cached = new CachingIntrospector(introspector, { maxTtlMs: 60_000, maxEntries: 100 });
   listener = new GrpcListener({
     name: "admin",
@@ -114,7 +115,8 @@ before(async () => {
   tmp = mkdtempSync(join(tmpdir(), "cp-jobs-"));
   registry = new Registry(join(tmp, "registry.db"));
   agent = await makeTestAgent({ trust });
-  proc = spawnClawkerd(agent);
+  // More output kept per job than any test writes, so a late watcher misses nothing.
+  proc = spawnClawkerd(agent, { env: { CLAWKERD_JOB_OUTPUT_BYTES: String(64 << 20) } });
   await proc.waitListening();
   const certThumbprint = thumbprintOf(new X509Certificate(agent.leaf.certPem).raw);
   registry.register({ containerId: agent.containerId, agentName: "dev", project: "proj", certThumbprint }, 1);
@@ -230,6 +232,58 @@ void test("the CLI starts a job that outlives it; two CLI watchers started at di
   const ls = await clawker(["ls", "--agent", "dev", "--project", "proj", "--state", "completed"]);
   assert.equal(ls.code, 0, ls.stderr);
   assert.ok(ls.stdout.includes(name), ls.stdout);
+});
+
+void test("a CLI watcher that stops reading is cut off (watcher_too_slow) while another watcher keeps up", async () => {
+  const size = 48 << 20;
+  const { job } = await client.callMethod(jobs.JobServiceService.startJob, {
+    agentName: "dev",
+    project: "proj",
+    argv: ["/bin/sh", "-c", `head -c ${size} /dev/zero`],
+    cwd: "",
+    env: {},
+  });
+  const name = job!.name;
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      import.meta.resolve("tsx"),
+      "--conditions=source",
+      cliMain,
+      "job",
+      "watch",
+      name,
+      "--trust-dir",
+      trust.trustDir,
+      "--admin",
+      `127.0.0.1:${listener!.port}`,
+      "--token-endpoint",
+      cp.tokenEndpoint,
+    ],
+    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let got = 0;
+  let stderr = "";
+  child.stdout.on("data", (b: Buffer) => (got += b.length));
+  child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("close", resolve));
+  try {
+    await waitFor(() => (got > 0 ? true : undefined), { timeoutMs: 60_000, what: "the CLI's first bytes" });
+    child.kill("SIGSTOP");
+    let read = 0;
+    for await (const m of client.streamMethod(jobs.JobServiceService.watchJobOutput, { name }))
+      read += m.data.length;
+    assert.equal(read, size, "the other watcher read everything");
+    // Long enough for the stall bound to pass with the CLI's stream full.
+    await new Promise((r) => setTimeout(r, 3000));
+  } finally {
+    child.kill("SIGCONT");
+  }
+  const code = await exited;
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /watcher_too_slow|watcher did not read/);
+  assert.ok(got < size, `the stalled CLI got ${got} of ${size}`);
 });
 
 void test("a control plane restart (new dialer, new listener) re-attaches to a running job", async () => {

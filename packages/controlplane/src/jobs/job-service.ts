@@ -177,9 +177,11 @@ function watch(
     return;
   }
   let ended = false;
+  let stall: NodeJS.Timeout | undefined;
   const finish = (fn: () => void): void => {
     if (ended) return;
     ended = true;
+    clearTimeout(stall);
     fn();
   };
   call.once("cancelled", () => finish(() => upstream.cancel()));
@@ -188,7 +190,8 @@ function watch(
     // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until
     // it drains, and cut the CLI off when it does not within the stall bound.
     upstream.pause();
-    const timer = setTimeout(() => {
+    clearTimeout(stall);
+    stall = setTimeout(() => {
       log.warn({ job: call.request.name, event: "watcher_cut_off" }, "job watcher too slow; cut off");
       finish(() => {
         upstream.cancel();
@@ -203,7 +206,7 @@ function watch(
       });
     }, maxStallMs);
     call.once("drain", () => {
-      clearTimeout(timer);
+      clearTimeout(stall);
       if (!ended) upstream.resume();
     });
   });
