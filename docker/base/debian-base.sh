@@ -13,7 +13,8 @@
 set -euo pipefail
 
 suite="${CLAWKER_DEBIAN_SUITE:-bookworm}"
-packages="haproxy,ca-certificates"
+# iproute2 brings `ss`: the egress proxy destroys revoked sessions with it (SOCK_DESTROY).
+packages="haproxy,ca-certificates,iproute2"
 # Bump when the way the root filesystem is made changes: it is part of the cache key.
 recipe=1
 cache="${CLAWKER_BASE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clawker/base}"

@@ -85,7 +85,7 @@ export const ADMIN_EXTENSION_METHODS = {
   },
 } as const satisfies Record<string, MethodSpec>;
 
-/** The messages of our extension RPCs (see ADMIN_EXTENSION_METHODS); not in API.md. */
+/** The messages of our extension RPCs and fields (ADMIN_EXTENSION_METHODS / _FIELDS); not in API.md. */
 export const ADMIN_EXTENSION_MESSAGES = {
   ExecAgentRequest: m(
     f(1, "container_id", "string"),
@@ -93,17 +93,26 @@ export const ADMIN_EXTENSION_MESSAGES = {
     f(3, "project", "string"),
     f(4, "command", "clawker.clawkerd.v1.ShellCommand"),
   ),
+  // One container's firewall mode, listed in FirewallStatusResult.containers (an extension field).
+  FirewallContainerMode: m(
+    f(1, "container_id", "string"),
+    f(2, "mode", "string"),
+    f(3, "bypass_seconds_left", "uint32"),
+    f(4, "enforced", "bool"),
+  ),
 } as const satisfies Record<string, MessageSpec>;
 
 /**
  * OUR EXTENSION FIELDS on API.md's admin messages (API.md §6: numbers from 1000 up, so a field
  * upstream adds later never collides): the egress rule's scope (a project or one agent; both
- * empty, the wire default and all a Go peer sends, is a global rule), and the floor-file marker
- * the control plane sets in listings.
+ * empty, the wire default and all a Go peer sends, is a global rule), the floor-file marker
+ * the control plane sets in listings, and the containers whose firewall mode is not the default
+ * (disabled, or in a bypass with its time left) in FirewallStatus.
  */
 export const ADMIN_EXTENSION_FIELDS = {
   EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
   FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
+  FirewallStatusResult: [r(1000, "containers", "FirewallContainerMode")],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
 /**
@@ -298,6 +307,7 @@ export const ADMIN: FileSpec = {
       f(6, "coredns_ip", "string"),
       f(7, "network_id", "string"),
       f(8, "cidr", "string"),
+      ...ADMIN_EXTENSION_FIELDS.FirewallStatusResult,
     ),
     FirewallRotateCARequest: m(),
     FirewallRotateCAResult: m(f(1, "stack_restarted", "bool")),

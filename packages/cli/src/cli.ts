@@ -8,6 +8,36 @@ import { CONTROLPLANE_STATUS, controlplaneStatus } from "./commands/controlplane
 import { CONTROLPLANE_UP, controlplaneUp } from "./commands/controlplane-up.js";
 import { EXEC, exec } from "./commands/exec.js";
 import {
+  FIREWALL_BYPASS,
+  FIREWALL_DISABLE,
+  FIREWALL_ENABLE,
+  firewallBypass,
+  firewallDisable,
+  firewallEnable,
+} from "./commands/firewall-agents.js";
+import {
+  FIREWALL_ADD,
+  FIREWALL_LIST,
+  FIREWALL_PRUNE,
+  FIREWALL_REMOVE,
+  firewallAdd,
+  firewallList,
+  firewallPrune,
+  firewallRemove,
+} from "./commands/firewall-rules.js";
+import {
+  FIREWALL_DOWN,
+  FIREWALL_RELOAD,
+  FIREWALL_ROTATE_CA,
+  FIREWALL_STATUS,
+  FIREWALL_UP,
+  firewallDown,
+  firewallReload,
+  firewallRotateCa,
+  firewallStatus,
+  firewallUp,
+} from "./commands/firewall-stack.js";
+import {
   JOB_LS,
   JOB_START,
   JOB_STATUS,
@@ -49,6 +79,18 @@ export const COMMANDS: readonly Command[] = [
   { spec: JOB_WATCH, run: jobWatch },
   { spec: JOB_STOP, run: jobStop },
   { spec: JOB_LS, run: jobLs },
+  { spec: FIREWALL_UP, run: firewallUp },
+  { spec: FIREWALL_DOWN, run: firewallDown },
+  { spec: FIREWALL_STATUS, run: firewallStatus },
+  { spec: FIREWALL_LIST, run: firewallList },
+  { spec: FIREWALL_ADD, run: firewallAdd },
+  { spec: FIREWALL_REMOVE, run: firewallRemove },
+  { spec: FIREWALL_PRUNE, run: firewallPrune },
+  { spec: FIREWALL_RELOAD, run: firewallReload },
+  { spec: FIREWALL_ROTATE_CA, run: firewallRotateCa },
+  { spec: FIREWALL_ENABLE, run: firewallEnable },
+  { spec: FIREWALL_DISABLE, run: firewallDisable },
+  { spec: FIREWALL_BYPASS, run: firewallBypass },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,
@@ -71,6 +113,8 @@ const OVERVIEW_EXAMPLES = [
   "clawker controlplane agents",
   "clawker exec --agent dev -- ls -la",
   "clawker job start --agent dev --cpu 0.5 --memory 512M -- make test",
+  "clawker firewall up",
+  "clawker firewall add registry.npmjs.org",
   "clawker rm --agent dev",
   "clawker controlplane down",
   "source <(clawker completion bash)",
@@ -83,7 +127,7 @@ export function overviewHelp(group?: string): string {
   return [
     `usage: clawker ${group ?? "<command>"} ${group === undefined ? "" : "<command> "}[flags]`,
     "",
-    "The clawker control plane CLI: mints the trust material, runs and queries the daemon, runs agents.",
+    "The clawker control plane CLI: mints the trust material, runs and queries the daemon, runs agents,\nmanages their egress firewall.",
     "",
     "commands:",
     ...cmds.map((c) => `  ${c.spec.words.join(" ").padEnd(width)}${c.spec.summary}`),

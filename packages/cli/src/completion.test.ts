@@ -43,11 +43,26 @@ describe("completion", () => {
       "rm",
       "exec",
       "job",
+      "firewall",
       "completion",
       "--help",
     ]);
     assert.deepEqual(await bashOffers("auth", ""), ["init"]);
     assert.deepEqual(await bashOffers("job", ""), ["start", "status", "watch", "stop", "ls"]);
+    assert.deepEqual(await bashOffers("firewall", ""), [
+      "up",
+      "down",
+      "status",
+      "list",
+      "add",
+      "remove",
+      "prune",
+      "reload",
+      "rotate-ca",
+      "enable",
+      "disable",
+      "bypass",
+    ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [
         `--${name}`,
@@ -63,6 +78,9 @@ describe("completion", () => {
     assert.ok((await bashOffers("auth", "init", "--dir", "/")).every((d) => d.startsWith("/")));
     assert.ok((await bashOffers("auth", "init", "--dir", "/")).includes("/tmp"));
     assert.deepEqual(await bashOffers("completion", ""), ["bash", "zsh"]);
+    assert.deepEqual(await bashOffers("firewall", "add", "--action", ""), ["allow", "deny"]);
+    // A rule's URL path, not a file: nothing to offer.
+    assert.deepEqual(await bashOffers("firewall", "add", "--path", ""), []);
   });
 
   test("zsh parses its script", { skip: onPath("/usr/bin/zsh") ? false : "needs zsh" }, async () => {

@@ -14,4 +14,9 @@ export interface Io {
   readonly stdout: Output;
   readonly stderr: Output;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * Calls `handler` on Ctrl+C (SIGINT) instead of dying, until the returned function is called
+   * (a command that must clean up first, e.g. `firewall bypass`). Absent: Ctrl+C kills as usual.
+   */
+  readonly onInterrupt?: (handler: () => void) => () => void;
 }

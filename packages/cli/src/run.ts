@@ -10,6 +10,10 @@ const code = await run(process.argv.slice(2), {
   },
   stderr: { write: (s) => void process.stderr.write(s), isTTY: process.stderr.isTTY },
   env: process.env,
+  onInterrupt: (handler) => {
+    process.on("SIGINT", handler);
+    return () => void process.off("SIGINT", handler);
+  },
 });
 // Exit explicitly: a detached daemon or a lingering socket must not keep the CLI alive.
 process.exit(code);

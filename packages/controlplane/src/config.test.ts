@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { authUrls } from "./auth-processes.js";
-import { ConfigError, loadConfig } from "./config.js";
+import { adminSocketPath, ConfigError, loadConfig } from "./config.js";
 
 function tempFile(t: { after(fn: () => void): void }, name: string, content: string): string {
   const dir = mkdtempSync(join(tmpdir(), "clawker-config-"));
@@ -20,6 +20,7 @@ test("defaults bind every listener to loopback on the documented ports", () => {
     admin: { host: "127.0.0.1", port: 7443 },
     agent: { host: "127.0.0.1", port: 7444 },
     health: { host: "127.0.0.1", port: 7080 },
+    adminSocket: { enabled: true, group: "clawker-admins" },
     limits: {
       handshakeTimeoutMs: 5_000,
       requestTimeoutMs: 10_000,
@@ -115,6 +116,57 @@ test("auth.adminPort and auth.ory.kratosAdminPort are refused, saying the admin 
   }
 });
 
+test("the firewall section: off by default, defaults filled, every bad field listed", (t) => {
+  const cfg = loadConfig(undefined, { HOME: "/home/u" });
+  assert.equal(cfg.firewall.enabled, false);
+  assert.equal(cfg.firewall.dir, "firewall");
+  assert.equal(cfg.firewall.network, "clawker-agents");
+  assert.equal(cfg.firewall.floorFile, undefined);
+  assert.equal(cfg.firewall.proxy.address, undefined, "default: the agents' network gateway, at bring-up");
+  assert.deepEqual(
+    [cfg.firewall.proxy.tlsPort, cfg.firewall.proxy.httpPort, cfg.firewall.proxy.routePorts],
+    [15443, 15080, { first: 16000, count: 64 }],
+  );
+  assert.ok(
+    cfg.firewall.forbidden.includes("127.0.0.0/8") && cfg.firewall.forbidden.includes("169.254.0.0/16"),
+  );
+  assert.equal(cfg.firewall.resolvers.length, 2);
+
+  const file = tempFile(
+    t,
+    "cp.yaml",
+    [
+      "firewall:",
+      "  floorFile: /etc/clawker/floor.yaml",
+      "  clients: [172.20.0.0/16, 10.0.0.1/8]",
+      "  proxy: { address: 0.0.0.0, tlsPort: 0, tlsPorts: 1 }",
+      "  resolvers: [{ address: dns.example }]",
+      "  forbidden: [not-an-address]",
+      "",
+    ].join("\n"),
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const expected of [
+    "firewall.clients.1: must be an IPv4 CIDR",
+    "firewall.proxy.address: must be a specific address",
+    "firewall.proxy.tlsPort",
+    "firewall.proxy: Unrecognized key",
+    "firewall.resolvers.0.address: must be a dotted IPv4 address",
+    "firewall.forbidden.0: must be an IPv4 address or CIDR",
+  ]) {
+    assert.ok(problems.includes(expected), `missing ${expected} in:\n${problems}`);
+  }
+  const ok = tempFile(t, "ok.yaml", "firewall:\n  enabled: true\n  floorFile: /etc/clawker/floor.yaml\n");
+  assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
+});
+
 test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
   const file = tempFile(
     t,
@@ -171,4 +223,28 @@ test("memoryRelief: on by default (10 s quiet, 24 MiB margin); a sub-100 ms wind
     assert.ok(problems.includes(`${key}:`), `${key} in:\n${problems}`);
   }
   assert.match(problems, /every/);
+});
+
+test("the admin socket: beside the data dir by default, a path or a gid when set, and at most 107 bytes", (t) => {
+  const cfg = loadConfig(undefined, { CLAWKER_CP_DATA_DIR: "/var/lib/cp" });
+  assert.equal(adminSocketPath(cfg), "/var/lib/cp/run/admin.sock");
+  const env = loadConfig(undefined, { CLAWKER_CP_ADMIN_SOCKET: "/run/clawker/admin.sock" });
+  assert.equal(adminSocketPath(env), "/run/clawker/admin.sock");
+  const gid = loadConfig(tempFile(t, "g.json", JSON.stringify({ listen: { adminSocket: { group: 1234 } } })));
+  assert.equal(gid.listen.adminSocket.group, 1234);
+  const long = `/${"d".repeat(100)}`;
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_DATA_DIR: long }),
+    (e: unknown) =>
+      e instanceof ConfigError && e.problems.some((p) => p.startsWith("listen.adminSocket.path: ")),
+  );
+  const off = loadConfig(
+    tempFile(t, "off.json", JSON.stringify({ listen: { adminSocket: { enabled: false } } })),
+    { CLAWKER_CP_DATA_DIR: long },
+  );
+  assert.equal(off.listen.adminSocket.enabled, false, "a long data dir is fine with the socket off");
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_ADMIN_SOCKET: `${long}/admin.sock` }),
+    /listen\.adminSocket\.path: a Unix socket path holds at most 107 bytes/,
+  );
 });

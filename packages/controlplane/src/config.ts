@@ -5,6 +5,7 @@ import { homedir } from "node:os";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { isCidr4, isIpv4, isIpv4OrCidr } from "./firewall/proxy/policy.js";
 
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
@@ -20,6 +21,33 @@ const adminOnSocket = removed(
 /** A listener address. Port 0 picks a free port (tests). */
 const endpoint = (defaultPort: number) =>
   z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
+
+/** Most bytes of a Unix socket path (sun_path is 108 bytes with its terminating NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The group whose members may connect to the admin socket unless configured otherwise. */
+export const DEFAULT_ADMIN_GROUP = "clawker-admins";
+
+/**
+ * AdminService on a Unix socket (group-socket.ts). The kernel's permission check is its boundary:
+ * the directory is ours and the group's (0750), the socket 0660; tokens still decide every call.
+ */
+const adminSocket = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Default `<dataDir>/run/admin.sock` (adminSocketPath); a system daemon sets `/run/clawker/admin.sock`. */
+  path: z
+    .string()
+    .min(1)
+    .refine((p) => Buffer.byteLength(p) <= MAX_SOCKET_PATH_BYTES, {
+      message: `a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+    })
+    .optional(),
+  /**
+   * Who may connect besides our uid: a group name, or a gid (a container that has no such name
+   * but got the gid through --group-add). A name that does not exist fails closed (socket 0600).
+   */
+  group: z.union([z.string().min(1), z.number().int().min(0)]).default(DEFAULT_ADMIN_GROUP),
+});
 
 /** Timeouts and per-connection limits of the listeners; the connection caps come from RLIMIT_NOFILE. */
 const listenerLimits = z.strictObject({
@@ -60,6 +88,93 @@ const oryBinaries = z.strictObject({
   oathkeeperProxyPort: port.default(4457),
 });
 
+/**
+ * The eBPF enforcement of agent egress (ebpf/README.md): the manager the daemon supervises, and
+ * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
+ */
+const ebpfConfig = z.strictObject({
+  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
+  enabled: z.boolean().default(false),
+  /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
+  manager: z.string().min(1).default("ebpf-manager"),
+  /** Its control socket; default `ebpf.sock` in the data dir. */
+  socket: z.string().min(1).optional(),
+  /** Pin directory; default `<bpffs mount>/clawker`. */
+  pinDir: z.string().min(1).optional(),
+  /** The agents' cgroup parent: `/clawker` for Docker's cgroupfs driver, `clawker.slice` for systemd. */
+  cgroupParent: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, "a cgroup name: letters, digits, '_', '-', '.'")
+    .default("clawker"),
+  /** Docker's cgroup driver; `auto` asks Docker at start-up. */
+  cgroupDriver: z.enum(["auto", "cgroupfs", "systemd"]).default("auto"),
+  /** The egress proxy's cgroup (SO_ORIGINAL_DST is answered there); default the daemon's own. */
+  proxyCgroup: z.string().min(1).optional(),
+  /** SO_MARK of the firewall's own sockets when they run under the parent (they pass); 0: none. */
+  mark: z.number().int().min(0).max(0xffff_ffff).default(0),
+  /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */
+  mountTimeoutMs: z.number().int().min(0).default(30_000),
+});
+
+const ipv4 = z.string().refine(isIpv4, "must be a dotted IPv4 address");
+const servicePort = z.number().int().min(1).max(65535);
+
+/**
+ * The egress firewall (firewall/README.md). Addresses the proxy and the DNS gate bind default to
+ * the agents' Docker network's gateway, and `clients` to its subnet, when the firewall comes up.
+ */
+const firewallConfig = z.strictObject({
+  /** Bring the firewall up at every start; FirewallInit also does, and that choice persists. */
+  enabled: z.boolean().default(false),
+  /** The firewall's own folder (proxy files, interception CA, state); relative to `dataDir`. */
+  dir: z.string().min(1).default("firewall"),
+  /** Rules always present for every agent (YAML/JSON, wire field names); see firewall/README.md. */
+  floorFile: z.string().min(1).optional(),
+  /** The Docker network agents run on: its id, subnet and gateway fill FirewallStatus and defaults. */
+  network: z.string().min(1).default("clawker-agents"),
+  /** Source networks of agents (IPv4 CIDRs); default: the network's subnet. */
+  clients: z.array(z.string().refine(isCidr4, "must be an IPv4 CIDR")).min(1).max(64).optional(),
+  proxy: z
+    .strictObject({
+      /** Where every proxy listener binds (never 0.0.0.0); default: the network's gateway. */
+      address: ipv4.refine((a) => a !== "0.0.0.0", "must be a specific address").optional(),
+      tlsPort: servicePort.default(15443),
+      httpPort: servicePort.default(15080),
+      /** Route listeners for opaque TCP: one per destination. */
+      routePorts: z
+        .strictObject({
+          first: servicePort.default(16000),
+          count: z.number().int().min(0).max(1024).default(64),
+        })
+        .prefault({}),
+      haproxy: z.string().min(1).default("haproxy"),
+      /** CA bundle intercepted connections verify upstreams against. */
+      upstreamCaFile: z.string().min(1).optional(),
+      /** Allowing rules at most (each holds one of the proxy's session tags). */
+      maxRules: z.number().int().min(1).max(100_000).default(10_000),
+    })
+    .prefault({}),
+  /** Where the DNS gate listens (default address: the proxy's). */
+  dns: z.strictObject({ address: ipv4.optional(), port: servicePort.default(53) }).prefault({}),
+  /** Upstream resolvers the proxy and FirewallResolveHostname ask (never the host's resolv.conf). */
+  resolvers: z
+    .array(z.strictObject({ address: ipv4, port: servicePort.default(53) }))
+    .min(1)
+    .max(4)
+    .default([
+      { address: "1.1.1.1", port: 53 },
+      { address: "1.0.0.1", port: 53 },
+    ]),
+  /**
+   * Addresses the proxy never connects to, after resolution. The firewall adds the proxy's and
+   * DNS gate's addresses, the agents' networks and this host's own addresses to the list.
+   */
+  forbidden: z
+    .array(z.string().refine(isIpv4OrCidr, "must be an IPv4 address or CIDR"))
+    .max(4096)
+    .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
+});
+
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
@@ -77,6 +192,7 @@ export const ConfigSchema = z.strictObject({
       admin: endpoint(7443),
       agent: endpoint(7444),
       health: endpoint(7080),
+      adminSocket: adminSocket.prefault({}),
       limits: listenerLimits.prefault({}),
     })
     .prefault({}),
@@ -127,6 +243,7 @@ export const ConfigSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  ebpf: ebpfConfig.prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({
@@ -153,6 +270,7 @@ export const ConfigSchema = z.strictObject({
    * under Docker's 10 s stop grace (the drain may overrun it by 1 s while the kernel reaps).
    */
   shutdownGraceMs: z.number().int().positive().default(8_000),
+  firewall: firewallConfig.prefault({}),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),
@@ -160,6 +278,11 @@ export const ConfigSchema = z.strictObject({
 
 /** The parsed, frozen configuration. */
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
+
+/** Where the admin socket is: `listen.adminSocket.path`, default `<dataDir>/run/admin.sock`. */
+export function adminSocketPath(config: Config): string {
+  return config.listen.adminSocket.path ?? join(config.dataDir, "run", "admin.sock");
+}
 
 /** The configuration could not be read or is invalid; `problems` lists every issue found. */
 export class ConfigError extends Error {
@@ -180,6 +303,7 @@ const ENV_OVERRIDES = {
   CLAWKER_CP_ADMIN_ADDR: ["listen", "admin"],
   CLAWKER_CP_AGENT_ADDR: ["listen", "agent"],
   CLAWKER_CP_HEALTH_ADDR: ["listen", "health"],
+  CLAWKER_CP_ADMIN_SOCKET: ["listen", "adminSocket", "path"],
   CLAWKER_CP_AUTH_MODE: ["auth", "mode"],
   CLAWKER_CP_LOG_LEVEL: ["log", "level"],
 } as const;
@@ -206,7 +330,7 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
   for (const [name, target] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
     if (value === undefined || value === "") continue;
-    const isAddress = target[0] === "listen";
+    const isAddress = target[0] === "listen" && target.length === 2;
     const parsedValue = isAddress ? parseAddress(value) : value;
     if (parsedValue === undefined) {
       problems.push(`${name}: expected host:port, got ${JSON.stringify(value)}`);
@@ -219,6 +343,14 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
     for (const issue of result.error.issues) {
       const where = issue.path.length > 0 ? issue.path.join(".") : "(root)";
       problems.push(`${where}: ${issue.message}`);
+    }
+  }
+  if (result.success && result.data.listen.adminSocket.enabled) {
+    const derived = adminSocketPath(result.data);
+    if (Buffer.byteLength(derived) > MAX_SOCKET_PATH_BYTES) {
+      problems.push(
+        `listen.adminSocket.path: ${derived} (from dataDir) is longer than ${MAX_SOCKET_PATH_BYTES} bytes; set a shorter path or enabled: false`,
+      );
     }
   }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);

@@ -7,6 +7,7 @@ import { Writable } from "node:stream";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
+import { waitFor } from "@clawker/test-support";
 import {
   INITIAL_RELIEF_STATE,
   MemoryRelief,
@@ -19,17 +20,6 @@ import {
 
 const MiB = 1024 * 1024;
 const limits = { idleMs: 1000, marginBytes: 10 * MiB };
-
-// Polls until `condition` returns a value (the test harness's waitFor lives outside this package's rootDir).
-async function waitFor<T>(condition: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = condition();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A logger whose lines land in `lines`. */
 function capture(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
@@ -145,7 +135,10 @@ void test("after load and a quiet stretch it collects once and logs memory_relie
   t.after(() => relief.close());
   relief.start();
   // The first quiet stretch after start fires (start-up counts as load); wait for it to be logged.
-  await waitFor(() => lines.find((l) => l["event"] === "memory_relief"), 40_000, "the start-up relief");
+  await waitFor(() => lines.find((l) => l["event"] === "memory_relief"), {
+    timeoutMs: 40_000,
+    what: "the start-up relief",
+  });
   // Load: a busy loop that also leaves garbage behind, for longer than idleMs.
   const garbage: unknown[] = [];
   const loadEnd = performance.now() + 1000;
@@ -157,11 +150,10 @@ void test("after load and a quiet stretch it collects once and logs memory_relie
   garbage.length = 0;
   const during = lines.filter((l) => l["event"] === "memory_relief").length;
   assert.equal(during, 1, "no collection while the loop was busy");
-  const line = await waitFor(
-    () => lines.filter((l) => l["event"] === "memory_relief")[1],
-    40_000,
-    "the relief after load",
-  );
+  const line = await waitFor(() => lines.filter((l) => l["event"] === "memory_relief")[1], {
+    timeoutMs: 40_000,
+    what: "the relief after load",
+  });
   assert.equal(typeof line["gcMs"], "number");
   assert.ok((line["quietMs"] as number) >= 300, `quiet ${String(line["quietMs"])} ms before it`);
   assert.ok((line["heapAfterMiB"] as number) <= (line["heapBeforeMiB"] as number));
@@ -217,7 +209,10 @@ void test("a gc that throws is logged once as memory_relief_unavailable and reli
   const relief = new MemoryRelief({ log, idleMs: 100 });
   t.after(() => relief.close());
   relief.start();
-  await waitFor(() => lines.find((l) => l["event"] === "memory_relief_unavailable"), 10_000, "the warning");
+  await waitFor(() => lines.find((l) => l["event"] === "memory_relief_unavailable"), {
+    timeoutMs: 10_000,
+    what: "the warning",
+  });
   await sleep(500);
   assert.deepEqual(
     lines.map((l) => l["event"]),

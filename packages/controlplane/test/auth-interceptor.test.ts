@@ -20,6 +20,8 @@ import { admin, agent } from "@clawker/proto";
 import pino from "pino";
 import {
   AuthInterceptor,
+  authContextOf,
+  type AuthContext,
   CachingIntrospector,
   HttpIntrospector,
   ReadyGate,
@@ -435,6 +437,46 @@ void describe("AuthInterceptor on the admin listener", () => {
     assert.ok(logs.includes("auth_refused"), "refusals are logged");
     for (const t of ["admin-token", "agent-token", "expired-token", "multi-scope"])
       assert.ok(!logs.includes(t), `${t} not logged`);
+  });
+});
+
+void describe("handlers learn the caller's decision through authContextOf", () => {
+  let l: Listener;
+  let c: AnyClient;
+  const seen: Array<AuthContext | undefined> = [];
+  before(async () => {
+    const record =
+      (answer: unknown) =>
+      (call: { metadata: Metadata }, cb: (e: null, r: unknown) => void): void => {
+        seen.push(authContextOf(call.metadata));
+        cb(null, answer);
+      };
+    l = await startListener({
+      introspectUrl: fake.url,
+      overrides: {
+        listAgents: record({ agents: [] }),
+        getSystemTime: record({ unixNanos: 1n }),
+      },
+    });
+    c = clientFor(l.port);
+  });
+  after(async () => {
+    c.close();
+    await l.close();
+  });
+
+  void test("the token's client id and scopes, the public marker, nothing from headers a caller sends", async () => {
+    seen.length = 0;
+    const forged = md("Bearer multi-scope");
+    forged.set("clawker-client-id", "somebody-else");
+    assert.equal((await unary(c, "listAgents", forged)).code, status.OK);
+    assert.equal((await unary(c, "getSystemTime", new Metadata())).code, status.OK);
+    assert.deepEqual(seen, [
+      { isPublic: false, clientId: "clawker-cli", sub: "", scopes: ["openid", "admin", "offline"] },
+      { isPublic: true, clientId: "", sub: "", scopes: [] },
+    ]);
+    // Metadata no interceptor passed has no decision.
+    assert.equal(authContextOf(new Metadata()), undefined);
   });
 });
 

@@ -7,12 +7,16 @@ import { helperPid, startControlPlane, type ControlPlane } from "../../../test/h
 import { isAlive } from "../../../test/harness/leftovers.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
-/** The drain order today; the firewall's steps will join it at their places. */
+/** The drain order: eBPF state after the firewall stack (ARCHITECTURE.md). */
 const ORDER = [
   "memory_relief",
+  "firewall_queue",
   "watcher",
   "agent_sessions",
   "grpc",
+  "bypass_timers",
+  "firewall_stack",
+  "ebpf",
   "healthz",
   "refusal_log",
   "introspector",

@@ -6,11 +6,13 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import {
+  Agent as HttpAgent,
   createServer as createHttpServer,
   request as httpRequest,
   type IncomingMessage,
   type Server as HttpServer,
 } from "node:http";
+import { connect as http2Connect } from "node:http2";
 import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import {
   createConnection,
@@ -116,7 +118,7 @@ async function startUpstreams(env: Omit<Env, "proxy" | "decisions" | "host">): P
         res.end(`https ${at} ${req.method} ${req.url}\n`);
       },
     );
-    https.on("connection", (s: Socket) => trackSocket(env.openSockets, s));
+    https.on("connection", (s: Socket) => trackUpstream(env.openSockets, s));
     await listen(https, env.tlsPort, at);
     env.servers.push(https);
     const http = createHttpServer((req, res) => {
@@ -129,19 +131,19 @@ async function startUpstreams(env: Omit<Env, "proxy" | "decisions" | "host">): P
       });
       res.end(`http ${at} ${req.method} ${req.url}\n`);
     });
-    http.on("connection", (s: Socket) => trackSocket(env.openSockets, s));
+    http.on("connection", (s: Socket) => trackUpstream(env.openSockets, s));
     await listen(http, env.httpPort, at);
     env.servers.push(http);
   }
   // A TCP echo behind the route listener, and a banner server (speaks first, like SSH).
   const echo = createTcpServer((s) => {
-    trackSocket(env.openSockets, s);
+    trackUpstream(env.openSockets, s);
     s.pipe(s);
   });
   await listen(echo, env.routePort, UPSTREAM);
   env.servers.push(echo);
   const banner = createTcpServer((s) => {
-    trackSocket(env.openSockets, s);
+    trackUpstream(env.openSockets, s);
     s.end("SSH-2.0-test\r\n");
   });
   await listen(banner, env.routePort + 1, UPSTREAM);
@@ -153,6 +155,12 @@ function trackSocket(set: Set<Socket>, s: Socket): void {
   s.on("close", () => set.delete(s));
 }
 
+/** An upstream's socket: a revoked session reaches it as a reset, which is expected here. */
+function trackUpstream(set: Set<Socket>, s: Socket): void {
+  trackSocket(set, s);
+  s.on("error", () => undefined);
+}
+
 function listen(server: HttpServer | TcpServer, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -160,7 +168,7 @@ function listen(server: HttpServer | TcpServer, port: number, host: string): Pro
   });
 }
 
-async function setup(options: { maxChunkBytes?: number } = {}): Promise<Env> {
+async function setup(options: { maxChunkBytes?: number; ss?: string } = {}): Promise<Env> {
   const dir = await mkdtemp(join(tmpdir(), "fwp-"));
   const cleanup: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
   try {
@@ -210,6 +218,7 @@ async function setup(options: { maxChunkBytes?: number } = {}): Promise<Env> {
         upstreamCaFile: caFile,
         threads: 1,
         timeouts: { connectMs: 2_000, clientHelloMs: 2_000, idleMs: 60_000, httpRequestMs: 5_000 },
+        ...(options.ss === undefined ? {} : { ss: options.ss }),
       },
       host,
       log,
@@ -372,12 +381,39 @@ function collect(res: IncomingMessage, resolve: (r: HttpResult) => void): void {
   });
 }
 
+/** The SO_MARK of the proxy's end of a client connection, from `ss` (0 when none). */
+async function markOf(env: Env, client: Socket): Promise<number> {
+  const filter = `src 127.0.0.1:${env.tlsPort} and dst ${client.localAddress}:${client.localPort}`;
+  const { stdout } = await run("ss", ["-tnHe", filter]);
+  const m = /\bfwmark:(0x[0-9a-f]+)/.exec(stdout);
+  assert.ok(stdout.trim() !== "", `no socket for ${filter}`);
+  return m?.[1] === undefined ? 0 : Number(m[1]);
+}
+
+interface KeptAliveResult extends HttpResult {
+  readonly socket: Socket;
+}
+
+/** A GET through the HTTP listener on `agent`'s one kept-alive connection. */
+function keptAliveGet(env: Env, agent: HttpAgent, host: string, path: string): Promise<KeptAliveResult> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: "127.0.0.1", port: env.httpPort, path, localAddress: AGENT_A, headers: { host }, agent },
+      (res) => collect(res, (r) => resolve({ ...r, socket: req.socket! })),
+    );
+    req.on("error", reject);
+    req.setTimeout(5_000, () => req.destroy(new Error("timeout")));
+    req.end();
+  });
+}
+
 async function interceptCert(env: Env, name: string): Promise<void> {
   const leaf = await issueLeaf(env.firewallCa, { commonName: name, dnsNames: [name], usage: "server" });
   await env.proxy.installCertificate(name, leaf.certPem, leaf.keyPem);
 }
 
-const skip = skipReason(command("haproxy"));
+// Marks (SO_MARK) and SOCK_DESTROY need CAP_NET_ADMIN: root here.
+const skip = skipReason(command("haproxy"), command("ss"), root);
 
 describe("EgressProxy with the real HAProxy", { skip }, () => {
   let env: Env | undefined;
@@ -499,6 +535,7 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     kept.socket.on("error", () => undefined);
     const result = await e.proxy.apply(policy(e, [entry({ dst: "api.example.test", ruleId: "keep" }, e)]));
     assert.equal(result.rulesRetired, 1);
+    assert.equal(result.sessionsEnded, 1);
     await waitFor(() => cutClosed, { timeoutMs: 2_000, what: "the revoked tunnel to close" });
     assert.equal(keptClosed, false);
     // The surviving tunnel still carries a request.
@@ -535,6 +572,108 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       ]),
     );
     await waitFor(() => closed, { timeoutMs: 2_000, what: "the old-form tunnel to close" });
+  });
+
+  test("an admitted session's agent-facing socket carries the mark 0xC1 + its rule version's tag; a new version gets a new tag", async () => {
+    const e = E();
+    await e.proxy.apply(policy(e, [entry({ dst: "api.example.test", ruleId: "tagged" }, e)]));
+    const first = await tlsThrough(e, "api.example.test", e.upstreamCa.certPem);
+    const denied = await tlsThrough(e, "nope.example.test", e.upstreamCa.certPem);
+    assert.equal(denied.ok, false);
+    const firstMark = await markOf(e, first.socket!);
+    assert.equal(firstMark >>> 24, 0xc1, firstMark.toString(16));
+    assert.notEqual(firstMark & 0xffffff, 0);
+    // Another port for the same rule id is another version: another tag, and the old session ends.
+    let closed = false;
+    first.socket!.on("close", () => (closed = true)).on("error", () => undefined);
+    await e.proxy.apply(
+      policy(e, [
+        entry({ dst: "api.example.test", ruleId: "tagged" }, e),
+        entry({ dst: "api.example.test", ruleId: "tagged", port: e.tlsPort + 100 }, e),
+      ]),
+    );
+    await waitFor(() => closed, { timeoutMs: 2_000, what: "the old version's session to end" });
+    const second = await tlsThrough(e, "api.example.test", e.upstreamCa.certPem);
+    const secondMark = await markOf(e, second.socket!);
+    assert.equal(secondMark >>> 24, 0xc1);
+    assert.notEqual(secondMark, firstMark);
+    second.socket!.destroy();
+  });
+
+  test("HTTP keep-alive: each request is checked again; revoking a rule ends connections last used under it, and a connection marked for another rule is refused on its next request under the revoked one", async () => {
+    const e = E();
+    const both = [
+      entry({ dst: "plain.example.test", kind: "http", ruleId: "ka-plain" }, e),
+      entry({ dst: "api.example.test", kind: "http", ruleId: "ka-api" }, e),
+    ];
+    await e.proxy.apply(policy(e, both));
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await keptAliveGet(e, agent, "plain.example.test", "/one");
+      assert.equal(first.status, 200);
+      const second = await keptAliveGet(e, agent, "api.example.test", "/two");
+      assert.equal(second.status, 200);
+      assert.equal(second.socket, first.socket, "one connection carries both requests");
+      let closed = false;
+      first.socket.on("close", () => (closed = true));
+      // The connection's mark is now ka-api's tag: revoking ka-plain leaves it open ...
+      await e.proxy.apply(policy(e, [both[1]!]));
+      const before = e.seen.length;
+      const third = await keptAliveGet(e, agent, "plain.example.test", "/three");
+      assert.equal(third.socket, first.socket, "the connection survived the other rule's revocation");
+      // ... and its next request under the revoked rule is refused by the lookup itself.
+      assert.equal(third.status, 403);
+      assert.equal(third.json?.["reason"], "no_rule");
+      assert.ok(!e.seen.slice(before).some((x) => x.path === "/three"), "the upstream never saw it");
+      const fourth = await keptAliveGet(e, agent, "api.example.test", "/four");
+      assert.equal(fourth.status, 200);
+      assert.equal(closed, false);
+      // Revoking the rule the connection was last used under ends it.
+      await e.proxy.apply(policy(e, []));
+      await waitFor(() => closed, { timeoutMs: 2_000, what: "the kept-alive connection to end" });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("the HTTP listener speaks HTTP/1 only: h2c (prior knowledge) is refused, so one connection never carries two rules' requests at once", async () => {
+    const e = E();
+    await e.proxy.apply(policy(e, [entry({ dst: "plain.example.test", kind: "http", ruleId: "h1" }, e)]));
+    assert.equal((await httpThrough(e, "plain.example.test", "/h1")).status, 200);
+    const outcome = await new Promise<string>((resolve) => {
+      const session = http2Connect(`http://127.0.0.1:${e.httpPort}`, {
+        createConnection: () =>
+          createConnection({ host: "127.0.0.1", port: e.httpPort, localAddress: AGENT_A }),
+      });
+      session.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? "error"));
+      const req = session.request({ ":path": "/h2", host: "plain.example.test" });
+      req.on("response", (h) => resolve(`status ${String(h[":status"])}`));
+      req.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? "error"));
+      req.end();
+    });
+    assert.doesNotMatch(outcome, /^status/);
+    assert.ok(!e.seen.some((x) => x.path === "/h2"), "the upstream never saw the h2c request");
+  });
+
+  test("removing a rule cuts its open TCP route tunnel", async () => {
+    const e = E();
+    const echo = entry(
+      { dst: "tcp.example.test", kind: "tcp", listener: e.routePort, port: e.routePort, ruleId: "cut-echo" },
+      e,
+    );
+    await e.proxy.apply(policy(e, [echo]));
+    const s = createConnection({ host: "127.0.0.1", port: e.routePort, localAddress: AGENT_A });
+    trackSocket(clientSockets, s);
+    let closed = false;
+    s.on("close", () => (closed = true)).on("error", () => undefined);
+    const echoed = await new Promise<string>((resolve) => {
+      s.once("data", (d: Buffer) => resolve(d.toString()));
+      s.write("ping");
+    });
+    assert.equal(echoed, "ping");
+    const result = await e.proxy.apply(policy(e, []));
+    assert.equal(result.sessionsEnded, 1);
+    await waitFor(() => closed, { timeoutMs: 2_000, what: "the revoked TCP tunnel to close" });
   });
 
   test("agent and project scopes select by source address; agent beats project beats global", async () => {
@@ -967,8 +1106,9 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
 
 describe("EgressProxy lifecycle", { skip }, () => {
   test("a map push HAProxy does not fully take is not committed: the old policy stays", async (t) => {
-    // HAProxy drops a command over its 16 KiB buffer and answers nothing, like a success
-    // (measured: 17-30 KB payloads; larger ones get a reset). Only the count check notices.
+    // A command over HAProxy's 16 KiB buffer: on a connection of its own HAProxy drops it and
+    // answers nothing, like a success (only the count check notices); on the interactive
+    // connection apply() uses, HAProxy closes the connection. Either way nothing is committed.
     const env = await setup({ maxChunkBytes: 20_000 });
     t.after(() => teardown(env));
     await env.proxy.apply(policy(env, [entry({ dst: "api.example.test", ruleId: "api" }, env)]));
@@ -976,12 +1116,53 @@ describe("EgressProxy lifecycle", { skip }, () => {
     for (let i = 0; i < 2_000; i++) bulk.push(entry({ dst: `h${i}.bulk.example.test`, ruleId: "bulk" }, env));
     await assert.rejects(env.proxy.apply(policy(env, bulk)), (err: unknown) => {
       assert.ok(err instanceof ProxyError);
-      assert.equal(err.reason, "count_mismatch");
+      assert.ok(["count_mismatch", "apply_failed"].includes(err.reason), err.message);
+      assert.match(err.message, /the previous policy stays/);
       return true;
     });
     assert.equal((await tlsThrough(env, "api.example.test", env.upstreamCa.certPem)).ok, true);
     const file = await readFile(join(env.proxy.layout.mapsDir, "tls.map"), "utf8");
     assert.equal(file.split("\n").filter(Boolean).length, 1, "the map file on disk is the old one again");
+  });
+
+  test("a revocation the kernel refuses fails the apply with revoke_failed, and new connections are refused already (fake: an ss whose SOCK_DESTROY is unsupported)", async (t) => {
+    // A kernel without CONFIG_INET_DIAG_DESTROY: listing works, every destroy is answered with an
+    // error line on stderr and exit 0, as ss does. The proxy must notice the survivor.
+    const wrapDir = await mkdtemp(join(tmpdir(), "fwp-ss-"));
+    t.after(() => rm(wrapDir, { recursive: true, force: true }));
+    const ss = join(wrapDir, "ss-without-destroy");
+    await writeFile(
+      ss,
+      `#!/bin/sh\nif [ "$1" = -K ]; then echo "RTNETLINK answers: Operation not supported" >&2; exit 0; fi\nexec ss "$@"\n`,
+      { mode: 0o755 },
+    );
+    const env = await setup({ ss });
+    t.after(() => teardown(env));
+    await env.proxy.apply(policy(env, [entry({ dst: "api.example.test", ruleId: "stuck" }, env)]));
+    const open = await tlsThrough(env, "api.example.test", env.upstreamCa.certPem);
+    assert.ok(open.socket !== undefined);
+    open.socket.on("error", () => undefined);
+    await assert.rejects(env.proxy.apply(policy(env, [])), (err: unknown) => {
+      assert.ok(err instanceof ProxyError);
+      assert.equal(err.reason, "revoke_failed");
+      assert.match(err.message, /1 revoked session\(s\) could not be destroyed/);
+      return true;
+    });
+    assert.equal(
+      (await tlsThrough(env, "api.example.test", env.upstreamCa.certPem)).code,
+      "ERR_SSL_TLSV1_UNRECOGNIZED_NAME",
+    );
+    open.socket.destroy();
+  });
+
+  test("without ss (no way to end revoked sessions) the proxy does not start", async () => {
+    await assert.rejects(setup({ ss: "/nonexistent/clawker-test/ss" }), (err: unknown) => {
+      const cause = (err as Error).cause;
+      assert.ok(cause instanceof ProxyError, String(err));
+      assert.equal(cause.reason, "start_failed");
+      assert.match(cause.message, /session revocation unavailable: .*ss not found/);
+      return true;
+    });
   });
 
   test("close() leaves no HAProxy process and no socket behind, and is idempotent", async (t) => {

@@ -1,5 +1,7 @@
-// `clawker controlplane status`: container or process, /healthz and clock, as text or JSON.
+// `clawker controlplane status`: container or process, /healthz, clock and the firewall, as text or
+// JSON.
 import { dockerClient } from "@clawker/adminclient";
+import type { admin as adminProto } from "@clawker/proto";
 import { connectAdmin, formatSkew } from "../admin-connection.js";
 import { FORMAT_FLAG, parseAddress, str, type CommandSpec, type FlagValues } from "../command-spec.js";
 import {
@@ -16,18 +18,20 @@ import { ExitCode } from "../exit-codes.js";
 import { describeProbe, healthUrl, probeHealth } from "../health-probe.js";
 import type { Io } from "../io.js";
 import { pidState, readPidFile, type PidState } from "../pid-file.js";
-import { LOCATE_FLAGS } from "./controlplane-up.js";
+import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
+import { statusJson, statusLines } from "./firewall-stack.js";
 
 /** The spec of `clawker controlplane status`. */
 export const CONTROLPLANE_STATUS: CommandSpec = {
   words: ["controlplane", "status"],
-  summary: "Show whether the control plane runs, its /healthz answer and its clock skew.",
+  summary: "Show whether the control plane runs, its /healthz answer, clock skew and firewall.",
   description:
     "Shows the container labelled dev.clawker.purpose=controlplane (when Docker answers) and the host\n" +
     "process of the pid file; `mode` says which one serves. Exit 0 when /healthz answers 200; 3 when\n" +
-    "nothing runs or answers; 1 when it answers but is\n" +
-    "not ready or unhealthy. The clock is read through GetSystemTime (mTLS, no token).",
-  flags: { ...LOCATE_FLAGS, format: FORMAT_FLAG },
+    "nothing runs or answers; 1 when it answers but is not ready or unhealthy. The clock is read\n" +
+    "through GetSystemTime (mTLS, no token); the firewall through FirewallStatus (with the CLI's\n" +
+    "token; a failure there is shown, not fatal).",
+  flags: { ...LOCATE_FLAGS, "token-endpoint": TOKEN_ENDPOINT_FLAG, format: FORMAT_FLAG },
   examples: [
     "clawker controlplane status",
     "clawker controlplane status --format json | jq .health.body.status",
@@ -57,16 +61,23 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
   const container = await cpContainerStatus(io.env);
   const health = await probeHealth(url, 2000);
   let clock: { skewMs: number; rttMs: number } | { error: string } | undefined;
+  let firewall: adminProto.FirewallStatusResult | { error: string } | undefined;
   if (health.reachable) {
     try {
       const { client, skew } = await connectAdmin({
         trustDir,
         admin,
-        tokenEndpoint: defaultTokenEndpoint(io.env),
+        tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
         deadlineMs: 3000,
       });
-      await client.close();
       clock = { skewMs: Math.round(skew.skewMs), rttMs: skew.rttMs };
+      try {
+        firewall = await client.firewallStatus();
+      } catch (err) {
+        firewall = { error: messageOf(err) };
+      } finally {
+        await client.close();
+      }
     } catch (err) {
       clock = { error: messageOf(err) };
     }
@@ -85,6 +96,7 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
           health,
           admin,
           clock: clock ?? null,
+          firewall: firewall === undefined ? null : "error" in firewall ? firewall : statusJson(firewall),
         },
         null,
         2,
@@ -102,6 +114,10 @@ export async function controlplaneStatus(values: FlagValues, io: Io): Promise<nu
     lines.push(
       `  clock    ${"error" in clock ? `unknown: ${clock.error}` : `${formatSkew(clock.skewMs)} skew (rtt ${clock.rttMs} ms) via ${admin}`}`,
     );
+  }
+  if (firewall !== undefined) {
+    if ("error" in firewall) lines.push(`  firewall unknown: ${firewall.error}`);
+    else lines.push(...statusLines(firewall).map((l) => `  ${l}`));
   }
   io.stdout.write(lines.join("\n") + "\n");
   return code;

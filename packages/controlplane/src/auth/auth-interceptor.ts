@@ -59,6 +59,32 @@ export const INTROSPECTION_BUDGET_DEFAULTS = { perSecond: 10, burst: 20 } as con
 
 const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
 
+// The decision of each authorized call, keyed by the call's metadata object: grpc-js hands the
+// handler the very object the interceptor passed on, and a caller cannot forge a WeakMap entry
+// (a metadata header could be sent by anyone).
+// Kept raw: the context is built only when a handler asks (most never do).
+const decided = new WeakMap<Metadata, Decision>();
+
+/**
+ * What the AuthInterceptor decided for the call whose metadata this is (`call.metadata` in a
+ * handler): the token's client id, subject and scopes. Undefined when no AuthInterceptor passed
+ * the call, so callers that record who acted must treat that as unknown, never as anyone.
+ */
+export function authContextOf(metadata: Metadata): AuthContext | undefined {
+  const decision = decided.get(metadata);
+  return decision === undefined ? undefined : contextOf(decision);
+}
+
+function contextOf(decision: Decision): AuthContext {
+  if (decision === PUBLIC) return PUBLIC_CONTEXT;
+  return {
+    isPublic: false,
+    clientId: decision.clientId,
+    sub: decision.sub,
+    scopes: decision.scope.split(" ").filter((s) => s !== ""),
+  };
+}
+
 /** Authorizes gRPC calls against an Introspector and a scope map. */
 export class AuthInterceptor {
   readonly #introspector: Introspector;
@@ -91,14 +117,7 @@ export class AuthInterceptor {
    * reason maps to the wire status. Never rejects with anything else.
    */
   async authorize(path: string, metadata: Metadata, peer = "local"): Promise<AuthContext> {
-    const result = await this.#decide(path, metadata, () => peer);
-    if (result === PUBLIC) return PUBLIC_CONTEXT;
-    return {
-      isPublic: false,
-      clientId: result.clientId,
-      sub: result.sub,
-      scopes: result.scope.split(" ").filter((s) => s !== ""),
-    };
+    return contextOf(await this.#decide(path, metadata, () => peer));
   }
 
   /**
@@ -146,9 +165,10 @@ export class AuthInterceptor {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            const pass = (): void => {
+            const pass = (decision: Decision): void => {
               // Handlers never see the token, so they cannot log it.
               metadata.remove("authorization");
+              decided.set(metadata, decision);
               try {
                 metadataNext(metadata);
               } catch (err) {
@@ -173,7 +193,7 @@ export class AuthInterceptor {
             }
             // A cache hit stays on this tick: no promise hop between metadata and handler.
             if (decision instanceof Promise) decision.then(pass, refuse);
-            else pass();
+            else pass(decision);
           },
         });
       },

@@ -1,12 +1,10 @@
 // Firewall failures: one stable reason per failure class and one exhaustive table from reason to
-// gRPC status (API.md §5), so handlers never decide on message text.
-import { Metadata, status, type StatusObject } from "@grpc/grpc-js";
+// gRPC status (API.md §5), in the ErrorInfo domain `firewall.clawker.dev` (API.md §6 keeps
+// upstream's for them), so handlers and clients never decide on message text.
+import { status, type StatusObject } from "@grpc/grpc-js";
+import { ClawkerError, ErrorTable, FIREWALL_ERROR_DOMAIN } from "@clawker/proto";
 
-/**
- * The `google.rpc.ErrorInfo` domain firewall errors will carry (API.md §6 keeps upstream's
- * `firewall.clawker.dev` for them); clients decide on `reason`, never on the message.
- */
-export const FIREWALL_ERROR_DOMAIN = "firewall.clawker.dev";
+export { FIREWALL_ERROR_DOMAIN };
 
 /** Why a firewall operation failed; stable strings for logs, tests and ErrorInfo. */
 export type FirewallReason =
@@ -16,6 +14,12 @@ export type FirewallReason =
   | "queue_closed"
   | "reconcile_failed"
   | "saved_not_applied"
+  | "invalid_request"
+  | "unknown_container"
+  | "not_running"
+  | "not_configured"
+  | "stack_failed"
+  | "resolve_failed"
   | "invalid_floor_file"
   | "store_schema"
   | "internal";
@@ -31,22 +35,29 @@ export const firewallReasonStatus = {
   // The proxy or DNS gate could not take the rules; retrying the reload may work.
   reconcile_failed: status.UNAVAILABLE,
   saved_not_applied: status.UNAVAILABLE,
+  // A malformed request that is not a rule (a container id, a bypass duration, a hostname).
+  invalid_request: status.INVALID_ARGUMENT,
+  unknown_container: status.NOT_FOUND,
+  // Enable, disable and bypass need the stack up (FirewallInit).
+  not_running: status.FAILED_PRECONDITION,
+  // Neither the config nor the agents' Docker network says where the proxy listens.
+  not_configured: status.FAILED_PRECONDITION,
+  // The proxy (or DNS gate) did not start: e.g. HAProxy missing or a port taken.
+  stack_failed: status.FAILED_PRECONDITION,
+  // The upstream resolvers did not answer.
+  resolve_failed: status.UNAVAILABLE,
   // Start-up failures: never answered to a caller, INTERNAL if one ever leaks.
   invalid_floor_file: status.INTERNAL,
   store_schema: status.INTERNAL,
   internal: status.INTERNAL,
 } as const satisfies Record<FirewallReason, status>;
 
-/** A firewall failure with a stable `reason`; its message is written for the caller. */
-export class FirewallError extends Error {
-  override readonly name: string = "FirewallError";
-  /** The stable machine-readable cause. */
-  readonly reason: FirewallReason;
+/** The firewall's table: its reasons' codes, answered in `firewall.clawker.dev`. */
+export const FIREWALL_ERRORS = new ErrorTable<FirewallReason>(FIREWALL_ERROR_DOMAIN, firewallReasonStatus);
 
-  constructor(reason: FirewallReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.reason = reason;
-  }
+/** A firewall failure with a stable `reason`; its message is written for the caller. */
+export class FirewallError extends ClawkerError<FirewallReason> {
+  override readonly name: string = "FirewallError";
 }
 
 /** One problem with one field of one rule: `rules[3].path_rules[0].methods[1]: ...`. */
@@ -156,12 +167,11 @@ function describeProblems(what: string, problems: readonly RuleProblem[]): strin
 }
 
 /**
- * The wire status for a firewall failure: the table's code and the error's own message for a
- * FirewallError (its text is written for callers); anything else is INTERNAL without its text.
+ * The wire status for a firewall failure: the table's code, the error's own message (its text is
+ * written for callers) and its ErrorInfo (reason, `firewall.clawker.dev`, metadata) for a
+ * FirewallError; anything else is INTERNAL `internal` without its text.
  */
 export function firewallStatus(err: unknown): StatusObject {
-  if (err instanceof FirewallError) {
-    return { code: firewallReasonStatus[err.reason], details: err.message, metadata: new Metadata() };
-  }
-  return { code: status.INTERNAL, details: "internal error", metadata: new Metadata() };
+  if (err instanceof FirewallError) return FIREWALL_ERRORS.statusOf(err);
+  return FIREWALL_ERRORS.status("internal", "internal error");
 }

@@ -322,11 +322,11 @@ export class RuleStore {
   }
 
   #buildListing(): readonly ListedRule[] {
-    const identities = this.#identityMap();
     const listed = [
       ...this.#floor.map((rule) => ({ rule, floor: true })),
       ...this.#stmts.list.all().map((row) => ({ rule: fromRow(row), floor: false })),
     ].sort((a, b) => compareRules(a.rule, b.rule));
+    const identities = this.#identitiesOf(listed.map(({ rule }) => rule.dst));
     return Object.freeze(
       listed.map(({ rule, floor }) =>
         Object.freeze({ rule, floor, identity: identities.get(rule.dst) ?? 0 }),
@@ -418,8 +418,18 @@ export class RuleStore {
     });
   }
 
-  #identityMap(): Map<string, number> {
-    return new Map(this.#stmts.identities.all().map((r) => [r.dst, r.identity]));
+  /**
+   * The identities of the listed destinations only: identities are never freed, so the table holds
+   * every destination ever named and reading all of it grew every listing with history.
+   */
+  #identitiesOf(dsts: readonly string[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const dst of dsts) {
+      if (out.has(dst)) continue;
+      const identity = this.#stmts.identity.get(dst)?.identity;
+      if (identity !== undefined) out.set(dst, identity);
+    }
+    return out;
   }
 
   #assertOpen(): void {
@@ -497,9 +507,6 @@ function prepare(db: Database.Database) {
     ),
     identity: db.prepare<[string], { identity: number }>(
       "SELECT identity FROM route_identities WHERE dst = ?",
-    ),
-    identities: db.prepare<[], { dst: string; identity: number }>(
-      "SELECT dst, identity FROM route_identities",
     ),
     appendChange: db.prepare(
       `INSERT INTO rule_changes (at_unix_ms, client_id, cert_cn, op, rule_key, scope_kind, scope_name, dst,

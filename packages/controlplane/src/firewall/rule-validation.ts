@@ -28,6 +28,8 @@ export const MAX_PATH_LENGTH = 1024;
 export const MAX_SCOPE_NAME_LENGTH = 64;
 /** Longest protocol name. */
 export const MAX_PROTO_LENGTH = 32;
+/** Most ports one range may span: the proxy and the eBPF routes hold one entry per port. */
+export const MAX_PORT_RANGE = 1024;
 
 /**
  * The HTTP methods a path rule may name: RFC 9110's, PATCH (RFC 5789) and WebDAV's (RFC 4918,
@@ -265,6 +267,13 @@ function canonicalPort(raw: string, proto: string, problems: Problems): string |
   if (lo === hi) return String(lo);
   if (!opaque) {
     problems.add("port", `ranges are for opaque protocols (tcp, udp, other names); ${proto} takes one port`);
+    return undefined;
+  }
+  if (hi - lo + 1 > MAX_PORT_RANGE) {
+    problems.add(
+      "port",
+      `range ${raw} spans ${hi - lo + 1} ports; at most ${MAX_PORT_RANGE} (each port is one proxy entry and one route)`,
+    );
     return undefined;
   }
   return `${lo}-${hi}`;

@@ -5,6 +5,7 @@ import { connect, type Socket } from "node:net";
 import { test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
+import { waitFor } from "@clawker/test-support";
 import { httpProbe, type Probe } from "../supervisor/probes.js";
 import { HealthServer, HealthzError, type HealthzOptions } from "./healthz.js";
 import { ListenerCounters } from "./listener-counters.js";
@@ -41,15 +42,6 @@ async function serve(
   });
   await h.start(ac.signal);
   return { h, port: h.address.port };
-}
-
-/** Polls until `condition` holds (test/harness/wait-for.ts lies outside this package's rootDir). */
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() >= deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 const ok: Probe = () => Promise.resolve();
@@ -112,7 +104,7 @@ void test("results are cached and concurrent requests share one probe round", as
   });
   h.setReady();
   const replies = Promise.all(Array.from({ length: 5 }, () => get(port)));
-  await waitFor(() => calls > 0, "probe started");
+  await waitFor(() => calls > 0, { what: "probe started" });
   release();
   for (const r of await replies) assert.equal(r.status, 200);
   await get(port);
@@ -196,7 +188,7 @@ void test("close drops keep-alive connections, frees the port and is idempotent"
   const closing = h.close();
   assert.equal(h.close(), closing);
   await closing;
-  await waitFor(() => socketClosed, "client socket closed by the server");
+  await waitFor(() => socketClosed, { what: "client socket closed by the server" });
   await assert.rejects(
     new Promise((resolve, reject) => {
       const c = connect(port, "127.0.0.1", () => resolve(c.end()));
@@ -264,7 +256,7 @@ void test("over maxConnections the oldest idle connection is closed, and request
   h.setReady();
   const held = Array.from({ length: 20 }, () => heldUntilClosed(port));
   t.after(() => held.forEach((c) => c.socket.destroy()));
-  await waitFor(() => counters.count("healthz", "connection_evicted") >= 16, "evictions");
+  await waitFor(() => counters.count("healthz", "connection_evicted") >= 16, { what: "evictions" });
   for (let i = 0; i < 3; i++)
     assert.equal((await get(port)).status, 200, "answered while strangers hold sockets");
   const closed = await Promise.all(held.slice(0, 16).map((c) => c.closed));

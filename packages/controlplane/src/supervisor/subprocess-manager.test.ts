@@ -109,6 +109,36 @@ void test("after beginShutdown an exit is not a crash", async (t) => {
   await assert.rejects(m.start("late", helper({})), (e: SupervisorError) => e.reason === "shutting_down");
 });
 
+void test("stop() ends one helper without a crash report; the others run on and the name is free again", async (t) => {
+  const { m, lines, dir } = setup(t);
+  const record = join(dir, "record");
+  const state = crashState(m);
+  const keep = await m.start("keep", helper({ HELPER_NAME: "keep", HELPER_RECORD: record }));
+  const proxy = await m.start("proxy", helper({ HELPER_NAME: "proxy", HELPER_RECORD: record }));
+  await Promise.all([ready(lines, "keep"), ready(lines, "proxy")]);
+  assert.equal(await m.stop("proxy"), "stopped");
+  assert.equal(isAlive(proxy), false);
+  assert.deepEqual([...m.running().keys()], ["keep"]);
+  assert.ok(isAlive(keep));
+  assert.deepEqual(
+    recorded(record).map(([name, signal]) => `${name}:${signal}`),
+    ["proxy:SIGTERM"],
+  );
+  // The same name again, and a helper that ignores SIGTERM is killed after the grace.
+  const again = await m.start("proxy", helper({ HELPER_NAME: "proxy", HELPER_IGNORE_TERM: "1" }));
+  await waitFor(() => lines.filter((l) => l["helper"] === "proxy" && l["msg"] === "ready").length === 2, {
+    what: "second proxy ready",
+  });
+  assert.equal(await m.stop("proxy", 200), "killed");
+  assert.equal(isAlive(again), false);
+  assert.equal(await m.stop("never-started"), "stopped");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(state.crash, undefined, "a stopped helper is no crash");
+  // A later crash of another helper is still reported.
+  process.kill(keep, "SIGKILL");
+  assert.equal((await m.crashed).name, "keep");
+});
+
 void test("shutdown stops helpers in reverse start order with SIGTERM and leaves no process", async (t) => {
   const { m, lines, dir } = setup(t);
   const record = join(dir, "record");
@@ -266,6 +296,20 @@ void test("waitHealthy resolves once the helper answers 200", async (t) => {
   await m.waitHealthy("web", { url: `http://127.0.0.1:${port}/health`, intervalMs: 50, timeoutMs: 10_000 });
   const done = lines.find((l) => l["msg"] === "helper healthy");
   assert.ok(typeof done?.["attempts"] === "number" && done["attempts"] > 1, "it polled through 503s first");
+});
+
+void test("waitHealthy asks again as soon as the helper writes a line, not a poll interval later", async (t) => {
+  const { m } = setup(t);
+  const port = await freePort();
+  // The fixture prints "ready" once it listens. The first probe (right after the spawn) finds
+  // nothing listening; with a 10-minute interval only the wake-up on that line can end the wait
+  // within the budget.
+  await m.start("web", helper({ HELPER_HTTP_PORT: String(port) }));
+  await m.waitHealthy("web", {
+    url: `http://127.0.0.1:${port}/health`,
+    intervalMs: 600_000,
+    timeoutMs: 20_000,
+  });
 });
 
 void test("waitHealthy with an instance nonce accepts only the answer that echoes it", async (t) => {

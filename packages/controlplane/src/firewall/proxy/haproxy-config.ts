@@ -1,16 +1,19 @@
 // Renders HAProxy's base configuration: listeners, lookups and backends that never change while
-// the proxy runs. Everything a rule change touches lives in map files and dynamic servers (see
-// map-files.ts and proxy.ts), so a rule change never needs a reload. README.md walks through the
+// the proxy runs. Everything a rule change touches lives in map files (see map-files.ts and
+// proxy.ts), so a rule change never needs a reload. README.md walks through the
 // request paths this file builds.
 import { join } from "node:path";
 import { MAX_WILDCARD_LABELS } from "./policy.js";
 import type { MapName } from "./map-files.js";
+import { MARK_ACTION } from "./session-tags.js";
 
 /** Where the proxy keeps its files, all under one 0700 directory. */
 export interface ProxyLayout {
   /** The proxy directory (0700). */
   readonly dir: string;
   readonly configFile: string;
+  /** The Lua action that marks admitted sessions with their rule version's tag (session-tags.ts). */
+  readonly luaFile: string;
   /** Unix sockets (0700 dir, sockets 0600): master CLI, runtime API, internal hops. */
   readonly runDir: string;
   readonly masterSocket: string;
@@ -32,6 +35,7 @@ export function proxyLayout(dir: string): ProxyLayout {
   return {
     dir,
     configFile: join(dir, "haproxy.cfg"),
+    luaFile: join(dir, "mark.lua"),
     runDir,
     masterSocket: join(runDir, "master.sock"),
     runtimeSocket: join(runDir, "runtime.sock"),
@@ -99,6 +103,8 @@ export function renderConfig(o: RenderOptions): string {
     `  log 127.0.0.1:${o.log.port} len 16384 format raw local0 info`,
     // normalize-uri is experimental in 2.6; path rules are unsafe without it.
     "  expose-experimental-directives",
+    // One Lua state per thread: the mark action takes no global Lua lock.
+    `  lua-load-per-thread ${L.luaFile}`,
     // Upstreams are not ours to choose: TLS 1.2 is the floor towards them. The interception
     // listener (agents' side) takes TLS 1.3 only.
     "  ssl-default-server-options ssl-min-ver TLSv1.2",
@@ -142,6 +148,7 @@ export function renderConfig(o: RenderOptions): string {
     "  tcp-request content set-var(sess.port) dst_port",
     ...lookupRules("tcp-request content", "sess", map("tls"), map("agents"), map("projects")),
     ...verdictRules("tcp-request content", "sess"),
+    ...markRule("tcp-request content", "sess"),
     "  tcp-request content set-var(sess.reason,ifnotexists) str(no_sni) unless { var(sess.name) -m found }",
     "  tcp-request content set-var(sess.reason,ifnotexists) str(no_rule) unless { var(sess.v) -m found }",
     "  tcp-request content set-var(sess.reason,ifnotexists) str(rule_denies) if { var(sess.verdict) -m str deny }",
@@ -167,17 +174,15 @@ export function renderConfig(o: RenderOptions): string {
     `  bind unix@${L.denySocket} mode 600 ssl crt-list ${L.denyCrtList} strict-sni`,
     "  tcp-request content reject",
     "",
-    // One dynamic server per rule version (proxy.ts): `shutdown sessions server` revokes them.
-    // weight 0 keeps load balancing away from them, so a stream whose server is missing fails.
+    // One static server each: set-dst (after do-resolve) picks the address. Sessions are tagged
+    // by the mark on the agent's socket, not by server (session-tags.ts).
     "backend be_pass",
     "  mode tcp",
-    "  balance roundrobin",
-    "  use-server %[var(sess.srv)] if TRUE",
+    "  server up 0.0.0.0:0",
     "",
     "backend be_mitm",
     "  mode tcp",
-    "  balance roundrobin",
-    "  use-server %[var(sess.srv)] if TRUE",
+    `  server up unix@${L.mitmSocket} send-proxy-v2`,
     "",
   );
 
@@ -216,13 +221,18 @@ export function renderConfig(o: RenderOptions): string {
   add(
     "frontend http_in",
     "  mode http",
-    `  bind ${o.listen.address}:${o.listen.httpPort} name http`,
+    // HTTP/1 only: h2c would multiplex requests under several rules on one connection, and the
+    // connection's mark names only the last one (a revoked rule's stream could outlive its sweep).
+    `  bind ${o.listen.address}:${o.listen.httpPort} name http proto h1`,
     `  log-format '${httpLogFormat(o.log.token, "http")}'`,
     ...clientChecks(o.listen.address, clients),
     "  http-request set-var(txn.name) req.hdr(host),lower,field(1,:)",
     ...httpCommon(),
     ...lookupRules("http-request", "txn", map("http"), map("agents"), map("projects")),
     ...verdictRules("http-request", "txn"),
+    // Every request of a keep-alive connection is looked up again: the mark is the last admitted
+    // request's tag, and a request under a revoked rule is refused by the lookup itself.
+    ...markRule("http-request", "txn"),
     "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.verdict) -m str http }",
     ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
     ...httpDenials(80),
@@ -234,8 +244,7 @@ export function renderConfig(o: RenderOptions): string {
     "",
     "backend be_http",
     "  mode http",
-    "  balance roundrobin",
-    "  use-server %[var(txn.srv)] if TRUE",
+    "  server up 0.0.0.0:0",
     "",
   );
 
@@ -255,6 +264,7 @@ export function renderConfig(o: RenderOptions): string {
       "  tcp-request content set-var(sess.port) dst_port",
       ...routeLookupRules(map("tcp"), map("agents"), map("projects")),
       ...verdictRules("tcp-request content", "sess"),
+      ...markRule("tcp-request content", "sess"),
       "  tcp-request content set-var(sess.reason,ifnotexists) str(no_rule) unless { var(sess.v) -m found }",
       "  tcp-request content set-var(sess.reason,ifnotexists) str(rule_denies) unless { var(sess.verdict) -m str tcp }",
       "  tcp-request content set-var(sess.ip) dst if { var(sess.up) -m str @dst } !{ var(sess.reason) -m found }",
@@ -320,12 +330,21 @@ function routeLookupRules(file: string, agents: string, projects: string): strin
   ];
 }
 
-/** Splits the map value `<verdict>|<server>|<rule>|<pathKey>|<pathDefault>|<upstream>`. */
+/** Splits the map value `<verdict>|<tag>|<rule>|<pathKey>|<pathDefault>|<upstream>`. */
 function verdictRules(p: Phase, s: VarScope): string[] {
-  const fields = ["verdict", "srv", "rule", "pk", "default", "up"];
+  const fields = ["verdict", "tag", "rule", "pk", "default", "up"];
   return fields.map(
     (f, i) => `  ${p} set-var(${s}.${f}) var(${s}.v),field(${i + 1},|) if { var(${s}.v) -m found }`,
   );
+}
+
+/**
+ * Marks the agent's socket with the tag the lookup just returned, before anything that yields
+ * (do-resolve): a stream that read a map version before a commit sets its mark right away, so the
+ * sweeps after the commit find it (proxy.ts). A deny has no tag and sets nothing.
+ */
+function markRule(p: Phase, s: VarScope): string[] {
+  return [`  ${p} lua.${MARK_ACTION} ${s}.tag if { var(${s}.tag) -m found }`];
 }
 
 /** Resolution and forbidden-destination checks, after the name resolved to an address. */

@@ -43,63 +43,44 @@ export interface MapEntry {
   readonly value: string;
 }
 
-/** The backends that hold a rule's dynamic server (one per kind of upstream connection). */
-export type TunnelBackend = "be_pass" | "be_mitm" | "be_http";
-
-/** What a rule needs at runtime: its content digest and the backends its entries connect through. */
+/** What a rule needs at runtime: its entries in canonical form (another form is a new version, a new tag). */
 export interface RuleVersion {
   readonly ruleId: string;
-  /** Changes whenever anything about the rule's entries changes (revocation unit). */
+  /** The rule's entries in canonical form: changes whenever anything about them changes. */
   readonly digest: string;
-  readonly backends: ReadonlySet<TunnelBackend>;
 }
 
-/** Computes every allowing rule's version: digest over its entries, backends it needs servers in. */
+/** Computes every allowing rule's version from its entries (deny-only rules have none). */
 export function ruleVersions(policy: CheckedPolicy): Map<string, RuleVersion> {
   const byRule = new Map<string, CheckedEntry[]>();
+  const allowing = new Set<string>();
   for (const e of policy.entries) {
     if (e.kind === "udp") continue;
     const list = byRule.get(e.ruleId) ?? [];
     list.push(e);
     byRule.set(e.ruleId, list);
+    if (e.action === "allow") allowing.add(e.ruleId);
   }
   const out = new Map<string, RuleVersion>();
   for (const [ruleId, entries] of byRule) {
-    const canonical = entries.map((e) => JSON.stringify(canonicalEntry(e))).sort();
-    const digest = createHash("sha256").update(canonical.join("\n")).digest("hex").slice(0, 16);
-    const backends = new Set<TunnelBackend>();
-    for (const e of entries) {
-      const b = backendOf(e);
-      if (b !== undefined) backends.add(b);
-    }
-    out.set(ruleId, { ruleId, digest, backends });
+    if (!allowing.has(ruleId)) continue;
+    // The canonical form itself, not a hash of it: comparing strings is cheaper than 10,000 hashes.
+    const digest = entries
+      .map((e) => JSON.stringify(canonicalEntry(e)))
+      .sort()
+      .join("\n");
+    out.set(ruleId, { ruleId, digest });
   }
   return out;
 }
 
-/** The backend an allowing entry's connections go through; undefined for deny entries. */
-export function backendOf(e: CheckedEntry): TunnelBackend | undefined {
-  if (e.action === "deny") return undefined;
-  switch (e.kind) {
-    case "tls-passthrough":
-    case "tcp":
-      return "be_pass";
-    case "tls-intercept":
-      return "be_mitm";
-    case "http":
-      return "be_http";
-    case "udp":
-      return undefined;
-  }
-}
-
 /**
- * Compiles the policy into map contents. `serverOf(ruleId)` names the dynamic server of a rule's
- * current version (every allowing rule must have one).
+ * Compiles the policy into map contents. `tagOf(ruleId)` is the session tag of a rule's current
+ * version (every allowing rule must have one; session-tags.ts).
  */
 export function compileMaps(
   policy: CheckedPolicy,
-  serverOf: (ruleId: string) => string,
+  tagOf: (ruleId: string) => number,
 ): Record<MapName, MapEntry[]> {
   const maps: Record<MapName, MapEntry[]> = {
     agents: [],
@@ -136,27 +117,27 @@ export function compileMaps(
       map === "tcp"
         ? `${scopeKey(e.scope)}/l${e.listener}/${e.port}`
         : `${scopeKey(e.scope)}/${e.port}/${e.dst}`;
-    maps[map].push({ key, value: verdictValue(e, pk, e.action === "allow" ? serverOf(e.ruleId) : "-") });
+    maps[map].push({ key, value: verdictValue(e, pk, e.action === "allow" ? String(tagOf(e.ruleId)) : "-") });
   }
   return maps;
 }
 
 /**
- * A root map value: `<verdict>|<server>|<ruleId>|<pathKey>|<pathDefault>|<upstream>`, where the
+ * A root map value: `<verdict>|<tag>|<ruleId>|<pathKey>|<pathDefault>|<upstream>`, where the
  * verdict is pass, mitm, http, tcp or deny, and upstream is `v`/`k` (verify or not) for mitm, the
  * name to resolve or `@dst` (the original destination) for tcp, `-` otherwise.
  */
-function verdictValue(e: CheckedEntry, pk: string, server: string): string {
+function verdictValue(e: CheckedEntry, pk: string, tag: string): string {
   if (e.action === "deny") return `deny|-|${e.ruleId}|-|-|-`;
   switch (e.kind) {
     case "tls-passthrough":
-      return `pass|${server}|${e.ruleId}|-|-|-`;
+      return `pass|${tag}|${e.ruleId}|-|-|-`;
     case "tls-intercept":
-      return `mitm|${server}|${e.ruleId}|${pk}|${e.pathDefault}|${e.insecureSkipTlsVerify ? "k" : "v"}`;
+      return `mitm|${tag}|${e.ruleId}|${pk}|${e.pathDefault}|${e.insecureSkipTlsVerify ? "k" : "v"}`;
     case "http":
-      return `http|${server}|${e.ruleId}|${pk}|${e.pathDefault}|-`;
+      return `http|${tag}|${e.ruleId}|${pk}|${e.pathDefault}|-`;
     case "tcp":
-      return `tcp|${server}|${e.ruleId}|-|-|${e.dstForm === "name" ? e.dst : "@dst"}`;
+      return `tcp|${tag}|${e.ruleId}|-|-|${e.dstForm === "name" ? e.dst : "@dst"}`;
     case "udp":
       return "deny|-|-|-|-|-";
   }

@@ -21,6 +21,8 @@ export const proxyConfigSchema = z
     dir: cfgPath,
     /** The HAProxy binary. */
     haproxy: z.string().min(1).default("haproxy"),
+    /** iproute2's `ss`: destroys the sessions of revoked rules (socket-sweeper.ts). */
+    ss: z.string().min(1).default("ss"),
     listen: z.strictObject({
       /** Every listener binds this address only (the agents' gateway), never 0.0.0.0. */
       address: ipv4.refine((a) => a !== "0.0.0.0", "must be a specific address"),
@@ -55,7 +57,7 @@ export const proxyConfigSchema = z
         httpRequestMs: ms(100, 300_000, 10_000),
       })
       .default({ connectMs: 5_000, clientHelloMs: 5_000, idleMs: 3_600_000, httpRequestMs: 10_000 }),
-    /** Allowing rules at most; each costs one dynamic HAProxy server (~4.5 KiB) per backend it uses. */
+    /** Allowing rules at most (each holds a session tag; its entries cost map memory only). */
     maxRules: z.number().int().min(1).max(100_000).default(10_000),
     /** Budget for HAProxy to answer on its runtime socket after spawn. */
     startTimeoutMs: ms(100, 120_000, 10_000),

@@ -1,7 +1,8 @@
 // EgressProxy: HAProxy as the egress proxy. start() renders the base config and spawns HAProxy
 // (master-worker) through the caller's process host; apply() replaces the policy live through the
-// runtime API (map versions and dynamic servers, never a reload); installCertificate() hot-loads
-// an interception certificate; revoke() ends sessions; close() stops it all. See README.md.
+// runtime API (map versions, never a reload) and destroys the sessions of retired rule versions by
+// their socket mark; installCertificate() hot-loads an interception certificate; revoke() ends
+// sessions; close() stops it all. See README.md.
 import { execFile } from "node:child_process";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { chmod, mkdir, readdir, rm } from "node:fs/promises";
@@ -22,11 +23,12 @@ import {
   writeFileAtomic,
   type MapEntry,
   type MapName,
-  type TunnelBackend,
 } from "./map-files.js";
 import { checkPolicy, normalizeName, type ProxyPolicy } from "./policy.js";
 import { parseProxyConfig, routePortsOf, type ProxyConfig, type ProxyConfigInput } from "./proxy-config.js";
-import { RuntimeApi, type ServerRef } from "./runtime-api.js";
+import { RuntimeApi } from "./runtime-api.js";
+import { TagAllocator, renderMarkLua } from "./session-tags.js";
+import { SocketSweeper } from "./socket-sweeper.js";
 
 /**
  * What runs HAProxy: in the daemon the SubprocessManager (spawn = start, crash reporting
@@ -48,6 +50,8 @@ export interface EgressProxyOptions {
   readonly onDecision?: (decision: ProxyDecision) => void;
   /** Largest runtime API payload chunk; only tests change it (to prove the count check). */
   readonly maxChunkBytes?: number;
+  /** Delay of the second sweep after a revocation (default 1 s); only tests change it. */
+  readonly lateSweepMs?: number;
 }
 
 /** Which sessions revoke() ends: those opened under a rule, or those from one source address. */
@@ -59,7 +63,7 @@ export interface ProxyHealth {
   readonly workerPid: number;
   readonly uptimeSeconds: number;
   readonly currentConnections: number;
-  /** Rules with a live dynamic server. */
+  /** Allowing rules live (each with a session tag). */
   readonly rules: number;
   readonly certificates: number;
 }
@@ -71,6 +75,8 @@ export interface ApplyResult {
   /** Rule versions created and retired (a retired version's sessions were ended). */
   readonly rulesAdded: number;
   readonly rulesRetired: number;
+  /** Sessions of retired rule versions destroyed by this apply's first sweep. */
+  readonly sessionsEnded: number;
   readonly durationMs: number;
 }
 
@@ -79,22 +85,23 @@ export const PROXY_HELPER_NAME = "egress-proxy";
 
 // The longest Unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH = 107;
-const SERVER_ARGS: Record<TunnelBackend, (layout: ProxyLayout) => string[]> = {
-  be_pass: () => ["0.0.0.0:0", "weight", "0"],
-  be_http: () => ["0.0.0.0:0", "weight", "0"],
-  be_mitm: (l) => [`unix@${l.mitmSocket}`, "send-proxy-v2", "weight", "0"],
-};
+/**
+ * The second sweep after a revocation: a stream that read the old map version just before the
+ * commit and was descheduled before setting its mark escapes the first sweep, never this one.
+ */
+const LATE_SWEEP_MS = 1_000;
+/** Retired rule versions logged one line each; more are summarised in one line. */
+const RETIRED_LOG_LINES = 20;
 // Maps that path lookups and method names go through: pushed as old-plus-new before the verdict
 // maps switch to new path keys, then trimmed, so no lookup ever follows a key to nothing.
 const UNION_MAPS: ReadonlySet<MapName> = new Set(["methods", "paths-prefix", "paths-regex"]);
 const OUR_FRONTENDS: ReadonlySet<string> = new Set(["tls_in", "mitm", "http_in", "tcp_routes"]);
 
-interface RuleServer {
+/** A live rule version and the session tag its admitted streams are marked with. */
+interface RuleTag {
   readonly ruleId: string;
   readonly digest: string;
-  /** The dynamic server's name in each of its backends. */
-  readonly name: string;
-  readonly backends: ReadonlySet<TunnelBackend>;
+  readonly tag: number;
 }
 
 type State = "new" | "starting" | "running" | "closed";
@@ -108,6 +115,9 @@ export class EgressProxy {
   readonly #api: RuntimeApi;
   readonly #decisions: DecisionLog;
   readonly #maxChunkBytes: number | undefined;
+  readonly #lateSweepMs: number;
+  readonly #sweeper: SocketSweeper;
+  readonly #allocator = new TagAllocator();
   #state: State = "new";
   #spawned = false;
   #masterPid = 0;
@@ -115,11 +125,15 @@ export class EgressProxy {
   readonly #onAbort = (): void => void this.close();
   /** Serializes apply, installCertificate and revoke: each is a runtime API conversation. */
   #queue: Promise<unknown> = Promise.resolve();
-  #serial = 0;
-  #servers = new Map<string, RuleServer>();
-  /** Servers retired whose deletion HAProxy refused (sessions still closing); retried on apply. */
-  #undeleted: ServerRef[] = [];
+  #tags = new Map<string, RuleTag>();
+  /** Retired tags whose sessions are not swept yet (a sweep failed or a switch was partial). */
+  #retiring = new Set<number>();
+  /** Tags swept once -> when their second sweep is due; not handed out again before it. */
+  #late = new Map<number, number>();
+  #lateTimer: NodeJS.Timeout | undefined;
   #maps = new Map<MapName, MapEntry[]>();
+  /** The text of each map as HAProxy holds it; absent when unknown (pushed again by the next apply). */
+  #rendered = new Map<MapName, string>();
   readonly #certificates = new Set<string>();
   #closing: Promise<void> | undefined;
 
@@ -142,6 +156,12 @@ export class EgressProxy {
       log: this.#log,
     });
     this.#maxChunkBytes = options.maxChunkBytes;
+    this.#lateSweepMs = options.lateSweepMs ?? LATE_SWEEP_MS;
+    this.#sweeper = new SocketSweeper({
+      ss: this.#config.ss,
+      localAddress: this.#config.listen.address,
+      timeoutMs: this.#config.runtimeTimeoutMs,
+    });
   }
 
   /** The file layout (config, sockets, maps, certificates). */
@@ -180,6 +200,8 @@ export class EgressProxy {
       });
       await writeFileAtomic(this.#layout.configFile, config);
       await this.#checkConfig();
+      // Revocation depends on marks and SOCK_DESTROY: without them the proxy does not start.
+      await this.#sweeper.check();
       signal.throwIfAborted();
       this.#spawned = true;
       this.#masterPid = await this.#host.spawn(PROXY_HELPER_NAME, {
@@ -210,10 +232,11 @@ export class EgressProxy {
 
   /**
    * Replaces the policy live. Validates first (`invalid_policy`, nothing changed); then writes the
-   * map files, adds a dynamic server per new rule version, pushes every changed map as a new
-   * version (chunked, count-checked, committed), and for each removed or changed rule puts its
-   * old server into maintenance, ends its sessions and deletes it. Resolves once HAProxy confirmed
-   * every step. No reload: connections not under a changed rule are untouched.
+   * map files, pushes every changed map as a new version over one runtime API connection
+   * (chunked, count-checked, committed), and destroys the sessions of every removed or changed
+   * rule's old version by its tag (`revoke_failed` when that fails; the maps are live then), with a
+   * second sweep shortly after. Resolves once HAProxy confirmed every step. No reload:
+   * connections not under a changed rule are untouched.
    */
   apply(policy: ProxyPolicy): Promise<ApplyResult> {
     return this.#serialize(() => this.#apply(policy));
@@ -242,7 +265,7 @@ export class EgressProxy {
       workerPid: Number(info["Pid"]),
       uptimeSeconds: Number(info["Uptime_sec"] ?? 0),
       currentConnections: Number(info["CurrConns"] ?? 0),
-      rules: this.#servers.size,
+      rules: this.#tags.size,
       certificates: this.#certificates.size,
     };
   }
@@ -256,6 +279,8 @@ export class EgressProxy {
   async #close(): Promise<void> {
     this.#state = "closed";
     this.#signal?.removeEventListener("abort", this.#onAbort);
+    clearTimeout(this.#lateTimer);
+    this.#lateTimer = undefined;
     // Let an operation in flight finish or fail on its own before the process goes away.
     await this.#queue.catch(() => undefined);
     if (this.#spawned) {
@@ -301,11 +326,13 @@ export class EgressProxy {
     // Sockets of an earlier run, and certificates issued for it: a new run starts clean.
     for (const name of await readdir(L.runDir)) await rm(join(L.runDir, name), { force: true });
     for (const name of await readdir(L.certsDir)) await rm(join(L.certsDir, name), { force: true });
+    await writeFileAtomic(L.luaFile, renderMarkLua());
     await writeFileAtomic(L.crtList, "");
     await writeFileAtomic(L.denyCrtList, "");
     for (const name of MAP_NAMES) {
       await writeFileAtomic(mapPath(L, name), "");
       this.#maps.set(name, []);
+      this.#rendered.set(name, "");
     }
   }
 
@@ -376,103 +403,110 @@ export class EgressProxy {
       );
     }
 
-    // Which rule versions are new and which retire: a changed rule gets a new server, so the
+    // Which rule versions are new and which retire: a changed rule gets a new tag, so the
     // sessions opened under its old form can be ended without touching new ones.
-    const next = new Map<string, RuleServer>();
-    const created: RuleServer[] = [];
-    const retired: RuleServer[] = [];
+    const next = new Map<string, RuleTag>();
+    const created: RuleTag[] = [];
+    const retired: RuleTag[] = [];
+    const takenNow = new Set([...this.#tags.values()].map((t) => t.tag));
+    const isTaken = (tag: number): boolean =>
+      this.#retiring.has(tag) || this.#late.has(tag) || takenNow.has(tag);
     for (const [ruleId, v] of versions) {
-      const current = this.#servers.get(ruleId);
+      const current = this.#tags.get(ruleId);
       if (current !== undefined && current.digest === v.digest) {
         next.set(ruleId, current);
         continue;
       }
-      const server: RuleServer = {
-        ruleId,
-        digest: v.digest,
-        name: `s${++this.#serial}`,
-        backends: v.backends,
-      };
-      next.set(ruleId, server);
-      created.push(server);
+      const tag: RuleTag = { ruleId, digest: v.digest, tag: this.#allocator.next(isTaken) };
+      takenNow.add(tag.tag);
+      next.set(ruleId, tag);
+      created.push(tag);
       if (current !== undefined) retired.push(current);
     }
-    for (const [ruleId, current] of this.#servers) if (!versions.has(ruleId)) retired.push(current);
+    for (const [ruleId, current] of this.#tags) if (!versions.has(ruleId)) retired.push(current);
 
     const maps = compileMaps(checked, (ruleId) => {
-      const server = next.get(ruleId);
-      if (server === undefined) throw new ProxyError("apply_failed", `no server for rule ${ruleId}`);
-      return server.name;
+      const tag = next.get(ruleId);
+      if (tag === undefined) throw new ProxyError("apply_failed", `no session tag for rule ${ruleId}`);
+      return tag.tag;
     });
-    const changed = MAP_NAMES.filter((n) => renderMap(maps[n]) !== renderMap(this.#maps.get(n) ?? []));
+    const texts = new Map(MAP_NAMES.map((n) => [n, renderMap(maps[n])]));
+    const changed = MAP_NAMES.filter((n) => texts.get(n) !== this.#rendered.get(n));
     const rootsChange = changed.some((n) => ROOT_MAPS.includes(n));
 
     // 1. Map files first, so a reload would load what is about to be live.
     const previous = new Map(this.#maps);
-    await this.#writeMaps(changed, maps);
-    // 2. Servers for new rule versions, before any map names them.
-    const added: ServerRef[] = created.flatMap((server) =>
-      [...server.backends].map((backend) => ({ backend, name: server.name })),
-    );
-    try {
-      await this.#api.addServers(added, (s) => SERVER_ARGS[s.backend as TunnelBackend](this.#layout));
-    } catch (err) {
-      await this.#rollback(added, changed, previous);
-      throw applyFailed("adding rule servers", err);
-    }
-    // 3. Maps: leaves (path maps as old+new), verdict maps, then the path maps trimmed to new.
+    const previousTexts = new Map(MAP_NAMES.map((n) => [n, renderMap(previous.get(n) ?? [])]));
+    await this.#writeMaps(changed, texts);
+    // 2. Maps over one connection: leaves (path maps as old+new), verdict maps, then the path
+    // maps trimmed to new.
     const pushed: MapName[] = [];
     const leaves = changed.filter((n) => LEAF_MAPS.includes(n));
     const roots = changed.filter((n) => ROOT_MAPS.includes(n));
     let rootSwitched = false;
     try {
-      for (const name of leaves) {
-        const union = rootsChange && UNION_MAPS.has(name);
-        await this.#push(name, union ? unionOf(maps[name], previous.get(name) ?? []) : maps[name]);
-        pushed.push(name);
-      }
-      for (const name of roots) {
-        await this.#push(name, maps[name]);
-        rootSwitched = true;
-        pushed.push(name);
-      }
-      for (const name of leaves) {
-        if (rootsChange && UNION_MAPS.has(name)) await this.#push(name, maps[name]);
+      if (changed.length > 0) {
+        await this.#api.interactive(async (api) => {
+          for (const name of leaves) {
+            const union = rootsChange && UNION_MAPS.has(name);
+            await this.#push(api, name, union ? unionOf(maps[name], previous.get(name) ?? []) : maps[name]);
+            pushed.push(name);
+          }
+          for (const name of roots) {
+            await this.#push(api, name, maps[name]);
+            rootSwitched = true;
+            pushed.push(name);
+          }
+          for (const name of leaves) {
+            if (rootsChange && UNION_MAPS.has(name)) await this.#push(api, name, maps[name]);
+          }
+        });
       }
     } catch (err) {
       if (!rootSwitched) {
-        // No verdict map switched: put the leaves back, and the previous policy stays whole.
+        // No verdict map switched: put the leaves back (each on a connection of its own: the
+        // shared one may be what failed), and the previous policy stays whole.
         for (const name of pushed) {
-          await this.#push(name, previous.get(name) ?? []).catch((e: unknown) =>
+          await this.#push(this.#api, name, previous.get(name) ?? []).catch((e: unknown) =>
             this.#log.error({ err: e, map: name, event: "proxy_rollback_failed" }, "could not restore a map"),
           );
         }
-        await this.#rollback(added, changed, previous);
+        try {
+          await this.#writeMaps(changed, previousTexts);
+        } catch (e) {
+          this.#log.error(
+            { err: e, event: "proxy_rollback_failed" },
+            "could not restore the previous map files",
+          );
+        }
         throw applyFailed("pushing maps; the previous policy stays", err);
       }
-      // Some verdict maps switched: the new rule servers stay (maps name them), and the maps not
-      // recorded as current are pushed again by the next apply().
-      this.#servers = new Map([...this.#servers, ...next]);
-      for (const name of pushed) this.#maps.set(name, maps[name]);
-      for (const name of changed.filter((n) => !pushed.includes(n))) this.#maps.delete(name);
+      // Some verdict maps switched: the new tags are live, the old ones wait for the sweep after
+      // the next apply, and the maps not recorded as current are pushed again by it.
+      this.#tags = next;
+      for (const t of retired) this.#retiring.add(t.tag);
+      for (const name of pushed) {
+        this.#maps.set(name, maps[name]);
+        this.#rendered.set(name, texts.get(name) ?? "");
+      }
+      for (const name of changed.filter((n) => !pushed.includes(n))) {
+        this.#maps.delete(name);
+        this.#rendered.delete(name);
+      }
       throw applyFailed("switching maps (partly applied; apply again)", err);
     }
     this.#maps = new Map(MAP_NAMES.map((n) => [n, maps[n]]));
-    this.#servers = next;
-    // 4. Retire old rule versions: no new stream can pick them, then end theirs.
-    await this.#retire(
-      retired.flatMap((server) => [...server.backends].map((backend) => ({ backend, name: server.name }))),
-    );
-    for (const server of retired) {
-      this.#log.info(
-        { event: "proxy_rule_revoked", ruleId: server.ruleId, server: server.name },
-        "rule version retired",
-      );
-    }
+    this.#rendered = texts;
+    this.#tags = next;
+    // 3. Retire old rule versions: no lookup returns their tags any more; end their sessions.
+    for (const t of retired) this.#retiring.add(t.tag);
+    this.#logRetired(retired);
+    const sessionsEnded = await this.#sweepRetiring();
     const result: ApplyResult = {
       mapsPushed: pushed,
       rulesAdded: created.length,
       rulesRetired: retired.length,
+      sessionsEnded,
       durationMs: performance.now() - started,
     };
     this.#log.info(
@@ -482,6 +516,7 @@ export class EgressProxy {
         rules: next.size,
         rulesAdded: result.rulesAdded,
         rulesRetired: result.rulesRetired,
+        sessionsEnded,
         maps: pushed,
         durationMs: Math.round(result.durationMs),
       },
@@ -490,62 +525,97 @@ export class EgressProxy {
     return result;
   }
 
-  async #push(name: MapName, entries: readonly MapEntry[]): Promise<void> {
-    const options = this.#maxChunkBytes === undefined ? {} : { maxChunkBytes: this.#maxChunkBytes };
-    await this.#api.pushMap(mapPath(this.#layout, name), entries, options);
-  }
-
-  async #writeMaps(
-    names: readonly MapName[],
-    maps: Record<MapName, MapEntry[]> | Map<MapName, MapEntry[]>,
-  ): Promise<void> {
-    for (const name of names) {
-      const entries = maps instanceof Map ? (maps.get(name) ?? []) : maps[name];
-      await writeFileAtomic(mapPath(this.#layout, name), renderMap(entries));
+  /**
+   * One line per retired rule version for a handful; past that one line with the count and the
+   * first ids (the store's change log has every rule: 10,000 lines here cost a second).
+   */
+  #logRetired(retired: readonly RuleTag[]): void {
+    if (retired.length <= RETIRED_LOG_LINES) {
+      for (const t of retired) {
+        this.#log.info({ event: "proxy_rule_revoked", ruleId: t.ruleId, tag: t.tag }, "rule version retired");
+      }
+      return;
     }
-  }
-
-  /** Undoes an apply that failed before any verdict map switched: servers out, files back. */
-  async #rollback(
-    added: readonly ServerRef[],
-    changed: readonly MapName[],
-    previous: Map<MapName, MapEntry[]>,
-  ): Promise<void> {
-    // Servers HAProxy may not have registered are simply not there to retire.
-    await this.#retire(added);
-    try {
-      await this.#writeMaps(changed, previous);
-    } catch (err) {
-      this.#log.error({ err, event: "proxy_rollback_failed" }, "could not restore the previous map files");
-    }
+    this.#log.info(
+      {
+        event: "proxy_rules_revoked",
+        count: retired.length,
+        first: retired.slice(0, RETIRED_LOG_LINES).map((t) => t.ruleId),
+      },
+      "rule versions retired",
+    );
   }
 
   /**
-   * Retires servers (maintenance, end their sessions, delete). Deletion HAProxy refuses because a
-   * session is still being torn down is retried shortly, then at the next apply.
+   * Destroys the sessions of every retiring tag, then hands the tags to the second sweep. With no
+   * connection open at all (after the commit) nothing can carry a retired tag, and no second sweep
+   * is needed. Rejects with `revoke_failed`; the tags then stay for the next apply to sweep.
    */
-  async #retire(servers: readonly ServerRef[]): Promise<void> {
-    let left = [...this.#undeleted, ...servers];
-    this.#undeleted = [];
-    if (left.length === 0) return;
+  async #sweepRetiring(): Promise<number> {
+    if (this.#retiring.size === 0) return 0;
+    const tags = new Set(this.#retiring);
+    const info = await this.#api.showInfo();
+    if (Number(info["CurrConns"] ?? 1) === 0) {
+      this.#retiring.clear();
+      return 0;
+    }
+    let ended: number;
     try {
-      left = await this.#api.retireServers(left);
-      for (let attempt = 0; attempt < 20 && left.length > 0; attempt++) {
-        await sleep(10);
-        left = await this.#api.retireServers(left);
+      ended = await this.#sweeper.sweep(tags);
+    } catch (err) {
+      this.#log.error({ err, tags: tags.size, event: "proxy_revoke_failed" }, "revoked sessions not ended");
+      throw err;
+    }
+    const due = performance.now() + this.#lateSweepMs;
+    for (const tag of tags) {
+      this.#retiring.delete(tag);
+      this.#late.set(tag, due);
+    }
+    this.#scheduleLateSweep();
+    return ended;
+  }
+
+  #scheduleLateSweep(): void {
+    if (this.#lateTimer !== undefined || this.#late.size === 0 || this.#state !== "running") return;
+    const first = Math.min(...this.#late.values());
+    this.#lateTimer = setTimeout(
+      () => {
+        this.#lateTimer = undefined;
+        void this.#serialize(() => this.#lateSweep());
+      },
+      Math.max(0, first - performance.now()),
+    );
+  }
+
+  /** The second sweep of every tag whose first sweep is `lateSweepMs` old; their tags free again after it. */
+  async #lateSweep(): Promise<void> {
+    if (this.#state !== "running") return;
+    const now = performance.now();
+    const tags = new Set([...this.#late].filter(([, due]) => due <= now).map(([tag]) => tag));
+    try {
+      const ended = await this.#sweeper.sweep(tags);
+      for (const tag of tags) this.#late.delete(tag);
+      if (ended > 0) {
+        this.#log.warn({ ended, event: "proxy_late_sessions_ended" }, "late sessions of revoked rules ended");
       }
     } catch (err) {
-      this.#log.error(
-        { err, count: left.length, event: "proxy_revoke_failed" },
-        "could not retire rule servers",
-      );
+      // The tags go back for the next apply's sweep.
+      for (const tag of tags) {
+        this.#late.delete(tag);
+        this.#retiring.add(tag);
+      }
+      this.#log.error({ err, event: "proxy_revoke_failed" }, "second sweep failed");
     }
-    this.#undeleted = left;
-    if (left.length > 0)
-      this.#log.warn(
-        { count: left.length, event: "proxy_servers_lingering" },
-        "rule servers not deleted yet",
-      );
+    this.#scheduleLateSweep();
+  }
+
+  async #push(api: RuntimeApi, name: MapName, entries: readonly MapEntry[]): Promise<void> {
+    const options = this.#maxChunkBytes === undefined ? {} : { maxChunkBytes: this.#maxChunkBytes };
+    await api.pushMap(mapPath(this.#layout, name), entries, options);
+  }
+
+  async #writeMaps(names: readonly MapName[], texts: ReadonlyMap<MapName, string>): Promise<void> {
+    for (const name of names) await writeFileAtomic(mapPath(this.#layout, name), texts.get(name) ?? "");
   }
 
   async #installCertificate(name: string, certPem: string, keyPem: string): Promise<void> {
@@ -585,18 +655,17 @@ export class EgressProxy {
 
   async #revoke(selector: RevokeSelector): Promise<number> {
     this.#requireRunning();
-    const sessions = await this.#api.showSessions();
     if ("ruleId" in selector) {
-      const server = this.#servers.get(selector.ruleId);
-      if (server === undefined) return 0;
-      const count = sessions.filter((s) => s.server === server.name).length;
-      for (const backend of server.backends) await this.#api.shutdownSessionsOfServer(backend, server.name);
+      const current = this.#tags.get(selector.ruleId);
+      if (current === undefined) return 0;
+      const count = await this.#sweeper.sweep(new Set([current.tag]));
       this.#log.info(
         { event: "proxy_sessions_revoked", ruleId: selector.ruleId, count },
         "rule's sessions ended",
       );
       return count;
     }
+    const sessions = await this.#api.showSessions();
     const mine = sessions.filter(
       (s) => OUR_FRONTENDS.has(s.frontend) && s.src.slice(0, s.src.lastIndexOf(":")) === selector.source,
     );

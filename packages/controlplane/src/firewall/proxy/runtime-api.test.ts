@@ -47,4 +47,16 @@ describe("RuntimeApi refuses what could become a second command", () => {
 
   test("a well-formed command reaches the socket (here: none, so unavailable)", () =>
     assert.rejects(api.command(["show", "info"]), reason("unavailable")));
+
+  test("an interactive conversation without a socket fails before running anything", async () => {
+    let ran = false;
+    await assert.rejects(
+      api.interactive(async () => {
+        ran = true;
+        return Promise.resolve();
+      }),
+      reason("unavailable"),
+    );
+    assert.equal(ran, false);
+  });
 });

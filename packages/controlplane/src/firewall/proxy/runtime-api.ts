@@ -1,7 +1,8 @@
 // Client of HAProxy's runtime API (the `stats socket`, level admin) over its Unix socket: one
-// connection per command (HAProxy answers and closes), a timeout on each, arguments checked so
-// nothing we send can split into a second command, and the typed operations the proxy needs.
-import { createConnection } from "node:net";
+// connection per command (HAProxy answers and closes), or one interactive (`prompt`) connection for
+// a whole conversation; a timeout on each command, arguments checked so nothing we send can split
+// into a second command, and the typed operations the proxy needs.
+import { createConnection, type Socket } from "node:net";
 import { ProxyError } from "./errors.js";
 import type { MapEntry } from "./map-files.js";
 import { hasControl } from "./policy.js";
@@ -33,12 +34,6 @@ export interface SessionInfo {
   readonly server: string;
 }
 
-/** A server of a backend. */
-export interface ServerRef {
-  readonly backend: string;
-  readonly name: string;
-}
-
 /** The outcome of a map push. */
 export interface PushResult {
   readonly version: number;
@@ -52,16 +47,40 @@ function isSafeArg(a: string): boolean {
   return a.length > 0 && !/[\s;]/.test(a) && !hasControl(a);
 }
 
-/** Typed client of HAProxy's runtime API. Stateless between calls; safe to share. */
+/**
+ * Typed client of HAProxy's runtime API. Stateless between calls and safe to share; a client
+ * bound by `interactive()` runs its commands one after another on its one connection.
+ */
 export class RuntimeApi {
   readonly #socketPath: string;
   readonly #timeoutMs: number;
   readonly #maxResponseBytes: number;
+  #conn: PromptConnection | undefined;
 
   constructor(options: RuntimeApiOptions) {
     this.#socketPath = options.socketPath;
     this.#timeoutMs = options.timeoutMs ?? 5_000;
     this.#maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
+  }
+
+  /**
+   * Runs `fn` with a client bound to one interactive (`prompt`) connection: each command costs a
+   * round trip on it instead of a connection of its own. The connection closes when `fn` settles;
+   * a command that fails on it (timeout, HAProxy gone) fails every later one with `unavailable`.
+   */
+  async interactive<T>(fn: (api: RuntimeApi) => Promise<T>): Promise<T> {
+    const conn = await PromptConnection.open(this.#socketPath, this.#timeoutMs, this.#maxResponseBytes);
+    const bound = new RuntimeApi({
+      socketPath: this.#socketPath,
+      timeoutMs: this.#timeoutMs,
+      maxResponseBytes: this.#maxResponseBytes,
+    });
+    bound.#conn = conn;
+    try {
+      return await fn(bound);
+    } finally {
+      conn.close();
+    }
   }
 
   /**
@@ -199,105 +218,6 @@ export class RuntimeApi {
     return entries;
   }
 
-  /**
-   * Adds dynamic servers and takes them out of maintenance, many per connection (`;`-joined
-   * commands on lines under `maxLineBytes`: one round trip per ~100 servers instead of two each).
-   * Rejects with `refused` unless HAProxy registered every one.
-   */
-  async addServers(
-    servers: readonly ServerRef[],
-    args: (s: ServerRef) => readonly string[],
-    maxLineBytes: number = DEFAULT_MAX_CHUNK_BYTES,
-  ): Promise<void> {
-    const commands = servers.flatMap((s) => [
-      ["add", "server", `${s.backend}/${s.name}`, ...args(s)],
-      ["enable", "server", `${s.backend}/${s.name}`],
-    ]);
-    for (const { answer, count } of await this.#batch(commands, maxLineBytes)) {
-      const added = answer.split("New server registered.").length - 1;
-      const rest = answer.replaceAll("New server registered.", "").trim();
-      if (added !== count / 2 || rest !== "") throw refused("add server (batch)", answer);
-    }
-  }
-
-  /**
-   * Retires dynamic servers: maintenance (no new stream picks them), `shutdown sessions server`
-   * (every session on them ends now), `del server`. Resolves with the servers HAProxy did not
-   * delete yet (a session being torn down still holds its server for a moment).
-   */
-  async retireServers(
-    servers: readonly ServerRef[],
-    maxLineBytes: number = DEFAULT_MAX_CHUNK_BYTES,
-  ): Promise<ServerRef[]> {
-    const stop = servers.flatMap((s) => [
-      ["disable", "server", `${s.backend}/${s.name}`],
-      ["shutdown", "sessions", "server", `${s.backend}/${s.name}`],
-    ]);
-    for (const { answer } of await this.#batch(stop, maxLineBytes)) {
-      // A server that is already gone has nothing left to retire.
-      if (answer.replaceAll("No such server.", "").trim() !== "") {
-        throw refused("disable/shutdown sessions server (batch)", answer);
-      }
-    }
-    // Each `del server` answers one line, in order; when the answers cannot be paired with the
-    // servers, ask again one by one.
-    const gone = (line: string): boolean => line === "Server deleted." || line === "No such server.";
-    const left: ServerRef[] = [];
-    let at = 0;
-    const dels = servers.map((s) => ["del", "server", `${s.backend}/${s.name}`]);
-    for (const { answer, count } of await this.#batch(dels, maxLineBytes)) {
-      const batch = servers.slice(at, at + count);
-      at += count;
-      const lines = answer.split("\n").filter((l) => l.trim() !== "");
-      if (lines.length === count) {
-        batch.forEach((s, i) => gone(lines[i]!.trim()) || left.push(s));
-        continue;
-      }
-      for (const s of batch) {
-        const out = await this.command(["del", "server", `${s.backend}/${s.name}`]);
-        if (!gone(out.trim())) left.push(s);
-      }
-    }
-    return left;
-  }
-
-  /** Ends every session attached to a server at once. */
-  async shutdownSessionsOfServer(backend: string, server: string): Promise<void> {
-    const out = await this.command(["shutdown", "sessions", "server", `${backend}/${server}`]);
-    if (out.trim() !== "") throw refused(`shutdown sessions server ${backend}/${server}`, out);
-  }
-
-  /** Runs commands joined by `;`, one connection per line of at most `maxLineBytes`. */
-  async #batch(
-    commands: readonly (readonly string[])[],
-    maxLineBytes: number,
-  ): Promise<{ answer: string; count: number }[]> {
-    const answers: { answer: string; count: number }[] = [];
-    let line: string[] = [];
-    let size = 0;
-    const flush = async (): Promise<void> => {
-      if (line.length === 0) return;
-      answers.push({
-        answer: await this.#roundTrip(line.join(";") + "\n", `${line.length} commands`),
-        count: line.length,
-      });
-      line = [];
-      size = 0;
-    };
-    for (const args of commands) {
-      for (const a of args) {
-        if (!isSafeArg(a))
-          throw new ProxyError("invalid_argument", `runtime API argument not allowed: ${JSON.stringify(a)}`);
-      }
-      const cmd = args.join(" ");
-      if (size + cmd.length + 1 > maxLineBytes) await flush();
-      line.push(cmd);
-      size += Buffer.byteLength(cmd) + 1;
-    }
-    await flush();
-    return answers;
-  }
-
   /** Every live session (`show sess`), the CLI's own connection included. */
   async showSessions(): Promise<SessionInfo[]> {
     const out = await this.command(["show", "sess"]);
@@ -341,6 +261,7 @@ export class RuntimeApi {
   }
 
   #roundTrip(request: string, what: string): Promise<string> {
+    if (this.#conn !== undefined) return this.#conn.send(request, what);
     return new Promise<string>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -382,6 +303,113 @@ export class RuntimeApi {
       );
       sock.write(request);
     });
+  }
+}
+
+/**
+ * One interactive CLI connection (`prompt`): HAProxy ends every answer with the prompt `\n> `
+ * and echoes `+ ` for each payload line it reads; both are stripped, so an answer reads as it
+ * would on a connection of its own. Commands go one at a time.
+ */
+class PromptConnection {
+  readonly #sock: Socket;
+  readonly #timeoutMs: number;
+  readonly #maxResponseBytes: number;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #tail = "";
+  #waiter: { resolve: (answer: string) => void; reject: (err: ProxyError) => void } | undefined;
+  #failed: ProxyError | undefined;
+
+  private constructor(sock: Socket, timeoutMs: number, maxResponseBytes: number) {
+    this.#sock = sock;
+    this.#timeoutMs = timeoutMs;
+    this.#maxResponseBytes = maxResponseBytes;
+    sock.on("data", (d: Buffer) => this.#onData(d));
+    sock.on("error", (err: NodeJS.ErrnoException) =>
+      this.#fail(
+        new ProxyError("unavailable", `runtime API unreachable (${err.code ?? err.message})`, { cause: err }),
+      ),
+    );
+    sock.on("close", () => this.#fail(new ProxyError("unavailable", "runtime API closed the connection")));
+  }
+
+  /** Connects and switches the connection to interactive mode. */
+  static async open(
+    socketPath: string,
+    timeoutMs: number,
+    maxResponseBytes: number,
+  ): Promise<PromptConnection> {
+    const conn = new PromptConnection(createConnection(socketPath), timeoutMs, maxResponseBytes);
+    try {
+      await conn.send("prompt\n", "prompt");
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    return conn;
+  }
+
+  /** Sends one request (a command line, with its payload) and resolves with its answer. */
+  send(request: string, what: string): Promise<string> {
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    if (this.#waiter !== undefined) {
+      return Promise.reject(new ProxyError("invalid_argument", "runtime API: one command at a time"));
+    }
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          this.#fail(
+            new ProxyError("timeout", `runtime API: no answer to ${what} within ${this.#timeoutMs} ms`),
+          ),
+        this.#timeoutMs,
+      );
+      this.#waiter = {
+        resolve: (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.#sock.write(request);
+    });
+  }
+
+  /** Closes the connection; a command still waiting fails with `unavailable`. */
+  close(): void {
+    this.#fail(new ProxyError("unavailable", "runtime API connection closed"));
+    this.#sock.destroy();
+  }
+
+  #onData(d: Buffer): void {
+    this.#size += d.length;
+    if (this.#size > this.#maxResponseBytes) {
+      this.#fail(new ProxyError("refused", `runtime API: an answer exceeds ${this.#maxResponseBytes} bytes`));
+      this.#sock.destroy();
+      return;
+    }
+    this.#chunks.push(d);
+    // The prompt may arrive split across reads: look at the last three bytes seen.
+    this.#tail = (this.#tail + d.toString("latin1")).slice(-3);
+    if (!this.#tail.endsWith("\n> ")) return;
+    const text = Buffer.concat(this.#chunks).toString("utf8");
+    this.#chunks = [];
+    this.#size = 0;
+    this.#tail = "";
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.resolve(text.slice(0, -2).replace(/^(?:\+ )+/, ""));
+  }
+
+  #fail(err: ProxyError): void {
+    this.#failed ??= err;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.reject(this.#failed);
+    this.#sock.destroy();
   }
 }
 

@@ -338,6 +338,31 @@ export interface FirewallStatusResult {
   networkId: string;
   /** Subnet of the firewall network in CIDR notation. */
   cidr: string;
+  /**
+   * EXTENSION beyond the Go contract: every agent container whose firewall
+   * mode is not the default (enforced), i.e. disabled or in a bypass, with the
+   * seconds a bypass has left. Empty from a Go peer, meaning no such container
+   * is known.
+   */
+  containers: FirewallContainerMode[];
+}
+
+/**
+ * FirewallContainerMode is one container's firewall mode. EXTENSION
+ * beyond the Go contract (see FirewallStatusResult.containers).
+ */
+export interface FirewallContainerMode {
+  /** Docker container id (full). */
+  containerId: string;
+  /** `disabled` (FirewallDisable) or `bypass` (FirewallBypass). */
+  mode: string;
+  /** Seconds a bypass has left before enforcement comes back; 0 for `disabled`. */
+  bypassSecondsLeft: number;
+  /**
+   * Whether the kernel (the eBPF enrolment) enforces the mode; false while the
+   * control plane only records it.
+   */
+  enforced: boolean;
 }
 
 /** FirewallRotateCARequest takes no parameters. */
@@ -1921,6 +1946,7 @@ function createBaseFirewallStatusResult(): FirewallStatusResult {
     corednsIp: "",
     networkId: "",
     cidr: "",
+    containers: [],
   };
 }
 
@@ -1949,6 +1975,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     }
     if (message.cidr !== "") {
       writer.uint32(66).string(message.cidr);
+    }
+    for (const v of message.containers) {
+      FirewallContainerMode.encode(v!, writer.uint32(8002).fork()).join();
     }
     return writer;
   },
@@ -2030,6 +2059,14 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
             message.cidr = reader.string();
             continue;
           }
+          case 1000: {
+            if (tag !== 8002) {
+              break;
+            }
+
+            message.containers.push(FirewallContainerMode.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2076,6 +2113,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
         ? globalThis.String(object.network_id)
         : "",
       cidr: isSet(object.cidr) ? globalThis.String(object.cidr) : "",
+      containers: globalThis.Array.isArray(object?.containers)
+        ? object.containers.map((e: any) => FirewallContainerMode.fromJSON(e))
+        : [],
     };
   },
 
@@ -2105,6 +2145,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     if (message.cidr !== "") {
       obj.cidr = message.cidr;
     }
+    if (message.containers?.length) {
+      obj.containers = message.containers.map((e) => FirewallContainerMode.toJSON(e));
+    }
     return obj;
   },
 
@@ -2121,6 +2164,132 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     message.corednsIp = object.corednsIp ?? "";
     message.networkId = object.networkId ?? "";
     message.cidr = object.cidr ?? "";
+    message.containers = object.containers?.map((e) => FirewallContainerMode.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFirewallContainerMode(): FirewallContainerMode {
+  return { containerId: "", mode: "", bypassSecondsLeft: 0, enforced: false };
+}
+
+export const FirewallContainerMode: MessageFns<FirewallContainerMode> = {
+  encode(message: FirewallContainerMode, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.mode !== "") {
+      writer.uint32(18).string(message.mode);
+    }
+    if (message.bypassSecondsLeft !== 0) {
+      writer.uint32(24).uint32(message.bypassSecondsLeft);
+    }
+    if (message.enforced !== false) {
+      writer.uint32(32).bool(message.enforced);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FirewallContainerMode {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFirewallContainerMode();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mode = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bypassSecondsLeft = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.enforced = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FirewallContainerMode {
+    return {
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      mode: isSet(object.mode) ? globalThis.String(object.mode) : "",
+      bypassSecondsLeft: isSet(object.bypassSecondsLeft)
+        ? globalThis.Number(object.bypassSecondsLeft)
+        : isSet(object.bypass_seconds_left)
+        ? globalThis.Number(object.bypass_seconds_left)
+        : 0,
+      enforced: isSet(object.enforced) ? globalThis.Boolean(object.enforced) : false,
+    };
+  },
+
+  toJSON(message: FirewallContainerMode): unknown {
+    const obj: any = {};
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.mode !== "") {
+      obj.mode = message.mode;
+    }
+    if (message.bypassSecondsLeft !== 0) {
+      obj.bypassSecondsLeft = Math.round(message.bypassSecondsLeft);
+    }
+    if (message.enforced !== false) {
+      obj.enforced = message.enforced;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FirewallContainerMode>, I>>(base?: I): FirewallContainerMode {
+    return FirewallContainerMode.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FirewallContainerMode>, I>>(object: I): FirewallContainerMode {
+    const message = createBaseFirewallContainerMode();
+    message.containerId = object.containerId ?? "";
+    message.mode = object.mode ?? "";
+    message.bypassSecondsLeft = object.bypassSecondsLeft ?? 0;
+    message.enforced = object.enforced ?? false;
     return message;
   },
 };
@@ -4816,6 +4985,78 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "cidr",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "containers",
+        "number": 1000,
+        "label": 3,
+        "type": 11,
+        "typeName": ".clawker.admin.v1.FirewallContainerMode",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "containers",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "FirewallContainerMode",
+      "field": [{
+        "name": "container_id",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "containerId",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "mode",
+        "number": 2,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "mode",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "bypass_seconds_left",
+        "number": 3,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "bypassSecondsLeft",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "enforced",
+        "number": 4,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "enforced",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -5981,7 +6222,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [184, 0, 201, 1],
+        "span": [184, 0, 206, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6034,402 +6275,441 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 19, 2, 8],
+        "span": [205, 2, 51],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: every agent container whose firewall\n mode is not the default (enforced), i.e. disabled or in a bypass, with the\n seconds a bypass has left. Empty from a Go peer, meaning no such container\n is known.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 20],
-        "span": [204, 0, 34],
-        "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
+        "span": [210, 0, 220, 1],
+        "leadingComments":
+          " FirewallContainerMode is one container's firewall mode. EXTENSION\n beyond the Go contract (see FirewallStatusResult.containers).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 0],
+        "span": [212, 2, 26],
+        "leadingComments": " Docker container id (full).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 1],
+        "span": [214, 2, 18],
+        "leadingComments": " `disabled` (FirewallDisable) or `bypass` (FirewallBypass).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 2],
+        "span": [216, 2, 33],
+        "leadingComments": " Seconds a bypass has left before enforcement comes back; 0 for `disabled`.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 3],
+        "span": [219, 2, 20],
+        "leadingComments":
+          " Whether the kernel (the eBPF enrolment) enforces the mode; false while the\n control plane only records it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21],
-        "span": [207, 0, 210, 1],
-        "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 21, 2, 0],
-        "span": [209, 2, 27],
-        "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
+        "span": [223, 0, 34],
+        "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22],
-        "span": [214, 0, 217, 1],
+        "span": [226, 0, 229, 1],
+        "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 22, 2, 0],
+        "span": [228, 2, 27],
+        "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 23],
+        "span": [233, 0, 236, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 22, 2, 0],
-        "span": [216, 2, 28],
+        "path": [4, 23, 2, 0],
+        "span": [235, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 23],
-        "span": [220, 0, 223, 1],
+        "path": [4, 24],
+        "span": [239, 0, 242, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 23, 2, 0],
-        "span": [222, 2, 21],
+        "path": [4, 24, 2, 0],
+        "span": [241, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 24],
-        "span": [226, 0, 229, 1],
+        "path": [4, 25],
+        "span": [245, 0, 248, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 24, 2, 0],
-        "span": [228, 2, 22],
+        "path": [4, 25, 2, 0],
+        "span": [247, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 25],
-        "span": [232, 0, 235, 1],
+        "path": [4, 26],
+        "span": [251, 0, 254, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 25, 2, 0],
-        "span": [234, 2, 32],
+        "path": [4, 26, 2, 0],
+        "span": [253, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 26],
-        "span": [238, 0, 28],
+        "path": [4, 27],
+        "span": [257, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 27],
-        "span": [241, 0, 244, 1],
+        "path": [4, 28],
+        "span": [260, 0, 263, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 27, 2, 0],
-        "span": [243, 2, 28],
+        "path": [4, 28, 2, 0],
+        "span": [262, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 28],
-        "span": [247, 0, 31],
+        "path": [4, 29],
+        "span": [266, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 29],
-        "span": [250, 0, 253, 1],
+        "path": [4, 30],
+        "span": [269, 0, 272, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 29, 2, 0],
-        "span": [252, 2, 23],
+        "path": [4, 30, 2, 0],
+        "span": [271, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 30],
-        "span": [256, 0, 26],
+        "path": [4, 31],
+        "span": [275, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31],
-        "span": [262, 0, 271, 1],
+        "path": [4, 32],
+        "span": [281, 0, 290, 1],
         "leadingComments":
           " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31, 2, 0],
-        "span": [264, 2, 26],
+        "path": [4, 32, 2, 0],
+        "span": [283, 2, 26],
         "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31, 2, 1],
-        "span": [266, 2, 24],
+        "path": [4, 32, 2, 1],
+        "span": [285, 2, 24],
         "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31, 2, 2],
-        "span": [268, 2, 21],
+        "path": [4, 32, 2, 2],
+        "span": [287, 2, 21],
         "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31, 2, 3],
-        "span": [270, 2, 47],
+        "path": [4, 32, 2, 3],
+        "span": [289, 2, 47],
         "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32],
-        "span": [274, 0, 281, 1],
+        "path": [4, 33],
+        "span": [293, 0, 300, 1],
         "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 0],
-        "span": [276, 2, 22],
+        "path": [4, 33, 2, 0],
+        "span": [295, 2, 22],
         "leadingComments": " Numeric route identity of the destination.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 1],
-        "span": [278, 2, 22],
+        "path": [4, 33, 2, 1],
+        "span": [297, 2, 22],
         "leadingComments": " Destination port the agent connects to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 2],
-        "span": [280, 2, 24],
+        "path": [4, 33, 2, 2],
+        "span": [299, 2, 24],
         "leadingComments": " Proxy listener port that serves this route.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33],
-        "span": [286, 0, 318, 1],
+        "path": [4, 34],
+        "span": [305, 0, 337, 1],
         "leadingComments":
           " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port, within its scope (our\n extension fields from 1000 up; a rule without them is global).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 0],
-        "span": [288, 2, 17],
+        "path": [4, 34, 2, 0],
+        "span": [307, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 1],
-        "span": [291, 2, 19],
+        "path": [4, 34, 2, 1],
+        "span": [310, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 2],
-        "span": [294, 2, 18],
+        "path": [4, 34, 2, 2],
+        "span": [313, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 3],
-        "span": [296, 2, 20],
+        "path": [4, 34, 2, 3],
+        "span": [315, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 4],
-        "span": [298, 2, 35],
+        "path": [4, 34, 2, 4],
+        "span": [317, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 5],
-        "span": [300, 2, 26],
+        "path": [4, 34, 2, 5],
+        "span": [319, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 6],
-        "span": [302, 2, 36],
+        "path": [4, 34, 2, 6],
+        "span": [321, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 7],
-        "span": [309, 2, 24],
+        "path": [4, 34, 2, 7],
+        "span": [328, 2, 24],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one project. With\n agent_name empty the rule applies to every agent of this project and to\n no other agent. Both scope fields empty (the wire default, all a Go peer\n sends) make a global rule that applies to every agent. The scope is part\n of the rule's identity: the same dst:proto:port may exist once globally,\n once per project and once per agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 8],
-        "span": [313, 2, 27],
+        "path": [4, 34, 2, 8],
+        "span": [332, 2, 27],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one agent, named the\n way Agent and ExecAgentRequest name it: its short name here and its\n project in `project` (empty for an agent without a project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 9],
-        "span": [317, 2, 20],
+        "path": [4, 34, 2, 9],
+        "span": [336, 2, 20],
         "leadingComments":
           " EXTENSION beyond the Go contract: set by the control plane in listings for\n a rule from its floor file (always present, cannot be changed or removed).\n Output only: a request that sets it is INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34],
-        "span": [321, 0, 329, 1],
+        "path": [4, 35],
+        "span": [340, 0, 348, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 0],
-        "span": [324, 2, 18],
+        "path": [4, 35, 2, 0],
+        "span": [343, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 1],
-        "span": [326, 2, 20],
+        "path": [4, 35, 2, 1],
+        "span": [345, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 2],
-        "span": [328, 2, 30],
+        "path": [4, 35, 2, 2],
+        "span": [347, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35],
-        "span": [332, 0, 346, 1],
+        "path": [4, 36],
+        "span": [351, 0, 365, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 0],
-        "span": [335, 2, 24],
+        "path": [4, 36, 2, 0],
+        "span": [354, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 1],
-        "span": [337, 2, 26],
+        "path": [4, 36, 2, 1],
+        "span": [356, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 2],
-        "span": [339, 2, 29],
+        "path": [4, 36, 2, 2],
+        "span": [358, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 3],
-        "span": [341, 2, 31],
+        "path": [4, 36, 2, 3],
+        "span": [360, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 4],
-        "span": [343, 2, 27],
+        "path": [4, 36, 2, 4],
+        "span": [362, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 5],
-        "span": [345, 2, 21],
+        "path": [4, 36, 2, 5],
+        "span": [364, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36],
-        "span": [349, 0, 354, 1],
+        "path": [4, 37],
+        "span": [368, 0, 373, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 0],
-        "span": [351, 2, 21],
+        "path": [4, 37, 2, 0],
+        "span": [370, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 1],
-        "span": [353, 2, 19],
+        "path": [4, 37, 2, 1],
+        "span": [372, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [357, 0, 366, 1],
+        "span": [376, 0, 385, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [359, 2, 34],
+        "span": [378, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [361, 2, 28],
+        "span": [380, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [363, 2, 31],
+        "span": [382, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [365, 2, 32],
+        "span": [384, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [369, 0, 378, 1],
+        "span": [388, 0, 397, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [371, 2, 37],
+        "span": [390, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [373, 2, 33],
+        "span": [392, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [375, 2, 38],
+        "span": [394, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [377, 2, 35],
+        "span": [396, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [381, 0, 386, 1],
+        "span": [400, 0, 405, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [383, 2, 27],
+        "span": [402, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [385, 2, 32],
+        "span": [404, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6462,6 +6742,7 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.admin.v1.FirewallReloadResult": FirewallReloadResult,
     ".clawker.admin.v1.FirewallStatusRequest": FirewallStatusRequest,
     ".clawker.admin.v1.FirewallStatusResult": FirewallStatusResult,
+    ".clawker.admin.v1.FirewallContainerMode": FirewallContainerMode,
     ".clawker.admin.v1.FirewallRotateCARequest": FirewallRotateCARequest,
     ".clawker.admin.v1.FirewallRotateCAResult": FirewallRotateCAResult,
     ".clawker.admin.v1.FirewallSyncRoutesRequest": FirewallSyncRoutesRequest,
