@@ -11,7 +11,6 @@ export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 export * as jobs from "./gen/clawker/jobs/v1/jobs.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
-export { statusWithReason, errorInfoOf } from "./error-info.js";
 export * from "./status-details.js";
 export * from "./errors.js";
 export * from "./error-reasons.js";

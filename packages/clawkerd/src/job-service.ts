@@ -5,10 +5,10 @@
 // (`watcher_too_slow`), as the seed's send timeout: the job and the other watchers never wait
 // for it, and it can watch again from what is kept.
 import { once } from "node:events";
-import { status, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
-import { jobs, statusWithReason } from "@clawker/proto";
+import type { ServerWritableStream, StatusObject, sendUnaryData } from "@grpc/grpc-js";
+import { JOB_ERRORS, jobs, type JobReason } from "@clawker/proto";
 import type { AgentJobs, AgentJobState, JobRecord } from "./agent-jobs.js";
-import { ClawkerdError } from "./errors.js";
+import { ClawkerdError, type ClawkerdReason } from "./errors.js";
 import type { GroupStats, Limits } from "./job-cgroup.js";
 import type { Logger } from "./log.js";
 
@@ -94,19 +94,20 @@ const FROM_WIRE_STATE = new Map<jobs.JobState, AgentJobState>(
   (Object.entries(STATES) as Array<[AgentJobState, jobs.JobState]>).map(([k, v]) => [v, k]),
 );
 
-/** The gRPC status for a failure: known reasons keep their text, anything else is INTERNAL. */
-function failure(err: unknown, log: Logger): ReturnType<typeof statusWithReason> {
+/** The JobService reason of each clawkerd reason a caller may read; any other is internal. */
+const JOB_REASONS: Partial<Record<ClawkerdReason, JobReason>> = {
+  not_found: "not_found",
+  invalid_request: "invalid_argument",
+};
+
+/** The gRPC status for a failure: known reasons keep their text, anything else is internal. */
+function failure(err: unknown, log: Logger): StatusObject {
   if (err instanceof ClawkerdError) {
-    const code =
-      err.reason === "not_found"
-        ? status.NOT_FOUND
-        : err.reason === "invalid_request"
-          ? status.INVALID_ARGUMENT
-          : status.INTERNAL;
-    if (code !== status.INTERNAL) return statusWithReason(code, err.message, err.reason);
+    const reason = JOB_REASONS[err.reason];
+    if (reason !== undefined) return JOB_ERRORS.status(reason, err.message);
   }
   log.error({ err, event: "job_call_failed" }, "job call failed");
-  return statusWithReason(status.INTERNAL, "internal error", "internal");
+  return JOB_ERRORS.status("internal", "internal error");
 }
 
 function unary<Req, Res>(log: Logger, fn: (req: Req) => Promise<Res> | Res) {
@@ -194,10 +195,9 @@ async function watch(
         );
         call.emit(
           "error",
-          statusWithReason(
-            status.RESOURCE_EXHAUSTED,
-            `watcher did not read for ${maxStall} ms; watch again to resume from the output still kept`,
+          JOB_ERRORS.status(
             "watcher_too_slow",
+            `watcher did not read for ${maxStall} ms; watch again to resume from the output still kept`,
           ),
         );
         ac.abort();

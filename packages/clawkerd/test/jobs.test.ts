@@ -10,8 +10,8 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
-import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { errorInfoOf, jobs } from "@clawker/proto";
+import { credentials, status, type ServiceError } from "@grpc/grpc-js";
+import { errorDetailOf, jobs } from "@clawker/proto";
 import { cgroup2, cgroup2Mount, requires, root } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
@@ -262,7 +262,7 @@ void test("bad input: unknown and malformed names are NOT_FOUND, empty argv and 
       (e: ServiceError) => e,
     );
     assert.equal(err.code, status.NOT_FOUND, name);
-    assert.equal(errorInfoOf(err.metadata)?.reason, "not_found");
+    assert.equal(errorDetailOf(err)?.reason, "not_found");
   }
   const empty = await start(c, []).then(
     () => assert.fail("started"),
@@ -280,7 +280,7 @@ void test("bad input: unknown and malformed names are NOT_FOUND, empty argv and 
     (e: ServiceError) => e,
   );
   assert.equal(other.code, status.INVALID_ARGUMENT);
-  assert.equal(errorInfoOf(other.metadata ?? new Metadata())?.reason, "invalid_request");
+  assert.equal(errorDetailOf(other)?.reason, "invalid_argument");
 });
 
 void test("a clawkerd restart reports the jobs it lost as FAILED (clawkerd_restarted), output still readable", async (t) => {

@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { AdminError, cliTls, dial, openAdminClient, type AdminClient } from "@clawker/adminclient";
 import { Overseer } from "@clawker/overseer";
-import { errorInfoOf, jobs, LABELS } from "@clawker/proto";
+import { CLAWKER_ERROR_DOMAIN, jobs, LABELS } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
 import { Dialer } from "../src/agents/dialer.js";
@@ -353,7 +353,7 @@ void test("bad input: unknown job and agent names, a malformed name, malformed l
   );
   assert.ok(err instanceof AdminError);
   assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
-  assert.equal(errorInfoOf((err.cause as grpc.ServiceError).metadata)?.reason, "invalid_argument");
+  assert.deepEqual([err.reason, err.domain], ["invalid_argument", CLAWKER_ERROR_DOMAIN]);
 });
 
 void test("without a token every JobService method is UNAUTHENTICATED", async () => {

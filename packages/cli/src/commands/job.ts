@@ -3,7 +3,7 @@
 import { StringDecoder } from "node:string_decoder";
 import { jobs } from "@clawker/proto";
 import type { AdminClient } from "@clawker/adminclient";
-import { connectAdmin, skewVerdict } from "../admin-connection.js";
+import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   optStr,
@@ -18,12 +18,13 @@ import {
 import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
+import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
 const CONNECT_FLAGS: Readonly<Record<string, FlagSpec>> = {
   "trust-dir": LOCATE_FLAGS["trust-dir"],
   admin: LOCATE_FLAGS.admin,
   "token-endpoint": TOKEN_ENDPOINT_FLAG,
+  "admin-socket": ADMIN_SOCKET_FLAG,
   format: FORMAT_FLAG,
 };
 
@@ -229,6 +230,8 @@ async function withClient<T>(
     trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
     admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
     tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
+    // The admin socket when there is one, as every admin command (the group is the gate).
+    socket: adminSocketChoice(values, io.env),
   });
   try {
     if (skewVerdict(skew.skewMs) === "fail") {

@@ -5,7 +5,15 @@
 // A CLI watcher's stream is paced by write()/'drain' (reads from clawkerd pause meanwhile); one
 // that stays full for `maxStallMs` is cut off with RESOURCE_EXHAUSTED (`watcher_too_slow`).
 import * as grpc from "@grpc/grpc-js";
-import { agentFullName, jobs, statusWithReason } from "@clawker/proto";
+import {
+  CLAWKER_ERROR_DOMAIN,
+  ClawkerError,
+  JOB_ERRORS,
+  agentFullName,
+  errorDetailOf,
+  jobs,
+  type JobReason,
+} from "@clawker/proto";
 import type { AgentChannel, Dialer } from "../agents/dialer.js";
 import type { Registry } from "../agents/registry.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
@@ -22,25 +30,9 @@ export interface JobServiceDeps {
   readonly callTimeoutMs?: number;
 }
 
-/** Why a job call was refused. */
-export type JobErrorReason = "invalid_argument" | "agent_not_found" | "agent_unavailable";
-
-/** The one table from reasons to gRPC codes. */
-export const JOB_STATUS = {
-  invalid_argument: grpc.status.INVALID_ARGUMENT,
-  agent_not_found: grpc.status.NOT_FOUND,
-  agent_unavailable: grpc.status.UNAVAILABLE,
-} as const satisfies Record<JobErrorReason, grpc.status>;
-
-/** A refused job call with a stable reason. */
-export class JobError extends Error {
+/** A refused job call with a stable reason (JOB_ERRORS in @clawker/proto). */
+export class JobError extends ClawkerError<JobReason> {
   override readonly name = "JobError";
-  constructor(
-    readonly reason: JobErrorReason,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const NAME = /^agents\/([^/]+)\/jobs\/([0-9a-f-]{36})$/;
@@ -197,10 +189,9 @@ function watch(
         upstream.cancel();
         call.emit(
           "error",
-          statusWithReason(
-            grpc.status.RESOURCE_EXHAUSTED,
-            `watcher did not read for ${maxStallMs} ms; watch again to resume from the output still kept`,
+          JOB_ERRORS.status(
             "watcher_too_slow",
+            `watcher did not read for ${maxStallMs} ms; watch again to resume from the output still kept`,
           ),
         );
       });
@@ -217,28 +208,27 @@ function watch(
   });
 }
 
-function refusal(err: unknown, log: Logger): ReturnType<typeof statusWithReason> {
-  if (err instanceof JobError) return statusWithReason(JOB_STATUS[err.reason], err.message, err.reason);
+function refusal(err: unknown, log: Logger): grpc.StatusObject {
+  if (err instanceof JobError) return JOB_ERRORS.statusOf(err);
   log.error({ err, event: "job_call_failed" }, "job call failed");
-  return statusWithReason(grpc.status.INTERNAL, "internal error", "internal");
+  return JOB_ERRORS.status("internal", "internal error");
 }
 
-// clawkerd's answer goes back with its code, text and ErrorInfo (clawkerd's reasons are ours too);
-// a transport failure to the agent is UNAVAILABLE.
-function relayed(
-  err: grpc.ServiceError,
-  log: Logger,
-): Partial<grpc.StatusObject> & { code: grpc.status; details: string } {
-  const known = [
-    grpc.status.NOT_FOUND,
-    grpc.status.INVALID_ARGUMENT,
-    grpc.status.RESOURCE_EXHAUSTED,
-    grpc.status.INTERNAL,
-  ];
-  if (known.includes(err.code)) return { code: err.code, details: err.details, metadata: err.metadata };
+// clawkerd's JobService answers go back with their code, text and reason (one table serves both);
+// anything else (a transport failure, the peer pin's refusals, a status without our detail) means
+// the agent did not answer: UNAVAILABLE.
+function relayed(err: grpc.ServiceError, log: Logger): grpc.StatusObject {
+  const detail = errorDetailOf(err);
+  if (
+    detail?.domain === CLAWKER_ERROR_DOMAIN &&
+    Object.hasOwn(JOB_ERRORS.codes, detail.reason) &&
+    JOB_ERRORS.codes[detail.reason as JobReason] === err.code
+  ) {
+    return JOB_ERRORS.status(detail.reason as JobReason, err.details);
+  }
   log.warn(
     { code: err.code, err: err.details, event: "job_agent_unavailable" },
     "agent did not answer a job call",
   );
-  return statusWithReason(grpc.status.UNAVAILABLE, "the agent did not answer", "agent_unavailable");
+  return JOB_ERRORS.status("agent_unavailable", "the agent did not answer");
 }
