@@ -86,3 +86,30 @@ export const CLAWKERD_ERRORS = new ErrorTable<ClawkerdServerReason>(CLAWKER_ERRO
   hello_required: status.FAILED_PRECONDITION,
   internal: status.INTERNAL,
 } satisfies Record<ClawkerdServerReason, status>);
+
+/**
+ * The reasons of JobService (clawker.jobs.v1), one table for both servers: clawkerd answers the
+ * job's own refusals and the control plane relays them, adding its routing ones. The listeners in
+ * front of each (auth, the call guard, the peer pin) answer with their own tables.
+ */
+export type JobReason =
+  | "invalid_argument"
+  | "not_found"
+  | "agent_not_found"
+  | "agent_unavailable"
+  | "watcher_too_slow"
+  | "internal";
+
+/** JobService's table. */
+export const JOB_ERRORS = new ErrorTable<JobReason>(CLAWKER_ERROR_DOMAIN, {
+  // A malformed job name, an empty argv, a request naming another agent, limits above the agent's.
+  invalid_argument: status.INVALID_ARGUMENT,
+  // No job by that name in the agent.
+  not_found: status.NOT_FOUND,
+  // The control plane: no registered agent by that name, or none with a ready Session / answering.
+  agent_not_found: status.NOT_FOUND,
+  agent_unavailable: status.UNAVAILABLE,
+  // A watcher whose stream stayed full past the stall bound; it may watch again.
+  watcher_too_slow: status.RESOURCE_EXHAUSTED,
+  internal: status.INTERNAL,
+} satisfies Record<JobReason, status>);

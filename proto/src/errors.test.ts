@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Metadata, status } from "@grpc/grpc-js";
-import { ADMIN_ERRORS, AGENT_ERRORS, CLAWKERD_ERRORS, LISTENER_ERROR_CODES } from "./error-reasons.js";
+import {
+  ADMIN_ERRORS,
+  AGENT_ERRORS,
+  CLAWKERD_ERRORS,
+  JOB_ERRORS,
+  LISTENER_ERROR_CODES,
+} from "./error-reasons.js";
 import { ClawkerError, ErrorTable } from "./errors.js";
 import { ErrorInfo } from "./gen/google/rpc/error_details.js";
 import { Status } from "./gen/google/rpc/status.js";
@@ -41,8 +47,16 @@ const EXPECTED = {
   ],
   agent: [...LISTENER, "identity_denied", "invalid_argument"],
   clawkerd: ["no_client_certificate", "not_control_plane", "hello_required", "internal"],
+  jobs: [
+    "invalid_argument",
+    "not_found",
+    "agent_not_found",
+    "agent_unavailable",
+    "watcher_too_slow",
+    "internal",
+  ],
 };
-const TABLES = { admin: ADMIN_ERRORS, agent: AGENT_ERRORS, clawkerd: CLAWKERD_ERRORS };
+const TABLES = { admin: ADMIN_ERRORS, agent: AGENT_ERRORS, clawkerd: CLAWKERD_ERRORS, jobs: JOB_ERRORS };
 
 test("every reason of every boundary has a non-OK gRPC code, in clawker.dev", () => {
   for (const [name, table] of Object.entries(TABLES) as [keyof typeof TABLES, ErrorTable<string>][]) {

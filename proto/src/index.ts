@@ -7,6 +7,8 @@ export * as admin from "./gen/clawker/admin/v1/admin.js";
 export * as agent from "./gen/clawker/agent/v1/agent.js";
 /** clawker.clawkerd.v1: ClawkerdService (control plane -> clawkerd), mTLS only. */
 export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
+/** clawker.jobs.v1: JobService (CLI -> control plane -> clawkerd), our own service (API.md §6). */
+export * as jobs from "./gen/clawker/jobs/v1/jobs.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
 export * from "./status-details.js";

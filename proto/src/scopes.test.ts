@@ -5,6 +5,7 @@ import { test } from "node:test";
 import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
 import { ClawkerdServiceService } from "./gen/clawker/clawkerd/v1/clawkerd.js";
+import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 import {
   ADMIN_SCOPE,
   AGENT_CLIENT,
@@ -19,16 +20,17 @@ import {
 
 const adminPaths = Object.values(AdminServiceService).map((m) => m.path);
 const agentPaths = Object.values(AgentServiceService).map((m) => m.path);
+const jobPaths = Object.values(JobServiceService).map((m) => m.path);
 
-void test("every AdminService and AgentService RPC has a non-empty scope", () => {
+void test("every AdminService, AgentService and JobService RPC has a non-empty scope", () => {
   assert.ok(adminPaths.length >= 16, "the generated AdminService lost methods");
-  for (const path of [...adminPaths, ...agentPaths]) {
+  for (const path of [...adminPaths, ...agentPaths, ...jobPaths]) {
     const scope = requiredScope(path);
     assert.equal(typeof scope, "string", `${path} has no scope`);
     assert.notEqual(scope, "", `${path} has an empty scope`);
   }
-  // Nothing extra: the map holds exactly the two services' methods.
-  assert.deepEqual([...METHOD_SCOPES.keys()].sort(), [...adminPaths, ...agentPaths].sort());
+  // Nothing extra: the map holds exactly the three services' methods.
+  assert.deepEqual([...METHOD_SCOPES.keys()].sort(), [...adminPaths, ...agentPaths, ...jobPaths].sort());
 });
 
 void test("GetSystemTime alone is public", () => {
@@ -46,6 +48,9 @@ void test("every other AdminService method, WatchSOS included, needs admin; Regi
   // Our ExecAgent extension runs commands in agents: admin, never public.
   assert.equal(requiredScope("/clawker.admin.v1.AdminService/ExecAgent"), "admin");
   assert.equal(requiredScope("/clawker.agent.v1.AgentService/Register"), "agent:self:register");
+  // Jobs run and stop work in agents: admin, every method (our own service, API.md §6).
+  assert.equal(jobPaths.length, 5);
+  for (const path of jobPaths) assert.equal(requiredScope(path), ADMIN_SCOPE, path);
   assert.equal(AGENT_REGISTER_SCOPE, "agent:self:register");
 });
 

@@ -6,6 +6,7 @@
 // bearer token, so none of its methods has (or may be given) a scope.
 import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
+import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 
 /** Marks a method callable without a bearer token (mTLS still applies). Not an OAuth2 scope. */
 export const PUBLIC_SCOPE = "public";
@@ -48,6 +49,18 @@ export const AGENT_SERVICE_SCOPES = {
   register: AGENT_REGISTER_SCOPE,
 } as const satisfies ServiceScopes<typeof AgentServiceService>;
 
+/**
+ * JobService (our own service, API.md §6) on the admin listener: `admin` everywhere. clawkerd
+ * serves the same definition on its own listener, mTLS only, so it is not in METHOD_SCOPES twice.
+ */
+export const JOB_SERVICE_SCOPES = {
+  startJob: ADMIN_SCOPE,
+  stopJob: ADMIN_SCOPE,
+  getJobStatus: ADMIN_SCOPE,
+  listJobs: ADMIN_SCOPE,
+  watchJobOutput: ADMIN_SCOPE,
+} as const satisfies ServiceScopes<typeof JobServiceService>;
+
 /** Pairs every method of a service definition with its scope, keyed by the method's full path. */
 function byPath<Method extends string>(
   service: Record<Method, { readonly path: string }>,
@@ -63,6 +76,7 @@ function byPath<Method extends string>(
 export const METHOD_SCOPES: ReadonlyMap<string, Scope> = new Map([
   ...byPath(AdminServiceService, ADMIN_SERVICE_SCOPES),
   ...byPath(AgentServiceService, AGENT_SERVICE_SCOPES),
+  ...byPath(JobServiceService, JOB_SERVICE_SCOPES),
 ]);
 
 /**

@@ -461,9 +461,107 @@ export const CLAWKERD: FileSpec = {
   },
 };
 
+/** A server-streaming RPC. */
+function serverStream(path: string, request: string, response: string): MethodSpec {
+  return { path, request, response, clientStreaming: false, serverStreaming: true };
+}
+
+/**
+ * OUR OWN SERVICE beyond the Go contract (API.md §6, issue 13): clawker.jobs.v1.JobService, served
+ * by the control plane (scope admin) and by clawkerd (mTLS only). The whole file is an extension.
+ */
+export const JOBS: FileSpec = {
+  file: "clawker/jobs/v1/jobs.proto",
+  package: "clawker.jobs.v1",
+  services: {
+    JobService: {
+      StartJob: unary("/clawker.jobs.v1.JobService/StartJob", "StartJobRequest", "StartJobResponse"),
+      StopJob: unary("/clawker.jobs.v1.JobService/StopJob", "StopJobRequest", "StopJobResponse"),
+      GetJobStatus: unary(
+        "/clawker.jobs.v1.JobService/GetJobStatus",
+        "GetJobStatusRequest",
+        "GetJobStatusResponse",
+      ),
+      ListJobs: unary("/clawker.jobs.v1.JobService/ListJobs", "ListJobsRequest", "ListJobsResponse"),
+      WatchJobOutput: serverStream(
+        "/clawker.jobs.v1.JobService/WatchJobOutput",
+        "WatchJobOutputRequest",
+        "WatchJobOutputResponse",
+      ),
+    },
+  },
+  messages: {
+    JobLimits: m(
+      f(1, "cpu_millis", "uint32"),
+      f(2, "memory_max_bytes", "uint64"),
+      f(3, "io_read_bps", "uint64"),
+      f(4, "io_write_bps", "uint64"),
+      f(5, "io_read_iops", "uint32"),
+      f(6, "io_write_iops", "uint32"),
+    ),
+    Job: m(
+      f(1, "name", "string"),
+      f(2, "state", "JobState"),
+      r(3, "argv", "string"),
+      f(4, "exit_code", "int32"),
+      f(5, "signo", "int32"),
+      f(6, "reason", "string"),
+      f(7, "started_at_unix_nanos", "int64"),
+      f(8, "ended_at_unix_nanos", "int64"),
+      f(9, "limits", "JobLimits"),
+      f(10, "is_limited", "bool"),
+      f(11, "limits_note", "string"),
+      f(12, "output_bytes", "uint64"),
+      f(13, "output_dropped_bytes", "uint64"),
+    ),
+    JobStats: m(
+      f(1, "cpu_usage_usec", "uint64"),
+      f(2, "cpu_user_usec", "uint64"),
+      f(3, "cpu_system_usec", "uint64"),
+      f(4, "cpu_nr_periods", "uint64"),
+      f(5, "cpu_nr_throttled", "uint64"),
+      f(6, "cpu_throttled_usec", "uint64"),
+      f(7, "memory_current_bytes", "uint64"),
+      f(8, "memory_peak_bytes", "uint64"),
+      f(9, "memory_events", "map<string,uint64>"),
+      f(10, "io_read_bytes", "uint64"),
+      f(11, "io_write_bytes", "uint64"),
+      f(12, "io_read_ops", "uint64"),
+      f(13, "io_write_ops", "uint64"),
+    ),
+    StartJobRequest: m(
+      f(1, "agent_name", "string"),
+      f(2, "project", "string"),
+      r(3, "argv", "string"),
+      f(4, "cwd", "string"),
+      f(5, "env", "map<string,string>"),
+      f(6, "limits", "JobLimits"),
+    ),
+    StartJobResponse: m(f(1, "job", "Job")),
+    StopJobRequest: m(f(1, "name", "string"), f(2, "grace_seconds", "uint32")),
+    StopJobResponse: m(f(1, "job", "Job")),
+    GetJobStatusRequest: m(f(1, "name", "string")),
+    GetJobStatusResponse: m(f(1, "job", "Job"), f(2, "stats", "JobStats")),
+    ListJobsRequest: m(f(1, "agent_name", "string"), f(2, "project", "string"), f(3, "state", "JobState")),
+    ListJobsResponse: m(r(1, "jobs", "Job")),
+    WatchJobOutputRequest: m(f(1, "name", "string")),
+    WatchJobOutputResponse: m(f(1, "data", "bytes"), f(2, "dropped_bytes", "uint64")),
+  },
+  enums: {
+    JobState: {
+      JOB_STATE_UNSPECIFIED: 0,
+      JOB_STATE_RUNNING: 1,
+      JOB_STATE_COMPLETED: 2,
+      JOB_STATE_FAILED: 3,
+      JOB_STATE_STOPPED: 4,
+    },
+  },
+};
+
 /** The whole contract: API.md plus our extensions. */
 export const CONTRACT: readonly FileSpec[] = [
   ADMIN,
   AGENT,
   withExtension(CLAWKERD, CLAWKERD_EXTENSION_FIELDS, CLAWKERD_EXTENSION_MESSAGES),
+  JOBS,
 ];

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { admin, agent, clawkerd } from "@clawker/proto";
+import { admin, agent, clawkerd, jobs } from "@clawker/proto";
 
 import { CONTRACT, EXTENSIONS, type FieldSpec, type FileSpec } from "./contract.fixture.js";
 
@@ -26,6 +26,7 @@ const GENERATED: ReadonlyMap<string, Readonly<Record<string, unknown>>> = new Ma
   [admin.protobufFileName, admin],
   [agent.protobufFileName, agent],
   [clawkerd.protobufFileName, clawkerd],
+  [jobs.protobufFileName, jobs],
 ]);
 
 /** google/protobuf/descriptor.proto FieldDescriptorProto.Type numbers of scalar types. */
@@ -285,6 +286,12 @@ function writeSample(
       w.int64(value);
       return value;
     }
+    case "uint64": {
+      // Past 2^63, so a field generated as int64 (or as a JS number) decodes differently.
+      const value = 2n ** 63n + BigInt(n);
+      w.uint64(value);
+      return value;
+    }
     default:
       assert.fail(`fixture field ${field.name}: no sample for type ${field.type}`);
   }
@@ -310,9 +317,15 @@ function sampleField(
   if (kindOf(spec, field.type) === "map") {
     w.tag(field.number, WireType.LengthDelimited).fork();
     w.tag(1, WireType.LengthDelimited).string("key");
-    w.tag(2, WireType.LengthDelimited).string("value");
+    // map<string,uint64> (JobStats.memory_events) carries a varint value; the others strings.
+    if (field.type === "map<string,uint64>") {
+      w.tag(2, WireType.Varint).uint64(2n ** 63n + 7n);
+      value = { key: 2n ** 63n + 7n };
+    } else {
+      w.tag(2, WireType.LengthDelimited).string("value");
+      value = { key: "value" };
+    }
     w.join();
-    value = { key: "value" };
   } else if (field.repeated && wireTypeOf(spec, field) === WireType.Varint) {
     // proto3 packs repeated scalars: one length-delimited run.
     w.tag(field.number, WireType.LengthDelimited).fork();
@@ -358,7 +371,7 @@ void test("the fixture is self-consistent (unique names and numbers, known types
       for (const field of message.fields) {
         const known =
           kindOf(spec, field.type) !== "scalar" ||
-          field.type in { string: 1, bytes: 1, bool: 1, int32: 1, uint32: 1, int64: 1 };
+          field.type in { string: 1, bytes: 1, bool: 1, int32: 1, uint32: 1, int64: 1, uint64: 1 };
         assert.ok(known, `${name}.${field.name}: unknown type ${field.type}`);
       }
     }

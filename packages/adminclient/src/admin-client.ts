@@ -1,7 +1,7 @@
 // The typed AdminService client: promise methods with a default deadline, async iterators for the
 // server streams (WatchSOS, ExecAgent), typed errors (AdminError, TokenError) instead of raw
 // grpc-js status objects.
-import { Metadata, type CallOptions, type ClientReadableStream } from "@grpc/grpc-js";
+import { Metadata, type CallOptions, type ClientReadableStream, type MethodDefinition } from "@grpc/grpc-js";
 import { admin, PUBLIC_SCOPE, requiredScope, type clawkerd } from "@clawker/proto";
 import { dial, dialSocket, type ClientTls } from "./dial.js";
 import { AdminError, isTokenRefusal, toAdminError } from "./errors.js";
@@ -73,21 +73,36 @@ export class AdminClient {
   }
 
   /** Calls any unary method by name. */
-  async call<K extends UnaryMethod>(
+  call<K extends UnaryMethod>(
     method: K,
     request: RequestOf<K>,
     options: AdminCallOptions = {},
   ): Promise<ResponseOf<K>> {
-    const def = admin.AdminServiceService[method];
+    return this.callMethod(
+      admin.AdminServiceService[method] as unknown as MethodDefinition<RequestOf<K>, ResponseOf<K>>,
+      request,
+      options,
+    );
+  }
+
+  /**
+   * Calls a unary method of another service of ours served on the same listener (e.g.
+   * `jobs.JobServiceService.startJob`), on the same channel, with the same token and errors.
+   */
+  async callMethod<Req, Res>(
+    def: MethodDefinition<Req, Res>,
+    request: Req,
+    options: AdminCallOptions = {},
+  ): Promise<Res> {
     const path = def.path;
     const metadata = await this.#metadataFor(path, options.signal);
     options.signal?.throwIfAborted();
     const callOptions: CallOptions = { deadline: Date.now() + (options.deadlineMs ?? this.#deadlineMs) };
-    return new Promise<ResponseOf<K>>((resolve, reject) => {
+    return new Promise<Res>((resolve, reject) => {
       const call = this.#client.makeUnaryRequest(
         path,
-        def.requestSerialize as (value: RequestOf<K>) => Buffer,
-        def.responseDeserialize as (value: Buffer) => ResponseOf<K>,
+        def.requestSerialize,
+        def.responseDeserialize,
         request,
         metadata,
         callOptions,
@@ -112,20 +127,32 @@ export class AdminClient {
    * demand, so a slow consumer slows the server). No deadline unless `deadlineMs` is given;
    * leaving the loop early or aborting `signal` cancels the call.
    */
-  async *stream<K extends StreamMethod>(
+  stream<K extends StreamMethod>(
     method: K,
     request: RequestOf<K>,
     options: AdminCallOptions = {},
   ): AsyncGenerator<ResponseOf<K>, void, undefined> {
-    const def = admin.AdminServiceService[method];
+    return this.streamMethod(
+      admin.AdminServiceService[method] as unknown as MethodDefinition<RequestOf<K>, ResponseOf<K>>,
+      request,
+      options,
+    );
+  }
+
+  /** Like stream(), for a server-streaming method of another service of ours (see callMethod). */
+  async *streamMethod<Req, Res>(
+    def: MethodDefinition<Req, Res>,
+    request: Req,
+    options: AdminCallOptions = {},
+  ): AsyncGenerator<Res, void, undefined> {
     const metadata = await this.#metadataFor(def.path, options.signal);
     options.signal?.throwIfAborted();
     const callOptions: CallOptions =
       options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
-    const stream: ClientReadableStream<ResponseOf<K>> = this.#client.makeServerStreamRequest(
+    const stream: ClientReadableStream<Res> = this.#client.makeServerStreamRequest(
       def.path,
-      def.requestSerialize as (value: RequestOf<K>) => Buffer,
-      def.responseDeserialize as (value: Buffer) => ResponseOf<K>,
+      def.requestSerialize,
+      def.responseDeserialize,
       request,
       metadata,
       callOptions,
@@ -133,7 +160,7 @@ export class AdminClient {
     const onAbort = (): void => stream.cancel();
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      for await (const message of stream as AsyncIterable<ResponseOf<K>>) yield message;
+      for await (const message of stream as AsyncIterable<Res>) yield message;
     } catch (err) {
       const mapped = toAdminError(err, def.path);
       if (isTokenRefusal(mapped)) this.#tokens?.invalidate();

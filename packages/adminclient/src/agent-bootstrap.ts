@@ -86,6 +86,8 @@ export interface AgentContainerOptions {
   readonly network?: string;
   /** The control plane's agents cgroup parent (`--cgroup-parent`); Docker's default when absent. */
   readonly cgroupParent?: string;
+  /** Resource limits through Docker's host config (issue 13 §2); absent fields: none. */
+  readonly limits?: AgentLimits;
   /** The CA that signs the agent leaf and the CLI's ES256 signing key. */
   readonly trust: Pick<TrustSet, "ca" | "signingKey">;
   /** The control plane's agent listener as the container reaches it, `host:port`. */
@@ -256,6 +258,7 @@ export async function createAgentContainer(
         Privileged: false,
         NetworkMode: options.network ?? DEFAULT_AGENT_NETWORK,
         ...(options.cgroupParent === undefined ? {} : { CgroupParent: options.cgroupParent }),
+        ...agentLimitsHostConfig(options.limits),
       },
     });
   } catch (err) {
@@ -487,4 +490,50 @@ function dockerMessage(err: unknown): string {
   const json = (err as { json?: { message?: unknown } } | null)?.json;
   if (typeof json?.message === "string") return json.message;
   return err instanceof Error ? err.message : String(err);
+}
+
+/** One block device's rate limit (Docker's `--device-*-bps` / `--device-*-iops`). */
+export interface DeviceRate {
+  /** The device node on the Docker host, e.g. `/dev/sda`. */
+  readonly path: string;
+  readonly rate: number;
+}
+
+/** An agent container's resource limits (Docker host config). */
+export interface AgentLimits {
+  /** CPUs in billionths (Docker `--cpus 0.5` = 500_000_000). */
+  readonly nanoCpus?: number;
+  /** memory.max in bytes; swap is pinned to none and the soft limit (reservation) set at 75%. */
+  readonly memoryBytes?: number;
+  readonly pidsLimit?: number;
+  readonly deviceReadBps?: readonly DeviceRate[];
+  readonly deviceWriteBps?: readonly DeviceRate[];
+  readonly deviceReadIops?: readonly DeviceRate[];
+  readonly deviceWriteIops?: readonly DeviceRate[];
+}
+
+/** Docker HostConfig fields for `limits` (the seed's shape: 75% high mark, no swap). */
+export function agentLimitsHostConfig(limits: AgentLimits | undefined): Record<string, unknown> {
+  if (limits === undefined) return {};
+  const rates = (
+    list: readonly DeviceRate[] | undefined,
+  ): Array<{ Path: string; Rate: number }> | undefined =>
+    list === undefined || list.length === 0 ? undefined : list.map((d) => ({ Path: d.path, Rate: d.rate }));
+  const out: Record<string, unknown> = {};
+  if (limits.nanoCpus !== undefined) out["NanoCpus"] = limits.nanoCpus;
+  if (limits.memoryBytes !== undefined) {
+    out["Memory"] = limits.memoryBytes;
+    // Memory + swap equal to memory: no swap.
+    out["MemorySwap"] = limits.memoryBytes;
+    out["MemoryReservation"] = Math.floor(limits.memoryBytes * 0.75);
+  }
+  if (limits.pidsLimit !== undefined) out["PidsLimit"] = limits.pidsLimit;
+  const pairs = [
+    ["BlkioDeviceReadBps", rates(limits.deviceReadBps)],
+    ["BlkioDeviceWriteBps", rates(limits.deviceWriteBps)],
+    ["BlkioDeviceReadIOps", rates(limits.deviceReadIops)],
+    ["BlkioDeviceWriteIOps", rates(limits.deviceWriteIops)],
+  ] as const;
+  for (const [key, value] of pairs) if (value !== undefined) out[key] = value;
+  return out;
 }

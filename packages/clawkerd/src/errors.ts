@@ -14,7 +14,8 @@ export type ClawkerdReason =
   | "timeout"
   | "io_error"
   | "registration_failed"
-  | "state_io";
+  | "state_io"
+  | "not_found";
 
 /** The wire ErrorCode each reason is answered with on a Session. */
 export const ERROR_CODES = {
@@ -28,6 +29,7 @@ export const ERROR_CODES = {
   io_error: clawkerd.ErrorCode.ERROR_CODE_IO_ERROR,
   registration_failed: clawkerd.ErrorCode.ERROR_CODE_IO_ERROR,
   state_io: clawkerd.ErrorCode.ERROR_CODE_IO_ERROR,
+  not_found: clawkerd.ErrorCode.ERROR_CODE_NOT_FOUND,
 } as const satisfies Record<ClawkerdReason, clawkerd.ErrorCode>;
 
 /** An error with a stable reason. */

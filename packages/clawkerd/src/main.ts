@@ -2,10 +2,14 @@
 // clawkerd: the agent daemon inside every agent container (README.md). Reads the bootstrap
 // files, serves the Session channel over mutual TLS and, on AgentReady, runs the container's
 // main command and exits with its code. Exit 2: bootstrap or environment unusable (nothing bound).
-import { BOOTSTRAP_DIR, CLAWKERD_PORT } from "@clawker/proto";
+import { BOOTSTRAP_DIR, CLAWKERD_PORT, agentFullName } from "@clawker/proto";
+import { AgentJobs } from "./agent-jobs.js";
 import { loadBootstrap } from "./bootstrap.js";
 import { ClawkerdError } from "./errors.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
+import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
+import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
+import { DEFAULT_MAX_STALL_MS, jobServiceImplementation } from "./job-service.js";
 import { createLogger, type LogLevel } from "./log.js";
 import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
@@ -22,6 +26,16 @@ const log = createLogger(LEVELS.has(level) ? (level as LogLevel) : "info", undef
 function die(message: string): never {
   process.stderr.write(`clawkerd: ${message}\n`);
   process.exit(2);
+}
+
+/** A positive integer setting from the environment, or `fallback`; anything else is exit 2. */
+function positiveInt(name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    die(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
 }
 
 const argv = process.argv.slice(2);
@@ -52,6 +66,26 @@ const baseEnv = defaultBaseEnv();
 const executor = new Executor({ log: log.child({ component: "executor" }), baseEnv });
 const registrar = new Registrar({ bootstrap, state, log: log.child({ component: "registrar" }) });
 const main = new MainCommand({ log: log.child({ component: "main-command" }), argv, runAs, env: baseEnv });
+const cgroupRoot = findJobCgroupRoot(env);
+const agentJobs = new AgentJobs({
+  agent: agentFullName(bootstrap.config.project, bootstrap.config.agentName),
+  stateDir,
+  cgroups: new JobCgroups(cgroupRoot.root, cgroupRoot.why),
+  log: log.child({ component: "jobs" }),
+  baseEnv,
+  runAs: runAs ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+  output: { capacityBytes: positiveInt("CLAWKERD_JOB_OUTPUT_BYTES", DEFAULT_LOG_CAPACITY_BYTES) },
+  agentLimits: agentLimitsOf(),
+});
+try {
+  agentJobs.load();
+} catch (err) {
+  die(`cannot read the jobs in ${stateDir}: ${String(err)}`);
+}
+log.info(
+  { event: "job_cgroups", root: cgroupRoot.root ?? "", why: cgroupRoot.why },
+  cgroupRoot.root === undefined ? "jobs run under the agent's limits only" : "jobs get cgroups of their own",
+);
 let stopping: Promise<never> | undefined;
 const server = new ClawkerdServer({
   bootstrap,
@@ -62,6 +96,13 @@ const server = new ClawkerdServer({
   main,
   log,
   requestExit: (code) => void stop(code, "exit_on_non_zero"),
+  jobService: jobServiceImplementation({
+    jobs: agentJobs,
+    agentName: bootstrap.config.agentName,
+    project: bootstrap.config.project,
+    log: log.child({ component: "job-service" }),
+    maxStallMs: positiveInt("CLAWKERD_JOB_WATCH_STALL_MS", DEFAULT_MAX_STALL_MS),
+  }),
 });
 
 function stop(code: number, why: string): Promise<never> {
@@ -70,6 +111,7 @@ function stop(code: number, why: string): Promise<never> {
     try {
       await server.close();
       await executor.close();
+      await agentJobs.close();
     } catch (err) {
       log.error({ err, event: "close_failed" }, "close failed");
     }

@@ -3,7 +3,7 @@
 // control-plane identity pin (peer-identity.ts) in front of every call.
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
-import type { clawkerd } from "@clawker/proto";
+import { jobs, type clawkerd } from "@clawker/proto";
 import type { Bootstrap } from "./bootstrap.js";
 import { peerIdentityInterceptor } from "./peer-identity.js";
 import { ClawkerdServiceFast } from "./response-codec.js";
@@ -17,6 +17,8 @@ export interface ClawkerdServerOptions extends SessionDeps {
   readonly bootstrap: Bootstrap;
   /** `host:port` to bind; port 0 picks a free one. */
   readonly listen: string;
+  /** clawker.jobs.v1.JobService (job-service.ts), served beside Session behind the same pin. */
+  readonly jobService?: jobs.JobServiceServer;
 }
 
 /** Serves Session. start() binds and resolves the bound address; close() ends every session. */
@@ -56,6 +58,7 @@ export class ClawkerdServer {
         call.once("cancelled", () => this.#sessions.delete(session));
       },
     });
+    if (this.#o.jobService !== undefined) server.addService(jobs.JobServiceService, this.#o.jobService);
     const creds = ServerCredentials.createSsl(
       Buffer.from(bootstrap.caPem),
       [{ private_key: Buffer.from(bootstrap.keyPem), cert_chain: Buffer.from(bootstrap.certPem) }],

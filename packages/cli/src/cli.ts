@@ -37,6 +37,18 @@ import {
   firewallStatus,
   firewallUp,
 } from "./commands/firewall-stack.js";
+import {
+  JOB_LS,
+  JOB_START,
+  JOB_STATUS,
+  JOB_STOP,
+  JOB_WATCH,
+  jobLs,
+  jobStart,
+  jobStatus,
+  jobStop,
+  jobWatch,
+} from "./commands/job.js";
 import { RM, rmAgent } from "./commands/rm.js";
 import { RUN, parseRunArgs, runAgent } from "./commands/run.js";
 import { COMPLETION, printCompletion } from "./completion.js";
@@ -62,6 +74,11 @@ export const COMMANDS: readonly Command[] = [
   { spec: RUN, run: runAgent, parse: parseRunArgs },
   { spec: RM, run: rmAgent },
   { spec: EXEC, run: exec },
+  { spec: JOB_START, run: jobStart },
+  { spec: JOB_STATUS, run: jobStatus },
+  { spec: JOB_WATCH, run: jobWatch },
+  { spec: JOB_STOP, run: jobStop },
+  { spec: JOB_LS, run: jobLs },
   { spec: FIREWALL_UP, run: firewallUp },
   { spec: FIREWALL_DOWN, run: firewallDown },
   { spec: FIREWALL_STATUS, run: firewallStatus },
@@ -95,6 +112,7 @@ const OVERVIEW_EXAMPLES = [
   "clawker run --agent dev my-agent-image",
   "clawker controlplane agents",
   "clawker exec --agent dev -- ls -la",
+  "clawker job start --agent dev --cpu 0.5 --memory 512M -- make test",
   "clawker firewall up",
   "clawker firewall add registry.npmjs.org",
   "clawker rm --agent dev",

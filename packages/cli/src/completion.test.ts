@@ -42,11 +42,13 @@ describe("completion", () => {
       "run",
       "rm",
       "exec",
+      "job",
       "firewall",
       "completion",
       "--help",
     ]);
     assert.deepEqual(await bashOffers("auth", ""), ["init"]);
+    assert.deepEqual(await bashOffers("job", ""), ["start", "status", "watch", "stop", "ls"]);
     assert.deepEqual(await bashOffers("firewall", ""), [
       "up",
       "down",

@@ -12,7 +12,7 @@ import {
   type TokenErrorReason,
   type TrustErrorReason,
 } from "@clawker/adminclient";
-import { CLAWKER_ERROR_DOMAIN, type AdminReason } from "@clawker/proto";
+import { CLAWKER_ERROR_DOMAIN, type AdminReason, type JobReason } from "@clawker/proto";
 import { CliError, ExitCode, type ExitCodeValue } from "./exit-codes.js";
 import type { Output } from "./io.js";
 
@@ -36,6 +36,19 @@ const ADMIN_EXIT = {
   session_closed: ExitCode.error,
 } as const satisfies Record<AdminReason, ExitCodeValue>;
 
+/** Every reason JobService sends (clawker.dev, proto's JOB_ERRORS). */
+const JOB_EXIT = {
+  invalid_argument: ExitCode.error,
+  not_found: ExitCode.error,
+  agent_not_found: ExitCode.error,
+  agent_unavailable: ExitCode.notRunning,
+  watcher_too_slow: ExitCode.error,
+  internal: ExitCode.error,
+} as const satisfies Record<JobReason, ExitCodeValue>;
+
+/** The clawker.dev reasons of the admin listener's services; a name means the same in each. */
+const CLAWKER_EXIT: Readonly<Record<AdminReason | JobReason, ExitCodeValue>> = { ...ADMIN_EXIT, ...JOB_EXIT };
+
 /** A status without ErrorInfo (grpc-js's own: no connection, deadline; or a peer that sends none). */
 const STATUS_EXIT = {
   cancelled: ExitCode.error,
@@ -54,10 +67,11 @@ const STATUS_EXIT = {
 } as const satisfies Record<StatusReason, ExitCodeValue>;
 
 /** Hints for reasons a user can act on. */
-const ADMIN_HINT: Partial<Record<AdminReason | StatusReason, string>> = {
+const ADMIN_HINT: Partial<Record<AdminReason | JobReason | StatusReason, string>> = {
   unavailable: " (is the control plane running? try: clawker controlplane status)",
   starting_up: " (wait for it to become healthy)",
   agent_starting: " (the agent is still starting; try again shortly)",
+  agent_unavailable: " (is the agent running? try: clawker controlplane agents)",
 };
 
 const TOKEN_EXIT = {
@@ -113,8 +127,8 @@ export function messageOf(err: unknown): string {
  * this CLI has no row for, is decided by its code.
  */
 function adminExit(err: AdminError): ExitCodeValue {
-  if (err.domain === CLAWKER_ERROR_DOMAIN && Object.hasOwn(ADMIN_EXIT, err.reason))
-    return ADMIN_EXIT[err.reason as AdminReason];
+  if (err.domain === CLAWKER_ERROR_DOMAIN && Object.hasOwn(CLAWKER_EXIT, err.reason))
+    return CLAWKER_EXIT[err.reason as AdminReason | JobReason];
   if (err.domain === undefined && Object.hasOwn(STATUS_EXIT, err.reason))
     return STATUS_EXIT[err.reason as StatusReason];
   return STATUS_EXIT[STATUS_REASONS[err.code as Exclude<status, status.OK>] ?? "internal"];
@@ -123,7 +137,9 @@ function adminExit(err: AdminError): ExitCodeValue {
 /** The hint for a reason a user can act on ("" for any other). */
 function hintOf(err: AdminError): string {
   const isOurs = err.domain === CLAWKER_ERROR_DOMAIN || err.domain === undefined;
-  return isOurs && Object.hasOwn(ADMIN_HINT, err.reason) ? (ADMIN_HINT[err.reason as AdminReason] ?? "") : "";
+  return isOurs && Object.hasOwn(ADMIN_HINT, err.reason)
+    ? (ADMIN_HINT[err.reason as AdminReason | JobReason] ?? "")
+    : "";
 }
 
 /** Writes the error to stderr: one line, then details, then (debug) stack and causes. */

@@ -30,6 +30,7 @@ import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { jobService } from "./jobs/job-service.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -423,7 +424,17 @@ export class Daemon {
       name: "admin",
       ...cfg.listen.admin,
       tls,
-      services: [recovered(admin, adminLog)],
+      services: [
+        recovered(admin, adminLog),
+        recovered(
+          jobService({
+            dialer: this.#dialer,
+            registry,
+            log: adminLog.child({ rpc: "JobService" }),
+          }),
+          adminLog,
+        ),
+      ],
       interceptors: [
         recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,

@@ -11,11 +11,14 @@ import {
   loadTrustSet,
   networkGateway,
   type AgentBootstrapReason,
+  type AgentLimits,
+  type DeviceRate,
 } from "@clawker/adminclient";
 import { FORMAT_FLAG, optStr, parseFlags, str, type CommandSpec, type FlagValues } from "../command-spec.js";
 import { defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode, type ExitCodeValue } from "../exit-codes.js";
 import type { Io } from "../io.js";
+import { parseCpu, parseSize, positiveCount } from "./job.js";
 
 /** The control plane's agent listener port (the default of `--cp-addr` on the network's gateway). */
 export const AGENT_LISTENER_PORT = 7444;
@@ -53,6 +56,37 @@ export const RUN: CommandSpec = {
       value: "CGROUP",
       description:
         "cgroup parent owned by the control plane, whose eBPF programs enforce the agent's egress (default /clawker, or clawker.slice with Docker's systemd cgroup driver)",
+    },
+    cpus: { type: "string", value: "CPUS", description: "CPU limit of the agent, e.g. 0.5 (default none)" },
+    memory: {
+      type: "string",
+      value: "SIZE",
+      description: "memory limit, e.g. 512M: no swap, soft limit at 75% (default none)",
+    },
+    "pids-limit": { type: "string", value: "N", description: "most processes in the agent (default none)" },
+    "device-read-bps": {
+      type: "string",
+      multiple: true,
+      value: "DEV:SIZE",
+      description: "read bytes/s of a host device, e.g. /dev/sda:10M",
+    },
+    "device-write-bps": {
+      type: "string",
+      multiple: true,
+      value: "DEV:SIZE",
+      description: "write bytes/s of a host device",
+    },
+    "device-read-iops": {
+      type: "string",
+      multiple: true,
+      value: "DEV:N",
+      description: "read operations/s of a host device",
+    },
+    "device-write-iops": {
+      type: "string",
+      multiple: true,
+      value: "DEV:N",
+      description: "write operations/s of a host device",
     },
     "cp-addr": {
       type: "string",
@@ -188,6 +222,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   const entrypointFlag = optStr(values, "entrypoint");
   const entrypoint = entrypointFlag === undefined ? undefined : parseEntrypoint(entrypointFlag);
   const cgroupParentFlag = optStr(values, "cgroup-parent");
+  const limits = agentLimits(values);
   const trust = await loadTrustSet(str(values, "trust-dir", defaultTrustDir(io.env)));
 
   try {
@@ -216,6 +251,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
       env: (values["env"] as string[] | undefined) ?? [],
       ...(entrypoint === undefined ? {} : { entrypoint }),
       cgroupParent,
+      limits,
     });
     const result = {
       containerId: created.containerId,
@@ -246,4 +282,35 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   } catch (err) {
     throw agentCliError(err);
   }
+}
+
+/** The agent's resource limits from `run`'s flags (Docker's spelling; usage errors exit 2). */
+export function agentLimits(values: FlagValues): AgentLimits {
+  const cpus = optStr(values, "cpus");
+  const memory = optStr(values, "memory");
+  const pids = optStr(values, "pids-limit");
+  const devices = (flag: string, isSize: boolean): DeviceRate[] => {
+    const list = values[flag];
+    return (Array.isArray(list) ? list : []).map((spec) => {
+      const at = spec.lastIndexOf(":");
+      const path = spec.slice(0, at);
+      if (at <= 0 || !path.startsWith("/dev/")) {
+        throw new CliError(
+          ExitCode.usage,
+          `--${flag} must be /dev/DEVICE:${isSize ? "SIZE" : "N"}, got ${JSON.stringify(spec)}`,
+        );
+      }
+      const raw = spec.slice(at + 1);
+      return { path, rate: isSize ? parseSize(flag, raw) : positiveCount(flag, raw) };
+    });
+  };
+  return {
+    ...(cpus === undefined ? {} : { nanoCpus: parseCpu(cpus, "cpus") * 1_000_000 }),
+    ...(memory === undefined ? {} : { memoryBytes: parseSize("memory", memory) }),
+    ...(pids === undefined ? {} : { pidsLimit: positiveCount("pids-limit", pids) }),
+    deviceReadBps: devices("device-read-bps", true),
+    deviceWriteBps: devices("device-write-bps", true),
+    deviceReadIops: devices("device-read-iops", false),
+    deviceWriteIops: devices("device-write-iops", false),
+  };
 }

@@ -5,7 +5,7 @@
 // reach a misbehaving agent), but such an agent is classified untrusted and driven no further.
 import { X509Certificate } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
+import { credentials, type ChannelCredentials, type Client } from "@grpc/grpc-js";
 import { CLAWKERD_CN, CLAWKERD_PORT, LABELS, agentFullName, clawkerd } from "@clawker/proto";
 import type { AgentEvent, CommandEvent, Topic } from "@clawker/overseer";
 import type { Logger } from "../logging.js";
@@ -114,6 +114,9 @@ export function verifyAgentCertificate(der: Buffer, ca: X509Certificate, nowMs: 
   }
 }
 
+/** A gRPC channel as a client holds it (what `channelOverride` takes). */
+export type AgentChannel = ReturnType<Client["getChannel"]>;
+
 /** Outcomes of one session that end the link (no re-dial). */
 type Final = "untrusted" | "register_failed" | "plan_failed";
 
@@ -131,6 +134,8 @@ class Link {
   peerThumbprint: string | undefined;
   isChainVerified: boolean | undefined;
   session: AgentSession | undefined;
+  /** The gRPC channel of the open Session (other services of clawkerd ride on it). */
+  channel: AgentChannel | undefined;
   done: Promise<void> = Promise.resolve();
   constructor(public record: ContainerRecord) {}
   status(): LinkStatus {
@@ -183,6 +188,17 @@ export class Dialer {
   session(containerId: string): AgentSession | undefined {
     const s = this.#links.get(containerId)?.session;
     return s?.isClosed === false ? s : undefined;
+  }
+
+  /**
+   * The mTLS channel of a container's open, ready Session, for clawkerd's other services
+   * (JobService): a client built with `channelOverride` on it shares the connection and its
+   * verified peer. Undefined unless the link is `ready` (trusted, registered, booted).
+   */
+  readyChannel(containerId: string): AgentChannel | undefined {
+    const link = this.#links.get(containerId);
+    if (link?.state !== "ready" || link.session?.isClosed !== false) return undefined;
+    return link.channel;
   }
 
   /**
@@ -356,6 +372,7 @@ export class Dialer {
         throw new ConnectError(`hello: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       link.session = session;
+      link.channel = client.getChannel();
       link.state = "open";
       const peer = stream.getAuthContext()?.sslPeerCertificate;
       const der = peer?.raw;
@@ -398,7 +415,10 @@ export class Dialer {
     } finally {
       signal.removeEventListener("abort", onAbort);
       if (cancel !== undefined) signal.removeEventListener("abort", cancel);
-      if (link.session === session) link.session = undefined;
+      if (link.session === session) {
+        link.session = undefined;
+        link.channel = undefined;
+      }
       client.close();
     }
   }

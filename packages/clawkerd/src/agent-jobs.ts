@@ -1,0 +1,417 @@
+// Jobs in this agent (issue 13): pipelines that outlive the client that started them, named
+// `agents/<agent>/jobs/<uuid>`, with the seed's states RUNNING -> COMPLETED | FAILED | STOPPED.
+// Each job has a directory under `<stateDir>/jobs/<uuid>/` (0700): `job.json` (0600, the record,
+// rewritten atomically at start and end) and its output log (job-log.ts). A clawkerd that starts
+// and finds a record still RUNNING lost that job with its previous life: it is FAILED with reason
+// `clawkerd_restarted`. The first process is held at a gate (`read` on its stdin, in /bin/sh)
+// until it has been placed in its cgroup, then executes the target: no instant runs unlimited.
+import { randomUUID } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { join } from "node:path";
+import { ClawkerdError } from "./errors.js";
+import { Job, killGroup } from "./job.js";
+import type { GroupStats, JobCgroups, Limits } from "./job-cgroup.js";
+import { JobLog, type JobLogOptions, type LogWatcher } from "./job-log.js";
+import type { Logger } from "./log.js";
+
+/** A job's lifecycle state. */
+export type AgentJobState = "running" | "completed" | "failed" | "stopped";
+
+/** The persistent record of one job (job.json). */
+export interface JobRecord {
+  readonly uuid: string;
+  readonly name: string;
+  readonly argv: readonly string[];
+  state: AgentJobState;
+  exitCode: number;
+  signo: number;
+  reason: string;
+  /** Unix nanoseconds, as a decimal string (JSON has no 64-bit integers). */
+  readonly startedAtNs: string;
+  endedAtNs: string;
+  readonly limits: Limits;
+  readonly isLimited: boolean;
+  readonly limitsNote: string;
+}
+
+/** What to start. */
+export interface JobStart {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly limits: Limits;
+}
+
+/** Construction options. */
+export interface AgentJobsOptions {
+  /** The agent's full name, for job names. */
+  readonly agent: string;
+  /** `<stateDir>/jobs` holds one directory per job. */
+  readonly stateDir: string;
+  readonly cgroups: JobCgroups;
+  readonly log: Logger;
+  readonly baseEnv: Readonly<Record<string, string>>;
+  /** uid/gid jobs run as. */
+  readonly runAs: { readonly uid: number; readonly gid: number };
+  readonly output?: JobLogOptions;
+  /** Finished jobs kept (records and output); default 64. */
+  readonly retainFinished?: number;
+  /** The agent's own limits (agentLimitsOf()); a job asking for more is refused. 0: none. */
+  readonly agentLimits?: Pick<Limits, "cpuMillis" | "memoryMaxBytes">;
+}
+
+/** No limits of the job's own. */
+export const NO_LIMITS: Limits = Object.freeze({
+  cpuMillis: 0,
+  memoryMaxBytes: 0,
+  ioReadBps: 0,
+  ioWriteBps: 0,
+  ioReadIops: 0,
+  ioWriteIops: 0,
+});
+
+/** Default StopJob grace. */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// The gate: wait for one line on stdin (written once the process is in its cgroup), then become
+// the target. EOF without the line (placement failed) exits 125 and runs nothing.
+const GATE = 'IFS= read -r _ || exit 125; exec "$@" </dev/null';
+
+interface Live {
+  readonly record: JobRecord;
+  readonly log: JobLog;
+  readonly dir: string;
+  readonly group: string | undefined;
+  job: Job | undefined;
+  ended: Promise<void>;
+  stopRequested: boolean;
+  /** Killed because clawkerd itself went down: FAILED (clawkerd_stopped), not STOPPED. */
+  lost: boolean;
+}
+
+/** Every job of this agent: start, stop, status, list, watch. */
+export class AgentJobs {
+  readonly #o: AgentJobsOptions;
+  readonly #root: string;
+  readonly #jobs = new Map<string, Live>();
+  readonly #finished: string[] = [];
+  #closed = false;
+
+  constructor(options: AgentJobsOptions) {
+    this.#o = options;
+    this.#root = join(options.stateDir, "jobs");
+  }
+
+  /** The prefix of every job name here: `agents/<agent>/jobs/`. */
+  get prefix(): string {
+    return `agents/${this.#o.agent}/jobs/`;
+  }
+
+  /** Reads the records a previous run left; RUNNING ones become FAILED (clawkerd_restarted). */
+  load(): void {
+    mkdirSync(this.#root, { recursive: true, mode: 0o700 });
+    this.#o.cgroups.sweep();
+    const found: Live[] = [];
+    for (const uuid of readdirSync(this.#root)) {
+      if (!UUID.test(uuid)) continue;
+      const dir = join(this.#root, uuid);
+      let record: JobRecord;
+      try {
+        record = JSON.parse(readFileSync(join(dir, "job.json"), "utf8")) as JobRecord;
+      } catch (err) {
+        this.#o.log.warn({ err, uuid, event: "job_record_unreadable" }, "job record unreadable; removed");
+        rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      if (record.state === "running") {
+        record.state = "failed";
+        record.reason = "clawkerd_restarted";
+        record.exitCode = -1;
+        record.endedAtNs = nowNs();
+        writeRecord(dir, record);
+        this.#o.log.warn({ job: record.name, event: "job_lost" }, "job lost with clawkerd's previous run");
+      }
+      const log = new JobLog(dir, this.#o.output, true);
+      found.push({
+        record,
+        log,
+        dir,
+        group: undefined,
+        job: undefined,
+        ended: Promise.resolve(),
+        stopRequested: false,
+        lost: false,
+      });
+    }
+    found.sort((a, b) => (BigInt(a.record.startedAtNs) < BigInt(b.record.startedAtNs) ? -1 : 1));
+    for (const l of found) {
+      this.#jobs.set(l.record.uuid, l);
+      this.#retire(l.record.uuid);
+    }
+  }
+
+  /** Starts a job; returns its record once its process runs (or failed to start). */
+  async start(spec: JobStart): Promise<JobRecord> {
+    if (this.#closed) throw new ClawkerdError("invalid_request", "clawkerd is shutting down");
+    if (spec.argv.length === 0 || spec.argv[0] === "")
+      throw new ClawkerdError("invalid_request", "argv must not be empty");
+    if (spec.argv.some((a) => a.includes("\0"))) throw new ClawkerdError("invalid_request", "NUL in argv");
+    checkWithinAgent(spec.limits, this.#o.agentLimits);
+    const uuid = randomUUID();
+    const dir = join(this.#root, uuid);
+    const log = new JobLog(dir, this.#o.output);
+    const group = this.#o.cgroups.create(uuid, spec.limits);
+    const record: JobRecord = {
+      uuid,
+      name: this.prefix + uuid,
+      argv: [...spec.argv],
+      state: "running",
+      exitCode: 0,
+      signo: 0,
+      reason: "",
+      startedAtNs: nowNs(),
+      endedAtNs: "0",
+      limits: { ...spec.limits },
+      isLimited: group.isLimited,
+      limitsNote: group.note,
+    };
+    writeRecord(dir, record);
+    const live: Live = {
+      record,
+      log,
+      dir,
+      group: group.dir,
+      job: undefined,
+      ended: Promise.resolve(),
+      stopRequested: false,
+      lost: false,
+    };
+    this.#jobs.set(uuid, live);
+    const job = new Job(
+      uuid,
+      {
+        stages: [
+          {
+            argv: ["/bin/sh", "-c", GATE, "clawker-job", ...spec.argv],
+            uid: this.#o.runAs.uid,
+            gid: this.#o.runAs.gid,
+            cwd: spec.cwd,
+            env: spec.env,
+          },
+        ],
+        timeoutSeconds: 0,
+        initialStdin: Buffer.alloc(0),
+        printOutput: false,
+      },
+      { log: this.#o.log, baseEnv: this.#o.baseEnv },
+    );
+    live.job = job;
+    // The job's output goes to disk as fast as it comes; the in-memory buffer is only a hop.
+    const copier = job.output.watch({ blocking: true });
+    const copied = (async () => {
+      for await (const ev of copier) if (ev.type === "data") log.write(ev.data);
+    })().catch((err: unknown) => {
+      this.#o.log.error({ err, job: record.name, event: "job_output_failed" }, "cannot keep job output");
+      void copier.return();
+    });
+    if (job.spawned) {
+      const pid = job.pids[0]!;
+      try {
+        if (group.dir !== undefined) this.#o.cgroups.place(group.dir, pid);
+        job.writeStdin(Buffer.from("\n"));
+      } catch (err) {
+        this.#o.log.error(
+          { err, job: record.name, event: "job_place_failed" },
+          "cannot place job in its cgroup",
+        );
+        killGroup(pid, osConstants.signals.SIGKILL);
+      }
+      job.closeStdin();
+    }
+    live.ended = job.finished.then(async (result) => {
+      await copied;
+      log.close();
+      const exit = job.stageExits[0];
+      record.endedAtNs = nowNs();
+      if (result.kind === "error") {
+        record.state = "failed";
+        record.reason = result.error.reason;
+        record.exitCode = -1;
+      } else {
+        record.exitCode = exit?.exitCode ?? result.exitCode;
+        record.signo = exit?.signo ?? 0;
+        const oom =
+          group.dir === undefined ? 0 : (this.#o.cgroups.stats(group.dir)?.memoryEvents["oom_kill"] ?? 0);
+        if (live.lost) [record.state, record.reason] = ["failed", "clawkerd_stopped"];
+        else if (live.stopRequested) [record.state, record.reason] = ["stopped", "stopped"];
+        else if (record.exitCode === 0) [record.state, record.reason] = ["completed", "exited"];
+        else if (oom > 0) [record.state, record.reason] = ["failed", "oom_killed"];
+        else if (record.signo !== 0) [record.state, record.reason] = ["failed", "signalled"];
+        // The gate's exit codes: 125 placement failed; 126/127 the shell could not exec the target.
+        else if (record.exitCode === 125)
+          [record.state, record.reason] = ["failed", "cgroup_placement_failed"];
+        else if (record.exitCode === 126 || record.exitCode === 127)
+          [record.state, record.reason] = ["failed", "spawn_failed"];
+        else [record.state, record.reason] = ["failed", "exit_non_zero"];
+      }
+      if (group.dir !== undefined) {
+        this.#o.cgroups.kill(group.dir);
+        this.#o.cgroups.remove(group.dir);
+      }
+      try {
+        writeRecord(dir, record);
+      } catch (err) {
+        this.#o.log.error({ err, job: record.name, event: "job_record_failed" }, "cannot write job record");
+      }
+      this.#o.log.info(
+        {
+          job: record.name,
+          state: record.state,
+          reason: record.reason,
+          exitCode: record.exitCode,
+          bytes: log.written,
+          event: "job_ended",
+        },
+        "job ended",
+      );
+      this.#retire(uuid);
+    });
+    this.#o.log.info(
+      { job: record.name, isLimited: group.isLimited, spawned: job.spawned, event: "job_started" },
+      "job started",
+    );
+    if (!job.spawned) await live.ended;
+    return record;
+  }
+
+  /** The job named `name`; throws ClawkerdError("not_found") for an unknown or malformed name. */
+  get(name: string): JobRecord {
+    return this.#live(name).record;
+  }
+
+  /** Output bytes written and dropped so far. */
+  output(name: string): { written: number; dropped: number } {
+    const l = this.#live(name);
+    return { written: l.log.written, dropped: l.log.dropped };
+  }
+
+  /** The job's cgroup usage, when it runs in a group of its own. */
+  stats(name: string): GroupStats | undefined {
+    const l = this.#live(name);
+    return l.group === undefined || l.record.state !== "running" ? undefined : this.#o.cgroups.stats(l.group);
+  }
+
+  /** Every job, oldest first, optionally of one state. */
+  list(state?: AgentJobState): JobRecord[] {
+    return [...this.#jobs.values()]
+      .map((l) => l.record)
+      .filter((r) => state === undefined || r.state === state);
+  }
+
+  /** A watcher of the job's output from the oldest byte kept. */
+  watch(name: string): LogWatcher {
+    return this.#live(name).log.watch();
+  }
+
+  /**
+   * Stops a running job: SIGTERM to its process group (and everything in its cgroup), SIGKILL to
+   * both after `graceMs`. Resolves with the ended record; a finished job is returned unchanged.
+   */
+  async stop(name: string, graceMs = DEFAULT_STOP_GRACE_MS): Promise<JobRecord> {
+    const l = this.#live(name);
+    const job = l.job;
+    if (job === undefined || !job.isRunning) {
+      await l.ended;
+      return l.record;
+    }
+    l.stopRequested = true;
+    this.#signal(l, osConstants.signals.SIGTERM);
+    const timer = setTimeout(() => {
+      this.#signal(l, osConstants.signals.SIGKILL);
+      if (l.group !== undefined) this.#o.cgroups.kill(l.group);
+    }, graceMs);
+    try {
+      await l.ended;
+    } finally {
+      clearTimeout(timer);
+    }
+    return l.record;
+  }
+
+  /** Stops every running job (SIGKILL, as clawkerd goes down), waits for their records. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const running = [...this.#jobs.values()].filter((l) => l.job?.isRunning === true);
+    for (const l of running) {
+      l.lost = true;
+      this.#signal(l, osConstants.signals.SIGKILL);
+      if (l.group !== undefined) this.#o.cgroups.kill(l.group);
+    }
+    await Promise.all(running.map((l) => l.ended));
+    for (const l of this.#jobs.values()) l.log.release();
+  }
+
+  #signal(l: Live, signo: number): void {
+    l.job?.signal(signo);
+    // A descendant that left the process group (setsid) is still in the cgroup.
+    if (l.group !== undefined) {
+      try {
+        for (const pid of readFileSync(join(l.group, "cgroup.procs"), "utf8").split("\n").filter(Boolean))
+          killGroup(Number(pid), signo);
+      } catch {
+        // the group is gone
+      }
+    }
+  }
+
+  #live(name: string): Live {
+    const uuid = name.startsWith(this.prefix) ? name.slice(this.prefix.length) : "";
+    const l = UUID.test(uuid) ? this.#jobs.get(uuid) : undefined;
+    if (l === undefined) throw new ClawkerdError("not_found", `no job ${JSON.stringify(name)}`);
+    return l;
+  }
+
+  // Keeps the newest `retainFinished` finished jobs; older ones lose their record and output.
+  #retire(uuid: string): void {
+    this.#finished.push(uuid);
+    while (this.#finished.length > (this.#o.retainFinished ?? 64)) {
+      const old = this.#finished.shift()!;
+      const l = this.#jobs.get(old);
+      this.#jobs.delete(old);
+      l?.log.release();
+      if (l !== undefined) rmSync(l.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Refuses job limits above the agent's own (invalid_request, naming both). */
+export function checkWithinAgent(
+  limits: Limits,
+  agent: Pick<Limits, "cpuMillis" | "memoryMaxBytes"> | undefined,
+): void {
+  if (agent === undefined) return;
+  if (agent.cpuMillis > 0 && limits.cpuMillis > agent.cpuMillis) {
+    throw new ClawkerdError(
+      "invalid_request",
+      `cpu limit ${limits.cpuMillis / 1000} CPUs is above the agent's ${agent.cpuMillis / 1000}`,
+    );
+  }
+  if (agent.memoryMaxBytes > 0 && limits.memoryMaxBytes > agent.memoryMaxBytes) {
+    throw new ClawkerdError(
+      "invalid_request",
+      `memory limit ${limits.memoryMaxBytes} bytes is above the agent's ${agent.memoryMaxBytes}`,
+    );
+  }
+}
+
+function writeRecord(dir: string, record: JobRecord): void {
+  const tmp = join(dir, "job.json.tmp");
+  writeFileSync(tmp, JSON.stringify(record) + "\n", { mode: 0o600 });
+  renameSync(tmp, join(dir, "job.json"));
+}
+
+function nowNs(): string {
+  return (BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n).toString();
+}

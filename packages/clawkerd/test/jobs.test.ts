@@ -1,0 +1,341 @@
+// clawker.jobs.v1.JobService as the real clawkerd process serves it over real mTLS (issue 13):
+// jobs outlive their starter, watchers with backfill from the on-disk log, a stalled watcher cut
+// off while another keeps up, stop kills the whole tree, bad names, a restart reports lost jobs
+// FAILED, and (root + cgroup2) the first process is in the job's cgroup before the target runs.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmdirSync } from "node:fs";
+import { join } from "node:path";
+import tls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { after, before, test } from "node:test";
+import { credentials, status, type ServiceError } from "@grpc/grpc-js";
+import { errorDetailOf, jobs } from "@clawker/proto";
+import { cgroup2, cgroup2Mount, requires, root } from "../../../test/harness/preconditions.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
+import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
+import { repoRoot, spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
+import { processesWith } from "./fixtures/processes.js";
+
+const watcherChild = fileURLToPath(new URL("./fixtures/job-watcher-child.ts", import.meta.url));
+
+const S = jobs.JobState;
+let agent: TestAgent;
+let proc: ClawkerdProcess;
+const clients: jobs.JobServiceClient[] = [];
+
+/** Output kept per job: more than any test writes, so a reader that keeps up misses nothing. */
+const ENV = { CLAWKERD_JOB_OUTPUT_BYTES: String(64 << 20), CLAWKERD_JOB_WATCH_STALL_MS: "3000" };
+
+before(async () => {
+  agent = await makeTestAgent();
+  proc = spawnClawkerd(agent, { env: ENV });
+  await proc.waitListening();
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  await proc?.kill();
+  await agent?.close();
+});
+
+function client(address = proc.address): jobs.JobServiceClient {
+  tls.DEFAULT_MIN_VERSION = "TLSv1.3";
+  const set = agent.trust.set;
+  const creds = credentials.createSsl(
+    Buffer.from(set.ca.certPem),
+    Buffer.from(set.controlPlaneClient.keyPem),
+    Buffer.from(set.controlPlaneClient.certPem),
+    { checkServerIdentity: () => undefined },
+  );
+  const c = new jobs.JobServiceClient(address, creds, { "grpc.ssl_target_name_override": "localhost" });
+  clients.push(c);
+  return c;
+}
+
+function call<Req, Res>(
+  c: jobs.JobServiceClient,
+  method: "startJob" | "stopJob" | "getJobStatus" | "listJobs",
+  req: Req,
+): Promise<Res> {
+  return new Promise((resolve, reject) =>
+    (c[method] as unknown as (r: Req, cb: (e: ServiceError | null, v: Res) => void) => void)(req, (e, v) =>
+      e === null ? resolve(v) : reject(e),
+    ),
+  );
+}
+
+const start = (c: jobs.JobServiceClient, argv: string[]): Promise<jobs.StartJobResponse> =>
+  call(c, "startJob", { agentName: "dev", project: "proj", argv, cwd: "", env: {} });
+const statusOf = (c: jobs.JobServiceClient, name: string): Promise<jobs.GetJobStatusResponse> =>
+  call(c, "getJobStatus", { name });
+
+/** Reads a whole watch: the bytes, dropped counts, and how it ended. */
+function watchAll(
+  c: jobs.JobServiceClient,
+  name: string,
+): Promise<{ data: Buffer; dropped: number; error?: ServiceError }> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let dropped = 0;
+    const s = c.watchJobOutput({ name });
+    s.on("data", (m: jobs.WatchJobOutputResponse) => {
+      parts.push(m.data);
+      dropped += Number(m.droppedBytes);
+    });
+    s.on("error", (error: ServiceError) => resolve({ data: Buffer.concat(parts), dropped, error }));
+    s.on("end", () => resolve({ data: Buffer.concat(parts), dropped }));
+  });
+}
+
+async function waitEnded(c: jobs.JobServiceClient, name: string): Promise<jobs.Job> {
+  return waitFor(
+    async () => {
+      const { job } = await statusOf(c, name);
+      return job !== undefined && job.state !== S.JOB_STATE_RUNNING ? job : undefined;
+    },
+    { timeoutMs: 20_000, what: `job ${name} to end` },
+  );
+}
+
+void test("a job outlives its starter; two watchers started at different times both see the whole output in order", async () => {
+  const starter = client();
+  const script = "for i in $(seq 1 200); do echo line $i; echo err $i >&2; sleep 0.005; done";
+  const { job } = await start(starter, ["/bin/sh", "-c", script]);
+  assert.ok(job);
+  assert.match(job.name, /^agents\/proj\.dev\/jobs\/[0-9a-f-]{36}$/);
+  assert.equal(job.state, S.JOB_STATE_RUNNING);
+  starter.close(); // the starter leaves: the job does not care
+  const other = client();
+  const early = watchAll(other, job.name);
+  await waitFor(async () => ((await statusOf(other, job.name)).job!.outputBytes > 500n ? true : undefined), {
+    what: "some output before the second watcher",
+  });
+  const late = watchAll(client(), job.name);
+  const [a, b] = await Promise.all([early, late]);
+  const want = Array.from({ length: 200 }, (_, i) => `line ${i + 1}`);
+  for (const w of [a, b]) {
+    assert.equal(w.error, undefined);
+    assert.equal(w.dropped, 0);
+    const lines = w.data.toString().trim().split("\n");
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("line")),
+      want,
+      "stdout in order, nothing missing",
+    );
+    assert.equal(lines.filter((l) => l.startsWith("err")).length, 200);
+  }
+  assert.deepEqual(a.data, b.data, "both watchers saw the same bytes");
+  const ended = await waitEnded(other, job.name);
+  assert.equal(ended.state, S.JOB_STATE_COMPLETED);
+  assert.equal(ended.reason, "exited");
+  assert.equal(ended.exitCode, 0);
+  assert.ok(ended.endedAtUnixNanos >= ended.startedAtUnixNanos);
+  // A watcher after the end gets everything kept, then the end.
+  const after = await watchAll(other, job.name);
+  assert.deepEqual(after.data, a.data);
+});
+
+void test("a watcher that does not read slows neither the job nor another watcher", async () => {
+  const c = client();
+  const { job } = await start(c, ["/bin/sh", "-c", "head -c 16777216 /dev/zero | tr '\\0' x; echo end"]);
+  const stalled = c.watchJobOutput({ name: job!.name });
+  stalled.pause();
+  stalled.on("error", () => undefined); // cancelled below
+  const reader = await watchAll(client(), job!.name);
+  assert.equal(reader.error, undefined);
+  assert.equal(reader.dropped, 0);
+  assert.equal(reader.data.length, 16 * 1024 * 1024 + 4);
+  // The job ended while the stalled watcher still had not read a byte.
+  assert.equal((await waitEnded(c, job!.name)).state, S.JOB_STATE_COMPLETED);
+  stalled.cancel();
+});
+
+void test("a watcher that stops reading is cut off (watcher_too_slow) while another keeps up", async (t) => {
+  const c = client();
+  const size = 48 << 20;
+  const { job } = await start(c, ["/bin/sh", "-c", `head -c ${size} /dev/zero | tr '\\0' x`]);
+  const set = agent.trust.set;
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--conditions=source", watcherChild, proc.address, job!.name],
+    {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        WATCH_CA: set.ca.certPem,
+        WATCH_CERT: set.controlPlaneClient.certPem,
+        WATCH_KEY: set.controlPlaneClient.keyPem,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  t.after(() => {
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  await waitFor(() => (out.includes("first") ? true : undefined), {
+    timeoutMs: 30_000,
+    what: "the child's first bytes",
+  });
+  child.kill("SIGSTOP"); // reads nothing more: its socket and HTTP/2 windows fill
+  const reader = await watchAll(client(), job!.name);
+  assert.equal(reader.error, undefined);
+  assert.equal(reader.data.length, size, "the reading watcher got everything");
+  await waitFor(() => proc.lines.find((l) => l["event"] === "watcher_cut_off" && l["job"] === job!.name), {
+    timeoutMs: 30_000,
+    what: "the stalled watcher cut off",
+  });
+  child.kill("SIGCONT");
+  await waitFor(() => (out.includes("{") ? true : undefined), { timeoutMs: 30_000, what: "the child's end" });
+  const end = JSON.parse(out.split("\n").find((l) => l.startsWith("{"))!) as {
+    bytes: number;
+    code: number;
+    reason: string;
+  };
+  assert.equal(end.code, status.RESOURCE_EXHAUSTED);
+  assert.equal(end.reason, "watcher_too_slow");
+  assert.ok(end.bytes < size, `the stalled watcher got ${end.bytes} of ${size}`);
+});
+
+void test("stop sends SIGTERM to the whole tree and the job ends STOPPED; stop of a finished job is a no-op", async () => {
+  const c = client();
+  const marker = `jobtree${randomBytes(4).toString("hex")}`;
+  // Each child's command line carries the marker ($0 of `sh -c`), so none can hide from the count.
+  const script = `sh -c 'sleep 1000; :' ${marker} & sh -c 'sleep 1000; :' ${marker} & echo ready; wait`;
+  const { job } = await start(c, ["/bin/sh", "-c", script]);
+  await waitFor(() => (processesWith(marker).length >= 3 ? true : undefined), { what: "the job's children" });
+  const stopped = await call<jobs.StopJobRequest, jobs.StopJobResponse>(c, "stopJob", {
+    name: job!.name,
+    graceSeconds: 5,
+  });
+  assert.equal(stopped.job?.state, S.JOB_STATE_STOPPED);
+  assert.equal(stopped.job?.reason, "stopped");
+  await waitFor(() => (processesWith(marker).length === 0 ? true : undefined), { what: "no child left" });
+  const again = await call<jobs.StopJobRequest, jobs.StopJobResponse>(c, "stopJob", {
+    name: job!.name,
+    graceSeconds: 0,
+  });
+  assert.deepEqual(again.job, stopped.job);
+  // A job that ignores SIGTERM gets SIGKILL after the grace.
+  const stubborn = await start(c, ["/bin/sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.1; done"]);
+  await waitFor(async () =>
+    (await statusOf(c, stubborn.job!.name)).job!.outputBytes > 0n ? true : undefined,
+  );
+  const killed = await call<jobs.StopJobRequest, jobs.StopJobResponse>(c, "stopJob", {
+    name: stubborn.job!.name,
+    graceSeconds: 1,
+  });
+  assert.equal(killed.job?.state, S.JOB_STATE_STOPPED);
+});
+
+void test("FAILED covers a non-zero exit and a program that cannot start; ListJobs filters by state", async () => {
+  const c = client();
+  const bad = await start(c, ["/bin/sh", "-c", "echo oops; exit 3"]);
+  const failed = await waitEnded(c, bad.job!.name);
+  assert.deepEqual([failed.state, failed.reason, failed.exitCode], [S.JOB_STATE_FAILED, "exit_non_zero", 3]);
+  const missing = await start(c, ["/nonexistent/program"]);
+  const nostart = await waitEnded(c, missing.job!.name);
+  assert.deepEqual([nostart.state, nostart.reason], [S.JOB_STATE_FAILED, "spawn_failed"]);
+  const list = await call<jobs.ListJobsRequest, jobs.ListJobsResponse>(c, "listJobs", {
+    agentName: "",
+    project: "",
+    state: S.JOB_STATE_FAILED,
+  });
+  const names = list.jobs.map((j) => j.name);
+  assert.ok(names.includes(bad.job!.name) && names.includes(missing.job!.name));
+  assert.ok(list.jobs.every((j) => j.state === S.JOB_STATE_FAILED));
+});
+
+void test("bad input: unknown and malformed names are NOT_FOUND, empty argv and another agent INVALID_ARGUMENT", async () => {
+  const c = client();
+  for (const name of [
+    "agents/proj.dev/jobs/00000000-0000-4000-8000-000000000000",
+    "nonsense",
+    "agents/x/jobs/../../etc",
+  ]) {
+    const err = await statusOf(c, name).then(
+      () => assert.fail("answered"),
+      (e: ServiceError) => e,
+    );
+    assert.equal(err.code, status.NOT_FOUND, name);
+    assert.equal(errorDetailOf(err)?.reason, "not_found");
+  }
+  const empty = await start(c, []).then(
+    () => assert.fail("started"),
+    (e: ServiceError) => e,
+  );
+  assert.equal(empty.code, status.INVALID_ARGUMENT);
+  const other = await call(c, "startJob", {
+    agentName: "other",
+    project: "proj",
+    argv: ["true"],
+    cwd: "",
+    env: {},
+  }).then(
+    () => assert.fail("started"),
+    (e: ServiceError) => e,
+  );
+  assert.equal(other.code, status.INVALID_ARGUMENT);
+  assert.equal(errorDetailOf(other)?.reason, "invalid_argument");
+});
+
+void test("a clawkerd restart reports the jobs it lost as FAILED (clawkerd_restarted), output still readable", async (t) => {
+  const own = await makeTestAgent({ trust: agent.trust });
+  t.after(() => own.close());
+  const marker = `lostjob${randomBytes(4).toString("hex")}`;
+  const first = spawnClawkerd(own, { env: ENV });
+  await first.waitListening();
+  const c1 = client(first.address);
+  const { job } = await start(c1, ["/bin/sh", "-c", `echo before; sleep 1000; : ${marker}`]);
+  await waitFor(async () => ((await statusOf(c1, job!.name)).job!.outputBytes > 0n ? true : undefined));
+  first.child.kill("SIGKILL");
+  await first.exited;
+  // Outside a container its process group outlives it; end it as the container's end would.
+  for (const pid of processesWith(marker)) process.kill(-pid, "SIGKILL");
+  const second = spawnClawkerd(own, { env: ENV });
+  t.after(() => second.kill());
+  await second.waitListening();
+  const c2 = client(second.address);
+  const { job: lost } = await statusOf(c2, job!.name);
+  assert.equal(lost?.state, S.JOB_STATE_FAILED);
+  assert.equal(lost?.reason, "clawkerd_restarted");
+  assert.equal((await watchAll(c2, job!.name)).data.toString(), "before\n");
+});
+
+void test("the job's first process is in the job's cgroup before the target runs (root, cgroup2)", async (t) => {
+  if (!requires(t, root, cgroup2)) return;
+  const parent = join(cgroup2Mount()!, `clawker-jobs-test-${randomBytes(4).toString("hex")}`);
+  mkdirSync(parent);
+  t.after(() => rmdirSync(parent));
+  const own = await makeTestAgent({ trust: agent.trust });
+  t.after(() => own.close());
+  const d = spawnClawkerd(own, { env: { ...ENV, CLAWKERD_JOB_CGROUP: parent } });
+  t.after(() => d.kill());
+  await d.waitListening();
+  const c = client(d.address);
+  const { job } = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", {
+    agentName: "dev",
+    project: "proj",
+    argv: ["cat", "/proc/self/cgroup"],
+    cwd: "",
+    env: {},
+    limits: {
+      cpuMillis: 100,
+      memoryMaxBytes: 64n << 20n,
+      ioReadBps: 0n,
+      ioWriteBps: 0n,
+      ioReadIops: 0,
+      ioWriteIops: 0,
+    },
+  });
+  await waitEnded(c, job!.name);
+  const uuid = job!.name.split("/").pop()!;
+  const out = (await watchAll(c, job!.name)).data.toString();
+  assert.match(out, new RegExp(`^0::.*/${parent.split("/").pop()}/job-${uuid}$`, "m"), out);
+  // Limits are enforced only when the host delegates the controllers; otherwise the job says why.
+  if (!job!.isLimited) assert.match(job!.limitsNote, /controllers not delegated|cannot write/);
+});

@@ -1,0 +1,234 @@
+// clawker.jobs.v1.JobService on the admin listener (issue 13; scope `admin` in METHOD_SCOPES):
+// each call goes to the named agent's clawkerd, which serves the same service, over the mTLS
+// channel the dialer already holds for that agent's Session. Jobs live in clawkerd, so a control
+// plane restart loses nothing: once the dialer has re-dialed, the same names answer again.
+// A CLI watcher's stream is paced by write()/'drain' (reads from clawkerd pause meanwhile); one
+// that stays full for `maxStallMs` is cut off with RESOURCE_EXHAUSTED (`watcher_too_slow`).
+import * as grpc from "@grpc/grpc-js";
+import {
+  CLAWKER_ERROR_DOMAIN,
+  ClawkerError,
+  JOB_ERRORS,
+  agentFullName,
+  errorDetailOf,
+  jobs,
+  type JobReason,
+} from "@clawker/proto";
+import type { AgentChannel, Dialer } from "../agents/dialer.js";
+import type { Registry } from "../agents/registry.js";
+import type { ServiceBinding } from "../server/grpc-listener.js";
+import type { Logger } from "../logging.js";
+
+/** What the service uses. */
+export interface JobServiceDeps {
+  readonly dialer: Pick<Dialer, "readyChannel">;
+  readonly registry: Pick<Registry, "list">;
+  readonly log: Logger;
+  /** How long a CLI watcher's stream may stay full before it is cut off; default 5 s. */
+  readonly maxStallMs?: number;
+  /** Deadline of each unary call to clawkerd; default 30 s (StopJob waits for the grace). */
+  readonly callTimeoutMs?: number;
+}
+
+/** A refused job call with a stable reason (JOB_ERRORS in @clawker/proto). */
+export class JobError extends ClawkerError<JobReason> {
+  override readonly name = "JobError";
+}
+
+const NAME = /^agents\/([^/]+)\/jobs\/([0-9a-f-]{36})$/;
+
+/** The agent full name a job name carries; throws invalid_argument when malformed. */
+export function agentOfJobName(name: string): string {
+  const m = NAME.exec(name);
+  if (m === null)
+    throw new JobError(
+      "invalid_argument",
+      `malformed job name ${JSON.stringify(name)}; want agents/<agent>/jobs/<uuid>`,
+    );
+  return m[1]!;
+}
+
+/** Builds the JobService binding for the admin listener. */
+export function jobService(deps: JobServiceDeps): ServiceBinding {
+  const log = deps.log;
+  const timeoutMs = deps.callTimeoutMs ?? 30_000;
+  const maxStallMs = deps.maxStallMs ?? 5000;
+
+  /** A JobService client on the agent's Session channel. Never close() it: that closes the channel. */
+  const clientFor = (fullName: string): jobs.JobServiceClient => {
+    const rows = deps.registry.list().filter((r) => agentFullName(r.project, r.agentName) === fullName);
+    if (rows.length === 0) throw new JobError("agent_not_found", `no registered agent ${fullName}`);
+    for (const r of rows) {
+      const channel = deps.dialer.readyChannel(r.containerId);
+      if (channel !== undefined) return clientOn(channel);
+    }
+    throw new JobError("agent_unavailable", `agent ${fullName} has no ready session`);
+  };
+
+  const forward = <Req, Res>(
+    method: "startJob" | "stopJob" | "getJobStatus" | "listJobs",
+    agentOf: (req: Req) => string,
+  ): grpc.handleUnaryCall<Req, Res> => {
+    return (call, callback) => {
+      let client: jobs.JobServiceClient;
+      try {
+        client = clientFor(agentOf(call.request));
+      } catch (err) {
+        callback(refusal(err, log));
+        return;
+      }
+      const fn = client[method].bind(client) as unknown as (
+        req: Req,
+        md: grpc.Metadata,
+        opts: grpc.CallOptions,
+        cb: (err: grpc.ServiceError | null, res: Res) => void,
+      ) => grpc.ClientUnaryCall;
+      const upstream = fn.call(
+        client,
+        call.request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + timeoutMs },
+        (err, res) => (err === null ? callback(null, res) : callback(relayed(err, log))),
+      );
+      call.once("cancelled", () => upstream.cancel());
+    };
+  };
+
+  const implementation: jobs.JobServiceServer = {
+    startJob: forward<jobs.StartJobRequest, jobs.StartJobResponse>("startJob", (req) => {
+      if (req.agentName === "") throw new JobError("invalid_argument", "agent_name is required");
+      if (req.argv.length === 0 || req.argv[0] === "")
+        throw new JobError("invalid_argument", "argv must not be empty");
+      return agentFullName(req.project, req.agentName);
+    }),
+    stopJob: forward<jobs.StopJobRequest, jobs.StopJobResponse>("stopJob", (req) => agentOfJobName(req.name)),
+    getJobStatus: forward<jobs.GetJobStatusRequest, jobs.GetJobStatusResponse>("getJobStatus", (req) =>
+      agentOfJobName(req.name),
+    ),
+    listJobs: (call, callback) => {
+      const req = call.request;
+      if (req.agentName !== "") {
+        forward<jobs.ListJobsRequest, jobs.ListJobsResponse>("listJobs", (r) =>
+          agentFullName(r.project, r.agentName),
+        )(call, callback);
+        return;
+      }
+      // Every agent with a ready session; one that does not answer is left out, not fatal.
+      const clients = readyClients(deps);
+      void Promise.all(
+        clients.map(
+          (c) =>
+            new Promise<jobs.Job[]>((resolve) =>
+              c.listJobs(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+                if (err !== null)
+                  log.warn(
+                    { err: err.message, event: "list_jobs_agent_failed" },
+                    "an agent did not list its jobs",
+                  );
+                resolve(err === null ? res.jobs : []);
+              }),
+            ),
+        ),
+      ).then((lists) => callback(null, { jobs: lists.flat() }));
+    },
+    watchJobOutput: (call) => watch(call, clientFor, maxStallMs, log),
+  };
+  return { definition: jobs.JobServiceService, implementation };
+}
+
+function clientOn(channel: AgentChannel): jobs.JobServiceClient {
+  // The target and credentials are unused with channelOverride; the channel carries both.
+  return new jobs.JobServiceClient("unused:0", grpc.credentials.createInsecure(), {
+    channelOverride: channel,
+  });
+}
+
+function readyClients(deps: JobServiceDeps): jobs.JobServiceClient[] {
+  const out: jobs.JobServiceClient[] = [];
+  const seen = new Set<string>();
+  for (const r of deps.registry.list()) {
+    const channel = deps.dialer.readyChannel(r.containerId);
+    if (channel === undefined || seen.has(r.containerId)) continue;
+    seen.add(r.containerId);
+    out.push(clientOn(channel));
+  }
+  return out;
+}
+
+function watch(
+  call: grpc.ServerWritableStream<jobs.WatchJobOutputRequest, jobs.WatchJobOutputResponse>,
+  clientFor: (fullName: string) => jobs.JobServiceClient,
+  maxStallMs: number,
+  log: Logger,
+): void {
+  let upstream: grpc.ClientReadableStream<jobs.WatchJobOutputResponse>;
+  try {
+    upstream = clientFor(agentOfJobName(call.request.name)).watchJobOutput(call.request);
+  } catch (err) {
+    call.emit("error", refusal(err, log));
+    return;
+  }
+  let ended = false;
+  let stall: NodeJS.Timeout | undefined;
+  const finish = (fn: () => void): void => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(stall);
+    fn();
+  };
+  call.once("cancelled", () => finish(() => upstream.cancel()));
+  upstream.on("data", (m: jobs.WatchJobOutputResponse) => {
+    if (ended || call.write(m)) return;
+    // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until
+    // it drains, and cut the CLI off when it does not within the stall bound.
+    upstream.pause();
+    clearTimeout(stall);
+    stall = setTimeout(() => {
+      log.warn({ job: call.request.name, event: "watcher_cut_off" }, "job watcher too slow; cut off");
+      finish(() => {
+        upstream.cancel();
+        call.emit(
+          "error",
+          JOB_ERRORS.status(
+            "watcher_too_slow",
+            `watcher did not read for ${maxStallMs} ms; watch again to resume from the output still kept`,
+          ),
+        );
+      });
+    }, maxStallMs);
+    call.once("drain", () => {
+      clearTimeout(stall);
+      if (!ended) upstream.resume();
+    });
+  });
+  upstream.on("end", () => finish(() => call.end()));
+  upstream.on("error", (err: grpc.ServiceError) => {
+    if (err.code === grpc.status.CANCELLED && ended) return;
+    finish(() => call.emit("error", relayed(err, log)));
+  });
+}
+
+function refusal(err: unknown, log: Logger): grpc.StatusObject {
+  if (err instanceof JobError) return JOB_ERRORS.statusOf(err);
+  log.error({ err, event: "job_call_failed" }, "job call failed");
+  return JOB_ERRORS.status("internal", "internal error");
+}
+
+// clawkerd's JobService answers go back with their code, text and reason (one table serves both);
+// anything else (a transport failure, the peer pin's refusals, a status without our detail) means
+// the agent did not answer: UNAVAILABLE.
+function relayed(err: grpc.ServiceError, log: Logger): grpc.StatusObject {
+  const detail = errorDetailOf(err);
+  if (
+    detail?.domain === CLAWKER_ERROR_DOMAIN &&
+    Object.hasOwn(JOB_ERRORS.codes, detail.reason) &&
+    JOB_ERRORS.codes[detail.reason as JobReason] === err.code
+  ) {
+    return JOB_ERRORS.status(detail.reason as JobReason, err.details);
+  }
+  log.warn(
+    { code: err.code, err: err.details, event: "job_agent_unavailable" },
+    "agent did not answer a job call",
+  );
+  return JOB_ERRORS.status("agent_unavailable", "the agent did not answer");
+}
