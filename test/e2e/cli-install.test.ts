@@ -155,6 +155,8 @@ describe("the CLI as an installed tool", { skip: skipReason(command("npm"), comm
       "run",
       "rm",
       "exec",
+      "job",
+      "firewall",
       "completion",
       "--help",
     ]);
