@@ -21,6 +21,7 @@ import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { Firewall } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
 import type { Config } from "./config.js";
@@ -157,6 +158,7 @@ export class Daemon {
       agents: { list: () => this.#registry?.list() ?? [] },
       network: agentNetworkLookup(docker),
       log,
+      dnsGate: dnsGateProcess({ host: this.#supervisor, ebpfSocket: config.firewall.dns.ebpfSocket }),
     });
     const a = config.agents;
     this.#watcher = a.drainToZero

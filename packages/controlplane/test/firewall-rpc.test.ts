@@ -12,8 +12,9 @@ import { AdminError, CLI_CN, openAdminClient, type AdminClient } from "@clawker/
 import { admin } from "@clawker/proto";
 import { Registry } from "../src/agents/registry.js";
 import { DATABASE_FILE } from "../src/daemon.js";
-import { startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { helperPid, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
 import {
+  AGENT_ADDRESS,
   firewallConfig,
   httpsThrough,
   startEgressWorld,
@@ -24,6 +25,7 @@ import { isAlive } from "../../../test/harness/leftovers.js";
 import { startPrivateDocker } from "../../../test/harness/docker.js";
 import { command, root, skipReason } from "../../../test/harness/preconditions.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
+import { query } from "./fixtures/dns-client.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 const NAMES = ["api.example.test", "mitm.example.test", "other.example.test", "m.example.test"];
@@ -94,7 +96,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     await rm(dir, { recursive: true, force: true });
   });
 
-  test("Init brings the proxy up and answers its address; Status fills every field", async () => {
+  test("Init brings the proxy and the DNS gate up and answers their addresses; Status fills every field", async () => {
     assert.deepEqual(await client.firewallStatus(), {
       running: false,
       envoyHealth: false,
@@ -107,20 +109,26 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       containers: [],
     });
     const init = await client.firewallInit();
-    // No DNS gate runs in this build and Docker has no such network: honest empties.
-    assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "", networkId: "" });
+    // Docker has no such network: an honest empty network_id.
+    assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "127.0.0.1", networkId: "" });
     assert.deepEqual(await client.firewallInit(), init, "Init is idempotent");
     assert.deepEqual(await client.firewallStatus(), {
       running: true,
       envoyHealth: true,
-      corednsHealth: false,
+      corednsHealth: true,
       ruleCount: 0,
       envoyIp: "127.0.0.1",
-      corednsIp: "",
+      corednsIp: "127.0.0.1",
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
     });
+    // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
+    const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
+      from: AGENT_ADDRESS,
+    });
+    assert.equal(refused.rcode, 5);
+    assert.equal(refused.ede?.code, 18);
   });
 
   test("a rule added over gRPC admits the next connection; removed, it is refused and its open tunnel cut", async () => {
@@ -296,7 +304,18 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
   test("Remove takes the stack down (agents refused); rules added meanwhile are stored; Init brings both back", async () => {
     await client.firewallRemove();
     const status = await client.firewallStatus();
-    assert.deepEqual([status.running, status.envoyHealth, status.envoyIp], [false, false, ""]);
+    assert.deepEqual(
+      [status.running, status.envoyHealth, status.envoyIp, status.corednsHealth, status.corednsIp],
+      [false, false, "", false, ""],
+    );
+    await assert.rejects(
+      query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
+        from: AGENT_ADDRESS,
+        transport: "tcp",
+      }),
+      { code: "ECONNREFUSED" },
+      "no DNS gate listens once the stack is down",
+    );
     assert.ok(status.ruleCount > 0, "the rules stay");
     const refused = await tlsThrough(world, "api.example.test", world.upstreamCa.certPem);
     assert.equal(refused.code, "ECONNREFUSED");
@@ -347,11 +366,11 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     ]);
     await c1.firewallBypass(AGENT_ID, 600);
     await c1.close();
-    const proxyPid = first.logs.find(
-      (l) => l["msg"] === "helper started" && l["helper"] === "egress-proxy",
-    )?.["pid"] as number;
+    const proxyPid = helperPid(first, "egress-proxy");
+    const gatePid = helperPid(first, "dns-gate");
     assert.equal(await first.close(), 0);
     assert.equal(isAlive(proxyPid), false, "HAProxy stops with the daemon");
+    assert.equal(isAlive(gatePid), false, "the DNS gate stops with the daemon");
 
     const second = await start(first.ports);
     const c2 = clientOf(second);
@@ -468,7 +487,7 @@ describe(
       t.after(() => client.close());
       assert.deepEqual(await client.firewallInit(), {
         envoyIp: "127.0.0.1",
-        corednsIp: "",
+        corednsIp: "127.0.0.1",
         networkId: network.id,
       });
       const status = await client.firewallStatus();
