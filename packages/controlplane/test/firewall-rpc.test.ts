@@ -3,6 +3,7 @@
 // next connection of an "agent" (a socket bound to 127.0.0.3) going through the proxy's listener,
 // with a test DNS server as the upstream resolver and upstream servers on 127.0.0.2.
 import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -396,6 +397,29 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     } finally {
       await c3.close();
       await third.close();
+    }
+  });
+
+  test("the DNS gate's port taken: Init answers FAILED_PRECONDITION naming it, nothing stays up, the daemon serves on", async () => {
+    const squatter = createSocket("udp4");
+    await new Promise<void>((resolve) => squatter.bind(world.dnsGatePort, "127.0.0.1", resolve));
+    const cp = await start();
+    const client = clientOf(cp);
+    try {
+      const taken = await refusal(client.firewallInit());
+      assert.equal(taken.reason, "failed_precondition");
+      assert.equal(
+        taken.message,
+        `DNS gate did not start: the DNS gate cannot listen on 127.0.0.1:${world.dnsGatePort} (EADDRINUSE)`,
+      );
+      assert.equal((await client.firewallStatus()).running, false);
+      assert.equal(isAlive(helperPid(cp, "egress-proxy")), false, "the proxy that came up went down again");
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+      assert.equal((await client.firewallInit()).corednsIp, "127.0.0.1", "free again: Init brings it up");
+      assert.equal(cp.proc.exitCode, null, "no helper crash drained the daemon");
+    } finally {
+      await client.close();
+      await cp.close();
     }
   });
 
