@@ -1,15 +1,21 @@
-// The daemon on embedded defaults, run from the build: cold start to /healthz 200, an authorized
+// The daemon on embedded defaults, run from the build (cold start also from the install tree): cold
+// start to /healthz 200 with the start-up timeline's medians, an authorized
 // unary call against the bare grpc-js baseline measured in the same run, helper SIGKILL to exit,
 // and idle resident memory of the daemon's own process.
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { Metadata } from "@grpc/grpc-js";
-import { dial, openAdminClient, TokenSource } from "@clawker/adminclient";
+import { dial, mintTrustSet, openAdminClient, TokenSource, writeTrustSet } from "@clawker/adminclient";
+import { buildInstallTree } from "../scripts/install-tree.js";
 import { helperPid, startControlPlane } from "../test/harness/controlplane.js";
 import { startEcho } from "./grpc-baseline.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
 
+const repoRoot = fileURLToPath(new URL("../", import.meta.url));
 const SEQUENTIAL_CALLS = 1000;
 const CONCURRENT_CALLS = 20_000;
 
@@ -20,33 +26,93 @@ function rssMiB(pid: number): number {
   return Number(kb) / 1024;
 }
 
+/** CPU time (user + system) a process has used, in ms, from /proc (USER_HZ is 100 on Linux). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
 const bench: Benchmark = {
   name: "controlplane",
   async run(ctx) {
     const figures: Figure[] = [];
 
-    // Cold start: exec to /healthz 200 (startControlPlane polls every 50 ms from spawn).
-    const coldStarts: number[] = [];
-    const crashToExit: number[] = [];
-    for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
-      const start = performance.now();
-      const cp = await startControlPlane({ built: true });
-      const ms = performance.now() - start;
-      try {
-        if (i >= ctx.warmup) coldStarts.push(ms);
-        // Crash: SIGKILL the auth server; the daemon must drain and exit 1.
-        const pid = helperPid(cp, "authserver");
-        const killedAt = performance.now();
-        process.kill(pid, "SIGKILL");
-        const code = await cp.exited;
-        if (code !== 1) throw new Error(`daemon exited ${code} after a helper crash, expected 1`);
-        if (i >= ctx.warmup) crashToExit.push(performance.now() - killedAt);
-      } finally {
-        await cp.close();
+    // Cold start: exec to /healthz 200, from the spawn to the first 200 (polled every 5 ms), on
+    // trust material minted once (minting is the CLI's work, not the daemon's start). Two forms side
+    // by side: the install tree users run (`npm run pack:cli`, the image: esbuild bundles behind
+    // the version gate) and the workspace's tsc output (`npm run build`, a checkout's daemon).
+    const treeDir = mkdtempSync(join(tmpdir(), "clawker-bench-tree-"));
+    const trustDir = mkdtempSync(join(tmpdir(), "clawker-bench-trust-"));
+    try {
+      await buildInstallTree(treeDir);
+      const trustSet = await mintTrustSet();
+      await writeTrustSet(trustDir, trustSet);
+      const forms = [
+        { name: "install tree (bundles)", entry: join(treeDir, "packages/controlplane/dist/main.js") },
+        { name: "workspace dist (tsc)", entry: join(repoRoot, "packages/controlplane/dist/main.js") },
+      ];
+      const cold = new Map<string, number[]>(forms.map((f) => [f.name, []]));
+      const readyTotal: number[] = [];
+      const crashToExit: number[] = [];
+      const steps = new Map<string, { start: number[]; ms: number[] }>();
+      // Interleaved, so both forms see the same machine load; the first round fills the compile caches.
+      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+        for (const form of forms) {
+          const cp = await startControlPlane({ entry: form.entry, trustDir, trustSet, healthPollMs: 5 });
+          try {
+            const measured = i >= ctx.warmup;
+            if (measured) cold.get(form.name)!.push(cp.healthyAt! - cp.spawnedAt);
+            if (measured && form === forms[0]) {
+              const ready = cp.logs.find((l) => l["event"] === "ready" && l["totalMs"] !== undefined);
+              readyTotal.push(ready!["totalMs"] as number);
+              for (const l of cp.logs.filter((l) => l["event"] === "startup_step")) {
+                const s = steps.get(l["step"] as string) ?? { start: [], ms: [] };
+                s.start.push(l["startMs"] as number);
+                s.ms.push(l["ms"] as number);
+                steps.set(l["step"] as string, s);
+              }
+            }
+            // Crash: SIGKILL the auth server; the daemon must drain and exit 1.
+            const pid = helperPid(cp, "authserver");
+            const killedAt = performance.now();
+            process.kill(pid, "SIGKILL");
+            const code = await cp.exited;
+            if (code !== 1) throw new Error(`daemon exited ${code} after a helper crash, expected 1`);
+            if (measured && form === forms[0]) crashToExit.push(performance.now() - killedAt);
+          } finally {
+            await cp.close();
+          }
+        }
       }
+      for (const form of forms) {
+        figures.push(
+          summarise(
+            `cold start, exec to /healthz 200: ${form.name}`,
+            "ms",
+            cold.get(form.name)!,
+            "lower",
+            form === forms[0] ? "median <= 800" : undefined,
+          ),
+        );
+      }
+      figures.push(
+        summarise("ready record's totalMs (install tree, the daemon's own clock)", "ms", readyTotal, "lower"),
+      );
+      for (const [name, s] of steps) {
+        ctx.log(`startup_step ${name}: starts at ${median(s.start)} ms, takes ${median(s.ms)} ms (medians)`);
+      }
+      figures.push(summarise("helper SIGKILL to daemon exit 1 (whole drain)", "ms", crashToExit, "lower"));
+    } finally {
+      rmSync(treeDir, { recursive: true, force: true });
+      rmSync(trustDir, { recursive: true, force: true });
     }
-    figures.push(summarise("cold start, exec to /healthz 200", "ms", coldStarts, "lower", "median <= 1500"));
-    figures.push(summarise("helper SIGKILL to daemon exit 1 (whole drain)", "ms", crashToExit, "lower"));
 
     // Authorized ListAgents vs the bare echo baseline, interleaved in the same run.
     const cp = await startControlPlane({ built: true });
@@ -64,7 +130,7 @@ const bench: Benchmark = {
         await new Promise((r) => setTimeout(r, 200));
         idle.push(rssMiB(cp.proc.pid!));
       }
-      figures.push(summarise("daemon idle RSS after start (own process)", "MiB", idle, "lower", "<= 120"));
+      figures.push(summarise("daemon idle RSS after start (own process)", "MiB", idle, "lower", "<= 100"));
       // Like the baseline: the raw generated client, here with a bearer token fetched once, so
       // the figure is the server's cost (TLS, interceptors, introspection cache, handler).
       const tokens = new TokenSource({
@@ -97,17 +163,26 @@ const bench: Benchmark = {
       const base = { lat: [] as number[], tput: [] as number[] };
       const auth = { lat: [] as number[], tput: [] as number[] };
       const ratio: number[] = [];
+      const cpu = { base: [] as number[], auth: [] as number[], ratio: [] as number[] };
+      const daemonPid = cp.proc.pid!;
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
         const bl = await sequentialLatencies(SEQUENTIAL_CALLS, echo.call);
         const al = await sequentialLatencies(SEQUENTIAL_CALLS, listAgents);
+        const bc = cpuMs(echo.pid);
         const bt = await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
+        const bcpu = (cpuMs(echo.pid) - bc) / CONCURRENT_CALLS;
+        const ac = cpuMs(daemonPid);
         const at = await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
+        const acpu = (cpuMs(daemonPid) - ac) / CONCURRENT_CALLS;
         if (i < ctx.warmup) continue;
         base.lat.push(...bl);
         auth.lat.push(...al);
         base.tput.push(bt);
         auth.tput.push(at);
         ratio.push(at / bt);
+        cpu.base.push(bcpu * 1000);
+        cpu.auth.push(acpu * 1000);
+        cpu.ratio.push(bcpu / acpu);
       }
       figures.push(summarise("baseline echo sequential latency", "ms", base.lat, "lower"));
       figures.push(
@@ -117,7 +192,21 @@ const bench: Benchmark = {
       figures.push(
         summarise("authorized ListAgents 64-concurrent throughput", "calls/s", auth.tput, "higher"),
       );
-      figures.push(summarise("authorized / baseline throughput", "ratio", ratio, "higher", ">= 0.80"));
+      figures.push(summarise("authorized / baseline throughput", "ratio", ratio, "higher", ">= 0.90"));
+      // The same comparison on the servers' own CPU, so the benchmark client's limits drop out.
+      figures.push(summarise("echo server CPU per call (64-concurrent)", "µs", cpu.base, "lower"));
+      figures.push(
+        summarise("daemon CPU per authorized ListAgents (64-concurrent)", "µs", cpu.auth, "lower"),
+      );
+      figures.push(
+        summarise(
+          "authorized / baseline calls per server CPU-second",
+          "ratio",
+          cpu.ratio,
+          "higher",
+          ">= 0.90",
+        ),
+      );
       const wrapped: number[] = [];
       for (let i = 0; i < ctx.runs; i++)
         wrapped.push(await concurrentThroughput(CONCURRENT_CALLS, 64, viaAdminClient));

@@ -1,5 +1,5 @@
 // eBPF manager figures: BPF time per connect4, loopback connect latency with and without the
-// programs (same run, interleaved), enroll round trip, sync-routes of 10,000 routes, and the
+// programs (same run, interleaved), enroll round trip, 100 agents enrolled, sync-routes of 10,000 routes, and the
 // build from scratch. Needs root, cgroup2 and bpffs.
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -135,6 +135,16 @@ const bench: Benchmark = {
         enrollMs.push(performance.now() - t0);
       }
       figures.push(summarise("enroll round trip", "ms", enrollMs, "lower", "p50 <= 2 ms"));
+
+      // 100 agents enrolled, one new cgroup each, as the daemon's Enforcement enrols a started agent
+      const agents = Array.from({ length: 100 }, (_, i) => lab.cgroup(`agent-${i}`));
+      const perAgentMs: number[] = [];
+      for (const agentCg of agents) {
+        const t0 = performance.now();
+        await lab.client.enroll({ cgroup: agentCg }, lab.defaultConfig());
+        perAgentMs.push(performance.now() - t0);
+      }
+      figures.push(summarise("100 agents enrolled, per agent", "ms", perAgentMs, "lower", "<= 2 ms each"));
 
       // sync-routes of 10,000 routes (replacing 10,000)
       const routes = Array.from({ length: 10_000 }, (_, i) => ({

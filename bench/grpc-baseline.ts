@@ -11,6 +11,8 @@ import { ECHO_SERVICE } from "./echo-service.js";
 
 /** A running echo server and a connected client; `call()` makes one unary call. */
 export interface EchoPair {
+  /** The echo server process (its CPU time is read from /proc). */
+  readonly pid: number;
   readonly call: () => Promise<Buffer>;
   readonly close: () => Promise<void>;
 }
@@ -47,6 +49,7 @@ export async function startEcho(): Promise<EchoPair> {
   const payload = Buffer.from("ping");
   const echo = client as unknown as { Echo(req: Buffer, cb: grpc.requestCallback<Buffer>): void };
   return {
+    pid: server.pid!,
     call: () =>
       new Promise<Buffer>((resolve, reject) =>
         echo.Echo(payload, (err, res) =>

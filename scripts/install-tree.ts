@@ -67,6 +67,34 @@ function importMetaPlugin(): Plugin {
   };
 }
 
+// Dependencies that import node:http as an ES module (oidc-provider) get it by
+// process.getBuiltinModule instead: the ES module facade reads http's lazy WebSocket getters and so
+// loads Node's bundled undici (~90 ms of CPU at start, and its memory). A name missing here fails
+// the build, never the run. `require("http")` (CommonJS) is left alone: it reads no getter.
+function nodeHttpPlugin(): Plugin {
+  const namespace = "clawker-node-http";
+  return {
+    name: namespace,
+    setup(b) {
+      b.onResolve({ filter: /^(node:)?http$/ }, (args) =>
+        args.kind === "import-statement" || args.kind === "dynamic-import"
+          ? { path: "node:http", namespace }
+          : undefined,
+      );
+      b.onLoad({ filter: /.*/, namespace }, () => ({
+        contents: [
+          'const http = process.getBuiltinModule("node:http");',
+          "export default http;",
+          "export const { METHODS, STATUS_CODES, Agent, ClientRequest, IncomingMessage, OutgoingMessage, Server,",
+          "  ServerResponse, createServer, get, request, setMaxIdleHTTPParsers, validateHeaderName,",
+          "  validateHeaderValue } = http;",
+        ].join("\n"),
+        loader: "js",
+      }));
+    },
+  };
+}
+
 // Runs before any bundled module: CommonJS inside the bundle needs `require` (and a few packages
 // `__dirname`), and the rewritten import.meta needs the tree root, found from the bundle's depth.
 function banner(bundleRel: string): string {
@@ -112,7 +140,7 @@ export async function buildInstallTree(outDir: string): Promise<InstallTree> {
       // denied) inside a try; left out, the require fails at run time and ssh2 goes without it.
       external: ["cpu-features"],
       banner: { js: banner(bundleRel) },
-      plugins: [importMetaPlugin()],
+      plugins: [importMetaPlugin(), nodeHttpPlugin()],
       minifyWhitespace: true,
       minifySyntax: true,
       keepNames: true,

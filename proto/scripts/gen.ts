@@ -12,7 +12,7 @@ import { delimiter, join, relative, resolve } from "node:path";
 const protoDir = resolve(import.meta.dirname, "..");
 const repoRoot = resolve(protoDir, "..");
 const binDir = join(repoRoot, "node_modules", ".bin");
-/** Where buf.gen.yaml writes, relative to proto/ (or to the -o base in check mode). */
+/** Where buf.gen.yaml writes, relative to proto/. */
 const genDir = join("src", "gen");
 
 /** A tool failed to run at all (as opposed to reporting a problem): exit code 2. */
@@ -20,10 +20,10 @@ class ToolError extends Error {
   readonly reason = "tool_failed";
 }
 
-/** Runs buf from proto/ with node_modules/.bin first on PATH; returns its exit status. */
-function buf(args: readonly string[]): number {
+/** Runs buf (from proto/ unless `cwd` says otherwise) with node_modules/.bin first on PATH; returns its exit status. */
+function buf(args: readonly string[], cwd = protoDir): number {
   const result = spawnSync(join(binDir, "buf"), args, {
-    cwd: protoDir,
+    cwd,
     stdio: "inherit",
     env: { ...process.env, PATH: `${binDir}${delimiter}${process.env["PATH"] ?? ""}` },
   });
@@ -32,9 +32,13 @@ function buf(args: readonly string[]): number {
   return result.status;
 }
 
-/** Generates the code under `base`/src/gen (buf.gen.yaml has clean: true, so stale files go). */
+/**
+ * Generates the code under `base`/proto/src/gen (buf.gen.yaml has clean: true, so stale files go).
+ * buf runs from the repository root because one of its inputs, google/rpc's .proto files, comes
+ * from node_modules/google-proto-files, and buf reads no input outside its working directory.
+ */
 function generate(base: string): void {
-  const status = buf(["generate", ".", "--template", "buf.gen.yaml", "-o", base]);
+  const status = buf(["generate", "--template", join("proto", "buf.gen.yaml"), "-o", base], repoRoot);
   if (status !== 0) throw new ToolError(`buf generate exited with ${status}`);
 }
 
@@ -79,7 +83,7 @@ async function check(): Promise<number> {
   const tmp = await mkdtemp(join(tmpdir(), "clawker-proto-gen-"));
   try {
     generate(tmp);
-    const problems = await diffTrees(join(protoDir, genDir), join(tmp, genDir));
+    const problems = await diffTrees(join(protoDir, genDir), join(tmp, "proto", genDir));
     if (problems.length > 0) {
       console.error(`gen:check: proto/${genDir} differs from a fresh generation (run: npm run gen)`);
       for (const line of problems) console.error(`  ${line}`);

@@ -1,4 +1,5 @@
-// @clawker/proto: the generated code of the three wire-contract services and the scope maps.
+// @clawker/proto: the generated code of the three wire-contract services, the scope maps and the
+// error shape (ClawkerError, the per-boundary reason tables, the ErrorInfo status detail).
 
 /** clawker.admin.v1: AdminService (CLI -> control plane), its messages and enums. */
 export * as admin from "./gen/clawker/admin/v1/admin.js";
@@ -8,3 +9,10 @@ export * as agent from "./gen/clawker/agent/v1/agent.js";
 export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
+export * from "./status-details.js";
+export * from "./errors.js";
+export * from "./error-reasons.js";
+/** google.rpc.Status (Google's status.proto), the message in `grpc-status-details-bin`. */
+export { Status as RpcStatus } from "./gen/google/rpc/status.js";
+/** google.rpc.ErrorInfo (Google's error_details.proto), the detail every error status carries. */
+export { ErrorInfo } from "./gen/google/rpc/error_details.js";

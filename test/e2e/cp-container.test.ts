@@ -1,13 +1,17 @@
 // `clawker controlplane up --container` against the real control-plane image, built by
 // docker/build.sh into the harness's private dockerd: healthy within the figure with exactly the
 // documented settings, an authorized `agents` from the host through the published token endpoint
-// (auth.issuer), status naming the container, a second up adopting it, a different image refused
-// while an agent runs, SIGKILL recovered by up, and down draining it to exit 0.
+// (auth.issuer), the admin socket bound from the host with the group's gid (--group-add), status
+// naming the container, a second up adopting it, a different image refused while an agent runs and
+// replaced with --force, SIGKILL recovered by up, and down draining it to exit 0.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { promisify } from "node:util";
 import { clawker } from "../harness/clawker-cli.js";
 import { startPrivateDocker } from "../harness/docker.js";
 import { bpffs, cgroup2, command, root, skipReason } from "../harness/preconditions.js";
@@ -38,26 +42,46 @@ interface HostConfigInspect {
     readonly Binds: string[];
     readonly PortBindings: Record<string, Array<{ HostIp: string; HostPort: string }>>;
     readonly RestartPolicy: { readonly Name: string };
+    readonly GroupAdd: string[] | null;
   };
   readonly State: { readonly Status: string; readonly ExitCode: number };
 }
 
 describe(
   "controlplane up --container",
-  { skip: skipReason(root, command("dockerd"), command("nsenter"), cgroup2, bpffs, ...BUILD_TOOLS) },
+  {
+    skip: skipReason(
+      root,
+      command("dockerd"),
+      command("nsenter"),
+      command("groupadd"),
+      cgroup2,
+      bpffs,
+      ...BUILD_TOOLS,
+    ),
+  },
   () => {
-    test("create, agents from the host, status, adopt, refuse another image while an agent runs, recover from SIGKILL, down drains", async (t) => {
+    test("create, agents from the host over the admin socket, status, adopt, refuse another image while an agent runs, --force replaces, recover from SIGKILL, down drains", async (t) => {
       const daemon = await startPrivateDocker(t);
       const host = daemon.dockerHost;
       const built = (await buildImages(host, "controlplane"))["controlplane"]!;
       const trust = await useTestTrust(t);
       const dir = mkdtempSync(join(tmpdir(), "clawker-cpc-"));
       t.after(() => rmSync(dir, { recursive: true, force: true }));
+      // A temporary admin group, and the socket under the test's dir instead of /run/clawker.
+      const run = promisify(execFile);
+      const group = `clawker-t${randomBytes(4).toString("hex")}`;
+      await run("groupadd", [group]);
+      t.after(() => run("groupdel", [group]).catch(() => undefined));
+      const gid = Number((await run("getent", ["group", group])).stdout.split(":")[2]);
+      const socketPath = join(dir, "run", "admin.sock");
       const env: NodeJS.ProcessEnv = {
         ...process.env,
         DOCKER_HOST: host,
         CLAWKER_CP_TRUST_DIR: trust.trustDir,
         CLAWKER_CP_DATA_DIR: join(dir, "state"),
+        CLAWKER_ADMIN_SOCKET: socketPath,
+        CLAWKER_ADMIN_GROUP: group,
       };
       // The published ports are 127.0.0.1 of the engine's network namespace: the CLI runs there.
       const cli = (args: string[]) => clawker(args, { netns: daemon.netnsName, env });
@@ -106,9 +130,21 @@ describe(
       );
       for (const b of trustBinds) assert.ok(b.endsWith(":ro"), b);
       assert.ok(!c.HostConfig.Binds.some((b) => b.includes("ca.key")), "the CA key is never mounted");
+      // The admin socket: its host directory bound, the group's gid added, and the daemon (no
+      // CAP_CHOWN) could give the socket to that group because it is a member.
+      assert.ok(
+        c.HostConfig.Binds.includes(`${join(dir, "run")}:/run/clawker`),
+        c.HostConfig.Binds.join(" "),
+      );
+      assert.deepEqual(c.HostConfig.GroupAdd, [String(gid)]);
+      const sockDir = lstatSync(join(dir, "run"));
+      assert.deepEqual([sockDir.uid, sockDir.gid, (sockDir.mode & 0o7777).toString(8)], [0, gid, "750"]);
+      const sock = lstatSync(socketPath);
+      assert.deepEqual([sock.isSocket(), sock.gid, (sock.mode & 0o7777).toString(8)], [true, gid, "660"]);
 
-      // 2. An authorized call from the host: the token comes from 127.0.0.1:4444, the published
-      // port, and the container's issuer (auth.issuer) makes that URL the assertion's audience.
+      // 2. An authorized call from the host over the admin socket (CLAWKER_ADMIN_SOCKET: no TCP
+      // fallback): the token comes from 127.0.0.1:4444, the published port, and the container's
+      // issuer (auth.issuer) makes that URL the assertion's audience.
       const agents = await cli(["controlplane", "agents", "--format", "json"]);
       assert.equal(agents.code, 0, agents.stderr);
       assert.deepEqual((JSON.parse(agents.stdout) as { agents: unknown[] }).agents, []);
@@ -188,31 +224,54 @@ describe(
       );
       const still = await inspect(first.container.id);
       assert.deepEqual([still.State.Status, still.Id], ["running", first.container.id]);
-      await dockerCli(host, ["rm", "--force", "stand-in-agent"]);
 
-      // 6. SIGKILL: up brings the same container back to healthy.
-      await dockerCli(host, ["kill", "--signal", "KILL", first.container.id]);
+      // 6. --force replaces it anyway (the old one drains), and the agent is left running.
+      const forceStarted = Date.now();
+      const forced = await cli([
+        "controlplane",
+        "up",
+        "--container",
+        "--force",
+        "--image",
+        "clawker/controlplane:other",
+        "--format",
+        "json",
+      ]);
+      assert.equal(forced.code, 0, forced.stderr);
+      t.diagnostic(`up --container --force (drain, replace, healthy): ${Date.now() - forceStarted} ms`);
+      const replaced = JSON.parse(forced.stdout) as UpSummary;
+      assert.equal(replaced.action, "replaced");
+      assert.notEqual(replaced.container.id, first.container.id);
+      assert.equal(replaced.healthStatus.status, "healthy");
+      const old = await dockerCli(host, ["ps", "-aq", "--no-trunc", "--filter", `id=${first.container.id}`]);
+      assert.equal(old.trim(), "", "the replaced container is removed");
+      assert.equal((await inspect("stand-in-agent")).State.Status, "running");
+      await dockerCli(host, ["rm", "--force", "stand-in-agent"]);
+      const current = replaced.container.id;
+
+      // 7. SIGKILL: up brings the same container back to healthy.
+      await dockerCli(host, ["kill", "--signal", "KILL", current]);
       const recovered = await cli([
         "controlplane",
         "up",
         "--container",
         "--image",
-        built.ref,
+        "clawker/controlplane:other",
         "--format",
         "json",
       ]);
       assert.equal(recovered.code, 0, recovered.stderr);
       const third = JSON.parse(recovered.stdout) as UpSummary;
-      assert.equal(third.container.id, first.container.id);
+      assert.equal(third.container.id, current);
       assert.ok(["started", "adopted"].includes(third.action), third.action);
       assert.equal(third.healthStatus.status, "healthy");
 
-      // 7. Down: docker stop, the daemon drains and exits 0.
+      // 8. Down: docker stop, the daemon drains and exits 0.
       const down = await cli(["controlplane", "down", "--format", "json"]);
       assert.equal(down.code, 0, down.stderr);
       const stopped = JSON.parse(down.stdout) as { mode: string; exitCode: number; killed: boolean };
       assert.deepEqual([stopped.mode, stopped.exitCode, stopped.killed], ["container", 0, false]);
-      const after = await inspect(first.container.id);
+      const after = await inspect(current);
       assert.deepEqual([after.State.Status, after.State.ExitCode], ["exited", 0]);
       const gone = await cli(["controlplane", "status", "--format", "json"]);
       assert.equal(gone.code, 3, gone.stdout);

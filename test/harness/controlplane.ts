@@ -4,9 +4,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
-import { captureJsonLines, freePorts, waitFor } from "@clawker/test-support";
+import { captureJsonLines, freePorts, waitFor, withFreePorts } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -23,6 +24,10 @@ export interface ControlPlanePorts {
 export interface ControlPlaneOptions {
   /** Run `packages/controlplane/dist/main.js` (built) instead of the sources through tsx. */
   readonly built?: boolean;
+  /** Run this `clawker-cp` entry with node instead (an install tree's, scripts/install-tree.ts). */
+  readonly entry?: string;
+  /** How often /healthz is polled while waiting for 200 (default 50 ms). */
+  readonly healthPollMs?: number;
   /** Extra config merged into the generated config file (YAML/JSON object). */
   readonly config?: Record<string, unknown>;
   /** Raw config file content instead of the generated one (for bad-config tests). */
@@ -50,6 +55,10 @@ export interface ControlPlaneOptions {
 /** A running daemon. */
 export interface ControlPlane {
   readonly proc: ChildProcess;
+  /** performance.now() right before the spawn. */
+  readonly spawnedAt: number;
+  /** performance.now() when /healthz first answered 200 (undefined with noWait). */
+  readonly healthyAt: number | undefined;
   readonly dir: string;
   readonly dataDir: string;
   readonly trustDir: string;
@@ -74,8 +83,22 @@ export interface ControlPlane {
 /** Re-exported for the tests that import it from here (see @clawker/test-support on the port range). */
 export { freePorts };
 
-/** Starts clawker-cp and (unless noWait) waits until /healthz answers 200. */
+/** How long a daemon may take to answer /healthz 200: beyond its own 30 s helper health budget. */
+const HEALTHY_TIMEOUT_MS = 90_000;
+
+/**
+ * Starts clawker-cp and (unless noWait) waits until /healthz answers 200. With ports of its own
+ * choosing, a start that fails because a port was taken meanwhile (EADDRINUSE in the daemon's or
+ * a helper's output) starts again on fresh ports.
+ */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  if (options.ports !== undefined) return startOnce(options, options.ports);
+  return withFreePorts(4, ([admin, agent, health, authPublic]) =>
+    startOnce(options, { admin: admin!, agent: agent!, health: health!, authPublic: authPublic! }),
+  );
+}
+
+async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts): Promise<ControlPlane> {
   const dir = mkdtempSync(join(tmpdir(), "clawker-cp-"));
   const dataDir = options.dataDir ?? join(dir, "data");
   let trustDir = options.trustDir;
@@ -85,11 +108,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     trust = await mintTrustSet();
     await writeTrustSet(trustDir, trust);
   }
-  const [admin, agent, health, authPublic] =
-    options.ports === undefined
-      ? ((await freePorts(4)) as [number, number, number, number])
-      : [options.ports.admin, options.ports.agent, options.ports.health, options.ports.authPublic];
-  const ports = { admin, agent, health, authPublic };
+  const { admin, agent, health, authPublic } = ports;
   const configFile = join(dir, "cp.json");
   writeFileSync(
     configFile,
@@ -105,17 +124,21 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         ),
       ),
   );
-  const entry = options.built
-    ? [join(repoRoot, "packages/controlplane/dist/main.js")]
-    : [
-        "--import",
-        import.meta.resolve("tsx"),
-        "--conditions=source",
-        join(repoRoot, "packages/controlplane/src/main.ts"),
-      ];
+  const entry =
+    options.entry !== undefined
+      ? [options.entry]
+      : options.built
+        ? [join(repoRoot, "packages/controlplane/dist/main.js")]
+        : [
+            "--import",
+            import.meta.resolve("tsx"),
+            "--conditions=source",
+            join(repoRoot, "packages/controlplane/src/main.ts"),
+          ];
   const argv = [...(options.launcher ?? []), process.execPath, ...entry, "--config", configFile];
   const [file, ...args] =
     options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
+  const spawnedAt = performance.now();
   const proc = spawn(file!, args, {
     env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -127,8 +150,13 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     proc.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
   );
   let closing: Promise<number | string> | undefined;
+  let healthyAt: number | undefined;
   const cp: ControlPlane = {
     proc,
+    spawnedAt,
+    get healthyAt() {
+      return healthyAt;
+    },
     dir,
     dataDir,
     trustDir,
@@ -165,9 +193,15 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
           if (options.netns !== undefined)
             return (await healthStatusInNetns(options.netns, cp.healthUrl)) === 200;
           const res = await fetch(cp.healthUrl).catch(() => undefined);
-          return res?.status === 200;
+          if (res?.status !== 200) return false;
+          healthyAt = performance.now();
+          return true;
         },
-        { timeoutMs: 30_000, intervalMs: 50, what: "clawker-cp /healthz 200" },
+        {
+          timeoutMs: HEALTHY_TIMEOUT_MS,
+          intervalMs: options.healthPollMs ?? 50,
+          what: "clawker-cp /healthz 200",
+        },
       );
       const died = exited.then((code) => {
         throw new Error(`clawker-cp exited ${code} before it was healthy: ${stderr}`);

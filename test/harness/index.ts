@@ -23,3 +23,4 @@ export type { RunContainerOptions, RunContainerResult } from "./containers.js";
 export { mintTestTrust, useTestTrust, type TestTrust } from "./trust.js";
 export { requires, root, command, cgroup2, bpffs, isCI, cgroup2Mount, bpffsMount } from "./preconditions.js";
 export { waitFor, type WaitForOptions } from "./wait-for.js";
+export { wireError, type WireError, type WireStatus } from "./wire-error.js";

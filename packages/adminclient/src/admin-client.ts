@@ -3,10 +3,11 @@
 // grpc-js status objects.
 import { Metadata, type CallOptions, type ClientReadableStream } from "@grpc/grpc-js";
 import { admin, PUBLIC_SCOPE, requiredScope, type clawkerd } from "@clawker/proto";
-import { dial, type ClientTls } from "./dial.js";
-import { AdminError, toAdminError } from "./errors.js";
+import { dial, dialSocket, type ClientTls } from "./dial.js";
+import { AdminError, isTokenRefusal, toAdminError } from "./errors.js";
 import { TokenSource } from "./token-source.js";
 import type { TrustSet } from "./trust/bootstrap.js";
+import type { TokenCredentials } from "./trust/token-credentials.js";
 
 /** Default deadline of a unary call, token fetch excluded. */
 export const DEFAULT_DEADLINE_MS = 10_000;
@@ -94,7 +95,7 @@ export class AdminClient {
           options.signal?.removeEventListener("abort", onAbort);
           if (err !== null || response === undefined) {
             const mapped = toAdminError(err ?? new Error("empty response"), path);
-            if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+            if (isTokenRefusal(mapped)) this.#tokens?.invalidate();
             reject(mapped);
           } else {
             resolve(response);
@@ -135,7 +136,7 @@ export class AdminClient {
       for await (const message of stream as AsyncIterable<ResponseOf<K>>) yield message;
     } catch (err) {
       const mapped = toAdminError(err, def.path);
-      if (mapped.reason === "unauthenticated") this.#tokens?.invalidate();
+      if (isTokenRefusal(mapped)) this.#tokens?.invalidate();
       throw mapped;
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
@@ -310,6 +311,34 @@ export function openAdminClient(options: OpenAdminClientOptions): AdminClient {
   });
   return new AdminClient({
     client,
+    tokens,
+    ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+  });
+}
+
+/** Options of openAdminSocketClient. */
+export interface OpenAdminSocketClientOptions {
+  /** The admin Unix socket's absolute path. */
+  readonly socketPath: string;
+  /** The CA and the CLI signing key (loadTokenCredentials, or a loaded TrustSet's). */
+  readonly credentials: TokenCredentials;
+  /** Default https://127.0.0.1:4444/oauth2/token. */
+  readonly tokenEndpoint?: string;
+  readonly deadlineMs?: number;
+  /** Clock for client assertions (ms since the epoch); default Date.now. */
+  readonly now?: () => number;
+}
+
+/** Dials the admin Unix socket as the CLI (`clawker-cli`, scope `admin`) and wraps it. */
+export function openAdminSocketClient(options: OpenAdminSocketClientOptions): AdminClient {
+  const tokens = new TokenSource({
+    ca: options.credentials.ca,
+    signingKey: options.credentials.signingKey,
+    ...(options.tokenEndpoint === undefined ? {} : { tokenEndpoint: options.tokenEndpoint }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  return new AdminClient({
+    client: dialSocket(options.socketPath),
     tokens,
     ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
   });

@@ -23,6 +23,8 @@ export const DEFAULT_AGENT_ENTRYPOINT: readonly string[] = Object.freeze([
 ]);
 /** The user-defined bridge network agents join by default. */
 export const DEFAULT_AGENT_NETWORK = "clawker-agents";
+/** The control plane's agents cgroup parent by default (its config `ebpf.cgroupParent`). */
+export const DEFAULT_AGENT_CGROUP_PARENT = "clawker";
 /** The OAuth2 client agents authenticate as. */
 export const AGENT_CLIENT_ID = "clawker-agent";
 /** Lifetime of an agent's bootstrap assertion: it is exchanged once, right after start. */
@@ -404,6 +406,28 @@ export function dockerSocketPath(dockerHost: string | undefined): string {
 /** A dockerode client on the socket DOCKER_HOST names (TCP and SSH hosts are refused). */
 export function dockerClient(dockerHost: string | undefined): Docker {
   return new Docker({ socketPath: dockerSocketPath(dockerHost) });
+}
+
+/**
+ * What `--cgroup-parent` must say for the control plane's parent `name` under the engine's cgroup
+ * driver: `/clawker` for cgroupfs, the slice `clawker.slice` for systemd (the control plane's eBPF
+ * programs sit on that cgroup, so an agent under it is enforced from its first syscall).
+ */
+export async function agentCgroupParent(
+  docker: Docker,
+  name: string = DEFAULT_AGENT_CGROUP_PARENT,
+): Promise<string> {
+  let info: { CgroupDriver?: string };
+  try {
+    info = (await docker.info()) as typeof info;
+  } catch (err) {
+    throw new AgentBootstrapError(
+      isUnavailable(err) ? "docker_unavailable" : "create_failed",
+      `docker info: ${dockerMessage(err)}`,
+      { cause: err },
+    );
+  }
+  return info.CgroupDriver === "systemd" ? `${name}.slice` : `/${name}`;
 }
 
 /** The gateway address of a Docker network (where the control plane's agent listeners bind). */

@@ -120,6 +120,20 @@ export function dial(options: DialOptions): admin.AdminServiceClient {
   return new admin.AdminServiceClient(target, creds, channelOptions);
 }
 
+/**
+ * Opens a generated AdminService client on the control plane's admin Unix socket (lazy). No TLS:
+ * the socket's file permissions are the transport boundary; a token still rides every call that
+ * needs one (AdminClient attaches it).
+ */
+export function dialSocket(path: string, channelOptions: ChannelOptions = {}): admin.AdminServiceClient {
+  if (!path.startsWith("/")) throw new Error(`the admin socket path must be absolute, got ${path}`);
+  // The authority is not a host here; name it what the TCP listener's certificate names.
+  return new admin.AdminServiceClient(`unix://${path}`, credentials.createInsecure(), {
+    ...channelOptions,
+    "grpc.default_authority": CONTROLPLANE_CN,
+  });
+}
+
 /** The host part of `host:port`, `[v6]:port` or a bare host. */
 function hostOf(target: string): string {
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(target);

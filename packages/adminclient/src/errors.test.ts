@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Metadata, status } from "@grpc/grpc-js";
+import { CLAWKER_ERROR_DOMAIN, FIREWALL_ERROR_DOMAIN, statusDetailsMetadata } from "@clawker/proto";
 import { AdminError, STATUS_REASONS, toAdminError } from "./errors.js";
 
 const METHOD = "/clawker.admin.v1.AdminService/ListAgents";
@@ -46,15 +47,48 @@ test("every gRPC status maps to its documented reason, keeping the server's mess
   }
 });
 
-test("FAILED_PRECONDITION is starting_up only with the ready gate's text", () => {
-  const gate = toAdminError(serviceError(status.FAILED_PRECONDITION, "control plane is starting up"), METHOD);
-  assert.equal(gate.reason, "starting_up");
-  const other = toAdminError(
-    serviceError(status.FAILED_PRECONDITION, "the agent has no open session"),
+/** A ServiceError whose trailers carry the detail a control plane of ours sends. */
+function withDetail(code: status, details: string, reason: string, domain = CLAWKER_ERROR_DOMAIN) {
+  const err = serviceError(code, details);
+  err.metadata = statusDetailsMetadata(code, details, { reason, domain, metadata: { field: "f" } });
+  return err;
+}
+
+test("the ErrorInfo reason decides, whatever the message says", () => {
+  const gate = toAdminError(withDetail(status.FAILED_PRECONDITION, "please wait", "starting_up"), METHOD);
+  assert.deepEqual(
+    [gate.reason, gate.domain, gate.code, gate.message, gate.metadata],
+    ["starting_up", CLAWKER_ERROR_DOMAIN, status.FAILED_PRECONDITION, "please wait", { field: "f" }],
+  );
+  // The ready gate's very text with another reason is that other reason.
+  const agent = toAdminError(
+    withDetail(status.FAILED_PRECONDITION, "control plane is starting up", "agent_starting"),
     METHOD,
   );
-  assert.equal(other.reason, "failed_precondition");
-  assert.equal(other.code, status.FAILED_PRECONDITION);
+  assert.equal(agent.reason, "agent_starting");
+  const firewall = toAdminError(
+    withDetail(status.INVALID_ARGUMENT, "rules[0].port: bad", "invalid_rule", FIREWALL_ERROR_DOMAIN),
+    METHOD,
+  );
+  assert.deepEqual([firewall.reason, firewall.domain], ["invalid_rule", FIREWALL_ERROR_DOMAIN]);
+});
+
+test("without ErrorInfo the code decides, never the text: the ready gate's text alone is failed_precondition", () => {
+  const bare = toAdminError(serviceError(status.FAILED_PRECONDITION, "control plane is starting up"), METHOD);
+  assert.deepEqual([bare.reason, bare.domain], ["failed_precondition", undefined]);
+});
+
+test("a detail that contradicts the status code, or is not a google.rpc.Status, is not believed", () => {
+  const err = serviceError(status.PERMISSION_DENIED, "permission denied");
+  err.metadata = statusDetailsMetadata(status.OK, "permission denied", {
+    reason: "starting_up",
+    domain: CLAWKER_ERROR_DOMAIN,
+    metadata: {},
+  });
+  assert.equal(toAdminError(err, METHOD).reason, "permission_denied");
+  const junk = serviceError(status.UNAVAILABLE, "down");
+  junk.metadata.set("grpc-status-details-bin", Buffer.from([0xff, 0x01, 0x02]));
+  assert.equal(toAdminError(junk, METHOD).reason, "unavailable");
 });
 
 test("anything that is not a gRPC status error becomes internal", () => {

@@ -30,6 +30,7 @@ export {
   type TrustSet,
   type TrustSetOptions,
 } from "./trust/bootstrap.js";
+export { loadTokenCredentials, type TokenCredentials } from "./trust/token-credentials.js";
 export { verifyCa, verifyLeaf, commonNameOf, type LeafRole, type PairFiles } from "./trust/verify.js";
 export {
   writeTrustSet,
@@ -45,8 +46,11 @@ export {
   AdminError,
   TokenError,
   toAdminError,
+  isTokenRefusal,
   STATUS_REASONS,
+  type AdminErrorOptions,
   type AdminErrorReason,
+  type StatusReason,
   type TokenErrorReason,
 } from "./errors.js";
 export {
@@ -66,6 +70,7 @@ export {
 } from "./token-source.js";
 export {
   dial,
+  dialSocket,
   adminChannelCredentials,
   bearerCallCredentials,
   checkControlPlaneIdentity,
@@ -76,12 +81,14 @@ export {
 export {
   AdminClient,
   openAdminClient,
+  openAdminSocketClient,
   cliTls,
   DEFAULT_DEADLINE_MS,
   type AdminCallOptions,
   type AdminClientOptions,
   type ClockSkew,
   type OpenAdminClientOptions,
+  type OpenAdminSocketClientOptions,
   type RequestOf,
   type ResponseOf,
   type UnaryMethod,
@@ -101,6 +108,8 @@ export {
   AGENT_CLIENT_ID,
   DEFAULT_AGENT_ENTRYPOINT,
   DEFAULT_AGENT_NETWORK,
+  DEFAULT_AGENT_CGROUP_PARENT,
+  agentCgroupParent,
   DEFAULT_STOP_TIMEOUT_S,
   MAX_AGENT_NAME_LENGTH,
   type AgentBootstrapReason,

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { before, describe, test, type TestContext } from "node:test";
 import { status, type ServerUnaryCall, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
-import { admin } from "@clawker/proto";
+import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import {
   AdminClient,
   createCa,
@@ -37,9 +37,14 @@ const handlers: Partial<admin.AdminServiceServer> = {
   getSystemTime: (_c: ServerUnaryCall<admin.GetSystemTimeRequest, admin.GetSystemTimeResult>, cb) =>
     cb(null, { unixNanos: BigInt(Date.now()) * 1_000_000n + 5_000_000_000n }),
   listAgents: (_c, cb: sendUnaryData<admin.ListAgentsResult>) => cb(null, { agents: [agent] }),
-  firewallStatus: (_c, cb) =>
+  // What our ready gate sends: the reason in ErrorInfo, whatever the text.
+  firewallStatus: (_c, cb) => cb(ADMIN_ERRORS.status("starting_up", "control plane is starting up")),
+  // A peer without ErrorInfo (an older Go control plane): the code decides, never the text.
+  firewallRotateCa: (_c, cb) =>
     cb({ code: status.FAILED_PRECONDITION, details: "control plane is starting up" }),
   firewallListRules: (_c, cb) => cb({ code: status.UNAUTHENTICATED, details: "unauthenticated" }),
+  firewallSyncRoutes: (_c, cb) => cb(ADMIN_ERRORS.status("token_inactive", "invalid or expired token")),
+  firewallRemove: (_c, cb) => cb(ADMIN_ERRORS.status("unmapped_method", "method is not permitted")),
   firewallReload: (_c, cb) => cb({ code: status.PERMISSION_DENIED, details: "permission denied" }),
   // Never answers: for deadlines and aborts.
   firewallResolveHostname: () => undefined,
@@ -132,6 +137,11 @@ describe("AdminClient", () => {
       message: "permission denied",
     });
     await assert.rejects(client.firewallInit(), { reason: "unimplemented" });
+    await assert.rejects(client.firewallRotateCa(), {
+      reason: "failed_precondition",
+      domain: undefined,
+      message: "control plane is starting up",
+    });
   });
 
   test("UNAUTHENTICATED drops the cached token so the next call fetches a new one", async (t) => {
@@ -139,6 +149,13 @@ describe("AdminClient", () => {
     await assert.rejects(client.firewallListRules(), { reason: "unauthenticated" });
     await client.listAgents();
     assert.equal(endpoint.requests.length, 2);
+    // Our control plane says why: a refused token is dropped, an unmapped method keeps it.
+    await assert.rejects(client.firewallSyncRoutes([]), { reason: "token_inactive", domain: "clawker.dev" });
+    await client.listAgents();
+    assert.equal(endpoint.requests.length, 3);
+    await assert.rejects(client.firewallRemove(), { reason: "unmapped_method" });
+    await client.listAgents();
+    assert.equal(endpoint.requests.length, 3);
   });
 
   test("a token failure surfaces as TokenError before any RPC is sent", async (t) => {

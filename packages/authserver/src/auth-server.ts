@@ -3,7 +3,7 @@
 // Construction has no side effects; start() reads the TLS material, opens the store, binds, then
 // builds the provider; close() undoes it all and is idempotent.
 import { readFileSync } from "node:fs";
-import { createServer as createHttpServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type Provider from "oidc-provider";
@@ -16,6 +16,10 @@ import { createProvider } from "./provider.js";
 import { providerEntry, publicHandler } from "./public-api.js";
 import { loadOrCreateSigningKey } from "./signing-key.js";
 import { AuthStore } from "./store.js";
+
+// node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
+// WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
+const { createServer: createHttpServer } = process.getBuiltinModule("node:http");
 
 /** Where a started server listens and what it calls itself. */
 export interface AuthServerAddresses {

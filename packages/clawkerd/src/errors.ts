@@ -1,6 +1,7 @@
-// clawkerd's errors: one class with a stable `reason`, and one exhaustive table mapping each
-// reason to the Session's wire ErrorCode (API.md §3).
-import { clawkerd } from "@clawker/proto";
+// clawkerd's errors: one class with a stable `reason` (a ClawkerError), and one exhaustive table
+// mapping each reason to the Session's in-band wire ErrorCode (API.md §3). The server's gRPC
+// statuses have their own table, CLAWKERD_ERRORS in @clawker/proto.
+import { ClawkerError, clawkerd } from "@clawker/proto";
 
 /** Why something failed; stable strings, safe to log and to test against. */
 export type ClawkerdReason =
@@ -30,15 +31,8 @@ export const ERROR_CODES = {
 } as const satisfies Record<ClawkerdReason, clawkerd.ErrorCode>;
 
 /** An error with a stable reason. */
-export class ClawkerdError extends Error {
+export class ClawkerdError extends ClawkerError<ClawkerdReason> {
   override readonly name = "ClawkerdError";
-  constructor(
-    readonly reason: ClawkerdReason,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 
   /** The wire ErrorCode for this error. */
   get code(): clawkerd.ErrorCode {

@@ -24,7 +24,14 @@ export {
   type OutputBufferOptions,
   type WatchOptions,
 } from "./output-buffer.js";
-export { checkControlPlaneClient, peerIdentityInterceptor, EKU_CLIENT_AUTH } from "./peer-identity.js";
+export {
+  checkControlPlaneClient,
+  peerIdentityInterceptor,
+  EKU_CLIENT_AUTH,
+  PEER_REFUSED_MESSAGE,
+  PEER_WIRE_REASON,
+  type PeerCheck,
+} from "./peer-identity.js";
 export { Registrar, checkControlPlane, REGISTER_SCOPE, type RegisterOutcome } from "./registrar.js";
 export { ClawkerdServer, type ClawkerdServerOptions } from "./server.js";
 export { CreditWindow } from "./credit-window.js";

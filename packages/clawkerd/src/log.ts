@@ -1,5 +1,5 @@
 // A minimal JSON-lines logger with pino's calling convention (object first, short message).
-// clawkerd may depend only on grpc-js, jose and undici, so it carries its own; the shape matches
+// clawkerd depends only on grpc-js and the proto package, so it carries its own; the shape matches
 // the rest of the project's logs ({level, time, pid, component, event, msg}).
 
 /** Log levels, lowest first. */

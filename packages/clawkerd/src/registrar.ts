@@ -3,11 +3,11 @@
 // call AgentService.Register over mTLS with the agent leaf and the bearer token. The assertion
 // is sent at most once in the container's life: the attempt is recorded in the state file
 // before it leaves, and every later RegisterRequired replays the remembered outcome.
+import { request } from "node:https";
 import { isIP } from "node:net";
 import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { agent, CONTROLPLANE_CN } from "@clawker/proto";
-import { Agent, request } from "undici";
 import type { Bootstrap } from "./bootstrap.js";
 import type { Logger } from "./log.js";
 import type { StateStore } from "./state-store.js";
@@ -79,14 +79,20 @@ export class Registrar {
       return { ok: false, error: "cannot record the registration attempt in the state dir" };
     }
     let outcome: RegisterOutcome;
+    // The connection to the agent listener (TCP + TLS) is made while the token is being fetched:
+    // the two were one round of handshakes after the other.
+    const client = this.#agentClient();
+    client.getChannel().getConnectivityState(true);
     try {
       const token = await this.#exchange();
-      await this.#callRegister(token);
+      await this.#callRegister(client, token);
       outcome = { ok: true, error: "" };
       log.info({ event: "registered" }, "registered with the control plane");
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
       log.warn({ err, event: "register_failed" }, "registration failed");
+    } finally {
+      client.close();
     }
     return this.#remember(outcome);
   }
@@ -105,52 +111,39 @@ export class Registrar {
   async #exchange(): Promise<string> {
     const { bootstrap } = this.#o;
     const { serverName, tokenEndpoint } = bootstrap.config;
-    const dispatcher = new Agent({
-      connect: {
-        ca: bootstrap.caPem,
-        minVersion: "TLSv1.3",
-        ...(isIP(serverName) === 0 ? { servername: serverName } : {}),
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => checkControlPlane(serverName, cert),
-      },
+    const body = new URLSearchParams({
+      grant_type: "client_credentials",
+      scope: REGISTER_SCOPE,
+      client_assertion_type: CLIENT_ASSERTION_TYPE,
+      client_assertion: bootstrap.assertion,
+    }).toString();
+    this.#o.log.info({ tokenEndpoint, event: "token_request" }, "exchanging the assertion for a token");
+    const res = await postForm(tokenEndpoint, body, {
+      ca: bootstrap.caPem,
+      ...(isIP(serverName) === 0 ? { servername: serverName } : {}),
+      checkServerIdentity: (_host: string, cert: PeerCertificate) => checkControlPlane(serverName, cert),
+      timeoutMs: this.#timeoutMs,
     });
+    let json: Record<string, unknown> = {};
     try {
-      const body = new URLSearchParams({
-        grant_type: "client_credentials",
-        scope: REGISTER_SCOPE,
-        client_assertion_type: CLIENT_ASSERTION_TYPE,
-        client_assertion: bootstrap.assertion,
-      }).toString();
-      this.#o.log.info({ tokenEndpoint, event: "token_request" }, "exchanging the assertion for a token");
-      const res = await request(tokenEndpoint, {
-        method: "POST",
-        dispatcher,
-        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
-        body,
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-      const text = await res.body.text();
-      let json: Record<string, unknown> = {};
-      try {
-        json = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        // not JSON: reported by status below
-      }
-      if (res.statusCode !== 200) {
-        const code = typeof json["error"] === "string" ? json["error"] : "no error code";
-        throw new Error(`token endpoint refused the assertion: HTTP ${res.statusCode} (${code})`);
-      }
-      const token = json["access_token"];
-      if (typeof token !== "string" || token === "")
-        throw new Error("token endpoint answered without an access_token");
-      return token;
-    } finally {
-      await dispatcher.close().catch(() => undefined);
+      json = JSON.parse(res.text) as Record<string, unknown>;
+    } catch {
+      // not JSON: reported by status below
     }
+    if (res.status !== 200) {
+      const code = typeof json["error"] === "string" ? json["error"] : "no error code";
+      throw new Error(`token endpoint refused the assertion: HTTP ${res.status} (${code})`);
+    }
+    const token = json["access_token"];
+    if (typeof token !== "string" || token === "")
+      throw new Error("token endpoint answered without an access_token");
+    return token;
   }
 
-  async #callRegister(token: string): Promise<void> {
+  /** A client of the control plane's AgentService with the agent leaf (checked: CN and name). */
+  #agentClient(): agent.AgentServiceClient {
     const { bootstrap } = this.#o;
-    const { serverName, controlPlaneAddr, agentName, project } = bootstrap.config;
+    const { serverName, controlPlaneAddr } = bootstrap.config;
     tls.DEFAULT_MIN_VERSION = "TLSv1.3";
     const creds = credentials.createSsl(
       Buffer.from(bootstrap.caPem),
@@ -158,27 +151,27 @@ export class Registrar {
       Buffer.from(bootstrap.certPem),
       { checkServerIdentity: (_host, cert) => checkControlPlane(serverName, cert) },
     );
-    const client = new agent.AgentServiceClient(controlPlaneAddr, creds, {
+    return new agent.AgentServiceClient(controlPlaneAddr, creds, {
       "grpc.ssl_target_name_override": isIP(serverName) === 0 ? serverName : CONTROLPLANE_CN,
       "grpc.default_authority": serverName,
     });
-    try {
-      const md = new Metadata();
-      md.set("authorization", `Bearer ${token}`);
-      await new Promise<void>((resolve, reject) => {
-        client.register(
-          { agentName, project },
-          md,
-          { deadline: Date.now() + this.#timeoutMs },
-          (err: ServiceError | null) => {
-            if (err === null) resolve();
-            else reject(new Error(`Register refused: ${err.code} ${err.details}`));
-          },
-        );
-      });
-    } finally {
-      client.close();
-    }
+  }
+
+  async #callRegister(client: agent.AgentServiceClient, token: string): Promise<void> {
+    const { agentName, project } = this.#o.bootstrap.config;
+    const md = new Metadata();
+    md.set("authorization", `Bearer ${token}`);
+    await new Promise<void>((resolve, reject) => {
+      client.register(
+        { agentName, project },
+        md,
+        { deadline: Date.now() + this.#timeoutMs },
+        (err: ServiceError | null) => {
+          if (err === null) resolve();
+          else reject(new Error(`Register refused: ${err.code} ${err.details}`));
+        },
+      );
+    });
   }
 }
 
@@ -190,4 +183,60 @@ export function checkControlPlane(serverName: string, cert: PeerCertificate): Er
     return new Error(`server certificate CN is not ${CONTROLPLANE_CN}`);
   }
   return undefined;
+}
+
+/** Largest token endpoint answer read (a token response is a few hundred bytes). */
+const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
+
+/** TLS settings of the token request: the bootstrap CA only, TLS 1.3, the control plane's leaf. */
+interface TokenRequestTls {
+  readonly ca: string;
+  readonly servername?: string;
+  readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
+  readonly timeoutMs: number;
+}
+
+/**
+ * POSTs a form over HTTPS on a connection of its own (closed after) and answers the status and
+ * the body. node:https rather than undici: this one request is all clawkerd sends over HTTP, and
+ * undici was half of its bundle, loaded at every start before it could listen.
+ */
+function postForm(url: string, body: string, o: TokenRequestTls): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: "POST",
+        agent: false,
+        ca: o.ca,
+        minVersion: "TLSv1.3",
+        ...(o.servername === undefined ? {} : { servername: o.servername }),
+        checkServerIdentity: o.checkServerIdentity,
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          accept: "application/json",
+          "content-length": Buffer.byteLength(body),
+        },
+        signal: AbortSignal.timeout(o.timeoutMs),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_TOKEN_RESPONSE_BYTES) {
+            req.destroy(new Error("token endpoint answer too large"));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.once("end", () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+        );
+        res.once("error", reject);
+      },
+    );
+    req.once("error", reject);
+    req.end(body);
+  });
 }

@@ -7,8 +7,7 @@
 // Done or Error. When the stream ends, the commands it started are killed (cancel/error at once;
 // a client half-close lets them finish first).
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { status } from "@grpc/grpc-js";
-import { clawkerd } from "@clawker/proto";
+import { CLAWKERD_ERRORS, clawkerd } from "@clawker/proto";
 import { CreditWindow } from "./credit-window.js";
 import { ClawkerdError } from "./errors.js";
 import type { Executor } from "./executor.js";
@@ -148,10 +147,7 @@ export class Session {
         this.#error(id, clawkerd.ErrorCode.ERROR_CODE_INVALID_REQUEST, "the first command must be Hello");
         this.#log.warn({ event: "hello_missing", got: p?.$case ?? "none" }, "first command was not Hello");
         this.#closed = true;
-        this.#call.emit("error", {
-          code: status.FAILED_PRECONDITION,
-          details: "the first command must be Hello",
-        });
+        this.#call.emit("error", CLAWKERD_ERRORS.status("hello_required", "the first command must be Hello"));
         return;
       }
     }

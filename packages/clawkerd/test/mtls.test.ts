@@ -6,6 +6,7 @@ import tls from "node:tls";
 import { after, before, test } from "node:test";
 import { mintTrustSet } from "@clawker/adminclient";
 import { waitFor } from "../../../test/harness/wait-for.js";
+import { wireError } from "../../../test/harness/wire-error.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
 import { SessionClient, type ClientIdentity } from "./fixtures/session-client.js";
@@ -26,12 +27,18 @@ after(async () => {
 
 /** Opens a Session with `id` and sends Hello: "ok" on HelloAck, else the stream's status code. */
 async function hello(id: ClientIdentity): Promise<"ok" | number> {
+  const end = await helloStatus(id);
+  return end === "ok" ? end : end.code;
+}
+
+/** Like `hello`, but the whole end status (with its trailers) of a refused Session. */
+async function helloStatus(id: ClientIdentity): Promise<"ok" | Awaited<ReturnType<SessionClient["ended"]>>> {
   const c = new SessionClient(proc.address, id);
   try {
     await c.hello();
     return "ok";
   } catch {
-    return (await c.ended()).code;
+    return await c.ended();
   } finally {
     c.close();
   }
@@ -51,7 +58,16 @@ test("the control plane's client leaf opens a Session", async () => {
 test("another agent's leaf from the same CA (CN clawker-clawkerd) is refused: PERMISSION_DENIED", async () => {
   const other = await agent.trust.issueAgent("proj.other", "ab".repeat(32));
   const before = proc.lines.filter((l) => l["event"] === "session_opened").length;
-  assert.equal(await hello(identity(other)), 7);
+  const end = await helloStatus(identity(other));
+  assert.notEqual(end, "ok");
+  // ErrorInfo says the class (not_control_plane), not which check failed; the log says that.
+  assert.deepEqual(end === "ok" ? end : wireError(end), {
+    code: 7,
+    message: "only the control plane may call clawkerd",
+    reason: "not_control_plane",
+    domain: "clawker.dev",
+    metadata: {},
+  });
   // The log line travels through a pipe, the refusal through the network: poll for it.
   await waitFor(
     () => proc.lines.some((l) => l["event"] === "peer_refused" && l["reason"] === "wrong_common_name"),

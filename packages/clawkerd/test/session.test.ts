@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import { clawkerd } from "@clawker/proto";
 import { requires, root } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
+import { wireError } from "../../../test/harness/wire-error.js";
 import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
@@ -81,6 +82,8 @@ test("the first command must be Hello: anything else is refused and the stream e
   assert.equal(errorOf(rs).code, E.ERROR_CODE_INVALID_REQUEST);
   const end = await c.ended();
   assert.equal(end.code, 9, "FAILED_PRECONDITION");
+  const info = wireError(end);
+  assert.deepEqual([info.reason, info.domain], ["hello_required", "clawker.dev"]);
   assert.equal(processesWith("echo no").length, 0);
 });
 

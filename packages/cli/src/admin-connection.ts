@@ -1,6 +1,31 @@
-// Opens the admin client as the CLI from the stored trust set, with a clock corrected by the
-// control plane's GetSystemTime so client assertions are never issued in the server's future.
-import { loadTrustSet, openAdminClient, type AdminClient, type ClockSkew } from "@clawker/adminclient";
+// Opens the admin client as the CLI: on the control plane's admin Unix socket when there is one
+// (its group is the gate; only the CA and the signing key are needed for the token), else over
+// mTLS TCP from the stored trust set. The clock is corrected by the control plane's GetSystemTime
+// so client assertions are never issued in the server's future.
+import { execFile } from "node:child_process";
+import { stat } from "node:fs/promises";
+import { createConnection } from "node:net";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import {
+  loadTokenCredentials,
+  loadTrustSet,
+  openAdminClient,
+  openAdminSocketClient,
+  type AdminClient,
+  type ClockSkew,
+} from "@clawker/adminclient";
+import { optStr, type FlagValues } from "./command-spec.js";
+import { defaultDataDir } from "./defaults.js";
+import { CliError, ExitCode } from "./exit-codes.js";
+
+/** The system control plane's admin socket (a root daemon configured for its group). */
+export const SYSTEM_ADMIN_SOCKET = "/run/clawker/admin.sock";
+
+/**
+ * Which admin socket to use: `explicit` (flag or CLAWKER_ADMIN_SOCKET) is used or fails, never
+ * falling back; `candidates` are tried in order and the first that answers wins, else TCP.
+ */
+export type AdminSocketChoice = { readonly explicit: string } | { readonly candidates: readonly string[] };
 
 /** Where the CLI's credentials are and what to dial. */
 export interface AdminConnectionOptions {
@@ -8,12 +33,16 @@ export interface AdminConnectionOptions {
   readonly admin: string;
   readonly tokenEndpoint: string;
   readonly deadlineMs?: number;
+  /** Prefer an admin Unix socket (see AdminSocketChoice); absent: TCP only. */
+  readonly socket?: AdminSocketChoice | undefined;
 }
 
 /** An open admin connection and the clock skew measured on it. */
 export interface AdminConnection {
   readonly client: AdminClient;
   readonly skew: ClockSkew;
+  /** `unix:<path>` or the TCP `host:port` it dialed. */
+  readonly via: string;
 }
 
 /** Skew above which the CLI warns. */
@@ -21,25 +50,115 @@ export const SKEW_WARN_MS = 1_000;
 /** Skew above which the CLI refuses to go on (tokens and certificates would misbehave). */
 export const SKEW_FAIL_MS = 30_000;
 
-/** Loads the trust set, dials, and measures the skew (GetSystemTime, no token). */
+/**
+ * The socket choice of a command: `--admin-socket` or `$CLAWKER_ADMIN_SOCKET` is explicit; an
+ * explicit `--admin` means TCP; otherwise `<data dir>/run/admin.sock`, then the system socket.
+ */
+export function adminSocketChoice(values: FlagValues, env: NodeJS.ProcessEnv): AdminSocketChoice | undefined {
+  const flag = optStr(values, "admin-socket") ?? (env["CLAWKER_ADMIN_SOCKET"] || undefined);
+  if (flag !== undefined) return { explicit: isAbsolute(flag) ? flag : resolve(flag) };
+  if (optStr(values, "admin") !== undefined) return undefined;
+  return { candidates: [join(defaultDataDir(env), "run", "admin.sock"), SYSTEM_ADMIN_SOCKET] };
+}
+
+/** Dials (socket or TCP), and measures the skew (GetSystemTime, no token). */
 export async function connectAdmin(o: AdminConnectionOptions): Promise<AdminConnection> {
-  const trust = await loadTrustSet(o.trustDir);
+  const socketPath = o.socket === undefined ? undefined : await pickSocket(o.socket);
   let offsetMs = 0;
-  const client = openAdminClient({
-    trust,
-    target: o.admin,
-    tokenEndpoint: o.tokenEndpoint,
-    now: () => Date.now() + offsetMs,
-    ...(o.deadlineMs === undefined ? {} : { deadlineMs: o.deadlineMs }),
-  });
+  const now = (): number => Date.now() + offsetMs;
+  const deadline = o.deadlineMs === undefined ? {} : { deadlineMs: o.deadlineMs };
+  const client =
+    socketPath === undefined
+      ? openAdminClient({
+          trust: await loadTrustSet(o.trustDir),
+          target: o.admin,
+          tokenEndpoint: o.tokenEndpoint,
+          now,
+          ...deadline,
+        })
+      : openAdminSocketClient({
+          socketPath,
+          credentials: await loadTokenCredentials(o.trustDir),
+          tokenEndpoint: o.tokenEndpoint,
+          now,
+          ...deadline,
+        });
   try {
     const skew = await client.clockSkew();
     offsetMs = Math.round(skew.skewMs);
-    return { client, skew };
+    return { client, skew, via: socketPath === undefined ? o.admin : `unix:${socketPath}` };
   } catch (err) {
     await client.close();
     throw err;
   }
+}
+
+/** The socket to dial, or undefined for TCP. A socket we may not connect to is a clear error. */
+async function pickSocket(choice: AdminSocketChoice): Promise<string | undefined> {
+  if ("explicit" in choice) {
+    const path = choice.explicit;
+    const found = await probeSocket(path);
+    if (found === "denied") throw await permissionDenied(path);
+    if (found === "absent") {
+      throw new CliError(
+        ExitCode.notRunning,
+        `nothing answers on the admin socket ${path} (is the control plane running? try: clawker controlplane status)`,
+      );
+    }
+    return path;
+  }
+  for (const path of choice.candidates) {
+    const found = await probeSocket(path);
+    if (found === "denied") throw await permissionDenied(path);
+    if (found === "ok") return path;
+  }
+  return undefined;
+}
+
+/** Connects once: `ok`, `denied` (the kernel refused us), or `absent` (no socket or nobody listening). */
+function probeSocket(path: string): Promise<"ok" | "denied" | "absent"> {
+  return new Promise((resolvePromise, reject) => {
+    const sock = createConnection({ path });
+    sock.once("connect", () => {
+      sock.destroy();
+      resolvePromise("ok");
+    });
+    sock.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EACCES" || err.code === "EPERM") resolvePromise("denied");
+      else if (err.code === "ENOENT" || err.code === "ECONNREFUSED" || err.code === "ENOTDIR")
+        resolvePromise("absent");
+      else reject(new CliError(ExitCode.error, `cannot connect to ${path}: ${err.message}`, { cause: err }));
+    });
+  });
+}
+
+/** The error for a socket the kernel does not let us reach, naming the group that would. */
+async function permissionDenied(path: string): Promise<CliError> {
+  const group = await gatingGroup(path);
+  const fix =
+    group === undefined
+      ? "ask the control plane's administrator for access"
+      : `add yourself to group ${group} (sudo usermod -aG ${group} $USER, then log in again)`;
+  return new CliError(ExitCode.auth, `permission denied on ${path}: ${fix}`);
+}
+
+/** The name of the group whose members may enter the socket's directory (the gate), if any. */
+async function gatingGroup(path: string): Promise<string | undefined> {
+  let gid: number;
+  try {
+    const st = await stat(dirname(path));
+    // A directory its group cannot enter (0700: the daemon found no group) admits its owner alone.
+    if ((st.mode & 0o010) === 0) return undefined;
+    gid = st.gid;
+  } catch {
+    return undefined;
+  }
+  return await new Promise((resolvePromise) => {
+    execFile("getent", ["group", String(gid)], { timeout: 5_000 }, (err, stdout) => {
+      const name = stdout.split(":")[0];
+      resolvePromise(err === null && name !== undefined && name !== "" ? name : `gid ${gid}`);
+    });
+  });
 }
 
 /** What a measured skew means: fine, worth a warning, or too large to go on. */

@@ -6,7 +6,7 @@ import { formatSkew, skewVerdict } from "./admin-connection.js";
 import { COMMANDS, resolveCommand, run } from "./cli.js";
 import { helpText, parseAddress, parseDuration, parseFlags } from "./command-spec.js";
 import { agentRows, agentTable } from "./commands/controlplane-agents.js";
-import { exitCodeOf } from "./error-report.js";
+import { exitCodeOf, messageOf } from "./error-report.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import type { Io } from "./io.js";
 import { startProgress } from "./progress.js";
@@ -176,7 +176,7 @@ describe("exit codes of library errors", () => {
     const m = "/clawker.admin.v1.AdminService/ListAgents";
     const table: Array<[unknown, number]> = [
       [new AdminError("unavailable", 14, m, "x"), ExitCode.notRunning],
-      [new AdminError("starting_up", 9, m, "x"), ExitCode.notRunning],
+      [new AdminError("starting_up", 9, m, "x", { domain: "clawker.dev" }), ExitCode.notRunning],
       [new AdminError("unauthenticated", 16, m, "x"), ExitCode.auth],
       [new AdminError("permission_denied", 7, m, "x"), ExitCode.auth],
       [new AdminError("internal", 13, m, "x"), ExitCode.error],
@@ -188,6 +188,41 @@ describe("exit codes of library errors", () => {
       [new Error("x"), ExitCode.error],
     ];
     for (const [err, code] of table) assert.equal(exitCodeOf(err), code, String(err));
+  });
+
+  test("the ErrorInfo reason decides, not the code or the text", () => {
+    const m = "/clawker.admin.v1.AdminService/ExecAgent";
+    const ours = { domain: "clawker.dev" };
+    // The same FAILED_PRECONDITION code: the control plane starting is "not running", an agent starting is not.
+    assert.equal(exitCodeOf(new AdminError("starting_up", 9, m, "any text", ours)), ExitCode.notRunning);
+    assert.equal(
+      exitCodeOf(new AdminError("agent_starting", 9, m, "control plane is starting up", ours)),
+      ExitCode.error,
+    );
+    // A peer without ErrorInfo: the code's reason; a FAILED_PRECONDITION is no longer read as starting up.
+    assert.equal(
+      exitCodeOf(new AdminError("failed_precondition", 9, m, "control plane is starting up")),
+      ExitCode.error,
+    );
+    // The same text in another domain is not ours: its code decides.
+    assert.equal(
+      exitCodeOf(new AdminError("starting_up", 9, m, "x", { domain: "example.com" })),
+      ExitCode.error,
+    );
+    // A reason this CLI does not know yet (a newer control plane, the firewall's domain): its code decides.
+    assert.equal(exitCodeOf(new AdminError("token_revoked", 16, m, "x", ours)), ExitCode.auth);
+    assert.equal(
+      exitCodeOf(new AdminError("invalid_rule", 3, m, "x", { domain: "firewall.clawker.dev" })),
+      ExitCode.error,
+    );
+    assert.match(
+      messageOf(new AdminError("starting_up", 9, m, "control plane is starting up", ours)),
+      /wait for it to become healthy/,
+    );
+    assert.doesNotMatch(
+      messageOf(new AdminError("failed_precondition", 9, m, "control plane is starting up")),
+      /wait for it/,
+    );
   });
 });
 

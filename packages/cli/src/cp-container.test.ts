@@ -71,6 +71,31 @@ void describe("containerCreateOptions", () => {
       assert.equal(b.HostIp, "127.0.0.1");
     }
     assert.equal(o.Labels!["dev.clawker.purpose"], "controlplane");
+    assert.equal(h.GroupAdd, undefined, "no admin socket: no extra group");
+    assert.ok(!h.Binds!.some((b) => b.endsWith(":/run/clawker")));
+  });
+
+  test("the admin socket: its host directory bound at /run/clawker and the group's gid added", () => {
+    const base = {
+      image: "clawker/controlplane:abc",
+      trustDir: "/etc/clawker/trust",
+      configFile: "/s/controlplane-container.json",
+      dockerSocket: "/run/docker.sock",
+      cgroup2: "/sys/fs/cgroup",
+      ports: publishedPorts({}, {}),
+    };
+    const h = containerCreateOptions({
+      ...base,
+      adminSocket: { hostDir: "/run/clawker", gid: 1234, group: "clawker-admins" },
+    }).HostConfig!;
+    assert.ok(h.Binds!.includes("/run/clawker:/run/clawker"));
+    assert.deepEqual(h.GroupAdd, ["1234"]);
+    const none = containerCreateOptions({
+      ...base,
+      adminSocket: { hostDir: "/tmp/x/run", gid: undefined, group: "clawker-admins" },
+    }).HostConfig!;
+    assert.ok(none.Binds!.includes("/tmp/x/run:/run/clawker"));
+    assert.equal(none.GroupAdd, undefined, "a group that does not exist is not added");
   });
 });
 

@@ -20,6 +20,8 @@ export const CP_DATA_VOLUME = "clawker-cp-data";
 export const CONTAINER_TRUST_DIR = "/etc/clawker/trust";
 /** Where the generated daemon config is mounted inside the container. */
 export const CONTAINER_CONFIG = "/etc/clawker/controlplane.json";
+/** Where the admin socket's host directory is bound inside the container. */
+export const CONTAINER_ADMIN_SOCKET_DIR = "/run/clawker";
 /** The listeners' ports inside the container. */
 export const CONTAINER_PORTS = { admin: 7443, health: 7080, token: 4444 } as const;
 
@@ -77,6 +79,17 @@ export interface CpContainerSettings {
   /** The cgroup2 mount point, bound read-only at the same path. */
   readonly cgroup2: string;
   readonly ports: PublishedPorts;
+  /** The admin socket's directory on the host and the gid given to the daemon (--group-add). */
+  readonly adminSocket?: AdminSocketMount | undefined;
+}
+
+/** The host side of the admin socket: its directory (bound) and the group that may connect. */
+export interface AdminSocketMount {
+  readonly hostDir: string;
+  /** The group's gid on the host, or undefined when it does not exist (the socket stays 0600). */
+  readonly gid: number | undefined;
+  /** The group's name (what the daemon looks up when there is no gid). */
+  readonly group: string;
 }
 
 function statusOf(err: unknown): number | undefined {
@@ -179,14 +192,25 @@ export function cgroup2MountPoint(mounts = readFileSync("/proc/mounts", "utf8"))
 
 /**
  * Writes the daemon config the container mounts: the token endpoint on every interface of the
- * container with the published URL as issuer, and no drain-to-zero (a service stays up, as under
- * compose). 0644: it holds no secret, and root in the container has no CAP_DAC_OVERRIDE.
+ * container with the published URL as issuer, no drain-to-zero (a service stays up, as under
+ * compose), and the admin socket in the bound directory for the group's gid (the container has
+ * no name for it), or no socket. 0644: no secret, and root in the container has no CAP_DAC_OVERRIDE.
  */
-export async function writeContainerConfig(dataDir: string, issuer: string): Promise<string> {
+export async function writeContainerConfig(
+  dataDir: string,
+  issuer: string,
+  adminSocket?: AdminSocketMount,
+): Promise<string> {
   const file = join(dataDir, "controlplane-container.json");
   const config = {
     auth: { publicHost: "0.0.0.0", publicPort: CONTAINER_PORTS.token, issuer },
     agents: { drainToZero: false },
+    listen: {
+      adminSocket:
+        adminSocket === undefined
+          ? { enabled: false }
+          : { path: `${CONTAINER_ADMIN_SOCKET_DIR}/admin.sock`, group: adminSocket.gid ?? adminSocket.group },
+    },
   };
   await writeFile(file, JSON.stringify(config, null, 2) + "\n", { mode: 0o644 });
   return file;
@@ -225,7 +249,11 @@ export function containerCreateOptions(
         ...CP_TRUST_FILES.map((f) => `${join(s.trustDir, f)}:${CONTAINER_TRUST_DIR}/${f}:ro`),
         `${s.configFile}:${CONTAINER_CONFIG}:ro`,
         `${CP_DATA_VOLUME}:/var/lib/clawker`,
+        ...(s.adminSocket === undefined ? [] : [`${s.adminSocket.hostDir}:${CONTAINER_ADMIN_SOCKET_DIR}`]),
       ],
+      // The group as a supplementary group: without CAP_CHOWN the daemon may still give the socket
+      // to a group it is a member of, and to no other.
+      ...(s.adminSocket?.gid === undefined ? {} : { GroupAdd: [String(s.adminSocket.gid)] }),
       PortBindings: {
         [port(CONTAINER_PORTS.admin)]: publish(s.ports.admin),
         [port(CONTAINER_PORTS.health)]: publish(s.ports.health),

@@ -9,6 +9,8 @@ export const DEFAULT_ADMIN_ADDR = "127.0.0.1:7443";
 export const DEFAULT_HEALTH_ADDR = "127.0.0.1:7080";
 /** The embedded auth server's token endpoint. */
 export const DEFAULT_TOKEN_ENDPOINT = "https://127.0.0.1:4444/oauth2/token";
+/** The group whose members may use the admin Unix socket (the daemon's default too). */
+export const DEFAULT_ADMIN_GROUP = "clawker-admins";
 /** The daemon executable looked up on PATH. */
 export const DEFAULT_DAEMON = "clawker-cp";
 

@@ -1,18 +1,43 @@
 // Turns any error into an exit code and one clear stderr line (plus the stack and causes with
-// --debug). The single table from library error reasons to exit codes lives here.
+// --debug). The tables from library error reasons to exit codes live here; a control plane's
+// error is decided on the reason its ErrorInfo carries, never on its message.
 import { inspect } from "node:util";
+import type { status } from "@grpc/grpc-js";
 import {
   AdminError,
+  STATUS_REASONS,
   TokenError,
   TrustError,
-  type AdminErrorReason,
+  type StatusReason,
   type TokenErrorReason,
   type TrustErrorReason,
 } from "@clawker/adminclient";
+import { CLAWKER_ERROR_DOMAIN, type AdminReason } from "@clawker/proto";
 import { CliError, ExitCode, type ExitCodeValue } from "./exit-codes.js";
 import type { Output } from "./io.js";
 
+/** Every reason the admin listener sends (clawker.dev, proto's ADMIN_ERRORS). */
 const ADMIN_EXIT = {
+  unmapped_method: ExitCode.auth,
+  missing_or_malformed_token: ExitCode.auth,
+  token_inactive: ExitCode.auth,
+  token_unverified: ExitCode.auth,
+  permission_denied: ExitCode.auth,
+  undecodable_request: ExitCode.error,
+  request_timeout: ExitCode.error,
+  internal: ExitCode.error,
+  starting_up: ExitCode.notRunning,
+  unimplemented: ExitCode.error,
+  invalid_argument: ExitCode.error,
+  agent_not_found: ExitCode.error,
+  agent_ambiguous: ExitCode.error,
+  agent_starting: ExitCode.error,
+  no_session: ExitCode.error,
+  session_closed: ExitCode.error,
+} as const satisfies Record<AdminReason, ExitCodeValue>;
+
+/** A status without ErrorInfo (grpc-js's own: no connection, deadline; or a peer that sends none). */
+const STATUS_EXIT = {
   cancelled: ExitCode.error,
   invalid_argument: ExitCode.error,
   deadline_exceeded: ExitCode.notRunning,
@@ -20,14 +45,20 @@ const ADMIN_EXIT = {
   already_exists: ExitCode.exists,
   permission_denied: ExitCode.auth,
   resource_exhausted: ExitCode.error,
-  starting_up: ExitCode.notRunning,
   failed_precondition: ExitCode.error,
   aborted: ExitCode.error,
   unimplemented: ExitCode.error,
   internal: ExitCode.error,
   unavailable: ExitCode.notRunning,
   unauthenticated: ExitCode.auth,
-} as const satisfies Record<AdminErrorReason, ExitCodeValue>;
+} as const satisfies Record<StatusReason, ExitCodeValue>;
+
+/** Hints for reasons a user can act on. */
+const ADMIN_HINT: Partial<Record<AdminReason | StatusReason, string>> = {
+  unavailable: " (is the control plane running? try: clawker controlplane status)",
+  starting_up: " (wait for it to become healthy)",
+  agent_starting: " (the agent is still starting; try again shortly)",
+};
 
 const TOKEN_EXIT = {
   token_request_failed: ExitCode.auth,
@@ -52,7 +83,7 @@ const TRUST_EXIT = {
 /** The exit code for an error. */
 export function exitCodeOf(err: unknown): ExitCodeValue {
   if (err instanceof CliError) return err.exitCode;
-  if (err instanceof AdminError) return ADMIN_EXIT[err.reason];
+  if (err instanceof AdminError) return adminExit(err);
   if (err instanceof TokenError) return TOKEN_EXIT[err.reason];
   if (err instanceof TrustError) return TRUST_EXIT[err.reason];
   return ExitCode.error;
@@ -61,12 +92,7 @@ export function exitCodeOf(err: unknown): ExitCodeValue {
 /** The one-line message for an error. */
 export function messageOf(err: unknown): string {
   if (err instanceof AdminError) {
-    const hint =
-      err.reason === "unavailable"
-        ? " (is the control plane running? try: clawker controlplane status)"
-        : err.reason === "starting_up"
-          ? " (wait for it to become healthy)"
-          : "";
+    const hint = hintOf(err);
     return `${err.method.split("/").pop() ?? err.method}: ${err.reason}: ${conciseGrpcMessage(err.message)}${hint}`;
   }
   if (err instanceof TokenError) return `token: ${err.reason}: ${err.message}`;
@@ -79,6 +105,25 @@ export function messageOf(err: unknown): string {
   }
   if (err instanceof Error) return err.message.split("\n")[0] ?? err.message;
   return String(err);
+}
+
+/**
+ * The exit code of a failed call, by its reason: one of the admin listener's (clawker.dev), or a
+ * StatusReason for a status without ErrorInfo. Another domain's or a newer server's reason, which
+ * this CLI has no row for, is decided by its code.
+ */
+function adminExit(err: AdminError): ExitCodeValue {
+  if (err.domain === CLAWKER_ERROR_DOMAIN && Object.hasOwn(ADMIN_EXIT, err.reason))
+    return ADMIN_EXIT[err.reason as AdminReason];
+  if (err.domain === undefined && Object.hasOwn(STATUS_EXIT, err.reason))
+    return STATUS_EXIT[err.reason as StatusReason];
+  return STATUS_EXIT[STATUS_REASONS[err.code as Exclude<status, status.OK>] ?? "internal"];
+}
+
+/** The hint for a reason a user can act on ("" for any other). */
+function hintOf(err: AdminError): string {
+  const isOurs = err.domain === CLAWKER_ERROR_DOMAIN || err.domain === undefined;
+  return isOurs && Object.hasOwn(ADMIN_HINT, err.reason) ? (ADMIN_HINT[err.reason as AdminReason] ?? "") : "";
 }
 
 /** Writes the error to stderr: one line, then details, then (debug) stack and causes. */

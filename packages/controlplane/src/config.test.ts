@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { authUrls } from "./auth-processes.js";
-import { ConfigError, loadConfig } from "./config.js";
+import { adminSocketPath, ConfigError, loadConfig } from "./config.js";
 
 function tempFile(t: { after(fn: () => void): void }, name: string, content: string): string {
   const dir = mkdtempSync(join(tmpdir(), "clawker-config-"));
@@ -20,6 +20,7 @@ test("defaults bind every listener to loopback on the documented ports", () => {
     admin: { host: "127.0.0.1", port: 7443 },
     agent: { host: "127.0.0.1", port: 7444 },
     health: { host: "127.0.0.1", port: 7080 },
+    adminSocket: { enabled: true, group: "clawker-admins" },
     limits: {
       handshakeTimeoutMs: 5_000,
       requestTimeoutMs: 10_000,
@@ -223,4 +224,28 @@ test("memoryRelief: on by default (10 s quiet, 24 MiB margin); a sub-100 ms wind
     assert.ok(problems.includes(`${key}:`), `${key} in:\n${problems}`);
   }
   assert.match(problems, /every/);
+});
+
+test("the admin socket: beside the data dir by default, a path or a gid when set, and at most 107 bytes", (t) => {
+  const cfg = loadConfig(undefined, { CLAWKER_CP_DATA_DIR: "/var/lib/cp" });
+  assert.equal(adminSocketPath(cfg), "/var/lib/cp/run/admin.sock");
+  const env = loadConfig(undefined, { CLAWKER_CP_ADMIN_SOCKET: "/run/clawker/admin.sock" });
+  assert.equal(adminSocketPath(env), "/run/clawker/admin.sock");
+  const gid = loadConfig(tempFile(t, "g.json", JSON.stringify({ listen: { adminSocket: { group: 1234 } } })));
+  assert.equal(gid.listen.adminSocket.group, 1234);
+  const long = `/${"d".repeat(100)}`;
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_DATA_DIR: long }),
+    (e: unknown) =>
+      e instanceof ConfigError && e.problems.some((p) => p.startsWith("listen.adminSocket.path: ")),
+  );
+  const off = loadConfig(
+    tempFile(t, "off.json", JSON.stringify({ listen: { adminSocket: { enabled: false } } })),
+    { CLAWKER_CP_DATA_DIR: long },
+  );
+  assert.equal(off.listen.adminSocket.enabled, false, "a long data dir is fine with the socket off");
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_ADMIN_SOCKET: `${long}/admin.sock` }),
+    /listen\.adminSocket\.path: a Unix socket path holds at most 107 bytes/,
+  );
 });

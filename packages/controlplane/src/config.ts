@@ -22,6 +22,33 @@ const adminOnSocket = removed(
 const endpoint = (defaultPort: number) =>
   z.strictObject({ host: host.default("127.0.0.1"), port: port.default(defaultPort) }).prefault({});
 
+/** Most bytes of a Unix socket path (sun_path is 108 bytes with its terminating NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The group whose members may connect to the admin socket unless configured otherwise. */
+export const DEFAULT_ADMIN_GROUP = "clawker-admins";
+
+/**
+ * AdminService on a Unix socket (group-socket.ts). The kernel's permission check is its boundary:
+ * the directory is ours and the group's (0750), the socket 0660; tokens still decide every call.
+ */
+const adminSocket = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Default `<dataDir>/run/admin.sock` (adminSocketPath); a system daemon sets `/run/clawker/admin.sock`. */
+  path: z
+    .string()
+    .min(1)
+    .refine((p) => Buffer.byteLength(p) <= MAX_SOCKET_PATH_BYTES, {
+      message: `a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+    })
+    .optional(),
+  /**
+   * Who may connect besides our uid: a group name, or a gid (a container that has no such name
+   * but got the gid through --group-add). A name that does not exist fails closed (socket 0600).
+   */
+  group: z.union([z.string().min(1), z.number().int().min(0)]).default(DEFAULT_ADMIN_GROUP),
+});
+
 /** Timeouts and per-connection limits of the listeners; the connection caps come from RLIMIT_NOFILE. */
 const listenerLimits = z.strictObject({
   /** gRPC listeners: a connection whose TLS handshake is not done after this is closed; /healthz: its idle bound. */
@@ -59,6 +86,34 @@ const oryBinaries = z.strictObject({
   kratosAdminPort: adminOnSocket,
   oathkeeperApiPort: port.default(4456),
   oathkeeperProxyPort: port.default(4457),
+});
+
+/**
+ * The eBPF enforcement of agent egress (ebpf/README.md): the manager the daemon supervises, and
+ * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
+ */
+const ebpfConfig = z.strictObject({
+  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
+  enabled: z.boolean().default(false),
+  /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
+  manager: z.string().min(1).default("ebpf-manager"),
+  /** Its control socket; default `ebpf.sock` in the data dir. */
+  socket: z.string().min(1).optional(),
+  /** Pin directory; default `<bpffs mount>/clawker`. */
+  pinDir: z.string().min(1).optional(),
+  /** The agents' cgroup parent: `/clawker` for Docker's cgroupfs driver, `clawker.slice` for systemd. */
+  cgroupParent: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, "a cgroup name: letters, digits, '_', '-', '.'")
+    .default("clawker"),
+  /** Docker's cgroup driver; `auto` asks Docker at start-up. */
+  cgroupDriver: z.enum(["auto", "cgroupfs", "systemd"]).default("auto"),
+  /** The egress proxy's cgroup (SO_ORIGINAL_DST is answered there); default the daemon's own. */
+  proxyCgroup: z.string().min(1).optional(),
+  /** SO_MARK of the firewall's own sockets when they run under the parent (they pass); 0: none. */
+  mark: z.number().int().min(0).max(0xffff_ffff).default(0),
+  /** How long start-up waits (SOS raised) for bpffs and cgroup2 before it fails. */
+  mountTimeoutMs: z.number().int().min(0).default(30_000),
 });
 
 const ipv4 = z.string().refine(isIpv4, "must be a dotted IPv4 address");
@@ -144,6 +199,7 @@ export const ConfigSchema = z.strictObject({
       admin: endpoint(7443),
       agent: endpoint(7444),
       health: endpoint(7080),
+      adminSocket: adminSocket.prefault({}),
       limits: listenerLimits.prefault({}),
     })
     .prefault({}),
@@ -194,6 +250,7 @@ export const ConfigSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  ebpf: ebpfConfig.prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({
@@ -229,6 +286,11 @@ export const ConfigSchema = z.strictObject({
 /** The parsed, frozen configuration. */
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
 
+/** Where the admin socket is: `listen.adminSocket.path`, default `<dataDir>/run/admin.sock`. */
+export function adminSocketPath(config: Config): string {
+  return config.listen.adminSocket.path ?? join(config.dataDir, "run", "admin.sock");
+}
+
 /** The configuration could not be read or is invalid; `problems` lists every issue found. */
 export class ConfigError extends Error {
   readonly reason = "invalid_config";
@@ -248,6 +310,7 @@ const ENV_OVERRIDES = {
   CLAWKER_CP_ADMIN_ADDR: ["listen", "admin"],
   CLAWKER_CP_AGENT_ADDR: ["listen", "agent"],
   CLAWKER_CP_HEALTH_ADDR: ["listen", "health"],
+  CLAWKER_CP_ADMIN_SOCKET: ["listen", "adminSocket", "path"],
   CLAWKER_CP_AUTH_MODE: ["auth", "mode"],
   CLAWKER_CP_LOG_LEVEL: ["log", "level"],
 } as const;
@@ -274,7 +337,7 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
   for (const [name, target] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
     if (value === undefined || value === "") continue;
-    const isAddress = target[0] === "listen";
+    const isAddress = target[0] === "listen" && target.length === 2;
     const parsedValue = isAddress ? parseAddress(value) : value;
     if (parsedValue === undefined) {
       problems.push(`${name}: expected host:port, got ${JSON.stringify(value)}`);
@@ -287,6 +350,14 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
     for (const issue of result.error.issues) {
       const where = issue.path.length > 0 ? issue.path.join(".") : "(root)";
       problems.push(`${where}: ${issue.message}`);
+    }
+  }
+  if (result.success && result.data.listen.adminSocket.enabled) {
+    const derived = adminSocketPath(result.data);
+    if (Buffer.byteLength(derived) > MAX_SOCKET_PATH_BYTES) {
+      problems.push(
+        `listen.adminSocket.path: ${derived} (from dataDir) is longer than ${MAX_SOCKET_PATH_BYTES} bytes; set a shorter path or enabled: false`,
+      );
     }
   }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);

@@ -20,11 +20,12 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { Firewall } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
-import type { Config } from "./config.js";
+import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
@@ -37,6 +38,7 @@ import {
   type OpenFileLimit,
 } from "./server/fd-budget.js";
 import { routeGrpcJsLogs } from "./server/grpc-log.js";
+import { GroupSocket } from "./server/group-socket.js";
 import { GrpcListener, type ListenerLimits, type ServiceBinding } from "./server/grpc-listener.js";
 import { HealthServer } from "./server/healthz.js";
 import { ListenerCounters } from "./server/listener-counters.js";
@@ -45,7 +47,8 @@ import { SosBoard } from "./server/sos-board.js";
 import { ForcedStopError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
 import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
-import { loadTrustDir } from "./trust-dir.js";
+import { StartupTimeline } from "./startup-timeline.js";
+import { loadTrustDir, type TrustMaterial } from "./trust-dir.js";
 
 /** Why the daemon stopped; decides the exit code (0 only for a requested stop or a drain to zero). */
 export type StopCause =
@@ -72,6 +75,8 @@ export interface DaemonAddresses {
   readonly admin: { host: string; port: number };
   readonly agent: { host: string; port: number };
   readonly health: { host: string; port: number };
+  /** The admin Unix socket, when enabled. */
+  readonly adminSocket?: string;
 }
 
 /** The control plane daemon. `run()` starts it and resolves with the exit code when it has drained. */
@@ -86,6 +91,7 @@ export class Daemon {
   readonly #feeder: EventsFeeder;
   readonly #index: ContainerAddressIndex;
   readonly #watcher: AgentWatcher | undefined;
+  readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
@@ -93,6 +99,7 @@ export class Daemon {
   readonly #openFiles: OpenFileLimit | undefined;
   readonly #caps: ListenerCaps;
   readonly #relief: MemoryRelief;
+  readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
   readonly #instance = randomBytes(18).toString("base64url");
@@ -107,11 +114,13 @@ export class Daemon {
   #dialer: Dialer | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
+  #adminSocket: GroupSocket | undefined;
   #addresses: DaemonAddresses | undefined;
 
   constructor(config: Config, log: Logger) {
     this.#config = config;
     this.#log = log;
+    this.#timeline = new StartupTimeline(log);
     this.#supervisor = new SubprocessManager({
       logger: log,
       graceMs: config.shutdownGraceMs,
@@ -146,6 +155,24 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const e = config.ebpf;
+    this.#enforcement = e.enabled
+      ? new Enforcement({
+          manager: e.manager,
+          socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
+          pinDir: e.pinDir,
+          proxyCgroup: e.proxyCgroup,
+          cgroupParent: e.cgroupParent,
+          cgroupDriver: e.cgroupDriver,
+          mark: e.mark,
+          mountTimeoutMs: e.mountTimeoutMs,
+          host: this.#supervisor,
+          docker,
+          containers: this.#overseer.containers,
+          sos: this.#sos,
+          log,
+        })
+      : undefined;
     this.#firewall = new Firewall({
       settings: config.firewall,
       dataDir: config.dataDir,
@@ -213,13 +240,19 @@ export class Daemon {
    * which no failure arrived.
    */
   async run(): Promise<0 | 1> {
-    const began = performance.now();
+    const began = StartupTimeline.sinceExecMs();
     void this.#supervisor.crashed.then((crash) => this.stop({ kind: "helper_crash", crash }));
     try {
       await this.#start();
       if (this.#stopCause === undefined) {
         this.#log.info(
-          { event: "ready", ms: Math.round(performance.now() - began), addresses: this.#addresses },
+          {
+            event: "ready",
+            ms: Math.round(StartupTimeline.sinceExecMs() - began),
+            // From exec: the figure `clawker controlplane up` waits for.
+            totalMs: Math.round(StartupTimeline.sinceExecMs()),
+            addresses: this.#addresses,
+          },
           "control plane ready",
         );
       }
@@ -246,15 +279,64 @@ export class Daemon {
   async #start(): Promise<void> {
     const signal = this.#startAbort.signal;
     const cfg = this.#config;
+    const t = this.#timeline;
 
     // Before anything binds or spawns: helpers a SIGKILLed predecessor left holding their ports.
-    await this.#supervisor.reapLeftovers();
+    await t.step("reap_leftovers", () => this.#supervisor.reapLeftovers());
+    // 2. Trust material, registry: a damaged registry refuses the start before anything is spawned.
+    const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
+    const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
+    this.#registry = registry;
 
-    // 2. Trust material, registry.
-    const trust = loadTrustDir(cfg.trustDir);
-    this.#registry = new Registry(join(cfg.dataDir, DATABASE_FILE));
+    // The auth helpers boot in processes of their own, the longest step of the start-up: they are
+    // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
+    // stops the other branch, and #start settles only once both have, so the drain never races a
+    // listener that is still binding.
+    const failed = new AbortController();
+    const branch = AbortSignal.any([signal, failed.signal]);
+    // Building the listeners is synchronous work: it waits until the first helper is forked.
+    let authSpawned!: () => void;
+    const spawned = new Promise<void>((resolve) => (authSpawned = resolve));
+    const auth = this.#startAuth(trust, branch, authSpawned).finally(authSpawned);
+    const listeners = spawned.then(() => this.#startListeners(trust, registry, branch));
+    const settled = await Promise.allSettled(
+      [auth, listeners].map((p) =>
+        p.catch((err: unknown) => {
+          failed.abort(err);
+          throw err;
+        }),
+      ),
+    );
+    // The first failure is the cause; the other branch's is only its abort.
+    if (failed.signal.aborted) throw failed.signal.reason;
+    for (const s of settled) if (s.status === "rejected") throw s.reason;
 
-    // 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz.
+    // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
+    await t.step("ebpf", () => this.#enforcement?.start(signal));
+    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    await t.step("firewall", () => this.#firewall.start(signal));
+
+    // 7. Ready.
+    signal.throwIfAborted();
+    this.#readyGate.setReady();
+    this.#health.setReady();
+    this.#sos.finish();
+
+    // After ready: follow Docker (the address index first, so it sees the reconcile), dial every
+    // running agent, and drain to zero when the last agent is gone.
+    this.#index.start(signal);
+    this.#feeder.start(signal);
+    this.#dialer!.start(signal);
+    this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
+    this.#relief.start(signal);
+  }
+
+  /** 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz. */
+  async #startListeners(trust: TrustMaterial, registry: Registry, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const cfg = this.#config;
+    const t = this.#timeline;
+
     const fds = this.#openFiles;
     this.#log[fds === undefined || fds.soft < RECOMMENDED_OPEN_FILES ? "warn" : "info"](
       { event: "fd_limit", soft: fds?.soft ?? "unknown", hard: fds?.hard ?? "unknown", caps: this.#caps },
@@ -289,24 +371,24 @@ export class Daemon {
     const agentLog = this.#log.child({ component: "agent-listener" });
     const gate = new IdentityGate({
       index: this.#index,
-      registry: this.#registry,
+      registry,
       agents: this.#overseer.agents,
       log: agentLog,
     });
     this.#dialer = new Dialer({
       index: this.#index,
-      registry: this.#registry,
+      registry,
       agents: this.#overseer.agents,
       commands: this.#overseer.commands,
       tls: { ca: trust.ca, cert: trust.clientCert, key: trust.clientKey },
       log: this.#log.child({ component: "dialer" }),
     });
     const admin = adminService({
-      agents: this.#registry,
+      agents: registry,
       sos: this.#sos,
       exec: execAgentHandler({
         dialer: this.#dialer,
-        registry: this.#registry,
+        registry,
         log: adminLog.child({ rpc: "ExecAgent" }),
       }),
       firewall: firewallHandlers(this.#firewall, adminLog),
@@ -359,13 +441,29 @@ export class Daemon {
       limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
       refusals,
     });
-    const agentPort = await this.#agent.start();
-    const adminPort = await this.#admin.start();
-    await this.#health.start(signal);
+    signal.throwIfAborted();
+    const agentPort = await t.step("agent_listener", () => this.#agent!.start());
+    signal.throwIfAborted();
+    const adminPort = await t.step("admin_listener", () => this.#admin!.start());
+    // The same AdminService server on a Unix socket gated by a group (server/group-socket.ts).
+    if (cfg.listen.adminSocket.enabled) {
+      const path = adminSocketPath(cfg);
+      const listener = this.#admin;
+      let n = 0;
+      this.#adminSocket = new GroupSocket({
+        path,
+        group: cfg.listen.adminSocket.group,
+        log: adminLog,
+        onConnection: (socket) => listener.serveLocal(socket, `unix:${path}#${++n}`),
+      });
+      await t.step("admin_socket", () => this.#adminSocket!.start());
+    }
+    await t.step("healthz", () => this.#health.start(signal));
     this.#addresses = {
       admin: { host: cfg.listen.admin.host, port: adminPort },
       agent: { host: cfg.listen.agent.host, port: agentPort },
       health: this.#health.address,
+      ...(this.#adminSocket === undefined ? {} : { adminSocket: adminSocketPath(cfg) }),
     };
     this.#health.addProbe(
       "admin-listener",
@@ -377,27 +475,36 @@ export class Daemon {
         expectHttp2: true,
       }),
     );
+  }
 
-    // 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients.
-    const plan = await prepareAuthProcesses(cfg, trust, this.#instance);
+  /** 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients. */
+  async #startAuth(trust: TrustMaterial, signal: AbortSignal, spawned: () => void): Promise<void> {
+    const cfg = this.#config;
+    const t = this.#timeline;
+    const plan = await t.step("auth_configs", () => prepareAuthProcesses(cfg, trust, this.#instance));
     for (const helper of plan.helpers) {
       signal.throwIfAborted();
       const instance = helper.instance === undefined ? {} : { instance: helper.instance };
-      await this.#supervisor.start(helper.name, helper.command);
-      await this.#supervisor.waitHealthy(helper.name, {
-        url: helper.healthUrl,
-        tls: { ca: trust.ca },
-        timeoutMs: cfg.auth.healthTimeoutMs,
-        signal,
-        ...instance,
-      });
+      await t.step(`spawn_${helper.name}`, () => this.#supervisor.start(helper.name, helper.command));
+      spawned();
+      await t.step(`healthy_${helper.name}`, () =>
+        this.#supervisor.waitHealthy(helper.name, {
+          url: helper.healthUrl,
+          tls: { ca: trust.ca },
+          timeoutMs: cfg.auth.healthTimeoutMs,
+          signal,
+          ...instance,
+        }),
+      );
       this.#health.addProbe(helper.name, httpProbe(helper.healthUrl, { ca: trust.ca }, instance));
     }
-    const registered = await registerClients(clawkerClients({ keys: [trust.cliPublicJwk] }), {
-      adminUrl: plan.adminUrl,
-      ca: trust.ca,
-      signal,
-    });
+    const registered = await t.step("register_clients", () =>
+      registerClients(clawkerClients({ keys: [trust.cliPublicJwk] }), {
+        adminUrl: plan.adminUrl,
+        ca: trust.ca,
+        signal,
+      }),
+    );
     for (const [clientId, r] of registered) {
       if (r.outcome !== "replaced") continue;
       // Someone else's registration under our client id (or keys from an older trust dir): it is
@@ -414,24 +521,6 @@ export class Daemon {
       },
       `OAuth2 clients ${CLI_CLIENT.clientId} and ${AGENT_CLIENT.clientId} registered`,
     );
-
-    // 5. The eBPF manager joins here when it lands (issue 6).
-    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
-    await this.#firewall.start(signal);
-
-    // 7. Ready.
-    signal.throwIfAborted();
-    this.#readyGate.setReady();
-    this.#health.setReady();
-    this.#sos.finish();
-
-    // After ready: follow Docker (the address index first, so it sees the reconcile), dial every
-    // running agent, and drain to zero when the last agent is gone.
-    this.#index.start(signal);
-    this.#feeder.start(signal);
-    this.#dialer.start(signal);
-    this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
-    this.#relief.start(signal);
   }
 
   /**
@@ -451,6 +540,8 @@ export class Daemon {
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
+      { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
       { name: "refusal_log", run: () => this.#refusals.close() },
       { name: "introspector", run: () => this.#introspector?.close() },
@@ -468,6 +559,7 @@ export class Daemon {
   async #closeGrpc(graceMs: number): Promise<void> {
     // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
     this.#sos.finish();
+    await this.#adminSocket?.close();
     await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
   }
 

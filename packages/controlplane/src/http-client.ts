@@ -3,8 +3,12 @@
 // socket for `http+unix:` URLs (the auth helpers' admin APIs), a bounded body, and one AbortSignal
 // covering connect, headers and body. node's own client rather than undici keeps ~15 MiB of
 // resident memory out of a daemon that makes a handful of these requests.
-import http from "node:http";
+import type http from "node:http";
 import https from "node:https";
+
+// node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
+// WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
+const { Agent: HttpAgent, request: plainRequest } = process.getBuiltinModule("node:http");
 
 /** Client TLS material: the CA to trust (the system's roots when absent) and an optional client leaf. */
 export interface TlsClientOptions {
@@ -87,7 +91,7 @@ export function httpsAgent(tls: TlsClientOptions): https.Agent {
 export function agentFor(url: URL | string, tls: TlsClientOptions): http.Agent | undefined {
   const protocol = (typeof url === "string" ? new URL(url) : url).protocol;
   if (protocol === "https:") return httpsAgent(tls);
-  if (protocol === UNIX_SOCKET_PROTOCOL) return new http.Agent({ keepAlive: true, maxSockets: 16 });
+  if (protocol === UNIX_SOCKET_PROTOCOL) return new HttpAgent({ keepAlive: true, maxSockets: 16 });
   return undefined;
 }
 
@@ -114,7 +118,7 @@ export function httpRequest(url: URL | string, options: HttpRequestOptions): Pro
         });
         break;
       case UNIX_SOCKET_PROTOCOL:
-        req = http.request({
+        req = plainRequest({
           ...common,
           headers: { host: "localhost", ...headers },
           socketPath: unixSocketPathOf(target)!,
@@ -123,7 +127,7 @@ export function httpRequest(url: URL | string, options: HttpRequestOptions): Pro
         });
         break;
       case "http:":
-        req = http.request(target, { ...common, agent });
+        req = plainRequest(target, { ...common, agent });
         break;
       default:
         throw new TypeError(`unsupported URL scheme ${target.protocol} in ${target.href}`);

@@ -94,7 +94,10 @@ export class LogSink implements pino.DestinationStream {
     else this.#idle.push(cb);
   }
 
-  /** Writes what waits (the batch in flight included) synchronously; for process exit. Never throws. */
+  /**
+   * Writes what waits (the batch in flight included) synchronously; for process exit. Never throws.
+   * A batch in flight may already be written, so it can appear twice: wait for `flush` first.
+   */
   flushSync(): void {
     const pending = [this.#inFlight, ...this.#queue.map((l) => Buffer.from(l))];
     this.#inFlight = undefined;

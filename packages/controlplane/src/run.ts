@@ -5,6 +5,13 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { createLogger } from "./logging.js";
+import { StartupTimeline } from "./startup-timeline.js";
+
+// Everything above is loaded by now: Node's own start plus our module graph.
+const modulesLoadedMs = StartupTimeline.sinceExecMs();
+
+/** How long the exit waits for the log's last writes before the exit hook writes what is left. */
+const EXIT_FLUSH_MS = 2_000;
 
 const HELP = `clawker-cp: the clawker control plane daemon
 
@@ -24,6 +31,7 @@ Environment overrides:
   CLAWKER_CP_ADMIN_ADDR    admin gRPC listener host:port (default 127.0.0.1:7443)
   CLAWKER_CP_AGENT_ADDR    agent gRPC listener host:port (default 127.0.0.1:7444)
   CLAWKER_CP_HEALTH_ADDR   /healthz listener host:port (default 127.0.0.1:7080)
+  CLAWKER_CP_ADMIN_SOCKET  admin Unix socket path (default <data dir>/run/admin.sock)
   CLAWKER_CP_AUTH_MODE     embedded | ory
   CLAWKER_CP_LOG_LEVEL     trace | debug | info | warn | error | fatal
 
@@ -73,6 +81,9 @@ try {
 }
 
 const log = createLogger(config.log.level);
+const timeline = new StartupTimeline(log);
+timeline.record("modules", 0, modulesLoadedMs);
+timeline.record("config", modulesLoadedMs, StartupTimeline.sinceExecMs());
 const daemon = new Daemon(config, log);
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => daemon.stop({ kind: "signal", signal }));
@@ -82,5 +93,13 @@ process.on("uncaughtException", (error) => daemon.stop({ kind: "fatal", error })
 process.on("unhandledRejection", (error) => daemon.stop({ kind: "fatal", error }));
 
 const code = await daemon.run();
-log.flush();
+// Exit once the log sink has written its batch in flight: process.exit would leave that async
+// write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
+await new Promise<void>((resolve) => {
+  const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
+  log.flush(() => {
+    clearTimeout(stuck);
+    resolve();
+  });
+});
 process.exit(code);

@@ -1,14 +1,13 @@
 // Per-command flow control on a Session, everything real: the real clawkerd process (through tsx)
 // and the real Dialer holding its Session over mTLS on loopback. One command whose reader stops is
 // held at its own window (its process blocked writing) while another command on the same Session
-// streams at full rate, and nothing of the held one is lost or reordered; a stdin writer faster
+// streams to its end, and nothing of the held one is lost or reordered; a stdin writer faster
 // than its command is held at clawkerd's stdin window, with bounded memory on both sides.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
 import tls from "node:tls";
 import { after, before, test } from "node:test";
 import { Overseer } from "@clawker/overseer";
@@ -105,15 +104,14 @@ function session(): AgentSession {
   return s;
 }
 
-/** Reads a command to its end: output bytes (kept when `keep`), the Done code, MiB/s. */
+/** Reads a command to its end: output bytes (kept when `keep`) and the Done code. */
 async function drain(
   it: AsyncIterableIterator<clawkerd.Response, undefined>,
   keep = false,
-): Promise<{ output: Buffer; bytes: number; exitCode: number | undefined; mibps: number }> {
+): Promise<{ output: Buffer; bytes: number; exitCode: number | undefined }> {
   const parts: Buffer[] = [];
   let bytes = 0;
   let exitCode: number | undefined;
-  const start = performance.now();
   for await (const r of it) {
     if (r.payload?.$case === "output") {
       bytes += r.payload.value.data.length;
@@ -121,24 +119,14 @@ async function drain(
     }
     if (r.payload?.$case === "done") exitCode = r.payload.value.finalExitCode;
   }
-  const seconds = (performance.now() - start) / 1000;
-  return { output: Buffer.concat(parts), bytes, exitCode, mibps: bytes / (1 << 20) / seconds };
+  return { output: Buffer.concat(parts), bytes, exitCode };
 }
 
 test("the Dialer's Session runs with per-command flow control (clawkerd offered it)", () => {
   assert.equal(session().hasCommandFlowControl, true);
 });
 
-test("a reader that stops holds back only its own command: the other streams at full rate, the held one loses nothing", async () => {
-  const size = 32 << 20;
-  const fast = (): Promise<number> =>
-    drain(dialer.exec(agent.containerId, shell(["head", "-c", String(size), "/dev/zero"]))).then((r) => {
-      assert.equal(r.bytes, size);
-      assert.equal(r.exitCode, 0);
-      return r.mibps;
-    });
-  const alone = Math.max(await fast(), await fast());
-
+test("a reader that stops holds back only its own command: the other completes all its output meanwhile, the held one loses nothing", async () => {
   const lines = 2_000_003;
   const slow = dialer.exec(agent.containerId, shell(["seq", "1", String(lines)]), { commandId: "slow" });
   const first = await slow.next();
@@ -149,13 +137,15 @@ test("a reader that stops holds back only its own command: the other streams at 
   const held = await waitSteady(() => session().queued("slow")?.outputBytes ?? -1, { what: "slow held" });
   assert.ok(held > 0 && held <= DEFAULT_OUTPUT_WINDOW.bytes, `${held} bytes buffered for the stopped reader`);
 
-  const together = Math.max(await fast(), await fast());
-  log.info({ alone, together }, "fast command MiB/s");
-  assert.ok(
-    together >= alone * 0.5,
-    `alone ${alone.toFixed(0)} MiB/s, beside a held one ${together.toFixed(0)}`,
-  );
-  assert.ok(processesWith(`seq 1 ${lines}`).length === 1, "the held command is still running");
+  // Another command on the same Session runs to its end while `slow` stays held: 32 windows of
+  // output, which could not pass if the held command's window were shared. How fast it streams
+  // beside a held one is a figure: bench/exec-agent.bench.ts measures it.
+  const size = 32 << 20;
+  const fast = await drain(dialer.exec(agent.containerId, shell(["head", "-c", String(size), "/dev/zero"])));
+  assert.equal(fast.bytes, size);
+  assert.equal(fast.exitCode, 0);
+  assert.equal(processesWith(`seq 1 ${lines}`).length, 1, "the held command is still running");
+  await waitBlockedOnOutput(`seq 1 ${lines}`);
   assert.ok((session().queued("slow")?.outputBytes ?? 0) <= DEFAULT_OUTPUT_WINDOW.bytes);
 
   const rest = await drain(slow, true);

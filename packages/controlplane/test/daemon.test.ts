@@ -66,6 +66,52 @@ describe("clawker-cp on embedded defaults", () => {
     assert.deepEqual(order, ["drain", "stopped"]);
   });
 
+  test("the start-up timeline is in the normal log: one startup_step per step, then ready", async (t) => {
+    const cp = await startControlPlane();
+    t.after(() => cp.close());
+    const steps = cp.logs.filter((l) => l["event"] === "startup_step");
+    const ready = cp.logs.find((l) => l["event"] === "ready" && l["addresses"] !== undefined);
+    assert.ok(ready !== undefined, "a ready record");
+    const totalMs = ready["totalMs"] as number;
+    assert.ok(Number.isInteger(totalMs) && totalMs > 0, `ready.totalMs ${totalMs}`);
+    // Every step once (the two branches log in whichever order they finish).
+    assert.deepEqual(
+      steps.map((s) => s["step"]).sort(),
+      [
+        "modules",
+        "config",
+        "reap_leftovers",
+        "trust",
+        "registry",
+        "auth_configs",
+        "spawn_authserver",
+        "agent_listener",
+        "admin_listener",
+        "admin_socket",
+        "healthz",
+        "healthy_authserver",
+        "register_clients",
+        "ebpf",
+        "firewall",
+      ].sort(),
+    );
+    for (const s of steps) {
+      const startMs = s["startMs"] as number;
+      const ms = s["ms"] as number;
+      assert.equal(s["outcome"], "ok");
+      assert.ok(Number.isInteger(startMs) && startMs >= 0, `${String(s["step"])}.startMs ${startMs}`);
+      assert.ok(Number.isInteger(ms) && ms >= 0, `${String(s["step"])}.ms ${ms}`);
+      // Every step ended before ready (slack for three independent roundings).
+      assert.ok(startMs + ms <= totalMs + 2, `${String(s["step"])} ends after ready`);
+    }
+    // The listeners are bound while the auth server boots: after it was forked, before it answered.
+    const step = (name: string) => steps.find((s) => s["step"] === name)!;
+    const startOf = (name: string) => step(name)["startMs"] as number;
+    const endOf = (name: string) => startOf(name) + (step(name)["ms"] as number);
+    assert.ok(startOf("agent_listener") >= endOf("spawn_authserver") - 1, "listeners after the spawn");
+    assert.ok(startOf("agent_listener") <= endOf("healthy_authserver"), "listeners before it is healthy");
+  });
+
   test("a helper killed after ready drains the daemon with exit 1", async (t) => {
     const cp = await startControlPlane();
     t.after(() => cp.close());
@@ -160,6 +206,8 @@ describe("clawker-cp refuses to start on bad input, binding nothing", () => {
     t.after(() => cp.close());
     assert.equal(await cp.exited, 1);
     assert.match(JSON.stringify(cp.logs), /EADDRINUSE|address already in use|in use/i);
-    assert.equal(cp.logs.filter((l) => l["msg"] === "helper started").length, 0);
+    // The auth server boots while the listeners bind, so it may have been spawned: it is stopped.
+    for (const l of cp.logs.filter((l) => l["msg"] === "helper started"))
+      assert.equal(isAlive(l["pid"] as number), false, `helper ${String(l["helper"])} left running`);
   });
 });

@@ -7,7 +7,7 @@ import { helperPid, startControlPlane, type ControlPlane } from "../../../test/h
 import { isAlive } from "../../../test/harness/leftovers.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
-/** The drain order today; eBPF state will join it after the firewall stack. */
+/** The drain order: eBPF state after the firewall stack (ARCHITECTURE.md). */
 const ORDER = [
   "memory_relief",
   "firewall_queue",
@@ -16,6 +16,7 @@ const ORDER = [
   "grpc",
   "bypass_timers",
   "firewall_stack",
+  "ebpf",
   "healthz",
   "refusal_log",
   "introspector",

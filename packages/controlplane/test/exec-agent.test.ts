@@ -338,11 +338,17 @@ describe("ExecAgent against the real clawkerd", () => {
     assert.equal(await reasonOf({ ...byName(command([stage("true")])), agentName: "" }), "invalid_argument");
     assert.equal(await reasonOf(byName(command([]))), "invalid_argument");
     assert.equal(await reasonOf(byName(command([stage()]))), "invalid_argument");
-    assert.equal(await reasonOf({ ...byName(command([stage("true")])), agentName: "nobody" }), "not_found");
-    assert.equal(await reasonOf({ ...byName(command([stage("true")])), project: "other" }), "not_found");
+    assert.equal(
+      await reasonOf({ ...byName(command([stage("true")])), agentName: "nobody" }),
+      "agent_not_found",
+    );
+    assert.equal(
+      await reasonOf({ ...byName(command([stage("true")])), project: "other" }),
+      "agent_not_found",
+    );
     // Registered, but its container has no Session.
     const ghost = await reasonOf({ ...byName(command([stage("true")])), agentName: "ghost" });
-    assert.equal(ghost, "failed_precondition");
+    assert.equal(ghost, "no_session");
     const unwired = new AdminClient({
       client: dial({ tls: cliTls(trust.set), target: `127.0.0.1:${bare.port}` }),
     });
@@ -359,7 +365,7 @@ describe("ExecAgent against the real clawkerd", () => {
     });
     try {
       const before = pulled.count;
-      assert.equal(await reasonOf(byName(command([stage("true")])), anonymous), "unauthenticated");
+      assert.equal(await reasonOf(byName(command([stage("true")])), anonymous), "missing_or_malformed_token");
       assert.equal(pulled.count, before);
     } finally {
       await anonymous.close();
@@ -477,7 +483,7 @@ describe("ExecAgent against the real clawkerd", () => {
 
     const nobody = await clawker(["--agent", "nobody", "--", "true"]);
     assert.equal(nobody.code, 1);
-    assert.match(nobody.stderr, /ExecAgent: not_found: no registered agent nobody/);
+    assert.match(nobody.stderr, /ExecAgent: agent_not_found: no registered agent nobody/);
 
     const json = await clawker([
       "--agent",

@@ -68,6 +68,8 @@ async function refusal(p: Promise<unknown>): Promise<AdminError> {
     await p;
   } catch (err) {
     assert.ok(err instanceof AdminError, String(err));
+    // Every firewall refusal carries its ErrorInfo in the firewall's own domain (API.md §6).
+    assert.equal(err.domain, "firewall.clawker.dev", `${err.reason}: ${err.message}`);
     return err;
   }
   assert.fail("the call succeeded");
@@ -182,7 +184,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
         { ...rule("bad.example.test"), proto: "tcp", port: "" },
       ]),
     );
-    assert.equal(bad.reason, "invalid_argument");
+    assert.equal(bad.reason, "invalid_rule");
     assert.match(bad.message, /rules\[1\]\.port: is required for tcp/);
     assert.deepEqual(await client.firewallListRules(), before, "nothing written");
 
@@ -191,7 +193,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
         admin.FirewallRemoveRuleRequest.fromPartial({ all: true, dst: "m.example.test" }),
       ),
     );
-    assert.equal(both.reason, "invalid_argument");
+    assert.equal(both.reason, "invalid_selector");
     assert.match(both.message, /all .* takes no dst/);
     await client.firewallRemoveRule(
       admin.FirewallRemoveRuleRequest.fromPartial({ dst: "new.example.test", port: String(world.tlsPort) }),
@@ -264,7 +266,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     assert.ok(world.dns.queries.includes("api.example.test/A"), "asked the test resolver, not the host's");
     assert.deepEqual(await client.firewallResolveHostname("nowhere.example.test"), []);
     const bad = await refusal(client.firewallResolveHostname("not a name"));
-    assert.equal(bad.reason, "invalid_argument");
+    assert.equal(bad.reason, "invalid_request");
   });
 
   test("Enable, Disable and Bypass by container id: recorded and visible in Status; a bypass ends by itself", async () => {
@@ -295,11 +297,11 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
 
     for (const seconds of [0, 3601]) {
       const err = await refusal(client.firewallBypass(AGENT_ID, seconds));
-      assert.equal(err.reason, "invalid_argument");
+      assert.equal(err.reason, "invalid_request");
       assert.match(err.message, /timeout_seconds must be 1-3600/);
     }
-    assert.equal((await refusal(client.firewallEnable("f".repeat(64)))).reason, "not_found");
-    assert.equal((await refusal(client.firewallEnable("not-hex"))).reason, "invalid_argument");
+    assert.equal((await refusal(client.firewallEnable("f".repeat(64)))).reason, "unknown_container");
+    assert.equal((await refusal(client.firewallEnable("not-hex"))).reason, "invalid_request");
   });
 
   test("Remove takes the stack down (agents refused); rules added meanwhile are stored; Init brings both back", async () => {
@@ -321,7 +323,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     const refused = await tlsThrough(world, "api.example.test", world.upstreamCa.certPem);
     assert.equal(refused.code, "ECONNREFUSED");
     const down = await refusal(client.firewallDisable(AGENT_ID));
-    assert.equal(down.reason, "failed_precondition");
+    assert.equal(down.reason, "not_running");
     assert.match(down.message, /not running .*clawker firewall up/);
 
     assert.deepEqual((await client.firewallAddRules([rule("late.example.test")])).statuses, [ADDED]);
@@ -455,12 +457,13 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     await client.close();
 
     const refused = outcomes.filter((o) => o.result !== "ok");
-    const byQueue = refused.filter((o) => o.result === "unavailable: firewall is shutting down");
+    const byQueue = refused.filter((o) => o.result === "queue_closed: firewall is shutting down");
     assert.ok(
       byQueue.length > 0,
       `no call was refused by the closed queue: ${JSON.stringify(refused.slice(0, 5))}`,
     );
-    for (const o of refused) assert.match(o.result, /^unavailable/, o.result);
+    // The closed queue's own reason, or the connection the drain closed: UNAVAILABLE either way.
+    for (const o of refused) assert.match(o.result, /^(queue_closed|unavailable):/, o.result);
     const db = new Database(join(dataDir, DATABASE_FILE), { readonly: true });
     try {
       const stored = new Set(

@@ -59,3 +59,23 @@ void test("withFreePorts retries only on EADDRINUSE", async () => {
   assert.equal(isAddrInUse({ code: "EADDRINUSE" }), true);
   assert.equal(isAddrInUse(new Error("ECONNREFUSED")), false);
 });
+
+void test("a slice whose guard another process holds is skipped; the ports of a claimed slice are ours", async (t) => {
+  const [probe] = await freePorts(1);
+  const slice = Math.floor((probe! - 20_000) / 256);
+  const slices = Math.floor((32_768 - 20_000) / 256);
+  const guard = (n: number): number => 20_000 + (n % slices) * 256;
+  // Another process's guard on the next slice: this process must go past it when it needs more.
+  const other = await listen(guard(slice + 1));
+  t.after(() => other.close());
+  const ports = await freePorts(400);
+  const sliceOf = (p: number): number => Math.floor((p - 20_000) / 256);
+  assert.ok(!ports.some((p) => sliceOf(p) === sliceOf(guard(slice + 1))), "nothing from the held slice");
+  assert.ok(!ports.some((p) => (p - 20_000) % 256 === 0), "a guard is never handed out");
+  assert.ok(
+    ports.some((p) => sliceOf(p) === sliceOf(guard(slice + 2))),
+    "the slice after it is claimed",
+  );
+  // ...and its guard is bound by this process now, so no other process claims it.
+  await assert.rejects(listen(guard(slice + 2)), /EADDRINUSE/);
+});

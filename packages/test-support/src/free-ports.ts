@@ -10,9 +10,14 @@ import { createServer } from "node:net";
  */
 const RANGE_START = 20_000;
 const RANGE_END = 32_768;
-/** Each process draws from its own slice (chosen by pid), so parallel test processes do not meet. */
+/**
+ * Each process draws from slices of its own. It claims a slice by keeping the slice's first port
+ * bound (the guard) for as long as it lives: the kernel is the lock, released however the process
+ * ends, and no two live processes hold the same slice (a pid modulo the slice count did collide).
+ */
 const SLICE = 256;
 const SLICES = Math.floor((RANGE_END - RANGE_START) / SLICE);
+const GUARD_HOST = "127.0.0.1";
 
 /** Options for freePorts. */
 export interface FreePortsOptions {
@@ -29,30 +34,71 @@ export class FreePortsError extends Error {
   readonly reason = "exhausted";
 }
 
-let cursor = 0;
+/** Slices this process holds, in claim order; their guards stay bound (unref'd) until exit. */
+const slices: number[] = [];
+/** How many ports of the last claimed slice (after its guard) were handed out or skipped. */
+let used = SLICE - 1;
+/** Calls run one after another: a slice is claimed, and each port handed out, once. */
+let queue: Promise<unknown> = Promise.resolve();
 
 /**
- * Returns `count` ports free now on every host and protocol asked for. Ports come from a
- * per-process slice of 20000-32767 and none is handed out twice by one process; a port another
- * program holds is skipped. What is left (an unrelated program binding the port before the test
- * does) is what `withFreePorts` retries.
+ * Returns `count` ports free now on every host and protocol asked for. Ports come from slices of
+ * 20000-32767 this process claimed for itself, and none is handed out twice by one process; a port
+ * another program holds is skipped. What is left (a program that does not use freePorts binding
+ * the port before the test does) is what `withFreePorts` retries.
  */
-export async function freePorts(count: number, options: FreePortsOptions = {}): Promise<number[]> {
+export function freePorts(count: number, options: FreePortsOptions = {}): Promise<number[]> {
+  const next = queue.then(() => take(count, options));
+  queue = next.catch(() => undefined);
+  return next;
+}
+
+async function take(count: number, options: FreePortsOptions): Promise<number[]> {
   const hosts = options.hosts ?? ["127.0.0.1"];
   const protocols = options.protocols ?? ["tcp"];
+  const consecutive = options.consecutive === true;
+  if (consecutive && count > SLICE - 1) {
+    throw new FreePortsError(`no run of ${count} ports fits in one ${SLICE}-port slice`);
+  }
   const out: number[] = [];
   while (out.length < count) {
-    if (cursor + (options.consecutive === true ? count : 1) > SLICES * SLICE) {
-      throw new FreePortsError(`no ${count} free ports left in ${RANGE_START}-${RANGE_END - 1}`);
+    // A consecutive run never crosses into another slice: it restarts in a fresh one.
+    if (used >= SLICE - 1 || (consecutive && out.length === 0 && used + count > SLICE - 1)) {
+      await claimSlice();
+      out.length = consecutive ? 0 : out.length;
     }
-    const port = portAt(cursor++);
-    // A consecutive run restarts when a port is taken or the run would cross into another slice.
-    const broken = options.consecutive === true && out.length > 0 && port !== out.at(-1)! + 1;
-    if (broken) out.length = 0;
+    const port = RANGE_START + slices.at(-1)! * SLICE + 1 + used++;
     if (await isFree(port, hosts, protocols)) out.push(port);
-    else if (options.consecutive === true) out.length = 0;
+    else if (consecutive) out.length = 0;
   }
   return out;
+}
+
+/** Claims the next slice no live process holds, starting from one chosen by pid. */
+async function claimSlice(): Promise<void> {
+  const first = slices.length === 0 ? process.pid % SLICES : (slices.at(-1)! + 1) % SLICES;
+  for (let i = 0; i < SLICES; i++) {
+    const slice = (first + i) % SLICES;
+    if (slices.includes(slice)) continue;
+    if (await holdGuard(RANGE_START + slice * SLICE)) {
+      slices.push(slice);
+      used = 0;
+      return;
+    }
+  }
+  throw new FreePortsError(`every ${SLICE}-port slice of ${RANGE_START}-${RANGE_END - 1} is taken`);
+}
+
+/** Binds `port` for the rest of the process's life without keeping it alive; false when taken. */
+function holdGuard(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ port, host: GUARD_HOST, exclusive: true }, () => {
+      server.unref();
+      resolve(true);
+    });
+  });
 }
 
 /** One port, as freePorts(1, options). */
@@ -88,12 +134,6 @@ export function isAddrInUse(err: unknown): boolean {
     e = cause;
   }
   return false;
-}
-
-/** The n-th port of this process: its own slice first, then the following slices in turn. */
-function portAt(n: number): number {
-  const slice = (process.pid + Math.floor(n / SLICE)) % SLICES;
-  return RANGE_START + slice * SLICE + (n % SLICE);
 }
 
 async function isFree(

@@ -1,6 +1,6 @@
 // `clawker controlplane agents`: ListAgents with the CLI's token, as a table or JSON.
 import type { admin as adminProto } from "@clawker/proto";
-import { connectAdmin, skewVerdict } from "../admin-connection.js";
+import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   parseAddress,
@@ -12,7 +12,7 @@ import {
 import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
+import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
 /** The spec of `clawker controlplane agents`. */
 export const CONTROLPLANE_AGENTS: CommandSpec = {
@@ -22,6 +22,7 @@ export const CONTROLPLANE_AGENTS: CommandSpec = {
     "trust-dir": LOCATE_FLAGS["trust-dir"],
     admin: LOCATE_FLAGS.admin,
     "token-endpoint": TOKEN_ENDPOINT_FLAG,
+    "admin-socket": ADMIN_SOCKET_FLAG,
     timeout: { type: "string", value: "DURATION", description: "deadline of the call (default 10s)" },
     format: FORMAT_FLAG,
   },
@@ -87,6 +88,7 @@ export async function controlplaneAgents(values: FlagValues, io: Io): Promise<nu
     trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
     admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
     tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
+    socket: adminSocketChoice(values, io.env),
     deadlineMs: parseDuration("timeout", str(values, "timeout", "10s")),
   });
   try {

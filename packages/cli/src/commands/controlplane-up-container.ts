@@ -1,9 +1,17 @@
 // `clawker controlplane up --container`: create or adopt the control-plane container, wait for
 // /healthz while printing WatchSOS messages, then check clocks.
-import { mkdir } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { chmod, chown, mkdir } from "node:fs/promises";
+import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { dockerClient, dockerSocketPath, loadTrustSet } from "@clawker/adminclient";
-import { connectAdmin, formatSkew, SKEW_FAIL_MS, skewVerdict } from "../admin-connection.js";
+import {
+  connectAdmin,
+  formatSkew,
+  SKEW_FAIL_MS,
+  skewVerdict,
+  SYSTEM_ADMIN_SOCKET,
+} from "../admin-connection.js";
 import { optStr, parseAddress, parseDuration, str, type FlagValues } from "../command-spec.js";
 import {
   cgroup2MountPoint,
@@ -17,11 +25,13 @@ import {
   inspectCp,
   runningAgents,
   writeContainerConfig,
+  type AdminSocketMount,
   type CpContainer,
   type DockerClient,
   type PublishedPorts,
 } from "../cp-container.js";
 import {
+  DEFAULT_ADMIN_GROUP,
   defaultAdminAddr,
   defaultDataDir,
   defaultHealthAddr,
@@ -70,6 +80,75 @@ export function publishedPorts(values: FlagValues, env: NodeJS.ProcessEnv): Publ
   return { admin, health, token, issuer: url.origin };
 }
 
+/**
+ * The admin socket's path on the host: `--admin-socket` or `$CLAWKER_ADMIN_SOCKET`, else
+ * /run/clawker/admin.sock when the CLI runs as root; otherwise none (TCP only), because the
+ * directory must be root's (the daemon's uid in the container) and only root can make it so.
+ */
+export function containerAdminSocket(values: FlagValues, env: NodeJS.ProcessEnv): string | undefined {
+  const flag = optStr(values, "admin-socket");
+  if (process.getuid?.() !== 0) {
+    // The variable also steers `agents` and `exec`: only the flag asks for what we cannot do.
+    if (flag !== undefined)
+      throw new CliError(
+        ExitCode.usage,
+        "--admin-socket with --container needs root (the directory must be root's)",
+      );
+    return undefined;
+  }
+  const given = flag ?? (env["CLAWKER_ADMIN_SOCKET"] || undefined);
+  if (given !== undefined && !given.startsWith("/"))
+    throw new CliError(ExitCode.usage, `--admin-socket must be an absolute path, got ${given}`);
+  return given ?? SYSTEM_ADMIN_SOCKET;
+}
+
+/** The admin group's name: `$CLAWKER_ADMIN_GROUP`, else clawker-admins. */
+function adminGroup(env: NodeJS.ProcessEnv): string {
+  return env["CLAWKER_ADMIN_GROUP"] || DEFAULT_ADMIN_GROUP;
+}
+
+/**
+ * Creates the socket's directory on the host root:group 0750 (0700 first, widened only once it is
+ * the group's; a group that does not exist leaves it 0700 and the socket 0600). An existing
+ * directory is left as it is: the daemon checks it and refuses to start on a wrong one.
+ */
+async function prepareSocketDir(
+  socketPath: string,
+  group: string,
+  stderr: Output,
+): Promise<AdminSocketMount> {
+  const hostDir = dirname(socketPath);
+  const gid = await groupId(group);
+  if (gid === undefined)
+    stderr.write(
+      `clawker: warning: group ${group} does not exist: the admin socket will be root's alone (0600)\n`,
+    );
+  try {
+    await mkdir(dirname(hostDir), { recursive: true, mode: 0o755 });
+    await mkdir(hostDir, { mode: 0o700 });
+    if (gid !== undefined) {
+      await chown(hostDir, 0, gid);
+      await chmod(hostDir, 0o750);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+      throw new CliError(ExitCode.error, `cannot create the admin socket directory ${hostDir}`, {
+        cause: err,
+      });
+  }
+  return { hostDir, gid, group };
+}
+
+/** A group's gid through NSS (`getent group`), undefined when there is none. */
+function groupId(name: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    execFile("getent", ["group", name], { timeout: 5_000 }, (err, stdout) => {
+      const gid = Number(stdout.split(":")[2]);
+      resolve(err === null && Number.isInteger(gid) ? gid : undefined);
+    });
+  });
+}
+
 /** What up --container did with the container. */
 type Action = "created" | "adopted" | "started" | "replaced";
 
@@ -87,6 +166,7 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
   const image = optStr(values, "image") ?? DEFAULT_CP_IMAGE;
   const force = values["force"] === true;
   const ports = publishedPorts(values, io.env);
+  const socketPath = containerAdminSocket(values, io.env);
   const admin = `${ports.admin.host}:${ports.admin.port}`;
   const url = healthUrl(ports.health);
   const json = values["format"] === "json";
@@ -116,7 +196,7 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
         `something already answers ${url} (${describeProbe(before)}); is another control plane running?`,
       );
     }
-    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports);
+    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports, socketPath, io);
     action = "created";
   } else if (current.imageId !== wanted) {
     const live = current.state === "running" || current.state === "restarting";
@@ -128,7 +208,7 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
       );
     }
     await replace(docker, current, io.stderr);
-    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports);
+    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports, socketPath, io);
     action = "replaced";
   } else if (current.state === "running" || current.state === "restarting") {
     action = "adopted";
@@ -165,6 +245,7 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
     healthStatus: last.body,
     tokenEndpoint: `${ports.issuer}/oauth2/token`,
     trustDir,
+    adminSocket: socketPath ?? null,
     healthyAfterMs: healthyMs,
     clockSkewMs: Math.round(skew.skewMs),
   };
@@ -175,7 +256,7 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
       [
         `control plane container ${now.name} is up (${action}, ${now.id.slice(0, 12)}, healthy after ${(healthyMs / 1000).toFixed(1)}s)`,
         `  image     ${image}`,
-        `  admin     ${admin}`,
+        `  admin     ${admin}${socketPath === undefined ? "" : ` and ${socketPath}`}`,
         `  health    ${url}: ${describeProbe(last)}`,
         `  token     ${summary.tokenEndpoint}`,
         `  clock     ${formatSkew(skew.skewMs)} skew`,
@@ -194,9 +275,13 @@ async function create(
   image: string,
   dockerSocket: string,
   ports: PublishedPorts,
+  socketPath: string | undefined,
+  io: Io,
 ): Promise<CpContainer> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const configFile = await writeContainerConfig(dataDir, ports.issuer);
+  const adminSocket =
+    socketPath === undefined ? undefined : await prepareSocketDir(socketPath, adminGroup(io.env), io.stderr);
+  const configFile = await writeContainerConfig(dataDir, ports.issuer, adminSocket);
   const options = containerCreateOptions({
     image,
     trustDir,
@@ -204,6 +289,7 @@ async function create(
     dockerSocket,
     cgroup2: cgroup2MountPoint(),
     ports,
+    adminSocket,
   });
   let id: string;
   try {

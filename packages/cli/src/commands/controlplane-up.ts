@@ -63,6 +63,14 @@ export const TOKEN_ENDPOINT_FLAG = {
   description: "token endpoint (default $CLAWKER_TOKEN_ENDPOINT or https://127.0.0.1:4444/oauth2/token)",
 } as const;
 
+/** `--admin-socket`: the admin Unix socket to use instead of TCP. */
+export const ADMIN_SOCKET_FLAG = {
+  type: "string",
+  value: "PATH",
+  description:
+    "admin Unix socket (default $CLAWKER_ADMIN_SOCKET, else <data-dir>/run/admin.sock or /run/clawker/admin.sock when one answers and --admin is not given; else TCP)",
+} as const;
+
 /** The spec of `clawker controlplane up`. */
 export const CONTROLPLANE_UP: CommandSpec = {
   words: ["controlplane", "up"],
@@ -85,6 +93,12 @@ export const CONTROLPLANE_UP: CommandSpec = {
     },
     ...LOCATE_FLAGS,
     "token-endpoint": TOKEN_ENDPOINT_FLAG,
+    "admin-socket": {
+      type: "string",
+      value: "PATH",
+      description:
+        "the daemon's admin Unix socket (default $CLAWKER_ADMIN_SOCKET; host process: <data-dir>/run/admin.sock; --container as root: /run/clawker/admin.sock, bound into the container with the group's gid)",
+    },
     daemon: {
       type: "string",
       value: "PATH",
@@ -160,6 +174,9 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
     CLAWKER_CP_TRUST_DIR: trustDir,
     ...(config === undefined ? {} : { CLAWKER_CP_CONFIG: config }),
     ...(values["admin"] === undefined ? {} : { CLAWKER_CP_ADMIN_ADDR: admin.text }),
+    ...(values["admin-socket"] === undefined
+      ? {}
+      : { CLAWKER_CP_ADMIN_SOCKET: str(values, "admin-socket", "") }),
     ...(values["health"] === undefined ? {} : { CLAWKER_CP_HEALTH_ADDR: health.text }),
   };
   const started = Date.now();

@@ -3,7 +3,7 @@
 // it comes, and exits with the command's own exit code.
 import { StringDecoder } from "node:string_decoder";
 import { clawkerd, type admin as adminProto } from "@clawker/proto";
-import { connectAdmin, skewVerdict } from "../admin-connection.js";
+import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   optStr,
@@ -17,7 +17,7 @@ import {
 import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
-import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
+import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
 /** The spec of `clawker exec`. */
 export const EXEC: CommandSpec = {
@@ -56,6 +56,7 @@ export const EXEC: CommandSpec = {
     "trust-dir": LOCATE_FLAGS["trust-dir"],
     admin: LOCATE_FLAGS.admin,
     "token-endpoint": TOKEN_ENDPOINT_FLAG,
+    "admin-socket": ADMIN_SOCKET_FLAG,
     format: FORMAT_FLAG,
   },
   positionals: "-- CMD [ARGS...]",
@@ -140,6 +141,7 @@ export async function exec(values: FlagValues, io: Io): Promise<number> {
     trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
     admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
     tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
+    socket: adminSocketChoice(values, io.env),
   });
   try {
     if (skewVerdict(skew.skewMs) === "fail") {

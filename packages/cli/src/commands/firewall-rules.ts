@@ -45,7 +45,7 @@ export const FIREWALL_ADD: CommandSpec = {
     },
     path: {
       type: "string",
-      value: "PATH",
+      value: "URL-PATH",
       description: "a path rule: /prefix or '~regex' (needs --action)",
     },
     methods: {

@@ -71,12 +71,20 @@ export async function withFirewallClient<T>(
   }
 }
 
+/** The reasons of a malformed request: the admin domain's, and the firewall's own (API.md §6). */
+const MALFORMED = new Set<string>([
+  "invalid_argument",
+  "invalid_rule",
+  "invalid_selector",
+  "invalid_request",
+]);
+
 /**
  * A request the control plane refused as malformed (a rule, a selector, a duration) is a usage
  * error (exit 2) with the server's words, which name the rule index and field to fix.
  */
 export function refusedRequest(err: unknown): unknown {
-  if (err instanceof AdminError && err.reason === "invalid_argument") {
+  if (err instanceof AdminError && MALFORMED.has(err.reason)) {
     return new CliError(ExitCode.usage, err.message, { cause: err });
   }
   return err;

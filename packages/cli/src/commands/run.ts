@@ -3,6 +3,7 @@
 // the agent's main command, passed verbatim.
 import {
   AgentBootstrapError,
+  agentCgroupParent,
   createAgentContainer,
   DEFAULT_AGENT_ENTRYPOINT,
   DEFAULT_AGENT_NETWORK,
@@ -50,7 +51,8 @@ export const RUN: CommandSpec = {
     "cgroup-parent": {
       type: "string",
       value: "CGROUP",
-      description: "cgroup parent owned by the control plane (default Docker's)",
+      description:
+        "cgroup parent owned by the control plane, whose eBPF programs enforce the agent's egress (default /clawker, or clawker.slice with Docker's systemd cgroup driver)",
     },
     "cp-addr": {
       type: "string",
@@ -185,11 +187,13 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   const network = str(values, "network", DEFAULT_AGENT_NETWORK);
   const entrypointFlag = optStr(values, "entrypoint");
   const entrypoint = entrypointFlag === undefined ? undefined : parseEntrypoint(entrypointFlag);
-  const cgroupParent = optStr(values, "cgroup-parent");
+  const cgroupParentFlag = optStr(values, "cgroup-parent");
   const trust = await loadTrustSet(str(values, "trust-dir", defaultTrustDir(io.env)));
 
   try {
     const docker = dockerClient(io.env["DOCKER_HOST"]);
+    // Under the control plane's parent the agent is enforced from its first syscall.
+    const cgroupParent = cgroupParentFlag ?? (await agentCgroupParent(docker));
     let cpAddr = optStr(values, "cp-addr");
     let tokenEndpoint = optStr(values, "token-endpoint");
     if (cpAddr === undefined || tokenEndpoint === undefined) {
@@ -211,7 +215,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
       start: values["no-start"] !== true,
       env: (values["env"] as string[] | undefined) ?? [],
       ...(entrypoint === undefined ? {} : { entrypoint }),
-      ...(cgroupParent === undefined ? {} : { cgroupParent }),
+      cgroupParent,
     });
     const result = {
       containerId: created.containerId,
@@ -221,6 +225,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
       fullName: created.fullName,
       image,
       network,
+      cgroupParent,
       started: created.started,
       thumbprint: created.thumbprint,
       certNotAfter: created.certNotAfter,

@@ -1,10 +1,12 @@
 // AgentService (API.md §2) for the agent listener: Register behind the identity gate. The auth
 // interceptor in front has already checked the bearer token, its scope and the client id.
-import { status, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
-import { agent } from "@clawker/proto";
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import { AGENT_ERRORS, agent } from "@clawker/proto";
 import type { Logger } from "../logging.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
-import { GATE_STATUS, GateError, type IdentityGate } from "./identity-gate.js";
+import { GATE_WIRE_REASON, GateError, type IdentityGate } from "./identity-gate.js";
+
+const INTERNAL_MESSAGE = "internal error";
 
 /** Options of the AgentService binding. */
 export interface AgentServiceOptions {
@@ -25,14 +27,12 @@ export function agentService(options: AgentServiceOptions): ServiceBinding {
         () => callback(null, {}),
         (err: unknown) => {
           if (err instanceof GateError) {
-            callback({
-              code: GATE_STATUS[err.reason],
-              details: err.reason === "internal" ? "internal error" : err.message,
-            });
+            const reason = GATE_WIRE_REASON[err.reason];
+            callback(AGENT_ERRORS.status(reason, reason === "internal" ? INTERNAL_MESSAGE : err.message));
             return;
           }
           log.error({ err, event: "register_failed" }, "register failed");
-          callback({ code: status.INTERNAL, details: "internal error" });
+          callback(AGENT_ERRORS.status("internal", INTERNAL_MESSAGE));
         },
       );
     },

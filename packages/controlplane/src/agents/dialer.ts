@@ -30,6 +30,14 @@ export interface BackoffOptions {
   readonly giveUpMs: number;
 }
 
+/**
+ * grpc-js's own reconnect backoff within one attempt: 25 ms, growing 1.6x (jittered) to 100 ms.
+ * clawkerd takes its Node start (~0.2 s of CPU) to listen; a refused connect on the agents bridge
+ * costs next to nothing, while a longer step is time the agent waits after it listens.
+ */
+const RECONNECT_INITIAL_MS = 25;
+const RECONNECT_MAX_MS = 100;
+
 /** Default schedule: 500 ms doubling to 10 s, give up after 60 s. */
 export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
   initialMs: 500,
@@ -306,6 +314,11 @@ export class Dialer {
       "grpc.use_local_subchannel_pool": 1,
       "grpc.enable_retries": 0,
       "grpc.max_receive_message_length": 8 * 1024 * 1024,
+      // We dial as soon as Docker reports the start, usually before clawkerd listens: grpc-js's
+      // default first reconnect backoff (1 s) was most of an agent's start-to-registered time.
+      // Refused connects are cheap; waitForReady's deadline (connectMs) still bounds the attempt.
+      "grpc.initial_reconnect_backoff_ms": RECONNECT_INITIAL_MS,
+      "grpc.max_reconnect_backoff_ms": RECONNECT_MAX_MS,
     });
     const onAbort = (): void => client.close();
     signal.addEventListener("abort", onAbort, { once: true });

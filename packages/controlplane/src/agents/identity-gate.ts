@@ -1,11 +1,10 @@
 // The identity gate behind AgentService.Register (ARCHITECTURE.md "Agent identity"): the caller's
 // leaf certificate, its network address, the container that owns that address and the container's
-// labels must all name the same agent. Every identity failure is one PERMISSION_DENIED text; the
-// log line says which check failed.
+// labels must all name the same agent. Every identity failure is one PERMISSION_DENIED text and
+// one wire reason (`identity_denied`); the log line says which check failed.
 import { createHash } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
-import { status } from "@grpc/grpc-js";
-import { CLAWKERD_CN, LABELS, agentFullName } from "@clawker/proto";
+import { CLAWKERD_CN, ClawkerError, LABELS, agentFullName, type AgentReason } from "@clawker/proto";
 import { isAgentLabels, type AgentEvent, type Topic } from "@clawker/overseer";
 import type { Logger } from "../logging.js";
 import type { ContainerAddressIndex } from "./address-index.js";
@@ -31,32 +30,30 @@ export type IdentityDenial =
 /** Reasons of a GateError: an identity denial, a malformed request, or an internal failure. */
 export type GateReason = IdentityDenial | "invalid_argument" | "internal";
 
-/** A refused Register; `reason` is stable, `message` is what the caller may see. */
-export class GateError extends Error {
-  readonly reason: GateReason;
-  constructor(reason: GateReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "GateError";
-    this.reason = reason;
-  }
+/** A refused Register; `reason` is stable (logged), `message` is what the caller may see. */
+export class GateError extends ClawkerError<GateReason> {
+  override readonly name = "GateError";
 }
 
-/** Maps every gate reason to its gRPC status code (exhaustive). */
-export const GATE_STATUS = {
-  no_peer_certificate: status.PERMISSION_DENIED,
-  wrong_common_name: status.PERMISSION_DENIED,
-  agent_san_count: status.PERMISSION_DENIED,
-  container_san_count: status.PERMISSION_DENIED,
-  unknown_address: status.PERMISSION_DENIED,
-  ambiguous_address: status.PERMISSION_DENIED,
-  not_agent_container: status.PERMISSION_DENIED,
-  agent_name_mismatch: status.PERMISSION_DENIED,
-  container_id_mismatch: status.PERMISSION_DENIED,
-  request_mismatch: status.PERMISSION_DENIED,
-  thumbprint_mismatch: status.PERMISSION_DENIED,
-  invalid_argument: status.INVALID_ARGUMENT,
-  internal: status.INTERNAL,
-} as const satisfies Record<GateReason, status>;
+/**
+ * The agent listener's reason for every gate reason (exhaustive): each identity check is the one
+ * `identity_denied`, so neither the text nor the ErrorInfo tells a caller which check failed.
+ */
+export const GATE_WIRE_REASON = {
+  no_peer_certificate: "identity_denied",
+  wrong_common_name: "identity_denied",
+  agent_san_count: "identity_denied",
+  container_san_count: "identity_denied",
+  unknown_address: "identity_denied",
+  ambiguous_address: "identity_denied",
+  not_agent_container: "identity_denied",
+  agent_name_mismatch: "identity_denied",
+  container_id_mismatch: "identity_denied",
+  request_mismatch: "identity_denied",
+  thumbprint_mismatch: "identity_denied",
+  invalid_argument: "invalid_argument",
+  internal: "internal",
+} as const satisfies Record<GateReason, AgentReason>;
 
 /** What the gate reads from a leaf certificate. */
 export interface CertIdentity {

@@ -1,6 +1,8 @@
-// Authorization errors: one stable reason per failure class, one table from reason to gRPC status
-// and one fixed message per status class (API.md §5), so no check leaks which part failed.
-import { Metadata, status, type StatusObject } from "@grpc/grpc-js";
+// Authorization errors: one stable reason per failed check (logged and counted), its wire reason
+// (one per API.md §5 class, so the ErrorInfo tells no more than the text) and one fixed message per
+// class. Codes come from the listeners' table in @clawker/proto (LISTENER_ERRORS).
+import type { StatusObject } from "@grpc/grpc-js";
+import { ClawkerError, LISTENER_ERRORS, type ListenerReason } from "@clawker/proto";
 
 /** Why a call was refused or failed; stable strings for logs and tests. */
 export type AuthReason =
@@ -12,22 +14,23 @@ export type AuthReason =
   | "unmapped_method"
   | "insufficient_scope"
   | "client_mismatch"
-  | "not_ready"
   | "internal";
 
-/** The single table from reason to gRPC code (API.md §5); exhaustive by construction. */
-export const reasonStatus = {
-  missing_token: status.UNAUTHENTICATED,
-  malformed_token: status.UNAUTHENTICATED,
-  token_inactive: status.UNAUTHENTICATED,
-  introspection_failed: status.UNAUTHENTICATED,
-  introspection_throttled: status.UNAUTHENTICATED,
-  unmapped_method: status.UNAUTHENTICATED,
-  insufficient_scope: status.PERMISSION_DENIED,
-  client_mismatch: status.PERMISSION_DENIED,
-  not_ready: status.FAILED_PRECONDITION,
-  internal: status.INTERNAL,
-} as const satisfies Record<AuthReason, status>;
+/**
+ * The reason each check is answered with on the wire (ErrorInfo): the API.md §5 class only, so a
+ * caller learns no more from the reason than from the text.
+ */
+export const authWireReason = {
+  missing_token: "missing_or_malformed_token",
+  malformed_token: "missing_or_malformed_token",
+  token_inactive: "token_inactive",
+  introspection_failed: "token_unverified",
+  introspection_throttled: "token_unverified",
+  unmapped_method: "unmapped_method",
+  insufficient_scope: "permission_denied",
+  client_mismatch: "permission_denied",
+  internal: "internal",
+} as const satisfies Record<AuthReason, ListenerReason>;
 
 /**
  * The fixed texts clients see, defined once. Missing scope and a wrong client id share one text
@@ -43,43 +46,47 @@ export const reasonMessage = {
   unmapped_method: "method is not permitted",
   insufficient_scope: "permission denied",
   client_mismatch: "permission denied",
-  not_ready: "control plane is starting up",
   internal: "internal error",
 } as const satisfies Record<AuthReason, string>;
 
+/** Each reason's status, encoded once: refusals are answered at flood rates. */
+const FIXED = Object.fromEntries(
+  (Object.keys(authWireReason) as AuthReason[]).map((r) => [
+    r,
+    LISTENER_ERRORS.fixed(authWireReason[r], reasonMessage[r]),
+  ]),
+) as Record<AuthReason, () => StatusObject>;
+
 /** An authorization refusal carrying its stable reason; `toStatus()` is what goes on the wire. */
-export class AuthError extends Error {
+export class AuthError extends ClawkerError<AuthReason> {
   override readonly name = "AuthError";
-  constructor(
-    readonly reason: AuthReason,
-    options?: { cause?: unknown },
-  ) {
-    super(reasonMessage[reason], options);
+  constructor(reason: AuthReason, options?: { cause?: unknown }) {
+    super(reason, reasonMessage[reason], options);
   }
 
-  /** The gRPC status for this refusal: code from the table, the fixed text, empty trailers. */
+  /** The gRPC status for this refusal: the class's code and text, ErrorInfo in the trailers. */
   toStatus(): StatusObject {
     return statusFor(this.reason);
   }
 }
 
-/** The wire status for a reason (code from `reasonStatus`, text from `reasonMessage`). */
+/** The wire status for a reason: code and ErrorInfo of its class, text from `reasonMessage`. */
 export function statusFor(reason: AuthReason): StatusObject {
-  return { code: reasonStatus[reason], details: reasonMessage[reason], metadata: new Metadata() };
+  return FIXED[reason]();
 }
 
 /** Why an introspection request failed; never cached, always mapped to UNAUTHENTICATED. */
 export type IntrospectionFailure = "unavailable" | "timeout" | "http_status" | "malformed_response";
 
 /** A failed introspection request (transport, timeout, non-200 or an unparseable body). */
-export class IntrospectionError extends Error {
+export class IntrospectionError extends ClawkerError<IntrospectionFailure> {
   override readonly name = "IntrospectionError";
   constructor(
-    readonly reason: IntrospectionFailure,
+    reason: IntrospectionFailure,
     message: string,
     options?: { cause?: unknown; httpStatus?: number },
   ) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    super(reason, message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.httpStatus = options?.httpStatus;
   }
   /** The HTTP status when `reason` is `http_status`. */

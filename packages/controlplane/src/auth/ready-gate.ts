@@ -1,8 +1,13 @@
 // The ready gate: until the control plane is ready, non-exempt calls on the admin listener get
-// FAILED_PRECONDITION `control plane is starting up` (API.md §5). Readiness is terminal.
-import { admin } from "@clawker/proto";
+// FAILED_PRECONDITION `control plane is starting up` (API.md §5) with reason `starting_up`.
+// Readiness is terminal.
+import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
-import { statusFor } from "./errors.js";
+
+/** The ready gate's fixed text (API.md §5). */
+export const STARTING_UP_MESSAGE = "control plane is starting up";
+
+const startingUp = ADMIN_ERRORS.fixed("starting_up", STARTING_UP_MESSAGE);
 
 /** Methods answered before ready: the clock check and the start-up failure stream. */
 export const READY_GATE_EXEMPT: readonly string[] = [
@@ -31,14 +36,16 @@ export class ReadyGate {
 
   /** The grpc-js server interceptor; list it after recovery and before auth. */
   readonly interceptor: ServerInterceptor = (method, next) => {
-    if (this.#ready || this.#exempt.has(method.path)) return new ServerInterceptingCall(next);
+    // Open: the call goes on unwrapped. grpc-js chains interceptors by what each returns, so
+    // handing back `next` removes this layer (its objects and closures) from every call.
+    if (this.#ready || this.#exempt.has(method.path)) return next as ServerInterceptingCall;
     const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
             // Re-check at metadata time: the gate may have opened since the call began.
             if (this.#ready) metadataNext(metadata);
-            else call.sendStatus(statusFor("not_ready"));
+            else call.sendStatus(startingUp());
           },
         });
       },

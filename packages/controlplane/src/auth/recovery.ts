@@ -5,17 +5,39 @@
 // rejected promise from an async handler escapes grpc-js entirely (an unhandled rejection).
 // So: `withRecovery` wraps the handlers (catches throws, rejections and code-less errors, logs
 // them with the error, answers INTERNAL); `recoveryInterceptor`, first in the chain, rewrites
-// any UNKNOWN status to INTERNAL with the fixed text and guards the inbound listener chain.
+// any UNKNOWN status to INTERNAL with the fixed text and guards the inbound listener chain. It also
+// sees every status a handler or an inner interceptor sends, so it is where a status that came
+// without an ErrorInfo detail gets one (API.md §6: every error status carries one).
 import {
-  Metadata,
   ServerInterceptingCall,
   status,
   type ServerInterceptor,
   type ServiceDefinition,
+  type StatusObject,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { CLAWKER_ERROR_DOMAIN, codeName, withCodeNameDetail } from "@clawker/proto";
 import type { Logger } from "pino";
-import { reasonMessage, statusFor } from "./errors.js";
+import { statusFor } from "./errors.js";
+
+/** A status as interceptors pass it on (grpc-js does not export its PartialStatusObject). */
+type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
+
+/**
+ * `st` with an ErrorInfo detail when it is an error status without one: the reason is the code's
+ * name (`not_found`), the same one a client falls back to for a peer that sends no detail. Every
+ * status of ours should carry its own reason, so this is logged: it names a handler to fix.
+ */
+export function withErrorDetail(st: PartialStatusObject, log: Logger, method: string): PartialStatusObject {
+  const out = withCodeNameDetail(st, CLAWKER_ERROR_DOMAIN);
+  if (out !== st) {
+    log.warn(
+      { method, code: codeName(st.code), event: "status_without_reason" },
+      "error status without a reason",
+    );
+  }
+  return out;
+}
 
 /** The first interceptor of every listener: UNKNOWN becomes INTERNAL, listener throws become INTERNAL. */
 export function recoveryInterceptor(log: Logger): ServerInterceptor {
@@ -38,7 +60,7 @@ export function recoveryInterceptor(log: Logger): ServerInterceptor {
       },
       sendStatus: (st, statusNext) => {
         if (st.code !== status.UNKNOWN) {
-          statusNext(st);
+          statusNext(withErrorDetail(st, log, method.path));
           return;
         }
         // grpc-js's own text for a caught throw, or a code-less error's message: log, never send.
@@ -50,9 +72,9 @@ export function recoveryInterceptor(log: Logger): ServerInterceptor {
   };
 }
 
-/** An error fit for the wire: INTERNAL with the fixed text. */
-function internalError(): { code: status; details: string; metadata: Metadata } {
-  return { code: status.INTERNAL, details: reasonMessage.internal, metadata: new Metadata() };
+/** An error fit for the wire: INTERNAL with the fixed text and reason `internal`. */
+function internalError(): StatusObject {
+  return statusFor("internal");
 }
 
 function hasStatusCode(err: unknown): boolean {

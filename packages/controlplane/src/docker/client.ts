@@ -4,10 +4,14 @@
 // default). TCP/SSH hosts are refused: the control plane talks to the local engine only. A small
 // client of our own rather than dockerode keeps SSH, protobuf and tar code (and ~20 MiB of
 // resident memory) out of the privileged daemon, and gives every call an AbortSignal.
-import http from "node:http";
+import type http from "node:http";
 import type { Readable } from "node:stream";
 import { DockerError, toDockerError } from "./errors.js";
 import type { ListedContainer, ListedNetwork } from "./event-parse.js";
+
+// node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
+// WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
+const { request } = process.getBuiltinModule("node:http");
 
 /** The socket used when DOCKER_HOST is unset or empty. */
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
@@ -28,6 +32,8 @@ export type DockerFilters = Readonly<Record<string, readonly string[]>>;
 export interface EngineInfo {
   /** The engine's clock, RFC 3339 with nanoseconds. */
   readonly SystemTime?: string;
+  /** `cgroupfs` or `systemd`: where containers' cgroups live (ebpf/cgroup-layout.ts). */
+  readonly CgroupDriver?: string;
 }
 
 /** `GET /containers/{id}/json`, the fields we read. */
@@ -163,7 +169,7 @@ export class DockerClient {
   /** Sends one GET and resolves with the response head; socket failures become DockerErrors. */
   #open(operation: string, path: string, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const req = http.request({
+      const req = request({
         socketPath: this.socketPath,
         path,
         method: "GET",

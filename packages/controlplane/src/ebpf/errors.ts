@@ -44,3 +44,25 @@ export class EbpfError extends Error {
     this.op = op;
   }
 }
+
+/** Why the enforcement could not start or act. */
+export type EnforcementReason =
+  | "cgroup2_missing"
+  | "bpffs_missing"
+  | "invalid_cgroup_parent"
+  | "docker_unavailable"
+  | "manager_unavailable"
+  | "not_running"
+  | "unknown_container";
+
+/** A failure of the Enforcement (start-up or an operation); `reason` is stable. */
+export class EnforcementError extends Error {
+  override readonly name: string = "EnforcementError";
+  /** The stable machine-readable cause. */
+  readonly reason: EnforcementReason;
+
+  constructor(reason: EnforcementReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
+}

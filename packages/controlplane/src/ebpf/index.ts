@@ -13,3 +13,15 @@ export {
   type Route,
   type Status,
 } from "./protocol.js";
+export {
+  CLOSED_TARGETS,
+  Enforcement,
+  MANAGER_HELPER,
+  type EnforcedMode,
+  type EnforcementOptions,
+  type EnforcementTargets,
+  type EnrolledContainer,
+} from "./enforcement.js";
+export { cgroupDriverOf, cgroupLayout, type CgroupDriver, type CgroupLayout } from "./cgroup-layout.js";
+export { findBpfMounts, type BpfMounts } from "./mounts.js";
+export { EnforcementError, type EnforcementReason } from "./errors.js";

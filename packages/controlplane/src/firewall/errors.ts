@@ -1,12 +1,10 @@
 // Firewall failures: one stable reason per failure class and one exhaustive table from reason to
-// gRPC status (API.md §5), so handlers never decide on message text.
-import { Metadata, status, type StatusObject } from "@grpc/grpc-js";
+// gRPC status (API.md §5), in the ErrorInfo domain `firewall.clawker.dev` (API.md §6 keeps
+// upstream's for them), so handlers and clients never decide on message text.
+import { status, type StatusObject } from "@grpc/grpc-js";
+import { ClawkerError, ErrorTable, FIREWALL_ERROR_DOMAIN } from "@clawker/proto";
 
-/**
- * The `google.rpc.ErrorInfo` domain firewall errors will carry (API.md §6 keeps upstream's
- * `firewall.clawker.dev` for them); clients decide on `reason`, never on the message.
- */
-export const FIREWALL_ERROR_DOMAIN = "firewall.clawker.dev";
+export { FIREWALL_ERROR_DOMAIN };
 
 /** Why a firewall operation failed; stable strings for logs, tests and ErrorInfo. */
 export type FirewallReason =
@@ -54,16 +52,12 @@ export const firewallReasonStatus = {
   internal: status.INTERNAL,
 } as const satisfies Record<FirewallReason, status>;
 
-/** A firewall failure with a stable `reason`; its message is written for the caller. */
-export class FirewallError extends Error {
-  override readonly name: string = "FirewallError";
-  /** The stable machine-readable cause. */
-  readonly reason: FirewallReason;
+/** The firewall's table: its reasons' codes, answered in `firewall.clawker.dev`. */
+export const FIREWALL_ERRORS = new ErrorTable<FirewallReason>(FIREWALL_ERROR_DOMAIN, firewallReasonStatus);
 
-  constructor(reason: FirewallReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.reason = reason;
-  }
+/** A firewall failure with a stable `reason`; its message is written for the caller. */
+export class FirewallError extends ClawkerError<FirewallReason> {
+  override readonly name: string = "FirewallError";
 }
 
 /** One problem with one field of one rule: `rules[3].path_rules[0].methods[1]: ...`. */
@@ -173,12 +167,11 @@ function describeProblems(what: string, problems: readonly RuleProblem[]): strin
 }
 
 /**
- * The wire status for a firewall failure: the table's code and the error's own message for a
- * FirewallError (its text is written for callers); anything else is INTERNAL without its text.
+ * The wire status for a firewall failure: the table's code, the error's own message (its text is
+ * written for callers) and its ErrorInfo (reason, `firewall.clawker.dev`, metadata) for a
+ * FirewallError; anything else is INTERNAL `internal` without its text.
  */
 export function firewallStatus(err: unknown): StatusObject {
-  if (err instanceof FirewallError) {
-    return { code: firewallReasonStatus[err.reason], details: err.message, metadata: new Metadata() };
-  }
-  return { code: status.INTERNAL, details: "internal error", metadata: new Metadata() };
+  if (err instanceof FirewallError) return FIREWALL_ERRORS.statusOf(err);
+  return FIREWALL_ERRORS.status("internal", "internal error");
 }

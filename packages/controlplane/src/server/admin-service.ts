@@ -1,8 +1,8 @@
 // AdminService handlers (CLI -> control plane). Authorization, the ready gate and recovery are
 // interceptors in front of these; handlers only do the work. The 13 firewall RPCs come from the
 // firewall subsystem (firewall/handlers.ts); without it they answer UNIMPLEMENTED.
-import * as grpc from "@grpc/grpc-js";
-import { admin } from "@clawker/proto";
+import type * as grpc from "@grpc/grpc-js";
+import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import type { AgentRecord } from "../agents/registry.js";
 import type { FirewallHandlers } from "../firewall/handlers.js";
 import type { ExecAgentHandler } from "./exec-agent.js";
@@ -34,10 +34,7 @@ export function unixNanosNow(): bigint {
 /** A handler for an RPC this control plane does not serve yet. */
 function unimplemented<Req, Res>(): grpc.handleUnaryCall<Req, Res> {
   return (_call, callback) => {
-    callback({
-      code: grpc.status.UNIMPLEMENTED,
-      details: "the firewall is not available in this control plane",
-    });
+    callback(ADMIN_ERRORS.status("unimplemented", "the firewall is not available in this control plane"));
   };
 }
 
@@ -97,10 +94,13 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
     execAgent:
       deps.exec ??
       ((call) => {
-        call.emit("error", {
-          code: grpc.status.UNIMPLEMENTED,
-          details: "running commands in agents is not available in this control plane",
-        });
+        call.emit(
+          "error",
+          ADMIN_ERRORS.status(
+            "unimplemented",
+            "running commands in agents is not available in this control plane",
+          ),
+        );
       }),
 
     watchSos: (call) => {

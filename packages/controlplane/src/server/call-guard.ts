@@ -4,14 +4,15 @@
 // that does not decode was INTERNAL; it is INVALID_ARGUMENT. And a call's request must arrive within
 // a bound, so a stream opened and left silent does not hold the call forever.
 import {
-  Metadata,
   ServerInterceptingCall,
   status,
   type Server,
+  type ServerInterceptingCallInterface,
   type ServerInterceptor,
   type ServiceDefinition,
   type StatusObject,
 } from "@grpc/grpc-js";
+import { LISTENER_ERRORS } from "@clawker/proto";
 import { statusFor } from "../auth/errors.js";
 import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
@@ -108,9 +109,9 @@ type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
 /** The codes that refuse a caller (API.md §5); only these are slowed down. */
 const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PERMISSION_DENIED]);
 
-function guardStatus(code: status, details: string): StatusObject {
-  return { code, details, metadata: new Metadata() };
-}
+/** The call guard's own refusals, each with its reason (ErrorInfo) and fixed text. */
+const undecodable = LISTENER_ERRORS.fixed("undecodable_request", CALL_GUARD_MESSAGES.undecodable);
+const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSAGES.requestTimeout);
 
 /**
  * The first interceptor of every listener: refuses unknown paths at their metadata (before the
@@ -126,10 +127,11 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
   /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
   const answer = (
     st: PartialStatusObject,
-    peer: string,
+    call: ServerInterceptingCallInterface,
     statusNext: (st: PartialStatusObject) => void,
   ): void => {
-    if (!REFUSALS.has(st.code) || budget.take(peer)) {
+    // The peer (a string built per call) only for refusals: every OK status passes here too.
+    if (!REFUSALS.has(st.code) || budget.take(call.getPeer())) {
       statusNext(st);
       return;
     }
@@ -153,7 +155,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
             },
           });
         },
-        sendStatus: (st, statusNext) => answer(st, next.getPeer(), statusNext),
+        sendStatus: (st, statusNext) => answer(st, next, statusNext),
       });
       return refused;
     }
@@ -174,7 +176,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
               { event: "call_refused", method: method.path, peer: next.getPeer() },
               "request not received in time",
             );
-            call.sendStatus(guardStatus(status.DEADLINE_EXCEEDED, CALL_GUARD_MESSAGES.requestTimeout));
+            call.sendStatus(requestTimeout());
           }, requestTimeoutMs);
         }
         startNext({
@@ -190,7 +192,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
               { event: "call_refused", method: method.path, peer: next.getPeer() },
               "request could not be decoded",
             );
-            call.sendStatus(guardStatus(status.INVALID_ARGUMENT, CALL_GUARD_MESSAGES.undecodable));
+            call.sendStatus(undecodable());
           },
           onReceiveHalfClose: (halfCloseNext) => {
             stopTimer();
@@ -201,7 +203,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
       },
       sendStatus: (st, statusNext) => {
         stopTimer();
-        answer(st, next.getPeer(), statusNext);
+        answer(st, next, statusNext);
       },
     });
     return call;

@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import type { admin, clawkerd } from "@clawker/proto";
+import { ADMIN_ERRORS, type admin, type clawkerd } from "@clawker/proto";
 import { Registry } from "../agents/registry.js";
-import { EXEC_AGENT_STATUS, ExecAgentError, checkExecRequest, resolveAgent } from "./exec-agent.js";
+import { ExecAgentError, checkExecRequest, resolveAgent } from "./exec-agent.js";
 
 const stage = (...argv: string[]): clawkerd.PipeStage => ({ argv, uid: 0, gid: 0, cwd: "", env: {} });
 const shell = (...stages: clawkerd.PipeStage[]): clawkerd.ShellCommand => ({
@@ -47,7 +47,7 @@ describe("checkExecRequest", () => {
         (e: unknown) =>
           e instanceof ExecAgentError &&
           e.reason === "invalid_argument" &&
-          EXEC_AGENT_STATUS[e.reason] === grpc.status.INVALID_ARGUMENT &&
+          ADMIN_ERRORS.codes[e.reason] === grpc.status.INVALID_ARGUMENT &&
           message.test(e.message),
       );
     });
@@ -112,11 +112,11 @@ describe("resolveAgent", () => {
   test("an ambiguous prefix and an unknown id are refused", () => {
     assert.equal(
       reasonOf(() => resolveAgent(deps, { kind: "container", containerId: "a" })),
-      "ambiguous",
+      "agent_ambiguous",
     );
     assert.equal(
       reasonOf(() => resolveAgent(deps, { kind: "container", containerId: "9" })),
-      "not_found",
+      "agent_not_found",
     );
   });
 
@@ -128,11 +128,11 @@ describe("resolveAgent", () => {
     );
     assert.equal(
       reasonOf(() => resolveAgent(deps, { kind: "name", agentName: "dev", project: "" })),
-      "not_found",
+      "agent_not_found",
     );
     assert.equal(
       reasonOf(() => resolveAgent(deps, { kind: "name", agentName: "nobody", project: "web" })),
-      "not_found",
+      "agent_not_found",
     );
   });
 
@@ -140,13 +140,21 @@ describe("resolveAgent", () => {
     assert.equal(resolveAgent(deps, { kind: "name", agentName: "twin", project: "p" }).containerId, id("d"));
     assert.equal(
       reasonOf(() => resolveAgent(deps, { kind: "name", agentName: "pair", project: "p" })),
-      "ambiguous",
+      "agent_ambiguous",
     );
   });
 
   test("every reason maps to a gRPC code, refusals never to INTERNAL", () => {
-    for (const code of Object.values(EXEC_AGENT_STATUS)) assert.notEqual(code, grpc.status.INTERNAL);
-    assert.equal(EXEC_AGENT_STATUS.not_found, grpc.status.NOT_FOUND);
-    assert.equal(EXEC_AGENT_STATUS.no_session, grpc.status.FAILED_PRECONDITION);
+    const reasons: readonly ExecAgentError["reason"][] = [
+      "invalid_argument",
+      "agent_not_found",
+      "agent_ambiguous",
+      "agent_starting",
+      "no_session",
+      "session_closed",
+    ];
+    for (const reason of reasons) assert.notEqual(ADMIN_ERRORS.codes[reason], grpc.status.INTERNAL);
+    assert.equal(ADMIN_ERRORS.codes.agent_not_found, grpc.status.NOT_FOUND);
+    assert.equal(ADMIN_ERRORS.codes.no_session, grpc.status.FAILED_PRECONDITION);
   });
 });

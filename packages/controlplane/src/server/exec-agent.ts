@@ -4,8 +4,8 @@
 // one Done or Error), honouring the caller's flow control; a cancelled call kills the command.
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import * as grpc from "@grpc/grpc-js";
-import type { admin, clawkerd } from "@clawker/proto";
+import type * as grpc from "@grpc/grpc-js";
+import { ADMIN_ERRORS, ClawkerError, type AdminReason, type admin, type clawkerd } from "@clawker/proto";
 import { DialerError, type Dialer } from "../agents/dialer.js";
 import type { AgentRecord, Registry } from "../agents/registry.js";
 import { SessionError } from "../agents/session.js";
@@ -22,29 +22,21 @@ export interface ExecAgentDeps {
   readonly log: Logger;
 }
 
-/** Why an ExecAgent call was refused or cut short. */
-export type ExecAgentErrorReason =
-  "invalid_argument" | "not_found" | "ambiguous" | "not_ready" | "no_session" | "session_closed";
+/** Why an ExecAgent call was refused or cut short: admin listener reasons (codes in ADMIN_ERRORS). */
+export type ExecAgentErrorReason = Extract<
+  AdminReason,
+  | "invalid_argument"
+  | "agent_not_found"
+  | "agent_ambiguous"
+  | "agent_starting"
+  | "no_session"
+  | "session_closed"
+>;
 
 /** An ExecAgent failure with a stable `reason`; its message is safe to send to the caller. */
-export class ExecAgentError extends Error {
-  readonly reason: ExecAgentErrorReason;
-  constructor(reason: ExecAgentErrorReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ExecAgentError";
-    this.reason = reason;
-  }
+export class ExecAgentError extends ClawkerError<ExecAgentErrorReason> {
+  override readonly name = "ExecAgentError";
 }
-
-/** The one table from failure reasons to gRPC codes. */
-export const EXEC_AGENT_STATUS = {
-  invalid_argument: grpc.status.INVALID_ARGUMENT,
-  not_found: grpc.status.NOT_FOUND,
-  ambiguous: grpc.status.FAILED_PRECONDITION,
-  not_ready: grpc.status.FAILED_PRECONDITION,
-  no_session: grpc.status.FAILED_PRECONDITION,
-  session_closed: grpc.status.UNAVAILABLE,
-} as const satisfies Record<ExecAgentErrorReason, grpc.status>;
 
 /** SIGKILL: what a cancelled call's command gets (every stage; clawkerd then answers Done/Error). */
 const SIGKILL = 9;
@@ -88,7 +80,7 @@ export function checkExecRequest(request: admin.ExecAgentRequest): ExecPlan {
 /**
  * Finds the registered agent a target names. A container id may be a unique prefix. A name that
  * several registrations carry (an old container and its replacement) picks the one with an open
- * Session; more than one such is `ambiguous`.
+ * Session; more than one such is `agent_ambiguous`.
  */
 export function resolveAgent(
   deps: { readonly registry: ExecAgentDeps["registry"]; readonly dialer: Pick<Dialer, "session"> },
@@ -100,20 +92,23 @@ export function resolveAgent(
     const matches = deps.registry.list().filter((r) => r.containerId.startsWith(target.containerId));
     if (matches.length === 1) return matches[0]!;
     if (matches.length === 0) {
-      throw new ExecAgentError("not_found", `no registered agent in container ${target.containerId}`);
+      throw new ExecAgentError("agent_not_found", `no registered agent in container ${target.containerId}`);
     }
-    throw new ExecAgentError("ambiguous", `container id prefix ${target.containerId} matches several agents`);
+    throw new ExecAgentError(
+      "agent_ambiguous",
+      `container id prefix ${target.containerId} matches several agents`,
+    );
   }
   const rows = deps.registry
     .list()
     .filter((r) => r.agentName === target.agentName && r.project === target.project);
   const shown = target.project === "" ? target.agentName : `${target.agentName} (project ${target.project})`;
-  if (rows.length === 0) throw new ExecAgentError("not_found", `no registered agent ${shown}`);
+  if (rows.length === 0) throw new ExecAgentError("agent_not_found", `no registered agent ${shown}`);
   if (rows.length === 1) return rows[0]!;
   const live = rows.filter((r) => deps.dialer.session(r.containerId) !== undefined);
   if (live.length === 1) return live[0]!;
   const ids = (live.length === 0 ? rows : live).map((r) => r.containerId.slice(0, 12)).join(", ");
-  throw new ExecAgentError("ambiguous", `agent ${shown} is registered in several containers (${ids})`);
+  throw new ExecAgentError("agent_ambiguous", `agent ${shown} is registered in several containers (${ids})`);
 }
 
 /** Maps what the dialer and session throw to an ExecAgentError (undefined: an unexpected error). */
@@ -157,7 +152,7 @@ async function serve(
     const state = deps.dialer.status(containerId)?.state;
     if (state !== "ready") {
       // A Session that is still registering or running its plans is not the user's yet.
-      if (state === "open") throw new ExecAgentError("not_ready", "the agent is still starting");
+      if (state === "open") throw new ExecAgentError("agent_starting", "the agent is still starting");
       throw new ExecAgentError("no_session", "the agent has no open session");
     }
     iterator = deps.dialer.exec(containerId, plan.command, { commandId, description: "admin exec" });
@@ -188,15 +183,15 @@ async function serve(
     }
     const known = classify(err);
     if (known === undefined) log.error({ event: "exec_failed", containerId, commandId, err }, "exec failed");
-    else if (known.reason !== "invalid_argument" && known.reason !== "not_found") {
+    else if (known.reason !== "invalid_argument" && known.reason !== "agent_not_found") {
       log.warn({ event: "exec_refused", containerId, reason: known.reason }, known.message);
     }
     if (iterator !== undefined && !isTerminal)
       cancelCommand(deps, log, containerId, commandId, iterator, false);
-    call.emit("error", {
-      code: known === undefined ? grpc.status.INTERNAL : EXEC_AGENT_STATUS[known.reason],
-      details: known?.message ?? "internal error",
-    });
+    call.emit(
+      "error",
+      known === undefined ? ADMIN_ERRORS.status("internal", "internal error") : ADMIN_ERRORS.statusOf(known),
+    );
   }
 }
 

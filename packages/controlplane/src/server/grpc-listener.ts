@@ -286,6 +286,29 @@ export class GrpcListener {
     return this.#closing;
   }
 
+  /**
+   * Serves a connection accepted on the admin Unix socket (group-socket.ts): no TLS and no role
+   * check, since the kernel's permission check admitted it; the served cap, the call guard and the
+   * interceptors apply as to a TCP peer. `peer` names it in logs and budgets.
+   */
+  serveLocal(socket: Socket, peer: string): void {
+    socket.on("error", ignore);
+    if (this.#stopping) {
+      socket.destroy();
+      return;
+    }
+    // grpc-js names a call's peer by its socket's remote address, which a Unix socket lacks: every
+    // local connection would be "unknown" and share one refusal and introspection budget.
+    Object.defineProperty(socket, "remoteAddress", { value: peer, configurable: true });
+    const admission = this.#served.admit(socket, "local");
+    if (!admission.admitted) {
+      this.#refuse(admission.why === "peer_cap" ? "peer_cap" : "connection_cap", peer, { role: "local" });
+      socket.destroy();
+      return;
+    }
+    this.#injector.injectConnection(socket);
+  }
+
   #onConnection(raw: Socket, secure: tls.Server): void {
     // A reset before TLS takes the socket over must not become an uncaught error.
     raw.on("error", ignore);

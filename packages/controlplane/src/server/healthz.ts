@@ -1,11 +1,15 @@
 // GET /healthz on its own plain-HTTP port: not_ready until setReady(), then the aggregate of named
 // probes (one per supervised helper, one for the admin listener), run in parallel, cached ~2 s.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Probe } from "../supervisor/probes.js";
 import { ConnectionBudget } from "./connection-budget.js";
 import { RefusalLog } from "./refusal-log.js";
+
+// node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
+// WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
+const { createServer } = process.getBuiltinModule("node:http");
 
 /** Where and how /healthz serves. */
 export interface HealthzOptions {

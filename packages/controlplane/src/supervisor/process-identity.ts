@@ -43,6 +43,22 @@ export function isSameProcess(recorded: ProcessIdentity): boolean {
   );
 }
 
+/**
+ * True once the process `recorded` names has exited: its pid is gone, a zombie, or names a newer
+ * process. Not the negation of isSameProcess: a process that is still exiting has already lost its
+ * cmdline (exit_mm) while it still holds its files and sockets until exit_notify makes it a zombie.
+ */
+export function hasExited(recorded: ProcessIdentity): boolean {
+  try {
+    const stat = readFileSync(`/proc/${recorded.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    return state === "Z" || state === "X" || fields[19] !== recorded.startTime;
+  } catch {
+    return true;
+  }
+}
+
 /** Parses one recorded identity (from a state file); undefined when it is not one. */
 export function parseProcessIdentity(value: unknown): ProcessIdentity | undefined {
   if (typeof value !== "object" || value === null) return undefined;

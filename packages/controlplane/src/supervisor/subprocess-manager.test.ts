@@ -318,6 +318,20 @@ void test("waitHealthy resolves once the helper answers 200", async (t) => {
   assert.ok(typeof done?.["attempts"] === "number" && done["attempts"] > 1, "it polled through 503s first");
 });
 
+void test("waitHealthy asks again as soon as the helper writes a line, not a poll interval later", async (t) => {
+  const { m } = setup(t);
+  const port = await freePort();
+  // The fixture prints "ready" once it listens. The first probe (right after the spawn) finds
+  // nothing listening; with a 10-minute interval only the wake-up on that line can end the wait
+  // within the budget.
+  await m.start("web", helper({ HELPER_HTTP_PORT: String(port) }));
+  await m.waitHealthy("web", {
+    url: `http://127.0.0.1:${port}/health`,
+    intervalMs: 600_000,
+    timeoutMs: 20_000,
+  });
+});
+
 void test("waitHealthy with an instance nonce accepts only the answer that echoes it", async (t) => {
   const { m } = setup(t);
   const port = await freePort();

@@ -16,7 +16,7 @@ import {
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
 import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
 import { answersInstance, httpGet, ProbeError, type TlsClientOptions } from "./probes.js";
-import { isSameProcess, readProcessIdentity } from "./process-identity.js";
+import { hasExited, isSameProcess, readProcessIdentity } from "./process-identity.js";
 
 /** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
 export interface HelperCommand {
@@ -127,6 +127,8 @@ interface Child {
   readonly exited: Promise<Exit>;
   /** Resolves once spawn(2) succeeded or failed. */
   readonly spawned: Promise<void>;
+  /** Called on every line of output: a waitHealthy() poll asks again at once. */
+  readonly onOutput: Set<() => void>;
 }
 
 type Level = "trace" | "debug" | "info" | "warn" | "error";
@@ -252,6 +254,7 @@ export class SubprocessManager {
       channel: wantsChannel ? (lifeline ?? undefined) : undefined,
       exited: new Promise<Exit>((resolve) => (markExited = resolve)),
       spawned: new Promise<void>((resolve) => (markSpawned = resolve)),
+      onOutput: new Set(),
     };
     // Registered before 'spawn' so a shutdown that starts meanwhile still stops it.
     this.#children.set(name, child);
@@ -368,8 +371,10 @@ export class SubprocessManager {
       );
     }
     const deadline = Date.now() + REAP_WAIT_MS;
-    while (killed.some((r) => isSameProcess(r)) && Date.now() < deadline) await sleep(20);
-    const stuck = killed.filter((r) => isSameProcess(r));
+    // Until each is a zombie or gone, not merely unlike its record: an exiting process has lost its
+    // argv but still holds its sockets, and the helper started next may need the same port.
+    while (killed.some((r) => !hasExited(r)) && Date.now() < deadline) await sleep(20);
+    const stuck = killed.filter((r) => !hasExited(r));
     if (stuck.length > 0) {
       throw new SupervisorError(
         "leftover_survived",
@@ -481,11 +486,9 @@ export class SubprocessManager {
         if (answer !== undefined) {
           lastError = new ProbeError("unexpected_status", `GET ${url} answered ${answer.status}`);
         }
-        try {
-          await sleep(intervalMs, undefined, { signal: stop.signal });
-        } catch {
-          return;
-        }
+        // Helpers log when they start listening: a line of output asks again at once, so the
+        // wait ends when the helper is up, not up to a poll interval later.
+        if (!(await this.#pauseUntilOutput(child, intervalMs, stop.signal))) return;
       }
     };
     try {
@@ -497,6 +500,21 @@ export class SubprocessManager {
       clearTimeout(budget);
       if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Waits `ms` or until the helper writes a line, whichever is first; false once `signal` aborted. */
+  async #pauseUntilOutput(child: Child, ms: number, signal: AbortSignal): Promise<boolean> {
+    const woken = new AbortController();
+    const wake = (): void => woken.abort();
+    child.onOutput.add(wake);
+    try {
+      await sleep(ms, undefined, { signal: AbortSignal.any([signal, woken.signal]) });
+    } catch {
+      // Woken by output, or stopped: which one is told by `signal`.
+    } finally {
+      child.onOutput.delete(wake);
+    }
+    return !signal.aborted;
   }
 
   #onExit(child: Child, code: number | null, signal: NodeJS.Signals | null): void {
@@ -597,7 +615,10 @@ export class SubprocessManager {
     const source = child.proc[stream];
     if (source === null) return;
     const log = this.#log.child({ helper: child.name, stream });
-    const splitter = new LineSplitter((line, truncated) => logLine(log, line, truncated), this.#maxLineChars);
+    const splitter = new LineSplitter((line, truncated) => {
+      logLine(log, line, truncated);
+      for (const wake of child.onOutput) wake();
+    }, this.#maxLineChars);
     source.on("data", (chunk: Buffer) => splitter.push(chunk));
     source.once("end", () => splitter.end());
     source.on("error", () => undefined);

@@ -1,0 +1,89 @@
+// isSameProcess and hasExited on real processes: a running one, a zombie, a recycled pid, a gone
+// pid, and a live process without a command line (a kernel thread), which is what an exiting
+// process looks like between releasing its memory and becoming a zombie.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { test } from "node:test";
+import { waitFor } from "@clawker/test-support";
+import { hasExited, isSameProcess, readProcessIdentity, type ProcessIdentity } from "./process-identity.js";
+
+/** PF_KTHREAD in the flags field of /proc/<pid>/stat (include/linux/sched.h). */
+const PF_KTHREAD = 0x00200000;
+
+/** The pid and start time of a kernel thread visible here, or undefined when none is. */
+function kernelThread(): { pid: number; startTime: string } | undefined {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if ((Number(fields[6]) & PF_KTHREAD) !== 0 && fields[0] !== "Z") {
+        return { pid: Number(entry), startTime: fields[19]! };
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+void test("a running process is the same and has not exited; once gone it has", async (t) => {
+  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+  t.after(() => void child.kill("SIGKILL"));
+  const identity = readProcessIdentity(child.pid!);
+  assert.ok(identity !== undefined);
+  assert.deepEqual(identity.cmdline, ["sleep", "60"]);
+  assert.equal(isSameProcess(identity), true);
+  assert.equal(hasExited(identity), false);
+  assert.equal(
+    hasExited({ ...identity, startTime: String(Number(identity.startTime) - 1) }),
+    true,
+    "recycled",
+  );
+  assert.equal(isSameProcess({ ...identity, cmdline: ["sleep", "61"] }), false, "other argv");
+  const gone = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
+  await gone;
+  assert.equal(isSameProcess(identity), false);
+  assert.equal(hasExited(identity), true);
+});
+
+void test("a zombie has exited", async (t) => {
+  // `sleep 60` never waits for the child the shell forked before exec'ing it: that child stays a zombie.
+  const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 60"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  t.after(() => void parent.kill("SIGKILL"));
+  const pid = await new Promise<number>((resolve) =>
+    parent.stdout.setEncoding("utf8").once("data", (s: string) => resolve(Number(s.trim()))),
+  );
+  const stat = (): string => readFileSync(`/proc/${pid}/stat`, "utf8");
+  await waitFor(
+    () =>
+      stat()
+        .slice(stat().lastIndexOf(")") + 2)
+        .startsWith("Z"),
+    { what: "a zombie" },
+  );
+  const startTime = stat()
+    .slice(stat().lastIndexOf(")") + 2)
+    .split(" ")[19]!;
+  const identity: ProcessIdentity = { pid, startTime, bootId: "x", cmdline: ["sleep", "0"] };
+  assert.equal(readProcessIdentity(pid), undefined);
+  assert.equal(hasExited(identity), true);
+});
+
+void test("a live process without a command line has not exited, though it no longer matches its record", (t) => {
+  const kthread = kernelThread();
+  if (kthread === undefined) {
+    t.skip("no kernel thread is visible in this pid namespace");
+    return;
+  }
+  const identity: ProcessIdentity = { ...kthread, bootId: "x", cmdline: ["helper"] };
+  assert.equal(readProcessIdentity(kthread.pid), undefined, "no cmdline: no identity");
+  assert.equal(isSameProcess(identity), false);
+  // An exiting helper is in this state from exit_mm to exit_notify while it still holds its
+  // sockets: waiting for !isSameProcess returned too early (orphans.test.ts flaked on it).
+  assert.equal(hasExited(identity), false);
+});
