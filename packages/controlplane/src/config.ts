@@ -159,7 +159,10 @@ const firewallConfig = z.strictObject({
     .strictObject({
       address: ipv4.optional(),
       port: servicePort.default(53),
-      /** The eBPF manager's control socket the gate records answers in; unset: not recorded. */
+      /**
+       * The eBPF manager's control socket the gate records answers in; default the manager's
+       * (`ebpf.socket`) when `ebpf.enabled`, else none: answers are not recorded.
+       */
       ebpfSocket: z.string().min(1).optional(),
     })
     .prefault({}),

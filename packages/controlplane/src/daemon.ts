@@ -185,7 +185,10 @@ export class Daemon {
       agents: { list: () => this.#registry?.list() ?? [] },
       network: agentNetworkLookup(docker),
       log,
-      dnsGate: dnsGateProcess({ host: this.#supervisor, ebpfSocket: config.firewall.dns.ebpfSocket }),
+      dnsGate: dnsGateProcess({
+        host: this.#supervisor,
+        ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
+      }),
     });
     const a = config.agents;
     this.#watcher = a.drainToZero

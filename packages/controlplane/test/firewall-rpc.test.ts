@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import Database from "better-sqlite3";
 import { AdminError, CLI_CN, openAdminClient, type AdminClient } from "@clawker/adminclient";
 import { admin } from "@clawker/proto";
@@ -405,21 +406,26 @@ describe("firewall state across restarts and the drain", { skip }, () => {
   test("the DNS gate's port taken: Init answers FAILED_PRECONDITION naming it, nothing stays up, the daemon serves on", async () => {
     const squatter = createSocket("udp4");
     await new Promise<void>((resolve) => squatter.bind(world.dnsGatePort, "127.0.0.1", resolve));
+    let squatting = true;
+    const release = (): Promise<void> =>
+      squatting ? new Promise<void>((resolve) => squatter.close(() => resolve())) : Promise.resolve();
     const cp = await start();
     const client = clientOf(cp);
     try {
       const taken = await refusal(client.firewallInit());
-      assert.equal(taken.reason, "failed_precondition");
+      assert.deepEqual([taken.code, taken.reason], [grpcStatus.FAILED_PRECONDITION, "stack_failed"]);
       assert.equal(
         taken.message,
         `DNS gate did not start: the DNS gate cannot listen on 127.0.0.1:${world.dnsGatePort} (EADDRINUSE)`,
       );
       assert.equal((await client.firewallStatus()).running, false);
       assert.equal(isAlive(helperPid(cp, "egress-proxy")), false, "the proxy that came up went down again");
-      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+      await release();
+      squatting = false;
       assert.equal((await client.firewallInit()).corednsIp, "127.0.0.1", "free again: Init brings it up");
       assert.equal(cp.proc.exitCode, null, "no helper crash drained the daemon");
     } finally {
+      await release();
       await client.close();
       await cp.close();
     }
