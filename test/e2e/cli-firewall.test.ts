@@ -186,10 +186,10 @@ describe("clawker firewall against the real daemon", { skip }, () => {
     assert.deepEqual(status, {
       running: true,
       envoy_health: true,
-      coredns_health: false,
+      coredns_health: true,
       rule_count: 2,
       envoy_ip: "127.0.0.1",
-      coredns_ip: "",
+      coredns_ip: "127.0.0.1",
       network_id: "",
       cidr: "127.0.0.3/32",
       containers: [],

@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, createSecureContext, type TLSSocket } from "node:tls";
 import { createCa, issueLeaf, type CertifiedKey } from "@clawker/adminclient";
+import { freePort } from "@clawker/test-support";
 import { startDnsServer, type TestDnsServer } from "../../packages/controlplane/test/fixtures/dns-server.js";
 
 /** Where the proxy listens (the "host" side). */
@@ -37,6 +38,8 @@ export interface EgressWorld {
   readonly httpPort: number;
   /** The first of two route listener ports. */
   readonly routePort: number;
+  /** Where the daemon's DNS gate listens (UDP and TCP on the proxy's address). */
+  readonly dnsGatePort: number;
   /** Requests the upstreams saw: `<name> <method> <path>`. */
   readonly seen: string[];
   close(): Promise<void>;
@@ -81,6 +84,7 @@ export async function startEgressWorld(names: readonly string[]): Promise<Egress
     }
     const seen: string[] = [];
     const port = await freePortBlock(4);
+    const dnsGatePort = await freePort({ hosts: [PROXY_ADDRESS], protocols: ["udp", "tcp"] });
     const https = createHttpsServer(
       {
         cert: first?.certPem,
@@ -112,6 +116,7 @@ export async function startEgressWorld(names: readonly string[]): Promise<Egress
       tlsPort: port,
       httpPort: port + 1,
       routePort: port + 2,
+      dnsGatePort,
       seen,
       close: async () => {
         for (const s of sockets) s.destroy();
@@ -130,10 +135,10 @@ export async function startEgressWorld(names: readonly string[]): Promise<Egress
 }
 
 /**
- * The daemon's `firewall` config section for this world: the proxy on 127.0.0.1 at the world's
- * ports, the agent address as the only client, the world's DNS as the resolver, only the
- * proxy's own address forbidden (the upstreams live on loopback), and no eBPF enforcement
- * (`allowUnenforced`: the test's sockets dial the proxy directly).
+ * The daemon's `firewall` config section for this world: the proxy and the DNS gate on 127.0.0.1
+ * at the world's ports, the agent address as the only client, the world's DNS as the resolver,
+ * only the proxy's own address forbidden (the upstreams live on loopback), and no eBPF
+ * enforcement (`allowUnenforced`: the test's sockets dial the proxy directly).
  */
 export function firewallConfig(
   world: EgressWorld,
@@ -149,6 +154,7 @@ export function firewallConfig(
       routePorts: { first: world.routePort, count: 2 },
       upstreamCaFile: world.upstreamCaFile,
     },
+    dns: { port: world.dnsGatePort },
     resolvers: [{ address: world.dns.address, port: world.dns.port }],
     forbidden: [`${PROXY_ADDRESS}/32`],
     // The proxy alone, on loopback: no eBPF steers this "agent", it dials the proxy itself.

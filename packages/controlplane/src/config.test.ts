@@ -131,7 +131,8 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   assert.ok(
     cfg.firewall.forbidden.includes("127.0.0.0/8") && cfg.firewall.forbidden.includes("169.254.0.0/16"),
   );
-  assert.equal(cfg.firewall.resolvers.length, 2);
+  assert.equal(cfg.firewall.resolvers, undefined, "default: the host's resolv.conf, at bring-up");
+  assert.deepEqual(cfg.firewall.dns, { port: 53 }, "no eBPF socket: the DNS gate records nothing");
 
   const file = tempFile(
     t,

@@ -160,17 +160,27 @@ const firewallConfig = z.strictObject({
       maxRules: z.number().int().min(1).max(100_000).default(10_000),
     })
     .prefault({}),
-  /** Where the DNS gate listens (default address: the proxy's). */
-  dns: z.strictObject({ address: ipv4.optional(), port: servicePort.default(53) }).prefault({}),
-  /** Upstream resolvers the proxy and FirewallResolveHostname ask (never the host's resolv.conf). */
+  /** The DNS gate: where it listens (default address: the proxy's). */
+  dns: z
+    .strictObject({
+      address: ipv4.optional(),
+      port: servicePort.default(53),
+      /**
+       * The eBPF manager's control socket the gate records answers in; default the manager's
+       * (`ebpf.socket`) when `ebpf.enabled`, else none: answers are not recorded.
+       */
+      ebpfSocket: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  /**
+   * Upstream resolvers the DNS gate, the proxy and FirewallResolveHostname ask; default: the
+   * host's /etc/resolv.conf nameservers that are not loopback (none: the firewall does not start).
+   */
   resolvers: z
     .array(z.strictObject({ address: ipv4, port: servicePort.default(53) }))
     .min(1)
     .max(4)
-    .default([
-      { address: "1.1.1.1", port: 53 },
-      { address: "1.0.0.1", port: 53 },
-    ]),
+    .optional(),
   /**
    * Addresses the proxy never connects to, after resolution. The firewall adds the proxy's and
    * DNS gate's addresses, the agents' networks and this host's own addresses to the list.

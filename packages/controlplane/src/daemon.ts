@@ -22,6 +22,7 @@ import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
@@ -188,6 +189,10 @@ export class Daemon {
       // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
       ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
       agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
+      dnsGate: dnsGateProcess({
+        host: this.#supervisor,
+        ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
+      }),
     });
     const a = config.agents;
     this.#watcher = a.drainToZero

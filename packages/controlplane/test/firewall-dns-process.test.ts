@@ -192,6 +192,34 @@ describe("DNS gate process", () => {
     assert.match(gate.stderr(), /no control channel on fd 3/);
   });
 
+  test("with no manager socket configured it answers, recording nothing, and says so once", async (t) => {
+    const upstream = await TestUpstream.start({ "api.example.test": { addresses: ["10.1.0.1"], ttl: 120 } });
+    t.after(() => upstream.close());
+    const gate = startGateProcess({ config: { listen: { address: "127.0.0.1", port: 0 } } });
+    t.after(() => gate.dispose());
+    const port = await gate.ready();
+    const ack = await gate.request({
+      op: "policy",
+      policy: {
+        rules: [
+          { scope: { kind: "global", name: "" }, pattern: "*.example.test", action: "allow", identity: 10 },
+        ],
+        clients: [{ address: "127.0.0.2", project: "web", agent: "dev" }],
+        upstreams: [{ address: upstream.address, port: upstream.port }],
+      },
+    });
+    assert.equal(ack.ok, true);
+    const server = { address: "127.0.0.1", port };
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual((await query(server, "api.example.test")).addresses, ["10.1.0.1"]);
+    }
+    const said = gate
+      .stdout()
+      .split("\n")
+      .filter((l) => l.includes('"event":"dns_cache_not_recorded"'));
+    assert.equal(said.length, 1, gate.stdout());
+  });
+
   test("without the eBPF manager it does not serve (exit 1): no answer could be recorded", async (t) => {
     const gate = startGateProcess({
       config: { listen: { address: "127.0.0.1", port: 0 }, ebpfSocket: "/nonexistent/ebpf.sock" },

@@ -3,17 +3,20 @@
 // next connection of an "agent" (a socket bound to 127.0.0.3) going through the proxy's listener,
 // with a test DNS server as the upstream resolver and upstream servers on 127.0.0.2.
 import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import Database from "better-sqlite3";
 import { AdminError, CLI_CN, openAdminClient, type AdminClient } from "@clawker/adminclient";
 import { admin } from "@clawker/proto";
 import { Registry } from "../src/agents/registry.js";
 import { DATABASE_FILE } from "../src/daemon.js";
-import { startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { helperPid, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
 import {
+  AGENT_ADDRESS,
   firewallConfig,
   httpsThrough,
   startEgressWorld,
@@ -24,6 +27,7 @@ import { isAlive } from "../../../test/harness/leftovers.js";
 import { startPrivateDocker } from "../../../test/harness/docker.js";
 import { command, root, skipReason } from "../../../test/harness/preconditions.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
+import { query } from "./fixtures/dns-client.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 const NAMES = ["api.example.test", "mitm.example.test", "other.example.test", "m.example.test"];
@@ -97,7 +101,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     await rm(dir, { recursive: true, force: true });
   });
 
-  test("Init brings the proxy up and answers its address; Status fills every field", async () => {
+  test("Init brings the proxy and the DNS gate up and answers their addresses; Status fills every field", async () => {
     assert.deepEqual(await client.firewallStatus(), {
       running: false,
       envoyHealth: false,
@@ -110,20 +114,26 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       containers: [],
     });
     const init = await client.firewallInit();
-    // No DNS gate runs in this build and Docker has no such network: honest empties.
-    assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "", networkId: "" });
+    // Docker has no such network: an honest empty network_id.
+    assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "127.0.0.1", networkId: "" });
     assert.deepEqual(await client.firewallInit(), init, "Init is idempotent");
     assert.deepEqual(await client.firewallStatus(), {
       running: true,
       envoyHealth: true,
-      corednsHealth: false,
+      corednsHealth: true,
       ruleCount: 0,
       envoyIp: "127.0.0.1",
-      corednsIp: "",
+      corednsIp: "127.0.0.1",
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
     });
+    // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
+    const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
+      from: AGENT_ADDRESS,
+    });
+    assert.equal(refused.rcode, 5);
+    assert.equal(refused.ede?.code, 18);
   });
 
   test("a rule added over gRPC admits the next connection; removed, it is refused and its open tunnel cut", async () => {
@@ -299,7 +309,18 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
   test("Remove takes the stack down (agents refused); rules added meanwhile are stored; Init brings both back", async () => {
     await client.firewallRemove();
     const status = await client.firewallStatus();
-    assert.deepEqual([status.running, status.envoyHealth, status.envoyIp], [false, false, ""]);
+    assert.deepEqual(
+      [status.running, status.envoyHealth, status.envoyIp, status.corednsHealth, status.corednsIp],
+      [false, false, "", false, ""],
+    );
+    await assert.rejects(
+      query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
+        from: AGENT_ADDRESS,
+        transport: "tcp",
+      }),
+      { code: "ECONNREFUSED" },
+      "no DNS gate listens once the stack is down",
+    );
     assert.ok(status.ruleCount > 0, "the rules stay");
     const refused = await tlsThrough(world, "api.example.test", world.upstreamCa.certPem);
     assert.equal(refused.code, "ECONNREFUSED");
@@ -350,11 +371,11 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     ]);
     await c1.firewallBypass(AGENT_ID, 600);
     await c1.close();
-    const proxyPid = first.logs.find(
-      (l) => l["msg"] === "helper started" && l["helper"] === "egress-proxy",
-    )?.["pid"] as number;
+    const proxyPid = helperPid(first, "egress-proxy");
+    const gatePid = helperPid(first, "dns-gate");
     assert.equal(await first.close(), 0);
     assert.equal(isAlive(proxyPid), false, "HAProxy stops with the daemon");
+    assert.equal(isAlive(gatePid), false, "the DNS gate stops with the daemon");
 
     const second = await start(first.ports);
     const c2 = clientOf(second);
@@ -380,6 +401,34 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     } finally {
       await c3.close();
       await third.close();
+    }
+  });
+
+  test("the DNS gate's port taken: Init answers FAILED_PRECONDITION naming it, nothing stays up, the daemon serves on", async () => {
+    const squatter = createSocket("udp4");
+    await new Promise<void>((resolve) => squatter.bind(world.dnsGatePort, "127.0.0.1", resolve));
+    let squatting = true;
+    const release = (): Promise<void> =>
+      squatting ? new Promise<void>((resolve) => squatter.close(() => resolve())) : Promise.resolve();
+    const cp = await start();
+    const client = clientOf(cp);
+    try {
+      const taken = await refusal(client.firewallInit());
+      assert.deepEqual([taken.code, taken.reason], [grpcStatus.FAILED_PRECONDITION, "stack_failed"]);
+      assert.equal(
+        taken.message,
+        `DNS gate did not start: the DNS gate cannot listen on 127.0.0.1:${world.dnsGatePort} (EADDRINUSE)`,
+      );
+      assert.equal((await client.firewallStatus()).running, false);
+      assert.equal(isAlive(helperPid(cp, "egress-proxy")), false, "the proxy that came up went down again");
+      await release();
+      squatting = false;
+      assert.equal((await client.firewallInit()).corednsIp, "127.0.0.1", "free again: Init brings it up");
+      assert.equal(cp.proc.exitCode, null, "no helper crash drained the daemon");
+    } finally {
+      await release();
+      await client.close();
+      await cp.close();
     }
   });
 
@@ -472,7 +521,7 @@ describe(
       t.after(() => client.close());
       assert.deepEqual(await client.firewallInit(), {
         envoyIp: "127.0.0.1",
-        corednsIp: "",
+        corednsIp: "127.0.0.1",
         networkId: network.id,
       });
       const status = await client.firewallStatus();

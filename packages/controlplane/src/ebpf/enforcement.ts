@@ -128,6 +128,11 @@ export class Enforcement {
     return this.#pinDir;
   }
 
+  /** The manager's control socket (the DNS gate process connects to it to record its answers). */
+  get socketPath(): string {
+    return this.#o.socketPath;
+  }
+
   /** The manager's client (after start), e.g. for the DNS gate's cache writer. */
   get client(): EbpfClient {
     if (this.#client === undefined) throw new EnforcementError("not_running", "enforcement not started");

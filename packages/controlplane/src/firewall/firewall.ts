@@ -4,7 +4,7 @@
 // DNS gate -> eBPF routes). The daemon constructs it, calls start(signal) at start-up step 6 and
 // its three drain steps; the AdminService handlers (handlers.ts) call the rest. See README.md.
 import { mkdir, readFile } from "node:fs/promises";
-import { Resolver } from "node:dns/promises";
+import { Resolver as DnsResolver } from "node:dns/promises";
 import { networkInterfaces } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { LABELS } from "@clawker/overseer";
@@ -18,10 +18,12 @@ import { ContainerModes, type ContainerModeState, type ModeEnforcer } from "./co
 import { parseDestination } from "./destination.js";
 import { FirewallError, QueueClosedError, SavedNotAppliedError, quote } from "./errors.js";
 import { loadFloorFile } from "./floor-file.js";
+import { hostResolvers } from "./host-resolvers.js";
 import { InterceptionCa } from "./interception-ca.js";
 import { EgressProxy, type ProxyDecision, type ProxyProcessHost, type ProxySource } from "./proxy/index.js";
 import { writeFileAtomic } from "./proxy/map-files.js";
 import { isIpv4 } from "./proxy/policy.js";
+import type { Resolver } from "./host-resolvers.js";
 import type { RuleInput } from "./rule.js";
 import {
   type Actor,
@@ -70,9 +72,13 @@ export interface DnsGateOptions {
   readonly address: string;
   readonly port: number;
   readonly clients: readonly string[];
-  readonly resolvers: readonly { readonly address: string; readonly port: number }[];
+  readonly resolvers: readonly Resolver[];
+  /** Its own folder in the firewall dir (config file). */
+  readonly dir: string;
   readonly log: Logger;
 }
+
+export type { Resolver };
 
 /**
  * Where compiled routes go (the eBPF manager's route map). Resolves with how many routes took
@@ -142,6 +148,8 @@ export interface FirewallOptions {
   readonly agentFacing?: readonly string[];
   readonly onDecision?: (decision: ProxyDecision) => void;
   readonly now?: () => number;
+  /** Where the default upstream resolvers come from (default /etc/resolv.conf); tests change it. */
+  readonly resolvConf?: string;
 }
 
 /** FirewallInit's answer. */
@@ -406,8 +414,8 @@ export class Firewall {
       );
     }
     if (isIpv4(parsed.dst)) return [parsed.dst];
-    const resolver = new Resolver({ timeout: 2_000, tries: 2 });
-    resolver.setServers(this.#settings.resolvers.map((r) => `${r.address}:${r.port}`));
+    const resolver = new DnsResolver({ timeout: 2_000, tries: 2 });
+    resolver.setServers((await this.#resolvers()).map((r) => `${r.address}:${r.port}`));
     try {
       return (await resolver.resolve4(parsed.dst)).sort();
     } catch (err) {
@@ -528,6 +536,7 @@ export class Firewall {
         `the proxy needs an address and the agents' networks: set firewall.proxy.address and firewall.clients, or create the Docker network ${quote(s.network)} (its gateway and subnet are the defaults)`,
       );
     }
+    const resolvers = await this.#resolvers();
     await this.#ca.load();
     const ports = {
       tls: s.proxy.tlsPort,
@@ -540,7 +549,7 @@ export class Firewall {
         haproxy: s.proxy.haproxy,
         listen: { address, tlsPort: ports.tls, httpPort: ports.http, routePorts: s.proxy.routePorts },
         clients: [...clients],
-        resolvers: s.resolvers.map((r) => ({ address: r.address, port: r.port })),
+        resolvers: resolvers.map((r) => ({ address: r.address, port: r.port })),
         maxRules: s.proxy.maxRules,
         ...(s.proxy.upstreamCaFile === undefined ? {} : { upstreamCaFile: s.proxy.upstreamCaFile }),
       },
@@ -562,7 +571,8 @@ export class Firewall {
         address: dnsAddress,
         port: s.dns.port,
         clients,
-        resolvers: s.resolvers,
+        resolvers,
+        dir: join(this.#dir, "dns"),
         log: this.#log,
       });
       try {
@@ -841,6 +851,30 @@ export class Firewall {
       "invalid_request",
       `container id prefix ${containerId} matches ${matches.length} agent containers; give more of it`,
     );
+  }
+
+  /**
+   * The upstream resolvers: `firewall.resolvers`, else the host's non-loopback IPv4 nameservers
+   * (a loopback one, such as systemd-resolved's 127.0.0.53, is the host's own and means nothing
+   * to the gate and the proxy); none at all is a FirewallError naming the setting.
+   */
+  async #resolvers(): Promise<readonly Resolver[]> {
+    if (this.#settings.resolvers !== undefined) return this.#settings.resolvers;
+    const file = this.#options.resolvConf ?? "/etc/resolv.conf";
+    let text = "";
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      this.#log.warn({ err, file, event: "resolv_conf_unreadable" }, "host resolver list unreadable");
+    }
+    const found = hostResolvers(text);
+    if (found.length === 0) {
+      throw new FirewallError(
+        "not_configured",
+        `no upstream DNS resolver: ${file} names no IPv4 nameserver that is not loopback; set firewall.resolvers`,
+      );
+    }
+    return found;
   }
 
   async #readState(): Promise<{ up: boolean }> {

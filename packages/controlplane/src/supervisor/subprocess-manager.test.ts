@@ -139,6 +139,26 @@ void test("stop() ends one helper without a crash report; the others run on and 
   assert.equal((await m.crashed).name, "keep");
 });
 
+void test("a channel helper's fd 3 is ours to talk over; what it wrote before we read is kept", async (t) => {
+  const { m } = setup(t);
+  const pid = await m.start("chatty", { ...helper({ HELPER_ECHO_CHANNEL: "1" }), channel: true });
+  const channel = m.channel("chatty");
+  assert.ok(channel !== undefined);
+  assert.equal(m.channel("nobody"), undefined);
+  // The greeting is written at once; reading starts well after it arrived.
+  await waitFor(() => channel.readableLength > 0, { what: "the greeting to be buffered" });
+  let text = "";
+  channel.setEncoding("utf8").on("data", (d: string) => (text += d));
+  channel.write("ping\n");
+  await waitFor(() => text === `hello ${pid}\nping\n`, {
+    what: `the greeting and the echo (got ${JSON.stringify(text)})`,
+  });
+  const closed = new Promise((resolve) => channel.once("close", resolve));
+  await m.stop("chatty");
+  await closed;
+  assert.equal(m.channel("chatty"), undefined, "the name is gone with its channel");
+});
+
 void test("shutdown stops helpers in reverse start order with SIGTERM and leaves no process", async (t) => {
   const { m, lines, dir } = setup(t);
   const record = join(dir, "record");

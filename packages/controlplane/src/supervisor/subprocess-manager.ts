@@ -32,6 +32,12 @@ export interface HelperCommand {
    * also after a SIGKILL that runs no exit hook; a helper that watches it exits then.
    */
   readonly lifeline?: boolean;
+  /**
+   * The lifeline as a channel the caller talks over (the DNS gate's control channel): fd 3 as with
+   * `lifeline`, but not drained; `channel(name)` hands out our end, paused until the caller reads,
+   * so nothing the helper writes early is lost.
+   */
+  readonly channel?: boolean;
 }
 
 /** The environment variable that tells a helper which fd is its lifeline. */
@@ -115,6 +121,8 @@ interface Child {
   exit: Exit | undefined;
   /** Set by stop(): its exit is expected, not a crash. */
   stopping: boolean;
+  /** Our end of fd 3 when started with `channel`. */
+  readonly channel: Duplex | undefined;
   /** Resolves when the process is gone (reaped) or never started. */
   readonly exited: Promise<Exit>;
   /** Resolves once spawn(2) succeeded or failed. */
@@ -210,7 +218,8 @@ export class SubprocessManager {
     const env: NodeJS.ProcessEnv =
       command.inheritEnv === false ? { ...command.env } : { ...process.env, ...(command.env ?? {}) };
     const stdio: StdioOptions = ["ignore", "pipe", "pipe"];
-    if (command.lifeline === true) {
+    const wantsChannel = command.channel === true;
+    if (command.lifeline === true || wantsChannel) {
       // A socket pair: libuv marks our end close-on-exec, so no other child inherits it and the
       // kernel closes it when we die, however we die. The helper sees EOF.
       stdio.push("pipe");
@@ -233,6 +242,8 @@ export class SubprocessManager {
     }
     let markExited!: (exit: Exit) => void;
     let markSpawned!: () => void;
+    // A socket pair end (a Duplex at runtime, whatever the stdio typing says).
+    const lifeline = proc.stdio[LIFELINE_FD] as Duplex | null | undefined;
     const child: Child = {
       name,
       proc,
@@ -240,6 +251,7 @@ export class SubprocessManager {
       record: undefined,
       exit: undefined,
       stopping: false,
+      channel: wantsChannel ? (lifeline ?? undefined) : undefined,
       exited: new Promise<Exit>((resolve) => (markExited = resolve)),
       spawned: new Promise<void>((resolve) => (markSpawned = resolve)),
       onOutput: new Set(),
@@ -250,10 +262,10 @@ export class SubprocessManager {
     this.#installExitHook();
     this.#forward(child, "stdout");
     this.#forward(child, "stderr");
-    // A socket pair end (a Duplex at runtime, whatever the stdio typing says). We never write to it;
-    // whatever the helper might send is dropped.
-    const lifeline = proc.stdio[LIFELINE_FD] as Duplex | null | undefined;
-    lifeline?.on("error", () => undefined).resume();
+    // A bare lifeline is never written to and whatever the helper sends on it is dropped; a channel
+    // stays paused for its caller.
+    lifeline?.on("error", () => undefined);
+    if (!wantsChannel) lifeline?.resume();
     proc.once("exit", (code, signal) => {
       if (child.exit !== undefined) return; // spawn failed: already settled, not a crash
       child.exit = { code, signal };
@@ -306,6 +318,15 @@ export class SubprocessManager {
       }
     }
     return pid;
+  }
+
+  /**
+   * Our end of a helper's fd 3 when it was started with `channel` (a socket pair: newline-delimited
+   * or any protocol the two agree on); undefined otherwise or once the name is gone. It ends when
+   * the helper exits.
+   */
+  channel(name: string): Duplex | undefined {
+    return this.#children.get(name)?.channel;
   }
 
   /**

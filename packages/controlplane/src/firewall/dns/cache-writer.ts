@@ -60,3 +60,13 @@ export class EbpfDnsCacheWriter implements DnsCacheWriter {
     );
   }
 }
+
+/**
+ * The writer when no eBPF manager is configured: records nothing, so answers are sent without a
+ * `dns_cache` entry (nothing in the kernel steers by them then either). The process logs that once.
+ */
+export class UnrecordedDnsCacheWriter implements DnsCacheWriter {
+  write(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -13,8 +13,11 @@ export const DnsGateConfigSchema = z.strictObject({
     /** UDP and TCP; 0 picks a free port (tests), reported in the ready event. */
     port: z.number().int().min(0).max(65_535).default(53),
   }),
-  /** The eBPF manager's control socket: every answer's addresses are recorded there first. */
-  ebpfSocket: z.string().min(1),
+  /**
+   * The eBPF manager's control socket: every answer's addresses are recorded there first. Absent:
+   * nothing is recorded (no manager runs), which the process logs once at start.
+   */
+  ebpfSocket: z.string().min(1).optional(),
   /** Per-request timeout of the manager connection. */
   ebpfTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
   /** Budget for recording one answer's addresses; past it the query gets SERVFAIL. */

@@ -25,7 +25,7 @@ export type {
   PolicyVerdict,
 } from "./policy.js";
 export { dnsRulesFromListing } from "./policy-from-rules.js";
-export { EbpfDnsCacheWriter, type DnsCacheWriter } from "./cache-writer.js";
+export { EbpfDnsCacheWriter, UnrecordedDnsCacheWriter, type DnsCacheWriter } from "./cache-writer.js";
 export { decisionJson } from "./decision.js";
 export type { DecisionSink, DnsAnswerError, DnsDecision, DnsDecisionReason, DnsVerdict } from "./decision.js";
 export { ControlChannel, type ControlChannelOptions, type ControlledGate } from "./control-channel.js";

@@ -7,7 +7,7 @@ import { fstatSync } from "node:fs";
 import { Socket } from "node:net";
 import { pino } from "pino";
 import { EbpfClient } from "../../ebpf/index.js";
-import { EbpfDnsCacheWriter } from "./cache-writer.js";
+import { EbpfDnsCacheWriter, UnrecordedDnsCacheWriter } from "./cache-writer.js";
 import { loadDnsGateConfig, type DnsGateConfig } from "./config.js";
 import { ControlChannel } from "./control-channel.js";
 import { DnsGateError } from "./errors.js";
@@ -51,12 +51,15 @@ const log = pino({
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
 });
-const ebpf = new EbpfClient({ socketPath: config.ebpfSocket, timeoutMs: config.ebpfTimeoutMs, log });
+const ebpf =
+  config.ebpfSocket === undefined
+    ? undefined
+    : new EbpfClient({ socketPath: config.ebpfSocket, timeoutMs: config.ebpfTimeoutMs, log });
 const control = new Socket({ fd: CONTROL_FD, readable: true, writable: true });
 const gate = new DnsGate({
   address: config.listen.address,
   port: config.listen.port,
-  writer: new EbpfDnsCacheWriter(ebpf),
+  writer: ebpf === undefined ? new UnrecordedDnsCacheWriter() : new EbpfDnsCacheWriter(ebpf),
   log,
   // Called only after start(), when `channel` below exists.
   onDecision: (d) => channel.decision(d),
@@ -86,7 +89,7 @@ function stop(code: number, why: Record<string, unknown>): Promise<never> {
     channel.close();
     try {
       await gate.close();
-      await ebpf.close();
+      await ebpf?.close();
     } catch (err) {
       log.error({ err, event: "close_failed" }, "close failed");
       code = code === 0 ? 1 : code;
@@ -113,8 +116,15 @@ try {
   // Listen for EOF first: a daemon that dies during start-up must not leave us running.
   const served = channel.serve(lifetime.signal);
   void served.then(() => stop(0, { reason: "control_channel_closed" }));
-  // Fail closed: without the manager no answer could be recorded, so none would be sent.
-  await ebpf.start(lifetime.signal);
+  if (ebpf === undefined) {
+    log.warn(
+      { event: "dns_cache_not_recorded" },
+      "no eBPF manager socket configured: answers are not recorded in the dns_cache",
+    );
+  } else {
+    // Fail closed: without the manager no answer could be recorded, so none would be sent.
+    await ebpf.start(lifetime.signal);
+  }
   const bound = await gate.start(lifetime.signal);
   channel.send("ready", { address: bound.address, port: bound.port, pid: process.pid });
 } catch (err) {
