@@ -273,7 +273,7 @@ void test(
 
     assert.deepEqual(await client.firewallInit(), {
       envoyIp: GATEWAY,
-      corednsIp: "",
+      corednsIp: GATEWAY,
       networkId: (await docker.docker.getNetwork(NETWORK).inspect()).Id,
     });
     const rule = (dst: string, extra: Partial<admin.EgressRule> = {}): admin.EgressRule =>

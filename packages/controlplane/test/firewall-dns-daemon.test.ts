@@ -112,6 +112,9 @@ describe(
             resolvers: [{ address: "127.0.0.1", port: upstreamPort }],
             dns: { ebpfSocket: peer.path },
             proxy: { routePorts: { first: 16000, count: 2 } },
+            // The agent asks the gate directly here (a stand-in records the answers): no eBPF
+            // steering, which firewall-egress.test.ts covers with the real manager.
+            allowUnenforced: true,
           },
         },
       });
