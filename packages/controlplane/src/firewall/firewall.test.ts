@@ -17,7 +17,7 @@ void test("no firewall.resolvers and a resolv.conf with only loopback stubs: Ini
   const resolvConf = join(dir, "resolv.conf");
   writeFileSync(resolvConf, "nameserver 127.0.0.53\noptions edns0\n");
   const settings = ConfigSchema.parse({
-    firewall: { proxy: { address: "127.0.0.1" }, clients: ["127.0.0.3/32"] },
+    firewall: { proxy: { address: "127.0.0.1" }, clients: ["127.0.0.3/32"], allowUnenforced: true },
   }).firewall;
   const spawned: string[] = [];
   const firewall = new Firewall({
