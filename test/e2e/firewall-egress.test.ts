@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -27,6 +27,7 @@ import {
 import { admin } from "@clawker/proto";
 import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
 import { helperPid, startControlPlane, type ControlPlane } from "../harness/controlplane.js";
+import { removeCgroupParent } from "../harness/cgroups.js";
 import { demux } from "../harness/containers.js";
 import { PrivateDocker } from "../harness/docker.js";
 import { nodeImage, REPO_ROOT } from "../harness/images.js";
@@ -130,7 +131,7 @@ void test(
       await docker.close();
       if (existsSync(pinDir))
         await run(bin.manager, ["flush-all", "--pin-dir", pinDir]).catch(() => undefined);
-      await waitFor(() => removeCgroups(name), { what: "agent cgroups removed", timeoutMs: 10_000 });
+      await waitFor(() => removeCgroupParent(name), { what: "agent cgroups removed", timeoutMs: 10_000 });
       await waitFor(() => (rmdirSync(cpCgroup), true), { what: "daemon cgroup removed", timeoutMs: 10_000 });
       rmSync(dir, { recursive: true, force: true });
     });
@@ -440,30 +441,3 @@ void test(
     );
   },
 );
-
-/** Removes the cgroups Docker's cgroupfs driver leaves for the parent (hybrid layout); true when all gone. */
-function removeCgroups(name: string): boolean {
-  const unified = cgroup2Mount();
-  const dirs = [
-    ...(unified === undefined ? [] : [join(unified, name)]),
-    ...readdirSync("/sys/fs/cgroup").map((h) => join("/sys/fs/cgroup", h, name)),
-  ];
-  for (const d of dirs) {
-    if (!existsSync(d)) continue;
-    for (const child of readdirSync(d, { withFileTypes: true })) {
-      if (child.isDirectory() && /^[0-9a-f]{64}$/.test(child.name)) {
-        try {
-          rmdirSync(join(d, child.name));
-        } catch {
-          // still populated: dockerd's close killed it, the kernel frees it shortly
-        }
-      }
-    }
-    try {
-      rmdirSync(d);
-    } catch {
-      // not yet empty
-    }
-  }
-  return dirs.every((d) => !existsSync(d));
-}

@@ -23,4 +23,5 @@ export type { RunContainerOptions, RunContainerResult } from "./containers.js";
 export { mintTestTrust, useTestTrust, type TestTrust } from "./trust.js";
 export { requires, root, command, cgroup2, bpffs, isCI, cgroup2Mount, bpffsMount } from "./preconditions.js";
 export { waitFor, type WaitForOptions } from "./wait-for.js";
+export { removeCgroupParent } from "./cgroups.js";
 export { wireError, type WireError, type WireStatus } from "./wire-error.js";

@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { adminSocketChoice, connectAdmin, SYSTEM_ADMIN_SOCKET } from "./admin-connection.js";
+import { adminSocketChoice, connectAdmin, SYSTEM_ADMIN_SOCKET, withAdmin } from "./admin-connection.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 
 void describe("adminSocketChoice", () => {
@@ -73,5 +73,36 @@ void describe("connectAdmin on a socket", () => {
       }),
       (e: unknown) => e instanceof Error && e.message.includes("cli-signing.jwk does not exist"),
     );
+  });
+});
+
+void describe("withAdmin", () => {
+  test("dials as the command's options say and runs nothing when it cannot connect", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "clawker-sock-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, "admin.sock");
+    const values = { "trust-dir": dir, admin: "127.0.0.1:1", "admin-socket": path };
+    const io = { stdout: { write: () => undefined }, stderr: { write: () => undefined }, env: {} };
+    let ran = false;
+    const fn = (): Promise<void> => {
+      ran = true;
+      return Promise.resolve();
+    };
+    // By default the command's --admin-socket is used, never TCP instead.
+    await assert.rejects(
+      withAdmin(values, io, fn),
+      (e: unknown) => e instanceof CliError && e.exitCode === ExitCode.notRunning,
+    );
+    // A command without the flag (socket: false) goes to TCP: the TCP loader wants ca.crt.
+    await assert.rejects(
+      withAdmin(values, io, fn, { socket: false }),
+      (e: unknown) => e instanceof Error && e.message.endsWith("ca.crt does not exist"),
+    );
+    // --timeout is read (and checked) only by commands that have it.
+    await assert.rejects(
+      withAdmin({ ...values, timeout: "soon" }, io, fn, { socket: false, timeoutDefault: "30s" }),
+      (e: unknown) => e instanceof CliError && e.exitCode === ExitCode.usage && e.message.includes("timeout"),
+    );
+    assert.equal(ran, false);
   });
 });

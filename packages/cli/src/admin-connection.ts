@@ -14,9 +14,10 @@ import {
   type AdminClient,
   type ClockSkew,
 } from "@clawker/adminclient";
-import { optStr, type FlagValues } from "./command-spec.js";
-import { defaultDataDir } from "./defaults.js";
+import { optStr, parseAddress, parseDuration, str, type FlagValues } from "./command-spec.js";
+import { defaultAdminAddr, defaultDataDir, defaultTokenEndpoint, defaultTrustDir } from "./defaults.js";
 import { CliError, ExitCode } from "./exit-codes.js";
+import type { Io } from "./io.js";
 
 /** The system control plane's admin socket (a root daemon configured for its group). */
 export const SYSTEM_ADMIN_SOCKET = "/run/clawker/admin.sock";
@@ -90,6 +91,48 @@ export async function connectAdmin(o: AdminConnectionOptions): Promise<AdminConn
   } catch (err) {
     await client.close();
     throw err;
+  }
+}
+
+/** How a command reaches the admin API through withAdmin. */
+export interface WithAdminOptions {
+  /** Whether the command has `--admin-socket` and so prefers the admin socket (default true). */
+  readonly socket?: boolean;
+  /** The default of the command's `--timeout` (each call's deadline); absent: no such flag. */
+  readonly timeoutDefault?: string;
+}
+
+/**
+ * Connects as a command's flags say (`--trust-dir`, `--admin`, `--token-endpoint`, and per
+ * `options` `--admin-socket` and `--timeout`), refuses a clock skew above SKEW_FAIL_MS, runs
+ * `fn` with the client and always closes it.
+ */
+export async function withAdmin<T>(
+  values: FlagValues,
+  io: Io,
+  fn: (client: AdminClient) => Promise<T>,
+  options: WithAdminOptions = {},
+): Promise<T> {
+  const { client, skew } = await connectAdmin({
+    trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
+    admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
+    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
+    // The admin socket when there is one, as every admin command with the flag (the group is the gate).
+    ...(options.socket === false ? {} : { socket: adminSocketChoice(values, io.env) }),
+    ...(options.timeoutDefault === undefined
+      ? {}
+      : { deadlineMs: parseDuration("timeout", str(values, "timeout", options.timeoutDefault)) }),
+  });
+  try {
+    if (skewVerdict(skew.skewMs) === "fail") {
+      throw new CliError(
+        ExitCode.error,
+        `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,
+      );
+    }
+    return await fn(client);
+  } finally {
+    await client.close();
   }
 }
 

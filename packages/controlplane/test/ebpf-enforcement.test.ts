@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, test, type TestContext } from "node:test";
@@ -21,6 +21,7 @@ import {
   cgroup2,
   cgroup2Mount,
   command,
+  removeCgroupParent,
   requires,
   root,
   startPrivateDocker,
@@ -78,7 +79,7 @@ async function world(t: TestContext): Promise<World | undefined> {
     own.listeners?.kill("SIGKILL");
     await daemon.close();
     if (existsSync(pinDir)) await run(bin.manager, ["flush-all", "--pin-dir", pinDir]).catch(() => undefined);
-    await waitFor(() => removeCgroups(name), { what: "agent cgroups removed", timeoutMs: 10_000 });
+    await waitFor(() => removeCgroupParent(name), { what: "agent cgroups removed", timeoutMs: 10_000 });
     await waitFor(() => (rmdirSync(proxyCgroup), true), { what: "proxy cgroup removed" });
   });
   const image = await busyboxImage(daemon.docker);
@@ -109,33 +110,6 @@ async function serveListeners(daemon: PrivateDocker, cgroup: string): Promise<Ch
     child.once("exit", (code) => rej(new Error(`listeners exited ${code}`)));
   });
   return child;
-}
-
-/** Removes what Docker's cgroupfs driver leaves under each hierarchy for the parent (hybrid layout); true when all gone. */
-function removeCgroups(name: string): boolean {
-  const unified = cgroup2Mount();
-  const dirs = [
-    ...(unified === undefined ? [] : [join(unified, name)]),
-    ...readdirSync("/sys/fs/cgroup").map((h) => join("/sys/fs/cgroup", h, name)),
-  ];
-  for (const dir of dirs) {
-    if (!existsSync(dir)) continue;
-    for (const child of readdirSync(dir, { withFileTypes: true })) {
-      if (child.isDirectory() && /^[0-9a-f]{64}$/.test(child.name)) {
-        try {
-          rmdirSync(join(dir, child.name));
-        } catch {
-          // still populated: dockerd's close killed it, the kernel frees it shortly
-        }
-      }
-    }
-    try {
-      rmdirSync(dir);
-    } catch {
-      // not yet empty
-    }
-  }
-  return dirs.every((d) => !existsSync(d));
 }
 
 /** Starts a long-running agent container under the parent (the flags `clawker run` passes). */

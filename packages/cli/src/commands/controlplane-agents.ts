@@ -1,16 +1,8 @@
 // `clawker controlplane agents`: ListAgents with the CLI's token, as a table or JSON.
 import type { admin as adminProto } from "@clawker/proto";
-import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
-import {
-  FORMAT_FLAG,
-  parseAddress,
-  parseDuration,
-  str,
-  type CommandSpec,
-  type FlagValues,
-} from "../command-spec.js";
-import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
-import { CliError, ExitCode } from "../exit-codes.js";
+import { withAdmin } from "../admin-connection.js";
+import { FORMAT_FLAG, type CommandSpec, type FlagValues } from "../command-spec.js";
+import { ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
 import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
 
@@ -84,30 +76,15 @@ export function agentTable(rows: readonly AgentRow[]): string {
 
 /** Runs `controlplane agents`. */
 export async function controlplaneAgents(values: FlagValues, io: Io): Promise<number> {
-  const { client, skew } = await connectAdmin({
-    trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
-    admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
-    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
-    socket: adminSocketChoice(values, io.env),
-    deadlineMs: parseDuration("timeout", str(values, "timeout", "10s")),
+  const rows = await withAdmin(values, io, async (client) => agentRows(await client.listAgents()), {
+    timeoutDefault: "10s",
   });
-  try {
-    if (skewVerdict(skew.skewMs) === "fail") {
-      throw new CliError(
-        ExitCode.error,
-        `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,
-      );
-    }
-    const rows = agentRows(await client.listAgents());
-    if (values["format"] === "json") {
-      io.stdout.write(JSON.stringify({ agents: rows }, null, 2) + "\n");
-    } else if (rows.length === 0) {
-      io.stdout.write("no agents registered\n");
-    } else {
-      io.stdout.write(agentTable(rows));
-    }
-    return ExitCode.ok;
-  } finally {
-    await client.close();
+  if (values["format"] === "json") {
+    io.stdout.write(JSON.stringify({ agents: rows }, null, 2) + "\n");
+  } else if (rows.length === 0) {
+    io.stdout.write("no agents registered\n");
+  } else {
+    io.stdout.write(agentTable(rows));
   }
+  return ExitCode.ok;
 }

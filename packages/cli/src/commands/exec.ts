@@ -3,18 +3,15 @@
 // it comes, and exits with the command's own exit code.
 import { StringDecoder } from "node:string_decoder";
 import { clawkerd, type admin as adminProto } from "@clawker/proto";
-import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
+import { withAdmin } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   optStr,
-  parseAddress,
   parseDuration,
   positionals,
-  str,
   type CommandSpec,
   type FlagValues,
 } from "../command-spec.js";
-import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
 import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
@@ -137,19 +134,7 @@ export function exitCodeOfCommand(finalExitCode: number): number {
 export async function exec(values: FlagValues, io: Io): Promise<number> {
   const request = execRequest(values);
   const isJson = values["format"] === "json";
-  const { client, skew } = await connectAdmin({
-    trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
-    admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
-    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
-    socket: adminSocketChoice(values, io.env),
-  });
-  try {
-    if (skewVerdict(skew.skewMs) === "fail") {
-      throw new CliError(
-        ExitCode.error,
-        `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,
-      );
-    }
+  return await withAdmin(values, io, async (client) => {
     // Bytes go out as bytes where the output can take them; otherwise decoded as a UTF-8 stream
     // (a character split across two chunks is held until it is whole).
     const decoder = new StringDecoder("utf8");
@@ -178,7 +163,5 @@ export async function exec(values: FlagValues, io: Io): Promise<number> {
       }
     }
     throw new CliError(ExitCode.error, "exec: the stream ended without the command's outcome");
-  } finally {
-    await client.close();
-  }
+  });
 }

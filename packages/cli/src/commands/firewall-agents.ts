@@ -8,8 +8,6 @@ import {
   CONNECT_FLAGS,
   TARGET_FLAGS,
   formatSeconds,
-  openFirewallClient,
-  refusedRequest,
   resolveTarget,
   withFirewallClient,
   type ContainerTarget,
@@ -111,8 +109,7 @@ export function bypassSeconds(values: FlagValues): number | undefined {
 export async function firewallBypass(values: FlagValues, io: Io): Promise<number> {
   const seconds = bypassSeconds(values);
   const json = values["format"] === "json";
-  const client = await openFirewallClient(values, io);
-  try {
+  return await withFirewallClient(values, io, async (client) => {
     const target = await resolveTarget(client, values);
     if (seconds === undefined) {
       await client.firewallEnable(target.containerId);
@@ -146,11 +143,7 @@ export async function firewallBypass(values: FlagValues, io: Io): Promise<number
       io.stdout.write(JSON.stringify({ container_id: target.containerId, bypass: outcome }, null, 2) + "\n");
     else io.stdout.write(`Bypass ${outcome} for ${target.label}; firewall enforced again\n`);
     return ExitCode.ok;
-  } catch (err) {
-    throw refusedRequest(err);
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 function targetFlags(values: FlagValues): string {

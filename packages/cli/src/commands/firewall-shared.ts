@@ -3,17 +3,8 @@
 // turns a refused rule into a usage error naming what to fix.
 import { AdminError, type AdminClient } from "@clawker/adminclient";
 import type { admin as adminProto } from "@clawker/proto";
-import { connectAdmin, skewVerdict } from "../admin-connection.js";
-import {
-  FORMAT_FLAG,
-  optStr,
-  parseAddress,
-  parseDuration,
-  str,
-  type FlagSpec,
-  type FlagValues,
-} from "../command-spec.js";
-import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
+import { withAdmin } from "../admin-connection.js";
+import { FORMAT_FLAG, optStr, type FlagSpec, type FlagValues } from "../command-spec.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
 import { LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
@@ -37,38 +28,28 @@ export const SCOPE_FLAGS: Readonly<Record<string, FlagSpec>> = {
   agent: { type: "string", value: "NAME", description: "scope to one agent" },
 };
 
-/** Opens the admin client as the CLI, refusing to go on with a clock too far off. */
-export async function openFirewallClient(values: FlagValues, io: Io): Promise<AdminClient> {
-  const { client, skew } = await connectAdmin({
-    trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
-    admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
-    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
-    deadlineMs: parseDuration("timeout", str(values, "timeout", "30s")),
-  });
-  if (skewVerdict(skew.skewMs) === "fail") {
-    await client.close();
-    throw new CliError(
-      ExitCode.error,
-      `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,
-    );
-  }
-  return client;
-}
-
-/** Runs `body` with an open client and always closes it. */
+/**
+ * Runs `body` with an open admin client (a clock too far off refused) and always closes it; a
+ * malformed request the control plane refused becomes a usage error (refusedRequest). TCP only:
+ * the firewall commands have no `--admin-socket`.
+ */
 export async function withFirewallClient<T>(
   values: FlagValues,
   io: Io,
   body: (client: AdminClient) => Promise<T>,
 ): Promise<T> {
-  const client = await openFirewallClient(values, io);
-  try {
-    return await body(client);
-  } catch (err) {
-    throw refusedRequest(err);
-  } finally {
-    await client.close();
-  }
+  return await withAdmin(
+    values,
+    io,
+    async (client) => {
+      try {
+        return await body(client);
+      } catch (err) {
+        throw refusedRequest(err);
+      }
+    },
+    { socket: false, timeoutDefault: "30s" },
+  );
 }
 
 /** The reasons of a malformed request: the admin domain's, and the firewall's own (API.md §6). */

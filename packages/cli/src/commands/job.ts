@@ -2,20 +2,16 @@
 // admin listener, issue 13), in the seed's shape: start prints the job's name, the others take it.
 import { StringDecoder } from "node:string_decoder";
 import { jobs } from "@clawker/proto";
-import type { AdminClient } from "@clawker/adminclient";
-import { adminSocketChoice, connectAdmin, skewVerdict } from "../admin-connection.js";
+import { withAdmin } from "../admin-connection.js";
 import {
   FORMAT_FLAG,
   optStr,
-  parseAddress,
   parseDuration,
   positionals,
-  str,
   type CommandSpec,
   type FlagSpec,
   type FlagValues,
 } from "../command-spec.js";
-import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io } from "../io.js";
 import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS, TOKEN_ENDPOINT_FLAG } from "./controlplane-up.js";
@@ -221,37 +217,12 @@ function stateText(state: jobs.JobState): string {
   return jobs.jobStateToJSON(state).replace("JOB_STATE_", "");
 }
 
-async function withClient<T>(
-  values: FlagValues,
-  io: Io,
-  fn: (client: AdminClient) => Promise<T>,
-): Promise<T> {
-  const { client, skew } = await connectAdmin({
-    trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
-    admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
-    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
-    // The admin socket when there is one, as every admin command (the group is the gate).
-    socket: adminSocketChoice(values, io.env),
-  });
-  try {
-    if (skewVerdict(skew.skewMs) === "fail") {
-      throw new CliError(
-        ExitCode.error,
-        `clock skew with the control plane is ${Math.round(skew.skewMs)} ms: fix the clock first`,
-      );
-    }
-    return await fn(client);
-  } finally {
-    await client.close();
-  }
-}
-
 const S = jobs.JobServiceService;
 
 /** Runs `job start`. */
 export async function jobStart(values: FlagValues, io: Io): Promise<number> {
   const request = startJobRequest(values);
-  const { job } = await withClient(values, io, (c) =>
+  const { job } = await withAdmin(values, io, (c) =>
     c.callMethod(S.startJob, request, { deadlineMs: 30_000 }),
   );
   if (job === undefined)
@@ -292,7 +263,7 @@ export function statusLines(job: jobs.Job, stats: jobs.JobStats | undefined): st
 /** Runs `job status`. */
 export async function jobStatus(values: FlagValues, io: Io): Promise<number> {
   const name = jobName(values);
-  const r = await withClient(values, io, (c) => c.callMethod(S.getJobStatus, { name }));
+  const r = await withAdmin(values, io, (c) => c.callMethod(S.getJobStatus, { name }));
   if (values["format"] === "json")
     io.stdout.write(JSON.stringify(jobs.GetJobStatusResponse.toJSON(r)) + "\n");
   else if (r.job !== undefined) io.stdout.write(statusLines(r.job, r.stats).join("\n") + "\n");
@@ -304,7 +275,7 @@ export async function jobWatch(values: FlagValues, io: Io): Promise<number> {
   const name = jobName(values);
   const isJson = values["format"] === "json";
   const decoder = new StringDecoder("utf8");
-  await withClient(values, io, async (c) => {
+  await withAdmin(values, io, async (c) => {
     for await (const m of c.streamMethod(S.watchJobOutput, { name })) {
       if (isJson) {
         io.stdout.write(JSON.stringify(jobs.WatchJobOutputResponse.toJSON(m)) + "\n");
@@ -325,7 +296,7 @@ export async function jobStop(values: FlagValues, io: Io): Promise<number> {
   const name = jobName(values);
   const grace = optStr(values, "grace");
   const graceSeconds = grace === undefined ? 0 : Math.max(1, Math.ceil(parseDuration("grace", grace) / 1000));
-  const r = await withClient(values, io, (c) =>
+  const r = await withAdmin(values, io, (c) =>
     c.callMethod(S.stopJob, { name, graceSeconds }, { deadlineMs: (graceSeconds || 10) * 1000 + 20_000 }),
   );
   if (values["format"] === "json") io.stdout.write(JSON.stringify(jobs.StopJobResponse.toJSON(r)) + "\n");
@@ -343,7 +314,7 @@ export async function jobLs(values: FlagValues, io: Io): Promise<number> {
     stateFlag === undefined ? jobs.JobState.JOB_STATE_UNSPECIFIED : STATE_NAMES[stateFlag.toLowerCase()];
   if (state === undefined)
     throw usage(`--state must be running, completed, failed or stopped, got ${JSON.stringify(stateFlag)}`);
-  const r = await withClient(values, io, (c) =>
+  const r = await withAdmin(values, io, (c) =>
     c.callMethod(S.listJobs, { agentName: agent, project, state }),
   );
   if (values["format"] === "json") {
