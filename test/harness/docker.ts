@@ -1,5 +1,6 @@
 // A private Docker engine for tests: its own network namespace, data-root, exec-root and socket,
 // all under one short temp dir, torn down completely by close() (HOST-NOTES "Docker engine").
+import { setTimeout as sleep } from "node:timers/promises";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { openSync, closeSync } from "node:fs";
@@ -207,7 +208,19 @@ export class PrivateDocker {
     const dir = this.#dir;
     const ref = this.runRef;
     // containerd, shims, docker-proxy, --network host containers, netns processes of this run.
-    await step("kill stray processes", async () => killProcesses((await findLeftovers(ref)).processes));
+    // Until none is left: a multithreaded process whose main thread already exited reads as a
+    // zombie (so "gone") while its other threads still run and its command line still shows.
+    await step("kill stray processes", async () => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const { processes } = await findLeftovers(ref);
+        if (processes.length === 0) return;
+        if (Date.now() > deadline)
+          throw new Error(`still running: ${processes.map((p) => p.pid).join(", ")}`);
+        await killProcesses(processes);
+        await sleep(50);
+      }
+    });
     if (dir !== undefined) await step("unmount", () => unmountUnder(dir));
     await step("delete netns", () => deleteNetns(this.netnsName));
     if (dir !== undefined) {
