@@ -69,8 +69,7 @@ export class CachingIntrospector implements Introspector {
     const hit = this.#fresh(key);
     if (hit !== undefined) return hit;
     this.stats.misses++;
-    // The scope is part of the flight key: a server that checks scope answers differently per scope.
-    const flightKey = `${key}\n${options.scope ?? ""}`;
+    const flightKey = flightKeyOf(key, options.scope);
     let flight = this.#flights.get(flightKey);
     if (flight === undefined) {
       flight = this.#fetch(key, token, options.scope);
@@ -85,7 +84,7 @@ export class CachingIntrospector implements Introspector {
 
   /** True when a request for `token` (without a scope, as the interceptor asks) is under way. */
   inFlight(token: string): boolean {
-    return this.#flights.has(`${tokenKey(token)}\n`);
+    return this.#flights.has(flightKeyOf(tokenKey(token), undefined));
   }
 
   /** The cached answer for `token` when fresh (counted as a hit), else undefined; never does I/O. */
@@ -140,4 +139,9 @@ export class CachingIntrospector implements Introspector {
 /** The cache key of a token: its SHA-256, base64url. The raw token is never stored or logged. */
 export function tokenKey(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("base64url");
+}
+
+/** One request per (token, scope): a server that checks scope answers differently per scope. */
+function flightKeyOf(key: string, scope: string | undefined): string {
+  return `${key}\n${scope ?? ""}`;
 }
