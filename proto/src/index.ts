@@ -1,4 +1,4 @@
-// @clawker/proto: the generated code of the three wire-contract services, the scope maps and the
+// @clawker/proto: the generated code of the three wire-contract services and our own, the scope maps and the
 // error shape (ClawkerError, the per-boundary reason tables, the ErrorInfo status detail).
 
 /** clawker.admin.v1: AdminService (CLI -> control plane), its messages and enums. */
@@ -9,6 +9,8 @@ export * as agent from "./gen/clawker/agent/v1/agent.js";
 export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 /** clawker.jobs.v1: JobService (CLI -> control plane -> clawkerd), our own service (API.md §6). */
 export * as jobs from "./gen/clawker/jobs/v1/jobs.js";
+/** clawker.egress.v1: EgressService (admin) and AgentEgressService (agents), our own (API.md §6). */
+export * as egress from "./gen/clawker/egress/v1/egress.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
 export * from "./status-details.js";

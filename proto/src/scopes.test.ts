@@ -5,6 +5,7 @@ import { test } from "node:test";
 import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
 import { ClawkerdServiceService } from "./gen/clawker/clawkerd/v1/clawkerd.js";
+import { AgentEgressServiceService, EgressServiceService } from "./gen/clawker/egress/v1/egress.js";
 import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 import {
   ADMIN_SCOPE,
@@ -21,16 +22,19 @@ import {
 const adminPaths = Object.values(AdminServiceService).map((m) => m.path);
 const agentPaths = Object.values(AgentServiceService).map((m) => m.path);
 const jobPaths = Object.values(JobServiceService).map((m) => m.path);
+const egressPaths = Object.values(EgressServiceService).map((m) => m.path);
+const agentEgressPaths = Object.values(AgentEgressServiceService).map((m) => m.path);
+const allPaths = [...adminPaths, ...agentPaths, ...jobPaths, ...egressPaths, ...agentEgressPaths];
 
-void test("every AdminService, AgentService and JobService RPC has a non-empty scope", () => {
+void test("every AdminService, AgentService, JobService and egress RPC has a non-empty scope", () => {
   assert.ok(adminPaths.length >= 16, "the generated AdminService lost methods");
-  for (const path of [...adminPaths, ...agentPaths, ...jobPaths]) {
+  for (const path of allPaths) {
     const scope = requiredScope(path);
     assert.equal(typeof scope, "string", `${path} has no scope`);
     assert.notEqual(scope, "", `${path} has an empty scope`);
   }
-  // Nothing extra: the map holds exactly the three services' methods.
-  assert.deepEqual([...METHOD_SCOPES.keys()].sort(), [...adminPaths, ...agentPaths, ...jobPaths].sort());
+  // Nothing extra: the map holds exactly these services' methods.
+  assert.deepEqual([...METHOD_SCOPES.keys()].sort(), [...allPaths].sort());
 });
 
 void test("GetSystemTime alone is public", () => {
@@ -52,6 +56,10 @@ void test("every other AdminService method, WatchSOS included, needs admin; Regi
   assert.equal(jobPaths.length, 5);
   for (const path of jobPaths) assert.equal(requiredScope(path), ADMIN_SCOPE, path);
   assert.equal(AGENT_REGISTER_SCOPE, "agent:self:register");
+  // Egress triage approves rules: admin. An agent may only ask, with its own scope.
+  assert.equal(egressPaths.length, 4);
+  for (const path of egressPaths) assert.equal(requiredScope(path), ADMIN_SCOPE, path);
+  assert.equal(requiredScope("/clawker.egress.v1.AgentEgressService/RequestEgress"), "agent:self:request");
 });
 
 void test("unknown paths, ClawkerdService and near misses give undefined (deny)", () => {

@@ -6,6 +6,7 @@
 // bearer token, so none of its methods has (or may be given) a scope.
 import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
+import { AgentEgressServiceService, EgressServiceService } from "./gen/clawker/egress/v1/egress.js";
 import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 
 /** Marks a method callable without a bearer token (mTLS still applies). Not an OAuth2 scope. */
@@ -14,9 +15,12 @@ export const PUBLIC_SCOPE = "public";
 export const ADMIN_SCOPE = "admin";
 /** The scope an agent needs to call AgentService.Register. */
 export const AGENT_REGISTER_SCOPE = "agent:self:register";
+/** The scope an agent needs to ask for a destination (AgentEgressService, our own). */
+export const AGENT_REQUEST_SCOPE = "agent:self:request";
 
 /** What a method requires: no token (PUBLIC_SCOPE) or a token carrying that OAuth2 scope. */
-export type Scope = typeof PUBLIC_SCOPE | typeof ADMIN_SCOPE | typeof AGENT_REGISTER_SCOPE;
+export type Scope =
+  typeof PUBLIC_SCOPE | typeof ADMIN_SCOPE | typeof AGENT_REGISTER_SCOPE | typeof AGENT_REQUEST_SCOPE;
 
 /** A complete scope map for one generated service definition: one entry per RPC, no more. */
 export type ServiceScopes<Service> = Record<keyof Service, Scope>;
@@ -61,6 +65,19 @@ export const JOB_SERVICE_SCOPES = {
   watchJobOutput: ADMIN_SCOPE,
 } as const satisfies ServiceScopes<typeof JobServiceService>;
 
+/** EgressService (our own, API.md §6) on the admin listener: `admin` everywhere. */
+export const EGRESS_SERVICE_SCOPES = {
+  watchFirewallEvents: ADMIN_SCOPE,
+  listFirewallDenials: ADMIN_SCOPE,
+  approveEgress: ADMIN_SCOPE,
+  dismissEgress: ADMIN_SCOPE,
+} as const satisfies ServiceScopes<typeof EgressServiceService>;
+
+/** AgentEgressService (our own) on the agent listener: `agent:self:request`. */
+export const AGENT_EGRESS_SERVICE_SCOPES = {
+  requestEgress: AGENT_REQUEST_SCOPE,
+} as const satisfies ServiceScopes<typeof AgentEgressServiceService>;
+
 /** Pairs every method of a service definition with its scope, keyed by the method's full path. */
 function byPath<Method extends string>(
   service: Record<Method, { readonly path: string }>,
@@ -77,6 +94,8 @@ export const METHOD_SCOPES: ReadonlyMap<string, Scope> = new Map([
   ...byPath(AdminServiceService, ADMIN_SERVICE_SCOPES),
   ...byPath(AgentServiceService, AGENT_SERVICE_SCOPES),
   ...byPath(JobServiceService, JOB_SERVICE_SCOPES),
+  ...byPath(EgressServiceService, EGRESS_SERVICE_SCOPES),
+  ...byPath(AgentEgressServiceService, AGENT_EGRESS_SERVICE_SCOPES),
 ]);
 
 /**
