@@ -11,7 +11,7 @@ const run = promisify(execFile);
 const fixture = fileURLToPath(new URL("./fixtures/loaded-modules.ts", import.meta.url));
 const daemon = new URL("../src/daemon.ts", import.meta.url).href;
 
-void test("the daemon's module graph leaves out the interception CA's x509 stack and the DNS gate", async () => {
+void test("the daemon's module graph leaves out the interception CA's x509 stack, the DNS gate and jose", async () => {
   const { stdout } = await run(
     process.execPath,
     ["--import", "tsx", "--conditions=source", fixture, daemon],
@@ -24,7 +24,13 @@ void test("the daemon's module graph leaves out the interception CA's x509 stack
     urls.some((u) => u.endsWith("/firewall/interception-ca.ts")),
     "the fixture saw the firewall's modules load",
   );
-  for (const unwanted of ["/@peculiar/x509/", "/tsyringe/", "/dns-packet/", "/firewall/dns/gate.ts"]) {
+  for (const unwanted of [
+    "/@peculiar/x509/",
+    "/tsyringe/",
+    "/dns-packet/",
+    "/firewall/dns/gate.ts",
+    "/jose/",
+  ]) {
     assert.deepEqual(
       urls.filter((u) => u.includes(unwanted)),
       [],
