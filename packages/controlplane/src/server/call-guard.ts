@@ -98,6 +98,8 @@ export interface CallGuardOptions {
    */
   readonly refusalsPerSecond?: number;
   readonly tarpitMs?: number;
+  /** Told every status the guard passes on (metrics: calls by method and code). */
+  readonly onStatus?: (method: string, code: number) => void;
 }
 
 /** Defaults: 20 refusals per second at full speed per connection, then one second each. */
@@ -120,16 +122,18 @@ const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSA
  * the refusals of a connection that has had more than its share (every refusal passes here last).
  */
 export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
-  const { listener, refusals, requestTimeoutMs } = options;
+  const { listener, refusals, requestTimeoutMs, onStatus } = options;
   const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
   const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
   const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
   /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
   const answer = (
+    path: string,
     st: PartialStatusObject,
     call: ServerInterceptingCallInterface,
     statusNext: (st: PartialStatusObject) => void,
   ): void => {
+    onStatus?.(path, st.code);
     // The peer (a string built per call) only for refusals: every OK status passes here too.
     if (!REFUSALS.has(st.code) || budget.take(call.getPeer())) {
       statusNext(st);
@@ -155,7 +159,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
             },
           });
         },
-        sendStatus: (st, statusNext) => answer(st, next, statusNext),
+        sendStatus: (st, statusNext) => answer(UNKNOWN_METHOD_PATH, st, next, statusNext),
       });
       return refused;
     }
@@ -203,7 +207,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
       },
       sendStatus: (st, statusNext) => {
         stopTimer();
-        answer(st, next, statusNext);
+        answer(method.path, st, next, statusNext);
       },
     });
     return call;
