@@ -10,7 +10,7 @@ import { clawkerClients, registerClients } from "./auth/client-registration.js";
 import { CachingIntrospector } from "./auth/introspection-cache.js";
 import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
-import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
+import { withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
 import { Overseer } from "@clawker/overseer";
 import { Registry } from "./agents/registry.js";
@@ -446,7 +446,6 @@ export class Daemon {
       tls,
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
-        recoveryInterceptor(agentLog),
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: AGENT_CLIENT.clientId,
@@ -482,7 +481,6 @@ export class Daemon {
         ),
       ],
       interceptors: [
-        recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
         new AuthInterceptor({
           introspector: cached,

@@ -167,6 +167,8 @@ export class GrpcListener {
           refusalsPerSecond: limits.refusalsPerSecond,
           tarpitMs: limits.tarpitMs,
           ...(opts.countCall === undefined ? {} : { onStatus: opts.countCall }),
+          // Recovery is fused into the guard (one interceptor object less per call).
+          log: opts.log,
         }),
         ...(opts.interceptors ?? []),
       ],
