@@ -188,7 +188,10 @@ export class Daemon {
       log,
       // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
       ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
-      agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
+      agentFacing: [
+        { host: config.listen.agent.host, port: config.listen.agent.port },
+        { host: config.auth.publicHost ?? config.auth.host, port: config.auth.publicPort },
+      ],
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,

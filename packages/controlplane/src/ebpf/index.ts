@@ -9,6 +9,7 @@ export {
   type DnsEntry,
   type Dump,
   type EnrollResult,
+  type GatewayPort,
   type GcResult,
   type Route,
   type Status,
