@@ -6,14 +6,16 @@
 // Needs systemd-analyze: skipped with the reason on a laptop, failed under CI.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { loadConfig } from "@clawker/controlplane";
+import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
 import { REPO_ROOT } from "../harness/images.js";
-import { command, requires } from "../harness/preconditions.js";
+import { waitFor } from "../harness/wait-for.js";
+import { bpffs, cgroup2, cgroup2Mount, command, requires, root as asRoot } from "../harness/preconditions.js";
 
 const run = promisify(execFile);
 const UNIT = join(REPO_ROOT, "docker/systemd/clawker-controlplane.service");
@@ -125,7 +127,71 @@ void test("the host unit passes systemd-analyze verify, and its group socket and
     ]);
     // V8's JIT maps writable, executable memory.
     assert.equal(service.get("MemoryDenyWriteExecute"), undefined);
+    // The manager creates the agents' cgroup parent at start: the cgroup2 tree must be writable.
+    assert.equal(service.get("ProtectControlGroups"), undefined);
   });
+
+  await t.test(
+    "with only the unit's capabilities and no new privileges the manager loads and attaches",
+    async (t) => {
+      ensureBpffs();
+      if (!requires(t, asRoot, cgroup2, bpffs, command("setpriv"))) return;
+      await buildOnce();
+      const bounding = (service.get("CapabilityBoundingSet") ?? "")
+        .split(" ")
+        .map((c) => `+${c.replace(/^CAP_/, "").toLowerCase()}`);
+      const id = `clawker-t${process.pid}-units`;
+      const parent = join(cgroup2Mount()!, id);
+      const pins = `/sys/fs/bpf/${id}`;
+      const dir = mkdtempSync(join(tmpdir(), "clawker-units-caps-"));
+      // Made here: on a hybrid host the cgroup2 root is 0555, which root without CAP_DAC_OVERRIDE
+      // cannot write (the unit's own runs create it under /sys/fs/cgroup, root's 0755).
+      mkdirSync(parent, { recursive: true });
+      t.after(async () => {
+        for (const p of [pins, `${pins}-less`])
+          await run(bin.manager, ["flush-all", "--pin-dir", p]).catch(() =>
+            rmSync(p, { recursive: true, force: true }),
+          );
+        rmSync(dir, { recursive: true, force: true });
+        await waitFor(() => (rmdirSync(parent), true), { what: "test cgroup removed", timeoutMs: 10_000 });
+      });
+      // serve exits 124 under `timeout` once it ran; a load or attach failure exits 1 at once.
+      const serve = (caps: string, pinDir: string) =>
+        run(
+          "timeout",
+          [
+            "3",
+            "setpriv",
+            `--bounding-set=-all,${caps}`,
+            "--inh-caps=-all",
+            "--no-new-privs",
+            bin.manager,
+            "serve",
+            "--socket",
+            join(dir, `${caps.length}.sock`),
+            "--pin-dir",
+            pinDir,
+            "--cgroup-parent",
+            parent,
+          ],
+          { timeout: 30_000 },
+        ).then(
+          ({ stdout, stderr }) => ({ code: 0, out: stdout + stderr }),
+          (err: { code?: number; stdout?: string; stderr?: string }) => ({
+            code: err.code,
+            out: `${err.stdout ?? ""}${err.stderr ?? ""}`,
+          }),
+        );
+      const ok = await serve(bounding.join(","), pins);
+      assert.equal(ok.code, 124, ok.out);
+      assert.match(ok.out, /"event":"ready"/);
+      assert.match(ok.out, /"msg":"loaded"/);
+      // The check bites: without CAP_SYS_ADMIN nothing loads.
+      const less = await serve("+net_admin", `${pins}-less`);
+      assert.equal(less.code, 1, less.out);
+      assert.match(less.out, /Operation not permitted/);
+    },
+  );
 });
 
 void test("the Quadlet file goes through Podman's generator when it is installed", async (t) => {
