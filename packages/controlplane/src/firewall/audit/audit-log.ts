@@ -387,9 +387,9 @@ export class AuditLog implements AuditSink {
           this.#settled = this.#taken;
           this.#release();
           if (this.#closing) return;
+          // Not unref'd: records are waiting; close() cuts the wait short.
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, RETRY_MS);
-            timer.unref();
             this.#wake = () => {
               clearTimeout(timer);
               resolve();
