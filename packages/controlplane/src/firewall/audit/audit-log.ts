@@ -95,8 +95,12 @@ export class AuditLog implements AuditSink {
   readonly #log: Logger | undefined;
   readonly #now: () => bigint;
 
-  // The backlog: serialized lines from #head on.
-  #lines: string[] = [];
+  // The backlog from #head on: actions as their lines (serialized at once: the caller may change
+  // its detail object later), decisions as the events themselves, serialized by the writer right
+  // into its buffer, so no line outlives its batch (young garbage only, at 100,000 a second).
+  #lines: Array<string | egress.FirewallEvent> = [];
+  /** The writer's buffer, reused: one write is in flight at a time. */
+  #buf: Buffer | undefined;
   #head = 0;
   /** Lines ever queued / taken into a write (monotonic), for flush() and the sync rule. */
   #queued = 0;
@@ -214,14 +218,7 @@ export class AuditLog implements AuditSink {
       this.#addGap("backlog_full", 1);
       return;
     }
-    let line: string;
-    try {
-      line = encodeDecision(event);
-    } catch {
-      this.#addGap("unserializable", 1);
-      return;
-    }
-    this.#push(line);
+    this.#push(event);
   }
 
   /**
@@ -254,7 +251,9 @@ export class AuditLog implements AuditSink {
   flush(): Promise<void> {
     const through = this.#queued;
     if (this.#isSettled(through)) return Promise.resolve();
-    this.#syncDue = true;
+    // Held until these lines are synced, however many batches they take.
+    this.#syncThrough = Math.max(this.#syncThrough, through);
+    if (this.#settled >= through) this.#syncDue = true; // only a gap record waits: write it now
     this.#kick();
     return new Promise((resolve) => this.#waiters.push({ through, resolve }));
   }
@@ -341,7 +340,7 @@ export class AuditLog implements AuditSink {
 
   // ---- internals ----
 
-  #push(line: string): void {
+  #push(line: string | egress.FirewallEvent): void {
     this.#lines.push(line);
     this.#queued++;
     this.#kick();
@@ -364,14 +363,19 @@ export class AuditLog implements AuditSink {
   }
 
   #hasWork(): boolean {
-    return this.#lines.length > this.#head || this.#gapLost > 0 || this.#syncDue;
+    return (
+      this.#lines.length > this.#head ||
+      this.#gapLost > 0 ||
+      this.#syncDue ||
+      (this.#unsynced && this.#syncThrough > this.#settled)
+    );
   }
 
   #pump(): Promise<void> {
     this.#pumping ??= this.#loop().finally(() => {
       this.#pumping = undefined;
       // Queued between the loop's last look and here: go again.
-      if (!this.#closing && (this.#lines.length > this.#head || this.#syncDue)) this.#kick();
+      if (!this.#closing && this.#hasWork()) this.#kick();
     });
     return this.#pumping;
   }
@@ -417,7 +421,7 @@ export class AuditLog implements AuditSink {
     const gapLost = this.#gapLost;
     const gapCauses = { ...this.#gapCauses };
     const gapLine = gapLost > 0 ? encodeGap(gapLost, gapCauses, this.#now()) : undefined;
-    const firstBytes = Buffer.byteLength(gapLine ?? this.#lines[this.#head] ?? "");
+    const firstBytes = Buffer.byteLength(gapLine ?? this.#lineAt(this.#head) ?? "");
     if (this.#rotateNext || (this.#size > 0 && this.#size + firstBytes + 1 > this.#maxFileBytes)) {
       try {
         await this.#rotate();
@@ -428,34 +432,38 @@ export class AuditLog implements AuditSink {
       }
     }
     const fh = this.#fh ?? fh0;
-    const parts: string[] = [];
-    const ends: number[] = [];
-    let bytes = 0;
-    if (this.#midLine) {
-      parts.push("\n");
-      bytes = 1;
-    }
+    const buf = (this.#buf ??= Buffer.allocUnsafe(MAX_BATCH_BYTES));
     const budget = Math.max(Math.min(this.#maxFileBytes - this.#size, MAX_BATCH_BYTES), 1);
-    if (gapLine !== undefined) {
-      parts.push(gapLine);
-      bytes += firstBytes;
-      ends.push(bytes);
-    }
-    const start = this.#head;
-    let end = start;
+    let used = 0;
+    const lead = this.#midLine ? 1 : 0;
+    if (lead === 1) buf[used++] = 0x0a;
+    if (gapLine !== undefined) used += buf.write(gapLine, used);
+    let end = this.#head;
+    let big: string | undefined;
+    let records = 0;
     while (end < this.#lines.length) {
-      const line = this.#lines[end]!;
-      const n = Buffer.byteLength(line);
-      // At least one record per write, even one larger than the file bound.
-      if (bytes + n > budget && ends.length > 0) break;
-      parts.push(line);
-      bytes += n;
-      ends.push(bytes);
+      const line = this.#lineAt(end);
+      if (line === undefined || line === "") {
+        end++; // unserializable: counted by #lineAt
+        continue;
+      }
+      // At most 3 UTF-8 bytes per UTF-16 unit: only a line that might not fit is measured.
+      if (used + line.length * 3 > budget && used + Buffer.byteLength(line) > budget) {
+        // At least one record per write, even one larger than the room or the buffer.
+        if (records === 0 && gapLine === undefined) {
+          big = line;
+          records++;
+          end++;
+        }
+        break;
+      }
+      used += buf.write(line, used);
+      records++;
       end++;
     }
+    const chunk =
+      big === undefined ? buf.subarray(0, used) : Buffer.concat([buf.subarray(0, used), Buffer.from(big)]);
     this.#takeThrough(end);
-    const records = end - start;
-    const chunk = Buffer.from(parts.join(""));
     let written = 0;
     let failure: unknown;
     while (written < chunk.length) {
@@ -474,7 +482,10 @@ export class AuditLog implements AuditSink {
       this.#unsynced = true;
       this.#midLine = chunk[written - 1] !== 0x0a;
     }
-    const complete = ends.filter((e) => e <= written).length;
+    // Every record ends in its one newline (JSON escapes any other), so the newlines written
+    // count the complete records.
+    const complete =
+      failure === undefined ? records + (gapLine === undefined ? 0 : 1) : newlines(chunk, lead, written);
     const gapWritten = gapLine !== undefined && complete > 0;
     const recordsWritten = complete - (gapLine === undefined ? 0 : gapWritten ? 1 : 0);
     this.#stats.written += complete;
@@ -503,6 +514,24 @@ export class AuditLog implements AuditSink {
     if ((failure as NodeJS.ErrnoException).code === "EFBIG") this.#rotateNext = true;
     this.#noteError(failure, "audit_write_failed");
     return false;
+  }
+
+  /**
+   * The line of backlog entry `i`: a decision is serialized here and kept in its slot (a batch it
+   * did not fit into leaves it for the next). Undefined, and counted lost, if it cannot be.
+   */
+  #lineAt(i: number): string | undefined {
+    const entry = this.#lines[i];
+    if (entry === undefined || typeof entry === "string") return entry;
+    try {
+      const line = encodeDecision(entry);
+      this.#lines[i] = line;
+      return line;
+    } catch {
+      this.#lines[i] = "";
+      this.#addGap("unserializable", 1);
+      return undefined;
+    }
   }
 
   /** Moves the backlog's head past `end`, compacting the array now and then. */
@@ -593,6 +622,13 @@ export class AuditLog implements AuditSink {
     this.#errorLogged = true;
     this.#log?.error({ err, event, dir: this.#dir }, "audit log write failed; records are counted as lost");
   }
+}
+
+/** Newlines in `chunk` from `from` to `to`. */
+function newlines(chunk: Buffer, from: number, to: number): number {
+  let n = 0;
+  for (let i = chunk.indexOf(0x0a, from); i >= 0 && i < to; i = chunk.indexOf(0x0a, i + 1)) n++;
+  return n;
 }
 
 /** A gap record as a FirewallEvent (what WatchFirewallEvents shows for lost audit records). */
