@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { egress } from "@clawker/proto";
+import { waitFor } from "@clawker/test-support";
 import { AuditLog } from "./audit-log.js";
 import { auditFileName } from "./audit-files.js";
 import { parseRecord } from "./audit-record.js";
@@ -229,6 +230,20 @@ describe("AuditLog", () => {
     assert.deepEqual(records.length, 1);
     assert.equal(records[0]!["kind"], "gap");
     assert.deepEqual(records[0]!["causes"], { unserializable: 1 });
+  });
+
+  test("close syncs what a quiet log's sync timer would have, and leaves no timer holding the process", async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const audit = new AuditLog({ dir: await tempDir(), syncIntervalMs: 60_000 });
+    await audit.start();
+    audit.event(sampleEvent(1n));
+    // Written, not synced: the (unref'd) sync timer waits for the interval.
+    await waitFor(() => audit.stats().written === 1);
+    assert.equal(audit.stats().syncs, 0);
+    await audit.close();
+    assert.equal(audit.stats().syncs, 1);
+    assert.equal(timers(), before);
   });
 
   test("records queued before start are written by start", async () => {
