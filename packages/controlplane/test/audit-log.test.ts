@@ -287,3 +287,21 @@ describe("actions through the real admin RPC", () => {
     }
   });
 });
+
+describe("an audit folder that cannot be opened", () => {
+  test("fails the daemon's start-up (exit 1, naming the path): no firewall runs without its log", async (t) => {
+    const base = await tempDir("audit-cp-");
+    // A regular file where the folder should be.
+    await writeFile(join(base, "not-a-folder"), "");
+    const cp = await startControlPlane({
+      config: { audit: { dir: join(base, "not-a-folder") } },
+      noWait: true,
+    });
+    t.after(() => cp.close());
+    assert.equal(await cp.exited, 1);
+    const failure = cp.logs.find((l) => l["event"] === "drain");
+    assert.equal(failure?.["cause"], "startup_failed");
+    assert.match(JSON.stringify(failure), /not-a-folder/);
+    assert.equal(cp.logs.filter((l) => l["event"] === "firewall_opened").length, 0);
+  });
+});
