@@ -1,7 +1,7 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
@@ -23,6 +23,7 @@ import { countRunningAgentContainers, createDockerClient, EventsFeeder } from ".
 import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
@@ -95,6 +96,8 @@ export class Daemon {
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
+  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
+  readonly #audit: AuditLog;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -180,8 +183,19 @@ export class Daemon {
           log,
         })
       : undefined;
+    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
+    this.#audit = new AuditLog({
+      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
+      maxFileBytes: config.audit.maxFileBytes,
+      maxFiles: config.audit.maxFiles,
+      maxBacklog: config.audit.maxBacklog,
+      syncIntervalMs: config.audit.syncIntervalMs,
+      log,
+    });
+    // ---- end audit log ----
     this.#firewall = new Firewall({
       settings: config.firewall,
+      audit: this.#audit,
       dataDir: config.dataDir,
       database: join(config.dataDir, DATABASE_FILE),
       host: {
@@ -329,7 +343,9 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
-    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
+    // floor file checked), and the stack when enabled or left up.
+    await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
 
     // 7. Ready.
@@ -566,6 +582,8 @@ export class Daemon {
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      // After the firewall: its last records (bypasses ended, stack down) are written and synced.
+      { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
