@@ -112,6 +112,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "",
       containers: [],
+      interceptionCaPem: "",
     });
     const init = await client.firewallInit();
     // Docker has no such network: an honest empty network_id.
@@ -127,6 +128,8 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
+      // The CA agents must trust (what `clawker run` copies in): the public part only.
+      interceptionCaPem: await readFile(join(cp.dataDir, "firewall", "ca", "ca.crt"), "utf8"),
     });
     // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
     const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
@@ -245,6 +248,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     assert.deepEqual(await client.firewallRotateCa(), { stackRestarted: false });
     const ca2 = await readFile(caFile, "utf8");
     assert.notEqual(ca2, ca1);
+    assert.equal((await client.firewallStatus()).interceptionCaPem, ca2, "Status hands out the new CA");
     assert.equal((await httpsThrough(world, "mitm.example.test", "/allowed/y", ca2)).status, 200);
     await assert.rejects(httpsThrough(world, "mitm.example.test", "/allowed/z", ca1), /certificate|verify/i);
 
