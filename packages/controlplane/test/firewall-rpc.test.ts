@@ -287,7 +287,13 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       timeoutMs: 6_000,
       what: "the bypass to expire",
     });
-    assert.ok(cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID));
+    // The log line comes through the daemon's stdout pipe: it may arrive after Status answered.
+    await waitFor(
+      () => cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID),
+      {
+        what: "the bypass_expired log line",
+      },
+    );
     assert.ok(
       cp.logs.some((l) => l["event"] === "container_mode" && l["enforced"] === false),
       "the log says the mode is recorded, not enforced",
