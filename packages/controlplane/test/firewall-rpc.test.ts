@@ -124,6 +124,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "",
       containers: [],
+      interceptionCaPem: "",
     });
     const init = await client.firewallInit();
     // Docker has no such network: an honest empty network_id.
@@ -139,6 +140,8 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
+      // The CA agents must trust (what `clawker run` copies in): the public part only.
+      interceptionCaPem: await readFile(join(cp.dataDir, "firewall", "ca", "ca.crt"), "utf8"),
     });
     // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
     const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
@@ -257,6 +260,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     assert.deepEqual(await client.firewallRotateCa(), { stackRestarted: false });
     const ca2 = await readFile(caFile, "utf8");
     assert.notEqual(ca2, ca1);
+    assert.equal((await client.firewallStatus()).interceptionCaPem, ca2, "Status hands out the new CA");
     assert.equal((await httpsThrough(world, "mitm.example.test", "/allowed/y", ca2)).status, 200);
     await assert.rejects(httpsThrough(world, "mitm.example.test", "/allowed/z", ca1), /certificate|verify/i);
 
@@ -295,7 +299,13 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       timeoutMs: 6_000,
       what: "the bypass to expire",
     });
-    assert.ok(cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID));
+    // The log line comes through the daemon's stdout pipe: it may arrive after Status answered.
+    await waitFor(
+      () => cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID),
+      {
+        what: "the bypass_expired log line",
+      },
+    );
     assert.ok(
       cp.logs.some((l) => l["event"] === "container_mode" && l["enforced"] === false),
       "the log says the mode is recorded, not enforced",

@@ -189,6 +189,8 @@ export interface FirewallState {
   readonly networkId: string;
   readonly cidr: string;
   readonly containers: readonly ContainerModeState[];
+  /** The interception CA certificate agents must trust (PEM); "" when none was made yet. */
+  readonly interceptionCaPem: string;
 }
 
 /** What a reconcile reports to the callers it served. */
@@ -394,6 +396,7 @@ export class Firewall {
   async status(): Promise<FirewallState> {
     const store = this.#openStore();
     const stack = this.#stack;
+    const caPem = (await this.#ca.publicCertPem()) ?? "";
     const [proxyHealthy, dnsHealthy] =
       stack === undefined
         ? [false, false]
@@ -414,6 +417,7 @@ export class Firewall {
       networkId: stack?.network?.id ?? "",
       cidr: stack?.cidr ?? "",
       containers: this.#modes.list(),
+      interceptionCaPem: caPem,
     };
   }
 
