@@ -37,6 +37,7 @@ import {
   type ProxyPolicy,
 } from "../src/firewall/proxy/index.js";
 import { RuntimeApi } from "../src/firewall/proxy/runtime-api.js";
+import { compilePolicy } from "../src/firewall/dns/index.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
 import { ChildProcessHost } from "./fixtures/child-process-host.js";
 import { startDnsServer, type TestDnsServer } from "./fixtures/dns-server.js";
@@ -492,6 +493,47 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     for (const name of ["example.test.evil.test", "notexample.test", "test"]) {
       const res = await tlsThrough(e, name, e.upstreamCa.certPem);
       assert.equal(res.code, "ERR_SSL_TLSV1_UNRECOGNIZED_NAME", name);
+    }
+  });
+
+  test("the proxy and the DNS gate give a wildcard one meaning: the parent and everything below, an exact rule first", async () => {
+    const e = E();
+    const names = ["example.test", "a.example.test", "deep.a.example.test", "example.test.evil.test"];
+    const sets: [string, "allow" | "deny"][][] = [
+      [["*.example.test", "allow"]],
+      [
+        ["*.example.test", "allow"],
+        ["example.test", "deny"],
+      ],
+      [
+        ["*.example.test", "deny"],
+        ["example.test", "allow"],
+      ],
+      [["*.a.example.test", "allow"]],
+    ];
+    for (const rules of sets) {
+      await e.proxy.apply(
+        policy(
+          e,
+          rules.map(([dst, action]) => entry({ dst, action, ruleId: `r-${dst}` }, e)),
+        ),
+      );
+      const gate = compilePolicy({
+        rules: rules.map(([pattern, action]) => ({
+          scope: { kind: "global", name: "" },
+          pattern,
+          action,
+          ...(action === "allow" ? { identity: 1 } : {}),
+        })),
+        clients: [{ address: AGENT_A, project: "p1", agent: "alpha" }],
+        upstreams: [{ address: e.dns.address, port: e.dns.port }],
+      });
+      for (const name of names) {
+        const dns = gate.decide(gate.caller(AGENT_A)!, name).allowed;
+        const tls = await tlsThrough(e, name, e.upstreamCa.certPem);
+        tls.socket?.destroy();
+        assert.equal(tls.ok, dns, `${name} under ${JSON.stringify(rules)}: proxy ${tls.code ?? "ok"}`);
+      }
     }
   });
 

@@ -3,7 +3,7 @@
 // proxy.ts), so a rule change never needs a reload. README.md walks through the
 // request paths this file builds.
 import { join } from "node:path";
-import { MAX_WILDCARD_LABELS } from "./policy.js";
+import { MAX_WILDCARD_LABELS } from "../name-match.js";
 import type { MapName } from "./map-files.js";
 import { MARK_ACTION } from "./session-tags.js";
 
@@ -288,11 +288,13 @@ function clientChecks(listenAddress: string, clients: string): string[] {
 }
 
 /**
- * The verdict lookup, most specific first: for the agent's scope, then its project's, then
- * global: the exact name, then `*.` + the last k labels for k = MAX_WILDCARD_LABELS..1 (for k at
- * or above the name's label count that is `*.` + the name itself: a wildcard covers its parent).
- * Keys are `<scope>/<port>/<name>`; the first hit wins. Names are never matched by suffix
- * (map_end/map_dom would let `example.test.evil.test` match `example.test`).
+ * The verdict lookup, most specific first, in the order of name-match.ts's matchingPatterns (the
+ * DNS gate's): for the agent's scope, then its project's, then global: the exact name, then `*.`
+ * + the last k labels for k = MAX_WILDCARD_LABELS..2 (for k at or above the name's label count
+ * that is `*.` + the name itself: a wildcard covers its parent; k = 1 would be a wildcard over a
+ * single label, which no policy holds). Keys are `<scope>/<port>/<name>`; the first hit wins.
+ * Names are never matched by suffix (map_end/map_dom would let `example.test.evil.test` match
+ * `example.test`).
  */
 function lookupRules(p: Phase, s: VarScope, file: string, agents: string, projects: string): string[] {
   const lines = [
@@ -302,13 +304,13 @@ function lookupRules(p: Phase, s: VarScope, file: string, agents: string, projec
     `  ${p} set-var-fmt(${s}.kp) p:%[var(${s}.project)]/%[var(${s}.port)]/ if { var(${s}.project) -m found } { var(${s}.name) -m found }`,
     `  ${p} set-var-fmt(${s}.kg) g/%[var(${s}.port)]/ if { var(${s}.name) -m found }`,
   ];
-  for (let k = MAX_WILDCARD_LABELS; k >= 1; k--) {
+  for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
     lines.push(`  ${p} set-var(${s}.w${k}) var(${s}.name),field(-1,.,${k}) if { var(${s}.name) -m found }`);
   }
   for (const scope of ["ka", "kp", "kg"]) {
     const when = `if { var(${s}.${scope}) -m found } !{ var(${s}.v) -m found }`;
     lines.push(`  ${p} set-var(${s}.v) var(${s}.${scope}),concat(,${s}.name,),map(${file}) ${when}`);
-    for (let k = MAX_WILDCARD_LABELS; k >= 1; k--) {
+    for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
       lines.push(`  ${p} set-var(${s}.v) var(${s}.${scope}),concat(*.,${s}.w${k},),map(${file}) ${when}`);
     }
   }
