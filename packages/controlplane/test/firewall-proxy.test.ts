@@ -678,6 +678,37 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     }
   });
 
+  test("HTTP keep-alive: a connection resolves once per name, and the forbidden list still applies to every request", async () => {
+    const e = E();
+    const rules = [
+      entry({ dst: "plain.example.test", kind: "http", ruleId: "r-plain" }, e),
+      entry({ dst: "b.example.test", kind: "http", ruleId: "r-b" }, e),
+    ];
+    await e.proxy.apply(policy(e, rules));
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await keptAliveGet(e, agent, "plain.example.test", "/r1");
+      assert.equal(first.body, `http ${UPSTREAM} GET /r1\n`);
+      // Another name on the same connection is resolved for itself (b.example.test is UPSTREAM_2).
+      const other = await keptAliveGet(e, agent, "b.example.test", "/r2");
+      assert.equal(other.socket, first.socket, "one connection");
+      assert.equal(other.body, `http ${UPSTREAM_2} GET /r2\n`);
+      const back = await keptAliveGet(e, agent, "plain.example.test", "/r3");
+      assert.equal(back.body, `http ${UPSTREAM} GET /r3\n`);
+      // The address a connection resolved is checked against the forbidden list on every request:
+      // forbidding it (the rules unchanged, so the connection stays) refuses the next one.
+      await e.proxy.apply({ ...policy(e, rules), forbidden: ["127.0.0.1/32", `${UPSTREAM}/32`] });
+      const before = e.seen.length;
+      const refused = await keptAliveGet(e, agent, "plain.example.test", "/r4");
+      assert.equal(refused.socket, first.socket, "the same connection");
+      assert.equal(refused.status, 403);
+      assert.equal(refused.json?.["reason"], "forbidden_destination");
+      assert.ok(!e.seen.slice(before).some((x) => x.path === "/r4"), "the upstream never saw it");
+    } finally {
+      agent.destroy();
+    }
+  });
+
   test("the HTTP listener speaks HTTP/1 only: h2c (prior knowledge) is refused, so one connection never carries two rules' requests at once", async () => {
     const e = E();
     await e.proxy.apply(policy(e, [entry({ dst: "plain.example.test", kind: "http", ruleId: "h1" }, e)]));
