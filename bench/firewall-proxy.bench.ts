@@ -10,8 +10,10 @@
 // one; the 100 MiB body from a node HTTPS server. Every request passes the proxy's full checks
 // (source map, SNI/Host lookups, path rules, forbidden list, session mark, one log line each).
 // Needs root (CAP_NET_ADMIN: session marks), haproxy, h2load and ss.
-// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent connections: enough that requests/s measures capacity, not the
-// scheduling delay of a loaded machine (that is the latency figure).
+// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent connections:
+// enough that requests/s measures capacity, not the scheduling delay of a loaded machine (that is
+// the latency figure). Beside the ratios: the whole path's CPU per request (client, proxy and
+// upstream), which does not depend on what else the machine runs.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer, type Server } from "node:https";
@@ -413,7 +415,10 @@ const bench: Benchmark = {
         },
       );
     } finally {
-      for (const c of cleanup.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+      for (const c of cleanup.reverse())
+        await Promise.resolve()
+          .then(c)
+          .catch(() => undefined);
     }
   },
 };
