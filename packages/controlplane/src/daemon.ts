@@ -20,6 +20,7 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
@@ -157,7 +158,12 @@ export class Daemon {
       log: log.child({ component: "address-index" }),
     });
     const e = config.ebpf;
-    this.#enforcement = e.enabled
+    const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
+    log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
+      { event: "ebpf_decision", enabled: ebpf.enabled, setting: ebpf.setting, reason: ebpf.reason },
+      ebpf.enabled ? "eBPF enforcement on" : "eBPF enforcement off: the firewall will not come up",
+    );
+    this.#enforcement = ebpf.enabled
       ? new Enforcement({
           manager: e.manager,
           socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
@@ -188,7 +194,10 @@ export class Daemon {
       log,
       // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
       ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
-      agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
+      agentFacing: [
+        { host: config.listen.agent.host, port: config.listen.agent.port },
+        { host: config.auth.publicHost ?? config.auth.host, port: config.auth.publicPort },
+      ],
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
