@@ -93,6 +93,7 @@ describe("clawker-cp on embedded defaults", () => {
         "healthy_authserver",
         "register_clients",
         "ebpf",
+        "audit",
         "firewall",
       ].sort(),
     );
