@@ -323,6 +323,7 @@ void test("the job's first process is in the job's cgroup before the target runs
     argv: ["cat", "/proc/self/cgroup"],
     cwd: "",
     env: {},
+    holdForPlacement: false,
     limits: {
       cpuMillis: 100,
       memoryMaxBytes: 64n << 20n,
@@ -330,6 +331,7 @@ void test("the job's first process is in the job's cgroup before the target runs
       ioWriteBps: 0n,
       ioReadIops: 0,
       ioWriteIops: 0,
+      pidsMax: 0,
     },
   });
   await waitEnded(c, job!.name);

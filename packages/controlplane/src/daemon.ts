@@ -31,7 +31,10 @@ import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { agentUsageService } from "./jobs/agent-usage.js";
+import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -113,6 +116,8 @@ export class Daemon {
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
+  /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
+  readonly #jobPlacement: JobPlacement | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -156,6 +161,16 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const v1 = new JobCgroupsV1();
+    this.#jobPlacement = v1.available
+      ? new JobPlacement({
+          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          registry: { list: () => this.#registry?.list() ?? [] },
+          dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
+          cgroups: v1,
+          log: log.child({ component: "job-placement" }),
+        })
+      : undefined;
     const e = config.ebpf;
     this.#enforcement = e.enabled
       ? new Enforcement({
@@ -334,6 +349,7 @@ export class Daemon {
     this.#index.start(signal);
     this.#feeder.start(signal);
     this.#dialer!.start(signal);
+    this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
   }
@@ -436,6 +452,15 @@ export class Daemon {
             dialer: this.#dialer,
             registry,
             log: adminLog.child({ rpc: "JobService" }),
+            placement: this.#jobPlacement,
+          }),
+          adminLog,
+        ),
+        recovered(
+          agentUsageService({
+            registry,
+            placement: this.#jobPlacement,
+            log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,
         ),
@@ -552,7 +577,13 @@ export class Daemon {
       // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
-      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      {
+        name: "agent_sessions",
+        run: () => {
+          this.#jobPlacement?.close();
+          return this.#dialer?.close();
+        },
+      },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
