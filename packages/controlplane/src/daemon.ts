@@ -31,6 +31,7 @@ import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { publishAgentLimits } from "./jobs/agent-defaults.js";
 import { agentUsageService } from "./jobs/agent-usage.js";
 import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
@@ -309,6 +310,12 @@ export class Daemon {
     const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
     const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
     this.#registry = registry;
+    try {
+      publishAgentLimits(cfg.dataDir, cfg.agentLimits);
+    } catch (err) {
+      // Not fatal: `clawker run` then says it found no defaults and starts agents without them.
+      this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
+    }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: they are
     // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
