@@ -83,7 +83,7 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
   ): Promise<Res> =>
     new Promise((resolve, reject) =>
       call(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-        err === null || res === undefined ? reject(err ?? new Error("no answer")) : resolve(res),
+        err !== null || res === undefined ? reject(err ?? new Error("no answer")) : resolve(res),
       ),
     );
   const placement = deps.placement;
