@@ -112,7 +112,10 @@ export const ADMIN_EXTENSION_MESSAGES = {
 export const ADMIN_EXTENSION_FIELDS = {
   EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
   FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
-  FirewallStatusResult: [r(1000, "containers", "FirewallContainerMode")],
+  FirewallStatusResult: [
+    r(1000, "containers", "FirewallContainerMode"),
+    f(1001, "interception_ca_pem", "string"),
+  ],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
 /**
