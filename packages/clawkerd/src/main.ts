@@ -9,7 +9,7 @@ import { ClawkerdError } from "./errors.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
 import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
 import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
-import { DEFAULT_MAX_STALL_MS, jobServiceImplementation } from "./job-service.js";
+import { DEFAULT_MAX_STALL_MS, jobGateImplementation, jobServiceImplementation } from "./job-service.js";
 import { createLogger, type LogLevel } from "./log.js";
 import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
@@ -107,6 +107,7 @@ const server = new ClawkerdServer({
     log: log.child({ component: "job-service" }),
     maxStallMs: positiveInt("CLAWKERD_JOB_WATCH_STALL_MS", DEFAULT_MAX_STALL_MS),
   }),
+  jobGateService: jobGateImplementation({ jobs: agentJobs, log: log.child({ component: "job-service" }) }),
 });
 
 function stop(code: number, why: string): Promise<never> {

@@ -36,7 +36,11 @@ import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
 import { firewallProbes } from "./server/firewall-probes.js";
+import { publishAgentLimits } from "./jobs/agent-defaults.js";
+import { agentUsageService } from "./jobs/agent-usage.js";
+import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -123,6 +127,8 @@ export class Daemon {
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
+  /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
+  readonly #jobPlacement: JobPlacement | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -187,6 +193,16 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const v1 = new JobCgroupsV1();
+    this.#jobPlacement = v1.available
+      ? new JobPlacement({
+          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          registry: { list: () => this.#registry?.list() ?? [] },
+          dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
+          cgroups: v1,
+          log: log.child({ component: "job-placement" }),
+        })
+      : undefined;
     const e = config.ebpf;
     const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
@@ -349,6 +365,12 @@ export class Daemon {
     const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
     const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
     this.#registry = registry;
+    try {
+      publishAgentLimits(cfg.dataDir, cfg.agentLimits);
+    } catch (err) {
+      // Not fatal: `clawker run` then says it found no defaults and starts agents without them.
+      this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
+    }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: they are
     // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
@@ -398,6 +420,7 @@ export class Daemon {
     this.#index.start(signal);
     this.#feeder.start(signal);
     this.#dialer!.start(signal);
+    this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
   }
@@ -501,6 +524,15 @@ export class Daemon {
             dialer: this.#dialer,
             registry,
             log: adminLog.child({ rpc: "JobService" }),
+            placement: this.#jobPlacement,
+          }),
+          adminLog,
+        ),
+        recovered(
+          agentUsageService({
+            registry,
+            placement: this.#jobPlacement,
+            log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,
         ),
@@ -620,7 +652,13 @@ export class Daemon {
       // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
-      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      {
+        name: "agent_sessions",
+        run: () => {
+          this.#jobPlacement?.close();
+          return this.#dialer?.close();
+        },
+      },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
