@@ -23,6 +23,11 @@ import { countRunningAgentContainers, createDockerClient, EventsFeeder } from ".
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
+import { egressService } from "./firewall/egress-service.js";
+import { agentResolver } from "./firewall/events/agent-resolver.js";
+import { BpfEventFeed } from "./firewall/events/bpf-feed.js";
+import { EventHub } from "./firewall/events/event-hub.js";
+import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
@@ -94,6 +99,10 @@ export class Daemon {
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
+  /** Issue 11: the firewall's decision stream, its eBPF feed, and the end of its watches at the drain. */
+  readonly #events: EventHub;
+  readonly #bpfEvents: BpfEventFeed | undefined;
+  readonly #eventsClosing = new AbortController();
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -174,6 +183,27 @@ export class Daemon {
           log,
         })
       : undefined;
+    // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
+    // programs; agents resolved by the daemon (registry, address index, enrolments).
+    const events = new EventHub({
+      log,
+      resolver: agentResolver({
+        registry: () => this.#registry,
+        index: this.#index,
+        ...(this.#enforcement === undefined ? {} : { enrolled: () => this.#enforcement!.enrolled() }),
+      }),
+      topic: this.#overseer.firewall,
+    });
+    this.#events = events;
+    const enforcement = this.#enforcement;
+    this.#bpfEvents =
+      enforcement === undefined
+        ? undefined
+        : new BpfEventFeed({
+            subscribe: (signal) => enforcement.client.events(signal),
+            hub: events,
+            log: log.child({ component: "firewall-events" }),
+          });
     this.#firewall = new Firewall({
       settings: config.firewall,
       dataDir: config.dataDir,
@@ -192,7 +222,16 @@ export class Daemon {
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
+        onDecision: (d) => {
+          const { event, origin } = dnsEvent(d);
+          events.publish(event, origin);
+        },
+        onDecisionsDropped: (count) => events.countUpstreamDrops("dns", count),
       }),
+      onDecision: (d) => {
+        const { event, origin } = proxyEvent(d);
+        events.publish(event, origin);
+      },
     });
     const a = config.agents;
     this.#watcher = a.drainToZero
@@ -320,6 +359,7 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
+    this.#bpfEvents?.start(signal);
     // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
     await t.step("firewall", () => this.#firewall.start(signal));
 
@@ -431,6 +471,11 @@ export class Daemon {
       tls,
       services: [
         recovered(admin, adminLog),
+        // Issue 11: EgressService (WatchFirewallEvents; triage's RPCs once it is given).
+        recovered(
+          egressService({ hub: this.#events, log: adminLog, closing: this.#eventsClosing.signal }),
+          adminLog,
+        ),
         recovered(
           jobService({
             dialer: this.#dialer,
@@ -557,6 +602,7 @@ export class Daemon {
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      { name: "firewall_events", run: () => this.#bpfEvents?.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
@@ -576,6 +622,8 @@ export class Daemon {
   async #closeGrpc(graceMs: number): Promise<void> {
     // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
     this.#sos.finish();
+    // ...and WatchFirewallEvents streams, likewise.
+    this.#eventsClosing.abort();
     await this.#adminSocket?.close();
     await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
   }
