@@ -42,7 +42,9 @@ export function groupId(agent: string, dst: string, port: number): string {
  * names it (`tls` is https; a DNS denial is of a name, so https on its default port is suggested);
  * the attempted port, else the protocol's default.
  */
-export function suggestedRule(event: Pick<egress.FirewallEvent, "dstName" | "dstAddr" | "protocol" | "port" | "layer">): {
+export function suggestedRule(
+  event: Pick<egress.FirewallEvent, "dstName" | "dstAddr" | "protocol" | "port" | "layer">,
+): {
   dst: string;
   proto: string;
   port: string;

@@ -9,7 +9,7 @@ import { FirewallError, InvalidRuleError, QueueClosedError, SavedNotAppliedError
 import { ruleKey, type Rule, type RuleInput, type Scope } from "../rule.js";
 import type { Actor, AddStatus, ListedRule, RemoveResult, RemoveSelector } from "../rule-store.js";
 import { canonicalRules } from "../rule-validation.js";
-import { DenialGroups, type DenialGroup } from "./denial-groups.js";
+import { DenialGroups, suggestedRule, type DenialGroup } from "./denial-groups.js";
 import { ruleCovers, type Wanted } from "./rule-cover.js";
 import { TriageStore, type ExpiringRule, type StoredRequest } from "./triage-store.js";
 
@@ -94,6 +94,8 @@ export interface TriageStats {
   readonly groups: number;
   readonly denialsRecorded: number;
   readonly groupsEvicted: number;
+  /** Denials left out because a current allow rule covers their destination. */
+  readonly denialsCovered: number;
   readonly pendingRequests: number;
   readonly requestsRefused: number;
   readonly approvals: number;
@@ -134,6 +136,8 @@ export class EgressTriage {
   #covers: { readonly of: readonly ListedRule[]; readonly index: CoverIndex } | undefined;
   #closed = false;
   #counts = { requestsRefused: 0, approvals: 0, dismissals: 0, expired: 0 };
+  /** Denials not grouped because a current allow rule covers them. */
+  #coveredCount = 0;
 
   constructor(options: EgressTriageOptions) {
     this.#firewall = options.firewall;
@@ -158,10 +162,28 @@ export class EgressTriage {
     return Promise.resolve();
   }
 
-  /** Takes one decision of the event stream; only denials are kept. Never throws. */
+  /**
+   * Takes one decision of the event stream; only denials are kept, and not those a current allow
+   * rule covers (an approved destination is never offered again while its rule stands). Never throws.
+   */
   record(event: egress.FirewallEvent): void {
     if (event.verdict !== egress.Verdict.VERDICT_DENIED || this.#closed) return;
     try {
+      const agent = event.agentName === "" ? "" : agentFullName(event.project, event.agentName);
+      const rule = suggestedRule(event);
+      if (
+        rule.dst === "" ||
+        this.#covered({
+          agent,
+          project: event.project,
+          dst: rule.dst,
+          proto: rule.proto,
+          port: Number(rule.port),
+        })
+      ) {
+        this.#coveredCount++;
+        return;
+      }
       this.#groups.record(event);
     } catch (err) {
       this.#log.error({ err, event: "triage_record_failed" }, "denial not recorded");
@@ -305,7 +327,13 @@ export class EgressTriage {
     else store.deleteRequest(target.id);
     this.#counts.dismissals++;
     this.#log.info(
-      { event: "egress_dismissed", clientId: actor.clientId, certCn: actor.certCn, from: target.kind, id: target.id },
+      {
+        event: "egress_dismissed",
+        clientId: actor.clientId,
+        certCn: actor.certCn,
+        from: target.kind,
+        id: target.id,
+      },
       "egress dismissed",
     );
     this.#audit?.action("dismissal", whoOf(actor), {
@@ -321,7 +349,11 @@ export class EgressTriage {
    * agent, capped per agent, stored as pending. Grants nothing; an already allowed destination
    * queues nothing.
    */
-  request(agent: RequestingAgent, ask: EgressAsk, actor: Actor): { requestId: string; alreadyAllowed: boolean } {
+  request(
+    agent: RequestingAgent,
+    ask: EgressAsk,
+    actor: Actor,
+  ): { requestId: string; alreadyAllowed: boolean } {
     const store = this.#openStore();
     const reason = checkReason(ask.reason);
     const rule = canonicalAsk(ask);
@@ -330,7 +362,13 @@ export class EgressTriage {
       this.#counts.requestsRefused++;
       throw new FirewallError("too_many_requests", "too many egress requests; ask again later");
     }
-    const wanted = { agent: full, project: agent.project, dst: rule.dst, proto: rule.proto, port: Number(rule.port) };
+    const wanted = {
+      agent: full,
+      project: agent.project,
+      dst: rule.dst,
+      proto: rule.proto,
+      port: Number(rule.port),
+    };
     if (this.#covered(wanted)) return { requestId: "", alreadyAllowed: true };
     const stored = store.putRequest(
       {
@@ -354,7 +392,15 @@ export class EgressTriage {
       );
     }
     this.#log.info(
-      { event: "egress_requested", agent: full, containerId: agent.containerId, id: stored.id, dst: rule.dst, port: rule.port, proto: rule.proto },
+      {
+        event: "egress_requested",
+        agent: full,
+        containerId: agent.containerId,
+        id: stored.id,
+        dst: rule.dst,
+        port: rule.port,
+        proto: rule.proto,
+      },
       "egress requested",
     );
     this.#audit?.action("request", whoOf(actor), {
@@ -382,6 +428,7 @@ export class EgressTriage {
       groups: g.groups,
       denialsRecorded: g.recorded,
       groupsEvicted: g.evicted,
+      denialsCovered: this.#coveredCount,
       pendingRequests: pending,
       requestsRefused: this.#counts.requestsRefused,
       approvals: this.#counts.approvals,
@@ -418,7 +465,10 @@ export class EgressTriage {
     if (hasDenial) {
       const group = this.#groups.get(input.denialId);
       if (group === undefined) {
-        throw new FirewallError("unknown_triage_item", `no denial ${quote(input.denialId)} (listed by: clawker firewall denials)`);
+        throw new FirewallError(
+          "unknown_triage_item",
+          `no denial ${quote(input.denialId)} (listed by: clawker firewall denials)`,
+        );
       }
       return {
         kind: "denial",
@@ -432,7 +482,10 @@ export class EgressTriage {
     }
     const request = this.#openStore().request(input.requestId);
     if (request === undefined) {
-      throw new FirewallError("unknown_triage_item", `no pending request ${quote(input.requestId)} (listed by: clawker firewall denials)`);
+      throw new FirewallError(
+        "unknown_triage_item",
+        `no pending request ${quote(input.requestId)} (listed by: clawker firewall denials)`,
+      );
     }
     return { kind: "request", ...request };
   }
@@ -516,7 +569,10 @@ export class EgressTriage {
     } catch (err) {
       if (err instanceof SavedNotAppliedError) return true; // removed durably; the next reload applies it
       if (err instanceof QueueClosedError) return false; // draining: the next start removes it
-      this.#log.error({ err, event: "approval_expiry_failed", rule: ruleKey(due) }, "expired rule not removed; retrying");
+      this.#log.error(
+        { err, event: "approval_expiry_failed", rule: ruleKey(due) },
+        "expired rule not removed; retrying",
+      );
       return false;
     }
   }
@@ -555,7 +611,8 @@ function coverIndex(listed: readonly ListedRule[]): CoverIndex {
       const out = [...(byDst.get(dst) ?? []), ...cidrs];
       // `*.p` covers p and every name below it.
       const labels = dst.split(".");
-      for (let i = 0; i < labels.length - 1; i++) out.push(...(byDst.get(`*.${labels.slice(i).join(".")}`) ?? []));
+      for (let i = 0; i < labels.length - 1; i++)
+        out.push(...(byDst.get(`*.${labels.slice(i).join(".")}`) ?? []));
       return out;
     },
   };
@@ -631,12 +688,16 @@ function whoOf(actor: Actor): AuditWho {
 
 /** The reason an agent gives: present, at most 512 UTF-8 bytes, printable. */
 function checkReason(reason: string): string {
-  if (reason.trim() === "") throw new FirewallError("invalid_request", "reason is required (say why the agent needs it)");
+  if (reason.trim() === "")
+    throw new FirewallError("invalid_request", "reason is required (say why the agent needs it)");
   if (Buffer.byteLength(reason, "utf8") > MAX_REASON_BYTES) {
     throw new FirewallError("invalid_request", `reason is longer than ${MAX_REASON_BYTES} bytes`);
   }
   if (NOT_PRINTABLE.test(reason)) {
-    throw new FirewallError("invalid_request", "reason must be printable text (no control or formatting characters)");
+    throw new FirewallError(
+      "invalid_request",
+      "reason must be printable text (no control or formatting characters)",
+    );
   }
   return reason;
 }
@@ -644,11 +705,17 @@ function checkReason(reason: string): string {
 /** dst, proto and port validated and canonicalised as a rule's; problems named by field. */
 function canonicalAsk(ask: EgressAsk): Rule {
   try {
-    return canonicalRules([{ dst: ask.dst, proto: ask.proto, port: ask.port === 0 ? "" : String(ask.port) }])[0]!;
+    return canonicalRules([
+      { dst: ask.dst, proto: ask.proto, port: ask.port === 0 ? "" : String(ask.port) },
+    ])[0]!;
   } catch (err) {
     if (!(err instanceof InvalidRuleError)) throw err;
-    throw new FirewallError("invalid_request", err.problems.map((p) => `${p.field}: ${p.message}`).join("; "), {
-      cause: err,
-    });
+    throw new FirewallError(
+      "invalid_request",
+      err.problems.map((p) => `${p.field}: ${p.message}`).join("; "),
+      {
+        cause: err,
+      },
+    );
   }
 }

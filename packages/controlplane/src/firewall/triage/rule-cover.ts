@@ -45,7 +45,7 @@ function dstCovers(ruleDst: string, dst: string): boolean {
   if (slash < 0 || !isIpv4(dst)) return false;
   const bits = Number(ruleDst.slice(slash + 1));
   const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  return ((ipv4ToInt(dst) & mask) >>> 0) === ((ipv4ToInt(ruleDst.slice(0, slash)) & mask) >>> 0);
+  return (ipv4ToInt(dst) & mask) >>> 0 === (ipv4ToInt(ruleDst.slice(0, slash)) & mask) >>> 0;
 }
 
 function ipv4ToInt(address: string): number {

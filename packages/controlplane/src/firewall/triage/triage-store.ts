@@ -60,10 +60,15 @@ export class TriageStore {
     try {
       this.#db.pragma("busy_timeout = 5000");
       const tables = this.#db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('egress_requests', 'egress_expiring_rules')")
+        .prepare(
+          "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('egress_requests', 'egress_expiring_rules')",
+        )
         .all();
       if (tables.length !== 2) {
-        throw new FirewallError("store_schema", `${path} has no triage tables (the firewall's migrations did not run)`);
+        throw new FirewallError(
+          "store_schema",
+          `${path} has no triage tables (the firewall's migrations did not run)`,
+        );
       }
       this.#stmts = {
         insertRequest: this.#db.prepare(
@@ -125,7 +130,11 @@ export class TriageStore {
       );
       if (same !== undefined) {
         this.#stmts.refreshRequest.run(request.reason, request.requestedAtUnixMs, same.id);
-        return { ...fromRequestRow(same), reason: request.reason, requestedAtUnixMs: request.requestedAtUnixMs };
+        return {
+          ...fromRequestRow(same),
+          reason: request.reason,
+          requestedAtUnixMs: request.requestedAtUnixMs,
+        };
       }
       if (this.#stmts.countOf.get(request.project, request.agentName)!.n >= cap) return undefined;
       this.#stmts.insertRequest.run(request);
