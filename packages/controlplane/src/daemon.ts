@@ -30,6 +30,9 @@ import { EventHub } from "./firewall/events/event-hub.js";
 import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
+import { agentEgressService } from "./firewall/triage/agent-egress-service.js";
+import { EgressTriage } from "./firewall/triage/egress-triage.js";
+import { triageHandlers } from "./firewall/triage/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
@@ -103,6 +106,8 @@ export class Daemon {
   readonly #events: EventHub;
   readonly #bpfEvents: BpfEventFeed | undefined;
   readonly #eventsClosing = new AbortController();
+  /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
+  readonly #triage: EgressTriage;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -233,6 +238,9 @@ export class Daemon {
         events.publish(event, origin);
       },
     });
+    // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
+    this.#triage = new EgressTriage({ firewall: this.#firewall, log });
+    events.onEvent((e) => this.#triage.record(e));
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -362,6 +370,8 @@ export class Daemon {
     this.#bpfEvents?.start(signal);
     // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
     await t.step("firewall", () => this.#firewall.start(signal));
+    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
+    await t.step("egress_triage", () => this.#triage.start(signal));
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -444,7 +454,11 @@ export class Daemon {
       name: "agent",
       ...cfg.listen.agent,
       tls,
-      services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
+      services: [
+        recovered(agentService({ gate, log: agentLog }), agentLog),
+        // Issue 11 (wip/triage): an agent asks for a destination; it grants nothing.
+        recovered(agentEgressService({ gate, triage: this.#triage, log: agentLog }), agentLog),
+      ],
       interceptors: [
         recoveryInterceptor(agentLog),
         new AuthInterceptor({
@@ -473,7 +487,12 @@ export class Daemon {
         recovered(admin, adminLog),
         // Issue 11: EgressService (WatchFirewallEvents; triage's RPCs once it is given).
         recovered(
-          egressService({ hub: this.#events, log: adminLog, closing: this.#eventsClosing.signal }),
+          egressService({
+            hub: this.#events,
+            log: adminLog,
+            closing: this.#eventsClosing.signal,
+            triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
+          }),
           adminLog,
         ),
         recovered(
@@ -601,6 +620,8 @@ export class Daemon {
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
+      // Issue 11 (wip/triage): the expiry timer stops; stored ends are armed again at the next start.
+      { name: "egress_triage", run: () => this.#triage.close() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
       { name: "firewall_events", run: () => this.#bpfEvents?.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.

@@ -93,6 +93,7 @@ describe("clawker-cp on embedded defaults", () => {
         "register_clients",
         "ebpf",
         "firewall",
+        "egress_triage",
       ].sort(),
     );
     for (const s of steps) {
