@@ -62,6 +62,9 @@ describe("completion", () => {
       "enable",
       "disable",
       "bypass",
+      "denials",
+      "approve",
+      "dismiss",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [
