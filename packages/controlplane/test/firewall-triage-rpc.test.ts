@@ -16,6 +16,7 @@ import {
 } from "@clawker/adminclient";
 import { AGENT_CLIENT, egress } from "@clawker/proto";
 import { startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
 import { wireError } from "../../../test/harness/wire-error.js";
 
 const CONTAINER = "ab".repeat(32);
@@ -92,7 +93,10 @@ describe("triage RPCs on the real daemon", () => {
     assert.equal(stranger.code, status.PERMISSION_DENIED);
     const e = wireError(stranger);
     assert.deepEqual([e.reason, e.message], ["identity_denied", "agent identity not accepted"]);
-    const denied = cp.logs.find((l) => l["event"] === "egress_request_denied");
+    // The daemon's log arrives through its stdout, possibly after the answer.
+    const denied = await waitFor(() => cp.logs.find((l) => l["event"] === "egress_request_denied"), {
+      what: "the gate's refusal in the log",
+    });
     assert.equal(denied?.["reason"], "unknown_address", "the gate refused the caller's address");
     // Nothing was queued.
     const listed = await admin.callMethod(egress.EgressServiceService.listFirewallDenials, {
