@@ -169,6 +169,41 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
 });
 
+test("the audit section: defaults, and every bad field listed with its bound", (t) => {
+  const cfg = loadConfig(undefined, { HOME: "/home/u" });
+  assert.deepEqual(cfg.audit, {
+    dir: "audit",
+    maxFileBytes: 64 * 1024 * 1024,
+    maxFiles: 8,
+    maxBacklog: 65_536,
+    syncIntervalMs: 1_000,
+  });
+  const file = tempFile(
+    t,
+    "audit.yaml",
+    "audit:\n  maxFileBytes: 1000\n  maxFiles: 1\n  maxBacklog: 1.5\n  syncIntervalMs: -1\n  keep: 3\n",
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const expected of [
+    "audit.maxFileBytes: must be at least 65536 (64 KiB)",
+    "audit.maxFiles: must be at least 2",
+    "audit.maxBacklog:",
+    "audit.syncIntervalMs:",
+    "audit: Unrecognized key",
+  ]) {
+    assert.ok(problems.includes(expected), `missing ${expected} in:\n${problems}`);
+  }
+  const ok = tempFile(t, "ok.yaml", "audit:\n  dir: /var/log/clawker\n  maxFiles: 100\n");
+  assert.equal(loadConfig(ok, {}).audit.maxFiles, 100);
+});
+
 test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
   const file = tempFile(
     t,

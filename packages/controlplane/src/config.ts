@@ -191,6 +191,32 @@ const firewallConfig = z.strictObject({
     .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
 });
 
+/**
+ * The firewall's audit log (firewall/audit/README.md): JSON lines in `dir` (relative to
+ * `dataDir`), rotated at `maxFileBytes`, at most `maxFiles` kept.
+ */
+const auditConfig = z.strictObject({
+  dir: z.string().min(1).default("audit"),
+  /** The current file is closed and the next started before it would pass this size. */
+  maxFileBytes: z
+    .number()
+    .int()
+    .min(64 * 1024, "must be at least 65536 (64 KiB): a record can be a few KiB")
+    .max(2 ** 40, "must be at most 1099511627776 (1 TiB)")
+    .default(64 * 1024 * 1024),
+  /** Files kept, the current one included; the oldest beyond go. */
+  maxFiles: z
+    .number()
+    .int()
+    .min(2, "must be at least 2 (the current file and one before it)")
+    .max(10_000)
+    .default(8),
+  /** Records waiting to be written at most; decisions beyond are dropped, counted and reported in a gap record. */
+  maxBacklog: z.number().int().min(1_024).max(10_000_000).default(65_536),
+  /** Longest time a written record waits for its fdatasync (actions are synced at once). */
+  syncIntervalMs: z.number().int().min(0).max(60_000).default(1_000),
+});
+
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
@@ -287,6 +313,7 @@ export const ConfigSchema = z.strictObject({
    */
   shutdownGraceMs: z.number().int().positive().default(8_000),
   firewall: firewallConfig.prefault({}),
+  audit: auditConfig.prefault({}),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),

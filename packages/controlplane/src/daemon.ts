@@ -1,7 +1,7 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
@@ -22,6 +22,7 @@ import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { egressService } from "./firewall/egress-service.js";
 import { agentResolver } from "./firewall/events/agent-resolver.js";
@@ -108,6 +109,8 @@ export class Daemon {
   readonly #eventsClosing = new AbortController();
   /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
   readonly #triage: EgressTriage;
+  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
+  readonly #audit: AuditLog;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -209,8 +212,19 @@ export class Daemon {
             hub: events,
             log: log.child({ component: "firewall-events" }),
           });
+    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
+    this.#audit = new AuditLog({
+      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
+      maxFileBytes: config.audit.maxFileBytes,
+      maxFiles: config.audit.maxFiles,
+      maxBacklog: config.audit.maxBacklog,
+      syncIntervalMs: config.audit.syncIntervalMs,
+      log,
+    });
+    // ---- end audit log ----
     this.#firewall = new Firewall({
       settings: config.firewall,
+      audit: this.#audit,
       dataDir: config.dataDir,
       database: join(config.dataDir, DATABASE_FILE),
       host: {
@@ -239,7 +253,7 @@ export class Daemon {
       },
     });
     // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
-    this.#triage = new EgressTriage({ firewall: this.#firewall, log });
+    this.#triage = new EgressTriage({ firewall: this.#firewall, log, audit: this.#audit });
     events.onEvent((e) => this.#triage.record(e));
     const a = config.agents;
     this.#watcher = a.drainToZero
@@ -368,7 +382,9 @@ export class Daemon {
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
     this.#bpfEvents?.start(signal);
-    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
+    // floor file checked), and the stack when enabled or left up.
+    await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
     // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
     await t.step("egress_triage", () => this.#triage.start(signal));
@@ -624,6 +640,8 @@ export class Daemon {
       { name: "egress_triage", run: () => this.#triage.close() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
       { name: "firewall_events", run: () => this.#bpfEvents?.close() },
+      // After the firewall: its last records (bypasses ended, stack down) are written and synced.
+      { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },

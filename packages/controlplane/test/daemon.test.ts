@@ -92,6 +92,7 @@ describe("clawker-cp on embedded defaults", () => {
         "healthy_authserver",
         "register_clients",
         "ebpf",
+        "audit",
         "firewall",
         "egress_triage",
       ].sort(),

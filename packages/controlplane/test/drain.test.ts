@@ -18,6 +18,7 @@ const ORDER = [
   "egress_triage",
   "firewall_stack",
   "firewall_events",
+  "audit",
   "ebpf",
   "healthz",
   "refusal_log",
