@@ -62,6 +62,7 @@ describe("completion", () => {
       "enable",
       "disable",
       "bypass",
+      "events",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [
