@@ -100,19 +100,31 @@ export const ADMIN_EXTENSION_MESSAGES = {
     f(3, "bypass_seconds_left", "uint32"),
     f(4, "enforced", "bool"),
   ),
+  // One source's counters of the decision stream, listed in FirewallStatusResult.event_sources.
+  FirewallEventSource: m(
+    f(1, "source", "string"),
+    f(2, "published", "uint64"),
+    f(3, "delivered", "uint64"),
+    f(4, "dropped_rate_limited", "uint64"),
+    f(5, "dropped_upstream", "uint64"),
+  ),
 } as const satisfies Record<string, MessageSpec>;
 
 /**
  * OUR EXTENSION FIELDS on API.md's admin messages (API.md §6: numbers from 1000 up, so a field
  * upstream adds later never collides): the egress rule's scope (a project or one agent; both
  * empty, the wire default and all a Go peer sends, is a global rule), the floor-file marker
- * the control plane sets in listings, and the containers whose firewall mode is not the default
- * (disabled, or in a bypass with its time left) in FirewallStatus.
+ * the control plane sets in listings, the containers whose firewall mode is not the default
+ * (disabled, or in a bypass with its time left) in FirewallStatus, and the decision stream's
+ * counters per source (every dropped event visible) in FirewallStatus.
  */
 export const ADMIN_EXTENSION_FIELDS = {
   EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
   FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
-  FirewallStatusResult: [r(1000, "containers", "FirewallContainerMode")],
+  FirewallStatusResult: [
+    r(1000, "containers", "FirewallContainerMode"),
+    r(1001, "event_sources", "FirewallEventSource"),
+  ],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
 /**

@@ -15,6 +15,7 @@ import {
   firewallDisable,
   firewallEnable,
 } from "./commands/firewall-agents.js";
+import { FIREWALL_EVENTS, firewallEvents } from "./commands/firewall-events.js";
 import {
   FIREWALL_ADD,
   FIREWALL_LIST,
@@ -99,6 +100,7 @@ export const COMMANDS: readonly Command[] = [
   { spec: FIREWALL_ENABLE, run: firewallEnable },
   { spec: FIREWALL_DISABLE, run: firewallDisable },
   { spec: FIREWALL_BYPASS, run: firewallBypass },
+  { spec: FIREWALL_EVENTS, run: firewallEvents },
   { spec: FIREWALL_DENIALS, run: firewallDenials },
   { spec: FIREWALL_APPROVE, run: firewallApprove },
   { spec: FIREWALL_DISMISS, run: firewallDismiss },

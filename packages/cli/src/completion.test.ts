@@ -62,6 +62,7 @@ describe("completion", () => {
       "enable",
       "disable",
       "bypass",
+      "events",
       "denials",
       "approve",
       "dismiss",

@@ -29,6 +29,7 @@ import { agentResolver } from "./firewall/events/agent-resolver.js";
 import { BpfEventFeed } from "./firewall/events/bpf-feed.js";
 import { EventHub } from "./firewall/events/event-hub.js";
 import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
+import { withEventSources } from "./firewall/events/status-sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
 import { agentEgressService } from "./firewall/triage/agent-egress-service.js";
@@ -193,8 +194,12 @@ export class Daemon {
       : undefined;
     // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
     // programs; agents resolved by the daemon (registry, address index, enrolments).
+    const ev = config.firewall.events;
+    const rate = ev.perSourcePerSecond;
     const events = new EventHub({
       log,
+      ringCapacity: ev.ringSize,
+      ratePerSecond: { dns: rate, bpf: rate, proxy: rate, other: rate },
       resolver: agentResolver({
         registry: () => this.#registry,
         index: this.#index,
@@ -464,7 +469,8 @@ export class Daemon {
         registry,
         log: adminLog.child({ rpc: "ExecAgent" }),
       }),
-      firewall: firewallHandlers(this.#firewall, adminLog),
+      // Issue 11: FirewallStatus also lists the decision stream's counters (event_sources).
+      firewall: withEventSources(firewallHandlers(this.#firewall, adminLog), this.#events),
     });
     this.#agent = new GrpcListener({
       name: "agent",
@@ -507,6 +513,7 @@ export class Daemon {
             hub: this.#events,
             log: adminLog,
             closing: this.#eventsClosing.signal,
+            maxQueue: cfg.firewall.events.watchQueue,
             triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
           }),
           adminLog,
