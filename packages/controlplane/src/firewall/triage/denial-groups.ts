@@ -38,7 +38,8 @@ export function groupId(agent: string, dst: string, port: number): string {
 }
 
 /**
- * The rule that would allow a denied attempt: its name (else its address); the protocol as a rule
+ * The rule that would allow a denied attempt: its name (lowercased, a `:port` and the root dot
+ * dropped; else its address); the protocol as a rule
  * names it (`tls` is https; a DNS denial is of a name, so https on its default port is suggested);
  * the attempted port, else the protocol's default.
  */
@@ -49,7 +50,11 @@ export function suggestedRule(
   proto: string;
   port: string;
 } {
-  const dst = event.dstName !== "" ? event.dstName.toLowerCase().replace(/\.$/, "") : event.dstAddr;
+  // A Host header may carry a port (`name:8080`); the rule names the host alone.
+  const dst =
+    event.dstName !== ""
+      ? event.dstName.toLowerCase().replace(/:\d+$/, "").replace(/\.$/, "")
+      : event.dstAddr;
   let proto = event.protocol.toLowerCase();
   if (proto === "tls" || proto === "") proto = DEFAULT_PROTO;
   if (proto === "dns" || event.layer === egress.Layer.LAYER_DNS) {

@@ -20,7 +20,7 @@ import {
   type TriageActionKind,
   type TriageFirewall,
 } from "./egress-triage.js";
-import { groupId } from "./denial-groups.js";
+import { groupId, suggestedRule } from "./denial-groups.js";
 
 const OPERATOR: Actor = { clientId: "clawker-cli", certCn: "clawker-cli" };
 const AGENT_ACTOR: Actor = { clientId: "clawker-agent", certCn: "clawker-clawkerd" };
@@ -131,6 +131,21 @@ test("denials are grouped by destination, port and agent; counts, times, last la
   assert.deepEqual([dev.layer, dev.reason], [egress.Layer.LAYER_DNS, "nxdomain"], "the last one's");
   assert.deepEqual(dev.suggested, { dst: "api.example.test", proto: "https", port: "443" });
   assert.deepEqual(groups[0]!.group.suggested, { dst: "10.9.8.7", proto: "tcp", port: "5432" });
+  assert.deepEqual(
+    suggestedRule(denial({ dstName: "API.Example.test.:8080", protocol: "http", port: 8080 })),
+    { dst: "api.example.test", proto: "http", port: "8080" },
+    "a Host header's port and root dot dropped",
+  );
+  assert.deepEqual(
+    suggestedRule(denial({ layer: egress.Layer.LAYER_DNS, protocol: "dns", port: 53 })),
+    { dst: "api.example.test", proto: "https", port: "443" },
+    "a DNS denial suggests https on 443",
+  );
+  assert.deepEqual(suggestedRule(denial({ protocol: "tls", port: 0 })), {
+    dst: "api.example.test",
+    proto: "https",
+    port: "443",
+  });
   assert.deepEqual(triage.list({ agentName: "ops" }).groups.length, 1);
   assert.deepEqual(triage.list({ project: "other" }).groups.length, 0);
   assert.deepEqual(triage.list({ sinceUnixNanos: 45n }).groups.length, 1);

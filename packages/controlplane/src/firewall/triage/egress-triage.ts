@@ -186,6 +186,8 @@ export class EgressTriage {
       }
       this.#groups.record(event);
     } catch (err) {
+      // Draining: the firewall's listing is closed; decisions still arriving are not triaged.
+      if (err instanceof QueueClosedError) return;
       this.#log.error({ err, event: "triage_record_failed" }, "denial not recorded");
     }
   }
