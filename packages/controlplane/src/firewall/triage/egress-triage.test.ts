@@ -9,7 +9,7 @@ import { test, type TestContext } from "node:test";
 import { egress } from "@clawker/proto";
 import pino from "pino";
 import { waitFor } from "@clawker/test-support";
-import { FirewallError } from "../errors.js";
+import { FirewallError, QueueClosedError } from "../errors.js";
 import { ruleKey } from "../rule.js";
 import { RuleStore, type Actor } from "../rule-store.js";
 import {
@@ -476,4 +476,23 @@ test("dismissing takes a group or request off the list (a group until it happens
   );
   triage.record(denial());
   assert.equal(triage.list().groups[0]!.group.count, 1, "back when it happens again, counted afresh");
+});
+
+test("decisions arriving while the firewall drains are skipped quietly; record never throws", async (t) => {
+  const lines: string[] = [];
+  const { store, db } = await world(t);
+  const triage = new EgressTriage({
+    firewall: {
+      ...storeFirewall(store, db),
+      listRules: () => {
+        throw new QueueClosedError();
+      },
+    },
+    log: pino({ level: "info" }, { write: (line: string) => void lines.push(line) }),
+  });
+  await triage.start(new AbortController().signal);
+  t.after(() => triage.close());
+  for (let i = 0; i < 100; i++) triage.record(denial());
+  assert.equal(triage.stats().groups, 0);
+  assert.deepEqual(lines, [], "no error line per event");
 });
