@@ -169,6 +169,59 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
 });
 
+test("ebpf.enabled: auto by default; true, false and auto from the file or CLAWKER_CP_EBPF; anything else listed", (t) => {
+  assert.equal(loadConfig(undefined, { HOME: "/home/u" }).ebpf.enabled, "auto");
+  for (const [env, want] of [
+    ["true", true],
+    ["false", false],
+    ["auto", "auto"],
+  ] as const) {
+    assert.equal(loadConfig(undefined, { CLAWKER_CP_EBPF: env }).ebpf.enabled, want, env);
+  }
+  const file = tempFile(t, "ebpf.yaml", "ebpf:\n  enabled: false\n");
+  assert.equal(loadConfig(file, {}).ebpf.enabled, false);
+  assert.equal(loadConfig(file, { CLAWKER_CP_EBPF: "true" }).ebpf.enabled, true, "env wins over the file");
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_EBPF: "yes" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.startsWith("ebpf.enabled:")),
+  );
+});
+
+test("the audit section: defaults, and every bad field listed with its bound", (t) => {
+  const cfg = loadConfig(undefined, { HOME: "/home/u" });
+  assert.deepEqual(cfg.audit, {
+    dir: "audit",
+    maxFileBytes: 64 * 1024 * 1024,
+    maxFiles: 8,
+    maxBacklog: 65_536,
+    syncIntervalMs: 1_000,
+  });
+  const file = tempFile(
+    t,
+    "audit.yaml",
+    "audit:\n  maxFileBytes: 1000\n  maxFiles: 1\n  maxBacklog: 1.5\n  syncIntervalMs: -1\n  keep: 3\n",
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const expected of [
+    "audit.maxFileBytes: must be at least 65536 (64 KiB)",
+    "audit.maxFiles: must be at least 2",
+    "audit.maxBacklog:",
+    "audit.syncIntervalMs:",
+    "audit: Unrecognized key",
+  ]) {
+    assert.ok(problems.includes(expected), `missing ${expected} in:\n${problems}`);
+  }
+  const ok = tempFile(t, "ok.yaml", "audit:\n  dir: /var/log/clawker\n  maxFiles: 100\n");
+  assert.equal(loadConfig(ok, {}).audit.maxFiles, 100);
+});
+
 test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
   const file = tempFile(
     t,

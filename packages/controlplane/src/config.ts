@@ -93,8 +93,15 @@ const oryBinaries = z.strictObject({
  * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
  */
 const ebpfConfig = z.strictObject({
-  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
-  enabled: z.boolean().default(false),
+  /**
+   * Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel (and
+   * the firewall refuses to come up). `auto`: on when running as root with cgroup2 and bpffs
+   * mounted and the manager present, else off with the reason logged (`ebpf_decision`). The
+   * strings "true"/"false" (CLAWKER_CP_EBPF) read as the booleans.
+   */
+  enabled: z
+    .union([z.boolean(), z.literal("auto"), z.enum(["true", "false"]).transform((v) => v === "true")])
+    .default("auto"),
   /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
   manager: z.string().min(1).default("ebpf-manager"),
   /** Its control socket; default `ebpf.sock` in the data dir. */
@@ -202,6 +209,32 @@ const firewallConfig = z.strictObject({
     .prefault({}),
 });
 
+/**
+ * The firewall's audit log (firewall/audit/README.md): JSON lines in `dir` (relative to
+ * `dataDir`), rotated at `maxFileBytes`, at most `maxFiles` kept.
+ */
+const auditConfig = z.strictObject({
+  dir: z.string().min(1).default("audit"),
+  /** The current file is closed and the next started before it would pass this size. */
+  maxFileBytes: z
+    .number()
+    .int()
+    .min(64 * 1024, "must be at least 65536 (64 KiB): a record can be a few KiB")
+    .max(2 ** 40, "must be at most 1099511627776 (1 TiB)")
+    .default(64 * 1024 * 1024),
+  /** Files kept, the current one included; the oldest beyond go. */
+  maxFiles: z
+    .number()
+    .int()
+    .min(2, "must be at least 2 (the current file and one before it)")
+    .max(10_000)
+    .default(8),
+  /** Records waiting to be written at most; decisions beyond are dropped, counted and reported in a gap record. */
+  maxBacklog: z.number().int().min(1_024).max(10_000_000).default(65_536),
+  /** Longest time a written record waits for its fdatasync (actions are synced at once). */
+  syncIntervalMs: z.number().int().min(0).max(60_000).default(1_000),
+});
+
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
@@ -298,6 +331,7 @@ export const ConfigSchema = z.strictObject({
    */
   shutdownGraceMs: z.number().int().positive().default(8_000),
   firewall: firewallConfig.prefault({}),
+  audit: auditConfig.prefault({}),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),
@@ -333,6 +367,7 @@ const ENV_OVERRIDES = {
   CLAWKER_CP_ADMIN_SOCKET: ["listen", "adminSocket", "path"],
   CLAWKER_CP_AUTH_MODE: ["auth", "mode"],
   CLAWKER_CP_LOG_LEVEL: ["log", "level"],
+  CLAWKER_CP_EBPF: ["ebpf", "enabled"],
 } as const;
 
 /**

@@ -1,7 +1,7 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
@@ -20,8 +20,10 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { egressService } from "./firewall/egress-service.js";
 import { agentResolver } from "./firewall/events/agent-resolver.js";
@@ -100,6 +102,8 @@ export class Daemon {
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
+  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
+  readonly #audit: AuditLog;
   /** Issue 11: the firewall's decision stream, its eBPF feed, and the end of its watches at the drain. */
   readonly #events: EventHub;
   readonly #bpfEvents: BpfEventFeed | undefined;
@@ -167,7 +171,12 @@ export class Daemon {
       log: log.child({ component: "address-index" }),
     });
     const e = config.ebpf;
-    this.#enforcement = e.enabled
+    const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
+    log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
+      { event: "ebpf_decision", enabled: ebpf.enabled, setting: ebpf.setting, reason: ebpf.reason },
+      ebpf.enabled ? "eBPF enforcement on" : "eBPF enforcement off: the firewall will not come up",
+    );
+    this.#enforcement = ebpf.enabled
       ? new Enforcement({
           manager: e.manager,
           socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
@@ -184,6 +193,16 @@ export class Daemon {
           log,
         })
       : undefined;
+    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
+    this.#audit = new AuditLog({
+      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
+      maxFileBytes: config.audit.maxFileBytes,
+      maxFiles: config.audit.maxFiles,
+      maxBacklog: config.audit.maxBacklog,
+      syncIntervalMs: config.audit.syncIntervalMs,
+      log,
+    });
+    // ---- end audit log ----
     // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
     // programs; agents resolved by the daemon (registry, address index, enrolments).
     const ev = config.firewall.events;
@@ -200,6 +219,8 @@ export class Daemon {
       topic: this.#overseer.firewall,
     });
     this.#events = events;
+    // Every decision to the audit log (it never throws or blocks; what it cannot write it counts).
+    events.onEvent((e) => this.#audit.event(e));
     const enforcement = this.#enforcement;
     this.#bpfEvents =
       enforcement === undefined
@@ -211,6 +232,7 @@ export class Daemon {
           });
     this.#firewall = new Firewall({
       settings: config.firewall,
+      audit: this.#audit,
       dataDir: config.dataDir,
       database: join(config.dataDir, DATABASE_FILE),
       host: {
@@ -223,7 +245,10 @@ export class Daemon {
       log,
       // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
       ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
-      agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
+      agentFacing: [
+        { host: config.listen.agent.host, port: config.listen.agent.port },
+        { host: config.auth.publicHost ?? config.auth.host, port: config.auth.publicPort },
+      ],
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
@@ -365,7 +390,9 @@ export class Daemon {
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
     this.#bpfEvents?.start(signal);
-    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
+    // floor file checked), and the stack when enabled or left up.
+    await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
 
     // 7. Ready.
@@ -483,6 +510,8 @@ export class Daemon {
             hub: this.#events,
             log: adminLog,
             closing: this.#eventsClosing.signal,
+            // Backfill older than the ring from the audit log.
+            audit: this.#audit,
             maxQueue: cfg.firewall.events.watchQueue,
           }),
           adminLog,
@@ -614,6 +643,8 @@ export class Daemon {
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
       { name: "firewall_events", run: () => this.#bpfEvents?.close() },
+      // After the firewall: its last records (bypasses ended, stack down) are written and synced.
+      { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },
