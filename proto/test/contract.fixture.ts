@@ -123,7 +123,8 @@ export const ADMIN_EXTENSION_FIELDS = {
   FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
   FirewallStatusResult: [
     r(1000, "containers", "FirewallContainerMode"),
-    r(1001, "event_sources", "FirewallEventSource"),
+    f(1001, "interception_ca_pem", "string"),
+    r(1002, "event_sources", "FirewallEventSource"),
   ],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 

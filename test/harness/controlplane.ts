@@ -119,6 +119,9 @@ async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts)
             listen: { admin: { port: admin }, agent: { port: agent }, health: { port: health } },
             auth: { publicPort: authPublic },
             shutdownGraceMs: 5000,
+            // Tests opt in (ebpf.enabled defaults to auto): on a root machine with ebpf-manager on
+            // PATH every test's agents would otherwise be enforced, and refused.
+            ebpf: { enabled: false },
           },
           options.config ?? {},
         ),

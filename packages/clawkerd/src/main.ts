@@ -15,6 +15,7 @@ import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
 import { ClawkerdServer } from "./server.js";
 import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
+import { installFirewallCa } from "./trust-store.js";
 
 const env = process.env;
 const LEVELS = new Set(["debug", "info", "warn", "error", "fatal", "silent"]);
@@ -62,6 +63,9 @@ try {
 } catch (err) {
   die(err instanceof ClawkerdError ? err.message : `start-up failed: ${String(err)}`);
 }
+
+// Before anything runs in the agent: the main command and jobs see the firewall CA trusted.
+await installFirewallCa(log.child({ component: "trust-store" }));
 
 if (process.pid === 1) {
   log.warn(

@@ -169,6 +169,24 @@ test("the firewall section: off by default, defaults filled, every bad field lis
   assert.equal(loadConfig(ok, {}).firewall.floorFile, "/etc/clawker/floor.yaml");
 });
 
+test("ebpf.enabled: auto by default; true, false and auto from the file or CLAWKER_CP_EBPF; anything else listed", (t) => {
+  assert.equal(loadConfig(undefined, { HOME: "/home/u" }).ebpf.enabled, "auto");
+  for (const [env, want] of [
+    ["true", true],
+    ["false", false],
+    ["auto", "auto"],
+  ] as const) {
+    assert.equal(loadConfig(undefined, { CLAWKER_CP_EBPF: env }).ebpf.enabled, want, env);
+  }
+  const file = tempFile(t, "ebpf.yaml", "ebpf:\n  enabled: false\n");
+  assert.equal(loadConfig(file, {}).ebpf.enabled, false);
+  assert.equal(loadConfig(file, { CLAWKER_CP_EBPF: "true" }).ebpf.enabled, true, "env wins over the file");
+  assert.throws(
+    () => loadConfig(undefined, { CLAWKER_CP_EBPF: "yes" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.startsWith("ebpf.enabled:")),
+  );
+});
+
 test("the audit section: defaults, and every bad field listed with its bound", (t) => {
   const cfg = loadConfig(undefined, { HOME: "/home/u" });
   assert.deepEqual(cfg.audit, {

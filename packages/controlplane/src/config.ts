@@ -93,8 +93,15 @@ const oryBinaries = z.strictObject({
  * the cgroup parent agents are started under (`clawker run` passes it as `--cgroup-parent`).
  */
 const ebpfConfig = z.strictObject({
-  /** Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel. */
-  enabled: z.boolean().default(false),
+  /**
+   * Start the manager at start-up step 5; off, agents' egress is not enforced by the kernel (and
+   * the firewall refuses to come up). `auto`: on when running as root with cgroup2 and bpffs
+   * mounted and the manager present, else off with the reason logged (`ebpf_decision`). The
+   * strings "true"/"false" (CLAWKER_CP_EBPF) read as the booleans.
+   */
+  enabled: z
+    .union([z.boolean(), z.literal("auto"), z.enum(["true", "false"]).transform((v) => v === "true")])
+    .default("auto"),
   /** The manager binary: a path or a name on PATH (the image ships /usr/local/bin/ebpf-manager). */
   manager: z.string().min(1).default("ebpf-manager"),
   /** Its control socket; default `ebpf.sock` in the data dir. */
@@ -360,6 +367,7 @@ const ENV_OVERRIDES = {
   CLAWKER_CP_ADMIN_SOCKET: ["listen", "adminSocket", "path"],
   CLAWKER_CP_AUTH_MODE: ["auth", "mode"],
   CLAWKER_CP_LOG_LEVEL: ["log", "level"],
+  CLAWKER_CP_EBPF: ["ebpf", "enabled"],
 } as const;
 
 /**

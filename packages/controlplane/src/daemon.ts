@@ -20,6 +20,7 @@ import { Dialer } from "./agents/dialer.js";
 import { IdentityGate } from "./agents/identity-gate.js";
 import { AgentWatcher } from "./agents/watcher.js";
 import { countRunningAgentContainers, createDockerClient, EventsFeeder } from "./docker/index.js";
+import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { AuditLog } from "./firewall/audit/audit-log.js";
@@ -104,14 +105,14 @@ export class Daemon {
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
+  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
+  readonly #audit: AuditLog;
   /** Issue 11: the firewall's decision stream, its eBPF feed, and the end of its watches at the drain. */
   readonly #events: EventHub;
   readonly #bpfEvents: BpfEventFeed | undefined;
   readonly #eventsClosing = new AbortController();
   /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
   readonly #triage: EgressTriage;
-  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
-  readonly #audit: AuditLog;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -175,7 +176,12 @@ export class Daemon {
       log: log.child({ component: "address-index" }),
     });
     const e = config.ebpf;
-    this.#enforcement = e.enabled
+    const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
+    log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
+      { event: "ebpf_decision", enabled: ebpf.enabled, setting: ebpf.setting, reason: ebpf.reason },
+      ebpf.enabled ? "eBPF enforcement on" : "eBPF enforcement off: the firewall will not come up",
+    );
+    this.#enforcement = ebpf.enabled
       ? new Enforcement({
           manager: e.manager,
           socketPath: e.socket ?? join(config.dataDir, "ebpf.sock"),
@@ -192,6 +198,16 @@ export class Daemon {
           log,
         })
       : undefined;
+    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
+    this.#audit = new AuditLog({
+      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
+      maxFileBytes: config.audit.maxFileBytes,
+      maxFiles: config.audit.maxFiles,
+      maxBacklog: config.audit.maxBacklog,
+      syncIntervalMs: config.audit.syncIntervalMs,
+      log,
+    });
+    // ---- end audit log ----
     // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
     // programs; agents resolved by the daemon (registry, address index, enrolments).
     const ev = config.firewall.events;
@@ -208,6 +224,8 @@ export class Daemon {
       topic: this.#overseer.firewall,
     });
     this.#events = events;
+    // Every decision to the audit log (it never throws or blocks; what it cannot write it counts).
+    events.onEvent((e) => this.#audit.event(e));
     const enforcement = this.#enforcement;
     this.#bpfEvents =
       enforcement === undefined
@@ -217,16 +235,6 @@ export class Daemon {
             hub: events,
             log: log.child({ component: "firewall-events" }),
           });
-    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
-    this.#audit = new AuditLog({
-      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
-      maxFileBytes: config.audit.maxFileBytes,
-      maxFiles: config.audit.maxFiles,
-      maxBacklog: config.audit.maxBacklog,
-      syncIntervalMs: config.audit.syncIntervalMs,
-      log,
-    });
-    // ---- end audit log ----
     this.#firewall = new Firewall({
       settings: config.firewall,
       audit: this.#audit,
@@ -242,7 +250,10 @@ export class Daemon {
       log,
       // The eBPF enforcement puts the firewall into the kernel: modes, routes, where agents go.
       ...(this.#enforcement === undefined ? {} : enforcementSlots(this.#enforcement)),
-      agentFacing: [config.listen.agent.host, config.auth.publicHost ?? config.auth.host],
+      agentFacing: [
+        { host: config.listen.agent.host, port: config.listen.agent.port },
+        { host: config.auth.publicHost ?? config.auth.host, port: config.auth.publicPort },
+      ],
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
@@ -513,6 +524,8 @@ export class Daemon {
             hub: this.#events,
             log: adminLog,
             closing: this.#eventsClosing.signal,
+            // Backfill older than the ring from the audit log.
+            audit: this.#audit,
             maxQueue: cfg.firewall.events.watchQueue,
             triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
           }),

@@ -87,6 +87,22 @@ describe("EbpfClient", () => {
       () => client.dnsUpdate([{ address: "10.0.0.256", identity: 1, ttl: 1 }]),
       () => client.dnsUpdate([{ address: "127.0.0.1", identity: 1, ttl: 1 }]),
       () => client.dnsUpdate([{ address: "10.0.0.1", identity: 1, ttl: 604_801 }]),
+      () => client.gatewayPorts([{ address: "127.0.0.1", port: 7444, protocol: "tcp" }]),
+      () => client.gatewayPorts([{ address: "172.20.0.1", port: 0, protocol: "tcp" }]),
+      () => client.gatewayPorts([{ address: "172.20.0.1", port: 7444, protocol: "icmp" as "tcp" }]),
+      () =>
+        client.gatewayPorts([
+          { address: "172.20.0.1", port: 7444, protocol: "tcp" },
+          { address: "172.20.0.1", port: 7444, protocol: "tcp" },
+        ]),
+      () =>
+        client.gatewayPorts(
+          Array.from({ length: 65 }, (_, i) => ({
+            address: "172.20.0.1",
+            port: i + 1,
+            protocol: "tcp" as const,
+          })),
+        ),
     ];
     for (const call of bad) await assert.rejects(call(), reason("invalid_argument"));
     assert.deepEqual(p.received, []);

@@ -114,7 +114,18 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
   });
 
   test("Init brings the proxy and the DNS gate up and answers their addresses; Status fills every field", async () => {
-    assert.deepEqual(await client.firewallStatus(), {
+    const { eventSources, ...fresh } = await client.firewallStatus();
+    // The decision stream's counters (our extension field): one entry per source, nothing yet.
+    assert.deepEqual(
+      eventSources.map((e) => [e.source, e.published]),
+      [
+        ["dns", 0n],
+        ["bpf", 0n],
+        ["proxy", 0n],
+        ["other", 0n],
+      ],
+    );
+    assert.deepEqual(fresh, {
       running: false,
       envoyHealth: false,
       corednsHealth: false,
@@ -124,12 +135,14 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "",
       containers: [],
+      interceptionCaPem: "",
     });
     const init = await client.firewallInit();
     // Docker has no such network: an honest empty network_id.
     assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "127.0.0.1", networkId: "" });
     assert.deepEqual(await client.firewallInit(), init, "Init is idempotent");
-    assert.deepEqual(await client.firewallStatus(), {
+    const { eventSources: _sources, ...up } = await client.firewallStatus();
+    assert.deepEqual(up, {
       running: true,
       envoyHealth: true,
       corednsHealth: true,
@@ -139,6 +152,8 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
+      // The CA agents must trust (what `clawker run` copies in): the public part only.
+      interceptionCaPem: await readFile(join(cp.dataDir, "firewall", "ca", "ca.crt"), "utf8"),
     });
     // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
     const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
@@ -257,6 +272,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     assert.deepEqual(await client.firewallRotateCa(), { stackRestarted: false });
     const ca2 = await readFile(caFile, "utf8");
     assert.notEqual(ca2, ca1);
+    assert.equal((await client.firewallStatus()).interceptionCaPem, ca2, "Status hands out the new CA");
     assert.equal((await httpsThrough(world, "mitm.example.test", "/allowed/y", ca2)).status, 200);
     await assert.rejects(httpsThrough(world, "mitm.example.test", "/allowed/z", ca1), /certificate|verify/i);
 
@@ -295,7 +311,13 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       timeoutMs: 6_000,
       what: "the bypass to expire",
     });
-    assert.ok(cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID));
+    // The log line comes through the daemon's stdout pipe: it may arrive after Status answered.
+    await waitFor(
+      () => cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID),
+      {
+        what: "the bypass_expired log line",
+      },
+    );
     assert.ok(
       cp.logs.some((l) => l["event"] === "container_mode" && l["enforced"] === false),
       "the log says the mode is recorded, not enforced",

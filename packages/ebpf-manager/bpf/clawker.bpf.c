@@ -53,6 +53,16 @@ struct {
 	__type(value, struct settings);
 } settings SEC(".maps");
 
+/* The gateway's ports that pass (value 1). A map of its own rather than a cg_config field, so
+ * the existing maps keep their layout and a new manager loads over an old one's pins (libbpf
+ * creates and pins this map beside them); an absent entry is refused, so old pins fail closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CLAWKER_MAX_GATEWAY_PORTS);
+	__type(key, struct gateway_port);
+	__type(value, __u8);
+} gateway_ports SEC(".maps");
+
 /* Original destination per steered socket: freed with the socket, never grows unbounded. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -114,9 +124,18 @@ static __always_inline void decide(struct decide_args *d)
 		d->verdict = VERDICT_DNS;
 		return;
 	}
-	/* The gateway is an address of the subnet, so it is tested before the subnet rule. */
-	if (d->cfg.gateway_addr && addr == d->cfg.gateway_addr)
+	/* The gateway is an address of the subnet, so it is tested before the subnet rule. Only
+	 * its exempt ports pass (the control plane's agent-facing listeners); any other port of it
+	 * is a host service agents must not reach. */
+	if (d->cfg.gateway_addr && addr == d->cfg.gateway_addr) {
+		struct gateway_port gk = { .addr = addr, .port = port, .proto = proto };
+
+		if (bpf_map_lookup_elem(&gateway_ports, &gk)) {
+			d->verdict = VERDICT_PASS;
+			return;
+		}
 		goto fallback;
+	}
 	if (is_loopback4(addr) ||
 	    (d->cfg.subnet_mask && (addr & d->cfg.subnet_mask) == d->cfg.subnet_addr)) {
 		d->verdict = VERDICT_PASS;

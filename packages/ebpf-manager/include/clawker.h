@@ -16,6 +16,8 @@
 #define CLAWKER_BYPASS_FOREVER 0xffffffffu
 /* The longest timed bypass the manager accepts, in seconds. */
 #define CLAWKER_BYPASS_MAX_SECONDS 86400
+/* The most gateway exemptions (gateway_ports entries) the manager accepts. */
+#define CLAWKER_MAX_GATEWAY_PORTS 64
 
 /* Per-cgroup enforcement config, keyed by cgroup id. Addresses in network order, ports in
  * host order. */
@@ -49,6 +51,15 @@ struct route_key {
 struct route_val {
 	__u16 listener_port;
 	__u16 pad;
+};
+
+/* Gateway exemption key: a port of the agents' gateway that passes (the control plane's
+ * agent-facing listeners on a host deployment); every other gateway port is refused. */
+struct gateway_port {
+	__u32 addr; /* the gateway, network order */
+	__u16 port; /* host order */
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
 };
 
 /* Global settings, array index 0. */
@@ -142,6 +153,7 @@ _Static_assert(sizeof(struct cg_config) == 32, "cg_config size");
 _Static_assert(sizeof(struct dns_entry) == 48, "dns_entry size");
 _Static_assert(sizeof(struct route_key) == 8, "route_key size");
 _Static_assert(sizeof(struct route_val) == 4, "route_val size");
+_Static_assert(sizeof(struct gateway_port) == 8, "gateway_port size");
 _Static_assert(sizeof(struct settings) == 16, "settings size");
 _Static_assert(sizeof(struct orig_dst) == 16, "orig_dst size");
 _Static_assert(sizeof(struct tuple_key) == 12, "tuple_key size");

@@ -41,6 +41,10 @@ static const struct tcase cases[] = {
 	{ "own subnet udp passes", 0, 0, 0, "172.31.5.5", 5000, IPPROTO_UDP, 0, VERDICT_PASS, "172.31.5.5", 5000, 0 },
 	{ "gateway tcp goes to the catch-all", 0, 0, 0, "172.31.0.1", 80, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
 	{ "gateway udp denied", 0, 0, 0, "172.31.0.1", 5000, IPPROTO_UDP, 0, VERDICT_DENY, "172.31.0.1", 5000, 0 },
+	{ "gateway exempt tcp port passes", 0, 0, 0, "172.31.0.1", 50051, IPPROTO_TCP, 0, VERDICT_PASS, "172.31.0.1", 50051, 0 },
+	{ "gateway exempt port is tcp only: udp denied", 0, 0, 0, "172.31.0.1", 50051, IPPROTO_UDP, 0, VERDICT_DENY, "172.31.0.1", 50051, 0 },
+	{ "gateway port next to an exempt one: catch-all", 0, 0, 0, "172.31.0.1", 50052, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
+	{ "exempt port of another gateway does not pass this one", 0, 0, 0, "172.31.0.1", 9443, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
 	{ "tcp route by identity", 0, 0, 0, "10.1.0.1", 443, IPPROTO_TCP, 0, VERDICT_ROUTE, "127.0.0.1", 16001, 1 },
 	{ "tcp without a route for the port: catch-all", 0, 0, 0, "10.1.0.1", 80, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
 	{ "shared address, first name's route", 0, 0, 0, "10.1.0.2", 8080, IPPROTO_TCP, 0, VERDICT_ROUTE, "127.0.0.1", 16002, 2 },
@@ -99,6 +103,10 @@ int main(void)
 	}
 	int dns = bpf_map__fd(skel->maps.dns_cache), routes = bpf_map__fd(skel->maps.routes);
 	int settings = bpf_map__fd(skel->maps.settings);
+	int gw = bpf_map__fd(skel->maps.gateway_ports);
+	struct gateway_port g1 = { .addr = ip("172.31.0.1"), .port = 50051, .proto = IPPROTO_TCP };
+	struct gateway_port g2 = { .addr = ip("172.30.0.1"), .port = 9443, .proto = IPPROTO_TCP };
+	uint8_t one = 1;
 	struct dns_entry e1 = { .identity = { 1 }, .expires_ns = { now + 60000000000ULL } };
 	struct dns_entry e2 = { .identity = { 2, 0, 3 },
 				.expires_ns = { now + 60000000000ULL, 0, now + 60000000000ULL } };
@@ -112,7 +120,8 @@ int main(void)
 	      put_route(routes, 3, 9090, IPPROTO_TCP, 0, 16003) ||
 	      put_route(routes, 4, 443, IPPROTO_TCP, 0, 16004) ||
 	      put_route(routes, 1, 5000, IPPROTO_UDP, 0, 1) ||
-	      put_route(routes, 1, 8443, IPPROTO_TCP, 1, 16009);
+	      put_route(routes, 1, 8443, IPPROTO_TCP, 1, 16009) ||
+	      bpf_map_update_elem(gw, &g1, &one, BPF_ANY) || bpf_map_update_elem(gw, &g2, &one, BPF_ANY);
 	if (err) {
 		fprintf(stderr, "fill maps: %s\n", strerror(errno));
 		return 2;

@@ -86,6 +86,8 @@ int main(int argc, char **argv)
 	S(route_key, F(route_key, identity); F(route_key, port); F(route_key, proto);
 	  F(route_key, gen));
 	S(route_val, F(route_val, listener_port); F(route_val, pad));
+	S(gateway_port, F(gateway_port, addr); F(gateway_port, port); F(gateway_port, proto);
+	  F(gateway_port, pad));
 	S(settings, F(settings, route_gen); F(settings, events_per_sec); F(settings, bypass_count);
 	  F(settings, pad));
 	S(orig_dst, F(orig_dst, orig_addr); F(orig_dst, redir_addr); F(orig_dst, orig_port);

@@ -425,6 +425,47 @@ fail:
 	return -1;
 }
 
+static int op_gateway_ports(struct store *s, const struct jval *req, struct sbuf *res,
+			    struct reqerr *e)
+{
+	static const char *const keys[] = { "id", "op", "ports", NULL };
+	static const char *const pkeys[] = { "address", "port", "protocol", NULL };
+	const struct jval *arr = json_get(req, "ports");
+	struct gateway_port p[CLAWKER_MAX_GATEWAY_PORTS];
+	int err;
+
+	if (check_keys(req, keys, "request", e))
+		return -1;
+	if (!arr || arr->type != J_ARR)
+		return bad(e, "bad_request", "ports must be an array");
+	if (arr->len > CLAWKER_MAX_GATEWAY_PORTS)
+		return bad(e, "too_large", "at most %d gateway ports", CLAWKER_MAX_GATEWAY_PORTS);
+	memset(p, 0, sizeof(p));
+	for (size_t i = 0; i < arr->len; i++) {
+		const struct jval *it = &arr->items[i], *pr;
+		uint64_t v;
+		char what[32];
+
+		snprintf(what, sizeof(what), "ports[%zu]", i);
+		if (check_keys(it, pkeys, what, e) || get_ip4(it, "address", true, &p[i].addr, e) ||
+		    get_uint(it, "port", 1, 65535, true, 0, &v, e))
+			return -1;
+		p[i].port = (uint16_t)v;
+		if (p[i].addr == 0 || (ntohl(p[i].addr) >> 24) == 127)
+			return bad(e, "bad_request", "%s.address must not be unspecified or loopback",
+				   what);
+		pr = json_get(it, "protocol");
+		if (!pr || pr->type != J_STR || (strcmp(pr->str, "tcp") && strcmp(pr->str, "udp")))
+			return bad(e, "bad_request", "%s.protocol must be \"tcp\" or \"udp\"", what);
+		p[i].proto = strcmp(pr->str, "tcp") == 0 ? IPPROTO_TCP : IPPROTO_UDP;
+	}
+	err = store_set_gateway_ports(s, p, arr->len);
+	if (err)
+		return bad(e, "internal", "gateway-ports: %s", strerror(-err));
+	sb_printf(res, "{\"ports\":%zu}", arr->len);
+	return 0;
+}
+
 static int op_simple(const struct jval *req, struct reqerr *e)
 {
 	static const char *const keys[] = { "id", "op", NULL };
@@ -446,6 +487,8 @@ static void dump_all(struct store *s, struct sbuf *res)
 	store_dump_counters(s, res);
 	sb_puts(res, ",\"links\":");
 	store_dump_links(s, res);
+	sb_puts(res, ",\"gatewayPorts\":");
+	store_dump_gateway_ports(s, res);
 	sb_puts(res, "}");
 }
 
@@ -500,6 +543,8 @@ void handle_request(struct store *s, const struct server_cfg *cfg, const char *l
 		rc = op_sync_routes(s, &req, &res, &e);
 	} else if (!strcmp(op->str, "dns-update")) {
 		rc = op_dns_update(s, &req, &res, &e);
+	} else if (!strcmp(op->str, "gateway-ports")) {
+		rc = op_gateway_ports(s, &req, &res, &e);
 	} else if (!strcmp(op->str, "gc")) {
 		struct gc_result g;
 

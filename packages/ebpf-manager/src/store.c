@@ -21,7 +21,7 @@
 static const char *const map_names[M__COUNT] = {
 	[M_CONTAINERS] = "containers", [M_BYPASS] = "bypass",	  [M_DNS] = "dns_cache",
 	[M_ROUTES] = "routes",	       [M_SETTINGS] = "settings", [M_TUPLES] = "tuples",
-	[M_COUNTERS] = "counters",     [M_EVENTS] = "events",
+	[M_COUNTERS] = "counters",     [M_EVENTS] = "events",	  [M_GATEWAY_PORTS] = "gateway_ports",
 };
 
 static const char *const agent_progs[] = {
@@ -132,6 +132,8 @@ int store_open_pinned(struct store *s, const char *pin_dir)
 	for (int i = 0; i < M__COUNT; i++) {
 		snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, map_names[i]);
 		s->fd[i] = bpf_obj_get(path);
+		if (s->fd[i] < 0 && i == M_GATEWAY_PORTS && errno == ENOENT)
+			continue; /* pinned by a build without it; serve creates it */
 		if (s->fd[i] < 0) {
 			int err = -errno;
 			store_close(s);
@@ -554,6 +556,43 @@ int store_dns_update(struct store *s, const struct dns_update *u, size_t n)
 	return 0;
 }
 
+static bool gateway_port_in(const struct gateway_port *k, const struct gateway_port *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i].addr == k->addr && p[i].port == k->port && p[i].proto == k->proto)
+			return true;
+	return false;
+}
+
+int store_set_gateway_ports(struct store *s, const struct gateway_port *p, size_t n)
+{
+	struct gateway_port k, next, *prev = NULL;
+	struct gateway_port del[CLAWKER_MAX_GATEWAY_PORTS];
+	size_t ndel = 0;
+	int fd = s->fd[M_GATEWAY_PORTS];
+	__u8 one = 1;
+
+	if (fd < 0)
+		return -ENOENT;
+	/* collect first: deleting the walk's cursor would restart it */
+	while (ndel < CLAWKER_MAX_GATEWAY_PORTS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (!gateway_port_in(&next, p, n))
+			del[ndel++] = next;
+		k = next;
+		prev = &k;
+	}
+	for (size_t i = 0; i < ndel; i++)
+		if (bpf_map_delete_elem(fd, &del[i]) && errno != ENOENT)
+			return -errno;
+	for (size_t i = 0; i < n; i++) {
+		k = p[i];
+		k.pad = 0;
+		if (bpf_map_update_elem(fd, &k, &one, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
 static bool cgroup_gone(struct store *s, uint64_t id)
 {
 	char path[PATH_MAX];
@@ -937,6 +976,26 @@ void store_dump_links(struct store *s, struct sbuf *b)
 	}
 	if (top)
 		closedir(top);
+	sb_puts(b, "]");
+}
+
+void store_dump_gateway_ports(struct store *s, struct sbuf *b)
+{
+	struct gateway_port k, next, *prev = NULL;
+	int fd = s->fd[M_GATEWAY_PORTS];
+	bool first = true;
+
+	sb_puts(b, "[");
+	while (fd >= 0 && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		char a[INET_ADDRSTRLEN];
+
+		k = next;
+		prev = &k;
+		sb_printf(b, "%s{\"address\":\"%s\",\"port\":%u,\"protocol\":\"%s\"}",
+			  first ? "" : ",", ip4_str(k.addr, a), k.port,
+			  k.proto == IPPROTO_UDP ? "udp" : "tcp");
+		first = false;
+	}
 	sb_puts(b, "]");
 }
 

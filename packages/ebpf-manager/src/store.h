@@ -22,6 +22,7 @@ enum store_map {
 	M_TUPLES,
 	M_COUNTERS,
 	M_EVENTS,
+	M_GATEWAY_PORTS, /* optional in one-shots: pins of a build before it lack it */
 	M__COUNT,
 };
 
@@ -81,6 +82,9 @@ int store_del_config(struct store *s, uint64_t cgid);
 int store_set_bypass(struct store *s, uint64_t cgid, bool on, uint32_t seconds);
 int store_sync_routes(struct store *s, const struct route *r, size_t n);
 int store_dns_update(struct store *s, const struct dns_update *u, size_t n);
+/* Replaces the gateway's exempt ports with p[0..n): removals first, so a narrowing never lets
+ * more through while it is applied. */
+int store_set_gateway_ports(struct store *s, const struct gateway_port *p, size_t n);
 int store_gc(struct store *s, struct gc_result *res);
 /* Detaches every link and removes every pin, including pin_dir itself. */
 int store_flush_all(struct store *s);
@@ -92,6 +96,7 @@ void store_dump_dns(struct store *s, struct sbuf *b);
 void store_dump_bypass(struct store *s, struct sbuf *b);
 void store_dump_counters(struct store *s, struct sbuf *b);
 void store_dump_links(struct store *s, struct sbuf *b);
+void store_dump_gateway_ports(struct store *s, struct sbuf *b);
 
 /* One ring-buffer event as a JSON object. */
 void event_to_json(const struct clawker_event *e, struct sbuf *b);

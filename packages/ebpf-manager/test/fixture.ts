@@ -57,6 +57,9 @@ export const ports = {
   dnsGate: 15353,
   udpProxy: 15003,
   v6loop: 15100,
+  /** On the gateway (remote.dns): an exempt port (the control plane's) and a host service. */
+  gatewayCp: 7444,
+  gatewayHost: 8080,
 } as const;
 /** Addresses on the namespace's loopback device that the programs do not treat as loopback. */
 export const remote = { web: "10.250.0.1", dns: "10.250.0.53" } as const;
@@ -307,6 +310,9 @@ export class Lab {
       `tcp:${remote.web}:80:direct`,
       `udp:${remote.web}:5000:directudp`,
       `udp:${remote.dns}:53:realdns`,
+      `tcp:${remote.dns}:${ports.gatewayCp}:gatewaycp`,
+      `tcp:${remote.dns}:${ports.gatewayHost}:gatewayhost`,
+      `udp:${remote.dns}:${ports.gatewayCp}:gatewaycpudp`,
     ];
     const child = spawn(
       bin.sockprobe,

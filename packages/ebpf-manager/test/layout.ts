@@ -74,6 +74,15 @@ export const layouts = {
       { name: "pad", offset: 2, kind: "u16" },
     ],
   },
+  gateway_port: {
+    size: 8,
+    fields: [
+      { name: "addr", offset: 0, kind: "ip4" },
+      { name: "port", offset: 4, kind: "u16" },
+      { name: "proto", offset: 6, kind: "u8" },
+      { name: "pad", offset: 7, kind: "u8" },
+    ],
+  },
   settings: {
     size: 16,
     fields: [

@@ -2,14 +2,14 @@
 // garbage collection of dead cgroups, flush-all, and a protocol that rejects malformed requests.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, rmdirSync, statSync } from "node:fs";
+import { existsSync, rmdirSync, statSync, unlinkSync } from "node:fs";
 import { createConnection } from "node:net";
 import { createInterface } from "node:readline";
 import { describe, test, type TestContext } from "node:test";
 import { bpffs, cgroup2, root, skipReason } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { EbpfError } from "@clawker/controlplane";
-import { ensureBpffs, Lab, remote } from "./fixture.js";
+import { ensureBpffs, Lab, ports, remote } from "./fixture.js";
 
 ensureBpffs();
 
@@ -68,6 +68,33 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
       assert.notEqual(l.programId, old?.programId, `${l.program} was swapped`);
     }
     assert.deepEqual(after.containers, before.containers);
+  });
+
+  test("an upgrade over pins without the gateway_ports map (an older build) keeps state and enforcing, no flush", async (t) => {
+    const lab = await newLab(t, { enroll: false });
+    const agent = lab.cgroup("agent");
+    const config = { ...lab.defaultConfig(), subnet: "10.250.0.0/24", gateway: remote.dns };
+    await lab.client.enroll({ cgroup: lab.parent }, config);
+    assert.equal(await lab.stopManager("SIGTERM"), 0);
+    // What an older build left: every map pinned but this one.
+    unlinkSync(`${lab.pinDir}/maps/gateway_ports`);
+    const oneShot = await lab.cli("dump", "--json", "--pin-dir", lab.pinDir);
+    assert.equal(oneShot.code, 0, oneShot.stderr);
+    assert.deepEqual(
+      (JSON.parse(oneShot.stdout) as { result: { gatewayPorts: unknown } }).result.gatewayPorts,
+      [],
+    );
+    // Still enforced with nobody serving; the gateway's host service is refused.
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.dns, String(ports.gatewayHost))), "catchall");
+
+    await lab.startManager();
+    assert.ok(existsSync(`${lab.pinDir}/maps/gateway_ports`), "the new map is pinned beside the old ones");
+    const dump = await lab.client.dump();
+    assert.equal(dump.containers.length, 1, "the enrolment survived");
+    assert.deepEqual(dump.containers[0]?.config, { ...config, dnsPort: config.dnsPort });
+    await lab.client.gatewayPorts([{ address: remote.dns, port: ports.gatewayCp, protocol: "tcp" }]);
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.dns, String(ports.gatewayCp))), "gatewaycp");
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.dns, String(ports.gatewayHost))), "catchall");
   });
 
   test("a killed manager leaves the pinned programs enforcing the last state (fail closed)", async (t) => {
@@ -133,6 +160,7 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
   test("malformed requests get an error reply and change nothing", async (t) => {
     const lab = await newLab(t);
     await lab.client.syncRoutes([{ identity: 1, port: 443, protocol: "tcp", listener: 16001 }]);
+    await lab.client.gatewayPorts([{ address: remote.dns, port: 7444, protocol: "tcp" }]);
     const before = await lab.client.dump();
     const replies = await rawRequests(lab.socketPath, [
       "not json",
@@ -152,6 +180,14 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
       '{"id":11,"op":"enroll","cgroup":"' +
         lab.parent +
         '","config":{"proxy":"127.0.0.1","dns":"127.0.0.1","catchallPort":1,"subnet":"10.0.0.1/8"}}',
+      '{"id":12,"op":"gateway-ports","ports":[{"address":"10.0.0.1","port":80,"protocol":"tcp"},{"address":"127.0.0.1","port":80,"protocol":"tcp"}]}',
+      '{"id":13,"op":"gateway-ports","ports":[{"address":"10.0.0.1","port":80,"protocol":"icmp"}]}',
+      '{"id":14,"op":"gateway-ports","ports":[' +
+        Array.from({ length: 65 }, (_, i) => `{"address":"10.0.0.1","port":${i + 1},"protocol":"tcp"}`).join(
+          ",",
+        ) +
+        "]}",
+      '{"id":15,"op":"gateway-ports","ports":[{"address":"10.0.0.1","port":80,"protocol":"tcp","extra":1}]}',
     ]);
     assert.deepEqual(
       replies.map((r) => [r["id"], r["ok"], (r["error"] as { reason: string }).reason]),
@@ -169,6 +205,10 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
         [9, false, "not_found"],
         [10, false, "bad_request"],
         [11, false, "bad_request"],
+        [12, false, "bad_request"],
+        [13, false, "bad_request"],
+        [14, false, "too_large"],
+        [15, false, "bad_request"],
       ],
     );
     assert.deepEqual(await lab.client.dump(), before);

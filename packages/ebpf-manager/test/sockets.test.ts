@@ -195,6 +195,37 @@ describe("ebpf programs on real sockets", { skip: skipReason(root, cgroup2, bpff
     assert.equal((gw["reply"] as { listener: string }).listener, "catchall");
   });
 
+  test("only the gateway's exempt ports pass: another port of it goes to the catch-all, UDP to it is denied", async (t) => {
+    const cg = lab.cgroup("gateway");
+    await lab.client.enroll(
+      { cgroup: cg },
+      { ...lab.defaultConfig(), subnet: "10.250.0.0/24", gateway: remote.dns },
+    );
+    await lab.client.gatewayPorts([{ address: remote.dns, port: ports.gatewayCp, protocol: "tcp" }]);
+    t.after(async () => {
+      await lab.client.gatewayPorts([]);
+      await lab.client.unenroll({ cgroup: cg });
+    });
+    const cp = await lab.probe(cg, "tcp", remote.dns, String(ports.gatewayCp));
+    assert.equal((cp["reply"] as { listener: string }).listener, "gatewaycp");
+    assert.equal((cp["reply"] as { origDst: unknown }).origDst, null, "passed unchanged, not steered");
+    // A host service on another port of the gateway (listening: a hole would reach it).
+    const host = await lab.probe(cg, "tcp", remote.dns, String(ports.gatewayHost));
+    assert.equal((host["reply"] as { listener: string }).listener, "catchall");
+    assert.equal((host["reply"] as { origDst: string }).origDst, `${remote.dns}:${ports.gatewayHost}`);
+    // The exemption is TCP only: UDP to the same port of the gateway is denied.
+    const udp = await lab.probe(cg, "udp-sendto", remote.dns, String(ports.gatewayCp));
+    assert.equal(udp.ok, false);
+    assert.equal(udp.errno, EPERM);
+    assert.deepEqual((await lab.client.dump()).gatewayPorts, [
+      { address: remote.dns, port: ports.gatewayCp, protocol: "tcp" },
+    ]);
+    // Replacing the set removes what is not in it: the port is refused again.
+    await lab.client.gatewayPorts([]);
+    const closed = await lab.probe(cg, "tcp", remote.dns, String(ports.gatewayCp));
+    assert.equal((closed["reply"] as { listener: string }).listener, "catchall");
+  });
+
   test("a deeper cgroup is enforced by its ancestor's config, and its own config wins over it", async (t) => {
     const deep = lab.cgroup("a/b/c");
     const r = await lab.probe(deep, "tcp", remote.web, "443");

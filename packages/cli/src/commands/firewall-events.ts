@@ -32,7 +32,7 @@ export const FIREWALL_EVENTS: CommandSpec = {
       type: "string",
       multiple: true,
       value: "dns|bpf|proxy",
-      description: "only decisions of this layer (repeatable)",
+      description: "only decisions of this layer",
     },
     ...CONNECT_FLAGS,
   },

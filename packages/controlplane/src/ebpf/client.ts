@@ -11,6 +11,7 @@ import {
   checkDnsEntries,
   checkRoutes,
   containerConfigSchema,
+  gatewayPortsSchema,
   type BatchIssue,
   type CgroupTarget,
   type ContainerConfig,
@@ -18,6 +19,7 @@ import {
   type DnsEntry,
   type Dump,
   type EnrollResult,
+  type GatewayPort,
   type GcResult,
   type Route,
   type Status,
@@ -133,6 +135,14 @@ export class EbpfClient {
   async dnsUpdate(entries: readonly DnsEntry[]): Promise<{ entries: number }> {
     reject(checkDnsEntries(entries), "dns-update");
     return this.call("dns-update", { entries });
+  }
+
+  /**
+   * Replaces the set of gateway ports that pass (every other port of a cgroup's `gateway` is
+   * refused: TCP to the catch-all, UDP denied). Removals apply before additions.
+   */
+  async gatewayPorts(ports: readonly GatewayPort[]): Promise<{ ports: number }> {
+    return this.call("gateway-ports", { ports: parse(gatewayPortsSchema, ports, "gateway-ports") });
   }
 
   /** Collects expired DNS entries, defunct links and state of vanished cgroups. */

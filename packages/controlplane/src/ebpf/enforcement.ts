@@ -17,7 +17,7 @@ import {
 import { EbpfClient } from "./client.js";
 import { EbpfError, EnforcementError } from "./errors.js";
 import { findBpfMounts, type BpfMounts } from "./mounts.js";
-import type { ContainerConfig, DnsEntry, Dump, Route } from "./protocol.js";
+import type { ContainerConfig, DnsEntry, Dump, GatewayPort, Route } from "./protocol.js";
 
 /** The helper's name in the supervisor (logs, crash reports, the helper record). */
 export const MANAGER_HELPER = "ebpf-manager";
@@ -27,8 +27,13 @@ export interface HelperHost {
   start(name: string, command: { readonly file: string; readonly args: readonly string[] }): Promise<unknown>;
 }
 
-/** Where steered sockets go: the proxy and DNS gate addresses and ports, the agents' subnet. */
-export type EnforcementTargets = Omit<ContainerConfig, "mark">;
+/**
+ * Where steered sockets go: the proxy and DNS gate addresses and ports, the agents' subnet, and
+ * the gateway (refused) with the TCP ports of it that pass (`gatewayPorts`).
+ */
+export type EnforcementTargets = Omit<ContainerConfig, "mark"> & {
+  readonly gatewayPorts?: readonly number[];
+};
 
 /**
  * Targets while no firewall stack is up: every steered connection goes to port 1 on the agent's
@@ -181,6 +186,8 @@ export class Enforcement {
     });
     this.#client = await this.#connect(stop);
     const status = await this.#client.status();
+    // Exemptions of a previous run go first: the firewall sets its own once it knows the gateway.
+    await this.#client.gatewayPorts(this.#gatewayPorts());
     await this.#client.enroll({ cgroup: parent }, this.#config());
     const stale = (await this.#client.dump()).bypass;
     // A restart clears every bypass (API.md): the timers that would end them died with the old process.
@@ -211,6 +218,8 @@ export class Enforcement {
     return this.#serial(async () => {
       this.#targets = targets;
       const client = this.#running();
+      // Before the configs: a gateway port leaving the set is refused before anything else moves.
+      await client.gatewayPorts(this.#gatewayPorts());
       await client.enroll({ cgroup: this.#parentPath() }, this.#config());
       for (const c of this.#enrolled.values()) {
         await client.enroll({ cgroupId: c.cgroupId }, this.#config()).catch((err: unknown) => {
@@ -374,7 +383,14 @@ export class Enforcement {
   }
 
   #config(): ContainerConfig {
-    return this.#o.mark === 0 ? { ...this.#targets } : { ...this.#targets, mark: this.#o.mark };
+    const { gatewayPorts: _ports, ...config } = this.#targets;
+    return this.#o.mark === 0 ? config : { ...config, mark: this.#o.mark };
+  }
+
+  #gatewayPorts(): GatewayPort[] {
+    const { gateway, gatewayPorts = [] } = this.#targets;
+    if (gateway === undefined) return [];
+    return gatewayPorts.map((port) => ({ address: gateway, port, protocol: "tcp" }));
   }
 
   #parentPath(): string {

@@ -9,6 +9,7 @@ export {
   type DnsEntry,
   type Dump,
   type EnrollResult,
+  type GatewayPort,
   type GcResult,
   type Route,
   type Status,
@@ -24,4 +25,12 @@ export {
 } from "./enforcement.js";
 export { cgroupDriverOf, cgroupLayout, type CgroupDriver, type CgroupLayout } from "./cgroup-layout.js";
 export { findBpfMounts, type BpfMounts } from "./mounts.js";
+export {
+  decideEbpf,
+  findExecutable,
+  hostFacts,
+  type EbpfDecision,
+  type EbpfHostFacts,
+  type EbpfSetting,
+} from "./availability.js";
 export { EnforcementError, type EnforcementReason } from "./errors.js";

@@ -12,6 +12,7 @@ export const LIMITS = {
   maxDnsBatch: 65_536,
   maxTtlSeconds: 604_800,
   maxBypassSeconds: 86_400,
+  maxGatewayPorts: 64,
 } as const;
 
 /** How long a timed bypass lasts before the kernel ends it (the manager's `seconds`). */
@@ -167,6 +168,31 @@ export function checkDnsEntries(entries: readonly unknown[]): BatchIssue | undef
   return undefined;
 }
 
+/** A port of the agents' gateway that passes (the control plane's agent-facing listeners). */
+export interface GatewayPort {
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: "tcp" | "udp";
+}
+
+/** The gateway-ports set: no loopback or unspecified address, no duplicate, at most LIMITS.maxGatewayPorts. */
+export const gatewayPortsSchema = z
+  .array(
+    z.strictObject({
+      address: ipv4.refine(
+        (a) => a !== "0.0.0.0" && !a.startsWith("127."),
+        "must not be unspecified or loopback",
+      ),
+      port,
+      protocol: z.enum(["tcp", "udp"]),
+    }),
+  )
+  .max(LIMITS.maxGatewayPorts)
+  .refine(
+    (ports) => new Set(ports.map((p) => `${p.address}:${p.port}/${p.protocol}`)).size === ports.length,
+    "duplicate gateway port (address, port, protocol)",
+  );
+
 /** status result. */
 export interface Status {
   readonly version: string;
@@ -219,6 +245,8 @@ export interface Dump {
     programId: number;
     defunct: boolean;
   }[];
+  /** The gateway's exempt ports (gateway-ports). */
+  readonly gatewayPorts: readonly GatewayPort[];
 }
 
 /** One decision from the events stream. */

@@ -92,7 +92,8 @@ export interface RouteSink {
 
 /**
  * Where the kernel steers agents' sockets (the eBPF enforcement's targets): the proxy's address
- * and catch-all port, the DNS gate, the agents' subnet (passes) and gateway (refused).
+ * and catch-all port, the DNS gate, the agents' subnet (passes) and gateway (refused, except its
+ * `gatewayPorts`).
  */
 export interface SteeringTargets {
   readonly proxy: string;
@@ -100,7 +101,18 @@ export interface SteeringTargets {
   readonly dnsPort?: number;
   readonly catchallPort: number;
   readonly gateway?: string;
+  /** TCP ports of `gateway` that pass: the control plane's agent-facing listeners bound there. */
+  readonly gatewayPorts?: readonly number[];
   readonly subnet?: string;
+}
+
+/** What the steering keeps once the stack is down: the subnet passes, the gateway does not (but its exempt ports). */
+export type RefusedTargets = Pick<SteeringTargets, "subnet" | "gateway" | "gatewayPorts">;
+
+/** One agent-facing listener of the control plane (agent gRPC, token endpoint). */
+export interface AgentFacingListener {
+  readonly host: string;
+  readonly port: number;
 }
 
 /**
@@ -112,9 +124,9 @@ export interface Steering {
   steer(targets: SteeringTargets): Promise<void>;
   /**
    * The stack is down: refuse every steered socket; `subnet` (agent to agent) still passes, except
-   * `gateway`, which is refused too.
+   * `gateway`, which is refused too but for its `gatewayPorts`.
    */
-  refuse(where: { readonly subnet?: string; readonly gateway?: string }): Promise<void>;
+  refuse(where: RefusedTargets): Promise<void>;
 }
 
 /** What the firewall is built from. */
@@ -143,11 +155,11 @@ export interface FirewallOptions {
    */
   readonly steering?: Steering;
   /**
-   * Addresses the control plane's agent-facing listeners (agent gRPC, token endpoint) bind.
-   * When the agents' gateway is one of them, agents must reach it: the gateway then passes with
-   * the subnet instead of being refused (README, "What is enforced").
+   * The control plane's agent-facing listeners (agent gRPC, token endpoint). Those bound on the
+   * agents' gateway must stay reachable: their ports of the gateway pass, every other port of it
+   * is refused (README, "What is enforced").
    */
-  readonly agentFacing?: readonly string[];
+  readonly agentFacing?: readonly AgentFacingListener[];
   readonly onDecision?: (decision: ProxyDecision) => void;
   /**
    * The audit log: every committed rule change, enable, disable, bypass start and end, stack up
@@ -177,6 +189,8 @@ export interface FirewallState {
   readonly networkId: string;
   readonly cidr: string;
   readonly containers: readonly ContainerModeState[];
+  /** The interception CA certificate agents must trust (PEM); "" when none was made yet. */
+  readonly interceptionCaPem: string;
 }
 
 /** What a reconcile reports to the callers it served. */
@@ -392,6 +406,7 @@ export class Firewall {
   async status(): Promise<FirewallState> {
     const store = this.#openStore();
     const stack = this.#stack;
+    const caPem = (await this.#ca.publicCertPem()) ?? "";
     const [proxyHealthy, dnsHealthy] =
       stack === undefined
         ? [false, false]
@@ -412,6 +427,7 @@ export class Firewall {
       networkId: stack?.network?.id ?? "",
       cidr: stack?.cidr ?? "",
       containers: this.#modes.list(),
+      interceptionCaPem: caPem,
     };
   }
 
@@ -711,7 +727,7 @@ export class Firewall {
 
   /**
    * Where agents are steered: the proxy's catch-all, the DNS gate, their subnet (passes) and the
-   * gateway (refused), unless the control plane's agent-facing listeners bind the gateway.
+   * gateway (refused but for the control plane's agent-facing ports on it).
    */
   #targets(
     proxy: string,
@@ -720,25 +736,32 @@ export class Firewall {
     gateway: string | undefined,
     catchallPort: number,
   ): SteeringTargets {
-    const refusedGateway = this.#gatewayToRefuse(gateway);
     return {
       proxy,
       dns,
       dnsPort: this.#settings.dns.port,
       catchallPort,
       subnet,
-      ...(refusedGateway === undefined ? {} : { gateway: refusedGateway }),
+      ...this.#refusedGateway(gateway),
     };
   }
 
-  /** The gateway agents are refused, unless the control plane's agent-facing listeners bind it. */
-  #gatewayToRefuse(gateway: string | undefined): string | undefined {
-    if (gateway === undefined || !(this.#options.agentFacing ?? []).includes(gateway)) return gateway;
-    this.#log.warn(
-      { event: "gateway_passes", gateway },
-      "the control plane listens for agents on their gateway, so the gateway passes (every port of it)",
+  /**
+   * The gateway agents are refused, with the ports of the control plane's agent-facing listeners
+   * that bind it (agents register there); every other port of it stays refused, so a host service
+   * bound to all addresses is not reachable from agents.
+   */
+  #refusedGateway(gateway: string | undefined): Pick<SteeringTargets, "gateway" | "gatewayPorts"> {
+    if (gateway === undefined) return {};
+    const ports = [
+      ...new Set((this.#options.agentFacing ?? []).filter((l) => l.host === gateway).map((l) => l.port)),
+    ].sort((a, b) => a - b);
+    if (ports.length === 0) return { gateway };
+    this.#log.info(
+      { event: "gateway_ports_pass", gateway, ports },
+      "the control plane listens for agents on their gateway: only its ports of the gateway pass",
     );
-    return undefined;
+    return { gateway, gatewayPorts: ports };
   }
 
   /**
@@ -762,9 +785,8 @@ export class Firewall {
     }
     const subnet = network?.subnet ?? s.clients?.[0];
     if (subnet === undefined) return; // closed targets, nothing passes: stricter, never looser
-    const gateway = this.#gatewayToRefuse(network?.gateway);
     try {
-      await steering.refuse({ subnet, ...(gateway === undefined ? {} : { gateway }) });
+      await steering.refuse({ subnet, ...this.#refusedGateway(network?.gateway) });
     } catch (err) {
       // The closed targets stay: stricter than what failed, so start-up goes on.
       this.#log.error({ err, event: "steering_not_set" }, "agents' subnet could not be let through");
@@ -986,11 +1008,12 @@ function whoOf(actor: Actor): AuditWho {
   return { clientId: actor.clientId, cn: actor.certCn };
 }
 
-/** What stays of the steering once the stack is down: the subnet passes, the gateway does not. */
-function refusal(targets: SteeringTargets): { subnet?: string; gateway?: string } {
+/** What stays of the steering once the stack is down: the subnet passes, the gateway does not (but its exempt ports). */
+function refusal(targets: SteeringTargets): RefusedTargets {
   return {
     ...(targets.subnet === undefined ? {} : { subnet: targets.subnet }),
     ...(targets.gateway === undefined ? {} : { gateway: targets.gateway }),
+    ...(targets.gatewayPorts === undefined ? {} : { gatewayPorts: targets.gatewayPorts }),
   };
 }
 

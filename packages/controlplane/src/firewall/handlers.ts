@@ -154,6 +154,7 @@ export function firewallHandlers(firewall: FirewallOperations, log: Logger): Fir
           bypassSecondsLeft: c.secondsLeft,
           enforced: c.enforced,
         })),
+        interceptionCaPem: s.interceptionCaPem,
       };
     }),
     firewallRotateCa: unary("FirewallRotateCA", async (call) => {

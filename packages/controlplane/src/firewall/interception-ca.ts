@@ -75,6 +75,20 @@ export class InterceptionCa {
     return this.#loaded().certPem;
   }
 
+  /**
+   * The CA certificate agents must trust (PEM, public part only): the loaded one, else the one on
+   * disk, else undefined (no CA was made yet). Never creates one.
+   */
+  async publicCertPem(): Promise<string | undefined> {
+    if (this.#ca !== undefined) return this.#ca.certPem;
+    try {
+      return await readFile(this.certFile, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
   /** The current CA's SHA-256 fingerprint (hex, lowercase); load() first. */
   get fingerprint(): string {
     return new X509Certificate(this.#loaded().certPem).fingerprint256.replaceAll(":", "").toLowerCase();

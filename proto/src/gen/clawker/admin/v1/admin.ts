@@ -346,6 +346,14 @@ export interface FirewallStatusResult {
    */
   containers: FirewallContainerMode[];
   /**
+   * EXTENSION beyond the Go contract: the firewall's interception CA
+   * certificate (PEM, public part only), which agents must trust for names
+   * whose rules need the TLS opened; `clawker run` copies it into agents.
+   * Empty when no CA was made yet (the firewall never came up) or from a Go
+   * peer: agents are then made without it.
+   */
+  interceptionCaPem: string;
+  /**
    * EXTENSION beyond the Go contract: the decision stream's counters per
    * source (dns, bpf, proxy, other), so every dropped event is visible.
    * Empty from a Go peer.
@@ -1972,6 +1980,7 @@ function createBaseFirewallStatusResult(): FirewallStatusResult {
     networkId: "",
     cidr: "",
     containers: [],
+    interceptionCaPem: "",
     eventSources: [],
   };
 }
@@ -2005,8 +2014,11 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     for (const v of message.containers) {
       FirewallContainerMode.encode(v!, writer.uint32(8002).fork()).join();
     }
+    if (message.interceptionCaPem !== "") {
+      writer.uint32(8010).string(message.interceptionCaPem);
+    }
     for (const v of message.eventSources) {
-      FirewallEventSource.encode(v!, writer.uint32(8010).fork()).join();
+      FirewallEventSource.encode(v!, writer.uint32(8018).fork()).join();
     }
     return writer;
   },
@@ -2101,6 +2113,14 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
               break;
             }
 
+            message.interceptionCaPem = reader.string();
+            continue;
+          }
+          case 1002: {
+            if (tag !== 8018) {
+              break;
+            }
+
             message.eventSources.push(FirewallEventSource.decode(reader, reader.uint32()));
             continue;
           }
@@ -2153,6 +2173,11 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
       containers: globalThis.Array.isArray(object?.containers)
         ? object.containers.map((e: any) => FirewallContainerMode.fromJSON(e))
         : [],
+      interceptionCaPem: isSet(object.interceptionCaPem)
+        ? globalThis.String(object.interceptionCaPem)
+        : isSet(object.interception_ca_pem)
+        ? globalThis.String(object.interception_ca_pem)
+        : "",
       eventSources: globalThis.Array.isArray(object?.eventSources)
         ? object.eventSources.map((e: any) => FirewallEventSource.fromJSON(e))
         : globalThis.Array.isArray(object?.event_sources)
@@ -2190,6 +2215,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     if (message.containers?.length) {
       obj.containers = message.containers.map((e) => FirewallContainerMode.toJSON(e));
     }
+    if (message.interceptionCaPem !== "") {
+      obj.interceptionCaPem = message.interceptionCaPem;
+    }
     if (message.eventSources?.length) {
       obj.eventSources = message.eventSources.map((e) => FirewallEventSource.toJSON(e));
     }
@@ -2210,6 +2238,7 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     message.networkId = object.networkId ?? "";
     message.cidr = object.cidr ?? "";
     message.containers = object.containers?.map((e) => FirewallContainerMode.fromPartial(e)) || [];
+    message.interceptionCaPem = object.interceptionCaPem ?? "";
     message.eventSources = object.eventSources?.map((e) => FirewallEventSource.fromPartial(e)) || [];
     return message;
   },
@@ -5201,8 +5230,20 @@ export const protoMetadata: ProtoMetadata = {
         "options": undefined,
         "proto3Optional": false,
       }, {
-        "name": "event_sources",
+        "name": "interception_ca_pem",
         "number": 1001,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "interceptionCaPem",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "event_sources",
+        "number": 1002,
         "label": 3,
         "type": 11,
         "typeName": ".clawker.admin.v1.FirewallEventSource",
@@ -6509,7 +6550,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [184, 0, 210, 1],
+        "span": [184, 0, 216, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6570,477 +6611,484 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19, 2, 9],
-        "span": [209, 2, 52],
+        "span": [211, 2, 36],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: the firewall's interception CA\n certificate (PEM, public part only), which agents must trust for names\n whose rules need the TLS opened; `clawker run` copies it into agents.\n Empty when no CA was made yet (the firewall never came up) or from a Go\n peer: agents are then made without it.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19, 2, 10],
+        "span": [215, 2, 52],
         "leadingComments":
           " EXTENSION beyond the Go contract: the decision stream's counters per\n source (dns, bpf, proxy, other), so every dropped event is visible.\n Empty from a Go peer.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20],
-        "span": [216, 0, 227, 1],
+        "span": [222, 0, 233, 1],
         "leadingComments":
           " FirewallEventSource is one source's counters in the firewall's decision\n stream (clawker.egress.v1). EXTENSION beyond the Go contract (see\n FirewallStatusResult.event_sources). published = delivered +\n dropped_rate_limited + dropped_upstream.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 0],
-        "span": [218, 2, 20],
+        "span": [224, 2, 20],
         "leadingComments": " dns, bpf, proxy or other.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 1],
-        "span": [220, 2, 23],
+        "span": [226, 2, 23],
         "leadingComments": " Decisions the source produced.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 2],
-        "span": [222, 2, 23],
+        "span": [228, 2, 23],
         "leadingComments": " Decisions kept and handed to every consumer (audit log, watchers).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 3],
-        "span": [224, 2, 34],
+        "span": [230, 2, 34],
         "leadingComments": " Decisions refused by the source's rate limit.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 4],
-        "span": [226, 2, 30],
+        "span": [232, 2, 30],
         "leadingComments": " Decisions the source lost before they reached the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21],
-        "span": [231, 0, 241, 1],
+        "span": [237, 0, 247, 1],
         "leadingComments":
           " FirewallContainerMode is one container's firewall mode. EXTENSION\n beyond the Go contract (see FirewallStatusResult.containers).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 0],
-        "span": [233, 2, 26],
+        "span": [239, 2, 26],
         "leadingComments": " Docker container id (full).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 1],
-        "span": [235, 2, 18],
+        "span": [241, 2, 18],
         "leadingComments": " `disabled` (FirewallDisable) or `bypass` (FirewallBypass).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 2],
-        "span": [237, 2, 33],
+        "span": [243, 2, 33],
         "leadingComments": " Seconds a bypass has left before enforcement comes back; 0 for `disabled`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21, 2, 3],
-        "span": [240, 2, 20],
+        "span": [246, 2, 20],
         "leadingComments":
           " Whether the kernel (the eBPF enrolment) enforces the mode; false while the\n control plane only records it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22],
-        "span": [244, 0, 34],
+        "span": [250, 0, 34],
         "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23],
-        "span": [247, 0, 250, 1],
+        "span": [253, 0, 256, 1],
         "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23, 2, 0],
-        "span": [249, 2, 27],
+        "span": [255, 2, 27],
         "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24],
-        "span": [254, 0, 257, 1],
+        "span": [260, 0, 263, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24, 2, 0],
-        "span": [256, 2, 28],
+        "span": [262, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25],
-        "span": [260, 0, 263, 1],
+        "span": [266, 0, 269, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25, 2, 0],
-        "span": [262, 2, 21],
+        "span": [268, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26],
-        "span": [266, 0, 269, 1],
+        "span": [272, 0, 275, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26, 2, 0],
-        "span": [268, 2, 22],
+        "span": [274, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27],
-        "span": [272, 0, 275, 1],
+        "span": [278, 0, 281, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27, 2, 0],
-        "span": [274, 2, 32],
+        "span": [280, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 28],
-        "span": [278, 0, 28],
+        "span": [284, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29],
-        "span": [281, 0, 284, 1],
+        "span": [287, 0, 290, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29, 2, 0],
-        "span": [283, 2, 28],
+        "span": [289, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 30],
-        "span": [287, 0, 31],
+        "span": [293, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31],
-        "span": [290, 0, 293, 1],
+        "span": [296, 0, 299, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31, 2, 0],
-        "span": [292, 2, 23],
+        "span": [298, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32],
-        "span": [296, 0, 26],
+        "span": [302, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33],
-        "span": [302, 0, 311, 1],
+        "span": [308, 0, 317, 1],
         "leadingComments":
           " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 0],
-        "span": [304, 2, 26],
+        "span": [310, 2, 26],
         "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 1],
-        "span": [306, 2, 24],
+        "span": [312, 2, 24],
         "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 2],
-        "span": [308, 2, 21],
+        "span": [314, 2, 21],
         "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 3],
-        "span": [310, 2, 47],
+        "span": [316, 2, 47],
         "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34],
-        "span": [314, 0, 321, 1],
+        "span": [320, 0, 327, 1],
         "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 0],
-        "span": [316, 2, 22],
+        "span": [322, 2, 22],
         "leadingComments": " Numeric route identity of the destination.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 1],
-        "span": [318, 2, 22],
+        "span": [324, 2, 22],
         "leadingComments": " Destination port the agent connects to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 2],
-        "span": [320, 2, 24],
+        "span": [326, 2, 24],
         "leadingComments": " Proxy listener port that serves this route.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35],
-        "span": [326, 0, 358, 1],
+        "span": [332, 0, 364, 1],
         "leadingComments":
           " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port, within its scope (our\n extension fields from 1000 up; a rule without them is global).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 0],
-        "span": [328, 2, 17],
+        "span": [334, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 1],
-        "span": [331, 2, 19],
+        "span": [337, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 2],
-        "span": [334, 2, 18],
+        "span": [340, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 3],
-        "span": [336, 2, 20],
+        "span": [342, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 4],
-        "span": [338, 2, 35],
+        "span": [344, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 5],
-        "span": [340, 2, 26],
+        "span": [346, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 6],
-        "span": [342, 2, 36],
+        "span": [348, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 7],
-        "span": [349, 2, 24],
+        "span": [355, 2, 24],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one project. With\n agent_name empty the rule applies to every agent of this project and to\n no other agent. Both scope fields empty (the wire default, all a Go peer\n sends) make a global rule that applies to every agent. The scope is part\n of the rule's identity: the same dst:proto:port may exist once globally,\n once per project and once per agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 8],
-        "span": [353, 2, 27],
+        "span": [359, 2, 27],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one agent, named the\n way Agent and ExecAgentRequest name it: its short name here and its\n project in `project` (empty for an agent without a project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 9],
-        "span": [357, 2, 20],
+        "span": [363, 2, 20],
         "leadingComments":
           " EXTENSION beyond the Go contract: set by the control plane in listings for\n a rule from its floor file (always present, cannot be changed or removed).\n Output only: a request that sets it is INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36],
-        "span": [361, 0, 369, 1],
+        "span": [367, 0, 375, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 0],
-        "span": [364, 2, 18],
+        "span": [370, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 1],
-        "span": [366, 2, 20],
+        "span": [372, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 2],
-        "span": [368, 2, 30],
+        "span": [374, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37],
-        "span": [372, 0, 386, 1],
+        "span": [378, 0, 392, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 0],
-        "span": [375, 2, 24],
+        "span": [381, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 1],
-        "span": [377, 2, 26],
+        "span": [383, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 2],
-        "span": [379, 2, 29],
+        "span": [385, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 3],
-        "span": [381, 2, 31],
+        "span": [387, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 4],
-        "span": [383, 2, 27],
+        "span": [389, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 5],
-        "span": [385, 2, 21],
+        "span": [391, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 38],
-        "span": [389, 0, 394, 1],
+        "span": [395, 0, 400, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 38, 2, 0],
-        "span": [391, 2, 21],
+        "span": [397, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 38, 2, 1],
-        "span": [393, 2, 19],
+        "span": [399, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [397, 0, 406, 1],
+        "span": [403, 0, 412, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [399, 2, 34],
+        "span": [405, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [401, 2, 28],
+        "span": [407, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [403, 2, 31],
+        "span": [409, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [405, 2, 32],
+        "span": [411, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [409, 0, 418, 1],
+        "span": [415, 0, 424, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [411, 2, 37],
+        "span": [417, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [413, 2, 33],
+        "span": [419, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [415, 2, 38],
+        "span": [421, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [417, 2, 35],
+        "span": [423, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [421, 0, 426, 1],
+        "span": [427, 0, 432, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [423, 2, 27],
+        "span": [429, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [425, 2, 32],
+        "span": [431, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],

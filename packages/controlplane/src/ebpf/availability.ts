@@ -1,0 +1,71 @@
+// Whether the daemon runs the eBPF enforcement: `ebpf.enabled` (true, false or "auto") resolved
+// against this host. "auto" turns it on only where it can work (root, cgroup2 and bpffs mounted,
+// the manager binary present) and otherwise off with the reason; the firewall then refuses to come
+// up (`not_enforced`), so nothing ever reports enforcement it does not have.
+import { accessSync, constants } from "node:fs";
+import { delimiter, join } from "node:path";
+import { findBpfMounts, type BpfMounts } from "./mounts.js";
+
+/** The `ebpf.enabled` setting. */
+export type EbpfSetting = boolean | "auto";
+
+/** The outcome: on or off, and a short reason for the log line. */
+export interface EbpfDecision {
+  readonly enabled: boolean;
+  readonly setting: EbpfSetting;
+  readonly reason: string;
+}
+
+/** What "auto" looks at (tests pass their own). */
+export interface EbpfHostFacts {
+  /** The effective uid; undefined where there is none (not POSIX). */
+  readonly uid: number | undefined;
+  readonly mounts: BpfMounts;
+  /** The manager binary's path, or undefined when it is not there (or not executable). */
+  readonly manager: string | undefined;
+}
+
+/** Looks at this host: process.geteuid, /proc/mounts, the manager by path or on PATH. */
+export function hostFacts(manager: string, env: NodeJS.ProcessEnv = process.env): EbpfHostFacts {
+  return { uid: process.geteuid?.(), mounts: findBpfMounts(), manager: findExecutable(manager, env) };
+}
+
+/**
+ * Resolves the setting. `true` stays on whatever the host (start-up then fails with the
+ * Enforcement's own reason: an explicit choice never silently degrades); `false` stays off.
+ */
+export function decideEbpf(setting: EbpfSetting, facts: () => EbpfHostFacts): EbpfDecision {
+  if (setting === true) return { enabled: true, setting, reason: "ebpf.enabled is true" };
+  if (setting === false) return { enabled: false, setting, reason: "ebpf.enabled is false" };
+  const f = facts();
+  const missing =
+    f.uid !== 0
+      ? `not root (uid ${f.uid ?? "unknown"}): loading BPF needs CAP_SYS_ADMIN and CAP_NET_ADMIN`
+      : f.mounts.cgroup2 === undefined
+        ? "no cgroup2 mount"
+        : f.mounts.bpffs === undefined
+          ? "bpffs is not mounted (mount -t bpf bpf /sys/fs/bpf)"
+          : f.manager === undefined
+            ? "the ebpf-manager binary was not found (ebpf.manager)"
+            : undefined;
+  if (missing !== undefined) return { enabled: false, setting, reason: missing };
+  return { enabled: true, setting, reason: `root with cgroup2 and bpffs, manager ${f.manager}` };
+}
+
+/** `name` if it is a path to an executable file, else the first executable `name` on PATH. */
+export function findExecutable(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const candidates = name.includes("/")
+    ? [name]
+    : (env["PATH"] ?? "")
+        .split(delimiter)
+        .filter((d) => d !== "")
+        .map((d) => join(d, name));
+  return candidates.find((c) => {
+    try {
+      accessSync(c, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
