@@ -62,6 +62,10 @@ describe("completion", () => {
       "enable",
       "disable",
       "bypass",
+      "events",
+      "denials",
+      "approve",
+      "dismiss",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [
