@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { REPO_ROOT } from "../harness/images.js";
 import { describe, test } from "node:test";
 import { mintTrustSet, writeTrustSet } from "@clawker/adminclient";
 import { LABELS } from "@clawker/proto";
@@ -19,6 +20,7 @@ import { clawker, type CliResult } from "../harness/clawker-cli.js";
 import { startControlPlane, type ControlPlane } from "../harness/controlplane.js";
 import { startPrivateDocker } from "../harness/docker.js";
 import { NetnsProcess } from "../harness/netns.js";
+import { startTmux } from "../harness/tmux.js";
 import { command, root, skipReason } from "../harness/preconditions.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -62,7 +64,16 @@ function json<T>(r: CliResult, what: string): T {
 
 describe(
   "denial triage end to end",
-  { skip: skipReason(root, command("dockerd"), command("docker"), command("nsenter"), command("haproxy")) },
+  {
+    skip: skipReason(
+      root,
+      command("dockerd"),
+      command("docker"),
+      command("nsenter"),
+      command("haproxy"),
+      command("tmux"),
+    ),
+  },
   () => {
     test("a denial is listed; approved for one agent it lets that agent through while the other is refused; a temporary approval ends by itself; a request grants nothing until approved", async (t) => {
       const docker = await startPrivateDocker(t);
@@ -299,6 +310,61 @@ describe(
       assert.equal(await get(dev, asked), 200, "approved: live when approve returned");
       assert.equal(await get(ops, asked), 403);
       assert.ok(!(await denials()).denials.some((g) => g.requests.some((r) => r.id === requestId)));
+
+      // 5. `clawker firewall watch` in a real terminal (tmux): ops's denial of the asked
+      // destination shows up, one key approves it for ops alone, the screen says live only once it
+      // is, and ops's next connection passes while dev's approval stays dev's.
+      assert.equal(await get(ops, asked), 403);
+      const pane = await startTmux(
+        [
+          "nsenter",
+          `--net=/run/netns/${docker.netnsName}`,
+          process.execPath,
+          ...TSX,
+          join(REPO_ROOT, "packages/cli/src/main.ts"),
+          "firewall",
+          "watch",
+          "--interval",
+          "200ms",
+          "--admin",
+          `127.0.0.1:${cp.ports.admin}`,
+          "--token-endpoint",
+          tokenEndpoint,
+        ],
+        env,
+      );
+      t.after(() => pane.close());
+      const row = new RegExp(`${asked.replaceAll(".", "\\.")}\\s+${HTTP_PORT}\\s+${PROJECT}\\.ops\\s`);
+      await pane.waitForLine(row, "ops's denial of the asked destination on the watch screen");
+      // Move the cursor onto that line (the list is newest first; other denials may sit above it).
+      for (let i = 0; i < 20; i++) {
+        if ((await pane.screen()).some((l) => l.startsWith(">") && row.test(l))) break;
+        await pane.keys("j");
+      }
+      await pane.waitForLine(new RegExp(`^> .*${row.source}`), "the cursor on ops's denial", 5_000);
+      await pane.keys("a");
+      await pane.waitForLine(
+        new RegExp(
+          `approved ${asked.replaceAll(".", "\\.")}:${HTTP_PORT} for agent ${PROJECT}\\.ops for 1h: live`,
+        ),
+        "the approval live on the screen",
+      );
+      assert.equal(await get(ops, asked), 200, "approved from the watch screen: ops passes");
+      // Approved, it leaves the list (never offered again while its rule stands).
+      await waitFor(async () => !(await pane.screen()).some((l) => row.test(l)), {
+        timeoutMs: 10_000,
+        what: "the approved denial to leave the watch screen",
+      });
+      await pane.keys("q");
+      await waitFor(() => pane.exited(), { timeoutMs: 10_000, what: "watch to quit on q" });
+      const rulesNow = json<
+        Array<{ dst: string; scope: string }> | { rules: Array<{ dst: string; scope: string }> }
+      >(await ok("list", "--format", "json"), "list");
+      const askedRules = (Array.isArray(rulesNow) ? rulesNow : rulesNow.rules).filter((r) => r.dst === asked);
+      assert.deepEqual(askedRules.map((r) => r.scope).sort(), [
+        `agent:${PROJECT}.dev`,
+        `agent:${PROJECT}.ops`,
+      ]);
     });
   },
 );

@@ -46,6 +46,7 @@ import {
   firewallDenials,
   firewallDismiss,
 } from "./commands/firewall-triage.js";
+import { FIREWALL_WATCH, firewallWatch } from "./commands/firewall-watch.js";
 import {
   JOB_LS,
   JOB_START,
@@ -104,6 +105,7 @@ export const COMMANDS: readonly Command[] = [
   { spec: FIREWALL_DENIALS, run: firewallDenials },
   { spec: FIREWALL_APPROVE, run: firewallApprove },
   { spec: FIREWALL_DISMISS, run: firewallDismiss },
+  { spec: FIREWALL_WATCH, run: firewallWatch },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,

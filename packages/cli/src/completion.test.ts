@@ -66,6 +66,7 @@ describe("completion", () => {
       "denials",
       "approve",
       "dismiss",
+      "watch",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [

@@ -8,7 +8,9 @@ import { optStr, parseDuration, type CommandSpec, type FlagValues } from "../com
 import { CliError, ExitCode } from "../exit-codes.js";
 import type { Io, Terminal } from "../io.js";
 import { TriageView, type TriageAction } from "../triage-view.js";
-import { CONNECT_FLAGS, SCOPE_FLAGS } from "./firewall-shared.js";
+import { CONNECT_FLAGS, SCOPE_FLAGS, withFirewallClient } from "./firewall-shared.js";
+
+const S = egress.EgressServiceService;
 
 /** The EgressService calls the view needs (the admin client's, or a test's own server's). */
 export interface TriageCalls {
@@ -72,6 +74,25 @@ export function watchTerminal(io: Io, values: FlagValues): Terminal {
     );
   }
   return io.terminal;
+}
+
+/** Runs `firewall watch`: the view against the control plane until the operator quits. */
+export async function firewallWatch(values: FlagValues, io: Io): Promise<number> {
+  const options = watchOptions(values);
+  const terminal = watchTerminal(io, values);
+  await withFirewallClient(values, io, (c) =>
+    runWatch(
+      {
+        list: (request) => c.callMethod(S.listFirewallDenials, request),
+        approve: (request) => c.callMethod(S.approveEgress, request),
+        dismiss: (request) => c.callMethod(S.dismissEgress, request),
+      },
+      io,
+      terminal,
+      options,
+    ),
+  );
+  return ExitCode.ok;
 }
 
 /**
