@@ -10,7 +10,7 @@ import { clawkerClients, registerClients } from "./auth/client-registration.js";
 import { CachingIntrospector } from "./auth/introspection-cache.js";
 import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
-import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
+import { withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
 import { Overseer } from "@clawker/overseer";
 import { Registry } from "./agents/registry.js";
@@ -37,8 +37,11 @@ import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
+import { Metrics } from "./metrics/metrics.js";
+import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { firewallProbes } from "./server/firewall-probes.js";
 import { jobService } from "./jobs/job-service.js";
 import {
   processListenerCaps,
@@ -114,6 +117,9 @@ export class Daemon {
   readonly #openFiles: OpenFileLimit | undefined;
   readonly #caps: ListenerCaps;
   readonly #relief: MemoryRelief;
+  readonly #metrics: Metrics;
+  #metricsToken: MetricsToken | undefined;
+  #introspectionCache: CachingIntrospector | undefined;
   readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
@@ -136,10 +142,26 @@ export class Daemon {
     this.#config = config;
     this.#log = log;
     this.#timeline = new StartupTimeline(log);
+    // Metrics (issue 11 §5): counted as things happen, the rest read at each scrape of /metrics.
+    this.#metrics = new Metrics({
+      agents: () => this.#registry?.list().length ?? 0,
+      introspectionCache: () => this.#introspectionCache?.stats ?? { hits: 0, misses: 0 },
+      firewallRules: () => {
+        try {
+          return this.#firewall.listRules().length;
+        } catch {
+          return undefined; // the rule store is not open (before the firewall's start step)
+        }
+      },
+      bypassesActive: async () =>
+        (await this.#firewall.status()).containers.filter((c) => c.mode === "bypass").length,
+      refusals: () => this.#counters.rows(),
+    });
     this.#supervisor = new SubprocessManager({
       logger: log,
       graceMs: config.shutdownGraceMs,
       stateFile: join(config.dataDir, HELPER_RECORD_FILE),
+      onStarted: (name) => this.#metrics.helperStarted(name),
     });
     // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
     const { limit, caps } = processListenerCaps();
@@ -157,6 +179,11 @@ export class Daemon {
       headersTimeoutMs: limits.handshakeTimeoutMs,
       requestTimeoutMs: limits.requestTimeoutMs,
       refusals: this.#refusals,
+      // Only with the token from the data dir (metrics/metrics-token.ts); none loaded yet: refused.
+      metrics: {
+        accepts: (authorization) => this.#metricsToken?.accepts(authorization) === true,
+        render: () => this.#metrics.render(),
+      },
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -288,6 +315,11 @@ export class Daemon {
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
   }
 
+  /** The daemon's metrics (what /metrics renders; the issue-11 event stream feeds its seams). */
+  get metrics(): Metrics {
+    return this.#metrics;
+  }
+
   /** Refusal counts by listener and reason (what later metrics read). */
   get counters(): ListenerCounters {
     return this.#counters;
@@ -394,6 +426,13 @@ export class Daemon {
     // floor file checked), and the stack when enabled or left up.
     await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
+    // The firewall's layers join /healthz (they pass while its stack is down).
+    const enforcement = this.#enforcement;
+    const probes = firewallProbes(
+      this.#firewall,
+      enforcement === undefined ? undefined : () => enforcement.client,
+    );
+    for (const [name, probe] of probes) this.#health.addProbe(name, probe);
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -445,6 +484,7 @@ export class Daemon {
       maxTtlMs: cfg.auth.cacheTtlMs,
       maxEntries: cfg.auth.cacheSize,
     });
+    this.#introspectionCache = cached;
     const tls = { ca: trust.ca, cert: trust.serverCert, key: trust.serverKey };
     const adminLog = this.#log.child({ component: "admin" });
     const agentLog = this.#log.child({ component: "agent-listener" });
@@ -479,7 +519,6 @@ export class Daemon {
       tls,
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
-        recoveryInterceptor(agentLog),
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: AGENT_CLIENT.clientId,
@@ -491,6 +530,7 @@ export class Daemon {
       ],
       log: agentLog,
       peers: { serve: "agent" },
+      countCall: this.#metrics.rpcCounter("agent"),
       limits: {
         ...limits,
         maxConnections: this.#caps.agent,
@@ -526,7 +566,6 @@ export class Daemon {
         ),
       ],
       interceptors: [
-        recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
         new AuthInterceptor({
           introspector: cached,
@@ -540,6 +579,7 @@ export class Daemon {
       log: adminLog,
       // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
       peers: { serve: "cli", probe: "controlplane" },
+      countCall: this.#metrics.rpcCounter("admin"),
       limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
       refusals,
     });
@@ -560,6 +600,9 @@ export class Daemon {
       });
       await t.step("admin_socket", () => this.#adminSocket!.start());
     }
+    this.#metricsToken = t.stepSync("metrics_token", () =>
+      MetricsToken.loadOrCreate(join(cfg.dataDir, METRICS_TOKEN_FILE)),
+    );
     await t.step("healthz", () => this.#health.start(signal));
     this.#addresses = {
       admin: { host: cfg.listen.admin.host, port: adminPort },
