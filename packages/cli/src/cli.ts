@@ -39,6 +39,14 @@ import {
   firewallUp,
 } from "./commands/firewall-stack.js";
 import {
+  FIREWALL_APPROVE,
+  FIREWALL_DENIALS,
+  FIREWALL_DISMISS,
+  firewallApprove,
+  firewallDenials,
+  firewallDismiss,
+} from "./commands/firewall-triage.js";
+import {
   JOB_LS,
   JOB_START,
   JOB_STATUS,
@@ -93,6 +101,9 @@ export const COMMANDS: readonly Command[] = [
   { spec: FIREWALL_DISABLE, run: firewallDisable },
   { spec: FIREWALL_BYPASS, run: firewallBypass },
   { spec: FIREWALL_EVENTS, run: firewallEvents },
+  { spec: FIREWALL_DENIALS, run: firewallDenials },
+  { spec: FIREWALL_APPROVE, run: firewallApprove },
+  { spec: FIREWALL_DISMISS, run: firewallDismiss },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,

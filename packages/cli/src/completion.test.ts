@@ -63,6 +63,9 @@ describe("completion", () => {
       "disable",
       "bypass",
       "events",
+      "denials",
+      "approve",
+      "dismiss",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [

@@ -33,6 +33,9 @@ import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
 import { withEventSources } from "./firewall/events/status-sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
+import { agentEgressService } from "./firewall/triage/agent-egress-service.js";
+import { EgressTriage } from "./firewall/triage/egress-triage.js";
+import { triageHandlers } from "./firewall/triage/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
@@ -42,7 +45,11 @@ import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
 import { firewallProbes } from "./server/firewall-probes.js";
+import { publishAgentLimits } from "./jobs/agent-defaults.js";
+import { agentUsageService } from "./jobs/agent-usage.js";
+import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -111,6 +118,8 @@ export class Daemon {
   readonly #events: EventHub;
   readonly #bpfEvents: BpfEventFeed | undefined;
   readonly #eventsClosing = new AbortController();
+  /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
+  readonly #triage: EgressTriage;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -133,6 +142,8 @@ export class Daemon {
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
+  /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
+  readonly #jobPlacement: JobPlacement | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -197,6 +208,16 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const v1 = new JobCgroupsV1();
+    this.#jobPlacement = v1.available
+      ? new JobPlacement({
+          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          registry: { list: () => this.#registry?.list() ?? [] },
+          dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
+          cgroups: v1,
+          log: log.child({ component: "job-placement" }),
+        })
+      : undefined;
     const e = config.ebpf;
     const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
@@ -297,6 +318,9 @@ export class Daemon {
         events.publish(event, origin);
       },
     });
+    // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
+    this.#triage = new EgressTriage({ firewall: this.#firewall, log, audit: this.#audit });
+    events.onEvent((e) => this.#triage.record(e));
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -402,6 +426,12 @@ export class Daemon {
     const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
     const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
     this.#registry = registry;
+    try {
+      publishAgentLimits(cfg.dataDir, cfg.agentLimits);
+    } catch (err) {
+      // Not fatal: `clawker run` then says it found no defaults and starts agents without them.
+      this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
+    }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: they are
     // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
@@ -440,6 +470,8 @@ export class Daemon {
       enforcement === undefined ? undefined : () => enforcement.client,
     );
     for (const [name, probe] of probes) this.#health.addProbe(name, probe);
+    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
+    await t.step("egress_triage", () => this.#triage.start(signal));
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -452,6 +484,7 @@ export class Daemon {
     this.#index.start(signal);
     this.#feeder.start(signal);
     this.#dialer!.start(signal);
+    this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
   }
@@ -524,7 +557,11 @@ export class Daemon {
       name: "agent",
       ...cfg.listen.agent,
       tls,
-      services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
+      services: [
+        recovered(agentService({ gate, log: agentLog }), agentLog),
+        // Issue 11 (wip/triage): an agent asks for a destination; it grants nothing.
+        recovered(agentEgressService({ gate, triage: this.#triage, log: agentLog }), agentLog),
+      ],
       interceptors: [
         new AuthInterceptor({
           introspector: cached,
@@ -560,6 +597,7 @@ export class Daemon {
             // Backfill older than the ring from the audit log.
             audit: this.#audit,
             maxQueue: cfg.firewall.events.watchQueue,
+            triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
           }),
           adminLog,
         ),
@@ -568,6 +606,15 @@ export class Daemon {
             dialer: this.#dialer,
             registry,
             log: adminLog.child({ rpc: "JobService" }),
+            placement: this.#jobPlacement,
+          }),
+          adminLog,
+        ),
+        recovered(
+          agentUsageService({
+            registry,
+            placement: this.#jobPlacement,
+            log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,
         ),
@@ -687,10 +734,18 @@ export class Daemon {
       // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
-      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      {
+        name: "agent_sessions",
+        run: () => {
+          this.#jobPlacement?.close();
+          return this.#dialer?.close();
+        },
+      },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
+      // Issue 11 (wip/triage): the expiry timer stops; stored ends are armed again at the next start.
+      { name: "egress_triage", run: () => this.#triage.close() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
       { name: "firewall_events", run: () => this.#bpfEvents?.close() },
       // After the firewall: its last records (bypasses ended, stack down) are written and synced.
