@@ -2,7 +2,7 @@
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
 import { isAbsolute, join } from "node:path";
-import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
+import { CLI_CLIENT, AGENT_CLIENT, egress } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
 import { AuthInterceptor } from "./auth/auth-interceptor.js";
@@ -40,7 +40,7 @@ import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
-import { Metrics } from "./metrics/metrics.js";
+import { Metrics, type FirewallLayer, type FirewallVerdict } from "./metrics/metrics.js";
 import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
@@ -265,8 +265,15 @@ export class Daemon {
         ...(this.#enforcement === undefined ? {} : { enrolled: () => this.#enforcement!.enrolled() }),
       }),
       topic: this.#overseer.firewall,
+      onDrop: (source, n) => this.#metrics.eventsDropped(source, n),
     });
     this.#events = events;
+    // Decisions by verdict and layer for /metrics (a gap or an unknown layer is not a decision).
+    events.onEvent((e) => {
+      const verdict = METRIC_VERDICTS[e.verdict];
+      const layer = METRIC_LAYERS[e.layer];
+      if (verdict !== undefined && layer !== undefined) this.#metrics.firewallDecision(verdict, layer);
+    });
     // Every decision to the audit log (it never throws or blocks; what it cannot write it counts).
     events.onEvent((e) => this.#audit.event(e));
     const enforcement = this.#enforcement;
@@ -805,6 +812,18 @@ export class Daemon {
     }
   }
 }
+
+/** Wire verdicts and layers as the metrics name them. */
+const METRIC_VERDICTS: Partial<Record<egress.Verdict, FirewallVerdict>> = {
+  [egress.Verdict.VERDICT_ALLOWED]: "allowed",
+  [egress.Verdict.VERDICT_DENIED]: "denied",
+  [egress.Verdict.VERDICT_BYPASSED]: "bypassed",
+};
+const METRIC_LAYERS: Partial<Record<egress.Layer, FirewallLayer>> = {
+  [egress.Layer.LAYER_DNS]: "dns",
+  [egress.Layer.LAYER_BPF]: "bpf",
+  [egress.Layer.LAYER_PROXY]: "proxy",
+};
 
 function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
   return {

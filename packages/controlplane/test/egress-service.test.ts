@@ -4,12 +4,16 @@
 // the drain ends watches, and the triage slot. Auth in front of it is the listener's, tested
 // elsewhere (the scope map lists these methods).
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { cliTls, dial } from "@clawker/adminclient";
 import { ADMIN_ERRORS, egress, errorDetailOf } from "@clawker/proto";
 import { pino } from "pino";
+import { AuditLog } from "../src/firewall/audit/audit-log.js";
 import { egressService, type TriageHandlers } from "../src/firewall/egress-service.js";
 import { EventHub, type FirewallEventInput } from "../src/firewall/events/event-hub.js";
 import { GrpcListener } from "../src/server/grpc-listener.js";
@@ -239,6 +243,44 @@ describe("EgressService over real mTLS", () => {
     );
     closing.abort();
     await ended;
+  });
+
+  test("since reaches past the ring into the audit log, without duplicates", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "egress-audit-"));
+    const audit = new AuditLog({ dir, log });
+    await audit.start();
+    const small = new EventHub({ log, ringCapacity: 2 });
+    small.onEvent((e) => audit.event(e));
+    const l = new GrpcListener({
+      name: "admin",
+      host: "127.0.0.1",
+      port: 0,
+      tls: {
+        ca: Buffer.from(trust.set.ca.certPem),
+        cert: Buffer.from(trust.set.controlPlaneServer.certPem),
+        key: Buffer.from(trust.set.controlPlaneServer.keyPem),
+      },
+      services: [egressService({ hub: small, audit, log })],
+      log,
+    });
+    await l.start();
+    const c = dial({ tls: cliTls(trust.set), target: `127.0.0.1:${l.port}` });
+    try {
+      for (let i = 1; i <= 5; i++) small.publish(event({ timeUnixNanos: BigInt(i) * 1000n, port: i }));
+      // The audit log writes in the background: all five on disk before asking.
+      await waitFor(() => audit.stats().written >= 5, { timeoutMs: 10_000, what: "the audit log" });
+      const got = await collect(watch(c, { sinceUnixNanos: 2000n, noFollow: true }));
+      assert.deepEqual(
+        got.map((e) => e.port),
+        [2, 3, 4, 5],
+        "2 and 3 from the audit log, 4 and 5 from the ring",
+      );
+    } finally {
+      c.close();
+      await l.close(0);
+      await audit.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("triage RPCs: UNIMPLEMENTED without triage, the triage's answers with it", async () => {

@@ -55,7 +55,13 @@ describe("EventHub", () => {
 
   test("10,000 denials/s for 10 s from two sources over 4,000/s limits each: published = delivered + counted drops, exactly", () => {
     let now = 0;
-    const hub = new EventHub({ log, ratePerSecond: { proxy: 4000, dns: 4000 }, nowMs: () => now });
+    let told = 0;
+    const hub = new EventHub({
+      log,
+      ratePerSecond: { proxy: 4000, dns: 4000 },
+      nowMs: () => now,
+      onDrop: (_source, n) => (told += n),
+    });
     let delivered = 0;
     hub.onEvent(() => delivered++);
     // 10 s of simulated time at 0.1 ms per denial, alternating two sources.
@@ -68,6 +74,7 @@ describe("EventHub", () => {
     assert.equal(s.published, 100_007);
     assert.equal(s.delivered, delivered);
     assert.equal(s.published, s.delivered + s.dropped);
+    assert.equal(told, s.dropped, "every drop reaches the metrics seam");
     for (const src of ["proxy", "dns"] as const) {
       const c = s.sources[src];
       assert.equal(c.published, c.delivered + c.droppedRateLimited + c.droppedUpstream, src);

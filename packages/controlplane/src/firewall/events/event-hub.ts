@@ -86,6 +86,8 @@ export interface EventHubOptions {
   readonly nowMs?: () => number;
   /** Wall clock in unix nanoseconds for events published without a time. */
   readonly nowUnixNanos?: () => bigint;
+  /** Told of every drop as it is counted (the metrics' `eventsDropped`); must not throw. */
+  readonly onDrop?: (source: EventSourceName, count: number) => void;
 }
 
 const DEFAULT_RING = 10_000;
@@ -126,6 +128,7 @@ export class EventHub {
   readonly #topic: EventHubOptions["topic"];
   readonly #nowMs: () => number;
   readonly #nowUnixNanos: () => bigint;
+  readonly #onDrop: ((source: EventSourceName, count: number) => void) | undefined;
   /** Copy-on-write: publish walks the array it read, so (un)subscribing inside a listener is safe. */
   #listeners: readonly ((event: egress.FirewallEvent) => void)[] = [];
   #listenerFailures = 0;
@@ -158,6 +161,7 @@ export class EventHub {
     this.#counts = { dns: zero(), bpf: zero(), proxy: zero(), other: zero() };
     this.#resolver = options.resolver;
     this.#topic = options.topic;
+    this.#onDrop = options.onDrop;
   }
 
   /**
@@ -171,6 +175,7 @@ export class EventHub {
     counts.published++;
     if (!this.#buckets[source].take(this.#nowMs())) {
       counts.droppedRateLimited++;
+      this.#onDrop?.(source, 1);
       return false;
     }
     counts.delivered++;
@@ -202,6 +207,7 @@ export class EventHub {
     if (!Number.isSafeInteger(count) || count <= 0) return;
     this.#counts[source].droppedUpstream += count;
     this.#counts[source].published += count;
+    this.#onDrop?.(source, count);
   }
 
   /** Called synchronously for every published event; returns the unsubscribe. Must not throw. */
