@@ -664,7 +664,7 @@ function enforcementSlots(
           routes.map((r) => ({
             identity: r.identity,
             port: r.dstPort,
-            protocol: "tcp",
+            protocol: r.protocol,
             listener: r.proxyPort,
           })),
         ),
