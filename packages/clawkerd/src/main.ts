@@ -9,7 +9,7 @@ import { ClawkerdError } from "./errors.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
 import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
 import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
-import { DEFAULT_MAX_STALL_MS, jobServiceImplementation } from "./job-service.js";
+import { DEFAULT_MAX_STALL_MS, jobGateImplementation, jobServiceImplementation } from "./job-service.js";
 import { createLogger, type LogLevel } from "./log.js";
 import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
@@ -44,6 +44,14 @@ if (argv[0] === "--") argv.shift();
 const bootstrapDir = env["CLAWKERD_BOOTSTRAP_DIR"] || BOOTSTRAP_DIR;
 const listen = env["CLAWKERD_LISTEN"] || `0.0.0.0:${CLAWKERD_PORT}`;
 const stateDir = env["CLAWKERD_STATE_DIR"] || DEFAULT_STATE_DIR;
+
+// `clawkerd request-egress ...`: a one-shot command inside the container, not the daemon.
+if (argv[0] === "request-egress") {
+  const { requestEgressCommand } = await import("./request-egress.js");
+  process.exit(
+    await requestEgressCommand(argv.slice(1), { bootstrapDir, stateDir }, process.stdout, process.stderr),
+  );
+}
 
 let bootstrap;
 let runAs;
@@ -107,6 +115,7 @@ const server = new ClawkerdServer({
     log: log.child({ component: "job-service" }),
     maxStallMs: positiveInt("CLAWKERD_JOB_WATCH_STALL_MS", DEFAULT_MAX_STALL_MS),
   }),
+  jobGateService: jobGateImplementation({ jobs: agentJobs, log: log.child({ component: "job-service" }) }),
 });
 
 function stop(code: number, why: string): Promise<never> {

@@ -303,3 +303,17 @@ test("the admin socket: beside the data dir by default, a path or a gid when set
     /listen\.adminSocket\.path: a Unix socket path holds at most 107 bytes/,
   );
 });
+
+test("agentLimits default to the seed's; a memory max under Docker's 6 MiB is refused by name", (t) => {
+  assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).agentLimits, {
+    cpus: 0.1,
+    memoryBytes: 512 << 20,
+    pidsLimit: 0,
+    deviceReadBps: 10 << 20,
+    deviceWriteBps: 5 << 20,
+    deviceReadIops: 1000,
+    deviceWriteIops: 1000,
+  });
+  const file = tempFile(t, "cp.yaml", "agentLimits:\n  memoryBytes: 1024\n");
+  assert.throws(() => loadConfig(file, {}), /agentLimits\.memoryBytes.*at least 6 MiB/s);
+});

@@ -196,6 +196,17 @@ const firewallConfig = z.strictObject({
     .array(z.string().refine(isIpv4OrCidr, "must be an IPv4 address or CIDR"))
     .max(4096)
     .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
+  /** The decision stream (firewall/events/README.md): ring, per-source rate limits, watchers. */
+  events: z
+    .strictObject({
+      /** Events kept in memory for WatchFirewallEvents' backfill. */
+      ringSize: z.number().int().min(1).max(1_000_000).default(10_000),
+      /** Events per second each source (dns, bpf, proxy) may publish; beyond it they are counted and dropped. */
+      perSourcePerSecond: z.number().int().min(1).max(10_000_000).default(20_000),
+      /** Events queued per watcher beyond gRPC's buffer before it is sent a gap. */
+      watchQueue: z.number().int().min(1).max(1_000_000).default(4096),
+    })
+    .prefault({}),
 });
 
 /**
@@ -293,6 +304,36 @@ export const ConfigSchema = z.strictObject({
     })
     .prefault({}),
   ebpf: ebpfConfig.prefault({}),
+  /**
+   * The default limits of every agent `clawker run` starts (issue 13, the seed's defaults), each
+   * overridden by its flag; 0 means none. Published to the CLI as `<dataDir>/agent-limits.json`.
+   */
+  agentLimits: z
+    .strictObject({
+      /** CPUs (0.1 = 10% of one). */
+      cpus: z.number().min(0).max(1024).default(0.1),
+      /** Memory max; no swap, soft limit at 75%. Docker takes at least 6 MiB. */
+      memoryBytes: z
+        .number()
+        .int()
+        .refine((v) => v === 0 || v >= 6 << 20, "memoryBytes must be 0 (none) or at least 6 MiB")
+        .default(512 << 20),
+      pidsLimit: z.number().int().min(0).default(0),
+      /** Per block device of the host. */
+      deviceReadBps: z
+        .number()
+        .int()
+        .min(0)
+        .default(10 << 20),
+      deviceWriteBps: z
+        .number()
+        .int()
+        .min(0)
+        .default(5 << 20),
+      deviceReadIops: z.number().int().min(0).default(1000),
+      deviceWriteIops: z.number().int().min(0).default(1000),
+    })
+    .prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({

@@ -2,7 +2,7 @@
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
 import { isAbsolute, join } from "node:path";
-import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
+import { CLI_CLIENT, AGENT_CLIENT, egress } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
 import { AuthInterceptor } from "./auth/auth-interceptor.js";
@@ -10,7 +10,7 @@ import { clawkerClients, registerClients } from "./auth/client-registration.js";
 import { CachingIntrospector } from "./auth/introspection-cache.js";
 import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
-import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
+import { withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
 import { Overseer } from "@clawker/overseer";
 import { Registry } from "./agents/registry.js";
@@ -25,15 +25,31 @@ import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
+import { egressService } from "./firewall/egress-service.js";
+import { agentResolver } from "./firewall/events/agent-resolver.js";
+import { BpfEventFeed } from "./firewall/events/bpf-feed.js";
+import { EventHub } from "./firewall/events/event-hub.js";
+import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
+import { withEventSources } from "./firewall/events/status-sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
+import { agentEgressService } from "./firewall/triage/agent-egress-service.js";
+import { EgressTriage } from "./firewall/triage/egress-triage.js";
+import { triageHandlers } from "./firewall/triage/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
+import { Metrics, type FirewallLayer, type FirewallVerdict } from "./metrics/metrics.js";
+import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { firewallProbes } from "./server/firewall-probes.js";
+import { publishAgentLimits } from "./jobs/agent-defaults.js";
+import { agentUsageService } from "./jobs/agent-usage.js";
+import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -98,12 +114,21 @@ export class Daemon {
   readonly #firewall: Firewall;
   /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
   readonly #audit: AuditLog;
+  /** Issue 11: the firewall's decision stream, its eBPF feed, and the end of its watches at the drain. */
+  readonly #events: EventHub;
+  readonly #bpfEvents: BpfEventFeed | undefined;
+  readonly #eventsClosing = new AbortController();
+  /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
+  readonly #triage: EgressTriage;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
   readonly #openFiles: OpenFileLimit | undefined;
   readonly #caps: ListenerCaps;
   readonly #relief: MemoryRelief;
+  readonly #metrics: Metrics;
+  #metricsToken: MetricsToken | undefined;
+  #introspectionCache: CachingIntrospector | undefined;
   readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
@@ -117,6 +142,8 @@ export class Daemon {
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
+  /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
+  readonly #jobPlacement: JobPlacement | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -126,10 +153,26 @@ export class Daemon {
     this.#config = config;
     this.#log = log;
     this.#timeline = new StartupTimeline(log);
+    // Metrics (issue 11 §5): counted as things happen, the rest read at each scrape of /metrics.
+    this.#metrics = new Metrics({
+      agents: () => this.#registry?.list().length ?? 0,
+      introspectionCache: () => this.#introspectionCache?.stats ?? { hits: 0, misses: 0 },
+      firewallRules: () => {
+        try {
+          return this.#firewall.listRules().length;
+        } catch {
+          return undefined; // the rule store is not open (before the firewall's start step)
+        }
+      },
+      bypassesActive: async () =>
+        (await this.#firewall.status()).containers.filter((c) => c.mode === "bypass").length,
+      refusals: () => this.#counters.rows(),
+    });
     this.#supervisor = new SubprocessManager({
       logger: log,
       graceMs: config.shutdownGraceMs,
       stateFile: join(config.dataDir, HELPER_RECORD_FILE),
+      onStarted: (name) => this.#metrics.helperStarted(name),
     });
     // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
     const { limit, caps } = processListenerCaps();
@@ -147,6 +190,11 @@ export class Daemon {
       headersTimeoutMs: limits.handshakeTimeoutMs,
       requestTimeoutMs: limits.requestTimeoutMs,
       refusals: this.#refusals,
+      // Only with the token from the data dir (metrics/metrics-token.ts); none loaded yet: refused.
+      metrics: {
+        accepts: (authorization) => this.#metricsToken?.accepts(authorization) === true,
+        render: () => this.#metrics.render(),
+      },
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -160,6 +208,16 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const v1 = new JobCgroupsV1();
+    this.#jobPlacement = v1.available
+      ? new JobPlacement({
+          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          registry: { list: () => this.#registry?.list() ?? [] },
+          dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
+          cgroups: v1,
+          log: log.child({ component: "job-placement" }),
+        })
+      : undefined;
     const e = config.ebpf;
     const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
@@ -193,6 +251,40 @@ export class Daemon {
       log,
     });
     // ---- end audit log ----
+    // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
+    // programs; agents resolved by the daemon (registry, address index, enrolments).
+    const ev = config.firewall.events;
+    const rate = ev.perSourcePerSecond;
+    const events = new EventHub({
+      log,
+      ringCapacity: ev.ringSize,
+      ratePerSecond: { dns: rate, bpf: rate, proxy: rate, other: rate },
+      resolver: agentResolver({
+        registry: () => this.#registry,
+        index: this.#index,
+        ...(this.#enforcement === undefined ? {} : { enrolled: () => this.#enforcement!.enrolled() }),
+      }),
+      topic: this.#overseer.firewall,
+      onDrop: (source, n) => this.#metrics.eventsDropped(source, n),
+    });
+    this.#events = events;
+    // Decisions by verdict and layer for /metrics (a gap or an unknown layer is not a decision).
+    events.onEvent((e) => {
+      const verdict = METRIC_VERDICTS[e.verdict];
+      const layer = METRIC_LAYERS[e.layer];
+      if (verdict !== undefined && layer !== undefined) this.#metrics.firewallDecision(verdict, layer);
+    });
+    // Every decision to the audit log (it never throws or blocks; what it cannot write it counts).
+    events.onEvent((e) => this.#audit.event(e));
+    const enforcement = this.#enforcement;
+    this.#bpfEvents =
+      enforcement === undefined
+        ? undefined
+        : new BpfEventFeed({
+            subscribe: (signal) => enforcement.client.events(signal),
+            hub: events,
+            log: log.child({ component: "firewall-events" }),
+          });
     this.#firewall = new Firewall({
       settings: config.firewall,
       audit: this.#audit,
@@ -215,8 +307,20 @@ export class Daemon {
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
+        onDecision: (d) => {
+          const { event, origin } = dnsEvent(d);
+          events.publish(event, origin);
+        },
+        onDecisionsDropped: (count) => events.countUpstreamDrops("dns", count),
       }),
+      onDecision: (d) => {
+        const { event, origin } = proxyEvent(d);
+        events.publish(event, origin);
+      },
     });
+    // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
+    this.#triage = new EgressTriage({ firewall: this.#firewall, log, audit: this.#audit });
+    events.onEvent((e) => this.#triage.record(e));
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -240,6 +344,11 @@ export class Daemon {
       log: log.child({ component: "memory-relief" }),
     });
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** The daemon's metrics (what /metrics renders; the issue-11 event stream feeds its seams). */
+  get metrics(): Metrics {
+    return this.#metrics;
   }
 
   /** Refusal counts by listener and reason (what later metrics read). */
@@ -317,6 +426,12 @@ export class Daemon {
     const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
     const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
     this.#registry = registry;
+    try {
+      publishAgentLimits(cfg.dataDir, cfg.agentLimits);
+    } catch (err) {
+      // Not fatal: `clawker run` then says it found no defaults and starts agents without them.
+      this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
+    }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: they are
     // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
@@ -343,10 +458,20 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
+    this.#bpfEvents?.start(signal);
     // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
     // floor file checked), and the stack when enabled or left up.
     await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
+    // The firewall's layers join /healthz (they pass while its stack is down).
+    const enforcement = this.#enforcement;
+    const probes = firewallProbes(
+      this.#firewall,
+      enforcement === undefined ? undefined : () => enforcement.client,
+    );
+    for (const [name, probe] of probes) this.#health.addProbe(name, probe);
+    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
+    await t.step("egress_triage", () => this.#triage.start(signal));
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -359,6 +484,7 @@ export class Daemon {
     this.#index.start(signal);
     this.#feeder.start(signal);
     this.#dialer!.start(signal);
+    this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
   }
@@ -398,6 +524,7 @@ export class Daemon {
       maxTtlMs: cfg.auth.cacheTtlMs,
       maxEntries: cfg.auth.cacheSize,
     });
+    this.#introspectionCache = cached;
     const tls = { ca: trust.ca, cert: trust.serverCert, key: trust.serverKey };
     const adminLog = this.#log.child({ component: "admin" });
     const agentLog = this.#log.child({ component: "agent-listener" });
@@ -423,15 +550,19 @@ export class Daemon {
         registry,
         log: adminLog.child({ rpc: "ExecAgent" }),
       }),
-      firewall: firewallHandlers(this.#firewall, adminLog),
+      // Issue 11: FirewallStatus also lists the decision stream's counters (event_sources).
+      firewall: withEventSources(firewallHandlers(this.#firewall, adminLog), this.#events),
     });
     this.#agent = new GrpcListener({
       name: "agent",
       ...cfg.listen.agent,
       tls,
-      services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
+      services: [
+        recovered(agentService({ gate, log: agentLog }), agentLog),
+        // Issue 11 (wip/triage): an agent asks for a destination; it grants nothing.
+        recovered(agentEgressService({ gate, triage: this.#triage, log: agentLog }), agentLog),
+      ],
       interceptors: [
-        recoveryInterceptor(agentLog),
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: AGENT_CLIENT.clientId,
@@ -443,6 +574,7 @@ export class Daemon {
       ],
       log: agentLog,
       peers: { serve: "agent" },
+      countCall: this.#metrics.rpcCounter("agent"),
       limits: {
         ...limits,
         maxConnections: this.#caps.agent,
@@ -456,17 +588,38 @@ export class Daemon {
       tls,
       services: [
         recovered(admin, adminLog),
+        // Issue 11: EgressService (WatchFirewallEvents; triage's RPCs once it is given).
+        recovered(
+          egressService({
+            hub: this.#events,
+            log: adminLog,
+            closing: this.#eventsClosing.signal,
+            // Backfill older than the ring from the audit log.
+            audit: this.#audit,
+            maxQueue: cfg.firewall.events.watchQueue,
+            triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
+          }),
+          adminLog,
+        ),
         recovered(
           jobService({
             dialer: this.#dialer,
             registry,
             log: adminLog.child({ rpc: "JobService" }),
+            placement: this.#jobPlacement,
+          }),
+          adminLog,
+        ),
+        recovered(
+          agentUsageService({
+            registry,
+            placement: this.#jobPlacement,
+            log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,
         ),
       ],
       interceptors: [
-        recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
         new AuthInterceptor({
           introspector: cached,
@@ -480,6 +633,7 @@ export class Daemon {
       log: adminLog,
       // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
       peers: { serve: "cli", probe: "controlplane" },
+      countCall: this.#metrics.rpcCounter("admin"),
       limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
       refusals,
     });
@@ -500,6 +654,9 @@ export class Daemon {
       });
       await t.step("admin_socket", () => this.#adminSocket!.start());
     }
+    this.#metricsToken = t.stepSync("metrics_token", () =>
+      MetricsToken.loadOrCreate(join(cfg.dataDir, METRICS_TOKEN_FILE)),
+    );
     await t.step("healthz", () => this.#health.start(signal));
     this.#addresses = {
       admin: { host: cfg.listen.admin.host, port: adminPort },
@@ -577,11 +734,20 @@ export class Daemon {
       // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
-      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      {
+        name: "agent_sessions",
+        run: () => {
+          this.#jobPlacement?.close();
+          return this.#dialer?.close();
+        },
+      },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
+      // Issue 11 (wip/triage): the expiry timer stops; stored ends are armed again at the next start.
+      { name: "egress_triage", run: () => this.#triage.close() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      { name: "firewall_events", run: () => this.#bpfEvents?.close() },
       // After the firewall: its last records (bypasses ended, stack down) are written and synced.
       { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
@@ -603,6 +769,8 @@ export class Daemon {
   async #closeGrpc(graceMs: number): Promise<void> {
     // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
     this.#sos.finish();
+    // ...and WatchFirewallEvents streams, likewise.
+    this.#eventsClosing.abort();
     await this.#adminSocket?.close();
     await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
   }
@@ -644,6 +812,18 @@ export class Daemon {
     }
   }
 }
+
+/** Wire verdicts and layers as the metrics name them. */
+const METRIC_VERDICTS: Partial<Record<egress.Verdict, FirewallVerdict>> = {
+  [egress.Verdict.VERDICT_ALLOWED]: "allowed",
+  [egress.Verdict.VERDICT_DENIED]: "denied",
+  [egress.Verdict.VERDICT_BYPASSED]: "bypassed",
+};
+const METRIC_LAYERS: Partial<Record<egress.Layer, FirewallLayer>> = {
+  [egress.Layer.LAYER_DNS]: "dns",
+  [egress.Layer.LAYER_BPF]: "bpf",
+  [egress.Layer.LAYER_PROXY]: "proxy",
+};
 
 function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
   return {

@@ -88,11 +88,14 @@ describe("clawker-cp on embedded defaults", () => {
         "agent_listener",
         "admin_listener",
         "admin_socket",
+        "metrics_token",
         "healthz",
         "healthy_authserver",
         "register_clients",
         "ebpf",
+        "audit",
         "firewall",
+        "egress_triage",
       ].sort(),
     );
     for (const s of steps) {

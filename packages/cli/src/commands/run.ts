@@ -25,9 +25,10 @@ import {
   type CommandSpec,
   type FlagValues,
 } from "../command-spec.js";
-import { defaultAdminAddr, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
+import { defaultAdminAddr, defaultDataDir, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode, type ExitCodeValue } from "../exit-codes.js";
 import type { Io } from "../io.js";
+import { hostDisks, readAgentLimitDefaults, withDefaults } from "./agent-defaults.js";
 import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS } from "./controlplane-up.js";
 import { parseCpu, parseSize, positiveCount } from "./job.js";
 
@@ -72,13 +73,27 @@ export const RUN: CommandSpec = {
       description:
         "cgroup parent owned by the control plane, whose eBPF programs enforce the agent's egress (default /clawker, or clawker.slice with Docker's systemd cgroup driver)",
     },
-    cpus: { type: "string", value: "CPUS", description: "CPU limit of the agent, e.g. 0.5 (default none)" },
+    cpus: {
+      type: "string",
+      value: "CPUS",
+      description: "CPU limit of the agent, e.g. 0.5 (default: the control plane's)",
+    },
     memory: {
       type: "string",
       value: "SIZE",
-      description: "memory limit, e.g. 512M: no swap, soft limit at 75% (default none)",
+      description: "memory limit, e.g. 512M: no swap, soft limit at 75% (default: the control plane's)",
     },
-    "pids-limit": { type: "string", value: "N", description: "most processes in the agent (default none)" },
+    "pids-limit": {
+      type: "string",
+      value: "N",
+      description: "most processes in the agent (default: the control plane's)",
+    },
+    "cp-data-dir": {
+      type: "string",
+      value: "DIR",
+      description:
+        "the control plane's data dir, where it publishes its default agent limits (default $CLAWKER_CP_DATA_DIR, else ~/.local/state/clawker/controlplane)",
+    },
     "device-read-bps": {
       type: "string",
       multiple: true,
@@ -245,7 +260,14 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   const entrypointFlag = optStr(values, "entrypoint");
   const entrypoint = entrypointFlag === undefined ? undefined : parseEntrypoint(entrypointFlag);
   const cgroupParentFlag = optStr(values, "cgroup-parent");
-  const limits = agentLimits(values);
+  // The control plane's default limits (its config, published in its data dir) under the flags.
+  const published = readAgentLimitDefaults(str(values, "cp-data-dir", defaultDataDir(io.env)));
+  const limits =
+    published.defaults === undefined
+      ? agentLimits(values)
+      : withDefaults(agentLimits(values), published.defaults, hostDisks());
+  if (published.defaults === undefined)
+    io.stderr.write(`clawker: note: ${published.why}; the agent gets only the limits its flags give\n`);
   const trustDir = str(values, "trust-dir", defaultTrustDir(io.env));
   const trust = await loadTrustSet(trustDir);
   const firewallCaPem = await firewallCa(values, io, trustDir);
