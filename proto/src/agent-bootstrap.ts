@@ -29,6 +29,22 @@ export const BOOTSTRAP_FILES = Object.freeze({
   config: "agent.json",
 } as const);
 
+/**
+ * The firewall's interception CA certificate (public part only, 0444), copied in by the CLI when
+ * the control plane has one: agents trust it for names whose rules need the TLS opened. Outside
+ * BOOTSTRAP_DIR, which only root may enter, because the agent's own user must read it too.
+ */
+export const FIREWALL_CA_FILE = "/etc/clawker/firewall-ca.crt";
+
+/** The bundle clawkerd writes at every start: the image's system CAs plus FIREWALL_CA_FILE (0444). */
+export const CA_BUNDLE_FILE = "/etc/clawker/ca-bundle.crt";
+
+/** The agent's environment when a firewall CA is copied in (Node reads the first, OpenSSL the second). */
+export const FIREWALL_CA_ENV = Object.freeze({
+  NODE_EXTRA_CA_CERTS: FIREWALL_CA_FILE,
+  SSL_CERT_FILE: CA_BUNDLE_FILE,
+} as const);
+
 /** What clawkerd needs to know besides its keys (BOOTSTRAP_FILES.config). */
 export interface AgentBootstrapConfig {
   /** Short agent name as the user typed it (`dev`). */

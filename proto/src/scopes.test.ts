@@ -6,7 +6,7 @@ import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
 import { ClawkerdServiceService } from "./gen/clawker/clawkerd/v1/clawkerd.js";
 import { AgentEgressServiceService, EgressServiceService } from "./gen/clawker/egress/v1/egress.js";
-import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
+import { AgentUsageServiceService, JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 import {
   ADMIN_SCOPE,
   AGENT_CLIENT,
@@ -21,7 +21,9 @@ import {
 
 const adminPaths = Object.values(AdminServiceService).map((m) => m.path);
 const agentPaths = Object.values(AgentServiceService).map((m) => m.path);
-const jobPaths = Object.values(JobServiceService).map((m) => m.path);
+const jobPaths = [...Object.values(JobServiceService), ...Object.values(AgentUsageServiceService)].map(
+  (m) => m.path,
+);
 const egressPaths = Object.values(EgressServiceService).map((m) => m.path);
 const agentEgressPaths = Object.values(AgentEgressServiceService).map((m) => m.path);
 const allPaths = [...adminPaths, ...agentPaths, ...jobPaths, ...egressPaths, ...agentEgressPaths];
@@ -52,10 +54,12 @@ void test("every other AdminService method, WatchSOS included, needs admin; Regi
   // Our ExecAgent extension runs commands in agents: admin, never public.
   assert.equal(requiredScope("/clawker.admin.v1.AdminService/ExecAgent"), "admin");
   assert.equal(requiredScope("/clawker.agent.v1.AgentService/Register"), "agent:self:register");
-  // Jobs run and stop work in agents: admin, every method (our own service, API.md §6).
-  assert.equal(jobPaths.length, 5);
+  // Jobs run and stop work in agents, usage shows them: admin, every method (API.md §6).
+  assert.equal(jobPaths.length, 6);
   for (const path of jobPaths) assert.equal(requiredScope(path), ADMIN_SCOPE, path);
   assert.equal(AGENT_REGISTER_SCOPE, "agent:self:register");
+  // JobGateService is clawkerd's alone (the control plane's placement): never on the admin listener.
+  assert.equal(requiredScope("/clawker.jobs.v1.JobGateService/OpenJobGate"), undefined);
   // Egress triage approves rules: admin. An agent may only ask, with its own scope.
   assert.equal(egressPaths.length, 4);
   for (const path of egressPaths) assert.equal(requiredScope(path), ADMIN_SCOPE, path);

@@ -7,7 +7,7 @@
 import { AdminServiceService } from "./gen/clawker/admin/v1/admin.js";
 import { AgentServiceService } from "./gen/clawker/agent/v1/agent.js";
 import { AgentEgressServiceService, EgressServiceService } from "./gen/clawker/egress/v1/egress.js";
-import { JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
+import { AgentUsageServiceService, JobServiceService } from "./gen/clawker/jobs/v1/jobs.js";
 
 /** Marks a method callable without a bearer token (mTLS still applies). Not an OAuth2 scope. */
 export const PUBLIC_SCOPE = "public";
@@ -65,6 +65,11 @@ export const JOB_SERVICE_SCOPES = {
   watchJobOutput: ADMIN_SCOPE,
 } as const satisfies ServiceScopes<typeof JobServiceService>;
 
+/** AgentUsageService (our own, API.md §6) on the admin listener: `admin`. */
+export const AGENT_USAGE_SERVICE_SCOPES = {
+  listAgentUsage: ADMIN_SCOPE,
+} as const satisfies ServiceScopes<typeof AgentUsageServiceService>;
+
 /** EgressService (our own, API.md §6) on the admin listener: `admin` everywhere. */
 export const EGRESS_SERVICE_SCOPES = {
   watchFirewallEvents: ADMIN_SCOPE,
@@ -94,6 +99,7 @@ export const METHOD_SCOPES: ReadonlyMap<string, Scope> = new Map([
   ...byPath(AdminServiceService, ADMIN_SERVICE_SCOPES),
   ...byPath(AgentServiceService, AGENT_SERVICE_SCOPES),
   ...byPath(JobServiceService, JOB_SERVICE_SCOPES),
+  ...byPath(AgentUsageServiceService, AGENT_USAGE_SERVICE_SCOPES),
   ...byPath(EgressServiceService, EGRESS_SERVICE_SCOPES),
   ...byPath(AgentEgressServiceService, AGENT_EGRESS_SERVICE_SCOPES),
 ]);

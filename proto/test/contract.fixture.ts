@@ -112,7 +112,10 @@ export const ADMIN_EXTENSION_MESSAGES = {
 export const ADMIN_EXTENSION_FIELDS = {
   EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
   FirewallRemoveRuleRequest: [f(1000, "project", "string"), f(1001, "agent_name", "string")],
-  FirewallStatusResult: [r(1000, "containers", "FirewallContainerMode")],
+  FirewallStatusResult: [
+    r(1000, "containers", "FirewallContainerMode"),
+    f(1001, "interception_ca_pem", "string"),
+  ],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
 /**
@@ -489,6 +492,20 @@ export const JOBS: FileSpec = {
         "WatchJobOutputResponse",
       ),
     },
+    JobGateService: {
+      OpenJobGate: unary(
+        "/clawker.jobs.v1.JobGateService/OpenJobGate",
+        "OpenJobGateRequest",
+        "OpenJobGateResponse",
+      ),
+    },
+    AgentUsageService: {
+      ListAgentUsage: unary(
+        "/clawker.jobs.v1.AgentUsageService/ListAgentUsage",
+        "ListAgentUsageRequest",
+        "ListAgentUsageResponse",
+      ),
+    },
   },
   messages: {
     JobLimits: m(
@@ -498,6 +515,7 @@ export const JOBS: FileSpec = {
       f(4, "io_write_bps", "uint64"),
       f(5, "io_read_iops", "uint32"),
       f(6, "io_write_iops", "uint32"),
+      f(7, "pids_max", "uint32"),
     ),
     Job: m(
       f(1, "name", "string"),
@@ -528,6 +546,7 @@ export const JOBS: FileSpec = {
       f(11, "io_write_bytes", "uint64"),
       f(12, "io_read_ops", "uint64"),
       f(13, "io_write_ops", "uint64"),
+      f(14, "pids_current", "uint64"),
     ),
     StartJobRequest: m(
       f(1, "agent_name", "string"),
@@ -536,8 +555,28 @@ export const JOBS: FileSpec = {
       f(4, "cwd", "string"),
       f(5, "env", "map<string,string>"),
       f(6, "limits", "JobLimits"),
+      f(1000, "hold_for_placement", "bool"),
     ),
-    StartJobResponse: m(f(1, "job", "Job")),
+    StartJobResponse: m(f(1, "job", "Job"), f(1000, "held_pid", "uint32")),
+    OpenJobGateRequest: m(
+      f(1, "name", "string"),
+      f(2, "run", "bool"),
+      f(3, "is_limited", "bool"),
+      f(4, "limits_note", "string"),
+    ),
+    OpenJobGateResponse: m(f(1, "job", "Job")),
+    ListAgentUsageRequest: m(f(1, "agent_name", "string"), f(2, "project", "string")),
+    AgentUsage: m(
+      f(1, "agent_name", "string"),
+      f(2, "project", "string"),
+      f(3, "container_id", "string"),
+      f(4, "stats", "JobStats"),
+      f(5, "cpu_limit_millis", "uint32"),
+      f(6, "memory_limit_bytes", "uint64"),
+      f(7, "pids_limit", "uint64"),
+      f(8, "note", "string"),
+    ),
+    ListAgentUsageResponse: m(r(1, "agents", "AgentUsage")),
     StopJobRequest: m(f(1, "name", "string"), f(2, "grace_seconds", "uint32")),
     StopJobResponse: m(f(1, "job", "Job")),
     GetJobStatusRequest: m(f(1, "name", "string")),

@@ -1,16 +1,20 @@
 // The egress firewall end to end, adversarially: the real daemon (inside a private dockerd's
-// network namespace), the real eBPF manager on the real kernel, the real HAProxy, agent containers
-// created the way `clawker run` creates them (adminclient's createAgentContainer, under the control
-// plane's cgroup parent, NET_RAW dropped), and upstream servers (HTTPS with a test CA, HTTP, TCP
-// and UDP echo) in a netns of their own that an agent's direct connection would reach. Every attempt is made
-// from inside an agent, as root unless said otherwise, and must end in an answer, never a hang.
-// DNS: no DNS gate runs yet (branch wip/fwdns), so the agent dials the upstream's address with the
-// name as SNI/Host (what a client does after /etc/hosts), and HAProxy resolves names through a
-// dnsmasq in the netns. Needs root, cgroup2, bpffs, dockerd, haproxy and dnsmasq: skipped with the
-// reason on a laptop, failed under CI.
+// network namespace), the real eBPF manager on the real kernel, the real HAProxy and DNS gate,
+// agent containers created the way `clawker run` creates them (adminclient's createAgentContainer,
+// under the control plane's cgroup parent, NET_RAW dropped; one by the real `clawker run` process,
+// with clawkerd and the firewall CA), and upstream servers (HTTPS with a test CA, HTTP, TCP and
+// UDP echoes, and a trap DNS server on 53 that the agents must never reach) in a netns of their
+// own that an agent's direct connection would reach. Every attempt is made from inside an agent,
+// as root unless said otherwise, and must end in an answer, never a hang.
+// DNS: the kernel steers every port-53 packet to the DNS gate, which forwards allowed names to a
+// dnsmasq in the dockerd's netns (every *.example.test is the upstream; HAProxy resolves through
+// it too). TLS and HTTP tries dial the upstream's address with the name as SNI/Host (the
+// catch-all listeners decide by name); opaque TCP and UDP resolve through the gate first, since
+// the kernel routes them by the address -> rule identity the gate recorded. Needs root, cgroup2,
+// bpffs, dockerd, haproxy and dnsmasq: skipped with the reason on a laptop, failed under CI.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,13 +28,15 @@ import {
   openAdminClient,
   type AdminClient,
 } from "@clawker/adminclient";
-import { admin } from "@clawker/proto";
+import { admin, FIREWALL_CA_FILE, CA_BUNDLE_FILE } from "@clawker/proto";
 import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
+import { agentImage } from "../harness/agent-image.js";
+import { clawker } from "../harness/clawker-cli.js";
 import { helperPid, startControlPlane, type ControlPlane } from "../harness/controlplane.js";
 import { removeCgroupParent } from "../harness/cgroups.js";
 import { demux } from "../harness/containers.js";
 import { PrivateDocker } from "../harness/docker.js";
-import { nodeImage, REPO_ROOT } from "../harness/images.js";
+import { REPO_ROOT } from "../harness/images.js";
 import { addNetns, deleteNetns, NetnsProcess } from "../harness/netns.js";
 import { forwardIntoNetns } from "../harness/netns-forward.js";
 import { bpffs, cgroup2, cgroup2Mount, command, requires, root } from "../harness/preconditions.js";
@@ -46,15 +52,34 @@ const UPSTREAM = "10.203.60.10";
 const UPSTREAM_GATEWAY = "10.203.60.1";
 /** dnsmasq inside the netns: every *.example.test is the upstream. */
 const DNS_PORT = 5353;
-const NAMES = ["api.example.test", "other.example.test", "scoped.example.test"];
+/** A public-looking resolver address, routed to the upstream netns (where the trap DNS answers). */
+const PUBLIC_DNS = "198.51.100.53";
+/** What the trap DNS server (fixtures/egress-upstream.js) answers for every name. */
+const DNS_TRAP = "198.51.100.99";
+const NAMES = [
+  "api.example.test",
+  "other.example.test",
+  "scoped.example.test",
+  "paths.example.test",
+  "tcp.example.test",
+  "udp.example.test",
+];
+const INTERCEPTION_CA_CN = "clawker firewall interception CA";
+const UPSTREAM_CA_CN = "firewall e2e upstream CA";
 const FIXTURES = join(REPO_ROOT, "test/e2e/fixtures");
 
 type Answer = Record<string, unknown>;
 
 /** One probe in an agent (`fixtures/egress-probe.js`); its first JSON line. */
-async function probe(docker: PrivateDocker, id: string, args: string[], user?: string): Promise<Answer> {
+async function probe(
+  docker: PrivateDocker,
+  id: string,
+  args: string[],
+  user?: string,
+  nodeArgs: readonly string[] = [],
+): Promise<Answer> {
   const exec = await docker.docker.getContainer(id).exec({
-    Cmd: ["node", "/opt/egress/probe.js", ...args],
+    Cmd: ["node", ...nodeArgs, "/opt/egress/probe.js", ...args],
     AttachStdout: true,
     AttachStderr: true,
     ...(user === undefined ? {} : { User: user }),
@@ -96,6 +121,13 @@ const refusedTls = (a: Answer): void =>
 /** Refused by an answer (an alert, a reset, a close), not by running out of time. */
 const refusedPromptly = (a: Answer): boolean =>
   a["echo"] !== true && a["status"] === undefined && a["error"] !== "TIMEOUT";
+/** The proxy's readable denial: 403 with the JSON body, for `reason`. */
+const denied = (a: Answer, reason: string): void => {
+  assert.equal(a["status"], 403, JSON.stringify(a));
+  const json = a["json"] as Record<string, unknown> | undefined;
+  assert.equal(json?.["error"], "egress_denied", JSON.stringify(a));
+  assert.equal(json?.["reason"], reason, JSON.stringify(a));
+};
 
 void test(
   "egress firewall end to end: agents steered by the kernel to the proxy",
@@ -178,17 +210,24 @@ void test(
       ["-n", upNetns, "addr", "add", `${UPSTREAM}/24`, "dev", "fwe2e1"],
       ["-n", upNetns, "link", "set", "fwe2e1", "up"],
       ["-n", upNetns, "route", "add", "default", "via", UPSTREAM_GATEWAY],
+      // The public-looking resolver lives in the upstream netns too: a query the kernel failed to
+      // steer would reach the trap there.
+      ["-n", upNetns, "addr", "add", `${PUBLIC_DNS}/32`, "dev", "fwe2e1"],
+      ["-n", docker.netnsName, "route", "add", `${PUBLIC_DNS}/32`, "via", UPSTREAM],
     ]) {
       await run("ip", args);
     }
     const upstream = new NetnsProcess(upNetns, process.execPath, [
       join(FIXTURES, "egress-upstream.js"),
       certs,
+      UPSTREAM,
+      PUBLIC_DNS,
     ]);
     await upstream.start();
     deferred.push(() => upstream.close());
     await upstream.waitForOutput(/ready/);
-    const image = await nodeImage(docker.docker, {
+    // Node 24 and clawkerd (the entrypoint `clawker run` gives), plus the probe.
+    const image = await agentImage(docker.docker, {
       repo: "clawker-test/egress",
       extra: [
         { kind: "file", path: "/opt/egress/probe.js", source: join(FIXTURES, "egress-probe.js") },
@@ -272,7 +311,10 @@ void test(
       assert.ok(refusedPromptly(before), JSON.stringify(before));
     });
 
-    assert.deepEqual(await client.firewallInit(), {
+    // A bring-up starts HAProxy and the DNS gate and waits for both: on a loaded CI machine that
+    // outlasts the client's 10 s default deadline, so the calls that do it get a minute.
+    const BRING_UP = { deadlineMs: 60_000 };
+    assert.deepEqual(await client.firewallInit(BRING_UP), {
       envoyIp: GATEWAY,
       corednsIp: GATEWAY,
       networkId: (await docker.docker.getNetwork(NETWORK).inspect()).Id,
@@ -280,6 +322,44 @@ void test(
     const rule = (dst: string, extra: Partial<admin.EgressRule> = {}): admin.EgressRule =>
       admin.EgressRule.fromPartial({ dst, ...extra });
     await client.firewallAddRules([rule("api.example.test")]);
+
+    // An agent made by the real `clawker run` (the CLI as a process, clawkerd its entrypoint): the
+    // CLI asks the control plane for the firewall CA and copies it in; clawkerd trusts it at start.
+    const ran = await clawker(
+      [
+        "run",
+        "--agent",
+        "three",
+        "--project",
+        "p3",
+        "--network",
+        NETWORK,
+        "--cgroup-parent",
+        cgroupParent,
+        "--cp-addr",
+        `${GATEWAY}:${cp.ports.agent}`,
+        "--token-endpoint",
+        `https://${GATEWAY}:${cp.ports.authPublic}/oauth2/token`,
+        "--admin",
+        `127.0.0.1:${cp.ports.admin}`,
+        "--format",
+        "json",
+        image,
+        "sleep",
+        "3600",
+      ],
+      {
+        env: {
+          ...process.env,
+          DOCKER_HOST: docker.dockerHost,
+          CLAWKER_CP_TRUST_DIR: cp.trustDir,
+          CLAWKER_TOKEN_ENDPOINT: cp.tokenEndpoint,
+        },
+      },
+    );
+    assert.equal(ran.code, 0, ran.stderr);
+    const made = JSON.parse(ran.stdout) as { containerId: string; firewallCaFingerprint: string | null };
+    const a3 = made.containerId;
 
     await t.test("an allowed name passes through to the upstream (root and uid 1000)", async () => {
       for (const user of [undefined, "1000:1000"]) {
@@ -335,6 +415,157 @@ void test(
       assert.ok(refusedPromptly(agentPort), JSON.stringify(agentPort));
     });
 
+    await t.test(
+      "DNS to any resolver other than the gate is answered by the gate (UDP and TCP 53)",
+      async () => {
+        for (const server of [UPSTREAM, PUBLIC_DNS]) {
+          for (const transport of ["udp", "tcp"]) {
+            const allowed = await probe(docker, a1, ["dns", transport, server, "api.example.test"]);
+            assert.deepEqual(allowed, { rcode: 0, answers: [UPSTREAM] }, `${transport} to ${server}`);
+            // NXDOMAIN: the gate's word for a name without a rule (the trap answers everything).
+            const other = await probe(docker, a1, ["dns", transport, server, "other.example.test"]);
+            assert.deepEqual(other, { rcode: 3, answers: [] }, `${transport} to ${server}`);
+          }
+        }
+        const asUser = await probe(docker, a1, ["dns", "udp", PUBLIC_DNS, "api.example.test"], "1000:1000");
+        assert.deepEqual(asUser, { rcode: 0, answers: [UPSTREAM] });
+        // The control that the trap answers: "disable lets one agent out" asks it from a2.
+        assert.doesNotMatch(upstream.stdout, /dns-query/, "no query reached a resolver of the test's");
+      },
+    );
+
+    await t.test("TCP rules: an allowed port reaches the echo, another port is refused", async () => {
+      await client.firewallAddRules([rule("tcp.example.test", { proto: "tcp", port: "7002" })]);
+      assert.deepEqual(await probe(docker, a1, ["echo-name", "tcp.example.test", "7002"]), {
+        address: UPSTREAM,
+        echo: true,
+      });
+      const other = await probe(docker, a1, ["echo-name", "tcp.example.test", "7000"]);
+      assert.ok(refusedPromptly(other), JSON.stringify(other));
+    });
+
+    await t.test("a removed TCP rule cuts its open connection; the next one is refused", async () => {
+      const held = await streamProbe(docker, a1, ["hold-tcp", "tcp.example.test", "7002"]);
+      await waitFor(() => held.lines.some((l) => l["open"] === true), { what: "TCP connection open" });
+      await client.firewallRemoveRule(
+        admin.FirewallRemoveRuleRequest.fromPartial({ dst: "tcp.example.test", proto: "tcp", port: "7002" }),
+      );
+      await waitFor(() => held.lines.some((l) => l["closed"] === true), { what: "TCP connection cut" });
+      const after = await probe(docker, a1, ["echo", UPSTREAM, "7002"]);
+      assert.ok(refusedPromptly(after), JSON.stringify(after));
+    });
+
+    await t.test("UDP rules: another port than the rule's is refused", async () => {
+      await client.firewallAddRules([rule("udp.example.test", { proto: "udp", port: "7003" })]);
+      const other = await probe(docker, a1, ["udp-name", "udp.example.test", "7001"]);
+      assert.deepEqual([other["address"], other["error"]], [UPSTREAM, "EPERM"], JSON.stringify(other));
+    });
+
+    await t.test(
+      "UDP rules: an allowed port reaches the upstream's UDP echo",
+      {
+        todo: "no UDP path yet: HAProxy 2.6 proxies no UDP and the firewall gives the eBPF routes no UDP port, so every non-DNS UDP is refused (issue 16 §3)",
+      },
+      async () => {
+        assert.deepEqual(await probe(docker, a1, ["udp-name", "udp.example.test", "7003"]), {
+          address: UPSTREAM,
+          echo: true,
+        });
+      },
+    );
+    await client.firewallRemoveRule(
+      admin.FirewallRemoveRuleRequest.fromPartial({ dst: "udp.example.test", proto: "udp", port: "7003" }),
+    );
+
+    // Intercepted: only GET under /allowed; everything else falls to the default, deny.
+    await client.firewallAddRules([
+      rule("paths.example.test", {
+        pathRules: [{ path: "/allowed", action: "allow", methods: ["GET"] }],
+        pathDefault: "deny",
+      }),
+    ]);
+    const request = (
+      id: string,
+      method: string,
+      path: string,
+      extra: string[] = [],
+      user?: string,
+      nodeArgs?: string[],
+    ) =>
+      probe(
+        docker,
+        id,
+        ["request", UPSTREAM, "443", "paths.example.test", method, path, ...extra],
+        user,
+        nodeArgs,
+      );
+
+    await t.test(
+      "an agent made by `clawker run` trusts the firewall CA for intercepted names, by default",
+      async () => {
+        const status = await client.firewallStatus();
+        const ca = new X509Certificate(status.interceptionCaPem);
+        assert.equal(made.firewallCaFingerprint, ca.fingerprint256.replaceAll(":", "").toLowerCase());
+        // clawkerd writes the bundle (SSL_CERT_FILE) at its start.
+        await waitFor(async () => (await probe(docker, a3, ["exists", CA_BUNDLE_FILE]))["exists"] === true, {
+          what: "clawkerd's CA bundle",
+          timeoutMs: 30_000,
+        });
+        const ok = { status: 200, body: "https paths.example.test GET /allowed/x\n" };
+        // Node's roots plus NODE_EXTRA_CA_CERTS; and OpenSSL's store (SSL_CERT_FILE), as curl has it.
+        for (const nodeArgs of [[], ["--use-openssl-ca"]]) {
+          for (const user of [undefined, "1000:1000"]) {
+            assert.deepEqual(
+              await request(a3, "GET", "/allowed/x", [], user, nodeArgs),
+              ok,
+              `${nodeArgs.join(" ")} ${user ?? "root"}`,
+            );
+          }
+        }
+        assert.deepEqual(await probe(docker, a3, ["issuer", UPSTREAM, "443", "paths.example.test"]), {
+          issuer: INTERCEPTION_CA_CN,
+        });
+        // A passthrough name never sees the firewall CA: the upstream's own certificate.
+        assert.deepEqual(await probe(docker, a3, ["issuer", UPSTREAM, "443", "api.example.test"]), {
+          issuer: UPSTREAM_CA_CN,
+        });
+        // An agent made without the CA fails verification (never a silent downgrade).
+        const without = await request(a1, "GET", "/allowed/x");
+        assert.equal(without["status"], undefined, JSON.stringify(without));
+        assert.match(String(without["error"]), /CERT|SELF_SIGNED|ISSUER|VERIFY/, JSON.stringify(without));
+        assert.deepEqual(await probe(docker, a1, ["exists", FIREWALL_CA_FILE]), { exists: false });
+      },
+    );
+
+    await t.test("an intercepted name obeys its path and method rules; the tricks are refused", async () => {
+      const tries: Array<[method: string, path: string, host: string[], reason: string]> = [
+        ["GET", "/secret", [], "path_denied"],
+        ["GET", "/allowed/../secret", [], "path_denied"],
+        ["GET", "/allowed/%2e%2e/secret", [], "path_denied"],
+        ["GET", "/allowed/%2E%2E/secret", [], "path_denied"],
+        ["GET", "//secret", [], "path_denied"],
+        ["GET", "/allowed//../secret", [], "path_denied"],
+        ["POST", "/allowed/x", [], "path_denied"],
+        ["GET", "/allowed/x", ["api.example.test"], "host_mismatch"],
+      ];
+      // Every try is made and every wrong answer listed, so one run shows which trick got through.
+      const wrong: string[] = [];
+      for (const [method, path, host, reason] of tries) {
+        const answer = await request(a3, method, path, host);
+        try {
+          denied(answer, reason);
+        } catch {
+          wrong.push(`${method} ${path} ${host.join("")}: ${JSON.stringify(answer)}`);
+        }
+      }
+      assert.deepEqual(wrong, [], "every trick refused with the readable 403");
+      // Normalised before matching, and the upstream gets the normalised path.
+      assert.deepEqual(await request(a3, "GET", "/other/../allowed/./y"), {
+        status: 200,
+        body: "https paths.example.test GET /allowed/y\n",
+      });
+    });
+
     await t.test("a rule added while the agent runs works on its next connection", async () => {
       await client.firewallAddRules([rule("other.example.test")]);
       assert.equal((await https(a1, "other.example.test"))["status"], 200);
@@ -363,6 +594,15 @@ void test(
     await t.test("disable lets one agent out until enable; the kernel holds the mode", async () => {
       await client.firewallDisable(a2);
       assert.deepEqual(await probe(docker, a2, ["echo", UPSTREAM, "7000"]), { echo: true });
+      // Unsteered, DNS reaches the trap: the control for the DNS subtest's "no query reached it".
+      for (const server of [UPSTREAM, PUBLIC_DNS]) {
+        for (const transport of ["udp", "tcp"]) {
+          const trapped = await probe(docker, a2, ["dns", transport, server, "api.example.test"]);
+          assert.deepEqual(trapped, { rcode: 0, answers: [DNS_TRAP] }, `${transport} to ${server}`);
+        }
+      }
+      assert.match(upstream.stdout, /dns-query udp/);
+      assert.match(upstream.stdout, /dns-query tcp/);
       assert.ok(refusedPromptly(await probe(docker, a1, ["echo", UPSTREAM, "7000"])), "only that agent");
       const mode = (await client.firewallStatus()).containers.find((c) => c.containerId === a2);
       assert.deepEqual([mode?.mode, mode?.enforced], ["disabled", true]);
@@ -398,7 +638,7 @@ void test(
     await t.test(
       "kill -9 of the control plane and its manager during traffic lets nothing out; a bypass still ends",
       async () => {
-        await client.firewallInit();
+        await client.firewallInit(BRING_UP);
         assert.equal((await https(a1, "other.example.test"))["status"], 200, "steered to the proxy again");
         const loop = await streamProbe(docker, a1, ["echo-loop", UPSTREAM, "7000", "150"]);
         const bypassed = await streamProbe(docker, a2, ["echo-loop", UPSTREAM, "7000", "150"]);

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { test } from "node:test";
-import { BOOTSTRAP_FILES, type AgentBootstrapConfig } from "@clawker/proto";
+import { BOOTSTRAP_FILES, FIREWALL_CA_FILE, type AgentBootstrapConfig } from "@clawker/proto";
 import {
   AgentBootstrapError,
   agentContainerName,
   bootstrapArchive,
   checkAgentNames,
   checkBootstrapConfig,
+  checkFirewallCa,
   createAgentContainer,
   dockerClient,
   dockerSocketPath,
@@ -114,6 +115,42 @@ void test("bootstrap archive: the five files under BOOTSTRAP_DIR, 0400 root, dir
     records.slice(3).map((r) => r.content.toString()),
     ["CA", "CERT", "KEY", "a.b.c", JSON.stringify(config, null, 2) + "\n"],
   );
+});
+
+void test("the firewall CA: exactly one CA certificate, 0444 at FIREWALL_CA_FILE beside the bootstrap files", async () => {
+  const { ca, cli } = await mintTrustSet();
+  assert.equal(checkFirewallCa(ca.certPem), `${ca.certPem.trim()}\n`);
+  // A key (alone or after the certificate), a leaf, two certificates, garbage: refused, naming why.
+  for (const bad of [ca.keyPem, ca.certPem + ca.keyPem, cli.certPem, ca.certPem + ca.certPem, "nonsense"]) {
+    assert.throws(
+      () => checkFirewallCa(bad),
+      (err: unknown) => {
+        assert.ok(err instanceof AgentBootstrapError);
+        assert.equal(err.reason, "invalid_argument");
+        assert.doesNotMatch(err.message, /PRIVATE KEY/);
+        return true;
+      },
+    );
+  }
+  const config: AgentBootstrapConfig = {
+    agentName: "dev",
+    project: "",
+    controlPlaneAddr: "10.213.0.1:7444",
+    tokenEndpoint: "https://10.213.0.1:4444/oauth2/token",
+    serverName: "localhost",
+  };
+  const records = readUstar(
+    bootstrapArchive({ ca: "CA", cert: "C", key: "K", assertion: "a", config, firewallCa: "FWCA" }, 1),
+  );
+  assert.deepEqual(
+    records.slice(0, 3).map((r) => [r.kind, r.name, r.mode.toString(8), r.uid, r.gid, r.content.toString()]),
+    [
+      ["dir", "etc/", "755", 0, 0, ""],
+      ["dir", "etc/clawker/", "755", 0, 0, ""],
+      ["file", FIREWALL_CA_FILE.slice(1), "444", 0, 0, "FWCA"],
+    ],
+  );
+  assert.equal(records.length, 11);
 });
 
 void test("DOCKER_HOST forms", () => {

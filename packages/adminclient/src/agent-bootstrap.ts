@@ -8,6 +8,8 @@ import Docker from "dockerode";
 import {
   BOOTSTRAP_DIR,
   BOOTSTRAP_FILES,
+  FIREWALL_CA_ENV,
+  FIREWALL_CA_FILE,
   LABELS,
   agentFullName,
   type AgentBootstrapConfig,
@@ -96,6 +98,13 @@ export interface AgentContainerOptions {
   readonly tokenEndpoint: string;
   /** Name the control plane's server certificate is checked against (e.g. `localhost`). */
   readonly serverName: string;
+  /**
+   * The firewall's interception CA certificate (PEM, from FirewallStatus): copied to
+   * FIREWALL_CA_FILE with NODE_EXTRA_CA_CERTS and SSL_CERT_FILE set, so the agent trusts it for
+   * intercepted names. Absent or "": the agent is made without it. Anything but one CA
+   * certificate (a key above all) is refused.
+   */
+  readonly firewallCaPem?: string;
   /** Start the container after the copy (default true). */
   readonly start?: boolean;
   /** Clock in milliseconds (assertion times, file mtimes). */
@@ -112,6 +121,8 @@ export interface AgentContainer {
   readonly fullName: string;
   /** Lowercase hex SHA-256 of the leaf's DER (the registry's key). */
   readonly thumbprint: string;
+  /** SHA-256 fingerprint (lowercase hex) of the firewall CA copied in, or undefined when none was. */
+  readonly firewallCaFingerprint: string | undefined;
   /** Leaf expiry (ISO 8601). */
   readonly certNotAfter: string;
   readonly started: boolean;
@@ -163,9 +174,42 @@ export function checkBootstrapConfig(config: AgentBootstrapConfig): void {
   if (problems.length > 0) throw new AgentBootstrapError("invalid_argument", problems.join("; "));
 }
 
-/** The bootstrap material as a tar for `putArchive` at `/`: dirs 0500, files 0400, all root. */
+/**
+ * Checks that `pem` is exactly one CA certificate and nothing else (no key, no second block);
+ * returns it with one trailing newline. Throws AgentBootstrapError `invalid_argument`.
+ */
+export function checkFirewallCa(pem: string): string {
+  const blocks = pem.match(/-----BEGIN [^-]+-----/g) ?? [];
+  const bad = (why: string): AgentBootstrapError =>
+    new AgentBootstrapError("invalid_argument", `the firewall CA ${why}`);
+  if (blocks.length !== 1 || blocks[0] !== "-----BEGIN CERTIFICATE-----") {
+    throw bad("must be exactly one PEM certificate (never a key)");
+  }
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch (err) {
+    throw new AgentBootstrapError("invalid_argument", "the firewall CA does not parse as a certificate", {
+      cause: err,
+    });
+  }
+  if (!cert.ca) throw bad("is not a CA certificate");
+  return `${pem.trim()}\n`;
+}
+
+/**
+ * The bootstrap material as a tar for `putArchive` at `/`: dirs 0500, files 0400, all root; with
+ * `firewallCa`, also FIREWALL_CA_FILE (0444 in a 0755 dir: the agent's user reads it).
+ */
 export function bootstrapArchive(
-  files: { ca: string; cert: string; key: string; assertion: string; config: AgentBootstrapConfig },
+  files: {
+    ca: string;
+    cert: string;
+    key: string;
+    assertion: string;
+    config: AgentBootstrapConfig;
+    firewallCa?: string;
+  },
   mtimeS = 0,
 ): Buffer {
   const dir = BOOTSTRAP_DIR.replace(/^\/+|\/+$/g, "");
@@ -185,7 +229,28 @@ export function bootstrapArchive(
     content,
     mtime: mtimeS,
   });
+  const publicParts = FIREWALL_CA_FILE.replace(/^\/+/, "").split("/");
+  const publicEntries: UstarEntry[] =
+    files.firewallCa === undefined
+      ? []
+      : [
+          // /etc and /etc/clawker keep the standard 0755 (a tar's mode applies to existing dirs).
+          ...publicParts.slice(0, -1).map((_, i): UstarEntry => ({
+            kind: "dir",
+            name: `${publicParts.slice(0, i + 1).join("/")}/`,
+            mode: 0o755,
+            mtime: mtimeS,
+          })),
+          {
+            kind: "file",
+            name: publicParts.join("/"),
+            mode: 0o444,
+            content: files.firewallCa,
+            mtime: mtimeS,
+          },
+        ];
   return writeUstar([
+    ...publicEntries,
     ...dirs,
     file(BOOTSTRAP_FILES.ca, files.ca),
     file(BOOTSTRAP_FILES.cert, files.cert),
@@ -215,6 +280,10 @@ export async function createAgentContainer(
   };
   checkBootstrapConfig(config);
   if (options.image === "") throw new AgentBootstrapError("invalid_argument", "image is empty");
+  const firewallCa =
+    options.firewallCaPem === undefined || options.firewallCaPem === ""
+      ? undefined
+      : checkFirewallCa(options.firewallCaPem);
   const entrypoint = options.entrypoint ?? DEFAULT_AGENT_ENTRYPOINT;
   if (entrypoint.length === 0 || entrypoint[0] === "") {
     throw new AgentBootstrapError("invalid_argument", "entrypoint is empty");
@@ -243,7 +312,11 @@ export async function createAgentContainer(
       Image: options.image,
       Entrypoint: [...entrypoint],
       Cmd: [...(options.cmd ?? [])],
-      Env: [...(options.env ?? [])],
+      // The trust settings first: a caller's own -e entry of the same name comes later and wins.
+      Env: [
+        ...(firewallCa === undefined ? [] : Object.entries(FIREWALL_CA_ENV).map(([k, v]) => `${k}=${v}`)),
+        ...(options.env ?? []),
+      ],
       Labels: {
         [LABELS.managed]: "true",
         [LABELS.purpose]: "agent",
@@ -278,7 +351,14 @@ export async function createAgentContainer(
       lifetimeS: AGENT_ASSERTION_LIFETIME_S,
     });
     const archive = bootstrapArchive(
-      { ca: options.trust.ca.certPem, cert: leaf.certPem, key: leaf.keyPem, assertion, config },
+      {
+        ca: options.trust.ca.certPem,
+        cert: leaf.certPem,
+        key: leaf.keyPem,
+        assertion,
+        config,
+        ...(firewallCa === undefined ? {} : { firewallCa }),
+      },
       nowS,
     );
     // noOverwriteDirNonDir: an image whose /run is a file or symlink fails instead of being changed.
@@ -293,6 +373,10 @@ export async function createAgentContainer(
       name,
       fullName,
       thumbprint: createHash("sha256").update(cert.raw).digest("hex"),
+      firewallCaFingerprint:
+        firewallCa === undefined
+          ? undefined
+          : new X509Certificate(firewallCa).fingerprint256.replaceAll(":", "").toLowerCase(),
       certNotAfter: new Date(cert.validTo).toISOString(),
       started,
     };

@@ -98,6 +98,7 @@ export {
   removeAgentContainer,
   checkAgentNames,
   checkBootstrapConfig,
+  checkFirewallCa,
   agentContainerName,
   bootstrapArchive,
   dockerClient,

@@ -5,6 +5,9 @@
 // and finds a record still RUNNING lost that job with its previous life: it is FAILED with reason
 // `clawkerd_restarted`. The first process is held at a gate (`read` on its stdin, in /bin/sh)
 // until it has been placed in its cgroup, then executes the target: no instant runs unlimited.
+// Where clawkerd cannot write cgroups (v1/hybrid hosts: the container sees them read-only) the
+// control plane places it: the job starts `hold`, answering the gate's pid, and `openGate` lets
+// it run once the control plane has moved it (or ends it when the control plane could not).
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { constants as osConstants } from "node:os";
@@ -31,8 +34,8 @@ export interface JobRecord {
   readonly startedAtNs: string;
   endedAtNs: string;
   readonly limits: Limits;
-  readonly isLimited: boolean;
-  readonly limitsNote: string;
+  isLimited: boolean;
+  limitsNote: string;
 }
 
 /** What to start. */
@@ -41,6 +44,14 @@ export interface JobStart {
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
   readonly limits: Limits;
+  /** Hold the first process at its gate until openGate (the control plane places it). */
+  readonly hold?: boolean;
+}
+
+/** A started job; `heldPid` is the gate's pid while it waits for openGate (0 otherwise). */
+export interface Started {
+  readonly record: JobRecord;
+  readonly heldPid: number;
 }
 
 /** Construction options. */
@@ -59,6 +70,8 @@ export interface AgentJobsOptions {
   readonly retainFinished?: number;
   /** The agent's own limits (agentLimitsOf()); a job asking for more is refused. 0: none. */
   readonly agentLimits?: Pick<Limits, "cpuMillis" | "memoryMaxBytes">;
+  /** How long a held job waits for openGate before it ends FAILED; default 30 s. */
+  readonly holdTimeoutMs?: number;
 }
 
 /** No limits of the job's own. */
@@ -69,6 +82,7 @@ export const NO_LIMITS: Limits = Object.freeze({
   ioWriteBps: 0,
   ioReadIops: 0,
   ioWriteIops: 0,
+  pidsMax: 0,
 });
 
 /** Default StopJob grace. */
@@ -84,6 +98,8 @@ interface Live {
   readonly log: JobLog;
   readonly dir: string;
   readonly group: string | undefined;
+  /** Held at the gate for the control plane: the timer that ends the wait. */
+  hold: NodeJS.Timeout | undefined;
   job: Job | undefined;
   ended: Promise<void>;
   stopRequested: boolean;
@@ -139,6 +155,7 @@ export class AgentJobs {
         log,
         dir,
         group: undefined,
+        hold: undefined,
         job: undefined,
         ended: Promise.resolve(),
         stopRequested: false,
@@ -152,8 +169,11 @@ export class AgentJobs {
     }
   }
 
-  /** Starts a job; returns its record once its process runs (or failed to start). */
-  async start(spec: JobStart): Promise<JobRecord> {
+  /**
+   * Starts a job; returns its record once its process runs (or failed to start), or, with
+   * `hold`, once its first process waits at the gate (its pid in `heldPid`).
+   */
+  async start(spec: JobStart): Promise<Started> {
     if (this.#closed) throw new ClawkerdError("invalid_request", "clawkerd is shutting down");
     if (spec.argv.length === 0 || spec.argv[0] === "")
       throw new ClawkerdError("invalid_request", "argv must not be empty");
@@ -162,7 +182,10 @@ export class AgentJobs {
     const uuid = randomUUID();
     const dir = join(this.#root, uuid);
     const log = new JobLog(dir, this.#o.output);
-    const group = this.#o.cgroups.create(uuid, spec.limits);
+    const hold = spec.hold === true;
+    const group = hold
+      ? { dir: undefined, isLimited: false, note: "awaiting placement by the control plane" }
+      : this.#o.cgroups.create(uuid, spec.limits);
     const record: JobRecord = {
       uuid,
       name: this.prefix + uuid,
@@ -183,6 +206,7 @@ export class AgentJobs {
       log,
       dir,
       group: group.dir,
+      hold: undefined,
       job: undefined,
       ended: Promise.resolve(),
       stopRequested: false,
@@ -216,7 +240,16 @@ export class AgentJobs {
       this.#o.log.error({ err, job: record.name, event: "job_output_failed" }, "cannot keep job output");
       void copier.return();
     });
-    if (job.spawned) {
+    let heldPid = 0;
+    if (job.spawned && hold) {
+      heldPid = job.pids[0]!;
+      // A control plane that never answers must not leave the job waiting: it ends FAILED.
+      live.hold = setTimeout(() => {
+        live.hold = undefined;
+        this.#o.log.warn({ job: record.name, event: "job_hold_expired" }, "job never placed; ended");
+        job.closeStdin();
+      }, this.#o.holdTimeoutMs ?? 30_000);
+    } else if (job.spawned) {
       const pid = job.pids[0]!;
       try {
         if (group.dir !== undefined) this.#o.cgroups.place(group.dir, pid);
@@ -231,6 +264,8 @@ export class AgentJobs {
       job.closeStdin();
     }
     live.ended = job.finished.then(async (result) => {
+      clearTimeout(live.hold);
+      live.hold = undefined;
       await copied;
       log.close();
       const exit = job.stageExits[0];
@@ -243,7 +278,9 @@ export class AgentJobs {
         record.exitCode = exit?.exitCode ?? result.exitCode;
         record.signo = exit?.signo ?? 0;
         const oom =
-          group.dir === undefined ? 0 : (this.#o.cgroups.stats(group.dir)?.memoryEvents["oom_kill"] ?? 0);
+          group.dir === undefined
+            ? this.#o.cgroups.placedOomKills(uuid)
+            : (this.#o.cgroups.stats(group.dir)?.memoryEvents["oom_kill"] ?? 0);
         if (live.lost) [record.state, record.reason] = ["failed", "clawkerd_stopped"];
         else if (live.stopRequested) [record.state, record.reason] = ["stopped", "stopped"];
         else if (record.exitCode === 0) [record.state, record.reason] = ["completed", "exited"];
@@ -279,11 +316,40 @@ export class AgentJobs {
       this.#retire(uuid);
     });
     this.#o.log.info(
-      { job: record.name, isLimited: group.isLimited, spawned: job.spawned, event: "job_started" },
+      {
+        job: record.name,
+        isLimited: group.isLimited,
+        spawned: job.spawned,
+        held: hold,
+        event: "job_started",
+      },
       "job started",
     );
     if (!job.spawned) await live.ended;
-    return record;
+    return { record, heldPid: job.spawned ? heldPid : 0 };
+  }
+
+  /**
+   * Opens a held job's gate: with `run` the first process executes the target (the control plane
+   * placed it; `isLimited`/`note` say how well), without it the job ends FAILED
+   * `cgroup_placement_failed` having run nothing. A job not held is refused (invalid_request).
+   */
+  openGate(name: string, run: boolean, isLimited: boolean, note: string): Promise<JobRecord> | JobRecord {
+    const l = this.#live(name);
+    if (l.hold === undefined || l.job === undefined)
+      throw new ClawkerdError("invalid_request", `job ${JSON.stringify(name)} is not waiting at its gate`);
+    clearTimeout(l.hold);
+    l.hold = undefined;
+    l.record.isLimited = run && isLimited;
+    l.record.limitsNote = run ? (isLimited ? "" : note) : note;
+    writeRecord(l.dir, l.record);
+    if (!run) {
+      l.job.closeStdin();
+      return l.ended.then(() => l.record);
+    }
+    l.job.writeStdin(Buffer.from("\n"));
+    l.job.closeStdin();
+    return l.record;
   }
 
   /** The job named `name`; throws ClawkerdError("not_found") for an unknown or malformed name. */
@@ -355,10 +421,13 @@ export class AgentJobs {
 
   #signal(l: Live, signo: number): void {
     l.job?.signal(signo);
-    // A descendant that left the process group (setsid) is still in the cgroup.
-    if (l.group !== undefined) {
+    // A descendant that left the process group (setsid) is still in the cgroup (clawkerd's own, or
+    // the one the control plane placed it in, which clawkerd can read).
+    const procs =
+      l.group !== undefined ? join(l.group, "cgroup.procs") : this.#o.cgroups.placedProcsFile(l.record.uuid);
+    if (procs !== undefined) {
       try {
-        for (const pid of readFileSync(join(l.group, "cgroup.procs"), "utf8").split("\n").filter(Boolean))
+        for (const pid of readFileSync(procs, "utf8").split("\n").filter(Boolean))
           killGroup(Number(pid), signo);
       } catch {
         // the group is gone

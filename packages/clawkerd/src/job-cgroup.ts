@@ -14,6 +14,7 @@ export interface Limits {
   readonly ioWriteBps: number;
   readonly ioReadIops: number;
   readonly ioWriteIops: number;
+  readonly pidsMax: number;
 }
 
 /** A job's cgroup, or why it has none. */
@@ -33,6 +34,7 @@ export interface GroupStats {
   readonly memoryPeak: number;
   readonly memoryEvents: Readonly<Record<string, number>>;
   readonly io: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
+  readonly pidsCurrent?: number;
 }
 
 /** The seed's memory.high: 75% of memory.max. */
@@ -45,10 +47,16 @@ export class JobCgroups {
   readonly #root: string | undefined;
   readonly #why: string;
   readonly #controllers: ReadonlySet<string>;
+  readonly #v1View: string;
 
-  /** `root`: a cgroup v2 directory clawkerd may write, or undefined when there is none (`why`). */
-  constructor(root: string | undefined, why = "") {
+  /**
+   * `root`: a cgroup v2 directory clawkerd may write, or undefined when there is none (`why`).
+   * `v1View`: where the container sees its own v1 cgroups (Docker mounts each controller's
+   * container directory read-only there), for the groups the control plane places jobs in.
+   */
+  constructor(root: string | undefined, why = "", v1View = "/sys/fs/cgroup") {
     this.#root = root;
+    this.#v1View = v1View;
     this.#why = why;
     let controllers = new Set<string>();
     if (root !== undefined) {
@@ -110,6 +118,7 @@ export class JobCgroups {
         const spec = io.map(([k, v]) => `${k}=${v}`).join(" ");
         for (const dev of blockDevices()) writeFileSync(join(dir, "io.max"), `${dev} ${spec}`);
       }
+      if (limits.pidsMax > 0 && need("pids")) writeFileSync(join(dir, "pids.max"), String(limits.pidsMax));
     } catch (err) {
       return { dir, isLimited: false, note: `cannot write the job's limits: ${code(err)}` };
     }
@@ -164,7 +173,23 @@ export class JobCgroups {
       memoryPeak: Number(readOr(join(dir, "memory.peak")).trim() || 0),
       memoryEvents: flatKeyed(readOr(join(dir, "memory.events"))),
       io,
+      pidsCurrent: Number(readOr(join(dir, "pids.current")).trim() || 0),
     };
+  }
+
+  /** OOM kills counted in the v1 memory group the control plane placed job `id` in; 0 if none. */
+  placedOomKills(id: string): number {
+    const text = readOr(join(this.#v1View, "memory", `job-${id}`, "memory.oom_control"));
+    return flatKeyed(text)["oom_kill"] ?? 0;
+  }
+
+  /** The cgroup.procs of the v1 group the control plane placed job `id` in, when visible. */
+  placedProcsFile(id: string): string | undefined {
+    for (const c of ["pids", "memory", "cpu"]) {
+      const f = join(this.#v1View, c, `job-${id}`, "cgroup.procs");
+      if (existsSync(f)) return f;
+    }
+    return undefined;
   }
 
   /** Removes the (empty) group. */

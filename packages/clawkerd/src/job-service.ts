@@ -51,6 +51,7 @@ export function toWireJob(r: JobRecord, output: { written: number; dropped: numb
       ioWriteBps: BigInt(r.limits.ioWriteBps),
       ioReadIops: r.limits.ioReadIops,
       ioWriteIops: r.limits.ioWriteIops,
+      pidsMax: r.limits.pidsMax ?? 0,
     },
     isLimited: r.isLimited,
     limitsNote: r.limitsNote,
@@ -68,6 +69,7 @@ export function fromWireLimits(l: jobs.JobLimits | undefined): Limits {
     ioWriteBps: Number(l?.ioWriteBps ?? 0n),
     ioReadIops: l?.ioReadIops ?? 0,
     ioWriteIops: l?.ioWriteIops ?? 0,
+    pidsMax: l?.pidsMax ?? 0,
   };
 }
 
@@ -87,6 +89,7 @@ function toWireStats(s: GroupStats): jobs.JobStats {
     ioWriteBytes: n(s.io.writeBytes),
     ioReadOps: n(s.io.readOps),
     ioWriteOps: n(s.io.writeOps),
+    pidsCurrent: n(s.pidsCurrent),
   };
 }
 
@@ -119,6 +122,17 @@ function unary<Req, Res>(log: Logger, fn: (req: Req) => Promise<Res> | Res) {
   };
 }
 
+/** The grpc-js implementation of JobGateService (the control plane's placement) for clawkerd's listener. */
+export function jobGateImplementation(deps: Pick<JobServiceDeps, "jobs" | "log">): jobs.JobGateServiceServer {
+  const { jobs: table, log } = deps;
+  return {
+    openJobGate: unary(log, async (req: jobs.OpenJobGateRequest) => {
+      const record = await table.openGate(req.name, req.run, req.isLimited, req.limitsNote);
+      return { job: toWireJob(record, table.output(record.name)) };
+    }),
+  };
+}
+
 /** The grpc-js implementation of JobService for clawkerd's listener. */
 export function jobServiceImplementation(deps: JobServiceDeps): jobs.JobServiceServer {
   const { jobs: table, log } = deps;
@@ -132,13 +146,14 @@ export function jobServiceImplementation(deps: JobServiceDeps): jobs.JobServiceS
   return {
     startJob: unary(log, async (req: jobs.StartJobRequest) => {
       checkAgent(req.agentName, req.project);
-      const record = await table.start({
+      const { record, heldPid } = await table.start({
         argv: req.argv,
         cwd: req.cwd,
         env: req.env,
         limits: fromWireLimits(req.limits),
+        hold: req.holdForPlacement,
       });
-      return { job: wire(record) };
+      return { job: wire(record), heldPid };
     }),
     stopJob: unary(log, async (req: jobs.StopJobRequest) => {
       const grace = req.graceSeconds === 0 ? undefined : req.graceSeconds * 1000;

@@ -9,12 +9,13 @@ import { ClawkerdError } from "./errors.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
 import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
 import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
-import { DEFAULT_MAX_STALL_MS, jobServiceImplementation } from "./job-service.js";
+import { DEFAULT_MAX_STALL_MS, jobGateImplementation, jobServiceImplementation } from "./job-service.js";
 import { createLogger, type LogLevel } from "./log.js";
 import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
 import { ClawkerdServer } from "./server.js";
 import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
+import { installFirewallCa } from "./trust-store.js";
 
 const env = process.env;
 const LEVELS = new Set(["debug", "info", "warn", "error", "fatal", "silent"]);
@@ -54,6 +55,9 @@ try {
 } catch (err) {
   die(err instanceof ClawkerdError ? err.message : `start-up failed: ${String(err)}`);
 }
+
+// Before anything runs in the agent: the main command and jobs see the firewall CA trusted.
+await installFirewallCa(log.child({ component: "trust-store" }));
 
 if (process.pid === 1) {
   log.warn(
@@ -103,6 +107,7 @@ const server = new ClawkerdServer({
     log: log.child({ component: "job-service" }),
     maxStallMs: positiveInt("CLAWKERD_JOB_WATCH_STALL_MS", DEFAULT_MAX_STALL_MS),
   }),
+  jobGateService: jobGateImplementation({ jobs: agentJobs, log: log.child({ component: "job-service" }) }),
 });
 
 function stop(code: number, why: string): Promise<never> {

@@ -19,6 +19,8 @@ export interface ClawkerdServerOptions extends SessionDeps {
   readonly listen: string;
   /** clawker.jobs.v1.JobService (job-service.ts), served beside Session behind the same pin. */
   readonly jobService?: jobs.JobServiceServer;
+  /** The control plane's job placement (JobGateService), beside jobService. */
+  readonly jobGateService?: jobs.JobGateServiceServer;
 }
 
 /** Serves Session. start() binds and resolves the bound address; close() ends every session. */
@@ -59,6 +61,8 @@ export class ClawkerdServer {
       },
     });
     if (this.#o.jobService !== undefined) server.addService(jobs.JobServiceService, this.#o.jobService);
+    if (this.#o.jobGateService !== undefined)
+      server.addService(jobs.JobGateServiceService, this.#o.jobGateService);
     const creds = ServerCredentials.createSsl(
       Buffer.from(bootstrap.caPem),
       [{ private_key: Buffer.from(bootstrap.keyPem), cert_chain: Buffer.from(bootstrap.certPem) }],

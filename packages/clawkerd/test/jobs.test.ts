@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, rmdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
@@ -323,6 +323,7 @@ void test("the job's first process is in the job's cgroup before the target runs
     argv: ["cat", "/proc/self/cgroup"],
     cwd: "",
     env: {},
+    holdForPlacement: false,
     limits: {
       cpuMillis: 100,
       memoryMaxBytes: 64n << 20n,
@@ -330,6 +331,7 @@ void test("the job's first process is in the job's cgroup before the target runs
       ioWriteBps: 0n,
       ioReadIops: 0,
       ioWriteIops: 0,
+      pidsMax: 0,
     },
   });
   await waitEnded(c, job!.name);
@@ -338,4 +340,70 @@ void test("the job's first process is in the job's cgroup before the target runs
   assert.match(out, new RegExp(`^0::.*/${parent.split("/").pop()}/job-${uuid}$`, "m"), out);
   // Limits are enforced only when the host delegates the controllers; otherwise the job says why.
   if (!job!.isLimited) assert.match(job!.limitsNote, /controllers not delegated|cannot write/);
+});
+
+void test("a held job waits at its gate for the control plane: nothing runs before OpenJobGate, then the target does; run=false ends it FAILED", async () => {
+  const c = client();
+  const set = agent.trust.set;
+  const gate = new jobs.JobGateServiceClient(
+    proc.address,
+    credentials.createSsl(
+      Buffer.from(set.ca.certPem),
+      Buffer.from(set.controlPlaneClient.keyPem),
+      Buffer.from(set.controlPlaneClient.certPem),
+      { checkServerIdentity: () => undefined },
+    ),
+    { "grpc.ssl_target_name_override": "localhost" },
+  );
+  after(() => gate.close());
+  const open = (req: jobs.OpenJobGateRequest): Promise<jobs.OpenJobGateResponse> =>
+    new Promise((resolve, reject) => gate.openJobGate(req, (e, v) => (e === null ? resolve(v) : reject(e))));
+  const held = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", {
+    agentName: "dev",
+    project: "proj",
+    argv: ["/bin/sh", "-c", "echo ran"],
+    cwd: "",
+    env: {},
+    holdForPlacement: true,
+  });
+  const name = held.job!.name;
+  assert.ok(held.heldPid > 0, "the gate's pid is answered");
+  assert.equal(held.job!.state, S.JOB_STATE_RUNNING);
+  assert.match(held.job!.limitsNote, /awaiting placement/);
+  // The held process is the gate, not the target: nothing of the target has run.
+  assert.match(readFileSync(`/proc/${held.heldPid}/cmdline`, "utf8"), /IFS= read -r _/);
+  assert.equal((await statusOf(c, name)).job!.outputBytes, 0n, "the target wrote nothing yet");
+  const opened = await open({ name, run: true, isLimited: true, limitsNote: "" });
+  assert.equal(opened.job!.isLimited, true);
+  const ended = await waitFor(
+    async () => {
+      const s = await statusOf(c, name);
+      return s.job!.state === S.JOB_STATE_RUNNING ? undefined : s.job!;
+    },
+    { timeoutMs: 20_000, what: "the opened job to end" },
+  );
+  assert.equal(ended.state, S.JOB_STATE_COMPLETED);
+  assert.equal((await watchAll(c, name)).data.toString(), "ran\n");
+  // A gate opens once.
+  await assert.rejects(open({ name, run: true, isLimited: false, limitsNote: "" }), {
+    code: status.INVALID_ARGUMENT,
+  });
+
+  const refused = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", {
+    agentName: "dev",
+    project: "proj",
+    argv: ["/bin/sh", "-c", "echo ran"],
+    cwd: "",
+    env: {},
+    holdForPlacement: true,
+  });
+  const closed = await open({
+    name: refused.job!.name,
+    run: false,
+    isLimited: false,
+    limitsNote: "no groups",
+  });
+  assert.equal(closed.job!.state, S.JOB_STATE_FAILED);
+  assert.equal(closed.job!.reason, "cgroup_placement_failed");
+  assert.equal((await watchAll(c, refused.job!.name)).data.length, 0, "the target never ran");
 });

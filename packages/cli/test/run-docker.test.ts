@@ -2,6 +2,8 @@
 // from @clawker/adminclient, and the `clawker run` / `clawker rm` commands on top of them.
 import assert from "node:assert/strict";
 import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import type Docker from "dockerode";
 import { importJWK, jwtVerify } from "jose";
@@ -13,7 +15,14 @@ import {
   type AgentContainerOptions,
   type UstarRecord,
 } from "@clawker/adminclient";
-import { BOOTSTRAP_DIR, BOOTSTRAP_FILES, LABELS, type AgentBootstrapConfig } from "@clawker/proto";
+import {
+  BOOTSTRAP_DIR,
+  BOOTSTRAP_FILES,
+  FIREWALL_CA_ENV,
+  FIREWALL_CA_FILE,
+  LABELS,
+  type AgentBootstrapConfig,
+} from "@clawker/proto";
 import { ExitCode, run, type Io } from "../src/index.js";
 import {
   busyboxImage,
@@ -336,6 +345,42 @@ void test("agent bootstrap with a real dockerd", async (t: TestContext) => {
           .content,
       );
       assert.equal(result["thumbprint"], createHash("sha256").update(leaf.raw).digest("hex"));
+      // No control plane answers here: no firewall CA, said on stderr, no trust settings.
+      assert.equal(result["firewallCaFingerprint"], null);
+      assert.match(env.err(), /warning: no firewall CA copied into the agent/);
+      assert.ok(!info.Config.Env.some((e) => e.startsWith("NODE_EXTRA_CA_CERTS=")));
+
+      // --firewall-ca FILE: the CA at FIREWALL_CA_FILE (0444) and the trust settings; a key is refused.
+      const withCa = cliIo(daemon.dockerHost);
+      const caFile = join(trust.trustDir, "ca.crt");
+      const caArgs = ["run", "--agent", "cli2", "--trust-dir", trust.trustDir, "--firewall-ca", caFile];
+      const rest = [
+        "--entrypoint",
+        JSON.stringify(BUSYBOX_ENTRYPOINT),
+        "--format",
+        "json",
+        image,
+        "sleep",
+        "300",
+      ];
+      assert.equal(await run([...caArgs, ...rest], withCa), ExitCode.ok, withCa.err());
+      const made = JSON.parse(withCa.out()) as Record<string, unknown>;
+      const caPem = readFileSync(caFile, "utf8");
+      assert.equal(
+        made["firewallCaFingerprint"],
+        new X509Certificate(caPem).fingerprint256.replaceAll(":", "").toLowerCase(),
+      );
+      const madeInfo = await docker.getContainer(String(made["containerId"])).inspect();
+      for (const [k, v] of Object.entries(FIREWALL_CA_ENV))
+        assert.ok(madeInfo.Config.Env.includes(`${k}=${v}`));
+      const copied = (await readArchive(docker, madeInfo.Id, FIREWALL_CA_FILE)).get("firewall-ca.crt")!;
+      assert.equal(copied.content.toString(), `${caPem.trim()}\n`);
+      assert.equal(copied.mode & 0o777, 0o444);
+      const keyed = cliIo(daemon.dockerHost);
+      const keyArgs = ["run", "--agent", "cli3", "--trust-dir", trust.trustDir, "--firewall-ca"];
+      assert.equal(await run([...keyArgs, join(trust.trustDir, "ca.key"), ...rest], keyed), ExitCode.usage);
+      assert.match(keyed.err(), /exactly one PEM certificate \(never a key\)/);
+      assert.doesNotMatch(keyed.err(), /PRIVATE KEY/);
 
       const again = cliIo(daemon.dockerHost);
       assert.equal(await run(args, again), ExitCode.exists, again.err());

@@ -187,6 +187,41 @@ test("ebpf.enabled: auto by default; true, false and auto from the file or CLAWK
   );
 });
 
+test("the audit section: defaults, and every bad field listed with its bound", (t) => {
+  const cfg = loadConfig(undefined, { HOME: "/home/u" });
+  assert.deepEqual(cfg.audit, {
+    dir: "audit",
+    maxFileBytes: 64 * 1024 * 1024,
+    maxFiles: 8,
+    maxBacklog: 65_536,
+    syncIntervalMs: 1_000,
+  });
+  const file = tempFile(
+    t,
+    "audit.yaml",
+    "audit:\n  maxFileBytes: 1000\n  maxFiles: 1\n  maxBacklog: 1.5\n  syncIntervalMs: -1\n  keep: 3\n",
+  );
+  let problems = "";
+  assert.throws(
+    () => loadConfig(file, {}),
+    (e: unknown) => {
+      problems = e instanceof ConfigError ? e.problems.join("\n") : "";
+      return e instanceof ConfigError;
+    },
+  );
+  for (const expected of [
+    "audit.maxFileBytes: must be at least 65536 (64 KiB)",
+    "audit.maxFiles: must be at least 2",
+    "audit.maxBacklog:",
+    "audit.syncIntervalMs:",
+    "audit: Unrecognized key",
+  ]) {
+    assert.ok(problems.includes(expected), `missing ${expected} in:\n${problems}`);
+  }
+  const ok = tempFile(t, "ok.yaml", "audit:\n  dir: /var/log/clawker\n  maxFiles: 100\n");
+  assert.equal(loadConfig(ok, {}).audit.maxFiles, 100);
+});
+
 test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls reports", (t) => {
   const file = tempFile(
     t,
@@ -267,4 +302,18 @@ test("the admin socket: beside the data dir by default, a path or a gid when set
     () => loadConfig(undefined, { CLAWKER_CP_ADMIN_SOCKET: `${long}/admin.sock` }),
     /listen\.adminSocket\.path: a Unix socket path holds at most 107 bytes/,
   );
+});
+
+test("agentLimits default to the seed's; a memory max under Docker's 6 MiB is refused by name", (t) => {
+  assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).agentLimits, {
+    cpus: 0.1,
+    memoryBytes: 512 << 20,
+    pidsLimit: 0,
+    deviceReadBps: 10 << 20,
+    deviceWriteBps: 5 << 20,
+    deviceReadIops: 1000,
+    deviceWriteIops: 1000,
+  });
+  const file = tempFile(t, "cp.yaml", "agentLimits:\n  memoryBytes: 1024\n");
+  assert.throws(() => loadConfig(file, {}), /agentLimits\.memoryBytes.*at least 6 MiB/s);
 });

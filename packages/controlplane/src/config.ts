@@ -198,6 +198,32 @@ const firewallConfig = z.strictObject({
     .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
 });
 
+/**
+ * The firewall's audit log (firewall/audit/README.md): JSON lines in `dir` (relative to
+ * `dataDir`), rotated at `maxFileBytes`, at most `maxFiles` kept.
+ */
+const auditConfig = z.strictObject({
+  dir: z.string().min(1).default("audit"),
+  /** The current file is closed and the next started before it would pass this size. */
+  maxFileBytes: z
+    .number()
+    .int()
+    .min(64 * 1024, "must be at least 65536 (64 KiB): a record can be a few KiB")
+    .max(2 ** 40, "must be at most 1099511627776 (1 TiB)")
+    .default(64 * 1024 * 1024),
+  /** Files kept, the current one included; the oldest beyond go. */
+  maxFiles: z
+    .number()
+    .int()
+    .min(2, "must be at least 2 (the current file and one before it)")
+    .max(10_000)
+    .default(8),
+  /** Records waiting to be written at most; decisions beyond are dropped, counted and reported in a gap record. */
+  maxBacklog: z.number().int().min(1_024).max(10_000_000).default(65_536),
+  /** Longest time a written record waits for its fdatasync (actions are synced at once). */
+  syncIntervalMs: z.number().int().min(0).max(60_000).default(1_000),
+});
+
 /** The schema of the control plane's configuration file (JSON or YAML). */
 export const ConfigSchema = z.strictObject({
   /** Where the daemon keeps its state (registry, auth server store, generated configs, secrets). */
@@ -267,6 +293,36 @@ export const ConfigSchema = z.strictObject({
     })
     .prefault({}),
   ebpf: ebpfConfig.prefault({}),
+  /**
+   * The default limits of every agent `clawker run` starts (issue 13, the seed's defaults), each
+   * overridden by its flag; 0 means none. Published to the CLI as `<dataDir>/agent-limits.json`.
+   */
+  agentLimits: z
+    .strictObject({
+      /** CPUs (0.1 = 10% of one). */
+      cpus: z.number().min(0).max(1024).default(0.1),
+      /** Memory max; no swap, soft limit at 75%. Docker takes at least 6 MiB. */
+      memoryBytes: z
+        .number()
+        .int()
+        .refine((v) => v === 0 || v >= 6 << 20, "memoryBytes must be 0 (none) or at least 6 MiB")
+        .default(512 << 20),
+      pidsLimit: z.number().int().min(0).default(0),
+      /** Per block device of the host. */
+      deviceReadBps: z
+        .number()
+        .int()
+        .min(0)
+        .default(10 << 20),
+      deviceWriteBps: z
+        .number()
+        .int()
+        .min(0)
+        .default(5 << 20),
+      deviceReadIops: z.number().int().min(0).default(1000),
+      deviceWriteIops: z.number().int().min(0).default(1000),
+    })
+    .prefault({}),
   /** Drain-to-zero: stop the control plane once no agent container is left (the seed's watcher). */
   agents: z
     .strictObject({
@@ -294,6 +350,7 @@ export const ConfigSchema = z.strictObject({
    */
   shutdownGraceMs: z.number().int().positive().default(8_000),
   firewall: firewallConfig.prefault({}),
+  audit: auditConfig.prefault({}),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info") })
     .prefault({}),

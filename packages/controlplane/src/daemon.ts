@@ -1,7 +1,7 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
@@ -10,7 +10,7 @@ import { clawkerClients, registerClients } from "./auth/client-registration.js";
 import { CachingIntrospector } from "./auth/introspection-cache.js";
 import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
-import { recoveryInterceptor, withRecovery } from "./auth/recovery.js";
+import { withRecovery } from "./auth/recovery.js";
 import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
 import { Overseer } from "@clawker/overseer";
 import { Registry } from "./agents/registry.js";
@@ -23,6 +23,7 @@ import { countRunningAgentContainers, createDockerClient, EventsFeeder } from ".
 import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
+import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
@@ -30,9 +31,16 @@ import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
+import { Metrics } from "./metrics/metrics.js";
+import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
+import { firewallProbes } from "./server/firewall-probes.js";
+import { publishAgentLimits } from "./jobs/agent-defaults.js";
+import { agentUsageService } from "./jobs/agent-usage.js";
+import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
   RECOMMENDED_OPEN_FILES,
@@ -95,12 +103,17 @@ export class Daemon {
   readonly #watcher: AgentWatcher | undefined;
   readonly #enforcement: Enforcement | undefined;
   readonly #firewall: Firewall;
+  /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
+  readonly #audit: AuditLog;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
   readonly #openFiles: OpenFileLimit | undefined;
   readonly #caps: ListenerCaps;
   readonly #relief: MemoryRelief;
+  readonly #metrics: Metrics;
+  #metricsToken: MetricsToken | undefined;
+  #introspectionCache: CachingIntrospector | undefined;
   readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
   /** This start's nonce: the embedded authserver's health answer must echo it. */
@@ -114,6 +127,8 @@ export class Daemon {
   #registry: Registry | undefined;
   #introspector: HttpIntrospector | undefined;
   #dialer: Dialer | undefined;
+  /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
+  readonly #jobPlacement: JobPlacement | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -123,10 +138,26 @@ export class Daemon {
     this.#config = config;
     this.#log = log;
     this.#timeline = new StartupTimeline(log);
+    // Metrics (issue 11 §5): counted as things happen, the rest read at each scrape of /metrics.
+    this.#metrics = new Metrics({
+      agents: () => this.#registry?.list().length ?? 0,
+      introspectionCache: () => this.#introspectionCache?.stats ?? { hits: 0, misses: 0 },
+      firewallRules: () => {
+        try {
+          return this.#firewall.listRules().length;
+        } catch {
+          return undefined; // the rule store is not open (before the firewall's start step)
+        }
+      },
+      bypassesActive: async () =>
+        (await this.#firewall.status()).containers.filter((c) => c.mode === "bypass").length,
+      refusals: () => this.#counters.rows(),
+    });
     this.#supervisor = new SubprocessManager({
       logger: log,
       graceMs: config.shutdownGraceMs,
       stateFile: join(config.dataDir, HELPER_RECORD_FILE),
+      onStarted: (name) => this.#metrics.helperStarted(name),
     });
     // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
     const { limit, caps } = processListenerCaps();
@@ -144,6 +175,11 @@ export class Daemon {
       headersTimeoutMs: limits.handshakeTimeoutMs,
       requestTimeoutMs: limits.requestTimeoutMs,
       refusals: this.#refusals,
+      // Only with the token from the data dir (metrics/metrics-token.ts); none loaded yet: refused.
+      metrics: {
+        accepts: (authorization) => this.#metricsToken?.accepts(authorization) === true,
+        render: () => this.#metrics.render(),
+      },
     });
     this.#overseer = new Overseer({ logger: log.child({ component: "overseer" }) });
     const docker = createDockerClient(config.docker.host === undefined ? {} : { host: config.docker.host });
@@ -157,6 +193,16 @@ export class Daemon {
       containers: this.#overseer.containers,
       log: log.child({ component: "address-index" }),
     });
+    const v1 = new JobCgroupsV1();
+    this.#jobPlacement = v1.available
+      ? new JobPlacement({
+          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          registry: { list: () => this.#registry?.list() ?? [] },
+          dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
+          cgroups: v1,
+          log: log.child({ component: "job-placement" }),
+        })
+      : undefined;
     const e = config.ebpf;
     const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager, e.proxyCgroup));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
@@ -180,8 +226,19 @@ export class Daemon {
           log,
         })
       : undefined;
+    // ---- audit log (issue 11 §2): started before the firewall, closed after it in the drain ----
+    this.#audit = new AuditLog({
+      dir: isAbsolute(config.audit.dir) ? config.audit.dir : join(config.dataDir, config.audit.dir),
+      maxFileBytes: config.audit.maxFileBytes,
+      maxFiles: config.audit.maxFiles,
+      maxBacklog: config.audit.maxBacklog,
+      syncIntervalMs: config.audit.syncIntervalMs,
+      log,
+    });
+    // ---- end audit log ----
     this.#firewall = new Firewall({
       settings: config.firewall,
+      audit: this.#audit,
       dataDir: config.dataDir,
       database: join(config.dataDir, DATABASE_FILE),
       host: {
@@ -226,6 +283,11 @@ export class Daemon {
       log: log.child({ component: "memory-relief" }),
     });
     this.#stopped = new Promise<StopCause>((resolve) => (this.#onStop = resolve));
+  }
+
+  /** The daemon's metrics (what /metrics renders; the issue-11 event stream feeds its seams). */
+  get metrics(): Metrics {
+    return this.#metrics;
   }
 
   /** Refusal counts by listener and reason (what later metrics read). */
@@ -303,6 +365,12 @@ export class Daemon {
     const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
     const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
     this.#registry = registry;
+    try {
+      publishAgentLimits(cfg.dataDir, cfg.agentLimits);
+    } catch (err) {
+      // Not fatal: `clawker run` then says it found no defaults and starts agents without them.
+      this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
+    }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: they are
     // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
@@ -329,8 +397,17 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
-    // 6. The firewall: its rules (the floor file checked), and the stack when enabled or left up.
+    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
+    // floor file checked), and the stack when enabled or left up.
+    await t.step("audit", () => this.#audit.start(signal));
     await t.step("firewall", () => this.#firewall.start(signal));
+    // The firewall's layers join /healthz (they pass while its stack is down).
+    const enforcement = this.#enforcement;
+    const probes = firewallProbes(
+      this.#firewall,
+      enforcement === undefined ? undefined : () => enforcement.client,
+    );
+    for (const [name, probe] of probes) this.#health.addProbe(name, probe);
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -343,6 +420,7 @@ export class Daemon {
     this.#index.start(signal);
     this.#feeder.start(signal);
     this.#dialer!.start(signal);
+    this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
   }
@@ -382,6 +460,7 @@ export class Daemon {
       maxTtlMs: cfg.auth.cacheTtlMs,
       maxEntries: cfg.auth.cacheSize,
     });
+    this.#introspectionCache = cached;
     const tls = { ca: trust.ca, cert: trust.serverCert, key: trust.serverKey };
     const adminLog = this.#log.child({ component: "admin" });
     const agentLog = this.#log.child({ component: "agent-listener" });
@@ -415,7 +494,6 @@ export class Daemon {
       tls,
       services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
       interceptors: [
-        recoveryInterceptor(agentLog),
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: AGENT_CLIENT.clientId,
@@ -427,6 +505,7 @@ export class Daemon {
       ],
       log: agentLog,
       peers: { serve: "agent" },
+      countCall: this.#metrics.rpcCounter("agent"),
       limits: {
         ...limits,
         maxConnections: this.#caps.agent,
@@ -445,12 +524,20 @@ export class Daemon {
             dialer: this.#dialer,
             registry,
             log: adminLog.child({ rpc: "JobService" }),
+            placement: this.#jobPlacement,
+          }),
+          adminLog,
+        ),
+        recovered(
+          agentUsageService({
+            registry,
+            placement: this.#jobPlacement,
+            log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,
         ),
       ],
       interceptors: [
-        recoveryInterceptor(adminLog),
         this.#readyGate.interceptor,
         new AuthInterceptor({
           introspector: cached,
@@ -464,6 +551,7 @@ export class Daemon {
       log: adminLog,
       // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.
       peers: { serve: "cli", probe: "controlplane" },
+      countCall: this.#metrics.rpcCounter("admin"),
       limits: { ...limits, maxConnections: this.#caps.admin, maxConnectionsPerPeer: this.#caps.admin },
       refusals,
     });
@@ -484,6 +572,9 @@ export class Daemon {
       });
       await t.step("admin_socket", () => this.#adminSocket!.start());
     }
+    this.#metricsToken = t.stepSync("metrics_token", () =>
+      MetricsToken.loadOrCreate(join(cfg.dataDir, METRICS_TOKEN_FILE)),
+    );
     await t.step("healthz", () => this.#health.start(signal));
     this.#addresses = {
       admin: { host: cfg.listen.admin.host, port: adminPort },
@@ -561,11 +652,19 @@ export class Daemon {
       // half-applying.
       { name: "firewall_queue", run: () => this.#firewall.closeQueue() },
       { name: "watcher", run: () => Promise.all([this.#watcher?.close(), this.#feeder.close()]) },
-      { name: "agent_sessions", run: () => this.#dialer?.close() },
+      {
+        name: "agent_sessions",
+        run: () => {
+          this.#jobPlacement?.close();
+          return this.#dialer?.close();
+        },
+      },
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      // After the firewall: its last records (bypasses ended, stack down) are written and synced.
+      { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
       { name: "ebpf", run: () => this.#enforcement?.close() },
       { name: "healthz", run: () => this.#health.close() },

@@ -88,10 +88,12 @@ describe("clawker-cp on embedded defaults", () => {
         "agent_listener",
         "admin_listener",
         "admin_socket",
+        "metrics_token",
         "healthz",
         "healthy_authserver",
         "register_clients",
         "ebpf",
+        "audit",
         "firewall",
       ].sort(),
     );

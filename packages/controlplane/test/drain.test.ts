@@ -16,6 +16,7 @@ const ORDER = [
   "grpc",
   "bypass_timers",
   "firewall_stack",
+  "audit",
   "ebpf",
   "healthz",
   "refusal_log",

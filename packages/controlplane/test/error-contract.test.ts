@@ -44,7 +44,6 @@ import {
   ReadyGate,
   STARTING_UP_MESSAGE,
   reasonMessage,
-  recoveryInterceptor,
   withRecovery,
 } from "../src/auth/index.js";
 import { adminService } from "../src/server/admin-service.js";
@@ -137,11 +136,8 @@ function listener(
       key: Buffer.from(pki.set.controlPlaneServer.keyPem),
     },
     services,
-    interceptors: [
-      recoveryInterceptor(log),
-      ...(gate === undefined ? [] : [gate.interceptor]),
-      auth.interceptor,
-    ],
+    // As the daemon builds them: recovery is the call guard's own (server/call-guard.ts).
+    interceptors: [...(gate === undefined ? [] : [gate.interceptor]), auth.interceptor],
     log,
     peers: { serve: name === "admin" ? "cli" : "agent" },
     limits: { requestTimeoutMs: REQUEST_TIMEOUT_MS },

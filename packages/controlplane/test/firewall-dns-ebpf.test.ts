@@ -4,8 +4,9 @@
 //  1. The write happens before the reply: with the manager's answer slowed down, the map already
 //     holds address -> identity when the gate's answer arrives.
 //  2. The whole path: a process in an enrolled cgroup asks DNS (steered to the gate process in the
-//     namespace), then connects to the answer at once: the connect lands on the route's listener,
-//     never on the catch-all and never after a SYN retry (>= 1 s).
+//     namespace), then connects to the answer at once, for 100 fresh names: every connect lands on
+//     the route's listener, never on the catch-all, and the namespace's kernel counted no SYN
+//     retransmission (TcpExtTCPSynRetrans) across them: no first connect waited for a retry.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -28,6 +29,15 @@ import { startGateProcess } from "./fixtures/dns-gate-process.js";
 import { TestUpstream } from "./fixtures/dns-upstream.js";
 
 const run = promisify(execFile);
+
+/** The kernel's count of retransmitted SYNs in a network namespace (nstat, absolute, no history). */
+async function synRetransmits(netns: string): Promise<number> {
+  const { stdout } = await run("ip", ["netns", "exec", netns, "nstat", "-asz", "-j", "TcpExtTCPSynRetrans"]);
+  const count = (JSON.parse(stdout) as { kernel: Record<string, number> }).kernel["TcpExtTCPSynRetrans"];
+  assert.ok(typeof count === "number", `nstat said ${stdout}`);
+  return count;
+}
+
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
 
 async function newLab(t: TestContext): Promise<Lab | undefined> {
@@ -101,10 +111,10 @@ describe("DNS gate with the real eBPF manager", { timeout: 300_000 }, () => {
     }
   });
 
-  test("a first connect right after the answer takes the route, never the catch-all, never a SYN retry", async (t) => {
+  test("100 first connects right after their answers take the route, never the catch-all, and the kernel counts no SYN retransmission", async (t) => {
     const lab = await newLab(t);
     if (lab === undefined) return;
-    const names = Array.from({ length: 20 }, (_, i) => `n${i + 1}.first.test`);
+    const names = Array.from({ length: 100 }, (_, i) => `n${i + 1}.first.test`);
     const zone = Object.fromEntries(names.map((n, i) => [n, { addresses: [`10.99.0.${i + 1}`], ttl: 300 }]));
 
     // The upstream runs in the lab's namespace, on its loopback.
@@ -154,6 +164,7 @@ describe("DNS gate with the real eBPF manager", { timeout: 300_000 }, () => {
     assert.equal(ack.ok, true, JSON.stringify(ack));
 
     const agent = lab.cgroup("agent");
+    const retransmitsBefore = await synRetransmits(lab.netns);
     const { stdout } = await run(
       "sh",
       [
@@ -192,10 +203,15 @@ describe("DNS gate with the real eBPF manager", { timeout: 300_000 }, () => {
       assert.equal(o.error, undefined, JSON.stringify(o));
       assert.equal(o.listener, "route", `${o.name}: connect went to ${o.listener}, not the route`);
       assert.equal(o.origDst, `10.99.0.${i + 1}:443`);
-      // A lost SYN is retransmitted after 1 s (TCP_TIMEOUT_INIT): anything near it is a retry.
-      assert.ok(o.connectMs !== undefined && o.connectMs < 500, `${o.name}: connect took ${o.connectMs} ms`);
     });
-    const worst = Math.max(...outcomes.map((o) => o.connectMs!));
+    // A SYN lost or refused would have been sent again (after TCP_TIMEOUT_INIT, 1 s): the kernel
+    // counts that, whatever the machine's load did to the timings, so no timing is asserted.
+    assert.equal(
+      (await synRetransmits(lab.netns)) - retransmitsBefore,
+      0,
+      "SYN retransmissions in the namespace during the query-then-connect pairs",
+    );
+    const worst = Math.max(...outcomes.map((o) => o.connectMs ?? 0));
     t.diagnostic(`first connect after the answer: worst ${worst.toFixed(2)} ms over ${names.length} names`);
     // And each query was decided by the gate process (not answered by anything else).
     await waitFor(() => gate.decisions().filter((d) => d["verdict"] === "allowed").length === names.length, {

@@ -31,6 +31,7 @@ import { TestUpstream, type ZoneEntry } from "./fixtures/dns-upstream.js";
 const ZONE: Record<string, ZoneEntry> = {
   "api.example.test": { addresses: ["10.1.0.1", "10.1.0.2"], ttl: 120 },
   "a.b.example.test": { addresses: ["10.1.0.3"], ttl: 120 },
+  "example.test": { addresses: ["10.1.0.8"], ttl: 120 },
   "example.test.evil.test": { addresses: ["10.6.6.6"] },
   "db.internal.example.test": { addresses: ["10.1.0.6"] },
   "ok.internal.example.test": { addresses: ["10.1.0.7"], ttl: 120 },
@@ -148,10 +149,14 @@ describe("DNS gate: policy", () => {
       assert.deepEqual(deep.addresses, ["10.1.0.3"]);
       const exact = await query(r.server, "exact.test", "A", { transport });
       assert.deepEqual(exact.addresses, ["10.3.0.5"]);
+      // *.example.test covers example.test itself, as the proxy's lookup does (name-match.ts).
+      const parent = await query(r.server, "example.test", "A", { transport });
+      assert.equal(parent.rcode, NOERROR);
+      assert.deepEqual(parent.addresses, ["10.1.0.8"]);
     }
     // Each address recorded with the identity of the rule that allowed the name.
     const recorded = r.writer.entries().map((e) => `${e.address}=${e.identity}`);
-    for (const want of ["10.1.0.1=10", "10.1.0.2=10", "10.1.0.3=10", "10.3.0.5=50"]) {
+    for (const want of ["10.1.0.1=10", "10.1.0.2=10", "10.1.0.3=10", "10.3.0.5=50", "10.1.0.8=10"]) {
       assert.ok(recorded.includes(want), `${want} in ${recorded.join(" ")}`);
     }
   });
@@ -163,7 +168,7 @@ describe("DNS gate: policy", () => {
       "db.internal.example.test", // deny *.internal.example.test is longer than allow *.example.test
       "sub.exact.test", // exact rules do not cover names below
       "nowhere.test",
-      "example.test", // *.example.test is names below it, not the parent
+      "internal.example.test", // deny *.internal.example.test covers its parent too
     ];
     for (const name of cases) {
       for (const transport of ["udp", "tcp"] as const) {

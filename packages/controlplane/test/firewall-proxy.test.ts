@@ -37,6 +37,7 @@ import {
   type ProxyPolicy,
 } from "../src/firewall/proxy/index.js";
 import { RuntimeApi } from "../src/firewall/proxy/runtime-api.js";
+import { compilePolicy } from "../src/firewall/dns/index.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
 import { ChildProcessHost } from "./fixtures/child-process-host.js";
 import { startDnsServer, type TestDnsServer } from "./fixtures/dns-server.js";
@@ -495,6 +496,47 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     }
   });
 
+  test("the proxy and the DNS gate give a wildcard one meaning: the parent and everything below, an exact rule first", async () => {
+    const e = E();
+    const names = ["example.test", "a.example.test", "deep.a.example.test", "example.test.evil.test"];
+    const sets: [string, "allow" | "deny"][][] = [
+      [["*.example.test", "allow"]],
+      [
+        ["*.example.test", "allow"],
+        ["example.test", "deny"],
+      ],
+      [
+        ["*.example.test", "deny"],
+        ["example.test", "allow"],
+      ],
+      [["*.a.example.test", "allow"]],
+    ];
+    for (const rules of sets) {
+      await e.proxy.apply(
+        policy(
+          e,
+          rules.map(([dst, action]) => entry({ dst, action, ruleId: `r-${dst}` }, e)),
+        ),
+      );
+      const gate = compilePolicy({
+        rules: rules.map(([pattern, action]) => ({
+          scope: { kind: "global", name: "" },
+          pattern,
+          action,
+          ...(action === "allow" ? { identity: 1 } : {}),
+        })),
+        clients: [{ address: AGENT_A, project: "p1", agent: "alpha" }],
+        upstreams: [{ address: e.dns.address, port: e.dns.port }],
+      });
+      for (const name of names) {
+        const dns = gate.decide(gate.caller(AGENT_A)!, name).allowed;
+        const tls = await tlsThrough(e, name, e.upstreamCa.certPem);
+        tls.socket?.destroy();
+        assert.equal(tls.ok, dns, `${name} under ${JSON.stringify(rules)}: proxy ${tls.code ?? "ok"}`);
+      }
+    }
+  });
+
   test("a rule added live takes effect on the next connection; HAProxy's worker is not replaced", async () => {
     const e = E();
     await e.proxy.apply(policy(e, [entry({ dst: "api.example.test" }, e)]));
@@ -631,6 +673,37 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       // Revoking the rule the connection was last used under ends it.
       await e.proxy.apply(policy(e, []));
       await waitFor(() => closed, { timeoutMs: 2_000, what: "the kept-alive connection to end" });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("HTTP keep-alive: a connection resolves once per name, and the forbidden list still applies to every request", async () => {
+    const e = E();
+    const rules = [
+      entry({ dst: "plain.example.test", kind: "http", ruleId: "r-plain" }, e),
+      entry({ dst: "b.example.test", kind: "http", ruleId: "r-b" }, e),
+    ];
+    await e.proxy.apply(policy(e, rules));
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await keptAliveGet(e, agent, "plain.example.test", "/r1");
+      assert.equal(first.body, `http ${UPSTREAM} GET /r1\n`);
+      // Another name on the same connection is resolved for itself (b.example.test is UPSTREAM_2).
+      const other = await keptAliveGet(e, agent, "b.example.test", "/r2");
+      assert.equal(other.socket, first.socket, "one connection");
+      assert.equal(other.body, `http ${UPSTREAM_2} GET /r2\n`);
+      const back = await keptAliveGet(e, agent, "plain.example.test", "/r3");
+      assert.equal(back.body, `http ${UPSTREAM} GET /r3\n`);
+      // The address a connection resolved is checked against the forbidden list on every request:
+      // forbidding it (the rules unchanged, so the connection stays) refuses the next one.
+      await e.proxy.apply({ ...policy(e, rules), forbidden: ["127.0.0.1/32", `${UPSTREAM}/32`] });
+      const before = e.seen.length;
+      const refused = await keptAliveGet(e, agent, "plain.example.test", "/r4");
+      assert.equal(refused.socket, first.socket, "the same connection");
+      assert.equal(refused.status, 403);
+      assert.equal(refused.json?.["reason"], "forbidden_destination");
+      assert.ok(!e.seen.slice(before).some((x) => x.path === "/r4"), "the upstream never saw it");
     } finally {
       agent.destroy();
     }

@@ -4,7 +4,7 @@
 // with a test DNS server as the upstream resolver and upstream servers on 127.0.0.2.
 import assert from "node:assert/strict";
 import { createSocket } from "node:dgram";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -63,6 +63,18 @@ function clientOf(cp: ControlPlane): AdminClient {
   });
 }
 
+/** Every record of the daemon's audit log (firewall/audit/README.md), oldest first. */
+async function auditRecords(dataDir: string): Promise<Array<Record<string, unknown>>> {
+  const dir = join(dataDir, "audit");
+  const out: Array<Record<string, unknown>> = [];
+  for (const name of (await readdir(dir)).sort()) {
+    for (const line of (await readFile(join(dir, name), "utf8")).split("\n")) {
+      if (line !== "") out.push(JSON.parse(line) as Record<string, unknown>);
+    }
+  }
+  return out;
+}
+
 /** The AdminError a call rejects with. */
 async function refusal(p: Promise<unknown>): Promise<AdminError> {
   try {
@@ -112,6 +124,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "",
       containers: [],
+      interceptionCaPem: "",
     });
     const init = await client.firewallInit();
     // Docker has no such network: an honest empty network_id.
@@ -127,6 +140,8 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       networkId: "",
       cidr: "127.0.0.3/32",
       containers: [],
+      // The CA agents must trust (what `clawker run` copies in): the public part only.
+      interceptionCaPem: await readFile(join(cp.dataDir, "firewall", "ca", "ca.crt"), "utf8"),
     });
     // The gate answers, and only agents it knows: 127.0.0.3 is no running agent container.
     const refused = await query({ address: "127.0.0.1", port: world.dnsGatePort }, "api.example.test", "A", {
@@ -245,6 +260,7 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     assert.deepEqual(await client.firewallRotateCa(), { stackRestarted: false });
     const ca2 = await readFile(caFile, "utf8");
     assert.notEqual(ca2, ca1);
+    assert.equal((await client.firewallStatus()).interceptionCaPem, ca2, "Status hands out the new CA");
     assert.equal((await httpsThrough(world, "mitm.example.test", "/allowed/y", ca2)).status, 200);
     await assert.rejects(httpsThrough(world, "mitm.example.test", "/allowed/z", ca1), /certificate|verify/i);
 
@@ -283,7 +299,13 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
       timeoutMs: 6_000,
       what: "the bypass to expire",
     });
-    assert.ok(cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID));
+    // The log line comes through the daemon's stdout pipe: it may arrive after Status answered.
+    await waitFor(
+      () => cp.logs.some((l) => l["event"] === "bypass_expired" && l["containerId"] === AGENT_ID),
+      {
+        what: "the bypass_expired log line",
+      },
+    );
     assert.ok(
       cp.logs.some((l) => l["event"] === "container_mode" && l["enforced"] === false),
       "the log says the mode is recorded, not enforced",
@@ -304,6 +326,72 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     }
     assert.equal((await refusal(client.firewallEnable("f".repeat(64)))).reason, "unknown_container");
     assert.equal((await refusal(client.firewallEnable("not-hex"))).reason, "invalid_request");
+
+    // The audit log has each of them with who asked (the expiry: the control plane itself), the
+    // refused ones included (firewall/audit/README.md).
+    const cli = { client_id: "clawker-cli", cn: CLI_CN };
+    const expected = [
+      [
+        "bypass_start",
+        cli,
+        {
+          request: { container_id: AGENT_ID.slice(0, 12), timeout_seconds: 2 },
+          outcome: "ok",
+          container_id: AGENT_ID,
+          seconds: 2,
+          enforced: false,
+        },
+      ],
+      ["bypass_end", { client_id: "", cn: "" }, { container_id: AGENT_ID, cause: "expired" }],
+      [
+        "disable",
+        cli,
+        { request: { container_id: AGENT_ID }, outcome: "ok", container_id: AGENT_ID, enforced: false },
+      ],
+      [
+        "enable",
+        cli,
+        { request: { container_id: AGENT_ID }, outcome: "ok", container_id: AGENT_ID, enforced: false },
+      ],
+      [
+        "bypass_start",
+        cli,
+        {
+          request: { container_id: AGENT_ID, timeout_seconds: 0 },
+          outcome: "failed",
+          reason: "invalid_request",
+        },
+      ],
+      [
+        "bypass_start",
+        cli,
+        {
+          request: { container_id: AGENT_ID, timeout_seconds: 3601 },
+          outcome: "failed",
+          reason: "invalid_request",
+        },
+      ],
+      [
+        "enable",
+        cli,
+        { request: { container_id: "f".repeat(64) }, outcome: "failed", reason: "unknown_container" },
+      ],
+      ["enable", cli, { request: { container_id: "not-hex" }, outcome: "failed", reason: "invalid_request" }],
+    ];
+    const modeActions = new Set(["bypass_start", "bypass_end", "enable", "disable"]);
+    const actions = await waitFor(
+      async () => {
+        const got = (await auditRecords(cp.dataDir)).filter(
+          (r) => r["kind"] === "action" && modeActions.has(r["action"] as string),
+        );
+        return got.length >= expected.length ? got : undefined;
+      },
+      { what: "the audit records of the mode changes" },
+    );
+    assert.deepEqual(
+      actions.map((r) => [r["action"], r["who"], r["detail"]]),
+      expected,
+    );
   });
 
   test("Remove takes the stack down (agents refused); rules added meanwhile are stored; Init brings both back", async () => {

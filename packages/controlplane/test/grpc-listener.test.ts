@@ -12,11 +12,12 @@ import { Writable } from "node:stream";
 import {
   credentials,
   Metadata,
+  ServerInterceptingCall,
   status,
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { admin } from "@clawker/proto";
+import { admin, errorDetailOf } from "@clawker/proto";
 import { mintTrustSet, type CertifiedKey, type TrustSet } from "@clawker/adminclient";
 import { pino } from "pino";
 import { AuthInterceptor, HttpIntrospector, reasonMessage } from "../src/auth/index.js";
@@ -534,4 +535,57 @@ void test("a connection over its refusal share gets its refusals only after the 
   assert.ok(quick >= 4 && quick <= 5, `the saved-up share (4) answers at once: ${delays.join(",")}`);
   assert.ok(delays.filter((d) => d >= 650).length >= 5, `the rest waits the tarpit: ${delays.join(",")}`);
   assert.ok(counters.count("tarpit", "tarpit") >= 5);
+});
+
+void test("recovery is the call guard's: a throw behind it and an UNKNOWN status are INTERNAL, a bare error gets its reason", async (t) => {
+  const impl = service() as Record<string, unknown>;
+  impl["getSystemTime"] = (_c: unknown, cb: (e: unknown) => void) =>
+    cb({ code: status.UNKNOWN, details: "oops" });
+  impl["listAgents"] = (_c: unknown, cb: (e: unknown) => void) =>
+    cb({ code: status.NOT_FOUND, details: "none" });
+  // An interceptor behind the guard that throws while the call's metadata passes.
+  const throwing: GrpcListenerOptions["interceptors"] = [
+    (_method, next) =>
+      new ServerInterceptingCall(next, {
+        start: (startNext) =>
+          startNext({
+            onReceiveMetadata: (md, mdNext) => {
+              if (md.get("x-throw").length > 0) throw new Error("interceptor bug");
+              mdNext(md);
+            },
+          }),
+      }),
+  ];
+  const l = listener({
+    name: "recovering",
+    services: [
+      { definition: admin.AdminServiceService, implementation: impl as UntypedServiceImplementation },
+    ],
+    interceptors: throwing,
+  });
+  const port = await l.start();
+  t.after(() => l.close(0));
+  const client = grpcClient(port, pki.set.cli);
+  t.after(() => client.close());
+  const call = (method: "getSystemTime" | "listAgents", md = new Metadata()) =>
+    new Promise<ServiceError>((resolve, reject) => {
+      const done = (err: ServiceError | null): void => {
+        if (err === null) reject(new Error("answered OK"));
+        else resolve(err);
+      };
+      if (method === "getSystemTime") client.getSystemTime({}, md, done);
+      else client.listAgents({}, md, done);
+    });
+  const seen = async (err: Promise<ServiceError>) => {
+    const e = await err;
+    return [e.code, e.details, errorDetailOf(e)?.reason];
+  };
+  assert.deepEqual(await seen(call("getSystemTime")), [status.INTERNAL, reasonMessage.internal, "internal"]);
+  assert.deepEqual(await seen(call("listAgents")), [status.NOT_FOUND, "none", "not_found"]);
+  const md = new Metadata();
+  md.set("x-throw", "1");
+  assert.deepEqual(await seen(call("listAgents", md)), [status.INTERNAL, reasonMessage.internal, "internal"]);
+  assert.ok(logLines.some((l) => l.includes('"event":"call_failed"') && l.includes("interceptor bug")));
+  assert.ok(logLines.some((l) => l.includes('"event":"handler_failed"')));
+  assert.ok(logLines.some((l) => l.includes('"event":"status_without_reason"')));
 });

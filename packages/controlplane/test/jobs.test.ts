@@ -242,6 +242,7 @@ void test("a CLI watcher that stops reading is cut off (watcher_too_slow) while 
     argv: ["/bin/sh", "-c", `head -c ${size} /dev/zero`],
     cwd: "",
     env: {},
+    holdForPlacement: false,
   });
   const name = job!.name;
   const child = spawn(
@@ -293,6 +294,7 @@ void test("a control plane restart (new dialer, new listener) re-attaches to a r
     argv: ["/bin/sh", "-c", "echo up; sleep 600"],
     cwd: "",
     env: {},
+    holdForPlacement: false,
   });
   const name = job!.name;
   await dialer.close();
@@ -325,6 +327,7 @@ void test("stop kills the job's whole tree; stop of a finished job is a no-op", 
     argv: ["/bin/sh", "-c", `sh -c 'sleep 600; :' ${marker} & sh -c 'sleep 600; :' ${marker} & wait`],
     cwd: "",
     env: {},
+    holdForPlacement: false,
   });
   await waitFor(() => (processesWith(marker).length >= 3 ? true : undefined), { what: "the job's tree" });
   const first = await clawker(["stop", job!.name, "--format", "json"]);

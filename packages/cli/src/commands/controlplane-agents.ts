@@ -1,5 +1,6 @@
-// `clawker controlplane agents`: ListAgents with the CLI's token, as a table or JSON.
-import type { admin as adminProto } from "@clawker/proto";
+// `clawker controlplane agents`: ListAgents with the CLI's token, as a table or JSON; with
+// `--stats`, each agent's own usage beside it (AgentUsageService, read from its container's cgroups).
+import { jobs, type admin as adminProto } from "@clawker/proto";
 import { withAdmin } from "../admin-connection.js";
 import { FORMAT_FLAG, type CommandSpec, type FlagValues } from "../command-spec.js";
 import { ExitCode } from "../exit-codes.js";
@@ -16,10 +17,12 @@ export const CONTROLPLANE_AGENTS: CommandSpec = {
     "token-endpoint": TOKEN_ENDPOINT_FLAG,
     "admin-socket": ADMIN_SOCKET_FLAG,
     timeout: { type: "string", value: "DURATION", description: "deadline of the call (default 10s)" },
+    stats: { type: "boolean", description: "add each agent's CPU, memory, IO and process usage" },
     format: FORMAT_FLAG,
   },
   examples: [
     "clawker controlplane agents",
+    "clawker controlplane agents --stats",
     "clawker controlplane agents --format json | jq '.agents[].name'",
   ],
 };
@@ -32,6 +35,64 @@ export interface AgentRow {
   readonly certThumbprint: string;
   readonly registeredAt: string;
   readonly lastSeen: string;
+  /** With --stats: the agent container's usage and limits (uint64 figures as strings). */
+  readonly usage?: AgentUsageRow;
+}
+
+/** One agent's usage as the CLI prints it (AgentUsage's JSON, without the names). */
+export interface AgentUsageRow {
+  readonly cpuLimitMillis: number;
+  readonly memoryLimitBytes: string;
+  readonly pidsLimit: string;
+  readonly stats?: Readonly<Record<string, unknown>>;
+  readonly note: string;
+}
+
+/** Attaches each usage to its agent's row by container id. */
+export function withUsage(rows: readonly AgentRow[], usage: readonly jobs.AgentUsage[]): AgentRow[] {
+  const byId = new Map(usage.map((u) => [u.containerId, u]));
+  return rows.map((r) => {
+    const u = byId.get(r.containerId);
+    if (u === undefined) return r;
+    return {
+      ...r,
+      usage: {
+        cpuLimitMillis: u.cpuLimitMillis,
+        memoryLimitBytes: String(u.memoryLimitBytes),
+        pidsLimit: String(u.pidsLimit),
+        ...(u.stats === undefined ? {} : { stats: jobs.JobStats.toJSON(u.stats) as Record<string, unknown> }),
+        note: u.note,
+      },
+    };
+  });
+}
+
+/** A fixed-width table of agents with their usage (CPU seconds, memory, IO, processes). */
+export function usageTable(rows: readonly AgentRow[]): string {
+  const mib = (v: unknown): string => `${(Number(v ?? 0) / (1 << 20)).toFixed(1)}M`;
+  const table = [
+    ["NAME", "PROJECT", "CONTAINER", "CPU", "THROTTLED", "MEMORY", "PEAK", "IO READ", "IO WRITE", "PIDS"],
+    ...rows.map((r) => {
+      const u = r.usage;
+      const s = u?.stats;
+      if (u === undefined || s === undefined)
+        return [r.name, r.project, r.containerId.slice(0, 12), u?.note ?? "no usage", "", "", "", "", "", ""];
+      const limit = (v: string, f: (x: unknown) => string): string => (v === "0" ? "" : `/${f(v)}`);
+      return [
+        r.name,
+        r.project,
+        r.containerId.slice(0, 12),
+        `${(Number(s["cpuUsageUsec"] ?? 0) / 1e6).toFixed(2)}s${u.cpuLimitMillis === 0 ? "" : `/${u.cpuLimitMillis / 1000}cpu`}`,
+        `${(Number(s["cpuThrottledUsec"] ?? 0) / 1e6).toFixed(2)}s`,
+        `${mib(s["memoryCurrentBytes"])}${limit(u.memoryLimitBytes, mib)}`,
+        mib(s["memoryPeakBytes"]),
+        mib(s["ioReadBytes"]),
+        mib(s["ioWriteBytes"]),
+        `${Number(s["pidsCurrent"] ?? 0)}${limit(u.pidsLimit, String)}`,
+      ];
+    }),
+  ];
+  return formatTable(table);
 }
 
 /** Converts the wire form (bigint seconds) to printable rows. */
@@ -61,6 +122,10 @@ export function agentTable(rows: readonly AgentRow[]): string {
       r.lastSeen,
     ]),
   ];
+  return formatTable(table);
+}
+
+function formatTable(table: readonly string[][]): string {
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   return (
     table
@@ -76,15 +141,26 @@ export function agentTable(rows: readonly AgentRow[]): string {
 
 /** Runs `controlplane agents`. */
 export async function controlplaneAgents(values: FlagValues, io: Io): Promise<number> {
-  const rows = await withAdmin(values, io, async (client) => agentRows(await client.listAgents()), {
-    timeoutDefault: "10s",
-  });
+  const rows = await withAdmin(
+    values,
+    io,
+    async (client) => {
+      const listed = agentRows(await client.listAgents());
+      if (values["stats"] !== true) return listed;
+      const { agents } = await client.callMethod(jobs.AgentUsageServiceService.listAgentUsage, {
+        agentName: "",
+        project: "",
+      });
+      return withUsage(listed, agents);
+    },
+    { timeoutDefault: "10s" },
+  );
   if (values["format"] === "json") {
     io.stdout.write(JSON.stringify({ agents: rows }, null, 2) + "\n");
   } else if (rows.length === 0) {
     io.stdout.write("no agents registered\n");
   } else {
-    io.stdout.write(agentTable(rows));
+    io.stdout.write(values["stats"] === true ? usageTable(rows) : agentTable(rows));
   }
   return ExitCode.ok;
 }

@@ -33,7 +33,8 @@ export const JOB_START: CommandSpec = {
   description:
     "The job runs `-- CMD [ARGS...]` in the agent until it ends or `clawker job stop`; it does not\n" +
     "depend on this command (or any watcher) staying connected. Limits apply inside the agent's\n" +
-    "own when the agent's host delegates cgroup v2 controllers; otherwise `job status` says why not.",
+    "own (the control plane places the job in cgroups of its own, v1 or v2); when it cannot,\n" +
+    "`job status` says why not.",
   flags: {
     agent: { type: "string", value: "NAME", description: "agent name (required)" },
     project: { type: "string", value: "PROJECT", description: "project of --agent (default: none)" },
@@ -51,6 +52,7 @@ export const JOB_START: CommandSpec = {
       value: "N",
       description: "write operations per second per device",
     },
+    "pids-limit": { type: "string", value: "N", description: "most processes the job may have (pids.max)" },
     workdir: { type: "string", short: "w", value: "DIR", description: "working directory in the agent" },
     env: {
       type: "string",
@@ -187,6 +189,7 @@ export function startJobRequest(values: FlagValues): jobs.StartJobRequest {
     ioWriteBps: size("device-write-bps"),
     ioReadIops: count("device-read-iops"),
     ioWriteIops: count("device-write-iops"),
+    pidsMax: count("pids-limit"),
   };
   return {
     agentName: agent,
@@ -195,6 +198,8 @@ export function startJobRequest(values: FlagValues): jobs.StartJobRequest {
     cwd: optStr(values, "workdir") ?? "",
     env,
     limits,
+    // The control plane decides placement; what a CLI sends here is overwritten.
+    holdForPlacement: false,
   };
 }
 

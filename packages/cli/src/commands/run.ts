@@ -1,6 +1,7 @@
 // `clawker run`: creates an agent container, copies its bootstrap identity in (a 24 h leaf for the
 // container's id and a single-use client assertion), and starts it. Everything after IMAGE is
 // the agent's main command, passed verbatim.
+import { readFile } from "node:fs/promises";
 import {
   AgentBootstrapError,
   agentCgroupParent,
@@ -14,10 +15,21 @@ import {
   type AgentLimits,
   type DeviceRate,
 } from "@clawker/adminclient";
-import { FORMAT_FLAG, optStr, parseFlags, str, type CommandSpec, type FlagValues } from "../command-spec.js";
-import { defaultTrustDir } from "../defaults.js";
+import { adminSocketChoice, connectAdmin } from "../admin-connection.js";
+import {
+  FORMAT_FLAG,
+  optStr,
+  parseAddress,
+  parseFlags,
+  str,
+  type CommandSpec,
+  type FlagValues,
+} from "../command-spec.js";
+import { defaultAdminAddr, defaultDataDir, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode, type ExitCodeValue } from "../exit-codes.js";
 import type { Io } from "../io.js";
+import { hostDisks, readAgentLimitDefaults, withDefaults } from "./agent-defaults.js";
+import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS } from "./controlplane-up.js";
 import { parseCpu, parseSize, positiveCount } from "./job.js";
 
 /** The control plane's agent listener port (the default of `--cp-addr` on the network's gateway). */
@@ -35,7 +47,11 @@ export const RUN: CommandSpec = {
     "Creates container clawker.<project>.<agent> (labels dev.clawker.*, --cap-drop NET_RAW, docker-init\n" +
     "as PID 1, on the agents network), issues the agent's 24 h leaf for the container id and a\n" +
     "single-use client assertion for clawker-agent (10 min), copies both with the CA and agent.json\n" +
-    "into /run/clawker/bootstrap (0400, root), then starts it. The entrypoint is clawkerd; CMD becomes\n" +
+    "into /run/clawker/bootstrap (0400, root), then starts it. The firewall's interception CA\n" +
+    "(FirewallStatus, public part only) goes to /etc/clawker/firewall-ca.crt with NODE_EXTRA_CA_CERTS and\n" +
+    "SSL_CERT_FILE set; clawkerd adds it to the image's trust store at every start. A control plane\n" +
+    "that cannot be asked is a warning: the agent then fails TLS to intercepted names (never trusts\n" +
+    "more). The entrypoint is clawkerd; CMD becomes\n" +
     "clawkerd's main command, started when the control plane says AgentReady. Nothing is left behind\n" +
     "when a step fails. Flags go before IMAGE; everything after IMAGE is CMD.\n" +
     "Docker is reached through DOCKER_HOST (unix:///path; default /var/run/docker.sock).",
@@ -57,13 +73,27 @@ export const RUN: CommandSpec = {
       description:
         "cgroup parent owned by the control plane, whose eBPF programs enforce the agent's egress (default /clawker, or clawker.slice with Docker's systemd cgroup driver)",
     },
-    cpus: { type: "string", value: "CPUS", description: "CPU limit of the agent, e.g. 0.5 (default none)" },
+    cpus: {
+      type: "string",
+      value: "CPUS",
+      description: "CPU limit of the agent, e.g. 0.5 (default: the control plane's)",
+    },
     memory: {
       type: "string",
       value: "SIZE",
-      description: "memory limit, e.g. 512M: no swap, soft limit at 75% (default none)",
+      description: "memory limit, e.g. 512M: no swap, soft limit at 75% (default: the control plane's)",
     },
-    "pids-limit": { type: "string", value: "N", description: "most processes in the agent (default none)" },
+    "pids-limit": {
+      type: "string",
+      value: "N",
+      description: "most processes in the agent (default: the control plane's)",
+    },
+    "cp-data-dir": {
+      type: "string",
+      value: "DIR",
+      description:
+        "the control plane's data dir, where it publishes its default agent limits (default $CLAWKER_CP_DATA_DIR, else ~/.local/state/clawker/controlplane)",
+    },
     "device-read-bps": {
       type: "string",
       multiple: true,
@@ -115,6 +145,14 @@ export const RUN: CommandSpec = {
     },
     env: { type: "string", short: "e", multiple: true, value: "KEY=VALUE", description: "environment entry" },
     "no-start": { type: "boolean", description: "create and copy the identity in, but do not start" },
+    "firewall-ca": {
+      type: "string",
+      value: "FILE|none",
+      description:
+        "the firewall's interception CA certificate (PEM) the agent trusts; none: no CA (default: asked of the control plane)",
+    },
+    admin: LOCATE_FLAGS.admin,
+    "admin-socket": ADMIN_SOCKET_FLAG,
     format: FORMAT_FLAG,
   },
   examples: [
@@ -222,8 +260,17 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   const entrypointFlag = optStr(values, "entrypoint");
   const entrypoint = entrypointFlag === undefined ? undefined : parseEntrypoint(entrypointFlag);
   const cgroupParentFlag = optStr(values, "cgroup-parent");
-  const limits = agentLimits(values);
-  const trust = await loadTrustSet(str(values, "trust-dir", defaultTrustDir(io.env)));
+  // The control plane's default limits (its config, published in its data dir) under the flags.
+  const published = readAgentLimitDefaults(str(values, "cp-data-dir", defaultDataDir(io.env)));
+  const limits =
+    published.defaults === undefined
+      ? agentLimits(values)
+      : withDefaults(agentLimits(values), published.defaults, hostDisks());
+  if (published.defaults === undefined)
+    io.stderr.write(`clawker: note: ${published.why}; the agent gets only the limits its flags give\n`);
+  const trustDir = str(values, "trust-dir", defaultTrustDir(io.env));
+  const trust = await loadTrustSet(trustDir);
+  const firewallCaPem = await firewallCa(values, io, trustDir);
 
   try {
     const docker = dockerClient(io.env["DOCKER_HOST"]);
@@ -252,6 +299,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
       ...(entrypoint === undefined ? {} : { entrypoint }),
       cgroupParent,
       limits,
+      ...(firewallCaPem === undefined ? {} : { firewallCaPem }),
     });
     const result = {
       containerId: created.containerId,
@@ -264,6 +312,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
       cgroupParent,
       started: created.started,
       thumbprint: created.thumbprint,
+      firewallCaFingerprint: created.firewallCaFingerprint ?? null,
       certNotAfter: created.certNotAfter,
       controlPlaneAddr: cpAddr,
       tokenEndpoint,
@@ -275,6 +324,7 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
         `${created.started ? "started" : "created"} agent ${created.fullName} in container ${created.name} (${created.containerId.slice(0, 12)})\n` +
           `  leaf thumbprint: ${created.thumbprint} (valid until ${created.certNotAfter})\n` +
           `  network ${network}, control plane ${cpAddr}, token endpoint ${tokenEndpoint}\n` +
+          `  firewall CA: ${created.firewallCaFingerprint ?? "none"}\n` +
           "next: clawker controlplane agents\n",
       );
     }
@@ -282,6 +332,54 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
   } catch (err) {
     throw agentCliError(err);
   }
+}
+
+/** How long `run` waits for the control plane's answer about the firewall CA. */
+const FIREWALL_CA_DEADLINE_MS = 5_000;
+
+/**
+ * The firewall CA for a new agent: `--firewall-ca FILE` (read, checked by createAgentContainer),
+ * `none`, or by default FirewallStatus's `interception_ca_pem` (our extension) from the control
+ * plane on `--admin-socket`/`--admin` and `$CLAWKER_TOKEN_ENDPOINT`. A control plane that cannot
+ * be asked, or has no CA yet, gives none with a warning: without the CA an agent fails TLS to
+ * intercepted names, it never trusts more.
+ */
+async function firewallCa(values: FlagValues, io: Io, trustDir: string): Promise<string | undefined> {
+  const flag = optStr(values, "firewall-ca");
+  if (flag === "none") return undefined;
+  if (flag !== undefined) {
+    try {
+      return await readFile(flag, "utf8");
+    } catch (err) {
+      throw new CliError(ExitCode.usage, `cannot read --firewall-ca ${flag}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+  const warn = (why: string): undefined => {
+    io.stderr.write(
+      `warning: no firewall CA copied into the agent (${why}); names the firewall intercepts will fail TLS verification there (--firewall-ca FILE|none to choose)\n`,
+    );
+    return undefined;
+  };
+  let pem: string;
+  try {
+    const { client } = await connectAdmin({
+      trustDir,
+      admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
+      tokenEndpoint: defaultTokenEndpoint(io.env),
+      socket: adminSocketChoice(values, io.env),
+      deadlineMs: FIREWALL_CA_DEADLINE_MS,
+    });
+    try {
+      pem = (await client.firewallStatus()).interceptionCaPem;
+    } finally {
+      await client.close();
+    }
+  } catch (err) {
+    return warn(`the control plane was not asked: ${(err as Error).message}`);
+  }
+  return pem === "" ? warn("the control plane has none yet: bring the firewall up first") : pem;
 }
 
 /** The agent's resource limits from `run`'s flags (Docker's spelling; usage errors exit 2). */

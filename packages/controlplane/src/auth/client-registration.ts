@@ -10,8 +10,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Agent } from "node:http";
 import { AGENT_CLIENT, CLI_CLIENT } from "@clawker/proto";
-import { calculateJwkThumbprint, type JWK } from "jose";
 import { agentFor, httpRequest, type TlsClientOptions } from "../http-client.js";
+import { jwkThumbprint } from "./jwk-thumbprint.js";
 
 /** Bound on an admin API answer (a client's JSON is a few KiB). */
 const MAX_ANSWER_BYTES = 1024 * 1024;
@@ -121,14 +121,10 @@ export async function registerClients(
  * Only what decides who can get which token is compared; Hydra's own additions (timestamps,
  * metadata, defaults such as response_types) are not.
  */
-export async function clientDifferences(
-  spec: OAuthClientSpec,
-  registered: Record<string, unknown>,
-): Promise<string[]> {
+export function clientDifferences(spec: OAuthClientSpec, registered: Record<string, unknown>): string[] {
   const ours = hydraClientBody(spec);
   const out: string[] = [];
-  if (!sameSet(await thumbprints(spec.jwks.keys), await thumbprints(keysOf(registered["jwks"]))))
-    out.push("jwks");
+  if (!sameSet(thumbprints(spec.jwks.keys), thumbprints(keysOf(registered["jwks"])))) out.push("jwks");
   const jwksUri = registered["jwks_uri"];
   if (jwksUri !== undefined && jwksUri !== null && jwksUri !== "") out.push("jwks_uri");
   if (!sameSet(words(ours["grant_types"]), words(registered["grant_types"]))) out.push("grant_types");
@@ -146,16 +142,14 @@ function keysOf(jwks: unknown): unknown[] {
 }
 
 /** RFC 7638 thumbprints; a key that has none (malformed) gets a marker that matches nothing of ours. */
-async function thumbprints(keys: readonly unknown[]): Promise<string[]> {
-  return Promise.all(
-    keys.map(async (k, i) => {
-      try {
-        return await calculateJwkThumbprint(k as JWK);
-      } catch {
-        return `unusable key #${i}`;
-      }
-    }),
-  );
+function thumbprints(keys: readonly unknown[]): string[] {
+  return keys.map((k, i) => {
+    try {
+      return jwkThumbprint(k);
+    } catch {
+      return `unusable key #${i}`;
+    }
+  });
 }
 
 /** The members of a space-separated string or an array of strings; absent is empty. */
@@ -211,7 +205,7 @@ async function registerWith(
       `registering ${spec.clientId}: the registered client is not a JSON object`,
     );
   }
-  const differences = await clientDifferences(spec, registered as Record<string, unknown>);
+  const differences = clientDifferences(spec, registered as Record<string, unknown>);
   if (differences.length === 0) return { outcome: "exists", differences };
 
   await send({ method: "PUT", url: clientUrl, body }, [200]);

@@ -40,7 +40,8 @@ export interface EngineInfo {
 export interface ContainerInspect {
   readonly Id: string;
   readonly Config?: { readonly Labels?: Readonly<Record<string, string>> | null };
-  readonly State?: { readonly Running?: boolean };
+  /** `Pid`: the container's init process on this host (0 when not running). */
+  readonly State?: { readonly Running?: boolean; readonly Pid?: number };
   readonly NetworkSettings?: {
     readonly Networks?: Readonly<
       Record<string, { readonly IPAddress?: string; readonly GlobalIPv6Address?: string }>

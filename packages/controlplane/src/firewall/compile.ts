@@ -4,7 +4,10 @@
 // be compiled is left out (its traffic stays denied) and reported in `skipped`. See README.md,
 // "Compile".
 import { createHash } from "node:crypto";
-import { dnsRulesFromListing, type DnsClient, type DnsRule } from "./dns/index.js";
+// By module, not the dns/ index: that also exports the gate itself (dns-packet and its
+// resolver), which runs in its own process and would only cost the daemon start-up and memory.
+import { dnsRulesFromListing } from "./dns/policy-from-rules.js";
+import type { DnsClient, DnsRule } from "./dns/policy.js";
 import type {
   ProxyAction,
   ProxyEntry,

@@ -121,3 +121,26 @@ void test("a bypass hands its length to the enforcer, so the kernel can end it w
   modes.clear();
   assert.deepEqual(seen, [42, undefined]);
 });
+
+void test("onBypassEnd hears every bypass's end with its cause, and nothing for a disable", async () => {
+  const ends: Array<[string, string]> = [];
+  const modes = new ContainerModes({ log, onBypassEnd: (id, cause) => ends.push([id, cause]) });
+  await modes.bypass("e1", 1);
+  await until(() => ends.length === 1);
+  await modes.bypass("r1", 60);
+  await modes.enforce("r1");
+  await modes.bypass("g1", 60);
+  modes.forget("g1");
+  await modes.bypass("s1", 60);
+  await modes.disable("d1");
+  await modes.restoreAll();
+  await modes.bypass("x1", 60);
+  modes.clear();
+  assert.deepEqual(ends, [
+    ["e1", "expired"],
+    ["r1", "replaced"],
+    ["g1", "container_gone"],
+    ["s1", "stack_down"],
+    ["x1", "shutdown"],
+  ]);
+});

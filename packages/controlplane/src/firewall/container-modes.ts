@@ -31,9 +31,14 @@ export interface ContainerModeState {
   readonly enforced: boolean;
 }
 
+/** Why a bypass ended (the audit log's bypass_end records). */
+export type BypassEndCause = "expired" | "replaced" | "stack_down" | "shutdown" | "container_gone";
+
 /** Options of ContainerModes. */
 export interface ContainerModesOptions {
   readonly log: Logger;
+  /** Told when a bypass ends, however it ends. Must not throw. */
+  readonly onBypassEnd?: (containerId: string, cause: BypassEndCause) => void;
   /** Absent: modes are recorded only (and logged as such). */
   readonly enforcer?: ModeEnforcer;
   readonly now?: () => number;
@@ -52,22 +57,24 @@ export class ContainerModes {
   readonly #enforcer: ModeEnforcer | undefined;
   readonly #now: () => number;
   readonly #held = new Map<string, Held>();
+  readonly #onBypassEnd: ((containerId: string, cause: BypassEndCause) => void) | undefined;
 
   constructor(options: ContainerModesOptions) {
     this.#log = options.log;
+    this.#onBypassEnd = options.onBypassEnd;
     this.#enforcer = options.enforcer;
     this.#now = options.now ?? Date.now;
   }
 
   /** Back to the default: enforcement on (also ends a bypass early). */
   async enforce(containerId: string, signal?: AbortSignal): Promise<boolean> {
-    this.#drop(containerId);
+    this.#drop(containerId, "replaced");
     return await this.#apply(containerId, "enforced", signal);
   }
 
   /** Takes the container out of enforcement until enforce() (or a control plane restart). */
   async disable(containerId: string, signal?: AbortSignal): Promise<boolean> {
-    this.#drop(containerId);
+    this.#drop(containerId, "replaced");
     const enforced = await this.#apply(containerId, "disabled", signal);
     this.#held.set(containerId, { mode: "disabled", untilMs: 0, enforced, timer: undefined });
     return enforced;
@@ -84,7 +91,7 @@ export class ContainerModes {
         `timeout_seconds must be 1-${MAX_BYPASS_SECONDS} (a bypass always ends by itself), got ${seconds}`,
       );
     }
-    this.#drop(containerId);
+    this.#drop(containerId, "replaced");
     const enforced = await this.#apply(containerId, "bypass", signal, seconds);
     const timer = setTimeout(() => void this.#expire(containerId), seconds * 1000);
     // The drain cancels timers; one must never keep the process alive on its own.
@@ -108,7 +115,7 @@ export class ContainerModes {
 
   /** The container is gone: its mode goes with it (no timer left behind). */
   forget(containerId: string): void {
-    this.#drop(containerId);
+    this.#drop(containerId, "container_gone");
   }
 
   /**
@@ -117,7 +124,7 @@ export class ContainerModes {
    */
   async restoreAll(): Promise<void> {
     const ids = [...this.#held.keys()];
-    this.clear();
+    this.clear("stack_down");
     for (const containerId of ids) {
       try {
         await this.#apply(containerId, "enforced");
@@ -128,8 +135,11 @@ export class ContainerModes {
   }
 
   /** Cancels every bypass timer and forgets every mode (the drain: the enforcement clears the kernel's). */
-  clear(): void {
-    for (const h of this.#held.values()) clearTimeout(h.timer);
+  clear(cause: BypassEndCause = "shutdown"): void {
+    for (const [containerId, h] of this.#held) {
+      clearTimeout(h.timer);
+      if (h.mode === "bypass") this.#onBypassEnd?.(containerId, cause);
+    }
     const bypasses = [...this.#held.values()].filter((h) => h.mode === "bypass").length;
     this.#held.clear();
     if (bypasses > 0)
@@ -141,6 +151,7 @@ export class ContainerModes {
     if (held?.mode !== "bypass") return;
     this.#held.delete(containerId);
     this.#log.info({ event: "bypass_expired", containerId }, "bypass ended; egress enforced again");
+    this.#onBypassEnd?.(containerId, "expired");
     try {
       await this.#apply(containerId, "enforced");
     } catch (err) {
@@ -148,11 +159,12 @@ export class ContainerModes {
     }
   }
 
-  #drop(containerId: string): void {
+  #drop(containerId: string, cause: BypassEndCause): void {
     const held = this.#held.get(containerId);
     if (held === undefined) return;
     clearTimeout(held.timer);
     this.#held.delete(containerId);
+    if (held.mode === "bypass") this.#onBypassEnd?.(containerId, cause);
   }
 
   async #apply(

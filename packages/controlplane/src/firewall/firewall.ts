@@ -13,6 +13,8 @@ import type { AddressIndexChange, ContainerRecord } from "../agents/address-inde
 import type { AgentRecord } from "../agents/registry.js";
 import type { Config } from "../config.js";
 import { ActionQueue, type MutationOutcome } from "./action-queue.js";
+import type { AuditSink } from "./audit/audit-log.js";
+import type { AuditActionKind, AuditWho } from "./audit/audit-record.js";
 import { compileFirewall, type CompiledDns, type CompiledFirewall, type CompiledRoute } from "./compile.js";
 import { ContainerModes, type ContainerModeState, type ModeEnforcer } from "./container-modes.js";
 import { parseDestination } from "./destination.js";
@@ -159,6 +161,11 @@ export interface FirewallOptions {
    */
   readonly agentFacing?: readonly AgentFacingListener[];
   readonly onDecision?: (decision: ProxyDecision) => void;
+  /**
+   * The audit log: every committed rule change, enable, disable, bypass start and end, stack up
+   * and down and CA rotation, with who asked (audit/README.md). Absent: not recorded.
+   */
+  readonly audit?: AuditSink;
   readonly now?: () => number;
   /** Where the default upstream resolvers come from (default /etc/resolv.conf); tests change it. */
   readonly resolvConf?: string;
@@ -182,6 +189,8 @@ export interface FirewallState {
   readonly networkId: string;
   readonly cidr: string;
   readonly containers: readonly ContainerModeState[];
+  /** The interception CA certificate agents must trust (PEM); "" when none was made yet. */
+  readonly interceptionCaPem: string;
 }
 
 /** What a reconcile reports to the callers it served. */
@@ -246,6 +255,9 @@ export class Firewall {
     });
     this.#modes = new ContainerModes({
       log: this.#log,
+      // audit: a bypass's end, however it ends (expiry, enable, stack down, shutdown).
+      onBypassEnd: (containerId, cause) =>
+        options.audit?.action("bypass_end", {}, { container_id: containerId, cause }),
       ...(options.enforcer ? { enforcer: options.enforcer } : {}),
       ...(options.now ? { now: options.now } : {}),
     });
@@ -269,7 +281,24 @@ export class Firewall {
   async start(signal: AbortSignal): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o700 });
     const floor = this.#settings.floorFile === undefined ? [] : loadFloorFile(this.#settings.floorFile);
-    this.#store = new RuleStore({ db: this.#options.database, floor });
+    const audit = this.#options.audit;
+    this.#store = new RuleStore({
+      db: this.#options.database,
+      floor,
+      // audit: one rule_change record per committed rule_changes row, with its before and after.
+      ...(audit === undefined
+        ? {}
+        : {
+            onChange: (c) =>
+              audit.action("rule_change", whoOf(c.actor), {
+                op: c.op,
+                key: c.key,
+                change_seq: c.seq,
+                before: c.before ?? null,
+                after: c.after ?? null,
+              }),
+          }),
+    });
     this.#unsubscribe = this.#options.containers.onChange((change) => this.#onContainerChange(change));
     const wanted = this.#settings.enabled || (await this.#readState()).up;
     this.#log.info(
@@ -287,23 +316,27 @@ export class Firewall {
   // ---- AdminService operations (handlers.ts maps them to the wire) ----
 
   /** FirewallInit: brings the stack up (idempotent) and records that it should stay up. */
-  init(): Promise<StackAddresses> {
-    return this.#run(async (signal) => {
-      if (this.#stack === undefined) {
-        await this.#bringUp(signal);
-        await this.#applyOrTearDown(signal);
-      }
-      await this.#writeState({ up: true });
-      return this.#addresses(this.#stack!);
-    });
+  init(actor?: Actor): Promise<StackAddresses> {
+    return this.#audited("stack_up", actor, {}, () =>
+      this.#run(async (signal) => {
+        if (this.#stack === undefined) {
+          await this.#bringUp(signal);
+          await this.#applyOrTearDown(signal);
+        }
+        await this.#writeState({ up: true });
+        return this.#addresses(this.#stack!);
+      }),
+    );
   }
 
   /** FirewallRemove: tears the stack down and records that it stays down. */
-  remove(): Promise<void> {
-    return this.#run(async () => {
-      await this.#tearDown();
-      await this.#writeState({ up: false });
-    });
+  remove(actor?: Actor): Promise<void> {
+    return this.#audited("stack_down", actor, {}, () =>
+      this.#run(async () => {
+        await this.#tearDown();
+        await this.#writeState({ up: false });
+      }),
+    );
   }
 
   /**
@@ -363,6 +396,7 @@ export class Firewall {
   async status(): Promise<FirewallState> {
     const store = this.#openStore();
     const stack = this.#stack;
+    const caPem = (await this.#ca.publicCertPem()) ?? "";
     const [proxyHealthy, dnsHealthy] =
       stack === undefined
         ? [false, false]
@@ -383,6 +417,7 @@ export class Firewall {
       networkId: stack?.network?.id ?? "",
       cidr: stack?.cidr ?? "",
       containers: this.#modes.list(),
+      interceptionCaPem: caPem,
     };
   }
 
@@ -390,7 +425,12 @@ export class Firewall {
    * FirewallRotateCA: a new interception CA; every intercepted name gets a certificate from it,
    * hot-loaded (passthrough tunnels and other sessions are not touched).
    */
-  rotateCa(): Promise<void> {
+  async rotateCa(actor?: Actor): Promise<void> {
+    await this.#audited("ca_rotated", actor, {}, () => this.#rotateCa());
+  }
+
+  /** Rotates the CA; the fingerprints before and after (the audit record's). */
+  #rotateCa(): Promise<{ before: string; after: string }> {
     return this.#run(async (signal) => {
       await this.#ca.load();
       const before = this.#ca.fingerprint;
@@ -403,6 +443,7 @@ export class Firewall {
       if (stack !== undefined && this.#compiled !== undefined) {
         await this.#installCertificates(stack, this.#compiled.certificates, signal);
       }
+      return { before, after: this.#ca.fingerprint };
     });
   }
 
@@ -444,24 +485,34 @@ export class Firewall {
   }
 
   /** FirewallEnable: the container is enforced again (ends a bypass or a disable). */
-  enable(containerId: string): Promise<void> {
-    return this.#run(async (signal) => {
-      await this.#modes.enforce(this.#container(containerId), signal);
-    });
+  async enable(containerId: string, actor?: Actor): Promise<void> {
+    await this.#audited("enable", actor, { container_id: containerId }, () =>
+      this.#run(async (signal) => {
+        const id = this.#container(containerId);
+        return { container_id: id, enforced: await this.#modes.enforce(id, signal) };
+      }),
+    );
   }
 
   /** FirewallDisable: the container is no longer enforced (until enable or a restart). */
-  disable(containerId: string): Promise<void> {
-    return this.#run(async (signal) => {
-      await this.#modes.disable(this.#container(containerId), signal);
-    });
+  async disable(containerId: string, actor?: Actor): Promise<void> {
+    await this.#audited("disable", actor, { container_id: containerId }, () =>
+      this.#run(async (signal) => {
+        const id = this.#container(containerId);
+        return { container_id: id, enforced: await this.#modes.disable(id, signal) };
+      }),
+    );
   }
 
   /** FirewallBypass: unrestricted egress for `seconds` (1-3600), then enforcement comes back by itself. */
-  bypass(containerId: string, seconds: number): Promise<void> {
-    return this.#run(async (signal) => {
-      await this.#modes.bypass(this.#container(containerId), seconds, signal);
-    });
+  async bypass(containerId: string, seconds: number, actor?: Actor): Promise<void> {
+    const request = { container_id: containerId, timeout_seconds: seconds };
+    await this.#audited("bypass_start", actor, request, () =>
+      this.#run(async (signal) => {
+        const id = this.#container(containerId);
+        return { container_id: id, seconds, enforced: await this.#modes.bypass(id, seconds, signal) };
+      }),
+    );
   }
 
   /** The rule store's change log (who changed what), for tests and tools. */
@@ -502,6 +553,32 @@ export class Firewall {
   }
 
   // ---- internals ----
+
+  /**
+   * Runs an operator action and records it in the audit log with who asked and the request:
+   * `outcome: "ok"` with what it did (an object result is merged in), or `outcome: "failed"`
+   * with the refusal's reason, so refused attempts (a disable tried without the rights to
+   * succeed, say) are on record too.
+   */
+  async #audited<T>(
+    kind: AuditActionKind,
+    actor: Actor | undefined,
+    request: Record<string, unknown>,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    const audit = this.#options.audit;
+    const who = actor === undefined ? {} : whoOf(actor);
+    try {
+      const result = await run();
+      const done = typeof result === "object" && result !== null ? result : {};
+      audit?.action(kind, who, { request, outcome: "ok", ...done });
+      return result;
+    } catch (err) {
+      const reason = err instanceof FirewallError ? err.reason : "internal";
+      audit?.action(kind, who, { request, outcome: "failed", reason });
+      throw err;
+    }
+  }
 
   /** Runs an action on the queue, in order with every mutation; refused once closing. */
   async #run<T>(action: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -914,6 +991,11 @@ export class Firewall {
   async #writeState(state: { up: boolean }): Promise<void> {
     await writeFileAtomic(join(this.#dir, STATE_FILE), `${JSON.stringify(state)}\n`);
   }
+}
+
+/** An Actor (rule_changes' caller) as the audit log's AuditWho. */
+function whoOf(actor: Actor): AuditWho {
+  return { clientId: actor.clientId, cn: actor.certCn };
 }
 
 /** What stays of the steering once the stack is down: the subnet passes, the gateway does not (but its exempt ports). */

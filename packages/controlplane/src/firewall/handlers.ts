@@ -1,7 +1,7 @@
 // The 13 firewall RPCs of AdminService (API.md §1): wire messages in, Firewall operations, wire
 // messages out. Errors go through the firewall's one reason -> status table (errors.ts); anything
-// else is INTERNAL without detail. Who acted (rule_changes) comes from the AuthInterceptor's
-// decision and the caller's certificate CN.
+// else is INTERNAL without detail. Who acted (rule_changes, and the audit log's action records for
+// every state-changing RPC) comes from the AuthInterceptor's decision and the caller's certificate CN.
 import { status, type handleUnaryCall, type ServerUnaryCall } from "@grpc/grpc-js";
 import { admin } from "@clawker/proto";
 import type { Logger } from "pino";
@@ -99,24 +99,24 @@ export function firewallHandlers(firewall: FirewallOperations, log: Logger): Fir
   }
 
   return {
-    firewallInit: unary("FirewallInit", async () => {
-      const a = await firewall.init();
+    firewallInit: unary("FirewallInit", async (call) => {
+      const a = await firewall.init(actorOf(call));
       return { envoyIp: a.proxyAddress, corednsIp: a.dnsAddress, networkId: a.networkId };
     }),
-    firewallRemove: unary("FirewallRemove", async () => {
-      await firewall.remove();
+    firewallRemove: unary("FirewallRemove", async (call) => {
+      await firewall.remove(actorOf(call));
       return {};
     }),
     firewallEnable: unary("FirewallEnable", async (call) => {
-      await firewall.enable(call.request.containerId);
+      await firewall.enable(call.request.containerId, actorOf(call));
       return {};
     }),
     firewallDisable: unary("FirewallDisable", async (call) => {
-      await firewall.disable(call.request.containerId);
+      await firewall.disable(call.request.containerId, actorOf(call));
       return {};
     }),
     firewallBypass: unary("FirewallBypass", async (call) => {
-      await firewall.bypass(call.request.containerId, call.request.timeoutSeconds);
+      await firewall.bypass(call.request.containerId, call.request.timeoutSeconds, actorOf(call));
       return {};
     }),
     firewallAddRules: unary("FirewallAddRules", async (call) => {
@@ -152,10 +152,11 @@ export function firewallHandlers(firewall: FirewallOperations, log: Logger): Fir
           bypassSecondsLeft: c.secondsLeft,
           enforced: c.enforced,
         })),
+        interceptionCaPem: s.interceptionCaPem,
       };
     }),
-    firewallRotateCa: unary("FirewallRotateCA", async () => {
-      await firewall.rotateCa();
+    firewallRotateCa: unary("FirewallRotateCA", async (call) => {
+      await firewall.rotateCa(actorOf(call));
       return { stackRestarted: false };
     }),
     // API.md §1: the request's routes are accepted and ignored; the store is the only source.

@@ -5,13 +5,26 @@
 import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-// Must precede @peculiar/x509: its dependency tsyringe checks for the Reflect metadata API on load.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { FirewallError } from "./errors.js";
 import { writeFileAtomic } from "./proxy/map-files.js";
 
-x509.cryptoProvider.set(webcrypto);
+let x509Module: Promise<typeof X509> | undefined;
+
+/**
+ * @peculiar/x509 on first use, not at import: with tsyringe and the asn1 schemas it is ~200
+ * modules and ~20 MiB of the daemon's resident memory, and only a firewall that opens TLS needs it.
+ */
+function peculiarX509(): Promise<typeof X509> {
+  x509Module ??= (async () => {
+    // Must precede @peculiar/x509: its dependency tsyringe checks for the Reflect metadata API on load.
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(webcrypto);
+    return x509;
+  })();
+  return x509Module;
+}
 
 /** A certificate and its key, PEM (PKCS#8 key). */
 export interface IssuedCertificate {
@@ -40,7 +53,7 @@ const CA_RENEW_BEFORE_MS = 30 * DAY_MS;
 const SIGNING = { name: "ECDSA", hash: "SHA-256" } as const;
 
 interface Loaded {
-  readonly cert: x509.X509Certificate;
+  readonly cert: X509.X509Certificate;
   readonly key: webcrypto.CryptoKey;
   readonly certPem: string;
 }
@@ -75,6 +88,20 @@ export class InterceptionCa {
     return this.#loaded().certPem;
   }
 
+  /**
+   * The CA certificate agents must trust (PEM, public part only): the loaded one, else the one on
+   * disk, else undefined (no CA was made yet). Never creates one.
+   */
+  async publicCertPem(): Promise<string | undefined> {
+    if (this.#ca !== undefined) return this.#ca.certPem;
+    try {
+      return await readFile(this.certFile, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
   /** The current CA's SHA-256 fingerprint (hex, lowercase); load() first. */
   get fingerprint(): string {
     return new X509Certificate(this.#loaded().certPem).fingerprint256.replaceAll(":", "").toLowerCase();
@@ -99,6 +126,7 @@ export class InterceptionCa {
       await this.rotate();
       return { created: true };
     }
+    const x509 = await peculiarX509();
     let loaded: Loaded;
     try {
       const node = new X509Certificate(certPem);
@@ -126,6 +154,7 @@ export class InterceptionCa {
 
   /** Replaces the CA with a new one (written atomically, key 0600). Leaves of the old one stay valid until replaced. */
   async rotate(): Promise<void> {
+    const x509 = await peculiarX509();
     const keys = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
       "sign",
       "verify",
@@ -159,6 +188,7 @@ export class InterceptionCa {
    */
   async issue(name: string): Promise<IssuedCertificate> {
     const ca = this.#loaded();
+    const x509 = await peculiarX509();
     const dnsNames = name.startsWith("*.") ? [name, name.slice(2)] : [name];
     const keys = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
       "sign",
@@ -167,7 +197,7 @@ export class InterceptionCa {
     const now = this.#now();
     const notAfter = new Date(Math.min(now + this.#leafValidityMs, ca.cert.notAfter.getTime()));
     const caSki = ca.cert.getExtension(x509.SubjectKeyIdentifierExtension);
-    const extensions: x509.Extension[] = [
+    const extensions: X509.Extension[] = [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension(["1.3.6.1.5.5.7.3.1"], false),

@@ -17,7 +17,7 @@ import {
 } from "./errors.js";
 import { type RuleInput, ruleToWire } from "./rule.js";
 import { canonicalRules } from "./rule-validation.js";
-import { type Actor, FLOOR_ACTOR, RuleStore, type RuleStoreOptions } from "./rule-store.js";
+import { type Actor, FLOOR_ACTOR, type RuleChange, RuleStore, type RuleStoreOptions } from "./rule-store.js";
 
 const cli: Actor = { clientId: "clawker-cli", certCn: "alice" };
 const other: Actor = { clientId: "clawker-cli", certCn: "bob" };
@@ -144,6 +144,42 @@ void test("a failure inside the transaction rolls back every rule of the call", 
   assert.deepEqual(dump(path), before);
   assert.deepEqual(keys(store), ["global: before.test:https:443"]);
   assert.equal(store.identityOf("one.test"), undefined);
+});
+
+void test("onChange hears every committed rule_changes row, oldest first, and nothing rolled back", (t) => {
+  const path = tempPath(t);
+  const heard: RuleChange[] = [];
+  const store = open(t, path, { onChange: (c) => heard.push(c) });
+  store.add([{ dst: "a.test" }, { dst: "b.test" }], cli);
+  store.add([{ dst: "a.test", pathRules: [{ path: "/x", action: "allow" }] }], other);
+  store.remove({ dst: "b.test" }, other);
+  assert.deepEqual(
+    heard.map((c) => [c.op, c.actor.certCn, c.before?.dst ?? null, c.after?.dst ?? null]),
+    [
+      ["add", "alice", null, "a.test"],
+      ["add", "alice", null, "b.test"],
+      ["modify", "bob", "a.test", "a.test"],
+      ["remove", "bob", "b.test", null],
+    ],
+  );
+  assert.deepEqual(
+    heard[2]!.after?.pathRules.map((p) => p.path),
+    ["/x"],
+  );
+  // The same rows rule_changes holds, seq for seq.
+  assert.deepEqual(
+    heard.map((c) => c.seq),
+    store
+      .changes()
+      .map((c) => c.seq)
+      .reverse(),
+  );
+  const db = new Database(path);
+  db.exec(`CREATE TRIGGER boom BEFORE INSERT ON egress_rules WHEN NEW.dst = 'boom.test'
+           BEGIN SELECT RAISE(ABORT, 'boom'); END`);
+  db.close();
+  assert.throws(() => store.add([{ dst: "one.test" }, { dst: "boom.test" }], cli), /boom/);
+  assert.equal(heard.length, 4, "the rolled-back add of one.test was not reported");
 });
 
 void test("scopes: global, project and agent rules with one dst:proto:port are three rules, isolated", (t) => {

@@ -90,6 +90,11 @@ export interface RuleStoreOptions {
   readonly floor?: readonly Rule[];
   /** Clock for `rule_changes` (ms since the epoch). */
   readonly now?: () => number;
+  /**
+   * Told every `rule_changes` row once its transaction committed (never for a rolled-back one),
+   * oldest first: the audit log's rule_change records. Must not throw.
+   */
+  readonly onChange?: (change: RuleChange) => void;
 }
 
 /** Ordered migrations of the firewall's own tables; `firewall_migrations` records which ran. Append only. */
@@ -179,10 +184,14 @@ export class RuleStore {
   readonly #stmts;
   #snapshot: readonly ListedRule[] | undefined;
   #closed = false;
+  readonly #onChange: ((change: RuleChange) => void) | undefined;
+  /** Rows appended by the transaction running now; handed to onChange once it committed. */
+  #uncommitted: RuleChange[] = [];
 
   /** Opens the store: runs pending migrations, then applies the floor (see README.md). */
   constructor(options: RuleStoreOptions) {
     this.#now = options.now ?? Date.now;
+    this.#onChange = options.onChange;
     if (typeof options.db === "string") {
       this.#db = openDatabase(options.db);
       this.#ownsDb = true;
@@ -226,7 +235,7 @@ export class RuleStore {
       }
     });
     const now = this.#now();
-    const statuses = this.#db.transaction((): AddStatus[] =>
+    const statuses = this.#transaction((): AddStatus[] =>
       rules.map((rule): AddStatus => {
         if (this.#floorByKey.has(ruleKey(rule))) return "unchanged";
         // Insert first: in a bulk add most rules are new, and a conflict costs one index probe.
@@ -265,7 +274,7 @@ export class RuleStore {
       );
     }
     const now = this.#now();
-    const result = this.#db.transaction((): RemoveResult => {
+    const result = this.#transaction((): RemoveResult => {
       const row = this.#stmts.get.get(...keyParams(identity));
       if (row === undefined) return { status: "not_found", count: 0 };
       const existing = fromRow(row);
@@ -294,7 +303,7 @@ export class RuleStore {
     }
     const scope = canonicalScopeOf(selector);
     const now = this.#now();
-    const count = this.#db.transaction((): number => {
+    const count = this.#transaction((): number => {
       const rows = this.#stmts.listScope.all(scope.kind, scope.name);
       for (const row of rows) {
         const existing = fromRow(row);
@@ -384,7 +393,7 @@ export class RuleStore {
    */
   #applyFloor(): void {
     const now = this.#now();
-    this.#db.transaction(() => {
+    this.#transaction(() => {
       for (const rule of this.#floor) {
         const row = this.#stmts.get.get(...keyParams(rule));
         if (row !== undefined) {
@@ -396,6 +405,26 @@ export class RuleStore {
     })();
   }
 
+  /**
+   * One transaction: `body` runs inside it; the rule_changes rows it appended go to onChange only
+   * after the commit, so nothing rolled back is ever reported.
+   */
+  #transaction<T>(body: () => T): () => T {
+    return () => {
+      this.#uncommitted = [];
+      try {
+        const result = this.#db.transaction(body)();
+        const committed = this.#uncommitted;
+        this.#uncommitted = [];
+        for (const change of committed) this.#onChange?.(change);
+        return result;
+      } catch (err) {
+        this.#uncommitted = [];
+        throw err;
+      }
+    };
+  }
+
   #appendChange(
     now: number,
     actor: Actor,
@@ -404,7 +433,7 @@ export class RuleStore {
     before: Rule | undefined,
     after: Rule | undefined,
   ): void {
-    this.#stmts.appendChange.run({
+    const { lastInsertRowid } = this.#stmts.appendChange.run({
       now,
       clientId: actor.clientId,
       certCn: actor.certCn,
@@ -416,6 +445,10 @@ export class RuleStore {
       before: before === undefined ? null : toJson(before),
       after: after === undefined ? null : toJson(after),
     });
+    if (this.#onChange !== undefined) {
+      const seq = Number(lastInsertRowid);
+      this.#uncommitted.push({ seq, atUnixMs: now, actor, op, key: ruleKey(rule), before, after });
+    }
   }
 
   /**

@@ -4,6 +4,8 @@
 // plane restart loses nothing: once the dialer has re-dialed, the same names answer again.
 // A CLI watcher's stream is paced by write()/'drain' (reads from clawkerd pause meanwhile); one
 // that stays full for `maxStallMs` is cut off with RESOURCE_EXHAUSTED (`watcher_too_slow`).
+// On a cgroup v1 host (`placement`) StartJob holds the job at its gate, places its first process
+// in v1 groups under the agent's container, then opens the gate; GetJobStatus reads those groups.
 import * as grpc from "@grpc/grpc-js";
 import {
   CLAWKER_ERROR_DOMAIN,
@@ -18,6 +20,7 @@ import type { AgentChannel, Dialer } from "../agents/dialer.js";
 import type { Registry } from "../agents/registry.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
 import type { Logger } from "../logging.js";
+import type { JobPlacement } from "./placement.js";
 
 /** What the service uses. */
 export interface JobServiceDeps {
@@ -28,6 +31,15 @@ export interface JobServiceDeps {
   readonly maxStallMs?: number;
   /** Deadline of each unary call to clawkerd; default 30 s (StopJob waits for the grace). */
   readonly callTimeoutMs?: number;
+  /** Per-job v1 cgroups made by the control plane; absent: clawkerd's own (v2) or none. */
+  readonly placement?: JobPlacement | undefined;
+}
+
+/** The agent a call goes to. */
+interface Route {
+  readonly client: jobs.JobServiceClient;
+  readonly channel: AgentChannel;
+  readonly containerId: string;
 }
 
 /** A refused job call with a stable reason (JOB_ERRORS in @clawker/proto). */
@@ -55,14 +67,63 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
   const maxStallMs = deps.maxStallMs ?? 5000;
 
   /** A JobService client on the agent's Session channel. Never close() it: that closes the channel. */
-  const clientFor = (fullName: string): jobs.JobServiceClient => {
+  const routeTo = (fullName: string): Route => {
     const rows = deps.registry.list().filter((r) => agentFullName(r.project, r.agentName) === fullName);
     if (rows.length === 0) throw new JobError("agent_not_found", `no registered agent ${fullName}`);
     for (const r of rows) {
       const channel = deps.dialer.readyChannel(r.containerId);
-      if (channel !== undefined) return clientOn(channel);
+      if (channel !== undefined) return { client: clientOn(channel), channel, containerId: r.containerId };
     }
     throw new JobError("agent_unavailable", `agent ${fullName} has no ready session`);
+  };
+  const clientFor = (fullName: string): jobs.JobServiceClient => routeTo(fullName).client;
+  const unaryOn = <Req, Res>(
+    call: (req: Req, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown,
+    req: Req,
+  ): Promise<Res> =>
+    new Promise((resolve, reject) =>
+      call(req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+        err !== null || res === undefined ? reject(err ?? new Error("no answer")) : resolve(res),
+      ),
+    );
+  const placement = deps.placement;
+  const uuidOf = (name: string): string => name.slice(name.lastIndexOf("/") + 1);
+
+  /**
+   * StartJob where the control plane places the job (v1 host): clawkerd holds the first process,
+   * the control plane moves it into the job's groups, then clawkerd lets it run. No instant of the
+   * target runs outside them; what could not be limited is in the job's limits_note.
+   */
+  const startPlaced = async (
+    route: Route,
+    req: jobs.StartJobRequest,
+  ): Promise<jobs.StartJobResponse | undefined> => {
+    if (placement === undefined) return undefined;
+    const groups = await placement.groupsOf(route.containerId);
+    if (groups === undefined) return undefined;
+    const c = route.client;
+    const held = await unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
+      ...req,
+      holdForPlacement: true,
+    });
+    const job = held.job;
+    if (job === undefined || held.heldPid === 0) return { job, heldPid: 0 };
+    const placed = placement.place(groups, uuidOf(job.name), held.heldPid, req.limits);
+    if (placed.note !== "")
+      log.warn({ job: job.name, note: placed.note, event: "job_not_limited" }, "job not fully limited");
+    const gate = new jobs.JobGateServiceClient("unused:0", grpc.credentials.createInsecure(), {
+      channelOverride: route.channel,
+    });
+    const opened = await unaryOn<jobs.OpenJobGateRequest, jobs.OpenJobGateResponse>(
+      gate.openJobGate.bind(gate),
+      {
+        name: job.name,
+        run: true,
+        isLimited: placed.isLimited,
+        limitsNote: placed.note,
+      },
+    );
+    return { job: opened.job, heldPid: 0 };
   };
 
   const forward = <Req, Res>(
@@ -94,17 +155,78 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     };
   };
 
-  const implementation: jobs.JobServiceServer = {
-    startJob: forward<jobs.StartJobRequest, jobs.StartJobResponse>("startJob", (req) => {
+  const startJob: grpc.handleUnaryCall<jobs.StartJobRequest, jobs.StartJobResponse> = (call, callback) => {
+    const req = call.request;
+    let route: Route;
+    try {
       if (req.agentName === "") throw new JobError("invalid_argument", "agent_name is required");
       if (req.argv.length === 0 || req.argv[0] === "")
         throw new JobError("invalid_argument", "argv must not be empty");
-      return agentFullName(req.project, req.agentName);
-    }),
-    stopJob: forward<jobs.StopJobRequest, jobs.StopJobResponse>("stopJob", (req) => agentOfJobName(req.name)),
-    getJobStatus: forward<jobs.GetJobStatusRequest, jobs.GetJobStatusResponse>("getJobStatus", (req) =>
-      agentOfJobName(req.name),
-    ),
+      route = routeTo(agentFullName(req.project, req.agentName));
+    } catch (err) {
+      callback(refusal(err, log));
+      return;
+    }
+    // Only the control plane asks clawkerd to hold a job; a CLI's wish is not taken.
+    const own = { ...req, holdForPlacement: false };
+    void startPlaced(route, own)
+      .then(
+        async (res) =>
+          res ??
+          (await unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(
+            route.client.startJob.bind(route.client),
+            own,
+          )),
+      )
+      .then(
+        (res) => callback(null, { job: res.job, heldPid: 0 }),
+        (err: unknown) => callback(isServiceError(err) ? relayed(err, log) : refusal(err, log)),
+      );
+  };
+
+  /** After an answer that shows the job ended, its groups go (the reaper would, later). */
+  const reapIfEnded = (name: string, job: jobs.Job | undefined): void => {
+    if (placement === undefined || job === undefined || job.state === jobs.JobState.JOB_STATE_RUNNING) return;
+    try {
+      const route = routeTo(agentOfJobName(name));
+      placement.removeIfEmpty(route.containerId, uuidOf(name));
+    } catch {
+      // no route now: the reaper's pass removes them
+    }
+  };
+
+  const implementation: jobs.JobServiceServer = {
+    startJob,
+    stopJob: (call, callback) =>
+      forward<jobs.StopJobRequest, jobs.StopJobResponse>("stopJob", (req) => agentOfJobName(req.name))(
+        call,
+        (err, res) => {
+          if (err === null && res !== undefined && res !== null) reapIfEnded(call.request.name, res.job);
+          callback(err, res);
+        },
+      ),
+    getJobStatus: (call, callback) =>
+      forward<jobs.GetJobStatusRequest, jobs.GetJobStatusResponse>("getJobStatus", (req) =>
+        agentOfJobName(req.name),
+      )(call, (err, res) => {
+        if (err !== null || res === undefined || res === null || placement === undefined) {
+          callback(err, res);
+          return;
+        }
+        const name = call.request.name;
+        let stats = res.stats;
+        try {
+          const running = res.job?.state === jobs.JobState.JOB_STATE_RUNNING;
+          const own = running
+            ? placement.stats(routeTo(agentOfJobName(name)).containerId, uuidOf(name))
+            : undefined;
+          stats = own ?? stats;
+        } catch {
+          // no route: clawkerd's answer as it is
+        }
+        reapIfEnded(name, res.job);
+        callback(null, { ...res, ...(stats === undefined ? {} : { stats }) });
+      }),
     listJobs: (call, callback) => {
       const req = call.request;
       if (req.agentName !== "") {
@@ -206,6 +328,10 @@ function watch(
     if (err.code === grpc.status.CANCELLED && ended) return;
     finish(() => call.emit("error", relayed(err, log)));
   });
+}
+
+function isServiceError(err: unknown): err is grpc.ServiceError {
+  return err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === "number";
 }
 
 function refusal(err: unknown, log: Logger): grpc.StatusObject {

@@ -13,7 +13,9 @@ import {
   type StatusObject,
 } from "@grpc/grpc-js";
 import { LISTENER_ERRORS } from "@clawker/proto";
+import type { Logger } from "pino";
 import { statusFor } from "../auth/errors.js";
+import { withErrorDetail } from "../auth/recovery.js";
 import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
 
@@ -98,6 +100,15 @@ export interface CallGuardOptions {
    */
   readonly refusalsPerSecond?: number;
   readonly tarpitMs?: number;
+  /** Told every status the guard passes on (metrics: calls by method and code). */
+  readonly onStatus?: (method: string, code: number) => void;
+  /**
+   * With a logger the guard also does recovery's work (auth/recovery.ts, fused here so a call
+   * pays for one grpc-js interceptor object less): a throw from the layers behind it becomes
+   * INTERNAL, an UNKNOWN status (a handler's stray throw) becomes INTERNAL, and an error status
+   * without an ErrorInfo gets its code's name as the reason, each logged.
+   */
+  readonly log?: Logger;
 }
 
 /** Defaults: 20 refusals per second at full speed per connection, then one second each. */
@@ -120,16 +131,18 @@ const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSA
  * the refusals of a connection that has had more than its share (every refusal passes here last).
  */
 export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
-  const { listener, refusals, requestTimeoutMs } = options;
+  const { listener, refusals, requestTimeoutMs, onStatus, log } = options;
   const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
   const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
   const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
   /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
   const answer = (
+    path: string,
     st: PartialStatusObject,
     call: ServerInterceptingCallInterface,
     statusNext: (st: PartialStatusObject) => void,
   ): void => {
+    onStatus?.(path, st.code);
     // The peer (a string built per call) only for refusals: every OK status passes here too.
     if (!REFUSALS.has(st.code) || budget.take(call.getPeer())) {
       statusNext(st);
@@ -155,7 +168,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
             },
           });
         },
-        sendStatus: (st, statusNext) => answer(st, next, statusNext),
+        sendStatus: (st, statusNext) => answer(UNKNOWN_METHOD_PATH, st, next, statusNext),
       });
       return refused;
     }
@@ -164,6 +177,18 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
       clearTimeout(timer);
       timer = undefined;
     };
+    /** Runs one step of the layers behind; with recovery, a throw there ends the call INTERNAL. */
+    const guarded =
+      log === undefined
+        ? (step: () => void): void => step()
+        : (step: () => void): void => {
+            try {
+              step();
+            } catch (err) {
+              log.error({ err, method: method.path, event: "call_failed" }, "call failed");
+              call.sendStatus(statusFor("internal"));
+            }
+          };
     const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
       start: (startNext) => {
         // Client-streaming requests have no bounded end; every method served today has a single request.
@@ -180,9 +205,10 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
           }, requestTimeoutMs);
         }
         startNext({
+          onReceiveMetadata: (metadata, metadataNext) => guarded(() => metadataNext(metadata)),
           onReceiveMessage: (message, messageNext) => {
             if (message !== UNDECODABLE) {
-              messageNext(message);
+              guarded(() => messageNext(message));
               return;
             }
             stopTimer();
@@ -196,16 +222,23 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
           },
           onReceiveHalfClose: (halfCloseNext) => {
             stopTimer();
-            halfCloseNext();
+            guarded(halfCloseNext);
           },
           onCancel: stopTimer,
         });
       },
       sendStatus: (st, statusNext) => {
         stopTimer();
-        answer(st, next, statusNext);
+        answer(method.path, log === undefined ? st : recovered(st, log, method.path), next, statusNext);
       },
     });
     return call;
   };
+}
+
+/** Recovery's status rule: UNKNOWN (a stray throw) is INTERNAL; an error without ErrorInfo gets one. */
+function recovered(st: PartialStatusObject, log: Logger, path: string): PartialStatusObject {
+  if (st.code !== status.UNKNOWN) return withErrorDetail(st, log, path);
+  log.error({ method: path, details: st.details, event: "handler_failed" }, "handler failed");
+  return statusFor("internal");
 }

@@ -91,6 +91,8 @@ export interface GrpcListenerOptions {
   readonly limits?: Partial<ListenerLimits>;
   /** Where refusals are counted and (rate-limited) logged; default: one of its own on `log`. */
   readonly refusals?: RefusalLog;
+  /** Told every call's final status (method path, gRPC code), e.g. `Metrics.rpcCounter`. */
+  readonly countCall?: (method: string, code: number) => void;
 }
 
 /** Binding the listener failed (address in use, bad address, bad TLS material). */
@@ -164,6 +166,9 @@ export class GrpcListener {
           requestTimeoutMs: limits.requestTimeoutMs,
           refusalsPerSecond: limits.refusalsPerSecond,
           tarpitMs: limits.tarpitMs,
+          ...(opts.countCall === undefined ? {} : { onStatus: opts.countCall }),
+          // Recovery is fused into the guard (one interceptor object less per call).
+          log: opts.log,
         }),
         ...(opts.interceptors ?? []),
       ],

@@ -32,6 +32,16 @@ export interface HealthzOptions {
   readonly requestTimeoutMs?: number;
   /** Where refusals are counted and (rate-limited) logged; default: one of its own. */
   readonly refusals?: RefusalLog;
+  /** Serves `GET /metrics` to callers with the bearer token; without it /metrics is 404. */
+  readonly metrics?: MetricsEndpoint;
+}
+
+/** What /metrics serves and who may read it. */
+export interface MetricsEndpoint {
+  /** True when the request's `Authorization` header carries the metrics token. */
+  accepts(authorization: string | undefined): boolean;
+  /** The Prometheus text page. */
+  render(): Promise<{ readonly contentType: string; readonly body: string }>;
 }
 
 /** The body /healthz answers with. */
@@ -95,6 +105,7 @@ export class HealthServer {
   readonly #idleTimeoutMs: number;
   readonly #headersTimeoutMs: number;
   readonly #requestTimeoutMs: number;
+  readonly #metrics: MetricsEndpoint | undefined;
   #server: Server | undefined;
   #ready = false;
   #cached: Round | undefined;
@@ -117,6 +128,7 @@ export class HealthServer {
       this.#headersTimeoutMs,
     );
     this.#refusals = options.refusals ?? new RefusalLog({ log: this.#log });
+    this.#metrics = options.metrics;
     this.#budget = new ConnectionBudget({
       limit: options.maxConnections ?? HEALTHZ_DEFAULTS.maxConnections,
       overflow: "evict_oldest",
@@ -294,17 +306,46 @@ export class HealthServer {
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "").split("?", 1)[0];
-    if (path !== "/healthz") return send(res, 404, { error: "not_found" }, req.method === "HEAD");
+    const metrics = path === "/metrics" ? this.#metrics : undefined;
+    if (path !== "/healthz" && metrics === undefined)
+      return send(res, 404, { error: "not_found" }, req.method === "HEAD");
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.setHeader("allow", "GET, HEAD");
       return send(res, 405, { error: "method_not_allowed" }, false);
     }
+    if (metrics !== undefined) return this.#serveMetrics(metrics, req, res);
     try {
       const status = await this.status();
       send(res, status.status === "healthy" ? 200 : 503, status, req.method === "HEAD");
     } catch (err) {
       this.#log.error({ err }, "healthz failed");
       send(res, 503, { status: "unhealthy", failed_probe: "healthz" }, req.method === "HEAD");
+    }
+  }
+
+  async #serveMetrics(metrics: MetricsEndpoint, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!metrics.accepts(req.headers.authorization)) {
+      this.#refusals.refused(
+        HEALTHZ_LISTENER,
+        "metrics_unauthorized",
+        { event: "metrics_refused", peer: `${req.socket.remoteAddress}:${req.socket.remotePort}` },
+        "metrics request without the token",
+      );
+      res.setHeader("www-authenticate", 'Bearer realm="clawker-metrics"');
+      return send(res, 401, { error: "unauthorized" }, req.method === "HEAD");
+    }
+    try {
+      const page = await metrics.render();
+      if (res.destroyed) return;
+      res.writeHead(200, {
+        "content-type": page.contentType,
+        "content-length": Buffer.byteLength(page.body),
+        "cache-control": "no-store",
+      });
+      res.end(req.method === "HEAD" ? undefined : page.body);
+    } catch (err) {
+      this.#log.error({ err, event: "metrics_failed" }, "metrics failed");
+      send(res, 500, { error: "internal" }, req.method === "HEAD");
     }
   }
 }

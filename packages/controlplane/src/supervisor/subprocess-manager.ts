@@ -83,6 +83,8 @@ export interface SubprocessManagerOptions {
    * can kill the ones that outlived a SIGKILL of this one (reapLeftovers). None: no record.
    */
   readonly stateFile?: string;
+  /** Told the name of every helper that started (a restart of the same name counts again): metrics. */
+  readonly onStarted?: (name: string) => void;
 }
 
 /** How shutdown() went: helpers that had to be SIGKILLed, and any that not even SIGKILL removed. */
@@ -173,6 +175,7 @@ export class SubprocessManager {
   #shuttingDown = false;
   #shutdown: Promise<ShutdownReport> | undefined;
   readonly #onProcessExit = (): void => this.#killAllNow();
+  readonly #onStarted: ((name: string) => void) | undefined;
   #exitHookInstalled = false;
 
   constructor(options: SubprocessManagerOptions) {
@@ -180,6 +183,7 @@ export class SubprocessManager {
     this.#graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
     this.#maxLineChars = options.maxLineChars ?? DEFAULT_MAX_LINE_CHARS;
     this.#stateFile = options.stateFile;
+    this.#onStarted = options.onStarted;
     let report!: (crash: HelperCrash) => void;
     this.crashed = new Promise<HelperCrash>((resolve) => (report = resolve));
     this.#reportCrash = report;
@@ -297,6 +301,7 @@ export class SubprocessManager {
     const pid = proc.pid!;
     proc.on("error", (err) => this.#log.warn({ helper: name, pid, err }, "helper process error"));
     this.#log.info({ helper: name, pid, file: command.file, args: command.args ?? [] }, "helper started");
+    this.#onStarted?.(name);
     if (this.#stateFile !== undefined) {
       // 'spawn' fires after execve succeeded, so /proc already shows the helper's own argv.
       const identity = readProcessIdentity(pid);

@@ -66,10 +66,40 @@ describe("DNS policy matching", () => {
       want: "allow:2@*.example.test",
     },
     {
-      what: "wildcard is not its parent",
+      what: "wildcard covers its parent (as the proxy and the Go control plane)",
       rules: [allow("*.example.test", 2)],
       name: "example.test",
+      want: "allow:2@*.example.test",
+    },
+    {
+      what: "wildcard does not cover its parent's parent",
+      rules: [allow("*.example.test", 2)],
+      name: "test",
       want: "none",
+    },
+    {
+      what: "an exact deny of the parent beats the wildcard",
+      rules: [allow("*.example.test", 2), deny("example.test")],
+      name: "example.test",
+      want: "deny@example.test",
+    },
+    {
+      what: "the exact deny of the parent leaves the names below allowed",
+      rules: [allow("*.example.test", 2), deny("example.test")],
+      name: "a.example.test",
+      want: "allow:2@*.example.test",
+    },
+    {
+      what: "an exact allow of the parent beats a denied wildcard",
+      rules: [deny("*.example.test"), allow("example.test", 1)],
+      name: "example.test",
+      want: "allow:1@example.test",
+    },
+    {
+      what: "a denied wildcard denies its parent",
+      rules: [allow("*.example.test", 2), deny("*.internal.example.test")],
+      name: "internal.example.test",
+      want: "deny@*.internal.example.test",
     },
     {
       what: "suffix trick refused",
@@ -219,6 +249,7 @@ describe("DNS policy validation", () => {
         allow("d.test", 8, agent("a.b.c")),
         allow("e.test", 9, { kind: "global", name: "x" }),
         allow("*.*.test", 10),
+        allow("*.a.b.c.d.e.f.g.h.test", 11),
       ],
       clients: [
         { address: "10.0.0.2", project: "web", agent: "dev" },
@@ -240,6 +271,8 @@ describe("DNS policy validation", () => {
       /^rules\[8\]\.scope\.name: "a\.b\.c" is not <project>\.<agent> or <agent>/,
       /^rules\[9\]\.scope\.name: a global scope has no name/,
       /^rules\[10\]\.pattern: "\*\.\*\.test" is not a canonical name/,
+      // The proxy's lookups stop at 8 labels: one meaning on both layers (name-match.ts).
+      /^rules\[11\]\.pattern: "\*\.a\.b\.c\.d\.e\.f\.g\.h\.test" is a wildcard over more than 8 labels/,
       /^clients\[1\]\.address: 10\.0\.0\.2 is listed twice/,
       /^clients\[2\]\.agent: is required/,
       /^clients\[3\]\.project: "a\.b" is not a project name/,

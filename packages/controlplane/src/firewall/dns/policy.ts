@@ -4,6 +4,7 @@
 // scopes combine are described in README.md, "Policy".
 import { z } from "zod";
 import { ipv4 } from "../../ebpf/protocol.js";
+import { MAX_WILDCARD_LABELS, matchingPatterns, wildcardDepth } from "../name-match.js";
 import type { Action, Scope, ScopeKind } from "../rule.js";
 import { InvalidPolicyError, quote, type FieldProblem } from "./errors.js";
 
@@ -21,7 +22,7 @@ const port = z.number().int().min(1).max(65_535);
 
 const ruleSchema = z.strictObject({
   scope: z.strictObject({ kind: z.enum(["global", "project", "agent"]), name: z.string() }),
-  /** `example.com` (that name only) or `*.example.com` (names below it), canonical spelling. */
+  /** `example.com` (that name only) or `*.example.com` (it and every name below it), canonical spelling. */
   pattern: z.string(),
   action: z.enum(["allow", "deny"]),
   /** The route identity the eBPF dns_cache records for addresses of names this rule allows. */
@@ -155,14 +156,12 @@ export class CompiledPolicy {
 
   /**
    * Decides a lowercase name without the root dot: the longest pattern with a rule for the caller
-   * (its agent, its project, or global) wins; at that pattern a deny in any of them beats an allow.
+   * (its agent, its project, or global) wins, in name-match.ts's order (the name, `*.` + the name,
+   * `*.` + each parent from the longest); at that pattern a deny in any of them beats an allow.
    */
   decide(caller: DnsCaller, name: string): PolicyVerdict {
-    let verdict = this.decideAt(name, caller);
-    if (verdict !== undefined) return verdict;
-    // Wildcards from the longest parent to the shortest: `*.b.c` before `*.c`.
-    for (let dot = name.indexOf("."); dot >= 0; dot = name.indexOf(".", dot + 1)) {
-      verdict = this.decideAt(`*${name.slice(dot)}`, caller);
+    for (const pattern of matchingPatterns(name)) {
+      const verdict = this.decideAt(pattern, caller);
       if (verdict !== undefined) return verdict;
     }
     return NO_RULE;
@@ -220,6 +219,10 @@ export function checkPattern(pattern: string): string | undefined {
   }
   if (DIGITS.test(labels[labels.length - 1]!)) return `${quote(pattern)} ends in an all-digit label`;
   if (wildcard && labels.length < 2) return `${quote(pattern)} is a wildcard over a single label`;
+  // The proxy holds one lookup per level: a deeper wildcard would be answered here and never match there.
+  if (wildcardDepth(pattern) > MAX_WILDCARD_LABELS) {
+    return `${quote(pattern)} is a wildcard over more than ${MAX_WILDCARD_LABELS} labels`;
+  }
   return undefined;
 }
 

@@ -3,7 +3,7 @@
 // proxy.ts), so a rule change never needs a reload. README.md walks through the
 // request paths this file builds.
 import { join } from "node:path";
-import { MAX_WILDCARD_LABELS } from "./policy.js";
+import { MAX_WILDCARD_LABELS } from "../name-match.js";
 import type { MapName } from "./map-files.js";
 import { MARK_ACTION } from "./session-tags.js";
 
@@ -138,6 +138,8 @@ export function renderConfig(o: RenderOptions): string {
   add(
     "frontend tls_in",
     "  mode tcp",
+    // Passthrough relays bytes it never reads: the kernel moves them (splice), not a user-space copy.
+    "  option splice-auto",
     `  bind ${o.listen.address}:${o.listen.tlsPort} name tls`,
     `  log-format '${tcpLogFormat(o.log.token, "tls")}'`,
     ...clientChecks(o.listen.address, clients),
@@ -200,7 +202,7 @@ export function renderConfig(o: RenderOptions): string {
     "  http-request set-var(txn.reason,ifnotexists) str(host_mismatch) unless { var(txn.host),strcmp(txn.name) eq 0 }",
     ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
     ...httpDenials(443),
-    "  http-request do-resolve(txn.ip,upstream,ipv4) var(txn.name)",
+    ...resolveByName(),
     ...destinationChecks("http-request", "txn", map("forbidden"), "mitm"),
     ...httpDestinationDenials(),
     "  http-request set-dst var(txn.ip)",
@@ -236,7 +238,7 @@ export function renderConfig(o: RenderOptions): string {
     "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.verdict) -m str http }",
     ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
     ...httpDenials(80),
-    "  http-request do-resolve(txn.ip,upstream,ipv4) var(txn.name)",
+    ...resolveByName(),
     ...destinationChecks("http-request", "txn", map("forbidden"), "http"),
     ...httpDestinationDenials(),
     "  http-request set-dst var(txn.ip)",
@@ -254,6 +256,7 @@ export function renderConfig(o: RenderOptions): string {
     add(
       "frontend tcp_routes",
       "  mode tcp",
+      "  option splice-auto",
       ...o.listen.routePorts.map((p) => `  bind ${o.listen.address}:${p} name l${p}`),
       `  log-format '${tcpLogFormat(o.log.token, "tcp")}'`,
       ...clientChecks(o.listen.address, clients),
@@ -288,11 +291,13 @@ function clientChecks(listenAddress: string, clients: string): string[] {
 }
 
 /**
- * The verdict lookup, most specific first: for the agent's scope, then its project's, then
- * global: the exact name, then `*.` + the last k labels for k = MAX_WILDCARD_LABELS..1 (for k at
- * or above the name's label count that is `*.` + the name itself: a wildcard covers its parent).
- * Keys are `<scope>/<port>/<name>`; the first hit wins. Names are never matched by suffix
- * (map_end/map_dom would let `example.test.evil.test` match `example.test`).
+ * The verdict lookup, most specific first, in the order of name-match.ts's matchingPatterns (the
+ * DNS gate's): for the agent's scope, then its project's, then global: the exact name, then `*.`
+ * + the last k labels for k = MAX_WILDCARD_LABELS..2 (for k at or above the name's label count
+ * that is `*.` + the name itself: a wildcard covers its parent; k = 1 would be a wildcard over a
+ * single label, which no policy holds). Keys are `<scope>/<port>/<name>`; the first hit wins.
+ * Names are never matched by suffix (map_end/map_dom would let `example.test.evil.test` match
+ * `example.test`).
  */
 function lookupRules(p: Phase, s: VarScope, file: string, agents: string, projects: string): string[] {
   const lines = [
@@ -302,13 +307,13 @@ function lookupRules(p: Phase, s: VarScope, file: string, agents: string, projec
     `  ${p} set-var-fmt(${s}.kp) p:%[var(${s}.project)]/%[var(${s}.port)]/ if { var(${s}.project) -m found } { var(${s}.name) -m found }`,
     `  ${p} set-var-fmt(${s}.kg) g/%[var(${s}.port)]/ if { var(${s}.name) -m found }`,
   ];
-  for (let k = MAX_WILDCARD_LABELS; k >= 1; k--) {
+  for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
     lines.push(`  ${p} set-var(${s}.w${k}) var(${s}.name),field(-1,.,${k}) if { var(${s}.name) -m found }`);
   }
   for (const scope of ["ka", "kp", "kg"]) {
     const when = `if { var(${s}.${scope}) -m found } !{ var(${s}.v) -m found }`;
     lines.push(`  ${p} set-var(${s}.v) var(${s}.${scope}),concat(,${s}.name,),map(${file}) ${when}`);
-    for (let k = MAX_WILDCARD_LABELS; k >= 1; k--) {
+    for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
       lines.push(`  ${p} set-var(${s}.v) var(${s}.${scope}),concat(*.,${s}.w${k},),map(${file}) ${when}`);
     }
   }
@@ -345,6 +350,22 @@ function verdictRules(p: Phase, s: VarScope): string[] {
  */
 function markRule(p: Phase, s: VarScope): string[] {
   return [`  ${p} lua.${MARK_ACTION} ${s}.tag if { var(${s}.tag) -m found }`];
+}
+
+/**
+ * The request's name to an address through the resolvers, once per connection and name: a
+ * keep-alive connection's next request for the same name takes the address resolved for the first
+ * (do-resolve costs ~20% of an intercepted request's CPU even when HAProxy's resolution cache
+ * answers). The forbidden-destination check still runs on every request; a request for another
+ * name (plain HTTP: another Host) resolves again.
+ */
+function resolveByName(): string[] {
+  return [
+    "  http-request set-var(txn.ip) var(sess.rip) if { var(sess.rname) -m found } { var(txn.name),strcmp(sess.rname) eq 0 }",
+    "  http-request do-resolve(txn.ip,upstream,ipv4) var(txn.name) unless { var(txn.ip) -m found }",
+    "  http-request set-var(sess.rname) var(txn.name) if { var(txn.ip) -m found }",
+    "  http-request set-var(sess.rip) var(txn.ip) if { var(txn.ip) -m found }",
+  ];
 }
 
 /** Resolution and forbidden-destination checks, after the name resolved to an address. */

@@ -164,6 +164,7 @@ describe("checkPolicy", () => {
     ],
     ["insecure on passthrough", policyOf({ ...base, insecureSkipTlsVerify: true }), /insecureSkipTlsVerify/],
     ["a wildcard too deep", policyOf({ ...base, dst: "*.a.b.c.d.e.f.g.h.i" }), /at most 8 labels/],
+    ["a wildcard over one label", policyOf({ ...base, dst: "*.com" }), /needs at least two labels/],
     [
       "two entries for one key (both TLS kinds share the SNI)",
       policyOf(base, { ...base, ruleId: "r2", kind: "tls-intercept" }),

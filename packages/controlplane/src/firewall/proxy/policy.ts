@@ -3,6 +3,7 @@
 // checked before a byte is written or sent, because the values end up as HAProxy map keys and
 // runtime API arguments. See README.md ("The policy") for the semantics.
 import { z } from "zod";
+import { MAX_WILDCARD_LABELS, wildcardDepth } from "../name-match.js";
 import { ProxyError } from "./errors.js";
 
 /** Which agents an entry applies to. Agent entries win over project entries over global ones. */
@@ -37,7 +38,10 @@ export interface ProxyEntry {
   readonly scope: ProxyScope;
   readonly kind: ProxyEntryKind;
   readonly action: ProxyAction;
-  /** A DNS name, `*.parent` (the parent and every name below it), an IPv4 address or an IPv4 CIDR. */
+  /**
+   * A DNS name, `*.parent` (the parent and every name below it: name-match.ts), an IPv4 address or
+   * an IPv4 CIDR.
+   */
   readonly dst: string;
   /** The destination port the agent dialed (the original destination's port). */
   readonly port: number;
@@ -67,7 +71,7 @@ export interface ProxyPolicy {
 }
 
 /** The longest `*.parent` a wildcard may have, in labels (the config holds one lookup per level). */
-export const MAX_WILDCARD_LABELS = 8;
+export { MAX_WILDCARD_LABELS };
 /** Upper bound on entries in one policy. */
 export const MAX_ENTRIES = 200_000;
 /** Methods every policy knows; any other method a rule names is added. */
@@ -260,8 +264,12 @@ export function checkPolicy(policy: ProxyPolicy, limits: PolicyLimits): CheckedP
       problems.push(`${at}.dst: not a DNS name, *.name, IPv4 address or CIDR`);
       return;
     }
-    if (dst.form === "wildcard" && dst.value.split(".").length - 1 > MAX_WILDCARD_LABELS) {
+    if (dst.form === "wildcard" && wildcardDepth(dst.value) > MAX_WILDCARD_LABELS) {
       problems.push(`${at}.dst: a wildcard's parent may have at most ${MAX_WILDCARD_LABELS} labels`);
+    }
+    // As the rule store and the DNS gate: `*.com` would admit a whole top-level domain.
+    if (dst.form === "wildcard" && wildcardDepth(dst.value) < 2) {
+      problems.push(`${at}.dst: a wildcard's parent needs at least two labels`);
     }
     const isIp = dst.form === "ipv4" || dst.form === "cidr";
     if (isIp && e.kind !== "tcp" && e.kind !== "udp") {

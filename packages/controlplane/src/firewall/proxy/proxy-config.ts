@@ -44,7 +44,13 @@ export const proxyConfigSchema = z
       .max(4),
     /** CA bundle that intercepted connections verify upstreams against. */
     upstreamCaFile: cfgPath.default("/etc/ssl/certs/ca-certificates.crt"),
-    threads: z.number().int().min(1).max(64).default(2),
+    /**
+     * HAProxy worker threads. One by default: an intercepted request crosses three of the worker's
+     * connections (agent, the internal TLS hop, upstream), and with two threads those land on
+     * different threads, so every request pays cross-thread wake-ups (~15% more CPU per request
+     * measured here, bench/firewall-proxy.bench.ts). Raise it where many agents need more than a core.
+     */
+    threads: z.number().int().min(1).max(64).default(1),
     /** HAProxy needs about two file descriptors per connection: keep 2x this under RLIMIT_NOFILE. */
     maxConnections: z.number().int().min(16).max(1_000_000).default(4_096),
     timeouts: z

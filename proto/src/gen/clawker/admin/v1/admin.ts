@@ -345,6 +345,14 @@ export interface FirewallStatusResult {
    * is known.
    */
   containers: FirewallContainerMode[];
+  /**
+   * EXTENSION beyond the Go contract: the firewall's interception CA
+   * certificate (PEM, public part only), which agents must trust for names
+   * whose rules need the TLS opened; `clawker run` copies it into agents.
+   * Empty when no CA was made yet (the firewall never came up) or from a Go
+   * peer: agents are then made without it.
+   */
+  interceptionCaPem: string;
 }
 
 /**
@@ -1947,6 +1955,7 @@ function createBaseFirewallStatusResult(): FirewallStatusResult {
     networkId: "",
     cidr: "",
     containers: [],
+    interceptionCaPem: "",
   };
 }
 
@@ -1978,6 +1987,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     }
     for (const v of message.containers) {
       FirewallContainerMode.encode(v!, writer.uint32(8002).fork()).join();
+    }
+    if (message.interceptionCaPem !== "") {
+      writer.uint32(8010).string(message.interceptionCaPem);
     }
     return writer;
   },
@@ -2067,6 +2079,14 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
             message.containers.push(FirewallContainerMode.decode(reader, reader.uint32()));
             continue;
           }
+          case 1001: {
+            if (tag !== 8010) {
+              break;
+            }
+
+            message.interceptionCaPem = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2116,6 +2136,11 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
       containers: globalThis.Array.isArray(object?.containers)
         ? object.containers.map((e: any) => FirewallContainerMode.fromJSON(e))
         : [],
+      interceptionCaPem: isSet(object.interceptionCaPem)
+        ? globalThis.String(object.interceptionCaPem)
+        : isSet(object.interception_ca_pem)
+        ? globalThis.String(object.interception_ca_pem)
+        : "",
     };
   },
 
@@ -2148,6 +2173,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     if (message.containers?.length) {
       obj.containers = message.containers.map((e) => FirewallContainerMode.toJSON(e));
     }
+    if (message.interceptionCaPem !== "") {
+      obj.interceptionCaPem = message.interceptionCaPem;
+    }
     return obj;
   },
 
@@ -2165,6 +2193,7 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     message.networkId = object.networkId ?? "";
     message.cidr = object.cidr ?? "";
     message.containers = object.containers?.map((e) => FirewallContainerMode.fromPartial(e)) || [];
+    message.interceptionCaPem = object.interceptionCaPem ?? "";
     return message;
   },
 };
@@ -4997,6 +5026,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "containers",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "interception_ca_pem",
+        "number": 1001,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "interceptionCaPem",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -6222,7 +6263,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [184, 0, 206, 1],
+        "span": [184, 0, 212, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6282,434 +6323,441 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 19, 2, 9],
+        "span": [211, 2, 36],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: the firewall's interception CA\n certificate (PEM, public part only), which agents must trust for names\n whose rules need the TLS opened; `clawker run` copies it into agents.\n Empty when no CA was made yet (the firewall never came up) or from a Go\n peer: agents are then made without it.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 20],
-        "span": [210, 0, 220, 1],
+        "span": [216, 0, 226, 1],
         "leadingComments":
           " FirewallContainerMode is one container's firewall mode. EXTENSION\n beyond the Go contract (see FirewallStatusResult.containers).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 0],
-        "span": [212, 2, 26],
+        "span": [218, 2, 26],
         "leadingComments": " Docker container id (full).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 1],
-        "span": [214, 2, 18],
+        "span": [220, 2, 18],
         "leadingComments": " `disabled` (FirewallDisable) or `bypass` (FirewallBypass).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 2],
-        "span": [216, 2, 33],
+        "span": [222, 2, 33],
         "leadingComments": " Seconds a bypass has left before enforcement comes back; 0 for `disabled`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 20, 2, 3],
-        "span": [219, 2, 20],
+        "span": [225, 2, 20],
         "leadingComments":
           " Whether the kernel (the eBPF enrolment) enforces the mode; false while the\n control plane only records it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 21],
-        "span": [223, 0, 34],
+        "span": [229, 0, 34],
         "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22],
-        "span": [226, 0, 229, 1],
+        "span": [232, 0, 235, 1],
         "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 22, 2, 0],
-        "span": [228, 2, 27],
+        "span": [234, 2, 27],
         "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23],
-        "span": [233, 0, 236, 1],
+        "span": [239, 0, 242, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 23, 2, 0],
-        "span": [235, 2, 28],
+        "span": [241, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24],
-        "span": [239, 0, 242, 1],
+        "span": [245, 0, 248, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 24, 2, 0],
-        "span": [241, 2, 21],
+        "span": [247, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25],
-        "span": [245, 0, 248, 1],
+        "span": [251, 0, 254, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 25, 2, 0],
-        "span": [247, 2, 22],
+        "span": [253, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26],
-        "span": [251, 0, 254, 1],
+        "span": [257, 0, 260, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 26, 2, 0],
-        "span": [253, 2, 32],
+        "span": [259, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 27],
-        "span": [257, 0, 28],
+        "span": [263, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 28],
-        "span": [260, 0, 263, 1],
+        "span": [266, 0, 269, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 28, 2, 0],
-        "span": [262, 2, 28],
+        "span": [268, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 29],
-        "span": [266, 0, 31],
+        "span": [272, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 30],
-        "span": [269, 0, 272, 1],
+        "span": [275, 0, 278, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 30, 2, 0],
-        "span": [271, 2, 23],
+        "span": [277, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 31],
-        "span": [275, 0, 26],
+        "span": [281, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32],
-        "span": [281, 0, 290, 1],
+        "span": [287, 0, 296, 1],
         "leadingComments":
           " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 0],
-        "span": [283, 2, 26],
+        "span": [289, 2, 26],
         "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 1],
-        "span": [285, 2, 24],
+        "span": [291, 2, 24],
         "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 2],
-        "span": [287, 2, 21],
+        "span": [293, 2, 21],
         "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 32, 2, 3],
-        "span": [289, 2, 47],
+        "span": [295, 2, 47],
         "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33],
-        "span": [293, 0, 300, 1],
+        "span": [299, 0, 306, 1],
         "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 0],
-        "span": [295, 2, 22],
+        "span": [301, 2, 22],
         "leadingComments": " Numeric route identity of the destination.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 1],
-        "span": [297, 2, 22],
+        "span": [303, 2, 22],
         "leadingComments": " Destination port the agent connects to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 33, 2, 2],
-        "span": [299, 2, 24],
+        "span": [305, 2, 24],
         "leadingComments": " Proxy listener port that serves this route.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34],
-        "span": [305, 0, 337, 1],
+        "span": [311, 0, 343, 1],
         "leadingComments":
           " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port, within its scope (our\n extension fields from 1000 up; a rule without them is global).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 0],
-        "span": [307, 2, 17],
+        "span": [313, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 1],
-        "span": [310, 2, 19],
+        "span": [316, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 2],
-        "span": [313, 2, 18],
+        "span": [319, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 3],
-        "span": [315, 2, 20],
+        "span": [321, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 4],
-        "span": [317, 2, 35],
+        "span": [323, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 5],
-        "span": [319, 2, 26],
+        "span": [325, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 6],
-        "span": [321, 2, 36],
+        "span": [327, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 7],
-        "span": [328, 2, 24],
+        "span": [334, 2, 24],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one project. With\n agent_name empty the rule applies to every agent of this project and to\n no other agent. Both scope fields empty (the wire default, all a Go peer\n sends) make a global rule that applies to every agent. The scope is part\n of the rule's identity: the same dst:proto:port may exist once globally,\n once per project and once per agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 8],
-        "span": [332, 2, 27],
+        "span": [338, 2, 27],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one agent, named the\n way Agent and ExecAgentRequest name it: its short name here and its\n project in `project` (empty for an agent without a project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 34, 2, 9],
-        "span": [336, 2, 20],
+        "span": [342, 2, 20],
         "leadingComments":
           " EXTENSION beyond the Go contract: set by the control plane in listings for\n a rule from its floor file (always present, cannot be changed or removed).\n Output only: a request that sets it is INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35],
-        "span": [340, 0, 348, 1],
+        "span": [346, 0, 354, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 0],
-        "span": [343, 2, 18],
+        "span": [349, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 1],
-        "span": [345, 2, 20],
+        "span": [351, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 35, 2, 2],
-        "span": [347, 2, 30],
+        "span": [353, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36],
-        "span": [351, 0, 365, 1],
+        "span": [357, 0, 371, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 0],
-        "span": [354, 2, 24],
+        "span": [360, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 1],
-        "span": [356, 2, 26],
+        "span": [362, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 2],
-        "span": [358, 2, 29],
+        "span": [364, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 3],
-        "span": [360, 2, 31],
+        "span": [366, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 4],
-        "span": [362, 2, 27],
+        "span": [368, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 36, 2, 5],
-        "span": [364, 2, 21],
+        "span": [370, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37],
-        "span": [368, 0, 373, 1],
+        "span": [374, 0, 379, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 0],
-        "span": [370, 2, 21],
+        "span": [376, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 37, 2, 1],
-        "span": [372, 2, 19],
+        "span": [378, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [376, 0, 385, 1],
+        "span": [382, 0, 391, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [378, 2, 34],
+        "span": [384, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [380, 2, 28],
+        "span": [386, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [382, 2, 31],
+        "span": [388, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [384, 2, 32],
+        "span": [390, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [388, 0, 397, 1],
+        "span": [394, 0, 403, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [390, 2, 37],
+        "span": [396, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [392, 2, 33],
+        "span": [398, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [394, 2, 38],
+        "span": [400, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [396, 2, 35],
+        "span": [402, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [400, 0, 405, 1],
+        "span": [406, 0, 411, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [402, 2, 27],
+        "span": [408, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [404, 2, 32],
+        "span": [410, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],

@@ -121,6 +121,8 @@ export interface JobLimits {
   ioReadIops: number;
   /** Write operations per second: io.max wiops. */
   ioWriteIops: number;
+  /** Most processes (pids.max); zero: none of the job's own. */
+  pidsMax: number;
 }
 
 /** Job describes one job. */
@@ -163,36 +165,43 @@ export interface Job {
 }
 
 /**
- * JobStats is cgroup v2 usage (cpu.stat, memory.*, io.stat) of the job's
- * own cgroup. Absent when the job has none.
+ * JobStats is the usage of the job's own cgroup: cgroup v2 (cpu.stat,
+ * memory.*, io.stat), or on a cgroup v1 host the same figures from cpuacct,
+ * cpu.stat, memory.* and blkio.throttle.* (v1 names in the field comments).
+ * Absent when the job has none.
  */
 export interface JobStats {
-  /** cpu.stat usage_usec. */
+  /** cpu.stat usage_usec (v1: cpuacct.usage). */
   cpuUsageUsec: bigint;
-  /** cpu.stat user_usec. */
+  /** cpu.stat user_usec (v1: cpuacct.stat user). */
   cpuUserUsec: bigint;
-  /** cpu.stat system_usec. */
+  /** cpu.stat system_usec (v1: cpuacct.stat system). */
   cpuSystemUsec: bigint;
   /** cpu.stat nr_periods. */
   cpuNrPeriods: bigint;
   /** cpu.stat nr_throttled. */
   cpuNrThrottled: bigint;
-  /** cpu.stat throttled_usec. */
+  /** cpu.stat throttled_usec (v1: cpu.stat throttled_time). */
   cpuThrottledUsec: bigint;
-  /** memory.current. */
+  /** memory.current (v1: memory.usage_in_bytes). */
   memoryCurrentBytes: bigint;
-  /** memory.peak. */
+  /** memory.peak (v1: memory.max_usage_in_bytes). */
   memoryPeakBytes: bigint;
-  /** memory.events (low, high, max, oom, oom_kill, ...). */
+  /**
+   * memory.events (low, high, max, oom, oom_kill, ...); v1: max =
+   * memory.failcnt, oom_kill and under_oom from memory.oom_control.
+   */
   memoryEvents: { [key: string]: bigint };
-  /** io.stat rbytes summed over devices. */
+  /** io.stat rbytes summed over devices (v1: blkio.throttle.io_service_bytes). */
   ioReadBytes: bigint;
   /** io.stat wbytes summed over devices. */
   ioWriteBytes: bigint;
-  /** io.stat rios summed over devices. */
+  /** io.stat rios summed over devices (v1: blkio.throttle.io_serviced). */
   ioReadOps: bigint;
   /** io.stat wios summed over devices. */
   ioWriteOps: bigint;
+  /** pids.current. */
+  pidsCurrent: bigint;
 }
 
 export interface JobStats_MemoryEventsEntry {
@@ -213,7 +222,14 @@ export interface StartJobRequest {
   /** Environment over clawkerd's own. */
   env: { [key: string]: string };
   /** Resource limits of the job's own; absent: the agent's only. */
-  limits?: JobLimits | undefined;
+  limits?:
+    | JobLimits
+    | undefined;
+  /**
+   * Set by the control plane only (it overwrites what a CLI sends): hold the
+   * first process at its gate until JobGateService.OpenJobGate. EXTENSION.
+   */
+  holdForPlacement: boolean;
 }
 
 export interface StartJobRequest_EnvEntry {
@@ -224,7 +240,75 @@ export interface StartJobRequest_EnvEntry {
 /** StartJobResponse is the job as started. */
 export interface StartJobResponse {
   /** The job; its name is what every other call takes. */
+  job?:
+    | Job
+    | undefined;
+  /**
+   * With hold_for_placement: the held first process's pid in the agent's
+   * pid namespace; zero otherwise (the control plane never relays it).
+   * EXTENSION.
+   */
+  heldPid: number;
+}
+
+/** OpenJobGateRequest says how a held job was placed. */
+export interface OpenJobGateRequest {
+  /** `agents/<agent>/jobs/<uuid>`. */
+  name: string;
+  /** False: the job must not run (it ends FAILED `cgroup_placement_failed`). */
+  run: boolean;
+  /** True when the job's cgroups enforce every limit it asked for. */
+  isLimited: boolean;
+  /** Why not (or what is not) limited; empty when is_limited. */
+  limitsNote: string;
+}
+
+/** OpenJobGateResponse is the job after its gate opened. */
+export interface OpenJobGateResponse {
+  /** The job. */
   job?: Job | undefined;
+}
+
+/** ListAgentUsageRequest names an agent, or none for all. */
+export interface ListAgentUsageRequest {
+  /** Only this agent; empty: every registered agent. */
+  agentName: string;
+  /** The agent's project (with agent_name). */
+  project: string;
+}
+
+/**
+ * AgentUsage is one agent container's cgroup usage (v2 or v1, as JobStats)
+ * and limits.
+ */
+export interface AgentUsage {
+  /** The agent's name. */
+  agentName: string;
+  /** The agent's project. */
+  project: string;
+  /** Its container. */
+  containerId: string;
+  /** Usage of the container's cgroup; absent when it could not be read. */
+  stats?:
+    | JobStats
+    | undefined;
+  /** CPU limit in thousandths of a CPU; zero: none. */
+  cpuLimitMillis: number;
+  /** Memory limit in bytes; zero: none. */
+  memoryLimitBytes: bigint;
+  /** Process limit; zero: none. */
+  pidsLimit: bigint;
+  /**
+   * Why there are no stats (container gone, cgroups not found); empty
+   * otherwise.
+   */
+  note: string;
+}
+
+/** ListAgentUsageResponse lists agents' usage. */
+export interface ListAgentUsageResponse {
+  /** One entry per registered agent container. */
+  agents: AgentUsage[];
 }
 
 /** StopJobRequest names the job to stop. */
@@ -291,7 +375,7 @@ export interface WatchJobOutputResponse {
 }
 
 function createBaseJobLimits(): JobLimits {
-  return { cpuMillis: 0, memoryMaxBytes: 0n, ioReadBps: 0n, ioWriteBps: 0n, ioReadIops: 0, ioWriteIops: 0 };
+  return { cpuMillis: 0, memoryMaxBytes: 0n, ioReadBps: 0n, ioWriteBps: 0n, ioReadIops: 0, ioWriteIops: 0, pidsMax: 0 };
 }
 
 export const JobLimits: MessageFns<JobLimits> = {
@@ -322,6 +406,9 @@ export const JobLimits: MessageFns<JobLimits> = {
     }
     if (message.ioWriteIops !== 0) {
       writer.uint32(48).uint32(message.ioWriteIops);
+    }
+    if (message.pidsMax !== 0) {
+      writer.uint32(56).uint32(message.pidsMax);
     }
     return writer;
   },
@@ -387,6 +474,14 @@ export const JobLimits: MessageFns<JobLimits> = {
             message.ioWriteIops = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.pidsMax = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -431,6 +526,11 @@ export const JobLimits: MessageFns<JobLimits> = {
         : isSet(object.io_write_iops)
         ? globalThis.Number(object.io_write_iops)
         : 0,
+      pidsMax: isSet(object.pidsMax)
+        ? globalThis.Number(object.pidsMax)
+        : isSet(object.pids_max)
+        ? globalThis.Number(object.pids_max)
+        : 0,
     };
   },
 
@@ -454,6 +554,9 @@ export const JobLimits: MessageFns<JobLimits> = {
     if (message.ioWriteIops !== 0) {
       obj.ioWriteIops = Math.round(message.ioWriteIops);
     }
+    if (message.pidsMax !== 0) {
+      obj.pidsMax = Math.round(message.pidsMax);
+    }
     return obj;
   },
 
@@ -472,6 +575,7 @@ export const JobLimits: MessageFns<JobLimits> = {
       : 0n;
     message.ioReadIops = object.ioReadIops ?? 0;
     message.ioWriteIops = object.ioWriteIops ?? 0;
+    message.pidsMax = object.pidsMax ?? 0;
     return message;
   },
 };
@@ -816,6 +920,7 @@ function createBaseJobStats(): JobStats {
     ioWriteBytes: 0n,
     ioReadOps: 0n,
     ioWriteOps: 0n,
+    pidsCurrent: 0n,
   };
 }
 
@@ -895,6 +1000,12 @@ export const JobStats: MessageFns<JobStats> = {
         throw new globalThis.Error("value provided for field message.ioWriteOps of type uint64 too large");
       }
       writer.uint32(104).uint64(message.ioWriteOps);
+    }
+    if (message.pidsCurrent !== 0n) {
+      if (BigInt.asUintN(64, message.pidsCurrent) !== message.pidsCurrent) {
+        throw new globalThis.Error("value provided for field message.pidsCurrent of type uint64 too large");
+      }
+      writer.uint32(112).uint64(message.pidsCurrent);
     }
     return writer;
   },
@@ -1019,6 +1130,14 @@ export const JobStats: MessageFns<JobStats> = {
             message.ioWriteOps = reader.uint64() as bigint;
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.pidsCurrent = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1120,6 +1239,11 @@ export const JobStats: MessageFns<JobStats> = {
         : isSet(object.io_write_ops)
         ? BigInt(object.io_write_ops)
         : 0n,
+      pidsCurrent: isSet(object.pidsCurrent)
+        ? BigInt(object.pidsCurrent)
+        : isSet(object.pids_current)
+        ? BigInt(object.pids_current)
+        : 0n,
     };
   },
 
@@ -1169,6 +1293,9 @@ export const JobStats: MessageFns<JobStats> = {
     }
     if (message.ioWriteOps !== 0n) {
       obj.ioWriteOps = message.ioWriteOps.toString();
+    }
+    if (message.pidsCurrent !== 0n) {
+      obj.pidsCurrent = message.pidsCurrent.toString();
     }
     return obj;
   },
@@ -1220,6 +1347,9 @@ export const JobStats: MessageFns<JobStats> = {
     message.ioReadOps = (object.ioReadOps !== undefined && object.ioReadOps !== null) ? BigInt(object.ioReadOps) : 0n;
     message.ioWriteOps = (object.ioWriteOps !== undefined && object.ioWriteOps !== null)
       ? BigInt(object.ioWriteOps)
+      : 0n;
+    message.pidsCurrent = (object.pidsCurrent !== undefined && object.pidsCurrent !== null)
+      ? BigInt(object.pidsCurrent)
       : 0n;
     return message;
   },
@@ -1314,7 +1444,7 @@ export const JobStats_MemoryEventsEntry: MessageFns<JobStats_MemoryEventsEntry> 
 };
 
 function createBaseStartJobRequest(): StartJobRequest {
-  return { agentName: "", project: "", argv: [], cwd: "", env: {}, limits: undefined };
+  return { agentName: "", project: "", argv: [], cwd: "", env: {}, limits: undefined, holdForPlacement: false };
 }
 
 export const StartJobRequest: MessageFns<StartJobRequest> = {
@@ -1336,6 +1466,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     });
     if (message.limits !== undefined) {
       JobLimits.encode(message.limits, writer.uint32(50).fork()).join();
+    }
+    if (message.holdForPlacement !== false) {
+      writer.uint32(8000).bool(message.holdForPlacement);
     }
     return writer;
   },
@@ -1404,6 +1537,14 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
             message.limits = JobLimits.decode(reader, reader.uint32());
             continue;
           }
+          case 1000: {
+            if (tag !== 8000) {
+              break;
+            }
+
+            message.holdForPlacement = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1441,6 +1582,11 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
         )
         : {},
       limits: isSet(object.limits) ? JobLimits.fromJSON(object.limits) : undefined,
+      holdForPlacement: isSet(object.holdForPlacement)
+        ? globalThis.Boolean(object.holdForPlacement)
+        : isSet(object.hold_for_placement)
+        ? globalThis.Boolean(object.hold_for_placement)
+        : false,
     };
   },
 
@@ -1470,6 +1616,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     if (message.limits !== undefined) {
       obj.limits = JobLimits.toJSON(message.limits);
     }
+    if (message.holdForPlacement !== false) {
+      obj.holdForPlacement = message.holdForPlacement;
+    }
     return obj;
   },
 
@@ -1494,6 +1643,7 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? JobLimits.fromPartial(object.limits)
       : undefined;
+    message.holdForPlacement = object.holdForPlacement ?? false;
     return message;
   },
 };
@@ -1584,13 +1734,16 @@ export const StartJobRequest_EnvEntry: MessageFns<StartJobRequest_EnvEntry> = {
 };
 
 function createBaseStartJobResponse(): StartJobResponse {
-  return { job: undefined };
+  return { job: undefined, heldPid: 0 };
 }
 
 export const StartJobResponse: MessageFns<StartJobResponse> = {
   encode(message: StartJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.job !== undefined) {
       Job.encode(message.job, writer.uint32(10).fork()).join();
+    }
+    if (message.heldPid !== 0) {
+      writer.uint32(8000).uint32(message.heldPid);
     }
     return writer;
   },
@@ -1616,6 +1769,14 @@ export const StartJobResponse: MessageFns<StartJobResponse> = {
             message.job = Job.decode(reader, reader.uint32());
             continue;
           }
+          case 1000: {
+            if (tag !== 8000) {
+              break;
+            }
+
+            message.heldPid = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1629,13 +1790,23 @@ export const StartJobResponse: MessageFns<StartJobResponse> = {
   },
 
   fromJSON(object: any): StartJobResponse {
-    return { job: isSet(object.job) ? Job.fromJSON(object.job) : undefined };
+    return {
+      job: isSet(object.job) ? Job.fromJSON(object.job) : undefined,
+      heldPid: isSet(object.heldPid)
+        ? globalThis.Number(object.heldPid)
+        : isSet(object.held_pid)
+        ? globalThis.Number(object.held_pid)
+        : 0,
+    };
   },
 
   toJSON(message: StartJobResponse): unknown {
     const obj: any = {};
     if (message.job !== undefined) {
       obj.job = Job.toJSON(message.job);
+    }
+    if (message.heldPid !== 0) {
+      obj.heldPid = Math.round(message.heldPid);
     }
     return obj;
   },
@@ -1646,6 +1817,577 @@ export const StartJobResponse: MessageFns<StartJobResponse> = {
   fromPartial<I extends Exact<DeepPartial<StartJobResponse>, I>>(object: I): StartJobResponse {
     const message = createBaseStartJobResponse();
     message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    message.heldPid = object.heldPid ?? 0;
+    return message;
+  },
+};
+
+function createBaseOpenJobGateRequest(): OpenJobGateRequest {
+  return { name: "", run: false, isLimited: false, limitsNote: "" };
+}
+
+export const OpenJobGateRequest: MessageFns<OpenJobGateRequest> = {
+  encode(message: OpenJobGateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.run !== false) {
+      writer.uint32(16).bool(message.run);
+    }
+    if (message.isLimited !== false) {
+      writer.uint32(24).bool(message.isLimited);
+    }
+    if (message.limitsNote !== "") {
+      writer.uint32(34).string(message.limitsNote);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenJobGateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenJobGateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.run = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.isLimited = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.limitsNote = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenJobGateRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      run: isSet(object.run) ? globalThis.Boolean(object.run) : false,
+      isLimited: isSet(object.isLimited)
+        ? globalThis.Boolean(object.isLimited)
+        : isSet(object.is_limited)
+        ? globalThis.Boolean(object.is_limited)
+        : false,
+      limitsNote: isSet(object.limitsNote)
+        ? globalThis.String(object.limitsNote)
+        : isSet(object.limits_note)
+        ? globalThis.String(object.limits_note)
+        : "",
+    };
+  },
+
+  toJSON(message: OpenJobGateRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.run !== false) {
+      obj.run = message.run;
+    }
+    if (message.isLimited !== false) {
+      obj.isLimited = message.isLimited;
+    }
+    if (message.limitsNote !== "") {
+      obj.limitsNote = message.limitsNote;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenJobGateRequest>, I>>(base?: I): OpenJobGateRequest {
+    return OpenJobGateRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenJobGateRequest>, I>>(object: I): OpenJobGateRequest {
+    const message = createBaseOpenJobGateRequest();
+    message.name = object.name ?? "";
+    message.run = object.run ?? false;
+    message.isLimited = object.isLimited ?? false;
+    message.limitsNote = object.limitsNote ?? "";
+    return message;
+  },
+};
+
+function createBaseOpenJobGateResponse(): OpenJobGateResponse {
+  return { job: undefined };
+}
+
+export const OpenJobGateResponse: MessageFns<OpenJobGateResponse> = {
+  encode(message: OpenJobGateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.job !== undefined) {
+      Job.encode(message.job, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenJobGateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenJobGateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.job = Job.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenJobGateResponse {
+    return { job: isSet(object.job) ? Job.fromJSON(object.job) : undefined };
+  },
+
+  toJSON(message: OpenJobGateResponse): unknown {
+    const obj: any = {};
+    if (message.job !== undefined) {
+      obj.job = Job.toJSON(message.job);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenJobGateResponse>, I>>(base?: I): OpenJobGateResponse {
+    return OpenJobGateResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenJobGateResponse>, I>>(object: I): OpenJobGateResponse {
+    const message = createBaseOpenJobGateResponse();
+    message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    return message;
+  },
+};
+
+function createBaseListAgentUsageRequest(): ListAgentUsageRequest {
+  return { agentName: "", project: "" };
+}
+
+export const ListAgentUsageRequest: MessageFns<ListAgentUsageRequest> = {
+  encode(message: ListAgentUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentName !== "") {
+      writer.uint32(10).string(message.agentName);
+    }
+    if (message.project !== "") {
+      writer.uint32(18).string(message.project);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAgentUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAgentUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAgentUsageRequest {
+    return {
+      agentName: isSet(object.agentName)
+        ? globalThis.String(object.agentName)
+        : isSet(object.agent_name)
+        ? globalThis.String(object.agent_name)
+        : "",
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+    };
+  },
+
+  toJSON(message: ListAgentUsageRequest): unknown {
+    const obj: any = {};
+    if (message.agentName !== "") {
+      obj.agentName = message.agentName;
+    }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListAgentUsageRequest>, I>>(base?: I): ListAgentUsageRequest {
+    return ListAgentUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAgentUsageRequest>, I>>(object: I): ListAgentUsageRequest {
+    const message = createBaseListAgentUsageRequest();
+    message.agentName = object.agentName ?? "";
+    message.project = object.project ?? "";
+    return message;
+  },
+};
+
+function createBaseAgentUsage(): AgentUsage {
+  return {
+    agentName: "",
+    project: "",
+    containerId: "",
+    stats: undefined,
+    cpuLimitMillis: 0,
+    memoryLimitBytes: 0n,
+    pidsLimit: 0n,
+    note: "",
+  };
+}
+
+export const AgentUsage: MessageFns<AgentUsage> = {
+  encode(message: AgentUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentName !== "") {
+      writer.uint32(10).string(message.agentName);
+    }
+    if (message.project !== "") {
+      writer.uint32(18).string(message.project);
+    }
+    if (message.containerId !== "") {
+      writer.uint32(26).string(message.containerId);
+    }
+    if (message.stats !== undefined) {
+      JobStats.encode(message.stats, writer.uint32(34).fork()).join();
+    }
+    if (message.cpuLimitMillis !== 0) {
+      writer.uint32(40).uint32(message.cpuLimitMillis);
+    }
+    if (message.memoryLimitBytes !== 0n) {
+      if (BigInt.asUintN(64, message.memoryLimitBytes) !== message.memoryLimitBytes) {
+        throw new globalThis.Error("value provided for field message.memoryLimitBytes of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.memoryLimitBytes);
+    }
+    if (message.pidsLimit !== 0n) {
+      if (BigInt.asUintN(64, message.pidsLimit) !== message.pidsLimit) {
+        throw new globalThis.Error("value provided for field message.pidsLimit of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.pidsLimit);
+    }
+    if (message.note !== "") {
+      writer.uint32(66).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.project = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stats = JobStats.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cpuLimitMillis = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.memoryLimitBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.pidsLimit = reader.uint64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentUsage {
+    return {
+      agentName: isSet(object.agentName)
+        ? globalThis.String(object.agentName)
+        : isSet(object.agent_name)
+        ? globalThis.String(object.agent_name)
+        : "",
+      project: isSet(object.project) ? globalThis.String(object.project) : "",
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      stats: isSet(object.stats) ? JobStats.fromJSON(object.stats) : undefined,
+      cpuLimitMillis: isSet(object.cpuLimitMillis)
+        ? globalThis.Number(object.cpuLimitMillis)
+        : isSet(object.cpu_limit_millis)
+        ? globalThis.Number(object.cpu_limit_millis)
+        : 0,
+      memoryLimitBytes: isSet(object.memoryLimitBytes)
+        ? BigInt(object.memoryLimitBytes)
+        : isSet(object.memory_limit_bytes)
+        ? BigInt(object.memory_limit_bytes)
+        : 0n,
+      pidsLimit: isSet(object.pidsLimit)
+        ? BigInt(object.pidsLimit)
+        : isSet(object.pids_limit)
+        ? BigInt(object.pids_limit)
+        : 0n,
+      note: isSet(object.note) ? globalThis.String(object.note) : "",
+    };
+  },
+
+  toJSON(message: AgentUsage): unknown {
+    const obj: any = {};
+    if (message.agentName !== "") {
+      obj.agentName = message.agentName;
+    }
+    if (message.project !== "") {
+      obj.project = message.project;
+    }
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.stats !== undefined) {
+      obj.stats = JobStats.toJSON(message.stats);
+    }
+    if (message.cpuLimitMillis !== 0) {
+      obj.cpuLimitMillis = Math.round(message.cpuLimitMillis);
+    }
+    if (message.memoryLimitBytes !== 0n) {
+      obj.memoryLimitBytes = message.memoryLimitBytes.toString();
+    }
+    if (message.pidsLimit !== 0n) {
+      obj.pidsLimit = message.pidsLimit.toString();
+    }
+    if (message.note !== "") {
+      obj.note = message.note;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentUsage>, I>>(base?: I): AgentUsage {
+    return AgentUsage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentUsage>, I>>(object: I): AgentUsage {
+    const message = createBaseAgentUsage();
+    message.agentName = object.agentName ?? "";
+    message.project = object.project ?? "";
+    message.containerId = object.containerId ?? "";
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? JobStats.fromPartial(object.stats)
+      : undefined;
+    message.cpuLimitMillis = object.cpuLimitMillis ?? 0;
+    message.memoryLimitBytes = (object.memoryLimitBytes !== undefined && object.memoryLimitBytes !== null)
+      ? BigInt(object.memoryLimitBytes)
+      : 0n;
+    message.pidsLimit = (object.pidsLimit !== undefined && object.pidsLimit !== null) ? BigInt(object.pidsLimit) : 0n;
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBaseListAgentUsageResponse(): ListAgentUsageResponse {
+  return { agents: [] };
+}
+
+export const ListAgentUsageResponse: MessageFns<ListAgentUsageResponse> = {
+  encode(message: ListAgentUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.agents) {
+      AgentUsage.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAgentUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAgentUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agents.push(AgentUsage.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAgentUsageResponse {
+    return {
+      agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => AgentUsage.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListAgentUsageResponse): unknown {
+    const obj: any = {};
+    if (message.agents?.length) {
+      obj.agents = message.agents.map((e) => AgentUsage.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListAgentUsageResponse>, I>>(base?: I): ListAgentUsageResponse {
+    return ListAgentUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAgentUsageResponse>, I>>(object: I): ListAgentUsageResponse {
+    const message = createBaseListAgentUsageResponse();
+    message.agents = object.agents?.map((e) => AgentUsage.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2492,6 +3234,135 @@ export const JobServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+/**
+ * JobGateService is clawkerd's half of the control plane's job placement,
+ * served only on clawkerd's listener (behind the control plane's pin), never
+ * on the admin listener. On a host whose cgroups clawkerd cannot write (cgroup
+ * v1 or hybrid: the container sees them read-only) the control plane starts a
+ * job with `StartJobRequest.hold_for_placement`: clawkerd holds the job's
+ * first process at its gate and answers its pid; the control plane moves that
+ * process into the job's cgroups, then opens the gate here. EXTENSION beyond
+ * the Go contract.
+ */
+export type JobGateServiceService = typeof JobGateServiceService;
+export const JobGateServiceService = {
+  /**
+   * Lets a held job's first process execute its target (or ends the job
+   * FAILED `cgroup_placement_failed` when `run` is false).
+   */
+  openJobGate: {
+    path: "/clawker.jobs.v1.JobGateService/OpenJobGate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OpenJobGateRequest): Buffer => Buffer.from(OpenJobGateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OpenJobGateRequest => OpenJobGateRequest.decode(value),
+    responseSerialize: (value: OpenJobGateResponse): Buffer => Buffer.from(OpenJobGateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OpenJobGateResponse => OpenJobGateResponse.decode(value),
+  },
+} as const;
+
+export interface JobGateServiceServer extends UntypedServiceImplementation {
+  /**
+   * Lets a held job's first process execute its target (or ends the job
+   * FAILED `cgroup_placement_failed` when `run` is false).
+   */
+  openJobGate: handleUnaryCall<OpenJobGateRequest, OpenJobGateResponse>;
+}
+
+export interface JobGateServiceClient extends Client {
+  /**
+   * Lets a held job's first process execute its target (or ends the job
+   * FAILED `cgroup_placement_failed` when `run` is false).
+   */
+  openJobGate(
+    request: OpenJobGateRequest,
+    callback: (error: ServiceError | null, response: OpenJobGateResponse) => void,
+  ): ClientUnaryCall;
+  openJobGate(
+    request: OpenJobGateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OpenJobGateResponse) => void,
+  ): ClientUnaryCall;
+  openJobGate(
+    request: OpenJobGateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OpenJobGateResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const JobGateServiceClient = makeGenericClientConstructor(
+  JobGateServiceService,
+  "clawker.jobs.v1.JobGateService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): JobGateServiceClient;
+  service: typeof JobGateServiceService;
+  serviceName: string;
+};
+
+/**
+ * AgentUsageService reports what agents use, from their containers' own
+ * cgroups, read by the control plane (scope `admin`). EXTENSION beyond the Go
+ * contract.
+ */
+export type AgentUsageServiceService = typeof AgentUsageServiceService;
+export const AgentUsageServiceService = {
+  /**
+   * The usage of one agent, or of every registered agent with a running
+   * container.
+   */
+  listAgentUsage: {
+    path: "/clawker.jobs.v1.AgentUsageService/ListAgentUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAgentUsageRequest): Buffer =>
+      Buffer.from(ListAgentUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAgentUsageRequest => ListAgentUsageRequest.decode(value),
+    responseSerialize: (value: ListAgentUsageResponse): Buffer =>
+      Buffer.from(ListAgentUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAgentUsageResponse => ListAgentUsageResponse.decode(value),
+  },
+} as const;
+
+export interface AgentUsageServiceServer extends UntypedServiceImplementation {
+  /**
+   * The usage of one agent, or of every registered agent with a running
+   * container.
+   */
+  listAgentUsage: handleUnaryCall<ListAgentUsageRequest, ListAgentUsageResponse>;
+}
+
+export interface AgentUsageServiceClient extends Client {
+  /**
+   * The usage of one agent, or of every registered agent with a running
+   * container.
+   */
+  listAgentUsage(
+    request: ListAgentUsageRequest,
+    callback: (error: ServiceError | null, response: ListAgentUsageResponse) => void,
+  ): ClientUnaryCall;
+  listAgentUsage(
+    request: ListAgentUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAgentUsageResponse) => void,
+  ): ClientUnaryCall;
+  listAgentUsage(
+    request: ListAgentUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAgentUsageResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const AgentUsageServiceClient = makeGenericClientConstructor(
+  AgentUsageServiceService,
+  "clawker.jobs.v1.AgentUsageService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): AgentUsageServiceClient;
+  service: typeof AgentUsageServiceService;
+  serviceName: string;
+};
+
 type ProtoMetaEnumOptions = { options?: { [key: string]: any }; values?: { [key: string]: { [key: string]: any } } };
 
 type ProtoMetaMessageOptions = {
@@ -2596,6 +3467,18 @@ export const protoMetadata: ProtoMetadata = {
         "defaultValue": "",
         "oneofIndex": 0,
         "jsonName": "ioWriteIops",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "pids_max",
+        "number": 7,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "pidsMax",
         "options": undefined,
         "proto3Optional": false,
       }],
@@ -2934,6 +3817,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "ioWriteOps",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "pids_current",
+        "number": 14,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "pidsCurrent",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [{
@@ -3062,6 +3957,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "limits",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "hold_for_placement",
+        "number": 1000,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "holdForPlacement",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [{
@@ -3128,6 +4035,270 @@ export const protoMetadata: ProtoMetadata = {
         "defaultValue": "",
         "oneofIndex": 0,
         "jsonName": "job",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "held_pid",
+        "number": 1000,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "heldPid",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "OpenJobGateRequest",
+      "field": [{
+        "name": "name",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "name",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "run",
+        "number": 2,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "run",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "is_limited",
+        "number": 3,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "isLimited",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "limits_note",
+        "number": 4,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "limitsNote",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "OpenJobGateResponse",
+      "field": [{
+        "name": "job",
+        "number": 1,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.jobs.v1.Job",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "job",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "ListAgentUsageRequest",
+      "field": [{
+        "name": "agent_name",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agentName",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "project",
+        "number": 2,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "project",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "AgentUsage",
+      "field": [{
+        "name": "agent_name",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agentName",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "project",
+        "number": 2,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "project",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "container_id",
+        "number": 3,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "containerId",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "stats",
+        "number": 4,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.jobs.v1.JobStats",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "stats",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "cpu_limit_millis",
+        "number": 5,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "cpuLimitMillis",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "memory_limit_bytes",
+        "number": 6,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "memoryLimitBytes",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "pids_limit",
+        "number": 7,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "pidsLimit",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "note",
+        "number": 8,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "note",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "ListAgentUsageResponse",
+      "field": [{
+        "name": "agents",
+        "number": 1,
+        "label": 3,
+        "type": 11,
+        "typeName": ".clawker.jobs.v1.AgentUsage",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "agents",
         "options": undefined,
         "proto3Optional": false,
       }],
@@ -3446,6 +4617,28 @@ export const protoMetadata: ProtoMetadata = {
         "serverStreaming": true,
       }],
       "options": undefined,
+    }, {
+      "name": "JobGateService",
+      "method": [{
+        "name": "OpenJobGate",
+        "inputType": ".clawker.jobs.v1.OpenJobGateRequest",
+        "outputType": ".clawker.jobs.v1.OpenJobGateResponse",
+        "options": undefined,
+        "clientStreaming": false,
+        "serverStreaming": false,
+      }],
+      "options": undefined,
+    }, {
+      "name": "AgentUsageService",
+      "method": [{
+        "name": "ListAgentUsage",
+        "inputType": ".clawker.jobs.v1.ListAgentUsageRequest",
+        "outputType": ".clawker.jobs.v1.ListAgentUsageResponse",
+        "options": undefined,
+        "clientStreaming": false,
+        "serverStreaming": false,
+      }],
+      "options": undefined,
     }],
     "extension": [],
     "options": undefined,
@@ -3498,435 +4691,615 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [6, 1],
+        "span": [44, 0, 48, 1],
+        "leadingComments":
+          " JobGateService is clawkerd's half of the control plane's job placement,\n served only on clawkerd's listener (behind the control plane's pin), never\n on the admin listener. On a host whose cgroups clawkerd cannot write (cgroup\n v1 or hybrid: the container sees them read-only) the control plane starts a\n job with `StartJobRequest.hold_for_placement`: clawkerd holds the job's\n first process at its gate and answers its pid; the control plane moves that\n process into the job's cgroups, then opens the gate here. EXTENSION beyond\n the Go contract.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [6, 1, 2, 0],
+        "span": [47, 2, 68],
+        "leadingComments":
+          " Lets a held job's first process execute its target (or ends the job\n FAILED `cgroup_placement_failed` when `run` is false).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [6, 2],
+        "span": [53, 0, 57, 1],
+        "leadingComments":
+          " AgentUsageService reports what agents use, from their containers' own\n cgroups, read by the control plane (scope `admin`). EXTENSION beyond the Go\n contract.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [6, 2, 2, 0],
+        "span": [56, 2, 77],
+        "leadingComments": " The usage of one agent, or of every registered agent with a running\n container.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [5, 0],
-        "span": [38, 0, 50, 1],
+        "span": [61, 0, 73, 1],
         "leadingComments":
           " JobState is the seed's state machine: RUNNING, then exactly one of the\n three ends. No pending state, no retries.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [40, 2, 28],
+        "span": [63, 2, 28],
         "leadingComments": " Never a job's state; as a ListJobs filter: every state.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [42, 2, 24],
+        "span": [65, 2, 24],
         "leadingComments": " The process runs.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [44, 2, 26],
+        "span": [67, 2, 26],
         "leadingComments": " The process exited 0.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [47, 2, 23],
+        "span": [70, 2, 23],
         "leadingComments":
           " The process could not start, exited non-zero or was killed (not by\n StopJob), or clawkerd lost it (restart).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 4],
-        "span": [49, 2, 24],
+        "span": [72, 2, 24],
         "leadingComments": " StopJob ended it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0],
-        "span": [54, 0, 67, 1],
+        "span": [77, 0, 92, 1],
         "leadingComments":
           " JobLimits are a job's resource limits inside its agent's own. Zero means\n \"no limit of the job's own\" (the agent's limits still hold).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 0],
-        "span": [56, 2, 24],
+        "span": [79, 2, 24],
         "leadingComments": " CPU in thousandths of a CPU (500 = half a CPU): cgroup cpu.max.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 1],
-        "span": [58, 2, 30],
+        "span": [81, 2, 30],
         "leadingComments": " Memory ceiling in bytes: memory.max (memory.high at 75%, no swap).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 2],
-        "span": [60, 2, 25],
+        "span": [83, 2, 25],
         "leadingComments": " Read bytes per second, every block device: io.max rbps.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 3],
-        "span": [62, 2, 26],
+        "span": [85, 2, 26],
         "leadingComments": " Write bytes per second, every block device: io.max wbps.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 4],
-        "span": [64, 2, 26],
+        "span": [87, 2, 26],
         "leadingComments": " Read operations per second: io.max riops.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 5],
-        "span": [66, 2, 27],
+        "span": [89, 2, 27],
         "leadingComments": " Write operations per second: io.max wiops.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 0, 2, 6],
+        "span": [91, 2, 22],
+        "leadingComments": " Most processes (pids.max); zero: none of the job's own.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 1],
-        "span": [70, 0, 100, 1],
+        "span": [95, 0, 125, 1],
         "leadingComments": " Job describes one job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 0],
-        "span": [72, 2, 18],
+        "span": [97, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 1],
-        "span": [74, 2, 21],
+        "span": [99, 2, 21],
         "leadingComments": " Lifecycle state.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 2],
-        "span": [76, 2, 27],
+        "span": [101, 2, 27],
         "leadingComments": " The program and its arguments.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 3],
-        "span": [78, 2, 22],
+        "span": [103, 2, 22],
         "leadingComments": " Exit status when ended by exit; -1 when a signal ended it or it never ran.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 4],
-        "span": [80, 2, 18],
+        "span": [105, 2, 18],
         "leadingComments": " The signal that ended it; zero otherwise.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 5],
-        "span": [84, 2, 20],
+        "span": [109, 2, 20],
         "leadingComments":
           " Why it ended as it did, stable: `exited`, `exit_non_zero`, `signalled`,\n `oom_killed`, `spawn_failed`, `stopped`, `clawkerd_restarted`; empty\n while RUNNING.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 6],
-        "span": [86, 2, 34],
+        "span": [111, 2, 34],
         "leadingComments": " When it started, unix nanoseconds.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 7],
-        "span": [88, 2, 32],
+        "span": [113, 2, 32],
         "leadingComments": " When it ended, unix nanoseconds; zero while RUNNING.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 8],
-        "span": [90, 2, 23],
+        "span": [115, 2, 23],
         "leadingComments": " The limits asked for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 9],
-        "span": [92, 2, 23],
+        "span": [117, 2, 23],
         "leadingComments": " True when the job runs in a cgroup of its own that enforces `limits`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 10],
-        "span": [95, 2, 26],
+        "span": [120, 2, 26],
         "leadingComments":
           " Why the job is not limited (no cgroup v2 delegation on the host, ...);\n empty when is_limited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 11],
-        "span": [97, 2, 27],
+        "span": [122, 2, 27],
         "leadingComments": " Output bytes the job wrote so far.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 12],
-        "span": [99, 2, 35],
+        "span": [124, 2, 35],
         "leadingComments": " Oldest output bytes dropped to keep the job's output within its bound.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2],
-        "span": [104, 0, 131, 1],
+        "span": [131, 0, 161, 1],
         "leadingComments":
-          " JobStats is cgroup v2 usage (cpu.stat, memory.*, io.stat) of the job's\n own cgroup. Absent when the job has none.\n",
+          " JobStats is the usage of the job's own cgroup: cgroup v2 (cpu.stat,\n memory.*, io.stat), or on a cgroup v1 host the same figures from cpuacct,\n cpu.stat, memory.* and blkio.throttle.* (v1 names in the field comments).\n Absent when the job has none.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 0],
-        "span": [106, 2, 28],
-        "leadingComments": " cpu.stat usage_usec.\n",
+        "span": [133, 2, 28],
+        "leadingComments": " cpu.stat usage_usec (v1: cpuacct.usage).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 1],
-        "span": [108, 2, 27],
-        "leadingComments": " cpu.stat user_usec.\n",
+        "span": [135, 2, 27],
+        "leadingComments": " cpu.stat user_usec (v1: cpuacct.stat user).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 2],
-        "span": [110, 2, 29],
-        "leadingComments": " cpu.stat system_usec.\n",
+        "span": [137, 2, 29],
+        "leadingComments": " cpu.stat system_usec (v1: cpuacct.stat system).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 3],
-        "span": [112, 2, 28],
+        "span": [139, 2, 28],
         "leadingComments": " cpu.stat nr_periods.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 4],
-        "span": [114, 2, 30],
+        "span": [141, 2, 30],
         "leadingComments": " cpu.stat nr_throttled.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 5],
-        "span": [116, 2, 32],
-        "leadingComments": " cpu.stat throttled_usec.\n",
+        "span": [143, 2, 32],
+        "leadingComments": " cpu.stat throttled_usec (v1: cpu.stat throttled_time).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 6],
-        "span": [118, 2, 34],
-        "leadingComments": " memory.current.\n",
+        "span": [145, 2, 34],
+        "leadingComments": " memory.current (v1: memory.usage_in_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 7],
-        "span": [120, 2, 31],
-        "leadingComments": " memory.peak.\n",
+        "span": [147, 2, 31],
+        "leadingComments": " memory.peak (v1: memory.max_usage_in_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 8],
-        "span": [122, 2, 40],
-        "leadingComments": " memory.events (low, high, max, oom, oom_kill, ...).\n",
+        "span": [150, 2, 40],
+        "leadingComments":
+          " memory.events (low, high, max, oom, oom_kill, ...); v1: max =\n memory.failcnt, oom_kill and under_oom from memory.oom_control.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 9],
-        "span": [124, 2, 28],
-        "leadingComments": " io.stat rbytes summed over devices.\n",
+        "span": [152, 2, 28],
+        "leadingComments": " io.stat rbytes summed over devices (v1: blkio.throttle.io_service_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 10],
-        "span": [126, 2, 29],
+        "span": [154, 2, 29],
         "leadingComments": " io.stat wbytes summed over devices.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 11],
-        "span": [128, 2, 26],
-        "leadingComments": " io.stat rios summed over devices.\n",
+        "span": [156, 2, 26],
+        "leadingComments": " io.stat rios summed over devices (v1: blkio.throttle.io_serviced).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 12],
-        "span": [130, 2, 27],
+        "span": [158, 2, 27],
         "leadingComments": " io.stat wios summed over devices.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 2, 2, 13],
+        "span": [160, 2, 27],
+        "leadingComments": " pids.current.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 3],
-        "span": [134, 0, 147, 1],
+        "span": [164, 0, 180, 1],
         "leadingComments": " StartJobRequest names the agent and what to run.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 0],
-        "span": [136, 2, 24],
+        "span": [166, 2, 24],
         "leadingComments": " The agent's name (without its project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 1],
-        "span": [138, 2, 21],
+        "span": [168, 2, 21],
         "leadingComments": " The agent's project; empty for an agent without one.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 2],
-        "span": [140, 2, 27],
+        "span": [170, 2, 27],
         "leadingComments": " Program and arguments; must not be empty.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 3],
-        "span": [142, 2, 17],
+        "span": [172, 2, 17],
         "leadingComments": " Working directory; empty: clawkerd's.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 4],
-        "span": [144, 2, 30],
+        "span": [174, 2, 30],
         "leadingComments": " Environment over clawkerd's own.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 5],
-        "span": [146, 2, 23],
+        "span": [176, 2, 23],
         "leadingComments": " Resource limits of the job's own; absent: the agent's only.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 3, 2, 6],
+        "span": [179, 2, 33],
+        "leadingComments":
+          " Set by the control plane only (it overwrites what a CLI sends): hold the\n first process at its gate until JobGateService.OpenJobGate. EXTENSION.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 4],
-        "span": [150, 0, 153, 1],
+        "span": [183, 0, 190, 1],
         "leadingComments": " StartJobResponse is the job as started.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 0],
-        "span": [152, 2, 14],
+        "span": [185, 2, 14],
         "leadingComments": " The job; its name is what every other call takes.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 4, 2, 1],
+        "span": [189, 2, 25],
+        "leadingComments":
+          " With hold_for_placement: the held first process's pid in the agent's\n pid namespace; zero otherwise (the control plane never relays it).\n EXTENSION.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 5],
-        "span": [156, 0, 161, 1],
-        "leadingComments": " StopJobRequest names the job to stop.\n",
+        "span": [193, 0, 202, 1],
+        "leadingComments": " OpenJobGateRequest says how a held job was placed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 0],
-        "span": [158, 2, 18],
+        "span": [195, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 1],
-        "span": [160, 2, 27],
-        "leadingComments": " Seconds between SIGTERM and SIGKILL; zero: 10.\n",
+        "span": [197, 2, 15],
+        "leadingComments": " False: the job must not run (it ends FAILED `cgroup_placement_failed`).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5, 2, 2],
+        "span": [199, 2, 22],
+        "leadingComments": " True when the job's cgroups enforce every limit it asked for.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5, 2, 3],
+        "span": [201, 2, 25],
+        "leadingComments": " Why not (or what is not) limited; empty when is_limited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6],
-        "span": [164, 0, 167, 1],
-        "leadingComments": " StopJobResponse is the job after it ended.\n",
+        "span": [205, 0, 208, 1],
+        "leadingComments": " OpenJobGateResponse is the job after its gate opened.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6, 2, 0],
-        "span": [166, 2, 14],
-        "leadingComments": " The job, ended.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 7],
-        "span": [170, 0, 173, 1],
-        "leadingComments": " GetJobStatusRequest names a job.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 7, 2, 0],
-        "span": [172, 2, 18],
-        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8],
-        "span": [176, 0, 181, 1],
-        "leadingComments": " GetJobStatusResponse is a job and its usage.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 0],
-        "span": [178, 2, 14],
+        "span": [207, 2, 14],
         "leadingComments": " The job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 8, 2, 1],
-        "span": [180, 2, 21],
-        "leadingComments": " Its cgroup's usage; absent when the job has no cgroup of its own.\n",
+        "path": [4, 7],
+        "span": [211, 0, 216, 1],
+        "leadingComments": " ListAgentUsageRequest names an agent, or none for all.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 9],
-        "span": [184, 0, 191, 1],
-        "leadingComments": " ListJobsRequest filters jobs.\n",
+        "path": [4, 7, 2, 0],
+        "span": [213, 2, 24],
+        "leadingComments": " Only this agent; empty: every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 9, 2, 0],
-        "span": [186, 2, 24],
-        "leadingComments": " Only this agent's jobs; empty: every agent with a session.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 9, 2, 1],
-        "span": [188, 2, 21],
+        "path": [4, 7, 2, 1],
+        "span": [215, 2, 21],
         "leadingComments": " The agent's project (with agent_name).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 9, 2, 2],
-        "span": [190, 2, 21],
-        "leadingComments": " Only jobs in this state; UNSPECIFIED: all.\n",
+        "path": [4, 8],
+        "span": [220, 0, 238, 1],
+        "leadingComments": " AgentUsage is one agent container's cgroup usage (v2 or v1, as JobStats)\n and limits.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 0],
+        "span": [222, 2, 24],
+        "leadingComments": " The agent's name.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 1],
+        "span": [224, 2, 21],
+        "leadingComments": " The agent's project.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 2],
+        "span": [226, 2, 26],
+        "leadingComments": " Its container.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 3],
+        "span": [228, 2, 21],
+        "leadingComments": " Usage of the container's cgroup; absent when it could not be read.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 4],
+        "span": [230, 2, 30],
+        "leadingComments": " CPU limit in thousandths of a CPU; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 5],
+        "span": [232, 2, 32],
+        "leadingComments": " Memory limit in bytes; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 6],
+        "span": [234, 2, 24],
+        "leadingComments": " Process limit; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 8, 2, 7],
+        "span": [237, 2, 18],
+        "leadingComments": " Why there are no stats (container gone, cgroups not found); empty\n otherwise.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 9],
+        "span": [241, 0, 244, 1],
+        "leadingComments": " ListAgentUsageResponse lists agents' usage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 9, 2, 0],
+        "span": [243, 2, 33],
+        "leadingComments": " One entry per registered agent container.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10],
-        "span": [194, 0, 197, 1],
-        "leadingComments": " ListJobsResponse lists jobs, oldest first per agent.\n",
+        "span": [247, 0, 252, 1],
+        "leadingComments": " StopJobRequest names the job to stop.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 0],
-        "span": [196, 2, 24],
-        "leadingComments": " The jobs.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11],
-        "span": [200, 0, 203, 1],
-        "leadingComments": " WatchJobOutputRequest names a job.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11, 2, 0],
-        "span": [202, 2, 18],
+        "span": [249, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 10, 2, 1],
+        "span": [251, 2, 27],
+        "leadingComments": " Seconds between SIGTERM and SIGKILL; zero: 10.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11],
+        "span": [255, 0, 258, 1],
+        "leadingComments": " StopJobResponse is the job after it ended.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 0],
+        "span": [257, 2, 14],
+        "leadingComments": " The job, ended.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 12],
-        "span": [207, 0, 212, 1],
+        "span": [261, 0, 264, 1],
+        "leadingComments": " GetJobStatusRequest names a job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12, 2, 0],
+        "span": [263, 2, 18],
+        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13],
+        "span": [267, 0, 272, 1],
+        "leadingComments": " GetJobStatusResponse is a job and its usage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13, 2, 0],
+        "span": [269, 2, 14],
+        "leadingComments": " The job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13, 2, 1],
+        "span": [271, 2, 21],
+        "leadingComments": " Its cgroup's usage; absent when the job has no cgroup of its own.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14],
+        "span": [275, 0, 282, 1],
+        "leadingComments": " ListJobsRequest filters jobs.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14, 2, 0],
+        "span": [277, 2, 24],
+        "leadingComments": " Only this agent's jobs; empty: every agent with a session.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14, 2, 1],
+        "span": [279, 2, 21],
+        "leadingComments": " The agent's project (with agent_name).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14, 2, 2],
+        "span": [281, 2, 21],
+        "leadingComments": " Only jobs in this state; UNSPECIFIED: all.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 15],
+        "span": [285, 0, 288, 1],
+        "leadingComments": " ListJobsResponse lists jobs, oldest first per agent.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 15, 2, 0],
+        "span": [287, 2, 24],
+        "leadingComments": " The jobs.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 16],
+        "span": [291, 0, 294, 1],
+        "leadingComments": " WatchJobOutputRequest names a job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 16, 2, 0],
+        "span": [293, 2, 18],
+        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 17],
+        "span": [298, 0, 303, 1],
         "leadingComments":
           " WatchJobOutputResponse is a piece of output, in order, or news that the\n oldest output was dropped before this watcher read it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 12, 2, 0],
-        "span": [209, 2, 17],
+        "path": [4, 17, 2, 0],
+        "span": [300, 2, 17],
         "leadingComments": " Output bytes (stdout and stderr multiplexed in order of arrival).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 12, 2, 1],
-        "span": [211, 2, 27],
+        "path": [4, 17, 2, 1],
+        "span": [302, 2, 27],
         "leadingComments": " Bytes this watcher missed just before `data` (dropped to keep the bound).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -3944,6 +5317,11 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.jobs.v1.StartJobRequest": StartJobRequest,
     ".clawker.jobs.v1.StartJobRequest.EnvEntry": StartJobRequest_EnvEntry,
     ".clawker.jobs.v1.StartJobResponse": StartJobResponse,
+    ".clawker.jobs.v1.OpenJobGateRequest": OpenJobGateRequest,
+    ".clawker.jobs.v1.OpenJobGateResponse": OpenJobGateResponse,
+    ".clawker.jobs.v1.ListAgentUsageRequest": ListAgentUsageRequest,
+    ".clawker.jobs.v1.AgentUsage": AgentUsage,
+    ".clawker.jobs.v1.ListAgentUsageResponse": ListAgentUsageResponse,
     ".clawker.jobs.v1.StopJobRequest": StopJobRequest,
     ".clawker.jobs.v1.StopJobResponse": StopJobResponse,
     ".clawker.jobs.v1.GetJobStatusRequest": GetJobStatusRequest,
@@ -3953,6 +5331,8 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.jobs.v1.WatchJobOutputRequest": WatchJobOutputRequest,
     ".clawker.jobs.v1.WatchJobOutputResponse": WatchJobOutputResponse,
     ".clawker.jobs.v1.JobService": JobServiceClient,
+    ".clawker.jobs.v1.JobGateService": JobGateServiceClient,
+    ".clawker.jobs.v1.AgentUsageService": AgentUsageServiceClient,
   },
   dependencies: [],
 };

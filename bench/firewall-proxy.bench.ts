@@ -1,0 +1,426 @@
+// The egress proxy (the real HAProxy the daemon runs, through EgressProxy with its default threads)
+// against a direct connection to the same upstream, side by side in one run (direct and proxied
+// alternate, so the load of this shared machine hits both alike), keep-alive, loopback, real TLS:
+// - passthrough (SNI, no path rules): requests/s of small responses, and bytes/s of a 100 MiB body;
+// - interception (a name with path rules): requests/s of small responses;
+// - the latency one small HTTPS request gains through the proxy (sequential, keep-alive, p50).
+// Load: h2load (nghttp2-client, HTTP/1.1, `--connect-to` keeps the name as SNI and Host), its CPU
+// time reported so a saturated client shows. Small responses come from a second HAProxy (one
+// thread, `http-request return`): a cheap upstream, so the proxy's cost is not hidden behind a slow
+// one; the 100 MiB body from a node HTTPS server. Every request passes the proxy's full checks
+// (source map, SNI/Host lookups, path rules, forbidden list, session mark, one log line each).
+// Needs root (CAP_NET_ADMIN: session marks), haproxy, h2load and ss.
+// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent connections:
+// enough that requests/s measures capacity, not the scheduling delay of a loaded machine (that is
+// the latency figure). Beside the ratios: the whole path's CPU per request (client, proxy and
+// upstream), which does not depend on what else the machine runs.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer, type Server } from "node:https";
+import type { Socket } from "node:net";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createCa, issueLeaf } from "@clawker/adminclient";
+import { freePorts, waitFor } from "@clawker/test-support";
+import { pino } from "pino";
+import { EgressProxy, type ProxyEntry } from "../packages/controlplane/src/firewall/proxy/index.js";
+import { RuntimeApi } from "../packages/controlplane/src/firewall/proxy/runtime-api.js";
+import { ChildProcessHost } from "../packages/controlplane/test/fixtures/child-process-host.js";
+import { startDnsServer, type TestDnsServer } from "../packages/controlplane/test/fixtures/dns-server.js";
+import { command, root, type Requirement } from "../test/harness/preconditions.js";
+import { summarise, type Benchmark, type Figure } from "./lib.js";
+
+const run = promisify(execFile);
+const SECONDS = Number(process.env["FWP_BENCH_SECONDS"] ?? 5);
+const CLIENTS = Number(process.env["FWP_BENCH_CLIENTS"] ?? 64);
+const BIG_MIB = 100;
+const BIG_REQUESTS = 3;
+const LATENCY_REQUESTS = 2_000;
+
+/** The proxy's listen address; the client connects from 127.0.0.1 (the "agent"). */
+const PROXY = "127.0.0.4";
+/** The small-response upstream (a second HAProxy) and the big-body upstream (node). */
+const UPSTREAM_SMALL = "127.0.0.2";
+const UPSTREAM_BIG = "127.0.0.5";
+const AGENT = "127.0.0.1";
+const SMALL = "small.bench.test";
+const MITM = "mitm.bench.test";
+const BIG = "big.bench.test";
+
+interface Pass {
+  readonly requestsPerSecond: number;
+  readonly bytesPerSecond: number;
+  readonly succeeded: number;
+  readonly failed: number;
+  /** h2load's own CPU seconds (user + system) per wall second: near 1 means the client is saturated. */
+  readonly clientCpu: number;
+  /** The proxy's worker CPU seconds per wall second (0 for a direct pass). */
+  readonly proxyCpu: number;
+  /**
+   * CPU seconds per request of everything on the path: h2load, the proxy (if any) and the upstream
+   * (when its pid is given). Where client, proxy and upstream share the same cores, requests/s is
+   * bound by this sum, whatever else the machine runs.
+   */
+  readonly cpuPerRequest: number;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  // Fields 14 and 15 of stat (utime, stime), counted after the command's ")".
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * One h2load pass: HTTP/1.1 over TLS to `https://<name>:<port><path>`, connecting to `to` (the
+ * upstream or the proxy). bash's `times` reports the client's CPU.
+ */
+async function h2load(
+  name: string,
+  port: number,
+  path: string,
+  to: string,
+  args: readonly string[],
+  proxyPid: number | undefined,
+  upstreamPid?: number,
+): Promise<Pass & { readonly stdout: string }> {
+  const proxyBefore = proxyPid === undefined ? 0 : cpuSeconds(proxyPid);
+  const upstreamBefore = upstreamPid === undefined ? 0 : cpuSeconds(upstreamPid);
+  const t0 = performance.now();
+  const { stdout } = await run(
+    "bash",
+    [
+      "-c",
+      'h2load "$@"; rc=$?; times; exit $rc',
+      "h2load",
+      "--h1",
+      `--connect-to=${to}:${port}`,
+      ...args,
+      `https://${name}:${port}${path}`,
+    ],
+    { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 << 20 },
+  );
+  const wall = (performance.now() - t0) / 1000;
+  const proxySeconds = proxyPid === undefined ? 0 : cpuSeconds(proxyPid) - proxyBefore;
+  const upstreamSeconds = upstreamPid === undefined ? 0 : cpuSeconds(upstreamPid) - upstreamBefore;
+  const finished = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s, ([\d.]+)([KMG]?)B\/s/.exec(stdout);
+  const requests = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
+  const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
+  // `times`: the shell's user/system, then its children's (h2load): "0m1.234s 0m0.567s".
+  const times = [...stdout.matchAll(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/g)].at(-1);
+  if (finished === null || requests === null || status === null || times === undefined) {
+    throw new Error(`h2load output not understood: ${stdout}`);
+  }
+  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[finished[5]!]!;
+  const clientSeconds = Number(times[1]) * 60 + Number(times[2]) + Number(times[3]) * 60 + Number(times[4]);
+  const failed = Number(requests[2]) + Number(status[2]) + Number(status[3]) + Number(status[4]);
+  if (failed > 0 || Number(requests[1]) === 0) throw new Error(`h2load: requests failed: ${stdout}`);
+  const done = Number(requests[1]);
+  return {
+    requestsPerSecond: Number(finished[3]),
+    bytesPerSecond: Number(finished[4]) * unit,
+    succeeded: Number(requests[1]),
+    failed,
+    clientCpu: clientSeconds / wall,
+    proxyCpu: proxySeconds / wall,
+    cpuPerRequest: (clientSeconds + proxySeconds + upstreamSeconds) / done,
+    stdout,
+  };
+}
+
+/** Median of per-request latencies (µs) from an h2load --log-file. */
+function medianLatencyMs(logFile: string): number {
+  const us = readFileSync(logFile, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => Number(l.split("\t")[2]))
+    .filter((n) => Number.isFinite(n))
+    .sort((a, b) => a - b);
+  if (us.length === 0) throw new Error(`no latencies in ${logFile}`);
+  return us[Math.floor(us.length / 2)]! / 1000;
+}
+
+/** New vs reused upstream connections of be_mitm_verify so far (HAProxy's `show stat`). */
+async function upstreamConnections(proxy: EgressProxy): Promise<string> {
+  const csv = await new RuntimeApi({ socketPath: proxy.layout.runtimeSocket }).command(["show", "stat"]);
+  const [header, ...rows] = csv.replace(/^# /, "").trim().split("\n");
+  const cols = header!.split(",");
+  const row = rows.map((r) => r.split(",")).find((r) => r[0] === "be_mitm_verify" && r[1] === "BACKEND");
+  if (row === undefined) return "no be_mitm_verify in show stat";
+  const at = (c: string): string => row[cols.indexOf(c)] ?? "?";
+  return `${at("connect")} connects, ${at("reuse")} reuses, ${at("stot")} sessions`;
+}
+
+/** The small-response upstream: HAProxy, one thread, TLS, a fixed 200 from memory. */
+function upstreamConfig(port: number, pem: string): string {
+  return [
+    "global",
+    "  nbthread 1",
+    "  maxconn 4096",
+    "defaults",
+    "  mode http",
+    "  timeout connect 5s",
+    "  timeout client 60s",
+    "  timeout server 60s",
+    "  timeout http-keep-alive 60s",
+    "frontend up",
+    `  bind ${UPSTREAM_SMALL}:${port} ssl crt ${pem} alpn http/1.1`,
+    '  http-request return status 200 content-type text/plain string "ok\\n"',
+    "",
+  ].join("\n");
+}
+
+const requirements: Requirement[] = [root, command("haproxy"), command("h2load"), command("ss")];
+
+const bench: Benchmark = {
+  name: "firewall-proxy",
+  skip() {
+    const missing = requirements.map((r) => r.check()).filter((m) => m !== undefined);
+    return missing.length === 0 ? undefined : missing.join("; ");
+  },
+  async run(ctx) {
+    const figures: Figure[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "firewall-proxy-bench-"));
+    const cleanup: (() => unknown)[] = [() => rmSync(dir, { recursive: true, force: true })];
+    const host = new ChildProcessHost();
+    try {
+      const [tlsPort, httpPort] = await freePorts(2, {
+        hosts: [PROXY, UPSTREAM_SMALL, UPSTREAM_BIG],
+        consecutive: true,
+      });
+      const dns: TestDnsServer = await startDnsServer({
+        [SMALL]: UPSTREAM_SMALL,
+        [MITM]: UPSTREAM_SMALL,
+        [BIG]: UPSTREAM_BIG,
+      });
+      cleanup.push(() => dns.close());
+
+      // Upstreams: one leaf for the three names from a test CA the proxy trusts.
+      const upstreamCa = await createCa({ commonName: "firewall-proxy bench upstream CA" });
+      const leaf = await issueLeaf(upstreamCa, {
+        commonName: SMALL,
+        dnsNames: [SMALL, MITM, BIG],
+        usage: "server",
+      });
+      const caFile = join(dir, "upstream-ca.pem");
+      writeFileSync(caFile, upstreamCa.certPem, { mode: 0o600 });
+      const pem = join(dir, "upstream.pem");
+      writeFileSync(pem, leaf.certPem + leaf.keyPem, { mode: 0o600 });
+      const upstreamCfg = join(dir, "upstream.cfg");
+      writeFileSync(upstreamCfg, upstreamConfig(tlsPort!, pem));
+      const upstream: ChildProcess = spawn("haproxy", ["-db", "-f", upstreamCfg], {
+        stdio: ["ignore", "ignore", "inherit"],
+      });
+      cleanup.push(async () => {
+        const gone = new Promise((r) => upstream.once("exit", r));
+        upstream.kill("SIGTERM");
+        await gone;
+      });
+
+      const body = Buffer.alloc(1 << 20, 0x61);
+      const sockets = new Set<Socket>();
+      const big: Server = createHttpsServer({ cert: leaf.certPem, key: leaf.keyPem }, (_req, res) => {
+        res.writeHead(200, { "content-type": "application/octet-stream", "content-length": BIG_MIB << 20 });
+        let left = BIG_MIB;
+        const pump = (): void => {
+          while (left > 0) {
+            left--;
+            if (!res.write(body)) return void res.once("drain", pump);
+          }
+          res.end();
+        };
+        pump();
+      });
+      big.keepAliveTimeout = 60_000;
+      big.on("connection", (s: Socket) => {
+        sockets.add(s);
+        s.on("close", () => sockets.delete(s));
+      });
+      await new Promise<void>((resolve, reject) => {
+        big.once("error", reject);
+        big.listen(tlsPort, UPSTREAM_BIG, () => resolve());
+      });
+      cleanup.push(async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise((r) => big.close(r));
+      });
+
+      // The proxy as the daemon runs it: default threads, the full rule set of checks.
+      cleanup.push(() => host.close());
+      let decisions = 0;
+      const proxy = new EgressProxy({
+        config: {
+          dir: join(dir, "proxy"),
+          listen: { address: PROXY, tlsPort: tlsPort!, httpPort: httpPort! },
+          clients: ["127.0.0.0/8"],
+          resolvers: [{ address: dns.address, port: dns.port }],
+          upstreamCaFile: caFile,
+        },
+        host,
+        log: pino({ level: "silent" }),
+        onDecision: () => void decisions++,
+      });
+      cleanup.push(() => proxy.close());
+      // start()'s signal is the proxy's lifetime (aborting it closes the proxy), not a start deadline.
+      const lifetime = new AbortController();
+      cleanup.push(() => lifetime.abort());
+      await proxy.start(lifetime.signal);
+      const firewallCa = await createCa({ commonName: "firewall-proxy bench firewall CA" });
+      const mitmLeaf = await issueLeaf(firewallCa, { commonName: MITM, dnsNames: [MITM], usage: "server" });
+      await proxy.installCertificate(MITM, mitmLeaf.certPem, mitmLeaf.keyPem);
+      const entry = (dst: string, extra: Partial<ProxyEntry> = {}): ProxyEntry => ({
+        ruleId: `bench-${dst}`,
+        scope: { kind: "global" },
+        kind: "tls-passthrough",
+        action: "allow",
+        dst,
+        port: tlsPort!,
+        ...extra,
+      });
+      await proxy.apply({
+        entries: [
+          entry(SMALL),
+          entry(BIG),
+          entry(MITM, {
+            kind: "tls-intercept",
+            pathRules: [
+              { path: "/admin", action: "deny" },
+              { path: "/", action: "allow", methods: ["GET", "HEAD"] },
+            ],
+            pathDefault: "deny",
+          }),
+        ],
+        sources: [{ address: AGENT, agent: "bench", project: "bench" }],
+        forbidden: [`${PROXY}/32`],
+      });
+      const { workerPid } = await proxy.health();
+      await waitFor(
+        async () =>
+          (await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, ["-n", "1"], undefined).catch(
+            () => undefined,
+          )) !== undefined,
+        { timeoutMs: 30_000, what: "the upstream answering" },
+      );
+
+      const load = [
+        "-c",
+        String(CLIENTS),
+        "-t",
+        "1",
+        "-m",
+        "1",
+        "-D",
+        String(SECONDS),
+        "--warm-up-time",
+        "1",
+      ];
+      const pair = async (
+        what: string,
+        name: string,
+        args: readonly string[],
+        to: string,
+        upstreamPid?: number,
+      ): Promise<[Pass, Pass]> => {
+        const direct = await h2load(name, tlsPort!, "/", to, args, undefined, upstreamPid);
+        const proxied = await h2load(name, tlsPort!, "/", PROXY, args, workerPid, upstreamPid);
+        ctx.log(
+          `${what}: CPU/request of the path ${(direct.cpuPerRequest * 1e6).toFixed(0)} µs direct, ${(proxied.cpuPerRequest * 1e6).toFixed(0)} µs proxied (haproxy ${((proxied.proxyCpu / proxied.requestsPerSecond) * 1e6).toFixed(0)}); direct ${direct.requestsPerSecond.toFixed(0)} req/s ${(direct.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s (client cpu ${direct.clientCpu.toFixed(2)}), ` +
+            `proxied ${proxied.requestsPerSecond.toFixed(0)} req/s ${(proxied.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s (client cpu ${proxied.clientCpu.toFixed(2)}, haproxy cpu ${proxied.proxyCpu.toFixed(2)}); load ${loadavg()[0]!.toFixed(1)}`,
+        );
+        return [direct, proxied];
+      };
+
+      const passRatio: number[] = [];
+      const passDirect: number[] = [];
+      const passProxied: number[] = [];
+      const mitmRatio: number[] = [];
+      const mitmProxied: number[] = [];
+      const bytesRatio: number[] = [];
+      const bytesDirect: number[] = [];
+      const bytesProxied: number[] = [];
+      const added: number[] = [];
+      const clientCpu: number[] = [];
+      const passCpuRatio: number[] = [];
+      const mitmCpuRatio: number[] = [];
+      const bigArgs = ["-c", "1", "-t", "1", "-n", String(BIG_REQUESTS)];
+      const latencyArgs = (file: string): string[] => [
+        "-c",
+        "1",
+        "-t",
+        "1",
+        "-n",
+        String(LATENCY_REQUESTS),
+        `--log-file=${file}`,
+      ];
+      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+        const measured = i >= ctx.warmup;
+        const [d, p] = await pair("passthrough small", SMALL, load, UPSTREAM_SMALL, upstream.pid);
+        const [md, m] = await pair("interception small", MITM, load, UPSTREAM_SMALL, upstream.pid);
+        ctx.log(`upstream connections of the interception backend: ${await upstreamConnections(proxy)}`);
+        const [bd, bp] = await pair(`passthrough ${BIG_MIB} MiB`, BIG, bigArgs, UPSTREAM_BIG);
+        const directLog = join(dir, "direct.log");
+        const proxiedLog = join(dir, "proxied.log");
+        await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, latencyArgs(directLog), undefined);
+        await h2load(SMALL, tlsPort!, "/", PROXY, latencyArgs(proxiedLog), workerPid);
+        const latency = [medianLatencyMs(directLog), medianLatencyMs(proxiedLog)] as const;
+        ctx.log(`latency p50: direct ${latency[0].toFixed(3)} ms, proxied ${latency[1].toFixed(3)} ms`);
+        if (!measured) continue;
+        passDirect.push(d.requestsPerSecond);
+        passProxied.push(p.requestsPerSecond);
+        passRatio.push(p.requestsPerSecond / d.requestsPerSecond);
+        mitmProxied.push(m.requestsPerSecond);
+        mitmRatio.push(m.requestsPerSecond / md.requestsPerSecond);
+        bytesDirect.push(bd.bytesPerSecond / 2 ** 20);
+        bytesProxied.push(bp.bytesPerSecond / 2 ** 20);
+        bytesRatio.push(bp.bytesPerSecond / bd.bytesPerSecond);
+        added.push(latency[1] - latency[0]);
+        clientCpu.push(Math.max(d.clientCpu, p.clientCpu, m.clientCpu));
+        passCpuRatio.push(d.cpuPerRequest / p.cpuPerRequest);
+        mitmCpuRatio.push(md.cpuPerRequest / m.cpuPerRequest);
+      }
+      ctx.log(`decision lines received: ${decisions}`);
+      figures.push(summarise("direct requests/s (small, keep-alive)", "1/s", passDirect, "higher"));
+      figures.push(summarise("passthrough requests/s (small)", "1/s", passProxied, "higher"));
+      figures.push(summarise("passthrough / direct requests/s", "ratio", passRatio, "higher", ">= 0.6"));
+      figures.push(summarise("interception requests/s (small, path rules)", "1/s", mitmProxied, "higher"));
+      figures.push(summarise("interception / direct requests/s", "ratio", mitmRatio, "higher", ">= 0.3"));
+      figures.push(summarise(`direct MiB/s (${BIG_MIB} MiB body)`, "MiB/s", bytesDirect, "higher"));
+      figures.push(summarise(`passthrough MiB/s (${BIG_MIB} MiB body)`, "MiB/s", bytesProxied, "higher"));
+      figures.push(summarise("passthrough / direct bytes/s", "ratio", bytesRatio, "higher", ">= 0.8"));
+      figures.push(summarise("added latency, one small HTTPS request (p50)", "ms", added, "lower", "<= 0.5"));
+      figures.push(summarise("h2load CPU per wall second (1 = saturated)", "cores", clientCpu, "lower"));
+      figures.push(
+        summarise(
+          "passthrough / direct, CPU per request of the whole path inverted",
+          "ratio",
+          passCpuRatio,
+          "higher",
+        ),
+      );
+      figures.push(
+        summarise(
+          "interception / direct, CPU per request of the whole path inverted",
+          "ratio",
+          mitmCpuRatio,
+          "higher",
+        ),
+      );
+      return figures;
+    } catch (err) {
+      throw new Error(
+        `firewall-proxy bench failed; haproxy said: ${host.output("egress-proxy").slice(-4_000)}`,
+        {
+          cause: err,
+        },
+      );
+    } finally {
+      for (const c of cleanup.reverse())
+        await Promise.resolve()
+          .then(c)
+          .catch(() => undefined);
+    }
+  },
+};
+
+export default bench;

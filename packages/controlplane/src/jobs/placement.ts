@@ -1,0 +1,154 @@
+// The control plane's side of per-job limits on a cgroup v1 (hybrid) host: which agents it places
+// jobs for, placing a held job, the job's and the agent's usage, and the reaper that removes a
+// job's groups once the job has ended (also groups a previous control plane left behind).
+import { existsSync } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { agentFullName, errorDetailOf, jobs } from "@clawker/proto";
+import type { AgentChannel, Dialer } from "../agents/dialer.js";
+import type { Registry } from "../agents/registry.js";
+import type { Logger } from "../logging.js";
+import { JobCgroupsV1, type ContainerGroups, type ContainerUsage, type Placement } from "./cgroups-v1.js";
+
+/** What the placement uses. */
+export interface JobPlacementDeps {
+  /** The container's init pid on this host (Docker's State.Pid; 0 when not running). */
+  readonly initPid: (containerId: string, signal?: AbortSignal) => Promise<number>;
+  readonly registry: Pick<Registry, "list">;
+  readonly dialer: Pick<Dialer, "readyChannel">;
+  readonly log: Logger;
+  /** The v1 cgroup reader/writer; default the host's. */
+  readonly cgroups?: JobCgroupsV1;
+  /** How often ended jobs' groups are looked for; default 2 s. */
+  readonly reapIntervalMs?: number;
+}
+
+/** Places jobs in v1 cgroups under their agent's container and removes them after. */
+export class JobPlacement {
+  readonly #d: JobPlacementDeps;
+  readonly #cgroups: JobCgroupsV1;
+  readonly #groups = new Map<string, ContainerGroups>();
+  /** Jobs between mkdir and the gate's opening: their empty groups are not the reaper's. */
+  readonly #placing = new Set<string>();
+  #timer: NodeJS.Timeout | undefined;
+  #reaping = false;
+  #closed = false;
+
+  constructor(deps: JobPlacementDeps) {
+    this.#d = deps;
+    this.#cgroups = deps.cgroups ?? new JobCgroupsV1();
+  }
+
+  /** Starts the reaper (a first pass at once: leftovers of a previous run). */
+  start(signal?: AbortSignal): void {
+    if (this.#closed || this.#timer !== undefined || !this.#cgroups.available) return;
+    signal?.addEventListener("abort", () => this.close(), { once: true });
+    const tick = (): void => {
+      if (this.#reaping) return;
+      this.#reaping = true;
+      void this.reap()
+        .catch((err: unknown) =>
+          this.#d.log.warn({ err, event: "job_reap_failed" }, "job cgroup reaping failed"),
+        )
+        .finally(() => (this.#reaping = false));
+    };
+    this.#timer = setInterval(tick, this.#d.reapIntervalMs ?? 2000);
+    this.#timer.unref();
+    tick();
+  }
+
+  /** Stops the reaper. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#timer);
+  }
+
+  /** The container's v1 groups when the control plane places its jobs; undefined: it does not. */
+  async groupsOf(containerId: string): Promise<ContainerGroups | undefined> {
+    if (!this.#cgroups.available) return undefined;
+    const known = this.#groups.get(containerId);
+    const probe = known?.dirs.memory ?? known?.dirs.cpu;
+    // Cached while the container's group exists (its path carries the id, so a restart keeps it).
+    if (known !== undefined && probe !== undefined && existsSync(probe)) return known;
+    const pid = await this.#d.initPid(containerId).catch((err: unknown) => {
+      this.#d.log.warn({ err, containerId, event: "job_cgroups_unknown" }, "cannot find the agent's cgroups");
+      return 0;
+    });
+    const groups = this.#cgroups.containerGroups(pid);
+    // Only the container's own group: both Docker drivers name it by the container id.
+    if (groups === undefined || !Object.values(groups.dirs).some((d) => d.includes(containerId)))
+      return undefined;
+    this.#groups.set(containerId, groups);
+    return groups;
+  }
+
+  /** Places the held process `nsPid` of job `uuid` in its groups under the container's. */
+  place(groups: ContainerGroups, uuid: string, nsPid: number, limits: jobs.JobLimits | undefined): Placement {
+    this.#placing.add(uuid);
+    try {
+      const hostPid = this.#cgroups.hostPid(groups, nsPid);
+      if (hostPid === undefined) {
+        return {
+          isLimited: false,
+          note: "the job's process was not found in the agent's cgroup: it runs under the agent's limits only",
+        };
+      }
+      return this.#cgroups.place(groups, uuid, hostPid, limits);
+    } finally {
+      this.#placing.delete(uuid);
+    }
+  }
+
+  /** The job's usage from its groups; undefined when it has none (any more). */
+  stats(containerId: string, uuid: string): jobs.JobStats | undefined {
+    const groups = this.#groups.get(containerId);
+    return groups === undefined ? undefined : this.#cgroups.jobStats(groups, uuid);
+  }
+
+  /** The container's own usage and limits; undefined when its groups are not found. */
+  async usage(containerId: string): Promise<ContainerUsage | undefined> {
+    const groups = await this.groupsOf(containerId);
+    return groups === undefined ? undefined : this.#cgroups.containerUsage(groups);
+  }
+
+  /** Removes job `uuid`'s groups if no process is left in them. */
+  removeIfEmpty(containerId: string, uuid: string): boolean {
+    const groups = this.#groups.get(containerId);
+    if (groups === undefined || this.#placing.has(uuid) || !this.#cgroups.isEmpty(groups, uuid)) return false;
+    const gone = this.#cgroups.remove(groups, uuid);
+    if (gone) this.#d.log.info({ containerId, uuid, event: "job_cgroup_removed" }, "job cgroups removed");
+    return gone;
+  }
+
+  /**
+   * One pass: every job group under a registered agent with no process left whose job clawkerd
+   * reports ended (or cannot be asked: no ready session) is removed. The job record is written
+   * before its groups go, so clawkerd has read the OOM count first.
+   */
+  async reap(): Promise<void> {
+    for (const row of this.#d.registry.list()) {
+      if (this.#closed) return;
+      const groups = await this.groupsOf(row.containerId);
+      if (groups === undefined) continue;
+      for (const uuid of this.#cgroups.jobIds(groups)) {
+        if (this.#placing.has(uuid) || !this.#cgroups.isEmpty(groups, uuid)) continue;
+        const name = `agents/${agentFullName(row.project, row.agentName)}/jobs/${uuid}`;
+        const channel = this.#d.dialer.readyChannel(row.containerId);
+        if (channel !== undefined && (await isRunning(channel, name))) continue;
+        this.removeIfEmpty(row.containerId, uuid);
+      }
+    }
+  }
+}
+
+// True while clawkerd says the job runs, or when it cannot say (left for the next pass).
+function isRunning(channel: AgentChannel, name: string): Promise<boolean> {
+  const client = new jobs.JobServiceClient("unused:0", grpc.credentials.createInsecure(), {
+    channelOverride: channel,
+  });
+  return new Promise((resolve) =>
+    client.getJobStatus({ name }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
+      if (err === null) resolve(res.job?.state === jobs.JobState.JOB_STATE_RUNNING);
+      else resolve(errorDetailOf(err)?.reason !== "not_found");
+    }),
+  );
+}
