@@ -38,6 +38,8 @@ const CP_PUBLISH_ADDR = "10.214.0.2";
 const UPSTREAM = "10.203.80.10";
 const UPSTREAM_GATEWAY = "10.203.80.1";
 const NAMES = ["api.example.test", "other.example.test"];
+/** dnsmasq's port in the upstream netns (the upstream fixture's trap DNS holds 53 there). */
+const DNS_PORT = 5353;
 const FIXTURES = join(REPO_ROOT, "test/e2e/fixtures");
 
 type Answer = Record<string, unknown>;
@@ -161,7 +163,7 @@ describe(
         "--no-hosts",
         "--bind-interfaces",
         `--listen-address=${UPSTREAM}`,
-        "--port=53",
+        `--port=${DNS_PORT}`,
         `--address=/example.test/${UPSTREAM}`,
         "--user=root",
         "--pid-file",
@@ -191,7 +193,7 @@ describe(
         "--cgroup-parent",
         name,
         "--resolver",
-        UPSTREAM,
+        `${UPSTREAM}:${DNS_PORT}`,
         "--format",
         "json",
       ];
