@@ -89,7 +89,8 @@ void test("the OAuth2 clients carry the scopes of API.md §4", () => {
   assert.equal(CLI_CLIENT.clientId, "clawker-cli");
   assert.equal(CLI_CLIENT.scope, "admin");
   assert.equal(AGENT_CLIENT.clientId, "clawker-agent");
-  assert.equal(AGENT_CLIENT.scope, "agent:self:register");
+  assert.equal(AGENT_CLIENT.scope, "agent:self:register agent:self:request");
+  for (const client of Object.values(OAUTH2_CLIENTS)) assert.equal(client.scope, client.scopes.join(" "));
   assert.deepEqual(Object.keys(OAUTH2_CLIENTS).sort(), ["clawker-agent", "clawker-cli"]);
   for (const client of Object.values(OAUTH2_CLIENTS)) {
     assert.equal(client.grantType, "client_credentials");

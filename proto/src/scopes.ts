@@ -112,10 +112,17 @@ export function requiredScope(path: string): Scope | undefined {
   return METHOD_SCOPES.get(path);
 }
 
-/** An OAuth2 client the control plane registers: grant, client authentication and its one scope. */
+/** An OAuth2 scope a client can be granted (every Scope but the no-token marker). */
+export type GrantableScope = Exclude<Scope, typeof PUBLIC_SCOPE>;
+
+/**
+ * An OAuth2 client the control plane registers: grant, client authentication and its scopes
+ * (`scope` is the RFC 6749 space-separated list of `scopes`, as registered).
+ */
 export interface OAuth2Client {
   readonly clientId: string;
-  readonly scope: Exclude<Scope, typeof PUBLIC_SCOPE>;
+  readonly scopes: readonly GrantableScope[];
+  readonly scope: string;
   readonly grantType: "client_credentials";
   readonly tokenEndpointAuthMethod: "private_key_jwt";
   readonly assertionAlg: "ES256";
@@ -124,16 +131,21 @@ export interface OAuth2Client {
 /** The clawker CLI's client: calls AdminService with the `admin` scope. */
 export const CLI_CLIENT = {
   clientId: "clawker-cli",
+  scopes: [ADMIN_SCOPE],
   scope: ADMIN_SCOPE,
   grantType: "client_credentials",
   tokenEndpointAuthMethod: "private_key_jwt",
   assertionAlg: "ES256",
 } as const satisfies OAuth2Client;
 
-/** The agents' client: calls AgentService.Register with `agent:self:register`. */
+/**
+ * The agents' client: calls AgentService.Register with `agent:self:register` and
+ * AgentEgressService.RequestEgress with `agent:self:request` (issue 11: asking grants nothing).
+ */
 export const AGENT_CLIENT = {
   clientId: "clawker-agent",
-  scope: AGENT_REGISTER_SCOPE,
+  scopes: [AGENT_REGISTER_SCOPE, AGENT_REQUEST_SCOPE],
+  scope: `${AGENT_REGISTER_SCOPE} ${AGENT_REQUEST_SCOPE}`,
   grantType: "client_credentials",
   tokenEndpointAuthMethod: "private_key_jwt",
   assertionAlg: "ES256",

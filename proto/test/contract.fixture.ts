@@ -100,14 +100,23 @@ export const ADMIN_EXTENSION_MESSAGES = {
     f(3, "bypass_seconds_left", "uint32"),
     f(4, "enforced", "bool"),
   ),
+  // One source's counters of the decision stream, listed in FirewallStatusResult.event_sources.
+  FirewallEventSource: m(
+    f(1, "source", "string"),
+    f(2, "published", "uint64"),
+    f(3, "delivered", "uint64"),
+    f(4, "dropped_rate_limited", "uint64"),
+    f(5, "dropped_upstream", "uint64"),
+  ),
 } as const satisfies Record<string, MessageSpec>;
 
 /**
  * OUR EXTENSION FIELDS on API.md's admin messages (API.md §6: numbers from 1000 up, so a field
  * upstream adds later never collides): the egress rule's scope (a project or one agent; both
  * empty, the wire default and all a Go peer sends, is a global rule), the floor-file marker
- * the control plane sets in listings, and the containers whose firewall mode is not the default
- * (disabled, or in a bypass with its time left) in FirewallStatus.
+ * the control plane sets in listings, the containers whose firewall mode is not the default
+ * (disabled, or in a bypass with its time left) in FirewallStatus, and the decision stream's
+ * counters per source (every dropped event visible) in FirewallStatus.
  */
 export const ADMIN_EXTENSION_FIELDS = {
   EgressRule: [f(1000, "project", "string"), f(1001, "agent_name", "string"), f(1002, "floor", "bool")],
@@ -115,6 +124,7 @@ export const ADMIN_EXTENSION_FIELDS = {
   FirewallStatusResult: [
     r(1000, "containers", "FirewallContainerMode"),
     f(1001, "interception_ca_pem", "string"),
+    r(1002, "event_sources", "FirewallEventSource"),
   ],
 } as const satisfies Record<string, readonly FieldSpec[]>;
 
@@ -597,10 +607,156 @@ export const JOBS: FileSpec = {
   },
 };
 
+/**
+ * OUR OWN SERVICES beyond the Go contract (API.md §6, issue 11): clawker.egress.v1.EgressService on
+ * the admin listener (scope admin) and AgentEgressService on the agent listener (scope
+ * agent:self:request). The whole file is an extension.
+ */
+export const EGRESS: FileSpec = {
+  file: "clawker/egress/v1/egress.proto",
+  package: "clawker.egress.v1",
+  services: {
+    EgressService: {
+      WatchFirewallEvents: serverStream(
+        "/clawker.egress.v1.EgressService/WatchFirewallEvents",
+        "WatchFirewallEventsRequest",
+        "WatchFirewallEventsResponse",
+      ),
+      ListFirewallDenials: unary(
+        "/clawker.egress.v1.EgressService/ListFirewallDenials",
+        "ListFirewallDenialsRequest",
+        "ListFirewallDenialsResponse",
+      ),
+      ApproveEgress: unary(
+        "/clawker.egress.v1.EgressService/ApproveEgress",
+        "ApproveEgressRequest",
+        "ApproveEgressResponse",
+      ),
+      DismissEgress: unary(
+        "/clawker.egress.v1.EgressService/DismissEgress",
+        "DismissEgressRequest",
+        "DismissEgressResponse",
+      ),
+    },
+    AgentEgressService: {
+      RequestEgress: unary(
+        "/clawker.egress.v1.AgentEgressService/RequestEgress",
+        "RequestEgressRequest",
+        "RequestEgressResponse",
+      ),
+    },
+  },
+  messages: {
+    RuleRef: m(
+      f(1, "key", "string"),
+      f(2, "project", "string"),
+      f(3, "agent_name", "string"),
+      f(4, "action", "string"),
+    ),
+    FirewallEvent: m(
+      f(1, "schema_version", "uint32"),
+      f(2, "seq", "uint64"),
+      f(3, "time_unix_nanos", "int64"),
+      f(4, "agent_name", "string"),
+      f(5, "project", "string"),
+      f(6, "container_id", "string"),
+      f(7, "dst_name", "string"),
+      f(8, "dst_addr", "string"),
+      f(9, "port", "uint32"),
+      f(10, "protocol", "string"),
+      f(11, "verdict", "Verdict"),
+      f(12, "layer", "Layer"),
+      f(13, "rule", "RuleRef"),
+      f(14, "reason", "string"),
+      f(15, "method", "string"),
+      f(16, "path", "string"),
+      f(17, "http_status", "uint32"),
+      f(18, "bytes_in", "uint64"),
+      f(19, "bytes_out", "uint64"),
+      f(20, "duration_micros", "uint64"),
+      f(21, "gap_count", "uint64"),
+    ),
+    EventFilter: m(
+      f(1, "agent_name", "string"),
+      f(2, "project", "string"),
+      r(3, "verdicts", "Verdict"),
+      r(4, "layers", "Layer"),
+    ),
+    WatchFirewallEventsRequest: m(
+      f(1, "filter", "EventFilter"),
+      f(2, "since_unix_nanos", "int64"),
+      f(3, "no_follow", "bool"),
+    ),
+    WatchFirewallEventsResponse: m(f(1, "event", "FirewallEvent")),
+    DenialGroup: m(
+      f(1, "id", "string"),
+      f(2, "agent_name", "string"),
+      f(3, "project", "string"),
+      f(4, "dst_name", "string"),
+      f(5, "dst_addr", "string"),
+      f(6, "port", "uint32"),
+      f(7, "protocol", "string"),
+      f(8, "count", "uint64"),
+      f(9, "first_seen_unix_nanos", "int64"),
+      f(10, "last_seen_unix_nanos", "int64"),
+      f(11, "layer", "Layer"),
+      f(12, "reason", "string"),
+      f(13, "suggested_rule", "clawker.admin.v1.EgressRule"),
+      r(14, "requests", "EgressRequest"),
+    ),
+    EgressRequest: m(
+      f(1, "id", "string"),
+      f(2, "agent_name", "string"),
+      f(3, "project", "string"),
+      f(4, "dst", "string"),
+      f(5, "port", "uint32"),
+      f(6, "proto", "string"),
+      f(7, "reason", "string"),
+      f(8, "requested_at_unix_nanos", "int64"),
+    ),
+    ListFirewallDenialsRequest: m(
+      f(1, "agent_name", "string"),
+      f(2, "project", "string"),
+      f(3, "since_unix_nanos", "int64"),
+    ),
+    ListFirewallDenialsResponse: m(r(1, "groups", "DenialGroup"), r(2, "requests", "EgressRequest")),
+    ApproveEgressRequest: m(
+      f(1, "denial_id", "string"),
+      f(2, "request_id", "string"),
+      f(3, "scope", "ApprovalScope"),
+      f(4, "expires_after_seconds", "uint32"),
+    ),
+    ApproveEgressResponse: m(
+      f(1, "rule", "clawker.admin.v1.EgressRule"),
+      f(2, "expires_at_unix_nanos", "int64"),
+    ),
+    DismissEgressRequest: m(f(1, "denial_id", "string"), f(2, "request_id", "string")),
+    DismissEgressResponse: m(),
+    RequestEgressRequest: m(
+      f(1, "dst", "string"),
+      f(2, "port", "uint32"),
+      f(3, "proto", "string"),
+      f(4, "reason", "string"),
+    ),
+    RequestEgressResponse: m(f(1, "request_id", "string"), f(2, "already_allowed", "bool")),
+  },
+  enums: {
+    Verdict: { VERDICT_UNSPECIFIED: 0, VERDICT_ALLOWED: 1, VERDICT_DENIED: 2, VERDICT_BYPASSED: 3 },
+    Layer: { LAYER_UNSPECIFIED: 0, LAYER_DNS: 1, LAYER_BPF: 2, LAYER_PROXY: 3 },
+    ApprovalScope: {
+      APPROVAL_SCOPE_UNSPECIFIED: 0,
+      APPROVAL_SCOPE_AGENT: 1,
+      APPROVAL_SCOPE_PROJECT: 2,
+      APPROVAL_SCOPE_GLOBAL: 3,
+    },
+  },
+};
+
 /** The whole contract: API.md plus our extensions. */
 export const CONTRACT: readonly FileSpec[] = [
   ADMIN,
   AGENT,
   withExtension(CLAWKERD, CLAWKERD_EXTENSION_FIELDS, CLAWKERD_EXTENSION_MESSAGES),
   JOBS,
+  EGRESS,
 ];

@@ -1,6 +1,7 @@
 // Runs the real `clawker` CLI (from source, through tsx) as a process, optionally inside a network
 // namespace (to reach a control plane that runs there).
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { REPO_ROOT } from "./images.js";
 
@@ -39,4 +40,50 @@ export function clawker(args: readonly string[], options: CliOptions = {}): Prom
     child.once("error", reject);
     child.once("close", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** A `clawker` process still running (e.g. `--follow`): its stdout lines as they come. */
+export interface RunningCli {
+  readonly child: ChildProcess;
+  /** Complete stdout lines so far. */
+  readonly lines: string[];
+  stderr(): string;
+  /** Resolves with the exit code once it has exited. */
+  readonly exited: Promise<number | null>;
+  /** SIGTERM, and waits for the exit. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Starts `clawker <args>` and leaves it running. */
+export function spawnClawker(args: readonly string[], options: CliOptions = {}): RunningCli {
+  const argv = [
+    "--import",
+    import.meta.resolve("tsx"),
+    "--conditions=source",
+    join(REPO_ROOT, "packages/cli/src/main.ts"),
+    ...args,
+  ];
+  const child = spawn(process.execPath, argv, {
+    env: options.env ?? process.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  let stderr = "";
+  createInterface({ input: child.stdout }).on("line", (l) => lines.push(l));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        // A stopped process must run again to take the SIGTERM.
+        child.kill("SIGCONT");
+        child.kill("SIGTERM");
+      }
+      await exited;
+    },
+  };
 }

@@ -32,7 +32,17 @@ export {
   PEER_WIRE_REASON,
   type PeerCheck,
 } from "./peer-identity.js";
-export { Registrar, checkControlPlane, REGISTER_SCOPE, type RegisterOutcome } from "./registrar.js";
+export {
+  Registrar,
+  agentListenerChannel,
+  checkControlPlane,
+  AGENT_TOKEN_SCOPE,
+  REGISTER_SCOPE,
+  REQUEST_SCOPE,
+  type RegisterOutcome,
+} from "./registrar.js";
+export { AGENT_TOKEN_FILE, loadAgentToken, saveAgentToken, type AgentToken } from "./agent-token.js";
+export { requestEgressCommand, REQUEST_EGRESS_EXIT, type RequestEgressPaths } from "./request-egress.js";
 export { ClawkerdServer, type ClawkerdServerOptions } from "./server.js";
 export { CreditWindow } from "./credit-window.js";
 export { Session, STDIN_WINDOW_BYTES, type SessionDeps } from "./session.js";

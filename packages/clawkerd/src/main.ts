@@ -45,6 +45,14 @@ const bootstrapDir = env["CLAWKERD_BOOTSTRAP_DIR"] || BOOTSTRAP_DIR;
 const listen = env["CLAWKERD_LISTEN"] || `0.0.0.0:${CLAWKERD_PORT}`;
 const stateDir = env["CLAWKERD_STATE_DIR"] || DEFAULT_STATE_DIR;
 
+// `clawkerd request-egress ...`: a one-shot command inside the container, not the daemon.
+if (argv[0] === "request-egress") {
+  const { requestEgressCommand } = await import("./request-egress.js");
+  process.exit(
+    await requestEgressCommand(argv.slice(1), { bootstrapDir, stateDir }, process.stdout, process.stderr),
+  );
+}
+
 let bootstrap;
 let runAs;
 const state = new StateStore(stateDir);

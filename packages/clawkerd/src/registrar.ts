@@ -1,19 +1,28 @@
 // RegisterRequired: exchange the single-use client assertion for a token (RFC 7523
-// private_key_jwt, client_credentials, scope agent:self:register) at the token endpoint, then
-// call AgentService.Register over mTLS with the agent leaf and the bearer token. The assertion
+// private_key_jwt, client_credentials, scopes agent:self:register and agent:self:request) at the
+// token endpoint, keep the token for `clawkerd request-egress` (agent-token.ts), then call
+// AgentService.Register over mTLS with the agent leaf and the bearer token. The assertion
 // is sent at most once in the container's life: the attempt is recorded in the state file
 // before it leaves, and every later RegisterRequired replays the remembered outcome.
 import { request } from "node:https";
 import { isIP } from "node:net";
 import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
 import { agent, CONTROLPLANE_CN } from "@clawker/proto";
 import type { Bootstrap } from "./bootstrap.js";
 import type { Logger } from "./log.js";
+import { saveAgentToken } from "./agent-token.js";
 import type { StateStore } from "./state-store.js";
 
-/** The scope the registration token is requested with. */
+/** The scope Register needs. */
 export const REGISTER_SCOPE = "agent:self:register";
+/** The scope AgentEgressService.RequestEgress needs (issue 11). */
+export const REQUEST_SCOPE = "agent:self:request";
+/**
+ * The scopes the one token is requested with: the assertion is single-use, so the token that
+ * registers is also the one `clawkerd request-egress` asks with, for as long as it lives.
+ */
+export const AGENT_TOKEN_SCOPE = `${REGISTER_SCOPE} ${REQUEST_SCOPE}`;
 /** RFC 7523 §2.2 client assertion type. */
 export const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -85,7 +94,8 @@ export class Registrar {
     client.getChannel().getConnectivityState(true);
     try {
       const token = await this.#exchange();
-      await this.#callRegister(client, token);
+      await this.#keep(token);
+      await this.#callRegister(client, token.accessToken);
       outcome = { ok: true, error: "" };
       log.info({ event: "registered" }, "registered with the control plane");
     } catch (err) {
@@ -106,14 +116,29 @@ export class Registrar {
     return outcome;
   }
 
-  // POST the assertion; answers the access token. Error messages carry the OAuth error code
-  // only, never the assertion or a token.
-  async #exchange(): Promise<string> {
+  /** Keeps the token for request-egress; a failure only costs that command, never Register. */
+  async #keep(token: { accessToken: string; expiresIn: number }): Promise<void> {
+    try {
+      await saveAgentToken(this.#o.state.dir, {
+        accessToken: token.accessToken,
+        expiresAtUnixMs: Date.now() + token.expiresIn * 1000,
+      });
+    } catch (err) {
+      this.#o.log.warn(
+        { err, event: "agent_token_not_kept" },
+        "token not kept; request-egress will not work",
+      );
+    }
+  }
+
+  // POST the assertion; answers the access token and its lifetime. Error messages carry the OAuth
+  // error code only, never the assertion or a token.
+  async #exchange(): Promise<{ accessToken: string; expiresIn: number }> {
     const { bootstrap } = this.#o;
     const { serverName, tokenEndpoint } = bootstrap.config;
     const body = new URLSearchParams({
       grant_type: "client_credentials",
-      scope: REGISTER_SCOPE,
+      scope: AGENT_TOKEN_SCOPE,
       client_assertion_type: CLIENT_ASSERTION_TYPE,
       client_assertion: bootstrap.assertion,
     }).toString();
@@ -137,24 +162,18 @@ export class Registrar {
     const token = json["access_token"];
     if (typeof token !== "string" || token === "")
       throw new Error("token endpoint answered without an access_token");
-    return token;
+    const expiresIn = json["expires_in"];
+    return {
+      accessToken: token,
+      expiresIn: typeof expiresIn === "number" && expiresIn > 0 ? expiresIn : 3600,
+    };
   }
 
   /** A client of the control plane's AgentService with the agent leaf (checked: CN and name). */
   #agentClient(): agent.AgentServiceClient {
     const { bootstrap } = this.#o;
-    const { serverName, controlPlaneAddr } = bootstrap.config;
-    tls.DEFAULT_MIN_VERSION = "TLSv1.3";
-    const creds = credentials.createSsl(
-      Buffer.from(bootstrap.caPem),
-      Buffer.from(bootstrap.keyPem),
-      Buffer.from(bootstrap.certPem),
-      { checkServerIdentity: (_host, cert) => checkControlPlane(serverName, cert) },
-    );
-    return new agent.AgentServiceClient(controlPlaneAddr, creds, {
-      "grpc.ssl_target_name_override": isIP(serverName) === 0 ? serverName : CONTROLPLANE_CN,
-      "grpc.default_authority": serverName,
-    });
+    const c = agentListenerChannel(bootstrap);
+    return new agent.AgentServiceClient(c.address, c.credentials, c.options);
   }
 
   async #callRegister(client: agent.AgentServiceClient, token: string): Promise<void> {
@@ -173,6 +192,32 @@ export class Registrar {
       );
     });
   }
+}
+
+/**
+ * The agent listener as a gRPC client dials it: its address, mTLS with the agent leaf (TLS 1.3,
+ * the control plane's leaf checked: CN and name) and the channel options naming the server.
+ */
+export function agentListenerChannel(bootstrap: Bootstrap): {
+  address: string;
+  credentials: ChannelCredentials;
+  options: Record<string, string>;
+} {
+  const { serverName, controlPlaneAddr } = bootstrap.config;
+  tls.DEFAULT_MIN_VERSION = "TLSv1.3";
+  return {
+    address: controlPlaneAddr,
+    credentials: credentials.createSsl(
+      Buffer.from(bootstrap.caPem),
+      Buffer.from(bootstrap.keyPem),
+      Buffer.from(bootstrap.certPem),
+      { checkServerIdentity: (_host, cert) => checkControlPlane(serverName, cert) },
+    ),
+    options: {
+      "grpc.ssl_target_name_override": isIP(serverName) === 0 ? serverName : CONTROLPLANE_CN,
+      "grpc.default_authority": serverName,
+    },
+  };
 }
 
 /** The control plane's leaf must be valid for `serverName` and carry CN clawker-controlplane. */

@@ -3,7 +3,7 @@
 // the agent leaf reach Register, the outcome is remembered and replayed, and the assertion is
 // never sent twice (counted in the auth server's own log), also across a clawkerd restart.
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:https";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -77,6 +77,16 @@ test("RegisterRequired: token exchange, Register with the bearer token and the a
   assert.equal(info["active"], true);
   assert.equal(info["client_id"], "clawker-agent");
   assert.ok(String(info["scope"]).split(" ").includes("agent:self:register"));
+  // The one token is kept for `clawkerd request-egress` (0600 in the 0700 state dir): it also
+  // carries agent:self:request, since the single-use assertion cannot buy another.
+  assert.ok(String(info["scope"]).split(" ").includes("agent:self:request"));
+  const kept = JSON.parse(await readFile(join(agent.stateDir, "agent-token.json"), "utf8")) as {
+    accessToken: string;
+    expiresAtUnixMs: number;
+  };
+  assert.equal(kept.accessToken, token);
+  assert.ok(kept.expiresAtUnixMs > Date.now());
+  assert.equal((await stat(join(agent.stateDir, "agent-token.json"))).mode & 0o777, 0o600);
   await waitFor(() => auth.agentTokenRequests() === before + 1, {
     what: "the token request in the auth log",
   });

@@ -15,6 +15,7 @@ import {
   firewallDisable,
   firewallEnable,
 } from "./commands/firewall-agents.js";
+import { FIREWALL_EVENTS, firewallEvents } from "./commands/firewall-events.js";
 import {
   FIREWALL_ADD,
   FIREWALL_LIST,
@@ -37,6 +38,15 @@ import {
   firewallStatus,
   firewallUp,
 } from "./commands/firewall-stack.js";
+import {
+  FIREWALL_APPROVE,
+  FIREWALL_DENIALS,
+  FIREWALL_DISMISS,
+  firewallApprove,
+  firewallDenials,
+  firewallDismiss,
+} from "./commands/firewall-triage.js";
+import { FIREWALL_WATCH, firewallWatch } from "./commands/firewall-watch.js";
 import {
   JOB_LS,
   JOB_START,
@@ -91,6 +101,11 @@ export const COMMANDS: readonly Command[] = [
   { spec: FIREWALL_ENABLE, run: firewallEnable },
   { spec: FIREWALL_DISABLE, run: firewallDisable },
   { spec: FIREWALL_BYPASS, run: firewallBypass },
+  { spec: FIREWALL_EVENTS, run: firewallEvents },
+  { spec: FIREWALL_DENIALS, run: firewallDenials },
+  { spec: FIREWALL_APPROVE, run: firewallApprove },
+  { spec: FIREWALL_DISMISS, run: firewallDismiss },
+  { spec: FIREWALL_WATCH, run: firewallWatch },
   // Reads COMMANDS when it runs, so the script covers every command, itself included.
   {
     spec: COMPLETION,

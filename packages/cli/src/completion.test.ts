@@ -62,6 +62,11 @@ describe("completion", () => {
       "enable",
       "disable",
       "bypass",
+      "events",
+      "denials",
+      "approve",
+      "dismiss",
+      "watch",
     ]);
     for (const spec of specs) {
       const flags = Object.entries({ ...spec.flags, ...COMMON_FLAGS }).flatMap(([name, f]) => [

@@ -19,4 +19,14 @@ export interface Io {
    * (a command that must clean up first, e.g. `firewall bypass`). Absent: Ctrl+C kills as usual.
    */
   readonly onInterrupt?: (handler: () => void) => () => void;
+  /** The controlling terminal, for full-screen commands (`firewall watch`); absent when stdin is not one. */
+  readonly terminal?: Terminal;
+}
+
+/** A terminal in raw mode: its size, and its keys one at a time. */
+export interface Terminal {
+  /** Columns and rows now (they change when the window does). */
+  size(): { cols: number; rows: number };
+  /** Puts the terminal in raw mode and calls `onKey` per key (escape sequences whole) until the returned function is called. */
+  keys(onKey: (key: string) => void): () => void;
 }

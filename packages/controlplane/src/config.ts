@@ -196,6 +196,17 @@ const firewallConfig = z.strictObject({
     .array(z.string().refine(isIpv4OrCidr, "must be an IPv4 address or CIDR"))
     .max(4096)
     .default(["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"]),
+  /** The decision stream (firewall/events/README.md): ring, per-source rate limits, watchers. */
+  events: z
+    .strictObject({
+      /** Events kept in memory for WatchFirewallEvents' backfill. */
+      ringSize: z.number().int().min(1).max(1_000_000).default(10_000),
+      /** Events per second each source (dns, bpf, proxy) may publish; beyond it they are counted and dropped. */
+      perSourcePerSecond: z.number().int().min(1).max(10_000_000).default(20_000),
+      /** Events queued per watcher beyond gRPC's buffer before it is sent a gap. */
+      watchQueue: z.number().int().min(1).max(1_000_000).default(4096),
+    })
+    .prefault({}),
 });
 
 /**

@@ -2,7 +2,7 @@
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
 import { randomBytes } from "node:crypto";
 import { isAbsolute, join } from "node:path";
-import { CLI_CLIENT, AGENT_CLIENT } from "@clawker/proto";
+import { CLI_CLIENT, AGENT_CLIENT, egress } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
 // loads only in Ory mode, keeping it out of the embedded default's cold start and memory.
 import { AuthInterceptor } from "./auth/auth-interceptor.js";
@@ -25,13 +25,22 @@ import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { AuditLog } from "./firewall/audit/audit-log.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
+import { egressService } from "./firewall/egress-service.js";
+import { agentResolver } from "./firewall/events/agent-resolver.js";
+import { BpfEventFeed } from "./firewall/events/bpf-feed.js";
+import { EventHub } from "./firewall/events/event-hub.js";
+import { dnsEvent, proxyEvent } from "./firewall/events/sources.js";
+import { withEventSources } from "./firewall/events/status-sources.js";
 import { Firewall, type FirewallOptions } from "./firewall/firewall.js";
 import { firewallHandlers } from "./firewall/handlers.js";
+import { agentEgressService } from "./firewall/triage/agent-egress-service.js";
+import { EgressTriage } from "./firewall/triage/egress-triage.js";
+import { triageHandlers } from "./firewall/triage/handlers.js";
 import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
-import { Metrics } from "./metrics/metrics.js";
+import { Metrics, type FirewallLayer, type FirewallVerdict } from "./metrics/metrics.js";
 import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
 import { execAgentHandler } from "./server/exec-agent.js";
@@ -105,6 +114,12 @@ export class Daemon {
   readonly #firewall: Firewall;
   /** The firewall's audit log (firewall/audit/README.md): decisions, rule changes, operator actions. */
   readonly #audit: AuditLog;
+  /** Issue 11: the firewall's decision stream, its eBPF feed, and the end of its watches at the drain. */
+  readonly #events: EventHub;
+  readonly #bpfEvents: BpfEventFeed | undefined;
+  readonly #eventsClosing = new AbortController();
+  /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
+  readonly #triage: EgressTriage;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -236,6 +251,40 @@ export class Daemon {
       log,
     });
     // ---- end audit log ----
+    // Issue 11 (wip/events): one decision stream from the DNS gate, the proxy and the eBPF
+    // programs; agents resolved by the daemon (registry, address index, enrolments).
+    const ev = config.firewall.events;
+    const rate = ev.perSourcePerSecond;
+    const events = new EventHub({
+      log,
+      ringCapacity: ev.ringSize,
+      ratePerSecond: { dns: rate, bpf: rate, proxy: rate, other: rate },
+      resolver: agentResolver({
+        registry: () => this.#registry,
+        index: this.#index,
+        ...(this.#enforcement === undefined ? {} : { enrolled: () => this.#enforcement!.enrolled() }),
+      }),
+      topic: this.#overseer.firewall,
+      onDrop: (source, n) => this.#metrics.eventsDropped(source, n),
+    });
+    this.#events = events;
+    // Decisions by verdict and layer for /metrics (a gap or an unknown layer is not a decision).
+    events.onEvent((e) => {
+      const verdict = METRIC_VERDICTS[e.verdict];
+      const layer = METRIC_LAYERS[e.layer];
+      if (verdict !== undefined && layer !== undefined) this.#metrics.firewallDecision(verdict, layer);
+    });
+    // Every decision to the audit log (it never throws or blocks; what it cannot write it counts).
+    events.onEvent((e) => this.#audit.event(e));
+    const enforcement = this.#enforcement;
+    this.#bpfEvents =
+      enforcement === undefined
+        ? undefined
+        : new BpfEventFeed({
+            subscribe: (signal) => enforcement.client.events(signal),
+            hub: events,
+            log: log.child({ component: "firewall-events" }),
+          });
     this.#firewall = new Firewall({
       settings: config.firewall,
       audit: this.#audit,
@@ -258,8 +307,20 @@ export class Daemon {
       dnsGate: dnsGateProcess({
         host: this.#supervisor,
         ebpfSocket: config.firewall.dns.ebpfSocket ?? this.#enforcement?.socketPath,
+        onDecision: (d) => {
+          const { event, origin } = dnsEvent(d);
+          events.publish(event, origin);
+        },
+        onDecisionsDropped: (count) => events.countUpstreamDrops("dns", count),
       }),
+      onDecision: (d) => {
+        const { event, origin } = proxyEvent(d);
+        events.publish(event, origin);
+      },
     });
+    // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
+    this.#triage = new EgressTriage({ firewall: this.#firewall, log, audit: this.#audit });
+    events.onEvent((e) => this.#triage.record(e));
     const a = config.agents;
     this.#watcher = a.drainToZero
       ? new AgentWatcher(
@@ -397,6 +458,7 @@ export class Daemon {
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
     await t.step("ebpf", () => this.#enforcement?.start(signal));
+    this.#bpfEvents?.start(signal);
     // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
     // floor file checked), and the stack when enabled or left up.
     await t.step("audit", () => this.#audit.start(signal));
@@ -408,6 +470,8 @@ export class Daemon {
       enforcement === undefined ? undefined : () => enforcement.client,
     );
     for (const [name, probe] of probes) this.#health.addProbe(name, probe);
+    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
+    await t.step("egress_triage", () => this.#triage.start(signal));
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -486,13 +550,18 @@ export class Daemon {
         registry,
         log: adminLog.child({ rpc: "ExecAgent" }),
       }),
-      firewall: firewallHandlers(this.#firewall, adminLog),
+      // Issue 11: FirewallStatus also lists the decision stream's counters (event_sources).
+      firewall: withEventSources(firewallHandlers(this.#firewall, adminLog), this.#events),
     });
     this.#agent = new GrpcListener({
       name: "agent",
       ...cfg.listen.agent,
       tls,
-      services: [recovered(agentService({ gate, log: agentLog }), agentLog)],
+      services: [
+        recovered(agentService({ gate, log: agentLog }), agentLog),
+        // Issue 11 (wip/triage): an agent asks for a destination; it grants nothing.
+        recovered(agentEgressService({ gate, triage: this.#triage, log: agentLog }), agentLog),
+      ],
       interceptors: [
         new AuthInterceptor({
           introspector: cached,
@@ -519,6 +588,19 @@ export class Daemon {
       tls,
       services: [
         recovered(admin, adminLog),
+        // Issue 11: EgressService (WatchFirewallEvents; triage's RPCs once it is given).
+        recovered(
+          egressService({
+            hub: this.#events,
+            log: adminLog,
+            closing: this.#eventsClosing.signal,
+            // Backfill older than the ring from the audit log.
+            audit: this.#audit,
+            maxQueue: cfg.firewall.events.watchQueue,
+            triage: triageHandlers(this.#triage, adminLog), // issue 11 (wip/triage)
+          }),
+          adminLog,
+        ),
         recovered(
           jobService({
             dialer: this.#dialer,
@@ -662,7 +744,10 @@ export class Daemon {
       // Half of what is left for in-flight calls, so the auth processes keep time for SIGTERM.
       { name: "grpc", run: (b) => this.#closeGrpc(b.remainingMs() / 2) },
       { name: "bypass_timers", run: () => this.#firewall.cancelBypasses() },
+      // Issue 11 (wip/triage): the expiry timer stops; stored ends are armed again at the next start.
+      { name: "egress_triage", run: () => this.#triage.close() },
       { name: "firewall_stack", run: () => this.#firewall.close() },
+      { name: "firewall_events", run: () => this.#bpfEvents?.close() },
       // After the firewall: its last records (bypasses ended, stack down) are written and synced.
       { name: "audit", run: () => this.#audit.close() },
       // Bypasses cleared; the programs stay pinned, so agents are refused, never let out.
@@ -684,6 +769,8 @@ export class Daemon {
   async #closeGrpc(graceMs: number): Promise<void> {
     // Ends WatchSOS streams that would otherwise hold the graceful close until its grace ran out.
     this.#sos.finish();
+    // ...and WatchFirewallEvents streams, likewise.
+    this.#eventsClosing.abort();
     await this.#adminSocket?.close();
     await Promise.all([this.#admin?.close(graceMs), this.#agent?.close(graceMs)]);
   }
@@ -725,6 +812,18 @@ export class Daemon {
     }
   }
 }
+
+/** Wire verdicts and layers as the metrics name them. */
+const METRIC_VERDICTS: Partial<Record<egress.Verdict, FirewallVerdict>> = {
+  [egress.Verdict.VERDICT_ALLOWED]: "allowed",
+  [egress.Verdict.VERDICT_DENIED]: "denied",
+  [egress.Verdict.VERDICT_BYPASSED]: "bypassed",
+};
+const METRIC_LAYERS: Partial<Record<egress.Layer, FirewallLayer>> = {
+  [egress.Layer.LAYER_DNS]: "dns",
+  [egress.Layer.LAYER_BPF]: "bpf",
+  [egress.Layer.LAYER_PROXY]: "proxy",
+};
 
 function recovered(binding: ServiceBinding, log: Logger): ServiceBinding {
   return {

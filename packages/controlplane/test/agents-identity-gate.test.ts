@@ -417,3 +417,76 @@ describe("IdentityGate without the network", () => {
     ]);
   });
 });
+
+describe("identify: an agent's later calls (RequestEgress) are the registered agent at its address", () => {
+  const peerCert = (leaf: CertifiedKey) => {
+    const x = new X509(leaf.certPem);
+    return {
+      raw: x.raw,
+      subject: { CN: "clawker-clawkerd" } as tls.Certificate,
+      subjectaltname: x.subjectAltName ?? "",
+    };
+  };
+  const gate = (): IdentityGate => new IdentityGate({ index, registry, log });
+
+  test("the registered agent is identified from its certificate and address, nothing else", async () => {
+    index.put(recordAt(ID_A, agentLabels("dev", "demo")));
+    const leaf = await issueAgentLeaf(trust.ca, { agentName: "demo.dev", containerId: ID_A });
+    assert.equal(await register(leaf, { agentName: "dev", project: "demo" }), null);
+    const who = await gate().identify("127.0.0.1:50000", peerCert(leaf));
+    assert.deepEqual(
+      [who.containerId, who.agentName, who.project, who.fullName],
+      [ID_A, "dev", "demo", "demo.dev"],
+    );
+  });
+
+  const refusals: Array<[string, string, () => Promise<CertifiedKey>]> = [
+    [
+      "not registered",
+      "not_registered",
+      () => issueAgentLeaf(trust.ca, { agentName: "demo.dev", containerId: ID_A }),
+    ],
+    [
+      "another certificate than the one that registered",
+      "thumbprint_mismatch",
+      async () => {
+        const first = await issueAgentLeaf(trust.ca, { agentName: "demo.dev", containerId: ID_A });
+        assert.equal(await register(first, { agentName: "dev", project: "demo" }), null);
+        return issueAgentLeaf(trust.ca, { agentName: "demo.dev", containerId: ID_A });
+      },
+    ],
+    [
+      "a certificate naming another agent than the container at the address",
+      "agent_name_mismatch",
+      () => issueAgentLeaf(trust.ca, { agentName: "demo.ops", containerId: ID_A }),
+    ],
+  ];
+  for (const [name, reason, leaf] of refusals) {
+    test(`refused, one message: ${name}`, async () => {
+      index.put(recordAt(ID_A, agentLabels("dev", "demo")));
+      const cert = peerCert(await leaf());
+      logLines.length = 0;
+      await assert.rejects(
+        gate().identify("127.0.0.1:50000", cert, "egress_request_denied"),
+        (err: unknown) => {
+          assert.ok(err instanceof GateError);
+          assert.deepEqual([err.reason, err.message], [reason, IDENTITY_DENIED_MESSAGE]);
+          return true;
+        },
+      );
+      assert.deepEqual(
+        logLines.filter((l) => l["event"] === "egress_request_denied").map((l) => l["reason"]),
+        [reason],
+      );
+    });
+  }
+
+  test("refused: an address no running agent container owns", async () => {
+    const leaf = await issueAgentLeaf(trust.ca, { agentName: "demo.dev", containerId: ID_A });
+    await assert.rejects(gate().identify("127.0.0.9:50000", peerCert(leaf)), (err: unknown) => {
+      assert.ok(err instanceof GateError);
+      assert.equal(err.reason, "unknown_address");
+      return true;
+    });
+  });
+});

@@ -377,7 +377,7 @@ void describe("Ory process path with the FAKE Hydra, Kratos and Oathkeeper execu
     const res = await hydraAdmin("GET", "/admin/clients/clawker-agent");
     const body = JSON.parse(res.body) as Record<string, unknown>;
     assert.equal(res.status, 200);
-    assert.equal(body["scope"], "agent:self:register");
+    assert.equal(body["scope"], "agent:self:register agent:self:request");
     assert.equal(body["token_endpoint_auth_method"], "private_key_jwt");
     assert.equal(body["token_endpoint_auth_signing_alg"], "ES256");
     assert.deepEqual(body["grant_types"], ["client_credentials"]);

@@ -95,6 +95,7 @@ describe("clawker-cp on embedded defaults", () => {
         "ebpf",
         "audit",
         "firewall",
+        "egress_triage",
       ].sort(),
     );
     for (const s of steps) {

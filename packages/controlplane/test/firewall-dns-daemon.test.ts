@@ -191,6 +191,39 @@ describe(
       const status = JSON.parse((await fw("status", "--format", "json")).stdout) as Record<string, unknown>;
       assert.deepEqual([status["coredns_health"], status["coredns_ip"]], [true, GATEWAY]);
 
+      // Issue 11: the denial is in the decision stream, attributed to the agent by the daemon
+      // (its address -> the running container -> the agent), with the rule that decided.
+      const decisions = (
+        await fw("events", "--since", "10m", "--denied", "--agent", "dev", "--format", "json")
+      ).stdout
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      // (Queries asked before the gate knew the agent are there too, as unknown_source.)
+      const blocked = decisions.find(
+        (d) => d["dst_name"] === "denied.example.test" && d["reason"] !== "unknown_source",
+      );
+      assert.deepEqual(
+        blocked && {
+          agent: blocked["agent_name"],
+          project: blocked["project"],
+          container: blocked["container_id"],
+          layer: blocked["layer"],
+          reason: blocked["reason"],
+          rule: blocked["rule"],
+        },
+        {
+          agent: "dev",
+          project: "web",
+          container: inspected.Id,
+          layer: "dns",
+          reason: "rule_deny",
+          rule: { key: "denied.example.test", project: "", agent_name: "", action: "deny" },
+        },
+        JSON.stringify(decisions),
+      );
+      assert.ok(decisions.some((d) => d["dst_name"] === "nowhere.example.test" && d["reason"] === "no_rule"));
+
       // The gate crashing is a helper crash, as HAProxy's: the daemon drains and exits 1.
       const gatePid = helperPid(cp, "dns-gate");
       const proxyPid = helperPid(cp, "egress-proxy");

@@ -114,7 +114,18 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
   });
 
   test("Init brings the proxy and the DNS gate up and answers their addresses; Status fills every field", async () => {
-    assert.deepEqual(await client.firewallStatus(), {
+    const { eventSources, ...fresh } = await client.firewallStatus();
+    // The decision stream's counters (our extension field): one entry per source, nothing yet.
+    assert.deepEqual(
+      eventSources.map((e) => [e.source, e.published]),
+      [
+        ["dns", 0n],
+        ["bpf", 0n],
+        ["proxy", 0n],
+        ["other", 0n],
+      ],
+    );
+    assert.deepEqual(fresh, {
       running: false,
       envoyHealth: false,
       corednsHealth: false,
@@ -130,7 +141,8 @@ describe("firewall RPCs on the real daemon with the real HAProxy", { skip }, () 
     // Docker has no such network: an honest empty network_id.
     assert.deepEqual(init, { envoyIp: "127.0.0.1", corednsIp: "127.0.0.1", networkId: "" });
     assert.deepEqual(await client.firewallInit(), init, "Init is idempotent");
-    assert.deepEqual(await client.firewallStatus(), {
+    const { eventSources: _sources, ...up } = await client.firewallStatus();
+    assert.deepEqual(up, {
       running: true,
       envoyHealth: true,
       corednsHealth: true,

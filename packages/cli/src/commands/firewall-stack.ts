@@ -61,6 +61,13 @@ export function statusJson(s: adminProto.FirewallStatusResult): Record<string, u
       bypass_seconds_left: c.bypassSecondsLeft,
       enforced: c.enforced,
     })),
+    event_sources: s.eventSources.map((e) => ({
+      source: e.source,
+      published: Number(e.published),
+      delivered: Number(e.delivered),
+      dropped_rate_limited: Number(e.droppedRateLimited),
+      dropped_upstream: Number(e.droppedUpstream),
+    })),
   };
 }
 
@@ -81,6 +88,16 @@ export function statusLines(s: adminProto.FirewallStatusResult): string[] {
     const mode = c.mode === "bypass" ? `bypass, ${formatSeconds(c.bypassSecondsLeft)} left` : c.mode;
     const enforced = c.enforced ? "" : " (recorded only: no enrolment enforces it yet)";
     lines.push(`Container: ${c.containerId.slice(0, 12)} ${mode}${enforced}`);
+  }
+  // Only sources that produced anything: drops are the point (a Go peer sends none).
+  for (const e of s.eventSources) {
+    if (e.published === 0n) continue;
+    const dropped = e.droppedRateLimited + e.droppedUpstream;
+    const why =
+      dropped === 0n
+        ? ""
+        : ` (${e.droppedRateLimited} rate-limited, ${e.droppedUpstream} lost at the source)`;
+    lines.push(`Events:    ${e.source} ${e.published} published, ${dropped} dropped${why}`);
   }
   return lines;
 }

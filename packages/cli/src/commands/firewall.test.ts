@@ -124,7 +124,7 @@ void test("the list table: a row per rule, path rules and the default under it, 
   );
 });
 
-void test("status: Go clawker's JSON keys plus cidr and containers; text with the time a bypass has left", () => {
+void test("status: Go clawker's JSON keys plus cidr, containers and event drops; text with the time a bypass has left", () => {
   const s = admin.FirewallStatusResult.fromPartial({
     running: true,
     envoyHealth: true,
@@ -132,6 +132,11 @@ void test("status: Go clawker's JSON keys plus cidr and containers; text with th
     envoyIp: "172.20.0.1",
     cidr: "172.20.0.0/16",
     containers: [{ containerId: "ab".repeat(32), mode: "bypass", bypassSecondsLeft: 299, enforced: false }],
+    eventSources: [
+      { source: "dns", published: 12n, delivered: 12n },
+      { source: "bpf" },
+      { source: "proxy", published: 10n, delivered: 7n, droppedRateLimited: 2n, droppedUpstream: 1n },
+    ],
   });
   assert.deepEqual(statusJson(s), {
     running: true,
@@ -145,6 +150,11 @@ void test("status: Go clawker's JSON keys plus cidr and containers; text with th
     containers: [
       { container_id: "ab".repeat(32), mode: "bypass", bypass_seconds_left: 299, enforced: false },
     ],
+    event_sources: [
+      { source: "dns", published: 12, delivered: 12, dropped_rate_limited: 0, dropped_upstream: 0 },
+      { source: "bpf", published: 0, delivered: 0, dropped_rate_limited: 0, dropped_upstream: 0 },
+      { source: "proxy", published: 10, delivered: 7, dropped_rate_limited: 2, dropped_upstream: 1 },
+    ],
   });
   assert.deepEqual(statusLines(s), [
     "Firewall:  running",
@@ -153,6 +163,8 @@ void test("status: Go clawker's JSON keys plus cidr and containers; text with th
     "Rules:     3",
     "Network:   172.20.0.0/16",
     "Container: abababababab bypass, 4m59s left (recorded only: no enrolment enforces it yet)",
+    "Events:    dns 12 published, 0 dropped",
+    "Events:    proxy 10 published, 3 dropped (2 rate-limited, 1 lost at the source)",
   ]);
   assert.deepEqual([formatSeconds(5), formatSeconds(90), formatSeconds(3600)], ["5s", "1m30s", "1h0m0s"]);
 });

@@ -7,7 +7,7 @@ import type { PeerCertificate } from "node:tls";
 import { CLAWKERD_CN, ClawkerError, LABELS, agentFullName, type AgentReason } from "@clawker/proto";
 import { isAgentLabels, type AgentEvent, type Topic } from "@clawker/overseer";
 import type { Logger } from "../logging.js";
-import type { ContainerAddressIndex } from "./address-index.js";
+import type { ContainerAddressIndex, ContainerRecord } from "./address-index.js";
 import type { Registry } from "./registry.js";
 
 /** The one text every identity refusal carries (API.md §5: one uniform message). */
@@ -25,7 +25,8 @@ export type IdentityDenial =
   | "agent_name_mismatch"
   | "container_id_mismatch"
   | "request_mismatch"
-  | "thumbprint_mismatch";
+  | "thumbprint_mismatch"
+  | "not_registered";
 
 /** Reasons of a GateError: an identity denial, a malformed request, or an internal failure. */
 export type GateReason = IdentityDenial | "invalid_argument" | "internal";
@@ -51,6 +52,7 @@ export const GATE_WIRE_REASON = {
   container_id_mismatch: "identity_denied",
   request_mismatch: "identity_denied",
   thumbprint_mismatch: "identity_denied",
+  not_registered: "identity_denied",
   invalid_argument: "invalid_argument",
   internal: "internal",
 } as const satisfies Record<GateReason, AgentReason>;
@@ -85,7 +87,7 @@ export interface Admission {
 /** Options of an IdentityGate. */
 export interface IdentityGateOptions {
   readonly index: Pick<ContainerAddressIndex, "lookup" | "settled">;
-  readonly registry: Pick<Registry, "register">;
+  readonly registry: Pick<Registry, "register" | "get">;
   readonly agents?: Pick<Topic<AgentEvent>, "publish">;
   readonly log: Logger;
   /** Clock in milliseconds. */
@@ -218,42 +220,8 @@ export class IdentityGate {
     fields: RegisterFields,
   ): Promise<Admission> {
     checkRegisterFields(fields);
-    const deny = (reason: IdentityDenial, detail: Record<string, unknown> = {}): GateError => {
-      this.#log.warn({ event: "register_denied", reason, peer, ...detail }, "register refused");
-      return new GateError(reason, IDENTITY_DENIED_MESSAGE);
-    };
-    if (cert?.raw === undefined || cert.raw.length === 0) throw deny("no_peer_certificate");
-    const id = this.identityOf(cert);
-    const at = { thumbprint: id.thumbprint };
-    if (id.commonName !== CLAWKERD_CN) throw deny("wrong_common_name", { ...at, cn: id.commonName });
-    if (id.agentNames.length !== 1) throw deny("agent_san_count", { ...at, count: id.agentNames.length });
-    if (id.containerIds.length !== 1)
-      throw deny("container_san_count", { ...at, count: id.containerIds.length });
-    const certAgent = id.agentNames[0]!;
-    const certContainer = id.containerIds[0]!;
-
-    let found = this.#index.lookup(peer);
-    if (found.kind === "none") {
-      // The started event may still be inspecting this container: wait for that once, no Docker call.
-      await this.#index.settled();
-      found = this.#index.lookup(peer);
-    }
-    if (found.kind === "none") throw deny("unknown_address", at);
-    if (found.kind === "ambiguous")
-      throw deny("ambiguous_address", { ...at, containerIds: found.containerIds });
-    const record = found.record;
-    const ctx = { ...at, containerId: record.id };
-    if (!isAgentLabels(record.labels)) throw deny("not_agent_container", ctx);
-    const labelAgent = record.labels[LABELS.agent] ?? "";
-    const labelProject = record.labels[LABELS.project] ?? "";
-    const fullName = agentFullName(labelProject, labelAgent);
-    if (labelAgent === "" || fullName !== certAgent) {
-      throw deny("agent_name_mismatch", { ...ctx, certAgent, labelAgent: fullName });
-    }
-    // The CLI writes the full 64-hex id; a short id (a prefix) is refused rather than prefix-matched.
-    if (!FULL_CONTAINER_ID.test(certContainer) || certContainer !== record.id) {
-      throw deny("container_id_mismatch", { ...ctx, certContainer });
-    }
+    const deny = denial(this.#log, "register_denied", "register refused", peer);
+    const { id, record, labelAgent, labelProject, fullName, ctx } = await this.#check(peer, cert, deny);
     if (fields.agentName !== labelAgent || fields.project !== labelProject) {
       throw deny("request_mismatch", { ...ctx, agentName: fields.agentName, project: fields.project });
     }
@@ -292,4 +260,91 @@ export class IdentityGate {
       outcome,
     };
   }
+
+  /**
+   * The registered agent calling another agent-listener RPC (AgentEgressService): the same checks
+   * as Register (certificate, address -> container -> labels -> SANs), and the registry row of
+   * that container bound to this certificate. Nothing the caller sends is consulted. Throws
+   * GateError with IDENTITY_DENIED_MESSAGE; `event` names the refusal in the log.
+   */
+  async identify(
+    peer: string,
+    cert: Pick<PeerCertificate, "raw" | "subject" | "subjectaltname"> | undefined,
+    event = "agent_call_denied",
+  ): Promise<Omit<Admission, "outcome">> {
+    const deny = denial(this.#log, event, "agent call refused", peer);
+    const { id, record, labelAgent, labelProject, fullName, ctx } = await this.#check(peer, cert, deny);
+    const row = this.#registry.get(record.id);
+    if (row === undefined || row.certThumbprint !== id.thumbprint) {
+      throw deny(row === undefined ? "not_registered" : "thumbprint_mismatch", ctx);
+    }
+    return {
+      containerId: record.id,
+      agentName: labelAgent,
+      project: labelProject,
+      fullName,
+      thumbprint: id.thumbprint,
+    };
+  }
+
+  /** The checks Register and every other agent call share: certificate, address, labels, SANs. */
+  async #check(
+    peer: string,
+    cert: Pick<PeerCertificate, "raw" | "subject" | "subjectaltname"> | undefined,
+    deny: (reason: IdentityDenial, detail?: Record<string, unknown>) => GateError,
+  ): Promise<{
+    id: CertIdentity;
+    record: ContainerRecord;
+    labelAgent: string;
+    labelProject: string;
+    fullName: string;
+    ctx: Record<string, unknown>;
+  }> {
+    if (cert?.raw === undefined || cert.raw.length === 0) throw deny("no_peer_certificate");
+    const id = this.identityOf(cert);
+    const at = { thumbprint: id.thumbprint };
+    if (id.commonName !== CLAWKERD_CN) throw deny("wrong_common_name", { ...at, cn: id.commonName });
+    if (id.agentNames.length !== 1) throw deny("agent_san_count", { ...at, count: id.agentNames.length });
+    if (id.containerIds.length !== 1)
+      throw deny("container_san_count", { ...at, count: id.containerIds.length });
+    const certAgent = id.agentNames[0]!;
+    const certContainer = id.containerIds[0]!;
+
+    let found = this.#index.lookup(peer);
+    if (found.kind === "none") {
+      // The started event may still be inspecting this container: wait for that once, no Docker call.
+      await this.#index.settled();
+      found = this.#index.lookup(peer);
+    }
+    if (found.kind === "none") throw deny("unknown_address", at);
+    if (found.kind === "ambiguous")
+      throw deny("ambiguous_address", { ...at, containerIds: found.containerIds });
+    const record = found.record;
+    const ctx = { ...at, containerId: record.id };
+    if (!isAgentLabels(record.labels)) throw deny("not_agent_container", ctx);
+    const labelAgent = record.labels[LABELS.agent] ?? "";
+    const labelProject = record.labels[LABELS.project] ?? "";
+    const fullName = agentFullName(labelProject, labelAgent);
+    if (labelAgent === "" || fullName !== certAgent) {
+      throw deny("agent_name_mismatch", { ...ctx, certAgent, labelAgent: fullName });
+    }
+    // The CLI writes the full 64-hex id; a short id (a prefix) is refused rather than prefix-matched.
+    if (!FULL_CONTAINER_ID.test(certContainer) || certContainer !== record.id) {
+      throw deny("container_id_mismatch", { ...ctx, certContainer });
+    }
+    return { id, record, labelAgent, labelProject, fullName, ctx };
+  }
+}
+
+/** A refusal builder: logs which check failed (never sent) and returns the uniform GateError. */
+function denial(
+  log: Logger,
+  event: string,
+  message: string,
+  peer: string,
+): (reason: IdentityDenial, detail?: Record<string, unknown>) => GateError {
+  return (reason, detail = {}) => {
+    log.warn({ event, reason, peer, ...detail }, message);
+    return new GateError(reason, IDENTITY_DENIED_MESSAGE);
+  };
 }

@@ -28,7 +28,7 @@ export interface OAuthClientSpec {
   readonly jwks: PublicJwks;
 }
 
-/** The two clients clawker needs: the CLI (`admin`) and agents (`agent:self:register`), one key. */
+/** The two clients clawker needs: the CLI (`admin`) and agents (`agent:self:register agent:self:request`), one key. */
 export function clawkerClients(jwks: PublicJwks): OAuthClientSpec[] {
   return [
     { clientId: CLI_CLIENT.clientId, scope: CLI_CLIENT.scope, jwks },

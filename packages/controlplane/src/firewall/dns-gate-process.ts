@@ -11,6 +11,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { HelperCommand } from "../supervisor/subprocess-manager.js";
 import type { CompiledDns } from "./compile.js";
+import type { DnsDecision } from "./dns/decision.js";
 import { dnsGateEntry } from "./dns/entry.js";
 import { FirewallError } from "./errors.js";
 import type { DnsGate, DnsGateOptions } from "./firewall.js";
@@ -39,6 +40,10 @@ export interface DnsGateProcessSettings {
   readonly readyTimeoutMs?: number;
   /** Budget of one control request (policy, stats); default 10 s. */
   readonly requestTimeoutMs?: number;
+  /** Receives every decision the gate streams (the event hub); absent, decision lines are skipped. */
+  readonly onDecision?: (decision: DnsDecision) => void;
+  /** Receives the count of decisions the gate dropped because the daemon read too slowly. */
+  readonly onDecisionsDropped?: (count: number) => void;
 }
 
 /** The `dnsGate` slot of FirewallOptions: a DnsGateProcess per bring-up. */
@@ -59,9 +64,10 @@ interface ControlReply {
   readonly error?: { readonly reason?: string; readonly message?: string };
 }
 
-// Decisions arrive one line each at the gate's answer rate; nothing here consumes them yet (the
-// gate logs denials itself), so they are recognised by their prefix and skipped unparsed.
+// Decisions arrive one line each at the gate's answer rate: recognised by their prefix, parsed
+// only when someone takes them (the event hub), skipped unparsed otherwise.
 const DECISION_PREFIX = '{"event":"decision"';
+const DECISION_BODY_AT = '{"event":"decision","decision":'.length;
 /** A line from the gate longer than this is dropped (replies and events are small). */
 const MAX_LINE_CHARS = 1 << 20;
 
@@ -202,7 +208,7 @@ export class DnsGateProcess implements DnsGate {
     });
   }
 
-  /** Reads the gate's lines: the ready event, replies by id, warnings; decisions skipped. */
+  /** Reads the gate's lines: the ready event, replies by id, warnings, decisions. */
   #read(channel: Duplex): void {
     // Pieces of the current line; a newline is searched for in each chunk only (linear time).
     const parts: string[] = [];
@@ -220,6 +226,7 @@ export class DnsGateProcess implements DnsGate {
         size = 0;
         if (skipping) skipping = false;
         else if (!line.startsWith(DECISION_PREFIX)) this.#onLine(line);
+        else if (this.#settings.onDecision !== undefined) this.#onDecisionLine(line);
       }
       if (start >= text.length || skipping) return;
       parts.push(text.slice(start));
@@ -257,6 +264,7 @@ export class DnsGateProcess implements DnsGate {
         this.#ready?.(typeof msg["port"] === "number" ? msg["port"] : this.#options.port);
         return;
       case "decisions_dropped":
+        if (typeof msg["count"] === "number") this.#settings.onDecisionsDropped?.(msg["count"]);
         this.#log.warn(
           { event: "dns_decisions_dropped", count: msg["count"] },
           "DNS gate dropped decisions the daemon did not read in time",
@@ -269,6 +277,22 @@ export class DnsGateProcess implements DnsGate {
             "DNS gate refused a request",
           );
         }
+    }
+  }
+
+  /** One `{"event":"decision","decision":{...}}` line to the decision sink. */
+  #onDecisionLine(line: string): void {
+    let decision: DnsDecision;
+    try {
+      decision = JSON.parse(line.slice(DECISION_BODY_AT, -1)) as DnsDecision;
+    } catch {
+      this.#log.warn({ event: "dns_gate_bad_decision" }, "DNS gate wrote a decision that is not JSON");
+      return;
+    }
+    try {
+      this.#settings.onDecision?.(decision);
+    } catch (err) {
+      this.#log.error({ err, event: "dns_decision_handler_failed" }, "decision handler threw");
     }
   }
 

@@ -16,6 +16,8 @@ export type FirewallReason =
   | "saved_not_applied"
   | "invalid_request"
   | "unknown_container"
+  | "unknown_triage_item"
+  | "too_many_requests"
   | "not_running"
   | "not_configured"
   | "not_enforced"
@@ -39,6 +41,10 @@ export const firewallReasonStatus = {
   // A malformed request that is not a rule (a container id, a bypass duration, a hostname).
   invalid_request: status.INVALID_ARGUMENT,
   unknown_container: status.NOT_FOUND,
+  // ApproveEgress / DismissEgress: no denial group or pending request by that id (any more).
+  unknown_triage_item: status.NOT_FOUND,
+  // RequestEgress: the agent asked too often, or has too many requests pending.
+  too_many_requests: status.RESOURCE_EXHAUSTED,
   // Enable, disable and bypass need the stack up (FirewallInit).
   not_running: status.FAILED_PRECONDITION,
   // Neither the config nor the agents' Docker network says where the proxy listens.

@@ -268,6 +268,16 @@ export class Firewall {
     return this.#dir;
   }
 
+  /** True while the stack (proxy, DNS gate) runs: a rule added now is live once addRules resolves. */
+  get running(): boolean {
+    return this.#stack !== undefined;
+  }
+
+  /** The daemon's sqlite file the rule tables (and the triage's) live in. */
+  get database(): string {
+    return this.#options.database;
+  }
+
   /** The interception CA certificate file agents must trust. */
   get caCertFile(): string {
     return this.#ca.certFile;

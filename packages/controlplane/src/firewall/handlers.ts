@@ -146,6 +146,8 @@ export function firewallHandlers(firewall: FirewallOperations, log: Logger): Fir
         corednsIp: s.dnsAddress,
         networkId: s.networkId,
         cidr: s.cidr,
+        // The decision stream fills this (events/status-sources.ts) when the daemon runs one.
+        eventSources: [],
         containers: s.containers.map((c) => ({
           containerId: c.containerId,
           mode: c.mode,

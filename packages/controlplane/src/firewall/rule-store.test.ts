@@ -442,7 +442,10 @@ void test("the store shares the control plane's database file with the registry"
   const db = new Database(path, { readonly: true });
   t.after(() => db.close());
   assert.equal(db.pragma("user_version", { simple: true }), 1, "the registry's migration counter is its own");
-  assert.deepEqual(db.prepare("SELECT version FROM firewall_migrations").all(), [{ version: 1 }]);
+  assert.deepEqual(db.prepare("SELECT version FROM firewall_migrations").all(), [
+    { version: 1 },
+    { version: 2 },
+  ]);
   assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
 
   // On a handle it does not own, close() leaves the handle open.

@@ -143,6 +143,29 @@ const MIGRATIONS: readonly string[] = [
      BEGIN SELECT RAISE(ABORT, 'route identities are never renumbered'); END;
    CREATE TRIGGER route_identities_no_delete BEFORE DELETE ON route_identities
      BEGIN SELECT RAISE(ABORT, 'route identities are never freed'); END;`,
+  // Egress triage (triage/README.md): agents' pending requests, and approved rules that expire
+  // (their end is stored, so an expiry survives a restart).
+  `CREATE TABLE egress_requests (
+     id           TEXT PRIMARY KEY,
+     container_id TEXT NOT NULL,
+     agent_name   TEXT NOT NULL,
+     project      TEXT NOT NULL,
+     dst          TEXT NOT NULL,
+     proto        TEXT NOT NULL,
+     port         TEXT NOT NULL,
+     reason       TEXT NOT NULL,
+     requested_at_unix_ms INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX egress_requests_by_agent ON egress_requests (project, agent_name, requested_at_unix_ms);
+   CREATE TABLE egress_expiring_rules (
+     scope_kind TEXT NOT NULL CHECK (scope_kind IN ('global', 'project', 'agent')),
+     scope_name TEXT NOT NULL,
+     dst        TEXT NOT NULL,
+     proto      TEXT NOT NULL,
+     port       TEXT NOT NULL,
+     expires_at_unix_ms INTEGER NOT NULL,
+     PRIMARY KEY (scope_kind, scope_name, dst, proto, port)
+   ) STRICT, WITHOUT ROWID;`,
 ];
 
 interface RuleRow {

@@ -353,6 +353,31 @@ export interface FirewallStatusResult {
    * peer: agents are then made without it.
    */
   interceptionCaPem: string;
+  /**
+   * EXTENSION beyond the Go contract: the decision stream's counters per
+   * source (dns, bpf, proxy, other), so every dropped event is visible.
+   * Empty from a Go peer.
+   */
+  eventSources: FirewallEventSource[];
+}
+
+/**
+ * FirewallEventSource is one source's counters in the firewall's decision
+ * stream (clawker.egress.v1). EXTENSION beyond the Go contract (see
+ * FirewallStatusResult.event_sources). published = delivered +
+ * dropped_rate_limited + dropped_upstream.
+ */
+export interface FirewallEventSource {
+  /** dns, bpf, proxy or other. */
+  source: string;
+  /** Decisions the source produced. */
+  published: bigint;
+  /** Decisions kept and handed to every consumer (audit log, watchers). */
+  delivered: bigint;
+  /** Decisions refused by the source's rate limit. */
+  droppedRateLimited: bigint;
+  /** Decisions the source lost before they reached the control plane. */
+  droppedUpstream: bigint;
 }
 
 /**
@@ -1956,6 +1981,7 @@ function createBaseFirewallStatusResult(): FirewallStatusResult {
     cidr: "",
     containers: [],
     interceptionCaPem: "",
+    eventSources: [],
   };
 }
 
@@ -1990,6 +2016,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     }
     if (message.interceptionCaPem !== "") {
       writer.uint32(8010).string(message.interceptionCaPem);
+    }
+    for (const v of message.eventSources) {
+      FirewallEventSource.encode(v!, writer.uint32(8018).fork()).join();
     }
     return writer;
   },
@@ -2087,6 +2116,14 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
             message.interceptionCaPem = reader.string();
             continue;
           }
+          case 1002: {
+            if (tag !== 8018) {
+              break;
+            }
+
+            message.eventSources.push(FirewallEventSource.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2141,6 +2178,11 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
         : isSet(object.interception_ca_pem)
         ? globalThis.String(object.interception_ca_pem)
         : "",
+      eventSources: globalThis.Array.isArray(object?.eventSources)
+        ? object.eventSources.map((e: any) => FirewallEventSource.fromJSON(e))
+        : globalThis.Array.isArray(object?.event_sources)
+        ? object.event_sources.map((e: any) => FirewallEventSource.fromJSON(e))
+        : [],
     };
   },
 
@@ -2176,6 +2218,9 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     if (message.interceptionCaPem !== "") {
       obj.interceptionCaPem = message.interceptionCaPem;
     }
+    if (message.eventSources?.length) {
+      obj.eventSources = message.eventSources.map((e) => FirewallEventSource.toJSON(e));
+    }
     return obj;
   },
 
@@ -2194,6 +2239,164 @@ export const FirewallStatusResult: MessageFns<FirewallStatusResult> = {
     message.cidr = object.cidr ?? "";
     message.containers = object.containers?.map((e) => FirewallContainerMode.fromPartial(e)) || [];
     message.interceptionCaPem = object.interceptionCaPem ?? "";
+    message.eventSources = object.eventSources?.map((e) => FirewallEventSource.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFirewallEventSource(): FirewallEventSource {
+  return { source: "", published: 0n, delivered: 0n, droppedRateLimited: 0n, droppedUpstream: 0n };
+}
+
+export const FirewallEventSource: MessageFns<FirewallEventSource> = {
+  encode(message: FirewallEventSource, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.source !== "") {
+      writer.uint32(10).string(message.source);
+    }
+    if (message.published !== 0n) {
+      if (BigInt.asUintN(64, message.published) !== message.published) {
+        throw new globalThis.Error("value provided for field message.published of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.published);
+    }
+    if (message.delivered !== 0n) {
+      if (BigInt.asUintN(64, message.delivered) !== message.delivered) {
+        throw new globalThis.Error("value provided for field message.delivered of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.delivered);
+    }
+    if (message.droppedRateLimited !== 0n) {
+      if (BigInt.asUintN(64, message.droppedRateLimited) !== message.droppedRateLimited) {
+        throw new globalThis.Error("value provided for field message.droppedRateLimited of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.droppedRateLimited);
+    }
+    if (message.droppedUpstream !== 0n) {
+      if (BigInt.asUintN(64, message.droppedUpstream) !== message.droppedUpstream) {
+        throw new globalThis.Error("value provided for field message.droppedUpstream of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.droppedUpstream);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FirewallEventSource {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFirewallEventSource();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.published = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.delivered = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.droppedRateLimited = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.droppedUpstream = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FirewallEventSource {
+    return {
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      published: isSet(object.published) ? BigInt(object.published) : 0n,
+      delivered: isSet(object.delivered) ? BigInt(object.delivered) : 0n,
+      droppedRateLimited: isSet(object.droppedRateLimited)
+        ? BigInt(object.droppedRateLimited)
+        : isSet(object.dropped_rate_limited)
+        ? BigInt(object.dropped_rate_limited)
+        : 0n,
+      droppedUpstream: isSet(object.droppedUpstream)
+        ? BigInt(object.droppedUpstream)
+        : isSet(object.dropped_upstream)
+        ? BigInt(object.dropped_upstream)
+        : 0n,
+    };
+  },
+
+  toJSON(message: FirewallEventSource): unknown {
+    const obj: any = {};
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.published !== 0n) {
+      obj.published = message.published.toString();
+    }
+    if (message.delivered !== 0n) {
+      obj.delivered = message.delivered.toString();
+    }
+    if (message.droppedRateLimited !== 0n) {
+      obj.droppedRateLimited = message.droppedRateLimited.toString();
+    }
+    if (message.droppedUpstream !== 0n) {
+      obj.droppedUpstream = message.droppedUpstream.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FirewallEventSource>, I>>(base?: I): FirewallEventSource {
+    return FirewallEventSource.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FirewallEventSource>, I>>(object: I): FirewallEventSource {
+    const message = createBaseFirewallEventSource();
+    message.source = object.source ?? "";
+    message.published = (object.published !== undefined && object.published !== null) ? BigInt(object.published) : 0n;
+    message.delivered = (object.delivered !== undefined && object.delivered !== null) ? BigInt(object.delivered) : 0n;
+    message.droppedRateLimited = (object.droppedRateLimited !== undefined && object.droppedRateLimited !== null)
+      ? BigInt(object.droppedRateLimited)
+      : 0n;
+    message.droppedUpstream = (object.droppedUpstream !== undefined && object.droppedUpstream !== null)
+      ? BigInt(object.droppedUpstream)
+      : 0n;
     return message;
   },
 };
@@ -5038,6 +5241,90 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "interceptionCaPem",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "event_sources",
+        "number": 1002,
+        "label": 3,
+        "type": 11,
+        "typeName": ".clawker.admin.v1.FirewallEventSource",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "eventSources",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "FirewallEventSource",
+      "field": [{
+        "name": "source",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "source",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "published",
+        "number": 2,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "published",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "delivered",
+        "number": 3,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "delivered",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "dropped_rate_limited",
+        "number": 4,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "droppedRateLimited",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "dropped_upstream",
+        "number": 5,
+        "label": 1,
+        "type": 4,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "droppedUpstream",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [],
@@ -6263,7 +6550,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 19],
-        "span": [184, 0, 212, 1],
+        "span": [184, 0, 216, 1],
         "leadingComments": " FirewallStatusResult is a snapshot of the firewall stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6330,434 +6617,478 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 19, 2, 10],
+        "span": [215, 2, 52],
+        "leadingComments":
+          " EXTENSION beyond the Go contract: the decision stream's counters per\n source (dns, bpf, proxy, other), so every dropped event is visible.\n Empty from a Go peer.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 20],
-        "span": [216, 0, 226, 1],
+        "span": [222, 0, 233, 1],
+        "leadingComments":
+          " FirewallEventSource is one source's counters in the firewall's decision\n stream (clawker.egress.v1). EXTENSION beyond the Go contract (see\n FirewallStatusResult.event_sources). published = delivered +\n dropped_rate_limited + dropped_upstream.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 0],
+        "span": [224, 2, 20],
+        "leadingComments": " dns, bpf, proxy or other.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 1],
+        "span": [226, 2, 23],
+        "leadingComments": " Decisions the source produced.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 2],
+        "span": [228, 2, 23],
+        "leadingComments": " Decisions kept and handed to every consumer (audit log, watchers).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 3],
+        "span": [230, 2, 34],
+        "leadingComments": " Decisions refused by the source's rate limit.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20, 2, 4],
+        "span": [232, 2, 30],
+        "leadingComments": " Decisions the source lost before they reached the control plane.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 21],
+        "span": [237, 0, 247, 1],
         "leadingComments":
           " FirewallContainerMode is one container's firewall mode. EXTENSION\n beyond the Go contract (see FirewallStatusResult.containers).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 20, 2, 0],
-        "span": [218, 2, 26],
+        "path": [4, 21, 2, 0],
+        "span": [239, 2, 26],
         "leadingComments": " Docker container id (full).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 20, 2, 1],
-        "span": [220, 2, 18],
+        "path": [4, 21, 2, 1],
+        "span": [241, 2, 18],
         "leadingComments": " `disabled` (FirewallDisable) or `bypass` (FirewallBypass).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 20, 2, 2],
-        "span": [222, 2, 33],
+        "path": [4, 21, 2, 2],
+        "span": [243, 2, 33],
         "leadingComments": " Seconds a bypass has left before enforcement comes back; 0 for `disabled`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 20, 2, 3],
-        "span": [225, 2, 20],
+        "path": [4, 21, 2, 3],
+        "span": [246, 2, 20],
         "leadingComments":
           " Whether the kernel (the eBPF enrolment) enforces the mode; false while the\n control plane only records it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 21],
-        "span": [229, 0, 34],
+        "path": [4, 22],
+        "span": [250, 0, 34],
         "leadingComments": " FirewallRotateCARequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 22],
-        "span": [232, 0, 235, 1],
+        "path": [4, 23],
+        "span": [253, 0, 256, 1],
         "leadingComments": " FirewallRotateCAResult reports whether the rotation restarted the stack.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 22, 2, 0],
-        "span": [234, 2, 27],
+        "path": [4, 23, 2, 0],
+        "span": [255, 2, 27],
         "leadingComments": " True when the running stack was reloaded with the new CA; false when it was down.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 23],
-        "span": [239, 0, 242, 1],
+        "path": [4, 24],
+        "span": [260, 0, 263, 1],
         "leadingComments":
           " FirewallSyncRoutesRequest is kept for wire compatibility: the server rebuilds\n routes from its own rule store and ignores the routes sent here.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 23, 2, 0],
-        "span": [241, 2, 28],
+        "path": [4, 24, 2, 0],
+        "span": [262, 2, 28],
         "leadingComments": " Accepted and ignored.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 24],
-        "span": [245, 0, 248, 1],
+        "path": [4, 25],
+        "span": [266, 0, 269, 1],
         "leadingComments": " FirewallSyncRoutesResult reports how many routes are now in effect.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 24, 2, 0],
-        "span": [247, 2, 21],
+        "path": [4, 25, 2, 0],
+        "span": [268, 2, 21],
         "leadingComments": " Number of routes applied.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 25],
-        "span": [251, 0, 254, 1],
+        "path": [4, 26],
+        "span": [272, 0, 275, 1],
         "leadingComments": " FirewallResolveHostnameRequest names the host to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 25, 2, 0],
-        "span": [253, 2, 22],
+        "path": [4, 26, 2, 0],
+        "span": [274, 2, 22],
         "leadingComments": " Hostname to resolve.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 26],
-        "span": [257, 0, 260, 1],
+        "path": [4, 27],
+        "span": [278, 0, 281, 1],
         "leadingComments": " FirewallResolveHostnameResult lists the addresses found.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 26, 2, 0],
-        "span": [259, 2, 32],
+        "path": [4, 27, 2, 0],
+        "span": [280, 2, 32],
         "leadingComments": " Resolved IP addresses in textual form.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 27],
-        "span": [263, 0, 28],
+        "path": [4, 28],
+        "span": [284, 0, 28],
         "leadingComments": " ListAgentsRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 28],
-        "span": [266, 0, 269, 1],
+        "path": [4, 29],
+        "span": [287, 0, 290, 1],
         "leadingComments": " ListAgentsResult is every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 28, 2, 0],
-        "span": [268, 2, 28],
+        "path": [4, 29, 2, 0],
+        "span": [289, 2, 28],
         "leadingComments": " The registered agents.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 29],
-        "span": [272, 0, 31],
+        "path": [4, 30],
+        "span": [293, 0, 31],
         "leadingComments": " GetSystemTimeRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 30],
-        "span": [275, 0, 278, 1],
+        "path": [4, 31],
+        "span": [296, 0, 299, 1],
         "leadingComments": " GetSystemTimeResult is the control plane's wall clock.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 30, 2, 0],
-        "span": [277, 2, 23],
+        "path": [4, 31, 2, 0],
+        "span": [298, 2, 23],
         "leadingComments": " Nanoseconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 31],
-        "span": [281, 0, 26],
+        "path": [4, 32],
+        "span": [302, 0, 26],
         "leadingComments": " WatchSOSRequest takes no parameters.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32],
-        "span": [287, 0, 296, 1],
+        "path": [4, 33],
+        "span": [308, 0, 317, 1],
         "leadingComments":
           " ExecAgentRequest names one agent and the command to run in it. EXTENSION\n beyond the Go contract (see ExecAgent). The agent is named either by\n container_id alone or by agent_name (+ project); giving both, or neither, is\n INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 0],
-        "span": [289, 2, 26],
+        "path": [4, 33, 2, 0],
+        "span": [310, 2, 26],
         "leadingComments": " Docker container id of the agent (the full id or a unique prefix).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 1],
-        "span": [291, 2, 24],
+        "path": [4, 33, 2, 1],
+        "span": [312, 2, 24],
         "leadingComments": " Short agent name as registered (e.g. `dev`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 2],
-        "span": [293, 2, 21],
+        "path": [4, 33, 2, 2],
+        "span": [314, 2, 21],
         "leadingComments": " Project of the agent named by agent_name; empty means no project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 32, 2, 3],
-        "span": [295, 2, 47],
+        "path": [4, 33, 2, 3],
+        "span": [316, 2, 47],
         "leadingComments": " The pipeline to run: at least one stage, each with a non-empty argv.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33],
-        "span": [299, 0, 306, 1],
+        "path": [4, 34],
+        "span": [320, 0, 327, 1],
         "leadingComments": " Route maps a destination identity and port to an egress proxy listener.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 0],
-        "span": [301, 2, 22],
+        "path": [4, 34, 2, 0],
+        "span": [322, 2, 22],
         "leadingComments": " Numeric route identity of the destination.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 1],
-        "span": [303, 2, 22],
+        "path": [4, 34, 2, 1],
+        "span": [324, 2, 22],
         "leadingComments": " Destination port the agent connects to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 33, 2, 2],
-        "span": [305, 2, 24],
+        "path": [4, 34, 2, 2],
+        "span": [326, 2, 24],
         "leadingComments": " Proxy listener port that serves this route.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34],
-        "span": [311, 0, 343, 1],
+        "path": [4, 35],
+        "span": [332, 0, 364, 1],
         "leadingComments":
           " EgressRule allows or denies traffic from agents to one destination.\n The rule's identity (dedup key) is dst:proto:port, within its scope (our\n extension fields from 1000 up; a rule without them is global).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 0],
-        "span": [313, 2, 17],
+        "path": [4, 35, 2, 0],
+        "span": [334, 2, 17],
         "leadingComments": " A domain, a `*.` wildcard domain, an IP address or a CIDR.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 1],
-        "span": [316, 2, 19],
+        "path": [4, 35, 2, 1],
+        "span": [337, 2, 19],
         "leadingComments":
           " https (the default when empty), http, ws, wss, ssh, tcp, udp, or another\n name, which is treated as opaque TCP.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 2],
-        "span": [319, 2, 18],
+        "path": [4, 35, 2, 2],
+        "span": [340, 2, 18],
         "leadingComments":
           " One port or an inclusive range `lo-hi` (ranges only for opaque\n protocols); empty means the protocol's default port.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 3],
-        "span": [321, 2, 20],
+        "path": [4, 35, 2, 3],
+        "span": [342, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 4],
-        "span": [323, 2, 35],
+        "path": [4, 35, 2, 4],
+        "span": [344, 2, 35],
         "leadingComments": " Per-path decisions for HTTP-aware protocols.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 5],
-        "span": [325, 2, 26],
+        "path": [4, 35, 2, 5],
+        "span": [346, 2, 26],
         "leadingComments": " Action for paths no path rule matches; empty keeps the existing one on merge.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 6],
-        "span": [327, 2, 36],
+        "path": [4, 35, 2, 6],
+        "span": [348, 2, 36],
         "leadingComments": " Skip verification of the upstream TLS certificate when intercepting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 7],
-        "span": [334, 2, 24],
+        "path": [4, 35, 2, 7],
+        "span": [355, 2, 24],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one project. With\n agent_name empty the rule applies to every agent of this project and to\n no other agent. Both scope fields empty (the wire default, all a Go peer\n sends) make a global rule that applies to every agent. The scope is part\n of the rule's identity: the same dst:proto:port may exist once globally,\n once per project and once per agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 8],
-        "span": [338, 2, 27],
+        "path": [4, 35, 2, 8],
+        "span": [359, 2, 27],
         "leadingComments":
           " EXTENSION beyond the Go contract: scope the rule to one agent, named the\n way Agent and ExecAgentRequest name it: its short name here and its\n project in `project` (empty for an agent without a project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 34, 2, 9],
-        "span": [342, 2, 20],
+        "path": [4, 35, 2, 9],
+        "span": [363, 2, 20],
         "leadingComments":
           " EXTENSION beyond the Go contract: set by the control plane in listings for\n a rule from its floor file (always present, cannot be changed or removed).\n Output only: a request that sets it is INVALID_ARGUMENT.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35],
-        "span": [346, 0, 354, 1],
+        "path": [4, 36],
+        "span": [367, 0, 375, 1],
         "leadingComments": " PathRule decides requests by URL path (and optionally method).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 0],
-        "span": [349, 2, 18],
+        "path": [4, 36, 2, 0],
+        "span": [370, 2, 18],
         "leadingComments":
           " A literal prefix starting with `/`, or `~` followed by an RE2 expression\n that must match the whole path.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 1],
-        "span": [351, 2, 20],
+        "path": [4, 36, 2, 1],
+        "span": [372, 2, 20],
         "leadingComments": " `allow` or `deny`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 35, 2, 2],
-        "span": [353, 2, 30],
+        "path": [4, 36, 2, 2],
+        "span": [374, 2, 30],
         "leadingComments": " HTTP methods the rule applies to; empty means every method.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36],
-        "span": [357, 0, 371, 1],
+        "path": [4, 37],
+        "span": [378, 0, 392, 1],
         "leadingComments": " Agent is one registered agent as the registry knows it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 0],
-        "span": [360, 2, 24],
+        "path": [4, 37, 2, 0],
+        "span": [381, 2, 24],
         "leadingComments":
           " Short agent name as the user types it (e.g. `dev`); the full name is\n composed from it and the project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 1],
-        "span": [362, 2, 26],
+        "path": [4, 37, 2, 1],
+        "span": [383, 2, 26],
         "leadingComments": " Docker container id the agent runs in.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 2],
-        "span": [364, 2, 29],
+        "path": [4, 37, 2, 2],
+        "span": [385, 2, 29],
         "leadingComments": " Lowercase hex SHA-256 of the agent's leaf certificate (DER).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 3],
-        "span": [366, 2, 31],
+        "path": [4, 37, 2, 3],
+        "span": [387, 2, 31],
         "leadingComments": " Registration time, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 4],
-        "span": [368, 2, 27],
+        "path": [4, 37, 2, 4],
+        "span": [389, 2, 27],
         "leadingComments": " Last time the agent was seen, seconds since the Unix epoch.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 36, 2, 5],
-        "span": [370, 2, 21],
+        "path": [4, 37, 2, 5],
+        "span": [391, 2, 21],
         "leadingComments": " Project the agent belongs to.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 37],
-        "span": [374, 0, 379, 1],
+        "path": [4, 38],
+        "span": [395, 0, 400, 1],
         "leadingComments": " SOS reports a recoverable start-up failure that needs the operator.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 37, 2, 0],
-        "span": [376, 2, 21],
+        "path": [4, 38, 2, 0],
+        "span": [397, 2, 21],
         "leadingComments": " Human-readable description of the failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 37, 2, 1],
-        "span": [378, 2, 19],
+        "path": [4, 38, 2, 1],
+        "span": [399, 2, 19],
         "leadingComments": " What kind of failure it is.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [382, 0, 391, 1],
+        "span": [403, 0, 412, 1],
         "leadingComments": " AddRuleStatus is the outcome of adding one rule.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [384, 2, 34],
+        "span": [405, 2, 34],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [386, 2, 28],
+        "span": [407, 2, 28],
         "leadingComments": " The rule did not exist and was added.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [388, 2, 31],
+        "span": [409, 2, 31],
         "leadingComments": " The rule existed and the merge changed it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [390, 2, 32],
+        "span": [411, 2, 32],
         "leadingComments": " The rule existed and the merge changed nothing.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1],
-        "span": [394, 0, 403, 1],
+        "span": [415, 0, 424, 1],
         "leadingComments": " RemoveRuleStatus is the outcome of a rule removal.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 0],
-        "span": [396, 2, 37],
+        "span": [417, 2, 37],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 1],
-        "span": [398, 2, 33],
+        "span": [419, 2, 33],
         "leadingComments": " The whole rule (or every rule, with `all`) was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 2],
-        "span": [400, 2, 38],
+        "span": [421, 2, 38],
         "leadingComments": " Only the named path rule was removed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 1, 2, 3],
-        "span": [402, 2, 35],
+        "span": [423, 2, 35],
         "leadingComments": " No such rule (or path rule) exists.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2],
-        "span": [406, 0, 411, 1],
+        "span": [427, 0, 432, 1],
         "leadingComments": " SOSKind classifies a start-up failure.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 0],
-        "span": [408, 2, 27],
+        "span": [429, 2, 27],
         "leadingComments": " Never sent on purpose; the proto3 zero value.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 2, 2, 1],
-        "span": [410, 2, 32],
+        "span": [431, 2, 32],
         "leadingComments": " The bpffs mount is not delegated to the control plane.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -6790,6 +7121,7 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.admin.v1.FirewallReloadResult": FirewallReloadResult,
     ".clawker.admin.v1.FirewallStatusRequest": FirewallStatusRequest,
     ".clawker.admin.v1.FirewallStatusResult": FirewallStatusResult,
+    ".clawker.admin.v1.FirewallEventSource": FirewallEventSource,
     ".clawker.admin.v1.FirewallContainerMode": FirewallContainerMode,
     ".clawker.admin.v1.FirewallRotateCARequest": FirewallRotateCARequest,
     ".clawker.admin.v1.FirewallRotateCAResult": FirewallRotateCAResult,
