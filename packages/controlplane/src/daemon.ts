@@ -844,7 +844,7 @@ function enforcementSlots(
           routes.map((r) => ({
             identity: r.identity,
             port: r.dstPort,
-            protocol: "tcp",
+            protocol: r.protocol,
             listener: r.proxyPort,
           })),
         ),

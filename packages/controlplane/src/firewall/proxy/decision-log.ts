@@ -5,8 +5,11 @@ import { randomBytes } from "node:crypto";
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import type { Logger } from "pino";
 
-/** Where a decision was taken: the TLS catch-all (SNI), interception, plain HTTP, a route listener. */
-export type DecisionLayer = "tls" | "mitm" | "http" | "tcp";
+/**
+ * Where a decision was taken: the TLS catch-all (SNI), interception, plain HTTP, a route listener,
+ * or the UDP relay (../udp-relay.ts, which reports in this shape too).
+ */
+export type DecisionLayer = "tls" | "mitm" | "http" | "tcp" | "udp";
 
 /** One connection (tls, tcp) or one request (mitm, http) and what the proxy decided about it. */
 export interface ProxyDecision {
