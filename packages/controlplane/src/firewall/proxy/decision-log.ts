@@ -74,6 +74,7 @@ export class DecisionLog {
   /** `0100007F:PORT` as /proc/net/udp prints this socket's local address. */
   #procAddress: string | undefined;
   #kernelDrops = 0;
+  #dropsUnreadable = false;
   #dropTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -106,8 +107,8 @@ export class DecisionLog {
     });
     const port = socket.address().port;
     this.#procAddress = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-    // The kernel's counter starts at 0 for a new socket; read it once so a table we cannot read
-    // is logged now rather than at every poll.
+    // The kernel's counter starts at 0 for a new socket; read now so a table we cannot read is
+    // logged at start.
     this.countKernelDrops();
     this.#dropTimer = setInterval(() => this.countKernelDrops(), this.#dropPollMs);
     this.#dropTimer.unref();
@@ -122,10 +123,13 @@ export class DecisionLog {
     if (this.#procAddress === undefined) return this.#kernelDrops;
     const total = readSocketDrops(this.#procNetUdp, this.#procAddress);
     if (total === undefined) {
-      this.#log.warn(
-        { event: "proxy_log_drops_unreadable" },
-        "cannot read the decision socket's drop counter",
-      );
+      // Once, not every second: the table does not come back by itself.
+      if (!this.#dropsUnreadable)
+        this.#log.warn(
+          { event: "proxy_log_drops_unreadable" },
+          "cannot read the decision socket's drop counter",
+        );
+      this.#dropsUnreadable = true;
       return this.#kernelDrops;
     }
     const fresh = total - this.#kernelDrops;
