@@ -219,7 +219,7 @@ export class Daemon {
         })
       : undefined;
     const e = config.ebpf;
-    const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager));
+    const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager, e.proxyCgroup));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
       { event: "ebpf_decision", enabled: ebpf.enabled, setting: ebpf.setting, reason: ebpf.reason },
       ebpf.enabled ? "eBPF enforcement on" : "eBPF enforcement off: the firewall will not come up",
