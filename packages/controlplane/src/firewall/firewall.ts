@@ -164,6 +164,8 @@ export interface FirewallOptions {
    */
   readonly agentFacing?: readonly AgentFacingListener[];
   readonly onDecision?: (decision: ProxyDecision) => void;
+  /** Told of proxy decision lines the kernel dropped before the daemon read them. */
+  readonly onDecisionsDropped?: (count: number) => void;
   /**
    * The audit log: every committed rule change, enable, disable, bypass start and end, stack up
    * and down and CA rotation, with who asked (audit/README.md). Absent: not recorded.
@@ -667,6 +669,7 @@ export class Firewall {
       host: this.#options.host,
       log: this.#log,
       ...(this.#options.onDecision ? { onDecision: this.#options.onDecision } : {}),
+      ...(this.#options.onDecisionsDropped ? { onDecisionsDropped: this.#options.onDecisionsDropped } : {}),
     });
     try {
       await proxy.start(signal);
