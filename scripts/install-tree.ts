@@ -25,10 +25,13 @@ interface Program {
   readonly bundle: string;
 }
 
-// The authserver has no gate: only clawker-cp starts it, under clawker-cp's own (checked) Node.
+// The authserver and the DNS gate have no gate: only clawker-cp starts them, under its own
+// (checked) Node. The DNS gate is a process of its own (firewall/dns/entry.ts runs dist's main.js
+// beside the daemon's bundle), so it is a bundle of its own too.
 const PROGRAMS: readonly Program[] = [
   { pkg: "cli", gate: "src/main.ts", bundle: "src/run.ts" },
   { pkg: "controlplane", gate: "src/main.ts", bundle: "src/run.ts" },
+  { pkg: "controlplane", bundle: "src/firewall/dns/main.ts" },
   { pkg: "authserver", bundle: "src/main.ts" },
 ];
 

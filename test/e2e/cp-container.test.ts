@@ -7,15 +7,18 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { lstatSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
+import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
+import { removeCgroupParent } from "../harness/cgroups.js";
 import { clawker } from "../harness/clawker-cli.js";
 import { startPrivateDocker } from "../harness/docker.js";
 import { bpffs, cgroup2, command, root, skipReason } from "../harness/preconditions.js";
 import { useTestTrust } from "../harness/trust.js";
+import { waitFor } from "../harness/wait-for.js";
 import { BUILD_TOOLS, CP_TRUST_FILES, buildImages, dockerCli } from "./images-build.js";
 
 /** Issue 12: `up --container` with the image present, to healthy. */
@@ -62,8 +65,35 @@ describe(
   },
   () => {
     test("create, agents from the host over the admin socket, status, adopt, refuse another image while an agent runs, --force replaces, recover from SIGKILL, down drains", async (t) => {
+      ensureBpffs();
+      await buildOnce();
+      // The container enforces (eBPF on): its own cgroup parent and pin dir, never the host's
+      // `clawker`, removed after the test (the SIGKILL leaves its pins behind by design).
+      const name = `clawker-u${process.pid}-${randomBytes(3).toString("hex")}`;
+      const pinDir = `/sys/fs/bpf/${name}`;
+      const engine: { host?: string } = {};
+      // Registered before the private dockerd's own (after hooks run in the order registered).
+      t.after(async () => {
+        // A failed run may leave the container running on the parent's bind: remove it first.
+        if (engine.host !== undefined) {
+          const left = (
+            await dockerCli(engine.host, ["ps", "-aq", "--filter", "label=dev.clawker.purpose=controlplane"])
+          )
+            .split("\n")
+            .filter((id) => id !== "");
+          if (left.length > 0)
+            await dockerCli(engine.host, ["rm", "--force", ...left]).catch(() => undefined);
+        }
+        if (existsSync(pinDir))
+          await promisify(execFile)(bin.manager, ["flush-all", "--pin-dir", pinDir]).catch(() => undefined);
+        await waitFor(() => removeCgroupParent(name), {
+          what: "agent cgroup parent removed",
+          timeoutMs: 10_000,
+        });
+      });
       const daemon = await startPrivateDocker(t);
       const host = daemon.dockerHost;
+      engine.host = host;
       const built = (await buildImages(host, "controlplane"))["controlplane"]!;
       const trust = await useTestTrust(t);
       const dir = mkdtempSync(join(tmpdir(), "clawker-cpc-"));
@@ -83,8 +113,13 @@ describe(
         CLAWKER_ADMIN_SOCKET: socketPath,
         CLAWKER_ADMIN_GROUP: group,
       };
-      // The published ports are 127.0.0.1 of the engine's network namespace: the CLI runs there.
-      const cli = (args: string[]) => clawker(args, { netns: daemon.netnsName, env });
+      // The published ports are 127.0.0.1 of the engine's network namespace: the CLI runs there;
+      // every `up` names the parent (the config is written again at each create).
+      const cli = (args: string[]) =>
+        clawker(args[1] === "up" ? [...args, "--cgroup-parent", name] : args, {
+          netns: daemon.netnsName,
+          env,
+        });
       const inspect = async (ref: string) =>
         (JSON.parse(await dockerCli(host, ["inspect", ref])) as HostConfigInspect[])[0]!;
 

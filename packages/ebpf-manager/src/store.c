@@ -265,10 +265,15 @@ int store_upgrade_links(struct store *s, unsigned *updated)
 			fd = bpf_obj_get(lp);
 			if (fd < 0)
 				continue;
-			if (bpf_link_update(fd, bpf_program__fd(prog), NULL))
-				err = -errno;
-			else
+			/* ENOLINK: the link's cgroup is gone (a container's, or a
+			 * service's recreated on restart); nothing runs there to
+			 * upgrade, and gc unpins it. */
+			if (bpf_link_update(fd, bpf_program__fd(prog), NULL)) {
+				if (errno != ENOLINK)
+					err = -errno;
+			} else {
 				(*updated)++;
+			}
 			close(fd);
 		}
 		closedir(sub);

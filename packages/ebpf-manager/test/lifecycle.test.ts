@@ -129,6 +129,36 @@ describe("ebpf manager lifecycle", { skip: skipReason(root, cgroup2, bpffs) }, (
     assert.equal((await lab.client.dump()).links.length, 11);
   });
 
+  test("a restart over links whose cgroup vanished (a killed container's) loads, skips them and still enforces", async (t) => {
+    const lab = await newLab(t);
+    const agent = lab.cgroup("agent");
+    const direct = lab.cgroup("", `${lab.parent}-gone`);
+    const res = await lab.client.enroll({ cgroup: direct }, lab.defaultConfig());
+    assert.equal(res.attached, true);
+    // Killed with its links pinned, then the cgroup goes (what `docker kill` of the control plane
+    // container does to the proxy's cgroup): bpf_link_update on those links is ENOLINK.
+    assert.equal(await lab.stopManager("SIGKILL"), null);
+    rmdirSync(direct);
+    // The kernel severs the links once the cgroup is released: wait for it, or the update would
+    // still succeed and this would test nothing.
+    await waitFor(
+      async () => {
+        const r = await lab.cli("dump", "--json", "--pin-dir", lab.pinDir);
+        const links = (
+          JSON.parse(r.stdout) as { result: { links: { cgroupId: string; defunct: boolean }[] } }
+        ).result.links;
+        const severed = links.filter((l) => l.cgroupId === res.cgroupId);
+        return severed.length > 0 && severed.every((l) => l.defunct);
+      },
+      { what: "links severed", timeoutMs: 20_000 },
+    );
+    await lab.startManager();
+    assert.equal(listener(await lab.probe(agent, "tcp", remote.web, "443")), "catchall");
+    const mine = (await lab.client.dump()).links.filter((l) => l.cgroupId === res.cgroupId);
+    assert.ok(mine.length > 0 && mine.every((l) => l.defunct), "the severed links are left for gc");
+    assert.equal((await lab.client.gc()).links, mine.length);
+  });
+
   test("unenrolling the parent keeps its programs attached, so enrolling it again enforces at once", async (t) => {
     const lab = await newLab(t);
     const agent = lab.cgroup("agent");

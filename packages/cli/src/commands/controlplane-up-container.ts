@@ -15,10 +15,17 @@ import {
 import { optStr, parseAddress, parseDuration, str, type FlagValues } from "../command-spec.js";
 import {
   cgroup2MountPoint,
+  cgroupParentDir,
+  connectAgentsNetwork,
   containerCreateOptions,
   containerLogTail,
+  CP_AGENTS_NETWORK,
   CP_CONTAINER_NAME,
+  CP_PUBLISH_NETWORK,
+  DEFAULT_CGROUP_PARENT,
   DEFAULT_CP_IMAGE,
+  ensureNetwork,
+  hostResolvers,
   dockerError,
   findCpContainer,
   imageId,
@@ -26,6 +33,7 @@ import {
   runningAgents,
   writeContainerConfig,
   type AdminSocketMount,
+  type ContainerFirewall,
   type CpContainer,
   type DockerClient,
   type PublishedPorts,
@@ -102,6 +110,37 @@ export function containerAdminSocket(values: FlagValues, env: NodeJS.ProcessEnv)
   return given ?? SYSTEM_ADMIN_SOCKET;
 }
 
+/** `--cgroup-parent`: the agents' cgroup parent the container's eBPF enforcement owns. */
+export function containerCgroupParent(values: FlagValues): string {
+  const name = str(values, "cgroup-parent", DEFAULT_CGROUP_PARENT);
+  // The daemon's own rule (ebpf.cgroupParent): one cgroup name, never a path.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) || name.endsWith(".slice"))
+    throw new CliError(
+      ExitCode.usage,
+      `--cgroup-parent must be a cgroup name (letters, digits, '_', '-', '.'; no path, no .slice), got ${JSON.stringify(name)}`,
+    );
+  return name;
+}
+
+/** `--resolver ADDR[:PORT]` (repeatable, at most 4), else the host's resolvers. */
+export function containerResolvers(values: FlagValues): Array<{ address: string; port: number }> {
+  const given = values["resolver"];
+  const list = Array.isArray(given) ? given : typeof given === "string" ? [given] : [];
+  if (list.length === 0) return hostResolvers();
+  if (list.length > 4) throw new CliError(ExitCode.usage, `--resolver: at most 4, got ${list.length}`);
+  return list.map((text) => {
+    const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(text);
+    const port = m?.[2] === undefined ? 53 : Number(m[2]);
+    const octetsOk = m !== null && m[1]!.split(".").every((o) => Number(o) <= 255);
+    if (!octetsOk || port < 1 || port > 65535)
+      throw new CliError(
+        ExitCode.usage,
+        `--resolver must be an IPv4 address with an optional :port, got ${JSON.stringify(text)}`,
+      );
+    return { address: m[1]!, port };
+  });
+}
+
 /** The admin group's name: `$CLAWKER_ADMIN_GROUP`, else clawker-admins. */
 function adminGroup(env: NodeJS.ProcessEnv): string {
   return env["CLAWKER_ADMIN_GROUP"] || DEFAULT_ADMIN_GROUP;
@@ -167,6 +206,8 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
   const force = values["force"] === true;
   const ports = publishedPorts(values, io.env);
   const socketPath = containerAdminSocket(values, io.env);
+  const cgroupParent = containerCgroupParent(values);
+  const resolvers = containerResolvers(values);
   const admin = `${ports.admin.host}:${ports.admin.port}`;
   const url = healthUrl(ports.health);
   const json = values["format"] === "json";
@@ -196,7 +237,11 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
         `something already answers ${url} (${describeProbe(before)}); is another control plane running?`,
       );
     }
-    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports, socketPath, io);
+    current = await create(
+      docker,
+      { dataDir, trustDir, image, dockerSocket, ports, socketPath, cgroupParent, resolvers },
+      io,
+    );
     action = "created";
   } else if (current.imageId !== wanted) {
     const live = current.state === "running" || current.state === "restarting";
@@ -208,7 +253,11 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
       );
     }
     await replace(docker, current, io.stderr);
-    current = await create(docker, dataDir, trustDir, image, dockerSocket, ports, socketPath, io);
+    current = await create(
+      docker,
+      { dataDir, trustDir, image, dockerSocket, ports, socketPath, cgroupParent, resolvers },
+      io,
+    );
     action = "replaced";
   } else if (current.state === "running" || current.state === "restarting") {
     action = "adopted";
@@ -268,28 +317,46 @@ export async function controlplaneUpContainer(values: FlagValues, io: Io): Promi
   return ExitCode.ok;
 }
 
-async function create(
-  docker: DockerClient,
-  dataDir: string,
-  trustDir: string,
-  image: string,
-  dockerSocket: string,
-  ports: PublishedPorts,
-  socketPath: string | undefined,
-  io: Io,
-): Promise<CpContainer> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+/** What `create` makes the container from. */
+interface CreateInputs {
+  readonly dataDir: string;
+  readonly trustDir: string;
+  readonly image: string;
+  readonly dockerSocket: string;
+  readonly ports: PublishedPorts;
+  readonly socketPath: string | undefined;
+  readonly cgroupParent: string;
+  readonly resolvers: ContainerFirewall["resolvers"];
+}
+
+async function create(docker: DockerClient, c: CreateInputs, io: Io): Promise<CpContainer> {
+  await mkdir(c.dataDir, { recursive: true, mode: 0o700 });
   const adminSocket =
-    socketPath === undefined ? undefined : await prepareSocketDir(socketPath, adminGroup(io.env), io.stderr);
-  const configFile = await writeContainerConfig(dataDir, ports.issuer, adminSocket);
+    c.socketPath === undefined
+      ? undefined
+      : await prepareSocketDir(c.socketPath, adminGroup(io.env), io.stderr);
+  const publish = await ensureNetwork(docker, CP_PUBLISH_NETWORK);
+  const agents = await ensureNetwork(docker, CP_AGENTS_NETWORK);
+  if (c.resolvers.length === 0)
+    io.stderr.write(
+      "clawker: warning: no upstream resolver found in the host's resolv.conf: the firewall will not come up until --resolver names one\n",
+    );
+  const configFile = await writeContainerConfig(c.dataDir, c.ports.issuer, adminSocket, {
+    agents,
+    cgroupParent: c.cgroupParent,
+    resolvers: c.resolvers,
+  });
   const options = containerCreateOptions({
-    image,
-    trustDir,
+    image: c.image,
+    trustDir: c.trustDir,
     configFile,
-    dockerSocket,
+    dockerSocket: c.dockerSocket,
     cgroup2: cgroup2MountPoint(),
-    ports,
+    cgroupParentDir: cgroupParentDir(c.cgroupParent, await cgroupDriver(docker)),
+    ports: c.ports,
     adminSocket,
+    publish,
+    agents,
   });
   let id: string;
   try {
@@ -305,6 +372,7 @@ async function create(
     throw dockerError(`create ${CP_CONTAINER_NAME}`, err);
   }
   try {
+    await connectAgentsNetwork(docker, id, agents);
     await docker.getContainer(id).start();
   } catch (err) {
     // A container that never started holds nothing: remove it so the next up starts clean.
@@ -312,9 +380,19 @@ async function create(
       .getContainer(id)
       .remove({ force: true })
       .catch(() => undefined);
-    throw dockerError(`start ${CP_CONTAINER_NAME}`, err);
+    throw err instanceof CliError ? err : dockerError(`start ${CP_CONTAINER_NAME}`, err);
   }
   return await inspectCp(docker, id);
+}
+
+/** Docker's cgroup driver (`cgroupfs` or `systemd`): where the agents' parent lives. */
+async function cgroupDriver(docker: DockerClient): Promise<string> {
+  try {
+    const driver = ((await docker.info()) as { CgroupDriver?: unknown }).CgroupDriver;
+    return typeof driver === "string" ? driver : "cgroupfs";
+  } catch (err) {
+    throw dockerError("docker info", err);
+  }
 }
 
 async function startExisting(docker: DockerClient, c: CpContainer): Promise<void> {

@@ -82,8 +82,10 @@ export const CONTROLPLANE_UP: CommandSpec = {
     "skew, fails above 30 s). --admin/--health are passed to the daemon as CLAWKER_CP_ADMIN_ADDR and\n" +
     "CLAWKER_CP_HEALTH_ADDR; with --config, give them too if the file moves the listeners.\n" +
     "--container runs the image instead (docker/README.md): only CAP_SYS_ADMIN and CAP_NET_ADMIN, bpffs,\n" +
-    "cgroup2 and the Docker socket bound, six trust files read-only (never the CA key), ports published\n" +
-    "on 127.0.0.1 (--admin, --health, --token-endpoint give the host side), restart on-failure. A\n" +
+    "cgroup2 and the Docker socket bound, the host cgroup namespace, six trust files read-only (never\n" +
+    "the CA key), ports published on 127.0.0.1 (--admin, --health, --token-endpoint give the host side),\n" +
+    "restart on-failure, on the networks clawker-cp and clawker-agents (created or adopted) at .2 of each,\n" +
+    "with the eBPF enforcement on and the firewall's proxy and DNS gate on its clawker-agents address. A\n" +
     "container running another image is replaced, but not while agents run unless --force.",
   flags: {
     config: {
@@ -120,6 +122,19 @@ export const CONTROLPLANE_UP: CommandSpec = {
       type: "boolean",
       description: "with --container: replace a container running another image even while agents run",
     },
+    "cgroup-parent": {
+      type: "string",
+      value: "NAME",
+      description:
+        "with --container: the agents' cgroup parent its eBPF enforcement owns (default clawker; pins in /sys/fs/bpf/NAME); give clawker run the same",
+    },
+    resolver: {
+      type: "string",
+      multiple: true,
+      value: "ADDR[:PORT]",
+      description:
+        "with --container: an upstream DNS resolver of the firewall (default: the host's resolv.conf nameservers that are not loopback)",
+    },
     format: FORMAT_FLAG,
   },
   examples: [
@@ -133,7 +148,7 @@ export const CONTROLPLANE_UP: CommandSpec = {
 /** Runs `controlplane up`. */
 export async function controlplaneUp(values: FlagValues, io: Io): Promise<number> {
   if (values["container"] === true) return await controlplaneUpContainer(values, io);
-  for (const flag of ["image", "force"]) {
+  for (const flag of ["image", "force", "cgroup-parent", "resolver"]) {
     if (values[flag] !== undefined) throw new CliError(ExitCode.usage, `--${flag} needs --container`);
   }
   const dataDir = str(values, "data-dir", defaultDataDir(io.env));

@@ -13,6 +13,7 @@ const ready: EbpfHostFacts = {
   uid: 0,
   mounts: { cgroup2: "/sys/fs/cgroup", bpffs: "/sys/fs/bpf" },
   manager: "/usr/local/bin/ebpf-manager",
+  cgroup: "/system.slice/clawker-controlplane.service",
 };
 
 test("auto: on only as root with cgroup2, bpffs and the manager; otherwise off, saying why", () => {
@@ -23,6 +24,13 @@ test("auto: on only as root with cgroup2, bpffs and the manager; otherwise off, 
     ["no cgroup2", { mounts: { cgroup2: undefined, bpffs: "/sys/fs/bpf" } }, false, /no cgroup2 mount/],
     ["no bpffs", { mounts: { cgroup2: "/sys/fs/cgroup", bpffs: undefined } }, false, /bpffs is not mounted/],
     ["no manager", { manager: undefined }, false, /ebpf-manager binary was not found/],
+    [
+      "a container's own cgroup namespace",
+      { cgroup: "/" },
+      false,
+      /root of its cgroup namespace.*--cgroupns host/,
+    ],
+    ["own cgroup unknown or proxyCgroup set", { cgroup: undefined }, true, /root with cgroup2/],
   ];
   for (const [what, facts, enabled, reason] of cases) {
     const d = decideEbpf("auto", () => ({ ...ready, ...facts }));

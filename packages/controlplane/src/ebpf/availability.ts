@@ -2,7 +2,7 @@
 // against this host. "auto" turns it on only where it can work (root, cgroup2 and bpffs mounted,
 // the manager binary present) and otherwise off with the reason; the firewall then refuses to come
 // up (`not_enforced`), so nothing ever reports enforcement it does not have.
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { findBpfMounts, type BpfMounts } from "./mounts.js";
 
@@ -23,11 +23,40 @@ export interface EbpfHostFacts {
   readonly mounts: BpfMounts;
   /** The manager binary's path, or undefined when it is not there (or not executable). */
   readonly manager: string | undefined;
+  /**
+   * This process's cgroup2 path as its namespace shows it (`0::<path>` of /proc/self/cgroup), or
+   * undefined when unknown or when `ebpf.proxyCgroup` names the proxy's cgroup instead.
+   */
+  readonly cgroup: string | undefined;
 }
 
-/** Looks at this host: process.geteuid, /proc/mounts, the manager by path or on PATH. */
-export function hostFacts(manager: string, env: NodeJS.ProcessEnv = process.env): EbpfHostFacts {
-  return { uid: process.geteuid?.(), mounts: findBpfMounts(), manager: findExecutable(manager, env) };
+/**
+ * Looks at this host: process.geteuid, /proc/mounts, the manager by path or on PATH, and this
+ * process's cgroup unless `proxyCgroup` is configured (then the daemon's own does not matter).
+ */
+export function hostFacts(
+  manager: string,
+  proxyCgroup?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): EbpfHostFacts {
+  return {
+    uid: process.geteuid?.(),
+    mounts: findBpfMounts(),
+    manager: findExecutable(manager, env),
+    cgroup: proxyCgroup === undefined ? ownCgroupPath() : undefined,
+  };
+}
+
+/** The `0::<path>` entry of /proc/self/cgroup, or undefined. */
+function ownCgroupPath(): string | undefined {
+  try {
+    const line = readFileSync("/proc/self/cgroup", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("0::"));
+    return line?.slice(3);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -47,7 +76,12 @@ export function decideEbpf(setting: EbpfSetting, facts: () => EbpfHostFacts): Eb
           ? "bpffs is not mounted (mount -t bpf bpf /sys/fs/bpf)"
           : f.manager === undefined
             ? "the ebpf-manager binary was not found (ebpf.manager)"
-            : undefined;
+            : // The proxy's SO_ORIGINAL_DST hook goes on the daemon's own cgroup, opened through
+              // the cgroup2 mount: seen as "/" (a container's private cgroup namespace, or the
+              // host's root cgroup) that is the host's root cgroup, i.e. every process on it.
+              f.cgroup === "/"
+              ? "the daemon is in the root of its cgroup namespace (a container needs --cgroupns host; or set ebpf.proxyCgroup)"
+              : undefined;
   if (missing !== undefined) return { enabled: false, setting, reason: missing };
   return { enabled: true, setting, reason: `root with cgroup2 and bpffs, manager ${f.manager}` };
 }
