@@ -182,7 +182,17 @@ describe("clawker firewall against the real daemon", { skip }, () => {
     assert.equal(again.stdout, "No global rules to remove\n");
 
     assert.equal((await fw("reload")).stdout, "Firewall rules reloaded\n");
-    const status = json<Record<string, unknown>>(await fw("status", "--format", "json"));
+    const { event_sources: sources, ...status } = json<Record<string, unknown>>(
+      await fw("status", "--format", "json"),
+    );
+    // The decision stream's counters, one per source, each a count (issue 11's extension 1002).
+    assert.deepEqual(
+      (sources as Array<Record<string, unknown>>).map((e) => [
+        e["source"],
+        ...["published", "delivered", "dropped_rate_limited", "dropped_upstream"].map((k) => typeof e[k]),
+      ]),
+      ["dns", "bpf", "proxy", "other"].map((source) => [source, "number", "number", "number", "number"]),
+    );
     assert.deepEqual(status, {
       running: true,
       envoy_health: true,
