@@ -1,6 +1,7 @@
 // A child process for bench/firewall-events.bench.ts: sends the proxy's decision log lines (the
 // format HAProxy writes, with this run's token) to the daemon's loopback decision socket as fast
-// as it can for a while, then prints how many it sent.
+// as it can for a while (printing `{"started":true}` as it begins), then prints how many it sent and the CPU it used doing so (it shares the
+// cores with the daemon).
 import { createSocket } from "node:dgram";
 
 const [port, token, seconds] = process.argv.slice(2);
@@ -18,7 +19,8 @@ function burst(): void {
   if (Date.now() >= end) {
     const finish = (): void => {
       if (inFlight > 0) return void setImmediate(finish);
-      process.stdout.write(`${JSON.stringify({ sent })}\n`);
+      const cpu = process.cpuUsage();
+      process.stdout.write(`${JSON.stringify({ sent, cpuMs: (cpu.user + cpu.system) / 1000 })}\n`);
       socket.close();
     };
     finish();
@@ -32,4 +34,5 @@ function burst(): void {
   }
   setImmediate(burst);
 }
+process.stdout.write(`${JSON.stringify({ started: true })}\n`);
 burst();

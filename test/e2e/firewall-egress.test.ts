@@ -456,26 +456,38 @@ void test(
     });
 
     await t.test("UDP rules: another port than the rule's is refused", async () => {
+      // A first UDP rule takes the first relay port, so udp.example.test's is another one: the kernel
+      // must steer to the route's own relay port, not to one proxy UDP port for every route.
+      await client.firewallAddRules([rule("api.example.test", { proto: "udp", port: "7009" })]);
       await client.firewallAddRules([rule("udp.example.test", { proto: "udp", port: "7003" })]);
       const other = await probe(docker, a1, ["udp-name", "udp.example.test", "7001"]);
       assert.deepEqual([other["address"], other["error"]], [UPSTREAM, "EPERM"], JSON.stringify(other));
     });
 
     await t.test(
-      "UDP rules: an allowed port reaches the upstream's UDP echo",
-      {
-        todo: "no UDP path yet: HAProxy 2.6 proxies no UDP and the firewall gives the eBPF routes no UDP port, so every non-DNS UDP is refused (issue 16 §3)",
-      },
+      "UDP rules: an allowed port reaches the upstream's UDP echo and the reply comes back",
       async () => {
+        // Through the UDP relay (udp-relay.ts): the reply appears to come from the address asked.
         assert.deepEqual(await probe(docker, a1, ["udp-name", "udp.example.test", "7003"]), {
           address: UPSTREAM,
           echo: true,
+          from: `${UPSTREAM}:7003`,
         });
       },
     );
-    await client.firewallRemoveRule(
-      admin.FirewallRemoveRuleRequest.fromPartial({ dst: "udp.example.test", proto: "udp", port: "7003" }),
-    );
+
+    await t.test("UDP rules: a removed rule stops the next datagram", async () => {
+      await client.firewallRemoveRule(
+        admin.FirewallRemoveRuleRequest.fromPartial({ dst: "udp.example.test", proto: "udp", port: "7003" }),
+      );
+      await client.firewallRemoveRule(
+        admin.FirewallRemoveRuleRequest.fromPartial({ dst: "api.example.test", proto: "udp", port: "7009" }),
+      );
+      // By the address it had resolved (the gate now answers NXDOMAIN for the name): the UDP route
+      // is gone, so the kernel refuses the datagram before it leaves.
+      const after = await probe(docker, a1, ["udp", UPSTREAM, "7003"]);
+      assert.equal(after["error"], "EPERM", JSON.stringify(after));
+    });
 
     // Intercepted: only GET under /allowed; everything else falls to the default, deny.
     await client.firewallAddRules([

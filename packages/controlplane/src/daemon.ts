@@ -317,6 +317,8 @@ export class Daemon {
         const { event, origin } = proxyEvent(d);
         events.publish(event, origin);
       },
+      // Lines the kernel dropped at the proxy's log socket: the proxy source's upstream drops.
+      onDecisionsDropped: (count) => events.countUpstreamDrops("proxy", count),
     });
     // Issue 11 (wip/triage): every decision feeds the triage; approvals go through the firewall.
     this.#triage = new EgressTriage({ firewall: this.#firewall, log, audit: this.#audit });
@@ -844,7 +846,7 @@ function enforcementSlots(
           routes.map((r) => ({
             identity: r.identity,
             port: r.dstPort,
-            protocol: "tcp",
+            protocol: r.protocol,
             listener: r.proxyPort,
           })),
         ),

@@ -5,6 +5,8 @@
 // Attribution to a real agent container is in firewall-dns-daemon.test.ts (it needs Docker); a
 // slow watcher's gap in egress-service.test.ts (it needs thousands of events).
 import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,6 +38,21 @@ interface EventLine {
 }
 
 const parse = (lines: readonly string[]): EventLine[] => lines.map((l) => JSON.parse(l) as EventLine);
+
+/** The first match of `re` in a file under `dir` (the proxy's rendered 0600 config). */
+function findIn(dir: string, re: RegExp): RegExpExecArray | undefined {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    const st = statSync(path);
+    const m = st.isDirectory()
+      ? findIn(path, re)
+      : st.isFile() && st.size < 4 * 1024 * 1024
+        ? (re.exec(readFileSync(path, "utf8")) ?? undefined)
+        : undefined;
+    if (m !== undefined) return m;
+  }
+  return undefined;
+}
 
 // The proxy marks sessions and destroys revoked ones: CAP_NET_ADMIN, root here.
 const skip = skipReason(command("haproxy"), command("ss"), root);
@@ -191,5 +208,52 @@ describe("firewall events on the real daemon, through the CLI", { skip }, () => 
         Number(s["published"]),
         Number(s["delivered"]) + Number(s["dropped_rate_limited"]) + Number(s["dropped_upstream"]),
       );
+  });
+
+  test("decision lines the kernel drops at the proxy's log socket are counted as the proxy's upstream drops", async (t) => {
+    const m = findIn(cp.dataDir, /log 127\.0\.0\.1:(\d+) [\s\S]*?\{"k":"([0-9a-f]{32})"/);
+    assert.ok(m !== undefined, "the decision log's port and token in the proxy's config");
+    const proxyCounts = async (): Promise<Record<string, number>> => {
+      const r = await clawker(["firewall", "status", "--format", "json"], { env });
+      assert.equal(r.code, 0, r.stderr);
+      const s = (
+        JSON.parse(r.stdout) as { event_sources: Record<string, number | string>[] }
+      ).event_sources.find((e) => e["source"] === "proxy")!;
+      return Object.fromEntries(
+        ["published", "delivered", "dropped_rate_limited", "dropped_upstream"].map((k) => [k, Number(s[k])]),
+      );
+    };
+    const before = await proxyCounts();
+    const line = Buffer.from(
+      `{"k":"${m[2]}","layer":"tls","ts":1800000000,"src":"127.0.0.3","sport":40000,"agent":"-","project":"-",` +
+        `"name":"flood.example.test","port":443,"verdict":"deny","reason":"no_rule","rule":"-","upstream":"-",` +
+        `"duration_ms":1,"bytes_in":517,"bytes_out":7,"termination":"SD"}`,
+    );
+    const SENT = 20_000; // ~8 MB of datagrams: more than the socket's 4 MiB buffer can hold
+    const sender = createSocket("udp4");
+    t.after(() => new Promise<void>((r) => sender.close(() => r())));
+    // The daemon stopped reads nothing: the kernel must drop what its buffer cannot hold.
+    process.kill(cp.proc.pid!, "SIGSTOP");
+    try {
+      for (let i = 0; i < SENT; i++)
+        await new Promise<void>((resolve, reject) =>
+          sender.send(line, Number(m[1]), "127.0.0.1", (err) => (err ? reject(err) : resolve())),
+        );
+    } finally {
+      process.kill(cp.proc.pid!, "SIGCONT");
+    }
+    let after = before;
+    await waitFor(
+      async () => {
+        after = await proxyCounts();
+        return after["published"]! - before["published"]! >= SENT;
+      },
+      { timeoutMs: 30_000, what: "every line sent delivered or counted" },
+    );
+    const d = (k: string): number => after[k]! - before[k]!;
+    assert.equal(d("published"), SENT);
+    assert.ok(d("dropped_upstream") > 0, "the kernel dropped lines and they were counted");
+    assert.ok(d("delivered") > 0, "what the buffer held was read");
+    assert.equal(d("delivered") + d("dropped_rate_limited") + d("dropped_upstream"), SENT);
   });
 });

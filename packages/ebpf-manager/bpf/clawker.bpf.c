@@ -159,10 +159,13 @@ static __always_inline void decide(struct decide_args *d)
 				continue;
 			d->identity = id;
 			if (proto == IPPROTO_UDP) {
+				/* udp_port non-zero says the proxy relays UDP; each route names its own
+				 * relay socket (the relay knows its name and port by the socket), so a
+				 * route without one falls back to udp_port, the old single-port form. */
 				if (!d->cfg.udp_port)
 					break;
 				d->new_addr = d->cfg.proxy_addr;
-				d->new_port = d->cfg.udp_port;
+				d->new_port = r->listener_port ? r->listener_port : d->cfg.udp_port;
 			} else {
 				d->new_addr = d->cfg.proxy_addr;
 				d->new_port = r->listener_port;

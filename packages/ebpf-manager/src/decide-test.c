@@ -51,7 +51,7 @@ static const struct tcase cases[] = {
 	{ "shared address, second name's route", 0, 0, 0, "10.1.0.2", 9090, IPPROTO_TCP, 0, VERDICT_ROUTE, "127.0.0.1", 16003, 3 },
 	{ "expired DNS entry: catch-all", 0, 0, 0, "10.1.0.3", 443, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
 	{ "unknown tcp address: catch-all", 0, 0, 0, "93.184.216.34", 443, IPPROTO_TCP, 0, VERDICT_CATCHALL, "127.0.0.1", 15001, 0 },
-	{ "udp route goes to the proxy's UDP port", 0, 0, 0, "10.1.0.1", 5000, IPPROTO_UDP, 0, VERDICT_ROUTE, "127.0.0.1", 15003, 1 },
+	{ "udp route goes to its relay port on the proxy", 0, 0, 0, "10.1.0.1", 5000, IPPROTO_UDP, 0, VERDICT_ROUTE, "127.0.0.1", 16005, 1 },
 	{ "udp route without a proxy UDP port: denied", 0, 1, 0, "10.1.0.1", 5000, IPPROTO_UDP, 0, VERDICT_DENY, "10.1.0.1", 5000, 1 },
 	{ "udp without a route: denied", 0, 0, 0, "10.1.0.1", 5001, IPPROTO_UDP, 0, VERDICT_DENY, "10.1.0.1", 5001, 0 },
 	{ "unknown udp: denied", 0, 0, 0, "9.9.9.9", 123, IPPROTO_UDP, 0, VERDICT_DENY, "9.9.9.9", 123, 0 },
@@ -119,7 +119,7 @@ int main(void)
 	      put_route(routes, 2, 8080, IPPROTO_TCP, 0, 16002) ||
 	      put_route(routes, 3, 9090, IPPROTO_TCP, 0, 16003) ||
 	      put_route(routes, 4, 443, IPPROTO_TCP, 0, 16004) ||
-	      put_route(routes, 1, 5000, IPPROTO_UDP, 0, 1) ||
+	      put_route(routes, 1, 5000, IPPROTO_UDP, 0, 16005) ||
 	      put_route(routes, 1, 8443, IPPROTO_TCP, 1, 16009) ||
 	      bpf_map_update_elem(gw, &g1, &one, BPF_ANY) || bpf_map_update_elem(gw, &g2, &one, BPF_ANY);
 	if (err) {

@@ -18,7 +18,7 @@ import type { RuleInput } from "./rule.js";
 import { compareRules } from "./rule-merge.js";
 import { canonicalRules } from "./rule-validation.js";
 
-const PORTS = { tls: 15443, http: 15080, routes: [16000, 16001, 16002] };
+const PORTS = { tls: 15443, http: 15080, routes: [16000, 16001, 16002], udp: [16000, 16001] };
 
 /**
  * Canonical rules from wire-shaped inputs in the store's listing order; identities 1, 2, ... by
@@ -328,7 +328,7 @@ void test("two rules on one proxy key: deny beats allow, interception beats pass
   assert.deepEqual(compile([{ dst: "a.example.com" }, { dst: "a.example.com", project: "p" }]).skipped, []);
 });
 
-void test("routes: catch-all listeners for names, route listeners for opaque TCP, none for udp", () => {
+void test("routes: catch-all listeners for names, route listeners for opaque TCP, the UDP relay for udp", () => {
   const out = compile([
     { dst: "a.example.com" },
     { dst: "a.example.com", proto: "http" },
@@ -339,12 +339,13 @@ void test("routes: catch-all listeners for names, route listeners for opaque TCP
     { dst: "b.example.com", proto: "https" },
   ]);
   assert.deepEqual(out.routes, [
-    { identity: 1, dstPort: 80, proxyPort: 15080 },
-    { identity: 1, dstPort: 443, proxyPort: 15443 },
-    { identity: 1, dstPort: 8443, proxyPort: 15443 },
+    { identity: 1, dstPort: 80, proxyPort: 15080, protocol: "tcp" },
+    { identity: 1, dstPort: 443, proxyPort: 15443, protocol: "tcp" },
+    { identity: 1, dstPort: 8443, proxyPort: 15443, protocol: "tcp" },
     // b.example.com as https sorts before its tcp rule, so the catch-all keeps the route.
-    { identity: 2, dstPort: 443, proxyPort: 15443 },
-    { identity: 3, dstPort: 22, proxyPort: 16001 },
+    { identity: 2, dstPort: 443, proxyPort: 15443, protocol: "tcp" },
+    { identity: 3, dstPort: 22, proxyPort: 16001, protocol: "tcp" },
+    { identity: 4, dstPort: 123, proxyPort: 16000, protocol: "udp" },
   ]);
   assert.deepEqual(
     out.skipped.map((s) => [s.ruleId, s.reason]),
@@ -388,4 +389,59 @@ void test("DNS: the gate's rules are dnsRulesFromListing's; clients are single-a
 void test("no rules: an empty policy that still passes validation", () => {
   const out = compile([]);
   assert.deepEqual([out.proxy.entries, out.routes, out.certificates, out.dns.rules], [[], [], [], []]);
+});
+
+void test("udp: one relay port per (dst, port) with every scope's rules, sticky, CIDRs and exhausted pool reported", () => {
+  const out = compile([
+    { dst: "ntp.example.com", proto: "udp", port: "123-124" },
+    { dst: "ntp.example.com", proto: "udp", port: "123", project: "web", action: "deny" },
+    { dst: "10.0.0.0/8", proto: "udp", port: "500" },
+    { dst: "deny-only.example.com", proto: "udp", port: "9", action: "deny" },
+  ]);
+  assert.deepEqual(
+    out.udp.map((r) => [r.listener, r.dst, r.port, r.entries.map((e) => [e.ruleId, e.action])]),
+    [
+      [
+        16000,
+        "ntp.example.com",
+        123,
+        [
+          ["global/ntp.example.com:udp:123-124", "allow"],
+          ["project:web/ntp.example.com:udp:123", "deny"],
+        ],
+      ],
+      [16001, "ntp.example.com", 124, [["global/ntp.example.com:udp:123-124", "allow"]]],
+    ],
+  );
+  assert.deepEqual(
+    out.routes.filter((r) => r.protocol === "udp").map((r) => [r.dstPort, r.proxyPort]),
+    [
+      [123, 16000],
+      [124, 16001],
+    ],
+  );
+  assert.deepEqual(
+    out.skipped.map((s) => [s.ruleId, s.reason]),
+    [["global/10.0.0.0/8:udp:500", "udp_cidr"]],
+  );
+  // Port 123 goes: 124 keeps its relay port; a new pair takes the freed one; a third finds none.
+  const next = compile(
+    [
+      { dst: "ntp.example.com", proto: "udp", port: "124" },
+      { dst: "dns.example.com", proto: "udp", port: "5353" },
+      { dst: "more.example.com", proto: "udp", port: "7" },
+    ],
+    { udpListeners: out.udpListeners },
+  );
+  assert.deepEqual(
+    next.udp.map((r) => [r.listener, r.dst, r.port]),
+    [
+      [16000, "dns.example.com", 5353],
+      [16001, "ntp.example.com", 124],
+    ],
+  );
+  assert.deepEqual(
+    next.skipped.map((s) => [s.ruleId, s.reason]),
+    [["global/more.example.com:udp:7", "no_route_listener"]],
+  );
 });

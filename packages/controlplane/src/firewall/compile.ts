@@ -16,6 +16,7 @@ import type {
   ProxyScope,
   ProxySource,
 } from "./proxy/index.js";
+import type { UdpRelayRoute } from "./udp-relay.js";
 import type { ListedRule } from "./rule-store.js";
 import { type Rule, type Scope, TLS_PROTOCOLS, dstKind, portSpan, scopeKey } from "./rule.js";
 
@@ -27,6 +28,11 @@ export interface CompilePorts {
   readonly http: number;
   /** Route listeners for opaque TCP, one per destination (HAProxy keys them by listener). */
   readonly routes: readonly number[];
+  /**
+   * UDP relay ports (udp-relay.ts), one per routed (name, port) of a `udp` rule; UDP port numbers
+   * are their own namespace, so the firewall reuses the route listeners' numbers. Absent: none.
+   */
+  readonly udp?: readonly number[];
 }
 
 /** What a compile reads. */
@@ -43,6 +49,8 @@ export interface CompileInput {
    * eBPF routes of unchanged destinations never move to another destination's listener.
    */
   readonly listeners?: ReadonlyMap<string, number>;
+  /** The same for UDP: `<dst>:<port>` -> its relay port in the previous compile. */
+  readonly udpListeners?: ReadonlyMap<string, number>;
 }
 
 /**
@@ -63,12 +71,14 @@ export interface CompiledRoute {
   readonly identity: number;
   readonly dstPort: number;
   readonly proxyPort: number;
+  /** tcp: to a proxy listener; udp: datagrams to the UDP relay's socket on `proxyPort`. */
+  readonly protocol: "tcp" | "udp";
 }
 
 /** A rule (or part of one) the compile left out, and why; its traffic stays denied. */
 export interface SkippedRule {
   readonly ruleId: string;
-  readonly reason: "no_route_listener" | "path_rules_on_address" | "shadowed" | "route_conflict";
+  readonly reason: "no_route_listener" | "path_rules_on_address" | "shadowed" | "route_conflict" | "udp_cidr";
   readonly message: string;
 }
 
@@ -81,6 +91,10 @@ export interface CompiledFirewall {
   readonly certificates: readonly string[];
   /** TCP destination -> its route listener (feed back as `listeners` next time). */
   readonly listeners: ReadonlyMap<string, number>;
+  /** The UDP relay's sockets: one per routed (dst, port), with the rules that decide on it. */
+  readonly udp: readonly UdpRelayRoute[];
+  /** `<dst>:<port>` of a UDP route -> its relay port (feed back as `udpListeners` next time). */
+  readonly udpListeners: ReadonlyMap<string, number>;
   readonly skipped: readonly SkippedRule[];
 }
 
@@ -141,7 +155,10 @@ export function compileFirewall(input: CompileInput): CompiledFirewall {
     candidates.push(...entriesOf(rule, identity, listeners, skipped));
   }
   const entries = resolveCollisions(candidates, skipped);
-  const routes = compileRoutes(entries, input.ports, skipped);
+  const udp = compileUdp(input, entries, skipped);
+  const routes = [...compileRoutes(entries, input.ports, skipped), ...udp.routes].sort(
+    (a, b) => a.identity - b.identity || a.dstPort - b.dstPort || a.protocol.localeCompare(b.protocol),
+  );
   const certificates = [
     ...new Set(entries.filter((c) => c.entry.kind === "tls-intercept").map((c) => c.entry.dst)),
   ].sort();
@@ -155,6 +172,8 @@ export function compileFirewall(input: CompileInput): CompiledFirewall {
     routes,
     certificates,
     listeners,
+    udp: udp.relays,
+    udpListeners: udp.listeners,
     skipped,
   };
 }
@@ -336,7 +355,7 @@ function compileRoutes(
     const key = `${identity}/${entry.port}`;
     const held = routes.get(key);
     if (held === undefined) {
-      routes.set(key, { identity, dstPort: entry.port, proxyPort, ruleId: entry.ruleId });
+      routes.set(key, { identity, dstPort: entry.port, proxyPort, protocol: "tcp", ruleId: entry.ruleId });
     } else if (held.proxyPort !== proxyPort) {
       skipped.push({
         ruleId: entry.ruleId,
@@ -345,9 +364,86 @@ function compileRoutes(
       });
     }
   }
-  return [...routes.values()]
-    .map(({ identity, dstPort, proxyPort }) => ({ identity, dstPort, proxyPort }))
-    .sort((a, b) => a.identity - b.identity || a.dstPort - b.dstPort);
+  return [...routes.values()].map(({ identity, dstPort, proxyPort, protocol }) => ({
+    identity,
+    dstPort,
+    proxyPort,
+    protocol,
+  }));
+}
+
+/**
+ * UDP: one relay port per (dst, port) that some `udp` rule names (sticky like the TCP listeners),
+ * a route (identity, port, udp) to it when an allowing rule of any scope names it (the relay
+ * decides per agent), and the rules of every scope on it. A CIDR names no one upstream the relay
+ * could send to: left out (denied). Pairs beyond the port pool get none (reported).
+ */
+function compileUdp(
+  input: CompileInput,
+  entries: readonly Candidate[],
+  skipped: SkippedRule[],
+): { relays: UdpRelayRoute[]; routes: CompiledRoute[]; listeners: Map<string, number> } {
+  const pairs = new Map<string, { dst: string; port: number; identity: number; entries: Candidate[] }>();
+  for (const c of entries) {
+    if (c.entry.kind !== "udp") continue;
+    if (dstKind(c.entry.dst) === "cidr") {
+      if (!skipped.some((s) => s.ruleId === c.entry.ruleId && s.reason === "udp_cidr")) {
+        skipped.push({
+          ruleId: c.entry.ruleId,
+          reason: "udp_cidr",
+          message: `${c.entry.dst} is a network: the UDP relay needs one name or address to send to`,
+        });
+      }
+      continue;
+    }
+    const key = `${c.entry.dst}:${c.entry.port}`;
+    const held = pairs.get(key);
+    if (held === undefined)
+      pairs.set(key, { dst: c.entry.dst, port: c.entry.port, identity: c.identity, entries: [c] });
+    else held.entries.push(c);
+  }
+  // Only pairs some rule allows need a socket: a deny alone is what no route already does.
+  const wanted = [...pairs].filter(([, p]) => p.entries.some((c) => c.entry.action === "allow"));
+  const available = new Set(input.ports.udp ?? []);
+  const listeners = new Map<string, number>();
+  for (const [key] of wanted) {
+    const previous = input.udpListeners?.get(key);
+    if (previous !== undefined && available.has(previous)) {
+      listeners.set(key, previous);
+      available.delete(previous);
+    }
+  }
+  const free = [...available].sort((a, b) => a - b);
+  const relays: UdpRelayRoute[] = [];
+  const routes: CompiledRoute[] = [];
+  for (const [key, p] of wanted) {
+    let listener = listeners.get(key);
+    if (listener === undefined) listener = free.shift();
+    if (listener === undefined) {
+      for (const c of p.entries) {
+        skipped.push({
+          ruleId: c.entry.ruleId,
+          reason: "no_route_listener",
+          message: `no free UDP relay port for ${key} (${input.ports.udp?.length ?? 0} configured: firewall.proxy.routePorts.count)`,
+        });
+      }
+      continue;
+    }
+    listeners.set(key, listener);
+    relays.push({
+      listener,
+      dst: p.dst,
+      port: p.port,
+      entries: p.entries.map((c) => ({
+        ruleId: c.entry.ruleId,
+        scope: c.entry.scope,
+        action: c.entry.action,
+      })),
+    });
+    if (p.identity !== 0)
+      routes.push({ identity: p.identity, dstPort: p.port, proxyPort: listener, protocol: "udp" });
+  }
+  return { relays, routes, listeners };
 }
 
 /**

@@ -27,6 +27,7 @@ import { writeFileAtomic } from "./proxy/map-files.js";
 import { isIpv4 } from "./proxy/policy.js";
 import type { Resolver } from "./host-resolvers.js";
 import type { RuleInput } from "./rule.js";
+import { UdpRelay } from "./udp-relay.js";
 import {
   type Actor,
   type AddStatus,
@@ -100,6 +101,8 @@ export interface SteeringTargets {
   readonly dns: string;
   readonly dnsPort?: number;
   readonly catchallPort: number;
+  /** Non-zero when UDP routes are relayed (the UDP relay is up); each goes to its route's port. */
+  readonly udpPort?: number;
   readonly gateway?: string;
   /** TCP ports of `gateway` that pass: the control plane's agent-facing listeners bound there. */
   readonly gatewayPorts?: readonly number[];
@@ -161,6 +164,8 @@ export interface FirewallOptions {
    */
   readonly agentFacing?: readonly AgentFacingListener[];
   readonly onDecision?: (decision: ProxyDecision) => void;
+  /** Told of proxy decision lines the kernel dropped before the daemon read them. */
+  readonly onDecisionsDropped?: (count: number) => void;
   /**
    * The audit log: every committed rule change, enable, disable, bypass start and end, stack up
    * and down and CA rotation, with who asked (audit/README.md). Absent: not recorded.
@@ -201,13 +206,20 @@ interface Reconciled {
 interface Stack {
   readonly proxy: EgressProxy;
   readonly dns: DnsGate | undefined;
+  /** `udp` rules' datagrams (HAProxy proxies no UDP): in this process, on the proxy's address. */
+  readonly udp: UdpRelay;
   readonly address: string;
   readonly network: AgentNetwork | undefined;
   readonly cidr: string;
   /** Where agents were steered (their subnet and gateway stay the same once the stack is down). */
   readonly steered: SteeringTargets;
   readonly forbidden: readonly string[];
-  readonly ports: { readonly tls: number; readonly http: number; readonly routes: readonly number[] };
+  readonly ports: {
+    readonly tls: number;
+    readonly http: number;
+    readonly routes: readonly number[];
+    readonly udp: readonly number[];
+  };
   /** Interception certificates installed in this proxy: name -> CA fingerprint and expiry. */
   readonly certificates: Map<string, { readonly ca: string; readonly notAfterMs: number }>;
 }
@@ -234,6 +246,7 @@ export class Firewall {
   #store: RuleStore | undefined;
   #stack: Stack | undefined;
   #listeners: ReadonlyMap<string, number> = new Map();
+  #udpListeners: ReadonlyMap<string, number> = new Map();
   #compiled: CompiledFirewall | undefined;
   /** Rule ids reported as skipped by the last compile, so each is logged once per change. */
   #skipped = new Set<string>();
@@ -637,11 +650,12 @@ export class Firewall {
     }
     const resolvers = await this.#resolvers();
     await this.#ca.load();
-    const ports = {
-      tls: s.proxy.tlsPort,
-      http: s.proxy.httpPort,
-      routes: Array.from({ length: s.proxy.routePorts.count }, (_, i) => s.proxy.routePorts.first + i),
-    };
+    const routePorts = Array.from(
+      { length: s.proxy.routePorts.count },
+      (_, i) => s.proxy.routePorts.first + i,
+    );
+    // UDP port numbers are a namespace of their own: the relay reuses the route listeners' numbers.
+    const ports = { tls: s.proxy.tlsPort, http: s.proxy.httpPort, routes: routePorts, udp: routePorts };
     const proxy = new EgressProxy({
       config: {
         dir: join(this.#dir, "proxy"),
@@ -655,6 +669,7 @@ export class Firewall {
       host: this.#options.host,
       log: this.#log,
       ...(this.#options.onDecision ? { onDecision: this.#options.onDecision } : {}),
+      ...(this.#options.onDecisionsDropped ? { onDecisionsDropped: this.#options.onDecisionsDropped } : {}),
     });
     try {
       await proxy.start(signal);
@@ -683,8 +698,17 @@ export class Firewall {
         });
       }
     }
+    // The relay binds its sockets at the first reconcile (one per routed UDP rule port).
+    const upstreams = new DnsResolver({ timeout: 2_000, tries: 2 });
+    upstreams.setServers(resolvers.map((r) => `${r.address}:${r.port}`));
+    const udp = new UdpRelay({
+      address,
+      resolve: (name) => upstreams.resolve4(name),
+      log: this.#log,
+      ...(this.#options.onDecision ? { onDecision: this.#options.onDecision } : {}),
+    });
     const cidr = network?.subnet ?? clients[0]!;
-    const targets = this.#targets(address, dnsAddress, cidr, network?.gateway, ports.tls);
+    const targets = this.#targets(address, dnsAddress, cidr, network?.gateway, ports.tls, routePorts[0]);
     if (steering === undefined) {
       this.#log.error(
         { event: "firewall_unenforced", proxy: address },
@@ -694,7 +718,7 @@ export class Firewall {
       try {
         await steering.steer(targets);
       } catch (err) {
-        await this.#closeStack(proxy, dns);
+        await this.#closeStack(proxy, dns, udp);
         throw new FirewallError("stack_failed", `agents could not be steered: ${(err as Error).message}`, {
           cause: err,
         });
@@ -703,6 +727,7 @@ export class Firewall {
     this.#stack = {
       proxy,
       dns,
+      udp,
       address,
       network,
       cidr,
@@ -735,12 +760,15 @@ export class Firewall {
     subnet: string,
     gateway: string | undefined,
     catchallPort: number,
+    udpPort: number | undefined,
   ): SteeringTargets {
     return {
       proxy,
       dns,
       dnsPort: this.#settings.dns.port,
       catchallPort,
+      // Non-zero: UDP routes are relayed (each to its route's port); 0 would deny them all.
+      ...(udpPort === undefined ? {} : { udpPort }),
       subnet,
       ...this.#refusedGateway(gateway),
     };
@@ -827,12 +855,13 @@ export class Firewall {
         "agents could not be switched to refusal; they stay steered to the stopped proxy",
       );
     }
-    await this.#closeStack(stack.proxy, stack.dns);
+    await this.#closeStack(stack.proxy, stack.dns, stack.udp);
     this.#log.info({ event: "firewall_down" }, "firewall stack down");
   }
 
-  async #closeStack(proxy: EgressProxy, dns: DnsGate | undefined): Promise<void> {
+  async #closeStack(proxy: EgressProxy, dns: DnsGate | undefined, udp?: UdpRelay): Promise<void> {
     try {
+      await udp?.close();
       await dns?.close();
     } finally {
       await proxy.close();
@@ -858,6 +887,13 @@ export class Firewall {
     // destroyed: the sessions opened under it end (proxy/README.md, "Live updates and revocation").
     await stack.proxy.apply(compiled.proxy);
     await stack.dns?.apply(compiled.dns);
+    // Before the routes: a new UDP route's socket is bound before the kernel steers to it, and a
+    // removed rule's socket and sessions close (revocation) as its route goes.
+    await stack.udp.apply({
+      routes: compiled.udp,
+      sources: compiled.proxy.sources,
+      forbidden: stack.forbidden,
+    });
     await this.#options.routes?.apply(compiled.routes, signal);
     this.#compiled = compiled;
     return { running: true };
@@ -870,8 +906,10 @@ export class Firewall {
       forbidden: stack.forbidden,
       ports: stack.ports,
       listeners: this.#listeners,
+      udpListeners: this.#udpListeners,
     });
     this.#listeners = compiled.listeners;
+    this.#udpListeners = compiled.udpListeners;
     const now = new Set(compiled.skipped.map((s) => `${s.ruleId} ${s.reason}`));
     for (const s of compiled.skipped) {
       if (!this.#skipped.has(`${s.ruleId} ${s.reason}`)) {

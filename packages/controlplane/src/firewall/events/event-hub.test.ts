@@ -235,6 +235,34 @@ describe("sources and filter", () => {
     assert.equal(proxy.event.protocol, "https");
     assert.equal(proxy.event.durationMicros, 2500n);
     assert.equal(proxy.event.timeUnixNanos, 1_700_000_000_500_000_000n);
+    // The UDP relay reports in the proxy's shape: one session, protocol udp, the upstream it chose.
+    const udp = proxyEvent({
+      layer: "udp",
+      time: 1_700_000_001,
+      source: "10.9.0.2",
+      sourcePort: 40001,
+      agent: "web.dev",
+      project: "web",
+      name: "ntp.example",
+      port: 123,
+      verdict: "allow",
+      reason: undefined,
+      rule: "global/ntp.example:udp:123",
+      upstream: "192.0.2.7",
+      method: undefined,
+      path: undefined,
+      status: undefined,
+      durationMs: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      termination: "--",
+    });
+    assert.equal(udp.event.protocol, "udp");
+    assert.equal(udp.event.layer, egress.Layer.LAYER_PROXY);
+    assert.deepEqual(
+      [udp.event.dstName, udp.event.dstAddr, udp.event.port],
+      ["ntp.example", "192.0.2.7", 123],
+    );
 
     const bpf = bpfEvent({
       tsNs: "1",

@@ -61,9 +61,10 @@ const PROXY_PROTOCOL: Record<ProxyDecision["layer"], string> = {
   mitm: "https",
   http: "http",
   tcp: "tcp",
+  udp: "udp", // the UDP relay (../udp-relay.ts): one session opened, or one datagram refused
 };
 
-/** A proxy decision: one connection (tls, tcp) or one request (mitm, http). */
+/** A proxy decision: one connection (tls, tcp), one request (mitm, http) or one UDP session (udp). */
 export function proxyEvent(d: ProxyDecision): SourcedEvent {
   const allowed = d.verdict === "allow";
   return {

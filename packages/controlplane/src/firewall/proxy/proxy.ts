@@ -48,6 +48,8 @@ export interface EgressProxyOptions {
   readonly log: Logger;
   /** Called with every connection's and request's decision (from HAProxy's log lines). */
   readonly onDecision?: (decision: ProxyDecision) => void;
+  /** Told of decision lines the kernel dropped at the log socket (counted, never silent). */
+  readonly onDecisionsDropped?: (count: number) => void;
   /** Largest runtime API payload chunk; only tests change it (to prove the count check). */
   readonly maxChunkBytes?: number;
   /** Delay of the second sweep after a revocation (default 1 s); only tests change it. */
@@ -153,6 +155,7 @@ export class EgressProxy {
     });
     this.#decisions = new DecisionLog({
       onDecision: options.onDecision ?? (() => undefined),
+      ...(options.onDecisionsDropped ? { onDropped: options.onDecisionsDropped } : {}),
       log: this.#log,
     });
     this.#maxChunkBytes = options.maxChunkBytes;
