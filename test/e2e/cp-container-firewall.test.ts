@@ -109,7 +109,8 @@ describe(
       });
       const daemon = await startPrivateDocker(t);
       const host = daemon.dockerHost;
-      const built = (await buildImages(host, "controlplane"))["controlplane"]!;
+      const images = await buildImages(host, "all");
+      const built = images["controlplane"]!;
       const trust = await useTestTrust(t);
 
       // The upstream world: HTTPS/TCP servers and a dnsmasq (every *.example.test is the upstream)
@@ -291,6 +292,65 @@ describe(
             const a = await probe(daemon, agent, ["echo", addr, port]);
             assert.ok(refusedPromptly(a), `${addr}:${port}: ${JSON.stringify(a)}`);
           }
+        },
+      );
+
+      await t.test(
+        "an agent made by clawker run (real clawkerd) registers through the agents' address and runs a command",
+        async () => {
+          // The agent dials the token endpoint at the container's agents' address and names that
+          // URL as its assertion's aud: accepted as the published issuer's configured alias.
+          const started = JSON.parse(
+            await ok([
+              "run",
+              "--agent",
+              "dev",
+              "--project",
+              "cpreg",
+              "--network",
+              "clawker-agents",
+              "--cgroup-parent",
+              name,
+              "--cp-addr",
+              `${CP_AGENTS_ADDR}:7444`,
+              "--token-endpoint",
+              `https://${CP_AGENTS_ADDR}:4444/oauth2/token`,
+              "--format",
+              "json",
+              images["agent"]!.ref,
+              "sleep",
+              "infinity",
+            ]),
+          ) as { containerId: string; thumbprint: string };
+          deferred.push(() => dockerCli(host, ["rm", "--force", started.containerId]));
+          const listed = await waitFor(
+            async () => {
+              const out = JSON.parse(await ok(["controlplane", "agents", "--format", "json"])) as {
+                agents: Array<{ name: string; containerId: string; certThumbprint: string }>;
+              };
+              const found = out.agents.filter((a) => a.containerId === started.containerId);
+              return found.length > 0 ? found : undefined;
+            },
+            { timeoutMs: 60_000, intervalMs: 250, what: "the clawker run agent registered" },
+          );
+          assert.deepEqual(
+            listed.map((a) => [a.name, a.certThumbprint]),
+            [["dev", started.thumbprint]],
+          );
+          const exec = await cli([
+            "exec",
+            "--agent",
+            "dev",
+            "--project",
+            "cpreg",
+            "--sh",
+            "echo ran-$((6*7))",
+          ]);
+          assert.equal(exec.code, 0, exec.stderr);
+          assert.equal(exec.stdout, "ran-42\n");
+          // The firewall is still up around it: the refused name stays refused.
+          assert.match(String((await https("other.example.test"))["message"]), /unrecognized name/);
+          assert.equal((await cli(["rm", "--agent", "dev", "--project", "cpreg", "--force"])).code, 0);
         },
       );
 

@@ -26,8 +26,8 @@ export type AssertionRefusal =
 
 /** What the claims are checked against. */
 export interface AssertionExpectations {
-  /** The token endpoint URL, the only audience accepted. */
-  readonly tokenEndpoint: string;
+  /** The token endpoint URLs accepted as audience: the issuer's, then its configured aliases'. */
+  readonly tokenEndpoints: readonly string[];
   /** Now, in seconds since the epoch. */
   readonly nowSeconds: number;
 }
@@ -44,9 +44,10 @@ export function checkAssertionClaims(
   expected: AssertionExpectations,
 ): AssertionRefusal | CheckedAssertion {
   // Hydra (fosite) accepts only the token endpoint URL as audience; oidc-provider would also take
-  // the issuer.
+  // the issuer. An alias's URL is the same endpoint reached at another configured address.
   const aud = claims["aud"];
-  const audOk = Array.isArray(aud) ? aud.includes(expected.tokenEndpoint) : aud === expected.tokenEndpoint;
+  const auds: unknown[] = Array.isArray(aud) ? aud : [aud];
+  const audOk = auds.some((a) => typeof a === "string" && expected.tokenEndpoints.includes(a));
   if (!audOk) return "aud_not_token_endpoint";
   const { exp, iat, jti } = claims;
   if (!isNumericDate(exp)) return "exp_missing";

@@ -134,6 +134,7 @@ export class AuthServer {
     const provider = createProvider({
       issuer,
       tokenEndpoint,
+      aliasTokenEndpoints: c.aliases.map((a) => new URL("/oauth2/token", a).href),
       audience: c.audience,
       accessTokenTtlSeconds: c.accessTokenTtlSeconds,
       key,

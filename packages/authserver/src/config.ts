@@ -30,19 +30,24 @@ const noTcpAdmin = z
   })
   .optional();
 
+const httpsOrigin = z.url({ protocol: /^https$/, message: "must be an https URL" }).refine(
+  (u) => {
+    const url = new URL(u);
+    return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
+  },
+  { message: "must be an https origin without path, query or fragment" },
+);
+
 const schema = z
   .strictObject({
     /** Issuer identifier (https origin). Defaults to https://<public host>:<bound public port>. */
-    issuer: z
-      .url({ protocol: /^https$/, message: "must be an https URL" })
-      .refine(
-        (u) => {
-          const url = new URL(u);
-          return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
-        },
-        { message: "must be an https origin without path, query or fragment" },
-      )
-      .optional(),
+    issuer: httpsOrigin.optional(),
+    /**
+     * Other https origins the public listener is reached at (a container's address on a second
+     * network): `<alias>/oauth2/token` is accepted as a client assertion's `aud` besides the
+     * issuer's token endpoint URL. Exactly these; never whatever a client dialed.
+     */
+    aliases: z.array(httpsOrigin).max(8).default([]),
     public: z
       .strictObject({ host: ipLiteral.default("127.0.0.1"), port: port.default(DEFAULT_PUBLIC_PORT) })
       .prefault({}),

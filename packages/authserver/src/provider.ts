@@ -17,6 +17,8 @@ import type { AuthStore } from "./store.js";
 export interface ProviderOptions {
   readonly issuer: string;
   readonly tokenEndpoint: string;
+  /** The same endpoint's URL at each configured alias origin, also accepted as assertion `aud`. */
+  readonly aliasTokenEndpoints: readonly string[];
   readonly audience: string;
   readonly accessTokenTtlSeconds: number;
   readonly key: SigningJwk;
@@ -86,7 +88,7 @@ export function createProvider(o: ProviderOptions): Provider {
     ttl: { ClientCredentials: o.accessTokenTtlSeconds },
     assertJwtClientAuthClaimsAndHeader: (_ctx, claims) => {
       const checked = checkAssertionClaims(claims, {
-        tokenEndpoint: o.tokenEndpoint,
+        tokenEndpoints: [o.tokenEndpoint, ...o.aliasTokenEndpoints],
         nowSeconds: Date.now() / 1000,
       });
       // The refusal becomes error_detail: logged with token_denied, never in the response body,
@@ -106,6 +108,20 @@ export function createProvider(o: ProviderOptions): Provider {
     },
   };
   const provider = new Provider(o.issuer, configuration);
+  // oidc-provider checks aud against {issuer, token URL} before our hook runs, with the URL derived
+  // from the Host header pinned to the issuer's: the aliases' URLs are added to that set, for this
+  // provider only (its context class is its own), and our hook still requires a token URL.
+  if (o.aliasTokenEndpoints.length > 0) {
+    const context = provider.OIDCContext.prototype as {
+      clientJwtAuthExpectedAudience: (this: object) => Set<string>;
+    };
+    const expected = context.clientJwtAuthExpectedAudience;
+    context.clientJwtAuthExpectedAudience = function (this: object): Set<string> {
+      const accepted = expected.call(this);
+      for (const url of o.aliasTokenEndpoints) accepted.add(url);
+      return accepted;
+    };
+  }
   // oidc-provider's documented post-middleware: the document it builds always names the
   // authorization endpoint and every grant it implements, routed by us or not.
   provider.use(async (ctx, next) => {

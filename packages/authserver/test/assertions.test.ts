@@ -16,6 +16,9 @@ import { makeWorkspace } from "./fixtures/server.js";
 const REFUSED = { error: "invalid_client", error_description: "client authentication failed" };
 
 const CLI = "clawker-cli";
+/** A configured alias origin (the container's agents' address) and its token URL. */
+const ALIAS = "https://10.213.0.2:4444";
+const ALIAS_TOKEN_URL = `${ALIAS}/oauth2/token`;
 const AGENT = "clawker-agent";
 
 /** Signs exactly `claims` (nothing added, so claims can be left out) with `key`. */
@@ -40,7 +43,7 @@ describe("client assertions and discovery (in-process server)", () => {
       { level: "debug" },
       { write: (line: string) => void logLines.push(JSON.parse(line) as Record<string, unknown>) },
     );
-    server = new AuthServer(parseConfig(ws.base), log);
+    server = new AuthServer(parseConfig({ ...ws.base, aliases: [ALIAS] }), log);
     http = new TestHttp(ws.tls.caPem);
     addr = await server.start();
     const admin = new TestHttp({ socketPath: addr.adminSocket });
@@ -95,6 +98,7 @@ describe("client assertions and discovery (in-process server)", () => {
     ["iat up to the clock tolerance ahead", (c) => claimsFor(c, { iat: nowS() + 3 })],
     ["nbf now", (c) => claimsFor(c, { nbf: nowS() })],
     ["aud as a list holding the token URL", (c) => claimsFor(c, { aud: ["urn:other", addr.tokenEndpoint] })],
+    ["aud the token URL at a configured alias", (c) => claimsFor(c, { aud: ALIAS_TOKEN_URL })],
   ];
   for (const [what, claims] of accepted) {
     test(`accepted: ${what}`, async () => {
@@ -120,6 +124,12 @@ describe("client assertions and discovery (in-process server)", () => {
     ["jti missing", () => claimsFor(CLI, { jti: undefined }), /jti/],
     ["jti not a string", () => claimsFor(CLI, { jti: 12345 }), /jti/],
     ["aud the issuer", () => claimsFor(CLI, { aud: addr.issuer }), "aud_not_token_endpoint"],
+    ["aud a configured alias's origin", () => claimsFor(CLI, { aud: ALIAS }), /audience/],
+    [
+      "aud the token URL at an address not configured",
+      () => claimsFor(CLI, { aud: "https://10.213.0.3:4444/oauth2/token" }),
+      /audience/,
+    ],
   ];
   for (const [what, claims, detail] of refused) {
     test(`refused, uniformly: ${what}`, async () => {

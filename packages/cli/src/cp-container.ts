@@ -246,7 +246,7 @@ export interface ContainerFirewall {
 /**
  * Writes the daemon config the container mounts: the token endpoint on every interface of the
  * container (the host reaches it published, agents on their network) with the published URL as
- * issuer, no drain-to-zero (a service stays up, as under compose), the admin socket in the bound
+ * issuer and the agents' address as its alias, no drain-to-zero (a service stays up, as under compose), the admin socket in the bound
  * directory for the group's gid (the container has no name for it), or no socket, and the eBPF
  * enforcement on with the firewall's proxy and DNS gate on the container's agents' address.
  * 0644: no secret, and root in the container has no CAP_DAC_OVERRIDE.
@@ -259,7 +259,14 @@ export async function writeContainerConfig(
 ): Promise<string> {
   const file = join(dataDir, "controlplane-container.json");
   const config = {
-    auth: { publicHost: "0.0.0.0", publicPort: CONTAINER_PORTS.token, issuer },
+    // Agents dial the token endpoint at the agents' address and name that URL as `aud`: accepted
+    // as an alias of the published issuer, which the host CLI names.
+    auth: {
+      publicHost: "0.0.0.0",
+      publicPort: CONTAINER_PORTS.token,
+      issuer,
+      aliases: [`https://${firewall.agents.address}:${CONTAINER_PORTS.token}`],
+    },
     agents: { drainToZero: false },
     listen: {
       adminSocket:

@@ -80,6 +80,7 @@ function prepareEmbedded(config: Config, trust: TrustMaterial, instance: string)
   const file = join(dir, "authserver.json");
   const authConfig = {
     issuer: urls.publicUrl,
+    aliases: config.auth.aliases.map((a) => new URL(a).origin),
     public: { host: publicHost, port: publicPort },
     admin: { socket: join(dir, EMBEDDED_ADMIN_SOCKET) },
     tls: { certFile: trust.paths.serverCert, keyFile: trust.paths.serverKey },

@@ -255,6 +255,25 @@ test("auth.issuer: an https origin, embedded mode only, and the issuer authUrls 
   assert.throws(() => loadConfig(ory, {}), /auth\.issuer: applies to the embedded auth server only/);
 });
 
+test("auth.aliases: https origins, embedded mode only, none by default", (t) => {
+  assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).auth.aliases, []);
+  const file = tempFile(t, "a.json", JSON.stringify({ auth: { aliases: ["https://10.213.0.2:4444"] } }));
+  assert.deepEqual(loadConfig(file, {}).auth.aliases, ["https://10.213.0.2:4444"]);
+  for (const [alias, why] of [
+    ["http://10.213.0.2:4444", /auth\.aliases\.0: must be an https URL/],
+    ["https://10.213.0.2:4444/oauth2/token", /auth\.aliases\.0: must be an https origin/],
+  ] as const) {
+    const bad = tempFile(t, "bad.json", JSON.stringify({ auth: { aliases: [alias] } }));
+    assert.throws(() => loadConfig(bad, {}), why, alias);
+  }
+  const ory = tempFile(
+    t,
+    "ory.json",
+    JSON.stringify({ auth: { mode: "ory", aliases: ["https://10.213.0.2:4444"] } }),
+  );
+  assert.throws(() => loadConfig(ory, {}), /auth\.aliases: applies to the embedded auth server only/);
+});
+
 test("memoryRelief: on by default (10 s quiet, 24 MiB margin); a sub-100 ms window or a negative margin is refused", (t) => {
   assert.deepEqual(loadConfig(undefined, { HOME: "/home/u" }).memoryRelief, {
     enabled: true,

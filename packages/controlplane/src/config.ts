@@ -282,6 +282,20 @@ export const ConfigSchema = z.strictObject({
           return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
         }, "must be an https origin without path, query or fragment")
         .optional(),
+      /**
+       * Other https origins the token endpoint is reached at (the container's address on the
+       * agents' network): `<alias>/oauth2/token` is accepted as an assertion's `aud` too.
+       */
+      aliases: z
+        .array(
+          z.url({ protocol: /^https$/, message: "must be an https URL" }).refine((u) => {
+            if (!URL.canParse(u)) return true;
+            const url = new URL(u);
+            return (url.pathname === "/" || url.pathname === "") && url.search === "" && url.hash === "";
+          }, "must be an https origin without path, query or fragment"),
+        )
+        .max(8)
+        .default([]),
       adminPort: adminOnSocket,
       /** Budget for each auth helper to become healthy. */
       healthTimeoutMs: z.number().int().positive().default(30_000),
@@ -294,6 +308,10 @@ export const ConfigSchema = z.strictObject({
     // Hydra derives its own issuer; a setting it would ignore must not look like it took effect.
     .refine((a) => a.mode === "embedded" || a.issuer === undefined, {
       path: ["issuer"],
+      message: "applies to the embedded auth server only (mode: embedded)",
+    })
+    .refine((a) => a.mode === "embedded" || a.aliases.length === 0, {
+      path: ["aliases"],
       message: "applies to the embedded auth server only (mode: embedded)",
     })
     .prefault({}),
