@@ -14,7 +14,7 @@ import type { AgentRecord } from "../agents/registry.js";
 import type { Config } from "../config.js";
 import { ActionQueue, type MutationOutcome } from "./action-queue.js";
 import type { AuditSink } from "./audit/audit-log.js";
-import type { AuditActionKind, AuditWho } from "./audit/audit-record.js";
+import { auditWhoOf as whoOf, type AuditActionKind } from "./audit/audit-record.js";
 import { compileFirewall, type CompiledDns, type CompiledFirewall, type CompiledRoute } from "./compile.js";
 import { ContainerModes, type ContainerModeState, type ModeEnforcer } from "./container-modes.js";
 import { parseDestination } from "./destination.js";
@@ -1039,11 +1039,6 @@ export class Firewall {
   async #writeState(state: { up: boolean }): Promise<void> {
     await writeFileAtomic(join(this.#dir, STATE_FILE), `${JSON.stringify(state)}\n`);
   }
-}
-
-/** An Actor (rule_changes' caller) as the audit log's AuditWho. */
-function whoOf(actor: Actor): AuditWho {
-  return { clientId: actor.clientId, cn: actor.certCn };
 }
 
 /** What stays of the steering once the stack is down: the subnet passes, the gateway does not (but its exempt ports). */

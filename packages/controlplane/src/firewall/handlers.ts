@@ -74,29 +74,38 @@ export function actorOf(call: Pick<ServerUnaryCall<unknown, unknown>, "metadata"
   return { clientId: decision.clientId, certCn: (Array.isArray(cn) ? cn[0] : cn) ?? "" };
 }
 
+/**
+ * One unary handler maker for the firewall's RPCs (AdminService's and EgressService's triage):
+ * runs `answer` and maps a failure through the firewall's status table; refusals are logged at
+ * info, anything INTERNAL at error, as `<kind>_rpc_refused` / `<kind>_rpc_failed`.
+ */
+export function firewallUnary(
+  log: Logger,
+  kind: "firewall" | "triage",
+): <Req, Res>(
+  rpc: string,
+  answer: (call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
+) => handleUnaryCall<Req, Res> {
+  return (rpc, answer) => (call, callback) => {
+    Promise.resolve()
+      .then(() => answer(call))
+      .then(
+        (result) => callback(null, result),
+        (err: unknown) => {
+          if (!(err instanceof FirewallError) || firewallStatus(err).code === status.INTERNAL) {
+            log.error({ err, rpc, event: `${kind}_rpc_failed` }, `${kind} RPC failed`);
+          } else {
+            log.info({ rpc, reason: err.reason, event: `${kind}_rpc_refused` }, err.message);
+          }
+          callback(firewallStatus(err));
+        },
+      );
+  };
+}
+
 /** Builds the 13 firewall handlers over a Firewall. */
 export function firewallHandlers(firewall: FirewallOperations, log: Logger): FirewallHandlers {
-  /** One unary handler: runs `answer`, maps a failure through the firewall's status table. */
-  function unary<Req, Res>(
-    rpc: string,
-    answer: (call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
-  ): handleUnaryCall<Req, Res> {
-    return (call, callback) => {
-      Promise.resolve()
-        .then(() => answer(call))
-        .then(
-          (result) => callback(null, result),
-          (err: unknown) => {
-            if (!(err instanceof FirewallError) || firewallStatus(err).code === status.INTERNAL) {
-              log.error({ err, rpc, event: "firewall_rpc_failed" }, "firewall RPC failed");
-            } else {
-              log.info({ rpc, reason: err.reason, event: "firewall_rpc_refused" }, err.message);
-            }
-            callback(firewallStatus(err));
-          },
-        );
-    };
-  }
+  const unary = firewallUnary(log, "firewall");
 
   return {
     firewallInit: unary("FirewallInit", async (call) => {

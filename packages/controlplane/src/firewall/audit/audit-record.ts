@@ -2,6 +2,7 @@
 // `v` and `kind` first. 64-bit integers are decimal strings (proto3 JSON's rule), so no reader
 // loses precision; JSON.stringify escapes every control character, so no field can forge a line.
 import { egress } from "@clawker/proto";
+import type { Actor } from "../rule-store.js";
 
 /** The schema version written on every record. */
 export const AUDIT_SCHEMA_VERSION = 1;
@@ -24,6 +25,11 @@ export type AuditActionKind =
 export interface AuditWho {
   readonly clientId?: string;
   readonly cn?: string;
+}
+
+/** An Actor (rule_changes' caller) as the audit log's AuditWho. */
+export function auditWhoOf(actor: Actor): AuditWho {
+  return { clientId: actor.clientId, cn: actor.certCn };
 }
 
 /** Why records were lost (a gap record's `causes`). */

@@ -6,7 +6,8 @@ import { randomBytes } from "node:crypto";
 import { agentFullName, egress } from "@clawker/proto";
 import type { Logger } from "pino";
 import { FirewallError, InvalidRuleError, QueueClosedError, SavedNotAppliedError, quote } from "../errors.js";
-import { ruleKey, type Rule, type RuleInput, type Scope } from "../rule.js";
+import { ruleKey, scopeToWire, type Rule, type RuleInput, type Scope } from "../rule.js";
+import { auditWhoOf as whoOf, type AuditWho } from "../audit/audit-record.js";
 import type { Actor, AddStatus, ListedRule, RemoveResult, RemoveSelector } from "../rule-store.js";
 import { canonicalRules } from "../rule-validation.js";
 import { DenialGroups, suggestedRule, type DenialGroup } from "./denial-groups.js";
@@ -24,11 +25,7 @@ export interface TriageFirewall {
   listRules(): readonly ListedRule[];
 }
 
-/** Who acted, as the audit log records it (AuditLog's AuditWho). */
-export interface AuditWho {
-  readonly clientId?: string;
-  readonly cn?: string;
-}
+export type { AuditWho };
 
 /** The operator and agent actions the triage records. */
 export type TriageActionKind = "approval" | "dismissal" | "request";
@@ -259,7 +256,7 @@ export class EgressTriage {
       proto: target.proto,
       port: target.port,
       action: "allow",
-      ...scopeInput(scope),
+      ...scopeToWire(scope),
     };
     const rule = canonicalRules([ruleInput])[0]!;
     const key = { scope: rule.scope, dst: rule.dst, proto: rule.proto, port: rule.port };
@@ -558,7 +555,7 @@ export class EgressTriage {
       dst: due.dst,
       proto: due.proto,
       port: due.port,
-      ...scopeInput(due.scope),
+      ...scopeToWire(due.scope),
     };
     try {
       const result = await this.#firewall.removeRule(selector, EXPIRY_ACTOR);
@@ -666,26 +663,6 @@ function scopeOf(scope: egress.ApprovalScope, agentName: string, project: string
     default:
       throw new FirewallError("invalid_request", "scope is required: agent, project or global");
   }
-}
-
-/** A scope as a rule input's (or remove selector's) `project` and `agentName`. */
-function scopeInput(scope: Scope): { project: string; agentName: string } {
-  switch (scope.kind) {
-    case "global":
-      return { project: "", agentName: "" };
-    case "project":
-      return { project: scope.name, agentName: "" };
-    case "agent": {
-      const dot = scope.name.indexOf(".");
-      return dot < 0
-        ? { project: "", agentName: scope.name }
-        : { project: scope.name.slice(0, dot), agentName: scope.name.slice(dot + 1) };
-    }
-  }
-}
-
-function whoOf(actor: Actor): AuditWho {
-  return { clientId: actor.clientId, cn: actor.certCn };
 }
 
 /** The reason an agent gives: present, at most 512 UTF-8 bytes, printable. */

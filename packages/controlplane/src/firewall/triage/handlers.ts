@@ -2,12 +2,11 @@
 // EgressTriage: wire messages in and out; errors through the firewall's one reason -> status table
 // (firewall.clawker.dev), anything else INTERNAL without detail. Who acted comes from the
 // AuthInterceptor's decision and the caller's certificate CN (`actorOf`), as for rule changes.
-import { status, type handleUnaryCall, type ServerUnaryCall } from "@grpc/grpc-js";
 import type { egress } from "@clawker/proto";
 import type { Logger } from "pino";
 import type { TriageHandlers } from "../egress-service.js";
-import { FirewallError, firewallStatus } from "../errors.js";
-import { actorOf } from "../handlers.js";
+import { FirewallError } from "../errors.js";
+import { actorOf, firewallUnary } from "../handlers.js";
 import { ruleToWire } from "../rule.js";
 import type { DenialGroup } from "./denial-groups.js";
 import type { EgressTriage } from "./egress-triage.js";
@@ -20,26 +19,7 @@ export type TriageOperations = Pick<EgressTriage, "list" | "approve" | "dismiss"
 
 /** Builds EgressService's three triage handlers over an EgressTriage. */
 export function triageHandlers(triage: TriageOperations, log: Logger): TriageHandlers {
-  function unary<Req, Res>(
-    rpc: string,
-    answer: (call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
-  ): handleUnaryCall<Req, Res> {
-    return (call, callback) => {
-      Promise.resolve()
-        .then(() => answer(call))
-        .then(
-          (result) => callback(null, result),
-          (err: unknown) => {
-            if (!(err instanceof FirewallError) || firewallStatus(err).code === status.INTERNAL) {
-              log.error({ err, rpc, event: "triage_rpc_failed" }, "triage RPC failed");
-            } else {
-              log.info({ rpc, reason: err.reason, event: "triage_rpc_refused" }, err.message);
-            }
-            callback(firewallStatus(err));
-          },
-        );
-    };
-  }
+  const unary = firewallUnary(log, "triage");
 
   return {
     listFirewallDenials: unary("ListFirewallDenials", (call) => {
