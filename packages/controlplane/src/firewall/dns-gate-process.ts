@@ -13,6 +13,7 @@ import type { HelperCommand } from "../supervisor/subprocess-manager.js";
 import type { CompiledDns } from "./compile.js";
 import type { DnsDecision } from "./dns/decision.js";
 import { dnsGateEntry } from "./dns/entry.js";
+import { lineSplitter } from "./dns/line-splitter.js";
 import { FirewallError } from "./errors.js";
 import type { DnsGate, DnsGateOptions } from "./firewall.js";
 
@@ -210,34 +211,15 @@ export class DnsGateProcess implements DnsGate {
 
   /** Reads the gate's lines: the ready event, replies by id, warnings, decisions. */
   #read(channel: Duplex): void {
-    // Pieces of the current line; a newline is searched for in each chunk only (linear time).
-    const parts: string[] = [];
-    let size = 0;
-    let skipping = false;
     channel.setEncoding("utf8");
-    channel.on("data", (text: string) => {
-      let start = 0;
-      let nl: number;
-      while ((nl = text.indexOf("\n", start)) >= 0) {
-        const piece = text.slice(start, nl);
-        start = nl + 1;
-        const line = parts.length === 0 ? piece : parts.join("") + piece;
-        parts.length = 0;
-        size = 0;
-        if (skipping) skipping = false;
-        else if (!line.startsWith(DECISION_PREFIX)) this.#onLine(line);
+    // A line longer than any reply is not one: dropped up to its newline.
+    channel.on(
+      "data",
+      lineSplitter(MAX_LINE_CHARS, (line) => {
+        if (!line.startsWith(DECISION_PREFIX)) this.#onLine(line);
         else if (this.#settings.onDecision !== undefined) this.#onDecisionLine(line);
-      }
-      if (start >= text.length || skipping) return;
-      parts.push(text.slice(start));
-      size += text.length - start;
-      if (size > MAX_LINE_CHARS) {
-        // Not a reply (replies are small): dropped up to its newline.
-        parts.length = 0;
-        size = 0;
-        skipping = true;
-      }
-    });
+      }),
+    );
     channel.on("error", () => undefined);
     // The channel ends when the gate exits (its crash is the supervisor's to report).
     channel.once("close", () => this.#fail(new FirewallError("stack_failed", "the DNS gate exited")));

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { decisionJson, type DnsDecision } from "./decision.js";
 import { DnsGateError, InvalidPolicyError } from "./errors.js";
 import type { DnsGateStats, PolicySummary } from "./gate.js";
+import { lineSplitter } from "./line-splitter.js";
 
 /** What the channel needs of the gate. */
 export interface ControlledGate {
@@ -64,45 +65,23 @@ export class ControlChannel {
   /** Serves requests; resolves at EOF or when `signal` aborts (the caller then stops the gate). */
   serve(signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      // Pieces of the current line: a newline is searched for in each chunk only, so a large
-      // policy arriving in many chunks costs linear time.
-      const parts: string[] = [];
-      let size = 0;
-      let skipping = false;
       const done = (): void => {
         this.input.off("data", onData);
         signal.removeEventListener("abort", done);
         resolve();
       };
-      const onData = (text: string): void => {
-        let start = 0;
-        let nl: number;
-        while ((nl = text.indexOf("\n", start)) >= 0) {
-          const piece = text.slice(start, nl);
-          start = nl + 1;
-          const line = parts.length === 0 ? piece : parts.join("") + piece;
-          parts.length = 0;
-          size = 0;
-          if (skipping) {
-            skipping = false;
-            continue;
-          }
+      // A line too long is refused at once, and the rest of it dropped when its newline arrives.
+      const onData = lineSplitter(
+        this.maxLineBytes,
+        (line) => {
           if (line.trim() !== "") this.onLine(line);
-        }
-        if (start >= text.length || skipping) return;
-        parts.push(text.slice(start));
-        size += text.length - start;
-        if (size > this.maxLineBytes) {
-          // Refuse now and drop the rest of this line when its newline arrives.
-          parts.length = 0;
-          size = 0;
-          skipping = true;
+        },
+        () =>
           this.reply(null, {
             reason: "bad_request",
             message: `request line longer than ${this.maxLineBytes} characters`,
-          });
-        }
-      };
+          }),
+      );
       // A decoder keeps a UTF-8 character split across chunks whole.
       this.input.setEncoding("utf8");
       this.input.on("data", onData);
