@@ -315,6 +315,9 @@ const bench: Benchmark = {
       });
       const { workerPid, masterPid } = await proxy.health();
       if (PIN !== undefined) {
+        // This process runs the benchmarks after this one too: give it back every core it had.
+        const cores = (await run("taskset", ["-c", "-p", String(process.pid)])).stdout.split(": ")[1]!.trim();
+        cleanup.push(() => run("taskset", ["-a", "-p", "-c", cores, String(process.pid)]));
         // The servers' core: both HAProxies (every thread) and this process (the 100 MiB upstream);
         // h2load is started on the client's core by taskset itself.
         for (const pid of [upstream.pid!, masterPid, workerPid, process.pid]) {
