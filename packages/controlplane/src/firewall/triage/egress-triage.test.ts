@@ -241,6 +241,23 @@ test("approving a denial for one agent adds that agent's rule through the add pa
   );
 });
 
+test("coverage is judged once per rule set: a rule added or removed later changes what is grouped", async (t) => {
+  const { triage, store } = await world(t);
+  triage.record(denial());
+  triage.record(denial({ layer: egress.Layer.LAYER_DNS, protocol: "dns", port: 443 }));
+  assert.equal(triage.list().groups[0]!.group.count, 2);
+  // Added behind the triage's back (not an approval): the next denial of it is covered.
+  store.add([{ dst: "api.example.test", proto: "https", port: "443", action: "allow" }], OPERATOR);
+  triage.record(denial());
+  assert.deepEqual([triage.stats().denialsCovered, triage.list().groups.length], [1, 0]);
+  // Removed: the same denial is grouped again, counted on from where its group stood.
+  store.remove({ dst: "api.example.test", proto: "https", port: "443" }, OPERATOR);
+  triage.record(denial({ timeUnixNanos: 5_000n }));
+  const again = triage.list().groups.find((g) => g.group.dstName === "api.example.test")!.group;
+  assert.deepEqual([again.count, again.lastSeen, triage.stats().denialsCovered], [3, 5_000n, 1]);
+  assert.equal(again.id, groupId("web.dev", "api.example.test", 443));
+});
+
 test("bad approvals are refused precisely and change nothing", async (t) => {
   const { triage, store } = await world(t);
   triage.record(denial());
