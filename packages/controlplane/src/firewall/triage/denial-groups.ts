@@ -80,6 +80,8 @@ class Group implements DenialGroup {
   lastSeen: bigint;
   layer: egress.Layer;
   reason: string;
+  /** The recording clock's value at its last denial (recency). */
+  seen = 0;
   #id: string | undefined;
   #suggested: DenialGroup["suggested"] | undefined;
 
@@ -122,13 +124,15 @@ export function groupKey(
 
 /**
  * The bounded set of denial groups (see the file comment). Recording is constant work: a map
- * lookup by the plain key, counters updated, the group moved to the newest end; ids are digested
- * and rules suggested only when a group is read.
+ * lookup by the plain key and counters updated, recency a number (no reordering); ids are digested
+ * and rules suggested only when a group is read. At the cap, the least recently seen tenth is
+ * evicted at once, so a flood of new destinations sorts once per tenth, not once per denial.
  */
 export class DenialGroups {
   readonly #max: number;
-  /** By key; insertion order is recency: a recorded group is moved to the end, the first is the oldest. */
   readonly #groups = new Map<string, Group>();
+  /** Ticks once per recorded denial: a group's `seen` orders it by recency. */
+  #clock = 0;
   #recorded = 0;
   #evicted = 0;
 
@@ -145,20 +149,25 @@ export class DenialGroups {
     this.#recorded++;
     let group = this.#groups.get(key);
     if (group === undefined) {
-      while (this.#groups.size >= this.#max) {
-        this.#groups.delete(this.#groups.keys().next().value!);
-        this.#evicted++;
-      }
+      if (this.#groups.size >= this.#max) this.#evict();
       group = new Group(key, agentFullName(event.project, event.agentName), event);
+      this.#groups.set(key, group);
     } else {
-      this.#groups.delete(key);
       if (event.timeUnixNanos > group.lastSeen) group.lastSeen = event.timeUnixNanos;
       group.layer = event.layer;
       group.reason = event.reason;
     }
     group.count++;
-    this.#groups.set(key, group);
+    group.seen = ++this.#clock;
     return group;
+  }
+
+  /** Drops the least recently seen tenth (at least one) of the groups. */
+  #evict(): void {
+    const n = Math.max(1, Math.ceil(this.#groups.size / 10));
+    const oldest = [...this.#groups.values()].sort((x, y) => x.seen - y.seen).slice(0, n);
+    for (const group of oldest) this.#groups.delete(group.key);
+    this.#evicted += oldest.length;
   }
 
   /** The group with this id, if it is kept (a walk over at most maxGroups; ids are cached). */
@@ -175,7 +184,7 @@ export class DenialGroups {
 
   /** Every kept group, newest first. */
   list(): DenialGroup[] {
-    return [...this.#groups.values()].reverse();
+    return [...this.#groups.values()].sort((x, y) => y.seen - x.seen);
   }
 
   /** Counts for metrics. */

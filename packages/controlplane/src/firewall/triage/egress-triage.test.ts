@@ -166,6 +166,17 @@ test("groups are bounded: the least recently seen is evicted and counted", async
   );
 });
 
+test("at the cap the least recently seen tenth is evicted at once, by recency, not by creation", async (t) => {
+  const { triage } = await world(t, { maxGroups: 20 });
+  for (let i = 0; i < 20; i++) triage.record(denial({ dstName: `n${i}.example.test` }));
+  triage.record(denial({ dstName: "n0.example.test" })); // n0 is now the newest; n1 and n2 the oldest
+  triage.record(denial({ dstName: "n20.example.test" }));
+  const kept = triage.list().groups.map((g) => g.group.dstName);
+  assert.deepEqual([kept.length, triage.stats().groupsEvicted], [19, 2]);
+  assert.deepEqual(kept.slice(0, 2), ["n20.example.test", "n0.example.test"]);
+  assert.ok(!kept.includes("n1.example.test") && !kept.includes("n2.example.test"), kept.join(" "));
+});
+
 test("approving a denial for one agent adds that agent's rule through the add path (who recorded); it is never offered again while the rule stands", async (t) => {
   const { triage, store, audit } = await world(t);
   triage.record(denial());

@@ -40,7 +40,7 @@ export interface EgressTriageOptions {
   readonly firewall: TriageFirewall;
   readonly log: Logger;
   readonly audit?: AuditSink;
-  /** Denial groups kept (default 1,000); the least recently seen is evicted. */
+  /** Denial groups kept (default 1,000); at the cap the least recently seen tenth is evicted. */
   readonly maxGroups?: number;
   /** Pending requests per agent (default 20). */
   readonly maxPendingPerAgent?: number;
