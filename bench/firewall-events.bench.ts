@@ -10,7 +10,7 @@
 //   handed to the audit log (>= 50,000 events/s), from FirewallStatus's counters, over a window
 //   with no RPC load: events/s delivered, counted drops (rate limit, kernel buffer), uncounted
 //   (sent - published, must be 0), and the daemon's CPU per event (its /proc stat over the window);
-//   and the same pipeline in this process (line -> hub -> a real AuditLog);
+//   and the same pipeline in this process (line -> hub -> a real EgressTriage and AuditLog);
 // - authorized ListAgents throughput (8 callers, a fixed window) within that flood as a share of
 //   idle, same run (>= 70%); the window must start after the flood did and end before it does.
 // BENCH_CPU_PROF_DIR=<dir>: the daemon runs with --cpu-prof and writes its profile there at exit.
@@ -39,6 +39,8 @@ import { agentResolver } from "../packages/controlplane/src/firewall/events/agen
 import { EventHub } from "../packages/controlplane/src/firewall/events/event-hub.js";
 import { proxyEvent } from "../packages/controlplane/src/firewall/events/sources.js";
 import { parseDecisionLine } from "../packages/controlplane/src/firewall/proxy/decision-log.js";
+import { RuleStore } from "../packages/controlplane/src/firewall/rule-store.js";
+import { EgressTriage } from "../packages/controlplane/src/firewall/triage/egress-triage.js";
 import { spawnClawker } from "../test/harness/clawker-cli.js";
 import { startControlPlane } from "../test/harness/controlplane.js";
 import { firewallConfig, startEgressWorld, tlsThrough } from "../test/harness/egress-world.js";
@@ -145,8 +147,9 @@ async function throughputFor(ms: number, concurrency: number, call: () => Promis
 
 /**
  * The same pipeline in this process, without the daemon's scheduling and the kernel's UDP buffer:
- * proxy log lines parsed, converted, attributed (a real, empty address index), kept in the ring
- * and handed to a real AuditLog writing to a temp dir, for 3 s.
+ * proxy log lines parsed, converted, attributed (a real, empty address index), kept in the ring,
+ * triaged (a real EgressTriage over a real rule store) and handed to a real AuditLog writing to a
+ * temp dir, for 3 s.
  */
 async function pipelineInProcess(ctx: BenchContext): Promise<Figure> {
   const dir = mkdtempSync(join(tmpdir(), "events-bench-"));
@@ -162,6 +165,24 @@ async function pipelineInProcess(ctx: BenchContext): Promise<Figure> {
     }),
   });
   hub.onEvent((e) => audit.event(e));
+  // The triage as the daemon runs it: over a real rule store (one allow rule, so coverage is looked at).
+  const store = new RuleStore({ db: join(dir, "rules.db") });
+  store.add([{ dst: "api.example.test", proto: "https", port: "443", action: "allow" }], {
+    clientId: "bench",
+    certCn: "bench",
+  });
+  const triage = new EgressTriage({
+    firewall: {
+      running: true,
+      database: join(dir, "rules.db"),
+      addRules: () => Promise.reject(new Error("not in the bench")),
+      removeRule: () => Promise.reject(new Error("not in the bench")),
+      listRules: () => store.list(),
+    },
+    log,
+  });
+  await triage.start(new AbortController().signal);
+  hub.onEvent((e) => triage.record(e));
   const lines = Array.from(
     { length: 1000 },
     (_, i) =>
@@ -184,6 +205,8 @@ async function pipelineInProcess(ctx: BenchContext): Promise<Figure> {
   const seconds = (performance.now() - start) / 1000;
   const cpu = process.threadCpuUsage(cpu0);
   await audit.close();
+  await triage.close();
+  store.close();
   const a = audit.stats();
   const h = hub.stats();
   ctx.log(
@@ -192,7 +215,7 @@ async function pipelineInProcess(ctx: BenchContext): Promise<Figure> {
   );
   rmSync(dir, { recursive: true, force: true });
   return summarise(
-    "events through the pipeline in process (line -> hub -> audit log)",
+    "events through the pipeline in process (line -> hub -> triage, audit log)",
     "events/s",
     [n / seconds],
     "higher",
