@@ -58,9 +58,13 @@ const LIST_WINDOW_MS = 4_000;
 const FLOOD_RATE = Number(process.env["BENCH_FLOOD_RATE"] ?? 50_000);
 const FLOOD_CPUS = Number(process.env["BENCH_FLOOD_CPUS"] ?? 0.6);
 
-/** CPU milliseconds (user + system) a process has used so far (USER_HZ 100 on Linux x86-64). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+/**
+ * CPU milliseconds (user + system) a process has used so far (USER_HZ 100 on Linux x86-64); with
+ * `mainThread`, its main thread's alone (the event loop; the rest is GC and the thread pool).
+ */
+function cpuMs(pid: number, mainThread = false): number {
+  const path = mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`;
+  const fields = readFileSync(path, "utf8").split(") ")[1]!.split(" ");
   // Fields 14 and 15 of stat (utime, stime), counted after the command's ")".
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
@@ -340,9 +344,20 @@ const bench: Benchmark = {
         );
         await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
         // The pipeline window: the flood alone, no RPC load but the two status reads.
-        const w0 = { counts: await proxyCounts(), cpu: cpuMs(cp.proc.pid!), at: performance.now() };
+        const sample = async (): Promise<{
+          counts: Awaited<ReturnType<typeof proxyCounts>>;
+          cpu: number;
+          main: number;
+          at: number;
+        }> => ({
+          counts: await proxyCounts(),
+          cpu: cpuMs(cp.proc.pid!),
+          main: cpuMs(cp.proc.pid!, true),
+          at: performance.now(),
+        });
+        const w0 = await sample();
         await new Promise((resolve) => setTimeout(resolve, PIPELINE_WINDOW_MS));
-        const w1 = { counts: await proxyCounts(), cpu: cpuMs(cp.proc.pid!), at: performance.now() };
+        const w1 = await sample();
         const windowDelivered = w1.counts.delivered - w0.counts.delivered;
         const windowSeconds = (w1.at - w0.at) / 1000;
         const perSecond = windowDelivered / windowSeconds;
@@ -372,7 +387,8 @@ const bench: Benchmark = {
             `(${((sent / report.ms) * 1000).toFixed(0)}/s, flooder CPU ${report.cpuMs.toFixed(0)} ms); published ${published}, ` +
             `delivered ${delivered}, dropped (counted) ${dropped}, not counted anywhere (sent - published) ${sent - published}; ` +
             `pipeline window ${windowSeconds.toFixed(1)} s: ${perSecond.toFixed(0)} events/s delivered, daemon CPU ` +
-            `${(w1.cpu - w0.cpu).toFixed(0)} ms = ${cpuPerEventUs.toFixed(1)} us/event; ` +
+            `${(w1.cpu - w0.cpu).toFixed(0)} ms = ${cpuPerEventUs.toFixed(1)} us/event ` +
+            `(main thread ${(((w1.main - w0.main) * 1000) / Math.max(windowDelivered, 1)).toFixed(1)} us); ` +
             `ListAgents idle ${idle.toFixed(0)}/s (daemon ${idleCpuPerCallUs.toFixed(0)} us CPU/call), within the flood ` +
             `${loaded.toFixed(0)}/s${listInFlood ? "" : " (NOT all within the flood)"}; load ${loadavg()[0]!.toFixed(1)}`,
         );
