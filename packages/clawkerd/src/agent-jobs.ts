@@ -9,7 +9,7 @@
 // control plane places it: the job starts `hold`, answering the gate's pid, and `openGate` lets
 // it run once the control plane has moved it (or ends it when the control plane could not).
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import { ClawkerdError } from "./errors.js";
@@ -17,6 +17,7 @@ import { Job, killGroup } from "./job.js";
 import type { GroupStats, JobCgroups, Limits } from "./job-cgroup.js";
 import { JobLog, type JobLogOptions, type LogWatcher } from "./job-log.js";
 import type { Logger } from "./log.js";
+import { JobTimeline } from "./job-timeline.js";
 
 /** A job's lifecycle state. */
 export type AgentJobState = "running" | "completed" | "failed" | "stopped";
@@ -46,6 +47,11 @@ export interface JobStart {
   readonly limits: Limits;
   /** Hold the first process at its gate until openGate (the control plane places it). */
   readonly hold?: boolean;
+  /**
+   * With `hold`: the job's uuid, chosen by the control plane so it can make the job's cgroups
+   * while the job starts. Empty or absent: a new one.
+   */
+  readonly uuid?: string;
 }
 
 /** A started job; `heldPid` is the gate's pid while it waits for openGate (0 otherwise). */
@@ -105,6 +111,8 @@ interface Live {
   stopRequested: boolean;
   /** Killed because clawkerd itself went down: FAILED (clawkerd_stopped), not STOPPED. */
   lost: boolean;
+  /** Where the start's time went (debug log `job_timeline`). */
+  readonly timeline: JobTimeline;
 }
 
 /** Every job of this agent: start, stop, status, list, watch. */
@@ -160,6 +168,7 @@ export class AgentJobs {
         ended: Promise.resolve(),
         stopRequested: false,
         lost: false,
+        timeline: new JobTimeline(),
       });
     }
     found.sort((a, b) => (BigInt(a.record.startedAtNs) < BigInt(b.record.startedAtNs) ? -1 : 1));
@@ -174,15 +183,16 @@ export class AgentJobs {
    * `hold`, once its first process waits at the gate (its pid in `heldPid`).
    */
   async start(spec: JobStart): Promise<Started> {
+    const timeline = new JobTimeline();
     if (this.#closed) throw new ClawkerdError("invalid_request", "clawkerd is shutting down");
     if (spec.argv.length === 0 || spec.argv[0] === "")
       throw new ClawkerdError("invalid_request", "argv must not be empty");
     if (spec.argv.some((a) => a.includes("\0"))) throw new ClawkerdError("invalid_request", "NUL in argv");
     checkWithinAgent(spec.limits, this.#o.agentLimits);
-    const uuid = randomUUID();
+    const hold = spec.hold === true;
+    const uuid = this.#newUuid(spec.uuid ?? "", hold);
     const dir = join(this.#root, uuid);
     const log = new JobLog(dir, this.#o.output);
-    const hold = spec.hold === true;
     const group = hold
       ? { dir: undefined, isLimited: false, note: "awaiting placement by the control plane" }
       : this.#o.cgroups.create(uuid, spec.limits);
@@ -211,6 +221,7 @@ export class AgentJobs {
       ended: Promise.resolve(),
       stopRequested: false,
       lost: false,
+      timeline,
     };
     this.#jobs.set(uuid, live);
     const job = new Job(
@@ -232,10 +243,15 @@ export class AgentJobs {
       { log: this.#o.log, baseEnv: this.#o.baseEnv },
     );
     live.job = job;
+    timeline.mark("spawned");
     // The job's output goes to disk as fast as it comes; the in-memory buffer is only a hop.
     const copier = job.output.watch({ blocking: true });
     const copied = (async () => {
-      for await (const ev of copier) if (ev.type === "data") log.write(ev.data);
+      for await (const ev of copier) {
+        if (ev.type !== "data") continue;
+        timeline.mark("firstByte");
+        log.write(ev.data);
+      }
     })().catch((err: unknown) => {
       this.#o.log.error({ err, job: record.name, event: "job_output_failed" }, "cannot keep job output");
       void copier.return();
@@ -254,6 +270,7 @@ export class AgentJobs {
       try {
         if (group.dir !== undefined) this.#o.cgroups.place(group.dir, pid);
         job.writeStdin(Buffer.from("\n"));
+        timeline.mark("gateOpened");
       } catch (err) {
         this.#o.log.error(
           { err, job: record.name, event: "job_place_failed" },
@@ -313,6 +330,7 @@ export class AgentJobs {
         },
         "job ended",
       );
+      this.#logTimeline(live);
       this.#retire(uuid);
     });
     this.#o.log.info(
@@ -349,7 +367,15 @@ export class AgentJobs {
     }
     l.job.writeStdin(Buffer.from("\n"));
     l.job.closeStdin();
+    l.timeline.mark("gateOpened");
     return l.record;
+  }
+
+  /** Notes that the first output chunk of job `name` went to a watcher (the timeline's end). */
+  firstChunkSent(name: string): void {
+    const l = this.#live(name);
+    l.timeline.mark("firstChunkSent");
+    this.#logTimeline(l);
   }
 
   /** The job named `name`; throws ClawkerdError("not_found") for an unknown or malformed name. */
@@ -433,6 +459,26 @@ export class AgentJobs {
         // the group is gone
       }
     }
+  }
+
+  #logTimeline(l: Live): void {
+    if (l.timeline.takeLog())
+      this.#o.log.debug(
+        { job: l.record.name, ...l.timeline.marks, event: "job_timeline" },
+        "job start timeline",
+      );
+  }
+
+  // A control plane's uuid (held jobs only: it makes the cgroups under that name meanwhile) must be
+  // well formed and new; anything else is refused before anything is written. Without hold the
+  // field is not ours to read (a client that omits it may encode it as "undefined").
+  #newUuid(asked: string, hold: boolean): string {
+    if (!hold || asked === "") return randomUUID();
+    if (!UUID.test(asked))
+      throw new ClawkerdError("invalid_request", `malformed job uuid ${JSON.stringify(asked)}`);
+    if (this.#jobs.has(asked) || existsSync(join(this.#root, asked)))
+      throw new ClawkerdError("invalid_request", `job uuid ${asked} is taken`);
+    return asked;
   }
 
   #live(name: string): Live {
