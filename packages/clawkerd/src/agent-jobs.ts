@@ -18,6 +18,7 @@ import type { GroupStats, JobCgroups, Limits } from "./job-cgroup.js";
 import { JobLog, type JobLogOptions, type LogWatcher } from "./job-log.js";
 import type { Logger } from "./log.js";
 import { JobTimeline } from "./job-timeline.js";
+import { SpareGate } from "./spare-gate.js";
 
 /** A job's lifecycle state. */
 export type AgentJobState = "running" | "completed" | "failed" | "stopped";
@@ -98,6 +99,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // The gate: wait for one line on stdin (written once the process is in its cgroup), then become
 // the target. EOF without the line (placement failed) exits 125 and runs nothing.
 const GATE = 'IFS= read -r _ || exit 125; exec "$@" </dev/null';
+const NEWLINE = Buffer.from("\n");
 
 interface Live {
   readonly record: JobRecord;
@@ -113,6 +115,8 @@ interface Live {
   lost: boolean;
   /** Where the start's time went (debug log `job_timeline`). */
   readonly timeline: JobTimeline;
+  /** What opens the gate: a newline, or a spare gate's line naming the target. */
+  gateLine: Buffer;
 }
 
 /** Every job of this agent: start, stop, status, list, watch. */
@@ -121,11 +125,18 @@ export class AgentJobs {
   readonly #root: string;
   readonly #jobs = new Map<string, Live>();
   readonly #finished: string[] = [];
+  readonly #spare: SpareGate;
   #closed = false;
 
   constructor(options: AgentJobsOptions) {
     this.#o = options;
     this.#root = join(options.stateDir, "jobs");
+    this.#spare = new SpareGate({ log: options.log, baseEnv: options.baseEnv, runAs: options.runAs });
+  }
+
+  /** The spare gate's pid while one waits (tests). */
+  get spareGatePid(): number | undefined {
+    return this.#spare.pid;
   }
 
   /** The prefix of every job name here: `agents/<agent>/jobs/`. */
@@ -169,6 +180,7 @@ export class AgentJobs {
         stopRequested: false,
         lost: false,
         timeline: new JobTimeline(),
+        gateLine: NEWLINE,
       });
     }
     found.sort((a, b) => (BigInt(a.record.startedAtNs) < BigInt(b.record.startedAtNs) ? -1 : 1));
@@ -176,6 +188,7 @@ export class AgentJobs {
       this.#jobs.set(l.record.uuid, l);
       this.#retire(l.record.uuid);
     }
+    this.#spare.start();
   }
 
   /**
@@ -222,26 +235,31 @@ export class AgentJobs {
       stopRequested: false,
       lost: false,
       timeline,
+      gateLine: NEWLINE,
     };
     this.#jobs.set(uuid, live);
-    const job = new Job(
-      uuid,
-      {
-        stages: [
-          {
-            argv: ["/bin/sh", "-c", GATE, "clawker-job", ...spec.argv],
-            uid: this.#o.runAs.uid,
-            gid: this.#o.runAs.gid,
-            cwd: spec.cwd,
-            env: spec.env,
-          },
-        ],
-        timeoutSeconds: 0,
-        initialStdin: Buffer.alloc(0),
-        printOutput: false,
-      },
-      { log: this.#o.log, baseEnv: this.#o.baseEnv },
-    );
+    const spare = this.#spare.take({ argv: spec.argv, cwd: spec.cwd, env: spec.env });
+    if (spare !== undefined) live.gateLine = spare.line;
+    const job =
+      spare?.job ??
+      new Job(
+        uuid,
+        {
+          stages: [
+            {
+              argv: ["/bin/sh", "-c", GATE, "clawker-job", ...spec.argv],
+              uid: this.#o.runAs.uid,
+              gid: this.#o.runAs.gid,
+              cwd: spec.cwd,
+              env: spec.env,
+            },
+          ],
+          timeoutSeconds: 0,
+          initialStdin: Buffer.alloc(0),
+          printOutput: false,
+        },
+        { log: this.#o.log, baseEnv: this.#o.baseEnv },
+      );
     live.job = job;
     timeline.mark("spawned");
     // The job's output goes to disk as fast as it comes; the in-memory buffer is only a hop.
@@ -269,7 +287,7 @@ export class AgentJobs {
       const pid = job.pids[0]!;
       try {
         if (group.dir !== undefined) this.#o.cgroups.place(group.dir, pid);
-        job.writeStdin(Buffer.from("\n"));
+        job.writeStdin(live.gateLine);
         timeline.mark("gateOpened");
       } catch (err) {
         this.#o.log.error(
@@ -339,6 +357,7 @@ export class AgentJobs {
         isLimited: group.isLimited,
         spawned: job.spawned,
         held: hold,
+        spareGate: spare !== undefined,
         event: "job_started",
       },
       "job started",
@@ -365,7 +384,7 @@ export class AgentJobs {
       l.job.closeStdin();
       return l.ended.then(() => l.record);
     }
-    l.job.writeStdin(Buffer.from("\n"));
+    l.job.writeStdin(l.gateLine);
     l.job.closeStdin();
     l.timeline.mark("gateOpened");
     return l.record;
@@ -435,6 +454,7 @@ export class AgentJobs {
   /** Stops every running job (SIGKILL, as clawkerd goes down), waits for their records. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
+    await this.#spare.close();
     const running = [...this.#jobs.values()].filter((l) => l.job?.isRunning === true);
     for (const l of running) {
       l.lost = true;

@@ -375,6 +375,15 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
   // The held process is the gate, not the target: nothing of the target has run.
   assert.match(readFileSync(`/proc/${held.heldPid}/cmdline`, "utf8"), /IFS= read -r _/);
   assert.equal((await statusOf(c, name)).job!.outputBytes, 0n, "the target wrote nothing yet");
+  // A spare gate (when one was ready) waits as clawkerd's user: the agent's processes cannot reach it.
+  const started = await waitFor(() =>
+    proc.lines.find((l) => l["event"] === "job_started" && l["job"] === name),
+  );
+  if (started["spareGate"] === true)
+    assert.match(
+      readFileSync(`/proc/${held.heldPid}/status`, "utf8"),
+      new RegExp(`^Uid:\\s+${process.getuid!()}\\s`, "m"),
+    );
   const opened = await open({ name, run: true, isLimited: true, limitsNote: "" });
   assert.equal(opened.job!.isLimited, true);
   const ended = await waitFor(
