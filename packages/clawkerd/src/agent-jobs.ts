@@ -482,6 +482,7 @@ export class AgentJobs {
   }
 
   #logTimeline(l: Live): void {
+    this.#spare.refillSoon();
     if (l.timeline.takeLog())
       this.#o.log.debug(
         { job: l.record.name, ...l.timeline.marks, event: "job_timeline" },

@@ -135,6 +135,17 @@ export class SpareGate {
     return { job: spare, line: Buffer.from(line) };
   }
 
+  /**
+   * The taking job's start is over (its first output went out, or it ended): the next spare
+   * starts once the pending I/O is flushed instead of at the timer, ready for a next StartJob.
+   */
+  refillSoon(): void {
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    setImmediate(() => this.#fill());
+  }
+
   /** Ends the waiting spare (it runs nothing) and starts no other. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
