@@ -104,3 +104,18 @@ void test("another user cannot write to a waiting spare's stdin; close() ends it
   assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "no process is left");
   assert.equal(spawnSync("test", ["-e", marker]).status, 1, "nothing ran");
 });
+
+void test("a spare killed while it waits is not handed out, and another takes its place", async (t) => {
+  const g = spareGate(t, own);
+  await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+  const first = g.pid!;
+  process.kill(first, "SIGKILL");
+  await waitFor(() => g.pid === undefined, { what: "the dead spare noticed" });
+  assert.equal(g.take({ argv: ["/bin/true"], cwd: "", env: {} }), undefined, "a dead spare is not taken");
+  const next = await waitFor(() => (g.pid !== undefined && g.pid !== first ? g.pid : undefined), {
+    what: "a new spare",
+  });
+  const taken = g.take({ argv: ["/bin/echo", "ran"], cwd: "", env: {} });
+  assert.equal(taken?.job.pids[0], next);
+  assert.deepEqual(await run(taken), { out: "ran\n", code: 0 });
+});
