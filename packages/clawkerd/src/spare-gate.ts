@@ -18,7 +18,9 @@ export const SETPRIV = "/usr/bin/setpriv";
 // having run nothing. The names are unlikely in any environment, so nothing exported is changed.
 const SPARE_SCRIPT = `__clawker_nl='\n'; IFS= read -r __clawker_line || exit 125; eval "$__clawker_line"`;
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+// Names the shell can assign, except the spare's own (an assigned __clawker_nl would change the
+// newlines of the words after it).
+const ENV_NAME = /^(?!__clawker_)[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** What a job asks of its first process. */
 export interface GateTarget {
@@ -43,7 +45,7 @@ export function shellWord(s: string): string {
 /**
  * The line a spare evaluates: change to `cwd`, export `env`, execute the target with stdin from
  * /dev/null (as the gate spawned for a job does), dropping to `drop` when given. Undefined when
- * the shell cannot carry the request as given (an environment name it cannot assign, a NUL):
+ * the shell cannot carry the request as given (an environment name it cannot assign or its own, a NUL):
  * such a job gets a gate of its own.
  */
 export function gateLine(t: GateTarget, drop: DropTo | undefined): string | undefined {

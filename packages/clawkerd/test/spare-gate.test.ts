@@ -58,6 +58,7 @@ void test("a spare carries argv, cwd and environment exactly, whatever they hold
 void test("requests the shell cannot carry get a gate of their own; a missing cwd ends like a missing program", async (t) => {
   assert.equal(gateLine({ argv: ["true"], cwd: "", env: { "A-B": "1" } }, undefined), undefined);
   assert.equal(gateLine({ argv: ["true"], cwd: "", env: { A: "1\0" } }, undefined), undefined);
+  assert.equal(gateLine({ argv: ["true"], cwd: "", env: { __clawker_nl: "x" } }, undefined), undefined);
   assert.equal(gateLine({ argv: ["true\0"], cwd: "", env: {} }, undefined), undefined);
   const g = spareGate(t, own);
   await waitFor(() => g.pid !== undefined, { what: "the first spare" });
