@@ -22,6 +22,21 @@ const SPARE_SCRIPT = `__clawker_nl='\n'; IFS= read -r __clawker_line || exit 125
 // newlines of the words after it).
 const ENV_NAME = /^(?!__clawker_)[A-Za-z_][A-Za-z0-9_]*$/;
 
+// What a job's environment would make setpriv load or read while it still runs as root, before
+// it drops to the jobs' user: glibc's dynamic-loader and "unsecure" variables (ignored only for
+// set-uid programs, which setpriv is not), and locale or time-zone names that are paths. Such a
+// job gets a gate of its own, where the environment first applies after the drop.
+const ROOT_STEERING_NAME =
+  /^(LD_.*|MALLOC_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|NIS_PATH|NLSPATH|RESOLV_HOST_CONF|RES_OPTIONS|TMPDIR|TZDIR)$/;
+const LOCALE_NAME = /^(LANG|LANGUAGE|LC_[A-Z_]+|TZ)$/;
+
+/** Whether `env` would steer setpriv while it runs as root (see ROOT_STEERING_NAME). */
+function steersRoot(env: Readonly<Record<string, string>>): boolean {
+  return Object.entries(env).some(
+    ([k, v]) => ROOT_STEERING_NAME.test(k) || (LOCALE_NAME.test(k) && (v.includes("/") || v.startsWith(":"))),
+  );
+}
+
 /** What a job asks of its first process. */
 export interface GateTarget {
   readonly argv: readonly string[];
@@ -45,13 +60,15 @@ export function shellWord(s: string): string {
 /**
  * The line a spare evaluates: change to `cwd`, export `env`, execute the target with stdin from
  * /dev/null (as the gate spawned for a job does), dropping to `drop` when given. Undefined when
- * the shell cannot carry the request as given (an environment name it cannot assign or its own, a NUL):
- * such a job gets a gate of its own.
+ * the shell cannot carry the request as given (an environment name it cannot assign or its own, a
+ * NUL), or when dropping and the environment would steer setpriv as root: such a job gets a gate
+ * of its own.
  */
 export function gateLine(t: GateTarget, drop: DropTo | undefined): string | undefined {
   const words = [t.cwd, ...t.argv, ...Object.keys(t.env), ...Object.values(t.env)];
   if (words.some((w) => w.includes("\0")) || Object.keys(t.env).some((k) => !ENV_NAME.test(k)))
     return undefined;
+  if (drop !== undefined && steersRoot(t.env)) return undefined;
   const parts: string[] = [];
   // 127 as `exec` of a missing program: the job ends FAILED spawn_failed either way.
   if (t.cwd !== "") parts.push(`cd -- ${shellWord(t.cwd)} || exit 127`);

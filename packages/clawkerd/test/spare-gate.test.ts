@@ -69,6 +69,25 @@ void test("requests the shell cannot carry get a gate of their own; a missing cw
   await waitFor(() => g.pid !== undefined, { what: "the next spare" });
 });
 
+void test("an environment that would steer setpriv while it is root gets a gate of its own", () => {
+  const job = (env: Record<string, string>) => ({ argv: ["true"], cwd: "", env });
+  for (const env of [
+    { LD_PRELOAD: "/home/agent/evil.so" },
+    { LD_LIBRARY_PATH: "/tmp" },
+    { GCONV_PATH: "/tmp" },
+    { GLIBC_TUNABLES: "glibc.malloc.check=3" },
+    { MALLOC_ARENA_MAX: "1" },
+    { LOCPATH: "/tmp" },
+    { LANG: "/home/agent/locale" },
+    { LC_ALL: "../../tmp/x" },
+    { TZ: ":/home/agent/zone" },
+  ]) {
+    assert.equal(gateLine(job(env), NOBODY), undefined, JSON.stringify(env));
+    assert.notEqual(gateLine(job(env), undefined), undefined, `${JSON.stringify(env)} with no drop`);
+  }
+  assert.notEqual(gateLine(job({ LANG: "C.UTF-8", TZ: "UTC", PATH: "/bin" }), NOBODY), undefined);
+});
+
 void test("as root, the target runs as the jobs' user with no supplementary groups (setpriv)", async (t) => {
   if (!requires(t, root, command("setpriv"))) return;
   const g = spareGate(t, NOBODY);
