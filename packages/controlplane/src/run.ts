@@ -100,20 +100,33 @@ process.on("unhandledRejection", (error) => stop({ kind: "fatal", error }));
 const boot = new AuthBoot(config, log);
 await boot.start();
 const daemonModulesAt = StartupTimeline.sinceExecMs();
-const { Daemon } = await import("./daemon.js");
+const { Daemon } = await import("./daemon.js").catch(async (err: unknown): Promise<never> => {
+  // No Daemon to drain yet: stop what the first steps forked, then exit 1 like any failed start.
+  timeline.record("daemon_modules", daemonModulesAt, StartupTimeline.sinceExecMs(), "failed");
+  log.fatal({ err, event: "startup_failed" }, "cannot load the daemon's modules");
+  await boot.supervisor.shutdown();
+  await flushLog();
+  process.exit(1);
+});
 timeline.record("daemon_modules", daemonModulesAt, StartupTimeline.sinceExecMs());
 const daemon = new Daemon(config, log, boot);
 stop = (cause) => daemon.stop(cause);
 for (const cause of early.splice(0)) daemon.stop(cause);
 
 const code = await daemon.run();
-// Exit once the log sink has written its batch in flight: process.exit would leave that async
-// write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
-await new Promise<void>((resolve) => {
-  const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
-  log.flush(() => {
-    clearTimeout(stuck);
-    resolve();
-  });
-});
+await flushLog();
 process.exit(code);
+
+/**
+ * Waits for the log sink's batch in flight before an exit: process.exit would leave that async
+ * write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
+ */
+async function flushLog(): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
+    log.flush(() => {
+      clearTimeout(stuck);
+      resolve();
+    });
+  });
+}
