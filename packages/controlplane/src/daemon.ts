@@ -486,6 +486,7 @@ export class Daemon {
     this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
+    this.#relief.collectStartup();
   }
 
   /** 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz. */

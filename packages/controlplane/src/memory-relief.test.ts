@@ -161,6 +161,32 @@ void test("after load and a quiet stretch it collects once and logs memory_relie
   assert.equal(lines.filter((l) => l["event"] === "memory_relief").length, 2, "once per load");
 });
 
+void test("collectStartup collects the start-up's garbage at once, and quiet stretches after it pass without a pause", async (t) => {
+  const { log, lines } = capture();
+  const relief = new MemoryRelief({ log, idleMs: 200, marginMiB: 256 });
+  t.after(() => relief.close());
+  relief.start();
+  relief.collectStartup();
+  const line = await waitFor(() => lines.find((l) => l["event"] === "memory_relief"), {
+    timeoutMs: 40_000,
+    what: "the start-up collection",
+  });
+  assert.equal(line["trigger"], "startup");
+  assert.equal(line["quietMs"], 0, "no quiet stretch awaited");
+  // (RSS here includes the vm context the gc is taken from; test/daemon.test.ts checks the daemon's.)
+  assert.ok((line["heapAfterMiB"] as number) <= (line["heapBeforeMiB"] as number), "the heap did not grow");
+  // Without it, the sampler's first quiet stretch (start-up counts as load) would collect: now
+  // nothing is above what the start-up collection left, so several stretches pass without one.
+  await sleep(1500);
+  assert.equal(lines.filter((l) => l["event"] === "memory_relief").length, 1);
+  const closed = new MemoryRelief({ log, idleMs: 200 });
+  closed.close();
+  closed.collectStartup();
+  new MemoryRelief({ log, idleMs: 200, enabled: false }).collectStartup();
+  await sleep(100);
+  assert.equal(lines.filter((l) => l["event"] === "memory_relief").length, 1, "closed or disabled: none");
+});
+
 void test("close() stops it: no collection after close, start() after close does nothing", async () => {
   const { log, lines } = capture();
   const relief = new MemoryRelief({ log, idleMs: 100, marginMiB: 0 });

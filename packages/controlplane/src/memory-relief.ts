@@ -162,6 +162,21 @@ export class MemoryRelief {
     this.#timer.unref();
   }
 
+  /**
+   * Collects the start-up's garbage at the event loop's next turn (call it once ready): start-up
+   * grows the young generation to its full size and leaves it nearly all garbage (~14 MiB), which
+   * only a full collection returns, so waiting for a quiet stretch kept every idle daemon above
+   * what it needs for `idleMs`. The sampler then fires again only for memory above what this left.
+   */
+  collectStartup(): void {
+    if (!this.#enabled || this.#closed) return;
+    setTimeout(() => {
+      if (this.#closed) return;
+      this.#relieve(process.memoryUsage.rss(), 0, "startup");
+      this.#state = { ...this.#state, sawActivity: false, quietSince: undefined };
+    }, 0).unref();
+  }
+
   /** Stops sampling. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -178,10 +193,10 @@ export class MemoryRelief {
     const { state, step } = reliefStep(this.#state, { now, utilization, rssBytes }, this.#limits);
     const quietMs = now - (this.#state.quietSince ?? now);
     this.#state = state;
-    if (step === "relieve") this.#relieve(rssBytes, quietMs);
+    if (step === "relieve") this.#relieve(rssBytes, quietMs, "quiet");
   }
 
-  #relieve(rssBefore: number, quietMs: number): void {
+  #relieve(rssBefore: number, quietMs: number, trigger: "startup" | "quiet"): void {
     const heapBefore = process.memoryUsage().heapTotal;
     const start = performance.now();
     try {
@@ -203,6 +218,7 @@ export class MemoryRelief {
     this.#log.info(
       {
         event: "memory_relief",
+        trigger,
         rssBeforeMiB: toMiB(rssBefore),
         rssAfterMiB: toMiB(after.rss),
         heapBeforeMiB: toMiB(heapBefore),
