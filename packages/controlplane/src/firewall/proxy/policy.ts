@@ -2,7 +2,7 @@
 // and its validation. The rule store's compile step produces a ProxyPolicy; everything here is
 // checked before a byte is written or sent, because the values end up as HAProxy map keys and
 // runtime API arguments. See README.md ("The policy") for the semantics.
-import { z } from "zod";
+import * as z from "zod";
 import { MAX_WILDCARD_LABELS, wildcardDepth } from "../name-match.js";
 import { ProxyError } from "./errors.js";
 
