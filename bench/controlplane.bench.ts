@@ -147,8 +147,8 @@ const bench: Benchmark = {
         idle.push(rssMiB(cp.proc.pid!));
       }
       figures.push(summarise("daemon idle RSS after start (own process)", "MiB", idle, "lower", "<= 100"));
-      // Idle for good: once memory relief has collected the start-up's garbage (at the first turn
-      // of the event loop after ready, trigger startup), which is where an idle daemon stays.
+      // Idle for good: once memory relief has collected the start-up's garbage (in the first quiet
+      // 100 ms after ready, trigger startup), which is where an idle daemon stays.
       await waitFor(() => cp.logs.some((l) => l["event"] === "memory_relief"), { timeoutMs: 60_000 });
       const settled: number[] = [];
       for (let i = 0; i < ctx.runs; i++) {
