@@ -279,6 +279,8 @@ export class Daemon {
         ? undefined
         : new BpfEventFeed({
             subscribe: (signal) => enforcement.client.events(signal),
+            // The kernel's own event drops (ring full, per-cgroup rate): the bpf source's drops.
+            kernelDrops: async () => (await enforcement.client.dump()).counters,
             hub: events,
             log: log.child({ component: "firewall-events" }),
           });
