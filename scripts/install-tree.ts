@@ -129,7 +129,14 @@ export async function buildInstallTree(outDir: string): Promise<InstallTree> {
     const bundleRel = distPathOf(`${pkgDir}/${program.bundle}`);
     const result = await build({
       entryPoints: [join(REPO_ROOT, pkgDir, program.bundle)],
-      outfile: join(outDir, bundleRel),
+      // What a program imports dynamically is a chunk file beside its bundle, loaded when imported:
+      // clawker-cp forks the auth server before it imports the daemon's own modules (run.ts), and
+      // each file's top-level code, compiled when the file loads, is in Node's compile cache. Inlined,
+      // that code sat in lazily compiled wrappers the cache did not hold, compiled at every start.
+      outdir: join(outDir, dirname(bundleRel)),
+      entryNames: "[name]",
+      chunkNames: "[name]-[hash]",
+      splitting: true,
       bundle: true,
       platform: "node",
       format: "esm",

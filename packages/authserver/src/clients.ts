@@ -1,6 +1,6 @@
 // OAuth2 client registration in Hydra's JSON shape (the subset clawker uses): validation, and the
 // mapping to oidc-provider client metadata. Only client_credentials + private_key_jwt (ES256) exist.
-import { z } from "zod";
+import * as z from "zod";
 import type { StoredClient } from "./store.js";
 
 /** RFC 6749 §3.3 scope-token: one or more NQCHAR (%x21 / %x23-5B / %x5D-7E). */

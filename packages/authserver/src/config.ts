@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { AuthServerError, ConfigError } from "./errors.js";
 
 /** Default public (token, discovery, JWKS) listener, as Hydra's public port. */

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { isCidr4, isIpv4, isIpv4OrCidr } from "./firewall/proxy/policy.js";
 
 const port = z.number().int().min(0).max(65535);

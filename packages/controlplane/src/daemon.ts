@@ -1,6 +1,5 @@
 // The daemon: everything is constructed first (no side effects), then started in the order of
 // ARCHITECTURE.md, then drained in the one fixed order whatever ended it. Only main.ts exits.
-import { randomBytes } from "node:crypto";
 import { isAbsolute, join } from "node:path";
 import { CLI_CLIENT, AGENT_CLIENT, egress } from "@clawker/proto";
 // Auth modules by path, not through auth/index.js: the Ory config code (yaml, ajv and the schemas)
@@ -11,9 +10,10 @@ import { CachingIntrospector } from "./auth/introspection-cache.js";
 import { HttpIntrospector } from "./auth/introspector.js";
 import { ReadyGate } from "./auth/ready-gate.js";
 import { withRecovery } from "./auth/recovery.js";
-import { authUrls, prepareAuthProcesses } from "./auth-processes.js";
+import { AuthBoot, DATABASE_FILE, type Booted } from "./auth-boot.js";
+import { authUrls, type AuthPlan } from "./auth-processes.js";
 import { Overseer } from "@clawker/overseer";
-import { Registry } from "./agents/registry.js";
+import type { Registry } from "./agents/registry.js";
 import { ContainerAddressIndex, dockerInspector } from "./agents/address-index.js";
 import { agentService } from "./agents/agent-service.js";
 import { Dialer } from "./agents/dialer.js";
@@ -66,9 +66,9 @@ import { RefusalLog } from "./server/refusal-log.js";
 import { SosBoard } from "./server/sos-board.js";
 import { ForcedStopError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
-import { SubprocessManager, type HelperCrash } from "./supervisor/subprocess-manager.js";
+import type { HelperCrash, SubprocessManager } from "./supervisor/subprocess-manager.js";
 import { StartupTimeline } from "./startup-timeline.js";
-import { loadTrustDir, type TrustMaterial } from "./trust-dir.js";
+import type { TrustMaterial } from "./trust-dir.js";
 
 /** Why the daemon stopped; decides the exit code (0 only for a requested stop or a drain to zero). */
 export type StopCause =
@@ -84,11 +84,7 @@ export function exitCodeFor(cause: StopCause): 0 | 1 {
   return cause.kind === "signal" || cause.kind === "drained_to_zero" ? 0 : 1;
 }
 
-/** Where the supervisor records its helpers, so a restart can kill what a SIGKILL of ours left. */
-export const HELPER_RECORD_FILE = "helpers.json";
-
-/** The daemon's sqlite file in the data dir: the registry's agents and the firewall's rules. */
-export const DATABASE_FILE = "registry.db";
+export { DATABASE_FILE, HELPER_RECORD_FILE } from "./auth-boot.js";
 
 /** Bound addresses, once started (the ready log line reports them). */
 export interface DaemonAddresses {
@@ -104,6 +100,8 @@ export class Daemon {
   readonly #config: Config;
   readonly #log: Logger;
   readonly #supervisor: SubprocessManager;
+  /** The first start-up steps (through the auth helper's spawn), maybe already run by main.ts. */
+  readonly #boot: AuthBoot;
   readonly #sos = new SosBoard();
   readonly #readyGate = new ReadyGate();
   readonly #health: HealthServer;
@@ -134,8 +132,6 @@ export class Daemon {
   #introspectionCache: CachingIntrospector | undefined;
   readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
-  /** This start's nonce: the embedded authserver's health answer must echo it. */
-  readonly #instance = randomBytes(18).toString("base64url");
   #stopCause: StopCause | undefined;
   /** Causes that arrived after the first (during the drain): logged, and a failure among them exits 1. */
   readonly #laterCauses: StopCause[] = [];
@@ -152,9 +148,14 @@ export class Daemon {
   #adminSocket: GroupSocket | undefined;
   #addresses: DaemonAddresses | undefined;
 
-  constructor(config: Config, log: Logger) {
+  /**
+   * `boot` is the start-up's first steps when the caller began them already (run.ts does, before it
+   * loads this module, so the auth helper boots meanwhile); by default `run()` begins them.
+   */
+  constructor(config: Config, log: Logger, boot: AuthBoot = new AuthBoot(config, log)) {
     this.#config = config;
     this.#log = log;
+    this.#boot = boot;
     this.#timeline = new StartupTimeline(log);
     // Metrics (issue 11 §5): counted as things happen, the rest read at each scrape of /metrics.
     this.#metrics = new Metrics({
@@ -171,12 +172,8 @@ export class Daemon {
         (await this.#firewall.status()).containers.filter((c) => c.mode === "bypass").length,
       refusals: () => this.#counters.rows(),
     });
-    this.#supervisor = new SubprocessManager({
-      logger: log,
-      graceMs: config.shutdownGraceMs,
-      stateFile: join(config.dataDir, HELPER_RECORD_FILE),
-      onStarted: (name) => this.#metrics.helperStarted(name),
-    });
+    this.#supervisor = boot.supervisor;
+    boot.onHelperStarted((name) => this.#metrics.helperStarted(name));
     // Connection caps sized from RLIMIT_NOFILE, so strangers cannot take the descriptors peers need.
     const { limit, caps } = processListenerCaps();
     this.#openFiles = limit;
@@ -436,12 +433,15 @@ export class Daemon {
     const cfg = this.#config;
     const t = this.#timeline;
 
-    // Before anything binds or spawns: helpers a SIGKILLed predecessor left holding their ports.
-    await t.step("reap_leftovers", () => this.#supervisor.reapLeftovers());
-    // 2. Trust material, registry: a damaged registry refuses the start before anything is spawned.
-    const trust = t.stepSync("trust", () => loadTrustDir(cfg.trustDir));
-    const registry = t.stepSync("registry", () => new Registry(join(cfg.dataDir, DATABASE_FILE)));
-    this.#registry = registry;
+    // 1-2. Leftovers reaped, trust material, registry, the auth helpers' configs, the first one
+    // forked (auth-boot.ts): run.ts began these before it loaded this module.
+    let booted: Booted;
+    try {
+      booted = await this.#boot.result;
+    } finally {
+      this.#registry = this.#boot.registry; // the drain closes it whatever failed after it opened
+    }
+    const { trust, registry, plan } = booted;
     try {
       publishAgentLimits(cfg.dataDir, cfg.agentLimits);
     } catch (err) {
@@ -449,17 +449,14 @@ export class Daemon {
       this.#log.warn({ err, event: "agent_limits_unpublished" }, "cannot publish the default agent limits");
     }
 
-    // The auth helpers boot in processes of their own, the longest step of the start-up: they are
-    // spawned first and the listeners (3) are built and bound while they boot (4). The first failure
-    // stops the other branch, and #start settles only once both have, so the drain never races a
-    // listener that is still binding.
+    // The auth helpers boot in processes of their own, the longest step of the start-up: the first
+    // is forked already and the listeners (3) are built and bound while they boot (4). The first
+    // failure stops the other branch, and #start settles only once both have, so the drain never
+    // races a listener that is still binding.
     const failed = new AbortController();
     const branch = AbortSignal.any([signal, failed.signal]);
-    // Building the listeners is synchronous work: it waits until the first helper is forked.
-    let authSpawned!: () => void;
-    const spawned = new Promise<void>((resolve) => (authSpawned = resolve));
-    const auth = this.#startAuth(trust, branch, authSpawned).finally(authSpawned);
-    const listeners = spawned.then(() => this.#startListeners(trust, registry, branch));
+    const auth = this.#startAuth(trust, plan, branch);
+    const listeners = this.#startListeners(trust, registry, branch);
     const settled = await Promise.allSettled(
       [auth, listeners].map((p) =>
         p.catch((err: unknown) => {
@@ -503,6 +500,7 @@ export class Daemon {
     this.#jobPlacement?.start(signal);
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
+    this.#relief.collectStartup();
   }
 
   /** 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz. */
@@ -694,16 +692,16 @@ export class Daemon {
     );
   }
 
-  /** 4. Auth stack: configs (and the system secret), spawn, wait healthy, register the two clients. */
-  async #startAuth(trust: TrustMaterial, signal: AbortSignal, spawned: () => void): Promise<void> {
+  /** 4. Auth stack: the helpers spawned in turn (the first was), each waited healthy; the two clients registered. */
+  async #startAuth(trust: TrustMaterial, plan: AuthPlan, signal: AbortSignal): Promise<void> {
     const cfg = this.#config;
     const t = this.#timeline;
-    const plan = await t.step("auth_configs", () => prepareAuthProcesses(cfg, trust, this.#instance));
-    for (const helper of plan.helpers) {
+    for (const [i, helper] of plan.helpers.entries()) {
       signal.throwIfAborted();
       const instance = helper.instance === undefined ? {} : { instance: helper.instance };
-      await t.step(`spawn_${helper.name}`, () => this.#supervisor.start(helper.name, helper.command));
-      spawned();
+      if (i > 0) {
+        await t.step(`spawn_${helper.name}`, () => this.#supervisor.start(helper.name, helper.command));
+      }
       await t.step(`healthy_${helper.name}`, () =>
         this.#supervisor.waitHealthy(helper.name, {
           url: helper.healthUrl,

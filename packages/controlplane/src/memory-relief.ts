@@ -30,6 +30,12 @@ export const QUIET_UTILIZATION = 0.05;
 
 const MiB = 1024 * 1024;
 
+/**
+ * The start-up collection waits for the first interval this long whose event loop was quiet: its
+ * pause must not hold up the first requests after ready (`/healthz`, the CLI's first call).
+ */
+export const STARTUP_QUIET_MS = 100;
+
 /** What the sampler decided for one interval. */
 export type ReliefStep = "active" | "quiet" | "relieve";
 
@@ -138,6 +144,7 @@ export class MemoryRelief {
   readonly #limits: { readonly idleMs: number; readonly marginBytes: number };
   #state: ReliefState = INITIAL_RELIEF_STATE;
   #timer: NodeJS.Timeout | undefined;
+  #startupTimer: NodeJS.Timeout | undefined;
   #elu: EventLoopUtilization | undefined;
   #collect: Collect | undefined;
   #closed = false;
@@ -162,10 +169,33 @@ export class MemoryRelief {
     this.#timer.unref();
   }
 
+  /**
+   * Collects the start-up's garbage in the first quiet `STARTUP_QUIET_MS` after ready (call it
+   * once ready): start-up grows the young generation to its full size and leaves it nearly all
+   * garbage (~14 MiB), which only a full collection returns, so waiting for a quiet stretch of
+   * `idleMs` kept every idle daemon above what it needs that long. The sampler then fires again
+   * only for memory above what this left.
+   */
+  collectStartup(): void {
+    if (!this.#enabled || this.#closed || this.#startupTimer !== undefined) return;
+    let elu = performance.eventLoopUtilization();
+    this.#startupTimer = setInterval(() => {
+      const now = performance.eventLoopUtilization();
+      const utilization = performance.eventLoopUtilization(now, elu).utilization;
+      elu = now;
+      if (utilization > QUIET_UTILIZATION) return;
+      clearInterval(this.#startupTimer);
+      this.#relieve(process.memoryUsage.rss(), STARTUP_QUIET_MS, "startup");
+      this.#state = { ...this.#state, sawActivity: false, quietSince: undefined };
+    }, STARTUP_QUIET_MS);
+    this.#startupTimer.unref();
+  }
+
   /** Stops sampling. Idempotent. */
   close(): void {
     this.#closed = true;
     clearInterval(this.#timer);
+    clearInterval(this.#startupTimer);
     this.#timer = undefined;
   }
 
@@ -178,10 +208,10 @@ export class MemoryRelief {
     const { state, step } = reliefStep(this.#state, { now, utilization, rssBytes }, this.#limits);
     const quietMs = now - (this.#state.quietSince ?? now);
     this.#state = state;
-    if (step === "relieve") this.#relieve(rssBytes, quietMs);
+    if (step === "relieve") this.#relieve(rssBytes, quietMs, "quiet");
   }
 
-  #relieve(rssBefore: number, quietMs: number): void {
+  #relieve(rssBefore: number, quietMs: number, trigger: "startup" | "quiet"): void {
     const heapBefore = process.memoryUsage().heapTotal;
     const start = performance.now();
     try {
@@ -203,6 +233,7 @@ export class MemoryRelief {
     this.#log.info(
       {
         event: "memory_relief",
+        trigger,
         rssBeforeMiB: toMiB(rssBefore),
         rssAfterMiB: toMiB(after.rss),
         heapBeforeMiB: toMiB(heapBefore),

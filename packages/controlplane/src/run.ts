@@ -1,13 +1,16 @@
 // clawker-cp proper: parses flags and config (nothing binds if
 // either is wrong), then runs the Daemon and exits with its code. The only place that exits.
+// The auth helper's boot is the critical path of the start-up: its first steps (auth-boot.ts, a
+// small module graph) fork it before the daemon's own modules load, which then load while it boots.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { AuthBoot } from "./auth-boot.js";
 import { ConfigError, loadConfig } from "./config.js";
-import { Daemon } from "./daemon.js";
+import type { StopCause } from "./daemon.js";
 import { createLogger } from "./logging.js";
 import { StartupTimeline } from "./startup-timeline.js";
 
-// Everything above is loaded by now: Node's own start plus our module graph.
+// Everything above is loaded by now: Node's own start plus the first steps' module graph.
 const modulesLoadedMs = StartupTimeline.sinceExecMs();
 
 /** How long the exit waits for the log's last writes before the exit hook writes what is left. */
@@ -84,22 +87,46 @@ const log = createLogger(config.log.level);
 const timeline = new StartupTimeline(log);
 timeline.record("modules", 0, modulesLoadedMs);
 timeline.record("config", modulesLoadedMs, StartupTimeline.sinceExecMs());
-const daemon = new Daemon(config, log);
+// Causes that arrive while the daemon's modules load wait for it: a helper is forked by then.
+const early: StopCause[] = [];
+let stop = (cause: StopCause): void => void early.push(cause);
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  process.on(signal, () => daemon.stop({ kind: "signal", signal }));
+  process.on(signal, () => stop({ kind: "signal", signal }));
 }
 // After start-up nothing may crash the process: route everything into the drain.
-process.on("uncaughtException", (error) => daemon.stop({ kind: "fatal", error }));
-process.on("unhandledRejection", (error) => daemon.stop({ kind: "fatal", error }));
+process.on("uncaughtException", (error) => stop({ kind: "fatal", error }));
+process.on("unhandledRejection", (error) => stop({ kind: "fatal", error }));
+
+const boot = new AuthBoot(config, log);
+await boot.start();
+const daemonModulesAt = StartupTimeline.sinceExecMs();
+const { Daemon } = await import("./daemon.js").catch(async (err: unknown): Promise<never> => {
+  // No Daemon to drain yet: stop what the first steps forked, then exit 1 like any failed start.
+  timeline.record("daemon_modules", daemonModulesAt, StartupTimeline.sinceExecMs(), "failed");
+  log.fatal({ err, event: "startup_failed" }, "cannot load the daemon's modules");
+  await boot.supervisor.shutdown();
+  await flushLog();
+  process.exit(1);
+});
+timeline.record("daemon_modules", daemonModulesAt, StartupTimeline.sinceExecMs());
+const daemon = new Daemon(config, log, boot);
+stop = (cause) => daemon.stop(cause);
+for (const cause of early.splice(0)) daemon.stop(cause);
 
 const code = await daemon.run();
-// Exit once the log sink has written its batch in flight: process.exit would leave that async
-// write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
-await new Promise<void>((resolve) => {
-  const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
-  log.flush(() => {
-    clearTimeout(stuck);
-    resolve();
-  });
-});
+await flushLog();
 process.exit(code);
+
+/**
+ * Waits for the log sink's batch in flight before an exit: process.exit would leave that async
+ * write's outcome unknown, and the exit hook, writing it again, printed the drain lines twice.
+ */
+async function flushLog(): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stuck = setTimeout(resolve, EXIT_FLUSH_MS); // a pipe nobody reads: the exit hook tries
+    log.flush(() => {
+      clearTimeout(stuck);
+      resolve();
+    });
+  });
+}

@@ -85,6 +85,7 @@ describe("clawker-cp on embedded defaults", () => {
         "registry",
         "auth_configs",
         "spawn_authserver",
+        "daemon_modules",
         "agent_listener",
         "admin_listener",
         "admin_socket",
@@ -111,8 +112,16 @@ describe("clawker-cp on embedded defaults", () => {
     const step = (name: string) => steps.find((s) => s["step"] === name)!;
     const startOf = (name: string) => step(name)["startMs"] as number;
     const endOf = (name: string) => startOf(name) + (step(name)["ms"] as number);
+    // The auth server, the critical path, is forked before the daemon's own modules load.
+    assert.ok(startOf("daemon_modules") >= endOf("spawn_authserver") - 1, "modules after the spawn");
     assert.ok(startOf("agent_listener") >= endOf("spawn_authserver") - 1, "listeners after the spawn");
     assert.ok(startOf("agent_listener") <= endOf("healthy_authserver"), "listeners before it is healthy");
+    // The start-up's garbage goes back once ready, not after a quiet stretch (memory-relief.ts).
+    const relief = await waitFor(
+      () => cp.logs.find((l) => l["event"] === "memory_relief" && l["trigger"] === "startup"),
+      { timeoutMs: 30_000, what: "the start-up collection" },
+    );
+    assert.ok((relief["rssAfterMiB"] as number) < (relief["rssBeforeMiB"] as number), "it gave memory back");
   });
 
   test("a helper killed after ready drains the daemon with exit 1", async (t) => {

@@ -1,7 +1,7 @@
 // Executor plans: the commands the control plane runs in an agent over its Session. The init plan
 // runs once per container (until clawkerd reports `initialized`), the boot plan on every container
 // start, both before AgentReady. A plan is data (validated), turned into ShellCommands here.
-import { z } from "zod";
+import * as z from "zod";
 import type { clawkerd } from "@clawker/proto";
 
 /** One process of a step's pipeline. uid/gid 0 and cwd "/" unless given. */

@@ -17,7 +17,7 @@ import {
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { stringify } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { unixSocketUrl } from "../http-client.js";
 import { ADMIN_SOCKET_MODE, HYDRA_ADMIN_SOCKET, KRATOS_ADMIN_SOCKET } from "./admin-sockets.js";
 

@@ -1,7 +1,7 @@
 // The manager's line-delimited JSON protocol: request and result types, and the same validation
 // the manager applies (packages/ebpf-manager/src/server.c), so malformed input is rejected here
 // before it is sent.
-import { z } from "zod";
+import * as z from "zod";
 
 const octet = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const ipv4Pattern = new RegExp(`^${octet}\\.${octet}\\.${octet}\\.${octet}$`);

@@ -3,7 +3,7 @@
 // same validation as FirewallAddRules; every problem is listed with its position.
 import { readFileSync, statSync } from "node:fs";
 import { LineCounter, parseDocument } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { FloorFileError, problemPath } from "./errors.js";
 import type { Rule, RuleInput } from "./rule.js";
 import { describeKey, ruleKey } from "./rule.js";

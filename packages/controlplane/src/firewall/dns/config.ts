@@ -1,7 +1,7 @@
 // The DNS gate process's configuration: one zod schema, read from the JSON file the daemon writes,
 // parsed once and frozen. Every problem is listed in one error before anything binds.
 import { readFileSync } from "node:fs";
-import { z } from "zod";
+import * as z from "zod";
 import { ipv4 } from "../../ebpf/protocol.js";
 import { InvalidConfigError } from "./errors.js";
 

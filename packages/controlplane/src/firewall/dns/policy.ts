@@ -2,7 +2,7 @@
 // is, where allowed queries go, TTL bounds and the per-client rate limit. `compilePolicy` checks
 // all of it (every problem listed) and builds the tables the hot path consults. Matching and how
 // scopes combine are described in README.md, "Policy".
-import { z } from "zod";
+import * as z from "zod";
 import { ipv4 } from "../../ebpf/protocol.js";
 import { MAX_WILDCARD_LABELS, matchingPatterns, wildcardDepth } from "../name-match.js";
 import type { Action, Scope, ScopeKind } from "../rule.js";

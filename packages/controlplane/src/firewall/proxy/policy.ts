@@ -3,7 +3,7 @@
 // checked before a byte is written or sent, because the values end up as HAProxy map keys and
 // runtime API arguments. See README.md ("The policy") for the semantics.
 import { RE2JS } from "re2js";
-import { z } from "zod";
+import * as z from "zod";
 import { MAX_WILDCARD_LABELS, wildcardDepth } from "../name-match.js";
 import { ProxyError } from "./errors.js";
 

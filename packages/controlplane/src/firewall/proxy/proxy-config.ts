@@ -1,7 +1,7 @@
 // The proxy's static configuration: what is rendered into the base config and cannot change
 // without a restart (listeners, resolvers, CA bundle, limits). Rules are not here: see policy.ts.
 import { isAbsolute } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { ProxyError } from "./errors.js";
 import { isCidr4, isIpv4 } from "./policy.js";
 
