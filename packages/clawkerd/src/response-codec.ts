@@ -1,7 +1,10 @@
 // The Session's response serializer. OutputChunk responses are the hot path (100 MiB of `cat`
 // is 3,200 of them): the generated codec copies the payload three times (writer chunks, finish,
-// Buffer.from) and its garbage dominated a CPU profile, so they are encoded here in one
-// allocation and one copy. Every other response goes through the generated codec. The byte
+// Buffer.from) and its garbage dominated a CPU profile, so they are encoded here with one copy.
+// The service's serializer encodes them into one reused buffer, not a new one: grpc-js copies
+// what a serializer returns into its own length-prefixed frame before it returns from write(),
+// and each 32 KiB buffer allocated per message was external memory that made V8 run a full GC
+// about every 6 MiB of output. Every other response goes through the generated codec. The byte
 // layout is proto3's (field 1 command_id, field 4 OutputChunk{1 data}); response-codec.test.ts
 // checks it against the generated encoder and decoder.
 import { clawkerd } from "@clawker/proto";
@@ -28,15 +31,31 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
   return at;
 }
 
-/** Encodes one Response (proto3 wire format). */
+/** Encodes one Response (proto3 wire format) into a buffer of its own. */
 export function encodeResponse(r: clawkerd.Response): Buffer {
+  return encode(r, (size) => Buffer.allocUnsafe(size));
+}
+
+/** The reused buffer of serializeResponse: room for a Session chunk (32 KiB) and its id. */
+const SCRATCH_BYTES = 64 << 10;
+const scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
+
+/**
+ * Encodes one Response for grpc-js: an OutputChunk up to 64 KiB into a buffer that the next call
+ * reuses, so the result is valid only until then (grpc-js copies it into its frame at once).
+ */
+export function serializeResponse(r: clawkerd.Response): Buffer {
+  return encode(r, (size) => (size <= SCRATCH_BYTES ? scratch.subarray(0, size) : Buffer.allocUnsafe(size)));
+}
+
+function encode(r: clawkerd.Response, alloc: (size: number) => Buffer): Buffer {
   if (r.payload?.$case !== "output") return Buffer.from(clawkerd.Response.encode(r).finish());
   const data = r.payload.value.data;
   const idLen = Buffer.byteLength(r.commandId, "utf8");
   // proto3 omits empty scalars: no command_id field for "", no data field for empty bytes.
   const inner = data.length === 0 ? 0 : 1 + varintSize(data.length) + data.length;
   const size = (idLen === 0 ? 0 : 1 + varintSize(idLen) + idLen) + 1 + varintSize(inner) + inner;
-  const buf = Buffer.allocUnsafe(size);
+  const buf = alloc(size);
   let at = 0;
   if (idLen > 0) {
     buf[at++] = TAG_COMMAND_ID;
@@ -55,5 +74,5 @@ export function encodeResponse(r: clawkerd.Response): Buffer {
 
 /** ClawkerdService with the fast response serializer (same path, flags and request codec). */
 export const ClawkerdServiceFast = {
-  session: { ...clawkerd.ClawkerdServiceService.session, responseSerialize: encodeResponse },
+  session: { ...clawkerd.ClawkerdServiceService.session, responseSerialize: serializeResponse },
 } as const;
