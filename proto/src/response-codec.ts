@@ -1,4 +1,4 @@
-// The serializer of clawker.clawkerd.v1.Response, for clawkerd's Session and the control plane's
+// The codec of clawker.clawkerd.v1.Response, for clawkerd's Session and the control plane's
 // ExecAgent relay (which so re-encodes only the fields it decoded: an agent's unknown fields never
 // reach the CLI). OutputChunk responses are the hot path (100 MiB of `cat` is 3,200 of them): the
 // generated codec copies the payload three times (writer chunks, finish, Buffer.from) and its
@@ -6,9 +6,11 @@
 // encodes them into one reused buffer, not a new one: grpc-js copies what a serializer returns into
 // its own length-prefixed frame before write() returns, and a 32 KiB buffer allocated per message
 // was external memory that made V8 run a full GC every few MiB of output. Every other response
-// goes through the generated codec. The byte layout is proto3's (field 1 command_id, field 4
-// OutputChunk{1 data}); packages/clawkerd/src/response-codec.test.ts checks it against the
-// generated encoder and decoder.
+// goes through the generated codec. The control plane decodes OutputChunks without a copy (their
+// data a view of the message buffer grpc-js allocated), anything else with the generated decoder.
+// The byte layout is proto3's (field 1 command_id, field 4 OutputChunk{1 data});
+// packages/clawkerd/src/response-codec.test.ts and response-codec.test.ts here check it against
+// the generated encoder and decoder.
 import * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 
 const TAG_COMMAND_ID = (1 << 3) | 2;
@@ -72,4 +74,58 @@ function encode(r: clawkerd.Response, alloc: (size: number) => Buffer): Buffer {
     data.copy(buf, at);
   }
   return buf;
+}
+
+/**
+ * Decodes one Response from grpc-js. A plain OutputChunk (command_id and data, each at most once,
+ * nothing else) is read without copying: its data is a view of `buf`, which grpc-js allocates for
+ * each message. Anything else, unknown fields included, goes to the generated decoder, which drops
+ * unknown fields; malformed input throws as it does there.
+ */
+export function deserializeClawkerdResponse(buf: Buffer): clawkerd.Response {
+  return decodeOutput(buf) ?? clawkerd.Response.decode(buf);
+}
+
+// A varint at `at` as [value, next offset]; undefined when truncated or over 2^35.
+function readVarint(buf: Buffer, at: number): [number, number] | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < 5 && at < buf.length; i++) {
+    const b = buf[at++]!;
+    value += (b & 0x7f) * scale;
+    if (b < 0x80) return [value, at];
+    scale *= 128;
+  }
+  return undefined;
+}
+
+function decodeOutput(buf: Buffer): clawkerd.Response | undefined {
+  let at = 0;
+  let commandId: string | undefined;
+  let data: Buffer | undefined;
+  while (at < buf.length) {
+    const tag = buf[at++];
+    if (tag !== TAG_COMMAND_ID && tag !== TAG_OUTPUT) return undefined;
+    const len = readVarint(buf, at);
+    if (len === undefined || len[1] + len[0] > buf.length) return undefined;
+    const [size, from] = len;
+    at = from + size;
+    if (tag === TAG_COMMAND_ID) {
+      if (commandId !== undefined) return undefined;
+      commandId = buf.toString("utf8", from, at);
+      continue;
+    }
+    if (data !== undefined) return undefined;
+    // OutputChunk: at most one data field and nothing else.
+    if (size === 0) {
+      data = Buffer.alloc(0);
+      continue;
+    }
+    if (buf[from] !== TAG_DATA) return undefined;
+    const inner = readVarint(buf, from + 1);
+    if (inner === undefined || inner[1] + inner[0] !== at) return undefined;
+    data = buf.subarray(inner[1], at);
+  }
+  if (data === undefined) return undefined;
+  return { commandId: commandId ?? "", payload: { $case: "output", value: { data } } };
 }
