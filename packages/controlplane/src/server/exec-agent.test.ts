@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ADMIN_ERRORS, clawkerd, type admin } from "@clawker/proto";
+import { ADMIN_ERRORS, clawkerd, deserializeClawkerdResponse, type admin } from "@clawker/proto";
 import { Registry } from "../agents/registry.js";
 import { AdminServiceRelay, ExecAgentError, checkExecRequest, resolveAgent } from "./exec-agent.js";
 
@@ -176,12 +176,10 @@ describe("the relay's codec", () => {
     return Buffer.from(out);
   }
   const secret = Buffer.from("AGENT-SECRET-FIELD");
-  // What the Dialer decodes (the generated client's deserializer) and what the admin listener
-  // then sends the CLI (the relay's serializer).
+  // What the Dialer decodes (its client's deserializer) and what the admin listener then sends
+  // the CLI (the relay's serializer).
   const relay = (wire: Buffer): Buffer =>
-    AdminServiceRelay.execAgent.responseSerialize(
-      clawkerd.ClawkerdServiceService.session.responseDeserialize(wire),
-    );
+    AdminServiceRelay.execAgent.responseSerialize(deserializeClawkerdResponse(wire));
 
   test("an agent's unknown fields, in Response and in OutputChunk, never reach the CLI", () => {
     const chunk = Buffer.concat([
