@@ -63,3 +63,42 @@ export async function startEcho(): Promise<EchoPair> {
     },
   };
 }
+
+/** A running output-server.ts process (grpc-js alone streaming a child's output). */
+export interface OutputServer {
+  /** The server process (its CPU time, and its children's, is read from /proc). */
+  readonly pid: number;
+  readonly address: string;
+  readonly close: () => Promise<void>;
+}
+
+/** Starts output-server.ts with the given server leaf; clients must present a leaf of `caPem`. */
+export async function startOutputServer(pem: {
+  readonly caPem: string;
+  readonly certPem: string;
+  readonly keyPem: string;
+}): Promise<OutputServer> {
+  const server = spawn(
+    process.execPath,
+    [
+      "--import",
+      import.meta.resolve("tsx"),
+      "--conditions=source",
+      new URL("./output-server.ts", import.meta.url).pathname,
+    ],
+    {
+      env: { ...process.env, OUTPUT_CA: pem.caPem, OUTPUT_CERT: pem.certPem, OUTPUT_KEY: pem.keyPem },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  const [line] = (await once(createInterface({ input: server.stdout }), "line")) as [string];
+  const { port } = JSON.parse(line) as { port: number };
+  return {
+    pid: server.pid!,
+    address: `127.0.0.1:${port}`,
+    close: async () => {
+      server.kill("SIGTERM");
+      if (server.exitCode === null) await once(server, "exit");
+    },
+  };
+}

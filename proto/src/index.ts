@@ -18,6 +18,7 @@ export * from "./agent-bootstrap.js";
 export * from "./status-details.js";
 export * from "./errors.js";
 export * from "./error-reasons.js";
+export * from "./response-codec.js";
 /** google.rpc.Status (Google's status.proto), the message in `grpc-status-details-bin`. */
 export { Status as RpcStatus } from "./gen/google/rpc/status.js";
 /** google.rpc.ErrorInfo (Google's error_details.proto), the detail every error status carries. */

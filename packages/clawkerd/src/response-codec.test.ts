@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { clawkerd } from "@clawker/proto";
-import { ClawkerdServiceFast, encodeResponse } from "./response-codec.js";
+import { ClawkerdServiceFast, encodeResponse, serializeResponse } from "./response-codec.js";
 
 test("OutputChunk responses encode exactly as the generated codec", () => {
   const sizes = [0, 1, 127, 128, 129, 16_383, 16_384, 16_385, 32 * 1024, 2_097_152];
@@ -32,4 +32,20 @@ test("other responses use the generated codec; the service keeps its path and fl
   assert.equal(fast.requestStream, true);
   assert.equal(fast.responseStream, true);
   assert.equal(fast.requestDeserialize, gen.requestDeserialize);
+});
+
+test("the service's serializer gives the same bytes, from one reused buffer up to 64 KiB", () => {
+  const at = (size: number): clawkerd.Response => ({
+    commandId: "c",
+    payload: { $case: "output", value: { data: Buffer.alloc(size, size % 251) } },
+  });
+  assert.equal(ClawkerdServiceFast.session.responseSerialize, serializeResponse);
+  const first = serializeResponse(at(32 * 1024));
+  assert.ok(Buffer.from(first).equals(encodeResponse(at(32 * 1024))));
+  const second = serializeResponse(at(100));
+  assert.ok(second.equals(encodeResponse(at(100))));
+  assert.equal(second.buffer, first.buffer, "one buffer reused");
+  const big = serializeResponse(at(80 * 1024));
+  assert.ok(big.equals(encodeResponse(at(80 * 1024))));
+  assert.notEqual(big.buffer, first.buffer, "a message over 64 KiB gets its own buffer");
 });

@@ -1,59 +1,13 @@
-// The Session's response serializer. OutputChunk responses are the hot path (100 MiB of `cat`
-// is 3,200 of them): the generated codec copies the payload three times (writer chunks, finish,
-// Buffer.from) and its garbage dominated a CPU profile, so they are encoded here in one
-// allocation and one copy. Every other response goes through the generated codec. The byte
-// layout is proto3's (field 1 command_id, field 4 OutputChunk{1 data}); response-codec.test.ts
-// checks it against the generated encoder and decoder.
-import { clawkerd } from "@clawker/proto";
+// ClawkerdService with @clawker/proto's one-copy Response serializer (response-codec.ts there):
+// OutputChunks, the Session's hot path, are encoded into one reused buffer.
+import { clawkerd, encodeClawkerdResponse, serializeClawkerdResponse } from "@clawker/proto";
 
-const TAG_COMMAND_ID = (1 << 3) | 2;
-const TAG_OUTPUT = (4 << 3) | 2;
-const TAG_DATA = (1 << 3) | 2;
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(buf: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    buf[at++] = (n & 0x7f) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  buf[at++] = n;
-  return at;
-}
-
-/** Encodes one Response (proto3 wire format). */
-export function encodeResponse(r: clawkerd.Response): Buffer {
-  if (r.payload?.$case !== "output") return Buffer.from(clawkerd.Response.encode(r).finish());
-  const data = r.payload.value.data;
-  const idLen = Buffer.byteLength(r.commandId, "utf8");
-  // proto3 omits empty scalars: no command_id field for "", no data field for empty bytes.
-  const inner = data.length === 0 ? 0 : 1 + varintSize(data.length) + data.length;
-  const size = (idLen === 0 ? 0 : 1 + varintSize(idLen) + idLen) + 1 + varintSize(inner) + inner;
-  const buf = Buffer.allocUnsafe(size);
-  let at = 0;
-  if (idLen > 0) {
-    buf[at++] = TAG_COMMAND_ID;
-    at = writeVarint(buf, at, idLen);
-    at += buf.write(r.commandId, at, "utf8");
-  }
-  buf[at++] = TAG_OUTPUT;
-  at = writeVarint(buf, at, inner);
-  if (data.length > 0) {
-    buf[at++] = TAG_DATA;
-    at = writeVarint(buf, at, data.length);
-    data.copy(buf, at);
-  }
-  return buf;
-}
+/** Encodes one Response into a buffer of its own. */
+export const encodeResponse = encodeClawkerdResponse;
+/** Encodes one Response for grpc-js into a reused buffer (valid until the next call). */
+export const serializeResponse = serializeClawkerdResponse;
 
 /** ClawkerdService with the fast response serializer (same path, flags and request codec). */
 export const ClawkerdServiceFast = {
-  session: { ...clawkerd.ClawkerdServiceService.session, responseSerialize: encodeResponse },
+  session: { ...clawkerd.ClawkerdServiceService.session, responseSerialize: serializeResponse },
 } as const;

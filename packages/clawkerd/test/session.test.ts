@@ -3,7 +3,10 @@
 // stdin, signals, concurrency, duplicate and unknown ids, spawn failure, uid/gid, cleanup; and our
 // per-command flow-control extension (output credit, stdin credit, the stdin bound).
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { clawkerd } from "@clawker/proto";
 import { requires, root } from "../../../test/harness/preconditions.js";
@@ -295,6 +298,22 @@ test("large output arrives complete, in chunks of at most 32 KiB", async () => {
   );
   assert.ok(chunks.every((d) => d.length > 0 && d.length <= 32 * 1024));
   assert.equal(doneOf(rs), 0);
+});
+
+test("two commands' random output arrives byte for byte, interleaved on one Session", async () => {
+  // OutputChunks are encoded into one reused buffer (response-codec.ts): any message that left
+  // clawkerd after the next one was encoded would carry the wrong bytes here.
+  const c = await session();
+  const files = ["a", "b"].map((name) => join(agent.dir, `random-${name}.bin`));
+  const contents = files.map(() => randomBytes(3 * 1024 * 1024 + 4321));
+  for (const [i, f] of files.entries()) await writeFile(f, contents[i]!);
+  const runs = await Promise.all(
+    files.map((f, i) => c.run(`random${i}`, shell([stage(["cat", f])]), 60_000)),
+  );
+  for (const [i, rs] of runs.entries()) {
+    assert.equal(doneOf(rs), 0);
+    assert.ok(outputOf(rs).equals(contents[i]!), `command ${i}: output differs from the file`);
+  }
 });
 
 test("ending the Session kills the commands it started", async () => {

@@ -5,7 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import type { AgentRecord } from "../agents/registry.js";
 import type { FirewallHandlers } from "../firewall/handlers.js";
-import type { ExecAgentHandler } from "./exec-agent.js";
+import { AdminServiceRelay, type ExecAgentHandler } from "./exec-agent.js";
 import type { ServiceBinding } from "./grpc-listener.js";
 import type { SosBoard, SosKind } from "./sos-board.js";
 
@@ -118,5 +118,6 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
       })();
     },
   };
-  return { definition: admin.AdminServiceService, implementation };
+  // ExecAgent's output goes out through the relay's one-copy serializer (exec-agent.ts).
+  return { definition: AdminServiceRelay, implementation };
 }

@@ -1,12 +1,13 @@
-// ExecAgent's pure parts: request checks (table) and agent resolution against a real sqlite
-// registry (in memory). The streaming handler runs against the real clawkerd in
+// ExecAgent's pure parts: request checks (table), agent resolution against a real sqlite
+// registry (in memory), and the relay's codec (decoded as the Dialer does, encoded as the admin
+// listener does). The streaming handler runs against the real clawkerd in
 // test/exec-agent.test.ts.
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { ADMIN_ERRORS, type admin, type clawkerd } from "@clawker/proto";
+import { ADMIN_ERRORS, clawkerd, deserializeClawkerdResponse, type admin } from "@clawker/proto";
 import { Registry } from "../agents/registry.js";
-import { ExecAgentError, checkExecRequest, resolveAgent } from "./exec-agent.js";
+import { AdminServiceRelay, ExecAgentError, checkExecRequest, resolveAgent } from "./exec-agent.js";
 
 const stage = (...argv: string[]): clawkerd.PipeStage => ({ argv, uid: 0, gid: 0, cwd: "", env: {} });
 const shell = (...stages: clawkerd.PipeStage[]): clawkerd.ShellCommand => ({
@@ -156,5 +157,63 @@ describe("resolveAgent", () => {
     for (const reason of reasons) assert.notEqual(ADMIN_ERRORS.codes[reason], grpc.status.INTERNAL);
     assert.equal(ADMIN_ERRORS.codes.agent_not_found, grpc.status.NOT_FOUND);
     assert.equal(ADMIN_ERRORS.codes.no_session, grpc.status.FAILED_PRECONDITION);
+  });
+});
+
+describe("the relay's codec", () => {
+  // Raw protobuf pieces: a length-delimited field and a varint field.
+  const bytesField = (field: number, value: Buffer): Buffer =>
+    Buffer.concat([varint((field << 3) | 2), varint(value.length), value]);
+  const varintField = (field: number, value: number): Buffer =>
+    Buffer.concat([varint(field << 3), varint(value)]);
+  function varint(n: number): Buffer {
+    const out: number[] = [];
+    while (n >= 0x80) {
+      out.push((n & 0x7f) | 0x80);
+      n = Math.floor(n / 128);
+    }
+    out.push(n);
+    return Buffer.from(out);
+  }
+  const secret = Buffer.from("AGENT-SECRET-FIELD");
+  // What the Dialer decodes (its client's deserializer) and what the admin listener then sends
+  // the CLI (the relay's serializer).
+  const relay = (wire: Buffer): Buffer =>
+    AdminServiceRelay.execAgent.responseSerialize(deserializeClawkerdResponse(wire));
+
+  test("an agent's unknown fields, in Response and in OutputChunk, never reach the CLI", () => {
+    const chunk = Buffer.concat([
+      bytesField(1, Buffer.from("out")),
+      bytesField(2, secret),
+      varintField(9, 7),
+    ]);
+    const wire = Buffer.concat([
+      bytesField(1, Buffer.from("exec-1")),
+      bytesField(4, chunk),
+      bytesField(4000, secret),
+      varintField(4001, 42),
+    ]);
+    const sent = relay(wire);
+    assert.equal(sent.indexOf(secret), -1);
+    const expected: clawkerd.Response = {
+      commandId: "exec-1",
+      payload: { $case: "output", value: { data: Buffer.from("out") } },
+    };
+    assert.ok(Buffer.from(sent).equals(Buffer.from(clawkerd.Response.encode(expected).finish())));
+  });
+
+  test("other Responses are re-encoded from their known fields too", () => {
+    const done = Buffer.concat([varintField(1, 3), bytesField(2, secret)]);
+    const wire = Buffer.concat([
+      bytesField(1, Buffer.from("exec-2")),
+      bytesField(7, done),
+      bytesField(4000, secret),
+    ]);
+    const sent = relay(wire);
+    assert.equal(sent.indexOf(secret), -1);
+    assert.deepEqual(clawkerd.Response.decode(sent), {
+      commandId: "exec-2",
+      payload: { $case: "done", value: { finalExitCode: 3 } },
+    });
   });
 });

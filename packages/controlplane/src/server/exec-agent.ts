@@ -5,7 +5,14 @@
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
-import { ADMIN_ERRORS, ClawkerError, type AdminReason, type admin, type clawkerd } from "@clawker/proto";
+import {
+  ADMIN_ERRORS,
+  ClawkerError,
+  serializeClawkerdResponse,
+  type AdminReason,
+  admin,
+  type clawkerd,
+} from "@clawker/proto";
 import { DialerError, type Dialer } from "../agents/dialer.js";
 import type { AgentRecord, Registry } from "../agents/registry.js";
 import { SessionError } from "../agents/session.js";
@@ -40,6 +47,17 @@ export class ExecAgentError extends ClawkerError<ExecAgentErrorReason> {
 
 /** SIGKILL: what a cancelled call's command gets (every stage; clawkerd then answers Done/Error). */
 const SIGKILL = 9;
+
+/**
+ * AdminService's method table with ExecAgent's responses serialized by @clawker/proto's one-copy
+ * encoder (a reused buffer per OutputChunk) instead of the generated codec's three copies. The
+ * relay writes the Responses the Dialer decoded, so only the fields this control plane knows are
+ * encoded: unknown fields an agent put on the wire end at the decoder and never reach the CLI.
+ */
+export const AdminServiceRelay: typeof admin.AdminServiceService = {
+  ...admin.AdminServiceService,
+  execAgent: { ...admin.AdminServiceService.execAgent, responseSerialize: serializeClawkerdResponse },
+};
 
 /** Which agent a request names. */
 export type ExecTarget =

@@ -1,0 +1,57 @@
+// The `clawker exec` side of the ExecAgent benchmark as its own process, as the CLI is: an
+// AdminClient (real token) on the admin listener, with the CLI's default channel and one with a
+// 4 MiB HTTP/2 receive window. Reads JSON requests `{argv, wide}` on stdin, one per line, runs each
+// to its end and answers `{bytes, seconds, cpuMs}` (this process's CPU for that call) per line.
+// Trust material and addresses come from env (EXEC_READER_*).
+import { createInterface } from "node:readline";
+import { performance } from "node:perf_hooks";
+import tls from "node:tls";
+import { AdminClient, TokenSource, cliTls, dial, openAdminClient, type TrustSet } from "@clawker/adminclient";
+import type { admin } from "@clawker/proto";
+
+tls.DEFAULT_MIN_VERSION = "TLSv1.3";
+const trust = JSON.parse(process.env["EXEC_READER_TRUST"] ?? "") as TrustSet;
+const target = process.env["EXEC_READER_TARGET"] ?? "";
+const tokenEndpoint = process.env["EXEC_READER_TOKEN_ENDPOINT"] ?? "";
+const plain = openAdminClient({ trust, target, tokenEndpoint });
+const wide = new AdminClient({
+  client: dial({
+    tls: cliTls(trust),
+    target,
+    channelOptions: { "grpc-node.flow_control_window": 4 << 20 },
+  }),
+  tokens: new TokenSource({ ca: trust.ca.certPem, signingKey: trust.signingKey.privateJwk, tokenEndpoint }),
+});
+
+const request = (argv: string[]): admin.ExecAgentRequest => ({
+  containerId: "",
+  agentName: "dev",
+  project: "proj",
+  command: {
+    stages: [{ argv, uid: 0, gid: 0, cwd: "", env: {} }],
+    timeoutSeconds: 0,
+    initialStdin: Buffer.alloc(0),
+    printOutput: false,
+    exitOnNonZero: false,
+  },
+});
+
+for await (const line of createInterface({ input: process.stdin })) {
+  const { argv, wide: isWide } = JSON.parse(line) as { argv: string[]; wide: boolean };
+  const client = isWide ? wide : plain;
+  let bytes = 0;
+  let last: string | undefined;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  for await (const r of client.execAgent(request(argv))) {
+    last = r.payload?.$case;
+    if (r.payload?.$case === "output") bytes += r.payload.value.data.length;
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(
+    JSON.stringify({ bytes, seconds, cpuMs: (cpu.user + cpu.system) / 1000, last }) + "\n",
+  );
+}
+await plain.close();
+await wide.close();
