@@ -60,11 +60,13 @@ export const INTROSPECTION_BUDGET_DEFAULTS = { perSecond: 10, burst: 20 } as con
 
 const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
 
-// The decision of each authorized call, keyed by the call's metadata object: grpc-js hands the
-// handler the very object the interceptor passed on, and a caller cannot forge a WeakMap entry
-// (a metadata header could be sent by anyone).
-// Kept raw: the context is built only when a handler asks (most never do).
-const decided = new WeakMap<Metadata, Decision>();
+// The decision of each authorized call, on the call's metadata object under a symbol only this
+// module holds: grpc-js hands the handler the very object the interceptor passed on, and a caller
+// can send headers but never set a property (a header could be sent by anyone). A property, not a
+// WeakMap entry, because one WeakMap entry per call cost more than the rest of the check (and
+// its GC's ephemeron work). Kept raw: the context is built only when a handler asks.
+const DECISION: unique symbol = Symbol("clawker auth decision");
+type Decided = Metadata & { [DECISION]?: Decision };
 
 /**
  * What the AuthInterceptor decided for the call whose metadata this is (`call.metadata` in a
@@ -72,7 +74,7 @@ const decided = new WeakMap<Metadata, Decision>();
  * the call, so callers that record who acted must treat that as unknown, never as anyone.
  */
 export function authContextOf(metadata: Metadata): AuthContext | undefined {
-  const decision = decided.get(metadata);
+  const decision = (metadata as Decided)[DECISION];
   return decision === undefined ? undefined : contextOf(decision);
 }
 
@@ -94,7 +96,7 @@ interface PeerNamed {
 /** Records the decision and hides the token: handlers never see it, so they cannot log it. */
 function admitted(metadata: Metadata, decision: Decision): void {
   metadata.remove("authorization");
-  decided.set(metadata, decision);
+  (metadata as Decided)[DECISION] = decision;
 }
 
 /** Authorizes gRPC calls against an Introspector and a scope map. */
