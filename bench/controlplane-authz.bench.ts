@@ -138,6 +138,12 @@ const bench: Benchmark = {
         rss.push(rssMiB(daemonPid));
       }
       figures.push(summarise("daemon RSS after the load above (own process)", "MiB", rss, "lower"));
+    } catch (err) {
+      // What the daemon said about it (its warnings and errors), beside the client's error.
+      for (const l of cp.logs.filter((l) => Number(l["level"]) >= 40).slice(-20)) ctx.log(JSON.stringify(l));
+      if (cp.proc.exitCode !== null)
+        ctx.log(`daemon exited ${cp.proc.exitCode}: ${cp.stderr().slice(-2000)}`);
+      throw err;
     } finally {
       for (const close of closers.reverse()) close();
       await client.close();
