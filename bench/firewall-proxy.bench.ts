@@ -10,15 +10,20 @@
 // one; the 100 MiB body from a node HTTPS server. Every request passes the proxy's full checks
 // (source map, SNI/Host lookups, path rules, forbidden list, session mark, one log line each).
 // Needs root (CAP_NET_ADMIN: session marks), haproxy, h2load and ss.
-// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent connections:
-// enough that requests/s measures capacity, not the scheduling delay of a loaded machine (that is
-// the latency figure). Beside the ratios: the whole path's CPU per request (client, proxy and
-// upstream), which does not depend on what else the machine runs.
+// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent keep-alive
+// connections with one request outstanding each (`-c 64 -m 1`, HTTP/1.1 has no multiplexing: 64
+// agents' connections, each waiting for its answer), the same for direct and proxied: enough that
+// requests/s measures capacity, not the scheduling delay of a loaded machine (that is the latency
+// figure). Pinning (with 2+ cores, FWP_BENCH_PIN=0 turns it off): h2load on the first core, the
+// upstreams and the proxy on the second, in the direct and the proxied passes alike, so the client
+// never takes the proxy's core and the ratio compares like with like. Beside the ratios: CPU per
+// request of each part of the path (client, upstream, proxy), which depends far less than
+// requests/s on what else the machine runs.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer, type Server } from "node:https";
 import type { Socket } from "node:net";
-import { loadavg, tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createCa, issueLeaf } from "@clawker/adminclient";
@@ -37,6 +42,11 @@ const CLIENTS = Number(process.env["FWP_BENCH_CLIENTS"] ?? 64);
 const BIG_MIB = 100;
 const BIG_REQUESTS = 3;
 const LATENCY_REQUESTS = 2_000;
+/** Cores for the client and for the servers (upstreams and proxy), or none when not pinning. */
+const PIN =
+  process.env["FWP_BENCH_PIN"] !== "0" && availableParallelism() >= 2
+    ? { client: "0", servers: "1" }
+    : undefined;
 
 /** The proxy's listen address; the client connects from 127.0.0.1 (the "agent"). */
 const PROXY = "127.0.0.4";
@@ -57,6 +67,8 @@ interface Pass {
   readonly clientCpu: number;
   /** The proxy's worker CPU seconds per wall second (0 for a direct pass). */
   readonly proxyCpu: number;
+  /** CPU seconds per request of h2load, the proxy's worker (0 direct) and the upstream (0 unknown). */
+  readonly perRequest: { readonly client: number; readonly proxy: number; readonly upstream: number };
   /**
    * CPU seconds per request of everything on the path: h2load, the proxy (if any) and the upstream
    * (when its pid is given). Where client, proxy and upstream share the same cores, requests/s is
@@ -92,7 +104,9 @@ async function h2load(
     "bash",
     [
       "-c",
-      'h2load "$@"; rc=$?; times; exit $rc',
+      '"$@"; rc=$?; times; exit $rc',
+      "h2load",
+      ...(PIN === undefined ? [] : ["taskset", "-c", PIN.client]),
       "h2load",
       "--h1",
       `--connect-to=${to}:${port}`,
@@ -124,6 +138,11 @@ async function h2load(
     failed,
     clientCpu: clientSeconds / wall,
     proxyCpu: proxySeconds / wall,
+    perRequest: {
+      client: clientSeconds / done,
+      proxy: proxySeconds / done,
+      upstream: upstreamSeconds / done,
+    },
     cpuPerRequest: (clientSeconds + proxySeconds + upstreamSeconds) / done,
     stdout,
   };
@@ -294,7 +313,18 @@ const bench: Benchmark = {
         sources: [{ address: AGENT, agent: "bench", project: "bench" }],
         forbidden: [`${PROXY}/32`],
       });
-      const { workerPid } = await proxy.health();
+      const { workerPid, masterPid } = await proxy.health();
+      if (PIN !== undefined) {
+        // This process runs the benchmarks after this one too: give it back every core it had.
+        const cores = (await run("taskset", ["-c", "-p", String(process.pid)])).stdout.split(": ")[1]!.trim();
+        cleanup.push(() => run("taskset", ["-a", "-p", "-c", cores, String(process.pid)]));
+        // The servers' core: both HAProxies (every thread) and this process (the 100 MiB upstream);
+        // h2load is started on the client's core by taskset itself.
+        for (const pid of [upstream.pid!, masterPid, workerPid, process.pid]) {
+          await run("taskset", ["-a", "-p", "-c", PIN.servers, String(pid)]);
+        }
+        ctx.log(`pinned: h2load on core ${PIN.client}; upstreams and proxy on core ${PIN.servers}`);
+      }
       await waitFor(
         async () =>
           (await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, ["-n", "1"], undefined).catch(
@@ -342,6 +372,17 @@ const bench: Benchmark = {
       const added: number[] = [];
       const clientCpu: number[] = [];
       const passCpuRatio: number[] = [];
+      // CPU per request (µs) of each part: direct (d), passthrough (p), interception (m).
+      const part = {
+        clientD: [] as number[],
+        clientP: [] as number[],
+        clientM: [] as number[],
+        upstreamD: [] as number[],
+        upstreamP: [] as number[],
+        upstreamM: [] as number[],
+        proxyP: [] as number[],
+        proxyM: [] as number[],
+      };
       const mitmCpuRatio: number[] = [];
       const bigArgs = ["-c", "1", "-t", "1", "-n", String(BIG_REQUESTS)];
       const latencyArgs = (file: string): string[] => [
@@ -377,6 +418,15 @@ const bench: Benchmark = {
         added.push(latency[1] - latency[0]);
         clientCpu.push(Math.max(d.clientCpu, p.clientCpu, m.clientCpu));
         passCpuRatio.push(d.cpuPerRequest / p.cpuPerRequest);
+        const us = (x: number): number => x * 1e6;
+        part.clientD.push(us(d.perRequest.client), us(md.perRequest.client));
+        part.clientP.push(us(p.perRequest.client));
+        part.clientM.push(us(m.perRequest.client));
+        part.upstreamD.push(us(d.perRequest.upstream), us(md.perRequest.upstream));
+        part.upstreamP.push(us(p.perRequest.upstream));
+        part.upstreamM.push(us(m.perRequest.upstream));
+        part.proxyP.push(us(p.perRequest.proxy));
+        part.proxyM.push(us(m.perRequest.proxy));
         mitmCpuRatio.push(md.cpuPerRequest / m.cpuPerRequest);
       }
       ctx.log(`decision lines received: ${decisions}`);
@@ -406,6 +456,16 @@ const bench: Benchmark = {
           "higher",
         ),
       );
+      const perRequest = (what: string, samples: number[]): void =>
+        void figures.push(summarise(`CPU per request (small): ${what}`, "µs", samples, "lower"));
+      perRequest("h2load, direct", part.clientD);
+      perRequest("h2load, passthrough", part.clientP);
+      perRequest("h2load, interception", part.clientM);
+      perRequest("upstream, direct", part.upstreamD);
+      perRequest("upstream, passthrough", part.upstreamP);
+      perRequest("upstream, interception", part.upstreamM);
+      perRequest("proxy, passthrough", part.proxyP);
+      perRequest("proxy, interception", part.proxyM);
       return figures;
     } catch (err) {
       throw new Error(

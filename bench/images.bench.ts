@@ -6,8 +6,10 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
+import { buildOnce, ensureBpffs } from "../packages/ebpf-manager/test/fixture.js";
 import { clawker } from "../test/harness/clawker-cli.js";
 import { PrivateDocker } from "../test/harness/docker.js";
+import { privateEbpfParent, removeEbpfParent } from "../test/harness/ebpf-parent.js";
 import { NODE_BINARY, REPO_ROOT } from "../test/harness/images.js";
 import { runInNetns } from "../test/harness/netns.js";
 import { bpffs, cgroup2, cgroup2Mount, command, root } from "../test/harness/preconditions.js";
@@ -53,8 +55,14 @@ const bench: Benchmark = {
     return undefined;
   },
   async run(ctx) {
+    ensureBpffs();
+    // The flush of the container's pins needs the manager on the host too.
+    await buildOnce();
     const daemon = new PrivateDocker();
     const trust = await mintTestTrust();
+    // `up --container` enforces (eBPF on): on a parent of its own, never the machine's default
+    // `clawker` (programs left there steer every later agent), flushed and removed at the end.
+    const parent = privateEbpfParent("bench");
     try {
       await daemon.start();
       const host = daemon.dockerHost;
@@ -124,7 +132,17 @@ const bench: Benchmark = {
         try {
           const upStart = performance.now();
           const r = await clawker(
-            ["controlplane", "up", "--container", "--image", cp.ref, "--format", "json"],
+            [
+              "controlplane",
+              "up",
+              "--container",
+              "--image",
+              cp.ref,
+              "--cgroup-parent",
+              parent.name,
+              "--format",
+              "json",
+            ],
             {
               netns: daemon.netnsName,
               env: upEnv,
@@ -171,6 +189,8 @@ const bench: Benchmark = {
     } finally {
       await daemon.close();
       await trust.close();
+      // After the engine: its containers are gone, their pins and cgroups are not.
+      await removeEbpfParent(parent);
     }
   },
 };

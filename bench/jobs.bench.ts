@@ -98,7 +98,10 @@ const bench: Benchmark = {
   async run(ctx): Promise<Figure[]> {
     const trust = await mintTestTrust();
     const agent = await makeTestAgent({ trust });
-    const proc = spawnClawkerd(agent, { env: { CLAWKERD_JOB_OUTPUT_BYTES: String(256 << 20) } });
+    // Debug: each job's `job_timeline` line (where its start's time went) for the pieces below.
+    const proc = spawnClawkerd(agent, {
+      env: { CLAWKERD_JOB_OUTPUT_BYTES: String(256 << 20), CLAWKERD_LOG_LEVEL: "debug" },
+    });
     const stopped: Array<ReturnType<typeof spawn>> = [];
     let client: jobs.JobServiceClient | undefined;
     let container: { remove(): void } | undefined;
@@ -124,9 +127,12 @@ const bench: Benchmark = {
       const c = client;
 
       // StartJob -> first output byte at a watcher opened when StartJob answered.
+      const alone: ClientSide = { names: [], answeredMs: [] };
       const firstByte = async (): Promise<number> => {
         const t0 = performance.now();
         const { job } = await start(c, ["echo", "x"]);
+        alone.answeredMs.push(performance.now() - t0);
+        alone.names.push(job!.name);
         let at = 0;
         await watchCount(c, job!.name, () => (at = performance.now()));
         return at - t0;
@@ -139,10 +145,21 @@ const bench: Benchmark = {
       }
       const firstBytes: number[] = [];
       const cpFirstBytes: number[] = [];
+      alone.names.length = 0;
+      alone.answeredMs.length = 0;
+      cpPath.client.names.length = 0;
+      cpPath.client.answeredMs.length = 0;
       for (let i = 0; i < FIRST_BYTE_SAMPLES; i++) {
         firstBytes.push(await firstByte());
         cpFirstBytes.push(await cpPath.firstByte());
       }
+      const clawkerdLines = proc.lines.filter((l) => l["event"] === "job_timeline");
+      ctx.log(
+        `clawkerd alone, p50 ms: ${pieces(clawkerdLines, alone.names, CLAWKERD_PIECES)} (since StartJob reached clawkerd); StartJob answered ${p50(alone.answeredMs)}, first byte ${p50(firstBytes)} (at the client)`,
+      );
+      ctx.log(
+        `through the control plane, p50 ms: ${pieces(cpPath.timelines, cpPath.client.names, CP_PIECES)} (since StartJob reached the control plane's JobService); in clawkerd ${pieces(clawkerdLines, cpPath.client.names, CLAWKERD_PIECES)}; StartJob answered ${p50(cpPath.client.answeredMs)}, first byte ${p50(cpFirstBytes)} (at the client)`,
+      );
 
       // GetJobStatus of a running job.
       const { job: sleeper } = await start(c, ["sleep", "600"]);
@@ -256,9 +273,56 @@ async function stalledWatcher(
 
 export default bench;
 
+/** What the client saw of each first-byte sample: the job's name and when StartJob answered. */
+interface ClientSide {
+  readonly names: string[];
+  readonly answeredMs: number[];
+}
+
+/** clawkerd's `job_timeline` fields, in order, and how the bench names them. */
+const CLAWKERD_PIECES: ReadonlyArray<[string, string]> = [
+  ["spawned", "spawn returned"],
+  ["gateOpened", "gate opened"],
+  ["firstByte", "first byte read"],
+  ["firstChunkSent", "first chunk sent"],
+];
+/** The control plane's `job_timeline` fields (placed jobs). */
+const CP_PIECES: ReadonlyArray<[string, string]> = [
+  ["preparedMs", "groups made"],
+  ["heldMs", "held StartJob answered"],
+  ["placedMs", "process moved"],
+  ["gateOpenedMs", "OpenJobGate answered"],
+];
+
+function p50(xs: readonly number[]): string {
+  if (xs.length === 0) return "-";
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!.toFixed(2);
+}
+
+/** "label p50, ..." over the timeline lines of the named jobs. */
+function pieces(
+  lines: readonly Record<string, unknown>[],
+  names: readonly string[],
+  fields: ReadonlyArray<[string, string]>,
+): string {
+  const wanted = new Set(names);
+  const mine = lines.filter((l) => wanted.has(String(l["job"])));
+  return fields
+    .map(
+      ([f, label]) =>
+        `${label} ${p50(mine.map((l) => l[f]).filter((v): v is number => typeof v === "number"))}`,
+    )
+    .join(", ");
+}
+
 /** StartJob to the first byte through the control plane's admin listener, and its teardown. */
 interface ControlPlanePath {
   firstByte(): Promise<number>;
+  /** The samples' names and StartJob answer times, at the client. */
+  readonly client: ClientSide;
+  /** The control plane's `job_timeline` lines. */
+  readonly timelines: Record<string, unknown>[];
   close(): Promise<void>;
 }
 
@@ -268,7 +332,17 @@ async function controlPlanePath(
   proc: ClawkerdProcess,
   placed: boolean,
 ): Promise<ControlPlanePath> {
+  // Debug, kept in memory: the JobService's `job_timeline` lines; everything else is dropped.
+  const timelines: Record<string, unknown>[] = [];
   const log = pino({ level: "silent" });
+  const jobsLog = pino(
+    { level: "debug" },
+    {
+      write(line: string): void {
+        if (line.includes('"job_timeline"')) timelines.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const closers: Array<() => Promise<void> | void> = [];
   const close = async (): Promise<void> => {
     for (const c of closers.reverse()) await c();
@@ -331,7 +405,7 @@ async function controlPlanePath(
     });
     closers.push(() => introspector.close());
     const cached = new CachingIntrospector(introspector, { maxTtlMs: 60_000, maxEntries: 100 });
-    const binding = jobService({ dialer, registry, log, placement });
+    const binding = jobService({ dialer, registry, log: jobsLog, placement });
     const listener = new GrpcListener({
       name: "admin",
       host: "127.0.0.1",
@@ -362,6 +436,7 @@ async function controlPlanePath(
     });
     closers.push(() => client.close());
     const names: string[] = [];
+    const clientSide: ClientSide = { names: [], answeredMs: [] };
     const firstByte = async (): Promise<number> => {
       const t0 = performance.now();
       const { job } = await client.callMethod(jobs.JobServiceService.startJob, {
@@ -372,9 +447,12 @@ async function controlPlanePath(
         env: {},
         limits: PLACED_LIMITS,
         holdForPlacement: false,
+        jobUuid: "",
       });
       if (placement !== undefined && job?.isLimited !== true)
         throw new Error(`not placed: ${job?.limitsNote}`);
+      clientSide.answeredMs.push(performance.now() - t0);
+      clientSide.names.push(job!.name);
       names.push(job!.name);
       let at = 0;
       for await (const m of client.streamMethod(jobs.JobServiceService.watchJobOutput, { name: job!.name }))
@@ -386,7 +464,7 @@ async function controlPlanePath(
       for (const name of names)
         placement?.removeIfEmpty(agent.containerId, name.slice(name.lastIndexOf("/") + 1));
     });
-    return { firstByte, close };
+    return { firstByte, close, client: clientSide, timelines };
   } catch (err) {
     await close();
     throw err;

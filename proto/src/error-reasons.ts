@@ -113,3 +113,14 @@ export const JOB_ERRORS = new ErrorTable<JobReason>(CLAWKER_ERROR_DOMAIN, {
   watcher_too_slow: status.RESOURCE_EXHAUSTED,
   internal: status.INTERNAL,
 } satisfies Record<JobReason, status>);
+
+/** The reasons of clawkerd's FirewallTrustService (clawker.trust.v1). */
+export type TrustReason = "invalid_argument" | "internal";
+
+/** FirewallTrustService's table. */
+export const TRUST_ERRORS = new ErrorTable<TrustReason>(CLAWKER_ERROR_DOMAIN, {
+  // Not PEM CA certificates only: key material, a leaf, too many or too large. Nothing changed.
+  invalid_argument: status.INVALID_ARGUMENT,
+  // The file could not be written; the one held before stays.
+  internal: status.INTERNAL,
+} satisfies Record<TrustReason, status>);

@@ -11,6 +11,8 @@ export * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 export * as jobs from "./gen/clawker/jobs/v1/jobs.js";
 /** clawker.egress.v1: EgressService (admin) and AgentEgressService (agents), our own (API.md §6). */
 export * as egress from "./gen/clawker/egress/v1/egress.js";
+/** clawker.trust.v1: FirewallTrustService (control plane -> clawkerd), our own (API.md §6). */
+export * as trust from "./gen/clawker/trust/v1/trust.js";
 export * from "./scopes.js";
 export * from "./agent-bootstrap.js";
 export * from "./status-details.js";

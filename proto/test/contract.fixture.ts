@@ -752,6 +752,35 @@ export const EGRESS: FileSpec = {
   },
 };
 
+/**
+ * OUR OWN SERVICE beyond the Go contract (API.md §6): clawker.trust.v1.FirewallTrustService, served
+ * by clawkerd only (mTLS, pinned to the control plane). The whole file is an extension.
+ */
+export const TRUST: FileSpec = {
+  file: "clawker/trust/v1/trust.proto",
+  package: "clawker.trust.v1",
+  services: {
+    FirewallTrustService: {
+      InstallFirewallCa: unary(
+        "/clawker.trust.v1.FirewallTrustService/InstallFirewallCa",
+        "InstallFirewallCaRequest",
+        "InstallFirewallCaResponse",
+      ),
+    },
+  },
+  messages: {
+    InstallFirewallCaRequest: m(f(1, "ca_bundle_pem", "string")),
+    InstallFirewallCaResponse: m(
+      f(1, "changed", "bool"),
+      r(2, "fingerprints", "string"),
+      f(3, "system_store", "bool"),
+      f(4, "bundle", "bool"),
+      f(5, "absent", "bool"),
+    ),
+  },
+  enums: {},
+};
+
 /** The whole contract: API.md plus our extensions. */
 export const CONTRACT: readonly FileSpec[] = [
   ADMIN,
@@ -759,4 +788,5 @@ export const CONTRACT: readonly FileSpec[] = [
   withExtension(CLAWKERD, CLAWKERD_EXTENSION_FIELDS, CLAWKERD_EXTENSION_MESSAGES),
   JOBS,
   EGRESS,
+  TRUST,
 ];

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { admin, agent, clawkerd, egress, jobs } from "@clawker/proto";
+import { admin, agent, clawkerd, egress, jobs, trust } from "@clawker/proto";
 
 import { CONTRACT, EXTENSIONS, type FieldSpec, type FileSpec } from "./contract.fixture.js";
 
@@ -28,6 +28,7 @@ const GENERATED: ReadonlyMap<string, Readonly<Record<string, unknown>>> = new Ma
   [clawkerd.protobufFileName, clawkerd],
   [jobs.protobufFileName, jobs],
   [egress.protobufFileName, egress],
+  [trust.protobufFileName, trust],
 ]);
 
 /** google/protobuf/descriptor.proto FieldDescriptorProto.Type numbers of scalar types. */

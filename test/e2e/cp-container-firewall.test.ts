@@ -10,15 +10,14 @@
 // the reason on a laptop, failed under CI.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { agentCgroupParent, createAgentContainer, createCa, issueLeaf } from "@clawker/adminclient";
-import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
-import { removeCgroupParent } from "../harness/cgroups.js";
+import { buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
+import { privateEbpfParent, removeEbpfParent } from "../harness/ebpf-parent.js";
 import { clawker, type CliResult } from "../harness/clawker-cli.js";
 import { demux } from "../harness/containers.js";
 import { startPrivateDocker, type PrivateDocker } from "../harness/docker.js";
@@ -94,18 +93,16 @@ describe(
       ensureBpffs();
       await buildOnce();
       // One name for the agents' cgroup parent and the pin directory: never the host's `clawker`.
-      const name = `clawker-c${process.pid}-${randomBytes(3).toString("hex")}`;
-      const pinDir = `/sys/fs/bpf/${name}`;
+      const parent = privateEbpfParent("c");
+      const { name, pinDir } = parent;
       const dir = mkdtempSync(join(tmpdir(), "cp-fw-e2e-"));
       const deferred: Array<() => unknown> = [];
       // Registered before the private dockerd's own (after hooks run in the order registered):
       // containers go while the engine still answers, then the pins and cgroups they leave.
       t.after(async () => {
         for (const fn of deferred.reverse()) await Promise.resolve(fn()).catch(() => undefined);
-        if (existsSync(pinDir))
-          await run(bin.manager, ["flush-all", "--pin-dir", pinDir]).catch(() => undefined);
-        await waitFor(() => removeCgroupParent(name), { what: "agent cgroups removed", timeoutMs: 10_000 });
         rmSync(dir, { recursive: true, force: true });
+        await removeEbpfParent(parent);
       });
       const daemon = await startPrivateDocker(t);
       const host = daemon.dockerHost;

@@ -7,18 +7,17 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, lstatSync, mkdtempSync, rmSync } from "node:fs";
+import { lstatSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
-import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
-import { removeCgroupParent } from "../harness/cgroups.js";
+import { buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
+import { privateEbpfParent, removeEbpfParent } from "../harness/ebpf-parent.js";
 import { clawker } from "../harness/clawker-cli.js";
 import { startPrivateDocker } from "../harness/docker.js";
 import { bpffs, cgroup2, command, root, skipReason } from "../harness/preconditions.js";
 import { useTestTrust } from "../harness/trust.js";
-import { waitFor } from "../harness/wait-for.js";
 import { BUILD_TOOLS, CP_TRUST_FILES, buildImages, dockerCli } from "./images-build.js";
 
 /** Issue 12: `up --container` with the image present, to healthy. */
@@ -69,8 +68,8 @@ describe(
       await buildOnce();
       // The container enforces (eBPF on): its own cgroup parent and pin dir, never the host's
       // `clawker`, removed after the test (the SIGKILL leaves its pins behind by design).
-      const name = `clawker-u${process.pid}-${randomBytes(3).toString("hex")}`;
-      const pinDir = `/sys/fs/bpf/${name}`;
+      const parent = privateEbpfParent("u");
+      const { name } = parent;
       const engine: { host?: string } = {};
       // Registered before the private dockerd's own (after hooks run in the order registered).
       t.after(async () => {
@@ -84,12 +83,7 @@ describe(
           if (left.length > 0)
             await dockerCli(engine.host, ["rm", "--force", ...left]).catch(() => undefined);
         }
-        if (existsSync(pinDir))
-          await promisify(execFile)(bin.manager, ["flush-all", "--pin-dir", pinDir]).catch(() => undefined);
-        await waitFor(() => removeCgroupParent(name), {
-          what: "agent cgroup parent removed",
-          timeoutMs: 10_000,
-        });
+        await removeEbpfParent(parent);
       });
       const daemon = await startPrivateDocker(t);
       const host = daemon.dockerHost;

@@ -8,7 +8,7 @@
 // skipped with the reason on a laptop, failed under CI.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { X509Certificate, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,7 @@ import {
   mintTrustSet,
   writeTrustSet,
 } from "@clawker/adminclient";
+import { FIREWALL_CA_FILE } from "@clawker/proto";
 import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
 import { CLAWKERD_IN_IMAGE } from "../harness/agent-image.js";
 import { removeCgroupParent } from "../harness/cgroups.js";
@@ -76,7 +77,7 @@ net.createServer((s) => { console.log("tcp"); s.pipe(s); }).listen(${HOST_PORT},
 
 void test(
   "the gateway passes only the control plane's agent-facing ports (host deployment)",
-  { timeout: 300_000 },
+  { timeout: 420_000 },
   async (t) => {
     ensureBpffs();
     if (!requires(t, root, cgroup2, bpffs, command("dockerd"), command("nsenter"), command("haproxy")))
@@ -221,6 +222,89 @@ void test(
         [cp.ports.agent, cp.ports.authPublic].sort((a, b) => a - b),
       );
     });
+
+    await t.test(
+      "a rotated interception CA reaches a running agent: a process started after the rotation verifies an intercepted name",
+      async () => {
+        // A path rule: the name is intercepted, the proxy presents a leaf of the interception CA.
+        await cli("firewall", "add", "paths.example.test", "--path", "/x", "--action", "allow");
+        // Made by `clawker run`, which copies the CA in and tells the agent's clients to trust it.
+        const ran = await clawker(
+          [
+            "run",
+            "--agent",
+            "trusting",
+            "--project",
+            "gw",
+            "--network",
+            NETWORK,
+            "--cgroup-parent",
+            cgroupParent,
+            "--cp-addr",
+            `${GATEWAY}:${cp.ports.agent}`,
+            "--token-endpoint",
+            tokenEndpoint,
+            "--admin",
+            `127.0.0.1:${cp.ports.admin}`,
+            "--format",
+            "json",
+            image,
+            "sleep",
+            "600",
+          ],
+          {
+            env: {
+              ...process.env,
+              DOCKER_HOST: docker.dockerHost,
+              CLAWKER_CP_TRUST_DIR: trustDir,
+              CLAWKER_TOKEN_ENDPOINT: tokenEndpoint,
+            },
+            netns: docker.netnsName,
+          },
+        );
+        assert.equal(ran.code, 0, ran.stderr);
+        const made = JSON.parse(ran.stdout) as { containerId: string; firewallCaFingerprint: string | null };
+        const id = made.containerId;
+        assert.notEqual(made.firewallCaFingerprint, null);
+        await registered(id, "the trusting agent registered");
+        const pushes = (event: string): string[][] =>
+          cp.logs
+            .filter((l) => l["event"] === event && l["containerId"] === id)
+            .map((l) => l["fingerprints"] as string[]);
+        // Its link is ready (its Session booted): the control plane checked the CA it holds.
+        await waitFor(() => pushes("ca_held").length > 0, {
+          what: "the agent's ready link",
+          timeoutMs: 30_000,
+        });
+        // Any address: the kernel steers port 443 to the proxy, which intercepts by SNI.
+        const verify = (): Promise<Answer> =>
+          probe(docker, id, ["verify", "198.51.100.7", "443", "paths.example.test"]);
+        const trusted = { authorized: true, issuer: "clawker firewall interception CA" };
+        assert.deepEqual(await verify(), trusted, "before the rotation");
+        const held = async (): Promise<string[]> => {
+          const text = String((await probe(docker, id, ["read", FIREWALL_CA_FILE]))["text"]);
+          return (text.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map((pem) =>
+            new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase(),
+          );
+        };
+        assert.deepEqual(await held(), [made.firewallCaFingerprint]);
+
+        await cli("firewall", "rotate-ca");
+        // The new CA alone once the proxy presents its certificates (the old one is dropped then).
+        const after = await waitFor(
+          async () => {
+            const now = await held();
+            return now.length === 1 && now[0] !== made.firewallCaFingerprint ? now : undefined;
+          },
+          { what: "the agent's firewall CA file to hold the new CA alone", timeoutMs: 30_000 },
+        );
+        assert.equal(after.length, 1);
+        assert.deepEqual(await verify(), trusted, "a process started after the rotation");
+        // Over the control plane's Session channel: both CAs while the proxy still presented the
+        // old one's certificates, then the new one alone.
+        assert.deepEqual(pushes("ca_installed"), [[after[0], made.firewallCaFingerprint], after]);
+      },
+    );
 
     await t.test("after FirewallRemove the gateway's other ports stay refused", async () => {
       await cli("firewall", "down");

@@ -9,7 +9,7 @@
 // control plane places it: the job starts `hold`, answering the gate's pid, and `openGate` lets
 // it run once the control plane has moved it (or ends it when the control plane could not).
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import { ClawkerdError } from "./errors.js";
@@ -17,6 +17,8 @@ import { Job, killGroup } from "./job.js";
 import type { GroupStats, JobCgroups, Limits } from "./job-cgroup.js";
 import { JobLog, type JobLogOptions, type LogWatcher } from "./job-log.js";
 import type { Logger } from "./log.js";
+import { JobTimeline } from "./job-timeline.js";
+import { SpareGate } from "./spare-gate.js";
 
 /** A job's lifecycle state. */
 export type AgentJobState = "running" | "completed" | "failed" | "stopped";
@@ -46,6 +48,11 @@ export interface JobStart {
   readonly limits: Limits;
   /** Hold the first process at its gate until openGate (the control plane places it). */
   readonly hold?: boolean;
+  /**
+   * With `hold`: the job's uuid, chosen by the control plane so it can make the job's cgroups
+   * while the job starts. Empty or absent: a new one.
+   */
+  readonly uuid?: string;
 }
 
 /** A started job; `heldPid` is the gate's pid while it waits for openGate (0 otherwise). */
@@ -92,6 +99,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // The gate: wait for one line on stdin (written once the process is in its cgroup), then become
 // the target. EOF without the line (placement failed) exits 125 and runs nothing.
 const GATE = 'IFS= read -r _ || exit 125; exec "$@" </dev/null';
+const NEWLINE = Buffer.from("\n");
 
 interface Live {
   readonly record: JobRecord;
@@ -105,6 +113,10 @@ interface Live {
   stopRequested: boolean;
   /** Killed because clawkerd itself went down: FAILED (clawkerd_stopped), not STOPPED. */
   lost: boolean;
+  /** Where the start's time went (debug log `job_timeline`). */
+  readonly timeline: JobTimeline;
+  /** What opens the gate: a newline, or a spare gate's line naming the target. */
+  gateLine: Buffer;
 }
 
 /** Every job of this agent: start, stop, status, list, watch. */
@@ -113,11 +125,18 @@ export class AgentJobs {
   readonly #root: string;
   readonly #jobs = new Map<string, Live>();
   readonly #finished: string[] = [];
+  readonly #spare: SpareGate;
   #closed = false;
 
   constructor(options: AgentJobsOptions) {
     this.#o = options;
     this.#root = join(options.stateDir, "jobs");
+    this.#spare = new SpareGate({ log: options.log, baseEnv: options.baseEnv, runAs: options.runAs });
+  }
+
+  /** The spare gate's pid while one waits (tests). */
+  get spareGatePid(): number | undefined {
+    return this.#spare.pid;
   }
 
   /** The prefix of every job name here: `agents/<agent>/jobs/`. */
@@ -160,6 +179,8 @@ export class AgentJobs {
         ended: Promise.resolve(),
         stopRequested: false,
         lost: false,
+        timeline: new JobTimeline(),
+        gateLine: NEWLINE,
       });
     }
     found.sort((a, b) => (BigInt(a.record.startedAtNs) < BigInt(b.record.startedAtNs) ? -1 : 1));
@@ -167,6 +188,7 @@ export class AgentJobs {
       this.#jobs.set(l.record.uuid, l);
       this.#retire(l.record.uuid);
     }
+    this.#spare.start();
   }
 
   /**
@@ -174,15 +196,16 @@ export class AgentJobs {
    * `hold`, once its first process waits at the gate (its pid in `heldPid`).
    */
   async start(spec: JobStart): Promise<Started> {
+    const timeline = new JobTimeline();
     if (this.#closed) throw new ClawkerdError("invalid_request", "clawkerd is shutting down");
     if (spec.argv.length === 0 || spec.argv[0] === "")
       throw new ClawkerdError("invalid_request", "argv must not be empty");
     if (spec.argv.some((a) => a.includes("\0"))) throw new ClawkerdError("invalid_request", "NUL in argv");
     checkWithinAgent(spec.limits, this.#o.agentLimits);
-    const uuid = randomUUID();
+    const hold = spec.hold === true;
+    const uuid = this.#newUuid(spec.uuid ?? "", hold);
     const dir = join(this.#root, uuid);
     const log = new JobLog(dir, this.#o.output);
-    const hold = spec.hold === true;
     const group = hold
       ? { dir: undefined, isLimited: false, note: "awaiting placement by the control plane" }
       : this.#o.cgroups.create(uuid, spec.limits);
@@ -211,31 +234,42 @@ export class AgentJobs {
       ended: Promise.resolve(),
       stopRequested: false,
       lost: false,
+      timeline,
+      gateLine: NEWLINE,
     };
     this.#jobs.set(uuid, live);
-    const job = new Job(
-      uuid,
-      {
-        stages: [
-          {
-            argv: ["/bin/sh", "-c", GATE, "clawker-job", ...spec.argv],
-            uid: this.#o.runAs.uid,
-            gid: this.#o.runAs.gid,
-            cwd: spec.cwd,
-            env: spec.env,
-          },
-        ],
-        timeoutSeconds: 0,
-        initialStdin: Buffer.alloc(0),
-        printOutput: false,
-      },
-      { log: this.#o.log, baseEnv: this.#o.baseEnv },
-    );
+    const spare = this.#spare.take({ argv: spec.argv, cwd: spec.cwd, env: spec.env });
+    if (spare !== undefined) live.gateLine = spare.line;
+    const job =
+      spare?.job ??
+      new Job(
+        uuid,
+        {
+          stages: [
+            {
+              argv: ["/bin/sh", "-c", GATE, "clawker-job", ...spec.argv],
+              uid: this.#o.runAs.uid,
+              gid: this.#o.runAs.gid,
+              cwd: spec.cwd,
+              env: spec.env,
+            },
+          ],
+          timeoutSeconds: 0,
+          initialStdin: Buffer.alloc(0),
+          printOutput: false,
+        },
+        { log: this.#o.log, baseEnv: this.#o.baseEnv },
+      );
     live.job = job;
+    timeline.mark("spawned");
     // The job's output goes to disk as fast as it comes; the in-memory buffer is only a hop.
     const copier = job.output.watch({ blocking: true });
     const copied = (async () => {
-      for await (const ev of copier) if (ev.type === "data") log.write(ev.data);
+      for await (const ev of copier) {
+        if (ev.type !== "data") continue;
+        timeline.mark("firstByte");
+        log.write(ev.data);
+      }
     })().catch((err: unknown) => {
       this.#o.log.error({ err, job: record.name, event: "job_output_failed" }, "cannot keep job output");
       void copier.return();
@@ -253,7 +287,8 @@ export class AgentJobs {
       const pid = job.pids[0]!;
       try {
         if (group.dir !== undefined) this.#o.cgroups.place(group.dir, pid);
-        job.writeStdin(Buffer.from("\n"));
+        job.writeStdin(live.gateLine);
+        timeline.mark("gateOpened");
       } catch (err) {
         this.#o.log.error(
           { err, job: record.name, event: "job_place_failed" },
@@ -313,6 +348,7 @@ export class AgentJobs {
         },
         "job ended",
       );
+      this.#logTimeline(live);
       this.#retire(uuid);
     });
     this.#o.log.info(
@@ -321,6 +357,7 @@ export class AgentJobs {
         isLimited: group.isLimited,
         spawned: job.spawned,
         held: hold,
+        spareGate: spare !== undefined,
         event: "job_started",
       },
       "job started",
@@ -347,9 +384,17 @@ export class AgentJobs {
       l.job.closeStdin();
       return l.ended.then(() => l.record);
     }
-    l.job.writeStdin(Buffer.from("\n"));
+    l.job.writeStdin(l.gateLine);
     l.job.closeStdin();
+    l.timeline.mark("gateOpened");
     return l.record;
+  }
+
+  /** Notes that the first output chunk of job `name` went to a watcher (the timeline's end). */
+  firstChunkSent(name: string): void {
+    const l = this.#live(name);
+    l.timeline.mark("firstChunkSent");
+    this.#logTimeline(l);
   }
 
   /** The job named `name`; throws ClawkerdError("not_found") for an unknown or malformed name. */
@@ -409,6 +454,7 @@ export class AgentJobs {
   /** Stops every running job (SIGKILL, as clawkerd goes down), waits for their records. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
+    await this.#spare.close();
     const running = [...this.#jobs.values()].filter((l) => l.job?.isRunning === true);
     for (const l of running) {
       l.lost = true;
@@ -433,6 +479,27 @@ export class AgentJobs {
         // the group is gone
       }
     }
+  }
+
+  #logTimeline(l: Live): void {
+    this.#spare.refillSoon();
+    if (l.timeline.takeLog())
+      this.#o.log.debug(
+        { job: l.record.name, ...l.timeline.marks, event: "job_timeline" },
+        "job start timeline",
+      );
+  }
+
+  // A control plane's uuid (held jobs only: it makes the cgroups under that name meanwhile) must be
+  // well formed and new; anything else is refused before anything is written. Without hold the
+  // field is not ours to read (a client that omits it may encode it as "undefined").
+  #newUuid(asked: string, hold: boolean): string {
+    if (!hold || asked === "") return randomUUID();
+    if (!UUID.test(asked))
+      throw new ClawkerdError("invalid_request", `malformed job uuid ${JSON.stringify(asked)}`);
+    if (this.#jobs.has(asked) || existsSync(join(this.#root, asked)))
+      throw new ClawkerdError("invalid_request", `job uuid ${asked} is taken`);
+    return asked;
   }
 
   #live(name: string): Live {

@@ -152,6 +152,7 @@ export function jobServiceImplementation(deps: JobServiceDeps): jobs.JobServiceS
         env: req.env,
         limits: fromWireLimits(req.limits),
         hold: req.holdForPlacement,
+        uuid: req.jobUuid,
       });
       return { job: wire(record), heldPid };
     }),
@@ -190,10 +191,16 @@ async function watch(
     call.emit("error", failure(err, log));
     return;
   }
+  let isFirst = true;
   try {
     for await (const ev of watcher) {
       if (ac.signal.aborted) return;
-      if (call.write({ data: ev.data, droppedBytes: BigInt(ev.dropped) })) continue;
+      const hasRoom = call.write({ data: ev.data, droppedBytes: BigInt(ev.dropped) });
+      if (isFirst && ev.data.length > 0) {
+        isFirst = false;
+        table.firstChunkSent(call.request.name);
+      }
+      if (hasRoom) continue;
       // The stream is full: wait for the reader, but only so long.
       let timer: NodeJS.Timeout | undefined;
       const stalled = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), maxStall)));

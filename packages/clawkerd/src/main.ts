@@ -15,6 +15,8 @@ import { MainCommand, parseRunAs } from "./main-command.js";
 import { Registrar } from "./registrar.js";
 import { ClawkerdServer } from "./server.js";
 import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
+import { TrustInstaller } from "./trust-install.js";
+import { trustServiceImplementation } from "./trust-service.js";
 import { installFirewallCa } from "./trust-store.js";
 
 const env = process.env;
@@ -116,6 +118,11 @@ const server = new ClawkerdServer({
     maxStallMs: positiveInt("CLAWKERD_JOB_WATCH_STALL_MS", DEFAULT_MAX_STALL_MS),
   }),
   jobGateService: jobGateImplementation({ jobs: agentJobs, log: log.child({ component: "job-service" }) }),
+  // A rotated firewall CA, pushed by the control plane to running agents (trust-install.ts).
+  trustService: trustServiceImplementation({
+    installer: new TrustInstaller(log.child({ component: "trust-store" })),
+    log: log.child({ component: "trust-service" }),
+  }),
 });
 
 function stop(code: number, why: string): Promise<never> {

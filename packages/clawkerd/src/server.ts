@@ -3,7 +3,7 @@
 // control-plane identity pin (peer-identity.ts) in front of every call.
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
-import { jobs, type clawkerd } from "@clawker/proto";
+import { jobs, trust, type clawkerd } from "@clawker/proto";
 import type { Bootstrap } from "./bootstrap.js";
 import { peerIdentityInterceptor } from "./peer-identity.js";
 import { ClawkerdServiceFast } from "./response-codec.js";
@@ -21,6 +21,8 @@ export interface ClawkerdServerOptions extends SessionDeps {
   readonly jobService?: jobs.JobServiceServer;
   /** The control plane's job placement (JobGateService), beside jobService. */
   readonly jobGateService?: jobs.JobGateServiceServer;
+  /** The firewall CA install (FirewallTrustService, trust-service.ts), behind the same pin. */
+  readonly trustService?: trust.FirewallTrustServiceServer;
 }
 
 /** Serves Session. start() binds and resolves the bound address; close() ends every session. */
@@ -63,6 +65,8 @@ export class ClawkerdServer {
     if (this.#o.jobService !== undefined) server.addService(jobs.JobServiceService, this.#o.jobService);
     if (this.#o.jobGateService !== undefined)
       server.addService(jobs.JobGateServiceService, this.#o.jobGateService);
+    if (this.#o.trustService !== undefined)
+      server.addService(trust.FirewallTrustServiceService, this.#o.trustService);
     const creds = ServerCredentials.createSsl(
       Buffer.from(bootstrap.caPem),
       [{ private_key: Buffer.from(bootstrap.keyPem), cert_chain: Buffer.from(bootstrap.certPem) }],

@@ -117,7 +117,8 @@ async function firstReadable(files: readonly string[]): Promise<string | undefin
   return undefined;
 }
 
-async function writeAtomic(file: string, content: string, mode = 0o444): Promise<void> {
+/** Writes `file` whole or not at all (a temporary file beside it, renamed over it); mode 0444 by default. */
+export async function writeAtomic(file: string, content: string, mode = 0o444): Promise<void> {
   await mkdir(dirname(file), { recursive: true, mode: 0o755 });
   const tmp = `${file}.${process.pid}.tmp`;
   await writeFile(tmp, content, { mode });

@@ -4,7 +4,7 @@
 // FAILED, and (root + cgroup2) the first process is in the job's cgroup before the target runs.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -324,6 +324,7 @@ void test("the job's first process is in the job's cgroup before the target runs
     cwd: "",
     env: {},
     holdForPlacement: false,
+    jobUuid: "",
     limits: {
       cpuMillis: 100,
       memoryMaxBytes: 64n << 20n,
@@ -365,6 +366,7 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
     cwd: "",
     env: {},
     holdForPlacement: true,
+    jobUuid: "",
   });
   const name = held.job!.name;
   assert.ok(held.heldPid > 0, "the gate's pid is answered");
@@ -373,6 +375,15 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
   // The held process is the gate, not the target: nothing of the target has run.
   assert.match(readFileSync(`/proc/${held.heldPid}/cmdline`, "utf8"), /IFS= read -r _/);
   assert.equal((await statusOf(c, name)).job!.outputBytes, 0n, "the target wrote nothing yet");
+  // A spare gate (when one was ready) waits as clawkerd's user: the agent's processes cannot reach it.
+  const started = await waitFor(() =>
+    proc.lines.find((l) => l["event"] === "job_started" && l["job"] === name),
+  );
+  if (started["spareGate"] === true)
+    assert.match(
+      readFileSync(`/proc/${held.heldPid}/status`, "utf8"),
+      new RegExp(`^Uid:\\s+${process.getuid!()}\\s`, "m"),
+    );
   const opened = await open({ name, run: true, isLimited: true, limitsNote: "" });
   assert.equal(opened.job!.isLimited, true);
   const ended = await waitFor(
@@ -396,6 +407,7 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
     cwd: "",
     env: {},
     holdForPlacement: true,
+    jobUuid: "",
   });
   const closed = await open({
     name: refused.job!.name,
@@ -406,4 +418,26 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
   assert.equal(closed.job!.state, S.JOB_STATE_FAILED);
   assert.equal(closed.job!.reason, "cgroup_placement_failed");
   assert.equal((await watchAll(c, refused.job!.name)).data.length, 0, "the target never ran");
+
+  // The control plane names a held job's uuid (it makes the groups meanwhile): taken once, well formed.
+  const uuid = randomUUID();
+  const heldReq = (jobUuid: string): jobs.StartJobRequest => ({
+    agentName: "dev",
+    project: "proj",
+    argv: ["/bin/true"],
+    cwd: "",
+    env: {},
+    holdForPlacement: true,
+    jobUuid,
+  });
+  const named = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", heldReq(uuid));
+  assert.equal(named.job!.name, `agents/proj.dev/jobs/${uuid}`);
+  for (const bad of [uuid, uuid.toUpperCase(), "../../etc", "undefined"]) {
+    const err = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", heldReq(bad)).then(
+      () => assert.fail(`uuid ${bad} was taken`),
+      (e: ServiceError) => e,
+    );
+    assert.equal(err.code, status.INVALID_ARGUMENT, bad);
+  }
+  await open({ name: named.job!.name, run: false, isLimited: false, limitsNote: "test" });
 });

@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import tls from "node:tls";
 import { after, before, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import { mintTrustSet } from "@clawker/adminclient";
+import { trust } from "@clawker/proto";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { wireError } from "../../../test/harness/wire-error.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
@@ -139,4 +141,44 @@ test("a client without a certificate is refused", async () => {
     })()),
   });
   assert.equal(code, 14);
+});
+
+/** InstallFirewallCa as `id`, over mTLS; the error status, or "ok". */
+function installCa(id: ClientIdentity, pem: string): Promise<"ok" | grpc.ServiceError> {
+  const client = new trust.FirewallTrustServiceClient(
+    proc.address,
+    grpc.credentials.createSsl(Buffer.from(id.caPem), Buffer.from(id.keyPem), Buffer.from(id.certPem), {
+      checkServerIdentity: () => undefined,
+    }),
+  );
+  return new Promise<"ok" | grpc.ServiceError>((resolve) =>
+    client.installFirewallCa({ caBundlePem: pem }, (err) => {
+      client.close();
+      resolve(err ?? "ok");
+    }),
+  ).finally(() => client.close());
+}
+
+test("FirewallTrustService is behind the same pin: another agent's leaf is refused; key material is refused for the control plane too", async () => {
+  // A certificate with its key appended: refused before anything is read or written.
+  const keyed = agent.trust.set.ca.certPem + agent.trust.set.ca.keyPem;
+  const other = await agent.trust.issueAgent("proj.other", "cd".repeat(32));
+  const refused = await installCa(identity(other), agent.trust.set.ca.certPem);
+  assert.notEqual(refused, "ok");
+  assert.deepEqual(refused === "ok" ? refused : wireError(refused), {
+    code: 7,
+    message: "only the control plane may call clawkerd",
+    reason: "not_control_plane",
+    domain: "clawker.dev",
+    metadata: {},
+  });
+  const keyRefused = await installCa(identity(agent.trust.set.controlPlaneClient), keyed);
+  assert.notEqual(keyRefused, "ok");
+  assert.deepEqual(keyRefused === "ok" ? keyRefused : wireError(keyRefused), {
+    code: 3,
+    message: "firewall CA bundle refused: it holds private key material",
+    reason: "invalid_argument",
+    domain: "clawker.dev",
+    metadata: {},
+  });
 });

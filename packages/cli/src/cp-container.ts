@@ -178,6 +178,28 @@ export async function findCpContainer(docker: DockerClient): Promise<CpContainer
   return only === undefined ? undefined : await inspectCp(docker, only.Id);
 }
 
+/**
+ * The control-plane container's address on `network` when `controlplane up --container` made one
+ * and it is attached there (its agent listener and token endpoint listen on that address, not on
+ * the network's gateway), else undefined. A stopped container keeps the fixed address it was
+ * connected with.
+ */
+export async function cpAddressOn(docker: DockerClient, network: string): Promise<string | undefined> {
+  const cp = await findCpContainer(docker);
+  if (cp === undefined) return undefined;
+  let endpoint;
+  try {
+    endpoint = (await docker.getContainer(cp.id).inspect()).NetworkSettings.Networks[network];
+  } catch (err) {
+    throw dockerError(`inspect container ${cp.id.slice(0, 12)}`, err);
+  }
+  // @types/dockerode types IPAMConfig loosely; the Engine API's is `{ IPv4Address?: string }`.
+  const ipam = endpoint?.IPAMConfig as { IPv4Address?: unknown } | undefined;
+  const fixed = typeof ipam?.IPv4Address === "string" ? ipam.IPv4Address : "";
+  const address = fixed !== "" ? fixed : (endpoint?.IPAddress ?? "");
+  return address === "" ? undefined : address;
+}
+
 /** Inspects one container as a CpContainer. */
 export async function inspectCp(docker: DockerClient, id: string): Promise<CpContainer> {
   let info;

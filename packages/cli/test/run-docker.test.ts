@@ -441,4 +441,69 @@ void test("agent bootstrap with a real dockerd", async (t: TestContext) => {
       assert.match(rmAgain.err(), /not_found: no container named clawker\.web\.cli1/);
     },
   );
+
+  await t.test(
+    "clawker run: the control-plane container's address on clawker-agents is the default when `up --container` made one; flags override",
+    async () => {
+      // A container labelled as `controlplane up --container` labels it, at the fixed address the
+      // CLI connects it with: the agent must dial it there, not the gateway (nothing listens there).
+      const cpAddress = "10.213.0.2";
+      const cp = await docker.createContainer({
+        name: "clawker-controlplane",
+        Image: image,
+        Entrypoint: BUSYBOX_ENTRYPOINT,
+        Cmd: ["sleep", "300"],
+        Labels: { [LABELS.managed]: "true", [LABELS.purpose]: "controlplane" },
+        HostConfig: { NetworkMode: NETWORK },
+        NetworkingConfig: { EndpointsConfig: { [NETWORK]: { IPAMConfig: { IPv4Address: cpAddress } } } },
+      });
+      const common = ["--trust-dir", trust.trustDir, "--entrypoint", JSON.stringify(BUSYBOX_ENTRYPOINT)];
+      const rest = ["--no-start", "--format", "json", image, "sleep", "300"];
+      const made = async (agent: string, flags: string[] = []): Promise<Record<string, unknown>> => {
+        const io = cliIo(daemon.dockerHost);
+        assert.equal(
+          await run(["run", "--agent", agent, ...common, ...flags, ...rest], io),
+          ExitCode.ok,
+          io.err(),
+        );
+        const result = JSON.parse(io.out()) as Record<string, unknown>;
+        const files = await readArchive(
+          docker,
+          String(result["containerId"]),
+          `${BOOTSTRAP_DIR}/${BOOTSTRAP_FILES.config}`,
+        );
+        const config = JSON.parse(
+          files.get(BOOTSTRAP_FILES.config)!.content.toString(),
+        ) as AgentBootstrapConfig;
+        // What the agent will dial is what the CLI reported.
+        assert.equal(config.controlPlaneAddr, result["controlPlaneAddr"]);
+        assert.equal(config.tokenEndpoint, result["tokenEndpoint"]);
+        return result;
+      };
+      // Created, not started: the address it was connected with counts.
+      const stopped = await made("incp1");
+      assert.equal(stopped["controlPlaneAddr"], `${cpAddress}:7444`);
+      assert.equal(stopped["tokenEndpoint"], `https://${cpAddress}:4444/oauth2/token`);
+      await cp.start();
+      assert.equal((await made("incp2"))["controlPlaneAddr"], `${cpAddress}:7444`);
+      // The flags still win, each on its own.
+      const flagged = await made("incp3", ["--cp-addr", "10.213.0.9:9000"]);
+      assert.equal(flagged["controlPlaneAddr"], "10.213.0.9:9000");
+      assert.equal(flagged["tokenEndpoint"], `https://${cpAddress}:4444/oauth2/token`);
+      const tokenFlag = await made("incp4", ["--token-endpoint", TOKEN_ENDPOINT]);
+      assert.equal(tokenFlag["controlPlaneAddr"], `${cpAddress}:7444`);
+      assert.equal(tokenFlag["tokenEndpoint"], TOKEN_ENDPOINT);
+      // A container that only took the name (no labels) is not the control plane: the gateway.
+      await cp.remove({ force: true });
+      await docker.createContainer({
+        name: "clawker-controlplane",
+        Image: image,
+        Entrypoint: BUSYBOX_ENTRYPOINT,
+        Cmd: ["sleep", "300"],
+        HostConfig: { NetworkMode: NETWORK },
+        NetworkingConfig: { EndpointsConfig: { [NETWORK]: { IPAMConfig: { IPv4Address: cpAddress } } } },
+      });
+      assert.equal((await made("incp5"))["controlPlaneAddr"], CP_ADDR);
+    },
+  );
 });

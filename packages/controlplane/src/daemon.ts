@@ -24,6 +24,7 @@ import { decideEbpf, hostFacts } from "./ebpf/availability.js";
 import { CLOSED_TARGETS, Enforcement } from "./ebpf/enforcement.js";
 import { agentNetworkLookup } from "./firewall/agent-network.js";
 import { AuditLog } from "./firewall/audit/audit-log.js";
+import { CaPush } from "./firewall/ca-push.js";
 import { dnsGateProcess } from "./firewall/dns-gate-process.js";
 import { egressService } from "./firewall/egress-service.js";
 import { agentResolver } from "./firewall/events/agent-resolver.js";
@@ -120,6 +121,8 @@ export class Daemon {
   readonly #eventsClosing = new AbortController();
   /** Issue 11 (wip/triage): denial triage, agents' requests, approvals. */
   readonly #triage: EgressTriage;
+  /** Issue 16 (wip/fwrest): a rotated interception CA pushed into running agents. */
+  readonly #caPush: CaPush;
   /** Refusal counts of every listener (one object, for metrics). */
   readonly #counters = new ListenerCounters();
   readonly #refusals: RefusalLog;
@@ -282,10 +285,21 @@ export class Daemon {
         ? undefined
         : new BpfEventFeed({
             subscribe: (signal) => enforcement.client.events(signal),
+            // The kernel's own event drops (ring full, per-cgroup rate): the bpf source's drops.
+            kernelDrops: async () => (await enforcement.client.dump()).counters,
             hub: events,
             log: log.child({ component: "firewall-events" }),
           });
+    // ---- Issue 16 (wip/fwrest): the interception CA into running agents, at a rotation and at each
+    // ready link (firewall/ca-push.ts); lazy on the registry, the dialer and the firewall. ----
+    this.#caPush = new CaPush({
+      agents: () => this.#registry?.list() ?? [],
+      channel: (id) => this.#dialer?.readyChannel(id),
+      bundle: () => this.#firewall.trustBundle(),
+      log,
+    });
     this.#firewall = new Firewall({
+      caPush: this.#caPush,
       settings: config.firewall,
       audit: this.#audit,
       dataDir: config.dataDir,
@@ -543,6 +557,8 @@ export class Daemon {
       commands: this.#overseer.commands,
       tls: { ca: trust.ca, cert: trust.clientCert, key: trust.clientKey },
       log: this.#log.child({ component: "dialer" }),
+      // Issue 16 (wip/fwrest): each ready link gets the current interception CA bundle.
+      onLinkReady: (id) => this.#caPush.onLinkReady(id),
     });
     const admin = adminService({
       agents: registry,

@@ -109,6 +109,7 @@ void test("a held job is placed in v1 groups with its limits, stats read back, i
   assert.equal(refused.isLimited, false);
   assert.match(refused.note, /not found in the agent's cgroup/);
   assert.equal(cgroupOf(outsider.pid!, "memory"), before, "the outsider stayed where it was");
+  assert.deepEqual(new JobCgroupsV1().jobIds(groups), [], "the groups made for it meanwhile are gone");
 
   const gate = sleeper(t);
   inContainer(c.dirs, gate);

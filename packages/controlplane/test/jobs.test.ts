@@ -243,6 +243,7 @@ void test("a CLI watcher that stops reading is cut off (watcher_too_slow) while 
     cwd: "",
     env: {},
     holdForPlacement: false,
+    jobUuid: "",
   });
   const name = job!.name;
   const child = spawn(
@@ -295,6 +296,7 @@ void test("a control plane restart (new dialer, new listener) re-attaches to a r
     cwd: "",
     env: {},
     holdForPlacement: false,
+    jobUuid: "",
   });
   const name = job!.name;
   await dialer.close();
@@ -328,6 +330,7 @@ void test("stop kills the job's whole tree; stop of a finished job is a no-op", 
     cwd: "",
     env: {},
     holdForPlacement: false,
+    jobUuid: "",
   });
   await waitFor(() => (processesWith(marker).length >= 3 ? true : undefined), { what: "the job's tree" });
   const first = await clawker(["stop", job!.name, "--format", "json"]);

@@ -200,6 +200,7 @@ export function startJobRequest(values: FlagValues): jobs.StartJobRequest {
     limits,
     // The control plane decides placement; what a CLI sends here is overwritten.
     holdForPlacement: false,
+    jobUuid: "",
   };
 }
 

@@ -27,6 +27,7 @@ import {
 } from "../command-spec.js";
 import { defaultAdminAddr, defaultDataDir, defaultTokenEndpoint, defaultTrustDir } from "../defaults.js";
 import { CliError, ExitCode, type ExitCodeValue } from "../exit-codes.js";
+import { cpAddressOn } from "../cp-container.js";
 import type { Io } from "../io.js";
 import { hostDisks, readAgentLimitDefaults, withDefaults } from "./agent-defaults.js";
 import { ADMIN_SOCKET_FLAG, LOCATE_FLAGS } from "./controlplane-up.js";
@@ -121,12 +122,12 @@ export const RUN: CommandSpec = {
     "cp-addr": {
       type: "string",
       value: "HOST:PORT",
-      description: `control plane agent listener as the agent reaches it (default <network gateway>:${AGENT_LISTENER_PORT})`,
+      description: `control plane agent listener as the agent reaches it (default: the control-plane container's address on the network when \`controlplane up --container\` made one, else the network's gateway; port ${AGENT_LISTENER_PORT})`,
     },
     "token-endpoint": {
       type: "string",
       value: "URL",
-      description: `token endpoint as the agent reaches it (default https://<network gateway>:${AGENT_TOKEN_PORT}/oauth2/token)`,
+      description: `token endpoint as the agent reaches it (default https://<that same address>:${AGENT_TOKEN_PORT}/oauth2/token)`,
     },
     "server-name": {
       type: "string",
@@ -279,10 +280,11 @@ export async function runAgent(values: FlagValues, io: Io): Promise<number> {
     let cpAddr = optStr(values, "cp-addr");
     let tokenEndpoint = optStr(values, "token-endpoint");
     if (cpAddr === undefined || tokenEndpoint === undefined) {
-      // The control plane binds its agent listeners on the agents network's gateway.
-      const gateway = await networkGateway(docker, network);
-      cpAddr ??= `${gateway}:${AGENT_LISTENER_PORT}`;
-      tokenEndpoint ??= `https://${gateway}:${AGENT_TOKEN_PORT}/oauth2/token`;
+      // The container form (`controlplane up --container`) listens on its own address on the
+      // agents' network; a control plane on the host binds the network's gateway.
+      const host = (await cpAddressOn(docker, network)) ?? (await networkGateway(docker, network));
+      cpAddr ??= `${host}:${AGENT_LISTENER_PORT}`;
+      tokenEndpoint ??= `https://${host}:${AGENT_TOKEN_PORT}/oauth2/token`;
     }
     const created = await createAgentContainer(docker, {
       agent,

@@ -77,6 +77,11 @@ export interface DialerOptions {
   readonly backoff?: Partial<BackoffOptions>;
   readonly timeouts?: Partial<DialerTimeouts>;
   readonly now?: () => number;
+  /**
+   * Told each time a container's link becomes ready (readyChannel answers), a re-dial of a running
+   * agent included (which publishes no `agent.ready`): the firewall CA push (firewall/ca-push.ts).
+   */
+  readonly onLinkReady?: (containerId: string) => void;
 }
 
 /** How a link's last session went, for callers and tests. */
@@ -466,6 +471,7 @@ export class Dialer {
       if (ack.cmdRunning) {
         // A re-dial of a running agent (CP restart, dropped stream): it has booted already.
         link.state = "ready";
+        this.#o.onLinkReady?.(record.id);
         return undefined;
       }
       if (!ack.initialized) {
@@ -476,6 +482,7 @@ export class Dialer {
       session.ready(this.#o.defaultCmd?.(record) ?? "");
       link.state = "ready";
       this.#o.agents.publish({ ...facts(), type: "agent.ready" });
+      this.#o.onLinkReady?.(record.id);
       return undefined;
     } catch (err) {
       if (err instanceof SessionError && err.reason === "session_closed") return undefined; // closed: re-dial

@@ -16,7 +16,7 @@ import { checkPolicy, type ProxyEntry } from "./proxy/index.js";
 import type { ListedRule } from "./rule-store.js";
 import type { RuleInput } from "./rule.js";
 import { compareRules } from "./rule-merge.js";
-import { canonicalRules } from "./rule-validation.js";
+import { HTTP_METHODS, canonicalRules } from "./rule-validation.js";
 
 const PORTS = { tls: 15443, http: 15080, routes: [16000, 16001, 16002], udp: [16000, 16001] };
 
@@ -444,4 +444,37 @@ void test("udp: one relay port per (dst, port) with every scope's rules, sticky,
     next.skipped.map((s) => [s.ruleId, s.reason]),
     [["global/more.example.com:udp:7", "no_route_listener"]],
   );
+});
+
+void test("rules at every limit validation allows compile into policies both layers accept", () => {
+  // Whatever validation lets through must apply: a rule the proxy or the gate refused later would
+  // be saved and then fail every reconcile. compile() runs both layers' own checks.
+  const label = (c: string): string => c.repeat(63);
+  const name253 = `${label("a")}.${label("b")}.${label("c")}.${"d".repeat(61)}`;
+  const name64 = "p".repeat(64);
+  const out = compile(
+    [
+      { dst: name253 },
+      { dst: `*.${label("e")}.${label("f")}.${label("g")}.${"h".repeat(59)}` },
+      { dst: "*.a.b.c.d.e.f.g.h" },
+      { dst: "*.a.b.c.d.e.f.g.h", proto: "http" },
+      { dst: "limits.test", project: name64, agentName: "q".repeat(64) },
+      {
+        dst: "paths.test",
+        pathRules: [
+          { path: "~(?i)/admin/.*", action: "deny" },
+          { path: "~/v1/\\pL+/[[:alpha:]]+\\z", methods: [...HTTP_METHODS] },
+          { path: `/${"x".repeat(1023)}` },
+          ...Array.from({ length: 253 }, (_, i) => ({ path: `/p${i}` })),
+        ],
+      },
+      { dst: "range.test", proto: "tcp", port: "1-1024" },
+      { dst: "one.test", proto: "tcp", port: "65535" },
+    ],
+    {
+      sources: [{ address: "172.20.0.5", agent: `${name64}.${"q".repeat(64)}`, project: name64 }],
+    },
+  );
+  assert.equal(out.skipped.length, 0);
+  assert.ok(out.proxy.entries.some((e) => e.dst === "*.a.b.c.d.e.f.g.h" && e.kind === "http"));
 });

@@ -3,6 +3,7 @@
 // route identity. The choices (and why) are in README.md, "Destinations".
 import { domainToASCII } from "node:url";
 import { quote } from "./errors.js";
+import { MAX_WILDCARD_LABELS } from "./name-match.js";
 import type { DstKind } from "./rule.js";
 
 /** A parsed destination, or what is wrong with it. */
@@ -81,6 +82,13 @@ function parseName(raw: string): DestinationResult {
   // `*.com` would admit a whole top-level domain; a wildcard needs a parent of two labels or more.
   if (kind === "wildcard" && labels.length < 2) {
     return fail(`${quote(raw)} is a wildcard over a single label; name at least two labels after "*."`);
+  }
+  // The proxy holds one lookup per parent depth and the DNS gate refuses what it cannot match, so a
+  // deeper wildcard would be saved here and then refused by both layers at every reconcile.
+  if (kind === "wildcard" && labels.length > MAX_WILDCARD_LABELS) {
+    return fail(
+      `${quote(raw)} is a wildcard over ${labels.length} labels; at most ${MAX_WILDCARD_LABELS} after "*." (write a rule for a shorter parent or for the exact name)`,
+    );
   }
   return { ok: true, dst: name, kind };
 }

@@ -174,6 +174,11 @@ export interface FirewallOptions {
   readonly now?: () => number;
   /** Where the default upstream resolvers come from (default /etc/resolv.conf); tests change it. */
   readonly resolvConf?: string;
+  /**
+   * Puts a CA bundle into every running agent (ca-push.ts). Absent: a rotated CA reaches only
+   * agents made after it (README, "The interception CA").
+   */
+  readonly caPush?: { pushAll(bundle: string): Promise<unknown> };
 }
 
 /** FirewallInit's answer. */
@@ -232,7 +237,7 @@ const LEAF_RENEW_BEFORE_MS = 7 * 24 * 3600_000;
 const HEALTH_TIMEOUT_MS = 1_000;
 const CONTAINER_ID = /^[0-9a-f]{1,64}$/;
 // The proxy's scope-name token (proxy/policy.ts).
-const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,128}$/;
 
 /** The firewall subsystem (see the file comment). */
 export class Firewall {
@@ -251,6 +256,8 @@ export class Firewall {
   /** Rule ids reported as skipped by the last compile, so each is logged once per change. */
   #skipped = new Set<string>();
   #unsubscribe: (() => void) | undefined;
+  /** During a rotation, until the proxy presents the new CA's certificates: the new CA and the old. */
+  #overlapBundle: string | undefined;
   #closing = false;
   #closed: Promise<void> | undefined;
 
@@ -457,17 +464,39 @@ export class Firewall {
     return this.#run(async (signal) => {
       await this.#ca.load();
       const before = this.#ca.fingerprint;
+      const oldPem = this.#ca.certPem;
       await this.#ca.rotate();
+      const newPem = this.#ca.certPem;
       this.#log.warn(
         { event: "interception_ca_rotated", before, after: this.#ca.fingerprint, file: this.#ca.certFile },
-        "interception CA rotated; agents must trust the new one",
+        "interception CA rotated",
       );
       const stack = this.#stack;
-      if (stack !== undefined && this.#compiled !== undefined) {
-        await this.#installCertificates(stack, this.#compiled.certificates, signal);
+      const push = this.#options.caPush;
+      try {
+        if (stack !== undefined && this.#compiled !== undefined) {
+          // Agents trust both before the proxy presents the new one's certificates, so a process
+          // started in an agent at any moment of the rotation verifies what it is shown.
+          this.#overlapBundle = joinPem(newPem, oldPem);
+          await push?.pushAll(this.#overlapBundle);
+          await this.#installCertificates(stack, this.#compiled.certificates, signal);
+        }
+      } finally {
+        this.#overlapBundle = undefined;
       }
+      // The old CA signs nothing the proxy presents any more: agents stop trusting it.
+      await push?.pushAll(newPem);
       return { before, after: this.#ca.fingerprint };
     });
+  }
+
+  /**
+   * The CA bundle agents should hold now: the interception CA, plus the previous one while a
+   * rotation has not yet switched the proxy to the new one's certificates; undefined before any
+   * CA was made.
+   */
+  async trustBundle(): Promise<string | undefined> {
+    return this.#overlapBundle ?? (await this.#ca.publicCertPem());
   }
 
   /** FirewallSyncRoutes: recompiles from the store and hands the routes over; how many took effect. */
@@ -1071,4 +1100,10 @@ async function withTimeout<T>(p: Promise<T>, fallback: T): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Two PEM texts as one bundle, each ending in one newline. */
+function joinPem(first: string, second: string): string {
+  const line = (pem: string): string => (pem.endsWith("\n") ? pem : `${pem}\n`);
+  return line(first) + line(second);
 }

@@ -127,6 +127,36 @@ void test("one invalid rule among 50 fails the call with its index and field, an
   assert.deepEqual(keys(store), ["global: before.test:https:443"]);
 });
 
+void test("a wildcard deeper than the layers' 8 labels fails the whole call up front, and writes nothing", (t) => {
+  // Both layers refuse it at apply time: saved, it would turn every later reconcile into "rules
+  // saved; will apply on the next reload".
+  const path = tempPath(t);
+  const store = open(t, path);
+  store.add([{ dst: "before.test" }], cli);
+  const before = dump(path);
+  const inputs: RuleInput[] = [
+    { dst: "ok.test" },
+    { dst: "*.a.b.c.d.e.f.g.h.i" },
+    { dst: "*.a.b.c.d.e.f.g.h" },
+  ];
+  assert.throws(
+    () => store.add(inputs, cli),
+    (err: unknown) => {
+      assert.ok(err instanceof InvalidRuleError);
+      assert.equal(err.problems.length, 1);
+      assert.deepEqual({ ...err.problems[0], message: "" }, { index: 1, field: "dst", message: "" });
+      assert.equal(firewallStatus(err).code, status.INVALID_ARGUMENT);
+      assert.match(
+        firewallStatus(err).details,
+        /rules\[1\]\.dst: "\*\.a\.b\.c\.d\.e\.f\.g\.h\.i" is a wildcard over 9 labels; at most 8/,
+      );
+      return true;
+    },
+  );
+  assert.deepEqual(dump(path), before);
+  assert.deepEqual(keys(store), ["global: before.test:https:443"]);
+});
+
 void test("a failure inside the transaction rolls back every rule of the call", (t) => {
   const path = tempPath(t);
   const store = open(t, path);

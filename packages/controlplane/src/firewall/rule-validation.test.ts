@@ -36,6 +36,11 @@ void test("canonicalisation fills defaults and picks one spelling (table)", () =
     ["uppercase name is lowercased", { dst: "API.Example.COM" }, { dst: "api.example.com" }],
     ["trailing root dot is dropped", { dst: "example.com." }, { dst: "example.com" }],
     ["wildcard", { dst: "*.Example.com" }, { dst: "*.example.com" }],
+    [
+      "wildcard over 8 labels (the layers' limit)",
+      { dst: "*.a.b.c.d.e.f.g.h" },
+      { dst: "*.a.b.c.d.e.f.g.h" },
+    ],
     ["63-character label", { dst: `${long(63)}.com` }, { dst: `${long(63)}.com` }],
     ["253-character name", { dst: nameOfLength(253) }, { dst: nameOfLength(253) }],
     ["single-label name (a sibling container)", { dst: "postgres", proto: "tcp", port: "5432" }, {}],
@@ -135,6 +140,11 @@ void test("invalid rules name the field and say what is wrong (table)", () => {
     [{ dst: "a-.com" }, "dst", /invalid label "a-"/],
     [{ dst: "a_b.com" }, "dst", /invalid label "a_b"/],
     [{ dst: "*.com" }, "dst", /wildcard over a single label/],
+    [
+      { dst: "*.a.b.c.d.e.f.g.h.i" },
+      "dst",
+      /"\*\.a\.b\.c\.d\.e\.f\.g\.h\.i" is a wildcard over 9 labels; at most 8/,
+    ],
     [{ dst: "a.*.com" }, "dst", /whole first label/],
     [{ dst: "*a.com" }, "dst", /whole first label/],
     [{ dst: "*.*.a.com" }, "dst", /whole first label/],

@@ -29,6 +29,20 @@ export interface Placement {
   readonly note: string;
 }
 
+/** A job's groups made and limited, not yet entered by its process (prepare(), then enter()). */
+export interface PreparedGroups {
+  /** The job's directory per controller that could be made. */
+  readonly made: Readonly<Partial<Record<V1Controller, string>>>;
+  /** Controllers asked for that the container has no group in. */
+  readonly missing: readonly string[];
+  /** What could not be made or written, for the note. */
+  readonly failed: readonly string[];
+  /** True when the job asked for any limit. */
+  readonly anyAsked: boolean;
+  /** Non-empty: nothing was made, and this is the whole note. */
+  readonly refusal: string;
+}
+
 /** An agent container's usage and limits, read from its own groups. */
 export interface ContainerUsage {
   readonly stats: jobs.JobStats;
@@ -123,7 +137,17 @@ export class JobCgroupsV1 {
     hostPid: number,
     limits: jobs.JobLimits | undefined,
   ): Placement {
-    if (!UUID.test(uuid)) return { isLimited: false, note: "malformed job id" };
+    return this.enter(this.prepare(groups, uuid, limits), hostPid);
+  }
+
+  /**
+   * Creates job `uuid`'s groups under the container's and writes `limits`, before its process
+   * exists (the control plane does this while clawkerd starts the job). Never throws: what could
+   * not be done is carried to enter()'s note.
+   */
+  prepare(groups: ContainerGroups, uuid: string, limits: jobs.JobLimits | undefined): PreparedGroups {
+    if (!UUID.test(uuid))
+      return { made: {}, missing: [], failed: [], anyAsked: false, refusal: "malformed job id" };
     const missing: string[] = [];
     const failed: string[] = [];
     const asked = {
@@ -199,7 +223,14 @@ export class JobCgroupsV1 {
       }
       if (asked.pids) write("pids", "pids.max", String(limits.pidsMax));
     }
-    // Last: the process enters its groups only once every limit is in place.
+    return { made, missing, failed, anyAsked: Object.values(asked).some(Boolean), refusal: "" };
+  }
+
+  /** Moves `hostPid` into prepared groups: last, once every limit is in place. */
+  enter(prepared: PreparedGroups, hostPid: number): Placement {
+    if (prepared.refusal !== "") return { isLimited: false, note: prepared.refusal };
+    const { made, missing } = prepared;
+    const failed = [...prepared.failed];
     for (const c of V1_CONTROLLERS) {
       const dir = made[c];
       if (dir === undefined) continue;
@@ -213,8 +244,7 @@ export class JobCgroupsV1 {
       ...(missing.length > 0 ? [`no v1 ${missing.join(", ")} controller for the agent`] : []),
       ...(failed.length > 0 ? [`cannot set ${failed.join(", ")}`] : []),
     ];
-    const anyAsked = Object.values(asked).some(Boolean);
-    if (notes.length === 0) return { isLimited: anyAsked, note: "" };
+    if (notes.length === 0) return { isLimited: prepared.anyAsked, note: "" };
     return { isLimited: false, note: `${notes.join("; ")}: the job runs under the agent's limits for those` };
   }
 

@@ -6,6 +6,8 @@
 // that stays full for `maxStallMs` is cut off with RESOURCE_EXHAUSTED (`watcher_too_slow`).
 // On a cgroup v1 host (`placement`) StartJob holds the job at its gate, places its first process
 // in v1 groups under the agent's container, then opens the gate; GetJobStatus reads those groups.
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import {
   CLAWKER_ERROR_DOMAIN,
@@ -20,6 +22,7 @@ import type { AgentChannel, Dialer } from "../agents/dialer.js";
 import type { Registry } from "../agents/registry.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
 import type { Logger } from "../logging.js";
+import type { Placement } from "./cgroups-v1.js";
 import type { JobPlacement } from "./placement.js";
 
 /** What the service uses. */
@@ -99,16 +102,43 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     req: jobs.StartJobRequest,
   ): Promise<jobs.StartJobResponse | undefined> => {
     if (placement === undefined) return undefined;
+    const t0 = performance.now();
     const groups = await placement.groupsOf(route.containerId);
     if (groups === undefined) return undefined;
+    const at = (): number => Math.round((performance.now() - t0) * 1000) / 1000;
     const c = route.client;
-    const held = await unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
+    // The uuid is ours so that the job's groups and limits are made while clawkerd starts the
+    // job (the request is on its way first); only the move of its held process waits for it.
+    const uuid = randomUUID();
+    const heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
       ...req,
       holdForPlacement: true,
+      jobUuid: uuid,
     });
+    await new Promise(setImmediate);
+    const prepared = placement.prepare(groups, uuid, req.limits);
+    const preparedMs = at();
+    let held: jobs.StartJobResponse;
+    try {
+      held = await heldCall;
+    } catch (err) {
+      placement.abandon(groups, uuid);
+      throw err;
+    }
+    const heldMs = at();
     const job = held.job;
-    if (job === undefined || held.heldPid === 0) return { job, heldPid: 0 };
-    const placed = placement.place(groups, uuidOf(job.name), held.heldPid, req.limits);
+    if (job === undefined || held.heldPid === 0) {
+      placement.abandon(groups, uuid);
+      return { job, heldPid: 0 };
+    }
+    let placed: Placement;
+    if (uuidOf(job.name) === uuid) placed = placement.enter(groups, uuid, prepared, held.heldPid);
+    else {
+      // A clawkerd that predates job_uuid named the job itself: its groups are made now.
+      placement.abandon(groups, uuid);
+      placed = placement.place(groups, uuidOf(job.name), held.heldPid, req.limits);
+    }
+    const placedMs = at();
     if (placed.note !== "")
       log.warn({ job: job.name, note: placed.note, event: "job_not_limited" }, "job not fully limited");
     const gate = new jobs.JobGateServiceClient("unused:0", grpc.credentials.createInsecure(), {
@@ -122,6 +152,10 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
         isLimited: placed.isLimited,
         limitsNote: placed.note,
       },
+    );
+    log.debug(
+      { job: job.name, preparedMs, heldMs, placedMs, gateOpenedMs: at(), event: "job_timeline" },
+      "job start timeline",
     );
     return { job: opened.job, heldPid: 0 };
   };
@@ -167,8 +201,8 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       callback(refusal(err, log));
       return;
     }
-    // Only the control plane asks clawkerd to hold a job; a CLI's wish is not taken.
-    const own = { ...req, holdForPlacement: false };
+    // Only the control plane asks clawkerd to hold a job and names its uuid; a CLI's wish is not taken.
+    const own = { ...req, holdForPlacement: false, jobUuid: "" };
     void startPlaced(route, own)
       .then(
         async (res) =>

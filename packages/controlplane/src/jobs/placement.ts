@@ -7,7 +7,13 @@ import { agentFullName, errorDetailOf, jobs } from "@clawker/proto";
 import type { AgentChannel, Dialer } from "../agents/dialer.js";
 import type { Registry } from "../agents/registry.js";
 import type { Logger } from "../logging.js";
-import { JobCgroupsV1, type ContainerGroups, type ContainerUsage, type Placement } from "./cgroups-v1.js";
+import {
+  JobCgroupsV1,
+  type ContainerGroups,
+  type ContainerUsage,
+  type Placement,
+  type PreparedGroups,
+} from "./cgroups-v1.js";
 
 /** What the placement uses. */
 export interface JobPlacementDeps {
@@ -83,19 +89,42 @@ export class JobPlacement {
 
   /** Places the held process `nsPid` of job `uuid` in its groups under the container's. */
   place(groups: ContainerGroups, uuid: string, nsPid: number, limits: jobs.JobLimits | undefined): Placement {
+    return this.enter(groups, uuid, this.prepare(groups, uuid, limits), nsPid);
+  }
+
+  /**
+   * Makes job `uuid`'s groups with their limits before its process exists (while clawkerd starts
+   * it); the reaper leaves them alone until enter() or abandon().
+   */
+  prepare(groups: ContainerGroups, uuid: string, limits: jobs.JobLimits | undefined): PreparedGroups {
     this.#placing.add(uuid);
+    return this.#cgroups.prepare(groups, uuid, limits);
+  }
+
+  /**
+   * Moves the held process `nsPid` of job `uuid` into its prepared groups. A pid that is not
+   * directly in the container's own group moves nothing: the groups go, the note says so.
+   */
+  enter(groups: ContainerGroups, uuid: string, prepared: PreparedGroups, nsPid: number): Placement {
     try {
       const hostPid = this.#cgroups.hostPid(groups, nsPid);
       if (hostPid === undefined) {
+        this.#cgroups.remove(groups, uuid);
         return {
           isLimited: false,
           note: "the job's process was not found in the agent's cgroup: it runs under the agent's limits only",
         };
       }
-      return this.#cgroups.place(groups, uuid, hostPid, limits);
+      return this.#cgroups.enter(prepared, hostPid);
     } finally {
       this.#placing.delete(uuid);
     }
+  }
+
+  /** Removes prepared groups whose job never started. */
+  abandon(groups: ContainerGroups, uuid: string): void {
+    this.#placing.delete(uuid);
+    this.#cgroups.remove(groups, uuid);
   }
 
   /** The job's usage from its groups; undefined when it has none (any more). */

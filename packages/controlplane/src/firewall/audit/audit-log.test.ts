@@ -61,6 +61,37 @@ async function lines(dir: string): Promise<Record<string, unknown>[]> {
 }
 
 describe("AuditLog", () => {
+  test("a sustained stream is written in batches (at most one write per 10 ms), every record in order", async () => {
+    const dir = await tempDir();
+    const audit = new AuditLog({ dir });
+    await audit.start();
+    const turns = 200;
+    const start = performance.now();
+    let seq = 0n;
+    for (let turn = 0; turn < turns; turn++) {
+      for (let i = 0; i < 50; i++) audit.event(sampleEvent(++seq));
+      if (turn === turns / 2) audit.action("enable", { clientId: "clawker-cli", cn: "cli" }, { turn });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await audit.flush();
+    const elapsedMs = performance.now() - start;
+    const { writes, written, lost } = audit.stats();
+    assert.deepEqual([written, lost], [turns * 50 + 1, 0]);
+    // One write per turn of the event loop would be ~200; the stream waits 10 ms between writes
+    // (or until 1,024 records are queued), bounded by the time it took however loaded the machine.
+    assert.ok(
+      writes <= Math.ceil(elapsedMs / 10) + Math.ceil((turns * 50) / 1024) + 2,
+      `writes ${writes} in ${elapsedMs.toFixed(0)} ms`,
+    );
+    const records = await lines(dir);
+    assert.deepEqual(
+      records.filter((r) => r["kind"] === "decision").map((r) => r["seq"]),
+      Array.from({ length: turns * 50 }, (_, i) => String(i + 1)),
+    );
+    assert.equal(records[(turns / 2 + 1) * 50]!["kind"], "action", "the action where it was queued");
+    await audit.close();
+  });
+
   test("decisions round-trip every field, 64-bit values included; actions carry who and detail", async () => {
     const dir = await tempDir();
     const audit = new AuditLog({ dir });

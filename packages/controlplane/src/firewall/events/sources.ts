@@ -67,10 +67,13 @@ const PROXY_PROTOCOL: Record<ProxyDecision["layer"], string> = {
 /** A proxy decision: one connection (tls, tcp), one request (mitm, http) or one UDP session (udp). */
 export function proxyEvent(d: ProxyDecision): SourcedEvent {
   const allowed = d.verdict === "allow";
+  // Every field written out (no spread of BLANK): this runs once per proxy line.
   return {
     event: {
-      ...BLANK,
       timeUnixNanos: BigInt(Math.round(d.time * 1000)) * MS,
+      agentName: "",
+      project: "",
+      containerId: "",
       dstName: d.name ?? "",
       dstAddr: d.upstream ?? "",
       port: d.port ?? 0,
@@ -85,9 +88,10 @@ export function proxyEvent(d: ProxyDecision): SourcedEvent {
       method: d.method ?? "",
       path: d.path ?? "",
       httpStatus: d.status ?? 0,
-      bytesIn: BigInt(Math.max(0, Math.trunc(d.bytesIn))),
-      bytesOut: BigInt(Math.max(0, Math.trunc(d.bytesOut))),
-      durationMicros: BigInt(Math.max(0, Math.round(d.durationMs * 1000))),
+      bytesIn: d.bytesIn > 0 ? BigInt(Math.trunc(d.bytesIn)) : 0n,
+      bytesOut: d.bytesOut > 0 ? BigInt(Math.trunc(d.bytesOut)) : 0n,
+      durationMicros: d.durationMs > 0 ? BigInt(Math.round(d.durationMs * 1000)) : 0n,
+      gapCount: 0n,
     },
     origin: { address: d.source },
   };

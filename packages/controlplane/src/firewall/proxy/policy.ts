@@ -2,6 +2,7 @@
 // and its validation. The rule store's compile step produces a ProxyPolicy; everything here is
 // checked before a byte is written or sent, because the values end up as HAProxy map keys and
 // runtime API arguments. See README.md ("The policy") for the semantics.
+import { RE2JS } from "re2js";
 import { z } from "zod";
 import { MAX_WILDCARD_LABELS, wildcardDepth } from "../name-match.js";
 import { ProxyError } from "./errors.js";
@@ -93,7 +94,8 @@ const labelRe = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
 // Map values are `|`-separated and map keys end at whitespace; ids also travel in CLI arguments,
 // where `;` would start a second command. So: no whitespace, no `|`, no `;`, no quotes.
 const ruleIdRe = /^[A-Za-z0-9_.:*/@+=-]{1,200}$/;
-const tokenRe = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+// 129: an agent scope is `<project>.<agent>`, two names of at most 64 (the identity gate's limit).
+const tokenRe = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,128}$/;
 const methodRe = /^[A-Z][A-Z0-9_-]{0,31}$/;
 
 /** True when `s` holds an ASCII control character (below 0x20, or DEL). */
@@ -158,7 +160,7 @@ export function parseDst(dst: string): { form: DstForm; value: string } | undefi
 
 const action = z.enum(["allow", "deny"]);
 const port = z.number().int().min(1).max(65_535);
-const token = z.string().regex(tokenRe, "must be 1-128 of [A-Za-z0-9_.-], starting alphanumeric");
+const token = z.string().regex(tokenRe, "must be 1-129 of [A-Za-z0-9_.-], starting alphanumeric");
 
 const scopeSchema = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("global") }),
@@ -387,7 +389,9 @@ export function scopeKey(scope: ProxyScope): string {
  */
 function regexProblem(source: string): string | undefined {
   try {
-    new RegExp(source.replaceAll("(?P<", "(?<"));
+    // RE2 syntax, as the rule store validates it (and HAProxy's PCRE2 reads it): JavaScript's
+    // RegExp refused RE2's `(?i)` flags, so such a saved rule could never apply.
+    RE2JS.compile(source);
     return undefined;
   } catch (err) {
     return `not a valid regular expression (${(err as Error).message})`;

@@ -166,6 +166,17 @@ test("groups are bounded: the least recently seen is evicted and counted", async
   );
 });
 
+test("at the cap the least recently seen tenth is evicted at once, by recency, not by creation", async (t) => {
+  const { triage } = await world(t, { maxGroups: 20 });
+  for (let i = 0; i < 20; i++) triage.record(denial({ dstName: `n${i}.example.test` }));
+  triage.record(denial({ dstName: "n0.example.test" })); // n0 is now the newest; n1 and n2 the oldest
+  triage.record(denial({ dstName: "n20.example.test" }));
+  const kept = triage.list().groups.map((g) => g.group.dstName);
+  assert.deepEqual([kept.length, triage.stats().groupsEvicted], [19, 2]);
+  assert.deepEqual(kept.slice(0, 2), ["n20.example.test", "n0.example.test"]);
+  assert.ok(!kept.includes("n1.example.test") && !kept.includes("n2.example.test"), kept.join(" "));
+});
+
 test("approving a denial for one agent adds that agent's rule through the add path (who recorded); it is never offered again while the rule stands", async (t) => {
   const { triage, store, audit } = await world(t);
   triage.record(denial());
@@ -239,6 +250,23 @@ test("approving a denial for one agent adds that agent's rule through the add pa
       "agent:web.dev api.example.test:https:443",
     ],
   );
+});
+
+test("coverage is judged once per rule set: a rule added or removed later changes what is grouped", async (t) => {
+  const { triage, store } = await world(t);
+  triage.record(denial());
+  triage.record(denial({ layer: egress.Layer.LAYER_DNS, protocol: "dns", port: 443 }));
+  assert.equal(triage.list().groups[0]!.group.count, 2);
+  // Added behind the triage's back (not an approval): the next denial of it is covered.
+  store.add([{ dst: "api.example.test", proto: "https", port: "443", action: "allow" }], OPERATOR);
+  triage.record(denial());
+  assert.deepEqual([triage.stats().denialsCovered, triage.list().groups.length], [1, 0]);
+  // Removed: the same denial is grouped again, counted on from where its group stood.
+  store.remove({ dst: "api.example.test", proto: "https", port: "443" }, OPERATOR);
+  triage.record(denial({ timeUnixNanos: 5_000n }));
+  const again = triage.list().groups.find((g) => g.group.dstName === "api.example.test")!.group;
+  assert.deepEqual([again.count, again.lastSeen, triage.stats().denialsCovered], [3, 5_000n, 1]);
+  assert.equal(again.id, groupId("web.dev", "api.example.test", 443));
 });
 
 test("bad approvals are refused precisely and change nothing", async (t) => {

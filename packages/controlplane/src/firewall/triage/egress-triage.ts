@@ -10,7 +10,7 @@ import { ruleKey, scopeToWire, type Rule, type RuleInput, type Scope } from "../
 import { auditWhoOf as whoOf, type AuditWho } from "../audit/audit-record.js";
 import type { Actor, AddStatus, ListedRule, RemoveResult, RemoveSelector } from "../rule-store.js";
 import { canonicalRules } from "../rule-validation.js";
-import { DenialGroups, suggestedRule, type DenialGroup } from "./denial-groups.js";
+import { DenialGroups, groupKey, suggestedRule, type DenialGroup } from "./denial-groups.js";
 import { ruleCovers, type Wanted } from "./rule-cover.js";
 import { TriageStore, type ExpiringRule, type StoredRequest } from "./triage-store.js";
 
@@ -40,7 +40,7 @@ export interface EgressTriageOptions {
   readonly firewall: TriageFirewall;
   readonly log: Logger;
   readonly audit?: AuditSink;
-  /** Denial groups kept (default 1,000); the least recently seen is evicted. */
+  /** Denial groups kept (default 1,000); at the cap the least recently seen tenth is evicted. */
   readonly maxGroups?: number;
   /** Pending requests per agent (default 20). */
   readonly maxPendingPerAgent?: number;
@@ -114,6 +114,7 @@ const RETRY_EXPIRY_MS = 5_000;
 // setTimeout's longest delay; a later end is re-armed when this one fires.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_BUCKETS = 4_096;
+const MAX_COVERAGE_MEMO = 4_096;
 
 /** Live denial triage with approvals (see the file comment). */
 export class EgressTriage {
@@ -131,6 +132,11 @@ export class EgressTriage {
   /** Approvals and expiries run one at a time, so an expiry never removes a rule just re-approved. */
   #chain: Promise<unknown> = Promise.resolve();
   #covers: { readonly of: readonly ListedRule[]; readonly index: CoverIndex } | undefined;
+  /** Whether a (group, protocol, layer) is covered, for the rule listing `of` (a new one starts afresh). */
+  #coverage: { of: readonly ListedRule[] | undefined; known: Map<string, boolean> } = {
+    of: undefined,
+    known: new Map(),
+  };
   #closed = false;
   #counts = { requestsRefused: 0, approvals: 0, dismissals: 0, expired: 0 };
   /** Denials not grouped because a current allow rule covers them. */
@@ -161,32 +167,54 @@ export class EgressTriage {
 
   /**
    * Takes one decision of the event stream; only denials are kept, and not those a current allow
-   * rule covers (an approved destination is never offered again while its rule stands). Never throws.
+   * rule covers (an approved destination is never offered again while its rule stands). Constant
+   * work per denial: the coverage of a (group, protocol, layer) is worked out once per rule set and
+   * remembered. Never throws.
    */
   record(event: egress.FirewallEvent): void {
     if (event.verdict !== egress.Verdict.VERDICT_DENIED || this.#closed) return;
     try {
-      const agent = event.agentName === "" ? "" : agentFullName(event.project, event.agentName);
-      const rule = suggestedRule(event);
-      if (
-        rule.dst === "" ||
-        this.#covered({
-          agent,
-          project: event.project,
-          dst: rule.dst,
-          proto: rule.proto,
-          port: Number(rule.port),
-        })
-      ) {
+      const key = groupKey(event);
+      if (key === undefined) {
         this.#coveredCount++;
         return;
       }
-      this.#groups.record(event);
+      const rules = this.#firewall.listRules();
+      if (this.#coverage.of !== rules) this.#coverage = { of: rules, known: new Map() };
+      // The suggested rule (what coverage is judged on) depends on the protocol and layer too.
+      const coverKey = `${key}\n${event.protocol}\n${event.layer}`;
+      let covered = this.#coverage.known.get(coverKey);
+      if (covered === undefined) {
+        covered = this.#coveredNow(event);
+        // Bounded like the groups: a flood of distinct names starts the memo afresh.
+        if (this.#coverage.known.size >= MAX_COVERAGE_MEMO) this.#coverage.known.clear();
+        this.#coverage.known.set(coverKey, covered);
+      }
+      if (covered) {
+        this.#coveredCount++;
+        return;
+      }
+      this.#groups.record(event, key);
     } catch (err) {
       // Draining: the firewall's listing is closed; decisions still arriving are not triaged.
       if (err instanceof QueueClosedError) return;
       this.#log.error({ err, event: "triage_record_failed" }, "denial not recorded");
     }
+  }
+
+  /** Whether a current allow rule covers the rule that would allow this denial. */
+  #coveredNow(event: egress.FirewallEvent): boolean {
+    const rule = suggestedRule(event);
+    return (
+      rule.dst === "" ||
+      this.#covered({
+        agent: event.agentName === "" ? "" : agentFullName(event.project, event.agentName),
+        project: event.project,
+        dst: rule.dst,
+        proto: rule.proto,
+        port: Number(rule.port),
+      })
+    );
   }
 
   /**

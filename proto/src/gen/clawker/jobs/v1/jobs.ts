@@ -230,6 +230,13 @@ export interface StartJobRequest {
    * first process at its gate until JobGateService.OpenJobGate. EXTENSION.
    */
   holdForPlacement: boolean;
+  /**
+   * Set by the control plane only (it overwrites what a CLI sends), with
+   * hold_for_placement: the job's uuid, so that it can make the job's cgroups
+   * while clawkerd starts the job. Must be a new lowercase UUID; empty: clawkerd
+   * picks one. EXTENSION.
+   */
+  jobUuid: string;
 }
 
 export interface StartJobRequest_EnvEntry {
@@ -1444,7 +1451,16 @@ export const JobStats_MemoryEventsEntry: MessageFns<JobStats_MemoryEventsEntry> 
 };
 
 function createBaseStartJobRequest(): StartJobRequest {
-  return { agentName: "", project: "", argv: [], cwd: "", env: {}, limits: undefined, holdForPlacement: false };
+  return {
+    agentName: "",
+    project: "",
+    argv: [],
+    cwd: "",
+    env: {},
+    limits: undefined,
+    holdForPlacement: false,
+    jobUuid: "",
+  };
 }
 
 export const StartJobRequest: MessageFns<StartJobRequest> = {
@@ -1469,6 +1485,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     }
     if (message.holdForPlacement !== false) {
       writer.uint32(8000).bool(message.holdForPlacement);
+    }
+    if (message.jobUuid !== "") {
+      writer.uint32(8010).string(message.jobUuid);
     }
     return writer;
   },
@@ -1545,6 +1564,14 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
             message.holdForPlacement = reader.bool();
             continue;
           }
+          case 1001: {
+            if (tag !== 8010) {
+              break;
+            }
+
+            message.jobUuid = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1587,6 +1614,11 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
         : isSet(object.hold_for_placement)
         ? globalThis.Boolean(object.hold_for_placement)
         : false,
+      jobUuid: isSet(object.jobUuid)
+        ? globalThis.String(object.jobUuid)
+        : isSet(object.job_uuid)
+        ? globalThis.String(object.job_uuid)
+        : "",
     };
   },
 
@@ -1619,6 +1651,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     if (message.holdForPlacement !== false) {
       obj.holdForPlacement = message.holdForPlacement;
     }
+    if (message.jobUuid !== "") {
+      obj.jobUuid = message.jobUuid;
+    }
     return obj;
   },
 
@@ -1644,6 +1679,7 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
       ? JobLimits.fromPartial(object.limits)
       : undefined;
     message.holdForPlacement = object.holdForPlacement ?? false;
+    message.jobUuid = object.jobUuid ?? "";
     return message;
   },
 };
@@ -3969,6 +4005,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "holdForPlacement",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "job_uuid",
+        "number": 1001,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "jobUuid",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [{
@@ -4984,7 +5032,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3],
-        "span": [164, 0, 180, 1],
+        "span": [164, 0, 185, 1],
         "leadingComments": " StartJobRequest names the agent and what to run.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -5032,274 +5080,281 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 3, 2, 7],
+        "span": [184, 2, 25],
+        "leadingComments":
+          " Set by the control plane only (it overwrites what a CLI sends), with\n hold_for_placement: the job's uuid, so that it can make the job's cgroups\n while clawkerd starts the job. Must be a new lowercase UUID; empty: clawkerd\n picks one. EXTENSION.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 4],
-        "span": [183, 0, 190, 1],
+        "span": [188, 0, 195, 1],
         "leadingComments": " StartJobResponse is the job as started.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 0],
-        "span": [185, 2, 14],
+        "span": [190, 2, 14],
         "leadingComments": " The job; its name is what every other call takes.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 1],
-        "span": [189, 2, 25],
+        "span": [194, 2, 25],
         "leadingComments":
           " With hold_for_placement: the held first process's pid in the agent's\n pid namespace; zero otherwise (the control plane never relays it).\n EXTENSION.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5],
-        "span": [193, 0, 202, 1],
+        "span": [198, 0, 207, 1],
         "leadingComments": " OpenJobGateRequest says how a held job was placed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 0],
-        "span": [195, 2, 18],
+        "span": [200, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 1],
-        "span": [197, 2, 15],
+        "span": [202, 2, 15],
         "leadingComments": " False: the job must not run (it ends FAILED `cgroup_placement_failed`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 2],
-        "span": [199, 2, 22],
+        "span": [204, 2, 22],
         "leadingComments": " True when the job's cgroups enforce every limit it asked for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 5, 2, 3],
-        "span": [201, 2, 25],
+        "span": [206, 2, 25],
         "leadingComments": " Why not (or what is not) limited; empty when is_limited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6],
-        "span": [205, 0, 208, 1],
+        "span": [210, 0, 213, 1],
         "leadingComments": " OpenJobGateResponse is the job after its gate opened.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 6, 2, 0],
-        "span": [207, 2, 14],
+        "span": [212, 2, 14],
         "leadingComments": " The job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 7],
-        "span": [211, 0, 216, 1],
+        "span": [216, 0, 221, 1],
         "leadingComments": " ListAgentUsageRequest names an agent, or none for all.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 7, 2, 0],
-        "span": [213, 2, 24],
+        "span": [218, 2, 24],
         "leadingComments": " Only this agent; empty: every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 7, 2, 1],
-        "span": [215, 2, 21],
+        "span": [220, 2, 21],
         "leadingComments": " The agent's project (with agent_name).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8],
-        "span": [220, 0, 238, 1],
+        "span": [225, 0, 243, 1],
         "leadingComments": " AgentUsage is one agent container's cgroup usage (v2 or v1, as JobStats)\n and limits.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 0],
-        "span": [222, 2, 24],
+        "span": [227, 2, 24],
         "leadingComments": " The agent's name.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 1],
-        "span": [224, 2, 21],
+        "span": [229, 2, 21],
         "leadingComments": " The agent's project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 2],
-        "span": [226, 2, 26],
+        "span": [231, 2, 26],
         "leadingComments": " Its container.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 3],
-        "span": [228, 2, 21],
+        "span": [233, 2, 21],
         "leadingComments": " Usage of the container's cgroup; absent when it could not be read.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 4],
-        "span": [230, 2, 30],
+        "span": [235, 2, 30],
         "leadingComments": " CPU limit in thousandths of a CPU; zero: none.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 5],
-        "span": [232, 2, 32],
+        "span": [237, 2, 32],
         "leadingComments": " Memory limit in bytes; zero: none.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 6],
-        "span": [234, 2, 24],
+        "span": [239, 2, 24],
         "leadingComments": " Process limit; zero: none.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 7],
-        "span": [237, 2, 18],
+        "span": [242, 2, 18],
         "leadingComments": " Why there are no stats (container gone, cgroups not found); empty\n otherwise.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9],
-        "span": [241, 0, 244, 1],
+        "span": [246, 0, 249, 1],
         "leadingComments": " ListAgentUsageResponse lists agents' usage.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9, 2, 0],
-        "span": [243, 2, 33],
+        "span": [248, 2, 33],
         "leadingComments": " One entry per registered agent container.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10],
-        "span": [247, 0, 252, 1],
+        "span": [252, 0, 257, 1],
         "leadingComments": " StopJobRequest names the job to stop.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 0],
-        "span": [249, 2, 18],
+        "span": [254, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 1],
-        "span": [251, 2, 27],
+        "span": [256, 2, 27],
         "leadingComments": " Seconds between SIGTERM and SIGKILL; zero: 10.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 11],
-        "span": [255, 0, 258, 1],
+        "span": [260, 0, 263, 1],
         "leadingComments": " StopJobResponse is the job after it ended.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 11, 2, 0],
-        "span": [257, 2, 14],
+        "span": [262, 2, 14],
         "leadingComments": " The job, ended.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12],
-        "span": [261, 0, 264, 1],
+        "span": [266, 0, 269, 1],
         "leadingComments": " GetJobStatusRequest names a job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 12, 2, 0],
-        "span": [263, 2, 18],
+        "span": [268, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13],
-        "span": [267, 0, 272, 1],
+        "span": [272, 0, 277, 1],
         "leadingComments": " GetJobStatusResponse is a job and its usage.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 0],
-        "span": [269, 2, 14],
+        "span": [274, 2, 14],
         "leadingComments": " The job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 13, 2, 1],
-        "span": [271, 2, 21],
+        "span": [276, 2, 21],
         "leadingComments": " Its cgroup's usage; absent when the job has no cgroup of its own.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14],
-        "span": [275, 0, 282, 1],
+        "span": [280, 0, 287, 1],
         "leadingComments": " ListJobsRequest filters jobs.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14, 2, 0],
-        "span": [277, 2, 24],
+        "span": [282, 2, 24],
         "leadingComments": " Only this agent's jobs; empty: every agent with a session.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14, 2, 1],
-        "span": [279, 2, 21],
+        "span": [284, 2, 21],
         "leadingComments": " The agent's project (with agent_name).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 14, 2, 2],
-        "span": [281, 2, 21],
+        "span": [286, 2, 21],
         "leadingComments": " Only jobs in this state; UNSPECIFIED: all.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15],
-        "span": [285, 0, 288, 1],
+        "span": [290, 0, 293, 1],
         "leadingComments": " ListJobsResponse lists jobs, oldest first per agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 15, 2, 0],
-        "span": [287, 2, 24],
+        "span": [292, 2, 24],
         "leadingComments": " The jobs.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16],
-        "span": [291, 0, 294, 1],
+        "span": [296, 0, 299, 1],
         "leadingComments": " WatchJobOutputRequest names a job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 16, 2, 0],
-        "span": [293, 2, 18],
+        "span": [298, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17],
-        "span": [298, 0, 303, 1],
+        "span": [303, 0, 308, 1],
         "leadingComments":
           " WatchJobOutputResponse is a piece of output, in order, or news that the\n oldest output was dropped before this watcher read it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 0],
-        "span": [300, 2, 17],
+        "span": [305, 2, 17],
         "leadingComments": " Output bytes (stdout and stderr multiplexed in order of arrival).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 17, 2, 1],
-        "span": [302, 2, 27],
+        "span": [307, 2, 27],
         "leadingComments": " Bytes this watcher missed just before `data` (dropped to keep the bound).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
