@@ -1,39 +1,20 @@
 // The daemon on embedded defaults, run from the build (cold start also from the install tree): cold
-// start to /healthz 200 with the start-up timeline's medians, an authorized
-// unary call against the bare grpc-js baseline measured in the same run, helper SIGKILL to exit,
-// and idle resident memory of the daemon's own process.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+// start to /healthz 200 with the start-up timeline's medians, helper SIGKILL to exit, and idle
+// resident memory of the daemon's own process. The authorized unary call against the bare grpc-js
+// baseline is controlplane-authz.bench.ts (the filter `controlplane` runs both).
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { Metadata } from "@grpc/grpc-js";
-import { dial, mintTrustSet, openAdminClient, TokenSource, writeTrustSet } from "@clawker/adminclient";
+import { mintTrustSet, writeTrustSet } from "@clawker/adminclient";
 import { buildInstallTree } from "../scripts/install-tree.js";
 import { helperPid, startControlPlane } from "../test/harness/controlplane.js";
 import { waitFor } from "../test/harness/wait-for.js";
-import { startEcho } from "./grpc-baseline.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
-import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
+import { rssMiB } from "./proc-stat.js";
 
 const repoRoot = fileURLToPath(new URL("../", import.meta.url));
-const SEQUENTIAL_CALLS = 1000;
-const CONCURRENT_CALLS = 20_000;
-
-function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) / 1024;
-}
-
-/** CPU time (user + system) a process has used, in ms, from /proc (USER_HZ is 100 on Linux). */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
 
 function median(xs: readonly number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
@@ -130,15 +111,9 @@ const bench: Benchmark = {
       rmSync(trustDir, { recursive: true, force: true });
     }
 
-    // Authorized ListAgents vs the bare echo baseline, interleaved in the same run.
+    // Idle memory of the daemon's own process; the authorized-throughput figures are in
+    // controlplane-authz.bench.ts (`npm run bench -- controlplane-authz` runs them alone).
     const cp = await startControlPlane({ built: true });
-    const echo = await startEcho();
-    const client = openAdminClient({
-      trust: cp.trust!,
-      target: `127.0.0.1:${cp.ports.admin}`,
-      tokenEndpoint: cp.tokenEndpoint,
-    });
-    const closers: Array<() => void> = [];
     try {
       // Idle: after start-up, before any traffic.
       const idle: number[] = [];
@@ -163,102 +138,7 @@ const bench: Benchmark = {
           "lower",
         ),
       );
-      // Like the baseline: the raw generated client, here with a bearer token fetched once, so
-      // the figure is the server's cost (TLS, interceptors, introspection cache, handler).
-      const tokens = new TokenSource({
-        ca: cp.trust!.ca.certPem,
-        signingKey: cp.trust!.signingKey.privateJwk,
-        tokenEndpoint: cp.tokenEndpoint,
-      });
-      const metadata = new Metadata();
-      metadata.set("authorization", `Bearer ${await tokens.token()}`);
-      await tokens.close();
-      const raw = dial({
-        target: `127.0.0.1:${cp.ports.admin}`,
-        tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
-      });
-      closers.push(() => raw.close());
-      const listAgents = () =>
-        new Promise<unknown>((resolve, reject) =>
-          raw.listAgents({}, metadata, (err, res) => (err === null ? resolve(res) : reject(err))),
-        );
-      const viaAdminClient = () => client.listAgents();
-      // Warm both paths, sequential and concurrent, before measuring: the benchmark's own client
-      // process is the bottleneck here, and its JIT state swung the ratio by 0.2 between rounds.
-      await sequentialLatencies(200, listAgents);
-      await sequentialLatencies(200, echo.call);
-      for (let i = 0; i < 2; i++) {
-        await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
-        await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
-      }
-      const rss: number[] = [];
-      const base = { lat: [] as number[], tput: [] as number[] };
-      const auth = { lat: [] as number[], tput: [] as number[] };
-      const ratio: number[] = [];
-      const cpu = { base: [] as number[], auth: [] as number[], ratio: [] as number[] };
-      const daemonPid = cp.proc.pid!;
-      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
-        const bl = await sequentialLatencies(SEQUENTIAL_CALLS, echo.call);
-        const al = await sequentialLatencies(SEQUENTIAL_CALLS, listAgents);
-        const bc = cpuMs(echo.pid);
-        const bt = await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
-        const bcpu = (cpuMs(echo.pid) - bc) / CONCURRENT_CALLS;
-        const ac = cpuMs(daemonPid);
-        const at = await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
-        const acpu = (cpuMs(daemonPid) - ac) / CONCURRENT_CALLS;
-        if (i < ctx.warmup) continue;
-        base.lat.push(...bl);
-        auth.lat.push(...al);
-        base.tput.push(bt);
-        auth.tput.push(at);
-        ratio.push(at / bt);
-        cpu.base.push(bcpu * 1000);
-        cpu.auth.push(acpu * 1000);
-        cpu.ratio.push(bcpu / acpu);
-      }
-      figures.push(summarise("baseline echo sequential latency", "ms", base.lat, "lower"));
-      figures.push(
-        summarise("authorized ListAgents sequential latency", "ms", auth.lat, "lower", "p99 <= 3"),
-      );
-      figures.push(summarise("baseline echo 64-concurrent throughput", "calls/s", base.tput, "higher"));
-      figures.push(
-        summarise("authorized ListAgents 64-concurrent throughput", "calls/s", auth.tput, "higher"),
-      );
-      figures.push(summarise("authorized / baseline throughput", "ratio", ratio, "higher", ">= 0.90"));
-      // The same comparison on the servers' own CPU, so the benchmark client's limits drop out.
-      figures.push(summarise("echo server CPU per call (64-concurrent)", "µs", cpu.base, "lower"));
-      figures.push(
-        summarise("daemon CPU per authorized ListAgents (64-concurrent)", "µs", cpu.auth, "lower"),
-      );
-      figures.push(
-        summarise(
-          "authorized / baseline calls per server CPU-second",
-          "ratio",
-          cpu.ratio,
-          "higher",
-          ">= 0.90",
-        ),
-      );
-      const wrapped: number[] = [];
-      for (let i = 0; i < ctx.runs; i++)
-        wrapped.push(await concurrentThroughput(CONCURRENT_CALLS, 64, viaAdminClient));
-      figures.push(
-        summarise(
-          "ListAgents via AdminClient (token per call from its cache), 64-concurrent",
-          "calls/s",
-          wrapped,
-          "higher",
-        ),
-      );
-      for (let i = 0; i < ctx.runs; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        rss.push(rssMiB(cp.proc.pid!));
-      }
-      figures.push(summarise("daemon RSS after the load above (own process)", "MiB", rss, "lower"));
     } finally {
-      for (const close of closers) close();
-      await client.close();
-      await echo.close();
       await cp.close();
     }
     return figures;

@@ -23,7 +23,13 @@ export async function startEcho(): Promise<EchoPair> {
   const set = await mintTrustSet();
   const server = spawn(
     process.execPath,
-    ["--import", import.meta.resolve("tsx"), new URL("./echo-server.ts", import.meta.url).pathname],
+    [
+      // BENCH_ECHO_NODE_ARGS: node flags for the echo server alone (profiling beside the daemon).
+      ...(process.env["BENCH_ECHO_NODE_ARGS"]?.split(" ").filter((a) => a !== "") ?? []),
+      "--import",
+      import.meta.resolve("tsx"),
+      new URL("./echo-server.ts", import.meta.url).pathname,
+    ],
     {
       env: {
         ...process.env,

@@ -578,7 +578,8 @@ export class Daemon {
         // Issue 11 (wip/triage): an agent asks for a destination; it grants nothing.
         recovered(agentEgressService({ gate, triage: this.#triage, log: agentLog }), agentLog),
       ],
-      interceptors: [
+      // Run by the call guard (issue 15: no interceptor layer of their own).
+      gates: [
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: AGENT_CLIENT.clientId,
@@ -586,7 +587,7 @@ export class Daemon {
           refusals,
           listener: "agent",
           introspections,
-        }).interceptor,
+        }).gate,
       ],
       log: agentLog,
       peers: { serve: "agent" },
@@ -635,8 +636,9 @@ export class Daemon {
           adminLog,
         ),
       ],
-      interceptors: [
-        this.#readyGate.interceptor,
+      // Run by the call guard in this order (issue 15: no interceptor layer of their own).
+      gates: [
+        this.#readyGate.gate,
         new AuthInterceptor({
           introspector: cached,
           requiredClientId: CLI_CLIENT.clientId,
@@ -644,7 +646,7 @@ export class Daemon {
           refusals,
           listener: "admin",
           introspections,
-        }).interceptor,
+        }).gate,
       ],
       log: adminLog,
       // The /healthz probe dials with the control plane's own leaf: it may see HTTP/2, never call.

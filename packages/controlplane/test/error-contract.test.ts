@@ -15,6 +15,7 @@ import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import {
   Metadata,
+  ServerInterceptingCall,
   credentials,
   makeGenericClientConstructor,
   status,
@@ -136,8 +137,9 @@ function listener(
       key: Buffer.from(pki.set.controlPlaneServer.keyPem),
     },
     services,
-    // As the daemon builds them: recovery is the call guard's own (server/call-guard.ts).
-    interceptors: [...(gate === undefined ? [] : [gate.interceptor]), auth.interceptor],
+    // As the daemon builds them: recovery, the ready gate and auth are the call guard's own
+    // (server/call-guard.ts), in this order.
+    gates: [...(gate === undefined ? [] : [gate.gate]), auth.gate],
     log,
     peers: { serve: name === "admin" ? "cli" : "agent" },
     limits: { requestTimeoutMs: REQUEST_TIMEOUT_MS },
@@ -391,6 +393,44 @@ describe("the admin listener answers every reason of ADMIN_ERRORS with its Error
     } finally {
       early.close();
     }
+  });
+
+  test("the ready gate, then auth, both inside the call guard: one interceptor layer per call", async () => {
+    // Before ready, a call without a token is answered by the ready gate: auth never looked.
+    const early = clientOf(notReadyListener.port, pki.set.cli);
+    try {
+      await check("before ready, no token", unaryError(early, paths.listAgents.path, Buffer.alloc(0)), [
+        status.FAILED_PRECONDITION,
+        STARTING_UP_MESSAGE,
+        "starting_up",
+      ]);
+    } finally {
+      early.close();
+    }
+    // Each grpc-js interceptor layer starts once per call: the call guard's is the only one, the
+    // gates cost none of their own (issue 15). Counted on a call that passed both gates and failed
+    // in the handler (its INTERNAL, not a refusal).
+    const start = Object.getOwnPropertyDescriptor(ServerInterceptingCall.prototype, "start")!;
+    let layers = 0;
+    Object.defineProperty(ServerInterceptingCall.prototype, "start", {
+      ...start,
+      value: function (this: ServerInterceptingCall, ...args: unknown[]): unknown {
+        layers++;
+        return (start.value as (...a: unknown[]) => unknown).apply(this, args);
+      },
+    });
+    const c = clientOf(adminListener.port, pki.set.cli);
+    try {
+      await check("past both gates", unaryError(c, paths.listAgents.path, Buffer.alloc(0), "admin-token"), [
+        status.INTERNAL,
+        reasonMessage.internal,
+        "internal",
+      ]);
+    } finally {
+      Object.defineProperty(ServerInterceptingCall.prototype, "start", start);
+      c.close();
+    }
+    assert.equal(layers, 1, "one interceptor layer: the call guard");
   });
 
   test("ExecAgent's refusals", async () => {

@@ -109,7 +109,7 @@ before(async () => {
   adminListener = listener({
     name: "admin",
     peers: { serve: "cli", probe: "controlplane" },
-    interceptors: [new AuthInterceptor({ introspector, log, refusals, listener: "admin" }).interceptor],
+    gates: [new AuthInterceptor({ introspector, log, refusals, listener: "admin" }).gate],
   });
   agentListener = listener({
     name: "agent",

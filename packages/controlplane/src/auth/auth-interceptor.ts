@@ -7,6 +7,7 @@ import {
   type Metadata,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
+  type StatusObject,
 } from "@grpc/grpc-js";
 import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
 import type { Logger } from "pino";
@@ -59,11 +60,13 @@ export const INTROSPECTION_BUDGET_DEFAULTS = { perSecond: 10, burst: 20 } as con
 
 const PUBLIC_CONTEXT: AuthContext = Object.freeze({ isPublic: true, clientId: "", sub: "", scopes: [] });
 
-// The decision of each authorized call, keyed by the call's metadata object: grpc-js hands the
-// handler the very object the interceptor passed on, and a caller cannot forge a WeakMap entry
-// (a metadata header could be sent by anyone).
-// Kept raw: the context is built only when a handler asks (most never do).
-const decided = new WeakMap<Metadata, Decision>();
+// The decision of each authorized call, on the call's metadata object under a symbol only this
+// module holds: grpc-js hands the handler the very object the interceptor passed on, and a caller
+// can send headers but never set a property (a header could be sent by anyone). A property, not a
+// WeakMap entry, because one WeakMap entry per call cost more than the rest of the check (and
+// its GC's ephemeron work). Kept raw: the context is built only when a handler asks.
+const DECISION: unique symbol = Symbol("clawker auth decision");
+type Decided = Metadata & { [DECISION]?: Decision };
 
 /**
  * What the AuthInterceptor decided for the call whose metadata this is (`call.metadata` in a
@@ -71,7 +74,7 @@ const decided = new WeakMap<Metadata, Decision>();
  * the call, so callers that record who acted must treat that as unknown, never as anyone.
  */
 export function authContextOf(metadata: Metadata): AuthContext | undefined {
-  const decision = decided.get(metadata);
+  const decision = (metadata as Decided)[DECISION];
   return decision === undefined ? undefined : contextOf(decision);
 }
 
@@ -83,6 +86,17 @@ function contextOf(decision: Decision): AuthContext {
     sub: decision.sub,
     scopes: decision.scope.split(" ").filter((s) => s !== ""),
   };
+}
+
+/** Whatever can name the caller for its introspection budget (a call; read only on a cache miss). */
+interface PeerNamed {
+  getPeer(): string;
+}
+
+/** Records the decision and hides the token: handlers never see it, so they cannot log it. */
+function admitted(metadata: Metadata, decision: Decision): void {
+  metadata.remove("authorization");
+  (metadata as Decided)[DECISION] = decision;
 }
 
 /** Authorizes gRPC calls against an Introspector and a scope map. */
@@ -117,7 +131,7 @@ export class AuthInterceptor {
    * reason maps to the wire status. Never rejects with anything else.
    */
   async authorize(path: string, metadata: Metadata, peer = "local"): Promise<AuthContext> {
-    return contextOf(await this.#decide(path, metadata, () => peer));
+    return contextOf(await this.#decide(path, metadata, { getPeer: () => peer }));
   }
 
   /**
@@ -125,7 +139,7 @@ export class AuthInterceptor {
    * no I/O is needed (public method, refusal before introspection, or a cache hit via `peek`), a
    * promise otherwise. Throws or rejects only with AuthError.
    */
-  #decide(path: string, metadata: Metadata, peer: () => string): Decision | Promise<Decision> {
+  #decide(path: string, metadata: Metadata, peer: PeerNamed): Decision | Promise<Decision> {
     const scope = this.#scopeOf(path);
     if (scope === undefined || scope === "") throw new AuthError("unmapped_method");
     if (scope === PUBLIC_SCOPE) return PUBLIC;
@@ -135,7 +149,7 @@ export class AuthInterceptor {
     // A miss costs an HTTPS round trip to the auth server: each connection gets its share only.
     // Joining a request already under way for this token costs nothing, so it spends nothing: a
     // client's first burst on a fresh token is one introspection, not one per call.
-    if (this.#introspector.inFlight?.(token) !== true && !this.#introspections.take(peer()))
+    if (this.#introspector.inFlight?.(token) !== true && !this.#introspections.take(peer.getPeer()))
       throw new AuthError("introspection_throttled");
     return this.#introspector.introspect(token).then(
       (result) => this.#judge(result, scope),
@@ -157,48 +171,71 @@ export class AuthInterceptor {
     return result;
   }
 
-  /** The grpc-js server interceptor; list it after recovery and the ready gate. */
-  readonly interceptor: ServerInterceptor = (method, next) => this.#intercept(method.path, next);
+  /**
+   * The check as the call guard runs it (`MetadataGate`, server/call-guard.ts), after the ready
+   * gate: the daemon's form, with no grpc-js interceptor layer of its own. Admits with the token
+   * removed from the metadata and the decision recorded for `authContextOf`, or refuses with the
+   * reason's fixed status.
+   */
+  readonly gate = (
+    path: string,
+    metadata: Metadata,
+    call: ServerInterceptingCallInterface,
+    admit: () => void,
+    refuse: (st: StatusObject) => void,
+  ): void => {
+    let decision: Decision | Promise<Decision>;
+    try {
+      decision = this.#decide(path, metadata, call);
+    } catch (err) {
+      refuse(this.#refusal(err, path, call));
+      return;
+    }
+    // A cache hit stays on this tick: no promise hop between metadata and handler.
+    if (!(decision instanceof Promise)) {
+      admitted(metadata, decision);
+      admit();
+      return;
+    }
+    decision.then(
+      (d) => {
+        admitted(metadata, d);
+        admit();
+      },
+      (err: unknown) => refuse(this.#refusal(err, path, call)),
+    );
+  };
 
-  #intercept(path: string, next: ServerInterceptingCallInterface): ServerInterceptingCall {
+  /** The grpc-js server interceptor (the gate as its own layer); list it after recovery and the ready gate. */
+  readonly interceptor: ServerInterceptor = (method, next) => {
     const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            const pass = (decision: Decision): void => {
-              // Handlers never see the token, so they cannot log it.
-              metadata.remove("authorization");
-              decided.set(metadata, decision);
+            const admit = (): void => {
               try {
                 metadataNext(metadata);
               } catch (err) {
                 this.#log.error(
-                  { err, method: path, event: "auth_next_failed" },
+                  { err, method: method.path, event: "auth_next_failed" },
                   "handler failed after auth",
                 );
                 call.sendStatus(statusFor("internal"));
               }
             };
-            const refuse = (err: unknown): void => {
-              const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
-              this.#logRefusal(reason, path, next, err);
-              call.sendStatus(statusFor(reason));
-            };
-            let decision: Decision | Promise<Decision>;
-            try {
-              decision = this.#decide(path, metadata, () => next.getPeer());
-            } catch (err) {
-              refuse(err);
-              return;
-            }
-            // A cache hit stays on this tick: no promise hop between metadata and handler.
-            if (decision instanceof Promise) decision.then(pass, refuse);
-            else pass(decision);
+            this.gate(method.path, metadata, next, admit, (st) => call.sendStatus(st));
           },
         });
       },
     });
     return call;
+  };
+
+  /** Counts and logs a refusal; the status to answer it with. */
+  #refusal(err: unknown, path: string, call: ServerInterceptingCallInterface): StatusObject {
+    const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
+    this.#logRefusal(reason, path, call, err);
+    return statusFor(reason);
   }
 
   #logRefusal(reason: AuthReason, method: string, call: ServerInterceptingCallInterface, err: unknown): void {

@@ -2,7 +2,7 @@
 // ~65% of throughput). Keyed by the token's SHA-256, never the token; an entry lives at most
 // `maxTtlMs` and never past the token's `exp`; only active results are stored; concurrent
 // lookups of one token share one request (singleflight); bounded, least recently used evicted.
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { unlessAborted } from "../abortable.js";
 import type { IntrospectOptions, IntrospectionResult, Introspector } from "./introspector.js";
 
@@ -138,7 +138,8 @@ export class CachingIntrospector implements Introspector {
 
 /** The cache key of a token: its SHA-256, base64url. The raw token is never stored or logged. */
 export function tokenKey(token: string): string {
-  return createHash("sha256").update(token, "utf8").digest("base64url");
+  // One-shot hash: no Hash object per call (about half the cost of createHash on this path).
+  return hash("sha256", token, "base64url");
 }
 
 /** One request per (token, scope): a server that checks scope answers differently per scope. */

@@ -6,6 +6,7 @@
 import {
   ServerInterceptingCall,
   status,
+  type Metadata,
   type Server,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -86,6 +87,23 @@ export function routeUnknownMethods(server: Server): void {
   known.get = (path: string) => lookup(path) ?? UNKNOWN_METHOD_HANDLER;
 }
 
+/** A status as interceptors pass it on (grpc-js does not export its PartialStatusObject). */
+export type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
+
+/**
+ * A check a call's metadata must pass before anything behind the call guard sees it (the ready
+ * gate, the AuthInterceptor). The guard runs its gates in order, so they cost no grpc-js
+ * interceptor layer of their own. A gate calls `admit` (then or later) or `refuse` exactly once;
+ * `call` is for the peer's name, read only when needed.
+ */
+export type MetadataGate = (
+  path: string,
+  metadata: Metadata,
+  call: ServerInterceptingCallInterface,
+  admit: () => void,
+  refuse: (st: PartialStatusObject) => void,
+) => void;
+
 /** Settings of the call guard. */
 export interface CallGuardOptions {
   /** The listener name refusals are counted under. */
@@ -109,13 +127,12 @@ export interface CallGuardOptions {
    * without an ErrorInfo gets its code's name as the reason, each logged.
    */
   readonly log?: Logger;
+  /** Run in order on every served method's metadata, after the unknown-path check (API.md §5). */
+  readonly gates?: readonly MetadataGate[];
 }
 
 /** Defaults: 20 refusals per second at full speed per connection, then one second each. */
 export const TARPIT_DEFAULTS = { refusalsPerSecond: 20, tarpitMs: 1_000 } as const;
-
-/** A status as interceptors pass it on (grpc-js does not export its PartialStatusObject). */
-type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
 
 /** The codes that refuse a caller (API.md §5); only these are slowed down. */
 const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PERMISSION_DENIED]);
@@ -126,12 +143,13 @@ const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSA
 
 /**
  * The first interceptor of every listener: refuses unknown paths at their metadata (before the
- * ready gate and any token check), answers an undecodable request INVALID_ARGUMENT, ends a call
+ * ready gate and any token check), runs `gates` (the ready gate, auth) on the rest, answers an undecodable request INVALID_ARGUMENT, ends a call
  * whose request does not arrive within `requestTimeoutMs` with DEADLINE_EXCEEDED, and holds back
  * the refusals of a connection that has had more than its share (every refusal passes here last).
  */
 export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
   const { listener, refusals, requestTimeoutMs, onStatus, log } = options;
+  const gates = options.gates ?? [];
   const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
   const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
   const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
@@ -205,7 +223,27 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
           }, requestTimeoutMs);
         }
         startNext({
-          onReceiveMetadata: (metadata, metadataNext) => guarded(() => metadataNext(metadata)),
+          onReceiveMetadata: (metadata, metadataNext) => {
+            if (gates.length === 0) {
+              guarded(() => metadataNext(metadata));
+              return;
+            }
+            let passed = 0;
+            const refuse = (st: PartialStatusObject): void => call.sendStatus(st);
+            // Each step catches for itself, with or without recovery's logger: a gate may admit
+            // from a promise callback, where a throw would otherwise be an unhandled rejection.
+            const admit = (): void => {
+              const gate = gates[passed++];
+              try {
+                if (gate === undefined) metadataNext(metadata);
+                else gate(method.path, metadata, next, admit, refuse);
+              } catch (err) {
+                log?.error({ err, method: method.path, event: "call_failed" }, "call failed");
+                call.sendStatus(statusFor("internal"));
+              }
+            };
+            admit();
+          },
           onReceiveMessage: (message, messageNext) => {
             if (message !== UNDECODABLE) {
               guarded(() => messageNext(message));

@@ -8,7 +8,12 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import tls, { type TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../logging.js";
-import { callGuardInterceptor, guardDeserializers, routeUnknownMethods } from "./call-guard.js";
+import {
+  callGuardInterceptor,
+  guardDeserializers,
+  routeUnknownMethods,
+  type MetadataGate,
+} from "./call-guard.js";
 import { ConnectionBudget } from "./connection-budget.js";
 import { peerOf, type PeerRole } from "./peer-role.js";
 import { RefusalLog } from "./refusal-log.js";
@@ -83,7 +88,12 @@ export interface GrpcListenerOptions {
   readonly port: number;
   readonly tls: ServerTlsMaterial;
   readonly services: readonly ServiceBinding[];
-  /** Interceptors after the listener's own call guard, outermost first. */
+  /**
+   * Checks the call guard runs on every served call's metadata, in order (the ready gate, auth):
+   * the same checks as interceptors, without a grpc-js interceptor layer per check.
+   */
+  readonly gates?: readonly MetadataGate[];
+  /** Interceptors after the listener's own call guard (and its gates), outermost first. */
   readonly interceptors?: readonly grpc.ServerInterceptor[];
   readonly log: Logger;
   /** Default: serve the CLI's certificate only. */
@@ -167,8 +177,9 @@ export class GrpcListener {
           refusalsPerSecond: limits.refusalsPerSecond,
           tarpitMs: limits.tarpitMs,
           ...(opts.countCall === undefined ? {} : { onStatus: opts.countCall }),
-          // Recovery is fused into the guard (one interceptor object less per call).
+          // Recovery is fused into the guard (one interceptor object less per call), and so are the gates.
           log: opts.log,
+          ...(opts.gates === undefined ? {} : { gates: opts.gates }),
         }),
         ...(opts.interceptors ?? []),
       ],

@@ -1,0 +1,156 @@
+// An authorized unary call through the daemon (admin listener: TLS front, call guard, ready gate,
+// AuthInterceptor with the introspection cache, ListAgents) against the bare grpc-js echo server,
+// interleaved in the same run (issue 15: >= 0.90). The figure that is about the daemon is each
+// server's own CPU per call (utime + stime over the run / calls): the load generator is this
+// process, pinned to one core and both servers to the other, the same for both sides, so the
+// client neither starves the server nor borrows its core.
+import { Metadata } from "@grpc/grpc-js";
+import { dial, openAdminClient, TokenSource } from "@clawker/adminclient";
+import { startControlPlane } from "../test/harness/controlplane.js";
+import { startEcho } from "./grpc-baseline.js";
+import { summarise, type Benchmark, type Figure } from "./lib.js";
+import { cpuMs, pinToCpus, rssMiB } from "./proc-stat.js";
+import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
+
+const SEQUENTIAL_CALLS = 1000;
+const CONCURRENT_CALLS = 20_000;
+/** The core the servers run on and the one the load generator runs on (when there are two). */
+const SERVER_CPUS = "0";
+const CLIENT_CPUS = "1";
+
+/**
+ * A launcher that execs node with $BENCH_DAEMON_NODE_ARGS (word-split by the shell) before the
+ * daemon's entry; the daemon inherits the variable and its pid stays the daemon's.
+ */
+const WITH_NODE_ARGS = ["sh", "-c", 'node=$1; shift; exec "$node" $BENCH_DAEMON_NODE_ARGS "$@"', "sh"];
+
+const bench: Benchmark = {
+  name: "controlplane-authz",
+  async run(ctx) {
+    const figures: Figure[] = [];
+    // BENCH_DAEMON_NODE_ARGS: node flags for the daemon alone, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`
+    // (node refuses --cpu-prof in NODE_OPTIONS, and that would profile every process).
+    const cp = await startControlPlane({
+      built: true,
+      ...(process.env["BENCH_DAEMON_NODE_ARGS"] === undefined ? {} : { launcher: WITH_NODE_ARGS }),
+    });
+    const echo = await startEcho();
+    const client = openAdminClient({
+      trust: cp.trust!,
+      target: `127.0.0.1:${cp.ports.admin}`,
+      tokenEndpoint: cp.tokenEndpoint,
+    });
+    const closers: Array<() => void> = [];
+    try {
+      const daemonPid = cp.proc.pid!;
+      const log = (message: string): void => ctx.log(message);
+      // Same confinement for both sides; undone at the end so later benchmarks run unpinned.
+      for (const pid of [daemonPid, echo.pid]) closers.push(pinToCpus(pid, SERVER_CPUS, log));
+      closers.push(pinToCpus(process.pid, CLIENT_CPUS, log));
+      // Like the baseline: the raw generated client, here with a bearer token fetched once, so
+      // the figure is the server's cost (TLS, interceptors, introspection cache, handler).
+      const tokens = new TokenSource({
+        ca: cp.trust!.ca.certPem,
+        signingKey: cp.trust!.signingKey.privateJwk,
+        tokenEndpoint: cp.tokenEndpoint,
+      });
+      const metadata = new Metadata();
+      metadata.set("authorization", `Bearer ${await tokens.token()}`);
+      await tokens.close();
+      const raw = dial({
+        target: `127.0.0.1:${cp.ports.admin}`,
+        tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
+      });
+      closers.push(() => raw.close());
+      const listAgents = () =>
+        new Promise<unknown>((resolve, reject) =>
+          raw.listAgents({}, metadata, (err, res) => (err === null ? resolve(res) : reject(err))),
+        );
+      const viaAdminClient = () => client.listAgents();
+      // Warm both paths, sequential and concurrent, before measuring: the benchmark's own client
+      // process is the bottleneck here, and its JIT state swung the ratio by 0.2 between rounds.
+      await sequentialLatencies(200, listAgents);
+      await sequentialLatencies(200, echo.call);
+      for (let i = 0; i < 2; i++) {
+        await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
+        await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
+      }
+      const base = { lat: [] as number[], tput: [] as number[] };
+      const auth = { lat: [] as number[], tput: [] as number[] };
+      const ratio: number[] = [];
+      const cpu = { base: [] as number[], auth: [] as number[], ratio: [] as number[] };
+      for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
+        const bl = await sequentialLatencies(SEQUENTIAL_CALLS, echo.call);
+        const al = await sequentialLatencies(SEQUENTIAL_CALLS, listAgents);
+        const bc = cpuMs(echo.pid);
+        const bt = await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
+        const bcpu = (cpuMs(echo.pid) - bc) / CONCURRENT_CALLS;
+        const ac = cpuMs(daemonPid);
+        const at = await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
+        const acpu = (cpuMs(daemonPid) - ac) / CONCURRENT_CALLS;
+        if (i < ctx.warmup) continue;
+        base.lat.push(...bl);
+        auth.lat.push(...al);
+        base.tput.push(bt);
+        auth.tput.push(at);
+        ratio.push(at / bt);
+        cpu.base.push(bcpu * 1000);
+        cpu.auth.push(acpu * 1000);
+        cpu.ratio.push(bcpu / acpu);
+      }
+      figures.push(summarise("baseline echo sequential latency", "ms", base.lat, "lower"));
+      figures.push(
+        summarise("authorized ListAgents sequential latency", "ms", auth.lat, "lower", "p99 <= 3"),
+      );
+      figures.push(summarise("baseline echo 64-concurrent throughput", "calls/s", base.tput, "higher"));
+      figures.push(
+        summarise("authorized ListAgents 64-concurrent throughput", "calls/s", auth.tput, "higher"),
+      );
+      figures.push(summarise("authorized / baseline throughput", "ratio", ratio, "higher", ">= 0.90"));
+      // The same comparison on the servers' own CPU, so the benchmark client's limits drop out.
+      figures.push(summarise("echo server CPU per call (64-concurrent)", "µs", cpu.base, "lower"));
+      figures.push(
+        summarise("daemon CPU per authorized ListAgents (64-concurrent)", "µs", cpu.auth, "lower"),
+      );
+      figures.push(
+        summarise(
+          "authorized / baseline calls per server CPU-second",
+          "ratio",
+          cpu.ratio,
+          "higher",
+          ">= 0.90",
+        ),
+      );
+      const wrapped: number[] = [];
+      for (let i = 0; i < ctx.runs; i++)
+        wrapped.push(await concurrentThroughput(CONCURRENT_CALLS, 64, viaAdminClient));
+      figures.push(
+        summarise(
+          "ListAgents via AdminClient (token per call from its cache), 64-concurrent",
+          "calls/s",
+          wrapped,
+          "higher",
+        ),
+      );
+      const rss: number[] = [];
+      for (let i = 0; i < ctx.runs; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        rss.push(rssMiB(daemonPid));
+      }
+      figures.push(summarise("daemon RSS after the load above (own process)", "MiB", rss, "lower"));
+    } catch (err) {
+      // What the daemon said about it (its warnings and errors), beside the client's error.
+      for (const l of cp.logs.filter((l) => Number(l["level"]) >= 40).slice(-20)) ctx.log(JSON.stringify(l));
+      if (cp.proc.exitCode !== null)
+        ctx.log(`daemon exited ${cp.proc.exitCode}: ${cp.stderr().slice(-2000)}`);
+      throw err;
+    } finally {
+      for (const close of closers.reverse()) close();
+      await client.close();
+      await echo.close();
+      await cp.close();
+    }
+    return figures;
+  },
+};
+export default bench;

@@ -1,0 +1,51 @@
+// What a benchmark reads about a process from /proc (CPU time, resident memory) and how it pins
+// one to cores, so server-side figures are about the server and not the load generator.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+
+/** CPU time (user + system, every thread) a process has used, in ms (USER_HZ is 100 on Linux). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Resident memory of a process, MiB. */
+export function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
+  return Number(kb) / 1024;
+}
+
+/**
+ * Pins every thread of `pid` to `cpus` (a taskset list) and returns what undoes it. On a
+ * one-core machine, or without taskset, nothing is pinned and that is logged.
+ */
+export function pinToCpus(pid: number, cpus: string, log: (message: string) => void): () => void {
+  if (availableParallelism() < 2) {
+    log(`not pinning ${pid}: one core`);
+    return () => {};
+  }
+  let before: string;
+  try {
+    // `pid 123's current affinity list: 0,1`
+    before = execFileSync("taskset", ["-p", "-c", String(pid)], { encoding: "utf8" })
+      .trim()
+      .split(": ")[1]!;
+    execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+  } catch (err) {
+    log(`not pinning ${pid}: ${String(err)}`);
+    return () => {};
+  }
+  log(`pinned ${pid} to cpu ${cpus} (was ${before})`);
+  return () => {
+    try {
+      execFileSync("taskset", ["-a", "-p", "-c", before, String(pid)], { stdio: "ignore" });
+    } catch {
+      // The process may have exited already; nothing left to undo.
+    }
+  };
+}
