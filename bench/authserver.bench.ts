@@ -4,7 +4,7 @@
 // trip, sequential), introspection latency over the admin socket (sequential), and cold start
 // from exec to /health/ready answering 200 on the admin socket.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -20,6 +20,7 @@ import {
 import { repoRoot } from "../packages/authserver/test/fixtures/process.js";
 import { makeTls, type TlsFiles } from "../packages/authserver/test/fixtures/tls.js";
 import { summarise, type Benchmark, type BenchContext, type Figure } from "./lib.js";
+import { cpuMs } from "./proc-stat.js";
 
 const TOKENS = 300;
 const INTROSPECTIONS = 1000;
@@ -69,7 +70,7 @@ async function startProcess(
   const readyMs = performance.now() - t0;
   return {
     readyMs,
-    cpuMs: cpuMsOf(child.pid!),
+    cpuMs: cpuMs(child.pid!),
     proc: {
       publicUrl: `https://127.0.0.1:${pub}`,
       admin,
@@ -80,13 +81,6 @@ async function startProcess(
       },
     },
   };
-}
-
-/** user + system CPU time of a live process, from /proc (clock ticks of 10 ms). */
-function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 const bench: Benchmark = {

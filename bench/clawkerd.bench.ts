@@ -21,7 +21,8 @@ import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
 import { spawnClawkerd } from "../packages/clawkerd/test/fixtures/clawkerd-process.js";
 import { SessionClient, shell, stage, terminal } from "../packages/clawkerd/test/fixtures/session-client.js";
 import { startOutputServer } from "./grpc-baseline.js";
-import { type Benchmark, cpuMsOf, type Figure, ownCpuMs, repeat, summarise } from "./lib.js";
+import { type Benchmark, type Figure, ownCpuMs, repeat, summarise } from "./lib.js";
+import { cpuMs } from "./proc-stat.js";
 
 /** One cat through one server: throughput and CPU ms per MiB of the server and the reader. */
 interface Sample {
@@ -100,14 +101,14 @@ const bench: Benchmark = {
         clients.push(s);
         await s.hello();
         const id = `cat${k++}`;
-        const server0 = cpuMsOf(pid);
+        const server0 = cpuMs(pid);
         const reader0 = ownCpuMs();
         const start = performance.now();
         const rs = await s.run(id, shell([stage(["cat", file])]), 120_000);
         const seconds = (performance.now() - start) / 1000;
         const sample = {
           rate: FILE_MIB / seconds,
-          serverCpu: (cpuMsOf(pid) - server0) / FILE_MIB,
+          serverCpu: (cpuMs(pid) - server0) / FILE_MIB,
           readerCpu: (ownCpuMs() - reader0) / FILE_MIB,
         };
         if (s.outputBytes !== size || terminal(rs)?.payload?.$case !== "done") {

@@ -47,6 +47,7 @@ import { firewallConfig, startEgressWorld, tlsThrough } from "../test/harness/eg
 import { command, root } from "../test/harness/preconditions.js";
 import { waitFor } from "../test/harness/wait-for.js";
 import { summarise, type Benchmark, type BenchContext, type Figure } from "./lib.js";
+import { cpuMs } from "./proc-stat.js";
 import { concurrentThroughput } from "./unary-load.js";
 
 const LATENCY_SAMPLES = 60;
@@ -57,17 +58,6 @@ const PIPELINE_WINDOW_MS = 4_000;
 const LIST_WINDOW_MS = 4_000;
 const FLOOD_RATE = Number(process.env["BENCH_FLOOD_RATE"] ?? 50_000);
 const FLOOD_CPUS = Number(process.env["BENCH_FLOOD_CPUS"] ?? 0.6);
-
-/**
- * CPU milliseconds (user + system) a process has used so far (USER_HZ 100 on Linux x86-64); with
- * `mainThread`, its main thread's alone (the event loop; the rest is GC and the thread pool).
- */
-function cpuMs(pid: number, mainThread = false): number {
-  const path = mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`;
-  const fields = readFileSync(path, "utf8").split(") ")[1]!.split(" ");
-  // Fields 14 and 15 of stat (utime, stime), counted after the command's ")".
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
 
 /** The first file under `dir` whose text matches `re`, and the match. */
 function findIn(dir: string, re: RegExp): RegExpExecArray | undefined {

@@ -19,6 +19,7 @@ import { startControlPlane } from "../test/harness/controlplane.js";
 import { firewallConfig, httpsThrough, startEgressWorld, tlsThrough } from "../test/harness/egress-world.js";
 import { command } from "../test/harness/preconditions.js";
 import { repeat, summarise, type Benchmark, type BenchContext, type Figure } from "./lib.js";
+import { cpuMs } from "./proc-stat.js";
 
 const RULES = 10_000;
 const actor = { clientId: "clawker-cli", certCn: "bench" };
@@ -152,17 +153,9 @@ function haproxyRssMiB(dataDir: string): number {
  * CPU milliseconds (user + system) the processes have used so far. On this shared 2-core machine
  * wall time mostly measures the other tenants; CPU time is what the push itself costs.
  */
-function cpuMs(pids: readonly number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    // Fields after the command name; utime and stime are the 14th and 15th of the whole line.
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return (ticks * 1000) / CLOCK_TICKS;
+function cpuMsAll(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
 }
-// USER_HZ: 100 on Linux x86-64 (sysconf(_SC_CLK_TCK)).
-const CLOCK_TICKS = 100;
 
 /** Through the real daemon and HAProxy: single-rule latency, the 10,000-rule push, memory. */
 async function live(ctx: BenchContext): Promise<Figure[]> {
@@ -218,7 +211,7 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
     const bulkRuns = Math.min(ctx.runs, 5);
     for (let r = 0; r < bulkRuns; r++) {
       const rules = liveInputs(salt++, world.tlsPort);
-      const cpu0 = cpuMs(pushPids);
+      const cpu0 = cpuMsAll(pushPids);
       const t0 = performance.now();
       const result = await client.firewallAddRules(rules).catch((err: unknown) => {
         const failed = cp.logs
@@ -231,7 +224,7 @@ async function live(ctx: BenchContext): Promise<Figure[]> {
         });
       });
       const addMs = performance.now() - t0;
-      const addCpu = cpuMs(pushPids) - cpu0;
+      const addCpu = cpuMsAll(pushPids) - cpu0;
       if (result.statuses.length !== RULES) throw new Error("not every rule answered");
       const probe = rules.find(
         (x) =>

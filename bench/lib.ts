@@ -1,6 +1,5 @@
 // The benchmark kit: every `bench/*.bench.ts` default-exports a `Benchmark`; `bench/run.ts` runs
 // them, repeats each measurement (warm-up + runs) and writes JSON and a markdown table.
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
 /** One reported figure. `better` tells readers which direction is good. */
@@ -71,14 +70,6 @@ export async function timeMs(fn: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await fn();
   return performance.now() - start;
-}
-
-/** user + system CPU time of a live process, in ms, from /proc (clock ticks of 10 ms). */
-export function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the parenthesised command name: utime is field 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /** This process's user + system CPU time, in ms. */
