@@ -12,7 +12,8 @@
 //   (sent - published, must be 0), and the daemon's CPU per event (its /proc stat over the window);
 //   and the same pipeline in this process (line -> hub -> a real EgressTriage and AuditLog);
 // - authorized ListAgents throughput (8 callers, a fixed window) within that flood as a share of
-//   idle, same run (>= 70%); the window must start after the flood did and end before it does.
+//   idle, same run (>= 70%); the window must start after the flood did and end before it does;
+//   and the events/s delivered during that same window, so both targets are seen held at once.
 // BENCH_CPU_PROF_DIR=<dir>: the daemon runs with --cpu-prof and writes its profile there at exit.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -355,8 +356,12 @@ const bench: Benchmark = {
         // ListAgents within the flood; a figure taken partly after it ended says so.
         const listStart = performance.now();
         const listStartedInFlood = !floodOver && listStart > floodStart;
+        const l0 = await sample();
         const loaded = await throughputFor(LIST_WINDOW_MS, 8, list);
+        const l1 = await sample();
         const listInFlood = listStartedInFlood && !floodOver;
+        // The pipeline's own rate while the RPCs run: the two figures are held at the same time.
+        const perSecondWithList = (l1.counts.delivered - l0.counts.delivered) / ((l1.at - l0.at) / 1000);
         const report = JSON.parse(await sentLine) as { sent: number; ms: number; cpuMs: number };
         const { sent } = report;
         // The daemon may still be reading what the kernel buffered, and reads the kernel's drop
@@ -380,13 +385,20 @@ const bench: Benchmark = {
             `${(w1.cpu - w0.cpu).toFixed(0)} ms = ${cpuPerEventUs.toFixed(1)} us/event ` +
             `(main thread ${(((w1.main - w0.main) * 1000) / Math.max(windowDelivered, 1)).toFixed(1)} us); ` +
             `ListAgents idle ${idle.toFixed(0)}/s (daemon ${idleCpuPerCallUs.toFixed(0)} us CPU/call), within the flood ` +
-            `${loaded.toFixed(0)}/s${listInFlood ? "" : " (NOT all within the flood)"}; load ${loadavg()[0]!.toFixed(1)}`,
+            `${loaded.toFixed(0)}/s${listInFlood ? "" : " (NOT all within the flood)"} while ${perSecondWithList.toFixed(0)} events/s were delivered; load ${loadavg()[0]!.toFixed(1)}`,
         );
         figures.push(
           summarise(
             "events through the daemon (UDP line -> hub -> triage, audit log)",
             "events/s",
             [perSecond],
+            "higher",
+            ">= 50,000/s",
+          ),
+          summarise(
+            "events through the daemon while the ListAgents load runs",
+            "events/s",
+            [perSecondWithList],
             "higher",
             ">= 50,000/s",
           ),
