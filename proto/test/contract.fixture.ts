@@ -566,6 +566,7 @@ export const JOBS: FileSpec = {
       f(5, "env", "map<string,string>"),
       f(6, "limits", "JobLimits"),
       f(1000, "hold_for_placement", "bool"),
+      f(1001, "job_uuid", "string"),
     ),
     StartJobResponse: m(f(1, "job", "Job"), f(1000, "held_pid", "uint32")),
     OpenJobGateRequest: m(
