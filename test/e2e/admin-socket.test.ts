@@ -19,6 +19,7 @@ import { startControlPlane } from "../harness/controlplane.js";
 import { REPO_ROOT } from "../harness/images.js";
 import { command, root, skipReason } from "../harness/preconditions.js";
 import { SECOND_USER } from "../harness/second-user.js";
+import { waitFor } from "../harness/wait-for.js";
 
 const run = promisify(execFile);
 
@@ -151,10 +152,14 @@ describe(
         });
       assert.equal(await callWith(`Bearer ${await agentTokens.token()}`), status.PERMISSION_DENIED);
       assert.equal(await callWith(undefined), status.UNAUTHENTICATED);
-      const refusal = cp.logs.find(
-        (l) => l["event"] === "auth_refused" && String(l["peer"]).startsWith(`unix:${socketPath}#`),
+      // The daemon's log arrives over its stdout pipe, which may trail the refused call's status.
+      await waitFor(
+        () =>
+          cp.logs.some(
+            (l) => l["event"] === "auth_refused" && String(l["peer"]).startsWith(`unix:${socketPath}#`),
+          ),
+        { what: "refusals on the socket logged with the socket as the peer" },
       );
-      assert.ok(refusal !== undefined, "refusals on the socket are logged with the socket as the peer");
 
       // Drained: the socket file is gone.
       const code = await cp.close();
