@@ -10,10 +10,10 @@ import { createServer as createHttpServer } from "node:http";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet, writeTrustSet } from "@clawker/adminclient";
-import { freePorts, helperPid, startControlPlane } from "../harness/controlplane.js";
+import { freePorts, helperPid, startControlPlane, type ControlPlane } from "../harness/controlplane.js";
 import { isAlive } from "../harness/leftovers.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -79,7 +79,16 @@ test("kill -9 of the daemon: its authserver exits within 2 s and frees its ports
   assert.equal(await again.close(), 0);
 });
 
-test("a process answering 200 on the auth admin socket without our nonce fails start-up, never ready", async (t) => {
+/**
+ * Starts the daemon with an impostor answering a bare 200 on the auth admin socket; `held` holds
+ * each answer until the daemon saw its own authserver exit (it refuses the live socket), the order
+ * a loaded machine gives when the authserver, forked before the daemon's modules load, gives up
+ * before the daemon's first health poll is answered. Returns the drain's error.
+ */
+async function impostorStart(
+  t: TestContext,
+  held: boolean,
+): Promise<{ reason?: string; message?: string } | undefined> {
   const dir = mkdtempSync(join(tmpdir(), "clawker-impostor-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const trust = await mintTrustSet();
@@ -87,32 +96,55 @@ test("a process answering 200 on the auth admin socket without our nonce fails s
   await writeTrustSet(trustDir, trust);
   const dataDir = join(dir, "data");
   mkdirSync(join(dataDir, "authserver"), { recursive: true, mode: 0o700 });
+  // Filled once the daemon runs: the held answers read its log.
+  const daemon: { cp?: ControlPlane } = {};
+  const authExitSeen = () =>
+    daemon.cp?.logs.some((l) => l["event"] === "helper_crash" && l["helper"] === "authserver") === true;
   // What an orphan of an earlier instance looks like from the daemon's side: a bare 200 on the socket.
-  const impostor = createHttpServer((_req, res) =>
-    res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}'),
-  );
+  const impostor = createHttpServer((_req, res) => {
+    const answer = () => res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+    if (!held) {
+      answer();
+      return;
+    }
+    waitFor(authExitSeen, { timeoutMs: 30_000, what: "the daemon to see its authserver exit" }).then(
+      answer,
+      answer,
+    );
+  });
   await new Promise<void>((r) => impostor.listen(join(dataDir, "authserver", "admin.sock"), r));
   t.after(() => {
     impostor.closeAllConnections();
     impostor.close();
   });
 
-  const cp = await startControlPlane({ trustDir, trustSet: trust, dataDir, noWait: true });
+  const cp = (daemon.cp = await startControlPlane({ trustDir, trustSet: trust, dataDir, noWait: true }));
   t.after(() => cp.close());
   assert.equal(await cp.exited, 1);
+  if (held) assert.ok(authExitSeen(), "the daemon saw its authserver exit");
   assert.equal(cp.logs.filter((l) => l["event"] === "ready").length, 0, "never reported ready");
   const drain = cp.logs.find((l) => l["event"] === "drain");
   assert.equal(drain?.["cause"], "startup_failed");
+  assert.ok(!isAlive(helperPid(cp, "authserver")), "our own authserver was stopped");
+  return drain?.["err"] as { reason?: string; message?: string } | undefined;
+}
+
+test("a process answering 200 on the auth admin socket without our nonce fails start-up, never ready", async (t) => {
+  const err = await impostorStart(t, false);
   // Either way fails closed: the health wait sees the impostor's answer without the nonce
   // (not_ours), or our authserver refuses to take over a live socket and exits first.
-  const err = drain?.["err"] as { reason?: string; message?: string } | undefined;
   assert.ok(
     err?.reason === "not_ours" || err?.reason === "exited_before_healthy",
     `start-up failed for another reason: ${JSON.stringify(err)}`,
   );
   if (err?.reason === "not_ours")
     assert.match(err.message ?? "", /answered 200 but not with the instance nonce/);
-  assert.ok(!isAlive(helperPid(cp, "authserver")), "our own authserver was stopped");
+});
+
+test("our authserver exiting at the impostor's socket before any answer is a start-up failure, not a crash", async (t) => {
+  const err = await impostorStart(t, true);
+  assert.equal(err?.reason, "exited_before_healthy", JSON.stringify(err));
+  assert.match(err?.message ?? "", /helper authserver exited before becoming healthy/);
 });
 
 test("after kill -9 in Ory mode (FAKE binaries) the restart kills the verified leftovers, never a recycled pid", async (t) => {

@@ -64,7 +64,7 @@ import { HealthServer } from "./server/healthz.js";
 import { ListenerCounters } from "./server/listener-counters.js";
 import { RefusalLog } from "./server/refusal-log.js";
 import { SosBoard } from "./server/sos-board.js";
-import { ForcedStopError } from "./supervisor/errors.js";
+import { ForcedStopError, HelperExitedError } from "./supervisor/errors.js";
 import { httpProbe, tlsHandshakeProbe } from "./supervisor/probes.js";
 import type { HelperCrash, SubprocessManager } from "./supervisor/subprocess-manager.js";
 import { StartupTimeline } from "./startup-timeline.js";
@@ -132,6 +132,10 @@ export class Daemon {
   #introspectionCache: CachingIntrospector | undefined;
   readonly #timeline: StartupTimeline;
   readonly #startAbort = new AbortController();
+  /** Aborted with the start-up's first failure (a branch's, or a helper's exit before ready). */
+  readonly #startFailed = new AbortController();
+  /** Set at the ready point: a helper's exit from then on is a helper_crash, before it a start-up failure. */
+  #ready = false;
   #stopCause: StopCause | undefined;
   /** Causes that arrived after the first (during the drain): logged, and a failure among them exits 1. */
   readonly #laterCauses: StopCause[] = [];
@@ -393,7 +397,13 @@ export class Daemon {
    */
   async run(): Promise<0 | 1> {
     const began = StartupTimeline.sinceExecMs();
-    void this.#supervisor.crashed.then((crash) => this.stop({ kind: "helper_crash", crash }));
+    // A helper that exits before ready (the auth server forked before this module loaded may have
+    // exited already, e.g. refusing a live admin socket) fails the start-up: it is the start's
+    // first failure like its own health wait's, whichever of the two is seen first.
+    void this.#supervisor.crashed.then((crash) => {
+      if (this.#ready) this.stop({ kind: "helper_crash", crash });
+      else this.#failStart(new HelperExitedError(crash.name, crash.code, crash.signal));
+    });
     try {
       await this.#start();
       if (this.#stopCause === undefined) {
@@ -409,7 +419,7 @@ export class Daemon {
         );
       }
     } catch (error) {
-      this.stop({ kind: "startup_failed", error });
+      this.stop({ kind: "startup_failed", error: this.#failStart(error) });
     }
     const cause = await this.#stopped;
     this.#logCause(cause, "drain");
@@ -428,8 +438,15 @@ export class Daemon {
     return code;
   }
 
+  /** Records the start-up's first failure (later ones are its consequences) and returns that first one. */
+  #failStart(error: unknown): unknown {
+    if (!this.#startFailed.signal.aborted) this.#startFailed.abort(error);
+    return this.#startFailed.signal.reason;
+  }
+
   async #start(): Promise<void> {
-    const signal = this.#startAbort.signal;
+    // A stop cause or the start-up's first failure aborts every step still running.
+    const signal = AbortSignal.any([this.#startAbort.signal, this.#startFailed.signal]);
     const cfg = this.#config;
     const t = this.#timeline;
 
@@ -453,20 +470,17 @@ export class Daemon {
     // is forked already and the listeners (3) are built and bound while they boot (4). The first
     // failure stops the other branch, and #start settles only once both have, so the drain never
     // races a listener that is still binding.
-    const failed = new AbortController();
-    const branch = AbortSignal.any([signal, failed.signal]);
-    const auth = this.#startAuth(trust, plan, branch);
-    const listeners = this.#startListeners(trust, registry, branch);
+    const auth = this.#startAuth(trust, plan, signal);
+    const listeners = this.#startListeners(trust, registry, signal);
     const settled = await Promise.allSettled(
       [auth, listeners].map((p) =>
         p.catch((err: unknown) => {
-          failed.abort(err);
-          throw err;
+          throw this.#failStart(err);
         }),
       ),
     );
     // The first failure is the cause; the other branch's is only its abort.
-    if (failed.signal.aborted) throw failed.signal.reason;
+    if (this.#startFailed.signal.aborted) throw this.#startFailed.signal.reason;
     for (const s of settled) if (s.status === "rejected") throw s.reason;
 
     // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
@@ -488,6 +502,7 @@ export class Daemon {
 
     // 7. Ready.
     signal.throwIfAborted();
+    this.#ready = true;
     this.#readyGate.setReady();
     this.#health.setReady();
     this.#sos.finish();
