@@ -133,6 +133,8 @@ export async function buildInstallTree(outDir: string): Promise<InstallTree> {
       // clawker-cp forks the auth server before it imports the daemon's own modules (run.ts), and
       // each file's top-level code, compiled when the file loads, is in Node's compile cache. Inlined,
       // that code sat in lazily compiled wrappers the cache did not hold, compiled at every start.
+      // A CommonJS package imported lazily is a chunk that exports only `default` (module.exports),
+      // as Node guarantees: the importer reads `.default`, never the names Node guesses from source.
       outdir: join(outDir, dirname(bundleRel)),
       entryNames: "[name]",
       chunkNames: "[name]-[hash]",

@@ -9,17 +9,20 @@ import type * as X509 from "@peculiar/x509";
 import { FirewallError } from "./errors.js";
 import { writeFileAtomic } from "./proxy/map-files.js";
 
-let x509Module: Promise<typeof X509> | undefined;
+let x509Module: Promise<typeof X509.default> | undefined;
 
 /**
  * @peculiar/x509 on first use, not at import: with tsyringe and the asn1 schemas it is ~200
  * modules and ~20 MiB of the daemon's resident memory, and only a firewall that opens TLS needs it.
  */
-function peculiarX509(): Promise<typeof X509> {
+function peculiarX509(): Promise<typeof X509.default> {
   x509Module ??= (async () => {
     // Must precede @peculiar/x509: its dependency tsyringe checks for the Reflect metadata API on load.
     await import("reflect-metadata");
-    const x509 = await import("@peculiar/x509");
+    // `default` (module.exports): the package is CommonJS, and a bundle that splits it into a
+    // chunk of its own (scripts/install-tree.ts) exports only `default`, as Node guarantees; the
+    // named exports Node guesses from the source are not there and cryptoProvider was undefined.
+    const x509 = (await import("@peculiar/x509")).default;
     x509.cryptoProvider.set(webcrypto);
     return x509;
   })();

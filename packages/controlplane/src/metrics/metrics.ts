@@ -110,12 +110,14 @@ export class Metrics {
 
   /** The Prometheus text page; loads prom-client on the first call. */
   async render(): Promise<MetricsPage> {
-    this.#page ??= import("prom-client").then((prom) => this.#renderer(prom));
+    // `default` (module.exports): prom-client is CommonJS, and its chunk in the install tree
+    // (scripts/install-tree.ts splits lazy imports) exports only `default`, as Node guarantees.
+    this.#page ??= import("prom-client").then((prom) => this.#renderer(prom.default));
     return (await this.#page)();
   }
 
   /** One prom-client registry whose collectors copy the maps above at each scrape. */
-  #renderer(prom: typeof PromClient): () => Promise<MetricsPage> {
+  #renderer(prom: typeof PromClient.default): () => Promise<MetricsPage> {
     const registry = new prom.Registry();
     const counter = (
       name: string,
