@@ -30,7 +30,6 @@ import {
   AuthInterceptor,
   CachingIntrospector,
   HttpIntrospector,
-  recoveryInterceptor,
 } from "../packages/controlplane/src/auth/index.js";
 import { adminService } from "../packages/controlplane/src/server/admin-service.js";
 import { execAgentHandler } from "../packages/controlplane/src/server/exec-agent.js";
@@ -189,12 +188,12 @@ const bench: Benchmark = {
             exec: execAgentHandler({ dialer, registry, log }),
           }),
         ],
-        interceptors: [
-          recoveryInterceptor(log),
+        // As the daemon's admin listener: auth runs as a gate of the call guard, which also recovers.
+        gates: [
           new AuthInterceptor({
             introspector: new CachingIntrospector(introspector, { maxTtlMs: 60_000, maxEntries: 100 }),
             log,
-          }).interceptor,
+          }).gate,
         ],
         log,
       });

@@ -33,7 +33,6 @@ import {
   AuthInterceptor,
   CachingIntrospector,
   HttpIntrospector,
-  recoveryInterceptor,
   withRecovery,
 } from "../packages/controlplane/src/auth/index.js";
 import { V1_CONTROLLERS, v1Mounts } from "../packages/controlplane/src/jobs/cgroups-v1.js";
@@ -427,10 +426,8 @@ async function controlPlanePath(
           implementation: withRecovery(binding.definition, binding.implementation, log),
         },
       ],
-      interceptors: [
-        recoveryInterceptor(log),
-        new AuthInterceptor({ introspector: cached, log }).interceptor,
-      ],
+      // As the daemon's admin listener: auth runs as a gate of the call guard, which also recovers.
+      gates: [new AuthInterceptor({ introspector: cached, log }).gate],
       log,
     });
     await listener.start();
