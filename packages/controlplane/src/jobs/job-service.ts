@@ -154,7 +154,15 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       },
     );
     log.debug(
-      { job: job.name, preparedMs, heldMs, placedMs, gateOpenedMs: at(), event: "job_timeline" },
+      {
+        job: job.name,
+        t0UnixMs: unixMs(t0),
+        preparedMs,
+        heldMs,
+        placedMs,
+        gateOpenedMs: at(),
+        event: "job_timeline",
+      },
       "job start timeline",
     );
     return { job: opened.job, heldPid: 0 };
@@ -326,6 +334,8 @@ function watch(
   }
   let ended = false;
   let stall: NodeJS.Timeout | undefined;
+  // Debug only: when the watch arrived and its first data came from clawkerd and went on.
+  let t0 = log.isLevelEnabled("debug") ? performance.now() : undefined;
   const finish = (fn: () => void): void => {
     if (ended) return;
     ended = true;
@@ -334,7 +344,13 @@ function watch(
   };
   call.once("cancelled", () => finish(() => upstream.cancel()));
   upstream.on("data", (m: jobs.WatchJobOutputResponse) => {
-    if (ended || call.write(m)) return;
+    const firstAt = t0 !== undefined && m.data.length > 0 ? performance.now() : undefined;
+    const hasRoom = ended || call.write(m);
+    if (firstAt !== undefined) {
+      logWatchTimeline(log, call.request.name, t0!, firstAt);
+      t0 = undefined;
+    }
+    if (hasRoom) return;
     // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until
     // it drains, and cut the CLI off when it does not within the stall bound.
     upstream.pause();
@@ -362,6 +378,26 @@ function watch(
     if (err.code === grpc.status.CANCELLED && ended) return;
     finish(() => call.emit("error", relayed(err, log)));
   });
+}
+
+/** performance.now() `t` in ms since the Unix epoch (µs precision), for lines of other processes. */
+function unixMs(t: number): number {
+  return Math.round((performance.timeOrigin + t) * 1000) / 1000;
+}
+
+// Once per watch (the first data): the watch's own chain, beside the start's `job_timeline`.
+function logWatchTimeline(log: Logger, job: string, t0: number, firstAt: number): void {
+  const ms = (t: number): number => Math.round((t - t0) * 1000) / 1000;
+  log.debug(
+    {
+      job,
+      t0UnixMs: unixMs(t0),
+      firstDataMs: ms(firstAt),
+      relayedMs: ms(performance.now()),
+      event: "job_watch_timeline",
+    },
+    "job watch timeline",
+  );
 }
 
 function isServiceError(err: unknown): err is grpc.ServiceError {
