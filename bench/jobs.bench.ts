@@ -44,6 +44,7 @@ import { startControlPlane } from "../test/harness/controlplane.js";
 import { mintTestTrust, type TestTrust } from "../test/harness/trust.js";
 import { waitFor } from "../test/harness/wait-for.js";
 import { type Benchmark, type Figure, repeat, summarise } from "./lib.js";
+import { cpuMs, reapedChildrenCpuMs } from "./proc-stat.js";
 
 const FIRST_BYTE_SAMPLES = 60;
 const STATUS_SAMPLES = 400;
@@ -161,10 +162,18 @@ const bench: Benchmark = {
       const cpFirstBytes: number[] = [];
       alone.clear();
       cpPath.client.clear();
+      const pid = proc.child.pid!;
+      const k0 = cpuMs(pid) + reapedChildrenCpuMs(pid);
+      const b0 = process.cpuUsage();
       for (let i = 0; i < FIRST_BYTE_SAMPLES; i++) {
         firstBytes.push(await firstByte());
         cpFirstBytes.push(await cpPath.firstByte());
       }
+      const jobsRun = 2 * FIRST_BYTE_SAMPLES;
+      const b1 = process.cpuUsage(b0);
+      ctx.log(
+        `CPU per started job (${jobsRun}, both paths alternating): clawkerd and its jobs (reaped) ${((cpuMs(pid) + reapedChildrenCpuMs(pid) - k0) / jobsRun).toFixed(2)} ms, this process (control plane, clients) ${((b1.user + b1.system) / 1000 / jobsRun).toFixed(2)} ms`,
+      );
       const clawkerdLines = proc.lines.filter((l) => l["event"] === "job_timeline");
       ctx.log(`clawkerd alone, p50 ms since the client sent StartJob: ${chain(alone, clawkerdLines, [])}`);
       ctx.log(
