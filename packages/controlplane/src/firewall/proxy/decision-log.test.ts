@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { findOnPath, freePorts, waitFor } from "@clawker/test-support";
 import { pino } from "pino";
 import { DecisionLog, parseDecisionLine, type ProxyDecision } from "./decision-log.js";
+import { decisionRing } from "./haproxy-config.js";
 
 const run = promisify(execFile);
 // Same rule as test/harness/preconditions.ts (not importable from under src/): skip on a laptop,
@@ -186,21 +187,15 @@ describe("HAProxy's ring", () => {
       onDropped: (n) => (reported += n),
     });
     const [port] = await freePorts(1);
-    // The smallest ring HAProxy takes, so a few dozen unread lines fill it; every connection to
-    // the frontend is refused and logged with this run's token.
+    // The product's ring with the smallest size HAProxy takes, so a few dozen unread lines fill
+    // it; every connection to the frontend is refused and logged with this run's token.
     const config = join(dir, "haproxy.cfg");
     writeFileSync(
       config,
       [
         "global",
         "  log ring@decisions len 16384 format raw local0 info",
-        "ring decisions",
-        "  format raw",
-        "  maxlen 16384",
-        "  size 16384",
-        "  timeout connect 1s",
-        "  timeout server 10s",
-        `  server daemon unix@${path}`,
+        ...decisionRing(path, 16384),
         "defaults",
         "  log global",
         "  mode tcp",

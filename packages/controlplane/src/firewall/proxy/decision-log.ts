@@ -126,23 +126,25 @@ export class DecisionLog {
     // Bytes after the last newline of the previous read: a line split across reads.
     let pending: Buffer | undefined;
     conn.on("data", (chunk: Buffer) => {
-      let data = chunk;
+      let from = 0;
       if (pending !== undefined) {
-        data = Buffer.concat([pending, chunk]);
-        pending = undefined;
-      }
-      const end = this.#lines(data);
-      if (end < data.length) {
-        if (data.length - end > MAX_PENDING_BYTES) {
-          this.#log.warn(
-            { event: "proxy_log_unparsed", bytes: data.length - end },
-            "unparseable proxy decision line",
-          );
-          conn.destroy();
+        // Only the split line is joined: copying the whole read to prepend a few bytes is not.
+        const nl = chunk.indexOf(NEWLINE);
+        if (nl < 0) {
+          pending = Buffer.concat([pending, chunk]);
+          if (pending.length > MAX_PENDING_BYTES) this.#overlong(conn, pending.length);
           return;
         }
+        const line = Buffer.concat([pending, chunk.subarray(0, nl)]);
+        pending = undefined;
+        if (line.length > 0) this.#line(line, 0, line.length);
+        from = nl + 1;
+      }
+      const end = this.#lines(chunk, from);
+      if (end < chunk.length) {
         // A copy: the rest of the read's buffer is not kept alive for a partial line.
-        pending = Buffer.from(data.subarray(end));
+        pending = Buffer.from(chunk.subarray(end));
+        if (pending.length > MAX_PENDING_BYTES) this.#overlong(conn, pending.length);
       }
     });
     conn.on("error", (err) =>
@@ -151,9 +153,14 @@ export class DecisionLog {
     conn.on("close", () => this.#connections.delete(conn));
   }
 
-  /** Handles every complete line in `data`; returns the offset after the last newline. */
-  #lines(data: Buffer): number {
-    let start = 0;
+  /** A connection that sent 64 KiB without a newline is not HAProxy's: cut. */
+  #overlong(conn: Socket, bytes: number): void {
+    this.#log.warn({ event: "proxy_log_unparsed", bytes }, "unparseable proxy decision line");
+    conn.destroy();
+  }
+
+  /** Handles every complete line in `data` from `start`; returns the offset after the last newline. */
+  #lines(data: Buffer, start: number): number {
     for (;;) {
       const nl = data.indexOf(NEWLINE, start);
       if (nl < 0) return start;

@@ -116,15 +116,7 @@ export function renderConfig(o: RenderOptions): string {
     // listener (agents' side) takes TLS 1.3 only.
     "  ssl-default-server-options ssl-min-ver TLSv1.2",
     "",
-    // What the daemon has not read yet waits here; when it is full HAProxy drops the newest
-    // lines, counts them and writes `N events dropped` into the stream with its next line.
-    "ring decisions",
-    "  format raw",
-    "  maxlen 16384",
-    `  size ${o.log.ringBytes}`,
-    "  timeout connect 1s",
-    "  timeout server 10s",
-    `  server daemon unix@${L.decisionSocket}`,
+    ...decisionRing(L.decisionSocket, o.log.ringBytes),
     "",
     "resolvers upstream",
     ...o.resolvers.map((r, i) => `  nameserver ns${i} ${r.address}:${r.port}`),
@@ -491,6 +483,26 @@ function httpDestinationDenials(): string[] {
     `  http-request return status 403 content-type application/json lf-string '${body("forbidden_destination", `${host} resolves to an address the proxy never connects to`)}' if { var(txn.reason) -m str forbidden_destination }`,
     // Any other reason (none should be left) still fails closed.
     `  http-request deny deny_status 403 if { var(txn.reason) -m found }`,
+  ];
+}
+
+/**
+ * The ring the decision log lines go into and its forwarder to the daemon's socket. What the
+ * daemon has not read yet waits there; when it is full HAProxy drops the newest lines, counts them
+ * and writes `N events dropped` into the stream with its next line.
+ */
+export function decisionRing(socketPath: string, ringBytes: number): string[] {
+  return [
+    "ring decisions",
+    "  format raw",
+    "  maxlen 16384",
+    `  size ${ringBytes}`,
+    "  timeout connect 1s",
+    // A forwarder that times out on a daemon that does not read reconnects and loses what its
+    // buffer held, uncounted (seen with 2s: 744 of 3,010 lines); a long one leaves only the
+    // ring's counted drops.
+    "  timeout server 1d",
+    `  server daemon unix@${socketPath}`,
   ];
 }
 
