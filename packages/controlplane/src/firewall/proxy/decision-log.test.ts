@@ -154,6 +154,43 @@ describe("DecisionLog", () => {
     await waitFor(() => got.length === 1, { timeoutMs: 5_000, what: "the line after the cut" });
   });
 
+  test("a flood is read one read per turn of the event loop, so other work on the loop keeps its turn", async (t) => {
+    let delivered = 0;
+    const { log, path } = await listening(t, { onDecision: () => delivered++ });
+    const line = `${tlsLine(log.token)}\n`;
+    const LINES = 40_000;
+    // A child keeps the socket full (~14 MB, far more than the socket buffers hold).
+    const writer = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const c = require("node:net").createConnection(${JSON.stringify(path)});
+         c.on("connect", () => c.end(${JSON.stringify(line)}.repeat(${LINES})));`,
+      ],
+      { stdio: "inherit" },
+    );
+    const exited = new Promise((resolve) => writer.once("exit", resolve));
+    t.after(async () => {
+      writer.kill();
+      await exited;
+    });
+    // The most lines handled between two turns of the loop (setImmediate runs once per turn).
+    let most = 0;
+    let last = 0;
+    await new Promise<void>((resolve) => {
+      const turn = (): void => {
+        most = Math.max(most, delivered - last);
+        last = delivered;
+        if (delivered < LINES) setImmediate(turn);
+        else resolve();
+      };
+      setImmediate(turn);
+    });
+    // Node reads at most 64 KiB at a time.
+    const perRead = Math.ceil((64 * 1024) / line.length) + 1;
+    assert.ok(most <= perRead, `${most} lines in one turn of the loop (one read holds at most ${perRead})`);
+  });
+
   test("the socket is 0600 and another local user cannot connect", async (t) => {
     if (!needs(t, "runuser")) return;
     const { path } = await listening(t);

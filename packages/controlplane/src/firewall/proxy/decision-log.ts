@@ -125,7 +125,16 @@ export class DecisionLog {
     this.#connections.add(conn);
     // Bytes after the last newline of the previous read: a line split across reads.
     let pending: Buffer | undefined;
+    const resume = (): void => {
+      if (!conn.destroyed) conn.resume();
+    };
     conn.on("data", (chunk: Buffer) => {
+      // One read (up to 64 KiB, a few hundred lines) per turn of the event loop: libuv would
+      // otherwise read up to 32 times in a row while HAProxy keeps the socket full, and the RPCs
+      // waiting on the same loop would starve behind a flood. What HAProxy cannot hand over
+      // meanwhile waits in its ring (drops counted).
+      conn.pause();
+      setImmediate(resume);
       let from = 0;
       if (pending !== undefined) {
         // Only the split line is joined: copying the whole read to prepend a few bytes is not.
