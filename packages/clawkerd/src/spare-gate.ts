@@ -23,14 +23,17 @@ export const PERL = "/usr/bin/perl";
 
 // The dropping spare (argv: uid gid). Groups first (as root): the job's gid as its only group,
 // real/effective/saved gid, then uid (perl sets all three, which clears the capabilities); then
-// /proc/self/status must say exactly that, or it exits 125 (the spare is not used). It then waits
-// for one line of hex words: cwd, the number of environment pairs, the pairs, the argv. EOF
-// without it exits 125 having run nothing. Core perl only: no module is loaded.
+// /proc/self/status must say exactly that and fs.suid_dumpable must make it undumpable, or it
+// exits 125 (the spare is not used). It then waits for one line of hex words: cwd, the number of
+// environment pairs, the pairs, the argv. EOF without it exits 125 having run nothing. Core perl
+// only: no module is loaded.
 const PERL_SPARE = [
   String.raw`my ($u, $g) = @ARGV; $) = "$g $g"; $( = $g; $< = $> = $u;`,
   String.raw`open(my $st, "<", "/proc/self/status") or exit 125; my %s = map { /^(\w+):\s*(.*?)\s*$/ } <$st>; close $st;`,
   String.raw`exit 125 unless $s{Uid} eq join("\t", ($u) x 4) && $s{Gid} eq join("\t", ($g) x 4) && $s{Groups} eq $g`,
   String.raw`  && $s{CapPrm} =~ /^0+$/ && $s{CapEff} =~ /^0+$/ && $s{CapAmb} =~ /^0+$/;`,
+  // Undumpable only where fs.suid_dumpable is 0 or 2 (1 would leave it open to the jobs' user).
+  String.raw`open(my $sd, "<", "/proc/sys/fs/suid_dumpable") or exit 125; exit 125 unless <$sd> =~ /^[02]$/;`,
   String.raw`my $l = <STDIN>; exit 125 unless defined $l && chomp($l);`,
   String.raw`my ($cwd, $n, @w) = map { pack("H*", $_) } split(/ /, $l, -1);`,
   String.raw`if ($cwd ne "" && !chdir($cwd)) { print STDERR "clawker-job: cd $cwd: $!\n"; exit 127 }`,
