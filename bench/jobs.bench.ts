@@ -35,6 +35,7 @@ import {
   HttpIntrospector,
   withRecovery,
 } from "../packages/controlplane/src/auth/index.js";
+import { SETPRIV } from "../packages/clawkerd/src/spare-gate.js";
 import { V1_CONTROLLERS, v1Mounts } from "../packages/controlplane/src/jobs/cgroups-v1.js";
 import { jobService } from "../packages/controlplane/src/jobs/job-service.js";
 import { JobPlacement } from "../packages/controlplane/src/jobs/placement.js";
@@ -43,6 +44,7 @@ import { startControlPlane } from "../test/harness/controlplane.js";
 import { mintTestTrust, type TestTrust } from "../test/harness/trust.js";
 import { waitFor } from "../test/harness/wait-for.js";
 import { type Benchmark, type Figure, repeat, summarise } from "./lib.js";
+import { cpuMs, reapedChildrenCpuMs } from "./proc-stat.js";
 
 const FIRST_BYTE_SAMPLES = 60;
 const STATUS_SAMPLES = 400;
@@ -79,12 +81,16 @@ const start = (c: jobs.JobServiceClient, argv: string[]): Promise<jobs.StartJobR
   unary(c, "startJob", { agentName: "dev", project: "proj", argv, cwd: "", env: {} });
 
 /** Resolves with the bytes a watcher read when the job's output ended. */
-function watchCount(c: jobs.JobServiceClient, name: string, onFirst?: () => void): Promise<number> {
+function watchCount(
+  c: jobs.JobServiceClient,
+  name: string,
+  onFirst?: (data: Buffer) => void,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     let n = 0;
     const s = c.watchJobOutput({ name });
     s.on("data", (m: jobs.WatchJobOutputResponse) => {
-      if (n === 0 && m.data.length > 0) onFirst?.();
+      if (n === 0 && m.data.length > 0) onFirst?.(m.data);
       n += m.data.length;
     });
     s.on("end", () => resolve(n));
@@ -132,14 +138,18 @@ const bench: Benchmark = {
       const c = client;
 
       // StartJob -> first output byte at a watcher opened when StartJob answered.
-      const alone: ClientSide = { names: [], answeredMs: [] };
+      const alone = clientSide();
       const firstByte = async (): Promise<number> => {
         const t0 = performance.now();
-        const { job } = await start(c, ["echo", "x"]);
-        alone.answeredMs.push(performance.now() - t0);
-        alone.names.push(job!.name);
+        const { job } = await start(c, timeline ? TIMED_TARGET : ["echo", "x"]);
+        const answered = performance.now();
         let at = 0;
-        await watchCount(c, job!.name, () => (at = performance.now()));
+        let first: Buffer = Buffer.alloc(0);
+        await watchCount(c, job!.name, (d) => {
+          at = performance.now();
+          first = d;
+        });
+        alone.add(job!.name, t0, answered, at, first);
         return at - t0;
       };
       // Alternating, so load drift on the shared machine hits both paths alike.
@@ -150,21 +160,26 @@ const bench: Benchmark = {
       }
       const firstBytes: number[] = [];
       const cpFirstBytes: number[] = [];
-      alone.names.length = 0;
-      alone.answeredMs.length = 0;
-      cpPath.client.names.length = 0;
-      cpPath.client.answeredMs.length = 0;
+      alone.clear();
+      cpPath.client.clear();
+      const pid = proc.child.pid!;
+      const k0 = cpuMs(pid) + reapedChildrenCpuMs(pid);
+      const b0 = process.cpuUsage();
       for (let i = 0; i < FIRST_BYTE_SAMPLES; i++) {
         firstBytes.push(await firstByte());
         cpFirstBytes.push(await cpPath.firstByte());
       }
+      const jobsRun = 2 * FIRST_BYTE_SAMPLES;
+      const b1 = process.cpuUsage(b0);
+      ctx.log(
+        `CPU per started job (${jobsRun}, both paths alternating): clawkerd and its jobs (reaped) ${((cpuMs(pid) + reapedChildrenCpuMs(pid) - k0) / jobsRun).toFixed(2)} ms, this process (control plane, clients) ${((b1.user + b1.system) / 1000 / jobsRun).toFixed(2)} ms`,
+      );
       const clawkerdLines = proc.lines.filter((l) => l["event"] === "job_timeline");
+      ctx.log(`clawkerd alone, p50 ms since the client sent StartJob: ${chain(alone, clawkerdLines, [])}`);
       ctx.log(
-        `clawkerd alone, p50 ms: ${pieces(clawkerdLines, alone.names, CLAWKERD_PIECES)} (since StartJob reached clawkerd); StartJob answered ${p50(alone.answeredMs)}, first byte ${p50(firstBytes)} (at the client)`,
+        `through the control plane, p50 ms since the client sent StartJob: ${chain(cpPath.client, clawkerdLines, cpPath.timelines)}`,
       );
-      ctx.log(
-        `through the control plane, p50 ms: ${pieces(cpPath.timelines, cpPath.client.names, CP_PIECES)} (since StartJob reached the control plane's JobService); in clawkerd ${pieces(clawkerdLines, cpPath.client.names, CLAWKERD_PIECES)}; StartJob answered ${p50(cpPath.client.answeredMs)}, first byte ${p50(cpFirstBytes)} (at the client)`,
-      );
+      if (timeline) ctx.log(await dropCost());
 
       // GetJobStatus of a running job.
       const { job: sleeper } = await start(c, ["sleep", "600"]);
@@ -278,47 +293,140 @@ async function stalledWatcher(
 
 export default bench;
 
-/** What the client saw of each first-byte sample: the job's name and when StartJob answered. */
+/**
+ * With BENCH_JOBS_TIMELINE=1 the job prints the time it started running (its target exec'd) in
+ * ns since the epoch, a coreutils program as `echo` is, so the exec of the target is on the clock.
+ */
+const TIMED_TARGET = ["date", "+%s%N"];
+
+/** One first-byte sample as the client saw it, ms on the Unix clock (µs precision). */
+interface Sample {
+  readonly name: string;
+  readonly sentUnixMs: number;
+  readonly answeredMs: number;
+  readonly firstByteMs: number;
+  /** The first data's text (the target's start time with TIMED_TARGET). */
+  readonly first: string;
+}
+
+/** The samples of one path. */
 interface ClientSide {
-  readonly names: string[];
-  readonly answeredMs: number[];
+  readonly samples: Sample[];
+  add(name: string, t0: number, answered: number, firstByte: number, first: Buffer): void;
+  clear(): void;
 }
 
-/** clawkerd's `job_timeline` fields, in order, and how the bench names them. */
+function clientSide(): ClientSide {
+  const samples: Sample[] = [];
+  return {
+    samples,
+    add(name, t0, answered, firstByte, first) {
+      const sentUnixMs = performance.timeOrigin + t0;
+      samples.push({
+        name,
+        sentUnixMs,
+        answeredMs: answered - t0,
+        firstByteMs: firstByte - t0,
+        first: first.toString("latin1"),
+      });
+    },
+    clear: () => void (samples.length = 0),
+  };
+}
+
+// Where each piece of a line is, relative to its t0UnixMs: [field, label].
 const CLAWKERD_PIECES: ReadonlyArray<[string, string]> = [
-  ["spawned", "spawn returned"],
-  ["gateOpened", "gate opened"],
-  ["firstByte", "first byte read"],
-  ["firstChunkSent", "first chunk sent"],
+  ["", "clawkerd: StartJob arrived"],
+  ["spawned", "clawkerd: gate taken/spawned"],
+  ["gateOpened", "clawkerd: gate line written"],
+  ["firstByte", "clawkerd: first byte read"],
+  ["logWritten", "clawkerd: written to the job's log"],
+  ["watchAttached", "clawkerd: watch arrived"],
+  ["firstChunkSent", "clawkerd: first chunk on the watch stream"],
 ];
-/** The control plane's `job_timeline` fields (placed jobs). */
 const CP_PIECES: ReadonlyArray<[string, string]> = [
-  ["preparedMs", "groups made"],
-  ["heldMs", "held StartJob answered"],
-  ["placedMs", "process moved"],
-  ["gateOpenedMs", "OpenJobGate answered"],
+  ["", "cp: StartJob arrived"],
+  ["preparedMs", "cp: groups made"],
+  ["heldMs", "cp: held StartJob answered"],
+  ["placedMs", "cp: process moved"],
+  ["gateOpenedMs", "cp: OpenJobGate answered"],
+];
+const CP_WATCH_PIECES: ReadonlyArray<[string, string]> = [
+  ["", "cp: watch arrived"],
+  ["firstDataMs", "cp: first data from clawkerd"],
+  ["relayedMs", "cp: first data written to the client's stream"],
 ];
 
-function p50(xs: readonly number[]): string {
-  if (xs.length === 0) return "-";
+function p50(xs: readonly number[]): number | undefined {
+  if (xs.length === 0) return undefined;
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!.toFixed(2);
+  return s[Math.floor(s.length / 2)]!;
 }
 
-/** "label p50, ..." over the timeline lines of the named jobs. */
-function pieces(
-  lines: readonly Record<string, unknown>[],
-  names: readonly string[],
-  fields: ReadonlyArray<[string, string]>,
+/**
+ * Every piece of the samples' starts on one clock, p50 ms since the client sent StartJob, in the
+ * order they happen: the client's, clawkerd's `job_timeline`, the control plane's `job_timeline`
+ * and `job_watch_timeline` (lines carry t0UnixMs), and the target's own start (TIMED_TARGET).
+ */
+function chain(
+  side: ClientSide,
+  clawkerdLines: readonly Record<string, unknown>[],
+  cpLines: readonly Record<string, unknown>[],
 ): string {
-  const wanted = new Set(names);
-  const mine = lines.filter((l) => wanted.has(String(l["job"])));
-  return fields
-    .map(
-      ([f, label]) =>
-        `${label} ${p50(mine.map((l) => l[f]).filter((v): v is number => typeof v === "number"))}`,
-    )
-    .join(", ");
+  const at = new Map<string, number[]>();
+  const put = (label: string, v: number): void => void at.set(label, [...(at.get(label) ?? []), v]);
+  const byJob = (
+    lines: readonly Record<string, unknown>[],
+    event: string,
+  ): Map<string, Record<string, unknown>> =>
+    new Map(lines.filter((l) => l["event"] === event).map((l) => [String(l["job"]), l]));
+  const sources: Array<[Map<string, Record<string, unknown>>, ReadonlyArray<[string, string]>]> = [
+    [byJob(clawkerdLines, "job_timeline"), CLAWKERD_PIECES],
+    [byJob(cpLines, "job_timeline"), CP_PIECES],
+    [byJob(cpLines, "job_watch_timeline"), CP_WATCH_PIECES],
+  ];
+  for (const s of side.samples) {
+    put("client: StartJob answered (its watch sent)", s.answeredMs);
+    put("client: first byte", s.firstByteMs);
+    if (/^\d{19}\n?$/.test(s.first))
+      put("target running (its own clock)", Number(BigInt(s.first.trim()) / 1000n) / 1000 - s.sentUnixMs);
+    for (const [lines, fields] of sources) {
+      const l = lines.get(s.name);
+      const t0 = l?.["t0UnixMs"];
+      if (typeof t0 !== "number") continue;
+      for (const [f, label] of fields) {
+        const v = f === "" ? 0 : l![f];
+        if (typeof v === "number") put(label, t0 + v - s.sentUnixMs);
+      }
+    }
+  }
+  const rows = [...at].map(([label, xs]) => [label, p50(xs)!] as const).sort((a, b) => a[1] - b[1]);
+  return rows.map(([label, v]) => `${label} ${v.toFixed(2)}`).join("; ");
+}
+
+/**
+ * The exec of setpriv in the gate's chain, measured apart (its exec is not on any log): the gate's
+ * shell executing the timed target through setpriv to uid 1000 and directly, alternating, spawn
+ * to the target's start, p50.
+ */
+async function dropCost(): Promise<string> {
+  if (process.getuid?.() !== 0) return "setpriv's exec: not measured (not root)";
+  const run = (line: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const t0 = performance.timeOrigin + performance.now();
+      const child = spawn("/bin/sh", ["-c", line], { stdio: ["ignore", "pipe", "ignore"] });
+      let out = "";
+      child.stdout.setEncoding("latin1").on("data", (d: string) => (out += d));
+      child.once("error", reject);
+      child.once("close", () => resolve(Number(BigInt(out.trim()) / 1000n) / 1000 - t0));
+    });
+  const via: number[] = [];
+  const direct: number[] = [];
+  for (let i = 0; i < 25; i++) {
+    via.push(await run(`exec ${SETPRIV} --reuid=1000 --regid=1000 --clear-groups -- date +%s%N`));
+    direct.push(await run("exec date +%s%N"));
+  }
+  return `spawn of the gate's shell to the target running, p50 ms: through setpriv ${p50(via)!.toFixed(2)}, direct ${p50(direct)!.toFixed(2)}`;
 }
 
 /** StartJob to the first byte through the control plane's admin listener, and its teardown. */
@@ -326,7 +434,7 @@ interface ControlPlanePath {
   firstByte(): Promise<number>;
   /** The samples' names and StartJob answer times, at the client. */
   readonly client: ClientSide;
-  /** The control plane's `job_timeline` lines. */
+  /** The control plane's `job_timeline` and `job_watch_timeline` lines. */
   readonly timelines: Record<string, unknown>[];
   close(): Promise<void>;
 }
@@ -344,7 +452,7 @@ async function controlPlanePath(
     { level: "debug" },
     {
       write(line: string): void {
-        if (line.includes('"job_timeline"')) timelines.push(JSON.parse(line) as Record<string, unknown>);
+        if (line.includes('_timeline"')) timelines.push(JSON.parse(line) as Record<string, unknown>);
       },
     },
   );
@@ -439,13 +547,14 @@ async function controlPlanePath(
     });
     closers.push(() => client.close());
     const names: string[] = [];
-    const clientSide: ClientSide = { names: [], answeredMs: [] };
+    const side = clientSide();
+    const timed = process.env["BENCH_JOBS_TIMELINE"] === "1";
     const firstByte = async (): Promise<number> => {
       const t0 = performance.now();
       const { job } = await client.callMethod(jobs.JobServiceService.startJob, {
         agentName: "dev",
         project: "proj",
-        argv: ["echo", "x"],
+        argv: timed ? TIMED_TARGET : ["echo", "x"],
         cwd: "",
         env: {},
         limits: PLACED_LIMITS,
@@ -454,12 +563,13 @@ async function controlPlanePath(
       });
       if (placement !== undefined && job?.isLimited !== true)
         throw new Error(`not placed: ${job?.limitsNote}`);
-      clientSide.answeredMs.push(performance.now() - t0);
-      clientSide.names.push(job!.name);
+      const answered = performance.now();
       names.push(job!.name);
       let at = 0;
+      let first: Buffer = Buffer.alloc(0);
       for await (const m of client.streamMethod(jobs.JobServiceService.watchJobOutput, { name: job!.name }))
-        if (at === 0 && m.data.length > 0) at = performance.now();
+        if (at === 0 && m.data.length > 0) [at, first] = [performance.now(), Buffer.from(m.data)];
+      side.add(job!.name, t0, answered, at, first);
       return at - t0;
     };
     // The ended jobs' groups go (the reaper's work in the daemon).
@@ -467,7 +577,7 @@ async function controlPlanePath(
       for (const name of names)
         placement?.removeIfEmpty(agent.containerId, name.slice(name.lastIndexOf("/") + 1));
     });
-    return { firstByte, close, client: clientSide, timelines };
+    return { firstByte, close, client: side, timelines };
   } catch (err) {
     await close();
     throw err;

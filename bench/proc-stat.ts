@@ -15,6 +15,14 @@ export function cpuMs(pid: number, mainThread = false): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU time (user + system) of the children a process has reaped (waited for), in ms. */
+export function reapedChildrenCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // cutime is field 16, cstime 17.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /** Resident memory of a process, MiB. */
 export function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

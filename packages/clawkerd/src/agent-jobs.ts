@@ -269,6 +269,7 @@ export class AgentJobs {
         if (ev.type !== "data") continue;
         timeline.mark("firstByte");
         log.write(ev.data);
+        timeline.mark("logWritten");
       }
     })().catch((err: unknown) => {
       this.#o.log.error({ err, job: record.name, event: "job_output_failed" }, "cannot keep job output");
@@ -423,7 +424,9 @@ export class AgentJobs {
 
   /** A watcher of the job's output from the oldest byte kept. */
   watch(name: string): LogWatcher {
-    return this.#live(name).log.watch();
+    const l = this.#live(name);
+    l.timeline.mark("watchAttached");
+    return l.log.watch();
   }
 
   /**
@@ -485,7 +488,7 @@ export class AgentJobs {
     this.#spare.refillSoon();
     if (l.timeline.takeLog())
       this.#o.log.debug(
-        { job: l.record.name, ...l.timeline.marks, event: "job_timeline" },
+        { job: l.record.name, t0UnixMs: l.timeline.t0UnixMs, ...l.timeline.marks, event: "job_timeline" },
         "job start timeline",
       );
   }

@@ -4,8 +4,12 @@
 // taken apart without a profiler.
 import { performance } from "node:perf_hooks";
 
-/** A point in a job's start, in the order they happen. */
-export type JobMilestone = "spawned" | "gateOpened" | "firstByte" | "firstChunkSent";
+/**
+ * A point in a job's start, in the order they happen; `watchAttached` (the first watcher's call
+ * arrived) is on the watcher's own chain and may come before or after the job's output.
+ */
+export type JobMilestone =
+  "spawned" | "gateOpened" | "firstByte" | "logWritten" | "watchAttached" | "firstChunkSent";
 
 /** The milestones of one job's start. */
 export class JobTimeline {
@@ -22,6 +26,14 @@ export class JobTimeline {
   /** The milestones so far (ms since StartJob arrived). */
   get marks(): Readonly<Partial<Record<JobMilestone, number>>> {
     return this.#marks;
+  }
+
+  /**
+   * When StartJob arrived, in ms since the Unix epoch (µs precision): lines of other processes
+   * (the control plane's, a bench's) can be put on the same clock.
+   */
+  get t0UnixMs(): number {
+    return Math.round((performance.timeOrigin + this.#t0) * 1000) / 1000;
   }
 
   /** True the first time it is called: the line is due. */

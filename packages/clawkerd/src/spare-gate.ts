@@ -6,12 +6,44 @@
 // the shell evaluates to execute the target (through `setpriv` to the jobs' user when clawkerd is
 // root). Until then it runs nothing of the job's. It waits as clawkerd's user (root in an agent):
 // the agent's own processes (uid 1000) can neither write to its stdin through /proc nor trace it.
+// Where clawkerd is root and Debian's perl is there (perl-base is Essential), the spare is a perl
+// that drops to the jobs' user itself as it starts, then waits: the job's start then costs one
+// exec (the target) instead of two (setpriv, then the target). Having changed its ids without an
+// exec, the kernel keeps it undumpable (fs.suid_dumpable), so the jobs' user still cannot open its
+// stdin or trace it while it waits; it checks its own ids and capabilities before it waits.
 import { spawnSync } from "node:child_process";
 import { Job } from "./job.js";
 import type { Logger } from "./log.js";
 
 /** Where the privilege drop comes from (util-linux, in every Debian image). */
 export const SETPRIV = "/usr/bin/setpriv";
+
+/** The spare that drops itself (perl-base, Essential in Debian). */
+export const PERL = "/usr/bin/perl";
+
+// The dropping spare (argv: uid gid). Groups first (as root): the job's gid as its only group,
+// real/effective/saved gid, then uid (perl sets all three, which clears the capabilities); then
+// /proc/self/status must say exactly that and fs.suid_dumpable must make it undumpable, or it
+// exits 125 (the spare is not used). It then waits for one line of hex words: cwd, the number of
+// environment pairs, the pairs, the argv. EOF without it exits 125 having run nothing. Core perl
+// only: no module is loaded.
+const PERL_SPARE = [
+  String.raw`my ($u, $g) = @ARGV; $) = "$g $g"; $( = $g; $< = $> = $u;`,
+  String.raw`open(my $st, "<", "/proc/self/status") or exit 125; my %s = map { /^(\w+):\s*(.*?)\s*$/ } <$st>; close $st;`,
+  String.raw`exit 125 unless $s{Uid} eq join("\t", ($u) x 4) && $s{Gid} eq join("\t", ($g) x 4) && $s{Groups} eq $g`,
+  String.raw`  && $s{CapPrm} =~ /^0+$/ && $s{CapEff} =~ /^0+$/ && $s{CapAmb} =~ /^0+$/;`,
+  // Undumpable only where fs.suid_dumpable is 0 or 2 (1 would leave it open to the jobs' user).
+  String.raw`open(my $sd, "<", "/proc/sys/fs/suid_dumpable") or exit 125; exit 125 unless <$sd> =~ /^[02]$/;`,
+  String.raw`my $l = <STDIN>; exit 125 unless defined $l && chomp($l);`,
+  String.raw`my ($cwd, $n, @w) = map { pack("H*", $_) } split(/ /, $l, -1);`,
+  String.raw`if ($cwd ne "" && !chdir($cwd)) { print STDERR "clawker-job: cd $cwd: $!\n"; exit 127 }`,
+  String.raw`for (1 .. $n) { my $k = shift @w; $ENV{$k} = shift @w }`,
+  String.raw`open(STDIN, "<", "/dev/null") or exit 125; exec { $w[0] } @w;`,
+  String.raw`print STDERR "clawker-job: cannot run $w[0]: $!\n"; exit 127;`,
+].join("\n");
+
+// What perl reads from its environment as it starts (as root): not given to the dropping spare.
+const PERL_STARTUP_NAME = /^PERL/;
 
 // The spare's script: a newline in a variable (a quoted newline cannot cross `read`), then one
 // line, evaluated. EOF without the line (clawkerd gone, or the spare no longer wanted) exits 125
@@ -57,6 +89,22 @@ export function shellWord(s: string): string {
   return `'${s.replaceAll("'", `'\\''`).replaceAll("\n", `'"$__clawker_nl"'`)}'`;
 }
 
+/** Hex of `s` (UTF-8), as the dropping spare's line carries each word. */
+function hexWord(s: string): string {
+  return Buffer.from(s).toString("hex");
+}
+
+/**
+ * The line a dropping spare (PERL_SPARE) reads: cwd, the number of environment pairs, the pairs,
+ * the argv, each in hex. Undefined under the same rules as gateLine's (the request then gets a
+ * gate of its own), so both spares take the same jobs.
+ */
+export function dropLine(t: GateTarget, drop: DropTo): string | undefined {
+  if (gateLine(t, drop) === undefined) return undefined;
+  const env = Object.entries(t.env);
+  return [t.cwd, String(env.length), ...env.flat(), ...t.argv].map(hexWord).join(" ") + "\n";
+}
+
 /**
  * The line a spare evaluates: change to `cwd`, export `env`, execute the target with stdin from
  * /dev/null (as the gate spawned for a job does), dropping to `drop` when given. Undefined when
@@ -88,6 +136,8 @@ export interface SpareGateOptions {
   readonly runAs: DropTo;
   /** After a spare is taken, how long until the next is started; default 50 ms. */
   readonly refillDelayMs?: number;
+  /** false: never the dropping spare (PERL_SPARE), only setpriv's; default true. */
+  readonly selfDrop?: boolean;
 }
 
 /** Keeps one spare gate ready; take() hands it to a job. */
@@ -95,6 +145,8 @@ export class SpareGate {
   readonly #o: SpareGateOptions;
   readonly #drop: DropTo | undefined;
   #usable = false;
+  /** The spare drops itself (PERL_SPARE) instead of executing setpriv at the job's start. */
+  #selfDrop = false;
   #spare: Job | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -112,13 +164,33 @@ export class SpareGate {
     return this.#spare?.isRunning === true ? this.#spare.pids[0] : undefined;
   }
 
+  /** How a spare drops to the jobs' user: itself (perl), through setpriv, or not at all. */
+  get dropBy(): "perl" | "setpriv" | "none" {
+    return this.#drop === undefined ? "none" : this.#selfDrop ? "perl" : "setpriv";
+  }
+
   /**
    * Starts the first spare, after checking once that setpriv drops to the jobs' user here (a
    * missing one, or busybox's, which has no --reuid: every job then gets a gate of its own).
    */
   start(): void {
     const drop = this.#drop;
-    if (drop !== undefined) {
+    if (drop !== undefined && this.#o.selfDrop !== false) {
+      // The dropping spare, tried once with an empty line: 127 (`exec` of nothing) after its checks.
+      const probe = spawnSync(PERL, this.#perlArgs(drop), {
+        input: "\n",
+        stdio: ["pipe", "ignore", "ignore"],
+        env: this.#perlEnv(),
+        timeout: 10_000,
+      });
+      this.#selfDrop = probe.status === 127;
+      if (!this.#selfDrop)
+        this.#o.log.info(
+          { perl: PERL, event: "spare_gate_self_drop_unavailable" },
+          "spare gates drop through setpriv",
+        );
+    }
+    if (drop !== undefined && !this.#selfDrop) {
       const probe = spawnSync(
         SETPRIV,
         [`--reuid=${drop.uid}`, `--regid=${drop.gid}`, "--clear-groups", "--", "/bin/sh", "-c", "exit 0"],
@@ -147,7 +219,7 @@ export class SpareGate {
       this.#refillLater();
       return undefined;
     }
-    const line = gateLine(t, this.#drop);
+    const line = this.#selfDrop ? dropLine(t, this.#drop!) : gateLine(t, this.#drop);
     if (line === undefined) return undefined;
     this.#spare = undefined;
     this.#refillLater();
@@ -187,14 +259,23 @@ export class SpareGate {
     this.#timer.unref();
   }
 
+  #perlArgs(drop: DropTo): string[] {
+    return ["-e", PERL_SPARE, String(drop.uid), String(drop.gid)];
+  }
+
+  #perlEnv(): Record<string, string> {
+    return Object.fromEntries(Object.entries(this.#o.baseEnv).filter(([k]) => !PERL_STARTUP_NAME.test(k)));
+  }
+
   #fill(): void {
     if (this.#closed || !this.#usable || this.#spare?.isRunning === true) return;
+    const drop = this.#selfDrop ? this.#drop : undefined;
     const job = new Job(
       "spare-gate",
       {
         stages: [
           {
-            argv: ["/bin/sh", "-c", SPARE_SCRIPT, "clawker-job"],
+            argv: drop ? [PERL, ...this.#perlArgs(drop)] : ["/bin/sh", "-c", SPARE_SCRIPT, "clawker-job"],
             uid: process.getuid?.() ?? 0,
             gid: process.getgid?.() ?? 0,
             cwd: "",
@@ -205,7 +286,8 @@ export class SpareGate {
         initialStdin: Buffer.alloc(0),
         printOutput: false,
       },
-      { log: this.#o.log, baseEnv: this.#o.baseEnv },
+      // Perl reads PERL5OPT/PERL5LIB as it starts, as root: those are left out of its environment.
+      { log: this.#o.log, baseEnv: drop ? this.#perlEnv() : this.#o.baseEnv },
     );
     if (!job.spawned) {
       this.#o.log.warn({ event: "spare_gate_failed" }, "cannot start a spare job gate; jobs spawn their own");

@@ -4,7 +4,7 @@
 // leaves no process behind.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
@@ -18,8 +18,14 @@ const log = createLogger("silent");
 const own: DropTo = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
 const NOBODY: DropTo = { uid: 65534, gid: 65534 };
 
-function spareGate(t: TestContext, runAs: DropTo): SpareGate {
-  const g = new SpareGate({ log, baseEnv: { PATH: "/usr/bin:/bin" }, runAs, refillDelayMs: 1 });
+function spareGate(t: TestContext, runAs: DropTo, selfDrop = true): SpareGate {
+  const g = new SpareGate({
+    log,
+    baseEnv: { PATH: "/usr/bin:/bin", PERL5OPT: "-Mnonexistent::module" },
+    runAs,
+    refillDelayMs: 1,
+    selfDrop,
+  });
   t.after(() => g.close());
   g.start();
   return g;
@@ -88,42 +94,110 @@ void test("an environment that would steer setpriv while it is root gets a gate 
   assert.notEqual(gateLine(job({ LANG: "C.UTF-8", TZ: "UTC", PATH: "/bin" }), NOBODY), undefined);
 });
 
-void test("as root, the target runs as the jobs' user with no supplementary groups (setpriv)", async (t) => {
-  if (!requires(t, root, command("setpriv"))) return;
+for (const by of ["perl", "setpriv"] as const) {
+  void test(`as root, the target runs as the jobs' user with no supplementary groups (${by})`, async (t) => {
+    if (!requires(t, root, command(by))) return;
+    const g = spareGate(t, NOBODY, by === "perl");
+    assert.equal(g.dropBy, by);
+    await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+    const spare = g.pid!;
+    const taken = g.take({
+      argv: ["/bin/sh", "-c", "id -u; id -g; id -G; grep -E '^(Uid|Gid|CapPrm|CapEff):' /proc/self/status"],
+      cwd: "",
+      env: {},
+    });
+    assert.ok(taken !== undefined);
+    assert.equal(taken.job.pids[0], spare, "the job's first process is the spare");
+    const { out, code } = await run(taken);
+    assert.equal(code, 0);
+    assert.equal(
+      out.replaceAll("\t", " "),
+      "65534\n65534\n65534\n" +
+        "Uid: 65534 65534 65534 65534\nGid: 65534 65534 65534 65534\n" +
+        "CapPrm: 0000000000000000\nCapEff: 0000000000000000\n",
+    );
+  });
+}
+
+void test("as root, the self-dropping spare carries argv, cwd and environment exactly; EOF runs nothing", async (t) => {
+  if (!requires(t, root, command("perl"))) return;
   const g = spareGate(t, NOBODY);
+  assert.equal(g.dropBy, "perl");
+  const dir = mkdtempSync(join(tmpdir(), "spare gate 'dir'\n"));
+  chmodSync(dir, 0o755);
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const tricky = [
+    "it's",
+    "a\nb",
+    "$(echo injected)",
+    "`id`",
+    "\\",
+    '"',
+    " spaced ",
+    "",
+    "*",
+    "; exit 3",
+    "é",
+  ];
   await waitFor(() => g.pid !== undefined, { what: "the first spare" });
-  const spare = g.pid!;
-  const taken = g.take({ argv: ["/bin/sh", "-c", "id -u; id -g; id -G"], cwd: "", env: {} });
-  assert.ok(taken !== undefined);
-  assert.equal(taken.job.pids[0], spare, "the job's first process is the spare");
+  const taken = g.take({
+    argv: ["sh", "-c", 'printf "%s|" "$@"; printf "%s|" "$X" "$(pwd)" "$PERL5OPT"', "job", ...tricky],
+    cwd: dir,
+    env: { X: "x'y\nz $HOME", PATH: "/bin" },
+  });
+  assert.ok(taken !== undefined, "a spare was ready");
   const { out, code } = await run(taken);
   assert.equal(code, 0);
-  assert.equal(out, "65534\n65534\n65534\n");
+  assert.equal(out, [...tricky, "x'y\nz $HOME", dir, ""].map((s) => `${s}|`).join(""));
+
+  const missing = await waitFor(() => g.take({ argv: ["/bin/true"], cwd: "/nonexistent/dir", env: {} }), {
+    what: "the next spare",
+  });
+  assert.equal((await run(missing)).code, 127, "a missing cwd: the gate's spawn_failed code");
+  const noProgram = await waitFor(() => g.take({ argv: ["no-such-program"], cwd: "", env: {} }), {
+    what: "the next spare",
+  });
+  assert.equal((await run(noProgram)).code, 127, "a missing program: spawn_failed");
+  // The gate closed without its line (placement failed, or never answered): 125, nothing ran.
+  const closed = await waitFor(() => g.take({ argv: ["/bin/sh", "-c", "echo ran"], cwd: "", env: {} }), {
+    what: "the next spare",
+  });
+  closed.job.closeStdin();
+  const ended = await closed.job.finished;
+  assert.deepEqual(ended, { kind: "done", exitCode: 125 });
 });
 
-void test("another user cannot write to a waiting spare's stdin; close() ends it, running nothing", async (t) => {
-  if (!requires(t, root, command("runuser"))) return;
-  // The jobs' user is nobody: the spare still waits as clawkerd's (root), so nobody cannot reach it.
-  const g = spareGate(t, NOBODY);
-  await waitFor(() => g.pid !== undefined, { what: "the first spare" });
-  const pid = g.pid!;
-  const marker = join(tmpdir(), `spare-gate-${process.pid}-${Date.now()}`);
-  const attempt = spawnSync("runuser", [
-    "-u",
-    "nobody",
-    "--",
-    "/bin/sh",
-    "-c",
-    `printf 'touch ${marker}\\n' > /proc/${pid}/fd/0`,
-  ]);
-  assert.notEqual(attempt.status, 0, "nobody opened the spare's stdin");
-  assert.match(attempt.stderr.toString(), /Permission denied/);
-  assert.equal(g.pid, pid, "the spare still waits");
-  await g.close();
-  assert.equal(g.pid, undefined);
-  assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "no process is left");
-  assert.equal(spawnSync("test", ["-e", marker]).status, 1, "nothing ran");
-});
+for (const by of ["perl", "setpriv"] as const)
+  void test(`another user cannot write to a waiting spare's stdin; close() ends it, running nothing (${by})`, async (t) => {
+    if (!requires(t, root, command("runuser"), command(by))) return;
+    // The jobs' user is nobody. setpriv's spare waits as clawkerd's (root); perl's waits as nobody,
+    // undumpable because it changed its ids without an exec: nobody cannot reach either.
+    const g = spareGate(t, NOBODY, by === "perl");
+    assert.equal(g.dropBy, by);
+    await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+    const pid = g.pid!;
+    // perl starts as root and drops as its first statement: the wait is in the dropped state.
+    const uid = (): string | undefined =>
+      /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    const waitsAs = by === "perl" ? "65534" : "0";
+    await waitFor(() => uid() === waitsAs, { what: `the spare as uid ${waitsAs}` });
+    const marker = join(tmpdir(), `spare-gate-${process.pid}-${Date.now()}`);
+    const attempt = spawnSync("runuser", [
+      "-u",
+      "nobody",
+      "--",
+      "/bin/sh",
+      "-c",
+      `printf 'touch ${marker}\\n' > /proc/${pid}/fd/0`,
+    ]);
+    assert.notEqual(attempt.status, 0, "nobody opened the spare's stdin");
+    assert.match(attempt.stderr.toString(), /Permission denied/);
+    assert.equal(g.pid, pid, "the spare still waits");
+    await g.close();
+    assert.equal(g.pid, undefined);
+    assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "no process is left");
+    assert.equal(spawnSync("test", ["-e", marker]).status, 1, "nothing ran");
+  });
 
 void test("a spare killed while it waits is not handed out, and another takes its place", async (t) => {
   const g = spareGate(t, own);

@@ -30,6 +30,7 @@ import {
   recoveryInterceptor,
   withRecovery,
 } from "../src/auth/index.js";
+import { EarlyWatches, type ClaimedWatch } from "../src/jobs/early-watch.js";
 import { jobService } from "../src/jobs/job-service.js";
 import { adminService } from "../src/server/admin-service.js";
 import { GrpcListener, type ServiceBinding } from "../src/server/grpc-listener.js";
@@ -58,6 +59,17 @@ let dialer: Dialer;
 let listener: GrpcListener | undefined;
 let client: AdminClient;
 const dialers: Dialer[] = [];
+
+/** The service's early watches, counting the ones a watcher took. */
+class CountedEarlyWatches extends EarlyWatches {
+  readonly claimed: string[] = [];
+  override claim(name: string): ClaimedWatch | undefined {
+    const c = super.claim(name);
+    if (c !== undefined) this.claimed.push(name);
+    return c;
+  }
+}
+const earlyWatches = new CountedEarlyWatches();
 const overseer = new Overseer();
 const index = new ContainerAddressIndex({ inspect: () => Promise.resolve(undefined), log });
 
@@ -85,7 +97,7 @@ function newDialer(): Dialer {
 async function serve(d: Dialer): Promise<void> {
   await listener?.close(0);
   // A short stall bound, so the stalled-watcher test does not wait 5 s per cut.
-  const binding = jobService({ dialer: d, registry, log, maxStallMs: 1500 });
+  const binding = jobService({ dialer: d, registry, log, maxStallMs: 1500, earlyWatch: earlyWatches });
   const cached = new CachingIntrospector(introspector, { maxTtlMs: 60_000, maxEntries: 100 });
   listener = new GrpcListener({
     name: "admin",
@@ -145,6 +157,7 @@ before(async () => {
 
 after(async () => {
   await client?.close();
+  earlyWatches.close();
   await listener?.close(0);
   for (const d of dialers) await d.close();
   // SIGTERM: clawkerd kills its jobs' process groups and exits.
@@ -197,6 +210,70 @@ function clawker(args: string[]): Promise<{ code: number | null; stdout: string;
 async function status(name: string): Promise<jobs.GetJobStatusResponse> {
   return client.callMethod(jobs.JobServiceService.getJobStatus, { name });
 }
+
+async function startJob(argv: string[]): Promise<string> {
+  const { job } = await client.callMethod(jobs.JobServiceService.startJob, {
+    agentName: "dev",
+    project: "proj",
+    argv,
+    cwd: "",
+    env: {},
+    holdForPlacement: false,
+    jobUuid: "",
+  });
+  return job!.name;
+}
+
+async function watchAll(name: string): Promise<string> {
+  let out = "";
+  for await (const m of client.streamMethod(jobs.JobServiceService.watchJobOutput, { name }))
+    out += Buffer.from(m.data).toString();
+  return out;
+}
+
+void test("a watch soon after StartJob takes the job's early watch: all the output in order, live or ended; a second watcher reads its own", async () => {
+  const live = await startJob([
+    "/bin/sh",
+    "-c",
+    "printf 'a\\n'; sleep 0.3; printf 'b\\n'; sleep 0.3; printf 'c\\n'",
+  ]);
+  assert.equal(await watchAll(live), "a\nb\nc\n");
+  const claims = (n: string): number => earlyWatches.claimed.filter((c) => c === n).length;
+  assert.equal(claims(live), 1, "the first watcher took the early watch");
+  assert.equal(await watchAll(live), "a\nb\nc\n", "a second watcher, from clawkerd's log");
+  const ended = await startJob(["/bin/sh", "-c", "seq 1 2000"]);
+  await waitFor(async () => ((await status(ended)).job!.state === S.JOB_STATE_COMPLETED ? true : undefined), {
+    what: "the job ended before its watcher came",
+  });
+  const want = Array.from({ length: 2000 }, (_, i) => `${i + 1}\n`).join("");
+  assert.equal(await watchAll(ended), want);
+  assert.deepEqual([claims(live), claims(ended)], [1, 1]);
+});
+
+void test("an early watch nobody takes is cancelled after its ttl, or once it holds more than its bound", async () => {
+  const channel = dialer.readyChannel(agent.containerId)!;
+  const agentClient = new jobs.JobServiceClient("unused:0", grpc.credentials.createInsecure(), {
+    channelOverride: channel,
+  });
+  const short = new EarlyWatches({ ttlMs: 200 });
+  const small = new EarlyWatches({ maxBytes: 1000 });
+  try {
+    const name = await startJob(["sleep", "600"]);
+    short.open(name, agentClient);
+    assert.equal(short.size, 1);
+    await waitFor(() => short.size === 0, { what: "the unclaimed early watch cancelled" });
+    assert.equal(short.claim(name), undefined);
+    const loud = await startJob(["/bin/sh", "-c", "seq 1 5000; sleep 600"]);
+    small.open(loud, agentClient);
+    await waitFor(() => small.size === 0, { what: "the early watch over its bound cancelled" });
+    assert.equal(small.claim(loud), undefined, "a watcher then opens its own");
+    for (const n of [name, loud])
+      await client.callMethod(jobs.JobServiceService.stopJob, { name: n, graceSeconds: 1 });
+  } finally {
+    short.close();
+    small.close();
+  }
+});
 
 void test("the CLI starts a job that outlives it; two CLI watchers started at different times both print all of it", async () => {
   const started = await clawker([

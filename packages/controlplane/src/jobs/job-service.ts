@@ -23,6 +23,7 @@ import type { Registry } from "../agents/registry.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
 import type { Logger } from "../logging.js";
 import type { Placement } from "./cgroups-v1.js";
+import { EarlyWatches, type ClaimedWatch } from "./early-watch.js";
 import type { JobPlacement } from "./placement.js";
 
 /** What the service uses. */
@@ -36,6 +37,8 @@ export interface JobServiceDeps {
   readonly callTimeoutMs?: number;
   /** Per-job v1 cgroups made by the control plane; absent: clawkerd's own (v2) or none. */
   readonly placement?: JobPlacement | undefined;
+  /** Each started job's first watch opened to clawkerd at once (early-watch.ts); false: never. */
+  readonly earlyWatch?: EarlyWatches | false;
 }
 
 /** The agent a call goes to. */
@@ -90,6 +93,7 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       ),
     );
   const placement = deps.placement;
+  const early = deps.earlyWatch === false ? undefined : (deps.earlyWatch ?? new EarlyWatches());
   const uuidOf = (name: string): string => name.slice(name.lastIndexOf("/") + 1);
 
   /**
@@ -131,6 +135,8 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       placement.abandon(groups, uuid);
       return { job, heldPid: 0 };
     }
+    // Its first watch on the way while the job is placed: clawkerd serves it from the job's log.
+    early?.open(job.name, c);
     let placed: Placement;
     if (uuidOf(job.name) === uuid) placed = placement.enter(groups, uuid, prepared, held.heldPid);
     else {
@@ -154,7 +160,15 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       },
     );
     log.debug(
-      { job: job.name, preparedMs, heldMs, placedMs, gateOpenedMs: at(), event: "job_timeline" },
+      {
+        job: job.name,
+        t0UnixMs: unixMs(t0),
+        preparedMs,
+        heldMs,
+        placedMs,
+        gateOpenedMs: at(),
+        event: "job_timeline",
+      },
       "job start timeline",
     );
     return { job: opened.job, heldPid: 0 };
@@ -204,14 +218,15 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     // Only the control plane asks clawkerd to hold a job and names its uuid; a CLI's wish is not taken.
     const own = { ...req, holdForPlacement: false, jobUuid: "" };
     void startPlaced(route, own)
-      .then(
-        async (res) =>
-          res ??
-          (await unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(
-            route.client.startJob.bind(route.client),
-            own,
-          )),
-      )
+      .then(async (res) => {
+        if (res !== undefined) return res;
+        const started = await unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(
+          route.client.startJob.bind(route.client),
+          own,
+        );
+        if (started.job !== undefined) early?.open(started.job.name, route.client);
+        return started;
+      })
       .then(
         (res) => callback(null, { job: res.job, heldPid: 0 }),
         (err: unknown) => callback(isServiceError(err) ? relayed(err, log) : refusal(err, log)),
@@ -287,7 +302,7 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
         ),
       ).then((lists) => callback(null, { jobs: lists.flat() }));
     },
-    watchJobOutput: (call) => watch(call, clientFor, maxStallMs, log),
+    watchJobOutput: (call) => watch(call, clientFor, maxStallMs, log, early),
   };
   return { definition: jobs.JobServiceService, implementation };
 }
@@ -316,16 +331,22 @@ function watch(
   clientFor: (fullName: string) => jobs.JobServiceClient,
   maxStallMs: number,
   log: Logger,
+  early: EarlyWatches | undefined,
 ): void {
   let upstream: grpc.ClientReadableStream<jobs.WatchJobOutputResponse>;
+  let claimed: ClaimedWatch | undefined;
   try {
-    upstream = clientFor(agentOfJobName(call.request.name)).watchJobOutput(call.request);
+    const agent = agentOfJobName(call.request.name);
+    claimed = early?.claim(call.request.name);
+    upstream = claimed?.stream ?? clientFor(agent).watchJobOutput(call.request);
   } catch (err) {
     call.emit("error", refusal(err, log));
     return;
   }
   let ended = false;
   let stall: NodeJS.Timeout | undefined;
+  // Debug only: when the watch arrived and its first data came from clawkerd and went on.
+  let t0 = log.isLevelEnabled("debug") ? performance.now() : undefined;
   const finish = (fn: () => void): void => {
     if (ended) return;
     ended = true;
@@ -333,8 +354,14 @@ function watch(
     fn();
   };
   call.once("cancelled", () => finish(() => upstream.cancel()));
-  upstream.on("data", (m: jobs.WatchJobOutputResponse) => {
-    if (ended || call.write(m)) return;
+  const onData = (m: jobs.WatchJobOutputResponse): void => {
+    const firstAt = t0 !== undefined && m.data.length > 0 ? performance.now() : undefined;
+    const hasRoom = ended || call.write(m);
+    if (firstAt !== undefined) {
+      logWatchTimeline(log, call.request.name, t0!, firstAt);
+      t0 = undefined;
+    }
+    if (hasRoom) return;
     // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until
     // it drains, and cut the CLI off when it does not within the stall bound.
     upstream.pause();
@@ -356,12 +383,38 @@ function watch(
       clearTimeout(stall);
       if (!ended) upstream.resume();
     });
-  });
+  };
+  upstream.on("data", onData);
   upstream.on("end", () => finish(() => call.end()));
   upstream.on("error", (err: grpc.ServiceError) => {
     if (err.code === grpc.status.CANCELLED && ended) return;
     finish(() => call.emit("error", relayed(err, log)));
   });
+  // An early watch: what it received before this call came, then live (or its end) as above.
+  if (claimed !== undefined) {
+    for (const m of claimed.received) onData(m);
+    if (claimed.hasEnded) finish(() => call.end());
+  }
+}
+
+/** performance.now() `t` in ms since the Unix epoch (µs precision), for lines of other processes. */
+function unixMs(t: number): number {
+  return Math.round((performance.timeOrigin + t) * 1000) / 1000;
+}
+
+// Once per watch (the first data): the watch's own chain, beside the start's `job_timeline`.
+function logWatchTimeline(log: Logger, job: string, t0: number, firstAt: number): void {
+  const ms = (t: number): number => Math.round((t - t0) * 1000) / 1000;
+  log.debug(
+    {
+      job,
+      t0UnixMs: unixMs(t0),
+      firstDataMs: ms(firstAt),
+      relayedMs: ms(performance.now()),
+      event: "job_watch_timeline",
+    },
+    "job watch timeline",
+  );
 }
 
 function isServiceError(err: unknown): err is grpc.ServiceError {
