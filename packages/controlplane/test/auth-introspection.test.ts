@@ -227,6 +227,25 @@ void describe("CachingIntrospector", () => {
     assert.equal(fake.requests() - before, 1);
   });
 
+  void test("bounded: repeated hits on the newest entry keep the recency order exact", async () => {
+    for (const n of ["a", "b", "c", "d"])
+      fake.tokens.set(`lru2-${n}`, { active: true, scope: "admin", exp: nowS() + 3600 });
+    const c = new CachingIntrospector(introspector(), { maxEntries: 2 });
+    await c.introspect("lru2-a");
+    await c.introspect("lru2-b");
+    for (let i = 0; i < 5; i++) assert.notEqual(c.peek("lru2-b"), undefined); // b stays the newest
+    await c.introspect("lru2-c"); // evicts a, the oldest
+    const before = fake.requests();
+    assert.equal(c.peek("lru2-a"), undefined, "a was evicted");
+    assert.notEqual(c.peek("lru2-b"), undefined, "b was kept"); // b is the newest again
+    await c.introspect("lru2-d"); // evicts c
+    assert.equal(c.peek("lru2-c"), undefined, "c was evicted after b's hit");
+    assert.notEqual(c.peek("lru2-b"), undefined);
+    c.clear();
+    await c.introspect("lru2-b");
+    assert.equal(fake.requests() - before, 2, "d and b after clear() were asked for");
+  });
+
   void test("scope is re-checked on a hit: a cached admin token is still refused for Register", async () => {
     const c = new CachingIntrospector(introspector());
     const auth = new AuthInterceptor({ introspector: c, log: pino({ level: "silent" }) });

@@ -390,12 +390,18 @@ describe("the admin listener answers every reason of ADMIN_ERRORS with its Error
         STARTING_UP_MESSAGE,
         "starting_up",
       ]);
+      // API.md §5: an unknown path is refused by the call guard itself, before the ready gate.
+      await check("an unknown path before ready", unaryError(early, UNKNOWN_PATH, Buffer.alloc(0)), [
+        status.UNAUTHENTICATED,
+        reasonMessage.unmapped_method,
+        "unmapped_method",
+      ]);
     } finally {
       early.close();
     }
   });
 
-  test("the ready gate, then auth, both inside the call guard: one interceptor layer per call", async () => {
+  test("the ready gate, then auth, both inside the call guard: no grpc-js interceptor layer per call", async () => {
     // Before ready, a call without a token is answered by the ready gate: auth never looked.
     const early = clientOf(notReadyListener.port, pki.set.cli);
     try {
@@ -407,9 +413,9 @@ describe("the admin listener answers every reason of ADMIN_ERRORS with its Error
     } finally {
       early.close();
     }
-    // Each grpc-js interceptor layer starts once per call: the call guard's is the only one, the
-    // gates cost none of their own (issue 15). Counted on a call that passed both gates and failed
-    // in the handler (its INTERNAL, not a refusal).
+    // Each grpc-js interceptor layer (ServerInterceptingCall) starts once per call: the call guard
+    // is one object of its own per call and the gates cost none (issue 15). Counted on a call that
+    // passed both gates and failed in the handler (its INTERNAL, not a refusal).
     const start = Object.getOwnPropertyDescriptor(ServerInterceptingCall.prototype, "start")!;
     let layers = 0;
     Object.defineProperty(ServerInterceptingCall.prototype, "start", {
@@ -430,7 +436,7 @@ describe("the admin listener answers every reason of ADMIN_ERRORS with its Error
       Object.defineProperty(ServerInterceptingCall.prototype, "start", start);
       c.close();
     }
-    assert.equal(layers, 1, "one interceptor layer: the call guard");
+    assert.equal(layers, 0, "no grpc-js interceptor layer: the call guard is its own call object");
   });
 
   test("ExecAgent's refusals", async () => {

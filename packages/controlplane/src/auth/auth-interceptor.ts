@@ -5,12 +5,12 @@
 import {
   ServerInterceptingCall,
   type Metadata,
-  type ServerInterceptingCallInterface,
   type ServerInterceptor,
   type StatusObject,
 } from "@grpc/grpc-js";
 import { PUBLIC_SCOPE, requiredScope } from "@clawker/proto";
 import type { Logger } from "pino";
+import type { GateCall } from "../server/call-guard.js";
 import { PeerTokenBucket } from "../server/peer-token-bucket.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { AuthError, statusFor, type AuthReason } from "./errors.js";
@@ -177,32 +177,26 @@ export class AuthInterceptor {
    * removed from the metadata and the decision recorded for `authContextOf`, or refuses with the
    * reason's fixed status.
    */
-  readonly gate = (
-    path: string,
-    metadata: Metadata,
-    call: ServerInterceptingCallInterface,
-    admit: () => void,
-    refuse: (st: StatusObject) => void,
-  ): void => {
+  readonly gate = (path: string, metadata: Metadata, call: GateCall): void => {
     let decision: Decision | Promise<Decision>;
     try {
       decision = this.#decide(path, metadata, call);
     } catch (err) {
-      refuse(this.#refusal(err, path, call));
+      call.refuse(this.#refusal(err, path, call));
       return;
     }
     // A cache hit stays on this tick: no promise hop between metadata and handler.
     if (!(decision instanceof Promise)) {
       admitted(metadata, decision);
-      admit();
+      call.admit();
       return;
     }
     decision.then(
       (d) => {
         admitted(metadata, d);
-        admit();
+        call.admit();
       },
-      (err: unknown) => refuse(this.#refusal(err, path, call)),
+      (err: unknown) => call.refuse(this.#refusal(err, path, call)),
     );
   };
 
@@ -212,18 +206,21 @@ export class AuthInterceptor {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            const admit = (): void => {
-              try {
-                metadataNext(metadata);
-              } catch (err) {
-                this.#log.error(
-                  { err, method: method.path, event: "auth_next_failed" },
-                  "handler failed after auth",
-                );
-                call.sendStatus(statusFor("internal"));
-              }
-            };
-            this.gate(method.path, metadata, next, admit, (st) => call.sendStatus(st));
+            this.gate(method.path, metadata, {
+              getPeer: () => next.getPeer(),
+              admit: () => {
+                try {
+                  metadataNext(metadata);
+                } catch (err) {
+                  this.#log.error(
+                    { err, method: method.path, event: "auth_next_failed" },
+                    "handler failed after auth",
+                  );
+                  call.sendStatus(statusFor("internal"));
+                }
+              },
+              refuse: (st) => call.sendStatus(st),
+            });
           },
         });
       },
@@ -232,13 +229,13 @@ export class AuthInterceptor {
   };
 
   /** Counts and logs a refusal; the status to answer it with. */
-  #refusal(err: unknown, path: string, call: ServerInterceptingCallInterface): StatusObject {
+  #refusal(err: unknown, path: string, call: PeerNamed): StatusObject {
     const reason: AuthReason = err instanceof AuthError ? err.reason : "internal";
     this.#logRefusal(reason, path, call, err);
     return statusFor(reason);
   }
 
-  #logRefusal(reason: AuthReason, method: string, call: ServerInterceptingCallInterface, err: unknown): void {
+  #logRefusal(reason: AuthReason, method: string, call: PeerNamed, err: unknown): void {
     // Counted always, logged within the per-reason rate limit: junk tokens cannot flood the log.
     const fields = { event: "auth_refused", method, peer: call.getPeer() };
     if (reason === "introspection_failed" || reason === "internal") {

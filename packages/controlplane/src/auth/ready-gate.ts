@@ -2,7 +2,8 @@
 // FAILED_PRECONDITION `control plane is starting up` (API.md §5) with reason `starting_up`.
 // Readiness is terminal.
 import { ADMIN_ERRORS, admin } from "@clawker/proto";
-import { ServerInterceptingCall, type ServerInterceptor, type StatusObject } from "@grpc/grpc-js";
+import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import type { GateCall } from "../server/call-guard.js";
 
 /** The ready gate's fixed text (API.md §5). */
 export const STARTING_UP_MESSAGE = "control plane is starting up";
@@ -38,15 +39,9 @@ export class ReadyGate {
    * The gate as the call guard runs it (`MetadataGate`, server/call-guard.ts), before auth: the
    * daemon's form, with no grpc-js interceptor layer of its own.
    */
-  readonly gate = (
-    path: string,
-    _metadata: unknown,
-    _call: unknown,
-    admit: () => void,
-    refuse: (st: StatusObject) => void,
-  ): void => {
-    if (this.#ready || this.#exempt.has(path)) admit();
-    else refuse(startingUp());
+  readonly gate = (path: string, _metadata: unknown, call: GateCall): void => {
+    if (this.#ready || this.#exempt.has(path)) call.admit();
+    else call.refuse(startingUp());
   };
 
   /** The grpc-js server interceptor; list it after recovery and before auth. */

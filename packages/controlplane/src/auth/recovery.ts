@@ -114,16 +114,17 @@ export function withRecovery<T extends UntypedServiceImplementation>(
     if (!def.responseStream) {
       wrapped[name] = (call, callback) => {
         let answered = false;
-        const respond = (...args: unknown[]): void => {
+        // grpc-js's sendUnaryData takes (error, value, trailer, flags): named, so an answer costs
+        // no rest array and spread per call (issue 15: this runs on every unary call).
+        const respond = (err: unknown, value?: unknown, trailer?: unknown, flags?: unknown): void => {
           if (answered) return;
           answered = true;
-          const err = args[0];
           if (err !== null && err !== undefined && !hasStatusCode(err)) {
             fail(err);
             callback?.(internalError());
             return;
           }
-          callback?.(...args);
+          callback?.(err, value, trailer, flags);
         };
         const onError = (err: unknown): void => {
           fail(err);
@@ -134,7 +135,8 @@ export function withRecovery<T extends UntypedServiceImplementation>(
         };
         try {
           const out = fn(call, respond);
-          if (isThenable(out)) out.then(undefined, onError);
+          // Most handlers answer synchronously and return nothing: no rejection handler then.
+          if (out !== undefined && isThenable(out)) out.then(undefined, onError);
         } catch (err) {
           onError(err);
         }

@@ -38,18 +38,44 @@ function unimplemented<Req, Res>(): grpc.handleUnaryCall<Req, Res> {
   };
 }
 
-/** The ListAgents answer for a registry listing, rebuilt only when the listing object changes. */
+/**
+ * The ListAgents answer for a registry listing, rebuilt only when the listing object changes,
+ * and its wire bytes, encoded once per answer (issue 15: every call encoded the same answer into a
+ * fresh writer and copied it into a Buffer). The answer is frozen, so its bytes cannot go stale.
+ */
 class ListingAnswer {
   #records: readonly AgentRecord[] | undefined;
-  #answer: admin.ListAgentsResult = { agents: [] };
+  #answer: admin.ListAgentsResult = Object.freeze({ agents: Object.freeze([]) as unknown as admin.Agent[] });
+  #bytes: Buffer | undefined;
 
   of(records: readonly AgentRecord[]): admin.ListAgentsResult {
     if (records !== this.#records) {
       this.#records = records;
-      this.#answer = { agents: records.map(toWireAgent) };
+      this.#answer = Object.freeze({
+        agents: Object.freeze(records.map((r) => Object.freeze(toWireAgent(r)))) as unknown as admin.Agent[],
+      });
+      this.#bytes = undefined;
     }
     return this.#answer;
   }
+
+  /** The response serializer: the current answer's bytes from the memo, anything else encoded. */
+  readonly serialize = (value: admin.ListAgentsResult): Buffer => {
+    if (value !== this.#answer) return LIST_AGENTS.responseSerialize(value);
+    // grpc-js copies the bytes into its frame and keeps no reference, so one Buffer serves every call.
+    this.#bytes ??= LIST_AGENTS.responseSerialize(value);
+    return this.#bytes;
+  };
+}
+
+const LIST_AGENTS = AdminServiceRelay.listAgents;
+
+/** ListAgentsRequest has no fields: an empty request is always the same (frozen) message. */
+const EMPTY_LIST_AGENTS_REQUEST: admin.ListAgentsRequest = Object.freeze({});
+
+/** The request deserializer: no reader and no message built for the usual empty request. */
+function decodeListAgentsRequest(bytes: Buffer): admin.ListAgentsRequest {
+  return bytes.length === 0 ? EMPTY_LIST_AGENTS_REQUEST : LIST_AGENTS.requestDeserialize(bytes);
 }
 
 function toWireAgent(r: AgentRecord): admin.Agent {
@@ -118,6 +144,15 @@ export function adminService(deps: AdminServiceDeps): ServiceBinding {
       })();
     },
   };
-  // ExecAgent's output goes out through the relay's one-copy serializer (exec-agent.ts).
-  return { definition: AdminServiceRelay, implementation };
+  // ExecAgent's output goes out through the relay's one-copy serializer (exec-agent.ts); ListAgents
+  // through its answer's memo.
+  const definition: typeof AdminServiceRelay = {
+    ...AdminServiceRelay,
+    listAgents: {
+      ...LIST_AGENTS,
+      requestDeserialize: decodeListAgentsRequest,
+      responseSerialize: listing.serialize,
+    },
+  };
+  return { definition, implementation };
 }

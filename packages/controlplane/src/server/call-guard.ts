@@ -4,10 +4,10 @@
 // that does not decode was INTERNAL; it is INVALID_ARGUMENT. And a call's request must arrive within
 // a bound, so a stream opened and left silent does not hold the call forever.
 import {
-  ServerInterceptingCall,
   status,
   type Metadata,
   type Server,
+  type ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
   type ServiceDefinition,
@@ -19,6 +19,7 @@ import { statusFor } from "../auth/errors.js";
 import { withErrorDetail } from "../auth/recovery.js";
 import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
+import { RequestTimers, type TimedRequest } from "./request-timers.js";
 
 /** The method path interceptors see for a path no service serves (the real path is never echoed). */
 export const UNKNOWN_METHOD_PATH = "(unknown method)";
@@ -91,18 +92,23 @@ export function routeUnknownMethods(server: Server): void {
 export type PartialStatusObject = Parameters<ServerInterceptingCall["sendStatus"]>[0];
 
 /**
+ * The call a gate decides: the peer's name (a string built per call, so read only when needed)
+ * and the gate's two answers. A gate calls `admit` (then or later) or `refuse` exactly once.
+ */
+export interface GateCall {
+  getPeer(): string;
+  /** The call passed this gate: the next gate runs, or the handler after the last. */
+  admit(): void;
+  /** The call is refused with `st`. */
+  refuse(st: PartialStatusObject): void;
+}
+
+/**
  * A check a call's metadata must pass before anything behind the call guard sees it (the ready
  * gate, the AuthInterceptor). The guard runs its gates in order, so they cost no grpc-js
- * interceptor layer of their own. A gate calls `admit` (then or later) or `refuse` exactly once;
- * `call` is for the peer's name, read only when needed.
+ * interceptor layer of their own.
  */
-export type MetadataGate = (
-  path: string,
-  metadata: Metadata,
-  call: ServerInterceptingCallInterface,
-  admit: () => void,
-  refuse: (st: PartialStatusObject) => void,
-) => void;
+export type MetadataGate = (path: string, metadata: Metadata, call: GateCall) => void;
 
 /** Settings of the call guard. */
 export interface CallGuardOptions {
@@ -122,7 +128,7 @@ export interface CallGuardOptions {
   readonly onStatus?: (method: string, code: number) => void;
   /**
    * With a logger the guard also does recovery's work (auth/recovery.ts, fused here so a call
-   * pays for one grpc-js interceptor object less): a throw from the layers behind it becomes
+   * pays for no interceptor object of its own): a throw from the layers behind it becomes
    * INTERNAL, an UNKNOWN status (a handler's stray throw) becomes INTERNAL, and an error status
    * without an ErrorInfo gets its code's name as the reason, each logged.
    */
@@ -141,137 +147,231 @@ const REFUSALS: ReadonlySet<status> = new Set([status.UNAUTHENTICATED, status.PE
 const undecodable = LISTENER_ERRORS.fixed("undecodable_request", CALL_GUARD_MESSAGES.undecodable);
 const requestTimeout = LISTENER_ERRORS.fixed("request_timeout", CALL_GUARD_MESSAGES.requestTimeout);
 
+/** What grpc-js's base call tells inbound events (grpc-js does not export the type by name). */
+type InterceptingServerListener = Parameters<ServerInterceptingCallInterface["start"]>[0];
+
+/** What every call of one listener's guard shares (built once per listener). */
+interface Guard {
+  readonly listener: string;
+  readonly refusals: RefusalLog;
+  readonly timers: RequestTimers;
+  readonly budget: PeerTokenBucket;
+  readonly tarpitMs: number;
+  readonly onStatus: ((method: string, code: number) => void) | undefined;
+  readonly log: Logger | undefined;
+  readonly gates: readonly MetadataGate[];
+}
+
 /**
  * The first interceptor of every listener: refuses unknown paths at their metadata (before the
- * ready gate and any token check), runs `gates` (the ready gate, auth) on the rest, answers an undecodable request INVALID_ARGUMENT, ends a call
- * whose request does not arrive within `requestTimeoutMs` with DEADLINE_EXCEEDED, and holds back
- * the refusals of a connection that has had more than its share (every refusal passes here last).
+ * ready gate and any token check), runs `gates` (the ready gate, auth) on the rest, answers an
+ * undecodable request INVALID_ARGUMENT, ends a call whose request does not arrive within
+ * `requestTimeoutMs` with DEADLINE_EXCEEDED, and holds back the refusals of a connection that has
+ * had more than its share (every refusal passes here last). Each call gets one GuardedCall, not
+ * grpc-js's ServerInterceptingCall chain (issue 15: that chain's objects and closures per call
+ * were most of what an authorized call cost beyond a bare one).
  */
 export function callGuardInterceptor(options: CallGuardOptions): ServerInterceptor {
-  const { listener, refusals, requestTimeoutMs, onStatus, log } = options;
-  const gates = options.gates ?? [];
   const rate = options.refusalsPerSecond ?? TARPIT_DEFAULTS.refusalsPerSecond;
-  const tarpitMs = options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs;
-  const budget = new PeerTokenBucket({ rate, burst: 2 * rate });
-  /** Passes a status on, after `tarpitMs` when it refuses a connection over its budget. */
-  const answer = (
-    path: string,
-    st: PartialStatusObject,
-    call: ServerInterceptingCallInterface,
-    statusNext: (st: PartialStatusObject) => void,
-  ): void => {
-    onStatus?.(path, st.code);
-    // The peer (a string built per call) only for refusals: every OK status passes here too.
-    if (!REFUSALS.has(st.code) || budget.take(call.getPeer())) {
-      statusNext(st);
+  const guard: Guard = {
+    listener: options.listener,
+    refusals: options.refusals,
+    timers: new RequestTimers(options.requestTimeoutMs),
+    budget: new PeerTokenBucket({ rate, burst: 2 * rate }),
+    tarpitMs: options.tarpitMs ?? TARPIT_DEFAULTS.tarpitMs,
+    onStatus: options.onStatus,
+    log: options.log,
+    gates: options.gates ?? [],
+  };
+  // grpc-js types an interceptor's result as its class; any ServerInterceptingCallInterface works.
+  return (method, next) =>
+    new GuardedCall(guard, method.path, method.requestStream, next) as unknown as ServerInterceptingCall;
+}
+
+/**
+ * One call behind the guard: grpc-js's call to the outside (the handler calls it), and the
+ * listener grpc-js's base call tells inbound events (metadata, message, half close, cancel), so
+ * one object per call does what ServerInterceptingCall, its responder, its listener wrapper and
+ * their closures did. No inbound event of a call with a status (or cancelled) goes further.
+ */
+class GuardedCall
+  implements ServerInterceptingCallInterface, InterceptingServerListener, GateCall, TimedRequest
+{
+  readonly #guard: Guard;
+  readonly #path: string;
+  readonly #requestStream: boolean;
+  readonly #next: ServerInterceptingCallInterface;
+  #listener: InterceptingServerListener | undefined;
+  #metadata: Metadata | undefined;
+  /** Gates passed so far (the next to run). */
+  #passed = 0;
+  /** A status was sent or the call was cancelled: inbound events stop here. */
+  #ended = false;
+  deadline = 0;
+  prevTimed: TimedRequest | undefined = undefined;
+  nextTimed: TimedRequest | undefined = undefined;
+  timed = false;
+
+  constructor(guard: Guard, path: string, requestStream: boolean, next: ServerInterceptingCallInterface) {
+    this.#guard = guard;
+    this.#path = path;
+    this.#requestStream = requestStream;
+    this.#next = next;
+  }
+
+  start(listener: InterceptingServerListener): void {
+    this.#listener = listener;
+    // Client-streaming requests have no bounded end; every method served today has a single
+    // request. An unknown path is refused at its metadata, which grpc-js hands over within start.
+    if (!this.#requestStream && this.#path !== UNKNOWN_METHOD_PATH) this.#guard.timers.add(this);
+    this.#next.start(this);
+  }
+
+  onReceiveMetadata(metadata: Metadata): void {
+    if (this.#ended) return;
+    if (this.#path === UNKNOWN_METHOD_PATH) {
+      this.#guard.refusals.refused(
+        this.#guard.listener,
+        "unmapped_method",
+        { event: "auth_refused", method: UNKNOWN_METHOD_PATH, peer: this.#next.getPeer() },
+        "call refused",
+      );
+      this.sendStatus(statusFor("unmapped_method"));
       return;
     }
-    refusals.counters.add(listener, "tarpit");
-    // A cancelled call ignores the late status; the timer is bounded by the connection's streams.
-    setTimeout(() => statusNext(st), tarpitMs);
-  };
-  return (method, next) => {
-    if (method.path === UNKNOWN_METHOD_PATH) {
-      const refused: ServerInterceptingCall = new ServerInterceptingCall(next, {
-        start: (startNext) => {
-          startNext({
-            onReceiveMetadata: () => {
-              refusals.refused(
-                listener,
-                "unmapped_method",
-                { event: "auth_refused", method: UNKNOWN_METHOD_PATH, peer: next.getPeer() },
-                "call refused",
-              );
-              refused.sendStatus(statusFor("unmapped_method"));
-            },
-          });
-        },
-        sendStatus: (st, statusNext) => answer(UNKNOWN_METHOD_PATH, st, next, statusNext),
-      });
-      return refused;
+    this.#metadata = metadata;
+    this.admit();
+  }
+
+  /** The current gate admitted the call (GateCall): the next one runs, or the handler after the last. */
+  admit(): void {
+    if (this.#ended) return;
+    const gate = this.#guard.gates[this.#passed++];
+    // Each step catches for itself, with or without recovery's logger: a gate may admit from a
+    // promise callback, where a throw would otherwise be an unhandled rejection.
+    try {
+      if (gate === undefined) this.#listener!.onReceiveMetadata(this.#metadata!);
+      else gate(this.#path, this.#metadata!, this);
+    } catch (err) {
+      this.#failed(err);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const stopTimer = (): void => {
-      clearTimeout(timer);
-      timer = undefined;
-    };
-    /** Runs one step of the layers behind; with recovery, a throw there ends the call INTERNAL. */
-    const guarded =
-      log === undefined
-        ? (step: () => void): void => step()
-        : (step: () => void): void => {
-            try {
-              step();
-            } catch (err) {
-              log.error({ err, method: method.path, event: "call_failed" }, "call failed");
-              call.sendStatus(statusFor("internal"));
-            }
-          };
-    const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
-      start: (startNext) => {
-        // Client-streaming requests have no bounded end; every method served today has a single request.
-        if (!method.requestStream) {
-          timer = setTimeout(() => {
-            timer = undefined;
-            refusals.refused(
-              listener,
-              "request_timeout",
-              { event: "call_refused", method: method.path, peer: next.getPeer() },
-              "request not received in time",
-            );
-            call.sendStatus(requestTimeout());
-          }, requestTimeoutMs);
-        }
-        startNext({
-          onReceiveMetadata: (metadata, metadataNext) => {
-            if (gates.length === 0) {
-              guarded(() => metadataNext(metadata));
-              return;
-            }
-            let passed = 0;
-            const refuse = (st: PartialStatusObject): void => call.sendStatus(st);
-            // Each step catches for itself, with or without recovery's logger: a gate may admit
-            // from a promise callback, where a throw would otherwise be an unhandled rejection.
-            const admit = (): void => {
-              const gate = gates[passed++];
-              try {
-                if (gate === undefined) metadataNext(metadata);
-                else gate(method.path, metadata, next, admit, refuse);
-              } catch (err) {
-                log?.error({ err, method: method.path, event: "call_failed" }, "call failed");
-                call.sendStatus(statusFor("internal"));
-              }
-            };
-            admit();
-          },
-          onReceiveMessage: (message, messageNext) => {
-            if (message !== UNDECODABLE) {
-              guarded(() => messageNext(message));
-              return;
-            }
-            stopTimer();
-            refusals.refused(
-              listener,
-              "undecodable_request",
-              { event: "call_refused", method: method.path, peer: next.getPeer() },
-              "request could not be decoded",
-            );
-            call.sendStatus(undecodable());
-          },
-          onReceiveHalfClose: (halfCloseNext) => {
-            stopTimer();
-            guarded(halfCloseNext);
-          },
-          onCancel: stopTimer,
-        });
-      },
-      sendStatus: (st, statusNext) => {
-        stopTimer();
-        answer(method.path, log === undefined ? st : recovered(st, log, method.path), next, statusNext);
-      },
-    });
-    return call;
-  };
+  }
+
+  /** The current gate refused the call (GateCall). */
+  refuse(st: PartialStatusObject): void {
+    this.sendStatus(st);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    if (this.#ended) return;
+    if (message !== UNDECODABLE) {
+      try {
+        this.#listener!.onReceiveMessage(message);
+      } catch (err) {
+        this.#failed(err);
+      }
+      return;
+    }
+    this.#guard.timers.remove(this);
+    this.#guard.refusals.refused(
+      this.#guard.listener,
+      "undecodable_request",
+      { event: "call_refused", method: this.#path, peer: this.#next.getPeer() },
+      "request could not be decoded",
+    );
+    this.sendStatus(undecodable());
+  }
+
+  onReceiveHalfClose(): void {
+    this.#guard.timers.remove(this);
+    if (this.#ended) return;
+    try {
+      this.#listener!.onReceiveHalfClose();
+    } catch (err) {
+      this.#failed(err);
+    }
+  }
+
+  onCancel(): void {
+    this.#guard.timers.remove(this);
+    this.#ended = true;
+    this.#listener?.onCancel();
+  }
+
+  onRequestTimeout(): void {
+    if (this.#ended) return;
+    this.#guard.refusals.refused(
+      this.#guard.listener,
+      "request_timeout",
+      { event: "call_refused", method: this.#path, peer: this.#next.getPeer() },
+      "request not received in time",
+    );
+    this.sendStatus(requestTimeout());
+  }
+
+  sendMetadata(metadata: Metadata): void {
+    this.#next.sendMetadata(metadata);
+  }
+
+  sendMessage(message: unknown, callback: () => void): void {
+    this.#next.sendMessage(message, callback);
+  }
+
+  /** Every status passes here: recovery's rule, metrics, then the tarpit for a refusal over budget. */
+  sendStatus(st: PartialStatusObject): void {
+    const guard = this.#guard;
+    guard.timers.remove(this);
+    this.#ended = true;
+    const path = this.#path;
+    const out = guard.log === undefined || path === UNKNOWN_METHOD_PATH ? st : recovered(st, guard.log, path);
+    guard.onStatus?.(path, out.code);
+    // The peer (a string built per call) only for refusals: every OK status passes here too.
+    if (!REFUSALS.has(out.code) || guard.budget.take(this.#next.getPeer())) {
+      this.#next.sendStatus(out);
+      return;
+    }
+    guard.refusals.counters.add(guard.listener, "tarpit");
+    // A cancelled call ignores the late status; the timer is bounded by the connection's streams.
+    setTimeout(() => this.#next.sendStatus(out), guard.tarpitMs);
+  }
+
+  startRead(): void {
+    this.#next.startRead();
+  }
+
+  getPeer(): string {
+    return this.#next.getPeer();
+  }
+
+  getDeadline(): ReturnType<ServerInterceptingCallInterface["getDeadline"]> {
+    return this.#next.getDeadline();
+  }
+
+  getHost(): string {
+    return this.#next.getHost();
+  }
+
+  getAuthContext(): ReturnType<ServerInterceptingCallInterface["getAuthContext"]> {
+    return this.#next.getAuthContext();
+  }
+
+  getConnectionInfo(): ReturnType<ServerInterceptingCallInterface["getConnectionInfo"]> {
+    return this.#next.getConnectionInfo();
+  }
+
+  getMetricsRecorder(): ReturnType<ServerInterceptingCallInterface["getMetricsRecorder"]> {
+    return this.#next.getMetricsRecorder();
+  }
+
+  /**
+   * A throw from the layers behind ends the call INTERNAL (recovery's rule, logged when the guard
+   * has a logger); without a logger the guard still never lets it escape into grpc-js's stream
+   * events, where it would be an uncaught exception.
+   */
+  #failed(err: unknown): void {
+    this.#guard.log?.error({ err, method: this.#path, event: "call_failed" }, "call failed");
+    this.sendStatus(statusFor("internal"));
+  }
 }
 
 /** Recovery's status rule: UNKNOWN (a stray throw) is INTERNAL; an error without ErrorInfo gets one. */
