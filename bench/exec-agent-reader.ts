@@ -1,6 +1,6 @@
 // The `clawker exec` side of the ExecAgent benchmark as its own process, as the CLI is: an
-// AdminClient (real token) on the admin listener, with the CLI's default channel and one with a
-// 4 MiB HTTP/2 receive window. Reads JSON requests `{argv, wide}` on stdin, one per line, runs each
+// AdminClient (real token) on the admin listener, with the CLI's default channel (its 4 MiB HTTP/2
+// receive window) and one with grpc-js's own 64 KiB window, the CLI's before issue 15's relay work. Reads JSON requests `{argv, narrow}` on stdin, one per line, runs each
 // to its end and answers `{bytes, seconds, cpuMs}` (this process's CPU for that call) per line.
 // Trust material and addresses come from env (EXEC_READER_*).
 import { createInterface } from "node:readline";
@@ -14,11 +14,11 @@ const trust = JSON.parse(process.env["EXEC_READER_TRUST"] ?? "") as TrustSet;
 const target = process.env["EXEC_READER_TARGET"] ?? "";
 const tokenEndpoint = process.env["EXEC_READER_TOKEN_ENDPOINT"] ?? "";
 const plain = openAdminClient({ trust, target, tokenEndpoint });
-const wide = new AdminClient({
+const narrow = new AdminClient({
   client: dial({
     tls: cliTls(trust),
     target,
-    channelOptions: { "grpc-node.flow_control_window": 4 << 20 },
+    channelOptions: { "grpc-node.flow_control_window": 65_535 },
   }),
   tokens: new TokenSource({ ca: trust.ca.certPem, signingKey: trust.signingKey.privateJwk, tokenEndpoint }),
 });
@@ -37,8 +37,8 @@ const request = (argv: string[]): admin.ExecAgentRequest => ({
 });
 
 for await (const line of createInterface({ input: process.stdin })) {
-  const { argv, wide: isWide } = JSON.parse(line) as { argv: string[]; wide: boolean };
-  const client = isWide ? wide : plain;
+  const { argv, narrow: isNarrow } = JSON.parse(line) as { argv: string[]; narrow: boolean };
+  const client = isNarrow ? narrow : plain;
   let bytes = 0;
   let last: string | undefined;
   const cpu0 = process.cpuUsage();
@@ -54,4 +54,4 @@ for await (const line of createInterface({ input: process.stdin })) {
   );
 }
 await plain.close();
-await wide.close();
+await narrow.close();

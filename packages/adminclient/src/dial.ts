@@ -11,6 +11,14 @@ import type { TokenSource } from "./token-source.js";
 /** The control plane's default admin listener. */
 export const DEFAULT_ADMIN_TARGET = "127.0.0.1:7443";
 
+/**
+ * The HTTP/2 receive window of an admin channel (grpc-js defaults to 64 KiB). ExecAgent streams
+ * command output in 32 KiB messages: at 64 KiB the control plane waits for a WINDOW_UPDATE every
+ * two of them, which doubled its CPU per MiB relayed. Bounded: a reader that stops holds at most
+ * this much in its own process, and the control plane stops sending.
+ */
+export const ADMIN_CHANNEL_WINDOW_BYTES = 4 << 20;
+
 /** The PEM material of an mTLS client: the CA to trust and the client's leaf. */
 export interface ClientTls {
   /** PEM CA certificate(s) the server must chain to. */
@@ -113,6 +121,7 @@ export function dial(options: DialOptions): admin.AdminServiceClient {
   // deprecates. The certificate is still checked against `expectedHost` above.
   const sni = isIP(expectedHost) === 0 ? expectedHost : CONTROLPLANE_CN;
   const channelOptions: ChannelOptions = {
+    "grpc-node.flow_control_window": ADMIN_CHANNEL_WINDOW_BYTES,
     ...options.channelOptions,
     "grpc.ssl_target_name_override": sni,
     ...(options.serverName === undefined ? {} : { "grpc.default_authority": options.serverName }),
@@ -129,6 +138,7 @@ export function dialSocket(path: string, channelOptions: ChannelOptions = {}): a
   if (!path.startsWith("/")) throw new Error(`the admin socket path must be absolute, got ${path}`);
   // The authority is not a host here; name it what the TCP listener's certificate names.
   return new admin.AdminServiceClient(`unix://${path}`, credentials.createInsecure(), {
+    "grpc-node.flow_control_window": ADMIN_CHANNEL_WINDOW_BYTES,
     ...channelOptions,
     "grpc.default_authority": CONTROLPLANE_CN,
   });

@@ -77,6 +77,7 @@ export {
   DEFAULT_ADMIN_TARGET,
   type ClientTls,
   type DialOptions,
+  ADMIN_CHANNEL_WINDOW_BYTES,
 } from "./dial.js";
 export {
   AdminClient,

@@ -2,13 +2,21 @@
 // and a real HTTPS token endpoint double: bearer tokens per call (none for GetSystemTime), typed
 // errors from status codes, deadlines, aborts, WatchSOS as an async iterator, and the TLS checks.
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { before, describe, test, type TestContext } from "node:test";
 import { status, type ServerUnaryCall, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
 import { ADMIN_ERRORS, admin } from "@clawker/proto";
 import {
+  ADMIN_CHANNEL_WINDOW_BYTES,
   AdminClient,
+  cliTls,
   createCa,
   dial,
+  dialSocket,
   issueLeaf,
   mintTrustSet,
   openAdminClient,
@@ -16,6 +24,7 @@ import {
   type CertifiedKey,
   type TrustSet,
 } from "../src/index.js";
+import { waitFor } from "@clawker/test-support";
 import { startAdminServerDouble, type AdminServerDouble } from "./fixtures/admin-server-double.js";
 import { TokenEndpointDouble } from "./fixtures/token-endpoint-double.js";
 
@@ -297,5 +306,53 @@ describe("AdminClient", () => {
     await client.close();
     await client.close();
     await assert.rejects(client.getSystemTime(), { reason: "cancelled" });
+  });
+
+  test("dial and dialSocket offer the control plane an ADMIN_CHANNEL_WINDOW_BYTES HTTP/2 window", async (t) => {
+    // ExecAgent streams 32 KiB messages: grpc-js's 64 KiB default made the control plane wait for
+    // a WINDOW_UPDATE every two of them. A bare HTTP/2 server reads what the channel advertises.
+    const observe = (server: http2.Http2Server | http2.Http2SecureServer) => {
+      const seen: { settings?: http2.Settings; session?: http2.Http2Session } = {};
+      server.on("session", (s: http2.Http2Session) => {
+        seen.session = s;
+        s.once("remoteSettings", (settings) => (seen.settings = settings));
+        t.after(() => s.destroy());
+      });
+      server.on("stream", () => undefined);
+      return seen;
+    };
+    const check = async (
+      seen: ReturnType<typeof observe>,
+      client: { waitForReady(deadline: number, cb: (err?: Error) => void): void; close(): void },
+    ): Promise<void> => {
+      client.waitForReady(Date.now() + 10_000, () => undefined);
+      await waitFor(() => seen.settings !== undefined, { what: "the channel's SETTINGS" });
+      assert.equal(seen.settings?.initialWindowSize, ADMIN_CHANNEL_WINDOW_BYTES);
+      await waitFor(() => (seen.session?.state.remoteWindowSize ?? 0) >= ADMIN_CHANNEL_WINDOW_BYTES, {
+        what: "the connection's window",
+      });
+      client.close();
+    };
+    const tlsServer = http2.createSecureServer({
+      ca: trust.ca.certPem,
+      cert: trust.controlPlaneServer.certPem,
+      key: trust.controlPlaneServer.keyPem,
+      requestCert: true,
+      minVersion: "TLSv1.3",
+    });
+    const overTls = observe(tlsServer);
+    await new Promise<void>((r) => tlsServer.listen(0, "127.0.0.1", r));
+    t.after(() => tlsServer.close());
+    const port = (tlsServer.address() as AddressInfo).port;
+    await check(overTls, dial({ tls: cliTls(trust), target: `127.0.0.1:${port}` }));
+
+    const dir = mkdtempSync(join(tmpdir(), "admin-window-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const plain = http2.createServer();
+    const overSocket = observe(plain);
+    const path = join(dir, "admin.sock");
+    await new Promise<void>((r) => plain.listen(path, r));
+    t.after(() => plain.close());
+    await check(overSocket, dialSocket(path));
   });
 });

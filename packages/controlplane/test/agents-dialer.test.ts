@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import http2 from "node:http2";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,7 +26,7 @@ import { LABELS, agent, clawkerd } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex, type ContainerRecord } from "../src/agents/address-index.js";
 import { agentService } from "../src/agents/agent-service.js";
-import { Dialer, DialerError, type DialerOptions } from "../src/agents/dialer.js";
+import { Dialer, DialerError, SESSION_WINDOW_BYTES, type DialerOptions } from "../src/agents/dialer.js";
 import { IdentityGate, thumbprintOf } from "../src/agents/identity-gate.js";
 import type { AgentPlans } from "../src/agents/plans.js";
 import { Registry } from "../src/agents/registry.js";
@@ -497,6 +498,44 @@ describe("Dialer backoff and cancellation", () => {
     index.remove(id, "destroyed");
     // The link leaves the map only once its retry loop has returned: no attempt can follow.
     await waitFor(() => dialer.status(id) === undefined, { what: "cancelled" });
+    await dialer.close();
+  });
+});
+
+describe("Dialer's channel", () => {
+  test("the Session's connection offers clawkerd a SESSION_WINDOW_BYTES HTTP/2 window, stream and connection", async () => {
+    // A bare HTTP/2 server with a clawkerd leaf stands in for clawkerd: it only reads what the
+    // Dialer's grpc-js channel advertises (SETTINGS, then the connection's WINDOW_UPDATE).
+    const { leaf, dialer, record } = await setup({ dialer: { target: () => `127.0.0.1:${port}` } });
+    const server = http2.createSecureServer({
+      ca: trust.ca.certPem,
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      requestCert: true,
+      minVersion: "TLSv1.3",
+    });
+    let peer: http2.ServerHttp2Session | undefined;
+    let initialWindowSize: number | undefined;
+    server.on("session", (s: http2.ServerHttp2Session) => {
+      peer = s;
+      s.once(
+        "remoteSettings",
+        (settings: http2.Settings) => (initialWindowSize = settings.initialWindowSize),
+      );
+    });
+    server.on("stream", () => undefined);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    cleanups.push(async () => {
+      peer?.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    });
+    index.put(record);
+    await waitFor(() => initialWindowSize !== undefined, { what: "the Dialer's SETTINGS" });
+    assert.equal(initialWindowSize, SESSION_WINDOW_BYTES, "a stream's window");
+    await waitFor(() => (peer?.state.remoteWindowSize ?? 0) >= SESSION_WINDOW_BYTES, {
+      what: "the connection's window",
+    });
     await dialer.close();
   });
 });

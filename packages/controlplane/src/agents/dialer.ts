@@ -61,6 +61,12 @@ export interface BackoffOptions {
 const RECONNECT_INITIAL_MS = 25;
 const RECONNECT_MAX_MS = 100;
 
+/**
+ * The HTTP/2 receive window of a Session's connection and stream: four commands' output windows
+ * (DEFAULT_OUTPUT_WINDOW), so one command at full credit never waits for a WINDOW_UPDATE.
+ */
+export const SESSION_WINDOW_BYTES = 4 << 20;
+
 /** Default schedule: 500 ms doubling to 10 s, give up after 60 s. */
 export const DEFAULT_BACKOFF: BackoffOptions = Object.freeze({
   initialMs: 500,
@@ -358,6 +364,10 @@ export class Dialer {
       "grpc.use_local_subchannel_pool": 1,
       "grpc.enable_retries": 0,
       "grpc.max_receive_message_length": 8 * 1024 * 1024,
+      // Output arrives in 32 KiB chunks: with HTTP/2's 64 KiB default window clawkerd stalls on a
+      // WINDOW_UPDATE every two chunks, which cost twice the CPU per MiB on both sides. Memory stays
+      // bounded: per-command credit (command-flow.ts) caps each command, this window the stream.
+      "grpc-node.flow_control_window": SESSION_WINDOW_BYTES,
       // We dial as soon as Docker reports the start, usually before clawkerd listens: grpc-js's
       // default first reconnect backoff (1 s) was most of an agent's start-to-registered time.
       // Refused connects are cheap; waitForReady's deadline (connectMs) still bounds the attempt.

@@ -16,7 +16,6 @@ import {
 import { DialerError, type Dialer } from "../agents/dialer.js";
 import type { AgentRecord, Registry } from "../agents/registry.js";
 import { SessionError } from "../agents/session.js";
-import { unlessAborted } from "../abortable.js";
 import type { Logger } from "../logging.js";
 
 /** The grpc-js handler of AdminService.ExecAgent (the AdminServiceDeps `exec` slot). */
@@ -173,32 +172,41 @@ async function serve(
       if (state === "open") throw new ExecAgentError("agent_starting", "the agent is still starting");
       throw new ExecAgentError("no_session", "the agent has no open session");
     }
-    iterator = deps.dialer.exec(containerId, plan.command, { commandId, description: "admin exec" });
+    const running = deps.dialer.exec(containerId, plan.command, { commandId, description: "admin exec" });
+    iterator = running;
     log.info(
       { event: "exec_started", containerId, commandId, stages: plan.command.stages.length },
       "exec in agent",
     );
-    for (;;) {
-      const next = await unlessAborted(iterator.next(), signal);
-      if (next.done === true) break;
-      const r = next.value;
-      const p = r.payload;
-      if (p?.$case === "done" || p?.$case === "error") {
-        isTerminal = true;
-        const outcome =
-          p.$case === "done" ? { exitCode: p.value.finalExitCode } : { errorCode: p.value.code };
-        log.info({ event: "exec_ended", containerId, commandId, ...outcome }, "exec ended");
+    // One abort listener per call, not a race per chunk: cancelling kills the command and returns
+    // its iterator, which settles a pending next() with done.
+    const onAbort = (): void => cancelCommand(deps, log, containerId, commandId, running, isTerminal);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      for (;;) {
+        const next = await running.next();
+        if (signal.aborted) return;
+        if (next.done === true) break;
+        const r = next.value;
+        const p = r.payload;
+        if (p?.$case === "done" || p?.$case === "error") {
+          isTerminal = true;
+          const outcome =
+            p.$case === "done" ? { exitCode: p.value.finalExitCode } : { errorCode: p.value.code };
+          log.info({ event: "exec_ended", containerId, commandId, ...outcome }, "exec ended");
+        }
+        // Flow control: grpc-js buffers a bounded number of messages; past that, wait for the client.
+        if (!call.write(r)) await once(call, "drain", { signal });
+        if (isTerminal) break;
       }
-      // Flow control: grpc-js buffers a bounded number of messages; past that, wait for the client.
-      if (!call.write(r)) await once(call, "drain", { signal });
-      if (isTerminal) break;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
     }
     call.end();
   } catch (err) {
-    if (signal.aborted) {
-      cancelCommand(deps, log, containerId, commandId, iterator, isTerminal);
-      return;
-    }
+    // Cancelled: the abort listener has killed the command already (or there was none yet).
+    if (signal.aborted) return;
     const known = classify(err);
     if (known === undefined) log.error({ event: "exec_failed", containerId, commandId, err }, "exec failed");
     else if (known.reason !== "invalid_argument" && known.reason !== "agent_not_found") {

@@ -3,10 +3,18 @@
 // process looks like between releasing its memory and becoming a zombie.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { waitFor } from "@clawker/test-support";
-import { hasExited, isSameProcess, readProcessIdentity, type ProcessIdentity } from "./process-identity.js";
+import {
+  hasExited,
+  isSameProcess,
+  readProcessIdentity,
+  readSpawnedIdentity,
+  type ProcessIdentity,
+} from "./process-identity.js";
 
 /** PF_KTHREAD in the flags field of /proc/<pid>/stat (include/linux/sched.h). */
 const PF_KTHREAD = 0x00200000;
@@ -86,4 +94,37 @@ void test("a live process without a command line has not exited, though it no lo
   // An exiting helper is in this state from exit_mm to exit_notify while it still holds its
   // sockets: waiting for !isSameProcess returned too early (orphans.test.ts flaked on it).
   assert.equal(hasExited(identity), false);
+});
+
+void test("a wrapper script read at 'spawn' while it execs its program still has an identity", async (t) => {
+  // Read at 'spawn', a wrapper that execs at once is caught mid-exec now and then (empty cmdline:
+  // one read in 16 here): readProcessIdentity says undefined for a live helper, which then went
+  // unrecorded and survived a SIGKILLed daemon's restart. 80 spawns hit that window all but surely.
+  const dir = mkdtempSync(join(tmpdir(), "clawker-wrapper-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const wrapper = join(dir, "helper");
+  writeFileSync(wrapper, "#!/bin/sh\nexec sleep 60\n");
+  chmodSync(wrapper, 0o755);
+  for (let i = 0; i < 80; i++) {
+    const child = spawn(wrapper, [], { stdio: "ignore" });
+    try {
+      await new Promise((resolve, reject) => child.once("spawn", resolve).once("error", reject));
+      const identity = await readSpawnedIdentity(child.pid!);
+      assert.ok(identity !== undefined, `spawn ${i}: no identity for a live helper`);
+      assert.ok(
+        identity.cmdline[0] === "/bin/sh" || identity.cmdline[0] === "sleep",
+        `spawn ${i}: ${JSON.stringify(identity.cmdline)}`,
+      );
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }
+});
+
+void test("readSpawnedIdentity of a gone process answers undefined at once", async () => {
+  const child = spawn("true", [], { stdio: "ignore" });
+  await new Promise((resolve) => child.once("exit", resolve));
+  const began = Date.now();
+  assert.equal(await readSpawnedIdentity(child.pid!), undefined);
+  assert.ok(Date.now() - began < 500, "it did not wait out its bound for a gone pid");
 });

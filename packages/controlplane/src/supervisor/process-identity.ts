@@ -1,6 +1,7 @@
 // Who a pid is: the kernel's start time for it, the boot it belongs to and its command line. A pid
 // alone is recycled; a recorded identity matches only the very process it was read from.
 import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** A process as /proc described it when it was recorded. */
 export interface ProcessIdentity {
@@ -41,6 +42,34 @@ export function isSameProcess(recorded: ProcessIdentity): boolean {
     now.cmdline.length === recorded.cmdline.length &&
     now.cmdline.every((arg, i) => arg === recorded.cmdline[i])
   );
+}
+
+/**
+ * readProcessIdentity of a process that was just spawned: while it execs (a wrapper script turning
+ * into its program) the kernel shows an empty cmdline for a moment, the new address space in place
+ * and its argv not yet, so a live process that reads that way is asked again, for up to `withinMs`.
+ */
+export async function readSpawnedIdentity(
+  pid: number,
+  withinMs = 1_000,
+): Promise<ProcessIdentity | undefined> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const identity = readProcessIdentity(pid);
+    if (identity !== undefined || !isLive(pid) || Date.now() >= deadline) return identity;
+    await sleep(1);
+  }
+}
+
+/** True while `pid` runs (neither gone nor a zombie). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
 }
 
 /**

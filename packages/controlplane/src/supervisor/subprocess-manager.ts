@@ -16,7 +16,7 @@ import {
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
 import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
 import { answersInstance, httpGet, ProbeError, type TlsClientOptions } from "./probes.js";
-import { hasExited, isSameProcess, readProcessIdentity } from "./process-identity.js";
+import { hasExited, isSameProcess, readProcessIdentity, readSpawnedIdentity } from "./process-identity.js";
 
 /** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
 export interface HelperCommand {
@@ -303,8 +303,9 @@ export class SubprocessManager {
     this.#log.info({ helper: name, pid, file: command.file, args: command.args ?? [] }, "helper started");
     this.#onStarted?.(name);
     if (this.#stateFile !== undefined) {
-      // 'spawn' fires after execve succeeded, so /proc already shows the helper's own argv.
-      const identity = readProcessIdentity(pid);
+      // 'spawn' fires after execve succeeded, so /proc already shows the helper's own argv (or,
+      // for a wrapper script that execs its program right away, one of the two).
+      const identity = await readSpawnedIdentity(pid);
       if (identity !== undefined) child.record = { name, ...identity };
       // A helper we cannot find again after a SIGKILL of ours is one we do not run.
       try {
