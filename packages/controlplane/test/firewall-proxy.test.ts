@@ -1004,6 +1004,49 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
         agent.destroy();
       }
     });
+
+    test("an intercepted connection keeps its verdict only while the source's identity is the same: an address that is no longer the agent's is refused on its next request", async () => {
+      const e = E();
+      const name = "who.example.test";
+      e.dns.records.set(name, UPSTREAM);
+      await interceptCert(e, name);
+      const alphaOnly = entry(
+        {
+          dst: name,
+          kind: "tls-intercept",
+          ruleId: "alpha-only",
+          scope: { kind: "agent", agent: "alpha" },
+          insecureSkipTlsVerify: true,
+        },
+        e,
+      );
+      await e.proxy.apply(policy(e, [alphaOnly]));
+      const ca = e.firewallCa.certPem;
+      const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
+      try {
+        const first = await keptAliveHttpsGet(e, agent, name, "/1", ca);
+        assert.equal(first.status, 200);
+        assert.equal((await keptAliveHttpsGet(e, agent, name, "/2", ca)).status, 200);
+        // The same rules (the tls map and the rule's tag are unchanged: nothing is swept); only
+        // the address now belongs to another agent.
+        const moved = policy(e, [alphaOnly]);
+        await e.proxy.apply({
+          ...moved,
+          sources: moved.sources.map((x) => (x.address === AGENT_A ? { ...x, agent: "gamma" } : x)),
+        });
+        const before = e.seen.length;
+        const third = await keptAliveHttpsGet(e, agent, name, "/3", ca);
+        assert.equal(third.socket, first.socket, "the connection is still the same");
+        assert.equal(third.status, 403);
+        assert.equal(third.json?.["reason"], "no_rule");
+        assert.ok(!e.seen.slice(before).some((x) => x.path === "/3"), "the upstream never saw it");
+        // And back: the verdict is found again.
+        await e.proxy.apply(policy(e, [alphaOnly]));
+        assert.equal((await keptAliveHttpsGet(e, agent, name, "/4", ca)).status, 200);
+      } finally {
+        agent.destroy();
+      }
+    });
   });
 
   test("a name that resolves to a forbidden address is refused after resolution", async () => {
