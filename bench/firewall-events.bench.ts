@@ -3,12 +3,12 @@
 // - a denial to visible in `clawker firewall events --follow` (the real CLI process, JSON lines):
 //   from the agent's connect to the line on the CLI's stdout (p50 <= 100 ms, p99 <= 500 ms);
 // - the pipeline's rate: the proxy's own decision lines (HAProxy's format, this run's token, read
-//   from the 0600 config as root) sent to the daemon's loopback decision socket by a child process
-//   at a fixed offered rate (BENCH_FLOOD_RATE, default 50,000 lines/s), the flooder confined to its
+//   from the 0600 config as root) written to the daemon's decision socket by a child process the
+//   way HAProxy's ring forwarder writes them (decision-line-flood.ts) at a fixed offered rate (BENCH_FLOOD_RATE, default 50,000 lines/s), the flooder confined to its
 //   own cgroup with a CPU quota (BENCH_FLOOD_CPUS, default 0.6 of a core) so it cannot starve the
 //   daemon on a 2-core machine. Each line is parsed, attributed, kept in the ring, triaged and
 //   handed to the audit log (>= 50,000 events/s), from FirewallStatus's counters, over a window
-//   with no RPC load: events/s delivered, counted drops (rate limit, kernel buffer), uncounted
+//   with no RPC load: events/s delivered, counted drops (rate limit, the ring), uncounted
 //   (sent - published, must be 0), and the daemon's CPU per event (its /proc stat over the window);
 //   and the same pipeline in this process (line -> hub -> a real EgressTriage and AuditLog);
 // - authorized ListAgents throughput (8 callers, a fixed window) within that flood as a share of
@@ -141,7 +141,7 @@ async function throughputFor(ms: number, concurrency: number, call: () => Promis
 }
 
 /**
- * The same pipeline in this process, without the daemon's scheduling and the kernel's UDP buffer:
+ * The same pipeline in this process, without the daemon's scheduling and the socket between HAProxy and the daemon:
  * proxy log lines parsed, converted, attributed (a real, empty address index), kept in the ring,
  * triaged (a real EgressTriage over a real rule store) and handed to a real AuditLog writing to a
  * temp dir, for 3 s.
@@ -290,8 +290,8 @@ const bench: Benchmark = {
       const idle = await throughputFor(LIST_WINDOW_MS, 8, list);
       const idleCpuPerCallUs =
         ((cpuMs(cp.proc.pid!) - idleCpuBefore) * 1000) / ((idle * LIST_WINDOW_MS) / 1000);
-      const m = findIn(cp.dataDir, /log 127\.0\.0\.1:(\d+) [\s\S]*?\{"k":"([0-9a-f]{32})"/);
-      if (m === undefined) throw new Error("no proxy decision log port and token in the data dir");
+      const m = findIn(cp.dataDir, /server daemon unix@(\S+)[\s\S]*?\{"k":"([0-9a-f]{32})"/);
+      if (m === undefined) throw new Error("no proxy decision socket and token in the data dir");
       const proxyCounts = async (): Promise<{ published: number; delivered: number; dropped: number }> => {
         const s = (await client.firewallStatus()).eventSources.find((e) => e.source === "proxy")!;
         return {
@@ -306,7 +306,7 @@ const bench: Benchmark = {
         [
           "--import",
           import.meta.resolve("tsx"),
-          join(import.meta.dirname, "udp-line-flood.ts"),
+          join(import.meta.dirname, "decision-line-flood.ts"),
           m[1]!,
           m[2]!,
           String(FLOOD_SECONDS),
@@ -362,10 +362,16 @@ const bench: Benchmark = {
         const listInFlood = listStartedInFlood && !floodOver;
         // The pipeline's own rate while the RPCs run: the two figures are held at the same time.
         const perSecondWithList = (l1.counts.delivered - l0.counts.delivered) / ((l1.at - l0.at) / 1000);
-        const report = JSON.parse(await sentLine) as { sent: number; ms: number; cpuMs: number };
+        const report = JSON.parse(await sentLine) as {
+          sent: number;
+          written: number;
+          dropped: number;
+          ms: number;
+          cpuMs: number;
+        };
         const { sent } = report;
-        // The daemon may still be reading what the kernel buffered, and reads the kernel's drop
-        // counter once a second: every line sent ends up published (delivered or counted dropped).
+        // The daemon may still be reading what the socket buffered: every line offered ends up
+        // published (delivered, or counted dropped from the ring's notice or by the rate limit).
         let after = await proxyCounts();
         await waitFor(
           async () => {
@@ -379,7 +385,7 @@ const bench: Benchmark = {
         const dropped = after.dropped - before.dropped;
         ctx.log(
           `flood: offered ${FLOOD_RATE}/s, flooder capped at ${uncap === undefined ? "(none)" : FLOOD_CPUS} CPU, sent ${sent} ` +
-            `(${((sent / report.ms) * 1000).toFixed(0)}/s, flooder CPU ${report.cpuMs.toFixed(0)} ms); published ${published}, ` +
+            `(${((sent / report.ms) * 1000).toFixed(0)}/s; written ${report.written}, the ring dropped ${report.dropped}; flooder CPU ${report.cpuMs.toFixed(0)} ms); published ${published}, ` +
             `delivered ${delivered}, dropped (counted) ${dropped}, not counted anywhere (sent - published) ${sent - published}; ` +
             `pipeline window ${windowSeconds.toFixed(1)} s: ${perSecond.toFixed(0)} events/s delivered, daemon CPU ` +
             `${(w1.cpu - w0.cpu).toFixed(0)} ms = ${cpuPerEventUs.toFixed(1)} us/event ` +
@@ -389,7 +395,7 @@ const bench: Benchmark = {
         );
         figures.push(
           summarise(
-            "events through the daemon (UDP line -> hub -> triage, audit log)",
+            "events through the daemon (decision stream -> hub -> triage, audit log)",
             "events/s",
             [perSecond],
             "higher",

@@ -1273,7 +1273,7 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     const L = e.proxy.layout;
     for (const dir of [L.dir, L.runDir, L.mapsDir, L.certsDir])
       assert.equal((await stat(dir)).mode & 0o777, 0o700, dir);
-    for (const sock of [L.runtimeSocket, L.masterSocket, L.mitmSocket])
+    for (const sock of [L.runtimeSocket, L.masterSocket, L.mitmSocket, L.decisionSocket])
       assert.equal((await stat(sock)).mode & 0o777, 0o600, sock);
     for (const f of [L.configFile, ...(await readdir(L.mapsDir)).map((n) => join(L.mapsDir, n))]) {
       assert.equal((await stat(f)).mode & 0o777, 0o600, f);
@@ -1296,6 +1296,8 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       "s.on('error',e=>{console.log(e.code);process.exit(0)})";
     assert.equal(await asNobody(connectScript, L.runtimeSocket), "EACCES");
     assert.equal(await asNobody(connectScript, L.masterSocket), "EACCES");
+    // The decision stream: nobody can connect, so nobody can feed or hold it.
+    assert.equal(await asNobody(connectScript, L.decisionSocket), "EACCES");
     const readScript =
       "try{require('fs').readFileSync(process.argv[1]);console.log('READ')}catch(e){console.log(e.code)}";
     assert.equal(await asNobody(readScript, join(L.certsDir, certs[0]!)), "EACCES");

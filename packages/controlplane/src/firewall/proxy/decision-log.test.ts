@@ -1,13 +1,31 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { createSocket } from "node:dgram";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
-import { waitFor } from "@clawker/test-support";
+import { describe, test, type TestContext } from "node:test";
+import { promisify } from "node:util";
+import { findOnPath, freePorts, waitFor } from "@clawker/test-support";
 import { pino } from "pino";
-import { DecisionLog, parseDecisionLine, readSocketDrops, type ProxyDecision } from "./decision-log.js";
+import { DecisionLog, parseDecisionLine, type ProxyDecision } from "./decision-log.js";
+import { decisionRing } from "./haproxy-config.js";
+
+const run = promisify(execFile);
+// Same rule as test/harness/preconditions.ts (not importable from under src/): skip on a laptop,
+// fail under CI.
+const isCI = (process.env["CI"] ?? "") !== "" && process.env["CI"] !== "false";
+
+function needs(t: TestContext, ...commands: string[]): boolean {
+  const why =
+    process.getuid?.() !== 0
+      ? "needs root (uid 0)"
+      : commands.filter((c) => findOnPath(c) === undefined).map((c) => `needs ${c} on PATH`)[0];
+  if (why === undefined) return true;
+  if (isCI) assert.fail(`precondition failed under CI: ${why}`);
+  t.skip(why);
+  return false;
+}
 
 const tlsLine = (token: string, over: Record<string, unknown> = {}): string =>
   JSON.stringify({
@@ -64,93 +82,214 @@ describe("parseDecisionLine", () => {
   });
 });
 
+/** A DecisionLog listening in a fresh 0700 directory; closed after the test. */
+async function listening(
+  t: TestContext,
+  over: { onDecision?: (d: ProxyDecision) => void; onDropped?: (n: number) => void } = {},
+): Promise<{ log: DecisionLog; path: string; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "decisions-"));
+  const path = join(dir, "decisions.sock");
+  const log = new DecisionLog({
+    socketPath: path,
+    onDecision: over.onDecision ?? (() => undefined),
+    ...(over.onDropped ? { onDropped: over.onDropped } : {}),
+    log: pino({ level: "silent" }),
+  });
+  await log.start();
+  t.after(async () => {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { log, path, dir };
+}
+
+/** Writes each piece as its own write, waiting for each to be flushed. */
+async function writeAll(path: string, pieces: readonly string[]): Promise<void> {
+  const conn = createConnection(path);
+  await new Promise<void>((resolve, reject) => conn.once("connect", resolve).once("error", reject));
+  for (const p of pieces)
+    await new Promise<void>((resolve, reject) => conn.write(p, (e) => (e ? reject(e) : resolve())));
+  await new Promise<void>((resolve) => conn.end(resolve));
+}
+
 describe("DecisionLog", () => {
-  test("only lines that start with this run's token reach onDecision", async (t) => {
+  test("only lines that start with this run's token reach onDecision, whole even when split across reads", async (t) => {
     const got: ProxyDecision[] = [];
-    let first!: () => void;
-    const arrived = new Promise<void>((resolve) => (first = resolve));
-    const log = new DecisionLog({
-      onDecision: (d) => {
-        got.push(d);
-        first();
-      },
-      log: pino({ level: "silent" }),
-    });
-    const port = await log.start();
-    t.after(() => log.close());
-    const sender = createSocket("udp4");
-    t.after(() => new Promise<void>((r) => sender.close(() => r())));
-    const send = (line: string): Promise<void> =>
-      new Promise((resolve, reject) =>
-        sender.send(line, port, "127.0.0.1", (err) => (err ? reject(err) : resolve())),
-      );
-    await send(tlsLine("0".repeat(32), { name: "forged.example.com" }));
-    await send("Server be_pass/s1 is UP");
-    await send(tlsLine(log.token));
-    // Loopback datagrams arrive in order: the forged line, had it counted, would be first.
-    await arrived;
+    const { log, path } = await listening(t, { onDecision: (d) => got.push(d) });
+    const real = tlsLine(log.token);
+    const cut = real.length >> 1;
+    await writeAll(path, [
+      `${tlsLine("0".repeat(32), { name: "forged.example.com" })}\n`,
+      "Server be_pass/s1 is UP\n",
+      real.slice(0, cut),
+      `${real.slice(cut)}\n${tlsLine(log.token, { name: "second.example.com" })}\n`,
+    ]);
+    await waitFor(() => got.length >= 2, { timeoutMs: 5_000, what: "two decisions" });
     assert.deepEqual(
       got.map((d) => d.name),
-      ["api.example.com"],
+      ["api.example.com", "second.example.com"],
     );
+    assert.equal(log.dropped, 0, "HAProxy's notices are not drops");
     await log.close();
     await log.close();
+  });
+
+  test("a drop notice counts; a connection that sends 64 KiB without a newline is cut, others still count", async (t) => {
+    const got: ProxyDecision[] = [];
+    const drops: number[] = [];
+    const { log, path } = await listening(t, {
+      onDecision: (d) => got.push(d),
+      onDropped: (n) => drops.push(n),
+    });
+    await writeAll(path, ["1 event dropped\n", "41 events dropped\n", "41 events dropped and more\n"]);
+    await waitFor(() => drops.length === 2, { timeoutMs: 5_000, what: "the drop notices" });
+    assert.deepEqual(drops, [1, 41]);
+    assert.equal(log.dropped, 42);
+    const hog = createConnection(path);
+    const cut = new Promise<void>((resolve) => hog.once("close", () => resolve()));
+    hog.on("error", () => undefined);
+    hog.write("x".repeat(70 * 1024));
+    await cut;
+    await writeAll(path, [`${tlsLine(log.token)}\n`]);
+    await waitFor(() => got.length === 1, { timeoutMs: 5_000, what: "the line after the cut" });
+  });
+
+  test("a flood is read one read per turn of the event loop, so other work on the loop keeps its turn", async (t) => {
+    let delivered = 0;
+    const { log, path } = await listening(t, { onDecision: () => delivered++ });
+    const line = `${tlsLine(log.token)}\n`;
+    const LINES = 40_000;
+    // A child keeps the socket full (~14 MB, far more than the socket buffers hold).
+    const writer = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const c = require("node:net").createConnection(${JSON.stringify(path)});
+         c.on("connect", () => c.end(${JSON.stringify(line)}.repeat(${LINES})));`,
+      ],
+      { stdio: "inherit" },
+    );
+    const exited = new Promise((resolve) => writer.once("exit", resolve));
+    t.after(async () => {
+      writer.kill();
+      await exited;
+    });
+    // The most lines handled between two turns of the loop (setImmediate runs once per turn).
+    let most = 0;
+    let last = 0;
+    await new Promise<void>((resolve) => {
+      const turn = (): void => {
+        most = Math.max(most, delivered - last);
+        last = delivered;
+        if (delivered < LINES) setImmediate(turn);
+        else resolve();
+      };
+      setImmediate(turn);
+    });
+    // Node reads at most 64 KiB at a time.
+    const perRead = Math.ceil((64 * 1024) / line.length) + 1;
+    assert.ok(most <= perRead, `${most} lines in one turn of the loop (one read holds at most ${perRead})`);
+  });
+
+  test("the socket is 0600 and another local user cannot connect", async (t) => {
+    if (!needs(t, "runuser")) return;
+    const { path } = await listening(t);
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    const { stdout } = await run(
+      "runuser",
+      [
+        "-u",
+        "nobody",
+        "--",
+        process.execPath,
+        "-e",
+        "const s=require('net').createConnection(process.argv[1]);" +
+          "s.on('connect',()=>{console.log('CONNECTED');process.exit(0)});" +
+          "s.on('error',e=>{console.log(e.code);process.exit(0)})",
+        path,
+      ],
+      { timeout: 10_000 },
+    );
+    assert.equal(stdout.trim(), "EACCES");
   });
 });
 
-describe("the kernel's drops at the decision socket", () => {
-  test("a flood the socket cannot hold: every line is either received or counted as dropped", async (t) => {
+describe("HAProxy's ring", () => {
+  test("lines HAProxy could not hold while the daemon did not read are counted: every line is received or counted", async (t) => {
+    if (!needs(t, "haproxy")) return;
     let received = 0;
     let reported = 0;
-    const log = new DecisionLog({
+    const { log, path, dir } = await listening(t, {
       onDecision: () => received++,
       onDropped: (n) => (reported += n),
-      log: pino({ level: "silent" }),
-      // The smallest buffer the kernel allows, so a few lines fill it.
-      recvBufferSize: 1,
-      dropPollMs: 60_000,
     });
-    const port = await log.start();
-    t.after(() => log.close());
-    const SENT = 2000;
-    // A real child process sends while this process is blocked in execFileSync: nothing reads the
-    // socket, so the kernel must drop what its buffer cannot hold (no timing involved).
-    const script = `
-      const s = require("node:dgram").createSocket("udp4");
-      const line = ${JSON.stringify(tlsLine(log.token))};
-      let i = 0;
-      const next = (err) => {
-        if (err) throw err;
-        if (i++ === ${SENT}) return s.close();
-        s.send(line, ${port}, "127.0.0.1", next);
+    const [port] = await freePorts(1);
+    // The product's ring with the smallest size HAProxy takes, so a few dozen unread lines fill
+    // it; every connection to the frontend is refused and logged with this run's token.
+    const config = join(dir, "haproxy.cfg");
+    writeFileSync(
+      config,
+      [
+        "global",
+        "  log ring@decisions len 16384 format raw local0 info",
+        ...decisionRing(path, 16384),
+        "defaults",
+        "  log global",
+        "  mode tcp",
+        "  timeout client 2s",
+        "  timeout server 2s",
+        "  timeout connect 2s",
+        "frontend f",
+        `  bind 127.0.0.1:${port}`,
+        `  log-format '{"k":"${log.token}","layer":"tcp","ts":%Ts,"src":"%ci","sport":%cp,"verdict":"deny","reason":"no_rule","duration_ms":%Tt,"bytes_in":%U,"bytes_out":%B,"termination":"%ts"}'`,
+        "  tcp-request content reject",
+        "",
+      ].join("\n"),
+    );
+    const haproxy = spawn("haproxy", ["-db", "-f", config], { stdio: ["ignore", "ignore", "inherit"] });
+    const exited = new Promise((resolve) => haproxy.once("exit", resolve));
+    t.after(async () => {
+      haproxy.kill();
+      await exited;
+    });
+    const connectScript = (n: number): string => `
+      const net = require("node:net");
+      let left = ${n};
+      const next = () => {
+        if (left-- === 0) return;
+        const s = net.createConnection(${port}, "127.0.0.1");
+        s.on("error", () => undefined);
+        s.on("close", next);
       };
       next();`;
-    execFileSync(process.execPath, ["-e", script], { stdio: "inherit" });
-    await waitFor(() => received + log.countKernelDrops() === SENT, {
-      timeoutMs: 30_000,
-      what: "every line received or counted",
-    });
-    const dropped = log.countKernelDrops();
-    assert.ok(dropped > 0, `the kernel dropped nothing (received ${received})`);
-    assert.ok(received > 0, "nothing was received");
-    assert.equal(received + dropped, SENT);
-    assert.equal(reported, dropped, "onDropped was told of every drop, once");
-  });
-
-  test("the drops column is read from the socket's own row, never a peer's remote address", (t) => {
-    const dir = mkdtempSync(join(tmpdir(), "udp-table-"));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const table = join(dir, "udp");
-    const head =
-      "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
-    const row = (sl: number, local: string, rem: string, drops: number): string =>
-      `${String(sl).padStart(5)}: ${local} ${rem} 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 ${drops}\n`;
-    writeFileSync(
-      table,
-      head + row(1, "0100007F:A001", "0100007F:BEEF", 7) + row(2, "0100007F:BEEF", "00000000:0000", 1234),
+    // The first line shows HAProxy's forwarder is connected.
+    let sent = 0;
+    await waitFor(
+      async () => {
+        sent++;
+        await run(process.execPath, ["-e", connectScript(1)]);
+        return received > 0;
+      },
+      { timeoutMs: 20_000, what: "HAProxy's forwarder to deliver a line" },
     );
-    assert.equal(readSocketDrops(table, "0100007F:BEEF"), 1234);
-    assert.equal(readSocketDrops(table, "0100007F:0001"), undefined);
-    assert.equal(readSocketDrops(join(dir, "absent"), "0100007F:BEEF"), undefined);
+    // A child connects while this process is blocked in execFileSync: nothing reads the stream,
+    // so once the socket's buffer and the ring are full HAProxy must drop (no timing involved).
+    const FLOOD = 5000;
+    execFileSync(process.execPath, ["-e", connectScript(FLOOD)], { stdio: "inherit" });
+    sent += FLOOD;
+    // HAProxy reports drops with its next line: one more connection at a time until all is seen.
+    await waitFor(
+      async () => {
+        if (received + reported >= sent) return true;
+        await run(process.execPath, ["-e", connectScript(1)]);
+        sent++;
+        return false;
+      },
+      { timeoutMs: 30_000, what: "every line received or counted" },
+    );
+    assert.ok(reported > 0, `HAProxy dropped nothing (received ${received} of ${sent})`);
+    assert.ok(received > 0, "nothing was received");
+    assert.equal(received + reported, sent);
+    assert.equal(log.dropped, reported);
   });
 });

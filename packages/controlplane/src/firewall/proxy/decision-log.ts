@@ -1,11 +1,14 @@
-// Receives HAProxy's per-connection and per-request JSON log lines on a loopback UDP socket and
-// turns them into typed decisions. Any local process can send to a loopback port, so a line
-// counts only when it starts with the token rendered into this run's (0600) config. Lines the
-// kernel drops because the socket's receive buffer is full are counted from /proc/net/udp's
-// `drops` column for this socket and reported, so no loss is silent (issue 11 §1).
+// Receives HAProxy's per-connection and per-request JSON log lines as a stream: HAProxy logs
+// into a ring buffer (`ring decisions`, haproxy-config.ts) whose forwarder connects to a Unix
+// socket this class listens on, in the proxy's 0700 run directory (socket 0600), and writes the
+// lines newline-delimited. One read carries many lines, so the per-line cost is the parse, not a
+// datagram's syscall and callback (issue 11: ~7 us per datagram in Node's dgram alone). Only root
+// can connect; a line still counts only when it starts with the token rendered into this run's
+// (0600) config. When the daemon reads slower than HAProxy logs, HAProxy's ring drops lines and
+// says so in-band with its next line (`N events dropped`): counted, so no loss is silent (§1).
 import { randomBytes } from "node:crypto";
-import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
-import { readFileSync } from "node:fs";
+import { chmod, rm } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 
 /**
@@ -46,138 +49,148 @@ export interface ProxyDecision {
 
 /** Options of a DecisionLog. */
 export interface DecisionLogOptions {
+  /** The Unix socket to listen on (in a 0700 directory of root's; created 0600). */
+  readonly socketPath: string;
   readonly onDecision: (decision: ProxyDecision) => void;
-  /** Told of lines the kernel dropped at this socket since the last call (a full receive buffer). */
+  /** Told of lines HAProxy's ring dropped (reported in-band by HAProxy with its next line). */
   readonly onDropped?: (count: number) => void;
   readonly log: Logger;
-  /** SO_RCVBUF in bytes (default 4 MiB; the kernel caps it at net.core.rmem_max). */
-  readonly recvBufferSize?: number;
-  /** How often the kernel's drop counter is read (default 1 s). */
-  readonly dropPollMs?: number;
-  /** The kernel's UDP socket table (default /proc/net/udp); only tests change it. */
-  readonly procNetUdp?: string;
 }
 
-const DEFAULT_RECV_BUFFER = 4 * 1024 * 1024;
-const DEFAULT_DROP_POLL_MS = 1000;
+/** HAProxy's `maxlen` for a line is 16 KiB: a connection buffering more without a newline is not HAProxy. */
+const MAX_PENDING_BYTES = 64 * 1024;
+const NEWLINE = 0x0a;
+/** sink.c's in-band drop notice: `1 event dropped`, `N events dropped`. */
+const DROP_NOTICE = /^(\d{1,10}) events? dropped$/;
 
-/** The loopback UDP receiver of the proxy's decision lines. */
+/** The Unix stream receiver of the proxy's decision lines. */
 export class DecisionLog {
   /** Rendered at the start of every line of this run. */
   readonly token = randomBytes(16).toString("hex");
+  readonly #socketPath: string;
   readonly #onDecision: (decision: ProxyDecision) => void;
   readonly #onDropped: ((count: number) => void) | undefined;
   readonly #log: Logger;
-  readonly #recvBufferSize: number;
-  readonly #dropPollMs: number;
-  readonly #procNetUdp: string;
   /** The token prefix every counted line starts with, as bytes: checked before any decoding. */
   readonly #prefix: Buffer;
-  #socket: Socket | undefined;
-  /** `0100007F:PORT` as /proc/net/udp prints this socket's local address. */
-  #procAddress: string | undefined;
-  #kernelDrops = 0;
-  #dropsUnreadable = false;
-  #dropTimer: NodeJS.Timeout | undefined;
+  #server: Server | undefined;
+  readonly #connections = new Set<Socket>();
+  #dropped = 0;
   #closed = false;
 
   constructor(options: DecisionLogOptions) {
+    this.#socketPath = options.socketPath;
     this.#onDecision = options.onDecision;
     this.#onDropped = options.onDropped;
     this.#log = options.log;
-    this.#recvBufferSize = options.recvBufferSize ?? DEFAULT_RECV_BUFFER;
-    this.#dropPollMs = options.dropPollMs ?? DEFAULT_DROP_POLL_MS;
-    this.#procNetUdp = options.procNetUdp ?? "/proc/net/udp";
     this.#prefix = Buffer.from(`{"k":"${this.token}"`);
   }
 
-  /** Binds 127.0.0.1 on a free port; resolves with the port to render into the config. */
-  async start(): Promise<number> {
-    // A bigger buffer rides out bursts while the event loop is busy elsewhere (default ~208 KiB:
-    // about a thousand lines).
-    const socket = createSocket({ type: "udp4", recvBufferSize: this.#recvBufferSize });
-    this.#socket = socket;
-    socket.on("message", (msg, rinfo) => this.#receive(msg, rinfo));
-    socket.on("error", (err) =>
+  /** Listens on the socket path (a stale file there is removed first); resolves once listening. */
+  async start(): Promise<void> {
+    await rm(this.#socketPath, { force: true });
+    const server = createServer((conn) => this.#accept(conn));
+    this.#server = server;
+    server.on("error", (err) =>
       this.#log.warn({ err, event: "proxy_log_error" }, "decision log socket error"),
     );
     await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(0, "127.0.0.1", () => {
-        socket.off("error", reject);
+      server.once("error", reject);
+      server.listen(this.#socketPath, () => {
+        server.off("error", reject);
         resolve();
       });
     });
-    const port = socket.address().port;
-    this.#procAddress = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-    // The kernel's counter starts at 0 for a new socket; read now so a table we cannot read is
-    // logged at start.
-    this.countKernelDrops();
-    this.#dropTimer = setInterval(() => this.countKernelDrops(), this.#dropPollMs);
-    this.#dropTimer.unref();
-    return port;
+    // The directory (0700) already keeps everyone else out; the socket is 0600 as every key is.
+    await chmod(this.#socketPath, 0o600);
   }
 
-  /**
-   * Reads the kernel's drop counter of this socket and reports what is new to `onDropped`;
-   * returns the total dropped so far. Called every `dropPollMs` and at close.
-   */
-  countKernelDrops(): number {
-    if (this.#procAddress === undefined) return this.#kernelDrops;
-    const total = readSocketDrops(this.#procNetUdp, this.#procAddress);
-    if (total === undefined) {
-      // Once, not every second: the table does not come back by itself.
-      if (!this.#dropsUnreadable)
-        this.#log.warn(
-          { event: "proxy_log_drops_unreadable" },
-          "cannot read the decision socket's drop counter",
-        );
-      this.#dropsUnreadable = true;
-      return this.#kernelDrops;
-    }
-    const fresh = total - this.#kernelDrops;
-    if (fresh > 0) {
-      this.#kernelDrops = total;
-      try {
-        this.#onDropped?.(fresh);
-      } catch (err) {
-        this.#log.error({ err, event: "proxy_drop_handler_failed" }, "drop handler threw");
-      }
-    }
-    return this.#kernelDrops;
+  /** Lines HAProxy reported dropped so far. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
-  /** Counts the last drops and closes the socket. Idempotent. */
-  close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+  /** Stops listening, ends every connection, removes the socket. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#dropTimer);
-    const socket = this.#socket;
-    if (socket === undefined) return Promise.resolve();
-    this.countKernelDrops();
-    this.#procAddress = undefined;
-    return new Promise((resolve) => socket.close(() => resolve()));
+    const server = this.#server;
+    if (server === undefined) return;
+    for (const conn of this.#connections) conn.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(this.#socketPath, { force: true });
   }
 
-  #receive(msg: Buffer, rinfo: RemoteInfo): void {
-    // The token is checked on the bytes before anything is decoded: a flood of junk costs a compare.
+  #accept(conn: Socket): void {
+    this.#connections.add(conn);
+    // Bytes after the last newline of the previous read: a line split across reads.
+    let pending: Buffer | undefined;
+    const resume = (): void => {
+      if (!conn.destroyed) conn.resume();
+    };
+    conn.on("data", (chunk: Buffer) => {
+      // One read (up to 64 KiB, a few hundred lines) per turn of the event loop: libuv would
+      // otherwise read up to 32 times in a row while HAProxy keeps the socket full, and the RPCs
+      // waiting on the same loop would starve behind a flood. What HAProxy cannot hand over
+      // meanwhile waits in its ring (drops counted).
+      conn.pause();
+      setImmediate(resume);
+      let from = 0;
+      if (pending !== undefined) {
+        // Only the split line is joined: copying the whole read to prepend a few bytes is not.
+        const nl = chunk.indexOf(NEWLINE);
+        if (nl < 0) {
+          pending = Buffer.concat([pending, chunk]);
+          if (pending.length > MAX_PENDING_BYTES) this.#overlong(conn, pending.length);
+          return;
+        }
+        const line = Buffer.concat([pending, chunk.subarray(0, nl)]);
+        pending = undefined;
+        if (line.length > 0) this.#line(line, 0, line.length);
+        from = nl + 1;
+      }
+      const end = this.#lines(chunk, from);
+      if (end < chunk.length) {
+        // A copy: the rest of the read's buffer is not kept alive for a partial line.
+        pending = Buffer.from(chunk.subarray(end));
+        if (pending.length > MAX_PENDING_BYTES) this.#overlong(conn, pending.length);
+      }
+    });
+    conn.on("error", (err) =>
+      this.#log.warn({ err, event: "proxy_log_error" }, "decision log connection error"),
+    );
+    conn.on("close", () => this.#connections.delete(conn));
+  }
+
+  /** A connection that sent 64 KiB without a newline is not HAProxy's: cut. */
+  #overlong(conn: Socket, bytes: number): void {
+    this.#log.warn({ event: "proxy_log_unparsed", bytes }, "unparseable proxy decision line");
+    conn.destroy();
+  }
+
+  /** Handles every complete line in `data` from `start`; returns the offset after the last newline. */
+  #lines(data: Buffer, start: number): number {
+    for (;;) {
+      const nl = data.indexOf(NEWLINE, start);
+      if (nl < 0) return start;
+      if (nl > start) this.#line(data, start, nl);
+      start = nl + 1;
+    }
+  }
+
+  #line(data: Buffer, start: number, end: number): void {
+    // The token is checked on the bytes before anything is decoded: junk costs a compare.
     const prefix = this.#prefix;
     if (
-      rinfo.address !== "127.0.0.1" ||
-      msg.length < prefix.length ||
-      msg.compare(prefix, 0, prefix.length, 0, prefix.length) !== 0
+      end - start < prefix.length ||
+      data.compare(prefix, 0, prefix.length, start, start + prefix.length) !== 0
     ) {
-      // HAProxy's own notices (server state changes) arrive here too; so could anything local.
-      if (this.#log.isLevelEnabled("debug"))
-        this.#log.debug(
-          { event: "proxy_log_other", line: msg.toString("utf8", 0, 200) },
-          "proxy log line without token",
-        );
+      this.#other(data.toString("latin1", start, Math.min(end, start + 200)));
       return;
     }
-    const decision = parseDecisionLine(msg.toString("utf8"));
+    const decision = parseDecisionLine(data.toString("utf8", start, end));
     if (decision === undefined) {
-      this.#log.warn({ event: "proxy_log_unparsed", bytes: msg.length }, "unparseable proxy decision line");
+      this.#log.warn({ event: "proxy_log_unparsed", bytes: end - start }, "unparseable proxy decision line");
       return;
     }
     try {
@@ -185,6 +198,23 @@ export class DecisionLog {
     } catch (err) {
       this.#log.error({ err, event: "proxy_decision_handler_failed" }, "decision handler threw");
     }
+  }
+
+  /** A line without the token: HAProxy's drop notice, or its own notices (server state changes). */
+  #other(line: string): void {
+    const m = DROP_NOTICE.exec(line);
+    if (m !== null) {
+      const count = Number(m[1]);
+      this.#dropped += count;
+      try {
+        this.#onDropped?.(count);
+      } catch (err) {
+        this.#log.error({ err, event: "proxy_drop_handler_failed" }, "drop handler threw");
+      }
+      return;
+    }
+    if (this.#log.isLevelEnabled("debug"))
+      this.#log.debug({ event: "proxy_log_other", line }, "proxy log line without token");
   }
 }
 
@@ -229,30 +259,6 @@ export function parseDecisionLine(line: string): ProxyDecision | undefined {
     bytesOut: num(r["bytes_out"]) ?? 0,
     termination: str(r["termination"]) ?? "",
   };
-}
-
-/**
- * The `drops` column of the socket bound to `address` (`HEXIP:HEXPORT`) in a /proc/net/udp table;
- * undefined when the table cannot be read or holds no such socket.
- */
-export function readSocketDrops(table: string, address: string): number | undefined {
-  let text: string;
-  try {
-    text = readFileSync(table, "latin1");
-  } catch {
-    return undefined;
-  }
-  // Each row: `sl: local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops`.
-  // Matched after the row number's colon: the local address, never a peer's remote address.
-  const at = text.indexOf(`: ${address} `);
-  if (at < 0) return undefined;
-  const end = text.indexOf("\n", at);
-  const fields = text
-    .slice(at, end < 0 ? undefined : end)
-    .trim()
-    .split(/\s+/);
-  const drops = Number(fields[fields.length - 1]);
-  return Number.isSafeInteger(drops) && drops >= 0 ? drops : undefined;
 }
 
 /** HAProxy prints `-` for an unset variable. */

@@ -20,6 +20,8 @@ export interface ProxyLayout {
   readonly runtimeSocket: string;
   readonly mitmSocket: string;
   readonly denySocket: string;
+  /** Where the daemon receives the decision log stream (decision-log.ts). */
+  readonly decisionSocket: string;
   readonly mapsDir: string;
   /** Certificates (0700 dir, files 0600): per-name interception certificates and their list. */
   readonly certsDir: string;
@@ -41,6 +43,7 @@ export function proxyLayout(dir: string): ProxyLayout {
     runtimeSocket: join(runDir, "runtime.sock"),
     mitmSocket: join(runDir, "mitm.sock"),
     denySocket: join(runDir, "deny.sock"),
+    decisionSocket: join(runDir, "decisions.sock"),
     mapsDir: join(dir, "maps"),
     certsDir,
     crtList: join(certsDir, "crt-list.txt"),
@@ -69,8 +72,11 @@ export interface RenderOptions {
   readonly resolvers: readonly { readonly address: string; readonly port: number }[];
   /** CA bundle intercepted connections verify their upstream against. */
   readonly upstreamCaFile: string;
-  /** Decision log lines go to UDP on loopback, each starting with the token. */
-  readonly log: { readonly port: number; readonly token: string };
+  /**
+   * Decision log lines, each starting with the token, go into a ring of `ringBytes` whose forwarder
+   * streams them to the daemon's Unix socket (`layout.decisionSocket`).
+   */
+  readonly log: { readonly token: string; readonly ringBytes: number };
   readonly threads: number;
   readonly maxConnections: number;
   readonly timeouts: {
@@ -100,7 +106,8 @@ export function renderConfig(o: RenderOptions): string {
     `  maxconn ${o.maxConnections}`,
     `  stats socket ${L.runtimeSocket} mode 600 level admin`,
     "  stats timeout 30s",
-    `  log 127.0.0.1:${o.log.port} len 16384 format raw local0 info`,
+    // Into the ring below, not a datagram per line: its forwarder writes many lines per write.
+    "  log ring@decisions len 16384 format raw local0 info",
     // normalize-uri is experimental in 2.6; path rules are unsafe without it.
     "  expose-experimental-directives",
     // One Lua state per thread: the mark action takes no global Lua lock.
@@ -108,6 +115,8 @@ export function renderConfig(o: RenderOptions): string {
     // Upstreams are not ours to choose: TLS 1.2 is the floor towards them. The interception
     // listener (agents' side) takes TLS 1.3 only.
     "  ssl-default-server-options ssl-min-ver TLSv1.2",
+    "",
+    ...decisionRing(L.decisionSocket, o.log.ringBytes),
     "",
     "resolvers upstream",
     ...o.resolvers.map((r, i) => `  nameserver ns${i} ${r.address}:${r.port}`),
@@ -489,6 +498,26 @@ function httpDestinationDenials(): string[] {
     `  http-request return status 403 content-type application/json lf-string '${body("forbidden_destination", `${host} resolves to an address the proxy never connects to`)}' if { var(txn.reason) -m str forbidden_destination }`,
     // Any other reason (none should be left) still fails closed.
     `  http-request deny deny_status 403 if { var(txn.reason) -m found }`,
+  ];
+}
+
+/**
+ * The ring the decision log lines go into and its forwarder to the daemon's socket. What the
+ * daemon has not read yet waits there; when it is full HAProxy drops the newest lines, counts them
+ * and writes `N events dropped` into the stream with its next line.
+ */
+export function decisionRing(socketPath: string, ringBytes: number): string[] {
+  return [
+    "ring decisions",
+    "  format raw",
+    "  maxlen 16384",
+    `  size ${ringBytes}`,
+    "  timeout connect 1s",
+    // A forwarder that times out on a daemon that does not read reconnects and loses what its
+    // buffer held, uncounted (seen with 2s: 744 of 3,010 lines); a long one leaves only the
+    // ring's counted drops.
+    "  timeout server 1d",
+    `  server daemon unix@${socketPath}`,
   ];
 }
 

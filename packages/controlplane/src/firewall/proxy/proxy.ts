@@ -87,6 +87,8 @@ export const PROXY_HELPER_NAME = "egress-proxy";
 
 // The longest Unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH = 107;
+/** HAProxy's decision log ring: ~10,000 lines the daemon has not read yet before it drops (counted). */
+const DECISION_RING_BYTES = 4 * 1024 * 1024;
 /**
  * The second sweep after a revocation: a stream that read the old map version just before the
  * commit and was descheduled before setting its mark escapes the first sweep, never this one.
@@ -142,7 +144,12 @@ export class EgressProxy {
   constructor(options: EgressProxyOptions) {
     this.#config = parseProxyConfig(options.config);
     this.#layout = proxyLayout(this.#config.dir);
-    for (const sock of [this.#layout.masterSocket, this.#layout.runtimeSocket, this.#layout.mitmSocket]) {
+    for (const sock of [
+      this.#layout.masterSocket,
+      this.#layout.runtimeSocket,
+      this.#layout.mitmSocket,
+      this.#layout.decisionSocket,
+    ]) {
       if (Buffer.byteLength(sock) > MAX_SOCKET_PATH) {
         throw new ProxyError("invalid_config", `proxy dir too long for a Unix socket path: ${sock}`);
       }
@@ -154,6 +161,7 @@ export class EgressProxy {
       timeoutMs: this.#config.runtimeTimeoutMs,
     });
     this.#decisions = new DecisionLog({
+      socketPath: this.#layout.decisionSocket,
       onDecision: options.onDecision ?? (() => undefined),
       ...(options.onDecisionsDropped ? { onDropped: options.onDecisionsDropped } : {}),
       log: this.#log,
@@ -184,7 +192,7 @@ export class EgressProxy {
     signal.addEventListener("abort", this.#onAbort, { once: true });
     try {
       await this.#prepareFiles();
-      const logPort = await this.#decisions.start();
+      await this.#decisions.start();
       const config = renderConfig({
         layout: this.#layout,
         listen: {
@@ -196,7 +204,7 @@ export class EgressProxy {
         clients: this.#config.clients,
         resolvers: this.#config.resolvers,
         upstreamCaFile: this.#config.upstreamCaFile,
-        log: { port: logPort, token: this.#decisions.token },
+        log: { token: this.#decisions.token, ringBytes: DECISION_RING_BYTES },
         threads: this.#config.threads,
         maxConnections: this.#config.maxConnections,
         timeouts: this.#config.timeouts,
