@@ -13,7 +13,7 @@ import {
   type Server as HttpServer,
 } from "node:http";
 import { connect as http2Connect } from "node:http2";
-import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
+import { Agent as HttpsAgent, createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import {
   createConnection,
   createServer as createTcpServer,
@@ -400,6 +400,34 @@ function keptAliveGet(env: Env, agent: HttpAgent, host: string, path: string): P
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       { host: "127.0.0.1", port: env.httpPort, path, localAddress: AGENT_A, headers: { host }, agent },
+      (res) => collect(res, (r) => resolve({ ...r, socket: req.socket! })),
+    );
+    req.on("error", reject);
+    req.setTimeout(5_000, () => req.destroy(new Error("timeout")));
+    req.end();
+  });
+}
+
+/** An HTTPS GET through the TLS listener on a kept-alive connection of `agent` (interception). */
+function keptAliveHttpsGet(
+  env: Env,
+  agent: HttpsAgent,
+  servername: string,
+  path: string,
+  ca: string,
+): Promise<KeptAliveResult> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: "127.0.0.1",
+        port: env.tlsPort,
+        servername,
+        path,
+        ca,
+        localAddress: AGENT_A,
+        headers: { host: servername },
+        agent,
+      },
       (res) => collect(res, (r) => resolve({ ...r, socket: req.socket! })),
     );
     req.on("error", reject);
@@ -918,6 +946,106 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
         (await httpsThrough(e, "nocert.example.test", "/", { ca: e.firewallCa.certPem })).status,
         200,
       );
+    });
+    test("an intercepted wildcard name is looked up again on every request of a kept-alive connection (its wildcard parents are worked out once per connection): a deny added live for the agent refuses the next request", async () => {
+      const e = E();
+      const name = "deep.wild.example.test";
+      e.dns.records.set(name, UPSTREAM);
+      await interceptCert(e, name);
+      const wild = entry(
+        {
+          dst: "*.wild.example.test",
+          kind: "tls-intercept",
+          ruleId: "wild",
+          pathRules: [{ path: "/a/", action: "allow" }],
+          pathDefault: "deny",
+          insecureSkipTlsVerify: true,
+        },
+        e,
+      );
+      await e.proxy.apply(policy(e, [wild]));
+      const ca = e.firewallCa.certPem;
+      const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
+      try {
+        const first = await keptAliveHttpsGet(e, agent, name, "/a/1", ca);
+        assert.equal(first.status, 200);
+        const second = await keptAliveHttpsGet(e, agent, name, "/a/2", ca);
+        assert.equal(second.status, 200);
+        assert.equal(second.socket, first.socket, "one connection carries the requests");
+        const third = await keptAliveHttpsGet(e, agent, name, "/b", ca);
+        assert.equal(third.status, 403);
+        assert.equal(third.json?.["reason"], "path_denied");
+        assert.equal(third.json?.["rule"], "wild");
+        // An agent-scoped wildcard deny one label deeper: found through the connection's wildcard
+        // parents, on the same connection (the allow's version is unchanged, so nothing is swept).
+        await e.proxy.apply(
+          policy(e, [
+            wild,
+            entry(
+              {
+                dst: `*.${name}`,
+                kind: "tls-intercept",
+                ruleId: "deny-alpha",
+                action: "deny",
+                scope: { kind: "agent", agent: "alpha" },
+              },
+              e,
+            ),
+          ]),
+        );
+        const before = e.seen.length;
+        const fourth = await keptAliveHttpsGet(e, agent, name, "/a/3", ca);
+        assert.equal(fourth.socket, first.socket, "the connection is still the same");
+        assert.equal(fourth.status, 403);
+        assert.equal(fourth.json?.["error"], "egress_denied");
+        assert.equal(fourth.json?.["rule"], "deny-alpha");
+        assert.ok(!e.seen.slice(before).some((x) => x.path === "/a/3"), "the upstream never saw it");
+      } finally {
+        agent.destroy();
+      }
+    });
+
+    test("an intercepted connection keeps its verdict only while the source's identity is the same: an address that is no longer the agent's is refused on its next request", async () => {
+      const e = E();
+      const name = "who.example.test";
+      e.dns.records.set(name, UPSTREAM);
+      await interceptCert(e, name);
+      const alphaOnly = entry(
+        {
+          dst: name,
+          kind: "tls-intercept",
+          ruleId: "alpha-only",
+          scope: { kind: "agent", agent: "alpha" },
+          insecureSkipTlsVerify: true,
+        },
+        e,
+      );
+      await e.proxy.apply(policy(e, [alphaOnly]));
+      const ca = e.firewallCa.certPem;
+      const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
+      try {
+        const first = await keptAliveHttpsGet(e, agent, name, "/1", ca);
+        assert.equal(first.status, 200);
+        assert.equal((await keptAliveHttpsGet(e, agent, name, "/2", ca)).status, 200);
+        // The same rules (the tls map and the rule's tag are unchanged: nothing is swept); only
+        // the address now belongs to another agent.
+        const moved = policy(e, [alphaOnly]);
+        await e.proxy.apply({
+          ...moved,
+          sources: moved.sources.map((x) => (x.address === AGENT_A ? { ...x, agent: "gamma" } : x)),
+        });
+        const before = e.seen.length;
+        const third = await keptAliveHttpsGet(e, agent, name, "/3", ca);
+        assert.equal(third.socket, first.socket, "the connection is still the same");
+        assert.equal(third.status, 403);
+        assert.equal(third.json?.["reason"], "no_rule");
+        assert.ok(!e.seen.slice(before).some((x) => x.path === "/3"), "the upstream never saw it");
+        // And back: the verdict is found again.
+        await e.proxy.apply(policy(e, [alphaOnly]));
+        assert.equal((await keptAliveHttpsGet(e, agent, name, "/4", ca)).status, 200);
+      } finally {
+        agent.destroy();
+      }
     });
   });
 

@@ -647,3 +647,32 @@ describe("a firewall nothing would enforce is refused", { skip }, () => {
     assert.ok(!cp.logs.some((l) => l["msg"] === "helper started" && l["helper"] === "egress-proxy"));
   });
 });
+
+describe("the rule limit", { skip }, () => {
+  test("FirewallAddRules past firewall.proxy.maxRules answers INVALID_ARGUMENT naming the first new rule, and writes nothing", async (t) => {
+    const world = await startEgressWorld(["api.example.test"]);
+    t.after(() => world.close());
+    const base = firewallConfig(world);
+    const cp = await startControlPlane({
+      config: { firewall: { ...base, proxy: { ...(base["proxy"] as object), maxRules: 2 } } },
+    });
+    t.after(() => cp.close());
+    const client = clientOf(cp);
+    t.after(() => client.close());
+    const rule = (dst: string, extra: Partial<admin.EgressRule> = {}): admin.EgressRule =>
+      admin.EgressRule.fromPartial({ dst, port: String(world.tlsPort), ...extra });
+    await client.firewallAddRules([rule("a.example.test"), rule("b.example.test")]);
+    const before = await client.firewallListRules();
+    const err = await refusal(
+      client.firewallAddRules([rule("a.example.test", { action: "deny" }), rule("c.example.test")]),
+    );
+    assert.equal(err.code, grpcStatus.INVALID_ARGUMENT);
+    assert.equal(err.reason, "invalid_rule");
+    assert.match(err.message, /rules\[1\]\.dst: the firewall holds at most 2 rules/);
+    assert.deepEqual(await client.firewallListRules(), before, "nothing written");
+    // At the limit a rule can still change.
+    assert.deepEqual((await client.firewallAddRules([rule("a.example.test", { action: "deny" })])).statuses, [
+      MODIFIED,
+    ]);
+  });
+});

@@ -315,6 +315,8 @@ export class Firewall {
     this.#store = new RuleStore({
       db: this.#options.database,
       floor,
+      // Refused at add time, nothing written: past it the proxy would refuse every reconcile.
+      maxRules: this.#settings.proxy.maxRules,
       // audit: one rule_change record per committed rule_changes row, with its before and after.
       ...(audit === undefined
         ? {}

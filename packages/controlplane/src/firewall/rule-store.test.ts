@@ -533,3 +533,46 @@ void test("the generated wire messages are accepted as they are", (t) => {
   const remove = admin.FirewallRemoveRuleRequest.create({ dst: "a.test", project: "web", agentName: "dev" });
   assert.deepEqual(store.remove(remove, cli), { status: "removed", count: 1 });
 });
+
+void test("an add past maxRules (floor rules counted) is refused whole with INVALID_ARGUMENT, and writes nothing", (t) => {
+  // Before, the add was stored and every reconcile then failed at the proxy's limit: "rules saved;
+  // will apply on the next reload".
+  const path = tempPath(t);
+  const store = open(t, path, { floor: canonicalRules([{ dst: "registry.npmjs.org" }]), maxRules: 3 });
+  assert.deepEqual(store.add([{ dst: "a.test" }], cli), ["added"]);
+  const before = dump(path);
+  assert.throws(
+    () => store.add([{ dst: "a.test", action: "deny" }, { dst: "b.test" }, { dst: "c.test" }], cli),
+    (err: unknown) => {
+      assert.ok(err instanceof InvalidRuleError);
+      assert.deepEqual({ ...err.problems[0], message: "" }, { index: 1, field: "dst", message: "" });
+      assert.equal(firewallStatus(err).code, status.INVALID_ARGUMENT);
+      assert.match(
+        firewallStatus(err).details,
+        /rules\[1\]\.dst: the firewall holds at most 3 rules \(floor rules included\) and this call would make 4/,
+      );
+      return true;
+    },
+  );
+  assert.deepEqual(dump(path), before);
+  // Up to the limit is fine, and so is changing a rule once there (the count does not grow).
+  assert.deepEqual(store.add([{ dst: "b.test" }], cli), ["added"]);
+  assert.deepEqual(store.add([{ dst: "b.test", action: "deny" }], cli), ["modified"]);
+  assert.throws(() => store.add([{ dst: "c.test" }], cli), InvalidRuleError);
+  assert.deepEqual(keys(store).sort(), [
+    "F global: registry.npmjs.org:https:443",
+    "global: a.test:https:443",
+    "global: b.test:https:443",
+  ]);
+});
+
+void test("rules stored under a higher limit stay changeable after maxRules was lowered", (t) => {
+  const path = tempPath(t);
+  const first = new RuleStore({ db: path });
+  first.add([{ dst: "a.test" }, { dst: "b.test" }, { dst: "c.test" }], cli);
+  first.close();
+  const store = open(t, path, { maxRules: 2 });
+  assert.deepEqual(store.add([{ dst: "a.test", action: "deny" }], cli), ["modified"]);
+  assert.throws(() => store.add([{ dst: "d.test" }], cli), InvalidRuleError);
+  assert.equal(store.remove({ dst: "c.test" }, cli).status, "removed");
+});

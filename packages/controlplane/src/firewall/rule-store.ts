@@ -4,7 +4,7 @@
 import { chmodSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { FirewallError, FloorRuleError, InvalidSelectorError } from "./errors.js";
+import { FirewallError, FloorRuleError, InvalidRuleError, InvalidSelectorError } from "./errors.js";
 import { type Rule, type RuleInput, type Scope, describeKey, ruleKey, scopeKey } from "./rule.js";
 import { compareRules, mergeRule, rulesEqual } from "./rule-merge.js";
 import {
@@ -95,6 +95,11 @@ export interface RuleStoreOptions {
    * oldest first: the audit log's rule_change records. Must not throw.
    */
   readonly onChange?: (change: RuleChange) => void;
+  /**
+   * At most this many rules, floor rules included (the proxy's `maxRules`: each rule is at most one
+   * rule version there). An add that would grow the count past it is refused as a whole.
+   */
+  readonly maxRules?: number;
 }
 
 /** Ordered migrations of the firewall's own tables; `firewall_migrations` records which ran. Append only. */
@@ -208,6 +213,7 @@ export class RuleStore {
   #snapshot: readonly ListedRule[] | undefined;
   #closed = false;
   readonly #onChange: ((change: RuleChange) => void) | undefined;
+  readonly #maxRules: number | undefined;
   /** Rows appended by the transaction running now; handed to onChange once it committed. */
   #uncommitted: RuleChange[] = [];
 
@@ -215,6 +221,7 @@ export class RuleStore {
   constructor(options: RuleStoreOptions) {
     this.#now = options.now ?? Date.now;
     this.#onChange = options.onChange;
+    this.#maxRules = options.maxRules;
     if (typeof options.db === "string") {
       this.#db = openDatabase(options.db);
       this.#ownsDb = true;
@@ -258,8 +265,8 @@ export class RuleStore {
       }
     });
     const now = this.#now();
-    const statuses = this.#transaction((): AddStatus[] =>
-      rules.map((rule): AddStatus => {
+    const statuses = this.#transaction((): AddStatus[] => {
+      const statuses = rules.map((rule): AddStatus => {
         if (this.#floorByKey.has(ruleKey(rule))) return "unchanged";
         // Insert first: in a bulk add most rules are new, and a conflict costs one index probe.
         if (this.#stmts.insert.run(ruleParams(rule, now)).changes === 1) {
@@ -273,8 +280,10 @@ export class RuleStore {
         this.#stmts.update.run(ruleParams(merged, now));
         this.#appendChange(now, actor, "modify", merged, existing, merged);
         return "modified";
-      }),
-    )();
+      });
+      this.#checkLimit(statuses);
+      return statuses;
+    })();
     if (statuses.some((s) => s !== "unchanged")) this.#snapshot = undefined;
     return statuses;
   }
@@ -429,6 +438,26 @@ export class RuleStore {
   }
 
   /**
+   * Inside the add's transaction: refuses (the throw rolls the whole call back) when new rules took
+   * the count past maxRules. Only growth is refused, so rules stored under a higher limit can still
+   * be modified or removed after the limit was lowered. Otherwise the proxy would refuse the policy
+   * at every reconcile and the call would end "saved; will apply on the next reload".
+   */
+  #checkLimit(statuses: readonly AddStatus[]): void {
+    const added = statuses.filter((s) => s === "added").length;
+    if (this.#maxRules === undefined || added === 0) return;
+    const total = this.#stmts.count.get()!.n + this.#floor.length;
+    if (total <= this.#maxRules) return;
+    throw new InvalidRuleError([
+      {
+        index: statuses.indexOf("added"),
+        field: "dst",
+        message: `the firewall holds at most ${this.#maxRules} rules (floor rules included) and this call would make ${total}; remove rules first`,
+      },
+    ]);
+  }
+
+  /**
    * One transaction: `body` runs inside it; the rule_changes rows it appended go to onChange only
    * after the commit, so nothing rolled back is ever reported.
    */
@@ -536,6 +565,7 @@ function prepare(db: Database.Database) {
   return {
     get: db.prepare<KeyParams, RuleRow>(`SELECT * FROM egress_rules WHERE ${where}`),
     list: db.prepare<[], RuleRow>("SELECT * FROM egress_rules"),
+    count: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM egress_rules"),
     listScope: db.prepare<[string, string], RuleRow>(
       "SELECT * FROM egress_rules WHERE scope_kind = ? AND scope_name = ?",
     ),
