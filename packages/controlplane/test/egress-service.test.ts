@@ -163,8 +163,15 @@ describe("EgressService over real mTLS", () => {
   });
 
   test("a watcher that stops reading gets a gap with the exact count it lost; another gets every event", async () => {
+    // The slow watcher's channel has HTTP/2's 64 KiB window (the admin client's default is 4 MiB,
+    // which would hold this whole flood): what is tested is the daemon's bound, not the client's.
+    const slowClient = dial({
+      tls: cliTls(trust.set),
+      target: `127.0.0.1:${listener.port}`,
+      channelOptions: { "grpc-node.flow_control_window": 65_535 },
+    });
     const fast = watch(client, {});
-    const slow = watch(client, {});
+    const slow = watch(slowClient, {});
     const fastSeen: egress.FirewallEvent[] = [];
     const slowSeen: egress.FirewallEvent[] = [];
     fast.on("data", (m: egress.WatchFirewallEventsResponse) => fastSeen.push(m.event!));
@@ -224,6 +231,7 @@ describe("EgressService over real mTLS", () => {
       s.on("error", () => undefined); // CANCELLED: ours
       s.cancel();
     }
+    slowClient.close();
   });
 
   test("the drain ends a followed watch cleanly", async () => {
