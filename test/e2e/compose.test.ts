@@ -57,143 +57,151 @@ describe(
     ),
   },
   () => {
-    test("docker-compose up: healthy, documented capabilities and binds, an agent attests, stop drains", async (t) => {
-      const daemon = await startPrivateDocker(t);
-      const host = daemon.dockerHost;
-      const images = await buildImages(host, "all");
-      const trust = await useTestTrust(t, { serverNames: [CP_AGENTS_IP] });
-      const dir = mkdtempSync(join(tmpdir(), "clawker-compose-"));
-      t.after(() => rmSync(dir, { recursive: true, force: true }));
-      const cgroupMount = cgroup2Mount()!;
-      const composeEnv = dockerEnv(host, {
-        CLAWKER_CP_IMAGE: images["controlplane"]!.ref,
-        CLAWKER_TRUST_DIR: trust.trustDir,
-        CLAWKER_CGROUP2: cgroupMount,
-        CLAWKER_DOCKER_SOCKET: daemon.socketPath,
-      });
-      const compose = (args: string[]) =>
-        execFileP(
-          "docker-compose",
-          ["--file", join(REPO_ROOT, "docker/compose.yaml"), "--project-name", "clawker", ...args],
-          {
-            env: composeEnv,
-            timeout: 120_000,
-          },
-        );
-      t.after(() => compose(["down", "--volumes", "--timeout", "5"]).catch(() => undefined));
-      await compose(["up", "--detach"]);
-
-      const cli = (args: string[]) =>
-        clawker(args, {
-          netns: daemon.netnsName,
-          env: {
-            ...process.env,
-            DOCKER_HOST: host,
-            CLAWKER_CP_TRUST_DIR: trust.trustDir,
-            CLAWKER_CP_DATA_DIR: join(dir, "state"),
-            CLAWKER_TOKEN_ENDPOINT: TOKEN_ENDPOINT,
-          },
+    test(
+      "docker-compose up: healthy, documented capabilities and binds, an agent attests, stop drains",
+      // Builds the images in its own dockerd first: in a loaded CI run that alone has taken minutes.
+      { timeout: 600_000 },
+      async (t) => {
+        const daemon = await startPrivateDocker(t);
+        const host = daemon.dockerHost;
+        const images = await buildImages(host, "all");
+        const trust = await useTestTrust(t, { serverNames: [CP_AGENTS_IP] });
+        const dir = mkdtempSync(join(tmpdir(), "clawker-compose-"));
+        t.after(() => rmSync(dir, { recursive: true, force: true }));
+        const cgroupMount = cgroup2Mount()!;
+        const composeEnv = dockerEnv(host, {
+          CLAWKER_CP_IMAGE: images["controlplane"]!.ref,
+          CLAWKER_TRUST_DIR: trust.trustDir,
+          CLAWKER_CGROUP2: cgroupMount,
+          CLAWKER_DOCKER_SOCKET: daemon.socketPath,
         });
-      await waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
-        timeoutMs: 60_000,
-        intervalMs: 200,
-        what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
-      });
+        const compose = (args: string[]) =>
+          execFileP(
+            "docker-compose",
+            ["--file", join(REPO_ROOT, "docker/compose.yaml"), "--project-name", "clawker", ...args],
+            {
+              env: composeEnv,
+              timeout: 120_000,
+            },
+          );
+        t.after(() => compose(["down", "--volumes", "--timeout", "5"]).catch(() => undefined));
+        await compose(["up", "--detach"]);
 
-      // The same capabilities and binds as the documented docker run.
-      const procs = await containerProcesses(host, CONTAINER);
-      assert.match(procs.find((p) => p.pid === 1)?.cmdline ?? "", /docker-init/);
-      const cp = procs.find((p) => p.cmdline.endsWith("controlplane/dist/main.js"));
-      assert.equal(cp?.capEff.toString(16), CP_CAPABILITIES.toString(16));
-      assert.equal(cp?.noNewPrivs, true);
-      const mounts = await containerMounts(host, CONTAINER);
-      assert.equal(mounts.get("/")?.readOnly, true);
-      assert.equal(mounts.get("/sys/fs/bpf")?.readOnly, false);
-      assert.deepEqual(
-        [mounts.get(cgroupMount)?.fsType, mounts.get(cgroupMount)?.readOnly],
-        ["cgroup2", true],
-      );
-      for (const f of CP_TRUST_FILES) assert.equal(mounts.get(`/etc/clawker/trust/${f}`)?.readOnly, true, f);
-      // Each listener on its own network: the CLI's on the publishing one, the agents' on theirs.
-      const ready = (await dockerCli(host, ["logs", CONTAINER]))
-        .split("\n")
-        .filter((l) => l.includes('"event":"ready"') && l.includes('"addresses"'))
-        .map((l) => JSON.parse(l) as { addresses: Record<string, unknown> })[0];
-      assert.deepEqual(ready?.addresses, {
-        admin: { host: CP_PUBLISH_IP, port: 7443 },
-        agent: { host: CP_AGENTS_IP, port: 7444 },
-        health: { host: CP_PUBLISH_IP, port: 7080 },
-        // The admin socket stays inside the data volume: compose does not share it with the host.
-        adminSocket: "/var/lib/clawker/run/admin.sock",
-      });
-      const published = await dockerCli(host, ["port", CONTAINER]);
-      assert.deepEqual(published.trim().split("\n").sort(), [
-        "7080/tcp -> 127.0.0.1:7080",
-        "7443/tcp -> 127.0.0.1:7443",
-      ]);
+        const cli = (args: string[]) =>
+          clawker(args, {
+            netns: daemon.netnsName,
+            env: {
+              ...process.env,
+              DOCKER_HOST: host,
+              CLAWKER_CP_TRUST_DIR: trust.trustDir,
+              CLAWKER_CP_DATA_DIR: join(dir, "state"),
+              CLAWKER_TOKEN_ENDPOINT: TOKEN_ENDPOINT,
+            },
+          });
+        await waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
+          timeoutMs: 60_000,
+          intervalMs: 200,
+          what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
+        });
 
-      // An agent from the agent image, on the agents network, attests itself through the container.
-      const started = json<{ containerId: string; thumbprint: string }>(
-        await cli([
-          "run",
+        // The same capabilities and binds as the documented docker run.
+        const procs = await containerProcesses(host, CONTAINER);
+        assert.match(procs.find((p) => p.pid === 1)?.cmdline ?? "", /docker-init/);
+        const cp = procs.find((p) => p.cmdline.endsWith("controlplane/dist/main.js"));
+        assert.equal(cp?.capEff.toString(16), CP_CAPABILITIES.toString(16));
+        assert.equal(cp?.noNewPrivs, true);
+        const mounts = await containerMounts(host, CONTAINER);
+        assert.equal(mounts.get("/")?.readOnly, true);
+        assert.equal(mounts.get("/sys/fs/bpf")?.readOnly, false);
+        assert.deepEqual(
+          [mounts.get(cgroupMount)?.fsType, mounts.get(cgroupMount)?.readOnly],
+          ["cgroup2", true],
+        );
+        for (const f of CP_TRUST_FILES)
+          assert.equal(mounts.get(`/etc/clawker/trust/${f}`)?.readOnly, true, f);
+        // Each listener on its own network: the CLI's on the publishing one, the agents' on theirs.
+        const ready = (await dockerCli(host, ["logs", CONTAINER]))
+          .split("\n")
+          .filter((l) => l.includes('"event":"ready"') && l.includes('"addresses"'))
+          .map((l) => JSON.parse(l) as { addresses: Record<string, unknown> })[0];
+        assert.deepEqual(ready?.addresses, {
+          admin: { host: CP_PUBLISH_IP, port: 7443 },
+          agent: { host: CP_AGENTS_IP, port: 7444 },
+          health: { host: CP_PUBLISH_IP, port: 7080 },
+          // The admin socket stays inside the data volume: compose does not share it with the host.
+          adminSocket: "/var/lib/clawker/run/admin.sock",
+        });
+        const published = await dockerCli(host, ["port", CONTAINER]);
+        assert.deepEqual(published.trim().split("\n").sort(), [
+          "7080/tcp -> 127.0.0.1:7080",
+          "7443/tcp -> 127.0.0.1:7443",
+        ]);
+
+        // An agent from the agent image, on the agents network, attests itself through the container.
+        const started = json<{ containerId: string; thumbprint: string }>(
+          await cli([
+            "run",
+            "--agent",
+            "dev",
+            "--project",
+            "compose",
+            "--network",
+            "clawker-agents",
+            "--cp-addr",
+            `${CP_AGENTS_IP}:7444`,
+            "--token-endpoint",
+            TOKEN_ENDPOINT,
+            "--format",
+            "json",
+            images["agent"]!.ref,
+            "sleep",
+            "infinity",
+          ]),
+          "clawker run",
+        );
+        const listed = await waitFor(
+          async () => {
+            const out = json<{
+              agents: Array<{ name: string; containerId: string; certThumbprint: string }>;
+            }>(await cli(["controlplane", "agents", "--format", "json"]), "controlplane agents");
+            return out.agents.length > 0 ? out.agents : undefined;
+          },
+          { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
+        );
+        assert.deepEqual(
+          listed.map((a) => [a.name, a.containerId, a.certThumbprint]),
+          [["dev", started.containerId, started.thumbprint]],
+        );
+        const exec = await cli([
+          "exec",
           "--agent",
           "dev",
           "--project",
           "compose",
-          "--network",
-          "clawker-agents",
-          "--cp-addr",
-          `${CP_AGENTS_IP}:7444`,
-          "--token-endpoint",
-          TOKEN_ENDPOINT,
-          "--format",
-          "json",
-          images["agent"]!.ref,
-          "sleep",
-          "infinity",
-        ]),
-        "clawker run",
-      );
-      const listed = await waitFor(
-        async () => {
-          const out = json<{ agents: Array<{ name: string; containerId: string; certThumbprint: string }> }>(
-            await cli(["controlplane", "agents", "--format", "json"]),
-            "controlplane agents",
-          );
-          return out.agents.length > 0 ? out.agents : undefined;
-        },
-        { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
-      );
-      assert.deepEqual(
-        listed.map((a) => [a.name, a.containerId, a.certThumbprint]),
-        [["dev", started.containerId, started.thumbprint]],
-      );
-      const exec = await cli([
-        "exec",
-        "--agent",
-        "dev",
-        "--project",
-        "compose",
-        "--sh",
-        "tr '\\0' ' ' </proc/1/cmdline",
-      ]);
-      assert.equal(exec.code, 0, exec.stderr);
-      assert.match(exec.stdout, /^\/sbin\/docker-init -- node \/opt\/clawker\/clawkerd\.mjs sleep infinity/);
-      assert.equal((await cli(["rm", "--agent", "dev", "--project", "compose", "--force"])).code, 0);
+          "--sh",
+          "tr '\\0' ' ' </proc/1/cmdline",
+        ]);
+        assert.equal(exec.code, 0, exec.stderr);
+        assert.match(
+          exec.stdout,
+          /^\/sbin\/docker-init -- node \/opt\/clawker\/clawkerd\.mjs sleep infinity/,
+        );
+        assert.equal((await cli(["rm", "--agent", "dev", "--project", "compose", "--force"])).code, 0);
 
-      // docker-compose stop: SIGTERM, the drain, exit 0.
-      await compose(["stop", "--timeout", "30"]);
-      const state = JSON.parse(
-        await dockerCli(host, ["inspect", "--format", "{{json .State}}", CONTAINER]),
-      ) as {
-        Status: string;
-        ExitCode: number;
-      };
-      assert.deepEqual([state.Status, state.ExitCode], ["exited", 0]);
-      const logs = await dockerCli(host, ["logs", CONTAINER]);
-      assert.match(logs, /"event":"drain","cause":"signal","signal":"SIGTERM"/);
-      assert.match(logs, /"event":"stopped","code":0/);
-    });
+        // docker-compose stop: SIGTERM, the drain, exit 0.
+        await compose(["stop", "--timeout", "30"]);
+        const state = JSON.parse(
+          await dockerCli(host, ["inspect", "--format", "{{json .State}}", CONTAINER]),
+        ) as {
+          Status: string;
+          ExitCode: number;
+        };
+        assert.deepEqual([state.Status, state.ExitCode], ["exited", 0]);
+        const logs = await dockerCli(host, ["logs", CONTAINER]);
+        assert.match(logs, /"event":"drain","cause":"signal","signal":"SIGTERM"/);
+        assert.match(logs, /"event":"stopped","code":0/);
+      },
+    );
 
     test(
       "the systemd unit and the Quadlet file pass systemd-analyze verify and match compose",
