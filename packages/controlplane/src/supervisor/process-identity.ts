@@ -17,12 +17,9 @@ export interface ProcessIdentity {
 /** The identity of a running process, or undefined when it is gone or a zombie (no cmdline). */
 export function readProcessIdentity(pid: number): ProcessIdentity | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const state = fields[0];
-    const startTime = fields[19];
-    if (state === undefined || state === "Z" || state === "X" || startTime === undefined) return undefined;
+    const stat = readStat(pid);
+    if (stat === undefined || !stat.live) return undefined;
+    const startTime = stat.startTime;
     const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
     if (raw === "") return undefined;
     const cmdline = raw.endsWith("\0") ? raw.slice(0, -1).split("\0") : raw.split("\0");
@@ -56,20 +53,28 @@ export async function readSpawnedIdentity(
   const deadline = Date.now() + withinMs;
   for (;;) {
     const identity = readProcessIdentity(pid);
-    if (identity !== undefined || !isLive(pid) || Date.now() >= deadline) return identity;
+    if (identity !== undefined || readStat(pid)?.live !== true || Date.now() >= deadline) return identity;
     await sleep(1);
   }
 }
 
-/** True while `pid` runs (neither gone nor a zombie). */
-function isLive(pid: number): boolean {
+/**
+ * What /proc/<pid>/stat says of a process: whether it still runs (not a zombie) and its start
+ * time (field 22); undefined when the pid is gone or the line is not one.
+ */
+function readStat(pid: number): { live: boolean; startTime: string } | undefined {
+  let stat: string;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   } catch {
-    return false;
+    return undefined;
   }
+  // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const state = fields[0];
+  const startTime = fields[19];
+  if (state === undefined || state === "" || startTime === undefined) return undefined;
+  return { live: state !== "Z" && state !== "X", startTime };
 }
 
 /**
@@ -78,14 +83,8 @@ function isLive(pid: number): boolean {
  * cmdline (exit_mm) while it still holds its files and sockets until exit_notify makes it a zombie.
  */
 export function hasExited(recorded: ProcessIdentity): boolean {
-  try {
-    const stat = readFileSync(`/proc/${recorded.pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const state = fields[0];
-    return state === "Z" || state === "X" || fields[19] !== recorded.startTime;
-  } catch {
-    return true;
-  }
+  const stat = readStat(recorded.pid);
+  return stat === undefined || !stat.live || stat.startTime !== recorded.startTime;
 }
 
 /** Parses one recorded identity (from a state file); undefined when it is not one. */
