@@ -272,14 +272,7 @@ class GuardedCall
       }
       return;
     }
-    this.#guard.timers.remove(this);
-    this.#guard.refusals.refused(
-      this.#guard.listener,
-      "undecodable_request",
-      { event: "call_refused", method: this.#path, peer: this.#next.getPeer() },
-      "request could not be decoded",
-    );
-    this.sendStatus(undecodable());
+    this.#refuseCall("undecodable_request", "request could not be decoded", undecodable());
   }
 
   onReceiveHalfClose(): void {
@@ -300,13 +293,18 @@ class GuardedCall
 
   onRequestTimeout(): void {
     if (this.#ended) return;
+    this.#refuseCall("request_timeout", "request not received in time", requestTimeout());
+  }
+
+  /** The guard's own refusal of a call it admitted: logged and counted, then `st` (timer removed). */
+  #refuseCall(reason: string, text: string, st: PartialStatusObject): void {
     this.#guard.refusals.refused(
       this.#guard.listener,
-      "request_timeout",
+      reason,
       { event: "call_refused", method: this.#path, peer: this.#next.getPeer() },
-      "request not received in time",
+      text,
     );
-    this.sendStatus(requestTimeout());
+    this.sendStatus(st);
   }
 
   sendMetadata(metadata: Metadata): void {
