@@ -501,6 +501,46 @@ void test("close() drops every connection, frees the port and is idempotent", as
   await new Promise((r) => again.close(r));
 });
 
+void test("close() lets a call in flight deliver its answer, refuses new calls, and returns once the peer left", async () => {
+  let entered!: () => void;
+  const inHandler = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const impl = service() as Record<string, unknown>;
+  impl["getSystemTime"] = (_call: unknown, cb: (e: null, r: admin.GetSystemTimeResult) => void) => {
+    entered();
+    void released.then(() => cb(null, { unixNanos: 7n }));
+  };
+  const l = listener({
+    name: "graceful",
+    services: [
+      { definition: admin.AdminServiceService, implementation: impl as UntypedServiceImplementation },
+    ],
+  });
+  const port = await l.start();
+  const client = grpcClient(port, pki.set.cli);
+  try {
+    const answer = systemTime(client, 20_000);
+    await inHandler;
+    const began = Date.now();
+    const closing = l.close(20_000);
+    // The call is still running when the close began; its answer must still reach the client
+    // (grpc-js's tryShutdown alone reported done at once and the socket was destroyed under it).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(l.connections.served, 1, "the connection with a call in flight stays open");
+    release();
+    assert.equal(await answer, status.OK);
+    await closing;
+    assert.ok(Date.now() - began < 10_000, "the close returned once the client left, not at the grace");
+    assert.deepEqual(l.connections, { handshakes: 0, served: 0, probes: 0 });
+    assert.equal(await systemTime(client, 2_000), status.UNAVAILABLE, "nothing is served after close");
+  } finally {
+    client.close();
+    release();
+    await l.close(0);
+  }
+});
+
 void test("a connection over its refusal share gets its refusals only after the tarpit delay", async (t) => {
   const l = listener({
     name: "tarpit",

@@ -86,6 +86,24 @@ export class ConnectionBudget {
     }
   }
 
+  /**
+   * Resolves true once every connection held now has closed, or false after `timeoutMs` with some
+   * still open.
+   */
+  async whenClosed(timeoutMs: number): Promise<boolean> {
+    const open = [...this.#sockets.keys()].filter((socket) => !socket.closed);
+    if (open.length === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      Promise.all(open.map((socket) => new Promise((resolve) => socket.once("close", resolve)))).then(
+        () => true,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return closed;
+  }
+
   #oldestIdle(): Socket | undefined {
     for (const socket of this.#sockets.keys()) if (!this.#isBusy(socket)) return socket;
     return undefined;

@@ -284,16 +284,12 @@ export class GrpcListener {
           : new Promise<void>((resolve) => front.close(() => resolve()));
       this.#handshakes.destroyAll();
       this.#probes.destroyAll();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#server.forceShutdown();
-          resolve();
-        }, graceMs);
-        this.#server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      // tryShutdown stops new calls (GOAWAY) but cannot be trusted to wait for the ones in flight:
+      // on Node 24 the http2 server's close() marks every session closed first, and grpc-js then
+      // reports a closed session done at once. A session ends its socket when its last stream
+      // ended, so the sockets closing is what says the calls in flight were answered.
+      this.#server.tryShutdown(() => undefined);
+      if (!(await this.#served.whenClosed(graceMs))) this.#server.forceShutdown();
       // With channelz off grpc-js keeps no session list to force-close; the sockets are ours.
       this.#served.destroyAll();
       this.#injector.destroy();
