@@ -125,7 +125,6 @@ export class EgressProxy {
   #state: State = "new";
   #spawned = false;
   #masterPid = 0;
-  #signal: AbortSignal | undefined;
   readonly #onAbort = (): void => void this.close();
   /** Serializes apply, installCertificate and revoke: each is a runtime API conversation. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -183,12 +182,13 @@ export class EgressProxy {
   /**
    * Creates the directories (0700), writes empty maps and the base config (0600), checks the
    * config with `haproxy -c`, spawns HAProxy and waits until its runtime API answers. Everything
-   * is denied until apply(). Aborting `signal` closes the proxy.
+   * is denied until apply(). Aborting `signal` before the start finished closes the proxy; once
+   * it runs, only close() stops it (the firewall's queue aborts its signal at the drain's first
+   * step, and the proxy must serve, denying, until the drain's firewall step).
    */
   async start(signal: AbortSignal): Promise<void> {
     if (this.#state !== "new") throw new ProxyError("closed", `start() called in state ${this.#state}`);
     this.#state = "starting";
-    this.#signal = signal;
     signal.addEventListener("abort", this.#onAbort, { once: true });
     try {
       await this.#prepareFiles();
@@ -238,6 +238,8 @@ export class EgressProxy {
       throw new ProxyError("start_failed", `egress proxy did not start: ${(err as Error).message}`, {
         cause: err,
       });
+    } finally {
+      signal.removeEventListener("abort", this.#onAbort);
     }
   }
 
@@ -289,7 +291,6 @@ export class EgressProxy {
 
   async #close(): Promise<void> {
     this.#state = "closed";
-    this.#signal?.removeEventListener("abort", this.#onAbort);
     clearTimeout(this.#lateTimer);
     this.#lateTimer = undefined;
     // Let an operation in flight finish or fail on its own before the process goes away.
