@@ -536,52 +536,54 @@ describe("firewall state across restarts and the drain", { skip }, () => {
     const cp = await start();
     const client = clientOf(cp);
     await client.firewallInit();
-    // Callers keep changing rules while the daemon is told to stop.
-    const outcomes: Array<{ dst: string; result: string }> = [];
-    let stopping = false;
-    const caller = async (n: number): Promise<void> => {
-      for (let i = 0; ; i++) {
-        const dst = `c${n}-${i}.example.test`;
-        try {
-          await client.firewallAddRules([admin.EgressRule.fromPartial({ dst })]);
-          outcomes.push({ dst, result: "ok" });
-        } catch (err) {
-          outcomes.push({
-            dst,
-            result: err instanceof AdminError ? `${err.reason}: ${err.message}` : String(err),
-          });
-          return;
-        }
-        if (stopping && i > 1_000) return;
+    const storedDsts = (): Set<string> => {
+      const db = new Database(join(dataDir, DATABASE_FILE), { readonly: true });
+      try {
+        return new Set(
+          (db.prepare("SELECT dst FROM egress_rules").all() as Array<{ dst: string }>).map((r) => r.dst),
+        );
+      } finally {
+        db.close();
       }
     };
-    const callers = Array.from({ length: 16 }, (_, n) => caller(n));
-    await waitFor(() => outcomes.length >= 50, { timeoutMs: 20_000, what: "rule changes flowing" });
-    stopping = true;
-    cp.proc.kill("SIGTERM");
-    await Promise.all(callers);
+    const outcome = async (dst: string): Promise<string> => {
+      try {
+        await client.firewallAddRules([admin.EgressRule.fromPartial({ dst })]);
+        return "ok";
+      } catch (err) {
+        return err instanceof AdminError ? `${err.reason}: ${err.message}` : String(err);
+      }
+    };
+    // The DNS gate stopped: the next reconcile waits for its answer and holds the queue, so the
+    // changes sent behind it are queued, not yet written, when the drain begins (deterministic,
+    // where racing a flood of callers against SIGTERM was not under load).
+    const gate = helperPid(cp, "dns-gate");
+    process.kill(gate, "SIGSTOP");
+    let held: Promise<string>;
+    let refused: string[];
+    try {
+      held = outcome("held.example.test");
+      await waitFor(() => storedDsts().has("held.example.test"), {
+        timeoutMs: 5_000,
+        what: "the held change written, its reconcile waiting on the stopped gate",
+      });
+      const queued = ["q1", "q2", "q3"].map((n) => outcome(`${n}.example.test`));
+      cp.proc.kill("SIGTERM");
+      // Sent after the signal: refused by the closed queue, as gRPC still serves until the queue is idle.
+      const late = outcome("late.example.test");
+      refused = await Promise.all([...queued, late]);
+    } finally {
+      process.kill(gate, "SIGCONT");
+    }
+    assert.deepEqual(refused, Array(4).fill("queue_closed: firewall is shutting down"));
+    // The held change was written before the drain: applied, or saved for the next start.
+    assert.match(await held, /^(ok|saved_not_applied: rules saved; they will apply on the next reload)$/);
     assert.equal(await cp.exited, 0);
     await client.close();
-
-    const refused = outcomes.filter((o) => o.result !== "ok");
-    const byQueue = refused.filter((o) => o.result === "queue_closed: firewall is shutting down");
-    assert.ok(
-      byQueue.length > 0,
-      `no call was refused by the closed queue: ${JSON.stringify(refused.slice(0, 5))}`,
-    );
-    // The closed queue's own reason, or the connection the drain closed: UNAVAILABLE either way.
-    for (const o of refused) assert.match(o.result, /^(queue_closed|unavailable):/, o.result);
-    const db = new Database(join(dataDir, DATABASE_FILE), { readonly: true });
-    try {
-      const stored = new Set(
-        (db.prepare("SELECT dst FROM egress_rules").all() as Array<{ dst: string }>).map((r) => r.dst),
-      );
-      for (const o of outcomes) {
-        if (o.result === "ok") assert.ok(stored.has(o.dst), `${o.dst} answered ok but is not stored`);
-      }
-      for (const o of byQueue) assert.equal(stored.has(o.dst), false, `${o.dst} refused but stored`);
-    } finally {
-      db.close();
+    const stored = storedDsts();
+    assert.equal(stored.has("held.example.test"), true);
+    for (const n of ["q1", "q2", "q3", "late"]) {
+      assert.equal(stored.has(`${n}.example.test`), false, `${n} refused but stored`);
     }
     const steps = cp.logs.filter((l) => l["event"] === "drain_step").map((l) => [l["step"], l["outcome"]]);
     // Memory relief only stops its timer; the queue closes before anything stops serving.
@@ -590,6 +592,14 @@ describe("firewall state across restarts and the drain", { skip }, () => {
       ["firewall_queue", "ok"],
     ]);
     assert.ok(steps.some(([s, o]) => s === "firewall_stack" && o === "ok"));
+    // The proxy serves (denying what no rule allows) until the firewall's own step, after gRPC:
+    // closing the queue aborted the signal its start was given, and that once stopped HAProxy.
+    const at = (match: (l: Record<string, unknown>) => boolean): number => cp.logs.findIndex(match);
+    const stopped = at((l) => l["event"] === "proxy_stopped");
+    assert.ok(
+      stopped > at((l) => l["event"] === "drain_step" && l["step"] === "grpc"),
+      "HAProxy outlived gRPC",
+    );
   });
 });
 
