@@ -148,6 +148,8 @@ export class SpareGate {
   /** The spare drops itself (PERL_SPARE) instead of executing setpriv at the job's start. */
   #selfDrop = false;
   #spare: Job | undefined;
+  /** The spare set aside for the control plane's next placed job (reserve()). */
+  #reserved: { readonly uuid: string; readonly job: Job } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -219,11 +221,51 @@ export class SpareGate {
       this.#refillLater();
       return undefined;
     }
-    const line = this.#selfDrop ? dropLine(t, this.#drop!) : gateLine(t, this.#drop);
+    const line = this.#lineFor(t);
     if (line === undefined) return undefined;
     this.#spare = undefined;
     this.#refillLater();
     return { job: spare, line: Buffer.from(line) };
+  }
+
+  /**
+   * Sets the waiting spare aside for job `uuid` (the control plane moves it into that job's
+   * cgroups before the job is asked for) and answers its pid; undefined when no spare can wait
+   * here. A previous reservation ends first (its spare runs nothing). Starts a spare at once when
+   * none waits: the caller is not on a job's start.
+   */
+  reserve(uuid: string): number | undefined {
+    this.#endReserved();
+    if (this.#closed || !this.#usable) return undefined;
+    if (this.#spare?.isRunning !== true) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#fill();
+    }
+    const spare = this.#spare;
+    if (spare === undefined || !spare.isRunning) return undefined;
+    this.#spare = undefined;
+    this.#reserved = { uuid, job: spare };
+    this.#refillLater();
+    return spare.pids[0];
+  }
+
+  /**
+   * The spare reserved for job `uuid`, with the line that makes it execute `t`, while its
+   * process has not been reaped (so the pid the control plane moved was this spare's); undefined
+   * otherwise. The reservation ends either way: a spare that cannot carry `t` ends having run
+   * nothing.
+   */
+  takeReserved(uuid: string, t: GateTarget): { job: Job; line: Buffer } | undefined {
+    const r = this.#reserved;
+    if (r === undefined || r.uuid !== uuid) return undefined;
+    this.#reserved = undefined;
+    const line = r.job.isFirstUnreaped ? this.#lineFor(t) : undefined;
+    if (line === undefined) {
+      endSpare(r.job);
+      return undefined;
+    }
+    return { job: r.job, line: Buffer.from(line) };
   }
 
   /**
@@ -241,12 +283,21 @@ export class SpareGate {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
-    const spare = this.#spare;
+    const spares = [this.#spare, this.#reserved?.job].filter((j): j is Job => j !== undefined);
     this.#spare = undefined;
-    if (spare === undefined) return;
-    spare.closeStdin();
-    spare.kill();
-    await spare.finished;
+    this.#reserved = undefined;
+    for (const j of spares) endSpare(j);
+    await Promise.all(spares.map((j) => j.finished));
+  }
+
+  #lineFor(t: GateTarget): string | undefined {
+    return this.#selfDrop ? dropLine(t, this.#drop!) : gateLine(t, this.#drop);
+  }
+
+  #endReserved(): void {
+    const r = this.#reserved;
+    this.#reserved = undefined;
+    if (r !== undefined) endSpare(r.job);
   }
 
   // Not at once: a spawn blocks clawkerd's loop for a fork, and the taking job's watcher is due.
@@ -295,4 +346,10 @@ export class SpareGate {
     }
     this.#spare = job;
   }
+}
+
+/** Ends a spare that will not be used: EOF at its read (exit 125, nothing run), and a kill. */
+export function endSpare(job: Job): void {
+  job.closeStdin();
+  job.kill();
 }
