@@ -263,8 +263,9 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       callback(refusal(err, log));
       return;
     }
-    // Only the control plane asks clawkerd to hold a job and names its uuid; a CLI's wish is not taken.
-    const own = { ...req, holdForPlacement: false, jobUuid: "" };
+    // Only the control plane asks clawkerd to hold a job, names its uuid and its spare's placement;
+    // a CLI's wish is not taken.
+    const own = { ...req, holdForPlacement: false, jobUuid: "", sparePlacement: undefined };
     void startPlaced(route, own)
       .then(async (res) => {
         if (res !== undefined) return res;
