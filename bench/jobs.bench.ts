@@ -191,6 +191,10 @@ const bench: Benchmark = {
       ctx.log(
         `through the control plane without the spare ahead (held, placed, opened), p50 ms since the client sent StartJob: ${chain(heldPath.client, clawkerdLines, heldPath.timelines)}`,
       );
+      const starts = cpPath.timelines.filter((l) => l["event"] === "job_timeline");
+      ctx.log(
+        `through the control plane: ${starts.filter((l) => l["spareAhead"] === true).length} of ${starts.length} starts found the spare placed ahead (the others were held)`,
+      );
       const ratio = (p50(cpFirstBytes) ?? 0) / (p50(heldFirstBytes) ?? 1);
       ctx.log(
         `first byte through the control plane, spare ahead / held (same run, alternating): ${ratio.toFixed(3)}`,

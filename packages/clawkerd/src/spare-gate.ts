@@ -229,24 +229,17 @@ export class SpareGate {
   }
 
   /**
-   * Sets the waiting spare aside for job `uuid` (the control plane moves it into that job's
-   * cgroups before the job is asked for) and answers its pid; undefined when no spare can wait
-   * here. A previous reservation ends first (its spare runs nothing). Starts a spare at once when
-   * none waits: the caller is not on a job's start.
+   * Starts a spare set aside for job `uuid` (the control plane moves it into that job's cgroups
+   * before the job is asked for) and answers its pid; undefined when no spare can wait here. A
+   * previous reservation ends first (its spare runs nothing). A spare of its own, not the one
+   * waiting for any start: this call is on no job's start, a StartJob meanwhile still finds that.
    */
   reserve(uuid: string): number | undefined {
     this.#endReserved();
     if (this.#closed || !this.#usable) return undefined;
-    if (this.#spare?.isRunning !== true) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#fill();
-    }
-    const spare = this.#spare;
-    if (spare === undefined || !spare.isRunning) return undefined;
-    this.#spare = undefined;
+    const spare = this.#spawn();
+    if (spare === undefined) return undefined;
     this.#reserved = { uuid, job: spare };
-    this.#refillLater();
     return spare.pids[0];
   }
 
@@ -320,6 +313,10 @@ export class SpareGate {
 
   #fill(): void {
     if (this.#closed || !this.#usable || this.#spare?.isRunning === true) return;
+    this.#spare = this.#spawn();
+  }
+
+  #spawn(): Job | undefined {
     const drop = this.#selfDrop ? this.#drop : undefined;
     const job = new Job(
       "spare-gate",
@@ -342,9 +339,9 @@ export class SpareGate {
     );
     if (!job.spawned) {
       this.#o.log.warn({ event: "spare_gate_failed" }, "cannot start a spare job gate; jobs spawn their own");
-      return;
+      return undefined;
     }
-    this.#spare = job;
+    return job;
   }
 }
 
