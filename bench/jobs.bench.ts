@@ -200,6 +200,13 @@ const bench: Benchmark = {
         `first byte through the control plane, spare ahead / held (same run, alternating): ${ratio.toFixed(3)}`,
       );
       if (timeline) ctx.log(await dropCost());
+      ctx.log(
+        await cpuPerPath(pid, [
+          ["clawkerd alone", firstByte],
+          ["through the control plane, spare ahead", () => cpPath.firstByte()],
+          ["through the control plane, held", () => heldPath.firstByte()],
+        ]),
+      );
 
       // GetJobStatus of a running job.
       const { job: sleeper } = await start(c, ["sleep", "600"]);
@@ -456,6 +463,44 @@ async function dropCost(): Promise<string> {
     direct.push(await run("exec date +%s%N"));
   }
   return `spawn of the gate's shell to the target running, p50 ms: through setpriv ${p50(via)!.toFixed(2)}, direct ${p50(direct)!.toFixed(2)}`;
+}
+
+/** Starts per block in cpuPerPath(). */
+const CPU_BLOCK = 20;
+
+/**
+ * CPU per started job of each path: blocks of CPU_BLOCK starts, the paths in turn, three rounds,
+ * so a path's background work (the next spare's reservation) falls in its own block but once.
+ * clawkerd with its reaped children (the jobs, the spares), and this process (control plane and
+ * clients); the ratio of the spare ahead to the held path.
+ */
+async function cpuPerPath(
+  pid: number,
+  paths: ReadonlyArray<readonly [string, () => Promise<number>]>,
+): Promise<string> {
+  const sums = paths.map(() => ({ clawkerd: 0, here: 0, n: 0 }));
+  for (let round = 0; round < 3; round++) {
+    for (const [i, [, run]] of paths.entries()) {
+      const k0 = cpuMs(pid) + reapedChildrenCpuMs(pid);
+      const b0 = process.cpuUsage();
+      for (let j = 0; j < CPU_BLOCK; j++) await run();
+      const b1 = process.cpuUsage(b0);
+      sums[i]!.clawkerd += cpuMs(pid) + reapedChildrenCpuMs(pid) - k0;
+      sums[i]!.here += (b1.user + b1.system) / 1000;
+      sums[i]!.n += CPU_BLOCK;
+    }
+  }
+  const per = sums.map((x) => ({ clawkerd: x.clawkerd / x.n, here: x.here / x.n }));
+  const rows = paths.map(
+    ([name], i) =>
+      `${name}: clawkerd and its jobs ${per[i]!.clawkerd.toFixed(2)} ms, this process ${per[i]!.here.toFixed(2)} ms`,
+  );
+  const [, ahead, held] = per;
+  const ratio =
+    ahead !== undefined && held !== undefined
+      ? `; spare ahead / held, both processes: ${((ahead.clawkerd + ahead.here) / (held.clawkerd + held.here)).toFixed(3)}`
+      : "";
+  return `CPU per started job (blocks of ${CPU_BLOCK}, paths in turn, 3 rounds): ${rows.join("; ")}${ratio}`;
 }
 
 /** StartJob to the first byte through the control plane's admin listener, and its teardown. */
