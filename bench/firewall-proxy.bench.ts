@@ -105,6 +105,20 @@ function ownCpuSeconds(): number {
 }
 
 /**
+ * CPU µs this process takes for a fixed amount of arithmetic: the machine's speed at this moment,
+ * whatever share of a core the bench gets (CPU time, not wall time). Logged with every pair, so a
+ * slow phase of the machine shows beside the pair it slowed.
+ */
+function speedProbeUs(): number {
+  const t0 = process.cpuUsage();
+  let x = 0;
+  for (let i = 0; i < 2_000_000; i++) x = (x * 31 + i) % 1_000_003;
+  const t1 = process.cpuUsage(t0);
+  if (x < 0) throw new Error("unreachable");
+  return t1.user + t1.system;
+}
+
+/**
  * One h2load pass: HTTP/1.1 over TLS to `https://<name>:<port><path>`, connecting to `to` (the
  * upstream or the proxy). bash's `times` reports the client's CPU.
  */
@@ -412,6 +426,7 @@ const bench: Benchmark = {
       ): Promise<void> => {
         await place(layout);
         for (let i = 0; i < PAIRS; i++) {
+          const probe = speedProbeUs();
           const d = await h2load(name, tlsPort!, "/", to, args, layout, undefined, upstreamPid);
           const p = await h2load(name, tlsPort!, "/", PROXY, args, layout, workerPid, upstreamPid);
           ctx.log(
@@ -421,7 +436,7 @@ const bench: Benchmark = {
               `CPU/request µs client ${us(d.perRequest.client)}/${us(p.perRequest.client)}, ` +
               `upstream ${us(d.perRequest.upstream)}/${us(p.perRequest.upstream)}, proxy ${us(p.perRequest.proxy)}; ` +
               `client cpu ${d.clientCpu.toFixed(2)}/${p.clientCpu.toFixed(2)}, proxy cpu ${p.proxyCpu.toFixed(2)}; ` +
-              `load ${loadavg()[0]!.toFixed(1)}`,
+              `speed probe ${probe} µs CPU; load ${loadavg()[0]!.toFixed(1)}`,
           );
           if (!keep) continue;
           samples(kind, layout).direct.push(d);
