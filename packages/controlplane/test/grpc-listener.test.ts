@@ -58,6 +58,8 @@ const log = pino(
 const refusals = new RefusalLog({ log, counters, linesPerWindow: 1_000 });
 /** The CN each served getSystemTime saw through `call.getAuthContext()`. */
 const seenCns: string[] = [];
+/** The SANs each served getSystemTime saw, and whether the certificate it saw was frozen. */
+const seenCerts: Array<{ readonly san: string | undefined; readonly frozen: boolean }> = [];
 let adminListener: GrpcListener;
 let agentListener: GrpcListener;
 let introspector: HttpIntrospector;
@@ -67,10 +69,17 @@ function service(): UntypedServiceImplementation {
   for (const name of Object.keys(admin.AdminServiceService))
     impl[name] = (_c: unknown, cb: (e: unknown) => void) => cb({ code: status.UNIMPLEMENTED, details: "no" });
   impl["getSystemTime"] = (
-    call: { getAuthContext(): { sslPeerCertificate?: { subject?: { CN?: string } } } },
+    call: {
+      getAuthContext(): { sslPeerCertificate?: { subject?: { CN?: string }; subjectaltname?: string } };
+    },
     cb: (e: null, r: admin.GetSystemTimeResult) => void,
   ) => {
-    seenCns.push(call.getAuthContext().sslPeerCertificate?.subject?.CN ?? "(none)");
+    const cert = call.getAuthContext().sslPeerCertificate;
+    seenCns.push(cert?.subject?.CN ?? "(none)");
+    seenCerts.push({
+      san: cert?.subjectaltname,
+      frozen: cert !== undefined && Object.isFrozen(cert) && Object.isFrozen(cert.subject),
+    });
     cb(null, { unixNanos: 1n });
   };
   impl["listAgents"] = (_c: unknown, cb: (e: null, r: admin.ListAgentsResult) => void) =>
@@ -280,6 +289,38 @@ void describe("roles are separated at the handshake", () => {
       for (const c of [cli, agentOnAgent, cliOnAgent, agentOnAdmin]) c.close();
     }
     assert.deepEqual(seenCns, ["clawker-cli", "clawker-clawkerd"]);
+  });
+
+  test("the peer certificate is read once per connection, and each connection sees its own, frozen", async () => {
+    seenCerts.length = 0;
+    // Server-side reads on the agent listener only (the test's clients read the server's too).
+    let reads = 0;
+    const proto = tls.TLSSocket.prototype;
+    const read = Reflect.get(proto, "getPeerCertificate") as (...args: unknown[]) => tls.PeerCertificate;
+    proto.getPeerCertificate = function (this: tls.TLSSocket, ...args: unknown[]) {
+      if (this.localPort === agentListener.port) reads++;
+      return Reflect.apply(read, this, args);
+    } as typeof proto.getPeerCertificate;
+    const first = grpcClient(agentListener.port, agentLeaf);
+    const second = grpcClient(agentListener.port, otherAgentLeaf);
+    try {
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await systemTime(first), status.OK);
+        assert.equal(await systemTime(second), status.OK);
+      }
+    } finally {
+      Reflect.set(proto, "getPeerCertificate", read);
+      first.close();
+      second.close();
+    }
+    // Per connection: the role check at the handshake, then the first call's; never again.
+    assert.equal(reads, 4, "getPeerCertificate calls on the server side");
+    assert.equal(seenCerts.length, 6);
+    seenCerts.forEach(({ san, frozen }, i) => {
+      const own = i % 2 === 0 ? "urn:clawker:agent:proj.dev" : "urn:clawker:agent:proj.other";
+      assert.ok(san?.includes(own) === true, `call ${i} saw ${san}, not its own connection's ${own}`);
+      assert.ok(frozen, `call ${i}: the certificate a handler sees is frozen`);
+    });
   });
 
   test("the control plane's leaf may probe the admin listener (HTTP/2 SETTINGS) but open no stream", async () => {

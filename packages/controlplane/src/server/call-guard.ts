@@ -349,8 +349,9 @@ class GuardedCall
     return this.#next.getHost();
   }
 
-  getAuthContext(): ReturnType<ServerInterceptingCallInterface["getAuthContext"]> {
-    return this.#next.getAuthContext();
+  /** grpc-js's answer, read once per connection (`authContextOf`). */
+  getAuthContext(): AuthContext {
+    return authContextOf(this.#next);
   }
 
   getConnectionInfo(): ReturnType<ServerInterceptingCallInterface["getConnectionInfo"]> {
@@ -370,6 +371,44 @@ class GuardedCall
     this.#guard.log?.error({ err, method: this.#path, event: "call_failed" }, "call failed");
     this.sendStatus(statusFor("internal"));
   }
+}
+
+/** What a call's getAuthContext answers (grpc-js does not export the type by name). */
+type AuthContext = ReturnType<ServerInterceptingCallInterface["getAuthContext"]>;
+
+/**
+ * grpc-js's getAuthContext answer per HTTP/2 session, i.e. per connection: grpc-js rebuilds it on
+ * every call (a `getPeerCertificate()` each time, the costliest step of an agent's Register), yet
+ * a TLS 1.3 connection's peer certificate cannot change (no renegotiation) and a session never
+ * changes its socket. Keyed on grpc-js's own session object, never on anything a client sends,
+ * and dropped with the session.
+ */
+const authContexts = new WeakMap<object, AuthContext>();
+
+/**
+ * The auth context of `base`'s connection, read from grpc-js once per session and frozen, so no
+ * handler can change what the next call on the connection sees. Without a session to key on
+ * (grpc-js internals changed, the stream already gone) it asks grpc-js every time, as before.
+ */
+function authContextOf(base: ServerInterceptingCallInterface): AuthContext {
+  // grpc-js's base call keeps its HTTP/2 stream in a field of that name; not part of its API.
+  const session = (base as { stream?: { session?: unknown } }).stream?.session;
+  if (typeof session !== "object" || session === null) return base.getAuthContext();
+  let context = authContexts.get(session);
+  if (context === undefined) {
+    context = deepFreeze(base.getAuthContext());
+    authContexts.set(session, context);
+  }
+  return context;
+}
+
+/** Freezes `value` and the plain objects and arrays inside it (Buffers cannot be frozen; left as they are). */
+function deepFreeze<T>(value: T): T {
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || Object.isFrozen(value))
+    return value;
+  Object.freeze(value);
+  for (const inner of Object.values(value)) deepFreeze(inner);
+  return value;
 }
 
 /** Recovery's status rule: UNKNOWN (a stray throw) is INTERNAL; an error without ErrorInfo gets one. */
