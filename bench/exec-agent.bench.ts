@@ -23,7 +23,7 @@ import { Overseer } from "@clawker/overseer";
 import { LABELS, type admin, type clawkerd } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../packages/controlplane/src/agents/address-index.js";
-import { Dialer } from "../packages/controlplane/src/agents/dialer.js";
+import { localDialer } from "../packages/controlplane/test/fixtures/local-dialer.js";
 import { thumbprintOf } from "../packages/controlplane/src/agents/identity-gate.js";
 import { Registry } from "../packages/controlplane/src/agents/registry.js";
 import {
@@ -143,20 +143,14 @@ const bench: Benchmark = {
       );
 
       const index = new ContainerAddressIndex({ inspect: () => Promise.resolve(undefined), log });
-      const dialer = new Dialer({
+      const dialer = localDialer({
         index,
         registry,
         agents: overseer.agents,
         commands: overseer.commands,
-        tls: {
-          ca: Buffer.from(trust.set.ca.certPem),
-          cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-          key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-        },
+        trust,
         log,
-        target: () => proc.address,
-        defaultCmd: () => "sleep 600",
-        plans: { init: [], boot: [] },
+        address: () => proc.address,
       });
       undo.push(() => dialer.close());
       dialer.start();

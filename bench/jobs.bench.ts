@@ -27,7 +27,7 @@ import {
   type ClawkerdProcess,
 } from "../packages/clawkerd/test/fixtures/clawkerd-process.js";
 import { ContainerAddressIndex } from "../packages/controlplane/src/agents/address-index.js";
-import { Dialer } from "../packages/controlplane/src/agents/dialer.js";
+import { localDialer } from "../packages/controlplane/test/fixtures/local-dialer.js";
 import { thumbprintOf } from "../packages/controlplane/src/agents/identity-gate.js";
 import { Registry } from "../packages/controlplane/src/agents/registry.js";
 import {
@@ -557,19 +557,13 @@ async function controlPlanePath(
       labels: { [LABELS.managed]: "true", [LABELS.agent]: "dev", [LABELS.project]: "proj" },
       addresses: ["127.0.0.1"],
     });
-    const dialer = new Dialer({
+    const dialer = localDialer({
       index,
       registry,
       agents: overseer.agents,
-      tls: {
-        ca: Buffer.from(trust.set.ca.certPem),
-        cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-        key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-      },
+      trust,
       log,
-      target: () => proc.address,
-      defaultCmd: () => "sleep 600",
-      plans: { init: [], boot: [] },
+      address: () => proc.address,
     });
     dialer.start();
     closers.push(() => dialer.close());

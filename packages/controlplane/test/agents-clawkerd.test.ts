@@ -16,7 +16,7 @@ import { AGENT_CLIENT, LABELS } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
 import { agentService } from "../src/agents/agent-service.js";
-import { Dialer } from "../src/agents/dialer.js";
+import { localDialer } from "./fixtures/local-dialer.js";
 import { IdentityGate, thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import {
@@ -117,19 +117,14 @@ test("real clawkerd: registers through token exchange + Register, becomes ready,
   });
   await proc.waitListening();
 
-  const dialer = new Dialer({
+  const dialer = localDialer({
     index,
     registry,
     agents: overseer.agents,
     commands: overseer.commands,
-    tls: {
-      ca: Buffer.from(trust.set.ca.certPem),
-      cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-      key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-    },
+    trust,
     log,
-    target: () => proc.address,
-    defaultCmd: () => "sleep 600",
+    address: () => proc.address,
     plans: { init: [{ name: "init-marker", stages: [{ argv: ["true"] }] }], boot: [] },
   });
   cleanups.push(() => dialer.close());

@@ -15,7 +15,8 @@ import { LABELS, type clawkerd } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
 import { DEFAULT_OUTPUT_WINDOW } from "../src/agents/command-flow.js";
-import { Dialer } from "../src/agents/dialer.js";
+import type { Dialer } from "../src/agents/dialer.js";
+import { localDialer } from "./fixtures/local-dialer.js";
 import { thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import type { AgentSession } from "../src/agents/session.js";
@@ -52,20 +53,14 @@ before(async () => {
   await proc.waitListening();
   const certThumbprint = thumbprintOf(new X509Certificate(agent.leaf.certPem).raw);
   registry.register({ containerId: agent.containerId, agentName: "dev", project: "proj", certThumbprint }, 1);
-  dialer = new Dialer({
+  dialer = localDialer({
     index,
     registry,
     agents: overseer.agents,
     commands: overseer.commands,
-    tls: {
-      ca: Buffer.from(trust.set.ca.certPem),
-      cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-      key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-    },
+    trust,
     log,
-    target: () => proc.address,
-    defaultCmd: () => "sleep 600",
-    plans: { init: [], boot: [] },
+    address: () => proc.address,
   });
   dialer.start();
   index.put({

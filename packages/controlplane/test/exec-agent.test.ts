@@ -24,7 +24,8 @@ import { Overseer } from "@clawker/overseer";
 import { LABELS, clawkerd, type admin } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
-import { Dialer } from "../src/agents/dialer.js";
+import type { Dialer } from "../src/agents/dialer.js";
+import { localDialer } from "./fixtures/local-dialer.js";
 import { thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import {
@@ -98,20 +99,14 @@ before(async () => {
     1,
   );
 
-  dialer = new Dialer({
+  dialer = localDialer({
     index,
     registry,
     agents: overseer.agents,
     commands: overseer.commands,
-    tls: {
-      ca: Buffer.from(trust.set.ca.certPem),
-      cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-      key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-    },
+    trust,
     log,
-    target: () => proc.address,
-    defaultCmd: () => "sleep 600",
-    plans: { init: [], boot: [] },
+    address: () => proc.address,
   });
   cleanups.push(() => dialer.close());
   dialer.start();

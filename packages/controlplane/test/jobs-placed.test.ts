@@ -17,7 +17,8 @@ import { Overseer } from "@clawker/overseer";
 import { jobs, LABELS } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
-import { Dialer } from "../src/agents/dialer.js";
+import type { Dialer } from "../src/agents/dialer.js";
+import { localDialer } from "./fixtures/local-dialer.js";
 import { thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import { V1_CONTROLLERS, v1Mounts } from "../src/jobs/cgroups-v1.js";
@@ -97,19 +98,13 @@ before(async () => {
     labels: { [LABELS.managed]: "true", [LABELS.agent]: "dev", [LABELS.project]: "proj" },
     addresses: ["127.0.0.1"],
   });
-  dialer = new Dialer({
+  dialer = localDialer({
     index,
     registry,
     agents: overseer.agents,
-    tls: {
-      ca: Buffer.from(trust.set.ca.certPem),
-      cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-      key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-    },
+    trust,
     log,
-    target: () => proc.address,
-    defaultCmd: () => "sleep 600",
-    plans: { init: [], boot: [] },
+    address: () => proc.address,
   });
   dialer.start();
   await waitFor(() => dialer.status(agent.containerId)?.state === "ready", {

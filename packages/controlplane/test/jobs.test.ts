@@ -20,7 +20,8 @@ import { Overseer } from "@clawker/overseer";
 import { CLAWKER_ERROR_DOMAIN, jobs, LABELS } from "@clawker/proto";
 import pino from "pino";
 import { ContainerAddressIndex } from "../src/agents/address-index.js";
-import { Dialer } from "../src/agents/dialer.js";
+import type { Dialer } from "../src/agents/dialer.js";
+import { localDialer } from "./fixtures/local-dialer.js";
 import { thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import {
@@ -74,19 +75,13 @@ const overseer = new Overseer();
 const index = new ContainerAddressIndex({ inspect: () => Promise.resolve(undefined), log });
 
 function newDialer(): Dialer {
-  const d = new Dialer({
+  const d = localDialer({
     index,
     registry,
     agents: overseer.agents,
-    tls: {
-      ca: Buffer.from(trust.set.ca.certPem),
-      cert: Buffer.from(trust.set.controlPlaneClient.certPem),
-      key: Buffer.from(trust.set.controlPlaneClient.keyPem),
-    },
+    trust,
     log,
-    target: () => proc.address,
-    defaultCmd: () => "sleep 600",
-    plans: { init: [], boot: [] },
+    address: () => proc.address,
   });
   dialers.push(d);
   d.start();
