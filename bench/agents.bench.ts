@@ -66,6 +66,8 @@ interface Lane {
   readonly cpCpu: number[];
   readonly clawkerdCpu: number[];
   readonly pieces: Map<Piece, number[]>;
+  /** Agents not registered within 30 s. */
+  readonly failures: string[];
 }
 
 const bench: Benchmark = {
@@ -84,13 +86,20 @@ const bench: Benchmark = {
       for (let i = 0; i < total; i++) {
         for (const lane of lanes) {
           const measured = i >= ctx.warmup;
-          const t = await startAgent(lane, `bench${n++}`, measured);
-          ctx.log(`${lane.name} agent ${i}${measured ? "" : " (warm-up)"}: ${describe(t)}`);
+          try {
+            const t = await startAgent(lane, `bench${n++}`, measured);
+            ctx.log(`${lane.name} agent ${i}${measured ? "" : " (warm-up)"}: ${describe(t)}`);
+          } catch (err) {
+            ctx.log(`${lane.name} agent ${i}: NOT REGISTERED: ${String(err)}`);
+          }
         }
       }
       const figures: Figure[] = [];
       for (const lane of lanes) {
         const suffix = lanes.length > 1 ? ` [${lane.name}]` : "";
+        ctx.log(
+          `${lane.name}: ${lane.failures.length} agent(s) not registered in 30 s ${lane.failures.join(" ")}`,
+        );
         ctx.log(
           `${lane.name}: pieces, ms since docker start returned (median [p25..p75] over ${lane.registered.length}):`,
         );
@@ -114,8 +123,12 @@ const bench: Benchmark = {
       if (lanes.length === 2) {
         const [a, b] = lanes as [Lane, Lane];
         const ratio = (x: number[], y: number[]): string => (median(x) / median(y)).toFixed(3);
+        // CPU is read in 10 ms ticks (USER_HZ): per agent that is coarse, so means, not medians.
+        const mean = (x: number[]): number => x.reduce((p, v) => p + v, 0) / Math.max(1, x.length);
+        const cpu = (x: number[], y: number[]): string =>
+          `${mean(x).toFixed(1)}/${mean(y).toFixed(1)} ms = ${(mean(x) / mean(y)).toFixed(3)}`;
         ctx.log(
-          `this/baseline medians: registered ${ratio(a.registered, b.registered)}, CP CPU ${ratio(a.cpCpu, b.cpCpu)}, clawkerd CPU ${ratio(a.clawkerdCpu, b.clawkerdCpu)}`,
+          `this/baseline: registered median ${ratio(a.registered, b.registered)}; mean CPU per agent start: control plane ${cpu(a.cpCpu, b.cpCpu)}, clawkerd to registered ${cpu(a.clawkerdCpu, b.clawkerdCpu)}`,
         );
       }
       return figures;
@@ -172,6 +185,7 @@ async function startLane(name: string, dir: string, checkout: string | undefined
       cpCpu: [],
       clawkerdCpu: [],
       pieces: new Map(),
+      failures: [],
     };
   } catch (err) {
     await daemon.close().catch(() => undefined);
@@ -226,11 +240,22 @@ async function startAgent(
     const started = performance.now();
     const line = (event: string): Record<string, unknown> | undefined =>
       cp.logs.slice(seen).find((l) => l["event"] === event && l["containerId"] === agent.containerId);
-    await waitFor(() => line("agent_registered") !== undefined, {
-      timeoutMs: 30_000,
-      intervalMs: 2,
-      what: `agent ${name} registered`,
-    });
+    try {
+      await waitFor(() => line("agent_registered") !== undefined, {
+        timeoutMs: 30_000,
+        intervalMs: 2,
+        what: `agent ${name} registered`,
+      });
+    } catch (err) {
+      // Counted and shown, not fatal: one lost agent must not throw away every other sample.
+      if (measured) lane.failures.push(name);
+      const cpLines = cp.logs.slice(seen).filter((l) => l["containerId"] === agent.containerId);
+      const own = demux(await container.logs({ stdout: true, stderr: true, follow: false }));
+      throw new Error(
+        `${String(err)}\ncontrol plane: ${cpLines.map((l) => JSON.stringify(l)).join("\n")}\nclawkerd: ${own.stdout}${own.stderr}`,
+        { cause: err },
+      );
+    }
     const done = performance.now();
     const cpCpu = cpuMs(cpPid) - cpCpuBefore;
     const clawkerdCpu = clawkerdCpuMs((await container.inspect()).State.Pid);
