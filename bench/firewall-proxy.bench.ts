@@ -1,24 +1,35 @@
 // The egress proxy (the real HAProxy the daemon runs, through EgressProxy with its default threads)
-// against a direct connection to the same upstream, side by side in one run (direct and proxied
-// alternate, so the load of this shared machine hits both alike), keep-alive, loopback, real TLS:
+// against a direct connection to the same upstream, keep-alive, loopback, real TLS:
 // - passthrough (SNI, no path rules): requests/s of small responses, and bytes/s of a 100 MiB body;
 // - interception (a name with path rules): requests/s of small responses;
 // - the latency one small HTTPS request gains through the proxy (sequential, keep-alive, p50).
+// Paired rounds: direct, proxied, direct, proxied, ... in one run; each ratio figure is the median
+// of the pairs' ratios (proxied / the direct pass just before it). This machine's speed drifts
+// between minutes (in one quiet run every process on the path, client, upstream and proxy, took
+// 20-40% more CPU per request for two rounds, then less: direct 35k then 48k requests/s), and a pair
+// sees the same speed on both sides, so the drift cancels in its ratio.
 // Load: h2load (nghttp2-client, HTTP/1.1, `--connect-to` keeps the name as SNI and Host), its CPU
 // time reported so a saturated client shows. Small responses come from a second HAProxy (one
 // thread, `http-request return`): a cheap upstream, so the proxy's cost is not hidden behind a slow
-// one; the 100 MiB body from a node HTTPS server. Every request passes the proxy's full checks
-// (source map, SNI/Host lookups, path rules, forbidden list, session mark, one log line each).
+// one; the 100 MiB body from a node HTTPS server (this process). Every request passes the proxy's
+// full checks (source map, SNI/Host lookups, path rules, forbidden list, session mark, log lines).
 // Needs root (CAP_NET_ADMIN: session marks), haproxy, h2load and ss.
-// FWP_BENCH_SECONDS (default 5) per pass; FWP_BENCH_CLIENTS (default 64) concurrent keep-alive
-// connections with one request outstanding each (`-c 64 -m 1`, HTTP/1.1 has no multiplexing: 64
-// agents' connections, each waiting for its answer), the same for direct and proxied: enough that
-// requests/s measures capacity, not the scheduling delay of a loaded machine (that is the latency
-// figure). Pinning (with 2+ cores, FWP_BENCH_PIN=0 turns it off): h2load on the first core, the
-// upstreams and the proxy on the second, in the direct and the proxied passes alike, so the client
-// never takes the proxy's core and the ratio compares like with like. Beside the ratios: CPU per
-// request of each part of the path (client, upstream, proxy), which depends far less than
-// requests/s on what else the machine runs.
+// FWP_BENCH_SECONDS (default 3) per pass after a 1 s warm-up; FWP_BENCH_PAIRS (default 2) pairs of
+// each kind per run; FWP_BENCH_CLIENTS (default 64) concurrent keep-alive connections with one
+// request outstanding each (`-c 64 -m 1`, HTTP/1.1 has no multiplexing: 64 agents' connections).
+// Where the processes run (the layout), both measured in every run on 2+ cores:
+// - "shared" (the headline figures): client, upstream and proxy may all run on every core the bench
+//   has, in the direct and the proxied pass alike. Both passes get the same machine; the proxied
+//   one has to fit the proxy's work into it. That is the issue's comparison ("through the proxy vs
+//   direct, same run, keep-alive, loopback"): with three processes on two cores, any fixed
+//   assignment decides by itself whose CPU the proxy takes;
+// - "split" (the layout of earlier sessions, FWP_BENCH_PIN=0 skips it): h2load on the first core,
+//   the upstreams and the proxy on the second. The direct pass gets a core for the upstream alone
+//   and the proxy takes its CPU from the upstream's core only, so the ratio is about
+//   upstream / (upstream + proxy) CPU per request, whatever the client costs.
+// Beside the ratios: CPU per request (per MiB for the body) of each part of the path (client,
+// upstream, proxy), which depends far less than requests/s on what else the machine runs, and the
+// whole path's CPU per unit inverted (direct / proxied), the ratio a CPU-bound machine would reach.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer, type Server } from "node:https";
@@ -37,16 +48,19 @@ import { command, root, type Requirement } from "../test/harness/preconditions.j
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 
 const run = promisify(execFile);
-const SECONDS = Number(process.env["FWP_BENCH_SECONDS"] ?? 5);
+const SECONDS = Number(process.env["FWP_BENCH_SECONDS"] ?? 3);
+const PAIRS = Number(process.env["FWP_BENCH_PAIRS"] ?? 2);
 const CLIENTS = Number(process.env["FWP_BENCH_CLIENTS"] ?? 64);
 const BIG_MIB = 100;
 const BIG_REQUESTS = 3;
 const LATENCY_REQUESTS = 2_000;
-/** Cores for the client and for the servers (upstreams and proxy), or none when not pinning. */
-const PIN =
-  process.env["FWP_BENCH_PIN"] !== "0" && availableParallelism() >= 2
-    ? { client: "0", servers: "1" }
-    : undefined;
+/** Where the path's processes run (see the header). */
+type Layout = "shared" | "split";
+/** The layouts measured: "split" needs two cores. */
+const LAYOUTS: readonly Layout[] =
+  process.env["FWP_BENCH_PIN"] !== "0" && availableParallelism() >= 2 ? ["shared", "split"] : ["shared"];
+/** The split layout's cores: the client's, and the servers' (upstreams and proxy). */
+const SPLIT = { client: "0", servers: "1" } as const;
 
 /** The proxy's listen address; the client connects from 127.0.0.1 (the "agent"). */
 const PROXY = "127.0.0.4";
@@ -67,12 +81,12 @@ interface Pass {
   readonly clientCpu: number;
   /** The proxy's worker CPU seconds per wall second (0 for a direct pass). */
   readonly proxyCpu: number;
-  /** CPU seconds per request of h2load, the proxy's worker (0 direct) and the upstream (0 unknown). */
+  /** CPU seconds per request of h2load, the proxy's worker (0 direct) and the upstream. */
   readonly perRequest: { readonly client: number; readonly proxy: number; readonly upstream: number };
   /**
    * CPU seconds per request of everything on the path: h2load, the proxy (if any) and the upstream
-   * (when its pid is given). Where client, proxy and upstream share the same cores, requests/s is
-   * bound by this sum, whatever else the machine runs.
+   * (its pid, or this process when none is given). Where client, proxy and upstream share the same
+   * cores, requests/s is bound by this sum, whatever else the machine runs.
    */
   readonly cpuPerRequest: number;
 }
@@ -82,6 +96,26 @@ function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   // Fields 14 and 15 of stat (utime, stime), counted after the command's ")".
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** This process's CPU seconds so far: the 100 MiB upstream is this process's HTTPS server. */
+function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/**
+ * CPU µs this process takes for a fixed amount of arithmetic: the machine's speed at this moment,
+ * whatever share of a core the bench gets (CPU time, not wall time). Logged with every pair, so a
+ * slow phase of the machine shows beside the pair it slowed.
+ */
+function speedProbeUs(): number {
+  const t0 = process.cpuUsage();
+  let x = 0;
+  for (let i = 0; i < 2_000_000; i++) x = (x * 31 + i) % 1_000_003;
+  const t1 = process.cpuUsage(t0);
+  if (x < 0) throw new Error("unreachable");
+  return t1.user + t1.system;
 }
 
 /**
@@ -94,11 +128,12 @@ async function h2load(
   path: string,
   to: string,
   args: readonly string[],
+  layout: Layout,
   proxyPid: number | undefined,
   upstreamPid?: number,
 ): Promise<Pass & { readonly stdout: string }> {
   const proxyBefore = proxyPid === undefined ? 0 : cpuSeconds(proxyPid);
-  const upstreamBefore = upstreamPid === undefined ? 0 : cpuSeconds(upstreamPid);
+  const upstreamBefore = upstreamPid === undefined ? ownCpuSeconds() : cpuSeconds(upstreamPid);
   const t0 = performance.now();
   const { stdout } = await run(
     "bash",
@@ -106,7 +141,7 @@ async function h2load(
       "-c",
       '"$@"; rc=$?; times; exit $rc',
       "h2load",
-      ...(PIN === undefined ? [] : ["taskset", "-c", PIN.client]),
+      ...(layout === "split" ? ["taskset", "-c", SPLIT.client] : []),
       "h2load",
       "--h1",
       `--connect-to=${to}:${port}`,
@@ -117,7 +152,8 @@ async function h2load(
   );
   const wall = (performance.now() - t0) / 1000;
   const proxySeconds = proxyPid === undefined ? 0 : cpuSeconds(proxyPid) - proxyBefore;
-  const upstreamSeconds = upstreamPid === undefined ? 0 : cpuSeconds(upstreamPid) - upstreamBefore;
+  const upstreamSeconds =
+    (upstreamPid === undefined ? ownCpuSeconds() : cpuSeconds(upstreamPid)) - upstreamBefore;
   const finished = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s, ([\d.]+)([KMG]?)B\/s/.exec(stdout);
   const requests = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
   const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
@@ -314,20 +350,29 @@ const bench: Benchmark = {
         forbidden: [`${PROXY}/32`],
       });
       const { workerPid, masterPid } = await proxy.health();
-      if (PIN !== undefined) {
-        // This process runs the benchmarks after this one too: give it back every core it had.
-        const cores = (await run("taskset", ["-c", "-p", String(process.pid)])).stdout.split(": ")[1]!.trim();
-        cleanup.push(() => run("taskset", ["-a", "-p", "-c", cores, String(process.pid)]));
-        // The servers' core: both HAProxies (every thread) and this process (the 100 MiB upstream);
-        // h2load is started on the client's core by taskset itself.
-        for (const pid of [upstream.pid!, masterPid, workerPid, process.pid]) {
-          await run("taskset", ["-a", "-p", "-c", PIN.servers, String(pid)]);
+      // Both HAProxies (every thread) and this process (the 100 MiB upstream) are the servers; h2load
+      // is started on the client's core by taskset itself in the split layout.
+      const servers = [upstream.pid!, masterPid, workerPid, process.pid];
+      // This process runs the benchmarks after this one too: it gets back every core it had.
+      const cores = (await run("taskset", ["-c", "-p", String(process.pid)])).stdout.split(": ")[1]!.trim();
+      cleanup.push(() => place("shared"));
+      let placed: Layout = "shared";
+      const place = async (layout: Layout): Promise<void> => {
+        if (layout === placed) return;
+        for (const pid of servers) {
+          await run("taskset", ["-a", "-p", "-c", layout === "split" ? SPLIT.servers : cores, String(pid)]);
         }
-        ctx.log(`pinned: h2load on core ${PIN.client}; upstreams and proxy on core ${PIN.servers}`);
-      }
+        placed = layout;
+      };
+      ctx.log(
+        `layouts: shared (every process on cores ${cores})` +
+          (LAYOUTS.includes("split")
+            ? `, split (h2load on core ${SPLIT.client}; upstreams and proxy on core ${SPLIT.servers})`
+            : ""),
+      );
       await waitFor(
         async () =>
-          (await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, ["-n", "1"], undefined).catch(
+          (await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, ["-n", "1"], "shared", undefined).catch(
             () => undefined,
           )) !== undefined,
         { timeoutMs: 30_000, what: "the upstream answering" },
@@ -345,45 +390,6 @@ const bench: Benchmark = {
         "--warm-up-time",
         "1",
       ];
-      const pair = async (
-        what: string,
-        name: string,
-        args: readonly string[],
-        to: string,
-        upstreamPid?: number,
-      ): Promise<[Pass, Pass]> => {
-        const direct = await h2load(name, tlsPort!, "/", to, args, undefined, upstreamPid);
-        const proxied = await h2load(name, tlsPort!, "/", PROXY, args, workerPid, upstreamPid);
-        ctx.log(
-          `${what}: CPU/request of the path ${(direct.cpuPerRequest * 1e6).toFixed(0)} µs direct, ${(proxied.cpuPerRequest * 1e6).toFixed(0)} µs proxied (haproxy ${((proxied.proxyCpu / proxied.requestsPerSecond) * 1e6).toFixed(0)}); direct ${direct.requestsPerSecond.toFixed(0)} req/s ${(direct.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s (client cpu ${direct.clientCpu.toFixed(2)}), ` +
-            `proxied ${proxied.requestsPerSecond.toFixed(0)} req/s ${(proxied.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s (client cpu ${proxied.clientCpu.toFixed(2)}, haproxy cpu ${proxied.proxyCpu.toFixed(2)}); load ${loadavg()[0]!.toFixed(1)}`,
-        );
-        return [direct, proxied];
-      };
-
-      const passRatio: number[] = [];
-      const passDirect: number[] = [];
-      const passProxied: number[] = [];
-      const mitmRatio: number[] = [];
-      const mitmProxied: number[] = [];
-      const bytesRatio: number[] = [];
-      const bytesDirect: number[] = [];
-      const bytesProxied: number[] = [];
-      const added: number[] = [];
-      const clientCpu: number[] = [];
-      const passCpuRatio: number[] = [];
-      // CPU per request (µs) of each part: direct (d), passthrough (p), interception (m).
-      const part = {
-        clientD: [] as number[],
-        clientP: [] as number[],
-        clientM: [] as number[],
-        upstreamD: [] as number[],
-        upstreamP: [] as number[],
-        upstreamM: [] as number[],
-        proxyP: [] as number[],
-        proxyM: [] as number[],
-      };
-      const mitmCpuRatio: number[] = [];
       const bigArgs = ["-c", "1", "-t", "1", "-n", String(BIG_REQUESTS)];
       const latencyArgs = (file: string): string[] => [
         "-c",
@@ -394,78 +400,198 @@ const bench: Benchmark = {
         String(LATENCY_REQUESTS),
         `--log-file=${file}`,
       ];
+
+      /** The samples of one kind of pair in one layout. */
+      interface Pairs {
+        readonly direct: Pass[];
+        readonly proxied: Pass[];
+      }
+      const pairs = new Map<string, Pairs>();
+      const samples = (kind: string, layout: Layout): Pairs => {
+        const key = `${kind} ${layout}`;
+        let p = pairs.get(key);
+        if (p === undefined) pairs.set(key, (p = { direct: [], proxied: [] }));
+        return p;
+      };
+      const us = (x: number): string => (x * 1e6).toFixed(0);
+      /** PAIRS rounds of direct then proxied, each pair logged as it ends. */
+      const rounds = async (
+        kind: string,
+        layout: Layout,
+        name: string,
+        args: readonly string[],
+        to: string,
+        upstreamPid: number | undefined,
+        keep: boolean,
+      ): Promise<void> => {
+        await place(layout);
+        for (let i = 0; i < PAIRS; i++) {
+          const probe = speedProbeUs();
+          const d = await h2load(name, tlsPort!, "/", to, args, layout, undefined, upstreamPid);
+          const p = await h2load(name, tlsPort!, "/", PROXY, args, layout, workerPid, upstreamPid);
+          ctx.log(
+            `${kind} ${layout}: ${(p.requestsPerSecond / d.requestsPerSecond).toFixed(3)} of direct ` +
+              `(${d.requestsPerSecond.toFixed(0)} vs ${p.requestsPerSecond.toFixed(0)} req/s, ` +
+              `${(d.bytesPerSecond / 2 ** 20).toFixed(0)} vs ${(p.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s); ` +
+              `CPU/request µs client ${us(d.perRequest.client)}/${us(p.perRequest.client)}, ` +
+              `upstream ${us(d.perRequest.upstream)}/${us(p.perRequest.upstream)}, proxy ${us(p.perRequest.proxy)}; ` +
+              `client cpu ${d.clientCpu.toFixed(2)}/${p.clientCpu.toFixed(2)}, proxy cpu ${p.proxyCpu.toFixed(2)}; ` +
+              `speed probe ${probe} µs CPU; load ${loadavg()[0]!.toFixed(1)}`,
+          );
+          if (!keep) continue;
+          samples(kind, layout).direct.push(d);
+          samples(kind, layout).proxied.push(p);
+        }
+      };
+
+      const added: number[] = [];
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
-        const measured = i >= ctx.warmup;
-        const [d, p] = await pair("passthrough small", SMALL, load, UPSTREAM_SMALL, upstream.pid);
-        const [md, m] = await pair("interception small", MITM, load, UPSTREAM_SMALL, upstream.pid);
+        const keep = i >= ctx.warmup;
+        for (const layout of LAYOUTS) {
+          await rounds("passthrough", layout, SMALL, load, UPSTREAM_SMALL, upstream.pid, keep);
+          await rounds("interception", layout, MITM, load, UPSTREAM_SMALL, upstream.pid, keep);
+          await rounds("body", layout, BIG, bigArgs, UPSTREAM_BIG, undefined, keep);
+        }
         ctx.log(`upstream connections of the interception backend: ${await upstreamConnections(proxy)}`);
-        const [bd, bp] = await pair(`passthrough ${BIG_MIB} MiB`, BIG, bigArgs, UPSTREAM_BIG);
+        await place("shared");
         const directLog = join(dir, "direct.log");
         const proxiedLog = join(dir, "proxied.log");
-        await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, latencyArgs(directLog), undefined);
-        await h2load(SMALL, tlsPort!, "/", PROXY, latencyArgs(proxiedLog), workerPid);
+        await h2load(SMALL, tlsPort!, "/", UPSTREAM_SMALL, latencyArgs(directLog), "shared", undefined);
+        await h2load(SMALL, tlsPort!, "/", PROXY, latencyArgs(proxiedLog), "shared", workerPid);
         const latency = [medianLatencyMs(directLog), medianLatencyMs(proxiedLog)] as const;
         ctx.log(`latency p50: direct ${latency[0].toFixed(3)} ms, proxied ${latency[1].toFixed(3)} ms`);
-        if (!measured) continue;
-        passDirect.push(d.requestsPerSecond);
-        passProxied.push(p.requestsPerSecond);
-        passRatio.push(p.requestsPerSecond / d.requestsPerSecond);
-        mitmProxied.push(m.requestsPerSecond);
-        mitmRatio.push(m.requestsPerSecond / md.requestsPerSecond);
-        bytesDirect.push(bd.bytesPerSecond / 2 ** 20);
-        bytesProxied.push(bp.bytesPerSecond / 2 ** 20);
-        bytesRatio.push(bp.bytesPerSecond / bd.bytesPerSecond);
-        added.push(latency[1] - latency[0]);
-        clientCpu.push(Math.max(d.clientCpu, p.clientCpu, m.clientCpu));
-        passCpuRatio.push(d.cpuPerRequest / p.cpuPerRequest);
-        const us = (x: number): number => x * 1e6;
-        part.clientD.push(us(d.perRequest.client), us(md.perRequest.client));
-        part.clientP.push(us(p.perRequest.client));
-        part.clientM.push(us(m.perRequest.client));
-        part.upstreamD.push(us(d.perRequest.upstream), us(md.perRequest.upstream));
-        part.upstreamP.push(us(p.perRequest.upstream));
-        part.upstreamM.push(us(m.perRequest.upstream));
-        part.proxyP.push(us(p.perRequest.proxy));
-        part.proxyM.push(us(m.perRequest.proxy));
-        mitmCpuRatio.push(md.cpuPerRequest / m.cpuPerRequest);
+        if (keep) added.push(latency[1] - latency[0]);
       }
       ctx.log(`decision lines received: ${decisions}`);
-      figures.push(summarise("direct requests/s (small, keep-alive)", "1/s", passDirect, "higher"));
-      figures.push(summarise("passthrough requests/s (small)", "1/s", passProxied, "higher"));
-      figures.push(summarise("passthrough / direct requests/s", "ratio", passRatio, "higher", ">= 0.6"));
-      figures.push(summarise("interception requests/s (small, path rules)", "1/s", mitmProxied, "higher"));
-      figures.push(summarise("interception / direct requests/s", "ratio", mitmRatio, "higher", ">= 0.3"));
-      figures.push(summarise(`direct MiB/s (${BIG_MIB} MiB body)`, "MiB/s", bytesDirect, "higher"));
-      figures.push(summarise(`passthrough MiB/s (${BIG_MIB} MiB body)`, "MiB/s", bytesProxied, "higher"));
-      figures.push(summarise("passthrough / direct bytes/s", "ratio", bytesRatio, "higher", ">= 0.8"));
-      figures.push(summarise("added latency, one small HTTPS request (p50)", "ms", added, "lower", "<= 0.5"));
-      figures.push(summarise("h2load CPU per wall second (1 = saturated)", "cores", clientCpu, "lower"));
-      figures.push(
-        summarise(
+
+      const MiB = 2 ** 20;
+      const per = (p: Pairs, f: (x: Pass) => number): { d: number[]; p: number[] } => ({
+        d: p.direct.map(f),
+        p: p.proxied.map(f),
+      });
+      /** proxied / direct of each pair. */
+      const ratios = (p: Pairs, f: (x: Pass) => number): number[] =>
+        p.proxied.map((x, i) => f(x) / f(p.direct[i]!));
+      for (const layout of LAYOUTS) {
+        const tag = layout === "shared" ? "" : `, ${layout} layout`;
+        // The headline figures keep the names of earlier sessions; the split ones are marked.
+        const pass = samples("passthrough", layout);
+        const mitm = samples("interception", layout);
+        const body = samples("body", layout);
+        const rps = (x: Pass): number => x.requestsPerSecond;
+        const mibs = (x: Pass): number => x.bytesPerSecond / MiB;
+        const target = (t: string): string | undefined => (layout === "shared" ? t : undefined);
+        const fig = (name: string, unit: string, v: number[], better: Figure["better"], t?: string): void =>
+          void figures.push(
+            summarise(`${name}${tag}`, unit, v, better, t === undefined ? undefined : target(t)),
+          );
+        fig("direct requests/s (small, keep-alive)", "1/s", per(pass, rps).d, "higher");
+        fig("passthrough requests/s (small)", "1/s", per(pass, rps).p, "higher");
+        fig(
+          "passthrough / direct requests/s (median of pairs)",
+          "ratio",
+          ratios(pass, rps),
+          "higher",
+          ">= 0.6",
+        );
+        fig("interception requests/s (small, path rules)", "1/s", per(mitm, rps).p, "higher");
+        fig(
+          "interception / direct requests/s (median of pairs)",
+          "ratio",
+          ratios(mitm, rps),
+          "higher",
+          ">= 0.3",
+        );
+        fig(`direct MiB/s (${BIG_MIB} MiB body)`, "MiB/s", per(body, mibs).d, "higher");
+        fig(`passthrough MiB/s (${BIG_MIB} MiB body)`, "MiB/s", per(body, mibs).p, "higher");
+        fig(
+          "passthrough / direct bytes/s (median of pairs)",
+          "ratio",
+          ratios(body, mibs),
+          "higher",
+          ">= 0.8",
+        );
+        // Direct's whole-path CPU per unit over the proxied one's: the ratio a CPU-bound machine reaches.
+        const inverted = (p: Pairs): number[] =>
+          p.direct.map((x, i) => x.cpuPerRequest / p.proxied[i]!.cpuPerRequest);
+        fig(
           "passthrough / direct, CPU per request of the whole path inverted",
           "ratio",
-          passCpuRatio,
+          inverted(pass),
           "higher",
-        ),
-      );
-      figures.push(
-        summarise(
+        );
+        fig(
           "interception / direct, CPU per request of the whole path inverted",
           "ratio",
-          mitmCpuRatio,
+          inverted(mitm),
           "higher",
-        ),
+        );
+        fig(
+          "passthrough / direct bytes, CPU per byte of the whole path inverted",
+          "ratio",
+          inverted(body),
+          "higher",
+        );
+        if (layout !== "shared") continue;
+        const micro = (f: (x: Pass) => number) => (x: Pass) => f(x) * 1e6;
+        const part = (what: string, v: number[]): void =>
+          void figures.push(summarise(`CPU per request (small): ${what}`, "µs", v, "lower"));
+        const client = micro((x) => x.perRequest.client);
+        const upstreamCpu = micro((x) => x.perRequest.upstream);
+        const proxyCpu = micro((x) => x.perRequest.proxy);
+        part("h2load, direct", [...per(pass, client).d, ...per(mitm, client).d]);
+        part("h2load, passthrough", per(pass, client).p);
+        part("h2load, interception", per(mitm, client).p);
+        part("upstream, direct", [...per(pass, upstreamCpu).d, ...per(mitm, upstreamCpu).d]);
+        part("upstream, passthrough", per(pass, upstreamCpu).p);
+        part("upstream, interception", per(mitm, upstreamCpu).p);
+        part("proxy, passthrough", per(pass, proxyCpu).p);
+        part("proxy, interception", per(mitm, proxyCpu).p);
+        // CPU ms per MiB of the body: requests are BIG_MIB MiB each.
+        const perMiB = (f: (x: Pass) => number) => (x: Pass) => (f(x) * 1e3) / BIG_MIB;
+        const bodyPart = (what: string, v: number[]): void =>
+          void figures.push(summarise(`CPU per MiB (${BIG_MIB} MiB body): ${what}`, "ms", v, "lower"));
+        bodyPart(
+          "h2load, direct",
+          per(
+            body,
+            perMiB((x) => x.perRequest.client),
+          ).d,
+        );
+        bodyPart(
+          "h2load, passthrough",
+          per(
+            body,
+            perMiB((x) => x.perRequest.client),
+          ).p,
+        );
+        bodyPart(
+          "upstream (node), direct",
+          per(
+            body,
+            perMiB((x) => x.perRequest.upstream),
+          ).d,
+        );
+        bodyPart(
+          "upstream (node), passthrough",
+          per(
+            body,
+            perMiB((x) => x.perRequest.upstream),
+          ).p,
+        );
+        bodyPart(
+          "proxy, passthrough",
+          per(
+            body,
+            perMiB((x) => x.perRequest.proxy),
+          ).p,
+        );
+      }
+      figures.push(summarise("added latency, one small HTTPS request (p50)", "ms", added, "lower", "<= 0.5"));
+      const clientCpu = [...pairs.values()].flatMap((p) =>
+        [...p.direct, ...p.proxied].map((x) => x.clientCpu),
       );
-      const perRequest = (what: string, samples: number[]): void =>
-        void figures.push(summarise(`CPU per request (small): ${what}`, "µs", samples, "lower"));
-      perRequest("h2load, direct", part.clientD);
-      perRequest("h2load, passthrough", part.clientP);
-      perRequest("h2load, interception", part.clientM);
-      perRequest("upstream, direct", part.upstreamD);
-      perRequest("upstream, passthrough", part.upstreamP);
-      perRequest("upstream, interception", part.upstreamM);
-      perRequest("proxy, passthrough", part.proxyP);
-      perRequest("proxy, interception", part.proxyM);
+      figures.push(summarise("h2load CPU per wall second (1 = saturated)", "cores", clientCpu, "lower"));
       return figures;
     } catch (err) {
       throw new Error(

@@ -4,8 +4,9 @@
 // stalled reader: its cost to the others), and the GetJobStatus answer. The first byte also as a
 // user gets it: the real AdminClient (bearer token) through the control plane's JobService on an
 // admin listener with the real auth interceptor, which (root and v1 controllers: this hybrid host)
-// holds each job at its gate, places it in v1 groups under the agent's stand-in container groups
-// (clawkerd's own process is moved into them) and opens the gate, as in the daemon.
+// places each job in v1 groups under the agent's stand-in container groups (clawkerd's processes
+// are moved into them), as in the daemon: into the groups of the spare gate it reserved ahead, and
+// for reference (alternating, same run) with the spare ahead turned off: held, placed, opened.
 import { spawn } from "node:child_process";
 import { X509Certificate, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
@@ -117,12 +118,15 @@ const bench: Benchmark = {
     let client: jobs.JobServiceClient | undefined;
     let container: { remove(): void } | undefined;
     let viaCp: ControlPlanePath | undefined;
+    /** The same without the spare reserved ahead: every start held, placed, then opened. */
+    let viaCpHeld: ControlPlanePath | undefined;
     try {
       await proc.waitListening();
       container = standInContainer(agent.containerId, proc.child.pid!);
       if (container === undefined)
         ctx.log("no root or no v1 controllers: the control plane path runs unplaced");
-      viaCp = await controlPlanePath(trust, agent, proc, container !== undefined);
+      viaCp = await controlPlanePath(trust, agent, proc, container !== undefined, true);
+      viaCpHeld = await controlPlanePath(trust, agent, proc, container !== undefined, false);
       tls.DEFAULT_MIN_VERSION = "TLSv1.3";
       const set = agent.trust.set;
       client = new jobs.JobServiceClient(
@@ -154,32 +158,55 @@ const bench: Benchmark = {
       };
       // Alternating, so load drift on the shared machine hits both paths alike.
       const cpPath = viaCp;
+      const heldPath = viaCpHeld;
       for (let i = 0; i < 5; i++) {
         await firstByte();
         await cpPath.firstByte();
+        await heldPath.firstByte();
       }
       const firstBytes: number[] = [];
       const cpFirstBytes: number[] = [];
+      const heldFirstBytes: number[] = [];
       alone.clear();
       cpPath.client.clear();
+      heldPath.client.clear();
       const pid = proc.child.pid!;
       const k0 = cpuMs(pid) + reapedChildrenCpuMs(pid);
       const b0 = process.cpuUsage();
       for (let i = 0; i < FIRST_BYTE_SAMPLES; i++) {
         firstBytes.push(await firstByte());
         cpFirstBytes.push(await cpPath.firstByte());
+        heldFirstBytes.push(await heldPath.firstByte());
       }
-      const jobsRun = 2 * FIRST_BYTE_SAMPLES;
+      const jobsRun = 3 * FIRST_BYTE_SAMPLES;
       const b1 = process.cpuUsage(b0);
       ctx.log(
-        `CPU per started job (${jobsRun}, both paths alternating): clawkerd and its jobs (reaped) ${((cpuMs(pid) + reapedChildrenCpuMs(pid) - k0) / jobsRun).toFixed(2)} ms, this process (control plane, clients) ${((b1.user + b1.system) / 1000 / jobsRun).toFixed(2)} ms`,
+        `CPU per started job (${jobsRun}, the three paths alternating): clawkerd and its jobs (reaped) ${((cpuMs(pid) + reapedChildrenCpuMs(pid) - k0) / jobsRun).toFixed(2)} ms, this process (control plane, clients) ${((b1.user + b1.system) / 1000 / jobsRun).toFixed(2)} ms`,
       );
       const clawkerdLines = proc.lines.filter((l) => l["event"] === "job_timeline");
       ctx.log(`clawkerd alone, p50 ms since the client sent StartJob: ${chain(alone, clawkerdLines, [])}`);
       ctx.log(
         `through the control plane, p50 ms since the client sent StartJob: ${chain(cpPath.client, clawkerdLines, cpPath.timelines)}`,
       );
+      ctx.log(
+        `through the control plane without the spare ahead (held, placed, opened), p50 ms since the client sent StartJob: ${chain(heldPath.client, clawkerdLines, heldPath.timelines)}`,
+      );
+      const starts = cpPath.timelines.filter((l) => l["event"] === "job_timeline");
+      ctx.log(
+        `through the control plane: ${starts.filter((l) => l["spareAhead"] === true).length} of ${starts.length} starts found the spare placed ahead (the others were held)`,
+      );
+      const ratio = (p50(cpFirstBytes) ?? 0) / (p50(heldFirstBytes) ?? 1);
+      ctx.log(
+        `first byte through the control plane, spare ahead / held (same run, alternating): ${ratio.toFixed(3)}`,
+      );
       if (timeline) ctx.log(await dropCost());
+      ctx.log(
+        await cpuPerPath(pid, [
+          ["clawkerd alone", firstByte],
+          ["through the control plane, spare ahead", () => cpPath.firstByte()],
+          ["through the control plane, held", () => heldPath.firstByte()],
+        ]),
+      );
 
       // GetJobStatus of a running job.
       const { job: sleeper } = await start(c, ["sleep", "600"]);
@@ -218,6 +245,13 @@ const bench: Benchmark = {
           "p50 <= 15 ms",
         ),
         summarise(
+          `StartJob to the first output byte at a watcher, through the control plane without the spare ahead${container === undefined ? "" : " (held, placed in v1 groups, opened)"}`,
+          "ms",
+          heldFirstBytes,
+          "lower",
+          "reference for the line above",
+        ),
+        summarise(
           "StartJob to the first output byte at a watcher, clawkerd alone",
           "ms",
           firstBytes,
@@ -247,6 +281,7 @@ const bench: Benchmark = {
       }
       client?.close();
       await viaCp?.close();
+      await viaCpHeld?.close();
       await proc.kill();
       container?.remove();
       await agent.close();
@@ -346,11 +381,11 @@ const CLAWKERD_PIECES: ReadonlyArray<[string, string]> = [
 ];
 const CP_PIECES: ReadonlyArray<[string, string]> = [
   ["", "cp: StartJob arrived"],
-  ["preparedMs", "cp: groups made"],
-  ["heldMs", "cp: held StartJob answered"],
+  ["preparedMs", "cp: groups made (spare ahead: limits written)"],
+  ["heldMs", "cp: clawkerd's StartJob answered"],
   ["placedMs", "cp: process moved"],
-  ["gateOpenedMs", "cp: OpenJobGate answered"],
 ];
+const CP_GATE_PIECES: ReadonlyArray<[string, string]> = [["gateOpenedMs", "cp: OpenJobGate answered"]];
 const CP_WATCH_PIECES: ReadonlyArray<[string, string]> = [
   ["", "cp: watch arrived"],
   ["firstDataMs", "cp: first data from clawkerd"],
@@ -383,6 +418,7 @@ function chain(
   const sources: Array<[Map<string, Record<string, unknown>>, ReadonlyArray<[string, string]>]> = [
     [byJob(clawkerdLines, "job_timeline"), CLAWKERD_PIECES],
     [byJob(cpLines, "job_timeline"), CP_PIECES],
+    [byJob(cpLines, "job_gate_timeline"), CP_GATE_PIECES],
     [byJob(cpLines, "job_watch_timeline"), CP_WATCH_PIECES],
   ];
   for (const s of side.samples) {
@@ -429,6 +465,44 @@ async function dropCost(): Promise<string> {
   return `spawn of the gate's shell to the target running, p50 ms: through setpriv ${p50(via)!.toFixed(2)}, direct ${p50(direct)!.toFixed(2)}`;
 }
 
+/** Starts per block in cpuPerPath(). */
+const CPU_BLOCK = 20;
+
+/**
+ * CPU per started job of each path: blocks of CPU_BLOCK starts, the paths in turn, three rounds,
+ * so a path's background work (the next spare's reservation) falls in its own block but once.
+ * clawkerd with its reaped children (the jobs, the spares), and this process (control plane and
+ * clients); the ratio of the spare ahead to the held path.
+ */
+async function cpuPerPath(
+  pid: number,
+  paths: ReadonlyArray<readonly [string, () => Promise<number>]>,
+): Promise<string> {
+  const sums = paths.map(() => ({ clawkerd: 0, here: 0, n: 0 }));
+  for (let round = 0; round < 3; round++) {
+    for (const [i, [, run]] of paths.entries()) {
+      const k0 = cpuMs(pid) + reapedChildrenCpuMs(pid);
+      const b0 = process.cpuUsage();
+      for (let j = 0; j < CPU_BLOCK; j++) await run();
+      const b1 = process.cpuUsage(b0);
+      sums[i]!.clawkerd += cpuMs(pid) + reapedChildrenCpuMs(pid) - k0;
+      sums[i]!.here += (b1.user + b1.system) / 1000;
+      sums[i]!.n += CPU_BLOCK;
+    }
+  }
+  const per = sums.map((x) => ({ clawkerd: x.clawkerd / x.n, here: x.here / x.n }));
+  const rows = paths.map(
+    ([name], i) =>
+      `${name}: clawkerd and its jobs ${per[i]!.clawkerd.toFixed(2)} ms, this process ${per[i]!.here.toFixed(2)} ms`,
+  );
+  const [, ahead, held] = per;
+  const ratio =
+    ahead !== undefined && held !== undefined
+      ? `; spare ahead / held, both processes: ${((ahead.clawkerd + ahead.here) / (held.clawkerd + held.here)).toFixed(3)}`
+      : "";
+  return `CPU per started job (blocks of ${CPU_BLOCK}, paths in turn, 3 rounds): ${rows.join("; ")}${ratio}`;
+}
+
 /** StartJob to the first byte through the control plane's admin listener, and its teardown. */
 interface ControlPlanePath {
   firstByte(): Promise<number>;
@@ -444,6 +518,7 @@ async function controlPlanePath(
   agent: TestAgent,
   proc: ClawkerdProcess,
   placed: boolean,
+  spareAhead: boolean,
 ): Promise<ControlPlanePath> {
   // Debug, kept in memory: the JobService's `job_timeline` lines; everything else is dropped.
   const timelines: Record<string, unknown>[] = [];
@@ -509,6 +584,7 @@ async function controlPlanePath(
         registry,
         dialer,
         log,
+        ...(spareAhead ? {} : { spareAheadDelayMs: false as const }),
       });
     }
     const introspector = new HttpIntrospector({
@@ -599,9 +675,11 @@ function standInContainer(containerId: string, pid: number): { remove(): void } 
   }
   const parent = `clawker-bench-${randomBytes(4).toString("hex")}`;
   const dirs = new Set(V1_CONTROLLERS.map((c) => join(mounts[c]!, own.get(c) ?? "/", parent, containerId)));
+  // clawkerd and its spare gate (started before the move): all its processes, as in a container.
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/);
   for (const d of dirs) {
     mkdirSync(d, { recursive: true });
-    writeFileSync(join(d, "cgroup.procs"), String(pid));
+    for (const p of [String(pid), ...children.filter(Boolean)]) writeFileSync(join(d, "cgroup.procs"), p);
   }
   return {
     remove(): void {

@@ -508,6 +508,11 @@ export const JOBS: FileSpec = {
         "OpenJobGateRequest",
         "OpenJobGateResponse",
       ),
+      ReserveSpareGate: unary(
+        "/clawker.jobs.v1.JobGateService/ReserveSpareGate",
+        "ReserveSpareGateRequest",
+        "ReserveSpareGateResponse",
+      ),
     },
     AgentUsageService: {
       ListAgentUsage: unary(
@@ -567,7 +572,9 @@ export const JOBS: FileSpec = {
       f(6, "limits", "JobLimits"),
       f(1000, "hold_for_placement", "bool"),
       f(1001, "job_uuid", "string"),
+      f(1002, "spare_placement", "SparePlacement"),
     ),
+    SparePlacement: m(f(1, "is_limited", "bool"), f(2, "limits_note", "string")),
     StartJobResponse: m(f(1, "job", "Job"), f(1000, "held_pid", "uint32")),
     OpenJobGateRequest: m(
       f(1, "name", "string"),
@@ -576,6 +583,8 @@ export const JOBS: FileSpec = {
       f(4, "limits_note", "string"),
     ),
     OpenJobGateResponse: m(f(1, "job", "Job")),
+    ReserveSpareGateRequest: m(f(1, "job_uuid", "string")),
+    ReserveSpareGateResponse: m(f(1, "pid", "uint32")),
     ListAgentUsageRequest: m(f(1, "agent_name", "string"), f(2, "project", "string")),
     AgentUsage: m(
       f(1, "agent_name", "string"),

@@ -98,11 +98,24 @@ describe(
               CLAWKER_TOKEN_ENDPOINT: TOKEN_ENDPOINT,
             },
           });
-        await waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
-          timeoutMs: 60_000,
-          intervalMs: 200,
-          what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
-        });
+        // A wait that fails says what the control plane logged meanwhile (a loaded CI run once saw
+        // 30 s of reset connections, and the test output had nothing from the container).
+        const withLogs = <T>(wait: Promise<T>): Promise<T> =>
+          wait.catch(async (err: unknown) => {
+            const logs = await dockerCli(host, ["logs", "--tail", "80", CONTAINER]).catch((e: unknown) =>
+              String(e),
+            );
+            throw new Error(`${(err as Error).message}\n--- ${CONTAINER} logs (last 80 lines) ---\n${logs}`, {
+              cause: err,
+            });
+          });
+        await withLogs(
+          waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
+            timeoutMs: 60_000,
+            intervalMs: 200,
+            what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
+          }),
+        );
 
         // The same capabilities and binds as the documented docker run.
         const procs = await containerProcesses(host, CONTAINER);
@@ -159,14 +172,16 @@ describe(
           ]),
           "clawker run",
         );
-        const listed = await waitFor(
-          async () => {
-            const out = json<{
-              agents: Array<{ name: string; containerId: string; certThumbprint: string }>;
-            }>(await cli(["controlplane", "agents", "--format", "json"]), "controlplane agents");
-            return out.agents.length > 0 ? out.agents : undefined;
-          },
-          { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
+        const listed = await withLogs(
+          waitFor(
+            async () => {
+              const out = json<{
+                agents: Array<{ name: string; containerId: string; certThumbprint: string }>;
+              }>(await cli(["controlplane", "agents", "--format", "json"]), "controlplane agents");
+              return out.agents.length > 0 ? out.agents : undefined;
+            },
+            { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
+          ),
         );
         assert.deepEqual(
           listed.map((a) => [a.name, a.containerId, a.certThumbprint]),

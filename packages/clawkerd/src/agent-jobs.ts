@@ -18,7 +18,7 @@ import type { GroupStats, JobCgroups, Limits } from "./job-cgroup.js";
 import { JobLog, type JobLogOptions, type LogWatcher } from "./job-log.js";
 import type { Logger } from "./log.js";
 import { JobTimeline } from "./job-timeline.js";
-import { SpareGate } from "./spare-gate.js";
+import { SpareGate, endSpare } from "./spare-gate.js";
 
 /** A job's lifecycle state. */
 export type AgentJobState = "running" | "completed" | "failed" | "stopped";
@@ -53,6 +53,12 @@ export interface JobStart {
    * while the job starts. Empty or absent: a new one.
    */
   readonly uuid?: string;
+  /**
+   * With `hold` and `uuid`: the control plane already moved the spare it reserved for that uuid
+   * (reserveSpare()) into the job's cgroups, placed as this says; the job runs at once. A job
+   * that cannot use it is held as without it.
+   */
+  readonly placedSpare?: { readonly isLimited: boolean; readonly note: string };
 }
 
 /** A started job; `heldPid` is the gate's pid while it waits for openGate (0 otherwise). */
@@ -206,9 +212,17 @@ export class AgentJobs {
     const uuid = this.#newUuid(spec.uuid ?? "", hold);
     const dir = join(this.#root, uuid);
     const log = new JobLog(dir, this.#o.output);
-    const group = hold
-      ? { dir: undefined, isLimited: false, note: "awaiting placement by the control plane" }
-      : this.#o.cgroups.create(uuid, spec.limits);
+    const target = { argv: spec.argv, cwd: spec.cwd, env: spec.env };
+    // The spare the control plane reserved for this uuid and moved into its groups: no hold.
+    const reserved =
+      hold && spec.placedSpare !== undefined ? this.#spare.takeReserved(uuid, target) : undefined;
+    const placed = reserved === undefined ? undefined : spec.placedSpare;
+    const group =
+      placed !== undefined
+        ? { dir: undefined, isLimited: placed.isLimited, note: placed.isLimited ? "" : placed.note }
+        : hold
+          ? { dir: undefined, isLimited: false, note: "awaiting placement by the control plane" }
+          : this.#o.cgroups.create(uuid, spec.limits);
     const record: JobRecord = {
       uuid,
       name: this.prefix + uuid,
@@ -223,7 +237,12 @@ export class AgentJobs {
       isLimited: group.isLimited,
       limitsNote: group.note,
     };
-    writeRecord(dir, record);
+    try {
+      writeRecord(dir, record);
+    } catch (err) {
+      if (reserved !== undefined) endSpare(reserved.job);
+      throw err;
+    }
     const live: Live = {
       record,
       log,
@@ -238,7 +257,7 @@ export class AgentJobs {
       gateLine: NEWLINE,
     };
     this.#jobs.set(uuid, live);
-    const spare = this.#spare.take({ argv: spec.argv, cwd: spec.cwd, env: spec.env });
+    const spare = reserved ?? this.#spare.take(target);
     if (spare !== undefined) live.gateLine = spare.line;
     const job =
       spare?.job ??
@@ -276,7 +295,7 @@ export class AgentJobs {
       void copier.return();
     });
     let heldPid = 0;
-    if (job.spawned && hold) {
+    if (job.spawned && hold && placed === undefined) {
       heldPid = job.pids[0]!;
       // A control plane that never answers must not leave the job waiting: it ends FAILED.
       live.hold = setTimeout(() => {
@@ -357,8 +376,9 @@ export class AgentJobs {
         job: record.name,
         isLimited: group.isLimited,
         spawned: job.spawned,
-        held: hold,
+        held: hold && placed === undefined,
         spareGate: spare !== undefined,
+        placedAhead: placed !== undefined,
         event: "job_started",
       },
       "job started",
@@ -389,6 +409,17 @@ export class AgentJobs {
     l.job.closeStdin();
     l.timeline.mark("gateOpened");
     return l.record;
+  }
+
+  /**
+   * Sets the waiting spare gate aside for the control plane's next placed job `uuid` (a new
+   * lowercase UUID); its pid in this pid namespace, 0 when no spare can wait here.
+   */
+  reserveSpare(uuid: string): number {
+    if (this.#closed) throw new ClawkerdError("invalid_request", "clawkerd is shutting down");
+    // Named by the control plane, never picked here: "" is refused like any malformed uuid.
+    this.#newUuid(uuid === "" ? "-" : uuid, true);
+    return this.#spare.reserve(uuid) ?? 0;
   }
 
   /** Notes that the first output chunk of job `name` went to a watcher (the timeline's end). */

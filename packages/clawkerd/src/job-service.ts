@@ -130,6 +130,9 @@ export function jobGateImplementation(deps: Pick<JobServiceDeps, "jobs" | "log">
       const record = await table.openGate(req.name, req.run, req.isLimited, req.limitsNote);
       return { job: toWireJob(record, table.output(record.name)) };
     }),
+    reserveSpareGate: unary(log, (req: jobs.ReserveSpareGateRequest) => ({
+      pid: table.reserveSpare(req.jobUuid),
+    })),
   };
 }
 
@@ -153,6 +156,11 @@ export function jobServiceImplementation(deps: JobServiceDeps): jobs.JobServiceS
         limits: fromWireLimits(req.limits),
         hold: req.holdForPlacement,
         uuid: req.jobUuid,
+        ...(req.sparePlacement === undefined
+          ? {}
+          : {
+              placedSpare: { isLimited: req.sparePlacement.isLimited, note: req.sparePlacement.limitsNote },
+            }),
       });
       return { job: wire(record), heldPid };
     }),

@@ -137,6 +137,15 @@ export class Job extends EventEmitter<{ stageExit: [StageExitInfo]; stdinWritten
     return !this.#settled;
   }
 
+  /**
+   * True while the first stage's process has not been reaped: its pid still names it (a pid is
+   * free for reuse only once its parent, clawkerd, has waited for it).
+   */
+  get isFirstUnreaped(): boolean {
+    const c = this.#children[0];
+    return c?.pid !== undefined && c.exitCode === null && c.signalCode === null;
+  }
+
   /** Process ids of the stages (each leads its own process group). */
   get pids(): number[] {
     return this.#children.map((c) => c.pid).filter((p): p is number => p !== undefined);

@@ -148,6 +148,8 @@ export class SpareGate {
   /** The spare drops itself (PERL_SPARE) instead of executing setpriv at the job's start. */
   #selfDrop = false;
   #spare: Job | undefined;
+  /** The spare set aside for the control plane's next placed job (reserve()). */
+  #reserved: { readonly uuid: string; readonly job: Job } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   /** The checks of start(), while they run; then whether a spare is used. */
@@ -272,11 +274,44 @@ export class SpareGate {
       this.#refillLater();
       return undefined;
     }
-    const line = this.#selfDrop ? dropLine(t, this.#drop!) : gateLine(t, this.#drop);
+    const line = this.#lineFor(t);
     if (line === undefined) return undefined;
     this.#spare = undefined;
     this.#refillLater();
     return { job: spare, line: Buffer.from(line) };
+  }
+
+  /**
+   * Starts a spare set aside for job `uuid` (the control plane moves it into that job's cgroups
+   * before the job is asked for) and answers its pid; undefined when no spare can wait here. A
+   * previous reservation ends first (its spare runs nothing). A spare of its own, not the one
+   * waiting for any start: this call is on no job's start, a StartJob meanwhile still finds that.
+   */
+  reserve(uuid: string): number | undefined {
+    this.#endReserved();
+    if (this.#closed || !this.#usable) return undefined;
+    const spare = this.#spawn();
+    if (spare === undefined) return undefined;
+    this.#reserved = { uuid, job: spare };
+    return spare.pids[0];
+  }
+
+  /**
+   * The spare reserved for job `uuid`, with the line that makes it execute `t`, while its
+   * process has not been reaped (so the pid the control plane moved was this spare's); undefined
+   * otherwise. The reservation ends either way: a spare that cannot carry `t` ends having run
+   * nothing.
+   */
+  takeReserved(uuid: string, t: GateTarget): { job: Job; line: Buffer } | undefined {
+    const r = this.#reserved;
+    if (r === undefined || r.uuid !== uuid) return undefined;
+    this.#reserved = undefined;
+    const line = r.job.isFirstUnreaped ? this.#lineFor(t) : undefined;
+    if (line === undefined) {
+      endSpare(r.job);
+      return undefined;
+    }
+    return { job: r.job, line: Buffer.from(line) };
   }
 
   /**
@@ -296,12 +331,21 @@ export class SpareGate {
     for (const check of this.#checks) check.kill("SIGKILL");
     await this.#probing;
     clearTimeout(this.#timer);
-    const spare = this.#spare;
+    const spares = [this.#spare, this.#reserved?.job].filter((j): j is Job => j !== undefined);
     this.#spare = undefined;
-    if (spare === undefined) return;
-    spare.closeStdin();
-    spare.kill();
-    await spare.finished;
+    this.#reserved = undefined;
+    for (const j of spares) endSpare(j);
+    await Promise.all(spares.map((j) => j.finished));
+  }
+
+  #lineFor(t: GateTarget): string | undefined {
+    return this.#selfDrop ? dropLine(t, this.#drop!) : gateLine(t, this.#drop);
+  }
+
+  #endReserved(): void {
+    const r = this.#reserved;
+    this.#reserved = undefined;
+    if (r !== undefined) endSpare(r.job);
   }
 
   // Not at once: a spawn blocks clawkerd's loop for a fork, and the taking job's watcher is due.
@@ -324,6 +368,10 @@ export class SpareGate {
 
   #fill(): void {
     if (this.#closed || !this.#usable || this.#spare?.isRunning === true) return;
+    this.#spare = this.#spawn();
+  }
+
+  #spawn(): Job | undefined {
     const drop = this.#selfDrop ? this.#drop : undefined;
     const job = new Job(
       "spare-gate",
@@ -346,8 +394,14 @@ export class SpareGate {
     );
     if (!job.spawned) {
       this.#o.log.warn({ event: "spare_gate_failed" }, "cannot start a spare job gate; jobs spawn their own");
-      return;
+      return undefined;
     }
-    this.#spare = job;
+    return job;
   }
+}
+
+/** Ends a spare that will not be used: EOF at its read (exit 125, nothing run), and a kill. */
+export function endSpare(job: Job): void {
+  job.closeStdin();
+  job.kill();
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
@@ -448,4 +448,107 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
     assert.equal(err.code, status.INVALID_ARGUMENT, bad);
   }
   await open({ name: named.job!.name, run: false, isLimited: false, limitsNote: "test" });
+});
+
+void test("a spare reserved for the control plane runs its job at once, placed as the start says; a new reservation or a job that cannot use it ends it having run nothing", async () => {
+  const c = client();
+  const set = agent.trust.set;
+  const gate = new jobs.JobGateServiceClient(
+    proc.address,
+    credentials.createSsl(
+      Buffer.from(set.ca.certPem),
+      Buffer.from(set.controlPlaneClient.keyPem),
+      Buffer.from(set.controlPlaneClient.certPem),
+      { checkServerIdentity: () => undefined },
+    ),
+    { "grpc.ssl_target_name_override": "localhost" },
+  );
+  after(() => gate.close());
+  const reserve = (jobUuid: string): Promise<number> =>
+    new Promise((resolve, reject) =>
+      gate.reserveSpareGate({ jobUuid }, (e, v) => (e === null ? resolve(v.pid) : reject(e))),
+    );
+  const placedStart = (
+    jobUuid: string,
+    argv: string[],
+    env: Record<string, string> = {},
+  ): Promise<jobs.StartJobResponse> =>
+    call(c, "startJob", {
+      agentName: "dev",
+      project: "proj",
+      argv,
+      cwd: "",
+      env,
+      holdForPlacement: true,
+      jobUuid,
+      sparePlacement: { isLimited: false, limitsNote: "no v1 blkio controller" },
+    });
+  const exited = (pid: number): Promise<true> =>
+    waitFor(() => (existsSync(`/proc/${pid}`) ? undefined : true), { what: `spare ${pid} to exit` });
+
+  // The reserved spare is the job's first process: no hold, the target runs at once.
+  const uuid = randomUUID();
+  const pid = await reserve(uuid);
+  assert.ok(pid > 0, "a waiting spare's pid");
+  assert.match(
+    readFileSync(`/proc/${pid}/cmdline`, "utf8"),
+    /my \$l = <STDIN>|__clawker_line/,
+    "a spare gate",
+  );
+  const ran = await placedStart(uuid, ["/bin/sh", "-c", "echo $$"]);
+  assert.equal(ran.heldPid, 0, "not held");
+  assert.equal(ran.job!.name, `agents/proj.dev/jobs/${uuid}`);
+  assert.equal(ran.job!.isLimited, false);
+  assert.equal(ran.job!.limitsNote, "no v1 blkio controller", "the placement the start carried");
+  assert.equal((await waitEnded(c, ran.job!.name)).state, S.JOB_STATE_COMPLETED);
+  assert.equal(
+    (await watchAll(c, ran.job!.name)).data.toString(),
+    `${pid}\n`,
+    "the target ran as the spare's pid",
+  );
+
+  // A second reservation ends the first reserved spare, which runs nothing; a start naming it is held.
+  const first = randomUUID();
+  const firstPid = await reserve(first);
+  const second = randomUUID();
+  const secondPid = await reserve(second);
+  assert.notEqual(secondPid, firstPid);
+  await exited(firstPid);
+  const held = await placedStart(first, ["/bin/true"]);
+  assert.ok(held.heldPid > 0 && held.heldPid !== firstPid, "held at a gate of its own");
+  assert.match(held.job!.limitsNote, /awaiting placement/);
+  await new Promise<jobs.OpenJobGateResponse>((resolve, reject) =>
+    gate.openJobGate({ name: held.job!.name, run: false, isLimited: false, limitsNote: "test" }, (e, v) =>
+      e === null ? resolve(v) : reject(e),
+    ),
+  );
+
+  // As root, a job whose environment would steer the drop cannot use a spare: the reserved one
+  // ends, the job is held at a gate of its own.
+  const env: Record<string, string> = process.getuid?.() === 0 ? { LD_PRELOAD: "/tmp/x.so" } : {};
+  const steering = await placedStart(second, ["/bin/true"], env);
+  if (process.getuid?.() === 0) {
+    await exited(secondPid);
+    assert.ok(steering.heldPid > 0 && steering.heldPid !== secondPid);
+    const started = await waitFor(() =>
+      proc.lines.find((l) => l["event"] === "job_started" && l["job"] === steering.job!.name),
+    );
+    assert.equal(started["spareGate"], false, "a gate of its own");
+  } else assert.equal(steering.heldPid, 0, "the reserved spare ran it");
+  if (steering.heldPid !== 0)
+    await new Promise<jobs.OpenJobGateResponse>((resolve, reject) =>
+      gate.openJobGate(
+        { name: steering.job!.name, run: false, isLimited: false, limitsNote: "test" },
+        (e, v) => (e === null ? resolve(v) : reject(e)),
+      ),
+    );
+
+  // The uuid is checked as a held job's: well formed and new.
+  for (const bad of [uuid, "../../etc", ""]) {
+    const err = await reserve(bad).then(
+      () => assert.fail(`uuid ${JSON.stringify(bad)} was reserved`),
+      (e: ServiceError) => e,
+    );
+    assert.equal(err.code, status.INVALID_ARGUMENT, bad);
+  }
 });

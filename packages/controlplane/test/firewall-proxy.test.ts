@@ -472,6 +472,19 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     assert.ok(e.dns.queries.includes("api.example.test/A"), `DNS queries: ${e.dns.queries.join(", ")}`);
   });
 
+  test("a passthrough tunnel moves the upstream's bytes with splice, not through HAProxy's buffers", async () => {
+    const e = E();
+    await e.proxy.apply(policy(e, [entry({ dst: "api.example.test" }, e)]));
+    const res = await httpsThrough(e, "api.example.test", "/spliced", { ca: e.upstreamCa.certPem });
+    assert.equal(res.status, 200);
+    // A pipe is taken from the pool the first time a stream splices and goes back to it after:
+    // none in use or pooled means every byte went through user space. splice-auto alone never
+    // splices a loopback upstream's response (it is not a "fast streamer"), so this had 0 and 0.
+    const info = await new RuntimeApi({ socketPath: e.proxy.layout.runtimeSocket }).showInfo();
+    const pipes = Number(info["PipesUsed"]) + Number(info["PipesFree"]);
+    assert.ok(pipes > 0, `PipesUsed ${info["PipesUsed"]}, PipesFree ${info["PipesFree"]}`);
+  });
+
   test("a ClientHello split across segments (large post-quantum hellos are) still passes by its SNI", async () => {
     const e = E();
     await e.proxy.apply(policy(e, [entry({ dst: "api.example.test" }, e)]));
@@ -1046,6 +1059,59 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       } finally {
         agent.destroy();
       }
+    });
+
+    test("idle upstream connections are reused only for their own name, and one destination's idle connections do not crowd out another's", async () => {
+      const e = E();
+      await interceptCert(e, "api.example.test");
+      await interceptCert(e, "b.example.test");
+      const names = ["mitm.example.test", "api.example.test", "b.example.test"];
+      await e.proxy.apply(
+        policy(
+          e,
+          names.map((dst) => entry({ dst, kind: "tls-intercept", ruleId: `reuse-${dst}` }, e)),
+        ),
+      );
+      const stat = async (): Promise<{ connect: number; reuse: number }> => {
+        const csv = await new RuntimeApi({ socketPath: e.proxy.layout.runtimeSocket }).command([
+          "show",
+          "stat",
+        ]);
+        const [header, ...rows] = csv.replace(/^# /, "").trim().split("\n");
+        const cols = header!.split(",");
+        const row = rows.map((r) => r.split(",")).find((r) => r[0] === "be_mitm_verify" && r[1] === "up")!;
+        return { connect: Number(row[cols.indexOf("connect")]), reuse: Number(row[cols.indexOf("reuse")]) };
+      };
+      const ca = e.firewallCa.certPem;
+      const before = e.seen.length;
+      const stat0 = await stat();
+      // One agent connection per name in turn, three requests each: the first request of a
+      // connection takes an upstream connection of its own (HAProxy's safe reuse), the next ones
+      // reuse it if it was kept idle between requests.
+      for (let round = 0; round < 2; round++) {
+        for (const name of names) {
+          const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1 });
+          try {
+            for (let i = 0; i < 3; i++) {
+              const res = await keptAliveHttpsGet(e, agent, name, `/reuse/${round}/${i}`, ca);
+              assert.equal(res.status, 200, name);
+            }
+          } finally {
+            agent.destroy();
+          }
+        }
+      }
+      const stat1 = await stat();
+      const seen = e.seen.slice(before);
+      assert.equal(seen.length, 18);
+      // Never a request over a connection opened (and verified) for another name.
+      for (const x of seen)
+        assert.equal(x.servername, x.host, `${x.host} ${x.path} came over ${x.servername}`);
+      // One upstream connection per agent connection (6; a purge on a slow run may cost one more).
+      // Without room for every destination's idle connections, the third name's connection was
+      // closed after each request and every request reconnected (10 or more).
+      const connects = stat1.connect - stat0.connect;
+      assert.ok(connects <= 7, `${connects} upstream connections for 6 agent connections of 3 requests`);
     });
   });
 

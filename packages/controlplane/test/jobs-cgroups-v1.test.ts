@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import pino from "pino";
 import { requires, root, type Requirement } from "../../../test/harness/preconditions.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
 import { JobCgroupsV1, v1Mounts, V1_CONTROLLERS } from "../src/jobs/cgroups-v1.js";
 import { JobPlacement } from "../src/jobs/placement.js";
 
@@ -188,3 +189,58 @@ const NO_LIMITS = {
   ioWriteIops: 0,
   pidsMax: 0,
 };
+
+void test("a spare reserved ahead is moved into a new job's groups only when it is in the container; limits are written when its job comes", async (t) => {
+  if (!requires(t, root, v1)) return;
+  const c = fakeContainer(t);
+  const placement = new JobPlacement({
+    initPid: () => Promise.resolve(c.init.pid!),
+    registry: { list: () => [] },
+    dialer: { readyChannel: () => undefined },
+    log: pino({ level: "silent" }),
+    spareAheadDelayMs: 0,
+  });
+  t.after(() => placement.close());
+  const groups = await placement.groupsOf(c.id);
+  assert.ok(groups !== undefined);
+  const cgroups = new JobCgroupsV1();
+
+  // clawkerd names a pid outside the container: nothing is moved, the groups made for it go.
+  const outsider = sleeper(t);
+  const before = cgroupOf(outsider.pid!, "memory");
+  let asked = "";
+  const settled = new Promise<void>((resolve) =>
+    placement.reserveSoon(c.id, groups, (uuid) => {
+      asked = uuid;
+      assert.deepEqual(cgroups.jobIds(groups), [uuid], "its groups are made before clawkerd is asked");
+      resolve();
+      return Promise.resolve(outsider.pid!);
+    }),
+  );
+  await settled;
+  await waitFor(() => (cgroups.jobIds(groups).length === 0 ? true : undefined), { what: "groups removed" });
+  assert.equal(cgroupOf(outsider.pid!, "memory"), before, "the outsider stayed where it was");
+  assert.equal(placement.takeReserved(c.id), undefined, "no reservation");
+  assert.notEqual(asked, "");
+
+  // The container's own spare is moved into the job's groups, still without limits.
+  const spare = sleeper(t);
+  inContainer(c.dirs, spare);
+  placement.reserveSoon(c.id, groups, () => Promise.resolve(spare.pid!));
+  const r = await waitFor(() => placement.takeReserved(c.id), { what: "the reservation" });
+  for (const ctl of V1_CONTROLLERS)
+    assert.ok(cgroupOf(spare.pid!, ctl).endsWith(`/${c.id}/job-${r.uuid}`), ctl);
+  const quota = (): string =>
+    readFileSync(join(c.dirs["cpu"]!, `job-${r.uuid}`, "cpu.cfs_quota_us"), "utf8").trim();
+  assert.equal(quota(), "-1", "no limit while it waits");
+  const { placed } = placement.limitReserved(r, { ...NO_LIMITS, cpuMillis: 200, pidsMax: 10 });
+  assert.deepEqual(placed, { isLimited: true, note: "" });
+  assert.equal(quota(), "20000");
+  assert.equal(placement.takeReserved(c.id), undefined, "handed over once");
+  spare.kill("SIGKILL");
+  await exited(spare);
+  assert.equal(placement.removeIfEmpty(c.id, r.uuid), false, "not the reaper's before its job ran");
+  placement.ran(r.uuid);
+  assert.equal(placement.removeIfEmpty(c.id, r.uuid), true, "the reaper's once its job ran");
+  assert.deepEqual(cgroups.jobIds(groups), []);
+});

@@ -43,6 +43,30 @@ export interface PreparedGroups {
   readonly refusal: string;
 }
 
+/** A job's groups made without limits (make()), for limit() to write them. */
+export interface MadeGroups {
+  /** The job's directory per controller that could be made. */
+  readonly made: Readonly<Partial<Record<V1Controller, string>>>;
+  /** Controllers whose directory could not be made, with the error code. */
+  readonly unmade: Readonly<Partial<Record<V1Controller, string>>>;
+  /** Controllers the container has no group in. */
+  readonly absent: readonly V1Controller[];
+  /** Non-empty: nothing was made, and this is the whole note. */
+  readonly refusal: string;
+}
+
+/** What placing into `prepared` achieved, with the move's own failures. */
+export function placementOf(prepared: PreparedGroups, moveFailed: readonly string[]): Placement {
+  if (prepared.refusal !== "") return { isLimited: false, note: prepared.refusal };
+  const failed = [...prepared.failed, ...moveFailed];
+  const notes = [
+    ...(prepared.missing.length > 0 ? [`no v1 ${prepared.missing.join(", ")} controller for the agent`] : []),
+    ...(failed.length > 0 ? [`cannot set ${failed.join(", ")}`] : []),
+  ];
+  if (notes.length === 0) return { isLimited: prepared.anyAsked, note: "" };
+  return { isLimited: false, note: `${notes.join("; ")}: the job runs under the agent's limits for those` };
+}
+
 /** An agent container's usage and limits, read from its own groups. */
 export interface ContainerUsage {
   readonly stats: jobs.JobStats;
@@ -146,10 +170,39 @@ export class JobCgroupsV1 {
    * not be done is carried to enter()'s note.
    */
   prepare(groups: ContainerGroups, uuid: string, limits: jobs.JobLimits | undefined): PreparedGroups {
-    if (!UUID.test(uuid))
-      return { made: {}, missing: [], failed: [], anyAsked: false, refusal: "malformed job id" };
-    const missing: string[] = [];
-    const failed: string[] = [];
+    return this.limit(this.make(groups, uuid), limits);
+  }
+
+  /**
+   * Creates job `uuid`'s groups under the container's without limits (limit() writes them later:
+   * a reserved spare gate waits in them before its job is asked for).
+   */
+  make(groups: ContainerGroups, uuid: string): MadeGroups {
+    if (!UUID.test(uuid)) return { made: {}, unmade: {}, absent: [], refusal: "malformed job id" };
+    const made: Partial<Record<V1Controller, string>> = {};
+    const unmade: Partial<Record<V1Controller, string>> = {};
+    const absent: V1Controller[] = [];
+    for (const c of V1_CONTROLLERS) {
+      const parent = groups.dirs[c];
+      if (parent === undefined) {
+        absent.push(c);
+        continue;
+      }
+      const dir = join(parent, `job-${uuid}`);
+      try {
+        mkdirSync(dir);
+        made[c] = dir;
+      } catch (err) {
+        unmade[c] = code(err);
+      }
+    }
+    return { made, unmade, absent, refusal: "" };
+  }
+
+  /** Writes `limits` into groups make() made (empty or not). Never throws, as prepare(). */
+  limit(groups: MadeGroups, limits: jobs.JobLimits | undefined): PreparedGroups {
+    const { made, refusal } = groups;
+    if (refusal !== "") return { made, missing: [], failed: [], anyAsked: false, refusal };
     const asked = {
       cpu: (limits?.cpuMillis ?? 0) > 0,
       memory: (limits?.memoryMaxBytes ?? 0n) > 0n,
@@ -160,21 +213,11 @@ export class JobCgroupsV1 {
         (limits?.ioWriteIops ?? 0) > 0,
       pids: (limits?.pidsMax ?? 0) > 0,
     };
-    const made: Partial<Record<V1Controller, string>> = {};
-    for (const c of V1_CONTROLLERS) {
-      const parent = groups.dirs[c];
-      if (parent === undefined) {
-        if (c !== "cpuacct" && asked[c]) missing.push(c);
-        continue;
-      }
-      const dir = join(parent, `job-${uuid}`);
-      try {
-        mkdirSync(dir);
-        made[c] = dir;
-      } catch (err) {
-        if (c !== "cpuacct" && asked[c]) failed.push(`${c} (${code(err)})`);
-      }
-    }
+    const isAsked = (c: V1Controller): boolean => c !== "cpuacct" && asked[c];
+    const missing: string[] = groups.absent.filter(isAsked);
+    const failed: string[] = (Object.entries(groups.unmade) as Array<[V1Controller, string]>)
+      .filter(([c]) => isAsked(c))
+      .map(([c, why]) => `${c} (${why})`);
     const write = (c: V1Controller, file: string, value: string): void => {
       const dir = made[c];
       if (dir === undefined) return;
@@ -229,8 +272,12 @@ export class JobCgroupsV1 {
   /** Moves `hostPid` into prepared groups: last, once every limit is in place. */
   enter(prepared: PreparedGroups, hostPid: number): Placement {
     if (prepared.refusal !== "") return { isLimited: false, note: prepared.refusal };
-    const { made, missing } = prepared;
-    const failed = [...prepared.failed];
+    return placementOf(prepared, this.move(prepared.made, hostPid));
+  }
+
+  /** Moves `hostPid` into each of `made`; what failed, for the note. */
+  move(made: Readonly<Partial<Record<V1Controller, string>>>, hostPid: number): string[] {
+    const failed: string[] = [];
     for (const c of V1_CONTROLLERS) {
       const dir = made[c];
       if (dir === undefined) continue;
@@ -240,12 +287,7 @@ export class JobCgroupsV1 {
         failed.push(`${c} placement (${code(err)})`);
       }
     }
-    const notes = [
-      ...(missing.length > 0 ? [`no v1 ${missing.join(", ")} controller for the agent`] : []),
-      ...(failed.length > 0 ? [`cannot set ${failed.join(", ")}`] : []),
-    ];
-    if (notes.length === 0) return { isLimited: prepared.anyAsked, note: "" };
-    return { isLimited: false, note: `${notes.join("; ")}: the job runs under the agent's limits for those` };
+    return failed;
   }
 
   /** The uuids of the job groups under the container's directories. */

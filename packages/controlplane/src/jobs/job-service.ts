@@ -22,7 +22,7 @@ import type { AgentChannel, Dialer } from "../agents/dialer.js";
 import type { Registry } from "../agents/registry.js";
 import type { ServiceBinding } from "../server/grpc-listener.js";
 import type { Logger } from "../logging.js";
-import type { Placement } from "./cgroups-v1.js";
+import type { Placement, PreparedGroups } from "./cgroups-v1.js";
 import { EarlyWatches, type ClaimedWatch } from "./early-watch.js";
 import type { JobPlacement } from "./placement.js";
 
@@ -97,9 +97,11 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
   const uuidOf = (name: string): string => name.slice(name.lastIndexOf("/") + 1);
 
   /**
-   * StartJob where the control plane places the job (v1 host): clawkerd holds the first process,
-   * the control plane moves it into the job's groups, then clawkerd lets it run. No instant of the
-   * target runs outside them; what could not be limited is in the job's limits_note.
+   * StartJob where the control plane places the job (v1 host). With a spare gate reserved ahead
+   * (already in the job's groups) only the limits are written before clawkerd is asked, and the
+   * job runs at once. Otherwise clawkerd holds the first process, the control plane moves it into
+   * the job's groups, then opens its gate; the client's answer does not wait for the gate's.
+   * No instant of the target runs outside them; what could not be limited is in the limits_note.
    */
   const startPlaced = async (
     route: Route,
@@ -111,17 +113,52 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     if (groups === undefined) return undefined;
     const at = (): number => Math.round((performance.now() - t0) * 1000) / 1000;
     const c = route.client;
-    // The uuid is ours so that the job's groups and limits are made while clawkerd starts the
-    // job (the request is on its way first); only the move of its held process waits for it.
-    const uuid = randomUUID();
-    const heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
-      ...req,
-      holdForPlacement: true,
-      jobUuid: uuid,
+    const gate = new jobs.JobGateServiceClient("unused:0", grpc.credentials.createInsecure(), {
+      channelOverride: route.channel,
     });
-    await new Promise(setImmediate);
-    const prepared = placement.prepare(groups, uuid, req.limits);
-    const preparedMs = at();
+    const reserveNext = (): void =>
+      placement.reserveSoon(route.containerId, groups, (jobUuid) =>
+        unaryOn<jobs.ReserveSpareGateRequest, jobs.ReserveSpareGateResponse>(
+          gate.reserveSpareGate.bind(gate),
+          { jobUuid },
+        ).then((r) => r.pid),
+      );
+    const timeline: Record<string, number | boolean> = {};
+    const done = (res: jobs.StartJobResponse): jobs.StartJobResponse => {
+      log.debug(
+        { job: res.job?.name, t0UnixMs: unixMs(t0), ...timeline, event: "job_timeline" },
+        "job start timeline",
+      );
+      reserveNext();
+      return res;
+    };
+    const reserved = placement.takeReserved(route.containerId);
+    // The uuid is ours so that the job's groups and limits are made while clawkerd starts the
+    // job (or before, with a reserved spare); only the move of a held process waits for it.
+    const uuid = reserved?.uuid ?? randomUUID();
+    let prepared: PreparedGroups;
+    let heldCall: Promise<jobs.StartJobResponse>;
+    if (reserved !== undefined) {
+      const limited = placement.limitReserved(reserved, req.limits);
+      prepared = limited.prepared;
+      timeline["preparedMs"] = at();
+      timeline["spareAhead"] = true;
+      heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
+        ...req,
+        holdForPlacement: true,
+        jobUuid: uuid,
+        sparePlacement: { isLimited: limited.placed.isLimited, limitsNote: limited.placed.note },
+      });
+    } else {
+      heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
+        ...req,
+        holdForPlacement: true,
+        jobUuid: uuid,
+      });
+      await new Promise(setImmediate);
+      prepared = placement.prepare(groups, uuid, req.limits);
+      timeline["preparedMs"] = at();
+    }
     let held: jobs.StartJobResponse;
     try {
       held = await heldCall;
@@ -129,14 +166,19 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       placement.abandon(groups, uuid);
       throw err;
     }
-    const heldMs = at();
+    timeline["heldMs"] = at();
     const job = held.job;
-    if (job === undefined || held.heldPid === 0) {
+    if (job === undefined) {
       placement.abandon(groups, uuid);
-      return { job, heldPid: 0 };
+      return done({ job, heldPid: 0 });
     }
-    // Its first watch on the way while the job is placed: clawkerd serves it from the job's log.
-    early?.open(job.name, c);
+    // Its first watch on the way while the job runs or is placed: clawkerd serves it from its log.
+    if (held.heldPid === 0) {
+      early?.open(job.name, c);
+      if (reserved !== undefined && uuidOf(job.name) === uuid) placement.ran(uuid);
+      else placement.abandon(groups, uuid);
+      return done({ job, heldPid: 0 });
+    }
     let placed: Placement;
     if (uuidOf(job.name) === uuid) placed = placement.enter(groups, uuid, prepared, held.heldPid);
     else {
@@ -144,34 +186,40 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       placement.abandon(groups, uuid);
       placed = placement.place(groups, uuidOf(job.name), held.heldPid, req.limits);
     }
-    const placedMs = at();
+    timeline["placedMs"] = at();
     if (placed.note !== "")
       log.warn({ job: job.name, note: placed.note, event: "job_not_limited" }, "job not fully limited");
-    const gate = new jobs.JobGateServiceClient("unused:0", grpc.credentials.createInsecure(), {
-      channelOverride: route.channel,
+    const opened = unaryOn<jobs.OpenJobGateRequest, jobs.OpenJobGateResponse>(gate.openJobGate.bind(gate), {
+      name: job.name,
+      run: true,
+      isLimited: placed.isLimited,
+      limitsNote: placed.note,
     });
-    const opened = await unaryOn<jobs.OpenJobGateRequest, jobs.OpenJobGateResponse>(
-      gate.openJobGate.bind(gate),
-      {
-        name: job.name,
-        run: true,
-        isLimited: placed.isLimited,
-        limitsNote: placed.note,
-      },
+    // After the gate's request, so clawkerd reads that first.
+    early?.open(job.name, c);
+    // The job is placed and its gate's opening sent: the client is answered now. Should the
+    // opening never arrive, clawkerd ends the held job FAILED (cgroup_placement_failed) after its
+    // hold timeout, having run nothing: GetJobStatus shows it.
+    void opened.then(
+      () =>
+        log.debug(
+          { job: job.name, t0UnixMs: unixMs(t0), gateOpenedMs: at(), event: "job_gate_timeline" },
+          "job gate opened",
+        ),
+      (err: unknown) =>
+        log.warn(
+          {
+            job: job.name,
+            err: isServiceError(err) ? err.details : String(err),
+            event: "job_gate_open_failed",
+          },
+          "job gate not opened",
+        ),
     );
-    log.debug(
-      {
-        job: job.name,
-        t0UnixMs: unixMs(t0),
-        preparedMs,
-        heldMs,
-        placedMs,
-        gateOpenedMs: at(),
-        event: "job_timeline",
-      },
-      "job start timeline",
-    );
-    return { job: opened.job, heldPid: 0 };
+    return done({
+      job: { ...job, isLimited: placed.isLimited, limitsNote: placed.isLimited ? "" : placed.note },
+      heldPid: 0,
+    });
   };
 
   const forward = <Req, Res>(
@@ -215,8 +263,9 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
       callback(refusal(err, log));
       return;
     }
-    // Only the control plane asks clawkerd to hold a job and names its uuid; a CLI's wish is not taken.
-    const own = { ...req, holdForPlacement: false, jobUuid: "" };
+    // Only the control plane asks clawkerd to hold a job, names its uuid and its spare's placement;
+    // a CLI's wish is not taken.
+    const own = { ...req, holdForPlacement: false, jobUuid: "", sparePlacement: undefined };
     void startPlaced(route, own)
       .then(async (res) => {
         if (res !== undefined) return res;

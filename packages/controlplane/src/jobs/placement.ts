@@ -1,6 +1,7 @@
 // The control plane's side of per-job limits on a cgroup v1 (hybrid) host: which agents it places
 // jobs for, placing a held job, the job's and the agent's usage, and the reaper that removes a
 // job's groups once the job has ended (also groups a previous control plane left behind).
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { agentFullName, errorDetailOf, jobs } from "@clawker/proto";
@@ -9,8 +10,10 @@ import type { Registry } from "../agents/registry.js";
 import type { Logger } from "../logging.js";
 import {
   JobCgroupsV1,
+  placementOf,
   type ContainerGroups,
   type ContainerUsage,
+  type MadeGroups,
   type Placement,
   type PreparedGroups,
 } from "./cgroups-v1.js";
@@ -26,6 +29,21 @@ export interface JobPlacementDeps {
   readonly cgroups?: JobCgroupsV1;
   /** How often ended jobs' groups are looked for; default 2 s. */
   readonly reapIntervalMs?: number;
+  /**
+   * After a placed start, how long until the agent's next spare gate is reserved and moved into
+   * the next job's groups ahead (reserveSoon()); default 100 ms. false: never (every start is
+   * held, placed, then opened).
+   */
+  readonly spareAheadDelayMs?: number | false;
+}
+
+/** A spare gate clawkerd set aside for job `uuid`, already moved into that job's groups. */
+export interface ReservedSpare {
+  readonly uuid: string;
+  readonly groups: ContainerGroups;
+  readonly made: MadeGroups;
+  /** What the move could not do, for the job's note. */
+  readonly moveFailed: readonly string[];
 }
 
 /** Places jobs in v1 cgroups under their agent's container and removes them after. */
@@ -35,6 +53,9 @@ export class JobPlacement {
   readonly #groups = new Map<string, ContainerGroups>();
   /** Jobs between mkdir and the gate's opening: their empty groups are not the reaper's. */
   readonly #placing = new Set<string>();
+  /** Per container: its reserved spare, or "pending" while one is being reserved. */
+  readonly #reserved = new Map<string, ReservedSpare | "pending">();
+  readonly #reserveTimers = new Set<NodeJS.Timeout>();
   #timer: NodeJS.Timeout | undefined;
   #reaping = false;
   #closed = false;
@@ -62,10 +83,82 @@ export class JobPlacement {
     tick();
   }
 
-  /** Stops the reaper. Idempotent. */
+  /** Stops the reaper and the reservations ahead. Idempotent. */
   close(): void {
     this.#closed = true;
     clearInterval(this.#timer);
+    for (const t of this.#reserveTimers) clearTimeout(t);
+    this.#reserveTimers.clear();
+  }
+
+  /**
+   * In `spareAheadDelayMs`, reserves the container's next spare gate through `reserve` (clawkerd's
+   * ReserveSpareGate for a new uuid: the spare's pid in the agent's namespace, 0 for none) and
+   * moves it into that job's groups, made without limits; takeReserved() hands it to a start.
+   * One per container: nothing happens while one is ready or on its way.
+   */
+  reserveSoon(
+    containerId: string,
+    groups: ContainerGroups,
+    reserve: (uuid: string) => Promise<number>,
+  ): void {
+    const delay = this.#d.spareAheadDelayMs ?? 100;
+    if (delay === false || this.#closed || this.#reserved.has(containerId)) return;
+    this.#reserved.set(containerId, "pending");
+    const timer = setTimeout(() => {
+      this.#reserveTimers.delete(timer);
+      void this.#reserveAhead(containerId, groups, reserve);
+    }, delay);
+    timer.unref();
+    this.#reserveTimers.add(timer);
+  }
+
+  /** The container's reserved spare, handed over once; undefined when none is ready. */
+  takeReserved(containerId: string): ReservedSpare | undefined {
+    const r = this.#reserved.get(containerId);
+    if (r === undefined || r === "pending") return undefined;
+    this.#reserved.delete(containerId);
+    return r;
+  }
+
+  /**
+   * Writes the job's limits into its reserved spare's groups, before clawkerd is asked for the
+   * job: the placement its StartJob carries, and the groups for enter() if the job is held anyway.
+   */
+  limitReserved(
+    r: ReservedSpare,
+    limits: jobs.JobLimits | undefined,
+  ): { prepared: PreparedGroups; placed: Placement } {
+    const prepared = this.#cgroups.limit(r.made, limits);
+    return { prepared, placed: placementOf(prepared, r.moveFailed) };
+  }
+
+  /** The job `uuid` runs in the groups a reserved spare was moved into: they are the reaper's again. */
+  ran(uuid: string): void {
+    this.#placing.delete(uuid);
+  }
+
+  async #reserveAhead(
+    containerId: string,
+    groups: ContainerGroups,
+    reserve: (uuid: string) => Promise<number>,
+  ): Promise<void> {
+    const uuid = randomUUID();
+    const made = this.#cgroups.make(groups, uuid);
+    this.#placing.add(uuid);
+    let ready: ReservedSpare | undefined;
+    try {
+      const nsPid = await reserve(uuid).catch(() => 0);
+      // Only a process directly in the container's own group is moved (hostPid()), as for a held job.
+      const hostPid = nsPid === 0 || this.#closed ? undefined : this.#cgroups.hostPid(groups, nsPid);
+      if (hostPid !== undefined)
+        ready = { uuid, groups, made, moveFailed: this.#cgroups.move(made.made, hostPid) };
+    } finally {
+      if (ready === undefined) {
+        this.abandon(groups, uuid);
+        this.#reserved.delete(containerId);
+      } else this.#reserved.set(containerId, ready);
+    }
   }
 
   /** The container's v1 groups when the control plane places its jobs; undefined: it does not. */

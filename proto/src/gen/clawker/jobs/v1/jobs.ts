@@ -237,11 +237,28 @@ export interface StartJobRequest {
    * picks one. EXTENSION.
    */
   jobUuid: string;
+  /**
+   * Set by the control plane only (it overwrites what a CLI sends), with
+   * hold_for_placement and the job_uuid of a ReserveSpareGate: that reserved
+   * spare is already in the job's cgroups, placed as this says, and clawkerd
+   * lets it execute the target at once (held_pid is then zero). A job that
+   * cannot use it (gone, or the request needs a gate of its own) is held as
+   * without it, and the reserved spare ends having run nothing. EXTENSION.
+   */
+  sparePlacement?: SparePlacement | undefined;
 }
 
 export interface StartJobRequest_EnvEntry {
   key: string;
   value: string;
+}
+
+/** SparePlacement says how a reserved spare gate was placed. */
+export interface SparePlacement {
+  /** True when the job's cgroups enforce every limit it asked for. */
+  isLimited: boolean;
+  /** Why not (or what is not) limited; empty when is_limited. */
+  limitsNote: string;
 }
 
 /** StartJobResponse is the job as started. */
@@ -274,6 +291,18 @@ export interface OpenJobGateRequest {
 export interface OpenJobGateResponse {
   /** The job. */
   job?: Job | undefined;
+}
+
+/** ReserveSpareGateRequest names the job the reserved spare is for. */
+export interface ReserveSpareGateRequest {
+  /** The uuid the next placed job will have (a new lowercase UUID). */
+  jobUuid: string;
+}
+
+/** ReserveSpareGateResponse is the reserved spare. */
+export interface ReserveSpareGateResponse {
+  /** Its pid in the agent's pid namespace; zero: no spare is waiting. */
+  pid: number;
 }
 
 /** ListAgentUsageRequest names an agent, or none for all. */
@@ -1460,6 +1489,7 @@ function createBaseStartJobRequest(): StartJobRequest {
     limits: undefined,
     holdForPlacement: false,
     jobUuid: "",
+    sparePlacement: undefined,
   };
 }
 
@@ -1488,6 +1518,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     }
     if (message.jobUuid !== "") {
       writer.uint32(8010).string(message.jobUuid);
+    }
+    if (message.sparePlacement !== undefined) {
+      SparePlacement.encode(message.sparePlacement, writer.uint32(8018).fork()).join();
     }
     return writer;
   },
@@ -1572,6 +1605,14 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
             message.jobUuid = reader.string();
             continue;
           }
+          case 1002: {
+            if (tag !== 8018) {
+              break;
+            }
+
+            message.sparePlacement = SparePlacement.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1619,6 +1660,11 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
         : isSet(object.job_uuid)
         ? globalThis.String(object.job_uuid)
         : "",
+      sparePlacement: isSet(object.sparePlacement)
+        ? SparePlacement.fromJSON(object.sparePlacement)
+        : isSet(object.spare_placement)
+        ? SparePlacement.fromJSON(object.spare_placement)
+        : undefined,
     };
   },
 
@@ -1654,6 +1700,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
     if (message.jobUuid !== "") {
       obj.jobUuid = message.jobUuid;
     }
+    if (message.sparePlacement !== undefined) {
+      obj.sparePlacement = SparePlacement.toJSON(message.sparePlacement);
+    }
     return obj;
   },
 
@@ -1680,6 +1729,9 @@ export const StartJobRequest: MessageFns<StartJobRequest> = {
       : undefined;
     message.holdForPlacement = object.holdForPlacement ?? false;
     message.jobUuid = object.jobUuid ?? "";
+    message.sparePlacement = (object.sparePlacement !== undefined && object.sparePlacement !== null)
+      ? SparePlacement.fromPartial(object.sparePlacement)
+      : undefined;
     return message;
   },
 };
@@ -1765,6 +1817,99 @@ export const StartJobRequest_EnvEntry: MessageFns<StartJobRequest_EnvEntry> = {
     const message = createBaseStartJobRequest_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSparePlacement(): SparePlacement {
+  return { isLimited: false, limitsNote: "" };
+}
+
+export const SparePlacement: MessageFns<SparePlacement> = {
+  encode(message: SparePlacement, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.isLimited !== false) {
+      writer.uint32(8).bool(message.isLimited);
+    }
+    if (message.limitsNote !== "") {
+      writer.uint32(18).string(message.limitsNote);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SparePlacement {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSparePlacement();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.isLimited = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.limitsNote = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SparePlacement {
+    return {
+      isLimited: isSet(object.isLimited)
+        ? globalThis.Boolean(object.isLimited)
+        : isSet(object.is_limited)
+        ? globalThis.Boolean(object.is_limited)
+        : false,
+      limitsNote: isSet(object.limitsNote)
+        ? globalThis.String(object.limitsNote)
+        : isSet(object.limits_note)
+        ? globalThis.String(object.limits_note)
+        : "",
+    };
+  },
+
+  toJSON(message: SparePlacement): unknown {
+    const obj: any = {};
+    if (message.isLimited !== false) {
+      obj.isLimited = message.isLimited;
+    }
+    if (message.limitsNote !== "") {
+      obj.limitsNote = message.limitsNote;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SparePlacement>, I>>(base?: I): SparePlacement {
+    return SparePlacement.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SparePlacement>, I>>(object: I): SparePlacement {
+    const message = createBaseSparePlacement();
+    message.isLimited = object.isLimited ?? false;
+    message.limitsNote = object.limitsNote ?? "";
     return message;
   },
 };
@@ -2046,6 +2191,146 @@ export const OpenJobGateResponse: MessageFns<OpenJobGateResponse> = {
   fromPartial<I extends Exact<DeepPartial<OpenJobGateResponse>, I>>(object: I): OpenJobGateResponse {
     const message = createBaseOpenJobGateResponse();
     message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    return message;
+  },
+};
+
+function createBaseReserveSpareGateRequest(): ReserveSpareGateRequest {
+  return { jobUuid: "" };
+}
+
+export const ReserveSpareGateRequest: MessageFns<ReserveSpareGateRequest> = {
+  encode(message: ReserveSpareGateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobUuid !== "") {
+      writer.uint32(10).string(message.jobUuid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReserveSpareGateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReserveSpareGateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobUuid = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReserveSpareGateRequest {
+    return {
+      jobUuid: isSet(object.jobUuid)
+        ? globalThis.String(object.jobUuid)
+        : isSet(object.job_uuid)
+        ? globalThis.String(object.job_uuid)
+        : "",
+    };
+  },
+
+  toJSON(message: ReserveSpareGateRequest): unknown {
+    const obj: any = {};
+    if (message.jobUuid !== "") {
+      obj.jobUuid = message.jobUuid;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReserveSpareGateRequest>, I>>(base?: I): ReserveSpareGateRequest {
+    return ReserveSpareGateRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReserveSpareGateRequest>, I>>(object: I): ReserveSpareGateRequest {
+    const message = createBaseReserveSpareGateRequest();
+    message.jobUuid = object.jobUuid ?? "";
+    return message;
+  },
+};
+
+function createBaseReserveSpareGateResponse(): ReserveSpareGateResponse {
+  return { pid: 0 };
+}
+
+export const ReserveSpareGateResponse: MessageFns<ReserveSpareGateResponse> = {
+  encode(message: ReserveSpareGateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pid !== 0) {
+      writer.uint32(8).uint32(message.pid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReserveSpareGateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReserveSpareGateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pid = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReserveSpareGateResponse {
+    return { pid: isSet(object.pid) ? globalThis.Number(object.pid) : 0 };
+  },
+
+  toJSON(message: ReserveSpareGateResponse): unknown {
+    const obj: any = {};
+    if (message.pid !== 0) {
+      obj.pid = Math.round(message.pid);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReserveSpareGateResponse>, I>>(base?: I): ReserveSpareGateResponse {
+    return ReserveSpareGateResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReserveSpareGateResponse>, I>>(object: I): ReserveSpareGateResponse {
+    const message = createBaseReserveSpareGateResponse();
+    message.pid = object.pid ?? 0;
     return message;
   },
 };
@@ -3295,6 +3580,24 @@ export const JobGateServiceService = {
     responseSerialize: (value: OpenJobGateResponse): Buffer => Buffer.from(OpenJobGateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): OpenJobGateResponse => OpenJobGateResponse.decode(value),
   },
+  /**
+   * Sets clawkerd's waiting spare gate aside for the control plane's next
+   * placed StartJob (`StartJobRequest.spare_placement` with this job_uuid) and
+   * answers its pid, so that the control plane can move it into that job's
+   * cgroups before the job is asked for. One reservation at a time: a new one
+   * ends the previous reserved spare (it runs nothing).
+   */
+  reserveSpareGate: {
+    path: "/clawker.jobs.v1.JobGateService/ReserveSpareGate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReserveSpareGateRequest): Buffer =>
+      Buffer.from(ReserveSpareGateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReserveSpareGateRequest => ReserveSpareGateRequest.decode(value),
+    responseSerialize: (value: ReserveSpareGateResponse): Buffer =>
+      Buffer.from(ReserveSpareGateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReserveSpareGateResponse => ReserveSpareGateResponse.decode(value),
+  },
 } as const;
 
 export interface JobGateServiceServer extends UntypedServiceImplementation {
@@ -3303,6 +3606,14 @@ export interface JobGateServiceServer extends UntypedServiceImplementation {
    * FAILED `cgroup_placement_failed` when `run` is false).
    */
   openJobGate: handleUnaryCall<OpenJobGateRequest, OpenJobGateResponse>;
+  /**
+   * Sets clawkerd's waiting spare gate aside for the control plane's next
+   * placed StartJob (`StartJobRequest.spare_placement` with this job_uuid) and
+   * answers its pid, so that the control plane can move it into that job's
+   * cgroups before the job is asked for. One reservation at a time: a new one
+   * ends the previous reserved spare (it runs nothing).
+   */
+  reserveSpareGate: handleUnaryCall<ReserveSpareGateRequest, ReserveSpareGateResponse>;
 }
 
 export interface JobGateServiceClient extends Client {
@@ -3324,6 +3635,28 @@ export interface JobGateServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: OpenJobGateResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets clawkerd's waiting spare gate aside for the control plane's next
+   * placed StartJob (`StartJobRequest.spare_placement` with this job_uuid) and
+   * answers its pid, so that the control plane can move it into that job's
+   * cgroups before the job is asked for. One reservation at a time: a new one
+   * ends the previous reserved spare (it runs nothing).
+   */
+  reserveSpareGate(
+    request: ReserveSpareGateRequest,
+    callback: (error: ServiceError | null, response: ReserveSpareGateResponse) => void,
+  ): ClientUnaryCall;
+  reserveSpareGate(
+    request: ReserveSpareGateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReserveSpareGateResponse) => void,
+  ): ClientUnaryCall;
+  reserveSpareGate(
+    request: ReserveSpareGateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReserveSpareGateResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -4017,6 +4350,18 @@ export const protoMetadata: ProtoMetadata = {
         "jsonName": "jobUuid",
         "options": undefined,
         "proto3Optional": false,
+      }, {
+        "name": "spare_placement",
+        "number": 1002,
+        "label": 1,
+        "type": 11,
+        "typeName": ".clawker.jobs.v1.SparePlacement",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "sparePlacement",
+        "options": undefined,
+        "proto3Optional": false,
       }],
       "extension": [],
       "nestedType": [{
@@ -4064,6 +4409,42 @@ export const protoMetadata: ProtoMetadata = {
         "reservedName": [],
         "visibility": 0,
       }],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "SparePlacement",
+      "field": [{
+        "name": "is_limited",
+        "number": 1,
+        "label": 1,
+        "type": 8,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "isLimited",
+        "options": undefined,
+        "proto3Optional": false,
+      }, {
+        "name": "limits_note",
+        "number": 2,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "limitsNote",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
       "enumType": [],
       "extensionRange": [],
       "oneofDecl": [],
@@ -4179,6 +4560,54 @@ export const protoMetadata: ProtoMetadata = {
         "defaultValue": "",
         "oneofIndex": 0,
         "jsonName": "job",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "ReserveSpareGateRequest",
+      "field": [{
+        "name": "job_uuid",
+        "number": 1,
+        "label": 1,
+        "type": 9,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "jobUuid",
+        "options": undefined,
+        "proto3Optional": false,
+      }],
+      "extension": [],
+      "nestedType": [],
+      "enumType": [],
+      "extensionRange": [],
+      "oneofDecl": [],
+      "options": undefined,
+      "reservedRange": [],
+      "reservedName": [],
+      "visibility": 0,
+    }, {
+      "name": "ReserveSpareGateResponse",
+      "field": [{
+        "name": "pid",
+        "number": 1,
+        "label": 1,
+        "type": 13,
+        "typeName": "",
+        "extendee": "",
+        "defaultValue": "",
+        "oneofIndex": 0,
+        "jsonName": "pid",
         "options": undefined,
         "proto3Optional": false,
       }],
@@ -4674,6 +5103,13 @@ export const protoMetadata: ProtoMetadata = {
         "options": undefined,
         "clientStreaming": false,
         "serverStreaming": false,
+      }, {
+        "name": "ReserveSpareGate",
+        "inputType": ".clawker.jobs.v1.ReserveSpareGateRequest",
+        "outputType": ".clawker.jobs.v1.ReserveSpareGateResponse",
+        "options": undefined,
+        "clientStreaming": false,
+        "serverStreaming": false,
       }],
       "options": undefined,
     }, {
@@ -4740,7 +5176,7 @@ export const protoMetadata: ProtoMetadata = {
         "leadingDetachedComments": [],
       }, {
         "path": [6, 1],
-        "span": [44, 0, 48, 1],
+        "span": [44, 0, 54, 1],
         "leadingComments":
           " JobGateService is clawkerd's half of the control plane's job placement,\n served only on clawkerd's listener (behind the control plane's pin), never\n on the admin listener. On a host whose cgroups clawkerd cannot write (cgroup\n v1 or hybrid: the container sees them read-only) the control plane starts a\n job with `StartJobRequest.hold_for_placement`: clawkerd holds the job's\n first process at its gate and answers its pid; the control plane moves that\n process into the job's cgroups, then opens the gate here. EXTENSION beyond\n the Go contract.\n",
         "trailingComments": "",
@@ -4753,608 +5189,664 @@ export const protoMetadata: ProtoMetadata = {
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [6, 1, 2, 1],
+        "span": [53, 2, 83],
+        "leadingComments":
+          " Sets clawkerd's waiting spare gate aside for the control plane's next\n placed StartJob (`StartJobRequest.spare_placement` with this job_uuid) and\n answers its pid, so that the control plane can move it into that job's\n cgroups before the job is asked for. One reservation at a time: a new one\n ends the previous reserved spare (it runs nothing).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [6, 2],
-        "span": [53, 0, 57, 1],
+        "span": [59, 0, 63, 1],
         "leadingComments":
           " AgentUsageService reports what agents use, from their containers' own\n cgroups, read by the control plane (scope `admin`). EXTENSION beyond the Go\n contract.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [6, 2, 2, 0],
-        "span": [56, 2, 77],
+        "span": [62, 2, 77],
         "leadingComments": " The usage of one agent, or of every registered agent with a running\n container.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0],
-        "span": [61, 0, 73, 1],
+        "span": [67, 0, 79, 1],
         "leadingComments":
           " JobState is the seed's state machine: RUNNING, then exactly one of the\n three ends. No pending state, no retries.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 0],
-        "span": [63, 2, 28],
+        "span": [69, 2, 28],
         "leadingComments": " Never a job's state; as a ListJobs filter: every state.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 1],
-        "span": [65, 2, 24],
+        "span": [71, 2, 24],
         "leadingComments": " The process runs.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 2],
-        "span": [67, 2, 26],
+        "span": [73, 2, 26],
         "leadingComments": " The process exited 0.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 3],
-        "span": [70, 2, 23],
+        "span": [76, 2, 23],
         "leadingComments":
           " The process could not start, exited non-zero or was killed (not by\n StopJob), or clawkerd lost it (restart).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [5, 0, 2, 4],
-        "span": [72, 2, 24],
+        "span": [78, 2, 24],
         "leadingComments": " StopJob ended it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0],
-        "span": [77, 0, 92, 1],
+        "span": [83, 0, 98, 1],
         "leadingComments":
           " JobLimits are a job's resource limits inside its agent's own. Zero means\n \"no limit of the job's own\" (the agent's limits still hold).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 0],
-        "span": [79, 2, 24],
+        "span": [85, 2, 24],
         "leadingComments": " CPU in thousandths of a CPU (500 = half a CPU): cgroup cpu.max.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 1],
-        "span": [81, 2, 30],
+        "span": [87, 2, 30],
         "leadingComments": " Memory ceiling in bytes: memory.max (memory.high at 75%, no swap).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 2],
-        "span": [83, 2, 25],
+        "span": [89, 2, 25],
         "leadingComments": " Read bytes per second, every block device: io.max rbps.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 3],
-        "span": [85, 2, 26],
+        "span": [91, 2, 26],
         "leadingComments": " Write bytes per second, every block device: io.max wbps.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 4],
-        "span": [87, 2, 26],
+        "span": [93, 2, 26],
         "leadingComments": " Read operations per second: io.max riops.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 5],
-        "span": [89, 2, 27],
+        "span": [95, 2, 27],
         "leadingComments": " Write operations per second: io.max wiops.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 0, 2, 6],
-        "span": [91, 2, 22],
+        "span": [97, 2, 22],
         "leadingComments": " Most processes (pids.max); zero: none of the job's own.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1],
-        "span": [95, 0, 125, 1],
+        "span": [101, 0, 131, 1],
         "leadingComments": " Job describes one job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 0],
-        "span": [97, 2, 18],
+        "span": [103, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 1],
-        "span": [99, 2, 21],
+        "span": [105, 2, 21],
         "leadingComments": " Lifecycle state.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 2],
-        "span": [101, 2, 27],
+        "span": [107, 2, 27],
         "leadingComments": " The program and its arguments.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 3],
-        "span": [103, 2, 22],
+        "span": [109, 2, 22],
         "leadingComments": " Exit status when ended by exit; -1 when a signal ended it or it never ran.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 4],
-        "span": [105, 2, 18],
+        "span": [111, 2, 18],
         "leadingComments": " The signal that ended it; zero otherwise.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 5],
-        "span": [109, 2, 20],
+        "span": [115, 2, 20],
         "leadingComments":
           " Why it ended as it did, stable: `exited`, `exit_non_zero`, `signalled`,\n `oom_killed`, `spawn_failed`, `stopped`, `clawkerd_restarted`; empty\n while RUNNING.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 6],
-        "span": [111, 2, 34],
+        "span": [117, 2, 34],
         "leadingComments": " When it started, unix nanoseconds.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 7],
-        "span": [113, 2, 32],
+        "span": [119, 2, 32],
         "leadingComments": " When it ended, unix nanoseconds; zero while RUNNING.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 8],
-        "span": [115, 2, 23],
+        "span": [121, 2, 23],
         "leadingComments": " The limits asked for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 9],
-        "span": [117, 2, 23],
+        "span": [123, 2, 23],
         "leadingComments": " True when the job runs in a cgroup of its own that enforces `limits`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 10],
-        "span": [120, 2, 26],
+        "span": [126, 2, 26],
         "leadingComments":
           " Why the job is not limited (no cgroup v2 delegation on the host, ...);\n empty when is_limited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 11],
-        "span": [122, 2, 27],
+        "span": [128, 2, 27],
         "leadingComments": " Output bytes the job wrote so far.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 1, 2, 12],
-        "span": [124, 2, 35],
+        "span": [130, 2, 35],
         "leadingComments": " Oldest output bytes dropped to keep the job's output within its bound.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2],
-        "span": [131, 0, 161, 1],
+        "span": [137, 0, 167, 1],
         "leadingComments":
           " JobStats is the usage of the job's own cgroup: cgroup v2 (cpu.stat,\n memory.*, io.stat), or on a cgroup v1 host the same figures from cpuacct,\n cpu.stat, memory.* and blkio.throttle.* (v1 names in the field comments).\n Absent when the job has none.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 0],
-        "span": [133, 2, 28],
+        "span": [139, 2, 28],
         "leadingComments": " cpu.stat usage_usec (v1: cpuacct.usage).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 1],
-        "span": [135, 2, 27],
+        "span": [141, 2, 27],
         "leadingComments": " cpu.stat user_usec (v1: cpuacct.stat user).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 2],
-        "span": [137, 2, 29],
+        "span": [143, 2, 29],
         "leadingComments": " cpu.stat system_usec (v1: cpuacct.stat system).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 3],
-        "span": [139, 2, 28],
+        "span": [145, 2, 28],
         "leadingComments": " cpu.stat nr_periods.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 4],
-        "span": [141, 2, 30],
+        "span": [147, 2, 30],
         "leadingComments": " cpu.stat nr_throttled.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 5],
-        "span": [143, 2, 32],
+        "span": [149, 2, 32],
         "leadingComments": " cpu.stat throttled_usec (v1: cpu.stat throttled_time).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 6],
-        "span": [145, 2, 34],
+        "span": [151, 2, 34],
         "leadingComments": " memory.current (v1: memory.usage_in_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 7],
-        "span": [147, 2, 31],
+        "span": [153, 2, 31],
         "leadingComments": " memory.peak (v1: memory.max_usage_in_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 8],
-        "span": [150, 2, 40],
+        "span": [156, 2, 40],
         "leadingComments":
           " memory.events (low, high, max, oom, oom_kill, ...); v1: max =\n memory.failcnt, oom_kill and under_oom from memory.oom_control.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 9],
-        "span": [152, 2, 28],
+        "span": [158, 2, 28],
         "leadingComments": " io.stat rbytes summed over devices (v1: blkio.throttle.io_service_bytes).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 10],
-        "span": [154, 2, 29],
+        "span": [160, 2, 29],
         "leadingComments": " io.stat wbytes summed over devices.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 11],
-        "span": [156, 2, 26],
+        "span": [162, 2, 26],
         "leadingComments": " io.stat rios summed over devices (v1: blkio.throttle.io_serviced).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 12],
-        "span": [158, 2, 27],
+        "span": [164, 2, 27],
         "leadingComments": " io.stat wios summed over devices.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 2, 2, 13],
-        "span": [160, 2, 27],
+        "span": [166, 2, 27],
         "leadingComments": " pids.current.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3],
-        "span": [164, 0, 185, 1],
+        "span": [170, 0, 198, 1],
         "leadingComments": " StartJobRequest names the agent and what to run.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 0],
-        "span": [166, 2, 24],
+        "span": [172, 2, 24],
         "leadingComments": " The agent's name (without its project).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 1],
-        "span": [168, 2, 21],
+        "span": [174, 2, 21],
         "leadingComments": " The agent's project; empty for an agent without one.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 2],
-        "span": [170, 2, 27],
+        "span": [176, 2, 27],
         "leadingComments": " Program and arguments; must not be empty.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 3],
-        "span": [172, 2, 17],
+        "span": [178, 2, 17],
         "leadingComments": " Working directory; empty: clawkerd's.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 4],
-        "span": [174, 2, 30],
+        "span": [180, 2, 30],
         "leadingComments": " Environment over clawkerd's own.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 5],
-        "span": [176, 2, 23],
+        "span": [182, 2, 23],
         "leadingComments": " Resource limits of the job's own; absent: the agent's only.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 6],
-        "span": [179, 2, 33],
+        "span": [185, 2, 33],
         "leadingComments":
           " Set by the control plane only (it overwrites what a CLI sends): hold the\n first process at its gate until JobGateService.OpenJobGate. EXTENSION.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 3, 2, 7],
-        "span": [184, 2, 25],
+        "span": [190, 2, 25],
         "leadingComments":
           " Set by the control plane only (it overwrites what a CLI sends), with\n hold_for_placement: the job's uuid, so that it can make the job's cgroups\n while clawkerd starts the job. Must be a new lowercase UUID; empty: clawkerd\n picks one. EXTENSION.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 3, 2, 8],
+        "span": [197, 2, 40],
+        "leadingComments":
+          " Set by the control plane only (it overwrites what a CLI sends), with\n hold_for_placement and the job_uuid of a ReserveSpareGate: that reserved\n spare is already in the job's cgroups, placed as this says, and clawkerd\n lets it execute the target at once (held_pid is then zero). A job that\n cannot use it (gone, or the request needs a gate of its own) is held as\n without it, and the reserved spare ends having run nothing. EXTENSION.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 4],
-        "span": [188, 0, 195, 1],
-        "leadingComments": " StartJobResponse is the job as started.\n",
+        "span": [201, 0, 206, 1],
+        "leadingComments": " SparePlacement says how a reserved spare gate was placed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 0],
-        "span": [190, 2, 14],
-        "leadingComments": " The job; its name is what every other call takes.\n",
+        "span": [203, 2, 22],
+        "leadingComments": " True when the job's cgroups enforce every limit it asked for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 4, 2, 1],
-        "span": [194, 2, 25],
+        "span": [205, 2, 25],
+        "leadingComments": " Why not (or what is not) limited; empty when is_limited.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5],
+        "span": [209, 0, 216, 1],
+        "leadingComments": " StartJobResponse is the job as started.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5, 2, 0],
+        "span": [211, 2, 14],
+        "leadingComments": " The job; its name is what every other call takes.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 5, 2, 1],
+        "span": [215, 2, 25],
         "leadingComments":
           " With hold_for_placement: the held first process's pid in the agent's\n pid namespace; zero otherwise (the control plane never relays it).\n EXTENSION.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 5],
-        "span": [198, 0, 207, 1],
+        "path": [4, 6],
+        "span": [219, 0, 228, 1],
         "leadingComments": " OpenJobGateRequest says how a held job was placed.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 5, 2, 0],
-        "span": [200, 2, 18],
+        "path": [4, 6, 2, 0],
+        "span": [221, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 5, 2, 1],
-        "span": [202, 2, 15],
+        "path": [4, 6, 2, 1],
+        "span": [223, 2, 15],
         "leadingComments": " False: the job must not run (it ends FAILED `cgroup_placement_failed`).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 5, 2, 2],
-        "span": [204, 2, 22],
+        "path": [4, 6, 2, 2],
+        "span": [225, 2, 22],
         "leadingComments": " True when the job's cgroups enforce every limit it asked for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 5, 2, 3],
-        "span": [206, 2, 25],
+        "path": [4, 6, 2, 3],
+        "span": [227, 2, 25],
         "leadingComments": " Why not (or what is not) limited; empty when is_limited.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 6],
-        "span": [210, 0, 213, 1],
+        "path": [4, 7],
+        "span": [231, 0, 234, 1],
         "leadingComments": " OpenJobGateResponse is the job after its gate opened.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 6, 2, 0],
-        "span": [212, 2, 14],
-        "leadingComments": " The job.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 7],
-        "span": [216, 0, 221, 1],
-        "leadingComments": " ListAgentUsageRequest names an agent, or none for all.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
         "path": [4, 7, 2, 0],
-        "span": [218, 2, 24],
-        "leadingComments": " Only this agent; empty: every registered agent.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 7, 2, 1],
-        "span": [220, 2, 21],
-        "leadingComments": " The agent's project (with agent_name).\n",
+        "span": [233, 2, 14],
+        "leadingComments": " The job.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8],
-        "span": [225, 0, 243, 1],
-        "leadingComments": " AgentUsage is one agent container's cgroup usage (v2 or v1, as JobStats)\n and limits.\n",
+        "span": [237, 0, 240, 1],
+        "leadingComments": " ReserveSpareGateRequest names the job the reserved spare is for.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 8, 2, 0],
-        "span": [227, 2, 24],
-        "leadingComments": " The agent's name.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 1],
-        "span": [229, 2, 21],
-        "leadingComments": " The agent's project.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 2],
-        "span": [231, 2, 26],
-        "leadingComments": " Its container.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 3],
-        "span": [233, 2, 21],
-        "leadingComments": " Usage of the container's cgroup; absent when it could not be read.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 4],
-        "span": [235, 2, 30],
-        "leadingComments": " CPU limit in thousandths of a CPU; zero: none.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 5],
-        "span": [237, 2, 32],
-        "leadingComments": " Memory limit in bytes; zero: none.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 6],
-        "span": [239, 2, 24],
-        "leadingComments": " Process limit; zero: none.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 8, 2, 7],
-        "span": [242, 2, 18],
-        "leadingComments": " Why there are no stats (container gone, cgroups not found); empty\n otherwise.\n",
+        "span": [239, 2, 22],
+        "leadingComments": " The uuid the next placed job will have (a new lowercase UUID).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9],
-        "span": [246, 0, 249, 1],
-        "leadingComments": " ListAgentUsageResponse lists agents' usage.\n",
+        "span": [243, 0, 246, 1],
+        "leadingComments": " ReserveSpareGateResponse is the reserved spare.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 9, 2, 0],
-        "span": [248, 2, 33],
-        "leadingComments": " One entry per registered agent container.\n",
+        "span": [245, 2, 17],
+        "leadingComments": " Its pid in the agent's pid namespace; zero: no spare is waiting.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10],
-        "span": [252, 0, 257, 1],
-        "leadingComments": " StopJobRequest names the job to stop.\n",
+        "span": [249, 0, 254, 1],
+        "leadingComments": " ListAgentUsageRequest names an agent, or none for all.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 0],
-        "span": [254, 2, 18],
-        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
+        "span": [251, 2, 24],
+        "leadingComments": " Only this agent; empty: every registered agent.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
         "path": [4, 10, 2, 1],
-        "span": [256, 2, 27],
-        "leadingComments": " Seconds between SIGTERM and SIGKILL; zero: 10.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11],
-        "span": [260, 0, 263, 1],
-        "leadingComments": " StopJobResponse is the job after it ended.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 11, 2, 0],
-        "span": [262, 2, 14],
-        "leadingComments": " The job, ended.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 12],
-        "span": [266, 0, 269, 1],
-        "leadingComments": " GetJobStatusRequest names a job.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 12, 2, 0],
-        "span": [268, 2, 18],
-        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 13],
-        "span": [272, 0, 277, 1],
-        "leadingComments": " GetJobStatusResponse is a job and its usage.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 13, 2, 0],
-        "span": [274, 2, 14],
-        "leadingComments": " The job.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 13, 2, 1],
-        "span": [276, 2, 21],
-        "leadingComments": " Its cgroup's usage; absent when the job has no cgroup of its own.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 14],
-        "span": [280, 0, 287, 1],
-        "leadingComments": " ListJobsRequest filters jobs.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 14, 2, 0],
-        "span": [282, 2, 24],
-        "leadingComments": " Only this agent's jobs; empty: every agent with a session.\n",
-        "trailingComments": "",
-        "leadingDetachedComments": [],
-      }, {
-        "path": [4, 14, 2, 1],
-        "span": [284, 2, 21],
+        "span": [253, 2, 21],
         "leadingComments": " The agent's project (with agent_name).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 14, 2, 2],
-        "span": [286, 2, 21],
-        "leadingComments": " Only jobs in this state; UNSPECIFIED: all.\n",
+        "path": [4, 11],
+        "span": [258, 0, 276, 1],
+        "leadingComments": " AgentUsage is one agent container's cgroup usage (v2 or v1, as JobStats)\n and limits.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 15],
-        "span": [290, 0, 293, 1],
-        "leadingComments": " ListJobsResponse lists jobs, oldest first per agent.\n",
+        "path": [4, 11, 2, 0],
+        "span": [260, 2, 24],
+        "leadingComments": " The agent's name.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 15, 2, 0],
-        "span": [292, 2, 24],
-        "leadingComments": " The jobs.\n",
+        "path": [4, 11, 2, 1],
+        "span": [262, 2, 21],
+        "leadingComments": " The agent's project.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 16],
-        "span": [296, 0, 299, 1],
-        "leadingComments": " WatchJobOutputRequest names a job.\n",
+        "path": [4, 11, 2, 2],
+        "span": [264, 2, 26],
+        "leadingComments": " Its container.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 16, 2, 0],
-        "span": [298, 2, 18],
+        "path": [4, 11, 2, 3],
+        "span": [266, 2, 21],
+        "leadingComments": " Usage of the container's cgroup; absent when it could not be read.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 4],
+        "span": [268, 2, 30],
+        "leadingComments": " CPU limit in thousandths of a CPU; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 5],
+        "span": [270, 2, 32],
+        "leadingComments": " Memory limit in bytes; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 6],
+        "span": [272, 2, 24],
+        "leadingComments": " Process limit; zero: none.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 11, 2, 7],
+        "span": [275, 2, 18],
+        "leadingComments": " Why there are no stats (container gone, cgroups not found); empty\n otherwise.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12],
+        "span": [279, 0, 282, 1],
+        "leadingComments": " ListAgentUsageResponse lists agents' usage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 12, 2, 0],
+        "span": [281, 2, 33],
+        "leadingComments": " One entry per registered agent container.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13],
+        "span": [285, 0, 290, 1],
+        "leadingComments": " StopJobRequest names the job to stop.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 13, 2, 0],
+        "span": [287, 2, 18],
         "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
+        "path": [4, 13, 2, 1],
+        "span": [289, 2, 27],
+        "leadingComments": " Seconds between SIGTERM and SIGKILL; zero: 10.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14],
+        "span": [293, 0, 296, 1],
+        "leadingComments": " StopJobResponse is the job after it ended.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 14, 2, 0],
+        "span": [295, 2, 14],
+        "leadingComments": " The job, ended.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 15],
+        "span": [299, 0, 302, 1],
+        "leadingComments": " GetJobStatusRequest names a job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 15, 2, 0],
+        "span": [301, 2, 18],
+        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 16],
+        "span": [305, 0, 310, 1],
+        "leadingComments": " GetJobStatusResponse is a job and its usage.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 16, 2, 0],
+        "span": [307, 2, 14],
+        "leadingComments": " The job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 16, 2, 1],
+        "span": [309, 2, 21],
+        "leadingComments": " Its cgroup's usage; absent when the job has no cgroup of its own.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
         "path": [4, 17],
-        "span": [303, 0, 308, 1],
+        "span": [313, 0, 320, 1],
+        "leadingComments": " ListJobsRequest filters jobs.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 17, 2, 0],
+        "span": [315, 2, 24],
+        "leadingComments": " Only this agent's jobs; empty: every agent with a session.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 17, 2, 1],
+        "span": [317, 2, 21],
+        "leadingComments": " The agent's project (with agent_name).\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 17, 2, 2],
+        "span": [319, 2, 21],
+        "leadingComments": " Only jobs in this state; UNSPECIFIED: all.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 18],
+        "span": [323, 0, 326, 1],
+        "leadingComments": " ListJobsResponse lists jobs, oldest first per agent.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 18, 2, 0],
+        "span": [325, 2, 24],
+        "leadingComments": " The jobs.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19],
+        "span": [329, 0, 332, 1],
+        "leadingComments": " WatchJobOutputRequest names a job.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 19, 2, 0],
+        "span": [331, 2, 18],
+        "leadingComments": " `agents/<agent>/jobs/<uuid>`.\n",
+        "trailingComments": "",
+        "leadingDetachedComments": [],
+      }, {
+        "path": [4, 20],
+        "span": [336, 0, 341, 1],
         "leadingComments":
           " WatchJobOutputResponse is a piece of output, in order, or news that the\n oldest output was dropped before this watcher read it.\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 17, 2, 0],
-        "span": [305, 2, 17],
+        "path": [4, 20, 2, 0],
+        "span": [338, 2, 17],
         "leadingComments": " Output bytes (stdout and stderr multiplexed in order of arrival).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
       }, {
-        "path": [4, 17, 2, 1],
-        "span": [307, 2, 27],
+        "path": [4, 20, 2, 1],
+        "span": [340, 2, 27],
         "leadingComments": " Bytes this watcher missed just before `data` (dropped to keep the bound).\n",
         "trailingComments": "",
         "leadingDetachedComments": [],
@@ -5371,9 +5863,12 @@ export const protoMetadata: ProtoMetadata = {
     ".clawker.jobs.v1.JobStats.MemoryEventsEntry": JobStats_MemoryEventsEntry,
     ".clawker.jobs.v1.StartJobRequest": StartJobRequest,
     ".clawker.jobs.v1.StartJobRequest.EnvEntry": StartJobRequest_EnvEntry,
+    ".clawker.jobs.v1.SparePlacement": SparePlacement,
     ".clawker.jobs.v1.StartJobResponse": StartJobResponse,
     ".clawker.jobs.v1.OpenJobGateRequest": OpenJobGateRequest,
     ".clawker.jobs.v1.OpenJobGateResponse": OpenJobGateResponse,
+    ".clawker.jobs.v1.ReserveSpareGateRequest": ReserveSpareGateRequest,
+    ".clawker.jobs.v1.ReserveSpareGateResponse": ReserveSpareGateResponse,
     ".clawker.jobs.v1.ListAgentUsageRequest": ListAgentUsageRequest,
     ".clawker.jobs.v1.AgentUsage": AgentUsage,
     ".clawker.jobs.v1.ListAgentUsageResponse": ListAgentUsageResponse,
