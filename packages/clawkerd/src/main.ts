@@ -2,6 +2,7 @@
 // clawkerd: the agent daemon inside every agent container (README.md). Reads the bootstrap
 // files, serves the Session channel over mutual TLS and, on AgentReady, runs the container's
 // main command and exits with its code. Exit 2: bootstrap or environment unusable (nothing bound).
+import { performance } from "node:perf_hooks";
 import { BOOTSTRAP_DIR, CLAWKERD_PORT, agentFullName } from "@clawker/proto";
 import { AgentJobs } from "./agent-jobs.js";
 import { loadBootstrap } from "./bootstrap.js";
@@ -19,6 +20,13 @@ import { TrustInstaller } from "./trust-install.js";
 import { trustServiceImplementation } from "./trust-service.js";
 import { installFirewallCa } from "./trust-store.js";
 
+// The start-up timeline (ms since the process began, Node's own clock), logged with `listening`:
+// the agent's start -> registered waits on this, so every start shows where it went.
+const timeline: Record<string, number> = {};
+const mark = (step: string): void => {
+  timeline[step] = Math.round(performance.now() * 10) / 10;
+};
+mark("modulesLoaded");
 const env = process.env;
 const LEVELS = new Set(["debug", "info", "warn", "error", "fatal", "silent"]);
 const level = env["CLAWKERD_LOG_LEVEL"] ?? "info";
@@ -65,9 +73,11 @@ try {
 } catch (err) {
   die(err instanceof ClawkerdError ? err.message : `start-up failed: ${String(err)}`);
 }
+mark("bootstrapLoaded");
 
 // Before anything runs in the agent: the main command and jobs see the firewall CA trusted.
 await installFirewallCa(log.child({ component: "trust-store" }));
+mark("trustInstalled");
 
 if (process.pid === 1) {
   log.warn(
@@ -96,6 +106,7 @@ try {
 } catch (err) {
   die(`cannot read the jobs in ${stateDir}: ${String(err)}`);
 }
+mark("jobsLoaded");
 log.info(
   { event: "job_cgroups", root: cgroupRoot.root ?? "", why: cgroupRoot.why },
   cgroupRoot.root === undefined ? "jobs run under the agent's limits only" : "jobs get cgroups of their own",
@@ -161,6 +172,7 @@ process.on("unhandledRejection", (err) => {
 
 try {
   const address = await server.start();
+  mark("listening");
   log.info(
     {
       event: "listening",
@@ -169,6 +181,8 @@ try {
       project: bootstrap.config.project,
       initialized: state.initialized,
       registration: state.registration?.phase ?? "none",
+      processStartUnixMs: Math.round(performance.timeOrigin),
+      timeline,
     },
     "clawkerd serving Session",
   );

@@ -6,6 +6,7 @@
 // before it leaves, and every later RegisterRequired replays the remembered outcome.
 import { request } from "node:https";
 import { isIP } from "node:net";
+import { performance } from "node:perf_hooks";
 import tls, { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { credentials, Metadata, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
 import { agent, CONTROLPLANE_CN } from "@clawker/proto";
@@ -76,6 +77,12 @@ export class Registrar {
 
   async #run(): Promise<RegisterOutcome> {
     const log = this.#o.log;
+    // ms since RegisterRequired reached the registrar, logged with the outcome (where it waited).
+    const t0 = performance.now();
+    const timeline: Record<string, number> = {};
+    const mark = (step: string): void => {
+      timeline[step] = Math.round((performance.now() - t0) * 10) / 10;
+    };
     try {
       await this.#o.state.setRegistration({ phase: "started", at: new Date().toISOString() });
     } catch (err) {
@@ -87,6 +94,7 @@ export class Registrar {
       this.#inflight = undefined;
       return { ok: false, error: "cannot record the registration attempt in the state dir" };
     }
+    mark("stateWritten");
     let outcome: RegisterOutcome;
     // The connection to the agent listener (TCP + TLS) is made while the token is being fetched:
     // the two were one round of handshakes after the other.
@@ -94,10 +102,17 @@ export class Registrar {
     client.getChannel().getConnectivityState(true);
     try {
       const token = await this.#exchange();
-      await this.#keep(token);
-      await this.#callRegister(client, token.accessToken);
+      mark("tokenReceived");
+      // Keeping the token (a file write) does not hold Register up; #keep never rejects.
+      await Promise.all([
+        this.#keep(token).then(() => mark("tokenKept")),
+        this.#callRegister(client, token.accessToken).then(() => mark("registerAnswered")),
+      ]);
       outcome = { ok: true, error: "" };
-      log.info({ event: "registered" }, "registered with the control plane");
+      log.info(
+        { event: "registered", t0UnixMs: Math.round(performance.timeOrigin + t0), timeline },
+        "registered with the control plane",
+      );
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err.message : String(err) };
       log.warn({ err, event: "register_failed" }, "registration failed");

@@ -11,7 +11,7 @@
 // exec (the target) instead of two (setpriv, then the target). Having changed its ids without an
 // exec, the kernel keeps it undumpable (fs.suid_dumpable), so the jobs' user still cannot open its
 // stdin or trace it while it waits; it checks its own ids and capabilities before it waits.
-import { spawnSync } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { Job } from "./job.js";
 import type { Logger } from "./log.js";
 
@@ -152,6 +152,9 @@ export class SpareGate {
   #reserved: { readonly uuid: string; readonly job: Job } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The checks of start(), while they run; then whether a spare is used. */
+  #probing: Promise<void> | undefined;
+  readonly #checks = new Set<ChildProcess>();
 
   constructor(options: SpareGateOptions) {
     this.#o = options;
@@ -166,48 +169,98 @@ export class SpareGate {
     return this.#spare?.isRunning === true ? this.#spare.pids[0] : undefined;
   }
 
-  /** How a spare drops to the jobs' user: itself (perl), through setpriv, or not at all. */
+  /**
+   * How a spare drops to the jobs' user: itself (perl), through setpriv, or not at all; known
+   * once the checks of start() answered (by the time the first spare waits).
+   */
   get dropBy(): "perl" | "setpriv" | "none" {
     return this.#drop === undefined ? "none" : this.#selfDrop ? "perl" : "setpriv";
   }
 
   /**
    * Starts the first spare, after checking once that setpriv drops to the jobs' user here (a
-   * missing one, or busybox's, which has no --reuid: every job then gets a gate of its own).
+   * missing one, or busybox's, which has no --reuid: every job then gets a gate of its own). The
+   * checks run in the background: clawkerd's start (listen, the Session, registration) does not
+   * wait for perl's or setpriv's exec; until they answer, a job gets a gate of its own.
    */
   start(): void {
+    if (this.#probing !== undefined) return;
+    this.#probing = this.#probe().then(
+      (usable) => {
+        if (!usable || this.#closed) return;
+        this.#usable = true;
+        this.#fill();
+      },
+      (err: unknown) =>
+        this.#o.log.warn(
+          { err, event: "spare_gate_unavailable" },
+          "spare gate check failed; jobs spawn their own",
+        ),
+    );
+  }
+
+  /** Whether a spare can be used here: perl drops itself, or setpriv drops, or no drop is needed. */
+  async #probe(): Promise<boolean> {
     const drop = this.#drop;
     if (drop !== undefined && this.#o.selfDrop !== false) {
       // The dropping spare, tried once with an empty line: 127 (`exec` of nothing) after its checks.
-      const probe = spawnSync(PERL, this.#perlArgs(drop), {
-        input: "\n",
-        stdio: ["pipe", "ignore", "ignore"],
-        env: this.#perlEnv(),
-        timeout: 10_000,
-      });
-      this.#selfDrop = probe.status === 127;
+      const status = await this.#exitOf(PERL, this.#perlArgs(drop), this.#perlEnv(), "\n");
+      this.#selfDrop = status === 127;
       if (!this.#selfDrop)
         this.#o.log.info(
           { perl: PERL, event: "spare_gate_self_drop_unavailable" },
           "spare gates drop through setpriv",
         );
     }
-    if (drop !== undefined && !this.#selfDrop) {
-      const probe = spawnSync(
-        SETPRIV,
-        [`--reuid=${drop.uid}`, `--regid=${drop.gid}`, "--clear-groups", "--", "/bin/sh", "-c", "exit 0"],
-        { stdio: "ignore", timeout: 10_000 },
-      );
-      if (probe.status !== 0) {
+    if (drop !== undefined && !this.#selfDrop && !this.#closed) {
+      const argv = [
+        `--reuid=${drop.uid}`,
+        `--regid=${drop.gid}`,
+        "--clear-groups",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 0",
+      ];
+      if ((await this.#exitOf(SETPRIV, argv, undefined, undefined)) !== 0) {
         this.#o.log.info(
           { setpriv: SETPRIV, event: "spare_gate_unavailable" },
           "no usable setpriv: every job spawns its own gate",
         );
-        return;
+        return false;
       }
     }
-    this.#usable = true;
-    this.#fill();
+    return !this.#closed;
+  }
+
+  /**
+   * A check's exit status (null: it could not run, was signalled or ran over 10 s). Tracked so
+   * that close() ends a check still running.
+   */
+  #exitOf(
+    file: string,
+    args: string[],
+    env: Record<string, string> | undefined,
+    input: string | undefined,
+  ): Promise<number | null> {
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const child = spawn(file, args, {
+        stdio: [input === undefined ? "ignore" : "pipe", "ignore", "ignore"],
+        ...(env === undefined ? {} : { env }),
+        timeout: 10_000,
+      });
+      this.#checks.add(child);
+      child.stdin?.on("error", () => undefined).end(input);
+      child.once("error", () => {
+        this.#checks.delete(child);
+        resolve(null);
+      });
+      child.once("close", (code) => {
+        this.#checks.delete(child);
+        resolve(code);
+      });
+    });
   }
 
   /**
@@ -275,6 +328,8 @@ export class SpareGate {
   /** Ends the waiting spare (it runs nothing) and starts no other. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const check of this.#checks) check.kill("SIGKILL");
+    await this.#probing;
     clearTimeout(this.#timer);
     const spares = [this.#spare, this.#reserved?.job].filter((j): j is Job => j !== undefined);
     this.#spare = undefined;

@@ -91,6 +91,24 @@ test("RegisterRequired: token exchange, Register with the bearer token and the a
     what: "the token request in the auth log",
   });
 
+  // Where the start and the registration went, in clawkerd's own log: each step's ms, in order.
+  const lines = proc.stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const listening = lines.find((l) => l["event"] === "listening");
+  const startedAt = listening?.["processStartUnixMs"];
+  assert.ok(typeof startedAt === "number" && Math.abs(Date.now() - startedAt) < 120_000, "process start");
+  const start = listening?.["timeline"] as Record<string, number>;
+  const startSteps = ["modulesLoaded", "bootstrapLoaded", "trustInstalled", "jobsLoaded", "listening"];
+  assert.deepEqual(Object.keys(start), startSteps);
+  for (let i = 1; i < startSteps.length; i++) assert.ok(start[startSteps[i]!]! >= start[startSteps[i - 1]!]!);
+  const registered = lines.find((l) => l["event"] === "registered");
+  assert.equal(typeof registered?.["t0UnixMs"], "number");
+  const reg = registered?.["timeline"] as Record<string, number>;
+  assert.ok(reg["stateWritten"]! <= reg["tokenReceived"]!);
+  assert.ok(reg["tokenReceived"]! <= reg["registerAnswered"]! && reg["tokenReceived"]! <= reg["tokenKept"]!);
+
   // Again on a new session: the same outcome, nothing sent anywhere.
   assert.deepEqual(await registerOnce(proc.address, "reg-2"), { ok: true, error: "" });
   // And after a restart of clawkerd on the same state dir.

@@ -98,8 +98,8 @@ for (const by of ["perl", "setpriv"] as const) {
   void test(`as root, the target runs as the jobs' user with no supplementary groups (${by})`, async (t) => {
     if (!requires(t, root, command(by))) return;
     const g = spareGate(t, NOBODY, by === "perl");
-    assert.equal(g.dropBy, by);
     await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+    assert.equal(g.dropBy, by);
     const spare = g.pid!;
     const taken = g.take({
       argv: ["/bin/sh", "-c", "id -u; id -g; id -G; grep -E '^(Uid|Gid|CapPrm|CapEff):' /proc/self/status"],
@@ -122,7 +122,6 @@ for (const by of ["perl", "setpriv"] as const) {
 void test("as root, the self-dropping spare carries argv, cwd and environment exactly; EOF runs nothing", async (t) => {
   if (!requires(t, root, command("perl"))) return;
   const g = spareGate(t, NOBODY);
-  assert.equal(g.dropBy, "perl");
   const dir = mkdtempSync(join(tmpdir(), "spare gate 'dir'\n"));
   chmodSync(dir, 0o755);
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -140,6 +139,7 @@ void test("as root, the self-dropping spare carries argv, cwd and environment ex
     "é",
   ];
   await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+  assert.equal(g.dropBy, "perl");
   const taken = g.take({
     argv: ["sh", "-c", 'printf "%s|" "$@"; printf "%s|" "$X" "$(pwd)" "$PERL5OPT"', "job", ...tricky],
     cwd: dir,
@@ -173,8 +173,8 @@ for (const by of ["perl", "setpriv"] as const)
     // The jobs' user is nobody. setpriv's spare waits as clawkerd's (root); perl's waits as nobody,
     // undumpable because it changed its ids without an exec: nobody cannot reach either.
     const g = spareGate(t, NOBODY, by === "perl");
-    assert.equal(g.dropBy, by);
     await waitFor(() => g.pid !== undefined, { what: "the first spare" });
+    assert.equal(g.dropBy, by);
     const pid = g.pid!;
     // perl starts as root and drops as its first statement: the wait is in the dropped state.
     const uid = (): string | undefined =>
@@ -198,6 +198,16 @@ for (const by of ["perl", "setpriv"] as const)
     assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "no process is left");
     assert.equal(spawnSync("test", ["-e", marker]).status, 1, "nothing ran");
   });
+
+void test("close() while the start's checks still run ends them: no process is left", async (t) => {
+  if (!requires(t, root)) return;
+  // As root for nobody, start() checks perl's (or setpriv's) drop in a child before any spare.
+  const g = spareGate(t, NOBODY);
+  await g.close();
+  assert.equal(g.pid, undefined);
+  const children = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8").trim();
+  assert.equal(children, "", "no check or spare outlives close()");
+});
 
 void test("a spare killed while it waits is not handed out, and another takes its place", async (t) => {
   const g = spareGate(t, own);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http2 from "node:http2";
-import { createServer, type AddressInfo } from "node:net";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -479,6 +479,43 @@ describe("Dialer backoff and cancellation", () => {
       failed.map((e) => (e.type === "agent.dial_failed" ? e.attempt : 0)),
       failed.map((_, i) => i + 1),
     );
+  });
+
+  test("a clawkerd that listens after the dial began: bare connects until it listens, then the Session on the first attempt", async () => {
+    const port = await deadPort();
+    const { id, dialer, double, record } = await setup({
+      agentName: "late",
+      dialer: { target: () => `127.0.0.1:${port}`, timeouts: { connectMs: 10_000 } },
+    });
+    index.put(record);
+    await waitFor(() => dialer.status(id)?.state === "dialing", { what: "dialing" });
+    // clawkerd "starts listening": a forwarder on the dialed port to the double, counting each
+    // connection's bytes from the dialer.
+    const seen: { bytes: number }[] = [];
+    const sockets = new Set<Socket>();
+    const forwarder = createServer((c: Socket) => {
+      const conn = { bytes: 0 };
+      seen.push(conn);
+      const up = connect(double.port, "127.0.0.1");
+      sockets.add(c).add(up);
+      c.on("data", (d: Buffer) => (conn.bytes += d.length));
+      c.on("error", () => up.destroy());
+      up.on("error", () => c.destroy());
+      c.pipe(up).pipe(c);
+    });
+    await new Promise<void>((r) => forwarder.listen(port, "127.0.0.1", r));
+    cleanups.push(() => {
+      for (const socket of sockets) socket.destroy();
+      forwarder.close();
+    });
+    await waitFor(() => dialer.status(id)?.state === "ready", { what: "ready" });
+    assert.equal(dialer.status(id)?.attempts, 0, "no failed attempt");
+    assert.deepEqual(eventsFor(id).slice(0, 1), ["agent.session_opened"]);
+    // The first connection was the probe (nothing sent; it is not the Session's): grpc-js's own
+    // reconnects would have opened with a TLS ClientHello.
+    assert.ok(seen.length >= 2, `connections: ${seen.length}`);
+    assert.equal(seen[0]!.bytes, 0);
+    assert.ok(seen.some((c) => c.bytes > 0));
   });
 
   test("a destroyed container cancels its retries", async () => {

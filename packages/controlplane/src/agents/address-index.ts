@@ -96,7 +96,7 @@ export class ContainerAddressIndex {
   handle(event: ContainerEvent): void {
     switch (event.type) {
       case "container.started":
-        if (isAgentLabels(event.labels)) this.#track(event.id);
+        if (isAgentLabels(event.labels)) this.#track(event.id, event.time);
         break;
       case "container.died":
         this.remove(event.id, "died");
@@ -178,7 +178,7 @@ export class ContainerAddressIndex {
     this.#abort?.abort();
   }
 
-  #track(id: string): void {
+  #track(id: string, seenAt: number): void {
     const generation = this.#generation.get(id) ?? 0;
     const run = (async () => {
       let inspected: InspectedContainer | undefined;
@@ -192,6 +192,12 @@ export class ContainerAddressIndex {
       if ((this.#generation.get(id) ?? 0) !== generation) return;
       if (inspected === undefined || !inspected.isRunning || !isAgentLabels(inspected.labels)) return;
       this.put({ id: inspected.id, labels: inspected.labels, addresses: inspected.addresses });
+      // One line per agent start: the event's arrival and the inspect, the first pieces of its
+      // start -> registered (the dial starts here).
+      this.#log.info(
+        { containerId: id, seenAt, inspectMs: Date.now() - seenAt, event: "agent_indexed" },
+        "agent container indexed",
+      );
     })().finally(() => {
       if (this.#pending.get(id) === run) this.#pending.delete(id);
     });
