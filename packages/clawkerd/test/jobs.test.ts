@@ -23,7 +23,7 @@ const watcherChild = fileURLToPath(new URL("./fixtures/job-watcher-child.ts", im
 const S = jobs.JobState;
 let agent: TestAgent;
 let proc: ClawkerdProcess;
-const clients: jobs.JobServiceClient[] = [];
+const clients: Array<{ close(): void }> = [];
 
 /** Output kept per job: more than any test writes, so a reader that keeps up misses nothing. */
 const ENV = { CLAWKERD_JOB_OUTPUT_BYTES: String(64 << 20), CLAWKERD_JOB_WATCH_STALL_MS: "3000" };
@@ -40,18 +40,33 @@ after(async () => {
   await agent?.close();
 });
 
-function client(address = proc.address): jobs.JobServiceClient {
+/** The control plane's client credentials towards the test's clawkerd. */
+function cpCredentials(): ReturnType<typeof credentials.createSsl> {
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
   const set = agent.trust.set;
-  const creds = credentials.createSsl(
+  return credentials.createSsl(
     Buffer.from(set.ca.certPem),
     Buffer.from(set.controlPlaneClient.keyPem),
     Buffer.from(set.controlPlaneClient.certPem),
     { checkServerIdentity: () => undefined },
   );
-  const c = new jobs.JobServiceClient(address, creds, { "grpc.ssl_target_name_override": "localhost" });
+}
+
+function client(address = proc.address): jobs.JobServiceClient {
+  const c = new jobs.JobServiceClient(address, cpCredentials(), {
+    "grpc.ssl_target_name_override": "localhost",
+  });
   clients.push(c);
   return c;
+}
+
+/** JobGateService on the test's clawkerd, as the control plane calls it. */
+function gateClient(): jobs.JobGateServiceClient {
+  const g = new jobs.JobGateServiceClient(proc.address, cpCredentials(), {
+    "grpc.ssl_target_name_override": "localhost",
+  });
+  clients.push(g);
+  return g;
 }
 
 function call<Req, Res>(
@@ -345,18 +360,7 @@ void test("the job's first process is in the job's cgroup before the target runs
 
 void test("a held job waits at its gate for the control plane: nothing runs before OpenJobGate, then the target does; run=false ends it FAILED", async () => {
   const c = client();
-  const set = agent.trust.set;
-  const gate = new jobs.JobGateServiceClient(
-    proc.address,
-    credentials.createSsl(
-      Buffer.from(set.ca.certPem),
-      Buffer.from(set.controlPlaneClient.keyPem),
-      Buffer.from(set.controlPlaneClient.certPem),
-      { checkServerIdentity: () => undefined },
-    ),
-    { "grpc.ssl_target_name_override": "localhost" },
-  );
-  after(() => gate.close());
+  const gate = gateClient();
   const open = (req: jobs.OpenJobGateRequest): Promise<jobs.OpenJobGateResponse> =>
     new Promise((resolve, reject) => gate.openJobGate(req, (e, v) => (e === null ? resolve(v) : reject(e))));
   const held = await call<jobs.StartJobRequest, jobs.StartJobResponse>(c, "startJob", {
@@ -452,18 +456,7 @@ void test("a held job waits at its gate for the control plane: nothing runs befo
 
 void test("a spare reserved for the control plane runs its job at once, placed as the start says; a new reservation or a job that cannot use it ends it having run nothing", async () => {
   const c = client();
-  const set = agent.trust.set;
-  const gate = new jobs.JobGateServiceClient(
-    proc.address,
-    credentials.createSsl(
-      Buffer.from(set.ca.certPem),
-      Buffer.from(set.controlPlaneClient.keyPem),
-      Buffer.from(set.controlPlaneClient.certPem),
-      { checkServerIdentity: () => undefined },
-    ),
-    { "grpc.ssl_target_name_override": "localhost" },
-  );
-  after(() => gate.close());
+  const gate = gateClient();
   const reserve = (jobUuid: string): Promise<number> =>
     new Promise((resolve, reject) =>
       gate.reserveSpareGate({ jobUuid }, (e, v) => (e === null ? resolve(v.pid) : reject(e))),

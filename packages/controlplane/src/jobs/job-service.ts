@@ -136,29 +136,26 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     // The uuid is ours so that the job's groups and limits are made while clawkerd starts the
     // job (or before, with a reserved spare); only the move of a held process waits for it.
     const uuid = reserved?.uuid ?? randomUUID();
+    // A reserved spare's limits are written before clawkerd is asked: it runs the job at once.
+    const limited = reserved === undefined ? undefined : placement.limitReserved(reserved, req.limits);
+    const heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
+      ...req,
+      holdForPlacement: true,
+      jobUuid: uuid,
+      sparePlacement:
+        limited === undefined
+          ? undefined
+          : { isLimited: limited.placed.isLimited, limitsNote: limited.placed.note },
+    });
     let prepared: PreparedGroups;
-    let heldCall: Promise<jobs.StartJobResponse>;
-    if (reserved !== undefined) {
-      const limited = placement.limitReserved(reserved, req.limits);
+    if (limited !== undefined) {
       prepared = limited.prepared;
-      timeline["preparedMs"] = at();
       timeline["spareAhead"] = true;
-      heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
-        ...req,
-        holdForPlacement: true,
-        jobUuid: uuid,
-        sparePlacement: { isLimited: limited.placed.isLimited, limitsNote: limited.placed.note },
-      });
     } else {
-      heldCall = unaryOn<jobs.StartJobRequest, jobs.StartJobResponse>(c.startJob.bind(c), {
-        ...req,
-        holdForPlacement: true,
-        jobUuid: uuid,
-      });
       await new Promise(setImmediate);
       prepared = placement.prepare(groups, uuid, req.limits);
-      timeline["preparedMs"] = at();
     }
+    timeline["preparedMs"] = at();
     let held: jobs.StartJobResponse;
     try {
       held = await heldCall;
