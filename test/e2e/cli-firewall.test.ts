@@ -206,11 +206,12 @@ describe("clawker firewall against the real daemon", { skip }, () => {
     });
   });
 
-  test("bypass --non-interactive: visible in status with its time left, then it ends by itself", async () => {
-    // Long enough to outlive two CLI runs (each starts node and tsx: seconds under load).
-    const started = await fw("bypass", "20s", "--agent", "dev", "--project", "web", "--non-interactive");
+  test("bypass --non-interactive: visible in status with its time left, --stop ends it, a short one ends by itself", async () => {
+    // Long enough to outlive every CLI run below however loaded the machine (each starts node and
+    // tsx: a CI run at load 12 took over 20 s for three of them); --stop ends it.
+    const started = await fw("bypass", "10m", "--agent", "dev", "--project", "web", "--non-interactive");
     assert.equal(started.code, 0, started.stderr);
-    assert.equal(started.stdout, "Bypass active for web.dev (ends by itself in 20s)\n");
+    assert.equal(started.stdout, "Bypass active for web.dev (ends by itself in 10m0s)\n");
     assert.match(started.stderr, /Stop early: clawker firewall bypass --stop --agent dev --project web/);
     const during = json<{ containers: Array<Record<string, unknown>> }>(
       await fw("status", "--format", "json"),
@@ -220,7 +221,16 @@ describe("clawker firewall against the real daemon", { skip }, () => {
     assert.equal(during.containers[0]!["mode"], "bypass");
     assert.equal(during.containers[0]!["enforced"], false);
     const text = await fw("status");
-    assert.match(text.stdout, /Container: cd34cd34cd34 bypass, \d+s left \(recorded only/);
+    assert.match(text.stdout, /Container: cd34cd34cd34 bypass, \dm\d+s left \(recorded only/);
+    const stopped = await fw("bypass", "--stop", "--agent", "dev", "--project", "web");
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout, "Bypass stopped for web.dev\n");
+    assert.deepEqual(json<{ containers: unknown[] }>(await fw("status", "--format", "json")).containers, []);
+
+    // A short one ends by itself, with nobody stopping it.
+    const short = await fw("bypass", "3s", "--agent", "dev", "--project", "web", "--non-interactive");
+    assert.equal(short.code, 0, short.stderr);
+    assert.equal(short.stdout, "Bypass active for web.dev (ends by itself in 3s)\n");
     await waitFor(
       async () =>
         json<{ containers: unknown[] }>(await fw("status", "--format", "json")).containers.length === 0,
