@@ -343,7 +343,15 @@ void test("a CLI watcher that stops reading is cut off (watcher_too_slow) while 
   child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("close", resolve));
   try {
-    await waitFor(() => (got > 0 ? true : undefined), { timeoutMs: 60_000, what: "the CLI's first bytes" });
+    await waitFor(
+      () => {
+        // A CLI that exited will never print: say why now rather than after the whole wait.
+        if (child.exitCode !== null)
+          throw new Error(`the CLI exited ${child.exitCode} before any output: ${stderr}`);
+        return got > 0 ? true : undefined;
+      },
+      { timeoutMs: 60_000, what: "the CLI's first bytes" },
+    );
     child.kill("SIGSTOP");
     let read = 0;
     for await (const m of client.streamMethod(jobs.JobServiceService.watchJobOutput, { name }))
