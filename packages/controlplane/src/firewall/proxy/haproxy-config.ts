@@ -118,13 +118,12 @@ export function renderConfig(o: RenderOptions): string {
     // Upstreams are not ours to choose: TLS 1.2 is the floor towards them. The interception
     // listener (agents' side) takes TLS 1.3 only.
     "  ssl-default-server-options ssl-min-ver TLSv1.2",
-    // Spliced tunnels (be_pass) move up to a pipe's size per splice() pair: 1 MiB instead of the
-    // kernel's 64 KiB default takes fewer calls per byte of a large body. A pipe holds pages only
-    // while bytes are in it.
+    // A tunnel that splices (be_pass, splice-auto: a fast streamer only) moves up to a pipe's size
+    // per splice() pair: 1 MiB instead of the kernel's 64 KiB default takes fewer calls per byte.
+    // A pipe holds pages only while bytes are in it.
     "  tune.pipesize 1048576",
     // A read that returns less than asked ends the read loop: a stream socket had nothing more.
-    // The default (10240) tried again after every short splice and got EAGAIN, one syscall more
-    // per small spliced response (strace: 6.2 syscalls per passthrough request, 5.2 with this).
+    // The default (10240) tried again after every short splice and got EAGAIN.
     "  tune.recv_enough 1",
     "",
     ...decisionRing(L.decisionSocket, o.log.ringBytes),
@@ -198,15 +197,17 @@ export function renderConfig(o: RenderOptions): string {
     // by the mark on the agent's socket, not by server (session-tags.ts).
     "backend be_pass",
     "  mode tcp",
-    // Passthrough and TCP routes relay bytes they never read: the kernel moves them (splice), not a
-    // user-space copy. Only here (either side's option enables it): the interception hop (be_mitm)
-    // relays to a Unix socket whose bytes the mitm frontend decrypts in user space anyway, and
-    // splicing it cost ~8% more proxy CPU per small intercepted request (bench/firewall-proxy).
-    // Responses always: splice-auto alone splices only a "fast streamer" (three reads in a row that
-    // fill the buffer), which a loopback or LAN upstream, read as fast as it writes, never is, so a
-    // 100 MiB download went through user space (~3x the proxy CPU per byte, bench/firewall-proxy).
+    // Passthrough and TCP routes relay bytes they never read. splice-auto moves a fast streamer's
+    // bytes in the kernel (three reads in a row that fill the buffer); everything else, every small
+    // response and a loopback or LAN download read as fast as it is written, goes through HAProxy's
+    // buffers: one recv and one send. Splicing every response (splice-response) cost a small
+    // request one syscall more (after each splice HAProxy splices again to learn the socket is
+    // empty: EAGAIN) and ~10% more proxy CPU, and the agent took more CPU per byte receiving a
+    // spliced body, so the whole path of a 100 MiB download cost no less and its rate through the
+    // proxy was lower (bench/firewall-proxy, paired, shared cores: 0.71-0.78 of direct spliced,
+    // 0.82-0.92 not). Not on the interception hop (be_mitm): its bytes are decrypted in user space
+    // anyway, and splicing it cost ~8% more proxy CPU per small intercepted request.
     "  option splice-auto",
-    "  option splice-response",
     "  server up 0.0.0.0:0",
     "",
     "backend be_mitm",
