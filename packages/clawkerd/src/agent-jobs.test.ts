@@ -1,9 +1,13 @@
-// Job limits against the agent's own (table), and agentLimitsOf on this host.
+// Job limits against the agent's own (table), agentLimitsOf on this host, and when a start is logged.
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
-import { checkWithinAgent, NO_LIMITS } from "./agent-jobs.js";
+import { AgentJobs, checkWithinAgent, NO_LIMITS } from "./agent-jobs.js";
 import { ClawkerdError } from "./errors.js";
-import { agentLimitsOf } from "./job-cgroup.js";
+import { agentLimitsOf, JobCgroups } from "./job-cgroup.js";
+import { createLogger } from "./log.js";
 
 void test("a job may not ask for more CPU or memory than its agent has", () => {
   const agent = { cpuMillis: 500, memoryMaxBytes: 256 << 20 };
@@ -32,4 +36,27 @@ void test("agentLimitsOf reads a number or 0 for each, never NaN", () => {
   const l = agentLimitsOf();
   assert.ok(Number.isFinite(l.cpuMillis) && l.cpuMillis >= 0);
   assert.ok(Number.isFinite(l.memoryMaxBytes) && l.memoryMaxBytes >= 0);
+});
+
+void test("job_started is logged after start() has answered, not before: its write never delays the answer", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "agent-jobs-"));
+  const lines: Array<Record<string, unknown>> = [];
+  const table = new AgentJobs({
+    agent: "proj.dev",
+    stateDir: dir,
+    cgroups: new JobCgroups(undefined, "none in this test"),
+    log: createLogger("info", (line) => lines.push(JSON.parse(line) as Record<string, unknown>)),
+    baseEnv: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+    runAs: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+  });
+  t.after(async () => {
+    await table.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  table.load();
+  const started = (): Record<string, unknown> | undefined => lines.find((l) => l["event"] === "job_started");
+  const { record } = await table.start({ argv: ["true"], cwd: "", env: {}, limits: NO_LIMITS });
+  assert.equal(started(), undefined, "not yet logged when start() answered");
+  await new Promise(setImmediate);
+  assert.equal(started()?.["job"], record.name);
 });

@@ -371,20 +371,29 @@ export class AgentJobs {
       this.#logTimeline(live);
       this.#retire(uuid);
     });
-    this.#o.log.info(
-      {
-        job: record.name,
-        isLimited: group.isLimited,
-        spawned: job.spawned,
-        held: hold && placed === undefined,
-        spareGate: spare !== undefined,
-        placedAhead: placed !== undefined,
-        event: "job_started",
-      },
-      "job started",
-    );
-    if (!job.spawned) await live.ended;
-    return { record, heldPid: job.spawned ? heldPid : 0 };
+    const logStarted = (): void =>
+      this.#o.log.info(
+        {
+          job: record.name,
+          isLimited: group.isLimited,
+          spawned: job.spawned,
+          held: hold && placed === undefined,
+          spareGate: spare !== undefined,
+          placedAhead: placed !== undefined,
+          event: "job_started",
+        },
+        "job started",
+      );
+    if (!job.spawned) {
+      logStarted();
+      await live.ended;
+      return { record, heldPid: 0 };
+    }
+    // After the caller's answer went out (its write is flushed before the next immediates): the
+    // line's write wakes whatever reads clawkerd's log, which on a busy host can take the CPU from
+    // clawkerd before the answer left. The job's end comes no sooner than the next I/O turn.
+    setImmediate(logStarted);
+    return { record, heldPid };
   }
 
   /**

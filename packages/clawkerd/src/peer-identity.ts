@@ -5,7 +5,12 @@
 // server, it is also where every error status gets its ErrorInfo detail if it has none yet.
 import { X509Certificate } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
-import { ServerInterceptingCall, type status, type ServerInterceptor } from "@grpc/grpc-js";
+import {
+  ServerInterceptingCall,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+  type status,
+} from "@grpc/grpc-js";
 import {
   CLAWKERD_ERRORS,
   CONTROLPLANE_CN,
@@ -59,6 +64,30 @@ export function checkControlPlaneClient(cert: PeerCertificate | undefined): Peer
 }
 
 /**
+ * The verdict of checkControlPlaneClient per HTTP/2 session, i.e. per connection: grpc-js builds
+ * the peer certificate afresh on every call (`getPeerCertificate()`, then the leaf is parsed for
+ * its usages), the costliest step of a job call here, yet a TLS 1.3 connection's peer certificate
+ * cannot change (no renegotiation) and a session never changes its socket. Keyed on grpc-js's own
+ * session object, never on anything a client sends, and dropped with the session; a refusal is
+ * kept too, so every call on a refused connection is refused.
+ */
+const verdicts = new WeakMap<object, PeerRefusal | null>();
+
+/** The verdict on `call`'s peer, checked once per connection (see `verdicts`). */
+function verdictOf(call: ServerInterceptingCallInterface): PeerRefusal | undefined {
+  // grpc-js's base call keeps its HTTP/2 stream in a field of that name; not part of its API.
+  const session = (call as { stream?: { session?: unknown } }).stream?.session;
+  if (typeof session !== "object" || session === null)
+    return checkControlPlaneClient(call.getAuthContext().sslPeerCertificate);
+  let verdict = verdicts.get(session);
+  if (verdict === undefined) {
+    verdict = checkControlPlaneClient(call.getAuthContext().sslPeerCertificate) ?? null;
+    verdicts.set(session, verdict);
+  }
+  return verdict ?? undefined;
+}
+
+/**
  * A server interceptor that refuses every call not made by the control plane, and gives an error
  * status sent without an ErrorInfo detail one (the code's name as the reason, logged).
  */
@@ -68,7 +97,7 @@ export function peerIdentityInterceptor(log: Logger): ServerInterceptor {
       start: (startNext) => {
         startNext({
           onReceiveMetadata: (metadata, metadataNext) => {
-            const refusal = checkControlPlaneClient(next.getAuthContext().sslPeerCertificate);
+            const refusal = verdictOf(next);
             if (refusal === undefined) {
               metadataNext(metadata);
               return;

@@ -190,6 +190,49 @@ const NO_LIMITS = {
   pidsMax: 0,
 };
 
+void test("a spare is reserved as soon as the asking job's first output went out, not only after the delay", async (t) => {
+  if (!requires(t, root, v1)) return;
+  const c = fakeContainer(t);
+  const placement = new JobPlacement({
+    initPid: () => Promise.resolve(c.init.pid!),
+    registry: { list: () => [] },
+    dialer: { readyChannel: () => undefined },
+    log: pino({ level: "silent" }),
+    // Far beyond the test's wait: only firstOutput() can start the reservation in time.
+    spareAheadDelayMs: 600_000,
+  });
+  t.after(() => placement.close());
+  const groups = await placement.groupsOf(c.id);
+  assert.ok(groups !== undefined);
+  const spare = sleeper(t);
+  inContainer(c.dirs, spare);
+  let asked = 0;
+  placement.reserveSoon(
+    c.id,
+    groups,
+    () => {
+      asked++;
+      return Promise.resolve(spare.pid!);
+    },
+    "job-a",
+  );
+  placement.firstOutput("job-b");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(asked, 0, "another job's output starts nothing");
+  placement.firstOutput("job-a");
+  const r = await waitFor(() => placement.takeReserved(c.id), { timeoutMs: 10_000, what: "the reservation" });
+  assert.equal(asked, 1);
+  for (const ctl of V1_CONTROLLERS)
+    assert.ok(cgroupOf(spare.pid!, ctl).endsWith(`/${c.id}/job-${r.uuid}`), ctl);
+  placement.firstOutput("job-a");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(asked, 1, "once");
+  spare.kill("SIGKILL");
+  await exited(spare);
+  placement.abandon(groups, r.uuid);
+  assert.deepEqual(new JobCgroupsV1().jobIds(groups), []);
+});
+
 void test("a spare reserved ahead is moved into a new job's groups only when it is in the container; limits are written when its job comes", async (t) => {
   if (!requires(t, root, v1)) return;
   const c = fakeContainer(t);

@@ -2,9 +2,10 @@
 // clawkerd process moved into a stand-in container's v1 groups (named by its container id, as
 // Docker's), the real Dialer holding its Session over mTLS, JobService with JobPlacement on a real
 // listener. After a placed start the control plane reserves clawkerd's next spare gate and moves
-// it into the next job's groups ahead; that job's limits are written before clawkerd is asked, and
-// its target runs in those groups from its first instruction. Concurrent starts each get groups of
-// their own, whether they find the reserved spare or are held. Needs root and v1 controllers.
+// it into the next job's groups ahead (as soon as the start's first output went to its watcher);
+// that job's limits are written before clawkerd is asked, and its target runs in those groups from
+// its first instruction. Concurrent starts each get groups of their own, whether they find the
+// reserved spare or are held. Needs root and v1 controllers.
 import assert from "node:assert/strict";
 import { X509Certificate, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
@@ -111,7 +112,14 @@ before(async () => {
     timeoutMs: 30_000,
     what: "agent ready",
   });
-  placement = new JobPlacement({ initPid: () => Promise.resolve(proc.child.pid!), registry, dialer, log });
+  placement = new JobPlacement({
+    initPid: () => Promise.resolve(proc.child.pid!),
+    registry,
+    dialer,
+    log,
+    // Far beyond the tests' waits: a spare is reserved because a start's first output was watched.
+    spareAheadDelayMs: 600_000,
+  });
   listener = new GrpcListener({
     name: "admin",
     host: "127.0.0.1",
@@ -231,9 +239,11 @@ function selfReport(): string[] {
 
 void test("after a placed start the next job's spare waits in its groups; that job is limited before its target runs, and runs without a hold", async (t) => {
   if (!requires(t, root, v1)) return;
-  const first = await start(["/bin/true"]);
+  const first = await start(["echo", "first"]);
   assert.equal(first.isLimited, true, first.limitsNote);
+  assert.equal(await outputOf(first.name), "first\n");
   assert.equal((await ended(first.name)).state, S.JOB_STATE_COMPLETED);
+  // Reserved once the first job's output went to its watcher (the delay is 10 minutes here).
   const uuid = await waitFor(reservedGroup, { what: "a spare reserved in the next job's groups" });
   const quota = readFileSync(join(dirs.get("cpu")!, `job-${uuid}`, "cpu.cfs_quota_us"), "utf8").trim();
   assert.equal(quota, "-1", "no limits while the spare waits: they are the next job's");

@@ -116,12 +116,17 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
     const gate = new jobs.JobGateServiceClient("unused:0", grpc.credentials.createInsecure(), {
       channelOverride: route.channel,
     });
-    const reserveNext = (): void =>
-      placement.reserveSoon(route.containerId, groups, (jobUuid) =>
-        unaryOn<jobs.ReserveSpareGateRequest, jobs.ReserveSpareGateResponse>(
-          gate.reserveSpareGate.bind(gate),
-          { jobUuid },
-        ).then((r) => r.pid),
+    // The next spare once this job's first output went to its watcher (or after the delay).
+    const reserveNext = (after: string): void =>
+      placement.reserveSoon(
+        route.containerId,
+        groups,
+        (jobUuid) =>
+          unaryOn<jobs.ReserveSpareGateRequest, jobs.ReserveSpareGateResponse>(
+            gate.reserveSpareGate.bind(gate),
+            { jobUuid },
+          ).then((r) => r.pid),
+        after,
       );
     const timeline: Record<string, number | boolean> = {};
     const done = (res: jobs.StartJobResponse): jobs.StartJobResponse => {
@@ -129,7 +134,7 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
         { job: res.job?.name, t0UnixMs: unixMs(t0), ...timeline, event: "job_timeline" },
         "job start timeline",
       );
-      reserveNext();
+      reserveNext(res.job === undefined ? "" : uuidOf(res.job.name));
       return res;
     };
     const reserved = placement.takeReserved(route.containerId);
@@ -348,7 +353,8 @@ export function jobService(deps: JobServiceDeps): ServiceBinding {
         ),
       ).then((lists) => callback(null, { jobs: lists.flat() }));
     },
-    watchJobOutput: (call) => watch(call, clientFor, maxStallMs, log, early),
+    watchJobOutput: (call) =>
+      watch(call, clientFor, maxStallMs, log, early, () => placement?.firstOutput(uuidOf(call.request.name))),
   };
   return { definition: jobs.JobServiceService, implementation };
 }
@@ -378,6 +384,8 @@ function watch(
   maxStallMs: number,
   log: Logger,
   early: EarlyWatches | undefined,
+  /** Once, when the first output bytes were written to the watcher's stream. */
+  onFirstOutput: () => void,
 ): void {
   let upstream: grpc.ClientReadableStream<jobs.WatchJobOutputResponse>;
   let claimed: ClaimedWatch | undefined;
@@ -393,6 +401,7 @@ function watch(
   let stall: NodeJS.Timeout | undefined;
   // Debug only: when the watch arrived and its first data came from clawkerd and went on.
   let t0 = log.isLevelEnabled("debug") ? performance.now() : undefined;
+  let isFirst = true;
   const finish = (fn: () => void): void => {
     if (ended) return;
     ended = true;
@@ -406,6 +415,10 @@ function watch(
     if (firstAt !== undefined) {
       logWatchTimeline(log, call.request.name, t0!, firstAt);
       t0 = undefined;
+    }
+    if (isFirst && m.data.length > 0 && !ended) {
+      isFirst = false;
+      onFirstOutput();
     }
     if (hasRoom) return;
     // The CLI's stream is full: stop reading from clawkerd (which keeps the output on disk) until

@@ -56,6 +56,8 @@ export class JobPlacement {
   /** Per container: its reserved spare, or "pending" while one is being reserved. */
   readonly #reserved = new Map<string, ReservedSpare | "pending">();
   readonly #reserveTimers = new Set<NodeJS.Timeout>();
+  /** Per container: the reservation waiting for its delay, the job that asked for it, and what starts it. */
+  readonly #due = new Map<string, { readonly after: string; readonly fire: () => void }>();
   #timer: NodeJS.Timeout | undefined;
   #reaping = false;
   #closed = false;
@@ -89,28 +91,54 @@ export class JobPlacement {
     clearInterval(this.#timer);
     for (const t of this.#reserveTimers) clearTimeout(t);
     this.#reserveTimers.clear();
+    this.#due.clear();
   }
 
   /**
-   * In `spareAheadDelayMs`, reserves the container's next spare gate through `reserve` (clawkerd's
-   * ReserveSpareGate for a new uuid: the spare's pid in the agent's namespace, 0 for none) and
-   * moves it into that job's groups, made without limits; takeReserved() hands it to a start.
-   * One per container: nothing happens while one is ready or on its way.
+   * In `spareAheadDelayMs`, or as soon as job `after`'s first output reached a watcher
+   * (firstOutput()), whichever comes first, reserves the container's next spare gate through
+   * `reserve` (clawkerd's ReserveSpareGate for a new uuid: the spare's pid in the agent's
+   * namespace, 0 for none) and moves it into that job's groups, made without limits;
+   * takeReserved() hands it to a start. One per container: nothing happens while one is ready or
+   * on its way.
    */
   reserveSoon(
     containerId: string,
     groups: ContainerGroups,
     reserve: (uuid: string) => Promise<number>,
+    after = "",
   ): void {
     const delay = this.#d.spareAheadDelayMs ?? 100;
     if (delay === false || this.#closed || this.#reserved.has(containerId)) return;
     this.#reserved.set(containerId, "pending");
-    const timer = setTimeout(() => {
+    let fired = false;
+    const fire = (): void => {
+      if (fired || this.#closed) return;
+      fired = true;
+      clearTimeout(timer);
       this.#reserveTimers.delete(timer);
+      if (this.#due.get(containerId)?.fire === fire) this.#due.delete(containerId);
       void this.#reserveAhead(containerId, groups, reserve);
-    }, delay);
+    };
+    const timer = setTimeout(fire, delay);
     timer.unref();
     this.#reserveTimers.add(timer);
+    if (after !== "") this.#due.set(containerId, { after, fire });
+  }
+
+  /**
+   * Job `uuid`'s first output went to a watcher: a reservation its start asked for (reserveSoon's
+   * `after`) begins now instead of at its delay, so a next start soon after finds the spare; not
+   * before that output is out, so the reservation's work never delays it. Once the pending I/O is
+   * flushed (setImmediate), the relayed bytes go first.
+   */
+  firstOutput(uuid: string): void {
+    for (const [containerId, due] of this.#due) {
+      if (due.after !== uuid) continue;
+      this.#due.delete(containerId);
+      setImmediate(due.fire);
+      return;
+    }
   }
 
   /** The container's reserved spare, handed over once; undefined when none is ready. */
