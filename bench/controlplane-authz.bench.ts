@@ -5,10 +5,14 @@
 // process, pinned to one core and both servers to the other, the same for both sides, so the
 // client neither starves the server nor borrows its core. Each server's main-thread CPU per call is
 // reported beside it, so a difference can be placed on the event loop or on V8's helper threads.
+// With BENCH_GC_TRACE=1 both servers run with V8's GC trace and each one's allocation, promotion
+// and scavenges per call are reported too: counts that the machine's load does not swing, in
+// steps of one collection (gc-trace.ts: ~0.8 KB per call at 3 runs).
 import { Metadata } from "@grpc/grpc-js";
 import { dial, openAdminClient, TokenSource } from "@clawker/adminclient";
 import { startControlPlane } from "../test/harness/controlplane.js";
 import { startEcho } from "./grpc-baseline.js";
+import { GC_TRACE_FLAG, gcTotals, LINE_BUFFERED, type GcTotals } from "./gc-trace.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 import { cpuMs, pinToCpus, rssMiB } from "./proc-stat.js";
 import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
@@ -27,12 +31,29 @@ const BENCH_RELIEF_IDLE_MS = 3_600_000;
  */
 const WITH_NODE_ARGS = ["sh", "-c", 'node=$1; shift; exec "$node" $BENCH_DAEMON_NODE_ARGS "$@"', "sh"];
 
+/** The per-call GC figures of one server over the measured rounds. */
+function gcFigures(side: string, totals: GcTotals, calls: number): Figure[] {
+  const figure = (what: string, unit: string, value: number): Figure =>
+    summarise(`${side} ${what} (GC trace, 64-concurrent)`, unit, [value], "lower");
+  return [
+    figure("allocated per call", "B", totals.allocatedBytes / calls),
+    figure("promoted per call", "B", totals.promotedBytes / calls),
+    figure("scavenges per 1000 calls", "count", (totals.scavenges * 1000) / calls),
+    figure("scavenge pause per call", "µs", (totals.scavengePauseMs * 1000) / calls),
+  ];
+}
+
 const bench: Benchmark = {
   name: "controlplane-authz",
   async run(ctx) {
     const figures: Figure[] = [];
     // BENCH_DAEMON_NODE_ARGS: node flags for the daemon alone, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`
     // (node refuses --cpu-prof in NODE_OPTIONS, and that would profile every process).
+    // BENCH_GC_TRACE=1: V8's GC trace in both servers, the same flag for each (gc-trace.ts).
+    const gcTrace = process.env["BENCH_GC_TRACE"] === "1";
+    const daemonNodeArgs = [process.env["BENCH_DAEMON_NODE_ARGS"] ?? "", gcTrace ? GC_TRACE_FLAG : ""]
+      .join(" ")
+      .trim();
     const cp = await startControlPlane({
       built: true,
       // The daemon's memory relief (memory-relief.ts) fires after `idleMs` (10 s) quiet: on a
@@ -41,9 +62,14 @@ const bench: Benchmark = {
       // (daemon CPU per call 0.48x with relief held off, side by side, load 13). The figure is the
       // steady per-call cost, so relief is held off for the run; its start-up collection still runs.
       config: { memoryRelief: { idleMs: BENCH_RELIEF_IDLE_MS } },
-      ...(process.env["BENCH_DAEMON_NODE_ARGS"] === undefined ? {} : { launcher: WITH_NODE_ARGS }),
+      ...(daemonNodeArgs === ""
+        ? {}
+        : {
+            launcher: [...(gcTrace ? LINE_BUFFERED : []), ...WITH_NODE_ARGS],
+            env: { BENCH_DAEMON_NODE_ARGS: daemonNodeArgs },
+          }),
     });
-    const echo = await startEcho();
+    const echo = await startEcho(gcTrace ? { nodeArgs: [GC_TRACE_FLAG], launcher: LINE_BUFFERED } : {});
     const client = openAdminClient({
       trust: cp.trust!,
       target: `127.0.0.1:${cp.ports.admin}`,
@@ -91,20 +117,30 @@ const bench: Benchmark = {
       // The main thread's share (the event loop: grpc-js, our guard, the handler); the rest of a
       // process's CPU is V8's helper threads (GC, compilation) and libuv's pool.
       const main = { base: [] as number[], auth: [] as number[] };
+      // The daemon's stdout lines that are not JSON log records (its GC trace, when on).
+      const daemonOutput = (): string[] =>
+        cp.logs.flatMap((l) => (typeof l["raw"] === "string" ? [l["raw"]] : []));
+      const gcLines = { base: [] as string[], auth: [] as string[] };
       for (let i = 0; i < ctx.warmup + ctx.runs; i++) {
         const bl = await sequentialLatencies(SEQUENTIAL_CALLS, echo.call);
         const al = await sequentialLatencies(SEQUENTIAL_CALLS, listAgents);
         const bc = cpuMs(echo.pid);
         const bm = cpuMs(echo.pid, true);
+        const bg = echo.output().length;
         const bt = await concurrentThroughput(CONCURRENT_CALLS, 64, echo.call);
         const bcpu = (cpuMs(echo.pid) - bc) / CONCURRENT_CALLS;
         const bmain = (cpuMs(echo.pid, true) - bm) / CONCURRENT_CALLS;
+        const bgc = echo.output().slice(bg);
+        const ag = daemonOutput().length;
         const ac = cpuMs(daemonPid);
         const am = cpuMs(daemonPid, true);
         const at = await concurrentThroughput(CONCURRENT_CALLS, 64, listAgents);
         const acpu = (cpuMs(daemonPid) - ac) / CONCURRENT_CALLS;
         const amain = (cpuMs(daemonPid, true) - am) / CONCURRENT_CALLS;
+        const agc = daemonOutput().slice(ag);
         if (i < ctx.warmup) continue;
+        gcLines.base.push(...bgc);
+        gcLines.auth.push(...agc);
         base.lat.push(...bl);
         auth.lat.push(...al);
         base.tput.push(bt);
@@ -150,6 +186,13 @@ const bench: Benchmark = {
           ">= 0.90",
         ),
       );
+      if (gcTrace) {
+        // Each round's collections, summed over the rounds: a collection's `allocated` counts from
+        // the one before, so a round's first also holds what the server allocated while idle (little).
+        const calls = CONCURRENT_CALLS * ctx.runs;
+        figures.push(...gcFigures("echo server", gcTotals(gcLines.base), calls));
+        figures.push(...gcFigures("daemon", gcTotals(gcLines.auth), calls));
+      }
       const wrapped: number[] = [];
       for (let i = 0; i < ctx.runs; i++)
         wrapped.push(await concurrentThroughput(CONCURRENT_CALLS, 64, viaAdminClient));

@@ -14,18 +14,30 @@ export interface EchoPair {
   /** The echo server process (its CPU time is read from /proc). */
   readonly pid: number;
   readonly call: () => Promise<Buffer>;
+  /** What the server printed on stdout besides its port line (e.g. `--trace-gc-nvp` lines), so far. */
+  readonly output: () => readonly string[];
   readonly close: () => Promise<void>;
 }
 
 /** Starts the echo server process with fresh trust material and connects a client. */
-export async function startEcho(): Promise<EchoPair> {
+export async function startEcho(
+  options: {
+    /** Node flags (e.g. `--trace-gc-nvp`). */
+    readonly nodeArgs?: readonly string[];
+    /** A command node is started under, which must exec it (the pid stays the server's). */
+    readonly launcher?: readonly string[];
+  } = {},
+): Promise<EchoPair> {
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
   const set = await mintTrustSet();
+  const [file, ...launcherArgs] = [...(options.launcher ?? []), process.execPath];
   const server = spawn(
-    process.execPath,
+    file,
     [
+      ...launcherArgs,
       // BENCH_ECHO_NODE_ARGS: node flags for the echo server alone (profiling beside the daemon).
       ...(process.env["BENCH_ECHO_NODE_ARGS"]?.split(" ").filter((a) => a !== "") ?? []),
+      ...(options.nodeArgs ?? []),
       "--import",
       import.meta.resolve("tsx"),
       new URL("./echo-server.ts", import.meta.url).pathname,
@@ -40,8 +52,15 @@ export async function startEcho(): Promise<EchoPair> {
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  const [line] = (await once(createInterface({ input: server.stdout }), "line")) as [string];
-  const { port } = JSON.parse(line) as { port: number };
+  // The port line, and every other line kept: with GC tracing on, a collection may print first.
+  const output: string[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once("exit", (code) => reject(new Error(`echo server exited ${code} before serving`)));
+    createInterface({ input: server.stdout }).on("line", (l: string) => {
+      if (l.startsWith('{"port":')) resolve((JSON.parse(l) as { port: number }).port);
+      else output.push(l);
+    });
+  });
   const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, "Echo");
   const client = new Client(
     `127.0.0.1:${port}`,
@@ -62,6 +81,7 @@ export async function startEcho(): Promise<EchoPair> {
           err !== null || res === undefined ? reject(err ?? new Error("empty")) : resolve(res),
         ),
       ),
+    output: () => output,
     close: async () => {
       client.close();
       server.kill("SIGTERM");
