@@ -12,7 +12,7 @@ import { test, type TestContext } from "node:test";
 import pino from "pino";
 import { requires, root, type Requirement } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
-import { JobCgroupsV1, v1Mounts, V1_CONTROLLERS } from "../src/jobs/cgroups-v1.js";
+import { JobCgroupsV1, v1Mounts, V1_CONTROLLERS, type ContainerGroups } from "../src/jobs/cgroups-v1.js";
 import { JobPlacement } from "../src/jobs/placement.js";
 
 const mounts = v1Mounts(readFileSync("/proc/self/mounts", "utf8"));
@@ -190,20 +190,30 @@ const NO_LIMITS = {
   pidsMax: 0,
 };
 
-void test("a spare is reserved as soon as the asking job's first output went out, not only after the delay", async (t) => {
-  if (!requires(t, root, v1)) return;
-  const c = fakeContainer(t);
+/** A JobPlacement for the stand-in container `c` (closed after the test) and the container's groups. */
+async function placementFor(
+  t: TestContext,
+  c: ReturnType<typeof fakeContainer>,
+  spareAheadDelayMs: number,
+): Promise<{ placement: JobPlacement; groups: ContainerGroups }> {
   const placement = new JobPlacement({
     initPid: () => Promise.resolve(c.init.pid!),
     registry: { list: () => [] },
     dialer: { readyChannel: () => undefined },
     log: pino({ level: "silent" }),
-    // Far beyond the test's wait: only firstOutput() can start the reservation in time.
-    spareAheadDelayMs: 600_000,
+    spareAheadDelayMs,
   });
   t.after(() => placement.close());
   const groups = await placement.groupsOf(c.id);
   assert.ok(groups !== undefined);
+  return { placement, groups };
+}
+
+void test("a spare is reserved as soon as the asking job's first output went out, not only after the delay", async (t) => {
+  if (!requires(t, root, v1)) return;
+  const c = fakeContainer(t);
+  // Far beyond the test's wait: only firstOutput() can start the reservation in time.
+  const { placement, groups } = await placementFor(t, c, 600_000);
   const spare = sleeper(t);
   inContainer(c.dirs, spare);
   let asked = 0;
@@ -236,16 +246,7 @@ void test("a spare is reserved as soon as the asking job's first output went out
 void test("a spare reserved ahead is moved into a new job's groups only when it is in the container; limits are written when its job comes", async (t) => {
   if (!requires(t, root, v1)) return;
   const c = fakeContainer(t);
-  const placement = new JobPlacement({
-    initPid: () => Promise.resolve(c.init.pid!),
-    registry: { list: () => [] },
-    dialer: { readyChannel: () => undefined },
-    log: pino({ level: "silent" }),
-    spareAheadDelayMs: 0,
-  });
-  t.after(() => placement.close());
-  const groups = await placement.groupsOf(c.id);
-  assert.ok(groups !== undefined);
+  const { placement, groups } = await placementFor(t, c, 0);
   const cgroups = new JobCgroupsV1();
 
   // clawkerd names a pid outside the container: nothing is moved, the groups made for it go.
