@@ -4,7 +4,7 @@
 // listens on 127.0.0.1 only; 127.0.0.1 is also the "host" address on the forbidden list.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from "node:fs/promises";
 import {
   Agent as HttpAgent,
   createServer as createHttpServer,
@@ -36,6 +36,7 @@ import {
   type ProxyEntry,
   type ProxyPolicy,
 } from "../src/firewall/proxy/index.js";
+import { mitmSocketPath } from "../src/firewall/proxy/haproxy-config.js";
 import { RuntimeApi } from "../src/firewall/proxy/runtime-api.js";
 import { compilePolicy } from "../src/firewall/dns/index.js";
 import { command, requires, root, skipReason } from "../../../test/harness/preconditions.js";
@@ -217,7 +218,8 @@ async function setup(options: { maxChunkBytes?: number; ss?: string } = {}): Pro
         clients: ["127.0.0.0/8"],
         resolvers: [{ address: dns.address, port: dns.port }],
         upstreamCaFile: caFile,
-        threads: 1,
+        // Two, as on most hosts: every test runs with the interception hop per thread (be_mitm).
+        threads: 2,
         timeouts: { connectMs: 2_000, clientHelloMs: 2_000, idleMs: 60_000, httpRequestMs: 5_000 },
         ...(options.ss === undefined ? {} : { ss: options.ss }),
       },
@@ -1061,6 +1063,79 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       }
     });
 
+    test("with two worker threads, an intercepted connection's agent socket and both ends of its Unix hop are on one thread, and both threads take connections", async () => {
+      const e = E();
+      await e.proxy.apply(mitmPolicy(e));
+      const ca = e.firewallCa.certPem;
+      // Opened at once: with one hop socket for every thread, HAProxy handed a hop accepted while
+      // both threads were busy to either of them (a quarter to a third of 32 such connections
+      // crossed threads; opened one by one, none did).
+      const agents = Array.from({ length: 24 }, () => new HttpsAgent({ keepAlive: true, maxSockets: 1 }));
+      try {
+        const ports = await Promise.all(
+          agents.map(async (agent) => {
+            const res = await keptAliveHttpsGet(e, agent, "mitm.example.test", "/a/thread", ca);
+            assert.equal(res.status, 200);
+            return res.socket.localPort!;
+          }),
+        );
+        // While the connections stay open: HAProxy's streams (the tls_in side of each hop, with
+        // its client and server fds), its fds' thread masks, the fds' socket inodes, and the
+        // kernel's Unix socket pairs (which hop end accepted which connect).
+        const api = new RuntimeApi({ socketPath: e.proxy.layout.runtimeSocket });
+        const sessions = await api.command(["show", "sess"]);
+        const fds = await api.command(["show", "fd"]);
+        const { workerPid } = await e.proxy.health();
+        const threadOf = new Map<number, string>();
+        for (const m of fds.matchAll(/^\s*(\d+) : .*\btmask=(0x[0-9a-f]+)/gm))
+          threadOf.set(Number(m[1]), m[2]!);
+        const fdOfInode = new Map<string, number>();
+        for (const fd of threadOf.keys()) {
+          const link = await readlink(`/proc/${workerPid}/fd/${fd}`).catch(() => "");
+          const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
+          if (inode !== undefined) fdOfInode.set(inode, fd);
+        }
+        const peerOf = new Map<string, string>();
+        for (const line of (await run("ss", ["-xH"])).stdout.split("\n")) {
+          const f = line.trim().split(/\s+/);
+          if (f.length >= 8) peerOf.set(f[5]!, f[7]!);
+        }
+        const used = new Set<string>();
+        for (const port of ports) {
+          const line = sessions.split("\n").find((l) => l.includes(` src=${AGENT_A}:${port} fe=tls_in `));
+          assert.ok(line !== undefined, `no tls_in stream for agent port ${port}:\n${sessions}`);
+          assert.match(line, / be=be_mitm /);
+          const agentFd = Number(/\bscf=\[[^\]]*fd=(\d+)\]/.exec(line)?.[1]);
+          const hopOut = Number(/\bscb=\[[^\]]*fd=(\d+)\]/.exec(line)?.[1]);
+          const hopOutInode = [...fdOfInode].find(([, fd]) => fd === hopOut)?.[0];
+          assert.ok(hopOutInode !== undefined, `no socket inode for the hop's fd ${hopOut}`);
+          const hopIn = fdOfInode.get(peerOf.get(hopOutInode) ?? "");
+          assert.ok(hopIn !== undefined, `no HAProxy fd at the other end of the hop's fd ${hopOut}`);
+          assert.match(
+            fds,
+            new RegExp(`^\\s*${hopIn} : .* fe=mitm `, "m"),
+            "the hop's far end is the mitm frontend",
+          );
+          const thread = threadOf.get(agentFd);
+          assert.ok(thread !== undefined);
+          assert.equal(
+            threadOf.get(hopOut),
+            thread,
+            `agent port ${port}: the hop's connect is on another thread`,
+          );
+          assert.equal(
+            threadOf.get(hopIn),
+            thread,
+            `agent port ${port}: the hop was accepted on another thread`,
+          );
+          used.add(thread);
+        }
+        assert.deepEqual([...used].sort(), ["0x1", "0x2"], "both threads took agent connections");
+      } finally {
+        for (const agent of agents) agent.destroy();
+      }
+    });
+
     test("idle upstream connections are reused only for their own name, and one destination's idle connections do not crowd out another's", async () => {
       const e = E();
       await interceptCert(e, "api.example.test");
@@ -1339,7 +1414,8 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
     const L = e.proxy.layout;
     for (const dir of [L.dir, L.runDir, L.mapsDir, L.certsDir])
       assert.equal((await stat(dir)).mode & 0o777, 0o700, dir);
-    for (const sock of [L.runtimeSocket, L.masterSocket, L.mitmSocket, L.decisionSocket])
+    const hops = [mitmSocketPath(L, 1), mitmSocketPath(L, 2)];
+    for (const sock of [L.runtimeSocket, L.masterSocket, ...hops, L.decisionSocket])
       assert.equal((await stat(sock)).mode & 0o777, 0o600, sock);
     for (const f of [L.configFile, ...(await readdir(L.mapsDir)).map((n) => join(L.mapsDir, n))]) {
       assert.equal((await stat(f)).mode & 0o777, 0o600, f);
@@ -1362,6 +1438,8 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       "s.on('error',e=>{console.log(e.code);process.exit(0)})";
     assert.equal(await asNobody(connectScript, L.runtimeSocket), "EACCES");
     assert.equal(await asNobody(connectScript, L.masterSocket), "EACCES");
+    // The interception hops (one per thread): only HAProxy itself reaches the mitm frontend.
+    for (const hop of hops) assert.equal(await asNobody(connectScript, hop), "EACCES", hop);
     // The decision stream: nobody can connect, so nobody can feed or hold it.
     assert.equal(await asNobody(connectScript, L.decisionSocket), "EACCES");
     const readScript =

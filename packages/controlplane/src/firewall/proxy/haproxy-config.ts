@@ -18,7 +18,6 @@ export interface ProxyLayout {
   readonly runDir: string;
   readonly masterSocket: string;
   readonly runtimeSocket: string;
-  readonly mitmSocket: string;
   readonly denySocket: string;
   /** Where the daemon receives the decision log stream (decision-log.ts). */
   readonly decisionSocket: string;
@@ -41,7 +40,6 @@ export function proxyLayout(dir: string): ProxyLayout {
     runDir,
     masterSocket: join(runDir, "master.sock"),
     runtimeSocket: join(runDir, "runtime.sock"),
-    mitmSocket: join(runDir, "mitm.sock"),
     denySocket: join(runDir, "deny.sock"),
     decisionSocket: join(runDir, "decisions.sock"),
     mapsDir: join(dir, "maps"),
@@ -54,6 +52,14 @@ export function proxyLayout(dir: string): ProxyLayout {
 /** The path of a map file in a layout. */
 export function mapPath(layout: ProxyLayout, name: MapName): string {
   return join(layout.mapsDir, `${name}.map`);
+}
+
+/**
+ * The interception hop's Unix socket of worker thread `thread` (1-based): one per thread, so an
+ * intercepted connection's hop is accepted on the thread that relays it (see be_mitm).
+ */
+export function mitmSocketPath(layout: ProxyLayout, thread: number): string {
+  return join(layout.runDir, `mitm-${thread}.sock`);
 }
 
 /** Everything the base config is rendered from. */
@@ -99,6 +105,8 @@ export function renderConfig(o: RenderOptions): string {
   const map = (name: MapName): string => mapPath(L, name);
   const clients = o.clients.join(" ");
   const t = o.timeouts;
+  /** The worker threads, numbered as `bind ... thread` counts them (1..nbthread). */
+  const threads = Array.from({ length: o.threads }, (_, i) => i + 1);
   const out: string[] = [];
   const add = (...lines: string[]): void => void out.push(...lines);
 
@@ -212,7 +220,15 @@ export function renderConfig(o: RenderOptions): string {
     "",
     "backend be_mitm",
     "  mode tcp",
-    `  server up unix@${L.mitmSocket} send-proxy-v2`,
+    // One hop socket per worker thread, each accepted by its own thread only (the `thread` of its
+    // bind below), and each stream connects to its own thread's socket: the agent's connection,
+    // both ends of the hop and the upstream connection of an intercepted request stay on one
+    // thread. With one socket for every thread, a hop accepted while both threads were busy went to
+    // either (a quarter to a third of 32 connections opened at once), and each request on it then
+    // woke the other thread twice.
+    ...threads.map((k) => `  server t${k} unix@${mitmSocketPath(L, k)} send-proxy-v2`),
+    // `thread` counts from 0, `bind ... thread` from 1.
+    ...threads.map((k) => `  use-server t${k} if { thread ${k - 1} }`),
     "",
   );
 
@@ -220,7 +236,10 @@ export function renderConfig(o: RenderOptions): string {
   add(
     "frontend mitm",
     "  mode http",
-    `  bind unix@${L.mitmSocket} mode 600 accept-proxy ssl crt-list ${L.crtList} strict-sni alpn h2,http/1.1 ssl-min-ver TLSv1.3`,
+    ...threads.map(
+      (k) =>
+        `  bind unix@${mitmSocketPath(L, k)} mode 600 thread ${k} accept-proxy ssl crt-list ${L.crtList} strict-sni alpn h2,http/1.1 ssl-min-ver TLSv1.3`,
+    ),
     `  log-format '${httpLogFormat(o.log.token, "mitm")}'`,
     "  http-request set-var(txn.name) ssl_fc_sni,lower",
     ...httpCommon(),

@@ -45,12 +45,14 @@ export const proxyConfigSchema = z
     /** CA bundle that intercepted connections verify upstreams against. */
     upstreamCaFile: cfgPath.default("/etc/ssl/certs/ca-certificates.crt"),
     /**
-     * HAProxy worker threads. One by default: an intercepted request crosses three of the worker's
-     * connections (agent, the internal TLS hop, upstream), and with two threads those land on
-     * different threads, so every request pays cross-thread wake-ups (~15% more CPU per request
-     * measured here, bench/firewall-proxy.bench.ts). Raise it where many agents need more than a core.
+     * HAProxy worker threads. Two by default: one thread caps the proxy at one core, which an
+     * intercepted request (two TLS sessions, the internal hop, HTTP checks: ~4x the upstream's CPU
+     * per request) reaches long before the machine does. Each thread has its own interception hop
+     * socket, so an intercepted request's connections stay on the thread that accepted the agent
+     * (haproxy-config.ts, be_mitm). More threads add a hop socket and a TLS context per
+     * intercepted name each; raise it where many agents need more than two cores.
      */
-    threads: z.number().int().min(1).max(64).default(1),
+    threads: z.number().int().min(1).max(64).default(2),
     /** HAProxy needs about two file descriptors per connection: keep 2x this under RLIMIT_NOFILE. */
     maxConnections: z.number().int().min(16).max(1_000_000).default(4_096),
     timeouts: z

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import type { HelperCommand } from "../../supervisor/subprocess-manager.js";
 import { DecisionLog, type ProxyDecision } from "./decision-log.js";
 import { ProxyError } from "./errors.js";
-import { mapPath, proxyLayout, renderConfig, type ProxyLayout } from "./haproxy-config.js";
+import { mapPath, mitmSocketPath, proxyLayout, renderConfig, type ProxyLayout } from "./haproxy-config.js";
 import {
   LEAF_MAPS,
   MAP_NAMES,
@@ -146,7 +146,7 @@ export class EgressProxy {
     for (const sock of [
       this.#layout.masterSocket,
       this.#layout.runtimeSocket,
-      this.#layout.mitmSocket,
+      mitmSocketPath(this.#layout, this.#config.threads),
       this.#layout.decisionSocket,
     ]) {
       if (Buffer.byteLength(sock) > MAX_SOCKET_PATH) {
