@@ -45,14 +45,13 @@ export const proxyConfigSchema = z
     /** CA bundle that intercepted connections verify upstreams against. */
     upstreamCaFile: cfgPath.default("/etc/ssl/certs/ca-certificates.crt"),
     /**
-     * HAProxy worker threads. Two by default: one thread caps the proxy at one core, which an
-     * intercepted request (two TLS sessions, the internal hop, HTTP checks: ~4x the upstream's CPU
-     * per request) reaches long before the machine does. Each thread has its own interception hop
-     * socket, so an intercepted request's connections stay on the thread that accepted the agent
-     * (haproxy-config.ts, be_mitm). More threads add a hop socket and a TLS context per
-     * intercepted name each; raise it where many agents need more than two cores.
+     * HAProxy worker threads. One by default: two lift interception's one-core cap but cost every
+     * passthrough request ~11% more proxy CPU, and on this project's 2-core bench neither count
+     * met both figures (proxy README). Each thread has its own interception hop socket, so an
+     * intercepted request's connections stay on the thread that accepted the agent (haproxy-
+     * config.ts, be_mitm). Raise it where intercepted traffic needs more than a core.
      */
-    threads: z.number().int().min(1).max(64).default(2),
+    threads: z.number().int().min(1).max(64).default(1),
     /** HAProxy needs about two file descriptors per connection: keep 2x this under RLIMIT_NOFILE. */
     maxConnections: z.number().int().min(16).max(1_000_000).default(4_096),
     timeouts: z
