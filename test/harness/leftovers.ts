@@ -53,7 +53,11 @@ export async function findLeftovers(ref: RunRef): Promise<Leftovers> {
       if (cmdline === "") continue;
       // dockerd, containerd and shims all name paths inside the dir (--data-root, -address ...).
       const inDir = ref.dir !== undefined && cmdline.includes(ref.dir + "/");
-      const inNetns = netnsLink !== undefined && (await readlink(`/proc/${pid}/ns/net`)) === netnsLink;
+      // A process naming the dir counts whatever its ns link says: reading the link can fail while
+      // the process lives (a task already past releasing its namespaces on the way out), and that
+      // must not hide it from close()'s stray-process loop.
+      const inNetns =
+        !inDir && netnsLink !== undefined && (await readlink(`/proc/${pid}/ns/net`)) === netnsLink;
       if (inDir || inNetns) processes.push({ pid, command: cmdline.slice(0, 300) });
     } catch {
       // The process went away while we looked.
