@@ -2,6 +2,7 @@
 // command with privileges dropped and clawkerd exiting with its code, signal forwarding,
 // exit_on_non_zero.
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,8 +96,13 @@ test("AgentReady runs default_cmd with privileges dropped; clawkerd exits with i
 test("argv after `--` is the main command; SIGTERM is forwarded to it and its code mirrored", async (t) => {
   const agent = await makeTestAgent();
   t.after(() => agent.close());
+  const work = await mkdtemp(join(tmpdir(), "ckd-term-"));
+  t.after(() => rm(work, { recursive: true, force: true }));
+  // The trap is set before the marker is written: a SIGTERM sent before the shell ran `trap`
+  // would end it with 143 and test nothing of the forwarding.
+  const trapped = join(work, "trapped");
   const proc = spawnClawkerd(agent, {
-    args: ["--", "sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done"],
+    args: ["--", "sh", "-c", `trap 'exit 42' TERM; : > ${trapped}; while :; do sleep 0.05; done`],
     env: { CLAWKERD_RUN_AS: `${process.getuid?.()}:${process.getgid?.()}` },
   });
   t.after(() => proc.kill());
@@ -106,6 +112,7 @@ test("argv after `--` is the main command; SIGTERM is forwarded to it and its co
   await c.hello();
   c.send("ready", { $case: "agentReady", value: { defaultCmd: "exit 9" } });
   await waitFor(() => proc.lines.some((l) => l["event"] === "main_started"), { what: "main_started" });
+  await waitFor(() => existsSync(trapped), { what: "the main command's TERM trap" });
   proc.child.kill("SIGTERM");
   assert.deepEqual(await proc.exited, { code: 42, signal: null });
   assert.ok(proc.lines.some((l) => l["event"] === "signal_forwarded"));
