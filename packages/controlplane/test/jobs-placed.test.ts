@@ -82,13 +82,19 @@ before(async () => {
   }
   const parent = `clawker-jobs-placed-${randomBytes(4).toString("hex")}`;
   for (const c of V1_CONTROLLERS) dirs.set(c, join(mounts[c]!, own.get(c) ?? "/", parent, agent.containerId));
-  // clawkerd and its spare gate (started before the move), as in a container: all its processes.
-  const pid = proc.child.pid!;
-  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/);
-  for (const d of new Set(dirs.values())) {
-    mkdirSync(d, { recursive: true });
-    for (const p of [String(pid), ...children.filter(Boolean)]) writeFileSync(join(d, "cgroup.procs"), p);
-  }
+  // clawkerd and every process it started (its spare gate and the gate's checks), as in a
+  // container. clawkerd may fork while it is being moved: a child forked before its move into
+  // every controller is born (partly) outside, so the move repeats until a pass finds all of them
+  // in the stand-in's groups.
+  for (const d of new Set(dirs.values())) mkdirSync(d, { recursive: true });
+  await waitFor(
+    () => {
+      const outside = treeOf(proc.child.pid!).filter((p) => !inStandIn(p));
+      for (const d of new Set(dirs.values())) for (const p of outside) moveQuietly(d, p);
+      return outside.length === 0 ? true : undefined;
+    },
+    { what: "clawkerd's processes all in the stand-in container's groups" },
+  );
   tmp = mkdtempSync(join(tmpdir(), "cp-jobs-placed-"));
   registry = new Registry(join(tmp, "registry.db"));
   const certThumbprint = thumbprintOf(new X509Certificate(agent.leaf.certPem).raw);
@@ -162,6 +168,46 @@ after(async () => {
   await trust?.close();
   await overseer.close();
 });
+
+/** `pid` and its descendants (those alive now). */
+function treeOf(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const task of readdirSync(`/proc/${out[i]}/task`)) {
+        const kids = readFileSync(`/proc/${out[i]}/task/${task}/children`, "utf8").trim();
+        if (kids !== "") out.push(...kids.split(/\s+/).map(Number));
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** Whether `pid` is in the stand-in container's group in every v1 controller (an exited one is). */
+function inStandIn(pid: number): boolean {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/cgroup`, "utf8");
+  } catch {
+    return true;
+  }
+  const paths = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const m = /^\d+:([^:]+):(\/.*)$/.exec(line);
+    if (m !== null) for (const c of m[1]!.split(",")) paths.set(c, m[2]!);
+  }
+  return V1_CONTROLLERS.every((c) => paths.get(c)?.endsWith(`/${agent.containerId}`) === true);
+}
+
+function moveQuietly(dir: string, pid: number): void {
+  try {
+    writeFileSync(join(dir, "cgroup.procs"), String(pid));
+  } catch {
+    // exited meanwhile
+  }
+}
 
 function rmdirQuietly(dir: string): void {
   try {
