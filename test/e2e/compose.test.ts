@@ -416,7 +416,9 @@ async function diagnose(
       timeoutMs: 20_000,
     });
     const lines = [top.trimEnd()];
-    for (const row of top.split("\n").filter((l) => l.includes("controlplane/dist/main.js"))) {
+    for (const row of top
+      .split("\n")
+      .filter((l) => l.includes("controlplane/dist/main.js") && !l.includes("docker-init"))) {
       const pid = row.trim().split(/\s+/)[0]!;
       const status = readFileSync(`/proc/${pid}/status`, "utf8")
         .split("\n")
@@ -430,6 +432,11 @@ async function diagnose(
     [
       "clawker controlplane agents --debug",
       call(["controlplane", "agents", ...ADMIN, "--format", "json", "--debug"]),
+    ],
+    // Without --admin: where the CLI goes on its own (a system admin socket first, when one answers).
+    [
+      "clawker controlplane agents without --admin --debug",
+      call(["controlplane", "agents", "--format", "json", "--debug"]),
     ],
     ["clawker controlplane status", call(["controlplane", "status", ...ADMIN, "--format", "json"])],
     [
