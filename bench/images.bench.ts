@@ -126,6 +126,9 @@ const bench: Benchmark = {
         DOCKER_HOST: host,
         CLAWKER_CP_TRUST_DIR: trust.trustDir,
         CLAWKER_CP_DATA_DIR: join(trust.dir, "cli-state"),
+        // Never the system's /run/clawker/admin.sock (up --container's default as root): tests
+        // running beside the bench would dial it first and reach this control plane instead.
+        CLAWKER_ADMIN_SOCKET: join(trust.dir, "run", "admin.sock"),
       };
       const healthy: number[] = [];
       const ups = await repeat(ctx, async () => {

@@ -37,6 +37,12 @@ const CP_AGENTS_IP = "10.213.0.2";
 const CP_PUBLISH_IP = "10.214.0.2";
 const TOKEN_ENDPOINT = `https://${CP_AGENTS_IP}:4444/oauth2/token`;
 const CONTAINER = "clawker-controlplane";
+// The published admin port, named on every admin command: without `--admin` the CLI dials the
+// system admin socket first when one answers (/run/clawker/admin.sock, which `up --container` as
+// root leaves for its own control plane), and a CI run beside such a test sent this test's calls
+// there, with a token that control plane's auth server never issued: 30 s of token_inactive, and
+// nothing in this container's log.
+const ADMIN = ["--admin", "127.0.0.1:7443"];
 
 function json<T>(r: CliResult, what: string): T {
   assert.equal(r.code, 0, `${what} exited ${r.code}: ${r.stderr}`);
@@ -98,19 +104,16 @@ describe(
               CLAWKER_TOKEN_ENDPOINT: TOKEN_ENDPOINT,
             },
           });
-        // A wait that fails says what the control plane logged meanwhile (a loaded CI run once saw
-        // 30 s of reset connections, and the test output had nothing from the container).
+        // A wait that fails says why: where the CLI's calls went and what they met, whether the
+        // daemon runs or is stuck, what the published port holds, and what the container logged
+        // (a loaded CI run once saw 30 s of refusals, and the test output had nothing to go on).
         const withLogs = <T>(wait: Promise<T>): Promise<T> =>
           wait.catch(async (err: unknown) => {
-            const logs = await dockerCli(host, ["logs", "--tail", "80", CONTAINER]).catch((e: unknown) =>
-              String(e),
-            );
-            throw new Error(`${(err as Error).message}\n--- ${CONTAINER} logs (last 80 lines) ---\n${logs}`, {
-              cause: err,
-            });
+            const report = await diagnose(host, daemon.netnsName, cli);
+            throw new Error(`${(err as Error).message}\n${report}`, { cause: err });
           });
         await withLogs(
-          waitFor(async () => (await cli(["controlplane", "status"])).code === 0, {
+          waitFor(async () => (await cli(["controlplane", "status", ...ADMIN])).code === 0, {
             timeoutMs: 60_000,
             intervalMs: 200,
             what: "the compose control plane healthy through 127.0.0.1:7080 and :7443",
@@ -164,6 +167,7 @@ describe(
             `${CP_AGENTS_IP}:7444`,
             "--token-endpoint",
             TOKEN_ENDPOINT,
+            ...ADMIN,
             "--format",
             "json",
             images["agent"]!.ref,
@@ -177,7 +181,7 @@ describe(
             async () => {
               const out = json<{
                 agents: Array<{ name: string; containerId: string; certThumbprint: string }>;
-              }>(await cli(["controlplane", "agents", "--format", "json"]), "controlplane agents");
+              }>(await cli(["controlplane", "agents", ...ADMIN, "--format", "json"]), "controlplane agents");
               return out.agents.length > 0 ? out.agents : undefined;
             },
             { timeoutMs: 30_000, intervalMs: 250, what: "the agent registered" },
@@ -193,6 +197,7 @@ describe(
           "dev",
           "--project",
           "compose",
+          ...ADMIN,
           "--sh",
           "tr '\\0' ' ' </proc/1/cmdline",
         ]);
@@ -382,6 +387,99 @@ describe(
     );
   },
 );
+
+/**
+ * What a failed wait needs to say why: a CLI call with --debug (where it connected, the error and
+ * its causes), /healthz and the clock from `controlplane status`, any system admin socket that
+ * would take the CLI's calls, the daemon's processes and the state of its main thread, /healthz
+ * from inside the container, the published ports' sockets in the engine's netns, and the
+ * container's log (the auth server's lines are in it). Every probe is bounded; a failed probe
+ * prints its error instead.
+ */
+async function diagnose(
+  host: string,
+  netns: string,
+  cli: (args: string[]) => Promise<CliResult>,
+): Promise<string> {
+  const bounded = (p: Promise<string>): Promise<string> =>
+    Promise.race([
+      p,
+      new Promise<string>((resolve) => setTimeout(() => resolve("(no answer in 20 s)"), 20_000).unref()),
+    ]).catch((e: unknown) => `(failed: ${(e as Error).message})`);
+  const call = async (args: string[]): Promise<string> => {
+    const r = await cli(args);
+    return `exit ${r.code}\nstdout: ${r.stdout.trim()}\nstderr: ${r.stderr.trim()}`;
+  };
+  const daemonState = async (): Promise<string> => {
+    // docker top's PIDs are the host's: the harness's dockerd shares the host's pid namespace.
+    const top = await dockerCli(host, ["top", CONTAINER, "-o", "pid,stat,pcpu,etime,args"], {
+      timeoutMs: 20_000,
+    });
+    const lines = [top.trimEnd()];
+    for (const row of top
+      .split("\n")
+      .filter((l) => l.includes("controlplane/dist/main.js") && !l.includes("docker-init"))) {
+      const pid = row.trim().split(/\s+/)[0]!;
+      const status = readFileSync(`/proc/${pid}/status`, "utf8")
+        .split("\n")
+        .filter((l) => /^(State|Threads|VmRSS|voluntary_ctxt_switches|nonvoluntary_ctxt_switches):/.test(l));
+      const wchan = readFileSync(`/proc/${pid}/wchan`, "utf8");
+      lines.push(`daemon ${pid}: ${status.join(", ")}, wchan ${wchan}`);
+    }
+    return lines.join("\n");
+  };
+  const probes: Array<[string, Promise<string>]> = [
+    [
+      "clawker controlplane agents --debug",
+      call(["controlplane", "agents", ...ADMIN, "--format", "json", "--debug"]),
+    ],
+    // Without --admin: where the CLI goes on its own (a system admin socket first, when one answers).
+    [
+      "clawker controlplane agents without --admin --debug",
+      call(["controlplane", "agents", "--format", "json", "--debug"]),
+    ],
+    ["clawker controlplane status", call(["controlplane", "status", ...ADMIN, "--format", "json"])],
+    [
+      "system admin socket (the CLI's first choice without --admin)",
+      execFileP("ls", ["-la", "/run/clawker"]).then(
+        (r) => r.stdout,
+        () => "no /run/clawker",
+      ),
+    ],
+    ["daemon processes (docker top) and its main thread", daemonState()],
+    [
+      "/healthz from inside the container",
+      dockerCli(
+        host,
+        [
+          "exec",
+          CONTAINER,
+          "node",
+          "-e",
+          `fetch("http://${CP_PUBLISH_IP}:7080/healthz").then(async (r) => console.log(r.status, await r.text()))`,
+        ],
+        { timeoutMs: 20_000 },
+      ),
+    ],
+    [
+      "published ports in the engine's netns (ss)",
+      execFileP("nsenter", [
+        `--net=/run/netns/${netns}`,
+        "ss",
+        "-tanp",
+        "( sport = :7443 or dport = :7443 or sport = :7080 )",
+      ]).then((r) => r.stdout),
+    ],
+    [
+      "container log (last 80 lines)",
+      dockerCli(host, ["logs", "--tail", "80", CONTAINER], { timeoutMs: 20_000 }),
+    ],
+  ];
+  const sections = await Promise.all(
+    probes.map(async ([name, p]) => `--- ${name} ---\n${(await bounded(p)).trimEnd()}`),
+  );
+  return sections.join("\n");
+}
 
 /** A unit file's sections as ordered key/value lists (comments and blank lines dropped). */
 function parseUnit(text: string): Map<string, Array<[string, string]>> {

@@ -178,6 +178,10 @@ describe(
           DOCKER_HOST: host,
           CLAWKER_CP_TRUST_DIR: trust.trustDir,
           CLAWKER_CP_DATA_DIR: join(dir, "state"),
+          // The admin socket under the test's dir, never the system's /run/clawker/admin.sock (up
+          // --container's default as root): a live one there is what every other test's CLI dials
+          // first, so the compose test's calls went to this control plane and were refused.
+          CLAWKER_ADMIN_SOCKET: join(dir, "run", "admin.sock"),
         };
         // The published ports are 127.0.0.1 of the engine's network namespace: the CLI runs there.
         const cli = (args: string[]): Promise<CliResult> => clawker(args, { netns: daemon.netnsName, env });

@@ -19,8 +19,22 @@ export interface CliOptions {
   readonly netns?: string;
 }
 
+/**
+ * Refuses `controlplane up --container` without an admin socket of the caller's: as root its
+ * default is the system's /run/clawker/admin.sock, which every other test's CLI dials first when
+ * it answers (a CI run's compose test sent its calls to such a control plane: token_inactive).
+ */
+export function assertPrivateAdminSocket(args: readonly string[], env: NodeJS.ProcessEnv): void {
+  const isUpContainer = args[0] === "controlplane" && args[1] === "up" && args.includes("--container");
+  if (!isUpContainer || args.includes("--admin-socket") || (env["CLAWKER_ADMIN_SOCKET"] ?? "") !== "") return;
+  throw new Error(
+    "controlplane up --container in a test needs CLAWKER_ADMIN_SOCKET (or --admin-socket) under the test's own dir, never the system's /run/clawker/admin.sock",
+  );
+}
+
 /** Runs `clawker <args>` to completion. */
 export function clawker(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
+  assertPrivateAdminSocket(args, options.env ?? process.env);
   const argv = [
     process.execPath,
     "--import",
@@ -56,6 +70,7 @@ export interface RunningCli {
 
 /** Starts `clawker <args>` and leaves it running. */
 export function spawnClawker(args: readonly string[], options: CliOptions = {}): RunningCli {
+  assertPrivateAdminSocket(args, options.env ?? process.env);
   const argv = [
     "--import",
     import.meta.resolve("tsx"),

@@ -7,6 +7,8 @@ import { stat } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import {
+  AdminError,
+  isTokenRefusal,
   loadTokenCredentials,
   loadTrustSet,
   openAdminClient,
@@ -113,16 +115,20 @@ export async function withAdmin<T>(
   fn: (client: AdminClient) => Promise<T>,
   options: WithAdminOptions = {},
 ): Promise<T> {
-  const { client, skew } = await connectAdmin({
+  const tokenEndpoint = str(values, "token-endpoint", defaultTokenEndpoint(io.env));
+  // The admin socket when there is one, as every admin command with the flag (the group is the gate).
+  const socket = options.socket === false ? undefined : adminSocketChoice(values, io.env);
+  const { client, skew, via } = await connectAdmin({
     trustDir: str(values, "trust-dir", defaultTrustDir(io.env)),
     admin: parseAddress("admin", str(values, "admin", defaultAdminAddr(io.env))).text,
-    tokenEndpoint: str(values, "token-endpoint", defaultTokenEndpoint(io.env)),
-    // The admin socket when there is one, as every admin command with the flag (the group is the gate).
-    ...(options.socket === false ? {} : { socket: adminSocketChoice(values, io.env) }),
+    tokenEndpoint,
+    ...(socket === undefined ? {} : { socket }),
     ...(options.timeoutDefault === undefined
       ? {}
       : { deadlineMs: parseDuration("timeout", str(values, "timeout", options.timeoutDefault)) }),
   });
+  if (values["debug"] === true)
+    io.stderr.write(`clawker: debug: admin calls via ${via}, tokens from ${tokenEndpoint}\n`);
   try {
     if (skewVerdict(skew.skewMs) === "fail") {
       throw new CliError(
@@ -131,6 +137,21 @@ export async function withAdmin<T>(
       );
     }
     return await fn(client);
+  } catch (err) {
+    // A socket found at a default location may be another control plane's (one in a container
+    // as root binds /run/clawker/admin.sock): its refusal of our token must not look like ours.
+    if (
+      err instanceof AdminError &&
+      isTokenRefusal(err) &&
+      socket !== undefined &&
+      "candidates" in socket &&
+      via.startsWith("unix:")
+    ) {
+      io.stderr.write(
+        `clawker: note: the call went to the admin socket ${via.slice("unix:".length)} (found at a default location), whose control plane refused the token from ${tokenEndpoint}; if it is not the one you meant, pass --admin HOST:PORT or --admin-socket PATH\n`,
+      );
+    }
+    throw err;
   } finally {
     await client.close();
   }

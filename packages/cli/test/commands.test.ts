@@ -15,6 +15,7 @@ import { ExitCode, run, type Io } from "../src/index.js";
 import { writePidFile } from "../src/pid-file.js";
 import { readProcessIdentity } from "../src/process-identity.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
+import { stepWithin } from "@clawker/test-support";
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -63,11 +64,22 @@ async function recordPid(dir: string, pid: number): Promise<void> {
   await writePidFile(join(dir, "controlplane.pid"), identity);
 }
 
+// Each `auth init` mints keys on the threadpool and fsyncs every file and the dir: a CI run once
+// sat in one of them for the whole test timeout, so each run is a named step with its own bound,
+// whose failure shows the threads' wait channels (fsync behind the journal, or busy workers).
+const AUTH_INIT_STEP_MS = 90_000;
+const authInit = (name: string, args: string[], c: Io): Promise<number> =>
+  stepWithin(name, AUTH_INIT_STEP_MS, () => run(args, c));
+
 describe("auth init", () => {
   test("writes the trust set with 0700/0600 modes; it loads and validates", async (t) => {
     const home = tempDir(t);
     const c = io(home);
-    assert.equal(await run(["auth", "init", "--san", "cp.internal"], c), ExitCode.ok, c.err());
+    assert.equal(
+      await authInit("auth init", ["auth", "init", "--san", "cp.internal"], c),
+      ExitCode.ok,
+      c.err(),
+    );
     const dir = join(home, "config", "clawker", "trust");
     assert.equal(statSync(dir).mode & 0o777, 0o700);
     for (const [role, file] of Object.entries(TRUST_FILES)) {
@@ -85,16 +97,26 @@ describe("auth init", () => {
   test("refuses to overwrite without --force (exit 5, files unchanged); --force replaces", async (t) => {
     const home = tempDir(t);
     const dir = join(home, "trust");
-    assert.equal(await run(["auth", "init", "--dir", dir], io(home)), ExitCode.ok);
+    assert.equal(
+      await authInit("the first auth init", ["auth", "init", "--dir", dir], io(home)),
+      ExitCode.ok,
+    );
     const before = readFileSync(join(dir, "ca.crt"), "utf8");
     const refused = io(home);
-    assert.equal(await run(["auth", "init", "--dir", dir], refused), ExitCode.exists);
+    assert.equal(
+      await authInit("auth init without --force", ["auth", "init", "--dir", dir], refused),
+      ExitCode.exists,
+    );
     assert.match(refused.err(), /^clawker: error: trust material: exists: .*--force/);
     assert.equal(refused.out(), "");
     assert.equal(readFileSync(join(dir, "ca.crt"), "utf8"), before);
     const forced = io(home);
     assert.equal(
-      await run(["auth", "init", "--dir", dir, "--force", "--format", "json"], forced),
+      await authInit(
+        "auth init --force",
+        ["auth", "init", "--dir", dir, "--force", "--format", "json"],
+        forced,
+      ),
       ExitCode.ok,
     );
     assert.notEqual(readFileSync(join(dir, "ca.crt"), "utf8"), before);

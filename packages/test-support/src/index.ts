@@ -17,3 +17,4 @@ export {
   type MtlsServerMaterial,
 } from "./mtls-grpc-server.js";
 export { JsonLines, captureJsonLines, type JsonLine } from "./json-lines.js";
+export { stepWithin, processSnapshot } from "./step-within.js";
