@@ -246,20 +246,28 @@ export function renderConfig(o: RenderOptions): string {
     ...mitmHostChecks(),
     ...mitmLookupRules(map("tls"), map("agents"), map("projects")),
     "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.v) -m beg mitm| }",
-    "  http-request set-var(txn.reason,ifnotexists) str(host_mismatch) unless { req.hdr(host),lower,field(1,:),strcmp(sess.name) eq 0 }",
-    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
-    ...httpDenials(443, MITM_FACTS),
-    // The SNI, so the upstream's address, is the connection's: resolved by its first request (a
-    // failed resolution is tried again by the next one); the forbidden list is checked on every
-    // request.
-    "  http-request do-resolve(sess.ip,upstream,ipv4) var(sess.name) unless { var(sess.ip) -m found }",
+    "  http-request set-var(txn.reason,ifnotexists) str(host_mismatch) if !{ var(txn.hostok) -m found } !{ req.hdr(host),lower,field(1,:),strcmp(sess.name) eq 0 }",
+    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix"), MITM_FACTS),
+    // The SNI, so the upstream's address, is the connection's: resolved by the first request no
+    // check refused (a failed resolution is tried again by the next one); the forbidden list is
+    // checked on every request.
+    "  http-request do-resolve(sess.ip,upstream,ipv4) var(sess.name) unless { var(sess.ip) -m found } || { var(txn.reason) -m found }",
     "  http-request set-var(txn.reason,ifnotexists) str(unresolvable) if !{ var(sess.ip) -m found }",
     `  http-request set-var(txn.reason,ifnotexists) str(forbidden_destination) if { var(sess.ip),map_ip(${map("forbidden")}) -m found }`,
-    ...httpDestinationDenials(MITM_FACTS),
     "  http-request set-dst var(sess.ip)",
+    // A refused request's answer is written by be_mitm_denied's rules: an admitted request
+    // evaluates none of them (a rule costs an intercepted request ~1% of its proxy CPU).
+    "  use_backend be_mitm_denied if { var(txn.reason) -m found }",
     // The verdict map value ends with the upstream check: `|v` verified, `|k` not.
     "  use_backend be_mitm_verify if { var(txn.v) -m end |v }",
     "  use_backend be_mitm_noverify if { var(txn.v) -m end |k }",
+    "",
+    "backend be_mitm_denied",
+    "  mode http",
+    ...httpDenials(443, MITM_FACTS),
+    ...httpDestinationDenials(MITM_FACTS),
+    // No server: whatever reason is left still fails closed.
+    "  http-request deny deny_status 403",
     "",
     // One server for every intercepted destination: HAProxy keeps idle connections only up to
     // what the server recently needed at once, so one destination's idle connections crowded out
@@ -294,7 +302,7 @@ export function renderConfig(o: RenderOptions): string {
     // request's tag, and a request under a revoked rule is refused by the lookup itself.
     ...markRule("http-request", "txn"),
     "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.verdict) -m str http }",
-    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
+    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix"), HTTP_FACTS),
     ...httpDenials(80, HTTP_FACTS),
     ...resolveByName(),
     ...destinationChecks("http-request", "txn", map("forbidden"), "http"),
@@ -385,13 +393,18 @@ function verdictLookups(
   keys: readonly string[],
   name: string,
   labels: VarScope,
+  skipLevels = false,
 ): string[] {
   const lines: string[] = [];
   for (const key of keys) {
-    const when = `if { var(${key}) -m found } !{ var(${s}.v) -m found }`;
-    lines.push(`  ${p} set-var(${s}.v) var(${key}),concat(,${name},),map(${file}) ${when}`);
+    const when = `{ var(${key}) -m found } !{ var(${s}.v) -m found }`;
+    lines.push(`  ${p} set-var(${s}.v) var(${key}),concat(,${name},),map(${file}) if ${when}`);
     for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
-      lines.push(`  ${p} set-var(${s}.v) var(${key}),concat(*.,${labels}.w${k},),map(${file}) ${when}`);
+      // A level the connection left unset (a repeat, distinctWildcardParents) is skipped first.
+      const level = skipLevels ? `{ var(${labels}.w${k}) -m found } ` : "";
+      lines.push(
+        `  ${p} set-var(${s}.v) var(${key}),concat(*.,${labels}.w${k},),map(${file}) if ${level}${when}`,
+      );
     }
   }
   return lines;
@@ -410,16 +423,37 @@ function mitmConnectionFacts(): string[] {
     `  ${p} set-var(sess.name) ssl_fc_sni,lower`,
     `  ${p} set-var(sess.port) dst_port`,
     `  ${p} set-var-fmt(sess.portstr) %[dst_port]`,
+    `  ${p} set-var-fmt(sess.hostport) %[var(sess.name)]:%[dst_port] if { var(sess.name) -m found }`,
     `  ${p} set-var-fmt(sess.kg) g/%[dst_port]/ if { var(sess.name) -m found }`,
-    ...wildcardParents(p, "sess", "sess.name"),
+    ...distinctWildcardParents(),
   ];
+}
+
+/**
+ * The connection's wildcard parents without repeats: for k at or above the name's label count
+ * `field(-1,.,k)` is the whole name, so only the top level keeps it and the levels below set only
+ * proper parents (a 3-label name: w8 is the name, w2 its parent; its requests look up 3 keys per
+ * scope instead of 9). A level left unset is skipped by the lookups: it would only have repeated
+ * the top level's key (first hit wins, so a repeat can never hit).
+ */
+function distinctWildcardParents(): string[] {
+  const p = "tcp-request session";
+  const lines = [
+    `  ${p} set-var(sess.w${MAX_WILDCARD_LABELS}) var(sess.name),field(-1,.,${MAX_WILDCARD_LABELS}) if { var(sess.name) -m found }`,
+  ];
+  for (let k = MAX_WILDCARD_LABELS - 1; k >= 2; k--) {
+    lines.push(
+      `  ${p} set-var(sess.w${k}) var(sess.name),field(-1,.,${k}) unless { var(sess.name),field(-1,.,${k}),strcmp(sess.name) eq 0 }`,
+    );
+  }
+  return lines;
 }
 
 /**
  * An intercepted request's lookup: agent and project by source (the PROXY header's) per request,
  * then the verdict, with the connection's name, port and wildcard parents (mitmConnectionFacts).
- * Only the fields the frontend reads are split out of the map value; the verdict and the upstream
- * check are matched on the value itself (`mitm|...`, `...|v`), one string variable less each.
+ * Nothing is split out of the map value: each field is read where it is used (MITM_FACTS), the
+ * verdict and the upstream check are matched on the value itself (`mitm|...`, `...|v`).
  */
 function mitmLookupRules(file: string, agents: string, projects: string): string[] {
   const p = "http-request";
@@ -428,11 +462,7 @@ function mitmLookupRules(file: string, agents: string, projects: string): string
     `  ${p} set-var(txn.project) src,map_ip(${projects})`,
     `  ${p} set-var-fmt(txn.ka) a:%[var(txn.agent)]/%[var(sess.port)]/ if { var(txn.agent) -m found } { var(sess.name) -m found }`,
     `  ${p} set-var-fmt(txn.kp) p:%[var(txn.project)]/%[var(sess.port)]/ if { var(txn.project) -m found } { var(sess.name) -m found }`,
-    ...verdictLookups(p, "txn", file, ["txn.ka", "txn.kp", "sess.kg"], "sess.name", "sess"),
-    ...["rule", "pk", "default"].map(
-      (f) =>
-        `  ${p} set-var(txn.${f}) var(txn.v),field(${VERDICT_FIELDS.indexOf(f) + 1},|) if { var(txn.v) -m found }`,
-    ),
+    ...verdictLookups(p, "txn", file, ["txn.ka", "txn.kp", "sess.kg"], "sess.name", "sess", true),
   ];
 }
 
@@ -451,12 +481,10 @@ function routeLookupRules(file: string, agents: string, projects: string): strin
   ];
 }
 
-/** The fields of a verdict map value, in order (map-files.ts, verdictValue). */
-const VERDICT_FIELDS = ["verdict", "tag", "rule", "pk", "default", "up"];
-
 /** Splits the map value `<verdict>|<tag>|<rule>|<pathKey>|<pathDefault>|<upstream>`. */
 function verdictRules(p: Phase, s: VarScope): string[] {
-  return VERDICT_FIELDS.map(
+  const fields = ["verdict", "tag", "rule", "pk", "default", "up"];
+  return fields.map(
     (f, i) => `  ${p} set-var(${s}.${f}) var(${s}.v),field(${i + 1},|) if { var(${s}.v) -m found }`,
   );
 }
@@ -527,13 +555,17 @@ function normalizedPath(): string[] {
 }
 
 /**
- * A port in an intercepted request's Host must be the port connected to (the connection's,
- * mitmConnectionFacts). Read from the header where it is checked: no variable per request.
+ * An intercepted request's Host: a Host that is exactly the SNI or `SNI:port` (the connection's,
+ * mitmConnectionFacts) passes both checks with one header read (`txn.hostok`); any other Host
+ * goes through both checks in full. The port check comes here, in its place before the lookup:
+ * the first reason set is the one reported.
  */
 function mitmHostChecks(): string[] {
+  const host = "req.hdr(host),lower";
   const hport = "req.hdr(host),field(2,:)";
   return [
-    `  http-request set-var(txn.reason,ifnotexists) str(host_port_mismatch) if { ${hport} -m len gt 0 } !{ ${hport},strcmp(sess.portstr) eq 0 }`,
+    `  http-request set-var(txn.hostok) int(1) if { ${host},strcmp(sess.name) eq 0 } || { ${host},strcmp(sess.hostport) eq 0 }`,
+    `  http-request set-var(txn.reason,ifnotexists) str(host_port_mismatch) if !{ var(txn.hostok) -m found } { ${hport} -m len gt 0 } !{ ${hport},strcmp(sess.portstr) eq 0 }`,
   ];
 }
 
@@ -542,17 +574,17 @@ function mitmHostChecks(): string[] {
  * matching prefix, then the entry's path default. An encoded `/` or `\` (or a raw `\`) would let
  * an upstream see a different path than the one matched, so it is refused where paths matter.
  */
-function httpPathRules(methods: string, regex: string, prefix: string): string[] {
+function httpPathRules(methods: string, regex: string, prefix: string, f: HttpFacts): string[] {
   // Path keys start with "k"; "-" means the entry has no path rules.
-  const hasPaths = "{ var(txn.pk) -m beg k }";
+  const hasPaths = `{ ${f.pathKey} -m beg k }`;
   return [
     `  http-request set-var(txn.reason,ifnotexists) str(encoded_separator) if ${hasPaths} { var(txn.path) -m sub %2F %5C \\\\ }`,
-    `  http-request set-var-fmt(txn.pq) %[var(txn.pk)]:%[var(txn.method),map(${methods},*)]:%[var(txn.path)] if ${hasPaths}`,
+    `  http-request set-var-fmt(txn.pq) %[${f.pathKey}]:%[var(txn.method),map(${methods},*)]:%[var(txn.path)] if ${hasPaths}`,
     `  http-request set-var(txn.pv) var(txn.pq),map_reg(${regex}) if ${hasPaths}`,
     `  http-request set-var(txn.pv) var(txn.pq),map_beg(${prefix}) if ${hasPaths} !{ var(txn.pv) -m found }`,
     // No path rule matched: the entry's default decides.
     "  http-request set-var(txn.reason,ifnotexists) str(path_denied) if { var(txn.pv) -m found } !{ var(txn.pv) -m str allow }",
-    "  http-request set-var(txn.reason,ifnotexists) str(path_denied) if !{ var(txn.pv) -m found } !{ var(txn.default) -m str allow }",
+    `  http-request set-var(txn.reason,ifnotexists) str(path_denied) if !{ var(txn.pv) -m found } !{ ${f.pathDefault} -m str allow }`,
   ];
 }
 
@@ -565,6 +597,9 @@ interface HttpFacts {
   readonly port: string;
   readonly ip: string;
   readonly verdict: string;
+  readonly rule: string;
+  readonly pathKey: string;
+  readonly pathDefault: string;
 }
 
 /** `http_in`: every fact per request (each request names its own Host). */
@@ -573,14 +608,24 @@ const HTTP_FACTS: HttpFacts = {
   port: "var(txn.port)",
   ip: "var(txn.ip)",
   verdict: "var(txn.verdict)",
+  rule: "var(txn.rule)",
+  pathKey: "var(txn.pk)",
+  pathDefault: "var(txn.default)",
 };
 
-/** `mitm`: name, port and upstream address are the connection's; the verdict is the map value's first field. */
+/**
+ * `mitm`: name, port and upstream address are the connection's; verdict, rule and path fields are
+ * read from the map value where they are used (once or twice per request) instead of each being
+ * split into a variable by a rule of its own.
+ */
 const MITM_FACTS: HttpFacts = {
   name: "var(sess.name)",
   port: "var(sess.port)",
   ip: "var(sess.ip)",
   verdict: "var(txn.v),field(1,|)",
+  rule: "var(txn.v),field(3,|)",
+  pathKey: "var(txn.v),field(4,|)",
+  pathDefault: "var(txn.v),field(5,|)",
 };
 
 /** Short JSON 403s: what was denied, why, and the `clawker firewall` command that would allow it. */
@@ -591,7 +636,7 @@ function httpDenials(defaultPort: number, f: HttpFacts): string[] {
   const body = (reason: string, message: string, hint: string): string =>
     `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[${f.port}],` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","message":"${message}","hint":"${hint}"}`;
+    `"rule":"%[${f.rule},json(utf8s)]","message":"${message}","hint":"${hint}"}`;
   const deny = (reason: string, message: string, hint: string, extra = ""): string =>
     `  http-request return status 403 content-type application/json lf-string '${body(reason, message, hint)}' if { var(txn.reason) -m str ${reason} }${extra}`;
   const onDefaultPort = ` { ${f.port} -m int eq ${defaultPort} }`;
@@ -632,7 +677,7 @@ function httpDestinationDenials(f: HttpFacts): string[] {
   const body = (reason: string, message: string): string =>
     `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[${f.port}],` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","message":"${message}","hint":""}`;
+    `"rule":"%[${f.rule},json(utf8s)]","message":"${message}","hint":""}`;
   return [
     `  http-request return status 502 content-type application/json lf-string '${body("unresolvable", `${host} could not be resolved`)}' if { var(txn.reason) -m str unresolvable }`,
     `  http-request return status 403 content-type application/json lf-string '${body("forbidden_destination", `${host} resolves to an address the proxy never connects to`)}' if { var(txn.reason) -m str forbidden_destination }`,
@@ -678,7 +723,7 @@ function httpLogFormat(token: string, layer: string, f: HttpFacts): string {
     `{"k":"${token}","layer":"${layer}","ts":%Ts,"src":"%ci","sport":%cp,` +
     `"agent":"%[var(txn.agent)]","project":"%[var(txn.project)]","name":"%[${f.name},json(utf8s)]",` +
     `"port":"%[${f.port}]","verdict":"%[${f.verdict}]","reason":"%[var(txn.reason)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","upstream":"%[${f.ip}]","server":"%s",` +
+    `"rule":"%[${f.rule},json(utf8s)]","upstream":"%[${f.ip}]","server":"%s",` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]","status":%ST,` +
     `"duration_ms":%Ta,"bytes_in":%U,"bytes_out":%B,"termination":"%ts"}`
   );
