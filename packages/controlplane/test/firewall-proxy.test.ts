@@ -1020,6 +1020,41 @@ describe("EgressProxy with the real HAProxy", { skip }, () => {
       }
     });
 
+    test("an intercepted name is matched at every wildcard level, each parent looked up once per request: the name itself, each parent down to two labels, the deepest parent of a name over eight labels", async () => {
+      const e = E();
+      const ca = e.firewallCa.certPem;
+      const deep = "a.b.c.d.e.f.g.h.example.test"; // 10 labels: *.<its last 8> is the widest wildcard
+      const cases: [name: string, dst: string][] = [
+        ["example.test", "*.example.test"], // a 2-label name under its own wildcard
+        ["x.example.test", "*.x.example.test"], // a wildcard covers its parent
+        ["x.example.test", "*.example.test"],
+        ["y.x.example.test", "*.x.example.test"],
+        ["y.x.example.test", "*.example.test"],
+        [deep, "*.c.d.e.f.g.h.example.test"],
+        [deep, "*.h.example.test"],
+        [deep, "*.example.test"],
+      ];
+      for (const [name, dst] of cases) {
+        e.dns.records.set(name, UPSTREAM);
+        await interceptCert(e, name);
+        const mitm = entry(
+          {
+            dst,
+            kind: "tls-intercept",
+            ruleId: "lvl",
+            pathRules: [{ path: "/", action: "allow" }],
+            pathDefault: "deny",
+            insecureSkipTlsVerify: true,
+          },
+          e,
+        );
+        await e.proxy.apply(policy(e, [mitm]));
+        const res = await httpsThrough(e, name, "/x", { ca });
+        assert.equal(res.status, 200, `${name} under ${dst}`);
+        assert.equal(res.json, undefined, `${name} under ${dst}: ${JSON.stringify(res.json)}`);
+      }
+    });
+
     test("an intercepted connection keeps its verdict only while the source's identity is the same: an address that is no longer the agent's is refused on its next request", async () => {
       const e = E();
       const name = "who.example.test";

@@ -240,22 +240,34 @@ export function renderConfig(o: RenderOptions): string {
       (k) =>
         `  bind unix@${mitmSocketPath(L, k)} mode 600 thread ${k} accept-proxy ssl crt-list ${L.crtList} strict-sni alpn h2,http/1.1 ssl-min-ver TLSv1.3`,
     ),
-    `  log-format '${httpLogFormat(o.log.token, "mitm")}'`,
-    "  http-request set-var(txn.name) ssl_fc_sni,lower",
-    ...httpCommon(),
-    // The SNI is the connection's: its wildcard parents are worked out once per connection.
-    ...lookupRules("http-request", "txn", map("tls"), map("agents"), map("projects"), "sess"),
-    ...verdictRules("http-request", "txn"),
-    "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.verdict) -m str mitm }",
-    "  http-request set-var(txn.reason,ifnotexists) str(host_mismatch) unless { var(txn.host),strcmp(txn.name) eq 0 }",
-    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
-    ...httpDenials(443),
-    ...resolveByName(),
-    ...destinationChecks("http-request", "txn", map("forbidden"), "mitm"),
-    ...httpDestinationDenials(),
-    "  http-request set-dst var(txn.ip)",
-    "  use_backend be_mitm_verify if { var(txn.up) -m str v }",
-    "  use_backend be_mitm_noverify if { var(txn.up) -m str k }",
+    `  log-format '${httpLogFormat(o.log.token, "mitm", MITM_FACTS)}'`,
+    ...mitmConnectionFacts(),
+    ...normalizedPath(),
+    ...mitmHostChecks(),
+    ...mitmLookupRules(map("tls"), map("agents"), map("projects")),
+    "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.v) -m beg mitm| }",
+    "  http-request set-var(txn.reason,ifnotexists) str(host_mismatch) if !{ var(txn.hostok) -m found } !{ req.hdr(host),lower,field(1,:),strcmp(sess.name) eq 0 }",
+    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix"), MITM_FACTS),
+    // The SNI, so the upstream's address, is the connection's: resolved by the first request no
+    // check refused (a failed resolution is tried again by the next one); the forbidden list is
+    // checked on every request.
+    "  http-request do-resolve(sess.ip,upstream,ipv4) var(sess.name) unless { var(sess.ip) -m found } || { var(txn.reason) -m found }",
+    "  http-request set-var(txn.reason,ifnotexists) str(unresolvable) if !{ var(sess.ip) -m found }",
+    `  http-request set-var(txn.reason,ifnotexists) str(forbidden_destination) if { var(sess.ip),map_ip(${map("forbidden")}) -m found }`,
+    "  http-request set-dst var(sess.ip)",
+    // A refused request's answer is written by be_mitm_denied's rules: an admitted request
+    // evaluates none of them (a rule costs an intercepted request ~1% of its proxy CPU).
+    "  use_backend be_mitm_denied if { var(txn.reason) -m found }",
+    // The verdict map value ends with the upstream check: `|v` verified, `|k` not.
+    "  use_backend be_mitm_verify if { var(txn.v) -m end |v }",
+    "  use_backend be_mitm_noverify if { var(txn.v) -m end |k }",
+    "",
+    "backend be_mitm_denied",
+    "  mode http",
+    ...httpDenials(443, MITM_FACTS),
+    ...httpDestinationDenials(MITM_FACTS),
+    // No server: whatever reason is left still fails closed.
+    "  http-request deny deny_status 403",
     "",
     // One server for every intercepted destination: HAProxy keeps idle connections only up to
     // what the server recently needed at once, so one destination's idle connections crowded out
@@ -265,11 +277,11 @@ export function renderConfig(o: RenderOptions): string {
     // is reused only for its own address and SNI (tested).
     "backend be_mitm_verify",
     "  mode http",
-    `  server up 0.0.0.0:0 ssl verify required ca-file ${o.upstreamCaFile} sni var(txn.name) alpn http/1.1 ${MITM_IDLE}`,
+    `  server up 0.0.0.0:0 ssl verify required ca-file ${o.upstreamCaFile} sni var(sess.name) alpn http/1.1 ${MITM_IDLE}`,
     "",
     "backend be_mitm_noverify",
     "  mode http",
-    `  server up 0.0.0.0:0 ssl verify none sni var(txn.name) alpn http/1.1 ${MITM_IDLE}`,
+    `  server up 0.0.0.0:0 ssl verify none sni var(sess.name) alpn http/1.1 ${MITM_IDLE}`,
     "",
   );
 
@@ -280,7 +292,7 @@ export function renderConfig(o: RenderOptions): string {
     // HTTP/1 only: h2c would multiplex requests under several rules on one connection, and the
     // connection's mark names only the last one (a revoked rule's stream could outlive its sweep).
     `  bind ${o.listen.address}:${o.listen.httpPort} name http proto h1`,
-    `  log-format '${httpLogFormat(o.log.token, "http")}'`,
+    `  log-format '${httpLogFormat(o.log.token, "http", HTTP_FACTS)}'`,
     ...clientChecks(o.listen.address, clients),
     "  http-request set-var(txn.name) req.hdr(host),lower,field(1,:)",
     ...httpCommon(),
@@ -290,11 +302,11 @@ export function renderConfig(o: RenderOptions): string {
     // request's tag, and a request under a revoked rule is refused by the lookup itself.
     ...markRule("http-request", "txn"),
     "  http-request set-var(txn.reason,ifnotexists) str(no_rule) unless { var(txn.verdict) -m str http }",
-    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix")),
-    ...httpDenials(80),
+    ...httpPathRules(map("methods"), map("paths-regex"), map("paths-prefix"), HTTP_FACTS),
+    ...httpDenials(80, HTTP_FACTS),
     ...resolveByName(),
     ...destinationChecks("http-request", "txn", map("forbidden"), "http"),
-    ...httpDestinationDenials(),
+    ...httpDestinationDenials(HTTP_FACTS),
     "  http-request set-dst var(txn.ip)",
     "  default_backend be_http",
     "",
@@ -352,39 +364,106 @@ function clientChecks(listenAddress: string, clients: string): string[] {
  * Names are never matched by suffix (map_end/map_dom would let `example.test.evil.test` match
  * `example.test`).
  */
-function lookupRules(
-  p: Phase,
-  s: VarScope,
-  file: string,
-  agents: string,
-  projects: string,
-  labels: VarScope = s,
-): string[] {
-  // With `labels` "sess" (the name cannot change within the connection) the wildcard parents are
-  // set by the first request and read by every later one: 7 string variables less per request.
-  const once = labels === s ? "" : ` !{ var(${labels}.w2) -m found }`;
+function lookupRules(p: Phase, s: VarScope, file: string, agents: string, projects: string): string[] {
   const lines = [
     `  ${p} set-var(${s}.agent) src,map_ip(${agents})`,
     `  ${p} set-var(${s}.project) src,map_ip(${projects})`,
     `  ${p} set-var-fmt(${s}.ka) a:%[var(${s}.agent)]/%[var(${s}.port)]/ if { var(${s}.agent) -m found } { var(${s}.name) -m found }`,
     `  ${p} set-var-fmt(${s}.kp) p:%[var(${s}.project)]/%[var(${s}.port)]/ if { var(${s}.project) -m found } { var(${s}.name) -m found }`,
     `  ${p} set-var-fmt(${s}.kg) g/%[var(${s}.port)]/ if { var(${s}.name) -m found }`,
+    ...wildcardParents(p, s, `${s}.name`),
   ];
+  return [...lines, ...verdictLookups(p, s, file, [`${s}.ka`, `${s}.kp`, `${s}.kg`], `${s}.name`, s)];
+}
+
+/** `<labels>.w<k>` = the last k labels of the name, for every wildcard level. */
+function wildcardParents(p: Phase | "tcp-request session", labels: VarScope, name: string): string[] {
+  const lines: string[] = [];
   for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
-    lines.push(
-      `  ${p} set-var(${labels}.w${k}) var(${s}.name),field(-1,.,${k}) if { var(${s}.name) -m found }${once}`,
-    );
+    lines.push(`  ${p} set-var(${labels}.w${k}) var(${name}),field(-1,.,${k}) if { var(${name}) -m found }`);
   }
-  for (const scope of ["ka", "kp", "kg"]) {
-    const when = `if { var(${s}.${scope}) -m found } !{ var(${s}.v) -m found }`;
-    lines.push(`  ${p} set-var(${s}.v) var(${s}.${scope}),concat(,${s}.name,),map(${file}) ${when}`);
+  return lines;
+}
+
+/** Looks `<key><name>` then `<key>*.<parent>` up in `file` into `<s>.v` for each key in order. */
+function verdictLookups(
+  p: Phase,
+  s: VarScope,
+  file: string,
+  keys: readonly string[],
+  name: string,
+  labels: VarScope,
+  skipLevels = false,
+): string[] {
+  const lines: string[] = [];
+  for (const key of keys) {
+    const when = `{ var(${key}) -m found } !{ var(${s}.v) -m found }`;
+    lines.push(`  ${p} set-var(${s}.v) var(${key}),concat(,${name},),map(${file}) if ${when}`);
     for (let k = MAX_WILDCARD_LABELS; k >= 2; k--) {
+      // A level the connection left unset (a repeat, distinctWildcardParents) is skipped first.
+      const level = skipLevels ? `{ var(${labels}.w${k}) -m found } ` : "";
       lines.push(
-        `  ${p} set-var(${s}.v) var(${s}.${scope}),concat(*.,${labels}.w${k},),map(${file}) ${when}`,
+        `  ${p} set-var(${s}.v) var(${key}),concat(*.,${labels}.w${k},),map(${file}) if ${level}${when}`,
       );
     }
   }
   return lines;
+}
+
+/**
+ * What an intercepted connection's every request shares, worked out once after its TLS handshake
+ * (`tcp-request session`): the SNI (strict-sni: one of our certificates' names, and fixed for the
+ * connection), the port the agent dialed (from the PROXY header), the global lookup key and the
+ * wildcard parents. Only these: the agent, its project and the verdict are looked up again by
+ * every request (a rule change applies to the next request of an open connection).
+ */
+function mitmConnectionFacts(): string[] {
+  const p = "tcp-request session";
+  return [
+    `  ${p} set-var(sess.name) ssl_fc_sni,lower`,
+    `  ${p} set-var(sess.port) dst_port`,
+    `  ${p} set-var-fmt(sess.portstr) %[dst_port]`,
+    `  ${p} set-var-fmt(sess.hostport) %[var(sess.name)]:%[dst_port] if { var(sess.name) -m found }`,
+    `  ${p} set-var-fmt(sess.kg) g/%[dst_port]/ if { var(sess.name) -m found }`,
+    ...distinctWildcardParents(),
+  ];
+}
+
+/**
+ * The connection's wildcard parents without repeats: for k at or above the name's label count
+ * `field(-1,.,k)` is the whole name, so only the top level keeps it and the levels below set only
+ * proper parents (a 3-label name: w8 is the name, w2 its parent; its requests look up 3 keys per
+ * scope instead of 9). A level left unset is skipped by the lookups: it would only have repeated
+ * the top level's key (first hit wins, so a repeat can never hit).
+ */
+function distinctWildcardParents(): string[] {
+  const p = "tcp-request session";
+  const lines = [
+    `  ${p} set-var(sess.w${MAX_WILDCARD_LABELS}) var(sess.name),field(-1,.,${MAX_WILDCARD_LABELS}) if { var(sess.name) -m found }`,
+  ];
+  for (let k = MAX_WILDCARD_LABELS - 1; k >= 2; k--) {
+    lines.push(
+      `  ${p} set-var(sess.w${k}) var(sess.name),field(-1,.,${k}) unless { var(sess.name),field(-1,.,${k}),strcmp(sess.name) eq 0 }`,
+    );
+  }
+  return lines;
+}
+
+/**
+ * An intercepted request's lookup: agent and project by source (the PROXY header's) per request,
+ * then the verdict, with the connection's name, port and wildcard parents (mitmConnectionFacts).
+ * Nothing is split out of the map value: each field is read where it is used (MITM_FACTS), the
+ * verdict and the upstream check are matched on the value itself (`mitm|...`, `...|v`).
+ */
+function mitmLookupRules(file: string, agents: string, projects: string): string[] {
+  const p = "http-request";
+  return [
+    `  ${p} set-var(txn.agent) src,map_ip(${agents})`,
+    `  ${p} set-var(txn.project) src,map_ip(${projects})`,
+    `  ${p} set-var-fmt(txn.ka) a:%[var(txn.agent)]/%[var(sess.port)]/ if { var(txn.agent) -m found } { var(sess.name) -m found }`,
+    `  ${p} set-var-fmt(txn.kp) p:%[var(txn.project)]/%[var(sess.port)]/ if { var(txn.project) -m found } { var(sess.name) -m found }`,
+    ...verdictLookups(p, "txn", file, ["txn.ka", "txn.kp", "sess.kg"], "sess.name", "sess", true),
+  ];
 }
 
 /** Route listener lookup: `<scope>/<listener name>/<port>`, agent over project over global. */
@@ -443,12 +522,24 @@ function destinationChecks(p: Phase, s: VarScope, forbidden: string, verdict: st
   ];
 }
 
-/** Host, port and path facts of an HTTP request, the path normalized before anything matches it. */
+/** Host, port and path facts of a plain HTTP request, the path normalized before anything matches it. */
 function httpCommon(): string[] {
   return [
     "  http-request set-var(txn.port) dst_port",
     "  http-request set-var(txn.host) req.hdr(host),lower,field(1,:)",
     "  http-request set-var(txn.hport) req.hdr(host),field(2,:)",
+    ...normalizedPath(),
+    "  http-request set-var-fmt(txn.portstr) %[dst_port]",
+    "  http-request set-var(txn.reason,ifnotexists) str(host_port_mismatch) if { var(txn.hport) -m len gt 0 } !{ var(txn.hport),strcmp(txn.portstr) eq 0 }",
+  ];
+}
+
+/**
+ * The request's path normalized (the upstream receives the normalized form too), then its path
+ * and method kept for the path rules, the denials and the log line.
+ */
+function normalizedPath(): string[] {
+  return [
     // Decode unreserved escapes first (%2e is a dot), then drop empty and dot segments, so
     // `/a/%2e%2e/secret` and `//secret` are `/secret` before any rule sees them; the upstream
     // receives the normalized path too. `strict` answers 400 to malformed escapes.
@@ -460,8 +551,21 @@ function httpCommon(): string[] {
     "  http-request normalize-uri path-strip-dotdot full",
     "  http-request set-var(txn.path) path",
     "  http-request set-var(txn.method) method",
-    "  http-request set-var-fmt(txn.portstr) %[dst_port]",
-    "  http-request set-var(txn.reason,ifnotexists) str(host_port_mismatch) if { var(txn.hport) -m len gt 0 } !{ var(txn.hport),strcmp(txn.portstr) eq 0 }",
+  ];
+}
+
+/**
+ * An intercepted request's Host: a Host that is exactly the SNI or `SNI:port` (the connection's,
+ * mitmConnectionFacts) passes both checks with one header read (`txn.hostok`); any other Host
+ * goes through both checks in full. The port check comes here, in its place before the lookup:
+ * the first reason set is the one reported.
+ */
+function mitmHostChecks(): string[] {
+  const host = "req.hdr(host),lower";
+  const hport = "req.hdr(host),field(2,:)";
+  return [
+    `  http-request set-var(txn.hostok) int(1) if { ${host},strcmp(sess.name) eq 0 } || { ${host},strcmp(sess.hostport) eq 0 }`,
+    `  http-request set-var(txn.reason,ifnotexists) str(host_port_mismatch) if !{ var(txn.hostok) -m found } { ${hport} -m len gt 0 } !{ ${hport},strcmp(sess.portstr) eq 0 }`,
   ];
 }
 
@@ -470,38 +574,78 @@ function httpCommon(): string[] {
  * matching prefix, then the entry's path default. An encoded `/` or `\` (or a raw `\`) would let
  * an upstream see a different path than the one matched, so it is refused where paths matter.
  */
-function httpPathRules(methods: string, regex: string, prefix: string): string[] {
+function httpPathRules(methods: string, regex: string, prefix: string, f: HttpFacts): string[] {
   // Path keys start with "k"; "-" means the entry has no path rules.
-  const hasPaths = "{ var(txn.pk) -m beg k }";
+  const hasPaths = `{ ${f.pathKey} -m beg k }`;
   return [
     `  http-request set-var(txn.reason,ifnotexists) str(encoded_separator) if ${hasPaths} { var(txn.path) -m sub %2F %5C \\\\ }`,
-    `  http-request set-var(txn.mt) var(txn.method),map(${methods},*) if ${hasPaths}`,
-    `  http-request set-var-fmt(txn.pq) %[var(txn.pk)]:%[var(txn.mt)]:%[var(txn.path)] if ${hasPaths}`,
+    `  http-request set-var-fmt(txn.pq) %[${f.pathKey}]:%[var(txn.method),map(${methods},*)]:%[var(txn.path)] if ${hasPaths}`,
     `  http-request set-var(txn.pv) var(txn.pq),map_reg(${regex}) if ${hasPaths}`,
     `  http-request set-var(txn.pv) var(txn.pq),map_beg(${prefix}) if ${hasPaths} !{ var(txn.pv) -m found }`,
-    "  http-request set-var(txn.pv) var(txn.default) if !{ var(txn.pv) -m found }",
-    "  http-request set-var(txn.reason,ifnotexists) str(path_denied) unless { var(txn.pv) -m str allow }",
+    // No path rule matched: the entry's default decides.
+    "  http-request set-var(txn.reason,ifnotexists) str(path_denied) if { var(txn.pv) -m found } !{ var(txn.pv) -m str allow }",
+    `  http-request set-var(txn.reason,ifnotexists) str(path_denied) if !{ var(txn.pv) -m found } !{ ${f.pathDefault} -m str allow }`,
   ];
 }
 
+/**
+ * Where an HTTP frontend keeps the facts its denials and log line print, as sample expressions:
+ * `http_in` per request, `mitm` per connection where the connection fixes them.
+ */
+interface HttpFacts {
+  readonly name: string;
+  readonly port: string;
+  readonly ip: string;
+  readonly verdict: string;
+  readonly rule: string;
+  readonly pathKey: string;
+  readonly pathDefault: string;
+}
+
+/** `http_in`: every fact per request (each request names its own Host). */
+const HTTP_FACTS: HttpFacts = {
+  name: "var(txn.name)",
+  port: "var(txn.port)",
+  ip: "var(txn.ip)",
+  verdict: "var(txn.verdict)",
+  rule: "var(txn.rule)",
+  pathKey: "var(txn.pk)",
+  pathDefault: "var(txn.default)",
+};
+
+/**
+ * `mitm`: name, port and upstream address are the connection's; verdict, rule and path fields are
+ * read from the map value where they are used (once or twice per request) instead of each being
+ * split into a variable by a rule of its own.
+ */
+const MITM_FACTS: HttpFacts = {
+  name: "var(sess.name)",
+  port: "var(sess.port)",
+  ip: "var(sess.ip)",
+  verdict: "var(txn.v),field(1,|)",
+  rule: "var(txn.v),field(3,|)",
+  pathKey: "var(txn.v),field(4,|)",
+  pathDefault: "var(txn.v),field(5,|)",
+};
+
 /** Short JSON 403s: what was denied, why, and the `clawker firewall` command that would allow it. */
-function httpDenials(defaultPort: number): string[] {
+function httpDenials(defaultPort: number, f: HttpFacts): string[] {
   const proto = defaultPort === 80 ? " --proto http" : "";
-  const host = "%[var(txn.name),json(utf8s)]";
-  const portFlag = " --port %[var(txn.port)]";
+  const host = `%[${f.name},json(utf8s)]`;
+  const portFlag = ` --port %[${f.port}]`;
   const body = (reason: string, message: string, hint: string): string =>
-    `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[var(txn.port)],` +
+    `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[${f.port}],` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","message":"${message}","hint":"${hint}"}`;
+    `"rule":"%[${f.rule},json(utf8s)]","message":"${message}","hint":"${hint}"}`;
   const deny = (reason: string, message: string, hint: string, extra = ""): string =>
     `  http-request return status 403 content-type application/json lf-string '${body(reason, message, hint)}' if { var(txn.reason) -m str ${reason} }${extra}`;
-  const onDefaultPort = ` { var(txn.port) -m int eq ${defaultPort} }`;
+  const onDefaultPort = ` { ${f.port} -m int eq ${defaultPort} }`;
   const pathHint = `clawker firewall add ${host}${proto} --path \\"%[var(txn.path),json(utf8s)]\\" --action allow --methods %[var(txn.method),json(utf8s)]`;
   return [
     deny("no_rule", `no rule allows ${host}`, `clawker firewall add ${host}${proto}`, onDefaultPort),
     deny(
       "no_rule",
-      `no rule allows ${host} on port %[var(txn.port)]`,
+      `no rule allows ${host} on port %[${f.port}]`,
       `clawker firewall add ${host}${proto}${portFlag}`,
     ),
     deny(
@@ -512,7 +656,7 @@ function httpDenials(defaultPort: number): string[] {
     ),
     deny(
       "rule_denies",
-      `a deny rule blocks ${host} on port %[var(txn.port)]`,
+      `a deny rule blocks ${host} on port %[${f.port}]`,
       `clawker firewall remove ${host}${proto}${portFlag}`,
     ),
     deny("path_denied", "no path rule allows this method and path", `${pathHint}`, onDefaultPort),
@@ -528,12 +672,12 @@ function httpDenials(defaultPort: number): string[] {
 }
 
 /** Denials decided after resolution: unresolvable (502) and forbidden destinations (403). */
-function httpDestinationDenials(): string[] {
-  const host = "%[var(txn.name),json(utf8s)]";
+function httpDestinationDenials(f: HttpFacts): string[] {
+  const host = `%[${f.name},json(utf8s)]`;
   const body = (reason: string, message: string): string =>
-    `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[var(txn.port)],` +
+    `{"error":"egress_denied","reason":"${reason}","host":"${host}","port":%[${f.port}],` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","message":"${message}","hint":""}`;
+    `"rule":"%[${f.rule},json(utf8s)]","message":"${message}","hint":""}`;
   return [
     `  http-request return status 502 content-type application/json lf-string '${body("unresolvable", `${host} could not be resolved`)}' if { var(txn.reason) -m str unresolvable }`,
     `  http-request return status 403 content-type application/json lf-string '${body("forbidden_destination", `${host} resolves to an address the proxy never connects to`)}' if { var(txn.reason) -m str forbidden_destination }`,
@@ -574,12 +718,12 @@ function tcpLogFormat(token: string, layer: string): string {
 }
 
 /** One JSON line per HTTP request. */
-function httpLogFormat(token: string, layer: string): string {
+function httpLogFormat(token: string, layer: string, f: HttpFacts): string {
   return (
     `{"k":"${token}","layer":"${layer}","ts":%Ts,"src":"%ci","sport":%cp,` +
-    `"agent":"%[var(txn.agent)]","project":"%[var(txn.project)]","name":"%[var(txn.name),json(utf8s)]",` +
-    `"port":"%[var(txn.port)]","verdict":"%[var(txn.verdict)]","reason":"%[var(txn.reason)]",` +
-    `"rule":"%[var(txn.rule),json(utf8s)]","upstream":"%[var(txn.ip)]","server":"%s",` +
+    `"agent":"%[var(txn.agent)]","project":"%[var(txn.project)]","name":"%[${f.name},json(utf8s)]",` +
+    `"port":"%[${f.port}]","verdict":"%[${f.verdict}]","reason":"%[var(txn.reason)]",` +
+    `"rule":"%[${f.rule},json(utf8s)]","upstream":"%[${f.ip}]","server":"%s",` +
     `"method":"%[var(txn.method),json(utf8s)]","path":"%[var(txn.path),json(utf8s)]","status":%ST,` +
     `"duration_ms":%Ta,"bytes_in":%U,"bytes_out":%B,"termination":"%ts"}`
   );
