@@ -6,7 +6,9 @@ import { ECHO_SERVICE } from "./echo-service.js";
 
 tls.DEFAULT_MIN_VERSION = "TLSv1.3";
 const pem = (name: string): Buffer => Buffer.from(process.env[name] ?? "", "utf8");
-const server = new grpc.Server();
+// Channelz off, as on every daemon listener (grpc-listener.ts): neither side serves it, and with it
+// on grpc-js takes its channelz stream handler, bookkeeping the daemon does not pay per call.
+const server = new grpc.Server({ "grpc.enable_channelz": 0 });
 server.addService(ECHO_SERVICE, {
   Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
     cb(null, call.request),

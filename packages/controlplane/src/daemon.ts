@@ -41,6 +41,7 @@ import { adminSocketPath, type Config } from "./config.js";
 import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { MemoryRelief } from "./memory-relief.js";
+import { holdTickShape } from "./tick-shape.js";
 import { Metrics, type FirewallLayer, type FirewallVerdict } from "./metrics/metrics.js";
 import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
 import { adminService } from "./server/admin-service.js";
@@ -356,6 +357,8 @@ export class Daemon {
           },
         )
       : undefined;
+    // Before any collection can drop them: Node's tick object maps stay alive (tick-shape.ts).
+    holdTickShape();
     this.#relief = new MemoryRelief({
       ...config.memoryRelief,
       log: log.child({ component: "memory-relief" }),
