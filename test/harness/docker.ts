@@ -210,13 +210,22 @@ export class PrivateDocker {
     // containerd, shims, docker-proxy, --network host containers, netns processes of this run.
     // Until none is left: a multithreaded process whose main thread already exited reads as a
     // zombie (so "gone") while its other threads still run and its command line still shows.
+    // Done only after two clean scans 200 ms apart: a process can be missed by one scan (twice a
+    // CI run found this run's dockerd command line after a clean scan: a child dockerd forked and
+    // had not yet exec'd, or one whose command line read empty for a moment).
     await step("kill stray processes", async () => {
       const deadline = Date.now() + 15_000;
+      let clean = 0;
       for (;;) {
         const { processes } = await findLeftovers(ref);
-        if (processes.length === 0) return;
+        if (processes.length === 0) {
+          if (++clean === 2) return;
+          await sleep(200);
+          continue;
+        }
+        clean = 0;
         if (Date.now() > deadline)
-          throw new Error(`still running: ${processes.map((p) => p.pid).join(", ")}`);
+          throw new Error(`still running: ${processes.map((p) => `${p.pid} (${p.status})`).join(", ")}`);
         await killProcesses(processes);
         await sleep(50);
       }

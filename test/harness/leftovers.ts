@@ -22,6 +22,8 @@ export interface RunRef {
 export interface StrayProcess {
   readonly pid: number;
   readonly command: string;
+  /** State, PPid and Threads from /proc/<pid>/status, so a report says what kind of leftover. */
+  readonly status?: string;
 }
 
 /** What of a run is still on the machine. Empty lists and two `false`s mean a clean teardown. */
@@ -48,9 +50,10 @@ export async function findLeftovers(ref: RunRef): Promise<Leftovers> {
     const pid = Number(entry);
     if (pid === process.pid) continue;
     try {
-      // Zombies have an empty cmdline and no ns links: they hold no resources, so they do not count.
+      // A zombie has an empty cmdline and no ns links (readlink throws): it holds no resources and
+      // does not count. A live process whose cmdline reads empty for a moment (while it execs)
+      // still counts when it sits in the run's netns.
       const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0").join(" ").trim();
-      if (cmdline === "") continue;
       // dockerd, containerd and shims all name paths inside the dir (--data-root, -address ...).
       const inDir = ref.dir !== undefined && cmdline.includes(ref.dir + "/");
       // A process naming the dir counts whatever its ns link says: reading the link can fail while
@@ -58,7 +61,8 @@ export async function findLeftovers(ref: RunRef): Promise<Leftovers> {
       // must not hide it from close()'s stray-process loop.
       const inNetns =
         !inDir && netnsLink !== undefined && (await readlink(`/proc/${pid}/ns/net`)) === netnsLink;
-      if (inDir || inNetns) processes.push({ pid, command: cmdline.slice(0, 300) });
+      if (inDir || inNetns)
+        processes.push({ pid, command: cmdline.slice(0, 300), status: await statusOf(pid) });
     } catch {
       // The process went away while we looked.
     }
@@ -69,6 +73,16 @@ export async function findLeftovers(ref: RunRef): Promise<Leftovers> {
     netnsExists: await exists(netnsPath(ref.netnsName)),
     dirExists: ref.dir !== undefined && (await exists(ref.dir)),
   };
+}
+
+/** `State: ...; PPid: ...; Threads: ...` of a process, or "" once it is gone. */
+async function statusOf(pid: number): Promise<string> {
+  const text = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  return text
+    .split("\n")
+    .filter((l) => /^(State|PPid|Threads):/.test(l))
+    .map((l) => l.replace(/\s+/g, " "))
+    .join("; ");
 }
 
 /** Mount points at or under `dir`, from /proc/mounts, deepest first. */
