@@ -75,11 +75,7 @@ before(async () => {
   proc = spawnClawkerd(agent);
   await proc.waitListening();
   // The stand-in container: under this process's own groups, named by the agent's container id.
-  const own = new Map<string, string>();
-  for (const line of readFileSync("/proc/self/cgroup", "utf8").split("\n")) {
-    const m = /^\d+:([^:]+):(\/.*)$/.exec(line);
-    if (m !== null) for (const c of m[1]!.split(",")) own.set(c, m[2]!);
-  }
+  const own = v1PathsOf(readFileSync("/proc/self/cgroup", "utf8"));
   const parent = `clawker-jobs-placed-${randomBytes(4).toString("hex")}`;
   for (const c of V1_CONTROLLERS) dirs.set(c, join(mounts[c]!, own.get(c) ?? "/", parent, agent.containerId));
   // clawkerd and every process it started (its spare gate and the gate's checks), as in a
@@ -193,12 +189,18 @@ function inStandIn(pid: number): boolean {
   } catch {
     return true;
   }
+  const paths = v1PathsOf(text);
+  return V1_CONTROLLERS.every((c) => paths.get(c)?.endsWith(`/${agent.containerId}`) === true);
+}
+
+/** Each v1 controller's group path in a /proc/<pid>/cgroup text (cpu and cpuacct may share a line). */
+function v1PathsOf(cgroupText: string): Map<string, string> {
   const paths = new Map<string, string>();
-  for (const line of text.split("\n")) {
+  for (const line of cgroupText.split("\n")) {
     const m = /^\d+:([^:]+):(\/.*)$/.exec(line);
     if (m !== null) for (const c of m[1]!.split(",")) paths.set(c, m[2]!);
   }
-  return V1_CONTROLLERS.every((c) => paths.get(c)?.endsWith(`/${agent.containerId}`) === true);
+  return paths;
 }
 
 function moveQuietly(dir: string, pid: number): void {
