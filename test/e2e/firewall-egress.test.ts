@@ -32,7 +32,7 @@ import { admin, FIREWALL_CA_FILE, CA_BUNDLE_FILE } from "@clawker/proto";
 import { bin, buildOnce, ensureBpffs } from "../../packages/ebpf-manager/test/fixture.js";
 import { agentImage } from "../harness/agent-image.js";
 import { clawker } from "../harness/clawker-cli.js";
-import { helperPid, startControlPlane, type ControlPlane } from "../harness/controlplane.js";
+import { helperPid, processGroup, startControlPlane, type ControlPlane } from "../harness/controlplane.js";
 import { removeCgroupParent } from "../harness/cgroups.js";
 import { demux } from "../harness/containers.js";
 import { PrivateDocker } from "../harness/docker.js";
@@ -659,12 +659,19 @@ void test(
           timeoutMs: 20_000,
         });
         const manager = helperPid(cp, "ebpf-manager");
+        const proxy = helperPid(cp, "egress-proxy");
+        assert.ok((await processGroup(proxy)).length >= 2, "HAProxy's master and a worker run");
         // The bypass outlives its control plane: only the kernel can end it (issue 16 §4).
         const logged = cp.logs.length;
         await client.firewallBypass(a2, 6);
         cp.proc.kill("SIGKILL");
         await cp.exited;
         process.kill(manager, "SIGKILL");
+        // HAProxy dies with its daemon (not left serving, its log forwarder spinning on a dead socket).
+        await waitFor(async () => (await processGroup(proxy)).length === 0 || undefined, {
+          what: "HAProxy's master and workers to die with the control plane",
+          timeoutMs: 10_000,
+        });
         const opened = await waitFor(
           () => bypassed.lines.findIndex((l) => l["echo"] === true) + 1 || undefined,
           {

@@ -2,6 +2,7 @@
 // fresh trust material, a temp data dir, free loopback ports, and a teardown that leaves nothing.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -224,9 +225,12 @@ async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts)
   return cp;
 }
 
-/** The pid of a helper the daemon started, from its "helper started" log line; throws if absent. */
+/**
+ * The pid of a helper the daemon started, from its last "helper started" log line (a helper
+ * started again, the egress proxy after FirewallRemove and FirewallInit, has a new pid); throws if absent.
+ */
 export function helperPid(cp: ControlPlane, name: string): number {
-  const line = cp.logs.find((l) => l["msg"] === "helper started" && l["helper"] === name);
+  const line = cp.logs.findLast((l) => l["msg"] === "helper started" && l["helper"] === name);
   if (line === undefined) throw new Error(`the daemon logged no "helper started" line for ${name}`);
   return line["pid"] as number;
 }
@@ -257,4 +261,22 @@ export function deepMerge(
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Live pids in process group `pgid` (a helper started in a group of its own, and its children). */
+export async function processGroup(pgid: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = await readFile(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // gone meanwhile
+    }
+    // Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(pgrp) === pgid && state !== "Z") pids.push(Number(entry));
+  }
+  return pids;
 }

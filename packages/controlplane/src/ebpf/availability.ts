@@ -2,9 +2,11 @@
 // against this host. "auto" turns it on only where it can work (root, cgroup2 and bpffs mounted,
 // the manager binary present) and otherwise off with the reason; the firewall then refuses to come
 // up (`not_enforced`), so nothing ever reports enforcement it does not have.
-import { accessSync, constants, readFileSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { readFileSync } from "node:fs";
+import { findExecutable } from "../supervisor/find-executable.js";
 import { findBpfMounts, type BpfMounts } from "./mounts.js";
+
+export { findExecutable };
 
 /** The `ebpf.enabled` setting. */
 export type EbpfSetting = boolean | "auto";
@@ -84,22 +86,4 @@ export function decideEbpf(setting: EbpfSetting, facts: () => EbpfHostFacts): Eb
               : undefined;
   if (missing !== undefined) return { enabled: false, setting, reason: missing };
   return { enabled: true, setting, reason: `root with cgroup2 and bpffs, manager ${f.manager}` };
-}
-
-/** `name` if it is a path to an executable file, else the first executable `name` on PATH. */
-export function findExecutable(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const candidates = name.includes("/")
-    ? [name]
-    : (env["PATH"] ?? "")
-        .split(delimiter)
-        .filter((d) => d !== "")
-        .map((d) => join(d, name));
-  return candidates.find((c) => {
-    try {
-      accessSync(c, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
 }

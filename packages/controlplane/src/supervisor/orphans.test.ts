@@ -1,6 +1,7 @@
 // What happens to helpers when their supervisor is SIGKILLed (no exit hook runs): a helper with a
-// lifeline exits by itself; one without (an Ory binary) is left, and the next manager kills exactly
-// it from the record file, never a process that merely has a recorded pid. Real processes only.
+// lifeline exits by itself, the kernel kills one started with dieWithParent; one with neither (an
+// Ory binary) is left, and the next manager kills exactly it from the record file, never a process
+// that merely has a recorded pid. Real processes only.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -50,7 +51,7 @@ function sleeper(t: TestContext): ChildProcess {
   return child;
 }
 
-void test("SIGKILL of the supervisor: the lifeline helper exits at once, the next manager kills only the verified leftover", async (t) => {
+void test("SIGKILL of the supervisor: the lifeline helper exits at once, the dieWithParent one is killed, the next manager kills only the verified leftover", async (t) => {
   const dir = tempDir(t);
   const stateFile = join(dir, "state", "helpers.json");
   const record = join(dir, "record");
@@ -68,9 +69,14 @@ void test("SIGKILL of the supervisor: the lifeline helper exits at once, the nex
     });
     supervisor.once("exit", (code) => reject(new Error(`fixture exited ${code}`)));
   });
-  const { watching, deaf } = JSON.parse(firstLine) as { watching: number; deaf: number };
+  const { watching, deaf, bound } = JSON.parse(firstLine) as {
+    watching: number;
+    deaf: number;
+    bound: number;
+  };
   reapAfter(t, watching);
   reapAfter(t, deaf);
+  reapAfter(t, bound);
 
   // The record is private and names both running helpers with their /proc identity.
   assert.equal(statSync(stateFile).mode & 0o777, 0o600);
@@ -81,9 +87,13 @@ void test("SIGKILL of the supervisor: the lifeline helper exits at once, the nex
     [
       ["watching", watching],
       ["deaf", deaf],
+      ["bound", bound],
     ],
   );
   assert.deepEqual(recorded[1]?.cmdline, readProcessIdentity(deaf)?.cmdline);
+  // The program's own argv, not its launcher's (setpriv), so a later manager can recognise it.
+  assert.deepEqual(recorded[2]?.cmdline, readProcessIdentity(bound)?.cmdline);
+  assert.equal(recorded[2]?.cmdline[0], process.execPath);
 
   supervisor.kill("SIGKILL");
   const began = Date.now();
@@ -91,6 +101,7 @@ void test("SIGKILL of the supervisor: the lifeline helper exits at once, the nex
   const ms = Date.now() - began;
   assert.ok(ms < 2_000, `the lifeline helper took ${ms} ms`);
   assert.match(readFileSync(record, "utf8"), /^watching LIFELINE_EOF /m);
+  await waitFor(() => !isAlive(bound), { timeoutMs: 5_000, what: "the dieWithParent helper to be killed" });
   assert.equal(isAlive(deaf), true, "without a lifeline the helper outlives its supervisor");
 
   // Two records that name a live unrelated process by pid: a recycled pid (other start time) and
@@ -114,7 +125,7 @@ void test("SIGKILL of the supervisor: the lifeline helper exits at once, the nex
   );
   assert.deepEqual(
     report.skipped.map((r) => r.name),
-    ["watching", "recycled", "other-argv"],
+    ["watching", "bound", "recycled", "other-argv"],
   );
   assert.equal(isAlive(deaf), false, "the verified leftover is gone");
   assert.equal(isAlive(bystander.pid!), true, "the unrelated process survived");

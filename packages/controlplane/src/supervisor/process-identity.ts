@@ -44,16 +44,19 @@ export function isSameProcess(recorded: ProcessIdentity): boolean {
 /**
  * readProcessIdentity of a process that was just spawned: while it execs (a wrapper script turning
  * into its program) the kernel shows an empty cmdline for a moment, the new address space in place
- * and its argv not yet, so a live process that reads that way is asked again, for up to `withinMs`.
+ * and its argv not yet, so a live process that reads that way is asked again, for up to `withinMs`;
+ * so is one whose argv[0] is still `wrapper` (a launcher that execs the program, e.g. setpriv).
  */
 export async function readSpawnedIdentity(
   pid: number,
   withinMs = 1_000,
+  wrapper?: string,
 ): Promise<ProcessIdentity | undefined> {
   const deadline = Date.now() + withinMs;
   for (;;) {
     const identity = readProcessIdentity(pid);
-    if (identity !== undefined || readStat(pid)?.live !== true || Date.now() >= deadline) return identity;
+    const settled = identity !== undefined && (wrapper === undefined || identity.cmdline[0] !== wrapper);
+    if (settled || readStat(pid)?.live !== true || Date.now() >= deadline) return identity;
     await sleep(1);
   }
 }

@@ -16,6 +16,7 @@ import {
 import { readHelperRecords, writeHelperRecords, type HelperRecord } from "./helper-records.js";
 import { LineSplitter, DEFAULT_MAX_LINE_CHARS } from "./line-splitter.js";
 import { answersInstance, httpGet, ProbeError, type TlsClientOptions } from "./probes.js";
+import { findExecutable } from "./find-executable.js";
 import { hasExited, isSameProcess, readProcessIdentity, readSpawnedIdentity } from "./process-identity.js";
 
 /** What to run for a helper. `env` is merged over our environment unless `inheritEnv` is false. */
@@ -38,6 +39,12 @@ export interface HelperCommand {
    * so nothing the helper writes early is lost.
    */
   readonly channel?: boolean;
+  /**
+   * SIGKILL the helper when this process dies, however it dies (PR_SET_PDEATHSIG, set by util-linux
+   * `setpriv`, which then execs the program): for a helper that cannot watch a lifeline (HAProxy).
+   * Without `setpriv` on PATH it starts without one and says so (`helper_no_death_signal`).
+   */
+  readonly dieWithParent?: boolean;
 }
 
 /** The environment variable that tells a helper which fd is its lifeline. */
@@ -233,9 +240,10 @@ export class SubprocessManager {
     }
     // detached: its own process group, so a terminal's Ctrl-C reaches only us and we stop helpers
     // in order; it also lets us signal the helper together with whatever it spawned.
+    const launch = this.#launchOf(name, command, env);
     let proc: ChildProcess;
     try {
-      proc = spawn(command.file, command.args ?? [], {
+      proc = spawn(launch.file, launch.args, {
         stdio,
         detached: true,
         env,
@@ -305,7 +313,7 @@ export class SubprocessManager {
     if (this.#stateFile !== undefined) {
       // 'spawn' fires after execve succeeded, so /proc already shows the helper's own argv (or,
       // for a wrapper script that execs its program right away, one of the two).
-      const identity = await readSpawnedIdentity(pid);
+      const identity = await readSpawnedIdentity(pid, undefined, launch.wrapper);
       if (identity !== undefined) child.record = { name, ...identity };
       // A helper we cannot find again after a SIGKILL of ours is one we do not run.
       try {
@@ -324,6 +332,33 @@ export class SubprocessManager {
       }
     }
     return pid;
+  }
+
+  /**
+   * What to exec for `command`: itself, or for `dieWithParent` `setpriv --pdeathsig KILL --` and
+   * the program's full path (found here, so a missing program is still executable_not_found).
+   */
+  #launchOf(
+    name: string,
+    command: HelperCommand,
+    env: NodeJS.ProcessEnv,
+  ): { file: string; args: string[]; wrapper?: string } {
+    const args = [...(command.args ?? [])];
+    if (command.dieWithParent !== true) return { file: command.file, args };
+    const wrapper = findExecutable("setpriv", env);
+    if (wrapper === undefined) {
+      this.#log.warn(
+        { helper: name, event: "helper_no_death_signal" },
+        "setpriv (util-linux) not on PATH: the helper would outlive a SIGKILL of this process",
+      );
+      return { file: command.file, args };
+    }
+    const program = findExecutable(command.file, env);
+    if (program === undefined) {
+      const cause = Object.assign(new Error(`${command.file}: not found`), { code: "ENOENT" });
+      throw new SpawnError(name, command.file, cause);
+    }
+    return { file: wrapper, args: ["--pdeathsig", "KILL", "--", program, ...args], wrapper };
   }
 
   /**

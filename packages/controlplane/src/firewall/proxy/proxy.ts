@@ -219,6 +219,9 @@ export class EgressProxy {
         file: this.#config.haproxy,
         // -W master-worker, -S the master CLI (0600) beside the runtime socket.
         args: ["-W", "-S", `${this.#layout.masterSocket},mode,600`, "-f", this.#layout.configFile],
+        // HAProxy watches no lifeline: without this a SIGKILLed daemon left it serving the last
+        // rules, its decision-ring forwarder retrying the daemon's socket at ~40% of a core.
+        dieWithParent: true,
       });
       await this.#waitReady(signal);
       this.#state = "running";
