@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { AgentJobs, checkWithinAgent, NO_LIMITS } from "./agent-jobs.js";
 import { ClawkerdError } from "./errors.js";
 import { agentLimitsOf, JobCgroups } from "./job-cgroup.js";
@@ -59,4 +61,49 @@ void test("job_started is logged after start() has answered, not before: its wri
   assert.equal(started(), undefined, "not yet logged when start() answered");
   await new Promise(setImmediate);
   assert.equal(started()?.["job"], record.name);
+});
+
+void test("a finished job keeps its record and output files, not its in-memory output buffer", async (t) => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const dir = mkdtempSync(join(tmpdir(), "agent-jobs-"));
+  const table = new AgentJobs({
+    agent: "proj.dev",
+    stateDir: dir,
+    cgroups: new JobCgroups(undefined, "none in this test"),
+    log: createLogger("error", () => undefined),
+    baseEnv: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+    runAs: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+  });
+  t.after(async () => {
+    await table.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  table.load();
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  // Eight jobs of 1 MiB of output each: each filled its 1 MiB buffer on the way to the files.
+  const names: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const argv = ["head", "-c", String(1 << 20), "/dev/zero"];
+    const { record } = await table.start({ argv, cwd: "", env: {}, limits: NO_LIMITS });
+    names.push(record.name);
+  }
+  // Each watcher follows its job's output to the end, then the record is written.
+  const read = async (name: string): Promise<number> => {
+    let bytes = 0;
+    for await (const ev of table.watch(name)) bytes += ev.data.length;
+    return bytes;
+  };
+  for (const name of names) {
+    assert.equal(await read(name), 1 << 20);
+    while (table.get(name).state === "running") await new Promise((r) => setTimeout(r, 5));
+    assert.equal(table.get(name).state, "completed");
+  }
+  await new Promise(setImmediate);
+  gc();
+  const held = process.memoryUsage().arrayBuffers - before;
+  assert.ok(held < 2 << 20, `finished jobs still hold ${(held / 2 ** 20).toFixed(1)} MiB of buffers`);
+  // Their output is still readable, from the files.
+  for (const name of names) assert.equal(await read(name), 1 << 20);
 });

@@ -369,6 +369,8 @@ export class AgentJobs {
         "job ended",
       );
       this.#logTimeline(live);
+      // The process and its in-memory output hop (up to 1 MiB) go; the record and the files stay.
+      live.job = undefined;
       this.#retire(uuid);
     });
     const logStarted = (): void =>
