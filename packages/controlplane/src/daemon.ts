@@ -51,6 +51,7 @@ import { publishAgentLimits } from "./jobs/agent-defaults.js";
 import { agentUsageService } from "./jobs/agent-usage.js";
 import { JobCgroupsV1 } from "./jobs/cgroups-v1.js";
 import { jobService } from "./jobs/job-service.js";
+import { ContainerUsageV2 } from "./jobs/cgroups-v2.js";
 import { JobPlacement } from "./jobs/placement.js";
 import {
   processListenerCaps,
@@ -148,6 +149,8 @@ export class Daemon {
   #dialer: Dialer | undefined;
   /** Per-job v1 cgroups under agent containers; undefined on a host without v1 controllers. */
   readonly #jobPlacement: JobPlacement | undefined;
+  /** Agents' usage: the v1 placement, or the v2 reader on a pure v2 host; undefined with neither. */
+  readonly #agentUsage: Pick<JobPlacement, "usage"> | undefined;
   #admin: GrpcListener | undefined;
   #agent: GrpcListener | undefined;
   #adminSocket: GroupSocket | undefined;
@@ -214,15 +217,22 @@ export class Daemon {
       log: log.child({ component: "address-index" }),
     });
     const v1 = new JobCgroupsV1();
+    const initPid = async (id: string, signal?: AbortSignal): Promise<number> =>
+      (await docker.inspectContainer(id, signal)).State?.Pid ?? 0;
     this.#jobPlacement = v1.available
       ? new JobPlacement({
-          initPid: async (id, signal) => (await docker.inspectContainer(id, signal)).State?.Pid ?? 0,
+          initPid,
           registry: { list: () => this.#registry?.list() ?? [] },
           dialer: { readyChannel: (id) => this.#dialer?.readyChannel(id) },
           cgroups: v1,
           log: log.child({ component: "job-placement" }),
         })
       : undefined;
+    // A pure v2 host: agents' usage from their v2 groups (jobs' limits are clawkerd's there).
+    const v2 = v1.available
+      ? undefined
+      : new ContainerUsageV2({ initPid, log: log.child({ component: "agent-usage" }) });
+    this.#agentUsage = this.#jobPlacement ?? (v2?.available === true ? v2 : undefined);
     const e = config.ebpf;
     const ebpf = decideEbpf(e.enabled, () => hostFacts(e.manager, e.proxyCgroup));
     log[ebpf.enabled || e.enabled === false ? "info" : "warn"](
@@ -648,7 +658,7 @@ export class Daemon {
         recovered(
           agentUsageService({
             registry,
-            placement: this.#jobPlacement,
+            placement: this.#agentUsage,
             log: adminLog.child({ rpc: "AgentUsageService" }),
           }),
           adminLog,

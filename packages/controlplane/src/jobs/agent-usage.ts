@@ -10,7 +10,7 @@ import type { JobPlacement } from "./placement.js";
 /** What the service uses. */
 export interface AgentUsageDeps {
   readonly registry: Pick<Registry, "list">;
-  /** The container cgroup reader; absent on a host without v1 controllers. */
+  /** The container cgroup reader (v1 placement, or the v2 reader); absent when neither can read. */
   readonly placement: Pick<JobPlacement, "usage"> | undefined;
   readonly log: Logger;
 }
@@ -35,7 +35,10 @@ export function agentUsageService(deps: AgentUsageDeps): ServiceBinding {
             pidsLimit: 0n,
           };
           if (deps.placement === undefined)
-            return { ...base, note: "no cgroup v1 controllers on this host: usage not read" };
+            return {
+              ...base,
+              note: "no cgroup controllers the control plane can read on this host: usage not read",
+            };
           try {
             const u = await deps.placement.usage(r.containerId);
             if (u === undefined)

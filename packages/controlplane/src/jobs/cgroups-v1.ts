@@ -5,9 +5,10 @@
 // a populated parent), writes the job's limits, and moves the job's held first process into it
 // (found by its pid in the agent's pid namespace: the container's cgroup.procs and each process's
 // NSpid). Only processes of that container can be moved, and only deeper into its own tree.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { jobs } from "@clawker/proto";
+import { keyed, readOr } from "./cgroup-files.js";
 
 /** The v1 controllers a job's group lives in. */
 export const V1_CONTROLLERS = ["cpu", "cpuacct", "memory", "blkio", "pids"] as const;
@@ -407,15 +408,6 @@ function blkioSums(text: string): { read: bigint; write: bigint } {
   return { read, write };
 }
 
-function keyed(text: string): Record<string, bigint> {
-  const out: Record<string, bigint> = {};
-  for (const line of text.split("\n")) {
-    const [k, v] = line.split(" ");
-    if (k !== undefined && v !== undefined && /^\d+$/.test(v)) out[k] = BigInt(v);
-  }
-  return out;
-}
-
 function nsPids(status: string): number[] {
   const line = /^NSpid:\s*(.*)$/m.exec(status)?.[1];
   return line === undefined ? [] : line.trim().split(/\s+/).map(Number);
@@ -435,14 +427,6 @@ function blockDevices(proc: string): string[] {
 // /proc/self/mounts escapes space, tab, newline and backslash as octal.
 function unescape(path: string): string {
   return path.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-function readOr(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return "";
-  }
 }
 
 function code(err: unknown): string {
