@@ -47,8 +47,9 @@ export class ContainerUsageV2 {
     });
     if (!Number.isInteger(pid) || pid <= 0) return undefined;
     const path = /^0::(\/.*)$/m.exec(readOr(join(this.#proc, String(pid), "cgroup")))?.[1];
-    // Only the container's own group: both Docker drivers name it by the container id.
-    if (path === undefined || !path.includes(containerId)) return undefined;
+    // Only the container's own group: both Docker drivers name it by the container id. A path
+    // outside our cgroup namespace (`/..`, a private one) is not under our mount: not found.
+    if (path === undefined || !path.includes(containerId) || path.split("/").includes("..")) return undefined;
     return join(this.#mount, path);
   }
 
