@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { AgentJobs, checkWithinAgent, NO_LIMITS } from "./agent-jobs.js";
@@ -40,14 +40,14 @@ void test("agentLimitsOf reads a number or 0 for each, never NaN", () => {
   assert.ok(Number.isFinite(l.memoryMaxBytes) && l.memoryMaxBytes >= 0);
 });
 
-void test("job_started is logged after start() has answered, not before: its write never delays the answer", async (t) => {
+/** A loaded job table in a temp state dir (no cgroups), closed and removed after the test. */
+function jobTable(t: TestContext, onLine: (line: string) => void = () => undefined): AgentJobs {
   const dir = mkdtempSync(join(tmpdir(), "agent-jobs-"));
-  const lines: Array<Record<string, unknown>> = [];
   const table = new AgentJobs({
     agent: "proj.dev",
     stateDir: dir,
     cgroups: new JobCgroups(undefined, "none in this test"),
-    log: createLogger("info", (line) => lines.push(JSON.parse(line) as Record<string, unknown>)),
+    log: createLogger("info", onLine),
     baseEnv: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
     runAs: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
   });
@@ -56,6 +56,12 @@ void test("job_started is logged after start() has answered, not before: its wri
     rmSync(dir, { recursive: true, force: true });
   });
   table.load();
+  return table;
+}
+
+void test("job_started is logged after start() has answered, not before: its write never delays the answer", async (t) => {
+  const lines: Array<Record<string, unknown>> = [];
+  const table = jobTable(t, (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
   const started = (): Record<string, unknown> | undefined => lines.find((l) => l["event"] === "job_started");
   const { record } = await table.start({ argv: ["true"], cwd: "", env: {}, limits: NO_LIMITS });
   assert.equal(started(), undefined, "not yet logged when start() answered");
@@ -66,20 +72,7 @@ void test("job_started is logged after start() has answered, not before: its wri
 void test("a finished job keeps its record and output files, not its in-memory output buffer", async (t) => {
   setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc") as () => void;
-  const dir = mkdtempSync(join(tmpdir(), "agent-jobs-"));
-  const table = new AgentJobs({
-    agent: "proj.dev",
-    stateDir: dir,
-    cgroups: new JobCgroups(undefined, "none in this test"),
-    log: createLogger("error", () => undefined),
-    baseEnv: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
-    runAs: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
-  });
-  t.after(async () => {
-    await table.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  table.load();
+  const table = jobTable(t);
   gc();
   const before = process.memoryUsage().arrayBuffers;
   // Eight jobs of 1 MiB of output each: each filled its 1 MiB buffer on the way to the files.
