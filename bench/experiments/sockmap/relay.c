@@ -6,8 +6,8 @@
 //   relay stream  ...                                sockets go into a sockhash whose sk_skb program
 //                                                    (BPF_SK_SKB_VERDICT or _STREAM_VERDICT) sends
 //                                                    each side's bytes out of the other side
-// In the sockmap modes the relay only moves what was queued before insertion (one user-space
-// drain right after it) and propagates end of stream (shutdown(SHUT_WR) on the peer when a side
+// In the sockmap modes the relay only tries to move what was queued before insertion (see
+// splice_in) and propagates end of stream (shutdown(SHUT_WR) on the peer when a side
 // reads EOF). Nothing is pinned: the maps and the program die with the process.
 // SIGUSR1 prints counters; SIGTERM/SIGINT exit.
 #define _GNU_SOURCE
@@ -165,8 +165,10 @@ static int splice_in(struct conn *c)
 	}
 	c->spliced = 1;
 	n_spliced++;
-	/* What the agent sent before insertion (the ClientHello) is still in its receive queue: move it
-	 * once in user space. The client sends nothing more until the upstream answers it. */
+	/* Meant to move what the agent sent before insertion (a ClientHello) in user space. It cannot:
+	 * once inserted, recv() on the socket answers EAGAIN for bytes queued before (splicecheck), and
+	 * they get no verdict until the next segment. drainedBytes stayed 0 in every run and no
+	 * connection stalled: the relay inserts before the client has computed its ClientHello. */
 	for (;;) {
 		ssize_t n = recv(c->fd[0], c->buf[0], BUF, MSG_DONTWAIT);
 		if (n <= 0)

@@ -132,7 +132,13 @@ def main():
         print(f"uptime before: {open('/proc/loadavg').read().strip()}", flush=True)
         for rnd in range(ROUNDS):
             d = None
-            for kind, to in PATHS.items():
+            # direct first (every ratio is over it), then the relays in an order rotated every round,
+            # so no relay always runs furthest from its direct pass
+            relays_order = [k for k in PATHS if k != "direct"]
+            k0 = rnd % len(relays_order)
+            order = ["direct", *relays_order[k0:], *relays_order[:k0]]
+            for kind in order:
+                to = PATHS[kind]
                 pids = {"upstream": procs["upstream"].pid}
                 if kind != "direct":
                     pids["relay"] = (procs["haproxy"] if kind == "haproxy" else relays[(kind, PORT)]).pid
