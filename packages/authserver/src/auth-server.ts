@@ -15,6 +15,7 @@ import { AuthServerError } from "./errors.js";
 import { createProvider } from "./provider.js";
 import { providerEntry, publicHandler } from "./public-api.js";
 import { loadOrCreateSigningKey } from "./signing-key.js";
+import { StartupSteps } from "./startup-steps.js";
 import { AuthStore } from "./store.js";
 
 // node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
@@ -81,21 +82,11 @@ export class AuthServer {
 
   async #start(): Promise<AuthServerAddresses> {
     const c = this.#config;
-    let tls: { cert: Buffer; key: Buffer; ca?: Buffer };
-    try {
-      tls = {
-        cert: readFileSync(c.tls.certFile),
-        key: readFileSync(c.tls.keyFile),
-        ...(c.tls.caFile === undefined ? {} : { ca: readFileSync(c.tls.caFile) }),
-      };
-    } catch (err) {
-      throw new AuthServerError("tls_material_unreadable", "cannot read the TLS certificate, key or CA", {
-        cause: err,
-      });
-    }
-    const key = await loadOrCreateSigningKey(c.signingKeyFile);
+    const t = new StartupSteps(this.#log);
+    const tls = await t.step("tls", () => readTls(c));
+    const key = await t.step("signing_key", () => loadOrCreateSigningKey(c.signingKeyFile));
     this.#throwIfClosed();
-    const store = new AuthStore(c.databaseFile);
+    const store = await t.step("store", () => new AuthStore(c.databaseFile));
     this.#store = store;
     if (store.tightened.length > 0) {
       this.#log.warn(
@@ -124,23 +115,27 @@ export class AuthServer {
       this.#log.debug({ err, event: "tls_client_error" }, "TLS handshake failed"),
     );
     this.#servers = [pub, admin];
-    const pubAddr = await listen(pub, c.public.host, c.public.port, "public");
+    const pubAddr = await t.step("public_listener", () =>
+      listen(pub, c.public.host, c.public.port, "public"),
+    );
     this.#throwIfClosed();
-    await listenOnAdminSocket(admin, c.admin.socket);
+    await t.step("admin_socket", () => listenOnAdminSocket(admin, c.admin.socket));
     this.#throwIfClosed();
 
     const issuer = c.issuer ?? origin(pubAddr);
     const tokenEndpoint = new URL("/oauth2/token", issuer).href;
-    const provider = createProvider({
-      issuer,
-      tokenEndpoint,
-      aliasTokenEndpoints: c.aliases.map((a) => new URL("/oauth2/token", a).href),
-      audience: c.audience,
-      accessTokenTtlSeconds: c.accessTokenTtlSeconds,
-      key,
-      store,
-      log: this.#log.child({ component: "provider" }),
-    });
+    const provider = await t.step("provider", () =>
+      createProvider({
+        issuer,
+        tokenEndpoint,
+        aliasTokenEndpoints: c.aliases.map((a) => new URL("/oauth2/token", a).href),
+        audience: c.audience,
+        accessTokenTtlSeconds: c.accessTokenTtlSeconds,
+        key,
+        store,
+        log: this.#log.child({ component: "provider" }),
+      }),
+    );
     this.#addresses = { issuer, tokenEndpoint, publicUrl: origin(pubAddr), adminSocket: c.admin.socket };
     this.#provider = provider;
     this.#entry = providerEntry(provider, issuer);
@@ -186,6 +181,20 @@ export class AuthServer {
     this.#servers = [];
     this.#store?.close();
     this.#store = undefined;
+  }
+}
+
+function readTls(c: AuthServerConfig): { cert: Buffer; key: Buffer; ca?: Buffer } {
+  try {
+    return {
+      cert: readFileSync(c.tls.certFile),
+      key: readFileSync(c.tls.keyFile),
+      ...(c.tls.caFile === undefined ? {} : { ca: readFileSync(c.tls.caFile) }),
+    };
+  } catch (err) {
+    throw new AuthServerError("tls_material_unreadable", "cannot read the TLS certificate, key or CA", {
+      cause: err,
+    });
   }
 }
 

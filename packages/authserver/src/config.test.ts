@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { promisify } from "node:util";
 import { loadConfigFile, parseConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
 
@@ -125,4 +127,26 @@ test("loadConfigFile resolves relative paths against the file's directory and re
     (err: unknown) => err instanceof ConfigError && /JSON/.test(err.message),
   );
   assert.throws(() => loadConfigFile(join(dir, "missing.json"), {}), { reason: "config_unreadable" });
+});
+
+test("parsing the config compiles no code: zod's eval fast path pays off only for repeated parses", async () => {
+  // In a process of its own: the fast path is compiled once per schema, so any earlier parse in
+  // this process would hide it. The schemas are built (at import) before Function is watched.
+  const script = [
+    `const { parseConfig } = await import(${JSON.stringify(new URL("./config.ts", import.meta.url).href)});`,
+    "const Real = globalThis.Function;",
+    "let compiled = 0;",
+    "globalThis.Function = new Proxy(Real, { construct: (t, a, n) => (compiled++, Reflect.construct(t, a, n)) });",
+    `parseConfig(${JSON.stringify(minimal)}, { env: {} });`,
+    "process.stdout.write(String(compiled));",
+  ].join("\n");
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    "--import",
+    "tsx",
+    "--conditions=source",
+    "--input-type=module",
+    "-e",
+    script,
+  ]);
+  assert.equal(stdout, "0");
 });

@@ -116,7 +116,9 @@ export function parseConfig(
   if (level !== undefined && level !== "" && typeof raw === "object" && raw !== null && !Array.isArray(raw)) {
     input = { ...(raw as Record<string, unknown>), logLevel: level };
   }
-  const result = schema.safeParse(input);
+  // Parsed once per process: zod's eval-compiled fast path pays off only for repeated parses, and
+  // compiling it was start-up time on the supervising daemon's critical path.
+  const result = schema.safeParse(input, { jitless: true });
   if (!result.success) {
     throw new ConfigError(
       result.error.issues.map((i) => `${i.path.length === 0 ? "(root)" : i.path.join(".")}: ${i.message}`),

@@ -6,7 +6,11 @@ import { pino } from "pino";
 import { AuthServer } from "./auth-server.js";
 import { ENV_LOG_LEVEL, loadConfigFile, type AuthServerConfig } from "./config.js";
 import { AuthServerError, ConfigError } from "./errors.js";
+import { StartupSteps } from "./startup-steps.js";
 import { ENV_INSTANCE_NONCE, ENV_LIFELINE_FD, instanceNonceFromEnv, watchLifeline } from "./supervised.js";
+
+// Everything above is loaded by now: Node's own start plus this program's whole module graph.
+const modulesLoadedMs = StartupSteps.sinceExecMs();
 
 const USAGE = `usage: clawker-authserver --config FILE
 
@@ -85,6 +89,9 @@ const log = pino(
   },
   pino.destination({ fd: 1, sync: true }),
 );
+const steps = new StartupSteps(log);
+steps.record("modules", 0, modulesLoadedMs);
+steps.record("config", modulesLoadedMs, StartupSteps.sinceExecMs());
 const server = new AuthServer(config, log, instance === undefined ? {} : { instance });
 let stopping = false;
 

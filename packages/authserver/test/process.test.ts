@@ -15,6 +15,7 @@ interface Listening {
   issuer: string;
   public: { host: string; port: number };
   admin: { socket: string };
+  processUptimeMs: number;
 }
 
 async function listeningOf(p: AuthProcess): Promise<Listening> {
@@ -91,6 +92,22 @@ test("process: ready, tokens survive a restart, logs hold no secrets, SIGTERM ex
   const tokenUrl = `${l1.issuer}/oauth2/token`;
   assert.deepEqual((await admin.call(`${ADMIN}/health/ready`, "GET")).body, { status: "ok" });
   assert.equal(statSync(join(dir, "signing-key.jwk")).mode & 0o777, 0o600);
+  // Its start-up timeline, in the daemon's shape: every step once, in order, all before listening.
+  const steps = first.lines.filter((l) => l["event"] === "startup_step");
+  assert.deepEqual(
+    steps.map((s) => s["step"]),
+    ["modules", "config", "tls", "signing_key", "store", "public_listener", "admin_socket", "provider"],
+  );
+  let previousEnd = 0;
+  for (const s of steps) {
+    const startMs = s["startMs"] as number;
+    const ms = s["ms"] as number;
+    assert.equal(s["outcome"], "ok");
+    assert.ok(Number.isInteger(startMs) && Number.isInteger(ms) && ms >= 0, JSON.stringify(s));
+    assert.ok(startMs >= previousEnd - 1, `${String(s["step"])} starts after the step before it ends`);
+    previousEnd = startMs + ms;
+  }
+  assert.ok(previousEnd <= l1.processUptimeMs + 5, "every step ends before the listening line");
 
   const key = await makeClientKey();
   assert.equal(

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { promisify } from "node:util";
 import { authUrls } from "./auth-processes.js";
 import { adminSocketPath, ConfigError, loadConfig } from "./config.js";
 
@@ -335,4 +337,26 @@ test("agentLimits default to the seed's; a memory max under Docker's 6 MiB is re
   });
   const file = tempFile(t, "cp.yaml", "agentLimits:\n  memoryBytes: 1024\n");
   assert.throws(() => loadConfig(file, {}), /agentLimits\.memoryBytes.*at least 6 MiB/s);
+});
+
+test("parsing the config compiles no code: zod's eval fast path pays off only for repeated parses", async () => {
+  // In a process of its own: the fast path is compiled once per schema, so any earlier parse in
+  // this process would hide it. The schemas are built (at import) before Function is watched.
+  const script = [
+    `const { loadConfig } = await import(${JSON.stringify(new URL("./config.ts", import.meta.url).href)});`,
+    "const Real = globalThis.Function;",
+    "let compiled = 0;",
+    "globalThis.Function = new Proxy(Real, { construct: (t, a, n) => (compiled++, Reflect.construct(t, a, n)) });",
+    "loadConfig(undefined, {});",
+    "process.stdout.write(String(compiled));",
+  ].join("\n");
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    "--import",
+    "tsx",
+    "--conditions=source",
+    "--input-type=module",
+    "-e",
+    script,
+  ]);
+  assert.equal(stdout, "0");
 });

@@ -448,7 +448,9 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
     }
     setPath(raw, target, parsedValue);
   }
-  const result = ConfigSchema.safeParse(raw);
+  // Parsed once per process: zod's eval-compiled fast path (one generated function per object
+  // schema, dozens here) pays off only for repeated parses, and compiling it was start-up time.
+  const result = ConfigSchema.safeParse(raw, { jitless: true });
   if (!result.success) {
     for (const issue of result.error.issues) {
       const where = issue.path.length > 0 ? issue.path.join(".") : "(root)";

@@ -461,7 +461,6 @@ export class Daemon {
     // A stop cause or the start-up's first failure aborts every step still running.
     const signal = AbortSignal.any([this.#startAbort.signal, this.#startFailed.signal]);
     const cfg = this.#config;
-    const t = this.#timeline;
 
     // 1-2. Leftovers reaped, trust material, registry, the auth helpers' configs, the first one
     // forked (auth-boot.ts): run.ts began these before it loaded this module.
@@ -480,13 +479,17 @@ export class Daemon {
     }
 
     // The auth helpers boot in processes of their own, the longest step of the start-up: the first
-    // is forked already and the listeners (3) are built and bound while they boot (4). The first
-    // failure stops the other branch, and #start settles only once both have, so the drain never
-    // races a listener that is still binding.
+    // is forked already, and the daemon's own steps run while they boot (4): the listeners (3),
+    // then the eBPF manager, the audit log and the firewall (5-6), none of which needs the auth
+    // stack. The first failure stops the other branch, and #start settles only once both have, so
+    // the drain never races a listener that is still binding or a firewall still coming up.
     const auth = this.#startAuth(trust, plan, signal);
-    const listeners = this.#startListeners(trust, registry, signal);
+    const local = (async () => {
+      await this.#startListeners(trust, registry, signal);
+      await this.#startEnforcement(signal);
+    })();
     const settled = await Promise.allSettled(
-      [auth, listeners].map((p) =>
+      [auth, local].map((p) =>
         p.catch((err: unknown) => {
           throw this.#failStart(err);
         }),
@@ -495,23 +498,6 @@ export class Daemon {
     // The first failure is the cause; the other branch's is only its abort.
     if (this.#startFailed.signal.aborted) throw this.#startFailed.signal.reason;
     for (const s of settled) if (s.status === "rejected") throw s.reason;
-
-    // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
-    await t.step("ebpf", () => this.#enforcement?.start(signal));
-    this.#bpfEvents?.start(signal);
-    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
-    // floor file checked), and the stack when enabled or left up.
-    await t.step("audit", () => this.#audit.start(signal));
-    await t.step("firewall", () => this.#firewall.start(signal));
-    // The firewall's layers join /healthz (they pass while its stack is down).
-    const enforcement = this.#enforcement;
-    const probes = firewallProbes(
-      this.#firewall,
-      enforcement === undefined ? undefined : () => enforcement.client,
-    );
-    for (const [name, probe] of probes) this.#health.addProbe(name, probe);
-    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
-    await t.step("egress_triage", () => this.#triage.start(signal));
 
     // 7. Ready.
     signal.throwIfAborted();
@@ -529,6 +515,28 @@ export class Daemon {
     this.#watcher?.run(signal).catch((error: unknown) => this.stop({ kind: "serve_failure", error }));
     this.#relief.start(signal);
     this.#relief.collectStartup();
+  }
+
+  /** 5-6. Enforcement, after the listeners, while the auth helpers boot: eBPF, audit log, firewall, triage. */
+  async #startEnforcement(signal: AbortSignal): Promise<void> {
+    const t = this.#timeline;
+    signal.throwIfAborted();
+    // 5. The eBPF manager: started, programs on the agents' cgroup parent, stale bypasses cleared.
+    await t.step("ebpf", () => this.#enforcement?.start(signal));
+    this.#bpfEvents?.start(signal);
+    // 6. The audit log first (the firewall records into it), then the firewall: its rules (the
+    // floor file checked), and the stack when enabled or left up.
+    await t.step("audit", () => this.#audit.start(signal));
+    await t.step("firewall", () => this.#firewall.start(signal));
+    // The firewall's layers join /healthz (they pass while its stack is down).
+    const enforcement = this.#enforcement;
+    const probes = firewallProbes(
+      this.#firewall,
+      enforcement === undefined ? undefined : () => enforcement.client,
+    );
+    for (const [name, probe] of probes) this.#health.addProbe(name, probe);
+    // Issue 11 (wip/triage): its tables are the firewall's (migrated above); stored expiries armed.
+    await t.step("egress_triage", () => this.#triage.start(signal));
   }
 
   /** 3. Listeners: agent serving at once, admin behind the ready gate, then /healthz. */

@@ -4,11 +4,20 @@
 // covering connect, headers and body. node's own client rather than undici keeps ~15 MiB of
 // resident memory out of a daemon that makes a handful of these requests.
 import type http from "node:http";
-import https from "node:https";
+import type https from "node:https";
 
 // node:http by process.getBuiltinModule, not by import: importing it as an ES module reads its lazy
 // WebSocket getters and so loads Node's bundled undici (~90 ms of CPU at start, and its memory).
 const { Agent: HttpAgent, request: plainRequest } = process.getBuiltinModule("node:http");
+
+/**
+ * node:https (and node:tls under it) at the first https request, not at import: the entry loads
+ * this module before it forks the auth server (the supervisor's health wait), and the auth
+ * helpers' admin APIs are Unix sockets, so the fork need not wait for TLS code to load (run.ts).
+ */
+function httpsModule(): typeof https {
+  return process.getBuiltinModule("node:https");
+}
 
 /** Client TLS material: the CA to trust (the system's roots when absent) and an optional client leaf. */
 export interface TlsClientOptions {
@@ -81,7 +90,7 @@ export function tlsClientOptions(tls: TlsClientOptions): https.AgentOptions {
 
 /** A keep-alive pool for repeated requests to one endpoint; `destroy()` it when done. */
 export function httpsAgent(tls: TlsClientOptions): https.Agent {
-  return new https.Agent({ ...tlsClientOptions(tls), keepAlive: true, maxSockets: 16 });
+  return new (httpsModule().Agent)({ ...tlsClientOptions(tls), keepAlive: true, maxSockets: 16 });
 }
 
 /**
@@ -110,7 +119,7 @@ export function httpRequest(url: URL | string, options: HttpRequestOptions): Pro
     let req: http.ClientRequest;
     switch (target.protocol) {
       case "https:":
-        req = https.request(target, {
+        req = httpsModule().request(target, {
           ...common,
           ...(options.agent === undefined
             ? { agent: false, ...(options.tls === undefined ? {} : tlsClientOptions(options.tls)) }

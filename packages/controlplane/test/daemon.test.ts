@@ -1,13 +1,20 @@
 // The daemon as a real process: start-up on embedded defaults, authorization over real mTLS with
 // real tokens from the embedded auth server, and every way it stops.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { closeSync, constants, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { openAdminClient, TokenSource } from "@clawker/adminclient";
 import { AGENT_CLIENT } from "@clawker/proto";
 import { helperPid, startControlPlane, type ControlPlane } from "../../../test/harness/controlplane.js";
 import { isAlive } from "../../../test/harness/leftovers.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
+
+const holdAuthserver = fileURLToPath(new URL("./fixtures/hold-authserver.js", import.meta.url));
 
 function adminClientFor(cp: ControlPlane) {
   return openAdminClient({
@@ -122,6 +129,47 @@ describe("clawker-cp on embedded defaults", () => {
       { timeoutMs: 30_000, what: "the start-up collection" },
     );
     assert.ok((relief["rssAfterMiB"] as number) < (relief["rssBeforeMiB"] as number), "it gave memory back");
+  });
+
+  test("the daemon's own steps, eBPF, audit log and firewall included, run while the auth server boots", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "clawker-hold-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const fifo = join(dir, "release");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const cp = await startControlPlane({
+      noWait: true,
+      env: { NODE_OPTIONS: `--import ${holdAuthserver}`, CLAWKER_TEST_HOLD_FIFO: fifo },
+    });
+    t.after(() => cp.close());
+    const done = (step: string) => cp.logs.some((l) => l["event"] === "startup_step" && l["step"] === step);
+    // The auth server is held before its modules load, so it cannot answer; the rest finishes anyway.
+    await waitFor(() => ["healthz", "ebpf", "audit", "firewall", "egress_triage"].every(done), {
+      timeoutMs: 20_000,
+      what: "the daemon's own start-up steps while the auth server is held",
+    });
+    assert.equal(done("healthy_authserver"), false, "the held auth server was not seen healthy");
+    assert.equal(done("register_clients"), false);
+    assert.ok(!cp.logs.some((l) => l["event"] === "ready"), "not ready without the auth server");
+    assert.equal((await fetch(cp.healthUrl)).status, 503);
+    // Released, it boots, and the daemon gets ready with nothing left but the clients to register.
+    await waitFor(
+      () => {
+        try {
+          const fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+          writeSync(fd, "go");
+          closeSync(fd);
+          return true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "ENXIO") return false; // not reading yet
+          throw err;
+        }
+      },
+      { timeoutMs: 20_000, what: "the auth server waiting on the FIFO" },
+    );
+    await waitFor(async () => (await fetch(cp.healthUrl).catch(() => undefined))?.status === 200, {
+      timeoutMs: 60_000,
+      what: "/healthz 200 after the release",
+    });
   });
 
   test("a helper killed after ready drains the daemon with exit 1", async (t) => {

@@ -1,6 +1,6 @@
 // Health probes: an HTTP GET that must answer 200 and a TLS 1.3 handshake (optionally proving an
 // HTTP/2 server such as grpc-js answers behind it). Used by waitHealthy and by /healthz.
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import { httpRequest, tlsClientOptions, type HttpResponse, type TlsClientOptions } from "../http-client.js";
 
 export type { TlsClientOptions } from "../http-client.js";
@@ -102,7 +102,9 @@ export function tlsHandshakeProbe(host: string, port: number, tls: TlsHandshakeP
       const onAbort = (): void =>
         finish(new ProbeError("aborted", `probe of ${where} aborted`, { cause: signal.reason }));
       signal.addEventListener("abort", onAbort, { once: true });
-      socket = tlsConnect({
+      // node:tls when a probe first runs (after ready): the entry loads this module before it forks
+      // the auth server, and loading tls there would delay the fork (run.ts).
+      socket = process.getBuiltinModule("node:tls").connect({
         host,
         port,
         ...tlsClientOptions(tls),
