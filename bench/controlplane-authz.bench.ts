@@ -105,7 +105,7 @@ const bench: Benchmark = {
       // Both servers first serve a client that then disconnects, as any long-running server has:
       // a closed TLS connection runs a Node listener that returns a value (`() => this.destroy()`
       // in tls's _wrapHandle), and from then on V8's optimized EventEmitter.emit builds its
-      // arguments array on every emit (~44 per call, ~1.4 KB per call). The daemon's start-up
+      // arguments array on every emit (~1.4 KB per call in a sampling heap profile of either server). The daemon's start-up
       // already closes connections; an echo server that never saw one measured a state no
       // deployed grpc-js server stays in.
       await echo.callOnce();
