@@ -16,6 +16,8 @@ export interface EchoPair {
   readonly call: () => Promise<Buffer>;
   /** What the server printed on stdout besides its port line (e.g. `--trace-gc-nvp` lines), so far. */
   readonly output: () => readonly string[];
+  /** One call on a connection of its own, which is then closed (the main client's is kept). */
+  readonly callOnce: () => Promise<void>;
   readonly close: () => Promise<void>;
 }
 
@@ -62,26 +64,37 @@ export async function startEcho(
     });
   });
   const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, "Echo");
-  const client = new Client(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createSsl(
-      Buffer.from(set.ca.certPem),
-      Buffer.from(set.cli.keyPem),
-      Buffer.from(set.cli.certPem),
-    ),
-    { "grpc.ssl_target_name_override": "localhost" },
-  );
+  const connect = (): grpc.Client =>
+    new Client(
+      `127.0.0.1:${port}`,
+      grpc.credentials.createSsl(
+        Buffer.from(set.ca.certPem),
+        Buffer.from(set.cli.keyPem),
+        Buffer.from(set.cli.certPem),
+      ),
+      { "grpc.ssl_target_name_override": "localhost" },
+    );
   const payload = Buffer.from("ping");
-  const echo = client as unknown as { Echo(req: Buffer, cb: grpc.requestCallback<Buffer>): void };
+  const callOn = (client: grpc.Client): Promise<Buffer> =>
+    new Promise<Buffer>((resolve, reject) =>
+      (client as unknown as { Echo(req: Buffer, cb: grpc.requestCallback<Buffer>): void }).Echo(
+        payload,
+        (err, res) => (err !== null || res === undefined ? reject(err ?? new Error("empty")) : resolve(res)),
+      ),
+    );
+  const client = connect();
   return {
     pid: server.pid!,
-    call: () =>
-      new Promise<Buffer>((resolve, reject) =>
-        echo.Echo(payload, (err, res) =>
-          err !== null || res === undefined ? reject(err ?? new Error("empty")) : resolve(res),
-        ),
-      ),
+    call: () => callOn(client),
     output: () => output,
+    callOnce: async () => {
+      const once = connect();
+      try {
+        await callOn(once);
+      } finally {
+        once.close();
+      }
+    },
     close: async () => {
       client.close();
       server.kill("SIGTERM");
