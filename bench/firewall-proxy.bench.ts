@@ -168,6 +168,9 @@ async function h2load(
       "-c",
       '"$@"; rc=$?; times; exit $rc',
       "h2load",
+      // A session of its own, like the upstream and the proxy (see SESSIONS in the header):
+      // setsid(1) execs in place (this child leads no process group), so bash's child is h2load.
+      "setsid",
       ...(layout === "split" ? ["taskset", "-c", SPLIT.client] : []),
       "h2load",
       "--h1",
@@ -175,8 +178,7 @@ async function h2load(
       ...args,
       `https://${name}:${port}${path}`,
     ],
-    // A session of its own, like the upstream and the proxy (see SESSIONS in the header).
-    { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 << 20, detached: true },
+    { timeout: (SECONDS + 60) * 1000, maxBuffer: 16 << 20 },
   );
   // Awaited below; a failure while the window is read must not go unhandled meanwhile.
   pass.catch(() => undefined);
