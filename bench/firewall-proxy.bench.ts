@@ -27,6 +27,15 @@
 //   the upstreams and the proxy on the second. The direct pass gets a core for the upstream alone
 //   and the proxy takes its CPU from the upstream's core only, so the ratio is about
 //   upstream / (upstream + proxy) CPU per request, whatever the client costs.
+// SESSIONS: h2load and the small-response upstream each run in a session of their own (setsid), as
+// the proxy does (its host spawns it detached, as the daemon's SubprocessManager does). With the
+// kernel's autogroup scheduling (sched_autogroup_enabled, tasks outside any cpu cgroup) a session
+// is one scheduling entity: before, client and upstream shared the bench's, so the direct pass ran
+// as one entity and the proxied pass as that one plus the proxy's, and the same HAProxy config
+// reached 0.84 of direct requests/s in the client's session against 0.64 in a session of its own
+// (bench/experiments/passgap, paired, same CPU and syscalls per request). In production every part
+// is its own entity (agent containers, the daemon's helper, a remote upstream). The 100 MiB
+// upstream is this process (its session).
 // Beside the ratios: CPU per request (per MiB for the body) of each part of the path (client,
 // upstream, proxy), which depends far less than requests/s on what else the machine runs, and the
 // whole path's CPU per unit inverted (direct / proxied), the ratio a CPU-bound machine would reach.
@@ -159,6 +168,9 @@ async function h2load(
       "-c",
       '"$@"; rc=$?; times; exit $rc',
       "h2load",
+      // A session of its own, like the upstream and the proxy (see SESSIONS in the header):
+      // setsid(1) execs in place (this child leads no process group), so bash's child is h2load.
+      "setsid",
       ...(layout === "split" ? ["taskset", "-c", SPLIT.client] : []),
       "h2load",
       "--h1",
@@ -322,6 +334,8 @@ const bench: Benchmark = {
       writeFileSync(upstreamCfg, upstreamConfig(tlsPort!, pem));
       const upstream: ChildProcess = spawn("haproxy", ["-db", "-f", upstreamCfg], {
         stdio: ["ignore", "ignore", "inherit"],
+        // A session of its own, like h2load and the proxy (see SESSIONS in the header).
+        detached: true,
       });
       cleanup.push(async () => {
         const gone = new Promise((r) => upstream.once("exit", r));
