@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { decideEbpf, findExecutable, type EbpfHostFacts } from "./availability.js";
+import { findExecutable } from "../supervisor/find-executable.js";
+import { decideEbpf, type EbpfHostFacts } from "./availability.js";
 
 const run = promisify(execFile);
 

@@ -6,8 +6,6 @@ import { readFileSync } from "node:fs";
 import { findExecutable } from "../supervisor/find-executable.js";
 import { findBpfMounts, type BpfMounts } from "./mounts.js";
 
-export { findExecutable };
-
 /** The `ebpf.enabled` setting. */
 export type EbpfSetting = boolean | "auto";
 

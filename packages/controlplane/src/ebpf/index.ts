@@ -25,9 +25,9 @@ export {
 } from "./enforcement.js";
 export { cgroupDriverOf, cgroupLayout, type CgroupDriver, type CgroupLayout } from "./cgroup-layout.js";
 export { findBpfMounts, type BpfMounts } from "./mounts.js";
+export { findExecutable } from "../supervisor/find-executable.js";
 export {
   decideEbpf,
-  findExecutable,
   hostFacts,
   type EbpfDecision,
   type EbpfHostFacts,

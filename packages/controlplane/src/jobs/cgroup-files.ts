@@ -20,3 +20,9 @@ export function keyed(text: string): Record<string, bigint> {
   }
   return out;
 }
+
+/** A single-number cgroup file's value (`memory.current`, `pids.current`); 0n for anything else. */
+export function counter(text: string): bigint {
+  const t = text.trim();
+  return /^\d+$/.test(t) ? BigInt(t) : 0n;
+}

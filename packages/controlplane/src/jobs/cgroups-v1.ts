@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { jobs } from "@clawker/proto";
-import { keyed, readOr } from "./cgroup-files.js";
+import { counter, keyed, readOr } from "./cgroup-files.js";
 
 /** The v1 controllers a job's group lives in. */
 export const V1_CONTROLLERS = ["cpu", "cpuacct", "memory", "blkio", "pids"] as const;
@@ -367,23 +367,22 @@ function statsOf(d: Readonly<Partial<Record<V1Controller, string | undefined>>>)
     const dir = d[c];
     return dir === undefined ? "" : readOr(join(dir, name));
   };
-  const num = (text: string): bigint => (/^\d+$/.test(text.trim()) ? BigInt(text.trim()) : 0n);
   const cpuStat = keyed(file("cpu", "cpu.stat"));
   const acct = keyed(file("cpuacct", "cpuacct.stat"));
   const oom = keyed(file("memory", "memory.oom_control"));
   const bytes = blkioSums(file("blkio", "blkio.throttle.io_service_bytes"));
   const ops = blkioSums(file("blkio", "blkio.throttle.io_serviced"));
   return {
-    cpuUsageUsec: num(file("cpuacct", "cpuacct.usage")) / 1000n,
+    cpuUsageUsec: counter(file("cpuacct", "cpuacct.usage")) / 1000n,
     cpuUserUsec: (acct["user"] ?? 0n) * BigInt(USEC_PER_TICK),
     cpuSystemUsec: (acct["system"] ?? 0n) * BigInt(USEC_PER_TICK),
     cpuNrPeriods: cpuStat["nr_periods"] ?? 0n,
     cpuNrThrottled: cpuStat["nr_throttled"] ?? 0n,
     cpuThrottledUsec: (cpuStat["throttled_time"] ?? 0n) / 1000n,
-    memoryCurrentBytes: num(file("memory", "memory.usage_in_bytes")),
-    memoryPeakBytes: num(file("memory", "memory.max_usage_in_bytes")),
+    memoryCurrentBytes: counter(file("memory", "memory.usage_in_bytes")),
+    memoryPeakBytes: counter(file("memory", "memory.max_usage_in_bytes")),
     memoryEvents: {
-      max: num(file("memory", "memory.failcnt")),
+      max: counter(file("memory", "memory.failcnt")),
       oom: oom["under_oom"] ?? 0n,
       oom_kill: oom["oom_kill"] ?? 0n,
     },
@@ -391,7 +390,7 @@ function statsOf(d: Readonly<Partial<Record<V1Controller, string | undefined>>>)
     ioWriteBytes: bytes.write,
     ioReadOps: ops.read,
     ioWriteOps: ops.write,
-    pidsCurrent: num(file("pids", "pids.current")),
+    pidsCurrent: counter(file("pids", "pids.current")),
   };
 }
 

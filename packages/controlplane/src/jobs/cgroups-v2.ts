@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { jobs } from "@clawker/proto";
 import { findBpfMounts } from "../ebpf/mounts.js";
 import type { Logger } from "../logging.js";
-import { keyed, readOr } from "./cgroup-files.js";
+import { counter, keyed, readOr } from "./cgroup-files.js";
 import type { ContainerUsage } from "./cgroups-v1.js";
 
 /** What the reader uses. */
@@ -63,7 +63,6 @@ export class ContainerUsageV2 {
 /** The usage and limits in a v2 group's files (an absent file reads as zero: no controller). */
 export function v2Usage(dir: string): ContainerUsage {
   const file = (name: string): string => readOr(join(dir, name));
-  const num = (text: string): bigint => (/^\d+$/.test(text.trim()) ? BigInt(text.trim()) : 0n);
   const cpu = keyed(file("cpu.stat"));
   const events = keyed(file("memory.events"));
   const io = { rbytes: 0n, wbytes: 0n, rios: 0n, wios: 0n };
@@ -82,14 +81,14 @@ export function v2Usage(dir: string): ContainerUsage {
     cpuNrPeriods: cpu["nr_periods"] ?? 0n,
     cpuNrThrottled: cpu["nr_throttled"] ?? 0n,
     cpuThrottledUsec: cpu["throttled_usec"] ?? 0n,
-    memoryCurrentBytes: num(file("memory.current")),
-    memoryPeakBytes: num(file("memory.peak")),
+    memoryCurrentBytes: counter(file("memory.current")),
+    memoryPeakBytes: counter(file("memory.peak")),
     memoryEvents: { max: events["max"] ?? 0n, oom: events["oom"] ?? 0n, oom_kill: events["oom_kill"] ?? 0n },
     ioReadBytes: io.rbytes,
     ioWriteBytes: io.wbytes,
     ioReadOps: io.rios,
     ioWriteOps: io.wios,
-    pidsCurrent: num(file("pids.current")),
+    pidsCurrent: counter(file("pids.current")),
   };
   // cpu.max is `<quota|max> <period>`; memory.max and pids.max a number or `max`.
   const [quota, period] = file("cpu.max").trim().split(" ");
@@ -104,7 +103,7 @@ export function v2Usage(dir: string): ContainerUsage {
   return {
     stats,
     cpuLimitMillis,
-    memoryLimitBytes: Number(num(file("memory.max"))),
-    pidsLimit: Number(num(file("pids.max"))),
+    memoryLimitBytes: Number(counter(file("memory.max"))),
+    pidsLimit: Number(counter(file("pids.max"))),
   };
 }
