@@ -8,7 +8,7 @@ import { adminSocketChoice, connectAdmin, SYSTEM_ADMIN_SOCKET, withAdmin } from 
 import { CliError, ExitCode } from "./exit-codes.js";
 
 void describe("adminSocketChoice", () => {
-  test("explicit flag or env; --admin means TCP; else the data dir's socket, then the system one", () => {
+  test("explicit flag or env; --admin or $CLAWKER_CP_ADMIN_ADDR means TCP; else the data dir's socket, then the system one", () => {
     assert.deepEqual(
       adminSocketChoice({ "admin-socket": "/s/a.sock" }, { CLAWKER_ADMIN_SOCKET: "/e.sock" }),
       {
@@ -19,6 +19,16 @@ void describe("adminSocketChoice", () => {
       explicit: "/e.sock",
     });
     assert.equal(adminSocketChoice({ admin: "127.0.0.1:7443" }, {}), undefined);
+    assert.equal(adminSocketChoice({}, { CLAWKER_CP_ADMIN_ADDR: "127.0.0.1:9443" }), undefined);
+    assert.deepEqual(
+      adminSocketChoice({}, { CLAWKER_CP_ADMIN_ADDR: "127.0.0.1:9443", CLAWKER_ADMIN_SOCKET: "/e.sock" }),
+      {
+        explicit: "/e.sock",
+      },
+    );
+    assert.deepEqual(adminSocketChoice({}, { CLAWKER_CP_ADMIN_ADDR: "", CLAWKER_CP_DATA_DIR: "/d" }), {
+      candidates: ["/d/run/admin.sock", SYSTEM_ADMIN_SOCKET],
+    });
     assert.deepEqual(adminSocketChoice({}, { CLAWKER_CP_DATA_DIR: "/d" }), {
       candidates: ["/d/run/admin.sock", SYSTEM_ADMIN_SOCKET],
     });

@@ -55,12 +55,15 @@ export const SKEW_FAIL_MS = 30_000;
 
 /**
  * The socket choice of a command: `--admin-socket` or `$CLAWKER_ADMIN_SOCKET` is explicit; an
- * explicit `--admin` means TCP; otherwise `<data dir>/run/admin.sock`, then the system socket.
+ * explicit `--admin` or `$CLAWKER_CP_ADMIN_ADDR` means TCP; otherwise `<data dir>/run/admin.sock`,
+ * then the system socket.
  */
 export function adminSocketChoice(values: FlagValues, env: NodeJS.ProcessEnv): AdminSocketChoice | undefined {
   const flag = optStr(values, "admin-socket") ?? (env["CLAWKER_ADMIN_SOCKET"] || undefined);
   if (flag !== undefined) return { explicit: isAbsolute(flag) ? flag : resolve(flag) };
-  if (optStr(values, "admin") !== undefined) return undefined;
+  // An address the user named, by flag or variable, is where they want the calls to go: a live
+  // socket at a default location may belong to another control plane.
+  if (optStr(values, "admin") !== undefined || (env["CLAWKER_CP_ADMIN_ADDR"] ?? "") !== "") return undefined;
   return { candidates: [join(defaultDataDir(env), "run", "admin.sock"), SYSTEM_ADMIN_SOCKET] };
 }
 
