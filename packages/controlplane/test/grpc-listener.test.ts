@@ -567,7 +567,7 @@ void test("a connection is closed idleTimeoutMs after its last call ended, never
     const endedAt = Date.now();
     const closedAt = await Promise.race([
       closed,
-      new Promise<undefined>((r) => setTimeout(r, LIMITS.idleTimeoutMs + 5_000)),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), LIMITS.idleTimeoutMs + 5_000)),
     ]);
     assert.ok(closedAt !== undefined, "the idle connection is closed");
     assert.ok(goawayAt !== undefined, "the idle connection is closed with a GOAWAY");
