@@ -523,6 +523,66 @@ void describe("timeouts and caps", () => {
   });
 });
 
+void test("a connection is closed idleTimeoutMs after its last call ended, never while a call is open", async () => {
+  let entered!: () => void;
+  const inHandler = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const impl = service() as Record<string, unknown>;
+  impl["getSystemTime"] = (_call: unknown, cb: (e: null, r: admin.GetSystemTimeResult) => void) => {
+    entered();
+    void released.then(() => cb(null, { unixNanos: 7n }));
+  };
+  const l = listener({
+    name: "idle",
+    services: [
+      { definition: admin.AdminServiceService, implementation: impl as UntypedServiceImplementation },
+    ],
+  });
+  const port = await l.start();
+  const session = http2.connect(`https://127.0.0.1:${port}`, tlsFor(pki.set.cli));
+  try {
+    session.on("error", () => {});
+    let goawayAt: number | undefined;
+    session.on("goaway", () => (goawayAt ??= Date.now()));
+    const closed = new Promise<number>((resolve) => session.on("close", () => resolve(Date.now())));
+    // One unary call (an empty request message), held open by its handler.
+    const call = session.request({
+      ":method": "POST",
+      ":path": admin.AdminServiceService.getSystemTime.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    call.on("error", () => {});
+    call.resume();
+    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => call.on("trailers", resolve));
+    call.end(Buffer.from([0, 0, 0, 0, 0]));
+    await inHandler;
+    // Busy for three idle timeouts: the connection stays, and is never told to go.
+    await new Promise((r) => setTimeout(r, 3 * LIMITS.idleTimeoutMs));
+    assert.equal(goawayAt, undefined, "no GOAWAY while a call is open");
+    assert.equal(l.connections.served, 1, "the busy connection is still served");
+    release();
+    assert.equal((await trailers)["grpc-status"], "0");
+    const endedAt = Date.now();
+    const closedAt = await Promise.race([
+      closed,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), LIMITS.idleTimeoutMs + 5_000)),
+    ]);
+    assert.ok(closedAt !== undefined, "the idle connection is closed");
+    assert.ok(goawayAt !== undefined, "the idle connection is closed with a GOAWAY");
+    const idleFor = closedAt - endedAt;
+    assert.ok(
+      idleFor >= LIMITS.idleTimeoutMs - 50 && idleFor < LIMITS.idleTimeoutMs + 3_000,
+      `closed ${idleFor} ms after its last call`,
+    );
+    await waitFor(() => l.connections.served === 0, { what: "the served connection released" });
+  } finally {
+    session.destroy();
+    await l.close(0);
+  }
+});
+
 void test("close() drops every connection, frees the port and is idempotent", async () => {
   const l = listener({ name: "closing" });
   const port = await l.start();

@@ -126,19 +126,24 @@ export function withRecovery<T extends UntypedServiceImplementation>(
           }
           callback?.(err, value, trailer, flags);
         };
-        const onError = (err: unknown): void => {
+        // A throw or a rejection is INTERNAL even with a code, answered unless the handler already
+        // did. Spelled out in each branch: a shared closure would be built on every call (issue 15).
+        try {
+          const out = fn(call, respond);
+          // Most handlers answer synchronously and return nothing: no rejection handler then.
+          if (out !== undefined && isThenable(out))
+            out.then(undefined, (err: unknown) => {
+              fail(err);
+              if (answered) return;
+              answered = true;
+              callback?.(internalError());
+            });
+        } catch (err) {
           fail(err);
           if (!answered) {
             answered = true;
             callback?.(internalError());
           }
-        };
-        try {
-          const out = fn(call, respond);
-          // Most handlers answer synchronously and return nothing: no rejection handler then.
-          if (out !== undefined && isThenable(out)) out.then(undefined, onError);
-        } catch (err) {
-          onError(err);
         }
       };
     } else {

@@ -17,6 +17,7 @@ import { LISTENER_ERRORS } from "@clawker/proto";
 import type { Logger } from "pino";
 import { statusFor } from "../auth/errors.js";
 import { withErrorDetail } from "../auth/recovery.js";
+import type { IdleConnection, IdleConnections } from "./idle-connections.js";
 import { PeerTokenBucket } from "./peer-token-bucket.js";
 import type { RefusalLog } from "./refusal-log.js";
 import { RequestTimers, type TimedRequest } from "./request-timers.js";
@@ -135,6 +136,8 @@ export interface CallGuardOptions {
   readonly log?: Logger;
   /** Run in order on every served method's metadata, after the unknown-path check (API.md §5). */
   readonly gates?: readonly MetadataGate[];
+  /** Told every call's begin and end, per connection (the listener's idle timeout). */
+  readonly idle?: IdleConnections;
 }
 
 /** Defaults: 20 refusals per second at full speed per connection, then one second each. */
@@ -160,6 +163,7 @@ interface Guard {
   readonly onStatus: ((method: string, code: number) => void) | undefined;
   readonly log: Logger | undefined;
   readonly gates: readonly MetadataGate[];
+  readonly idle: IdleConnections | undefined;
 }
 
 /**
@@ -182,6 +186,7 @@ export function callGuardInterceptor(options: CallGuardOptions): ServerIntercept
     onStatus: options.onStatus,
     log: options.log,
     gates: options.gates ?? [],
+    idle: options.idle,
   };
   // grpc-js types an interceptor's result as its class; any ServerInterceptingCallInterface works.
   return (method, next) =>
@@ -207,6 +212,8 @@ class GuardedCall
   #passed = 0;
   /** A status was sent or the call was cancelled: inbound events stop here. */
   #ended = false;
+  /** The connection this call keeps from idling, until grpc-js reports the call over (onCancel). */
+  #connection: IdleConnection | undefined;
   deadline = 0;
   prevTimed: TimedRequest | undefined = undefined;
   nextTimed: TimedRequest | undefined = undefined;
@@ -228,6 +235,10 @@ class GuardedCall
   }
 
   onReceiveMetadata(metadata: Metadata): void {
+    // grpc-js hands over the metadata exactly when it takes this call as its listener, and from
+    // then on tells it onCancel exactly once when the call is over, however it ended (a status
+    // sent, the stream reset or closed): the pair a connection's open calls are counted by.
+    this.#connection = this.#guard.idle?.begin(sessionOf(this.#next));
     if (this.#ended) return;
     if (this.#path === UNKNOWN_METHOD_PATH) {
       this.#guard.refusals.refused(
@@ -288,6 +299,10 @@ class GuardedCall
   onCancel(): void {
     this.#guard.timers.remove(this);
     this.#ended = true;
+    if (this.#connection !== undefined) {
+      this.#guard.idle!.end(this.#connection);
+      this.#connection = undefined;
+    }
     this.#listener?.onCancel();
   }
 
@@ -373,6 +388,11 @@ class GuardedCall
   }
 }
 
+/** The HTTP/2 session of grpc-js's base call (its `stream` field; not part of grpc-js's API). */
+function sessionOf(base: ServerInterceptingCallInterface): unknown {
+  return (base as { stream?: { session?: unknown } }).stream?.session;
+}
+
 /** What a call's getAuthContext answers (grpc-js does not export the type by name). */
 type AuthContext = ReturnType<ServerInterceptingCallInterface["getAuthContext"]>;
 
@@ -391,8 +411,7 @@ const authContexts = new WeakMap<object, AuthContext>();
  * (grpc-js internals changed, the stream already gone) it asks grpc-js every time, as before.
  */
 function authContextOf(base: ServerInterceptingCallInterface): AuthContext {
-  // grpc-js's base call keeps its HTTP/2 stream in a field of that name; not part of its API.
-  const session = (base as { stream?: { session?: unknown } }).stream?.session;
+  const session = sessionOf(base);
   if (typeof session !== "object" || session === null) return base.getAuthContext();
   let context = authContexts.get(session);
   if (context === undefined) {

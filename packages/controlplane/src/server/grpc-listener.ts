@@ -15,6 +15,7 @@ import {
   type MetadataGate,
 } from "./call-guard.js";
 import { ConnectionBudget } from "./connection-budget.js";
+import { IdleConnections } from "./idle-connections.js";
 import { peerOf, type PeerRole } from "./peer-role.js";
 import { RefusalLog } from "./refusal-log.js";
 
@@ -147,6 +148,7 @@ export class GrpcListener {
   readonly #handshakes: ConnectionBudget;
   readonly #served: ConnectionBudget;
   readonly #probes: ConnectionBudget;
+  readonly #idle: IdleConnections;
   /** Handshakes by remote address:port (the TLS socket is found again by it) and by raw socket. */
   readonly #pendingByAddress = new Map<string, Pending>();
   readonly #pendingBySocket = new WeakMap<Socket, Pending>();
@@ -168,6 +170,7 @@ export class GrpcListener {
       perKeyLimit: limits.maxConnectionsPerPeer,
     });
     this.#probes = new ConnectionBudget({ limit: limits.maxProbes, overflow: "evict_oldest" });
+    this.#idle = new IdleConnections(limits.idleTimeoutMs);
     this.#server = new grpc.Server({
       interceptors: [
         callGuardInterceptor({
@@ -180,6 +183,8 @@ export class GrpcListener {
           // Recovery is fused into the guard (one interceptor object less per call), and so are the gates.
           log: opts.log,
           ...(opts.gates === undefined ? {} : { gates: opts.gates }),
+          // The idle timeout, counted by the guard (idle-connections.ts), not by grpc-js per stream.
+          idle: this.#idle,
         }),
         ...(opts.interceptors ?? []),
       ],
@@ -189,8 +194,6 @@ export class GrpcListener {
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 10_000,
-      // Counted from the session's start, so it also closes a connection that never sends the preface.
-      "grpc.max_connection_idle_ms": limits.idleTimeoutMs,
       "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
     });
@@ -318,7 +321,7 @@ export class GrpcListener {
       socket.destroy();
       return;
     }
-    this.#injector.injectConnection(socket);
+    this.#serve(socket);
   }
 
   #onConnection(raw: Socket, secure: tls.Server): void {
@@ -384,7 +387,7 @@ export class GrpcListener {
         socket.destroy();
         return;
       }
-      this.#injector.injectConnection(socket);
+      this.#serve(socket);
       return;
     }
     if (peer !== undefined && peer.role === this.#peers.probe) {
@@ -395,6 +398,12 @@ export class GrpcListener {
     }
     this.#refuse("role_refused", address, peer ?? { role: "none" });
     socket.destroy();
+  }
+
+  /** Hands an admitted connection to grpc-js, its idle clock started (no preface, no call: closed too). */
+  #serve(socket: Socket): void {
+    this.#idle.track(socket);
+    this.#injector.injectConnection(socket);
   }
 
   #refuse(
