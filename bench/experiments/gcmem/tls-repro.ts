@@ -74,22 +74,26 @@ if (process.env["ROLE"] === "server") {
   const lines = createInterface({ input: child.stdout! });
   const next = () => new Promise<string>((r) => lines.once("line", r));
   const port = Number((await next()).split(" ")[1]);
+  // STRANGER=1: the client certificate comes from another CA, so the server refuses the handshake.
+  const client = process.env["STRANGER"] === "1" ? (await mintTrustSet()).cli : set.cli;
   const one = () =>
     new Promise<void>((resolve, reject) => {
       const s = tls.connect({
         host: "127.0.0.1",
         port,
         ca: set.ca.certPem,
-        cert: set.cli.certPem,
-        key: set.cli.keyPem,
+        cert: client.certPem,
+        key: client.keyPem,
         servername: "localhost",
         checkServerIdentity: () => undefined,
       });
-      s.on("error", reject);
+      s.on("error", process.env["STRANGER"] === "1" ? () => undefined : reject);
       s.on("data", () => {});
+      s.on("secureConnect", () => secured++);
       s.on("close", () => resolve());
     });
   let done = 0;
+  let secured = 0;
   for (const stage of (process.env["STAGES"] ?? "0,1000,4000,8000").split(",").map(Number)) {
     while (done < stage) {
       await Promise.all(Array.from({ length: 8 }, one));
@@ -103,7 +107,7 @@ if (process.env["ROLE"] === "server") {
     execFileSync("gdb", ["-p", String(child.pid), "-batch", "-ex", "call (void)malloc_stats()"], {
       stdio: "ignore",
     });
-    console.log(`${done} ${line}`);
+    console.log(`${done} ${line} (client saw ${secured} handshakes complete)`);
   }
   child.kill();
 }
