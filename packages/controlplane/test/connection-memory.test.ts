@@ -1,0 +1,94 @@
+// A flood of short mTLS connections leaves nothing behind in the real daemon (issue 15, threat
+// model: floods). Each connection does what a CLI invocation does: a TLS 1.3 handshake with its
+// client certificate, one authorized ListAgents, close. After each stage the daemon's memory
+// relief collects all garbage (the closed sockets' native TLS state goes with their JS objects)
+// and logs its RSS; what stays after that is retained. Node 24.21.0's runtime (OpenSSL 3.5.8) kept
+// every client certificate a TLS server had parsed (~4.5 KB a connection in glibc's own in-use
+// count, bench/experiments/gcmem), so RSS grew without bound with the connections; the runtime
+// the project pins must not (a daemon on 24.21.0 grew ~25 MiB over this test's second stage).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { Metadata } from "@grpc/grpc-js";
+import { dial, TokenSource } from "@clawker/adminclient";
+import { startControlPlane } from "../../../test/harness/controlplane.js";
+import { waitFor } from "../../../test/harness/wait-for.js";
+
+/** Connections before the first reading: the daemon's pools, JIT and arenas reach their size. */
+const WARM_CONNECTIONS = 2000;
+/** Connections between the readings: a daemon on Node 24.21.0 grew ~65 MiB over these. */
+const CONNECTIONS = 6000;
+const PARALLEL = 8;
+/** RSS growth over CONNECTIONS allowed: allocator slack, well under what a per-connection leak adds. */
+const LIMIT_MIB = 20;
+/** How long after the relief RSS is read. */
+const SETTLE_MS = 1000;
+
+function rssMiB(pid: number): number {
+  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
+  return Math.round(Number(kb) / 102.4) / 10;
+}
+
+void test("a flood of closed mTLS connections leaves no memory behind in the daemon", async (t) => {
+  // Relief after a short quiet stretch and for any growth (margin 0), so each stage gets one.
+  const cp = await startControlPlane({
+    config: { agents: { drainToZero: false }, memoryRelief: { idleMs: 500, marginMiB: 0 } },
+  });
+  t.after(() => cp.close());
+  const reliefs = () => cp.logs.filter((l) => l["event"] === "memory_relief");
+  await waitFor(() => reliefs()[0], { timeoutMs: 30_000, what: "the start-up relief" });
+
+  const tokens = new TokenSource({
+    ca: cp.trust!.ca.certPem,
+    signingKey: cp.trust!.signingKey.privateJwk,
+    tokenEndpoint: cp.tokenEndpoint,
+  });
+  const metadata = new Metadata();
+  metadata.set("authorization", `Bearer ${await tokens.token()}`);
+  await tokens.close();
+  const tls = { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem };
+  const oneConnection = async (): Promise<void> => {
+    const client = dial({ target: `127.0.0.1:${cp.ports.admin}`, tls });
+    try {
+      await new Promise<void>((resolve, reject) =>
+        client.listAgents({}, metadata, (err) => (err === null ? resolve() : reject(err))),
+      );
+    } finally {
+      client.close();
+    }
+  };
+  /** Makes `count` connections, then returns the daemon's RSS after the next relief (MiB). */
+  const stage = async (count: number): Promise<number> => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: PARALLEL }, async () => {
+        while (next < count) {
+          next++;
+          await oneConnection();
+        }
+      }),
+    );
+    const end = Date.now();
+    // The first relief that began after the stage's last connection closed.
+    const relief = await waitFor(
+      () => reliefs().find((l) => Date.parse(String(l["time"])) - (l["gcMs"] as number) >= end),
+      { timeoutMs: 30_000, what: "the relief after a stage" },
+    );
+    void relief;
+    // Native state goes in the collection's weak callbacks, which run as tasks after it: read
+    // RSS once those have run, not the relief's own reading taken right after the collection.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    return rssMiB(cp.proc.pid!);
+  };
+
+  const warm = await stage(WARM_CONNECTIONS);
+  const after = await stage(CONNECTIONS);
+  t.diagnostic(
+    `node ${process.version}; RSS after relief: ${warm} MiB after ${WARM_CONNECTIONS} connections, ${after} MiB after ${CONNECTIONS} more`,
+  );
+  assert.ok(
+    after - warm < LIMIT_MIB,
+    `${CONNECTIONS} closed connections left ${(after - warm).toFixed(1)} MiB behind (${warm} -> ${after} MiB)`,
+  );
+});
