@@ -8,13 +8,13 @@
 // With BENCH_GC_TRACE=1 both servers run with V8's GC trace and each one's allocation, promotion
 // and scavenges per call are reported too: counts that the machine's load does not swing, in
 // steps of one collection (gc-trace.ts: ~0.8 KB per call at 3 runs).
-import { Metadata } from "@grpc/grpc-js";
-import { dial, openAdminClient, TokenSource } from "@clawker/adminclient";
-import { startControlPlane } from "../test/harness/controlplane.js";
+import { dial, openAdminClient } from "@clawker/adminclient";
+import { bearerMetadata, startControlPlane } from "../test/harness/controlplane.js";
+import { rssMiB } from "../test/harness/proc-status.js";
 import { startEcho } from "./grpc-baseline.js";
 import { GC_TRACE_FLAG, gcTotals, LINE_BUFFERED, type GcTotals } from "./gc-trace.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
-import { cpuMs, pinToCpus, rssMiB } from "./proc-stat.js";
+import { cpuMs, pinToCpus } from "./proc-stat.js";
 import { concurrentThroughput, sequentialLatencies } from "./unary-load.js";
 
 const SEQUENTIAL_CALLS = 1000;
@@ -84,14 +84,7 @@ const bench: Benchmark = {
       closers.push(pinToCpus(process.pid, CLIENT_CPUS, log));
       // Like the baseline: the raw generated client, here with a bearer token fetched once, so
       // the figure is the server's cost (TLS, interceptors, introspection cache, handler).
-      const tokens = new TokenSource({
-        ca: cp.trust!.ca.certPem,
-        signingKey: cp.trust!.signingKey.privateJwk,
-        tokenEndpoint: cp.tokenEndpoint,
-      });
-      const metadata = new Metadata();
-      metadata.set("authorization", `Bearer ${await tokens.token()}`);
-      await tokens.close();
+      const metadata = await bearerMetadata(cp);
       const raw = dial({
         target: `127.0.0.1:${cp.ports.admin}`,
         tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },

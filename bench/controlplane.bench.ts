@@ -12,7 +12,8 @@ import { buildInstallTree } from "../scripts/install-tree.js";
 import { helperPid, startControlPlane } from "../test/harness/controlplane.js";
 import { waitFor } from "../test/harness/wait-for.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
-import { cpuMs, rssMiB } from "./proc-stat.js";
+import { cpuMs } from "./proc-stat.js";
+import { rssMiB } from "../test/harness/proc-status.js";
 
 const repoRoot = fileURLToPath(new URL("../", import.meta.url));
 

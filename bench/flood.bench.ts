@@ -7,12 +7,12 @@
 // random token per call (the daemon throttles introspections and tarpits refusals per connection).
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { performance } from "node:perf_hooks";
-import { Metadata } from "@grpc/grpc-js";
-import { dial, TokenSource } from "@clawker/adminclient";
-import { startControlPlane, type ControlPlane } from "../test/harness/controlplane.js";
+import { dial } from "@clawker/adminclient";
+import { bearerMetadata, startControlPlane, type ControlPlane } from "../test/harness/controlplane.js";
+import { rssMiB } from "../test/harness/proc-status.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
 import { sequentialLatencies } from "./unary-load.js";
 
@@ -79,11 +79,6 @@ function daemonFds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  return Number(kb ?? 0) / 1024;
-}
-
 const bench: Benchmark = {
   name: "flood",
   async run(ctx) {
@@ -96,14 +91,7 @@ const bench: Benchmark = {
       tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
     });
     try {
-      const tokens = new TokenSource({
-        ca: cp.trust!.ca.certPem,
-        signingKey: cp.trust!.signingKey.privateJwk,
-        tokenEndpoint: cp.tokenEndpoint,
-      });
-      const metadata = new Metadata();
-      metadata.set("authorization", `Bearer ${await tokens.token()}`);
-      await tokens.close();
+      const metadata = await bearerMetadata(cp);
       const listAgents = () =>
         new Promise<unknown>((resolve, reject) =>
           raw.listAgents({}, metadata, (err, res) => (err === null ? resolve(res) : reject(err))),

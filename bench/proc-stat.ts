@@ -23,14 +23,6 @@ export function reapedChildrenCpuMs(pid: number): number {
   return (Number(fields[13]) + Number(fields[14])) * 10;
 }
 
-/** Resident memory of a process, MiB. */
-export function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) / 1024;
-}
-
 /**
  * Pins every thread of `pid` to `cpus` (a taskset list) and returns what undoes it. On a
  * one-core machine, or without taskset, nothing is pinned and that is logged.

@@ -4,7 +4,7 @@
 // ExecAgent output and round trips in a long-lived agent (bench/soak-load.ts, a process in that
 // namespace), and a fresh agent container attested through Register every REGISTER_EVERY_MS. The
 // daemon's RSS (/proc/<pid>/status VmRSS) is sampled every 10 s; after the load, every second.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -16,6 +16,7 @@ import { agentImage } from "../test/harness/agent-image.js";
 import { startControlPlane, type ControlPlane } from "../test/harness/controlplane.js";
 import { PrivateDocker } from "../test/harness/docker.js";
 import { NetnsProcess } from "../test/harness/netns.js";
+import { rssMiB } from "../test/harness/proc-status.js";
 import { command, root } from "../test/harness/preconditions.js";
 import { waitFor } from "../test/harness/wait-for.js";
 import { summarise, type Benchmark, type Figure } from "./lib.js";
@@ -32,12 +33,6 @@ const IDLE_FOLLOW_MS = 90_000;
 const LIMIT_MIB = 150;
 /** Before the load: the start-up relief fires after 10 s quiet and V8 returns pages ~10 s later. */
 const IDLE_BEFORE_MS = 40_000;
-
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) / 1024;
-}
 
 interface Sample {
   readonly atMs: number;

@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { mintTrustSet, writeTrustSet, type TrustSet } from "@clawker/adminclient";
+import { Metadata } from "@grpc/grpc-js";
+import { mintTrustSet, TokenSource, writeTrustSet, type TrustSet } from "@clawker/adminclient";
 import { captureJsonLines, freePorts, waitFor, withFreePorts } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
 
@@ -79,6 +80,23 @@ export interface ControlPlane {
   readonly exited: Promise<number | string>;
   /** SIGTERM, wait for exit (SIGKILL after 15 s), remove the temp dir. Idempotent. */
   close(): Promise<number | string>;
+}
+
+/** Call metadata with a fresh token of the daemon's CLI client (its signing key, the real token endpoint). */
+export async function bearerMetadata(cp: ControlPlane): Promise<Metadata> {
+  if (cp.trust === undefined) throw new Error("bearerMetadata needs the control plane's trust set");
+  const tokens = new TokenSource({
+    ca: cp.trust.ca.certPem,
+    signingKey: cp.trust.signingKey.privateJwk,
+    tokenEndpoint: cp.tokenEndpoint,
+  });
+  try {
+    const metadata = new Metadata();
+    metadata.set("authorization", `Bearer ${await tokens.token()}`);
+    return metadata;
+  } finally {
+    await tokens.close();
+  }
 }
 
 /** Re-exported for the tests that import it from here (see @clawker/test-support on the port range). */

@@ -7,11 +7,10 @@
 // constructor between the stages. Prints one JSON line per stage.
 // Run: `npx tsx --conditions=source bench/experiments/gcmem/retention.ts` (after `npx tsc -b`).
 import { execFileSync } from "node:child_process";
-import { Metadata } from "@grpc/grpc-js";
-import { dial, TokenSource } from "@clawker/adminclient";
-import { startControlPlane } from "../../../test/harness/controlplane.js";
+import { dial } from "@clawker/adminclient";
+import { bearerMetadata, startControlPlane } from "../../../test/harness/controlplane.js";
+import { rssMiB } from "../../../test/harness/proc-status.js";
 import { freePorts } from "@clawker/test-support";
-import { rssMiB } from "../../proc-stat.js";
 import { concurrentThroughput } from "../../unary-load.js";
 
 const STAGES = (process.env["STAGES"] ?? "0,40000,80000,160000").split(",").map(Number);
@@ -131,14 +130,7 @@ async function snapshotCounts(): Promise<Map<string, { count: number; size: numb
   return out;
 }
 
-const tokens = new TokenSource({
-  ca: cp.trust!.ca.certPem,
-  signingKey: cp.trust!.signingKey.privateJwk,
-  tokenEndpoint: cp.tokenEndpoint,
-});
-const metadata = new Metadata();
-metadata.set("authorization", `Bearer ${await tokens.token()}`);
-await tokens.close();
+const metadata = await bearerMetadata(cp);
 const tls = { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem };
 const raw = dial({ target: `127.0.0.1:${cp.ports.admin}`, tls });
 const call = (client: ReturnType<typeof dial>) => () =>

@@ -7,11 +7,10 @@
 // count, bench/experiments/gcmem), so RSS grew without bound with the connections; the runtime
 // the project pins must not.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { Metadata } from "@grpc/grpc-js";
-import { dial, TokenSource } from "@clawker/adminclient";
-import { startControlPlane } from "../../../test/harness/controlplane.js";
+import { dial } from "@clawker/adminclient";
+import { bearerMetadata, startControlPlane } from "../../../test/harness/controlplane.js";
+import { rssMiB } from "../../../test/harness/proc-status.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 /** Connections before the first reading: the daemon's pools, JIT and arenas start to fill. */
@@ -32,12 +31,6 @@ const LIMIT_MIB = 10;
 /** How long after the relief RSS is read. */
 const SETTLE_MS = 1000;
 
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Math.round(Number(kb) / 102.4) / 10;
-}
-
 void test("a flood of closed mTLS connections leaves no memory behind in the daemon", async (t) => {
   // Relief after a short quiet stretch and for any growth (margin 0), so each stage gets one.
   const cp = await startControlPlane({
@@ -47,14 +40,7 @@ void test("a flood of closed mTLS connections leaves no memory behind in the dae
   const reliefs = () => cp.logs.filter((l) => l["event"] === "memory_relief");
   await waitFor(() => reliefs()[0], { timeoutMs: 30_000, what: "the start-up relief" });
 
-  const tokens = new TokenSource({
-    ca: cp.trust!.ca.certPem,
-    signingKey: cp.trust!.signingKey.privateJwk,
-    tokenEndpoint: cp.tokenEndpoint,
-  });
-  const metadata = new Metadata();
-  metadata.set("authorization", `Bearer ${await tokens.token()}`);
-  await tokens.close();
+  const metadata = await bearerMetadata(cp);
   const tls = { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem };
   const oneConnection = async (): Promise<void> => {
     const client = dial({ target: `127.0.0.1:${cp.ports.admin}`, tls });
@@ -86,7 +72,7 @@ void test("a flood of closed mTLS connections leaves no memory behind in the dae
     // Native state goes in the collection's weak callbacks, which run as tasks after it: read
     // RSS once those have run, not the relief's own reading taken right after the collection.
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-    return rssMiB(cp.proc.pid!);
+    return Math.round(rssMiB(cp.proc.pid!) * 10) / 10;
   };
 
   const readings = [await stage(WARM_CONNECTIONS), await stage(CONNECTIONS), await stage(CONNECTIONS)];

@@ -523,7 +523,12 @@ void describe("timeouts and caps", () => {
   });
 });
 
-void test("a connection is closed idleTimeoutMs after its last call ended, never while a call is open", async () => {
+/** A listener whose GetSystemTime handler is held until `release()`; `inHandler` once a call is in it. */
+function heldCallListener(name: string): {
+  l: GrpcListener;
+  inHandler: Promise<void>;
+  release: () => void;
+} {
   let entered!: () => void;
   const inHandler = new Promise<void>((resolve) => (entered = resolve));
   let release!: () => void;
@@ -534,11 +539,16 @@ void test("a connection is closed idleTimeoutMs after its last call ended, never
     void released.then(() => cb(null, { unixNanos: 7n }));
   };
   const l = listener({
-    name: "idle",
+    name,
     services: [
       { definition: admin.AdminServiceService, implementation: impl as UntypedServiceImplementation },
     ],
   });
+  return { l, inHandler, release };
+}
+
+void test("a connection is closed idleTimeoutMs after its last call ended, never while a call is open", async () => {
+  const { l, inHandler, release } = heldCallListener("idle");
   const port = await l.start();
   const session = http2.connect(`https://127.0.0.1:${port}`, tlsFor(pki.set.cli));
   try {
@@ -603,21 +613,7 @@ void test("close() drops every connection, frees the port and is idempotent", as
 });
 
 void test("close() lets a call in flight deliver its answer, refuses new calls, and returns once the peer left", async () => {
-  let entered!: () => void;
-  const inHandler = new Promise<void>((resolve) => (entered = resolve));
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const impl = service() as Record<string, unknown>;
-  impl["getSystemTime"] = (_call: unknown, cb: (e: null, r: admin.GetSystemTimeResult) => void) => {
-    entered();
-    void released.then(() => cb(null, { unixNanos: 7n }));
-  };
-  const l = listener({
-    name: "graceful",
-    services: [
-      { definition: admin.AdminServiceService, implementation: impl as UntypedServiceImplementation },
-    ],
-  });
+  const { l, inHandler, release } = heldCallListener("graceful");
   const port = await l.start();
   const client = grpcClient(port, pki.set.cli);
   try {

@@ -3,23 +3,16 @@
 // (VmRSS from /proc) and logs memory_relief, and never collects while the burst runs. Windows
 // are short through the config; the soak benchmark (bench/soak.bench.ts) has the issue's figures.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { Metadata } from "@grpc/grpc-js";
-import { dial, TokenSource } from "@clawker/adminclient";
-import { startControlPlane } from "../../../test/harness/controlplane.js";
+import { dial } from "@clawker/adminclient";
+import { bearerMetadata, startControlPlane } from "../../../test/harness/controlplane.js";
+import { rssMiB } from "../../../test/harness/proc-status.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 
 const CALLS = 4000;
 const IDLE_MS = 2000;
 /** The issue's limit for RSS after a burst. */
 const LIMIT_MIB = 150;
-
-function rssMiB(pid: number): number {
-  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) / 1024;
-}
 
 void test("after a burst the daemon gives its memory back within the window, never during the burst", async (t) => {
   const cp = await startControlPlane({
@@ -34,14 +27,7 @@ void test("after a burst the daemon gives its memory back within the window, nev
   assert.ok((startup["rssAfterMiB"] as number) <= (startup["rssBeforeMiB"] as number));
   const floor = rssMiB(pid);
 
-  const tokens = new TokenSource({
-    ca: cp.trust!.ca.certPem,
-    signingKey: cp.trust!.signingKey.privateJwk,
-    tokenEndpoint: cp.tokenEndpoint,
-  });
-  const metadata = new Metadata();
-  metadata.set("authorization", `Bearer ${await tokens.token()}`);
-  await tokens.close();
+  const metadata = await bearerMetadata(cp);
   const client = dial({
     target: `127.0.0.1:${cp.ports.admin}`,
     tls: { ca: cp.trust!.ca.certPem, cert: cp.trust!.cli.certPem, key: cp.trust!.cli.keyPem },
