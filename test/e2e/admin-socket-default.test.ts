@@ -4,7 +4,7 @@
 // the meant control plane refusing (a CI run of the compose test showed 30 s of token_inactive
 // and nothing in the meant control plane's log). Two real daemons: A's socket is where the CLI
 // looks first (`<data dir>/run/admin.sock`), B is the one the CLI's trust dir and token endpoint
-// belong to.
+// belong to. An address the user named (`--admin`, `$CLAWKER_CP_ADMIN_ADDR`) goes over TCP instead.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -20,7 +20,6 @@ test("a default-location admin socket that refuses our token is named; --admin r
     CLAWKER_CP_DATA_DIR: a.dataDir,
     CLAWKER_CP_TRUST_DIR: b.trustDir,
     CLAWKER_TOKEN_ENDPOINT: b.tokenEndpoint,
-    CLAWKER_CP_ADMIN_ADDR: `127.0.0.1:${b.ports.admin}`,
   };
   const note = "clawker: note: the call went to the admin socket";
 
@@ -50,4 +49,12 @@ test("a default-location admin socket that refuses our token is named; --admin r
   assert.equal(tcp.code, 0, tcp.stderr);
   assert.deepEqual((JSON.parse(tcp.stdout) as { agents: unknown[] }).agents, []);
   assert.ok(tcp.stderr.includes(`admin calls via 127.0.0.1:${b.ports.admin}`), tcp.stderr);
+
+  // So does $CLAWKER_CP_ADMIN_ADDR: an address the user named, not the socket found by default.
+  const byEnv = await clawker(["controlplane", "agents", "--format", "json", "--debug"], {
+    env: { ...env, CLAWKER_CP_ADMIN_ADDR: `127.0.0.1:${b.ports.admin}` },
+  });
+  assert.equal(byEnv.code, 0, byEnv.stderr);
+  assert.deepEqual((JSON.parse(byEnv.stdout) as { agents: unknown[] }).agents, []);
+  assert.ok(byEnv.stderr.includes(`admin calls via 127.0.0.1:${b.ports.admin}`), byEnv.stderr);
 });
