@@ -16,6 +16,22 @@ import { ContainerUsageV2, v2Usage } from "../src/jobs/cgroups-v2.js";
 
 const log = pino({ level: "silent" });
 
+/**
+ * Removes an emptied cgroup: the kernel lets go of a group whose last task just exited a moment
+ * later (rmdir answers EBUSY until then; a loaded CI run hit it), so EBUSY is tried again.
+ */
+async function removeGroup(path: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      rmdirSync(path);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EBUSY" || attempt >= 250) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
 function exited(p: ChildProcess): Promise<void> {
   return p.exitCode !== null || p.signalCode !== null
     ? Promise.resolve()
@@ -34,11 +50,17 @@ void test("a container's usage is read from its own v2 group, found by its init 
   });
   const outsider = spawn("sleep", ["300"], { stdio: "ignore" });
   t.after(async () => {
+    // Every task of the group, a child of the shell's included (cgroup.kill: Linux 5.14+).
+    try {
+      writeFileSync(join(dir, "cgroup.kill"), "1");
+    } catch {
+      // An older kernel: the shell alone, below.
+    }
     init.kill("SIGKILL");
     outsider.kill("SIGKILL");
     await Promise.all([exited(init), exited(outsider)]);
-    rmdirSync(dir);
-    rmdirSync(join(dir, ".."));
+    await removeGroup(dir);
+    await removeGroup(join(dir, ".."));
   });
   writeFileSync(join(dir, "cgroup.procs"), String(init.pid));
   init.stdin.write("go\n");
