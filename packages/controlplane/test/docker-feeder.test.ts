@@ -426,6 +426,8 @@ describe(
             await c.start();
             if (i % 3 === 0) continue; // some stay running
             await c.kill();
+            // kill returns once the signal is sent: its die event must come before the marker's.
+            await c.wait();
             if (i % 3 === 1) await c.remove({ force: true });
           }
         } finally {
