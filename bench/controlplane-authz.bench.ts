@@ -49,6 +49,8 @@ function gcFigures(side: string, totals: GcTotals, calls: number): Figure[] {
     figure("promoted per call", "B", totals.promotedBytes / calls),
     figure("scavenges per 1000 calls", "count", (totals.scavenges * 1000) / calls),
     figure("scavenge pause per call", "µs", (totals.scavengePauseMs * 1000) / calls),
+    figure("full collections per 1000 calls", "count", (totals.majors * 1000) / calls),
+    figure("full collection pause per call", "µs", (totals.majorPauseMs * 1000) / calls),
   ];
 }
 
