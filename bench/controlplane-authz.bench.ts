@@ -109,7 +109,6 @@ interface Tally {
   readonly cpu: { base: number[]; auth: number[]; ratio: number[] };
   readonly main: { base: number[]; auth: number[] };
   readonly gcLines: { base: string[]; auth: string[] };
-  gcCalls: number;
   readonly wrapped: number[];
   readonly rss: number[];
 }
@@ -131,7 +130,6 @@ const bench: Benchmark = {
       cpu: { base: [], auth: [], ratio: [] },
       main: { base: [], auth: [] },
       gcLines: { base: [], auth: [] },
-      gcCalls: 0,
       wrapped: [],
       rss: [],
     };
@@ -158,8 +156,9 @@ const bench: Benchmark = {
     if (gcTrace) {
       // Each turn's collections, summed over the runs: a collection's `allocated` counts from the
       // one before, so a turn's first also holds what the server allocated while the other ran (little).
-      figures.push(...gcFigures("echo server", gcTotals(gcLines.base), tally.gcCalls));
-      figures.push(...gcFigures("daemon", gcTotals(gcLines.auth), tally.gcCalls));
+      const calls = CONCURRENT_CALLS * ctx.runs;
+      figures.push(...gcFigures("echo server", gcTotals(gcLines.base), calls));
+      figures.push(...gcFigures("daemon", gcTotals(gcLines.auth), calls));
     }
     figures.push(
       summarise(
@@ -264,17 +263,18 @@ async function measurePair(
       tally.base.tput.push(b.calls / b.seconds);
       tally.auth.tput.push(a.calls / a.seconds);
       tally.ratio.push(a.calls / a.seconds / (b.calls / b.seconds));
-      tally.cpu.base.push(b.cpuNs / b.calls / 1000);
-      tally.cpu.auth.push(a.cpuNs / a.calls / 1000);
-      tally.cpu.ratio.push(b.cpuNs / b.calls / (a.cpuNs / a.calls));
+      const echoUs = b.cpuNs / b.calls / 1000;
+      const daemonUs = a.cpuNs / a.calls / 1000;
+      tally.cpu.base.push(echoUs);
+      tally.cpu.auth.push(daemonUs);
+      tally.cpu.ratio.push(echoUs / daemonUs);
       tally.main.base.push(b.mainNs / b.calls / 1000);
       tally.main.auth.push(a.mainNs / a.calls / 1000);
       tally.gcLines.base.push(...b.gc);
       tally.gcLines.auth.push(...a.gc);
-      tally.gcCalls += CONCURRENT_CALLS;
       ctx.log(
-        `run: echo ${(b.cpuNs / b.calls / 1000).toFixed(1)} µs, daemon ${(a.cpuNs / a.calls / 1000).toFixed(1)} µs per call, ` +
-          `CPU ratio ${(b.cpuNs / b.calls / (a.cpuNs / a.calls)).toFixed(3)}`,
+        `run: echo ${echoUs.toFixed(1)} µs, daemon ${daemonUs.toFixed(1)} µs per call, ` +
+          `CPU ratio ${(echoUs / daemonUs).toFixed(3)}`,
       );
     }
     if (!opts.last) return;
