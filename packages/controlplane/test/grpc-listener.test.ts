@@ -291,6 +291,22 @@ void describe("roles are separated at the handshake", () => {
     assert.deepEqual(seenCns, ["clawker-cli", "clawker-clawkerd"]);
   });
 
+  test("served sessions keep their streams in our StreamTable: concurrent calls on one connection, nothing logged", async () => {
+    const cli = grpcClient(adminListener.port, pki.set.cli);
+    try {
+      const codes = await Promise.all(Array.from({ length: 20 }, () => systemTime(cli)));
+      assert.deepEqual(new Set(codes), new Set([status.OK]));
+    } finally {
+      cli.close();
+    }
+    // installStreamTable found no session to install on (a Node without the shape it expects).
+    assert.deepEqual(
+      logLines.filter((l) => l.includes("stream_table_unavailable")),
+      [],
+      "every served session got the table",
+    );
+  });
+
   test("the peer certificate is read once per connection, and each connection sees its own, frozen", async () => {
     seenCerts.length = 0;
     // Server-side reads on the agent listener only (the test's clients read the server's too).

@@ -18,6 +18,7 @@ import { ConnectionBudget } from "./connection-budget.js";
 import { IdleConnections } from "./idle-connections.js";
 import { peerOf, type PeerRole } from "./peer-role.js";
 import { RefusalLog } from "./refusal-log.js";
+import { installStreamTables } from "./stream-table.js";
 
 /** PEM trust material a listener serves with. */
 export interface ServerTlsMaterial {
@@ -155,6 +156,7 @@ export class GrpcListener {
   #front: NetServer | undefined;
   #port: number | undefined;
   #stopping = false;
+  #streamTableMissing = false;
   #closing: Promise<void> | undefined;
 
   constructor(opts: GrpcListenerOptions) {
@@ -404,6 +406,15 @@ export class GrpcListener {
   #serve(socket: Socket): void {
     this.#idle.track(socket);
     this.#injector.injectConnection(socket);
+    // Node's own stream Map and Set make finished calls survive scavenges (stream-table.ts); a Node
+    // without the expected shape keeps them and serves as before, said once per listener.
+    if (!installStreamTables(socket) && !socket.destroyed && !this.#streamTableMissing) {
+      this.#streamTableMissing = true;
+      this.#opts.log.warn(
+        { event: "stream_table_unavailable", listener: this.#opts.name, node: process.version },
+        "HTTP/2 sessions keep node's own stream tables; finished calls will cost more garbage collection",
+      );
+    }
   }
 
   #refuse(
