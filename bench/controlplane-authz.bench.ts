@@ -272,9 +272,16 @@ async function measurePair(
       tally.main.auth.push(a.mainNs / a.calls / 1000);
       tally.gcLines.base.push(...b.gc);
       tally.gcLines.auth.push(...a.gc);
+      // With the GC trace, each run's promotion too: a run whose server promotes per call what a
+      // finished call leaves behind stands out from one that promotes next to nothing.
+      const promoted = (gc: readonly string[], calls: number): string =>
+        `${Math.round(gcTotals(gc).promotedBytes / calls)} B`;
       ctx.log(
         `run: echo ${echoUs.toFixed(1)} µs, daemon ${daemonUs.toFixed(1)} µs per call, ` +
-          `CPU ratio ${(echoUs / daemonUs).toFixed(3)}`,
+          `CPU ratio ${(echoUs / daemonUs).toFixed(3)}` +
+          (opts.gcTrace
+            ? `; promoted per call: echo ${promoted(b.gc, b.calls)}, daemon ${promoted(a.gc, a.calls)}`
+            : ""),
       );
     }
     if (!opts.last) return;
