@@ -1,7 +1,7 @@
 // tuneHeap set from inside a running process turns V8's allocation-site pretenuring off: with
 // `--trace-pretenuring-statistics` a process that keeps many objects from one allocation site
 // across scavenges reports its pretenuring decisions, and the same process after tuneHeap reports
-// none. And main.ts calls it before it loads anything else (a text check: the order is the point).
+// none. And run.ts calls it before anything else (a text check: the order is the point).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -43,10 +43,11 @@ void test("pretenuring decisions happen under V8's defaults and none after tuneH
   assert.deepEqual(pretenuringLines(true), [], "no pretenuring once tuned");
 });
 
-void test("the daemon's entry point tunes the heap before it loads anything else of its own", () => {
-  const main = readFileSync(new URL("./main.ts", import.meta.url), "utf8");
-  const tune = main.indexOf("tuneHeap();");
-  assert.ok(tune > 0, "main.ts calls tuneHeap()");
-  for (const later of ['import("node:module")', 'import("./run.js")'])
-    assert.ok(main.indexOf(later) > tune, `${later} comes after tuneHeap()`);
+void test("the daemon calls it before it does anything else", () => {
+  const run = readFileSync(new URL("./run.ts", import.meta.url), "utf8");
+  const body = run.slice(run.lastIndexOf("\nimport "));
+  const firstStatement = body
+    .split("\n")
+    .find((l, i) => i > 0 && !l.startsWith("import") && !l.startsWith("//") && l.trim() !== "");
+  assert.equal(firstStatement, "tuneHeap();", "run.ts's first statement after its imports");
 });

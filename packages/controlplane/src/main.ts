@@ -1,20 +1,16 @@
 #!/usr/bin/env node
 // clawker-cp entry point. First it refuses an unsupported Node: nothing is imported statically and
 // no syntax is newer than Node 20's, so the check runs before a dependency fails to link there.
-// Then it sets the daemon's V8 flags (heap-tuning.ts). Then Node's on-disk compile cache is
-// enabled before any of the daemon's modules load (module loading is most of the cold start). It
-// lives in the install tree, never in a shared /tmp: a root daemon must not load bytecode others
-// can write. So the folder is made 0700 and used only while it is a real directory of our own
-// that nobody else can write; otherwise the start goes without.
+// Then Node's on-disk compile cache is enabled before any of the daemon's modules load (module
+// loading is most of the cold start). It lives in the install tree, never in a shared /tmp: a root
+// daemon must not load bytecode others can write. So the folder is made 0700 and used only while
+// it is a real directory of our own that nobody else can write; otherwise the start goes without.
 const NEEDED_MAJOR = 24;
 
 if (Number(process.versions.node.split(".")[0]) !== NEEDED_MAJOR) {
   process.stderr.write(`clawker-cp: needs Node.js ${NEEDED_MAJOR} (found ${process.version})\n`);
   process.exit(2);
 }
-// V8 settings first, so that no allocation of the daemon's runs under V8's defaults (heap-tuning.ts).
-const { tuneHeap } = await import("./heap-tuning.js");
-tuneHeap();
 const { enableCompileCache } = await import("node:module");
 const { lstatSync, mkdirSync } = await import("node:fs");
 const { fileURLToPath } = await import("node:url");
