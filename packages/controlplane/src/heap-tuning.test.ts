@@ -1,7 +1,7 @@
 // tuneHeap set from inside a running process turns V8's allocation-site pretenuring off: with
 // `--trace-pretenuring-statistics` a process that keeps many objects from one allocation site
 // across scavenges reports its pretenuring decisions, and the same process after tuneHeap reports
-// none. And run.ts calls it before anything else (a text check: the order is the point).
+// none. And the daemon calls it as it becomes ready (a text check: the place is the point).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -43,11 +43,10 @@ void test("pretenuring decisions happen under V8's defaults and none after tuneH
   assert.deepEqual(pretenuringLines(true), [], "no pretenuring once tuned");
 });
 
-void test("the daemon calls it before it does anything else", () => {
-  const run = readFileSync(new URL("./run.ts", import.meta.url), "utf8");
-  const body = run.slice(run.lastIndexOf("\nimport "));
-  const firstStatement = body
-    .split("\n")
-    .find((l, i) => i > 0 && !l.startsWith("import") && !l.startsWith("//") && l.trim() !== "");
-  assert.equal(firstStatement, "tuneHeap();", "run.ts's first statement after its imports");
+void test("the daemon calls it as it becomes ready, before the ready gate opens", () => {
+  const daemon = readFileSync(new URL("./daemon.ts", import.meta.url), "utf8");
+  const tune = daemon.indexOf("    tuneHeap();");
+  assert.ok(tune > 0, "daemon.ts calls tuneHeap()");
+  assert.ok(daemon.indexOf("this.#ready = true;") < tune, "after start-up succeeded");
+  assert.ok(daemon.indexOf("this.#readyGate.setReady();") > tune, "before the first authorized call");
 });

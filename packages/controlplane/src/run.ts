@@ -7,12 +7,8 @@ import { parseArgs } from "node:util";
 import { AuthBoot } from "./auth-boot.js";
 import { ConfigError, loadConfig } from "./config.js";
 import type { StopCause } from "./daemon.js";
-import { tuneHeap } from "./heap-tuning.js";
 import { createLogger } from "./logging.js";
 import { StartupTimeline } from "./startup-timeline.js";
-
-// V8's settings before the daemon does anything: modules are loaded, nothing is served yet.
-tuneHeap();
 
 // Everything above is loaded by now: Node's own start plus the first steps' module graph.
 const modulesLoadedMs = StartupTimeline.sinceExecMs();
