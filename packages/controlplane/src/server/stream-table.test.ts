@@ -60,21 +60,22 @@ void test("forEach visits in id order and skips a stream deleted before its turn
   assert.equal(table.size, 0);
 });
 
-void test("agrees with a Map over 200,000 seeded random operations: colliding ids, growth, emptying and refilling", () => {
-  // A small LCG, so a failure replays.
+/** 200,000 seeded random operations on a StreamTable hashing with `multiplier`, checked against a Map. */
+function againstMap(multiplier: number | undefined): void {
+  // A small LCG, so a failure replays (with the multiplier the message names).
   let seed = 0x2f6b1d;
   const next = (n: number): number => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return seed % n;
   };
-  const table = new StreamTable<number>();
+  const table = new StreamTable<number>(multiplier === undefined ? {} : { multiplier });
   const oracle = new Map<number, number>();
+  const at = (op: number): string => `at op ${op} (multiplier ${multiplier ?? "random"})`;
   let nextId = 1;
   for (let op = 0; op < 200_000; op++) {
     const roll = next(100);
-    // Mostly fresh odd ids (as a client opens streams), some far ahead (a long-lived stream's
-    // neighbours collide with it), gets and deletes of open and unknown ids; bursts grow the
-    // table past 16 slots and drain it back to empty.
+    // Mostly fresh odd ids (as a client opens streams), some far ahead, gets and deletes of open
+    // and unknown ids; bursts grow the table past 16 slots and drain it back to empty.
     if (roll < 45 || (op % 5_000 < 300 && roll < 90)) {
       const id = roll % 7 === 0 ? nextId + 2 * 16 * (1 + next(8)) : nextId;
       nextId += 2;
@@ -83,13 +84,13 @@ void test("agrees with a Map over 200,000 seeded random operations: colliding id
     } else if (roll < 90) {
       const open = [...oracle.keys()];
       const id = open.length > 0 && roll < 85 ? open[next(open.length)]! : 2 * next(50_000) + 1;
-      assert.equal(table.delete(id), oracle.delete(id), `delete ${id} at op ${op}`);
+      assert.equal(table.delete(id), oracle.delete(id), `delete ${id} ${at(op)}`);
     } else {
       const id = 2 * next(Math.max(1, nextId)) + 1;
-      assert.equal(table.get(id), oracle.get(id), `get ${id} at op ${op}`);
+      assert.equal(table.get(id), oracle.get(id), `get ${id} ${at(op)}`);
       assert.equal(table.has(id), oracle.has(id));
     }
-    assert.equal(table.size, oracle.size, `size at op ${op}`);
+    assert.equal(table.size, oracle.size, `size ${at(op)}`);
   }
   const seen: number[] = [];
   table.forEach((stream, id) => {
@@ -100,6 +101,19 @@ void test("agrees with a Map over 200,000 seeded random operations: colliding id
     seen,
     [...oracle.keys()].sort((a, b) => a - b),
   );
+}
+
+void test("agrees with a Map over 200,000 seeded random operations: growth, emptying and refilling", () => {
+  againstMap(undefined);
+  againstMap(0x9e3779b1);
+});
+
+void test("agrees with a Map when every id hashes to one slot (multiplier 1: one probe run for all)", () => {
+  againstMap(1);
+});
+
+void test("the hash multiplier must be odd (an even one is not a bijection on 32-bit ids)", () => {
+  assert.throws(() => new StreamTable({ multiplier: 2 }), RangeError);
 });
 
 void test("PendingStreams: add once, has, delete, size, forEach in order skipping one removed before its turn", () => {

@@ -15,9 +15,16 @@
 // Both replacements keep the operations Node's core calls on them, in storage that is cleared as
 // entries leave and never linked to its replacement. Open streams live in an open-addressing hash
 // table: stream ids in an Int32Array, streams in a plain array beside it, linear probing and
-// backward-shift deletion (no tombstones); faster than a Map here too, its hash a shift and a mask.
+// backward-shift deletion (no tombstones); faster than a Map here too, its hash one multiply by
+// a random odd number drawn at start-up (a peer picks its stream ids, so it must not be able to
+// pick ids that all land in one probe run).
 // Streams being set up live in a short array (a server session holds at most one, for the few
 // statements between a stream's construction and its id being assigned).
+
+import { getRandomValues } from "node:crypto";
+
+/** An odd 32-bit multiplier, random per process (Fibonacci-style hashing of stream ids). */
+const HASH_MULTIPLIER = (getRandomValues(new Uint32Array(1))[0]! | 1) >>> 0;
 
 /** A session's open streams by id, with the Map operations node:http2 uses on its own table. */
 export class StreamTable<V> {
@@ -25,7 +32,16 @@ export class StreamTable<V> {
   #ids = new Int32Array(StreamTable.#INITIAL_CAPACITY);
   #streams: Array<V | undefined> = new Array<V | undefined>(StreamTable.#INITIAL_CAPACITY).fill(undefined);
   #mask = StreamTable.#INITIAL_CAPACITY - 1;
+  readonly #multiplier: number;
+  /** 32 - log2(capacity): the hash is the multiply's top bits. */
+  #shift = 32 - Math.log2(StreamTable.#INITIAL_CAPACITY);
   #size = 0;
+
+  /** `multiplier` (odd) replaces the process's random one: tests replay a run with it. */
+  constructor(options: { readonly multiplier?: number } = {}) {
+    this.#multiplier = options.multiplier ?? HASH_MULTIPLIER;
+    if (this.#multiplier % 2 === 0) throw new RangeError("the hash multiplier must be odd");
+  }
 
   /** Open streams. */
   get size(): number {
@@ -48,7 +64,7 @@ export class StreamTable<V> {
     if (!Number.isInteger(id) || id <= 0 || id > 0x7fffffff)
       throw new RangeError(`not an HTTP/2 stream id: ${id}`);
     const ids = this.#ids;
-    let at = (id >>> 1) & this.#mask;
+    let at = this.#home(id);
     while (ids[at] !== 0 && ids[at] !== id) at = (at + 1) & this.#mask;
     if (ids[at] === 0) {
       ids[at] = id;
@@ -72,7 +88,7 @@ export class StreamTable<V> {
     // Backward shift: pull later entries of the probe run into the hole when their home slot
     // does not lie (cyclically) between the hole and where they sit.
     for (let at = (hole + 1) & mask; ids[at] !== 0; at = (at + 1) & mask) {
-      const home = (ids[at]! >>> 1) & mask;
+      const home = this.#home(ids[at]!);
       const stays = hole <= at ? hole < home && home <= at : hole < home || home <= at;
       if (stays) continue;
       ids[hole] = ids[at]!;
@@ -93,12 +109,16 @@ export class StreamTable<V> {
     for (const [id, stream] of open) if (this.get(id) === stream) fn(stream, id, this);
   }
 
+  /** The slot `id` hashes to. */
+  #home(id: number): number {
+    return Math.imul(id, this.#multiplier) >>> this.#shift;
+  }
+
   /** The slot holding `id`, or -1. */
   #find(id: number): number {
     if (!(id > 0 && id <= 0x7fffffff)) return -1;
     const ids = this.#ids;
-    for (let at = (id >>> 1) & this.#mask; ids[at] !== 0; at = (at + 1) & this.#mask)
-      if (ids[at] === id) return at;
+    for (let at = this.#home(id); ids[at] !== 0; at = (at + 1) & this.#mask) if (ids[at] === id) return at;
     return -1;
   }
 
@@ -113,10 +133,11 @@ export class StreamTable<V> {
     this.#ids = new Int32Array(capacity);
     this.#streams = new Array<V | undefined>(capacity).fill(undefined);
     this.#mask = capacity - 1;
+    this.#shift = 32 - Math.log2(capacity);
     for (let at = 0; at < ids.length; at++) {
       const id = ids[at]!;
       if (id === 0) continue;
-      let to = (id >>> 1) & this.#mask;
+      let to = this.#home(id);
       while (this.#ids[to] !== 0) to = (to + 1) & this.#mask;
       this.#ids[to] = id;
       this.#streams[to] = streams[at];
