@@ -15,7 +15,7 @@
 // (server/README.md, "What an authorized call costs beyond a bare grpc-js call").
 import { setFlagsFromString } from "node:v8";
 
-/** The V8 flags the daemon sets on itself at start-up. */
+/** The V8 flags the daemon sets on itself as it becomes ready. */
 export const DAEMON_V8_FLAGS = ["--no-allocation-site-pretenuring"] as const;
 
 /** Sets DAEMON_V8_FLAGS on this process's V8. */

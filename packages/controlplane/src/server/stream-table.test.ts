@@ -113,7 +113,8 @@ void test("agrees with a Map when every id hashes to one slot (multiplier 1: one
 });
 
 void test("the hash multiplier must be odd (an even one is not a bijection on 32-bit ids)", () => {
-  assert.throws(() => new StreamTable({ multiplier: 2 }), RangeError);
+  for (const multiplier of [2, 0, 1.5, Number.NaN])
+    assert.throws(() => new StreamTable({ multiplier }), RangeError);
 });
 
 void test("PendingStreams: add once, has, delete, size, forEach in order skipping one removed before its turn", () => {

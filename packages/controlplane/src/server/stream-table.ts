@@ -40,7 +40,8 @@ export class StreamTable<V> {
   /** `multiplier` (odd) replaces the process's random one: tests replay a run with it. */
   constructor(options: { readonly multiplier?: number } = {}) {
     this.#multiplier = options.multiplier ?? HASH_MULTIPLIER;
-    if (this.#multiplier % 2 === 0) throw new RangeError("the hash multiplier must be odd");
+    if (!Number.isInteger(this.#multiplier) || this.#multiplier % 2 === 0)
+      throw new RangeError("the hash multiplier must be an odd integer");
   }
 
   /** Open streams. */
