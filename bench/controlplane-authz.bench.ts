@@ -67,6 +67,10 @@ interface Side {
 
 const emptySide = (): Side => ({ calls: 0, seconds: 0, cpuNs: 0, mainNs: 0, gc: [] });
 
+/** What a side's GC trace says it promoted per call, for a run's log line. */
+const promotedPerCall = (side: Side): string =>
+  `${Math.round(gcTotals(side.gc).promotedBytes / side.calls)} B`;
+
 /** One server under test: its pid, one call, and its output lines so far (GC trace). */
 interface Server {
   readonly pid: number;
@@ -274,13 +278,11 @@ async function measurePair(
       tally.gcLines.auth.push(...a.gc);
       // With the GC trace, each run's promotion too: a run whose server promotes per call what a
       // finished call leaves behind stands out from one that promotes next to nothing.
-      const promoted = (gc: readonly string[], calls: number): string =>
-        `${Math.round(gcTotals(gc).promotedBytes / calls)} B`;
       ctx.log(
         `run: echo ${echoUs.toFixed(1)} µs, daemon ${daemonUs.toFixed(1)} µs per call, ` +
           `CPU ratio ${(echoUs / daemonUs).toFixed(3)}` +
           (opts.gcTrace
-            ? `; promoted per call: echo ${promoted(b.gc, b.calls)}, daemon ${promoted(a.gc, a.calls)}`
+            ? `; promoted per call: echo ${promotedPerCall(b)}, daemon ${promotedPerCall(a)}`
             : ""),
       );
     }

@@ -16,7 +16,7 @@
 import { setFlagsFromString } from "node:v8";
 
 /** The V8 flags the daemon sets on itself as it becomes ready. */
-export const DAEMON_V8_FLAGS = ["--no-allocation-site-pretenuring"] as const;
+const DAEMON_V8_FLAGS = ["--no-allocation-site-pretenuring"] as const;
 
 /** Sets DAEMON_V8_FLAGS on this process's V8. */
 export function tuneHeap(): void {

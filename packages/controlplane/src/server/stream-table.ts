@@ -180,11 +180,22 @@ export class PendingStreams<V> {
   }
 }
 
-/** The value under the own symbol property of `obj` described as `description`, if any. */
+/** Node's symbols by description, once found: the same for every socket and session. */
+const symbolKeys = new Map<string, symbol>();
+
+/**
+ * The value under the own symbol property of `obj` described as `description`, if any. The key
+ * found is remembered, so a connection's lookup among the server's sessions costs a property read
+ * per session, not a scan of each one's symbols.
+ */
 function bySymbol(obj: unknown, description: string): unknown {
   if (typeof obj !== "object" || obj === null) return undefined;
+  const known = symbolKeys.get(description);
+  if (known !== undefined && Object.hasOwn(obj, known)) return (obj as Record<symbol, unknown>)[known];
   const key = Object.getOwnPropertySymbols(obj).find((s) => s.description === description);
-  return key === undefined ? undefined : (obj as Record<symbol, unknown>)[key];
+  if (key === undefined) return undefined;
+  symbolKeys.set(description, key);
+  return (obj as Record<symbol, unknown>)[key];
 }
 
 /** Whether `table` has the Map or Set operations named and holds nothing. */
