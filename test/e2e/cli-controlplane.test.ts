@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { mintTrustSet } from "@clawker/adminclient";
+import { DAEMON_GLIBC_TUNABLES } from "@clawker/cli";
 import { freePorts } from "../harness/controlplane.js";
 import { clawker } from "../harness/clawker-cli.js";
 import { isAlive } from "../harness/leftovers.js";
@@ -79,6 +80,12 @@ test("clawker drives the real control plane: init, up, status, agents, down", as
   // The second line records who that pid is, so that `down` never signals a recycled pid.
   const identity = JSON.parse(readFileSync(pidFile, "utf8").split("\n")[1]!) as { cmdline: string[] };
   assert.ok(identity.cmdline.includes(daemonMain), identity.cmdline.join(" "));
+  // Started with the daemon's malloc tunables (daemon-env.ts), as the unit and the image start it.
+  const environ = readFileSync(`/proc/${summary.pid}/environ`, "utf8").split("\0");
+  assert.ok(
+    environ.includes(`GLIBC_TUNABLES=${DAEMON_GLIBC_TUNABLES}`),
+    environ.filter((e) => e.startsWith("GLIBC")).join(" "),
+  );
   assert.match(
     readFileSync(summary.logFile, "utf8"),
     /"service":"clawker-cp"/,

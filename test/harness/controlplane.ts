@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { Metadata } from "@grpc/grpc-js";
 import { mintTrustSet, TokenSource, writeTrustSet, type TrustSet } from "@clawker/adminclient";
+import { withDaemonTunables } from "@clawker/cli";
 import { captureJsonLines, freePorts, waitFor, withFreePorts } from "@clawker/test-support";
 import { runInNetns } from "./netns.js";
 
@@ -162,7 +163,13 @@ async function startOnce(options: ControlPlaneOptions, ports: ControlPlanePorts)
     options.netns === undefined ? argv : ["nsenter", `--net=/run/netns/${options.netns}`, ...argv];
   const spawnedAt = performance.now();
   const proc = spawn(file!, args, {
-    env: { ...process.env, CLAWKER_CP_DATA_DIR: dataDir, CLAWKER_CP_TRUST_DIR: trustDir, ...options.env },
+    // Started as `clawker controlplane up`, the unit and the image start it (daemon-env.ts).
+    env: withDaemonTunables({
+      ...process.env,
+      CLAWKER_CP_DATA_DIR: dataDir,
+      CLAWKER_CP_TRUST_DIR: trustDir,
+      ...options.env,
+    }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs = captureJsonLines(proc.stdout).lines;

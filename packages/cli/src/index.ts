@@ -14,3 +14,4 @@ export {
 export { exitCodeOf, messageOf } from "./error-report.js";
 export { agentRows, agentTable, type AgentRow } from "./commands/controlplane-agents.js";
 export type { Io, Output } from "./io.js";
+export { DAEMON_GLIBC_TUNABLES, withDaemonTunables } from "./daemon-env.js";

@@ -12,6 +12,7 @@ import {
   type CommandSpec,
   type FlagValues,
 } from "../command-spec.js";
+import { withDaemonTunables } from "../daemon-env.js";
 import { resolveDaemon, spawnDaemon, stopProcess, tailOf } from "../daemon-process.js";
 import {
   defaultAdminAddr,
@@ -183,7 +184,7 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
     );
   }
 
-  const env: NodeJS.ProcessEnv = {
+  const env: NodeJS.ProcessEnv = withDaemonTunables({
     ...io.env,
     CLAWKER_CP_DATA_DIR: dataDir,
     CLAWKER_CP_TRUST_DIR: trustDir,
@@ -193,7 +194,7 @@ export async function controlplaneUp(values: FlagValues, io: Io): Promise<number
       ? {}
       : { CLAWKER_CP_ADMIN_SOCKET: str(values, "admin-socket", "") }),
     ...(values["health"] === undefined ? {} : { CLAWKER_CP_HEALTH_ADDR: health.text }),
-  };
+  });
   const started = Date.now();
   const child = await spawnDaemon(daemon, env, logFile);
   const pid = child.pid!;
