@@ -1,10 +1,10 @@
 // What the daemon's environment carries beyond its settings: glibc malloc tunables (issue 15).
 // glibc keeps up to 7 freed chunks per size per thread in its cache (tcache) and sends the rest
-// through its bins. Under 64 calls in flight the daemon's main thread frees and reallocates many
-// more chunks of a size than that (HTTP/2 streams, header buffers, TLS records), so about half its
-// small allocations took the slow path: `_int_malloc` was 4.1-4.6 % of the daemon's CPU samples
-// against ~2 % in a bare grpc-js server under the same load. With 256 per size it is 2.4 %, and
-// the daemon's CPU per authorized call moved with it (controlplane README, "Memory").
+// through its bins. Under 64 calls in flight the daemon's main thread frees and reallocates far
+// more chunks of a size than that (HTTP/2 streams and the buffers of each), and `_int_malloc`, the
+// bins' slow path, was 4.1-4.6 % of the daemon's CPU samples against ~2 % in a bare grpc-js server
+// under the same load. With 256 per size it is 2.4 %, and the daemon's CPU per authorized call
+// moved with it (controlplane README, "Memory").
 // The same value is set by every way the daemon is started: `clawker controlplane up` (here), the
 // systemd unit, the image, and the test harness; daemon-env.test.ts holds the files to it.
 
