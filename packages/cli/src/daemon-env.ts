@@ -5,8 +5,10 @@
 // bins' slow path, was 4.1-4.6 % of the daemon's CPU samples against ~2 % in a bare grpc-js server
 // under the same load. With 256 per size it is 2.4 %, and the daemon's CPU per authorized call
 // moved with it (controlplane README, "Memory").
-// The same value is set by every way the daemon is started: `clawker controlplane up` (here), the
-// systemd unit, the image, and the test harness; daemon-env.test.ts holds the files to it.
+// glibc reads its tunables once, when the process is executed, so unlike the daemon's V8 flags
+// (controlplane's heap-tuning.ts) they cannot be set from inside: every way the daemon is started
+// sets the same value, `clawker controlplane up` (here), the systemd unit, the image, and the test
+// harness; daemon-env.test.ts holds the files to it.
 
 /** The tunables the daemon is started with (GLIBC_TUNABLES syntax). */
 export const DAEMON_GLIBC_TUNABLES = "glibc.malloc.tcache_count=256";
