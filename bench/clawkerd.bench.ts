@@ -5,7 +5,8 @@
 //
 // The baseline ("grpc-js alone") is output-server.ts: a bare grpc-js server in its own process
 // that runs the same `cat` and sends what it reads from the pipe as 32 KiB OutputChunks with
-// clawkerd's serializer, read by the same client over the same mTLS and window. Until issue 15's
+// clawkerd's serializer, read by the same client over the same mTLS and window, under clawkerd's
+// node flags (CLAWKERD_NODE_FLAGS; the same server at node's defaults is reported too). Until issue 15's
 // second round the baseline was grpc-js streaming pre-built chunks from memory with server and
 // reader in this one process: it paid neither the child process, nor the pipe reads, nor its own
 // event loop's wake-ups per write, which every server of a command's output pays, so its ratio
@@ -14,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import tls from "node:tls";
 import { credentials, Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
-import { clawkerd } from "@clawker/proto";
+import { CLAWKERD_NODE_FLAGS, clawkerd } from "@clawker/proto";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
@@ -79,12 +80,17 @@ const bench: Benchmark = {
       for (let i = 0; i < FILE_MIB; i++) await fh.write(block);
       await fh.close();
       const size = FILE_MIB * (1 << 20);
-      const baseline = await startOutputServer({
+      const leaf = {
         caPem: agent.trust.set.ca.certPem,
         certPem: agent.leaf.certPem,
         keyPem: agent.leaf.keyPem,
-      });
+      };
+      // The baseline runs under clawkerd's heap settings, so the ratio compares the servers' work
+      // and not V8's collection schedules; the same server at node's defaults is a reference.
+      const baseline = await startOutputServer(leaf, CLAWKERD_NODE_FLAGS);
       stops.push(() => baseline.close());
+      const defaults = await startOutputServer(leaf);
+      stops.push(() => defaults.close());
       let k = 0;
       // One cat of the file through a server process: MiB/s, and CPU ms per MiB of the server
       // process itself (cat's own CPU is its child's, the same on both sides) and of this reader.
@@ -123,6 +129,7 @@ const bench: Benchmark = {
         plain: await catRun(proc.address, proc.child.pid!),
         credited: await catRun(proc.address, proc.child.pid!, OUTPUT_WINDOW),
         alone: await catRun(baseline.address, baseline.pid),
+        aloneDefaults: await catRun(defaults.address, defaults.pid),
         inProcess: await grpcCeiling(agent, size),
       }));
       await rm(file, { force: true });
@@ -147,6 +154,12 @@ const bench: Benchmark = {
           "reference: grpc-js alone, the same cat read from its pipe, 32 KiB OutputChunks, own process",
           "MiB/s",
           of((r) => r.alone.rate),
+          "higher",
+        ),
+        summarise(
+          "reference: the same grpc-js alone at node's default heap settings",
+          "MiB/s",
+          of((r) => r.aloneDefaults.rate),
           "higher",
         ),
         summarise(
@@ -179,6 +192,12 @@ const bench: Benchmark = {
           "reference: grpc-js alone server CPU per MiB (process itself, not cat)",
           "ms/MiB",
           of((r) => r.alone.serverCpu),
+          "lower",
+        ),
+        summarise(
+          "reference: grpc-js alone server CPU per MiB at node's default heap settings",
+          "ms/MiB",
+          of((r) => r.aloneDefaults.serverCpu),
           "lower",
         ),
         summarise(

@@ -112,14 +112,19 @@ export interface OutputServer {
 }
 
 /** Starts output-server.ts with the given server leaf; clients must present a leaf of `caPem`. */
-export async function startOutputServer(pem: {
-  readonly caPem: string;
-  readonly certPem: string;
-  readonly keyPem: string;
-}): Promise<OutputServer> {
+export async function startOutputServer(
+  pem: {
+    readonly caPem: string;
+    readonly certPem: string;
+    readonly keyPem: string;
+  },
+  /** Node flags (clawker's benchmark gives it clawkerd's, CLAWKERD_NODE_FLAGS). */
+  nodeArgs: readonly string[] = [],
+): Promise<OutputServer> {
   const server = spawn(
     process.execPath,
     [
+      ...nodeArgs,
       "--import",
       import.meta.resolve("tsx"),
       "--conditions=source",

@@ -8,6 +8,7 @@ import Docker from "dockerode";
 import {
   BOOTSTRAP_DIR,
   BOOTSTRAP_FILES,
+  CLAWKERD_NODE_FLAGS,
   FIREWALL_CA_ENV,
   FIREWALL_CA_FILE,
   LABELS,
@@ -18,9 +19,10 @@ import { importSigningKey, signClientAssertion } from "./client-assertion.js";
 import { issueAgentLeaf, type TrustSet } from "./trust/bootstrap.js";
 import { writeUstar, type UstarEntry } from "./ustar.js";
 
-/** The agent image's entrypoint: clawkerd under node (the CMD becomes clawkerd's main command). */
+/** The agent image's entrypoint: clawkerd under node with its heap settings (the CMD becomes its main command). */
 export const DEFAULT_AGENT_ENTRYPOINT: readonly string[] = Object.freeze([
   "node",
+  ...CLAWKERD_NODE_FLAGS,
   "/opt/clawker/clawkerd.mjs",
 ]);
 /** The user-defined bridge network agents join by default. */

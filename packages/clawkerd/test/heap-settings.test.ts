@@ -1,0 +1,74 @@
+// clawkerd's node flags (CLAWKERD_NODE_FLAGS): node takes them, the agent image's Dockerfile
+// carries exactly them, and under them clawkerd streams a command's output
+// without a run of full collections (at node's defaults it ran about one per 10 MiB streamed).
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { open, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { CLAWKERD_NODE_FLAGS } from "@clawker/proto";
+import { makeTestAgent } from "./fixtures/bootstrap.js";
+import { repoRoot, spawnClawkerd } from "./fixtures/clawkerd-process.js";
+import { SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
+
+const execFileP = promisify(execFile);
+
+test("node takes CLAWKERD_NODE_FLAGS: a young generation of two 1 MiB semi-spaces", async () => {
+  const { stdout } = await execFileP(process.execPath, [
+    ...CLAWKERD_NODE_FLAGS,
+    "-p",
+    "require('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size",
+  ]);
+  // At node's defaults on these hosts the new space reserves 8 MiB per semi-space from the start.
+  assert.ok(Number(stdout) > 0 && Number(stdout) <= 2 << 20, `new space ${stdout.trim()} bytes`);
+});
+
+test("the agent image's ENTRYPOINT is node, CLAWKERD_NODE_FLAGS, clawkerd", async () => {
+  const dockerfile = await readFile(join(repoRoot, "docker/agent/Dockerfile"), "utf8");
+  const line = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile);
+  assert.ok(line, "docker/agent/Dockerfile has an exec-form ENTRYPOINT");
+  const want = ["node", ...CLAWKERD_NODE_FLAGS, "/opt/clawker/clawkerd.mjs"];
+  // `clawker run` passes DEFAULT_AGENT_ENTRYPOINT; test/e2e/images.test.ts holds the built image to it.
+  assert.deepEqual(JSON.parse(line[1]!), want);
+});
+
+test("under its flags clawkerd streams 64 MiB of output with at most two full collections", async (t) => {
+  const agent = await makeTestAgent();
+  t.after(() => agent.close());
+  const proc = spawnClawkerd(agent, { nodeArgs: ["--trace-gc"] });
+  t.after(() => proc.kill());
+  await proc.waitListening();
+  const mib = 64;
+  const file = join(agent.dir, "out.bin");
+  const fh = await open(file, "w");
+  const block = randomBytes(1 << 20);
+  for (let i = 0; i < mib; i++) await fh.write(block);
+  await fh.close();
+  const identity = {
+    caPem: agent.trust.set.ca.certPem,
+    certPem: agent.trust.set.controlPlaneClient.certPem,
+    keyPem: agent.trust.set.controlPlaneClient.keyPem,
+  };
+  const fullCollections = async (id: string): Promise<number> => {
+    const client = new SessionClient(proc.address, identity, {
+      keepOutput: false,
+      flowControlWindow: 4 << 20,
+    });
+    t.after(() => client.close());
+    await client.hello();
+    const from = proc.stdout.length;
+    const rs = await client.run(id, shell([stage(["cat", file])]), 60_000);
+    assert.equal(terminal(rs)?.payload?.$case, "done");
+    assert.equal(client.outputBytes, mib << 20);
+    return proc.stdout
+      .slice(from)
+      .split("\n")
+      .filter((l) => l.includes("Mark-Compact")).length;
+  };
+  await fullCollections("warm-up");
+  const seen = await fullCollections("measured");
+  t.diagnostic(`full collections while streaming ${mib} MiB: ${seen}`);
+  assert.ok(seen <= 2, `${seen} full collections while streaming ${mib} MiB`);
+});
