@@ -11,21 +11,16 @@ export const LABELS = Object.freeze({
 } as const);
 
 /**
- * Node flags clawkerd runs with (the agent entrypoint's, before the bundle). A command's output
- * reaches clawkerd in pipe-read Buffers and leaves it in grpc-js frames, all backed outside V8's
- * heap, and V8 counts such memory allocated since its last full collection against the old
- * generation's limit. With V8's default young generation (8 MiB semi-spaces on a 24 GiB host) a
- * Buffer that is already garbage waits long for a scavenge, so the limit (live heap plus one young
- * generation after each full collection) ran out every ~10 MiB of output and clawkerd ran a full
- * collection about that often, one GC cycle after another: ~45 % of its CPU per MiB streamed.
- * A 1 MiB semi-space scavenges those Buffers away between chunks, and a 64 MiB floor under the old
- * generation's limit (V8 skips full collections below it) leaves room for what a scavenge has not
- * reached yet. README of @clawker/clawkerd, "Heap settings", has the measurements.
+ * Node flags clawkerd runs with (the agent entrypoint's, before the bundle): 1 MiB semi-spaces.
+ * A command's output reaches clawkerd in pipe-read Buffers and leaves it in grpc-js frames, all
+ * backed outside V8's heap, and V8 counts such memory allocated since its last full collection
+ * against the old generation's limit until a collection frees it. Streaming, clawkerd allocates
+ * little on its heap, so at V8's default young generation (8 MiB semi-spaces on a 24 GiB host)
+ * scavenges were rare, the dead Buffers piled up and set off a full collection about every 10 MiB
+ * streamed: ~45 % of clawkerd's CPU per MiB. 1 MiB semi-spaces scavenge them every few hundred
+ * chunks; clawkerd's heap-tuning.ts gives the rest room. @clawker/clawkerd README, "Heap settings".
  */
-export const CLAWKERD_NODE_FLAGS: readonly string[] = Object.freeze([
-  "--max-semi-space-size=1",
-  "--initial-old-space-size=64",
-]);
+export const CLAWKERD_NODE_FLAGS: readonly string[] = Object.freeze(["--max-semi-space-size=1"]);
 
 /** The port clawkerd serves the Session channel on inside every agent container. */
 export const CLAWKERD_PORT = 7700;

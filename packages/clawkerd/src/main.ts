@@ -7,6 +7,7 @@ import { BOOTSTRAP_DIR, CLAWKERD_PORT, agentFullName } from "@clawker/proto";
 import { AgentJobs } from "./agent-jobs.js";
 import { loadBootstrap } from "./bootstrap.js";
 import { ClawkerdError } from "./errors.js";
+import { tuneHeap } from "./heap-tuning.js";
 import { defaultBaseEnv, Executor } from "./executor.js";
 import { agentLimitsOf, findJobCgroupRoot, JobCgroups } from "./job-cgroup.js";
 import { DEFAULT_LOG_CAPACITY_BYTES } from "./job-log.js";
@@ -173,6 +174,7 @@ process.on("unhandledRejection", (err) => {
 try {
   const address = await server.start();
   mark("listening");
+  tuneHeap();
   log.info(
     {
       event: "listening",

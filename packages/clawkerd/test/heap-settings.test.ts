@@ -34,7 +34,35 @@ test("the agent image's ENTRYPOINT is node, CLAWKERD_NODE_FLAGS, clawkerd", asyn
   assert.deepEqual(JSON.parse(line[1]!), want);
 });
 
-test("under its flags clawkerd streams 64 MiB of output with at most two full collections", async (t) => {
+test("tuneHeap(): V8 sizes the old generation's next limit with a growing factor of 3.5", async () => {
+  const run = async (tune: boolean): Promise<string[]> => {
+    const script = [
+      `import { tuneHeap } from ${JSON.stringify(new URL("../src/heap-tuning.ts", import.meta.url).href)};`,
+      tune ? "tuneHeap();" : "",
+      "globalThis.gc(); globalThis.gc();",
+    ].join("\n");
+    const { stdout } = await execFileP(process.execPath, [
+      "--expose-gc",
+      "--trace-gc-verbose",
+      "--import",
+      "tsx",
+      "--input-type=module",
+      "-e",
+      script,
+    ]);
+    return [...stdout.matchAll(/\[HeapController\] factor ([\d.]+)/g)].map((m) => m[1]!);
+  };
+  const tuned = await run(true);
+  assert.ok(tuned.length > 0 && tuned.every((f) => f === "3.5"), `factors ${tuned.join(", ")}`);
+  // V8's own choice for this small, idle heap is its maximum, 4.0: the flag is what sets 3.5.
+  const plain = await run(false);
+  assert.ok(
+    plain.length > 0 && plain.every((f) => f !== "3.5"),
+    `factors at node's defaults ${plain.join(", ")}`,
+  );
+});
+
+test("with its settings clawkerd streams 64 MiB of output with at most two full collections", async (t) => {
   const agent = await makeTestAgent();
   t.after(() => agent.close());
   const proc = spawnClawkerd(agent, { nodeArgs: ["--trace-gc"] });
