@@ -6,7 +6,8 @@
 // The baseline ("grpc-js alone") is output-server.ts: a bare grpc-js server in its own process
 // that runs the same `cat` and sends what it reads from the pipe as 32 KiB OutputChunks with
 // clawkerd's serializer, read by the same client over the same mTLS and window, under clawkerd's
-// node flags (CLAWKERD_NODE_FLAGS; the same server at node's defaults is reported too). Until issue 15's
+// heap settings (CLAWKERD_NODE_FLAGS and its heap-tuning.ts; the same server at node's defaults is
+// reported too). Until issue 15's
 // second round the baseline was grpc-js streaming pre-built chunks from memory with server and
 // reader in this one process: it paid neither the child process, nor the pipe reads, nor its own
 // event loop's wake-ups per write, which every server of a command's output pays, so its ratio
@@ -15,7 +16,7 @@ import { randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import tls from "node:tls";
 import { credentials, Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
-import { CLAWKERD_NODE_FLAGS, clawkerd } from "@clawker/proto";
+import { clawkerd } from "@clawker/proto";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
@@ -87,7 +88,7 @@ const bench: Benchmark = {
       };
       // The baseline runs under clawkerd's heap settings, so the ratio compares the servers' work
       // and not V8's collection schedules; the same server at node's defaults is a reference.
-      const baseline = await startOutputServer(leaf, CLAWKERD_NODE_FLAGS);
+      const baseline = await startOutputServer(leaf, "clawkerd");
       stops.push(() => baseline.close());
       const defaults = await startOutputServer(leaf);
       stops.push(() => defaults.close());

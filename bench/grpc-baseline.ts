@@ -7,6 +7,7 @@ import { createInterface } from "node:readline";
 import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { mintTrustSet } from "@clawker/adminclient";
+import { CLAWKERD_NODE_FLAGS } from "@clawker/proto";
 import { ECHO_SERVICE } from "./echo-service.js";
 
 /** A running echo server and a connected client; `call()` makes one unary call. */
@@ -118,20 +119,26 @@ export async function startOutputServer(
     readonly certPem: string;
     readonly keyPem: string;
   },
-  /** Node flags (clawker's benchmark gives it clawkerd's, CLAWKERD_NODE_FLAGS). */
-  nodeArgs: readonly string[] = [],
+  /** clawkerd's heap settings (its node flags, and its heap-tuning.ts once serving), or node's defaults. */
+  heap: "clawkerd" | "defaults" = "defaults",
 ): Promise<OutputServer> {
   const server = spawn(
     process.execPath,
     [
-      ...nodeArgs,
+      ...(heap === "clawkerd" ? CLAWKERD_NODE_FLAGS : []),
       "--import",
       import.meta.resolve("tsx"),
       "--conditions=source",
       new URL("./output-server.ts", import.meta.url).pathname,
     ],
     {
-      env: { ...process.env, OUTPUT_CA: pem.caPem, OUTPUT_CERT: pem.certPem, OUTPUT_KEY: pem.keyPem },
+      env: {
+        ...process.env,
+        OUTPUT_CA: pem.caPem,
+        OUTPUT_CERT: pem.certPem,
+        OUTPUT_KEY: pem.keyPem,
+        OUTPUT_HEAP: heap,
+      },
       stdio: ["ignore", "pipe", "inherit"],
     },
   );

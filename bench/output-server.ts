@@ -5,11 +5,13 @@
 // is read from its stdout pipe as OutputChunks of at most 32 KiB (clawkerd's size), pausing the
 // pipe while write() reports a full stream until 'drain', then Done. Nothing else of clawkerd's
 // Session (no output buffer, watchers, credit, stderr): the floor clawkerd's figure is held to.
-// PEM material from env; prints `{"port":N}` once serving; stops on SIGTERM.
+// PEM material from env; OUTPUT_HEAP=clawkerd: clawkerd's heap-tuning.ts once serving; prints
+// `{"port":N}` once serving; stops on SIGTERM.
 import { spawn } from "node:child_process";
 import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { clawkerd } from "@clawker/proto";
+import { tuneHeap } from "../packages/clawkerd/src/heap-tuning.js";
 import { ClawkerdServiceFast } from "../packages/clawkerd/src/response-codec.js";
 
 const CHUNK = 32 << 10;
@@ -59,6 +61,8 @@ const creds = grpc.ServerCredentials.createSsl(
 );
 server.bindAsync("127.0.0.1:0", creds, (err, port) => {
   if (err !== null) throw err;
+  // As clawkerd once it listens (its node flags are the launcher's, grpc-baseline.ts).
+  if (process.env["OUTPUT_HEAP"] === "clawkerd") tuneHeap();
   process.stdout.write(JSON.stringify({ port }) + "\n");
 });
 process.once("SIGTERM", () => server.tryShutdown(() => process.exit(0)));
