@@ -21,7 +21,13 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
 import { spawnClawkerd } from "../packages/clawkerd/test/fixtures/clawkerd-process.js";
-import { SessionClient, shell, stage, terminal } from "../packages/clawkerd/test/fixtures/session-client.js";
+import {
+  controlPlaneIdentity,
+  SessionClient,
+  shell,
+  stage,
+  terminal,
+} from "../packages/clawkerd/test/fixtures/session-client.js";
 import { startOutputServer } from "./grpc-baseline.js";
 import { type Benchmark, type Figure, ownCpuMs, repeat, summarise } from "./lib.js";
 import { cpuMs } from "./proc-stat.js";
@@ -49,11 +55,7 @@ const bench: Benchmark = {
     const stops: Array<() => Promise<void>> = [];
     try {
       await proc.waitListening();
-      const identity = {
-        caPem: agent.trust.set.ca.certPem,
-        certPem: agent.trust.set.controlPlaneClient.certPem,
-        keyPem: agent.trust.set.controlPlaneClient.keyPem,
-      };
+      const identity = controlPlaneIdentity(agent.trust);
 
       // Round trip of `true`.
       const c = new SessionClient(proc.address, identity);

@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { makeTestAgent } from "./fixtures/bootstrap.js";
 import { bundlePath, repoRoot, spawnClawkerd } from "./fixtures/clawkerd-process.js";
 import { STDIN_WINDOW_BYTES } from "../src/session.js";
-import { outputOf, SessionClient, shell, stage } from "./fixtures/session-client.js";
+import { controlPlaneIdentity, outputOf, SessionClient, shell, stage } from "./fixtures/session-client.js";
 
 test("the esbuild bundle runs alone and serves a Session", async (t) => {
   execFileSync("npm", ["run", "--silent", "bundle", "-w", "@clawker/clawkerd"], {
@@ -27,11 +27,7 @@ test("the esbuild bundle runs alone and serves a Session", async (t) => {
   const proc = spawnClawkerd(agent, { bundle: alone, env: { NODE_PATH: "" } });
   t.after(() => proc.kill());
   await proc.waitListening();
-  const c = new SessionClient(proc.address, {
-    caPem: agent.trust.set.ca.certPem,
-    certPem: agent.trust.set.controlPlaneClient.certPem,
-    keyPem: agent.trust.set.controlPlaneClient.keyPem,
-  });
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => c.close());
   assert.deepEqual(await c.hello(), {
     initialized: false,

@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import { CLAWKERD_NODE_FLAGS } from "@clawker/proto";
 import { makeTestAgent } from "./fixtures/bootstrap.js";
 import { repoRoot, spawnClawkerd } from "./fixtures/clawkerd-process.js";
-import { SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
+import { controlPlaneIdentity, SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
 
 const execFileP = promisify(execFile);
 
@@ -74,11 +74,7 @@ test("with its settings clawkerd streams 64 MiB of output with at most two full 
   const block = randomBytes(1 << 20);
   for (let i = 0; i < mib; i++) await fh.write(block);
   await fh.close();
-  const identity = {
-    caPem: agent.trust.set.ca.certPem,
-    certPem: agent.trust.set.controlPlaneClient.certPem,
-    keyPem: agent.trust.set.controlPlaneClient.keyPem,
-  };
+  const identity = controlPlaneIdentity(agent.trust);
   const fullCollections = async (id: string): Promise<number> => {
     const client = new SessionClient(proc.address, identity, {
       keepOutput: false,

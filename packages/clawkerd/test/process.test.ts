@@ -12,7 +12,7 @@ import { waitFor } from "../../../test/harness/wait-for.js";
 import { makeTestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd } from "./fixtures/clawkerd-process.js";
 import { STDIN_WINDOW_BYTES } from "../src/session.js";
-import { SessionClient, shell, stage } from "./fixtures/session-client.js";
+import { controlPlaneIdentity, SessionClient, shell, stage } from "./fixtures/session-client.js";
 
 test("missing or malformed bootstrap material: a clear message on stderr and exit 2, nothing bound", async (t) => {
   const agent = await makeTestAgent();
@@ -46,14 +46,6 @@ test("missing or malformed bootstrap material: a clear message on stderr and exi
   assert.match(mismatch.stderr, /agent\.key: not the private key of the agent certificate/);
 });
 
-function cpIdentity(agent: Awaited<ReturnType<typeof makeTestAgent>>) {
-  return {
-    caPem: agent.trust.set.ca.certPem,
-    certPem: agent.trust.set.controlPlaneClient.certPem,
-    keyPem: agent.trust.set.controlPlaneClient.keyPem,
-  };
-}
-
 test("AgentReady runs default_cmd with privileges dropped; clawkerd exits with its code", async (t) => {
   const agent = await makeTestAgent();
   t.after(() => agent.close());
@@ -64,7 +56,7 @@ test("AgentReady runs default_cmd with privileges dropped; clawkerd exits with i
   t.after(() => proc.kill());
   await proc.waitListening();
 
-  const c = new SessionClient(proc.address, cpIdentity(agent));
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => c.close());
   assert.deepEqual(await c.hello(), {
     initialized: false,
@@ -75,7 +67,7 @@ test("AgentReady runs default_cmd with privileges dropped; clawkerd exits with i
   c.send("ready", { $case: "agentReady", value: { defaultCmd: script } });
   await waitFor(() => proc.lines.some((l) => l["event"] === "main_started"), { what: "main_started" });
 
-  const second = new SessionClient(proc.address, cpIdentity(agent));
+  const second = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => second.close());
   assert.equal((await second.hello()).cmdRunning, true);
   second.send("ready-again", { $case: "agentReady", value: { defaultCmd: "exit 99" } });
@@ -107,7 +99,7 @@ test("argv after `--` is the main command; SIGTERM is forwarded to it and its co
   });
   t.after(() => proc.kill());
   await proc.waitListening();
-  const c = new SessionClient(proc.address, cpIdentity(agent));
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => c.close());
   await c.hello();
   c.send("ready", { $case: "agentReady", value: { defaultCmd: "exit 9" } });
@@ -130,7 +122,7 @@ test("without a main command SIGTERM stops clawkerd with 0; exit_on_non_zero end
   const proc = spawnClawkerd(agent);
   t.after(() => proc.kill());
   await proc.waitListening();
-  const c = new SessionClient(proc.address, cpIdentity(agent));
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => c.close());
   await c.hello();
   const ok = await c.run("fine", shell([stage(["true"])], { exitOnNonZero: true }));
@@ -146,7 +138,7 @@ test("AgentReady with nothing to run answers an Error; a spawn failure too", asy
   const proc = spawnClawkerd(agent, { args: ["/nonexistent/main"] });
   t.after(() => proc.kill());
   await proc.waitListening();
-  const c = new SessionClient(proc.address, cpIdentity(agent));
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
   t.after(() => c.close());
   await c.hello();
   c.send("ready", { $case: "agentReady", value: { defaultCmd: "" } });
@@ -158,7 +150,7 @@ test("AgentReady with nothing to run answers an Error; a spawn failure too", asy
   const bare = spawnClawkerd(agent);
   t.after(() => bare.kill());
   await bare.waitListening();
-  const c2 = new SessionClient(bare.address, cpIdentity(agent));
+  const c2 = new SessionClient(bare.address, controlPlaneIdentity(agent.trust));
   t.after(() => c2.close());
   await c2.hello();
   c2.send("ready", { $case: "agentReady", value: { defaultCmd: "  " } });

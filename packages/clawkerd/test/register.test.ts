@@ -14,7 +14,7 @@ import { agentAssertion, makeTestAgent } from "./fixtures/bootstrap.js";
 import { startAuthServer, type AuthServerProcess } from "./fixtures/authserver.js";
 import { spawnClawkerd } from "./fixtures/clawkerd-process.js";
 import { startControlPlaneDouble, type ControlPlaneDouble } from "./fixtures/control-plane-double.js";
-import { SessionClient } from "./fixtures/session-client.js";
+import { controlPlaneIdentity, SessionClient } from "./fixtures/session-client.js";
 
 let trust: TestTrust;
 let auth: AuthServerProcess;
@@ -32,16 +32,8 @@ after(async () => {
   await trust?.close();
 });
 
-function cpIdentity() {
-  return {
-    caPem: trust.set.ca.certPem,
-    certPem: trust.set.controlPlaneClient.certPem,
-    keyPem: trust.set.controlPlaneClient.keyPem,
-  };
-}
-
 async function registerOnce(address: string, id: string): Promise<{ ok: boolean; error: string }> {
-  const c = new SessionClient(address, cpIdentity());
+  const c = new SessionClient(address, controlPlaneIdentity(trust));
   try {
     await c.hello();
     c.send(id, { $case: "registerRequired", value: {} });

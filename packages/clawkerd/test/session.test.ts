@@ -22,7 +22,14 @@ import {
   waitBlockedOnOutput,
   waitSteady,
 } from "./fixtures/processes.js";
-import { outputOf, SessionClient, shell, stage, terminal } from "./fixtures/session-client.js";
+import {
+  controlPlaneIdentity,
+  outputOf,
+  SessionClient,
+  shell,
+  stage,
+  terminal,
+} from "./fixtures/session-client.js";
 
 const E = clawkerd.ErrorCode;
 let agent: TestAgent;
@@ -44,11 +51,7 @@ after(async () => {
 function open(outputWindow?: { bytes: number; chunks: number }): SessionClient {
   const c = new SessionClient(
     proc.address,
-    {
-      caPem: agent.trust.set.ca.certPem,
-      certPem: agent.trust.set.controlPlaneClient.certPem,
-      keyPem: agent.trust.set.controlPlaneClient.keyPem,
-    },
+    controlPlaneIdentity(agent.trust),
     outputWindow === undefined ? {} : { outputWindow },
   );
   clients.push(c);
