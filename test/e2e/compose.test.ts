@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
+import { DEFAULT_AGENT_ENTRYPOINT } from "@clawker/adminclient";
 import { parse as parseYaml } from "yaml";
 import { clawker, type CliResult } from "../harness/clawker-cli.js";
 import { startPrivateDocker } from "../harness/docker.js";
@@ -202,9 +203,10 @@ describe(
           "tr '\\0' ' ' </proc/1/cmdline",
         ]);
         assert.equal(exec.code, 0, exec.stderr);
-        assert.match(
-          exec.stdout,
-          /^\/sbin\/docker-init -- node \/opt\/clawker\/clawkerd\.mjs sleep infinity/,
+        // docker-init runs `clawker run`'s entrypoint (clawkerd under node with its flags), then the CMD.
+        assert.equal(
+          exec.stdout.trimEnd(),
+          ["/sbin/docker-init", "--", ...DEFAULT_AGENT_ENTRYPOINT, "sleep", "infinity"].join(" "),
         );
         assert.equal((await cli(["rm", "--agent", "dev", "--project", "compose", "--force"])).code, 0);
 
