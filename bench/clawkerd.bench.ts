@@ -7,11 +7,11 @@
 // that runs the same `cat` and sends what it reads from the pipe as 32 KiB OutputChunks with
 // clawkerd's serializer, read by the same client over the same mTLS and window, under clawkerd's
 // heap settings (CLAWKERD_NODE_FLAGS and its heap-tuning.ts; the same server at node's defaults is
-// reported too). Until issue 15's
-// second round the baseline was grpc-js streaming pre-built chunks from memory with server and
-// reader in this one process: it paid neither the child process, nor the pipe reads, nor its own
-// event loop's wake-ups per write, which every server of a command's output pays, so its ratio
-// measured grpc-js against a different job. That figure is still reported, as a reference.
+// reported too). Until issue 15's second round the baseline was grpc-js streaming pre-built
+// chunks from memory with server and reader in this one process: it paid neither the child
+// process, nor the pipe reads, nor its own event loop's wake-ups per write, which every server of
+// a command's output pays, so its ratio measured grpc-js against a different job. That figure is
+// still reported, as a reference.
 import { randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import tls from "node:tls";
