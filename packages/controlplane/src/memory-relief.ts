@@ -4,9 +4,8 @@
 // shrink it (README.md, "Memory"). Sampling is a timer reading event-loop utilisation and RSS,
 // so the request path pays nothing.
 import { performance, type EventLoopUtilization } from "node:perf_hooks";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import type { Logger } from "./logging.js";
+import { acquireGcFunction, type GcFunction } from "./v8-gc.js";
 
 /** Tuning of MemoryRelief (config `memoryRelief`). */
 export interface MemoryReliefOptions {
@@ -107,31 +106,19 @@ type Collect = () => void;
 
 /**
  * V8's "collect all available garbage" (the gc extension's last-resort flavour: full, compacting
- * collections until nothing more is freed, then the freed pages are returned to the system), from
- * a `gc` taken out of a fresh vm context created while --expose-gc is set: the daemon's own global
- * never gets a `gc`, and the flag is off again at once.
+ * collections until nothing more is freed, then the freed pages are returned to the system), with
+ * the gc function of v8-gc.ts.
  */
 export function acquireGc(): Collect {
-  let gc: unknown = (globalThis as { gc?: unknown }).gc;
-  if (!isGc(gc)) {
-    try {
-      setFlagsFromString("--expose-gc");
-      gc = runInNewContext("gc");
-    } catch (cause) {
-      throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function", { cause });
-    } finally {
-      setFlagsFromString("--no-expose-gc");
-    }
+  let collect: GcFunction;
+  try {
+    collect = acquireGcFunction();
+  } catch (cause) {
+    throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function", { cause });
   }
-  if (!isGc(gc)) throw new MemoryReliefError("gc_unavailable", "V8 gave no gc function");
-  const collect = gc;
   // A regular major GC alone shrinks the heap but leaves the pages mapped until V8's memory
   // reducer decides the allocation rate is low, which after a short quiet spell it often does not.
   return () => collect({ type: "major", flavor: "last-resort" });
-}
-
-function isGc(value: unknown): value is (options?: Record<string, string>) => void {
-  return typeof value === "function";
 }
 
 /**
