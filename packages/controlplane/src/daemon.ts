@@ -42,6 +42,7 @@ import { runDrain, type DrainStep } from "./drain.js";
 import type { Logger } from "./logging.js";
 import { tuneHeap } from "./heap-tuning.js";
 import { MemoryRelief } from "./memory-relief.js";
+import { ScavengePacer } from "./scavenge-pacer.js";
 import { holdTickShape } from "./tick-shape.js";
 import { Metrics, type FirewallLayer, type FirewallVerdict } from "./metrics/metrics.js";
 import { METRICS_TOKEN_FILE, MetricsToken } from "./metrics/metrics-token.js";
@@ -597,6 +598,8 @@ export class Daemon {
       log: this.#log.child({ component: "dialer" }),
       // Issue 16 (wip/fwrest): each ready link gets the current interception CA bundle.
       onLinkReady: (id) => this.#caPush.onLinkReady(id),
+      // Issue 15: a scavenge per 8 MiB of agent output frees its Buffers young (scavenge-pacer.ts).
+      onOutput: new ScavengePacer({ log: this.#log.child({ component: "scavenge-pacer" }) }).account,
     });
     const admin = adminService({
       agents: registry,

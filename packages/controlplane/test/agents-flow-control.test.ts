@@ -2,12 +2,15 @@
 // and the real Dialer holding its Session over mTLS on loopback. One command whose reader stops is
 // held at its own window (its process blocked writing) while another command on the same Session
 // streams to its end, and nothing of the held one is lost or reordered; a stdin writer faster
-// than its command is held at clawkerd's stdin window, with bounded memory on both sides.
+// than its command is held at clawkerd's stdin window, with bounded memory on both sides. Output
+// taken in is paced by the daemon's ScavengePacer, as the daemon's Dialer wires it.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PerformanceObserver, constants as perfConstants, type PerformanceEntry } from "node:perf_hooks";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import tls from "node:tls";
 import { after, before, test } from "node:test";
 import { Overseer } from "@clawker/overseer";
@@ -20,6 +23,7 @@ import { localDialer } from "./fixtures/local-dialer.js";
 import { thumbprintOf } from "../src/agents/identity-gate.js";
 import { Registry } from "../src/agents/registry.js";
 import type { AgentSession } from "../src/agents/session.js";
+import { SCAVENGE_EVERY_BYTES, ScavengePacer } from "../src/scavenge-pacer.js";
 import { mintTestTrust, type TestTrust } from "../../../test/harness/trust.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { STDIN_WINDOW_BYTES } from "../../clawkerd/src/session.js";
@@ -43,6 +47,9 @@ let proc: ClawkerdProcess;
 let dialer: Dialer;
 const overseer = new Overseer();
 const index = new ContainerAddressIndex({ inspect: () => Promise.resolve(undefined), log });
+const pacer = new ScavengePacer({ log });
+/** Off only for the pacer's own test, to stream once as V8 would alone. */
+let isPacing = true;
 
 before(async () => {
   trust = await mintTestTrust();
@@ -61,6 +68,9 @@ before(async () => {
     trust,
     log,
     address: () => proc.address,
+    onOutput: (bytes) => {
+      if (isPacing) pacer.account(bytes);
+    },
   });
   dialer.start();
   index.put({
@@ -116,6 +126,10 @@ async function drain(
   }
   return { output: Buffer.concat(parts), bytes, exitCode };
 }
+
+/** The kind of a "gc" performance entry (perf_hooks constants NODE_PERFORMANCE_GC_*). */
+const gcKind = (e: PerformanceEntry): number =>
+  (e as PerformanceEntry & { detail: { kind: number } }).detail.kind;
 
 test("the Dialer's Session runs with per-command flow control (clawkerd offered it)", () => {
   assert.equal(session().hasCommandFlowControl, true);
@@ -185,5 +199,43 @@ test("a stdin writer faster than its command is held at clawkerd's window; every
   assert.ok(
     Number(finished["stdinPeak"]) <= STDIN_WINDOW_BYTES,
     `clawkerd held ${String(finished["stdinPeak"])}`,
+  );
+});
+
+test("output taken in runs a scavenge per 8 MiB, and its Buffers then force no full collection", async (t) => {
+  const size = 64 << 20;
+  /** Streams `size` bytes of output through the Session; the full and young collections meanwhile. */
+  const stream = async (): Promise<{ majors: number; minors: number }> => {
+    const kinds: number[] = [];
+    const observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) kinds.push(gcKind(e));
+    });
+    observer.observe({ entryTypes: ["gc"] });
+    const out = await drain(dialer.exec(agent.containerId, shell(["head", "-c", String(size), "/dev/zero"])));
+    assert.equal(out.bytes, size);
+    await nextTurn();
+    for (const e of observer.takeRecords()) kinds.push(gcKind(e));
+    observer.disconnect();
+    const count = (kind: number): number => kinds.filter((k) => k === kind).length;
+    return {
+      majors: count(perfConstants.NODE_PERFORMANCE_GC_MAJOR),
+      minors: count(perfConstants.NODE_PERFORMANCE_GC_MINOR),
+    };
+  };
+  isPacing = false;
+  const alone = await stream();
+  isPacing = true;
+  const scavengesBefore = pacer.scavenges;
+  const paced = await stream();
+  const scavenges = pacer.scavenges - scavengesBefore;
+  t.diagnostic(
+    `64 MiB: V8 alone ${alone.majors} full / ${alone.minors} young; paced ${paced.majors} full / ${paced.minors} young (${scavenges} by the pacer)`,
+  );
+  assert.ok(scavenges >= size / SCAVENGE_EVERY_BYTES - 1, `${scavenges} scavenges for ${size >> 20} MiB`);
+  assert.ok(paced.minors >= scavenges, "each was a young-generation collection");
+  assert.ok(paced.majors <= 1, `${paced.majors} full collections while paced`);
+  assert.ok(
+    alone.majors > paced.majors,
+    `V8 alone ran ${alone.majors} full collections, paced ${paced.majors}`,
   );
 });

@@ -122,6 +122,8 @@ export interface DialerOptions {
    * agent included (which publishes no `agent.ready`): the firewall CA push (firewall/ca-push.ts).
    */
   readonly onLinkReady?: (containerId: string) => void;
+  /** Every Session's `onOutput` (AgentSessionOptions): the daemon's ScavengePacer. */
+  readonly onOutput?: (bytes: number) => void;
 }
 
 /** How a link's last session went, for callers and tests. */
@@ -408,6 +410,7 @@ export class Dialer {
         containerId: record.id,
         stream,
         ...(this.#o.commands === undefined ? {} : { commands: this.#o.commands }),
+        ...(this.#o.onOutput === undefined ? {} : { onOutput: this.#o.onOutput }),
         log,
         now: this.#now,
       });

@@ -59,6 +59,8 @@ export interface AgentSessionOptions {
   readonly highWaterMark?: number;
   /** With per-command flow control: each command's output window. Default DEFAULT_OUTPUT_WINDOW. */
   readonly outputWindow?: OutputWindow;
+  /** Told the size of each OutputChunk as it arrives, any command's (the daemon's ScavengePacer). */
+  readonly onOutput?: (bytes: number) => void;
 }
 
 /** Largest Stdin message sent (a write is split into pieces of at most this). */
@@ -188,6 +190,7 @@ export class AgentSession {
   readonly #now: () => number;
   readonly #highWater: number;
   readonly #outputWindow: OutputWindow;
+  readonly #onOutput: ((bytes: number) => void) | undefined;
   /** The peer's flow-control offer (HelloAck.flow_control); undefined: session-wide only. */
   #offer: clawkerd.FlowControlOffer | undefined;
   /** One-shot answers (hello, register) by command id. */
@@ -216,6 +219,7 @@ export class AgentSession {
     this.#now = options.now ?? Date.now;
     this.#highWater = options.highWaterMark ?? 64;
     this.#outputWindow = options.outputWindow ?? DEFAULT_OUTPUT_WINDOW;
+    this.#onOutput = options.onOutput;
     // Checked now, so a bad window fails the construction rather than the first command.
     new OutputFlow(this.#outputWindow);
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
@@ -492,6 +496,7 @@ export class AgentSession {
     }
     const cmd = this.#running.get(id);
     const p = r.payload;
+    if (p?.$case === "output") this.#onOutput?.(p.value.data.length);
     if (p?.$case === "stdinCredit") {
       // For the writer only: never a reader's Response, never published. Late ones are ignored.
       (cmd?.flow ?? this.#abandoned.get(id))?.stdin.credited(p.value.bytes);
