@@ -5,10 +5,13 @@
 // throughput of `head -c 100M /dev/zero` read by the client, and read from the Dialer alone and
 // beside a command whose reader stopped.
 //
-// The ExecAgent figure held to the 80% target is read by an admin client in its own process
-// (exec-agent-reader.ts), as `clawker exec` reads it. Until issue 15's second round the client ran
-// in this process, so one thread paid the control plane's relay and the CLI's TLS and decoding,
-// against a reference (Dialer.exec) that pays only the first; those figures stay as references.
+// The ExecAgent figures held to the 80% target are read by an admin client in its own process
+// (exec-agent-reader.ts), as `clawker exec` reads it: on the admin Unix socket, the CLI's default
+// when the control plane runs on the same host, and on the TCP listener over mTLS (`--admin`).
+// Until issue 15's second round the client ran in this process, so one thread paid the control
+// plane's relay and the CLI's TLS and decoding, against a reference (Dialer.exec) that pays only
+// the first; those figures stay as references. This process stands for the daemon: its Dialer
+// paces scavenges as the daemon's does (scavenge-pacer.ts), which speeds the reference too.
 import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
@@ -33,8 +36,10 @@ import {
 } from "../packages/controlplane/src/auth/index.js";
 import { adminService } from "../packages/controlplane/src/server/admin-service.js";
 import { execAgentHandler } from "../packages/controlplane/src/server/exec-agent.js";
+import { GroupSocket } from "../packages/controlplane/src/server/group-socket.js";
 import { GrpcListener } from "../packages/controlplane/src/server/grpc-listener.js";
 import { SosBoard } from "../packages/controlplane/src/server/sos-board.js";
+import { ScavengePacer } from "../packages/controlplane/src/scavenge-pacer.js";
 import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
 import { spawnClawkerd } from "../packages/clawkerd/test/fixtures/clawkerd-process.js";
 import { waitBlockedOnOutput } from "../packages/clawkerd/test/fixtures/processes.js";
@@ -73,9 +78,17 @@ async function run(client: AdminClient, argv: string[]): Promise<number> {
   return bytes;
 }
 
+/** How the reader dials: the admin socket, TCP mTLS, or TCP mTLS with a 64 KiB receive window. */
+type ReaderVia = "socket" | "tcp" | "tcp-narrow";
+
 /** exec-agent-reader.ts as a child process: `run` sends one request and waits for its answer. */
-function startReader(options: { trust: TrustSet; target: string; tokenEndpoint: string }): {
-  run(argv: string[], narrow: boolean): Promise<{ bytes: number; cpuMs: number }>;
+function startReader(options: {
+  trust: TrustSet;
+  target: string;
+  socketPath: string;
+  tokenEndpoint: string;
+}): {
+  run(argv: string[], via: ReaderVia): Promise<{ bytes: number; cpuMs: number }>;
   close(): Promise<void>;
 } {
   const child = spawn(
@@ -91,6 +104,7 @@ function startReader(options: { trust: TrustSet; target: string; tokenEndpoint: 
         ...process.env,
         EXEC_READER_TRUST: JSON.stringify(options.trust),
         EXEC_READER_TARGET: options.target,
+        EXEC_READER_SOCKET: options.socketPath,
         EXEC_READER_TOKEN_ENDPOINT: options.tokenEndpoint,
       },
       stdio: ["pipe", "pipe", "inherit"],
@@ -98,8 +112,8 @@ function startReader(options: { trust: TrustSet; target: string; tokenEndpoint: 
   );
   const answers = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   return {
-    async run(argv, narrow) {
-      child.stdin.write(JSON.stringify({ argv, narrow }) + "\n");
+    async run(argv, via) {
+      child.stdin.write(JSON.stringify({ argv, via }) + "\n");
       const next = await answers.next();
       if (next.done === true) throw new Error(`the reader exited (${child.exitCode})`);
       const answer = JSON.parse(next.value) as { bytes: number; cpuMs: number; last?: string };
@@ -151,6 +165,8 @@ const bench: Benchmark = {
         trust,
         log,
         address: () => proc.address,
+        // As the daemon's Dialer: a scavenge per 8 MiB of output taken in (scavenge-pacer.ts).
+        onOutput: new ScavengePacer({ log }).account,
       });
       undo.push(() => dialer.close());
       dialer.start();
@@ -193,6 +209,18 @@ const bench: Benchmark = {
       });
       undo.push(() => listener.close(0));
       await listener.start();
+      // The same listener on an admin Unix socket, as the daemon serves it (GroupSocket ->
+      // serveLocal): the CLI's default path when the control plane runs on the same host.
+      const socketPath = join(tmp, "run", "admin.sock");
+      let locals = 0;
+      const adminSocket = new GroupSocket({
+        path: socketPath,
+        group: process.getgid?.() ?? 0,
+        log,
+        onConnection: (socket) => listener.serveLocal(socket, `unix:${socketPath}#${++locals}`),
+      });
+      undo.push(() => adminSocket.close());
+      await adminSocket.start();
       const client = openAdminClient({
         trust: trust.set,
         target: `127.0.0.1:${listener.port}`,
@@ -233,6 +261,7 @@ const bench: Benchmark = {
       const reader = startReader({
         trust: trust.set,
         target: `127.0.0.1:${listener.port}`,
+        socketPath,
         tokenEndpoint: cp.tokenEndpoint,
       });
       undo.push(() => reader.close());
@@ -248,12 +277,10 @@ const bench: Benchmark = {
           if (bytes !== size) throw new Error(`got ${bytes} of ${size} bytes`);
           return { rate: OUTPUT_MIB / seconds, cpu: (ownCpuMs() - cpu0) / OUTPUT_MIB };
         };
-        const own = async (
-          narrowWindow: boolean,
-        ): Promise<{ rate: number; cpu: number; readerCpu: number }> => {
+        const own = async (via: ReaderVia): Promise<{ rate: number; cpu: number; readerCpu: number }> => {
           let readerCpu = 0;
           const m = await measure(async () => {
-            const r = await reader.run(headArgv, narrowWindow);
+            const r = await reader.run(headArgv, via);
             readerCpu = r.cpuMs / OUTPUT_MIB;
             return r.bytes;
           });
@@ -262,8 +289,9 @@ const bench: Benchmark = {
         return {
           inProcess: await measure(() => run(client, headArgv)),
           inProcessNarrow: await measure(() => run(narrow, headArgv)),
-          ownProcess: await own(false),
-          ownProcessNarrow: await own(true),
+          socket: await own("socket"),
+          ownProcess: await own("tcp"),
+          ownProcessNarrow: await own("tcp-narrow"),
           // Reference: the same command read straight from the Dialer's Session (no admin hop).
           direct: await measure(async () => {
             let bytes = 0;
@@ -322,13 +350,19 @@ const bench: Benchmark = {
           "lower",
         ),
         summarise(
-          "ExecAgent output throughput, 100 MiB read by the admin client in its own process (as the CLI)",
+          "ExecAgent output throughput, 100 MiB read over the admin socket by the admin client in its own process (the CLI's default path)",
+          "MiB/s",
+          of((r) => r.socket.rate),
+          "higher",
+        ),
+        summarise(
+          "the same over TCP mTLS (the CLI with --admin HOST:PORT)",
           "MiB/s",
           of((r) => r.ownProcess.rate),
           "higher",
         ),
         summarise(
-          "the same, client window 64 KiB (grpc-js's default)",
+          "the same over TCP mTLS, client window 64 KiB (grpc-js's default)",
           "MiB/s",
           of((r) => r.ownProcessNarrow.rate),
           "higher",
@@ -340,20 +374,33 @@ const bench: Benchmark = {
           "higher",
         ),
         summarise(
-          "ExecAgent (own-process reader) / Dialer.exec (same round)",
+          "ExecAgent (admin socket, own-process reader) / Dialer.exec (same round)",
+          "%",
+          of((r) => (100 * r.socket.rate) / r.direct.rate),
+          "higher",
+          ">= 80%",
+        ),
+        summarise(
+          "ExecAgent (TCP mTLS, own-process reader) / Dialer.exec (same round)",
           "%",
           of((r) => (100 * r.ownProcess.rate) / r.direct.rate),
           "higher",
           ">= 80%",
         ),
         summarise(
-          "ExecAgent (own-process reader, 64 KiB client window) / Dialer.exec (same round)",
+          "ExecAgent (TCP mTLS, own-process reader, 64 KiB client window) / Dialer.exec (same round)",
           "%",
           of((r) => (100 * r.ownProcessNarrow.rate) / r.direct.rate),
           "higher",
         ),
         summarise(
-          "control plane CPU per MiB relayed to an own-process reader",
+          "control plane CPU per MiB relayed to an own-process reader over the admin socket",
+          "ms/MiB",
+          of((r) => r.socket.cpu),
+          "lower",
+        ),
+        summarise(
+          "control plane CPU per MiB relayed to an own-process reader over TCP mTLS",
           "ms/MiB",
           of((r) => r.ownProcess.cpu),
           "lower",
@@ -365,19 +412,25 @@ const bench: Benchmark = {
           "lower",
         ),
         summarise(
-          "control plane CPU per MiB relayed / read from Dialer.exec (same round)",
+          "control plane CPU per MiB relayed over TCP mTLS / read from Dialer.exec (same round)",
           "ratio",
           of((r) => r.ownProcess.cpu / r.direct.cpu),
           "lower",
         ),
         summarise(
-          "control plane CPU per MiB relayed, 64 KiB client window",
+          "control plane CPU per MiB relayed over TCP mTLS, 64 KiB client window",
           "ms/MiB",
           of((r) => r.ownProcessNarrow.cpu),
           "lower",
         ),
         summarise(
-          "reader process CPU per MiB (admin client)",
+          "reader process CPU per MiB (admin client on the admin socket)",
+          "ms/MiB",
+          of((r) => r.socket.readerCpu),
+          "lower",
+        ),
+        summarise(
+          "reader process CPU per MiB (admin client over TCP mTLS)",
           "ms/MiB",
           of((r) => r.ownProcess.readerCpu),
           "lower",
