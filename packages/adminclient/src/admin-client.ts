@@ -11,6 +11,7 @@ import {
 } from "@clawker/proto";
 import { dial, dialSocket, type ClientTls } from "./dial.js";
 import { AdminError, isTokenRefusal, toAdminError } from "./errors.js";
+import { scavengePacer } from "./scavenge-pacer.js";
 import { TokenSource } from "./token-source.js";
 import type { TrustSet } from "./trust/bootstrap.js";
 import type { TokenCredentials } from "./trust/token-credentials.js";
@@ -19,6 +20,9 @@ import type { TokenCredentials } from "./trust/token-credentials.js";
 export const DEFAULT_DEADLINE_MS = 10_000;
 
 type Service = typeof admin.AdminServiceService;
+
+/** The scavenge pacer of this process's ExecAgent reads (scavenge-pacer.ts), shared by its clients. */
+const processPacer = scavengePacer();
 
 /**
  * AdminService's method table with ExecAgent's output read without a copy: an OutputChunk's data
@@ -61,6 +65,8 @@ export interface AdminClientOptions {
    */
   readonly tokens?: TokenSource;
   readonly deadlineMs?: number;
+  /** Told the size of each ExecAgent OutputChunk read; default this process's scavenge pacer. */
+  readonly paceOutput?: (bytes: number) => void;
 }
 
 /** The result of a clock comparison through GetSystemTime. */
@@ -81,12 +87,14 @@ export class AdminClient {
   readonly #client: admin.AdminServiceClient;
   readonly #tokens: TokenSource | undefined;
   readonly #deadlineMs: number;
+  readonly #paceOutput: (bytes: number) => void;
   #closed = false;
 
   constructor(options: AdminClientOptions) {
     this.#client = options.client;
     this.#tokens = options.tokens;
     this.#deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.#paceOutput = options.paceOutput ?? processPacer;
   }
 
   /** Calls any unary method by name. */
@@ -196,13 +204,18 @@ export class AdminClient {
   /**
    * Runs one command in one agent (ExecAgent, our extension beyond the Go contract) and yields
    * its clawkerd Responses: Started, output chunks, stage exits, then exactly one Done or Error.
-   * Leaving the loop early or aborting `signal` cancels the call, which kills the command.
+   * Leaving the loop early or aborting `signal` cancels the call, which kills the command. Each
+   * output chunk's size goes to the client's `paceOutput` as it is read.
    */
-  execAgent(
+  async *execAgent(
     request: admin.ExecAgentRequest,
     options: AdminCallOptions = {},
   ): AsyncGenerator<clawkerd.Response, void, undefined> {
-    return this.stream("execAgent", request, options);
+    const pace = this.#paceOutput;
+    for await (const r of this.stream("execAgent", request, options)) {
+      if (r.payload?.$case === "output") pace(r.payload.value.data.length);
+      yield r;
+    }
   }
 
   /** The control plane's clock (public: no token is fetched). */

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test, type TestContext } from "node:test";
 import { status, type ServerUnaryCall, type sendUnaryData, type ServerWritableStream } from "@grpc/grpc-js";
-import { ADMIN_ERRORS, admin } from "@clawker/proto";
+import { ADMIN_ERRORS, admin, type clawkerd } from "@clawker/proto";
 import {
   ADMIN_CHANNEL_WINDOW_BYTES,
   AdminClient,
@@ -76,6 +76,7 @@ async function rig(
     clientLeaf?: CertifiedKey;
     serverName?: string;
     h?: Partial<admin.AdminServiceServer>;
+    paceOutput?: (bytes: number) => void;
   } = {},
 ): Promise<Rig> {
   const leaf = o.serverLeaf ?? trust.controlPlaneServer;
@@ -100,7 +101,11 @@ async function rig(
     tls: { ca: trust.ca.certPem, cert: cli.certPem, key: cli.keyPem },
     ...(o.serverName === undefined ? {} : { serverName: o.serverName }),
   });
-  const client = new AdminClient({ client: raw, tokens });
+  const client = new AdminClient({
+    client: raw,
+    tokens,
+    ...(o.paceOutput === undefined ? {} : { paceOutput: o.paceOutput }),
+  });
   t.after(async () => {
     await client.close();
     await endpoint.close();
@@ -306,6 +311,41 @@ describe("AdminClient", () => {
     await client.close();
     await client.close();
     await assert.rejects(client.getSystemTime(), { reason: "cancelled" });
+  });
+
+  test("ExecAgent yields every Response in order and tells paceOutput each output chunk's size", async (t) => {
+    const chunks = [Buffer.alloc(32 << 10, 0x61), Buffer.from("tail\n")];
+    const paced: number[] = [];
+    const { server, endpoint, client } = await rig(t, {
+      h: {
+        ...handlers,
+        execAgent: (call: ServerWritableStream<admin.ExecAgentRequest, clawkerd.Response>) => {
+          const id = `exec-${call.request.agentName}`;
+          call.write({ commandId: id, payload: { $case: "started", value: {} } });
+          for (const data of chunks)
+            call.write({ commandId: id, payload: { $case: "output", value: { data } } });
+          call.write({ commandId: id, payload: { $case: "done", value: { finalExitCode: 0 } } });
+          call.end();
+        },
+      },
+      paceOutput: (bytes) => paced.push(bytes),
+    });
+    const seen: string[] = [];
+    const data: Buffer[] = [];
+    for await (const r of client.execAgent({
+      containerId: "",
+      agentName: "dev",
+      project: "",
+      command: undefined,
+    })) {
+      seen.push(`${r.commandId}:${r.payload?.$case}`);
+      if (r.payload?.$case === "output") data.push(r.payload.value.data);
+    }
+    assert.deepEqual(seen, ["exec-dev:started", "exec-dev:output", "exec-dev:output", "exec-dev:done"]);
+    assert.deepEqual(Buffer.concat(data), Buffer.concat(chunks));
+    assert.deepEqual(paced, [32 << 10, 5]);
+    assert.equal(endpoint.requests.length, 1);
+    assert.equal(server.calls.at(-1)?.authorization, "Bearer token-1");
   });
 
   test("dial and dialSocket offer the control plane an ADMIN_CHANNEL_WINDOW_BYTES HTTP/2 window", async (t) => {
