@@ -202,7 +202,7 @@ test("a stdin writer faster than its command is held at clawkerd's window; every
   );
 });
 
-test("output taken in runs a scavenge per 8 MiB, and its Buffers then force no full collection", async (t) => {
+test("output taken in runs a scavenge per 8 MiB of it, each a collection", async (t) => {
   const size = 64 << 20;
   /** Streams `size` bytes of output through the Session; the full and young collections meanwhile. */
   const stream = async (): Promise<{ majors: number; minors: number }> => {
@@ -231,11 +231,12 @@ test("output taken in runs a scavenge per 8 MiB, and its Buffers then force no f
   t.diagnostic(
     `64 MiB: V8 alone ${alone.majors} full / ${alone.minors} young; paced ${paced.majors} full / ${paced.minors} young (${scavenges} by the pacer)`,
   );
+  // How many full collections either run sees depends on V8's state (how far this process's young
+  // generation has grown, whether a marking is under way): unpaced 3-5 full and no young one in
+  // local runs, 1 full and 11 young in a CI run; paced 0-3 full. So they are reported, and what is
+  // asserted is the pacer's own work: a scavenge per 8 MiB, each running a collection (one asked
+  // for while a marking is under way may go into that marking's finish instead). The effect on
+  // full collections is measured by `npm run bench -- exec-agent` (README.md, "Memory").
   assert.ok(scavenges >= size / SCAVENGE_EVERY_BYTES - 1, `${scavenges} scavenges for ${size >> 20} MiB`);
-  assert.ok(paced.minors >= scavenges, "each was a young-generation collection");
-  assert.ok(paced.majors <= 1, `${paced.majors} full collections while paced`);
-  assert.ok(
-    alone.majors > paced.majors,
-    `V8 alone ran ${alone.majors} full collections, paced ${paced.majors}`,
-  );
+  assert.ok(paced.minors + paced.majors >= scavenges, "each ran a collection");
 });
