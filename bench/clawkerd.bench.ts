@@ -4,7 +4,7 @@
 // without and with per-command flow control (the control plane's window and credit batching).
 //
 // The baseline ("grpc-js alone") is output-server.ts: a bare grpc-js server in its own process
-// that runs the same `cat` and sends what it reads from the pipe as 32 KiB OutputChunks with
+// that runs the same `cat` and sends what it reads from the pipe as OutputChunks of clawkerd's size (64 KiB) with
 // clawkerd's serializer, read by the same client over the same mTLS and window, under clawkerd's
 // heap settings (CLAWKERD_NODE_FLAGS and its heap-tuning.ts; the same server at node's defaults is
 // reported too). Until issue 15's second round the baseline was grpc-js streaming pre-built
@@ -19,6 +19,7 @@ import { credentials, Server, ServerCredentials, type ServerDuplexStream } from 
 import { clawkerd } from "@clawker/proto";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { DEFAULT_MAX_CHUNK_BYTES } from "../packages/clawkerd/src/output-buffer.js";
 import { makeTestAgent } from "../packages/clawkerd/test/fixtures/bootstrap.js";
 import { spawnClawkerd } from "../packages/clawkerd/test/fixtures/clawkerd-process.js";
 import {
@@ -154,7 +155,7 @@ const bench: Benchmark = {
           ">= 100 MiB/s",
         ),
         summarise(
-          "reference: grpc-js alone, the same cat read from its pipe, 32 KiB OutputChunks, own process",
+          "reference: grpc-js alone, the same cat read from its pipe, 64 KiB OutputChunks, own process",
           "MiB/s",
           of((r) => r.alone.rate),
           "higher",
@@ -222,7 +223,7 @@ const bench: Benchmark = {
           "lower",
         ),
         summarise(
-          "reference: grpc-js alone, 100 MiB of pre-built 32 KiB OutputChunks, server and reader in this process",
+          "reference: grpc-js alone, 100 MiB of pre-built 64 KiB OutputChunks, server and reader in this process",
           "MiB/s",
           of((r) => r.inProcess.rate),
           "higher",
@@ -244,7 +245,7 @@ const bench: Benchmark = {
 };
 
 /**
- * The former reference: an in-process ClawkerdService that streams pre-built 32 KiB OutputChunks
+ * The former reference: an in-process ClawkerdService that streams pre-built 64 KiB OutputChunks
  * over the same mTLS and window, with no child process or pipe; throughput and this process's CPU
  * per MiB (server and reader together).
  */
@@ -254,7 +255,7 @@ async function grpcCeiling(
 ): Promise<{ rate: number; cpu: number }> {
   tls.DEFAULT_MIN_VERSION = "TLSv1.3";
   const server = new Server();
-  const chunk = Buffer.alloc(32 << 10, 7);
+  const chunk = Buffer.alloc(DEFAULT_MAX_CHUNK_BYTES, 7);
   server.addService(clawkerd.ClawkerdServiceService, {
     session: (call: ServerDuplexStream<clawkerd.Command, clawkerd.Response>) => {
       call.once("data", () => {

@@ -2,7 +2,7 @@
 // over mutual TLS 1.3 with the agent leaf on 127.0.0.1:0, clawkerd's own one-copy OutputChunk
 // serializer (so the codec is no part of the difference), no interceptor.
 // Hello is answered with an empty HelloAck; a ShellCommand spawns its first stage and sends what
-// is read from its stdout pipe as OutputChunks of at most 32 KiB (clawkerd's size), pausing the
+// is read from its stdout pipe as OutputChunks of at most clawkerd's size (64 KiB), pausing the
 // pipe while write() reports a full stream until 'drain', then Done. Nothing else of clawkerd's
 // Session (no output buffer, watchers, credit, stderr): the floor clawkerd's figure is held to.
 // PEM material from env; OUTPUT_HEAP=clawkerd: clawkerd's heap-tuning.ts once serving; prints
@@ -12,9 +12,8 @@ import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { clawkerd } from "@clawker/proto";
 import { tuneHeap } from "../packages/clawkerd/src/heap-tuning.js";
+import { DEFAULT_MAX_CHUNK_BYTES as CHUNK } from "../packages/clawkerd/src/output-buffer.js";
 import { ClawkerdServiceFast } from "../packages/clawkerd/src/response-codec.js";
-
-const CHUNK = 32 << 10;
 
 tls.DEFAULT_MIN_VERSION = "TLSv1.3";
 const pem = (name: string): Buffer => Buffer.from(process.env[name] ?? "", "utf8");

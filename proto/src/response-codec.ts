@@ -1,10 +1,10 @@
 // The codec of clawker.clawkerd.v1.Response, for clawkerd's Session and the control plane's
 // ExecAgent relay (which so re-encodes only the fields it decoded: an agent's unknown fields never
-// reach the CLI). OutputChunk responses are the hot path (100 MiB of `cat` is 3,200 of them): the
+// reach the CLI). OutputChunk responses are the hot path (100 MiB of `cat` is 1,600 of them): the
 // generated codec copies the payload three times (writer chunks, finish, Buffer.from) and its
 // garbage dominated a CPU profile, so they are encoded here with one copy. The grpc-js serializer
 // encodes them into one reused buffer, not a new one: grpc-js copies what a serializer returns into
-// its own length-prefixed frame before write() returns, and a 32 KiB buffer allocated per message
+// its own length-prefixed frame before write() returns, and a buffer allocated per message
 // was external memory that made V8 run a full GC every few MiB of output. Every other response
 // goes through the generated codec. The control plane decodes OutputChunks without a copy (their
 // data a view of the message buffer grpc-js allocated), anything else with the generated decoder.
@@ -40,12 +40,12 @@ export function encodeClawkerdResponse(r: clawkerd.Response): Buffer {
   return encode(r, (size) => Buffer.allocUnsafe(size));
 }
 
-/** The reused buffer of serializeResponse: room for a Session chunk (32 KiB) and its id. */
-const SCRATCH_BYTES = 64 << 10;
+/** The reused buffer of serializeResponse: room for a Session chunk (64 KiB) and its id. */
+const SCRATCH_BYTES = (64 << 10) + 1024;
 const scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
 
 /**
- * Encodes one Response for grpc-js: an OutputChunk up to 64 KiB into a buffer that the next call
+ * Encodes one Response for grpc-js: an OutputChunk up to 64 KiB (and its id) into a buffer that the next call
  * reuses, so the result is valid only until then (grpc-js copies it into its frame at once).
  */
 export function serializeClawkerdResponse(r: clawkerd.Response): Buffer {

@@ -27,7 +27,7 @@ const processPacer = scavengePacer();
 /**
  * AdminService's method table with ExecAgent's output read without a copy: an OutputChunk's data
  * is a view of the message buffer grpc-js allocated (the generated decoder copies every chunk:
- * one more 32 KiB buffer per message to collect, where GC was half the reader's CPU). Unknown
+ * one more buffer per message to collect, where GC was half the reader's CPU). Unknown
  * fields are dropped as before.
  */
 const METHODS: Service = {

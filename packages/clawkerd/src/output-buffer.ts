@@ -16,7 +16,7 @@ export interface OutputBufferOptions {
   readonly capacityBytes?: number;
   /** Unread bytes of a blocking watcher at which the producer is paused; default 256 KiB. */
   readonly highWaterBytes?: number;
-  /** Largest data event handed to a watcher; default 32 KiB (the Session's chunk limit). */
+  /** Largest data event handed to a watcher; default 64 KiB (the Session's chunk limit). */
   readonly maxChunkBytes?: number;
 }
 
@@ -36,8 +36,12 @@ export interface WatchOptions {
 export const DEFAULT_CAPACITY_BYTES = 1 << 20;
 /** Default high-water mark of a blocking watcher. */
 export const DEFAULT_HIGH_WATER_BYTES = 256 << 10;
-/** Default (and the Session's maximum) data event size. */
-export const DEFAULT_MAX_CHUNK_BYTES = 32 << 10;
+/**
+ * Default (and the Session's maximum) data event size: one read of a command's pipe (Node reads
+ * 64 KiB at a time), so a read goes out whole. Half the messages of the former 32 KiB on every hop
+ * to the CLI (issue 15: CPU per MiB down in clawkerd, the control plane and the reader).
+ */
+export const DEFAULT_MAX_CHUNK_BYTES = 64 << 10;
 
 /** A bounded, append-only byte log with many watchers. */
 export class OutputBuffer {

@@ -1,6 +1,6 @@
 // One Session stream (API.md §3). The first command must be Hello. Each ShellCommand runs as a
 // Job in the executor; this Session is the job's blocking watcher, so its output is streamed
-// from the first byte, in chunks <= 32 KiB, and the gRPC stream's write()/'drain' backpressure
+// from the first byte, in chunks <= 64 KiB, and the gRPC stream's write()/'drain' backpressure
 // pauses the job's pipes instead of buffering without bound. A shell that carries our
 // flow-control extension (CommandFlowControl) also waits for its own output credit, so a slow
 // reader of one command holds back only that command. Every ShellCommand ends with exactly one

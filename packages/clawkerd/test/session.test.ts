@@ -12,6 +12,7 @@ import { clawkerd } from "@clawker/proto";
 import { requires, root } from "../../../test/harness/preconditions.js";
 import { waitFor } from "../../../test/harness/wait-for.js";
 import { wireError } from "../../../test/harness/wire-error.js";
+import { DEFAULT_MAX_CHUNK_BYTES } from "../src/output-buffer.js";
 import { STDIN_WINDOW_BYTES } from "../src/session.js";
 import { makeTestAgent, type TestAgent } from "./fixtures/bootstrap.js";
 import { spawnClawkerd, type ClawkerdProcess } from "./fixtures/clawkerd-process.js";
@@ -284,7 +285,7 @@ test("cwd and env apply per stage", async () => {
   assert.equal(outputOf(rs).toString(), "/tmp\nbar\nunset\n");
 });
 
-test("large output arrives complete, in chunks of at most 32 KiB", async () => {
+test("large output arrives complete, in chunks of at most 64 KiB", async () => {
   const c = await session();
   const size = 8 * 1024 * 1024;
   const rs = await c.run(
@@ -299,7 +300,13 @@ test("large output arrives complete, in chunks of at most 32 KiB", async () => {
     chunks.reduce((n, d) => n + d.length, 0),
     size,
   );
-  assert.ok(chunks.every((d) => d.length > 0 && d.length <= 32 * 1024));
+  assert.ok(chunks.every((d) => d.length > 0 && d.length <= DEFAULT_MAX_CHUNK_BYTES));
+  assert.equal(DEFAULT_MAX_CHUNK_BYTES, 64 << 10);
+  // A pipe read is up to 64 KiB and goes out whole: 8 MiB of `cat` fills some reads.
+  assert.ok(
+    chunks.some((d) => d.length > 32 << 10),
+    `largest ${Math.max(...chunks.map((d) => d.length))}`,
+  );
   assert.equal(doneOf(rs), 0);
 });
 
