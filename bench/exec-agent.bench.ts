@@ -12,8 +12,8 @@
 // scavenges as the daemon's does (scavenge-pacer.ts), which speeds the reference too, and no
 // admin client reads 100 MiB here. Until issue 15's second round one did, first for the held
 // figure and then as a reference: its garbage kept this process's old generation near V8's
-// marking limit, and 3 of 13 runs relayed at ~8 ms/MiB where the rest took ~5 (a round trip of
-// `true` is all the in-process client does now).
+// marking limit: 3 of 13 runs relayed at ~8 ms/MiB where the rest took ~5, and 2 of 30 since (a
+// round trip of `true` is all the in-process client does now).
 import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
