@@ -45,8 +45,9 @@ const SCRATCH_BYTES = (64 << 10) + 1024;
 const scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
 
 /**
- * Encodes one Response for grpc-js: an OutputChunk up to 64 KiB (and its id) into a buffer that the next call
- * reuses, so the result is valid only until then (grpc-js copies it into its frame at once).
+ * Encodes one Response for grpc-js: an OutputChunk of up to 64 KiB (and its id) into a buffer that
+ * the next call reuses, so the result is valid only until then (grpc-js copies it into its frame
+ * at once). A larger one gets a buffer of its own.
  */
 export function serializeClawkerdResponse(r: clawkerd.Response): Buffer {
   return encode(r, (size) => (size <= SCRATCH_BYTES ? scratch.subarray(0, size) : Buffer.allocUnsafe(size)));

@@ -14,8 +14,9 @@ export const DEFAULT_ADMIN_TARGET = "127.0.0.1:7443";
 /**
  * The HTTP/2 receive window of an admin channel (grpc-js defaults to 64 KiB). ExecAgent streams
  * command output in messages of up to 64 KiB: at a 64 KiB window the control plane waits for a
- * WINDOW_UPDATE every message or two, which doubled its CPU per MiB relayed (measured with 32 KiB). Bounded: a reader that stops holds at most
- * this much in its own process, and the control plane stops sending.
+ * WINDOW_UPDATE every message or two, which doubled its CPU per MiB relayed (measured with 32 KiB).
+ * Bounded: a reader that stops holds at most this much in its own process, and the control plane
+ * stops sending.
  */
 export const ADMIN_CHANNEL_WINDOW_BYTES = 4 << 20;
 

@@ -378,9 +378,10 @@ export class Dialer {
       "grpc.use_local_subchannel_pool": 1,
       "grpc.enable_retries": 0,
       "grpc.max_receive_message_length": 8 * 1024 * 1024,
-      // Output arrives in chunks of up to 64 KiB: with HTTP/2's 64 KiB default window clawkerd stalls
-      // on a WINDOW_UPDATE every chunk or two, which cost twice the CPU per MiB on both sides. Memory stays
-      // bounded: per-command credit (command-flow.ts) caps each command, this window the stream.
+      // Output arrives in chunks of up to 64 KiB: with HTTP/2's 64 KiB default window clawkerd
+      // stalls on a WINDOW_UPDATE every chunk or two, which cost twice the CPU per MiB on both sides.
+      // Memory stays bounded: per-command credit (command-flow.ts) caps each command, this window
+      // the stream.
       "grpc-node.flow_control_window": SESSION_WINDOW_BYTES,
       // We dial as soon as Docker reports the start, usually before clawkerd listens: grpc-js's
       // default first reconnect backoff (1 s) was most of an agent's start-to-registered time.
