@@ -11,6 +11,7 @@
 // The byte layout is proto3's (field 1 command_id, field 4 OutputChunk{1 data});
 // packages/clawkerd/src/response-codec.test.ts and response-codec.test.ts here check it against
 // the generated encoder and decoder.
+import { makeGenericClientConstructor } from "@grpc/grpc-js";
 import * as clawkerd from "./gen/clawker/clawkerd/v1/clawkerd.js";
 
 const TAG_COMMAND_ID = (1 << 3) | 2;
@@ -130,3 +131,15 @@ function decodeOutput(buf: Buffer): clawkerd.Response | undefined {
   if (data === undefined) return undefined;
   return { commandId: commandId ?? "", payload: { $case: "output", value: { data } } };
 }
+
+/**
+ * ClawkerdService's client with deserializeClawkerdResponse: an OutputChunk's data is a view of the
+ * message grpc-js received, not a copy (the generated decoder copies every chunk). The control
+ * plane's Dialer dials clawkerd with it, and so does the tests' Session client.
+ */
+export const ClawkerdClientFast = makeGenericClientConstructor(
+  {
+    session: { ...clawkerd.ClawkerdServiceService.session, responseDeserialize: deserializeClawkerdResponse },
+  },
+  "clawker.clawkerd.v1.ClawkerdService",
+) as unknown as typeof clawkerd.ClawkerdServiceClient;

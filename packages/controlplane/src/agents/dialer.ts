@@ -6,20 +6,9 @@
 import { X509Certificate } from "node:crypto";
 import { connect as tcpConnect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  credentials,
-  makeGenericClientConstructor,
-  type ChannelCredentials,
-  type Client,
-} from "@grpc/grpc-js";
-import {
-  CLAWKERD_CN,
-  CLAWKERD_PORT,
-  LABELS,
-  agentFullName,
-  clawkerd,
-  deserializeClawkerdResponse,
-} from "@clawker/proto";
+import { credentials, type ChannelCredentials, type Client } from "@grpc/grpc-js";
+import type { clawkerd } from "@clawker/proto";
+import { CLAWKERD_CN, CLAWKERD_PORT, ClawkerdClientFast, LABELS, agentFullName } from "@clawker/proto";
 import type { AgentEvent, CommandEvent, Topic } from "@clawker/overseer";
 import type { Logger } from "../logging.js";
 import { enforceTls13 } from "../server/grpc-listener.js";
@@ -28,17 +17,6 @@ import { thumbprintOf } from "./identity-gate.js";
 import { DEFAULT_PLANS, toShellCommand, type AgentPlans, type PlanStep } from "./plans.js";
 import type { Registry } from "./registry.js";
 import { AgentSession, SessionError, type ExecOptions } from "./session.js";
-
-/**
- * ClawkerdService's client with @clawker/proto's Response decoder: an OutputChunk's data is a view
- * of the message buffer grpc-js allocated, not a copy (the generated decoder copies every chunk).
- */
-const ClawkerdClient = makeGenericClientConstructor(
-  {
-    session: { ...clawkerd.ClawkerdServiceService.session, responseDeserialize: deserializeClawkerdResponse },
-  },
-  "clawker.clawkerd.v1.ClawkerdService",
-) as unknown as typeof clawkerd.ClawkerdServiceClient;
 
 /** PEM material the control plane dials clawkerd with (trust dir: ca.crt, controlplane-client.*). */
 export interface DialerTls {
@@ -371,7 +349,7 @@ export class Dialer {
     if (target === undefined) throw new ConnectError("container has no address");
     link.state = "dialing";
     await untilListening(target, Date.now() + this.#timeouts.connectMs, signal);
-    const client = new ClawkerdClient(target, this.#credentials(), {
+    const client = new ClawkerdClientFast(target, this.#credentials(), {
       "grpc.keepalive_time_ms": 20_000,
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
