@@ -38,10 +38,37 @@ export interface Logger {
 /** Where lines go: a function taking one complete line (with its newline). */
 export type LineSink = (line: string) => void;
 
-/** Creates a JSON logger writing to `sink` (stdout by default) at `level` and above. */
+/**
+ * The process's console as a sink: lines to `out` (stdout) until it refuses a write (EPIPE: the
+ * container's log reader is gone), then dropped, with one notice on `err`. A refused write must
+ * not reach the uncaughtException handler: its fatal line would be refused in turn, an endless
+ * nextTick loop that starves the event loop, so clawkerd neither served nor stopped. `err` gets
+ * the same guard, for it also carries commands' printed output (job.ts).
+ */
+export function consoleSink(
+  out: NodeJS.WritableStream = process.stdout,
+  err: NodeJS.WritableStream = process.stderr,
+): LineSink {
+  let open = true;
+  let errOpen = true;
+  err.on("error", () => (errOpen = false));
+  out.on("error", (e: NodeJS.ErrnoException) => {
+    if (!open) return;
+    open = false;
+    if (errOpen)
+      err.write(`clawkerd: stdout refused a log line (${e.code ?? e.message}); logs are dropped\n`);
+  });
+  return (line) => {
+    if (open) out.write(line);
+  };
+}
+
+let processConsole: LineSink | undefined;
+
+/** Creates a JSON logger writing to `sink` (the guarded console by default) at `level` and above. */
 export function createLogger(
   level: LogLevel | "silent" = "info",
-  sink: LineSink = (line) => process.stdout.write(line),
+  sink: LineSink = (processConsole ??= consoleSink()),
   bindings: Record<string, unknown> = {},
 ): Logger {
   const min = RANK[level];

@@ -1,6 +1,6 @@
 // clawkerd as a process: bootstrap refusal (exit 2, nothing bound), AgentReady running the main
 // command with privileges dropped and clawkerd exiting with its code, signal forwarding,
-// exit_on_non_zero.
+// exit_on_non_zero, and a console whose reader is gone.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -160,4 +160,46 @@ test("AgentReady with nothing to run answers an Error; a spawn failure too", asy
     2,
     "ERROR_CODE_INVALID_REQUEST: nothing to run",
   );
+});
+
+/** CPU seconds (user + system) the process has used, from /proc/PID/stat. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of stat(5): 11 and 12 after the command name and state.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+test("with the reader of its stdout gone (EPIPE on every log line) clawkerd serves, idles, and stops on SIGTERM", async (t) => {
+  const agent = await makeTestAgent();
+  t.after(() => agent.close());
+  const proc = spawnClawkerd(agent);
+  t.after(() => proc.kill());
+  await proc.waitListening();
+  // What a container's log reader going away does: every later write to fd 1 and 2 fails EPIPE.
+  proc.child.stdout!.destroy();
+  proc.child.stderr!.destroy();
+  await waitFor(() => proc.child.stdout!.destroyed && proc.child.stderr!.destroyed, {
+    what: "our ends of its stdout and stderr closed",
+  });
+  // A Session and a command log several lines, each one a failed write; print_output copies the
+  // command's output to the closed stderr as well.
+  const c = new SessionClient(proc.address, controlPlaneIdentity(agent.trust));
+  t.after(() => c.close());
+  await c.hello();
+  const rs = await c.run("after-epipe", shell([stage(["echo", "printed"])], { printOutput: true }));
+  assert.deepEqual(rs.at(-1)?.payload, { $case: "done", value: { finalExitCode: 0 } });
+  // Idle means idle: a log sink that turns each failed write into another logged error spins.
+  const before = await cpuSeconds(proc.child.pid!);
+  await new Promise((r) => setTimeout(r, 1000));
+  const used = (await cpuSeconds(proc.child.pid!)) - before;
+  assert.ok(used < 0.3, `clawkerd used ${used.toFixed(2)} CPU seconds in 1 s of idling`);
+  const began = Date.now();
+  proc.child.kill("SIGTERM");
+  const exit = await Promise.race([
+    proc.exited,
+    new Promise((r) => setTimeout(() => r("hung"), 10_000).unref()),
+  ]);
+  assert.deepEqual(exit, { code: 0, signal: null }, "SIGTERM not honoured within 10 s");
+  assert.ok(Date.now() - began < 4_000, `took ${Date.now() - began} ms`);
 });
