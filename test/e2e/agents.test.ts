@@ -13,7 +13,7 @@ import type Docker from "dockerode";
 import { createAgentContainer, issueAgentLeaf, mintTrustSet, writeTrustSet } from "@clawker/adminclient";
 import { BOOTSTRAP_DIR, BOOTSTRAP_FILES, LABELS } from "@clawker/proto";
 import { agentImage } from "../harness/agent-image.js";
-import { clawker, type CliResult } from "../harness/clawker-cli.js";
+import { clawker, clawkerUntil, type CliResult } from "../harness/clawker-cli.js";
 import { startControlPlane, type ControlPlane } from "../harness/controlplane.js";
 import { startPrivateDocker } from "../harness/docker.js";
 import { command, root, skipReason } from "../harness/preconditions.js";
@@ -23,6 +23,8 @@ const SUBNET = "10.213.0.0/24";
 const GATEWAY = "10.213.0.1";
 const NETWORK = "clawker-agents";
 const PROJECT = "e2e";
+/** The names of the processes running in an agent, one per line (its image has no procps). */
+const PS_COMMS = "cat /proc/[0-9]*/comm 2>/dev/null";
 
 interface RunResult {
   readonly containerId: string;
@@ -151,6 +153,29 @@ describe("agents end to end", { skip: skipReason(root, command("dockerd"), comma
         return r.code === 0 && r.stdout === "1\n2\nX\n4\n5\n" ? r : undefined;
       },
       { timeoutMs: 20_000, intervalMs: 500, what: "a pipeline through the Session" },
+    );
+
+    // A reader that goes away (`clawker exec ... | head`): clawker exits 141 without a stack trace,
+    // and the endless command in the agent ends with the call (the next exec finds no `yes`).
+    const headed = await clawkerUntil(
+      ["exec", ...adminFlags(), "--agent", "alpha", "--project", PROJECT, "--", "yes", "clawker"],
+      64 << 10,
+      inNetns,
+    );
+    assert.equal(headed.code, 141, `exit ${headed.code}; stderr: ${headed.stderr}`);
+    assert.ok(headed.stdout.startsWith("clawker\nclawker\n"));
+    assert.doesNotMatch(headed.stderr, /EPIPE|\n\s+at /);
+    await waitFor(
+      async () => {
+        const ps = await clawker(
+          ["exec", ...adminFlags(), "--agent", "alpha", "--project", PROJECT, "--sh", PS_COMMS],
+          inNetns,
+        );
+        const names = ps.stdout.split("\n");
+        // The listing names itself (cat), so an empty one cannot pass for "no yes".
+        return ps.code === 0 && names.includes("cat") && !names.includes("yes") ? ps : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 250, what: "`yes` gone from the agent after its reader went away" },
     );
 
     // Impostors: labels that do not match the certificate, and a replayed (used) assertion.

@@ -34,6 +34,18 @@ export function assertPrivateAdminSocket(args: readonly string[], env: NodeJS.Pr
 
 /** Runs `clawker <args>` to completion. */
 export function clawker(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
+  return clawkerUntil(args, Infinity, options);
+}
+
+/**
+ * Runs `clawker <args>` and, once `bytes` of its stdout have arrived, closes the pipe's read end
+ * as `| head -c` does (later writes fail EPIPE). Resolves when it has exited.
+ */
+export function clawkerUntil(
+  args: readonly string[],
+  bytes: number,
+  options: CliOptions = {},
+): Promise<CliResult> {
   assertPrivateAdminSocket(args, options.env ?? process.env);
   const argv = [
     process.execPath,
@@ -49,7 +61,10 @@ export function clawker(args: readonly string[], options: CliOptions = {}): Prom
     const child = spawn(file!, rest, { env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+    child.stdout.setEncoding("utf8").on("data", (c: string) => {
+      stdout += c;
+      if (stdout.length >= bytes) child.stdout.destroy();
+    });
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     child.once("error", reject);
     child.once("close", (code) => resolve({ code, stdout, stderr }));

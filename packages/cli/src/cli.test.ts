@@ -139,6 +139,7 @@ describe("help", () => {
         "3  control plane not running",
         "4  auth",
         "5  already exists",
+        "141  the reader of its output went away",
       ]) {
         assert.ok(text.includes(code), `${c.spec.words.join(" ")}: ${code}`);
       }

@@ -106,12 +106,13 @@ export function helpText(spec: CommandSpec): string {
 
 /** The exit-code table, shown in every help text. */
 export const EXIT_CODES_HELP = `exit codes:
-  0  ok
-  1  error
-  2  usage error (unknown command or flag, bad value)
-  3  control plane not running, unreachable or not ready
-  4  authentication or authorization failed
-  5  already exists (trust set without --force, control plane already running)`;
+    0  ok
+    1  error
+    2  usage error (unknown command or flag, bad value)
+    3  control plane not running, unreachable or not ready
+    4  authentication or authorization failed
+    5  already exists (trust set without --force, control plane already running)
+  141  the reader of its output went away (e.g. clawker exec ... | head)`;
 
 /** Parses a duration: `30s`, `500ms`, `2m`, or a bare number of seconds. */
 export function parseDuration(flag: string, text: string): number {

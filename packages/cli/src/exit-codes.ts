@@ -13,6 +13,8 @@ export const ExitCode = {
   auth: 4,
   /** Something already exists: a trust set without --force, a running control plane on `up`. */
   exists: 5,
+  /** The reader of clawker's output went away (`| head`): 128 + SIGPIPE, as for a C program. */
+  brokenPipe: 141,
 } as const;
 
 /** One of the ExitCode values. */

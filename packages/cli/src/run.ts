@@ -1,6 +1,7 @@
 // clawker proper, loaded by main.ts once the Node version is right. All logic is in cli.ts; this
 // only binds it to the process.
 import { run } from "./cli.js";
+import { ExitCode } from "./exit-codes.js";
 import type { Terminal } from "./io.js";
 
 /** The process's own terminal: stdin in raw mode while keys are wanted. */
@@ -24,6 +25,16 @@ function processTerminal(): Terminal {
       };
     },
   };
+}
+
+// A reader that goes away (`clawker exec dev -- cat log | head`) ends clawker as SIGPIPE ends a C
+// program: quietly, with 141, where Node would print the unhandled EPIPE's stack trace. An open
+// call ends with the connection, and the control plane kills the command it was running.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(ExitCode.brokenPipe);
+    throw err;
+  });
 }
 
 const code = await run(process.argv.slice(2), {
