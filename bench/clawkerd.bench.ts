@@ -3,15 +3,15 @@
 // `cat` of a 100 MiB file streamed back as OutputChunks (with the Session's backpressure), both
 // without and with per-command flow control (the control plane's window and credit batching).
 //
-// The baseline ("grpc-js alone") is output-server.ts: a bare grpc-js server in its own process
-// that runs the same `cat` and sends what it reads from the pipe as OutputChunks of clawkerd's size (64 KiB) with
-// clawkerd's serializer, read by the same client over the same mTLS and window, under clawkerd's
-// heap settings (CLAWKERD_NODE_FLAGS and its heap-tuning.ts; the same server at node's defaults is
-// reported too). Until issue 15's second round the baseline was grpc-js streaming pre-built
-// chunks from memory with server and reader in this one process: it paid neither the child
-// process, nor the pipe reads, nor its own event loop's wake-ups per write, which every server of
-// a command's output pays, so its ratio measured grpc-js against a different job. That figure is
-// still reported, as a reference.
+// The baseline ("grpc-js alone") is output-server.ts: a bare grpc-js server in its own process that
+// runs the same `cat` and sends what it reads from the pipe as OutputChunks of clawkerd's size
+// (64 KiB) with clawkerd's serializer, read by the same client over the same mTLS and window, under
+// clawkerd's heap settings (CLAWKERD_NODE_FLAGS and its heap-tuning.ts; the same server at node's
+// defaults is reported too). Until issue 15's second round the baseline was grpc-js streaming
+// pre-built chunks from memory with server and reader in this one process: it paid neither the
+// child process, nor the pipe reads, nor its own event loop's wake-ups per write, which every
+// server of a command's output pays, so its ratio measured grpc-js against a different job. That
+// figure is still reported, as a reference.
 import { randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import tls from "node:tls";

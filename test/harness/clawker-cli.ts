@@ -38,12 +38,12 @@ export function clawker(args: readonly string[], options: CliOptions = {}): Prom
 }
 
 /**
- * Runs `clawker <args>` and, once `bytes` of its stdout have arrived, closes the pipe's read end
- * as `| head -c` does (later writes fail EPIPE). Resolves when it has exited.
+ * Runs `clawker <args>` and, once `chars` characters of its stdout have arrived, closes the pipe's
+ * read end as `| head -c` does (later writes fail EPIPE). Resolves when it has exited.
  */
 export function clawkerUntil(
   args: readonly string[],
-  bytes: number,
+  chars: number,
   options: CliOptions = {},
 ): Promise<CliResult> {
   assertPrivateAdminSocket(args, options.env ?? process.env);
@@ -63,7 +63,7 @@ export function clawkerUntil(
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => {
       stdout += c;
-      if (stdout.length >= bytes) child.stdout.destroy();
+      if (stdout.length >= chars) child.stdout.destroy();
     });
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     child.once("error", reject);
